@@ -1,0 +1,8 @@
+//! difflab: a terminal lab for diffusion models.
+//!
+//! Layers, from the bottom up: [`sampler`] (pure math: noise schedules, timestep spacing, DDPM, DDIM,
+//! DPM-Solver++), [`engine`] (the models the samplers drive: the [`engine::Denoiser`] trait, the analytic
+//! Gaussian-mixture denoiser and ONNX Runtime models).
+
+pub mod engine;
+pub mod sampler;
