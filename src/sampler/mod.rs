@@ -1,5 +1,112 @@
 //! Samplers as diffusers runs them: noise schedules, timestep spacing, DDPM, DDIM and DPM-Solver++.
+//!
+//! Pure math: no I/O, no models. Samples and model outputs are f32 batches (what ONNX models give);
+//! schedule coefficients are f64, computed from the same f32 `alphas_cumprod` table diffusers uses.
 
+pub mod config;
+mod ddim;
+mod ddpm;
+mod dpm_solver;
+pub mod noise;
 mod prediction;
+pub mod schedule;
+mod spacing;
 
+pub use config::{ConfigError, SamplerConfig};
+pub use ddim::Ddim;
+pub use ddpm::Ddpm;
+pub use dpm_solver::DpmSolver;
+pub use noise::{InjectedNoise, NoiseSource, SeededNoise};
 pub use prediction::PredictionType;
+pub use schedule::NoiseSchedule;
+
+/// One sampler, driven step by step by the caller:
+/// `set_steps(n)`, then for each of `timesteps()`: call the model, then `step`.
+pub trait Scheduler: Send {
+    /// Prepares a run of `steps` denoising steps (resets any multistep history).
+    fn set_steps(&mut self, steps: usize) -> Result<(), ConfigError>;
+
+    /// The timesteps the model is called with, one per step.
+    fn timesteps(&self) -> &[i64];
+
+    /// The sigmas the solver steps between (`steps + 1` values), where the scheduler has them.
+    fn sigmas(&self) -> Option<&[f32]> {
+        None
+    }
+
+    /// The solver order used at step `i` (1 for single-step samplers).
+    fn order_at(&self, _i: usize) -> usize {
+        1
+    }
+
+    /// Whether any step draws noise.
+    fn is_stochastic(&self) -> bool;
+
+    /// Advances `sample` (a batch of `batch` items) in place by one step given the model output at
+    /// the current timestep, and writes the prediction of the clean sample (x0) into `x0`.
+    /// `noise` is asked for fresh Gaussian noise only when the step needs it.
+    fn step(
+        &mut self,
+        model_output: &[f32],
+        sample: &mut [f32],
+        x0: &mut [f32],
+        batch: usize,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<(), StepError>;
+
+    /// How many steps have been taken since `set_steps`.
+    fn step_index(&self) -> usize;
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum StepError {
+    #[error("step called {taken} times but the schedule has only {steps} steps")]
+    PastEnd { taken: usize, steps: usize },
+    #[error("step called before set_steps")]
+    NotReady,
+    #[error("model output has {got} values, the sample has {want}")]
+    Length { got: usize, want: usize },
+    #[error("x0 buffer has {got} values, the sample has {want}")]
+    X0Length { got: usize, want: usize },
+    #[error("the sample's {len} values do not split into {batch} equal batch items")]
+    Batch { len: usize, batch: usize },
+}
+
+/// Checks the buffers handed to [`Scheduler::step`] and that a step is left to take.
+fn check_step(
+    index: usize,
+    steps: usize,
+    model_output: &[f32],
+    sample: &[f32],
+    x0: &[f32],
+    batch: usize,
+) -> Result<(), StepError> {
+    if steps == 0 {
+        return Err(StepError::NotReady);
+    }
+    if index >= steps {
+        return Err(StepError::PastEnd {
+            taken: index + 1,
+            steps,
+        });
+    }
+    if model_output.len() != sample.len() {
+        return Err(StepError::Length {
+            got: model_output.len(),
+            want: sample.len(),
+        });
+    }
+    if x0.len() != sample.len() {
+        return Err(StepError::X0Length {
+            got: x0.len(),
+            want: sample.len(),
+        });
+    }
+    if batch == 0 || sample.len() % batch != 0 {
+        return Err(StepError::Batch {
+            len: sample.len(),
+            batch,
+        });
+    }
+    Ok(())
+}

@@ -40,3 +40,83 @@ impl std::fmt::Display for PredictionType {
         f.write_str(self.name())
     }
 }
+
+/// What happens to the x0 prediction before it is used: diffusers' `clip_sample` (+ `clip_sample_range`)
+/// or `thresholding` (Imagen's dynamic thresholding, + `dynamic_thresholding_ratio`, `sample_max_value`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum X0Clip {
+    None,
+    Clip { range: f64 },
+    Threshold { ratio: f64, max: f64 },
+}
+
+impl X0Clip {
+    /// Applies the clip to a batch of `batch` x0 predictions in place.
+    pub fn apply(self, x0: &mut [f32], batch: usize) {
+        match self {
+            Self::None => {}
+            Self::Clip { range } => {
+                let r = range as f32;
+                for v in x0 {
+                    *v = v.clamp(-r, r);
+                }
+            }
+            Self::Threshold { ratio, max } => {
+                let item_len = x0.len() / batch.max(1);
+                if item_len == 0 {
+                    return;
+                }
+                let mut sorted = Vec::with_capacity(item_len);
+                for item in x0.chunks_mut(item_len) {
+                    sorted.clear();
+                    sorted.extend(item.iter().map(|v| v.abs()));
+                    sorted.sort_by(f32::total_cmp);
+                    let s = quantile_sorted(&sorted, ratio).clamp(1.0, max) as f32;
+                    for v in item {
+                        *v = v.clamp(-s, s) / s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `torch.quantile` with linear interpolation, on sorted values.
+fn quantile_sorted(sorted: &[f32], q: f64) -> f64 {
+    let pos = q * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = (lo + 1).min(sorted.len() - 1);
+    let w = pos - lo as f64;
+    sorted[lo] as f64 + (sorted[hi] as f64 - sorted[lo] as f64) * w
+}
+
+impl PredictionType {
+    /// Reads a model output as (x0, epsilon) for `x = alpha * x0 + sigma * eps`.
+    #[inline]
+    pub fn x0_eps(self, out: f64, x: f64, alpha: f64, sigma: f64) -> (f64, f64) {
+        match self {
+            Self::Epsilon => ((x - sigma * out) / alpha, out),
+            Self::VPrediction => (alpha * x - sigma * out, alpha * out + sigma * x),
+            Self::Sample => (out, (x - alpha * out) / sigma),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholding_scales_each_item_by_its_own_quantile() {
+        // item 0: |x| quantile 0.5 of [0.5, 2, 3, 4] = 2.5 -> clamp to ±2.5 then divide.
+        let mut x = vec![0.5, -2.0, 3.0, 4.0, 0.1, 0.2, 0.3, 0.4];
+        X0Clip::Threshold {
+            ratio: 0.5,
+            max: 10.0,
+        }
+        .apply(&mut x, 2);
+        assert_eq!(&x[..4], &[0.2, -0.8, 1.0, 1.0]);
+        // item 1: quantile 0.25 is below 1, so s = 1 and nothing changes.
+        assert_eq!(&x[4..], &[0.1, 0.2, 0.3, 0.4]);
+    }
+}

@@ -1,0 +1,686 @@
+//! Sampler configuration: diffusers' `scheduler_config.json` (same keys, same defaults, `_class_name`
+//! picks the scheduler) and the short names users know from the web UIs (`dpm++2m-karras`, ...).
+//!
+//! A config is resolved in layers: the class defaults, then a base config (the model's own
+//! scheduler_config.json: only the keys this class knows are taken, quietly, as diffusers'
+//! `from_config` does), then the short name's preset, then the user's keys (unknown ones are reported
+//! as warnings and ignored; invalid values are errors naming the key and what is allowed).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde_json::{Map, Value, json};
+
+use super::ddim::{Ddim, DdimConfig};
+use super::ddpm::{Ddpm, DdpmConfig, DdpmVariance};
+use super::dpm_solver::{DpmAlgorithm, DpmSolver, DpmSolverConfig, FinalSigma, SolverType};
+use super::prediction::X0Clip;
+use super::schedule::{BetaSchedule, ScheduleConfig};
+use super::spacing::TimestepSpacing;
+use super::{PredictionType, Scheduler};
+
+/// The scheduler classes difflab implements, by diffusers' `_class_name`.
+pub const CLASS_NAMES: [&str; 3] = [
+    "DDPMScheduler",
+    "DDIMScheduler",
+    "DPMSolverMultistepScheduler",
+];
+
+/// Short sampler names, with the diffusers class and settings each stands for.
+pub const SHORT_NAMES: [(&str, &str, &str); 7] = [
+    ("ddpm", "DDPMScheduler", "{}"),
+    ("ddim", "DDIMScheduler", "{}"),
+    (
+        "dpm++2m",
+        "DPMSolverMultistepScheduler",
+        r#"{"solver_order": 2, "algorithm_type": "dpmsolver++", "use_karras_sigmas": false}"#,
+    ),
+    (
+        "dpm++2m-karras",
+        "DPMSolverMultistepScheduler",
+        r#"{"solver_order": 2, "algorithm_type": "dpmsolver++", "use_karras_sigmas": true}"#,
+    ),
+    (
+        "dpm++3m",
+        "DPMSolverMultistepScheduler",
+        r#"{"solver_order": 3, "algorithm_type": "dpmsolver++", "use_karras_sigmas": false}"#,
+    ),
+    (
+        "dpm++2m-sde",
+        "DPMSolverMultistepScheduler",
+        r#"{"solver_order": 2, "algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": false}"#,
+    ),
+    (
+        "dpm++2m-sde-karras",
+        "DPMSolverMultistepScheduler",
+        r#"{"solver_order": 2, "algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": true}"#,
+    ),
+];
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum ConfigError {
+    #[error("cannot read scheduler config {path}: {message}")]
+    Io { path: String, message: String },
+    #[error("{source_name} is not valid JSON: {message}")]
+    Json {
+        source_name: String,
+        message: String,
+    },
+    #[error("{source_name} must be a JSON object of scheduler settings")]
+    NotAnObject { source_name: String },
+    #[error(
+        "scheduler class {name:?} is not supported; use one of {}",
+        CLASS_NAMES.join(", ")
+    )]
+    UnknownClass { name: String },
+    #[error("{source_name} has no \"_class_name\"; set it to one of {}", CLASS_NAMES.join(", "))]
+    MissingClass { source_name: String },
+    #[error(
+        "unknown sampler {name:?}; use one of {} or the path of a scheduler_config.json",
+        short_name_list()
+    )]
+    UnknownSampler { name: String },
+    #[error("scheduler setting `{key}`: got {got}, expected {expected}")]
+    InvalidValue {
+        key: String,
+        got: String,
+        expected: String,
+    },
+    #[error("scheduler setting `{key}` = {got} is not supported by difflab: {reason}")]
+    Unsupported {
+        key: String,
+        got: String,
+        reason: String,
+    },
+    #[error("{steps} inference steps cannot be used: {reason}")]
+    Steps { steps: usize, reason: String },
+}
+
+fn short_name_list() -> String {
+    SHORT_NAMES
+        .iter()
+        .map(|(n, _, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A fully resolved sampler: which scheduler and all of its settings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SamplerConfig {
+    Ddpm(DdpmConfig),
+    Ddim(DdimConfig),
+    DpmSolver(DpmSolverConfig),
+}
+
+/// A resolved config with what was noticed on the way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    pub config: SamplerConfig,
+    /// Every setting after resolution, with diffusers' key names (for display and hashing).
+    pub settings: Map<String, Value>,
+    /// Unknown keys and other things worth telling the user.
+    pub warnings: Vec<String>,
+}
+
+impl SamplerConfig {
+    /// Builds a ready-to-run scheduler (call `set_steps` next).
+    pub fn build(&self) -> Box<dyn Scheduler> {
+        match self {
+            Self::Ddpm(c) => Box::new(Ddpm::new(c.clone())),
+            Self::Ddim(c) => Box::new(Ddim::new(c.clone())),
+            Self::DpmSolver(c) => Box::new(DpmSolver::new(c.clone())),
+        }
+    }
+
+    pub fn class_name(&self) -> &'static str {
+        match self {
+            Self::Ddpm(_) => CLASS_NAMES[0],
+            Self::Ddim(_) => CLASS_NAMES[1],
+            Self::DpmSolver(_) => CLASS_NAMES[2],
+        }
+    }
+
+    pub fn prediction_type(&self) -> PredictionType {
+        match self {
+            Self::Ddpm(c) => c.prediction_type,
+            Self::Ddim(c) => c.prediction_type,
+            Self::DpmSolver(c) => c.prediction_type,
+        }
+    }
+
+    pub fn schedule(&self) -> &ScheduleConfig {
+        match self {
+            Self::Ddpm(c) => &c.schedule,
+            Self::Ddim(c) => &c.schedule,
+            Self::DpmSolver(c) => &c.schedule,
+        }
+    }
+
+    /// Reads a diffusers scheduler_config.json.
+    pub fn from_file(path: &Path) -> Result<Resolved, ConfigError> {
+        let base = read_json_object(path)?;
+        let source_name = path.display().to_string();
+        let class = class_of(&base, &source_name)?;
+        resolve(class, None, &Map::new(), &base)
+    }
+
+    /// Reads a scheduler config from JSON text (`source_name` names it in errors).
+    pub fn from_json_str(text: &str, source_name: &str) -> Result<Resolved, ConfigError> {
+        let map = parse_json_object(text, source_name)?;
+        let class = class_of(&map, source_name)?;
+        resolve(class, None, &Map::new(), &map)
+    }
+
+    /// Resolves a sampler given by short name (`dpm++2m-karras`) or by the path of a
+    /// scheduler_config.json, on top of a model's base config, with the user's overrides.
+    pub fn resolve(
+        spec: &str,
+        base: Option<&Map<String, Value>>,
+        overrides: &Map<String, Value>,
+    ) -> Result<Resolved, ConfigError> {
+        if let Some((class, preset)) = short_name(spec) {
+            let preset: Map<String, Value> =
+                serde_json::from_str(preset).expect("presets are valid JSON");
+            let mut user = preset;
+            user.extend(overrides.clone());
+            return resolve(class, base, &Map::new(), &user);
+        }
+        let path = Path::new(spec);
+        if spec.ends_with(".json") || path.is_file() {
+            let mut file = read_json_object(path)?;
+            let class = class_of(&file, spec)?;
+            file.extend(overrides.clone());
+            return resolve(class, base, &Map::new(), &file);
+        }
+        Err(ConfigError::UnknownSampler {
+            name: spec.to_string(),
+        })
+    }
+}
+
+/// Reads a JSON object from a file.
+pub fn read_json_object(path: &Path) -> Result<Map<String, Value>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    parse_json_object(&text, &path.display().to_string())
+}
+
+fn parse_json_object(text: &str, source_name: &str) -> Result<Map<String, Value>, ConfigError> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ConfigError::NotAnObject {
+            source_name: source_name.to_string(),
+        }),
+        Err(e) => Err(ConfigError::Json {
+            source_name: source_name.to_string(),
+            message: e.to_string(),
+        }),
+    }
+}
+
+fn class_of(map: &Map<String, Value>, source_name: &str) -> Result<&'static str, ConfigError> {
+    match map.get("_class_name") {
+        Some(Value::String(name)) => CLASS_NAMES
+            .iter()
+            .find(|c| *c == name)
+            .copied()
+            .ok_or_else(|| ConfigError::UnknownClass { name: name.clone() }),
+        Some(other) => Err(ConfigError::InvalidValue {
+            key: "_class_name".into(),
+            got: other.to_string(),
+            expected: format!("one of {}", CLASS_NAMES.join(", ")),
+        }),
+        None => Err(ConfigError::MissingClass {
+            source_name: source_name.to_string(),
+        }),
+    }
+}
+
+/// The class and preset of a short sampler name; accepts `DPM++ 2M Karras`, `dpmpp_2m_karras`, ...
+fn short_name(spec: &str) -> Option<(&'static str, &'static str)> {
+    let norm = spec
+        .trim()
+        .to_lowercase()
+        .replace("dpmpp", "dpm++")
+        .replace([' ', '_'], "-")
+        .replace("dpm++-", "dpm++");
+    SHORT_NAMES
+        .iter()
+        .find(|(n, _, _)| *n == norm)
+        .map(|&(_, class, preset)| (class, preset))
+}
+
+/// diffusers' defaults for each class.
+fn class_defaults(class: &str) -> Map<String, Value> {
+    let common = json!({
+        "num_train_timesteps": 1000,
+        "beta_start": 0.0001,
+        "beta_end": 0.02,
+        "beta_schedule": "linear",
+        "trained_betas": null,
+        "prediction_type": "epsilon",
+        "thresholding": false,
+        "dynamic_thresholding_ratio": 0.995,
+        "sample_max_value": 1.0,
+        "steps_offset": 0,
+        "rescale_betas_zero_snr": false,
+    });
+    let specific = match class {
+        "DDPMScheduler" => json!({
+            "variance_type": "fixed_small",
+            "clip_sample": true,
+            "clip_sample_range": 1.0,
+            "timestep_spacing": "leading",
+        }),
+        "DDIMScheduler" => json!({
+            "clip_sample": true,
+            "clip_sample_range": 1.0,
+            "set_alpha_to_one": true,
+            "timestep_spacing": "leading",
+            "eta": 0.0,
+            "use_clipped_model_output": false,
+        }),
+        _ => json!({
+            "solver_order": 2,
+            "algorithm_type": "dpmsolver++",
+            "solver_type": "midpoint",
+            "lower_order_final": true,
+            "euler_at_final": false,
+            "use_karras_sigmas": false,
+            "use_exponential_sigmas": false,
+            "use_beta_sigmas": false,
+            "use_lu_lambdas": false,
+            "use_flow_sigmas": false,
+            "flow_shift": 1.0,
+            "final_sigmas_type": "zero",
+            "lambda_min_clipped": "-inf",
+            "variance_type": null,
+            "timestep_spacing": "linspace",
+            "use_dynamic_shifting": false,
+            "time_shift_type": "exponential",
+        }),
+    };
+    let (Value::Object(mut map), Value::Object(extra)) = (common, specific) else {
+        unreachable!("literal objects")
+    };
+    map.extend(extra);
+    map
+}
+
+/// Resolves `class` from its defaults, the quiet `base`, then `preset` and the reported `user` keys.
+fn resolve(
+    class: &'static str,
+    base: Option<&Map<String, Value>>,
+    preset: &Map<String, Value>,
+    user: &Map<String, Value>,
+) -> Result<Resolved, ConfigError> {
+    let mut settings = class_defaults(class);
+    let known: BTreeSet<String> = settings.keys().cloned().collect();
+    let mut warnings = Vec::new();
+    for (k, v) in base.into_iter().flatten() {
+        if known.contains(k) {
+            settings.insert(k.clone(), v.clone());
+        }
+    }
+    for (k, v) in preset.iter().chain(user) {
+        if known.contains(k) {
+            settings.insert(k.clone(), v.clone());
+        } else if !k.starts_with('_') {
+            warnings.push(format!(
+                "unknown key `{k}` ignored ({class} does not use it)"
+            ));
+        }
+    }
+    let mut r = Reader { map: &settings };
+    let mut schedule = ScheduleConfig {
+        num_train_timesteps: r.count("num_train_timesteps", 1)?,
+        beta_start: r.unit("beta_start")?,
+        beta_end: r.unit("beta_end")?,
+        beta_schedule: r.choice(
+            "beta_schedule",
+            &BetaSchedule::NAMES,
+            BetaSchedule::from_name,
+        )?,
+        trained_betas: r.betas("trained_betas")?,
+        rescale_betas_zero_snr: r.bool("rescale_betas_zero_snr")?,
+    };
+    if let Some(betas) = &schedule.trained_betas {
+        if betas.len() != schedule.num_train_timesteps {
+            warnings.push(format!(
+                "trained_betas has {} values; num_train_timesteps {} is replaced by that",
+                betas.len(),
+                schedule.num_train_timesteps
+            ));
+            schedule.num_train_timesteps = betas.len();
+        }
+    }
+    let prediction_type = r.choice(
+        "prediction_type",
+        &PredictionType::NAMES,
+        PredictionType::from_name,
+    )?;
+    let thresholding = if r.bool("thresholding")? {
+        X0Clip::Threshold {
+            ratio: r.in_range("dynamic_thresholding_ratio", 0.0, 1.0)?,
+            max: r.positive("sample_max_value")?,
+        }
+    } else {
+        X0Clip::None
+    };
+    let timestep_spacing = r.choice(
+        "timestep_spacing",
+        &TimestepSpacing::NAMES,
+        TimestepSpacing::from_name,
+    )?;
+    let steps_offset = r.count("steps_offset", 0)? as i64;
+    let clip = |r: &mut Reader| -> Result<X0Clip, ConfigError> {
+        // Thresholding wins over clip_sample, as in diffusers.
+        Ok(if thresholding != X0Clip::None {
+            thresholding
+        } else if r.bool("clip_sample")? {
+            X0Clip::Clip {
+                range: r.positive("clip_sample_range")?,
+            }
+        } else {
+            X0Clip::None
+        })
+    };
+    let config = match class {
+        "DDPMScheduler" => SamplerConfig::Ddpm(DdpmConfig {
+            clip: clip(&mut r)?,
+            variance_type: r.variance_type()?,
+            schedule,
+            prediction_type,
+            timestep_spacing,
+            steps_offset,
+        }),
+        "DDIMScheduler" => SamplerConfig::Ddim(DdimConfig {
+            clip: clip(&mut r)?,
+            set_alpha_to_one: r.bool("set_alpha_to_one")?,
+            eta: r.non_negative("eta")?,
+            use_clipped_model_output: r.bool("use_clipped_model_output")?,
+            schedule,
+            prediction_type,
+            timestep_spacing,
+            steps_offset,
+        }),
+        _ => {
+            for key in [
+                "use_exponential_sigmas",
+                "use_beta_sigmas",
+                "use_lu_lambdas",
+                "use_flow_sigmas",
+                "use_dynamic_shifting",
+            ] {
+                if r.bool(key)? {
+                    return Err(ConfigError::Unsupported {
+                        key: key.into(),
+                        got: "true".into(),
+                        reason: "difflab implements the default and Karras sigmas".into(),
+                    });
+                }
+            }
+            if !r.map["variance_type"].is_null() {
+                return Err(ConfigError::Unsupported {
+                    key: "variance_type".into(),
+                    got: r.map["variance_type"].to_string(),
+                    reason: "learned variances need a model that predicts them; use null".into(),
+                });
+            }
+            let solver_order = r.count("solver_order", 1)?;
+            if solver_order > 3 {
+                return Err(ConfigError::InvalidValue {
+                    key: "solver_order".into(),
+                    got: solver_order.to_string(),
+                    expected: "1, 2 or 3".into(),
+                });
+            }
+            let algorithm = match r.string("algorithm_type")? {
+                "dpmsolver++" => DpmAlgorithm::DpmSolverPlusPlus,
+                "sde-dpmsolver++" => DpmAlgorithm::SdeDpmSolverPlusPlus,
+                other @ ("dpmsolver" | "sde-dpmsolver") => {
+                    return Err(ConfigError::Unsupported {
+                        key: "algorithm_type".into(),
+                        got: format!("{other:?}"),
+                        reason: "the deprecated noise-prediction solvers are not implemented; use \"dpmsolver++\" or \"sde-dpmsolver++\"".into(),
+                    });
+                }
+                other => {
+                    return Err(ConfigError::InvalidValue {
+                        key: "algorithm_type".into(),
+                        got: format!("{other:?}"),
+                        expected: format!("one of {}", DpmAlgorithm::NAMES.join(", ")),
+                    });
+                }
+            };
+            let solver_type = r.choice("solver_type", &SolverType::NAMES, |s| match s {
+                "midpoint" => Some(SolverType::Midpoint),
+                "heun" => Some(SolverType::Heun),
+                _ => None,
+            })?;
+            let final_sigmas_type =
+                r.choice("final_sigmas_type", &FinalSigma::NAMES, |s| match s {
+                    "zero" => Some(FinalSigma::Zero),
+                    "sigma_min" => Some(FinalSigma::SigmaMin),
+                    _ => None,
+                })?;
+            if algorithm == DpmAlgorithm::SdeDpmSolverPlusPlus && solver_order == 3 {
+                warnings.push(
+                    "sde-dpmsolver++ with solver_order 3 follows diffusers, whose third-order SDE term has the opposite sign of k-diffusion's DPM++ 3M SDE".into(),
+                );
+            }
+            SamplerConfig::DpmSolver(DpmSolverConfig {
+                thresholding,
+                solver_order,
+                algorithm,
+                solver_type,
+                lower_order_final: r.bool("lower_order_final")?,
+                euler_at_final: r.bool("euler_at_final")?,
+                use_karras_sigmas: r.bool("use_karras_sigmas")?,
+                final_sigmas_type,
+                lambda_min_clipped: r.lambda("lambda_min_clipped")?,
+                schedule,
+                prediction_type,
+                timestep_spacing,
+                steps_offset,
+            })
+        }
+    };
+    let zero_snr_eps = config.schedule().rescale_betas_zero_snr
+        && config.prediction_type() == PredictionType::Epsilon
+        && !matches!(config, SamplerConfig::DpmSolver(_));
+    if zero_snr_eps {
+        warnings.push("rescale_betas_zero_snr with prediction_type \"epsilon\" divides by sqrt(alpha_bar) = 0 at the last training step; zero-SNR models use \"v_prediction\"".into());
+    }
+    settings.insert("_class_name".into(), Value::String(class.into()));
+    Ok(Resolved {
+        config,
+        settings,
+        warnings,
+    })
+}
+
+/// Typed access to resolved settings with errors that name the key.
+struct Reader<'a> {
+    map: &'a Map<String, Value>,
+}
+
+impl Reader<'_> {
+    fn invalid(&self, key: &str, expected: &str) -> ConfigError {
+        ConfigError::InvalidValue {
+            key: key.to_string(),
+            got: self.map[key].to_string(),
+            expected: expected.to_string(),
+        }
+    }
+
+    fn bool(&mut self, key: &str) -> Result<bool, ConfigError> {
+        self.map[key]
+            .as_bool()
+            .ok_or_else(|| self.invalid(key, "true or false"))
+    }
+
+    fn string(&mut self, key: &str) -> Result<&str, ConfigError> {
+        let map = self.map;
+        map[key]
+            .as_str()
+            .ok_or_else(|| self.invalid(key, "a string"))
+    }
+
+    fn choice<T>(
+        &mut self,
+        key: &str,
+        names: &[&str],
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Result<T, ConfigError> {
+        let expected = format!("one of {}", names.join(", "));
+        self.map[key]
+            .as_str()
+            .and_then(parse)
+            .ok_or_else(|| self.invalid(key, &expected))
+    }
+
+    fn number(&self, key: &str) -> Option<f64> {
+        self.map[key].as_f64().filter(|v| v.is_finite())
+    }
+
+    fn count(&mut self, key: &str, min: u64) -> Result<usize, ConfigError> {
+        let v = &self.map[key];
+        let n = v.as_u64().or_else(|| {
+            // 1000.0 is accepted as 1000.
+            v.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                .map(|f| f as u64)
+        });
+        match n {
+            Some(n) if n >= min => Ok(n as usize),
+            _ => Err(self.invalid(key, &format!("an integer of at least {min}"))),
+        }
+    }
+
+    fn unit(&mut self, key: &str) -> Result<f64, ConfigError> {
+        match self.number(key) {
+            Some(v) if v > 0.0 && v < 1.0 => Ok(v),
+            _ => Err(self.invalid(key, "a number between 0 and 1 (exclusive)")),
+        }
+    }
+
+    fn in_range(&mut self, key: &str, lo: f64, hi: f64) -> Result<f64, ConfigError> {
+        match self.number(key) {
+            Some(v) if v > lo && v <= hi => Ok(v),
+            _ => Err(self.invalid(key, &format!("a number in ({lo}, {hi}]"))),
+        }
+    }
+
+    fn positive(&mut self, key: &str) -> Result<f64, ConfigError> {
+        match self.number(key) {
+            Some(v) if v > 0.0 => Ok(v),
+            _ => Err(self.invalid(key, "a positive number")),
+        }
+    }
+
+    fn non_negative(&mut self, key: &str) -> Result<f64, ConfigError> {
+        match self.number(key) {
+            Some(v) if v >= 0.0 => Ok(v),
+            _ => Err(self.invalid(key, "a number of at least 0")),
+        }
+    }
+
+    fn lambda(&mut self, key: &str) -> Result<f64, ConfigError> {
+        match &self.map[key] {
+            Value::String(s) if s == "-inf" => Ok(f64::NEG_INFINITY),
+            Value::Number(n) => n
+                .as_f64()
+                .ok_or_else(|| self.invalid(key, "a number or \"-inf\"")),
+            _ => Err(self.invalid(key, "a number or \"-inf\"")),
+        }
+    }
+
+    fn betas(&mut self, key: &str) -> Result<Option<Vec<f64>>, ConfigError> {
+        let expected = "null or a non-empty list of numbers between 0 and 1";
+        match &self.map[key] {
+            Value::Null => Ok(None),
+            Value::Array(items) if !items.is_empty() => items
+                .iter()
+                .map(|v| v.as_f64().filter(|b| *b > 0.0 && *b < 1.0))
+                .collect::<Option<Vec<f64>>>()
+                .map(Some)
+                .ok_or_else(|| self.invalid(key, expected)),
+            _ => Err(self.invalid(key, expected)),
+        }
+    }
+
+    fn variance_type(&mut self) -> Result<DdpmVariance, ConfigError> {
+        let key = "variance_type";
+        match self.map[key].as_str() {
+            Some(s @ ("learned" | "learned_range")) => Err(ConfigError::Unsupported {
+                key: key.into(),
+                got: format!("{s:?}"),
+                reason: format!(
+                    "learned variances need a model that predicts them; use one of {}",
+                    DdpmVariance::NAMES.join(", ")
+                ),
+            }),
+            Some(s) => DdpmVariance::from_name(s).ok_or_else(|| {
+                self.invalid(key, &format!("one of {}", DdpmVariance::NAMES.join(", ")))
+            }),
+            None => Err(self.invalid(key, &format!("one of {}", DdpmVariance::NAMES.join(", ")))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn short_names_resolve_to_presets() {
+        let r = SamplerConfig::resolve("DPM++ 2M Karras", None, &Map::new()).unwrap();
+        let SamplerConfig::DpmSolver(c) = r.config else {
+            panic!("not DPM")
+        };
+        assert!(c.use_karras_sigmas);
+        assert_eq!(c.solver_order, 2);
+        assert_eq!(r.warnings, Vec::<String>::new());
+    }
+
+    #[test]
+    fn base_keys_are_taken_quietly_and_user_keys_reported() {
+        let base = user(
+            json!({"_class_name": "DDPMScheduler", "beta_schedule": "scaled_linear",
+            "variance_type": "fixed_small", "clip_sample": false, "prediction_type": "v_prediction"}),
+        );
+        let r =
+            SamplerConfig::resolve("ddim", Some(&base), &user(json!({"eta": 0.5, "colour": 1})))
+                .unwrap();
+        let SamplerConfig::Ddim(c) = r.config else {
+            panic!("not DDIM")
+        };
+        assert_eq!(c.schedule.beta_schedule, BetaSchedule::ScaledLinear);
+        assert_eq!(c.prediction_type, PredictionType::VPrediction);
+        assert_eq!(c.clip, X0Clip::None);
+        assert_eq!(c.eta, 0.5);
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        assert!(r.warnings[0].contains("colour"));
+    }
+
+    #[test]
+    fn invalid_values_name_the_key_and_the_allowed_values() {
+        let e =
+            SamplerConfig::resolve("dpm++2m", None, &user(json!({"solver_order": 4}))).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "scheduler setting `solver_order`: got 4, expected 1, 2 or 3"
+        );
+        let e = SamplerConfig::resolve("ddpm", None, &user(json!({"beta_schedule": "cosine"})))
+            .unwrap_err();
+        assert!(e.to_string().contains("`beta_schedule`"), "{e}");
+        assert!(e.to_string().contains("squaredcos_cap_v2"), "{e}");
+    }
+}

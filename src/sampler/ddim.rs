@@ -1,0 +1,140 @@
+//! DDIMScheduler (Song et al. 2021): deterministic at eta = 0, DDPM-like at eta = 1.
+
+use super::ddpm::{check_step_count, check_timesteps};
+use super::prediction::X0Clip;
+use super::schedule::{NoiseSchedule, ScheduleConfig};
+use super::spacing::{TimestepSpacing, ddpm_ddim_timesteps};
+use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DdimConfig {
+    pub schedule: ScheduleConfig,
+    pub prediction_type: PredictionType,
+    pub clip: X0Clip,
+    pub timestep_spacing: TimestepSpacing,
+    pub steps_offset: i64,
+    /// ᾱ after the last step: 1 (the clean sample) or ᾱ_0, as the SD 1.x config has it.
+    pub set_alpha_to_one: bool,
+    /// Noise scale: 0 is deterministic DDIM, 1 matches DDPM's posterior variance.
+    pub eta: f64,
+    /// Recompute epsilon from the clipped x0 (diffusers' `use_clipped_model_output`).
+    pub use_clipped_model_output: bool,
+}
+
+pub struct Ddim {
+    config: DdimConfig,
+    schedule: NoiseSchedule,
+    timesteps: Vec<i64>,
+    index: usize,
+    noise: Vec<f32>,
+}
+
+impl Ddim {
+    pub fn new(config: DdimConfig) -> Self {
+        let schedule = NoiseSchedule::new(&config.schedule);
+        Self {
+            config,
+            schedule,
+            timesteps: Vec::new(),
+            index: 0,
+            noise: Vec::new(),
+        }
+    }
+}
+
+impl Scheduler for Ddim {
+    fn set_steps(&mut self, steps: usize) -> Result<(), ConfigError> {
+        let n = self.schedule.num_train_timesteps();
+        let timesteps = ddpm_ddim_timesteps(
+            self.config.timestep_spacing,
+            n,
+            check_step_count(steps, n)?,
+            self.config.steps_offset,
+        );
+        check_timesteps(&timesteps, n, steps)?;
+        self.timesteps = timesteps;
+        self.index = 0;
+        Ok(())
+    }
+
+    fn timesteps(&self) -> &[i64] {
+        &self.timesteps
+    }
+
+    fn is_stochastic(&self) -> bool {
+        self.config.eta > 0.0
+    }
+
+    fn step_index(&self) -> usize {
+        self.index
+    }
+
+    fn step(
+        &mut self,
+        model_output: &[f32],
+        sample: &mut [f32],
+        x0: &mut [f32],
+        batch: usize,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<(), StepError> {
+        check_step(
+            self.index,
+            self.timesteps.len(),
+            model_output,
+            sample,
+            x0,
+            batch,
+        )?;
+        let n = self.schedule.num_train_timesteps() as i64;
+        let t = self.timesteps[self.index];
+        // DDIM always steps back by N // n, whatever the spacing, so with linspace or a non-integer
+        // trailing stride it reads ᾱ at a timestep the loop never visits (diffusers issue 11347).
+        let prev = t - n / self.timesteps.len() as i64;
+        let a_t = self.schedule.alpha_bar(t as usize);
+        let a_p = if prev >= 0 {
+            self.schedule.alpha_bar(prev as usize)
+        } else if self.config.set_alpha_to_one {
+            1.0
+        } else {
+            self.schedule.alpha_bar(0)
+        };
+        let (alpha, sigma) = (a_t.sqrt(), (1.0 - a_t).sqrt());
+        let variance = (1.0 - a_p) / (1.0 - a_t) * (1.0 - a_t / a_p);
+        let std = self.config.eta * variance.sqrt();
+        // With zero terminal SNR and eta = 1 this difference is a rounding error below zero, where
+        // diffusers returns NaN; it is zero.
+        let c_eps = (1.0 - a_p - std * std).max(0.0).sqrt();
+        let c_x0 = a_p.sqrt();
+
+        let prediction = self.config.prediction_type;
+        for ((x0, &out), &x) in x0.iter_mut().zip(model_output).zip(sample.iter()) {
+            *x0 = prediction.x0_eps(out as f64, x as f64, alpha, sigma).0 as f32;
+        }
+        self.config.clip.apply(x0, batch);
+        let noisy = self.config.eta > 0.0;
+        if noisy {
+            self.noise.resize(sample.len(), 0.0);
+            noise.fill(self.index, &mut self.noise);
+        }
+        let reuse_x0 = self.config.use_clipped_model_output;
+        for (i, ((x, &x0), &out)) in sample
+            .iter_mut()
+            .zip(x0.iter())
+            .zip(model_output)
+            .enumerate()
+        {
+            let xf = *x as f64;
+            let x0f = x0 as f64;
+            // epsilon comes from the raw model output, not from the clipped x0, unless asked.
+            let eps = if reuse_x0 {
+                (xf - alpha * x0f) / sigma
+            } else {
+                prediction.x0_eps(out as f64, xf, alpha, sigma).1
+            };
+            let z = if noisy { self.noise[i] as f64 } else { 0.0 };
+            *x = (c_x0 * x0f + c_eps * eps + std * z) as f32;
+        }
+        self.index += 1;
+        Ok(())
+    }
+}

@@ -1,0 +1,205 @@
+//! DDPMScheduler: ancestral sampling (Ho et al. 2020), with diffusers' strided posterior.
+
+use super::prediction::X0Clip;
+use super::schedule::{NoiseSchedule, ScheduleConfig};
+use super::spacing::{TimestepSpacing, ddpm_ddim_timesteps};
+use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
+
+/// diffusers' `variance_type` (the learned variants need a model with twice the channels and are not
+/// supported).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DdpmVariance {
+    FixedSmall,
+    FixedSmallLog,
+    FixedLarge,
+    FixedLargeLog,
+}
+
+impl DdpmVariance {
+    pub const NAMES: [&'static str; 4] = [
+        "fixed_small",
+        "fixed_small_log",
+        "fixed_large",
+        "fixed_large_log",
+    ];
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "fixed_small" => Some(Self::FixedSmall),
+            "fixed_small_log" => Some(Self::FixedSmallLog),
+            "fixed_large" => Some(Self::FixedLarge),
+            "fixed_large_log" => Some(Self::FixedLargeLog),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DdpmConfig {
+    pub schedule: ScheduleConfig,
+    pub prediction_type: PredictionType,
+    pub clip: X0Clip,
+    pub timestep_spacing: TimestepSpacing,
+    pub steps_offset: i64,
+    pub variance_type: DdpmVariance,
+}
+
+pub struct Ddpm {
+    config: DdpmConfig,
+    schedule: NoiseSchedule,
+    timesteps: Vec<i64>,
+    index: usize,
+    noise: Vec<f32>,
+}
+
+impl Ddpm {
+    pub fn new(config: DdpmConfig) -> Self {
+        let schedule = NoiseSchedule::new(&config.schedule);
+        Self {
+            config,
+            schedule,
+            timesteps: Vec::new(),
+            index: 0,
+            noise: Vec::new(),
+        }
+    }
+
+    /// Coefficients of the step from timestep `t` to `prev` (−1 for the clean sample):
+    /// (sqrt ᾱ_t, sqrt(1 − ᾱ_t), mean coefficient of x0, mean coefficient of x_t, noise std).
+    fn coefficients(&self, t: i64, prev: i64) -> (f64, f64, f64, f64, f64) {
+        let a_t = self.schedule.alpha_bar(t as usize);
+        let a_p = if prev >= 0 {
+            self.schedule.alpha_bar(prev as usize)
+        } else {
+            1.0
+        };
+        let (b_t, b_p) = (1.0 - a_t, 1.0 - a_p);
+        let cur_a = a_t / a_p;
+        let cur_b = 1.0 - cur_a;
+        let c_x0 = a_p.sqrt() * cur_b / b_t;
+        let c_x = cur_a.sqrt() * b_p / b_t;
+        // The posterior variance is clamped as in diffusers so the log variants stay finite.
+        let var = (b_p / b_t * cur_b).max(1e-20);
+        let std = match self.config.variance_type {
+            DdpmVariance::FixedSmall => var.sqrt(),
+            DdpmVariance::FixedSmallLog => (0.5 * var.ln()).exp(),
+            DdpmVariance::FixedLarge => cur_b.sqrt(),
+            // diffusers takes the square root of log(beta) here and returns NaN; exp(0.5 log beta) is
+            // what the name means.
+            DdpmVariance::FixedLargeLog => (0.5 * cur_b.ln()).exp(),
+        };
+        (a_t.sqrt(), b_t.sqrt(), c_x0, c_x, std)
+    }
+}
+
+impl Scheduler for Ddpm {
+    fn set_steps(&mut self, steps: usize) -> Result<(), ConfigError> {
+        let n = self.schedule.num_train_timesteps();
+        let timesteps = ddpm_ddim_timesteps(
+            self.config.timestep_spacing,
+            n,
+            check_step_count(steps, n)?,
+            self.config.steps_offset,
+        );
+        check_timesteps(&timesteps, n, steps)?;
+        self.timesteps = timesteps;
+        self.index = 0;
+        Ok(())
+    }
+
+    fn timesteps(&self) -> &[i64] {
+        &self.timesteps
+    }
+
+    fn is_stochastic(&self) -> bool {
+        true
+    }
+
+    fn step_index(&self) -> usize {
+        self.index
+    }
+
+    fn step(
+        &mut self,
+        model_output: &[f32],
+        sample: &mut [f32],
+        x0: &mut [f32],
+        batch: usize,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<(), StepError> {
+        check_step(
+            self.index,
+            self.timesteps.len(),
+            model_output,
+            sample,
+            x0,
+            batch,
+        )?;
+        let t = self.timesteps[self.index];
+        // DDPM's previous timestep is the next entry of the array (diffusers' previous_timestep()).
+        let prev = self.timesteps.get(self.index + 1).copied().unwrap_or(-1);
+        let (alpha, sigma, c_x0, c_x, std) = self.coefficients(t, prev);
+        let prediction = self.config.prediction_type;
+        for ((x0, &out), &x) in x0.iter_mut().zip(model_output).zip(sample.iter()) {
+            *x0 = prediction.x0_eps(out as f64, x as f64, alpha, sigma).0 as f32;
+        }
+        self.config.clip.apply(x0, batch);
+        // Noise is drawn when the timestep value is above zero, not by position.
+        let noisy = t > 0;
+        if noisy {
+            self.noise.resize(sample.len(), 0.0);
+            noise.fill(self.index, &mut self.noise);
+        }
+        for (i, (x, &x0)) in sample.iter_mut().zip(x0.iter()).enumerate() {
+            let mean = c_x0 * x0 as f64 + c_x * *x as f64;
+            let z = if noisy { self.noise[i] as f64 } else { 0.0 };
+            *x = (mean + std * z) as f32;
+        }
+        self.index += 1;
+        Ok(())
+    }
+}
+
+/// Rejects step counts diffusers rejects: zero, or more than the training steps.
+pub(super) fn check_step_count(steps: usize, train_steps: usize) -> Result<usize, ConfigError> {
+    if steps == 0 {
+        return Err(ConfigError::Steps {
+            steps,
+            reason: "at least one step is needed".into(),
+        });
+    }
+    if steps > train_steps {
+        return Err(ConfigError::Steps {
+            steps,
+            reason: format!("the model was trained with num_train_timesteps = {train_steps}"),
+        });
+    }
+    Ok(steps)
+}
+
+/// Rejects timestep arrays that leave the training range (e.g. leading spacing with steps_offset 1 and
+/// as many steps as training steps gives t = 1000; diffusers issue 10003).
+pub(super) fn check_timesteps(
+    timesteps: &[i64],
+    train_steps: usize,
+    steps: usize,
+) -> Result<(), ConfigError> {
+    if let Some(&bad) = timesteps
+        .iter()
+        .find(|&&t| t < 0 || t >= train_steps as i64)
+    {
+        return Err(ConfigError::Steps {
+            steps,
+            reason: format!(
+                "it gives timestep {bad}, outside 0..{train_steps} (lower steps_offset or use timestep_spacing \"trailing\")"
+            ),
+        });
+    }
+    if timesteps.len() != steps {
+        return Err(ConfigError::Steps {
+            steps,
+            reason: format!("the spacing gives {} timesteps", timesteps.len()),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,354 @@
+//! DPMSolverMultistepScheduler with the DPM-Solver++ data-prediction updates (Lu et al. 2022):
+//! orders 1–3, midpoint and heun, Karras sigmas, and the SDE variant (DPM++ 2M SDE).
+
+use super::ddpm::{check_step_count, check_timesteps};
+use super::prediction::X0Clip;
+use super::schedule::{NoiseSchedule, ScheduleConfig};
+use super::spacing::{TimestepSpacing, dpm_timesteps, linspace};
+use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
+
+/// diffusers' `algorithm_type` (the deprecated noise-prediction variants are not supported).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DpmAlgorithm {
+    /// `dpmsolver++`: the deterministic ODE solver.
+    DpmSolverPlusPlus,
+    /// `sde-dpmsolver++`: the stochastic solver (DPM++ 2M SDE), noise at every step.
+    SdeDpmSolverPlusPlus,
+}
+
+impl DpmAlgorithm {
+    pub const NAMES: [&'static str; 2] = ["dpmsolver++", "sde-dpmsolver++"];
+}
+
+/// diffusers' `solver_type`: how the second-order correction is formed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SolverType {
+    Midpoint,
+    Heun,
+}
+
+impl SolverType {
+    pub const NAMES: [&'static str; 2] = ["midpoint", "heun"];
+}
+
+/// diffusers' `final_sigmas_type`: where the last step lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinalSigma {
+    /// sigma = 0: the clean sample (forces a first-order last step).
+    Zero,
+    /// The smallest training sigma.
+    SigmaMin,
+}
+
+impl FinalSigma {
+    pub const NAMES: [&'static str; 2] = ["zero", "sigma_min"];
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DpmSolverConfig {
+    pub schedule: ScheduleConfig,
+    pub prediction_type: PredictionType,
+    /// Only dynamic thresholding applies here (DPM-Solver has no clip_sample).
+    pub thresholding: X0Clip,
+    pub timestep_spacing: TimestepSpacing,
+    pub steps_offset: i64,
+    pub solver_order: usize,
+    pub algorithm: DpmAlgorithm,
+    pub solver_type: SolverType,
+    pub lower_order_final: bool,
+    pub euler_at_final: bool,
+    pub use_karras_sigmas: bool,
+    pub final_sigmas_type: FinalSigma,
+    pub lambda_min_clipped: f64,
+}
+
+pub struct DpmSolver {
+    config: DpmSolverConfig,
+    schedule: NoiseSchedule,
+    timesteps: Vec<i64>,
+    /// `steps + 1` sigmas, float32 as in diffusers.
+    sigmas: Vec<f32>,
+    index: usize,
+    /// The last `solver_order` x0 predictions, oldest first.
+    history: Vec<Vec<f32>>,
+    noise: Vec<f32>,
+}
+
+impl DpmSolver {
+    pub fn new(config: DpmSolverConfig) -> Self {
+        let mut alphas_cumprod = NoiseSchedule::new(&config.schedule)
+            .alphas_cumprod()
+            .to_vec();
+        if config.schedule.rescale_betas_zero_snr {
+            // Zero terminal SNR makes sigma_max infinite; diffusers nudges ᾱ_T to 2^-24.
+            if let Some(last) = alphas_cumprod.last_mut() {
+                *last = 2f32.powi(-24);
+            }
+        }
+        Self {
+            history: vec![Vec::new(); config.solver_order],
+            config,
+            schedule: NoiseSchedule::from_alphas_cumprod(alphas_cumprod),
+            timesteps: Vec::new(),
+            sigmas: Vec::new(),
+            index: 0,
+            noise: Vec::new(),
+        }
+    }
+
+    /// The last training timestep that `lambda_min_clipped` allows, plus one.
+    fn last_timestep(&self) -> usize {
+        let n = self.schedule.num_train_timesteps();
+        let clip = self.config.lambda_min_clipped;
+        // lambda decreases with t; count the timesteps (from the end) whose lambda is below the clip.
+        let below = self
+            .schedule
+            .alphas_cumprod()
+            .iter()
+            .rev()
+            .map(|&a| (a.sqrt() as f64).ln() - ((1.0 - a).sqrt() as f64).ln())
+            .take_while(|&lambda| lambda < clip)
+            .count();
+        n - below
+    }
+
+    /// The solver order diffusers uses at step `i` of `n` (it is fixed by the position alone).
+    fn order_for(&self, i: usize, n: usize) -> usize {
+        let c = &self.config;
+        let lower_order_nums = i.min(c.solver_order);
+        let final_zero = c.final_sigmas_type == FinalSigma::Zero;
+        let lower_order_final =
+            i + 1 == n && (c.euler_at_final || (c.lower_order_final && n < 15) || final_zero);
+        let lower_order_second = i + 2 == n && c.lower_order_final && n < 15;
+        if c.solver_order == 1 || lower_order_nums < 1 || lower_order_final {
+            1
+        } else if c.solver_order == 2 || lower_order_nums < 2 || lower_order_second {
+            2
+        } else {
+            3
+        }
+    }
+
+    /// Coefficients of `x_next = cx·x + c[0]·m0 + c[1]·m1 + c[2]·m2 + cz·z` at step `i`
+    /// (m0 the newest x0 prediction).
+    fn update_coefficients(&self, i: usize, order: usize) -> (f64, [f64; 3], f64) {
+        let sigma = |k: usize| self.sigmas[k] as f64;
+        let (alpha_t, sigma_t, lambda_t) = alpha_sigma_lambda(sigma(i + 1));
+        let (_, sigma_s0, lambda_s0) = alpha_sigma_lambda(sigma(i));
+        let h = lambda_t - lambda_s0;
+        let sde = self.config.algorithm == DpmAlgorithm::SdeDpmSolverPlusPlus;
+        // First-order part and the weights of the first and second differences D1, D2.
+        let (cx, p, q, r, cz) = if sde {
+            let e2 = 1.0 - (-2.0 * h).exp();
+            (
+                sigma_t / sigma_s0 * (-h).exp(),
+                alpha_t * e2,
+                match self.config.solver_type {
+                    SolverType::Midpoint if order == 2 => 0.5 * alpha_t * e2,
+                    _ => alpha_t * (e2 / (-2.0 * h) + 1.0),
+                },
+                // diffusers' sign (see SUMMARY: k-diffusion's 3M SDE uses +0.5).
+                alpha_t * ((e2 - 2.0 * h) / (2.0 * h).powi(2) - 0.5),
+                sigma_t * e2.sqrt(),
+            )
+        } else {
+            let e1 = (-h).exp() - 1.0;
+            (
+                sigma_t / sigma_s0,
+                -alpha_t * e1,
+                match self.config.solver_type {
+                    SolverType::Midpoint if order == 2 => -0.5 * alpha_t * e1,
+                    _ => alpha_t * (e1 / h + 1.0),
+                },
+                -alpha_t * ((e1 + h) / (h * h) - 0.5),
+                0.0,
+            )
+        };
+        let c = match order {
+            1 => [p, 0.0, 0.0],
+            2 => {
+                let (_, _, lambda_s1) = alpha_sigma_lambda(sigma(i - 1));
+                let r0 = (lambda_s0 - lambda_s1) / h;
+                [p + q / r0, -q / r0, 0.0]
+            }
+            _ => {
+                let (_, _, lambda_s1) = alpha_sigma_lambda(sigma(i - 1));
+                let (_, _, lambda_s2) = alpha_sigma_lambda(sigma(i - 2));
+                let (r0, r1) = ((lambda_s0 - lambda_s1) / h, (lambda_s1 - lambda_s2) / h);
+                // D1 = (1+w)·D1_0 − w·D1_1 and D2 = g·(D1_0 − D1_1), D1_0 = (m0−m1)/r0, D1_1 = (m1−m2)/r1.
+                let (a, b) = (1.0 / r0, 1.0 / r1);
+                let (w, g) = (r0 / (r0 + r1), 1.0 / (r0 + r1));
+                [
+                    p + q * (1.0 + w) * a + r * g * a,
+                    -q * (1.0 + w) * a - q * w * b - r * g * a - r * g * b,
+                    q * w * b + r * g * b,
+                ]
+            }
+        };
+        (cx, c, cz)
+    }
+}
+
+/// alpha, sigma and lambda = log(alpha / sigma) of a DPM sigma (sigma = sqrt((1 − ᾱ)/ᾱ)).
+fn alpha_sigma_lambda(s: f64) -> (f64, f64, f64) {
+    let alpha = 1.0 / (s * s + 1.0).sqrt();
+    let sigma = s * alpha;
+    (alpha, sigma, alpha.ln() - sigma.ln())
+}
+
+/// Karras et al. 2022 sigmas: `steps` points from sigma_max to sigma_min, uniform in sigma^(1/7).
+fn karras_sigmas(sigma_min: f64, sigma_max: f64, steps: usize) -> Vec<f64> {
+    let rho = 7.0;
+    let (min_inv, max_inv) = (sigma_min.powf(1.0 / rho), sigma_max.powf(1.0 / rho));
+    linspace(0.0, 1.0, steps)
+        .into_iter()
+        .map(|r| (max_inv + r * (min_inv - max_inv)).powf(rho))
+        .collect()
+}
+
+/// diffusers' `_sigma_to_t`: the fractional training timestep of a sigma, by linear interpolation in
+/// log sigma (`log_sigmas`: f64 logs of the float32 training sigmas).
+fn sigma_to_t(sigma: f64, log_sigmas: &[f64]) -> f64 {
+    let log_sigma = sigma.max(1e-10).ln();
+    let last = log_sigmas.len() - 2;
+    let lo = log_sigmas
+        .iter()
+        .rposition(|&l| log_sigma - l >= 0.0)
+        .unwrap_or(0)
+        .min(last);
+    let (low, high) = (log_sigmas[lo], log_sigmas[lo + 1]);
+    let w = ((low - log_sigma) / (low - high)).clamp(0.0, 1.0);
+    (1.0 - w) * lo as f64 + w * (lo + 1) as f64
+}
+
+impl Scheduler for DpmSolver {
+    fn set_steps(&mut self, steps: usize) -> Result<(), ConfigError> {
+        let n = self.schedule.num_train_timesteps();
+        check_step_count(steps, n)?;
+        let train_sigmas = self.schedule.train_sigmas();
+        let c = &self.config;
+        let (timesteps, mut sigmas): (Vec<i64>, Vec<f32>) = if c.use_karras_sigmas {
+            let log_sigmas: Vec<f64> = train_sigmas.iter().map(|&s| (s as f64).ln()).collect();
+            let karras = karras_sigmas(train_sigmas[0] as f64, train_sigmas[n - 1] as f64, steps);
+            // The cosine schedule's Karras timesteps are truncated, not rounded, in diffusers.
+            let truncate = c.schedule.beta_schedule
+                == super::schedule::BetaSchedule::SquaredcosCapV2
+                && c.schedule.trained_betas.is_none();
+            let timesteps = karras
+                .iter()
+                .map(|&s| {
+                    let t = sigma_to_t(s, &log_sigmas);
+                    if truncate {
+                        t as i64
+                    } else {
+                        t.round_ties_even() as i64
+                    }
+                })
+                .collect();
+            (timesteps, karras.iter().map(|&s| s as f32).collect())
+        } else {
+            let timesteps = dpm_timesteps(
+                c.timestep_spacing,
+                n,
+                self.last_timestep(),
+                steps,
+                c.steps_offset,
+            );
+            check_timesteps(&timesteps, n, steps)?;
+            let sigmas = timesteps
+                .iter()
+                .map(|&t| train_sigmas[t as usize])
+                .collect();
+            (timesteps, sigmas)
+        };
+        check_timesteps(&timesteps, n, steps)?;
+        sigmas.push(match c.final_sigmas_type {
+            FinalSigma::Zero => 0.0,
+            FinalSigma::SigmaMin if c.use_karras_sigmas => *sigmas.last().unwrap_or(&0.0),
+            FinalSigma::SigmaMin => train_sigmas[0],
+        });
+        self.timesteps = timesteps;
+        self.sigmas = sigmas;
+        self.index = 0;
+        for h in &mut self.history {
+            h.clear();
+        }
+        Ok(())
+    }
+
+    fn timesteps(&self) -> &[i64] {
+        &self.timesteps
+    }
+
+    fn sigmas(&self) -> Option<&[f32]> {
+        Some(&self.sigmas)
+    }
+
+    fn order_at(&self, i: usize) -> usize {
+        self.order_for(i, self.timesteps.len())
+    }
+
+    fn is_stochastic(&self) -> bool {
+        self.config.algorithm == DpmAlgorithm::SdeDpmSolverPlusPlus
+    }
+
+    fn step_index(&self) -> usize {
+        self.index
+    }
+
+    fn step(
+        &mut self,
+        model_output: &[f32],
+        sample: &mut [f32],
+        x0: &mut [f32],
+        batch: usize,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<(), StepError> {
+        let i = self.index;
+        check_step(i, self.timesteps.len(), model_output, sample, x0, batch)?;
+        let (alpha_s0, sigma_s0, _) = alpha_sigma_lambda(self.sigmas[i] as f64);
+        let prediction = self.config.prediction_type;
+        for ((x0, &out), &x) in x0.iter_mut().zip(model_output).zip(sample.iter()) {
+            *x0 = prediction
+                .x0_eps(out as f64, x as f64, alpha_s0, sigma_s0)
+                .0 as f32;
+        }
+        self.config.thresholding.apply(x0, batch);
+        // The history shifts before the update, so m0 is this step's x0.
+        self.history.rotate_left(1);
+        let newest = self.history.last_mut().expect("solver_order >= 1");
+        newest.clear();
+        newest.extend_from_slice(x0);
+
+        let order = self.order_for(i, self.timesteps.len());
+        let sde = self.is_stochastic();
+        if sde {
+            self.noise.resize(sample.len(), 0.0);
+            noise.fill(i, &mut self.noise);
+        }
+        if self.sigmas[i + 1] != self.sigmas[i] {
+            let (cx, c, cz) = self.update_coefficients(i, order);
+            let k = self.history.len();
+            let m0 = &self.history[k - 1];
+            let m1 = if order >= 2 { &self.history[k - 2] } else { m0 };
+            let m2 = if order >= 3 { &self.history[k - 3] } else { m0 };
+            for (j, x) in sample.iter_mut().enumerate() {
+                let mut v = cx * *x as f64 + c[0] * m0[j] as f64;
+                if order >= 2 {
+                    v += c[1] * m1[j] as f64;
+                }
+                if order >= 3 {
+                    v += c[2] * m2[j] as f64;
+                }
+                if sde {
+                    v += cz * self.noise[j] as f64;
+                }
+                *x = v as f32;
+            }
+        }
+        // A step of size zero (Karras sigmas with final_sigmas_type "sigma_min") leaves the sample as
+        // it is: the limit of every update as h -> 0. diffusers gives NaN there for heun and order 3.
+        self.index += 1;
+        Ok(())
+    }
+}

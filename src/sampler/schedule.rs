@@ -1,0 +1,207 @@
+//! Noise schedules: betas and the cumulative product of alphas (`alphas_cumprod`, written ᾱ).
+//!
+//! diffusers keeps these tables in float32 (torch), and every scheduler reads its coefficients from
+//! them; they are built here the same way, value for value, so the f64 coefficient arithmetic starts
+//! from exactly the numbers diffusers uses.
+
+use serde::{Deserialize, Serialize};
+
+/// diffusers' `beta_schedule`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BetaSchedule {
+    Linear,
+    ScaledLinear,
+    SquaredcosCapV2,
+    Sigmoid,
+}
+
+impl BetaSchedule {
+    pub const NAMES: [&'static str; 4] =
+        ["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"];
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "linear" => Some(Self::Linear),
+            "scaled_linear" => Some(Self::ScaledLinear),
+            "squaredcos_cap_v2" => Some(Self::SquaredcosCapV2),
+            "sigmoid" => Some(Self::Sigmoid),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Linear => "linear",
+            Self::ScaledLinear => "scaled_linear",
+            Self::SquaredcosCapV2 => "squaredcos_cap_v2",
+            Self::Sigmoid => "sigmoid",
+        }
+    }
+}
+
+/// The training noise schedule, as diffusers' config keys describe it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleConfig {
+    pub num_train_timesteps: usize,
+    pub beta_start: f64,
+    pub beta_end: f64,
+    pub beta_schedule: BetaSchedule,
+    /// Overrides `beta_schedule` when present.
+    pub trained_betas: Option<Vec<f64>>,
+    pub rescale_betas_zero_snr: bool,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self {
+            num_train_timesteps: 1000,
+            beta_start: 0.0001,
+            beta_end: 0.02,
+            beta_schedule: BetaSchedule::Linear,
+            trained_betas: None,
+            rescale_betas_zero_snr: false,
+        }
+    }
+}
+
+/// `alphas_cumprod` for every training timestep, as float32 like diffusers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoiseSchedule {
+    alphas_cumprod: Vec<f32>,
+}
+
+impl NoiseSchedule {
+    /// Builds the table. The config must already be validated (non-empty, betas in (0, 1)).
+    pub fn new(config: &ScheduleConfig) -> Self {
+        let n = config.num_train_timesteps;
+        let mut betas: Vec<f32> = match (&config.trained_betas, config.beta_schedule) {
+            (Some(trained), _) => trained.iter().map(|&b| b as f32).collect(),
+            (None, BetaSchedule::Linear) => {
+                torch_linspace_f32(config.beta_start as f32, config.beta_end as f32, n)
+            }
+            (None, BetaSchedule::ScaledLinear) => torch_linspace_f32(
+                config.beta_start.sqrt() as f32,
+                config.beta_end.sqrt() as f32,
+                n,
+            )
+            .into_iter()
+            .map(|b| b * b)
+            .collect(),
+            (None, BetaSchedule::SquaredcosCapV2) => cosine_betas(n),
+            (None, BetaSchedule::Sigmoid) => torch_linspace_f32(-6.0, 6.0, n)
+                .into_iter()
+                .map(|x| {
+                    let s = 1.0 / (1.0 + (-x).exp());
+                    s * (config.beta_end - config.beta_start) as f32 + config.beta_start as f32
+                })
+                .collect(),
+        };
+        if config.rescale_betas_zero_snr {
+            betas = rescale_zero_terminal_snr(&betas);
+        }
+        Self {
+            alphas_cumprod: cumprod(betas.iter().map(|&b| 1.0 - b)),
+        }
+    }
+
+    /// Builds a schedule from an explicit table (for tests and for models that ship one).
+    pub fn from_alphas_cumprod(alphas_cumprod: Vec<f32>) -> Self {
+        Self { alphas_cumprod }
+    }
+
+    pub fn num_train_timesteps(&self) -> usize {
+        self.alphas_cumprod.len()
+    }
+
+    pub fn alphas_cumprod(&self) -> &[f32] {
+        &self.alphas_cumprod
+    }
+
+    /// ᾱ at an integer training timestep, widened to f64.
+    pub fn alpha_bar(&self, t: usize) -> f64 {
+        self.alphas_cumprod[t] as f64
+    }
+
+    /// ᾱ at a possibly fractional timestep (linear interpolation between training steps).
+    pub fn alpha_bar_at(&self, t: f64) -> f64 {
+        let last = self.alphas_cumprod.len() - 1;
+        let t = t.clamp(0.0, last as f64);
+        let lo = t.floor() as usize;
+        let hi = (lo + 1).min(last);
+        let w = t - lo as f64;
+        self.alpha_bar(lo) * (1.0 - w) + self.alpha_bar(hi) * w
+    }
+
+    /// The training sigmas `sqrt((1 - ᾱ) / ᾱ)` in float32, as DPM-Solver computes them.
+    pub fn train_sigmas(&self) -> Vec<f32> {
+        self.alphas_cumprod
+            .iter()
+            .map(|&a| ((1.0 - a) / a).sqrt())
+            .collect()
+    }
+}
+
+/// `torch.linspace(start, end, steps, dtype=float32)` on CPU: float32 fused multiply-adds from both
+/// ends towards the middle (this reproduces torch's tables bit for bit).
+fn torch_linspace_f32(start: f32, end: f32, steps: usize) -> Vec<f32> {
+    if steps == 1 {
+        return vec![start];
+    }
+    let step = (end - start) / (steps - 1) as f32;
+    let halfway = steps / 2;
+    (0..steps)
+        .map(|i| {
+            if i < halfway {
+                step.mul_add(i as f32, start)
+            } else {
+                (-step).mul_add((steps - i - 1) as f32, end)
+            }
+        })
+        .collect()
+}
+
+/// `betas_for_alpha_bar` with the cosine transform (Nichol & Dhariwal), in f64 then stored as f32.
+fn cosine_betas(n: usize) -> Vec<f32> {
+    let f = |t: f64| {
+        ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0)
+            .cos()
+            .powi(2)
+    };
+    (0..n)
+        .map(|i| {
+            let t1 = i as f64 / n as f64;
+            let t2 = (i + 1) as f64 / n as f64;
+            (1.0 - f(t2) / f(t1)).min(0.999) as f32
+        })
+        .collect()
+}
+
+/// `torch.cumprod` on CPU accumulates float32 inputs in double and rounds each output to float32.
+fn cumprod(alphas: impl Iterator<Item = f32>) -> Vec<f32> {
+    let mut acc = 1.0f64;
+    alphas
+        .map(|a| {
+            acc *= a as f64;
+            acc as f32
+        })
+        .collect()
+}
+
+/// Lin et al. 2023, Algorithm 1: shift and scale sqrt(ᾱ) so the last timestep has zero SNR.
+fn rescale_zero_terminal_snr(betas: &[f32]) -> Vec<f32> {
+    let cumprod = cumprod(betas.iter().map(|&b| 1.0 - b));
+    let mut sqrt: Vec<f32> = cumprod.iter().map(|a| a.sqrt()).collect();
+    let first = sqrt[0];
+    let last = sqrt[sqrt.len() - 1];
+    let scale = first / (first - last);
+    for s in &mut sqrt {
+        *s -= last;
+        *s *= scale;
+    }
+    let bar: Vec<f32> = sqrt.iter().map(|s| s * s).collect();
+    let mut alphas = Vec::with_capacity(bar.len());
+    alphas.push(bar[0]);
+    alphas.extend(bar.windows(2).map(|w| w[1] / w[0]));
+    alphas.into_iter().map(|a| 1.0 - a).collect()
+}
