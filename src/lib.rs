@@ -2,7 +2,8 @@
 //!
 //! Layers, from the bottom up: [`sampler`] (pure math: noise schedules, timestep spacing, DDPM, DDIM,
 //! DPM-Solver++), [`engine`] (the models the samplers drive: the [`engine::Denoiser`] trait, the analytic
-//! Gaussian-mixture denoiser and ONNX Runtime models).
+//! Gaussian-mixture denoiser and ONNX Runtime models), [`lab`] (the denoising loop that joins them).
 
 pub mod engine;
+pub mod lab;
 pub mod sampler;

@@ -546,7 +546,9 @@ impl Reader<'_> {
         self.map[key].as_f64().filter(|v| v.is_finite())
     }
 
+    /// A whole number in `min..=1_000_000` (larger values are mistakes and would exhaust memory).
     fn count(&mut self, key: &str, min: u64) -> Result<usize, ConfigError> {
+        const MAX: u64 = 1_000_000;
         let v = &self.map[key];
         let n = v.as_u64().or_else(|| {
             // 1000.0 is accepted as 1000.
@@ -555,8 +557,8 @@ impl Reader<'_> {
                 .map(|f| f as u64)
         });
         match n {
-            Some(n) if n >= min => Ok(n as usize),
-            _ => Err(self.invalid(key, &format!("an integer of at least {min}"))),
+            Some(n) if (min..=MAX).contains(&n) => Ok(n as usize),
+            _ => Err(self.invalid(key, &format!("an integer from {min} to {MAX}"))),
         }
     }
 

@@ -1,0 +1,58 @@
+//! Running samplers on models: the denoising loop that drives a [`Scheduler`] with a [`Denoiser`].
+
+use std::time::{Duration, Instant};
+
+use crate::engine::{DenoiseError, Denoiser};
+use crate::sampler::{ConfigError, NoiseSource, Scheduler, StepError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Step(#[from] StepError),
+    #[error(transparent)]
+    Denoise(#[from] DenoiseError),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Where the time of one run went.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RunTiming {
+    /// Model evaluations (NFE).
+    pub model_calls: usize,
+    pub model_time: Duration,
+    pub sampler_time: Duration,
+}
+
+/// Denoises the batch `x` (initial noise in, samples out) through every timestep of `scheduler`
+/// (`set_steps` must have been called). After each step `on_step(i, x0)` sees the x0 prediction; it
+/// returns false to cancel.
+pub fn denoise(
+    scheduler: &mut dyn Scheduler,
+    denoiser: &mut dyn Denoiser,
+    x: &mut [f32],
+    batch: usize,
+    noise: &mut dyn NoiseSource,
+    mut on_step: impl FnMut(usize, &[f32]) -> bool,
+) -> Result<RunTiming, LabError> {
+    let mut timing = RunTiming::default();
+    let mut out = vec![0.0; x.len()];
+    let mut x0 = vec![0.0; x.len()];
+    let mut t = vec![0.0; batch];
+    for i in 0..scheduler.timesteps().len() {
+        t.fill(scheduler.timesteps()[i] as f64);
+        let start = Instant::now();
+        denoiser.predict(x, &t, &mut out)?;
+        let model_done = Instant::now();
+        scheduler.step(&out, x, &mut x0, batch, noise)?;
+        timing.model_calls += 1;
+        timing.model_time += model_done - start;
+        timing.sampler_time += model_done.elapsed();
+        if !on_step(i, &x0) {
+            return Err(LabError::Cancelled);
+        }
+    }
+    Ok(timing)
+}

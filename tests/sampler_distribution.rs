@@ -1,0 +1,106 @@
+//! Samples from the analytic Gaussian-mixture denoiser must reproduce the mixture's mean and
+//! covariance within sampling error, for ancestral (DDPM), ODE (DDIM, DPM++) and SDE (DPM++ 2M SDE)
+//! samplers alike.
+
+use difflab::engine::{AnalyticDenoiser, GaussianMixture};
+use difflab::lab::denoise;
+use difflab::sampler::{NoiseSchedule, PredictionType, SamplerConfig, SeededNoise};
+use serde_json::{Value, json};
+
+const SHAPE: [usize; 3] = [1, 2, 2];
+const N: usize = 4000;
+
+fn mixture() -> GaussianMixture {
+    GaussianMixture::new(
+        vec![0.6, 0.4],
+        vec![vec![0.7, -0.4, 0.1, 0.5], vec![-0.5, 0.6, -0.3, -0.2]],
+        vec![0.2, 0.3],
+    )
+}
+
+fn check(name: &str, settings: Value, steps: usize) {
+    let resolved = SamplerConfig::resolve(name, None, settings.as_object().unwrap()).unwrap();
+    let schedule = NoiseSchedule::new(resolved.config.schedule());
+    let mixture = mixture();
+    let d = mixture.dim();
+    let mut denoiser =
+        AnalyticDenoiser::new(mixture.clone(), schedule, SHAPE, PredictionType::Epsilon);
+    let mut noise = SeededNoise::new((1000..1000 + N as u64).collect());
+    let mut x = noise.initial(d);
+    let mut scheduler = resolved.config.build();
+    scheduler.set_steps(steps).unwrap();
+    denoise(
+        &mut *scheduler,
+        &mut denoiser,
+        &mut x,
+        N,
+        &mut noise,
+        |_, _| true,
+    )
+    .unwrap();
+
+    let samples: Vec<&[f32]> = x.chunks(d).collect();
+    let mean: Vec<f64> = (0..d)
+        .map(|i| samples.iter().map(|s| s[i] as f64).sum::<f64>() / N as f64)
+        .collect();
+    let want_mean = mixture.mean();
+    let want_cov = mixture.covariance();
+    for i in 0..d {
+        let se = (want_cov[i * d + i] / N as f64).sqrt();
+        assert!(
+            (mean[i] - want_mean[i]).abs() < 5.0 * se,
+            "{name} {steps}: mean[{i}] = {:.4}, mixture {:.4} (standard error {se:.4})",
+            mean[i],
+            want_mean[i]
+        );
+    }
+    for i in 0..d {
+        for j in 0..=i {
+            let products: Vec<f64> = samples
+                .iter()
+                .map(|s| (s[i] as f64 - mean[i]) * (s[j] as f64 - mean[j]))
+                .collect();
+            let cov = products.iter().sum::<f64>() / (N - 1) as f64;
+            let spread =
+                (products.iter().map(|p| (p - cov).powi(2)).sum::<f64>() / (N - 1) as f64).sqrt();
+            let se = spread / (N as f64).sqrt();
+            assert!(
+                (cov - want_cov[i * d + j]).abs() < 5.0 * se,
+                "{name} {steps}: cov[{i},{j}] = {cov:.4}, mixture {:.4} (standard error {se:.4})",
+                want_cov[i * d + j]
+            );
+        }
+    }
+    println!("{name} {steps} steps: mean and covariance within 5 standard errors");
+}
+
+#[test]
+fn ddpm_reproduces_the_mixture() {
+    check("ddpm", json!({"clip_sample": false}), 1000);
+}
+
+#[test]
+fn ddim_reproduces_the_mixture() {
+    check("ddim", json!({"clip_sample": false}), 100);
+}
+
+#[test]
+fn dpm_solver_2m_reproduces_the_mixture() {
+    check("dpm++2m", json!({}), 50);
+}
+
+#[test]
+fn dpm_solver_2m_sde_reproduces_the_mixture() {
+    check("dpm++2m-sde", json!({}), 100);
+}
+
+#[test]
+fn dpm_solver_3m_karras_reproduces_the_mixture() {
+    check("dpm++3m", json!({"use_karras_sigmas": true}), 50);
+}
+
+#[test]
+#[should_panic(expected = "standard error")]
+fn a_sampler_with_too_few_steps_is_caught() {
+    check("ddim", json!({"clip_sample": false}), 2);
+}

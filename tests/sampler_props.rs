@@ -1,0 +1,189 @@
+//! Property tests: every valid config gives finite samples from finite inputs, and every invalid
+//! config, step count or file gives an error, never a panic.
+
+use difflab::sampler::{InjectedNoise, SamplerConfig};
+use proptest::prelude::*;
+use serde_json::{Map, Value, json};
+
+const NAMES: [&str; 7] = [
+    "ddpm",
+    "ddim",
+    "dpm++2m",
+    "dpm++2m-karras",
+    "dpm++3m",
+    "dpm++2m-sde",
+    "dpm++2m-sde-karras",
+];
+
+fn valid_settings() -> impl Strategy<Value = (String, Map<String, Value>, usize)> {
+    (
+        0..NAMES.len(),
+        prop_oneof![
+            Just("linear"),
+            Just("scaled_linear"),
+            Just("squaredcos_cap_v2")
+        ],
+        prop_oneof![Just("epsilon"), Just("v_prediction"), Just("sample")],
+        prop_oneof![Just("leading"), Just("trailing"), Just("linspace")],
+        any::<bool>(),
+        any::<bool>(),
+        prop_oneof![Just("zero"), Just("sigma_min")],
+        prop_oneof![Just("midpoint"), Just("heun")],
+        1usize..=60,
+    )
+        .prop_map(
+            |(name, beta, pred, spacing, clip, threshold, final_sigma, solver, steps)| {
+                let mut m = json!({
+                    "beta_schedule": beta,
+                    "prediction_type": pred,
+                    "timestep_spacing": spacing,
+                    "clip_sample": clip,
+                    "thresholding": threshold,
+                    "final_sigmas_type": final_sigma,
+                    "solver_type": solver,
+                    "eta": if clip { 0.5 } else { 0.0 },
+                })
+                .as_object()
+                .unwrap()
+                .clone();
+                if beta == "scaled_linear" {
+                    m.insert("beta_start".into(), json!(0.00085));
+                    m.insert("beta_end".into(), json!(0.012));
+                }
+                (NAMES[name].to_string(), m, steps)
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn valid_configs_give_finite_samples(
+        (name, settings, steps) in valid_settings(),
+        values in prop::collection::vec(-3.0f32..3.0, 16),
+        outputs in prop::collection::vec(-3.0f32..3.0, 16),
+    ) {
+        let resolved = SamplerConfig::resolve(&name, None, &settings).unwrap();
+        let mut s = resolved.config.build();
+        s.set_steps(steps).unwrap();
+        prop_assert_eq!(s.timesteps().len(), steps);
+        let mut x = values.clone();
+        let mut x0 = vec![0.0; 16];
+        let noise: Vec<Option<Vec<f32>>> = (0..steps).map(|_| Some(outputs.clone())).collect();
+        let mut noise = InjectedNoise::new(noise);
+        for i in 0..steps {
+            // A bounded model output that depends on the sample, like a real network.
+            let out: Vec<f32> = x.iter().zip(&outputs).map(|(x, o)| (0.3 * x).tanh() + o).collect();
+            s.step(&out, &mut x, &mut x0, 2, &mut noise).unwrap();
+            prop_assert!(x.iter().all(|v| v.is_finite()), "step {} of {} {:?}: {:?}", i, name, settings, x);
+            prop_assert!(x0.iter().all(|v| v.is_finite()));
+        }
+        // One step too many is an error, not a panic.
+        let out = vec![0.0; 16];
+        prop_assert!(s.step(&out, &mut x, &mut x0, 2, &mut noise).is_err());
+    }
+
+    #[test]
+    fn wrong_values_are_errors(
+        name in prop::sample::select(NAMES.to_vec()),
+        key in prop::sample::select(vec![
+            "num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
+            "prediction_type", "timestep_spacing", "steps_offset", "clip_sample", "clip_sample_range",
+            "thresholding", "solver_order", "algorithm_type", "solver_type", "final_sigmas_type",
+            "variance_type", "set_alpha_to_one", "eta", "lambda_min_clipped", "use_karras_sigmas",
+        ]),
+        value in prop_oneof![
+            Just(json!("nonsense")), Just(json!(-1)), Just(json!(0)), Just(json!(4)), Just(json!(1.5)),
+            Just(json!([1, 2])), Just(json!({"a": 1})), Just(json!(null)), Just(json!(true)),
+            Just(json!(1e300)),
+        ],
+        steps in 0usize..1200,
+    ) {
+        let mut settings = Map::new();
+        settings.insert(key.to_string(), value);
+        // Either rejected with an error or accepted; then any step count is checked, never panics.
+        if let Ok(resolved) = SamplerConfig::resolve(name, None, &settings) {
+            let mut s = resolved.config.build();
+            match s.set_steps(steps) {
+                Ok(()) => prop_assert!(steps >= 1),
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            }
+        }
+    }
+
+    #[test]
+    fn arbitrary_json_files_never_panic(text in ".{0,200}") {
+        let _ = SamplerConfig::from_json_str(&text, "fuzz.json");
+    }
+}
+
+#[test]
+fn invalid_configs_name_the_problem() {
+    let cases: Vec<(Result<_, _>, &str)> = vec![
+        (
+            SamplerConfig::resolve("dpm++4m", None, &Map::new()),
+            "unknown sampler \"dpm++4m\"",
+        ),
+        (
+            SamplerConfig::from_json_str(r#"{"_class_name": "PNDMScheduler"}"#, "c.json"),
+            "scheduler class \"PNDMScheduler\" is not supported",
+        ),
+        (
+            SamplerConfig::from_json_str("{", "c.json"),
+            "c.json is not valid JSON",
+        ),
+        (
+            SamplerConfig::from_json_str("{}", "c.json"),
+            "c.json has no \"_class_name\"",
+        ),
+        (
+            SamplerConfig::resolve(
+                "dpm++2m",
+                None,
+                json!({"solver_order": 4}).as_object().unwrap(),
+            ),
+            "`solver_order`: got 4, expected 1, 2 or 3",
+        ),
+        (
+            SamplerConfig::resolve(
+                "ddim",
+                None,
+                json!({"clip_sample": "yes"}).as_object().unwrap(),
+            ),
+            "`clip_sample`: got \"yes\", expected true or false",
+        ),
+        (
+            SamplerConfig::resolve("missing/scheduler_config.json", None, &Map::new()),
+            "cannot read scheduler config missing/scheduler_config.json",
+        ),
+    ];
+    for (result, expected) in cases {
+        let err = result.expect_err(expected).to_string();
+        assert!(
+            err.contains(expected),
+            "{err:?} should contain {expected:?}"
+        );
+    }
+    for (steps, expected) in [
+        (0, "at least one step"),
+        (1001, "num_train_timesteps = 1000"),
+    ] {
+        let mut s = SamplerConfig::resolve("ddim", None, &Map::new())
+            .unwrap()
+            .config
+            .build();
+        let err = s.set_steps(steps).unwrap_err().to_string();
+        assert!(err.contains(expected), "{err}");
+    }
+    let mut s = SamplerConfig::resolve(
+        "ddpm",
+        None,
+        json!({"steps_offset": 1}).as_object().unwrap(),
+    )
+    .unwrap()
+    .config
+    .build();
+    let err = s.set_steps(1000).unwrap_err().to_string();
+    assert!(err.contains("timestep 1000"), "{err}");
+}
