@@ -4,6 +4,7 @@
 //! DPM-Solver++), [`engine`] (the models the samplers drive: the [`engine::Denoiser`] trait, the analytic
 //! Gaussian-mixture denoiser and ONNX Runtime models), [`lab`] (the denoising loop that joins them).
 
+pub mod cli;
 pub mod engine;
 pub mod lab;
 pub mod sampler;

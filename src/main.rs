@@ -1,11 +1,35 @@
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use difflab::cli;
 
-/// A terminal lab for diffusion models.
+/// A terminal lab for diffusion models: compare samplers on your own ONNX U-Net, read sample quality
+/// and training curves.
 #[derive(Parser)]
 #[command(version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    Ok(())
+#[derive(Subcommand)]
+enum Command {
+    /// Print the timesteps, sigmas and solver order a sampler uses at each step.
+    Schedule(cli::schedule::Args),
+    /// Compare samplers on the built-in analytic model, where the exact answer is known.
+    Demo(cli::demo::Args),
+}
+
+fn main() {
+    // Until the dashboard lands, the bare command runs the comparison with its defaults.
+    let command = Cli::parse()
+        .command
+        .or_else(|| Cli::parse_from(["difflab", "demo"]).command);
+    let result = match command {
+        Some(Command::Schedule(args)) => cli::schedule::run(&args),
+        Some(Command::Demo(args)) => cli::demo::run(&args),
+        None => unreachable!("demo parses"),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
 }

@@ -65,6 +65,14 @@ impl Scheduler for Ddim {
         self.config.eta > 0.0
     }
 
+    /// DDIM always steps back by N // n, whatever the spacing, so with linspace or a non-integer
+    /// trailing stride it reads ᾱ at a timestep the loop never visits (diffusers issue 11347).
+    fn previous_timestep(&self, i: usize) -> Option<i64> {
+        let n = self.schedule.num_train_timesteps() as i64;
+        let prev = self.timesteps.get(i)? - n / self.timesteps.len() as i64;
+        (prev >= 0).then_some(prev)
+    }
+
     fn step_index(&self) -> usize {
         self.index
     }
@@ -85,13 +93,9 @@ impl Scheduler for Ddim {
             x0,
             batch,
         )?;
-        let n = self.schedule.num_train_timesteps() as i64;
         let t = self.timesteps[self.index];
-        // DDIM always steps back by N // n, whatever the spacing, so with linspace or a non-integer
-        // trailing stride it reads ᾱ at a timestep the loop never visits (diffusers issue 11347).
-        let prev = t - n / self.timesteps.len() as i64;
         let a_t = self.schedule.alpha_bar(t as usize);
-        let a_p = if prev >= 0 {
+        let a_p = if let Some(prev) = self.previous_timestep(self.index) {
             self.schedule.alpha_bar(prev as usize)
         } else if self.config.set_alpha_to_one {
             1.0

@@ -115,6 +115,10 @@ impl Scheduler for Ddpm {
         true
     }
 
+    fn draws_noise_at(&self, i: usize) -> bool {
+        self.timesteps.get(i).is_some_and(|&t| t > 0)
+    }
+
     fn step_index(&self) -> usize {
         self.index
     }

@@ -42,6 +42,16 @@ pub trait Scheduler: Send {
     /// Whether any step draws noise.
     fn is_stochastic(&self) -> bool;
 
+    /// Whether step `i` draws noise.
+    fn draws_noise_at(&self, _i: usize) -> bool {
+        self.is_stochastic()
+    }
+
+    /// The timestep step `i` lands on (`None`: the clean sample).
+    fn previous_timestep(&self, i: usize) -> Option<i64> {
+        self.timesteps().get(i + 1).copied()
+    }
+
     /// Advances `sample` (a batch of `batch` items) in place by one step given the model output at
     /// the current timestep, and writes the prediction of the clean sample (x0) into `x0`.
     /// `noise` is asked for fresh Gaussian noise only when the step needs it.
