@@ -111,32 +111,43 @@ impl Scheduler for Ddim {
         let c_x0 = a_p.sqrt();
 
         let prediction = self.config.prediction_type;
-        for ((x0, &out), &x) in x0.iter_mut().zip(model_output).zip(sample.iter()) {
-            *x0 = prediction.x0_eps(out as f64, x as f64, alpha, sigma).0 as f32;
+        let clip = self.config.clip;
+        let fused = clip.is_elementwise();
+        if !fused {
+            // Dynamic thresholding needs every x0 of an item before any can be used.
+            for ((x0, &out), &x) in x0.iter_mut().zip(model_output).zip(sample.iter()) {
+                *x0 = prediction.x0_eps(out as f64, x as f64, alpha, sigma).0 as f32;
+            }
+            clip.apply(x0, batch);
         }
-        self.config.clip.apply(x0, batch);
         let noisy = self.config.eta > 0.0;
         if noisy {
             self.noise.resize(sample.len(), 0.0);
             noise.fill(self.index, &mut self.noise);
         }
+        let z: &[f32] = if noisy { &self.noise } else { &[] };
         let reuse_x0 = self.config.use_clipped_model_output;
-        for (i, ((x, &x0), &out)) in sample
-            .iter_mut()
-            .zip(x0.iter())
-            .zip(model_output)
-            .enumerate()
-        {
+        for (j, (x, x0)) in sample.iter_mut().zip(x0.iter_mut()).enumerate() {
             let xf = *x as f64;
-            let x0f = x0 as f64;
+            let (raw_x0, raw_eps) = prediction.x0_eps(model_output[j] as f64, xf, alpha, sigma);
+            let x0f = if fused {
+                let v = clip.clip_value(raw_x0);
+                *x0 = v as f32;
+                v
+            } else {
+                *x0 as f64
+            };
             // epsilon comes from the raw model output, not from the clipped x0, unless asked.
             let eps = if reuse_x0 {
                 (xf - alpha * x0f) / sigma
             } else {
-                prediction.x0_eps(out as f64, xf, alpha, sigma).1
+                raw_eps
             };
-            let z = if noisy { self.noise[i] as f64 } else { 0.0 };
-            *x = (c_x0 * x0f + c_eps * eps + std * z) as f32;
+            let mut v = c_x0 * x0f + c_eps * eps;
+            if noisy {
+                v += std * z[j] as f64;
+            }
+            *x = v as f32;
         }
         self.index += 1;
         Ok(())

@@ -51,6 +51,20 @@ pub enum X0Clip {
 }
 
 impl X0Clip {
+    /// Whether the clip acts on each value alone (and so can be fused into a step's single pass).
+    pub fn is_elementwise(self) -> bool {
+        !matches!(self, Self::Threshold { .. })
+    }
+
+    /// The clip of one value, for elementwise clips (thresholding passes values through).
+    #[inline]
+    pub fn clip_value(self, v: f64) -> f64 {
+        match self {
+            Self::Clip { range } => v.clamp(-range, range),
+            _ => v,
+        }
+    }
+
     /// Applies the clip to a batch of `batch` x0 predictions in place.
     pub fn apply(self, x0: &mut [f32], batch: usize) {
         match self {
