@@ -1,0 +1,10 @@
+//! Sample quality from feature vectors: the Fréchet distance between feature Gaussians (FID) and the
+//! kernel inception distance (KID), against reference statistics.
+
+mod fid;
+mod kid;
+mod reference;
+
+pub use fid::{FeatureStats, frechet_distance};
+pub use kid::{Kid, kernel_inception_distance};
+pub use reference::{ReferenceError, ReferenceStats};
