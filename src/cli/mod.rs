@@ -1,0 +1,3 @@
+//! The subcommands, one module each; `main.rs` only parses and dispatches.
+
+pub mod info;
