@@ -524,7 +524,11 @@ fn probe_version(path: &Path) -> Result<String, String> {
     // SAFETY: loading a shared library runs its initialisers; this is the library the user pointed us at (or
     // the pinned one), which is what we are about to run anyway.
     let lib = unsafe { libloading::Library::new(path) }.map_err(|e| {
-        let text = e.to_string();
+        // libloading says "dlopen failed" and keeps dlerror()'s text as the source.
+        let text = match std::error::Error::source(&e) {
+            Some(detail) => detail.to_string(),
+            None => e.to_string(),
+        };
         if text.contains("invalid ELF header") || text.contains("file too short") {
             format!("it is not a shared library ({text})")
         } else {
