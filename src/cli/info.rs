@@ -1,5 +1,6 @@
 //! `difflab info MODEL.onnx`: what the engine makes of a model.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -94,6 +95,10 @@ pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
         batches.push(args.batch);
     }
     let report = inspect(&args.model, &args.options(), &batches, args.runs)?;
-    print!("{report}");
-    Ok(())
+    // A closed pipe (`difflab info … | head`) is not an error.
+    let mut stdout = std::io::stdout().lock();
+    match write!(stdout, "{report}").and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }

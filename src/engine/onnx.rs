@@ -15,8 +15,8 @@ use ort::value::{
 
 use super::denoiser::{DenoiseError, Denoiser, DenoiserInfo, batch_size};
 use super::providers::{
-    AttemptOutcome, ProviderAttempt, ProviderKind, ProviderOptions, describe_attempts,
-    nodes_per_provider,
+    AttemptOutcome, ProviderAttempt, ProviderKind, ProviderOptions, clean_ort_message,
+    describe_attempts, nodes_per_provider,
 };
 use super::roles::{Dim, ElemType, ModelRoles, RoleError, RoleOverrides, TensorSpec, assign_roles};
 use super::runtime::{Runtime, RuntimeError, RuntimeInfo, runtime};
@@ -837,7 +837,7 @@ fn is_model_error(e: &ort::Error) -> bool {
 }
 
 fn model_load_error(path: &Path, e: &ort::Error) -> EngineError {
-    let mut message = e.message().to_string();
+    let mut message = clean_ort_message(e.message());
     if e.code() == ort::ErrorCode::InvalidProtobuf {
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         message.push_str(&format!(
@@ -941,9 +941,10 @@ fn open_session(
                 }
                 let builder = base_builder(rt, options)?;
                 match builder.with_execution_providers(eps) {
-                    Err(e) => {
-                        AttemptOutcome::Failed(format!("registration failed: {}", e.message()))
-                    }
+                    Err(e) => AttemptOutcome::Failed(format!(
+                        "registration failed: {}",
+                        clean_ort_message(e.message())
+                    )),
                     Ok(mut builder) => match builder.commit_from_file(path) {
                         Ok(session) => {
                             chosen = Some((session, kind));
@@ -954,7 +955,7 @@ fn open_session(
                         }
                         Err(e) => AttemptOutcome::Failed(format!(
                             "the session did not build: {}",
-                            e.message()
+                            clean_ort_message(e.message())
                         )),
                     },
                 }

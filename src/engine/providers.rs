@@ -173,6 +173,26 @@ pub fn describe_attempts(attempts: &[ProviderAttempt]) -> String {
         .join("; ")
 }
 
+/// ONNX Runtime's message without its source location and status prefix ("…/provider_bridge_ort.cc:2043 …
+/// [ONNXRuntimeError] : 1 : FAIL : "), with a hint when a GPU library is missing.
+pub fn clean_ort_message(message: &str) -> String {
+    let mut text = message.trim();
+    if let Some((_, rest)) = text.rsplit_once("[ONNXRuntimeError] : ") {
+        let mut parts = rest.splitn(3, " : ");
+        if let (Some(_code), Some(_name), Some(rest)) = (parts.next(), parts.next(), parts.next()) {
+            text = rest.trim();
+        }
+    }
+    let mut text = text.to_string();
+    if text.contains("cannot open shared object file") {
+        text.push_str(
+            " (the CUDA, cuDNN or TensorRT libraries this provider needs are not on the loader path: install them \
+             (e.g. the nvidia-* pip packages that onnxruntime-gpu lists) and add their lib folders to LD_LIBRARY_PATH)",
+        );
+    }
+    text
+}
+
 /// Counts the nodes per provider in an ONNX Runtime profile (the JSON that session profiling writes): each
 /// node event names its provider. The counts are of the nodes as run, after graph optimisation and fusion (a
 /// TensorRT engine shows as one node).
@@ -213,6 +233,21 @@ pub fn nodes_per_provider(profile_json: &str) -> Result<BTreeMap<String, usize>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ort_messages_lose_their_prefix() {
+        let raw = "/onnxruntime_src/onnxruntime/core/session/provider_bridge_ort.cc:2043 onnxruntime::Provider& \
+                   onnxruntime::ProviderLibrary::Get() [ONNXRuntimeError] : 1 : FAIL : Failed to load library \
+                   libonnxruntime_providers_cuda.so with error: libcublasLt.so.13: cannot open shared object file: \
+                   No such file or directory\n";
+        let clean = clean_ort_message(raw);
+        assert!(
+            clean.starts_with("Failed to load library libonnxruntime_providers_cuda.so"),
+            "{clean}"
+        );
+        assert!(clean.contains("LD_LIBRARY_PATH"), "{clean}");
+        assert_eq!(clean_ort_message(" plain message\n"), "plain message");
+    }
 
     #[test]
     fn parse_names() {
