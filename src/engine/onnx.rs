@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use half::f16;
-use ort::session::{Session, SessionInputValue, builder::SessionBuilder};
+use ort::session::builder::{AutoDevicePolicy, SessionBuilder};
+use ort::session::{Session, SessionInputValue};
 use ort::value::{
     Outlet, PrimitiveTensorElementType, Shape, TensorElementType, TensorRef, ValueType,
 };
@@ -811,6 +812,11 @@ static PROFILE_COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// Session options shared by every attempt.
 fn base_builder(rt: &Runtime, options: &OnnxOptions) -> Result<SessionBuilder, EngineError> {
     let mut builder = Session::builder(&rt.env).map_err(ort_error)?;
+    // difflab picks the providers itself: never let ONNX Runtime add any (builds without the device API refuse
+    // the setting, which is then moot).
+    builder = builder
+        .with_auto_device(AutoDevicePolicy::PreferCPU)
+        .unwrap_or_else(|e| e.recover());
     if let Some(threads) = options.intra_threads {
         builder = builder.with_intra_threads(threads).map_err(ort_error)?;
     }
@@ -937,7 +943,13 @@ fn open_session(
                             .build()
                             .error_on_failure(),
                     ),
-                    ProviderKind::Cpu => eps.push(ep::CPU::default().build().error_on_failure()),
+                    // ort's CPU default would turn the memory arena off; keep ONNX Runtime's default (on).
+                    ProviderKind::Cpu => eps.push(
+                        ep::CPU::default()
+                            .with_arena_allocator(true)
+                            .build()
+                            .error_on_failure(),
+                    ),
                 }
                 let builder = base_builder(rt, options)?;
                 match builder.with_execution_providers(eps) {
