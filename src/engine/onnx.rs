@@ -24,7 +24,7 @@ use super::runtime::{Runtime, RuntimeError, RuntimeInfo, runtime};
 use crate::sampler::PredictionType;
 
 /// How to load a model.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct OnnxOptions {
     /// Execution providers to try, in order, and their settings.
     pub providers: ProviderOptions,
@@ -43,21 +43,6 @@ pub struct OnnxOptions {
     pub intra_threads: Option<usize>,
     /// Record which provider runs each node (session profiling), for [`OnnxDenoiser::nodes_per_provider`].
     pub profile_nodes: bool,
-}
-
-impl Default for OnnxOptions {
-    fn default() -> Self {
-        Self {
-            providers: ProviderOptions::default(),
-            prediction_type: None,
-            roles: RoleOverrides::new(),
-            sample_shape: None,
-            runtime_path: None,
-            output_dir: None,
-            intra_threads: None,
-            profile_nodes: false,
-        }
-    }
 }
 
 /// Where the prediction type came from.
@@ -509,6 +494,17 @@ impl OnnxDenoiser {
     }
 }
 
+impl Drop for OnnxDenoiser {
+    /// A profile nobody read would otherwise be left in the temp folder when the session ends.
+    fn drop(&mut self) {
+        if self.profiling
+            && let Ok(file) = self.session.end_profiling()
+        {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
 impl Denoiser for OnnxDenoiser {
     fn info(&self) -> DenoiserInfo {
         DenoiserInfo {
@@ -886,10 +882,9 @@ fn open_session(
         match has {
             Ok(true) => Ok(()),
             Ok(false) => Err(format!(
-                "the loaded ONNX Runtime {} ({}) was built without it; for CUDA/TensorRT install onnxruntime-gpu \
-                 (`python3 -m pip install onnxruntime-gpu`) or point ORT_DYLIB_PATH at a GPU build",
-                rt.info.version,
-                rt.info.path.display()
+                "the loaded ONNX Runtime {} was built without it; for CUDA/TensorRT install onnxruntime-gpu \
+                 (with its CUDA libraries) or point ORT_DYLIB_PATH at a GPU build",
+                rt.info.version
             )),
             Err(e) => Err(e.to_string()),
         }

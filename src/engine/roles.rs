@@ -361,7 +361,7 @@ fn examples(role: Role) -> String {
     names.join(", ")
 }
 
-fn find_by_name<'a>(specs: &'a [TensorSpec], role: Role) -> Vec<&'a TensorSpec> {
+fn find_by_name(specs: &[TensorSpec], role: Role) -> Vec<&TensorSpec> {
     specs
         .iter()
         .filter(|s| {
@@ -762,12 +762,17 @@ mod tests {
             ],
         );
         let inputs = [dynamic.clone(), t("t", ElemType::I64)];
-        let err =
-            assign_roles(&inputs, &[dynamic.clone()], &RoleOverrides::new(), None).unwrap_err();
+        let err = assign_roles(
+            &inputs,
+            std::slice::from_ref(&dynamic),
+            &RoleOverrides::new(),
+            None,
+        )
+        .unwrap_err();
         assert!(matches!(err, RoleError::DynamicSampleShape { .. }), "{err}");
         let roles = assign_roles(
             &inputs,
-            &[dynamic.clone()],
+            std::slice::from_ref(&dynamic),
             &RoleOverrides::new(),
             Some([4, 32, 32]),
         )
