@@ -1,17 +1,33 @@
 //! `difflab info` as a user runs it.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 fn info(args: &[&str]) -> Output {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/onnx");
-    Command::new(env!("CARGO_BIN_EXE_difflab"))
+    let child = Command::new(env!("CARGO_BIN_EXE_difflab"))
         .arg("info")
         .args(args)
         .current_dir(data)
         .env_remove("ORT_DYLIB_PATH")
-        .output()
-        .expect("the binary runs")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("the binary runs");
+    // `info` profiles the session to count nodes per provider; nothing may be left behind, even on errors.
+    let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("difflab-profile-{pid}-"))
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{args:?} left {leftovers:?}");
+    out
 }
 
 fn text(out: &[u8]) -> String {

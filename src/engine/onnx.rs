@@ -165,15 +165,18 @@ impl OnnxDenoiser {
         check_model_file(&path)?;
         let (prediction_type, prediction_source) = prediction_type(&path, options.prediction_type)?;
         let rt = runtime(options.runtime_path.as_deref())?;
-        let (session, provider, attempts) = open_session(rt, &path, options)?;
+        let (mut session, provider, attempts) = open_session(rt, &path, options)?;
         let inputs: Vec<TensorSpec> = session.inputs().iter().map(spec_of).collect();
         let outputs: Vec<TensorSpec> = session.outputs().iter().map(spec_of).collect();
-        let roles = assign_roles(&inputs, &outputs, &options.roles, options.sample_shape).map_err(
-            |problem| EngineError::Roles {
-                path: path.clone(),
-                problem,
-            },
-        )?;
+        let roles = match assign_roles(&inputs, &outputs, &options.roles, options.sample_shape) {
+            Ok(roles) => roles,
+            Err(problem) => {
+                if options.profile_nodes {
+                    discard_profile(&mut session);
+                }
+                return Err(EngineError::Roles { path, problem });
+            }
+        };
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -497,11 +500,16 @@ impl OnnxDenoiser {
 impl Drop for OnnxDenoiser {
     /// A profile nobody read would otherwise be left in the temp folder when the session ends.
     fn drop(&mut self) {
-        if self.profiling
-            && let Ok(file) = self.session.end_profiling()
-        {
-            let _ = std::fs::remove_file(file);
+        if self.profiling {
+            discard_profile(&mut self.session);
         }
+    }
+}
+
+/// Ends a session's profiling and deletes the profile (ONNX Runtime writes one when a profiled session ends).
+fn discard_profile(session: &mut Session) {
+    if let Ok(file) = session.end_profiling() {
+        let _ = std::fs::remove_file(file);
     }
 }
 
