@@ -1,7 +1,7 @@
 //! Models that predict noise: the [`Denoiser`] trait and its implementations.
 //!
 //! [`OnnxDenoiser`] runs a U-Net exported to ONNX through ONNX Runtime, on TensorRT, CUDA or the CPU:
-//! [`runtime`] finds and loads the ONNX Runtime library, [`providers`] picks the execution provider,
+//! [`runtime`](mod@runtime) finds and loads the ONNX Runtime library, [`providers`] picks the execution provider,
 //! [`roles`] maps the model's inputs and outputs, and [`inspect`] gathers what `difflab info` prints.
 
 mod denoiser;

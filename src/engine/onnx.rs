@@ -35,7 +35,7 @@ pub struct OnnxOptions {
     pub roles: RoleOverrides,
     /// One sample's C, H, W, for models whose sample input leaves them dynamic.
     pub sample_shape: Option<[usize; 3]>,
-    /// Where to find ONNX Runtime (a library or a folder), after `ORT_DYLIB_PATH`; see [`super::runtime`].
+    /// Where to find ONNX Runtime (a library or a folder), after `ORT_DYLIB_PATH`; see [`runtime`](mod@super::runtime).
     pub runtime_path: Option<PathBuf>,
     /// The run's output folder: TensorRT engines are cached under it unless `providers.trt_engine_cache` says.
     pub output_dir: Option<PathBuf>,
@@ -158,7 +158,7 @@ impl fmt::Debug for OnnxDenoiser {
 }
 
 impl OnnxDenoiser {
-    /// Loads ONNX Runtime if needed (see [`super::runtime`]), opens the model on the first provider that works,
+    /// Loads ONNX Runtime if needed (see [`runtime`](mod@super::runtime)), opens the model on the first provider that works,
     /// maps its inputs and outputs to roles, and reads the prediction type.
     pub fn load(path: impl AsRef<Path>, options: &OnnxOptions) -> Result<Self, EngineError> {
         let path = path.as_ref().to_path_buf();

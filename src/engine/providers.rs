@@ -174,7 +174,7 @@ pub fn describe_attempts(attempts: &[ProviderAttempt]) -> String {
 }
 
 /// ONNX Runtime's message without its source location and status prefix ("…/provider_bridge_ort.cc:2043 …
-/// [ONNXRuntimeError] : 1 : FAIL : "), with a hint when a GPU library is missing.
+/// \[ONNXRuntimeError\] : 1 : FAIL : "), with a hint when a GPU library is missing.
 pub fn clean_ort_message(message: &str) -> String {
     let mut text = message.trim();
     if let Some((_, rest)) = text.rsplit_once("[ONNXRuntimeError] : ") {
