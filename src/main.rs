@@ -16,6 +16,9 @@ enum Command {
     Schedule(cli::schedule::Args),
     /// Compare samplers on the built-in analytic model, where the exact answer is known.
     Demo(cli::demo::Args),
+    /// Load an ONNX model and show the runtime, its inputs and outputs with their roles, the execution
+    /// provider that runs it, and how long a call takes.
+    Info(cli::info::InfoArgs),
 }
 
 fn main() {
@@ -26,6 +29,7 @@ fn main() {
     let result = match command {
         Some(Command::Schedule(args)) => cli::schedule::run(&args),
         Some(Command::Demo(args)) => cli::demo::run(&args),
+        Some(Command::Info(args)) => cli::info::run(&args),
         None => unreachable!("demo parses"),
     };
     if let Err(e) = result {

@@ -1,6 +1,8 @@
-//! The command-line face of difflab: each subcommand is a thin shell over the library.
+//! The command-line face of difflab: each subcommand is a thin shell over the library; `main.rs`
+//! only parses and dispatches.
 
 pub mod demo;
+pub mod info;
 pub mod schedule;
 
 use serde_json::{Map, Value};

@@ -22,6 +22,16 @@ pub enum DenoiseError {
         shape: [usize; 3],
         timesteps: usize,
     },
+    #[error("the output buffer holds {got} values; the batch needs {expected}")]
+    OutputLength { expected: usize, got: usize },
+    #[error(
+        "the model's output '{name}' came back with shape {got:?}, not the sample's {expected:?}"
+    )]
+    OutputShape {
+        name: String,
+        got: Vec<i64>,
+        expected: Vec<usize>,
+    },
     #[error("the model failed: {0}")]
     Model(String),
 }

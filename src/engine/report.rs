@@ -1,0 +1,236 @@
+//! [`inspect`]: everything `difflab info` shows about a model — the runtime, the inputs and outputs with their
+//! roles, what became of each execution provider, where the nodes run, and how long a call takes.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::denoiser::Denoiser;
+use super::onnx::{EngineError, OnnxDenoiser, OnnxOptions, PredictionSource};
+use super::providers::{ProviderAttempt, ProviderKind};
+use super::roles::{Role, TensorSpec, shape_text};
+use super::runtime::RuntimeInfo;
+use crate::sampler::PredictionType;
+
+/// The median time of one `predict` call at one batch size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timing {
+    pub batch: usize,
+    pub median: Duration,
+    /// Timed calls (after warm-up).
+    pub runs: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InfoReport {
+    pub model: PathBuf,
+    pub runtime: RuntimeInfo,
+    pub inputs: Vec<(TensorSpec, Option<Role>)>,
+    pub outputs: Vec<(TensorSpec, Option<Role>)>,
+    pub sample_shape: [usize; 3],
+    pub fixed_batch: Option<usize>,
+    pub timestep_per_item: bool,
+    pub prediction_type: PredictionType,
+    pub prediction_source: PredictionSource,
+    /// The providers asked for, in order of preference.
+    pub requested: Vec<ProviderKind>,
+    pub attempts: Vec<ProviderAttempt>,
+    pub provider: ProviderKind,
+    /// Nodes per provider (ONNX Runtime's provider names), when profiling could tell.
+    pub nodes: Option<BTreeMap<String, usize>>,
+    pub timings: Vec<Timing>,
+}
+
+/// Loads the model (with node profiling), runs it once to see where its nodes run, then times `predict` at each
+/// of `batches` (median of `runs` calls after two warm-up calls; a batch of 0 is skipped).
+pub fn inspect(
+    path: impl Into<PathBuf>,
+    options: &OnnxOptions,
+    batches: &[usize],
+    runs: usize,
+) -> Result<InfoReport, EngineError> {
+    let path = path.into();
+    let mut options = options.clone();
+    options.profile_nodes = true;
+    let mut model = OnnxDenoiser::load(&path, &options)?;
+    let info = model.info();
+    let per_item: usize = info.sample_shape.iter().product();
+
+    let input = |batch: usize| -> (Vec<f32>, Vec<f64>) {
+        let sample = (0..batch * per_item)
+            .map(|i| ((i as f32) * 0.618).sin())
+            .collect();
+        (sample, vec![500.0; batch])
+    };
+
+    let (sample, timesteps) = input(1);
+    let mut out = vec![0.0; sample.len()];
+    model.predict(&sample, &timesteps, &mut out)?;
+    let nodes = model.nodes_per_provider()?;
+
+    let mut timings = Vec::new();
+    for &batch in batches.iter().filter(|&&b| b > 0) {
+        let (sample, timesteps) = input(batch);
+        let mut out = vec![0.0; sample.len()];
+        for _ in 0..2 {
+            model.predict(&sample, &timesteps, &mut out)?;
+        }
+        let mut times = Vec::with_capacity(runs.max(1));
+        for _ in 0..runs.max(1) {
+            let start = Instant::now();
+            model.predict(&sample, &timesteps, &mut out)?;
+            times.push(start.elapsed());
+        }
+        times.sort();
+        timings.push(Timing {
+            batch,
+            median: times[times.len() / 2],
+            runs: times.len(),
+        });
+    }
+
+    let roles = model.roles();
+    let with_roles = |specs: &[TensorSpec]| {
+        specs
+            .iter()
+            .map(|s| (s.clone(), roles.role_of(&s.name)))
+            .collect()
+    };
+    Ok(InfoReport {
+        inputs: with_roles(model.inputs()),
+        outputs: with_roles(model.outputs()),
+        sample_shape: roles.sample_shape,
+        fixed_batch: roles.fixed_batch,
+        timestep_per_item: roles.timestep_per_item,
+        prediction_type: info.prediction_type,
+        prediction_source: model.prediction_source().clone(),
+        requested: options.providers.preference.clone(),
+        attempts: model.attempts().to_vec(),
+        provider: model.provider(),
+        runtime: model.runtime().clone(),
+        model: path,
+        nodes,
+        timings,
+    })
+}
+
+fn duration_text(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs >= 1.0 {
+        format!("{secs:.2} s")
+    } else if secs >= 1e-3 {
+        format!("{:.2} ms", secs * 1e3)
+    } else {
+        format!("{:.1} µs", secs * 1e6)
+    }
+}
+
+impl fmt::Display for InfoReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rt = &self.runtime;
+        writeln!(f, "model     {}", self.model.display())?;
+        writeln!(
+            f,
+            "runtime   ONNX Runtime {} at {}",
+            rt.version,
+            rt.path.display()
+        )?;
+        writeln!(f, "          found via {}", rt.source)?;
+        for skipped in &rt.passed_over {
+            writeln!(f, "          passed over {skipped}")?;
+        }
+        writeln!(
+            f,
+            "          providers in this build: {}",
+            rt.providers.join(", ")
+        )?;
+
+        writeln!(f, "inputs")?;
+        for (spec, role) in &self.inputs {
+            let role = role.map_or("(no role)".to_string(), |r| r.to_string());
+            writeln!(
+                f,
+                "  {:<24} {:<20} {:<8} -> {role}",
+                spec.name,
+                shape_text(&spec.dims),
+                spec.elem.to_string()
+            )?;
+        }
+        writeln!(f, "outputs")?;
+        for (spec, role) in &self.outputs {
+            let role = role.map_or("(unused)".to_string(), |r| r.to_string());
+            writeln!(
+                f,
+                "  {:<24} {:<20} {:<8} -> {role}",
+                spec.name,
+                shape_text(&spec.dims),
+                spec.elem.to_string()
+            )?;
+        }
+        let [c, h, w] = self.sample_shape;
+        let batch = match self.fixed_batch {
+            Some(b) => format!("fixed batch {b} (larger batches are split)"),
+            None => "dynamic batch".to_string(),
+        };
+        let timestep = if self.timestep_per_item {
+            "one timestep per item"
+        } else {
+            "one timestep per call (split where timesteps differ)"
+        };
+        writeln!(f, "sample    {c}×{h}×{w}, {batch}, {timestep}")?;
+        writeln!(
+            f,
+            "predicts  {} ({})",
+            self.prediction_type, self.prediction_source
+        )?;
+
+        writeln!(f, "execution providers (in order of preference)")?;
+        for attempt in &self.attempts {
+            let note = if self.requested.contains(&attempt.provider) {
+                ""
+            } else {
+                " (fallback; not requested)"
+            };
+            writeln!(
+                f,
+                "  {:<9} {}{note}",
+                attempt.provider.key(),
+                attempt.outcome
+            )?;
+        }
+        writeln!(
+            f,
+            "runs on   {} ({})",
+            self.provider,
+            self.provider.ort_name()
+        )?;
+        match &self.nodes {
+            Some(nodes) if !nodes.is_empty() => {
+                let parts: Vec<String> = nodes
+                    .iter()
+                    .map(|(provider, n)| format!("{n} on {provider}"))
+                    .collect();
+                writeln!(
+                    f,
+                    "nodes     {} (as run, after graph optimisation)",
+                    parts.join(", ")
+                )?;
+            }
+            _ => writeln!(f, "nodes     (the profile recorded no nodes)")?,
+        }
+        if !self.timings.is_empty() {
+            writeln!(f, "timing    one predict call, median after warm-up")?;
+            for t in &self.timings {
+                writeln!(
+                    f,
+                    "  batch {:<4} {:>10}  ({} runs)",
+                    t.batch,
+                    duration_text(t.median),
+                    t.runs
+                )?;
+            }
+        }
+        Ok(())
+    }
+}

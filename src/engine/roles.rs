@@ -1,0 +1,807 @@
+//! What each input and output of a diffusion model is for.
+//!
+//! A denoiser takes a noisy sample (B×C×H×W, float), a timestep (a scalar or one per batch item), and maybe
+//! class labels (int, one per item) or conditioning (`encoder_hidden_states`, B×…, float); it returns a tensor
+//! shaped like the sample. Roles are recognised by name (diffusers / Optimum exports: `sample`, `timestep`,
+//! `encoder_hidden_states` → `out_sample`, and the usual alternatives); a caller's [`RoleOverrides`] wins.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// What an input or output is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// The noisy sample x_t, B×C×H×W.
+    Sample,
+    /// The timestep: a scalar, or one per batch item.
+    Timestep,
+    /// Class labels, one int per batch item (class-conditional models).
+    ClassLabels,
+    /// Conditioning such as text-encoder hidden states, B×…
+    Conditioning,
+    /// The model's prediction, shaped like the sample.
+    Output,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Sample,
+        Role::Timestep,
+        Role::ClassLabels,
+        Role::Conditioning,
+        Role::Output,
+    ];
+
+    /// The key used in override maps and on the command line (`sample`, `timestep`, `class_labels`,
+    /// `conditioning`, `output`).
+    pub fn key(self) -> &'static str {
+        match self {
+            Role::Sample => "sample",
+            Role::Timestep => "timestep",
+            Role::ClassLabels => "class_labels",
+            Role::Conditioning => "conditioning",
+            Role::Output => "output",
+        }
+    }
+
+    pub fn from_key(key: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.key() == key)
+    }
+
+    /// Names recognised for this role (compared case-insensitively).
+    pub fn known_names(self) -> &'static [&'static str] {
+        match self {
+            Role::Sample => &[
+                "sample",
+                "x",
+                "x_t",
+                "xt",
+                "noisy",
+                "noisy_sample",
+                "noisy_input",
+                "noisy_latents",
+                "latent",
+                "latents",
+                "latent_model_input",
+                "z",
+                "z_t",
+                "input",
+                "inputs",
+            ],
+            Role::Timestep => &[
+                "timestep",
+                "timesteps",
+                "t",
+                "time",
+                "times",
+                "time_step",
+                "step",
+                "steps",
+            ],
+            Role::ClassLabels => &[
+                "class_labels",
+                "class_label",
+                "labels",
+                "label",
+                "y",
+                "classes",
+                "class",
+                "class_idx",
+                "cond_class",
+            ],
+            Role::Conditioning => &[
+                "encoder_hidden_states",
+                "context",
+                "cond",
+                "conditioning",
+                "c",
+                "text_embeddings",
+                "text_embeds",
+                "prompt_embeds",
+                "c_crossattn",
+            ],
+            Role::Output => &[
+                "out_sample",
+                "output",
+                "out",
+                "eps",
+                "epsilon",
+                "noise_pred",
+                "noise",
+                "pred",
+                "prediction",
+                "model_output",
+                "v",
+                "v_pred",
+                "x0",
+                "x_0",
+                "denoised",
+            ],
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Sample => "noisy sample",
+            Role::Timestep => "timestep",
+            Role::ClassLabels => "class labels",
+            Role::Conditioning => "conditioning",
+            Role::Output => "output",
+        })
+    }
+}
+
+/// The element type of a tensor, as far as difflab cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElemType {
+    F32,
+    F16,
+    F64,
+    I64,
+    I32,
+    /// Anything else (bf16, uint8, strings, …), by ONNX Runtime's name.
+    Other(&'static str),
+}
+
+impl ElemType {
+    pub fn is_float(self) -> bool {
+        matches!(self, ElemType::F32 | ElemType::F16 | ElemType::F64)
+    }
+}
+
+impl fmt::Display for ElemType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ElemType::F32 => "float32",
+            ElemType::F16 => "float16",
+            ElemType::F64 => "float64",
+            ElemType::I64 => "int64",
+            ElemType::I32 => "int32",
+            ElemType::Other(name) => name,
+        })
+    }
+}
+
+/// One dimension of a declared shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dim {
+    Fixed(usize),
+    /// A dynamic dimension, with its symbolic name when the model gives one.
+    Symbolic(String),
+}
+
+impl fmt::Display for Dim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dim::Fixed(n) => write!(f, "{n}"),
+            Dim::Symbolic(s) if s.is_empty() => f.write_str("?"),
+            Dim::Symbolic(s) => f.write_str(s),
+        }
+    }
+}
+
+/// A model input or output as declared: name, element type, shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub elem: ElemType,
+    pub dims: Vec<Dim>,
+    /// False for non-tensor values (sequences, maps), which difflab cannot feed.
+    pub is_tensor: bool,
+}
+
+impl TensorSpec {
+    pub fn tensor(name: &str, elem: ElemType, dims: Vec<Dim>) -> Self {
+        Self {
+            name: name.to_string(),
+            elem,
+            dims,
+            is_tensor: true,
+        }
+    }
+
+    /// "[batch, 4, 8, 8] float32"
+    pub fn describe(&self) -> String {
+        if !self.is_tensor {
+            return format!("'{}' (not a tensor)", self.name);
+        }
+        format!("'{}' {} {}", self.name, shape_text(&self.dims), self.elem)
+    }
+
+    pub fn rank(&self) -> usize {
+        self.dims.len()
+    }
+}
+
+pub fn shape_text(dims: &[Dim]) -> String {
+    let parts: Vec<String> = dims.iter().map(Dim::to_string).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// Role → input or output name, to name roles that difflab does not recognise by itself.
+pub type RoleOverrides = BTreeMap<Role, String>;
+
+/// Parses `role=name` pairs (e.g. `sample=image`), as the command line and experiment files write them.
+pub fn parse_override(text: &str) -> Result<(Role, String), String> {
+    let (key, name) = text
+        .split_once('=')
+        .ok_or_else(|| format!("'{text}' is not ROLE=NAME"))?;
+    let role = Role::from_key(key.trim()).ok_or_else(|| {
+        let keys: Vec<&str> = Role::ALL.iter().map(|r| r.key()).collect();
+        format!("unknown role '{}' (roles: {})", key.trim(), keys.join(", "))
+    })?;
+    Ok((role, name.trim().to_string()))
+}
+
+/// How the model's inputs and outputs map to roles, with what the engine derived from their shapes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelRoles {
+    pub sample: TensorSpec,
+    pub timestep: TensorSpec,
+    pub class_labels: Option<TensorSpec>,
+    pub conditioning: Option<TensorSpec>,
+    pub output: TensorSpec,
+    /// One sample's C, H, W.
+    pub sample_shape: [usize; 3],
+    /// The batch size the model was exported with, if fixed.
+    pub fixed_batch: Option<usize>,
+    /// True when the model takes one timestep per batch item; false for a scalar (or `[1]`) timestep, which then
+    /// applies to the whole batch.
+    pub timestep_per_item: bool,
+}
+
+impl ModelRoles {
+    /// The role of the input or output `name`.
+    pub fn role_of(&self, name: &str) -> Option<Role> {
+        [
+            (Role::Sample, Some(&self.sample)),
+            (Role::Timestep, Some(&self.timestep)),
+            (Role::ClassLabels, self.class_labels.as_ref()),
+            (Role::Conditioning, self.conditioning.as_ref()),
+            (Role::Output, Some(&self.output)),
+        ]
+        .into_iter()
+        .find(|(_, spec)| spec.is_some_and(|s| s.name == name))
+        .map(|(role, _)| role)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoleError {
+    #[error(
+        "the model has no input for the {role} (difflab looks for names like {}); its inputs are {}. \
+         Name it with a role override, e.g. `--role {}=<input name>`",
+        examples(*role),
+        list(inputs),
+        role.key()
+    )]
+    MissingRole { role: Role, inputs: Vec<String> },
+    #[error(
+        "the model's input '{name}' has no role (difflab feeds a noisy sample, a timestep, class labels and conditioning); \
+         its inputs are {}. Name its role with an override, e.g. `--role timestep={name}`",
+        list(inputs)
+    )]
+    UnknownInput { name: String, inputs: Vec<String> },
+    #[error("inputs {} could all be the {role}; name the right one with `--role {}=<input name>`", list(names), role.key())]
+    Ambiguous { role: Role, names: Vec<String> },
+    #[error("the override {}={name} names no {} of the model; it has {}", role.key(), if *role == Role::Output { "output" } else { "input" }, list(available))]
+    OverrideNotFound {
+        role: Role,
+        name: String,
+        available: Vec<String>,
+    },
+    #[error("the {role} input '{name}' has rank {rank} ({shape}); difflab needs {expected}")]
+    WrongRank {
+        role: Role,
+        name: String,
+        rank: usize,
+        shape: String,
+        expected: &'static str,
+    },
+    #[error("the {role} '{name}' is {found}; difflab needs {expected}")]
+    WrongType {
+        role: Role,
+        name: String,
+        found: ElemType,
+        expected: &'static str,
+    },
+    #[error(
+        "the sample input '{name}' has dynamic channel/height/width dims {shape}; give the sample shape (C, H, W) in the options"
+    )]
+    DynamicSampleShape { name: String, shape: String },
+    #[error(
+        "the sample shape given, {given:?}, contradicts the model's sample input '{name}' {shape}"
+    )]
+    SampleShapeMismatch {
+        name: String,
+        shape: String,
+        given: [usize; 3],
+    },
+    #[error("the model has no outputs")]
+    NoOutput,
+    #[error(
+        "the model has several outputs ({}) and none has a known name; name the prediction with `--role output=<output name>`",
+        list(outputs)
+    )]
+    AmbiguousOutput { outputs: Vec<String> },
+    #[error(
+        "the output '{name}' has shape {shape}, but a denoiser's output must have the sample's shape {expected}"
+    )]
+    OutputShape {
+        name: String,
+        shape: String,
+        expected: String,
+    },
+    #[error("the batch dims disagree: the sample is {sample} but the {role} '{name}' is {shape}")]
+    BatchMismatch {
+        role: Role,
+        name: String,
+        sample: String,
+        shape: String,
+    },
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items.join(", ")
+    }
+}
+
+fn examples(role: Role) -> String {
+    let names: Vec<String> = role
+        .known_names()
+        .iter()
+        .take(6)
+        .map(|n| format!("'{n}'"))
+        .collect();
+    names.join(", ")
+}
+
+fn find_by_name(specs: &[TensorSpec], role: Role) -> Vec<&TensorSpec> {
+    specs
+        .iter()
+        .filter(|s| {
+            role.known_names()
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(&s.name))
+        })
+        .collect()
+}
+
+/// Maps the model's inputs and outputs to roles and checks their types and shapes.
+///
+/// `sample_shape` is the caller's C, H, W, needed only when the model leaves them dynamic.
+pub fn assign_roles(
+    inputs: &[TensorSpec],
+    outputs: &[TensorSpec],
+    overrides: &RoleOverrides,
+    sample_shape: Option<[usize; 3]>,
+) -> Result<ModelRoles, RoleError> {
+    let described: Vec<String> = inputs.iter().map(TensorSpec::describe).collect();
+    let mut taken: Vec<&str> = Vec::new();
+    let mut pick = |role: Role, required: bool| -> Result<Option<TensorSpec>, RoleError> {
+        if let Some(name) = overrides.get(&role) {
+            let spec = inputs.iter().find(|s| &s.name == name).ok_or_else(|| {
+                RoleError::OverrideNotFound {
+                    role,
+                    name: name.clone(),
+                    available: described.clone(),
+                }
+            })?;
+            taken.push(&spec.name);
+            return Ok(Some(spec.clone()));
+        }
+        // Inputs that an override already claimed are not candidates for another role.
+        let claimed: Vec<&String> = overrides.values().collect();
+        let found: Vec<&TensorSpec> = find_by_name(inputs, role)
+            .into_iter()
+            .filter(|s| !claimed.contains(&&s.name) && !taken.contains(&s.name.as_str()))
+            .collect();
+        match found.as_slice() {
+            [] if required => Err(RoleError::MissingRole {
+                role,
+                inputs: described.clone(),
+            }),
+            [] => Ok(None),
+            [one] => {
+                taken.push(&one.name);
+                Ok(Some((*one).clone()))
+            }
+            many => Err(RoleError::Ambiguous {
+                role,
+                names: many.iter().map(|s| s.name.clone()).collect(),
+            }),
+        }
+    };
+    let sample = pick(Role::Sample, true)?.expect("required");
+    let timestep = pick(Role::Timestep, true)?.expect("required");
+    let class_labels = pick(Role::ClassLabels, false)?;
+    let conditioning = pick(Role::Conditioning, false)?;
+
+    let used = [
+        Some(&sample),
+        Some(&timestep),
+        class_labels.as_ref(),
+        conditioning.as_ref(),
+    ];
+    if let Some(extra) = inputs
+        .iter()
+        .find(|i| !used.iter().any(|u| u.is_some_and(|u| u.name == i.name)))
+    {
+        return Err(RoleError::UnknownInput {
+            name: extra.name.clone(),
+            inputs: described,
+        });
+    }
+
+    let output = pick_output(outputs, overrides)?;
+
+    // The sample: B×C×H×W float.
+    if !sample.is_tensor || sample.rank() != 4 {
+        return Err(RoleError::WrongRank {
+            role: Role::Sample,
+            name: sample.name.clone(),
+            rank: sample.rank(),
+            shape: shape_text(&sample.dims),
+            expected: "rank 4 (batch × channels × height × width)",
+        });
+    }
+    if !matches!(sample.elem, ElemType::F32 | ElemType::F16) {
+        return Err(RoleError::WrongType {
+            role: Role::Sample,
+            name: sample.name.clone(),
+            found: sample.elem,
+            expected: "float32 or float16",
+        });
+    }
+    let fixed_batch = match sample.dims[0] {
+        Dim::Fixed(n) => Some(n),
+        Dim::Symbolic(_) => None,
+    };
+    let mut chw = [0usize; 3];
+    let mut dynamic = false;
+    for (i, dim) in sample.dims[1..].iter().enumerate() {
+        match dim {
+            Dim::Fixed(n) => chw[i] = *n,
+            Dim::Symbolic(_) => dynamic = true,
+        }
+    }
+    let sample_shape = match (dynamic, sample_shape) {
+        (false, None) => chw,
+        (false, Some(given)) if given == chw => chw,
+        (true, Some(given))
+            if sample.dims[1..]
+                .iter()
+                .zip(given)
+                .all(|(d, g)| !matches!(d, Dim::Fixed(n) if *n != g)) =>
+        {
+            given
+        }
+        (true, None) => {
+            return Err(RoleError::DynamicSampleShape {
+                name: sample.name.clone(),
+                shape: shape_text(&sample.dims),
+            });
+        }
+        (_, Some(given)) => {
+            return Err(RoleError::SampleShapeMismatch {
+                name: sample.name.clone(),
+                shape: shape_text(&sample.dims),
+                given,
+            });
+        }
+    };
+
+    // The timestep: scalar, [1] or [B]; int or float.
+    if !timestep.is_tensor || timestep.rank() > 1 {
+        return Err(RoleError::WrongRank {
+            role: Role::Timestep,
+            name: timestep.name.clone(),
+            rank: timestep.rank(),
+            shape: shape_text(&timestep.dims),
+            expected: "a scalar or one timestep per batch item ([batch])",
+        });
+    }
+    if !matches!(
+        timestep.elem,
+        ElemType::I64 | ElemType::I32 | ElemType::F32 | ElemType::F16 | ElemType::F64
+    ) {
+        return Err(RoleError::WrongType {
+            role: Role::Timestep,
+            name: timestep.name.clone(),
+            found: timestep.elem,
+            expected: "int64, int32, float32, float16 or float64",
+        });
+    }
+    let timestep_per_item = match timestep.dims.first() {
+        None => false,
+        Some(Dim::Fixed(1)) => fixed_batch.is_some_and(|b| b == 1),
+        Some(Dim::Fixed(n)) if fixed_batch == Some(*n) => true,
+        Some(Dim::Fixed(_)) => {
+            return Err(RoleError::BatchMismatch {
+                role: Role::Timestep,
+                name: timestep.name.clone(),
+                sample: shape_text(&sample.dims),
+                shape: shape_text(&timestep.dims),
+            });
+        }
+        Some(Dim::Symbolic(_)) => true,
+    };
+
+    if let Some(labels) = &class_labels {
+        if !labels.is_tensor || labels.rank() != 1 {
+            return Err(RoleError::WrongRank {
+                role: Role::ClassLabels,
+                name: labels.name.clone(),
+                rank: labels.rank(),
+                shape: shape_text(&labels.dims),
+                expected: "one label per batch item ([batch])",
+            });
+        }
+        if !matches!(labels.elem, ElemType::I64 | ElemType::I32) {
+            return Err(RoleError::WrongType {
+                role: Role::ClassLabels,
+                name: labels.name.clone(),
+                found: labels.elem,
+                expected: "int64 or int32",
+            });
+        }
+        check_batch_dim(Role::ClassLabels, labels, &sample, fixed_batch)?;
+    }
+    if let Some(cond) = &conditioning {
+        if !cond.is_tensor || cond.rank() < 2 {
+            return Err(RoleError::WrongRank {
+                role: Role::Conditioning,
+                name: cond.name.clone(),
+                rank: cond.rank(),
+                shape: shape_text(&cond.dims),
+                expected: "rank 2 or more, batch first (e.g. batch × tokens × features)",
+            });
+        }
+        if !matches!(cond.elem, ElemType::F32 | ElemType::F16) {
+            return Err(RoleError::WrongType {
+                role: Role::Conditioning,
+                name: cond.name.clone(),
+                found: cond.elem,
+                expected: "float32 or float16",
+            });
+        }
+        check_batch_dim(Role::Conditioning, cond, &sample, fixed_batch)?;
+    }
+
+    // The output: the sample's shape, float.
+    let expected = shape_text(&sample.dims);
+    if !output.is_tensor || output.rank() != 4 {
+        return Err(RoleError::OutputShape {
+            name: output.name.clone(),
+            shape: shape_text(&output.dims),
+            expected,
+        });
+    }
+    if !matches!(output.elem, ElemType::F32 | ElemType::F16) {
+        return Err(RoleError::WrongType {
+            role: Role::Output,
+            name: output.name.clone(),
+            found: output.elem,
+            expected: "float32 or float16",
+        });
+    }
+    let want = [
+        fixed_batch,
+        Some(sample_shape[0]),
+        Some(sample_shape[1]),
+        Some(sample_shape[2]),
+    ];
+    for (dim, want) in output.dims.iter().zip(want) {
+        if let (Dim::Fixed(n), Some(w)) = (dim, want)
+            && *n != w
+        {
+            return Err(RoleError::OutputShape {
+                name: output.name.clone(),
+                shape: shape_text(&output.dims),
+                expected,
+            });
+        }
+    }
+
+    Ok(ModelRoles {
+        sample,
+        timestep,
+        class_labels,
+        conditioning,
+        output,
+        sample_shape,
+        fixed_batch,
+        timestep_per_item,
+    })
+}
+
+fn check_batch_dim(
+    role: Role,
+    spec: &TensorSpec,
+    sample: &TensorSpec,
+    fixed_batch: Option<usize>,
+) -> Result<(), RoleError> {
+    if let (Some(Dim::Fixed(n)), Some(b)) = (spec.dims.first(), fixed_batch)
+        && *n != b
+    {
+        return Err(RoleError::BatchMismatch {
+            role,
+            name: spec.name.clone(),
+            sample: shape_text(&sample.dims),
+            shape: shape_text(&spec.dims),
+        });
+    }
+    if let (Some(Dim::Fixed(_)), None) = (spec.dims.first(), fixed_batch) {
+        return Err(RoleError::BatchMismatch {
+            role,
+            name: spec.name.clone(),
+            sample: shape_text(&sample.dims),
+            shape: shape_text(&spec.dims),
+        });
+    }
+    Ok(())
+}
+
+fn pick_output(outputs: &[TensorSpec], overrides: &RoleOverrides) -> Result<TensorSpec, RoleError> {
+    if let Some(name) = overrides.get(&Role::Output) {
+        return outputs
+            .iter()
+            .find(|o| &o.name == name)
+            .cloned()
+            .ok_or_else(|| RoleError::OverrideNotFound {
+                role: Role::Output,
+                name: name.clone(),
+                available: outputs.iter().map(TensorSpec::describe).collect(),
+            });
+    }
+    match outputs {
+        [] => Err(RoleError::NoOutput),
+        [one] => Ok(one.clone()),
+        many => match find_by_name(many, Role::Output).as_slice() {
+            [one] => Ok((*one).clone()),
+            _ => Err(RoleError::AmbiguousOutput {
+                outputs: many.iter().map(TensorSpec::describe).collect(),
+            }),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f32_sample(name: &str) -> TensorSpec {
+        TensorSpec::tensor(
+            name,
+            ElemType::F32,
+            vec![
+                Dim::Symbolic("batch".into()),
+                Dim::Fixed(4),
+                Dim::Fixed(8),
+                Dim::Fixed(8),
+            ],
+        )
+    }
+
+    fn t(name: &str, elem: ElemType) -> TensorSpec {
+        TensorSpec::tensor(name, elem, vec![Dim::Symbolic("batch".into())])
+    }
+
+    #[test]
+    fn diffusers_names() {
+        let roles = assign_roles(
+            &[f32_sample("sample"), t("timestep", ElemType::I64)],
+            &[f32_sample("out_sample")],
+            &RoleOverrides::new(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(roles.sample_shape, [4, 8, 8]);
+        assert_eq!(roles.fixed_batch, None);
+        assert!(roles.timestep_per_item);
+        assert_eq!(roles.role_of("out_sample"), Some(Role::Output));
+    }
+
+    #[test]
+    fn names_are_case_insensitive_and_overrides_win() {
+        let inputs = [f32_sample("X_T"), t("Noise_Level", ElemType::F32)];
+        let err =
+            assign_roles(&inputs, &[f32_sample("o")], &RoleOverrides::new(), None).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RoleError::MissingRole {
+                    role: Role::Timestep,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let overrides = RoleOverrides::from([(Role::Timestep, "Noise_Level".to_string())]);
+        let roles = assign_roles(&inputs, &[f32_sample("o")], &overrides, None).unwrap();
+        assert_eq!(roles.timestep.name, "Noise_Level");
+        assert_eq!(roles.sample.name, "X_T");
+    }
+
+    #[test]
+    fn two_sample_candidates_are_ambiguous() {
+        let err = assign_roles(
+            &[f32_sample("x"), f32_sample("sample"), t("t", ElemType::I64)],
+            &[f32_sample("o")],
+            &RoleOverrides::new(),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RoleError::Ambiguous {
+                    role: Role::Sample,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn dynamic_spatial_dims_need_a_shape() {
+        let dynamic = TensorSpec::tensor(
+            "sample",
+            ElemType::F32,
+            vec![
+                Dim::Symbolic("b".into()),
+                Dim::Fixed(4),
+                Dim::Symbolic("h".into()),
+                Dim::Symbolic("w".into()),
+            ],
+        );
+        let inputs = [dynamic.clone(), t("t", ElemType::I64)];
+        let err = assign_roles(
+            &inputs,
+            std::slice::from_ref(&dynamic),
+            &RoleOverrides::new(),
+            None,
+        )
+        .unwrap_err();
+        assert!(matches!(err, RoleError::DynamicSampleShape { .. }), "{err}");
+        let roles = assign_roles(
+            &inputs,
+            std::slice::from_ref(&dynamic),
+            &RoleOverrides::new(),
+            Some([4, 32, 32]),
+        )
+        .unwrap();
+        assert_eq!(roles.sample_shape, [4, 32, 32]);
+        let err = assign_roles(
+            &inputs,
+            &[dynamic],
+            &RoleOverrides::new(),
+            Some([3, 32, 32]),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, RoleError::SampleShapeMismatch { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn parse_overrides() {
+        assert_eq!(
+            parse_override("sample=image"),
+            Ok((Role::Sample, "image".into()))
+        );
+        assert!(
+            parse_override("noise=image")
+                .unwrap_err()
+                .contains("unknown role")
+        );
+        assert!(parse_override("sample").is_err());
+    }
+}

@@ -1,0 +1,122 @@
+//! `difflab info` as a user runs it.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn info(args: &[&str]) -> Output {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/onnx");
+    let child = Command::new(env!("CARGO_BIN_EXE_difflab"))
+        .arg("info")
+        .args(args)
+        .current_dir(data)
+        .env_remove("ORT_DYLIB_PATH")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("the binary runs");
+    // `info` profiles the session to count nodes per provider; nothing may be left behind, even on errors.
+    let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("difflab-profile-{pid}-"))
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{args:?} left {leftovers:?}");
+    out
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+#[test]
+fn info_prints_runtime_io_roles_and_provider() {
+    let out = info(&[
+        "tiny_f32.onnx",
+        "--ep",
+        "cpu",
+        "--batch",
+        "4",
+        "--runs",
+        "2",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for needle in [
+        "runtime   ONNX Runtime 1.",
+        "found via",
+        "sample                   [batch, 4, 8, 8]     float32  -> noisy sample",
+        "timestep                 [batch]              int64    -> timestep",
+        "out_sample",
+        "runs on   cpu (CPUExecutionProvider)",
+        "on CPUExecutionProvider",
+        "batch 1",
+        "batch 4",
+    ] {
+        assert!(stdout.contains(needle), "{needle:?} not in:\n{stdout}");
+    }
+}
+
+#[test]
+fn info_with_an_unavailable_provider_says_so_and_names_the_fallback() {
+    let out = info(&[
+        "tiny_f32.onnx",
+        "--ep",
+        "cuda",
+        "--batch",
+        "0",
+        "--runs",
+        "1",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("cuda      not available"), "{stdout}");
+    assert!(
+        stdout.contains("cpu       runs the model (fallback; not requested)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("runs on   cpu"), "{stdout}");
+
+    let out = info(&["tiny_f32.onnx", "--ep", "cuda", "--no-fallback"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("error: execution provider cuda did not run the model"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn info_on_bad_models_gives_one_clear_error() {
+    for (model, needle) in [
+        ("bad_input_names.onnx", "no input for the noisy sample"),
+        ("bad_rank.onnx", "has rank 2"),
+        ("bad_output_shape.onnx", "must have the sample's shape"),
+        ("hidden_bad_output_shape.onnx", "came back with shape"),
+        ("not_a_model.onnx", "is not an ONNX model"),
+        ("no_such_model.onnx", "no such model file"),
+    ] {
+        let out = info(&[model, "--ep", "cpu"]);
+        assert!(!out.status.success(), "{model} succeeded");
+        let stderr = text(&out.stderr);
+        assert!(stderr.starts_with("error: "), "{model}: {stderr}");
+        assert!(stderr.contains(needle), "{model}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{model}: {stderr}");
+    }
+}
+
+#[test]
+fn info_with_a_missing_runtime_explains_how_to_get_one() {
+    let out = info(&["tiny_f32.onnx", "--runtime", "/no/such/libonnxruntime.so"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("/no/such/libonnxruntime.so"), "{stderr}");
+    assert!(stderr.contains("pip install onnxruntime"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
