@@ -19,6 +19,8 @@ enum Command {
     /// Load an ONNX model and show the runtime, its inputs and outputs with their roles, the execution
     /// provider that runs it, and how long a call takes.
     Info(cli::info::InfoArgs),
+    /// Run an experiment headless: grids, results (JSON, CSV) and plots in its output folder.
+    Run(cli::run::Args),
 }
 
 fn main() {
@@ -30,6 +32,7 @@ fn main() {
         Some(Command::Schedule(args)) => cli::schedule::run(&args),
         Some(Command::Demo(args)) => cli::demo::run(&args),
         Some(Command::Info(args)) => cli::info::run(&args),
+        Some(Command::Run(args)) => cli::run::run(&args),
         None => unreachable!("demo parses"),
     };
     if let Err(e) = result {

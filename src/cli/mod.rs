@@ -3,6 +3,7 @@
 
 pub mod demo;
 pub mod info;
+pub mod run;
 pub mod schedule;
 
 use serde_json::{Map, Value};

@@ -6,6 +6,7 @@
 
 pub mod analytic;
 mod denoiser;
+mod features;
 mod onnx;
 pub mod providers;
 mod report;
@@ -14,6 +15,7 @@ pub mod runtime;
 
 pub use analytic::{AnalyticDenoiser, GaussianMixture};
 pub use denoiser::{DenoiseError, Denoiser, DenoiserInfo};
+pub use features::OnnxFeatures;
 pub use onnx::{EngineError, OnnxDenoiser, OnnxOptions, PredictionSource};
 pub use providers::{AttemptOutcome, ProviderAttempt, ProviderKind, ProviderOptions};
 pub use report::{InfoReport, Timing, inspect};

@@ -101,7 +101,7 @@ pub enum EngineError {
     Denoise(#[from] DenoiseError),
 }
 
-fn ort_error(e: impl fmt::Display) -> EngineError {
+pub(super) fn ort_error(e: impl fmt::Display) -> EngineError {
     EngineError::Ort(e.to_string())
 }
 
@@ -661,7 +661,7 @@ fn elem_of(ty: TensorElementType) -> ElemType {
     }
 }
 
-fn spec_of(outlet: &Outlet) -> TensorSpec {
+pub(super) fn spec_of(outlet: &Outlet) -> TensorSpec {
     match outlet.dtype() {
         ValueType::Tensor {
             ty,
@@ -706,7 +706,7 @@ const MODEL_PROTO_FIELDS: [(u64, u64); 11] = [
 ];
 
 /// Rejects what plainly is not an ONNX model before ONNX Runtime sees it, naming what it looks like instead.
-fn check_model_file(path: &Path) -> Result<(), EngineError> {
+pub(super) fn check_model_file(path: &Path) -> Result<(), EngineError> {
     let not_onnx = |reason: String| EngineError::NotOnnx {
         path: path.to_path_buf(),
         reason: format!(
@@ -861,7 +861,7 @@ fn model_load_error(path: &Path, e: &ort::Error) -> EngineError {
 }
 
 /// Tries the providers in order; returns the session, the provider that runs it and every attempt.
-fn open_session(
+pub(super) fn open_session(
     rt: &Runtime,
     path: &Path,
     options: &OnnxOptions,

@@ -1,4 +1,15 @@
-//! Running samplers on models: the denoising loop that drives a [`Scheduler`] with a [`Denoiser`].
+//! Running samplers on models: the denoising loop that drives a [`Scheduler`] with a [`Denoiser`],
+//! and the lab that turns an experiment into cells and runs them.
+
+pub mod images;
+pub mod model;
+pub mod plan;
+pub mod results;
+pub mod runner;
+
+pub use plan::{Cell, plan};
+pub use results::{CellResult, Results};
+pub use runner::{LabEvent, LabHandle, RunOptions, start};
 
 use std::time::{Duration, Instant};
 

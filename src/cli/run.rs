@@ -1,0 +1,157 @@
+//! `difflab run`: an experiment headless — grids, results and plots under the output folder.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use crate::experiment::Experiment;
+use crate::lab::{LabEvent, RunOptions, start};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The experiment file (TOML).
+    pub experiment: PathBuf,
+    /// Write results here instead of the experiment's output folder.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Run only the cells whose sampler label or cell name ("ddim 50") contains this.
+    #[arg(long)]
+    pub only: Option<String>,
+    /// Print the results as JSON on stdout (progress goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Rerun cells even when an earlier result with the same inputs exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let mut experiment = Experiment::load(&args.experiment)?;
+    if let Some(out) = &args.out {
+        experiment.output_dir = out.clone();
+    }
+    let out_dir = experiment.output_dir.clone();
+    let lab = start(
+        experiment.clone(),
+        RunOptions {
+            only: args.only.clone(),
+            force: args.force,
+        },
+    );
+    let fancy = std::io::stderr().is_terminal();
+    let bars = MultiProgress::new();
+    let mut cell_bars: BTreeMap<usize, ProgressBar> = BTreeMap::new();
+    let mut names = Vec::new();
+    let mut done = Vec::new();
+    let mut outcome = None;
+    for event in lab.events.iter() {
+        match event {
+            LabEvent::Planned {
+                cells,
+                provider,
+                providers_note,
+                ..
+            } => {
+                eprintln!(
+                    "{}: {} cells, model on {provider} ({providers_note})",
+                    experiment.path.display(),
+                    cells.len()
+                );
+                for (i, c) in cells.iter().enumerate() {
+                    names.push(c.name.clone());
+                    if fancy {
+                        let bar = bars.add(ProgressBar::new(c.steps as u64));
+                        bar.set_style(
+                            ProgressStyle::with_template("{prefix:>22} {bar:30} {pos}/{len} {msg}")
+                                .expect("valid template"),
+                        );
+                        bar.set_prefix(c.name.clone());
+                        cell_bars.insert(i, bar);
+                    }
+                }
+            }
+            LabEvent::Progress {
+                cell,
+                step,
+                steps,
+                samples_done,
+                samples_total,
+                ..
+            } => {
+                if let Some(bar) = cell_bars.get(&cell) {
+                    bar.set_position(step as u64);
+                    bar.set_message(format!(
+                        "steps, samples from {samples_done} of {samples_total}"
+                    ));
+                } else if step == steps {
+                    eprintln!(
+                        "{}: samples {samples_done}.. done ({steps} steps)",
+                        names[cell]
+                    );
+                }
+            }
+            LabEvent::CellDone {
+                cell,
+                result,
+                cached,
+                ..
+            } => {
+                let quality = match (result.fid, result.kid) {
+                    (Some(f), Some(k)) => format!(
+                        "FID {f:.2}, KID {k:.4} ± {:.4}",
+                        result.kid_std.unwrap_or(0.0)
+                    ),
+                    _ => String::new(),
+                };
+                let line = format!(
+                    "{}: {} samples, {:.1} ms/sample, {quality}{}",
+                    result.name,
+                    result.samples,
+                    result.ms_per_sample,
+                    if cached { " (unchanged, reused)" } else { "" }
+                );
+                match cell_bars.get(&cell) {
+                    Some(bar) => bar.finish_with_message(line.clone()),
+                    None => eprintln!("{line}"),
+                }
+                done.push(result);
+            }
+            LabEvent::Log(line) => eprintln!("{line}"),
+            LabEvent::Finished {
+                cancelled,
+                error,
+                model_calls,
+                unbatched_model_calls,
+                wall_s,
+            } => {
+                outcome = Some((cancelled, error, model_calls, unbatched_model_calls, wall_s));
+            }
+        }
+    }
+    lab.join();
+    let Some((cancelled, error, calls, unbatched, wall)) = outcome else {
+        anyhow::bail!("the lab stopped without a result");
+    };
+    if let Some(e) = error {
+        anyhow::bail!("{e}");
+    }
+    if cancelled {
+        anyhow::bail!(
+            "cancelled; finished cells are kept in {}",
+            out_dir.display()
+        );
+    }
+    if calls > 0 {
+        eprintln!(
+            "{calls} model calls for {unbatched} cell steps ({:.1}x fewer by batching across samplers), {wall:.1} s",
+            unbatched as f64 / calls as f64
+        );
+    }
+    eprintln!("results in {}", out_dir.display());
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&done)?);
+    }
+    Ok(())
+}

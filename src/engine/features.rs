@@ -1,0 +1,99 @@
+//! A feature network for sample quality: an ONNX classifier whose penultimate activations are the
+//! features FID and KID compare.
+
+use std::path::{Path, PathBuf};
+
+use ort::session::Session;
+use ort::value::{Shape, TensorRef};
+
+use super::onnx::{EngineError, OnnxOptions, check_model_file, open_session, spec_of};
+use super::providers::ProviderKind;
+use super::roles::TensorSpec;
+use super::runtime::runtime;
+
+/// Runs a feature network: one float image input `[B, C, H, W]`, and an output named `features`
+/// (or else the first rank-2 output) `[B, D]`.
+pub struct OnnxFeatures {
+    session: Session,
+    path: PathBuf,
+    input: String,
+    output: String,
+    provider: ProviderKind,
+}
+
+impl OnnxFeatures {
+    pub fn load(path: impl AsRef<Path>, options: &OnnxOptions) -> Result<Self, EngineError> {
+        let path = path.as_ref().to_path_buf();
+        check_model_file(&path)?;
+        let rt = runtime(options.runtime_path.as_deref())?;
+        let (session, provider, _) = open_session(rt, &path, options)?;
+        let inputs: Vec<TensorSpec> = session.inputs().iter().map(spec_of).collect();
+        let outputs: Vec<TensorSpec> = session.outputs().iter().map(spec_of).collect();
+        let problem =
+            |message: String| EngineError::Options(format!("{}: {message}", path.display()));
+        let input = match inputs.as_slice() {
+            [one] if one.rank() == 4 && one.elem.is_float() => one.name.clone(),
+            _ => {
+                return Err(problem(format!(
+                    "a feature network takes one float image input [B, C, H, W]; this one has {}",
+                    inputs
+                        .iter()
+                        .map(TensorSpec::describe)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        };
+        let output = outputs
+            .iter()
+            .find(|o| o.name == "features")
+            .or_else(|| outputs.iter().find(|o| o.rank() == 2))
+            .map(|o| o.name.clone())
+            .ok_or_else(|| {
+                problem("a feature network needs an output named `features` of shape [B, D]".into())
+            })?;
+        Ok(Self {
+            session,
+            path,
+            input,
+            output,
+            provider,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn provider(&self) -> ProviderKind {
+        self.provider
+    }
+
+    /// Features of `batch` images of shape `item` (C, H, W), row-major `[batch, D]`; returns D too.
+    pub fn features(
+        &mut self,
+        images: &[f32],
+        batch: usize,
+        item: [usize; 3],
+    ) -> Result<(Vec<f32>, usize), EngineError> {
+        let dims = [batch as i64, item[0] as i64, item[1] as i64, item[2] as i64];
+        let value = TensorRef::from_array_view((Shape::new(dims), images))
+            .map_err(super::onnx::ort_error)?;
+        let outputs = self
+            .session
+            .run(ort::inputs![self.input.as_str() => value])
+            .map_err(super::onnx::ort_error)?;
+        let (shape, data) = outputs[self.output.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(super::onnx::ort_error)?;
+        if shape.len() != 2 || shape[0] as usize != batch {
+            return Err(EngineError::Options(format!(
+                "{}: output `{}` has shape {:?}, expected [{batch}, D]",
+                self.path.display(),
+                self.output,
+                shape.iter().collect::<Vec<_>>()
+            )));
+        }
+        Ok((data.to_vec(), shape[1] as usize))
+    }
+}

@@ -1,0 +1,114 @@
+//! An experiment becomes cells: one per (sampler, step count), all on the same seeds.
+
+use std::io::Read;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::experiment::{Experiment, ModelSource};
+use crate::sampler::SamplerConfig;
+
+/// One column of the comparison.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cell {
+    /// `label` and step count, unique within the experiment (e.g. "ddim 50").
+    pub name: String,
+    pub label: String,
+    /// diffusers class name.
+    pub class: String,
+    pub config: SamplerConfig,
+    pub settings: serde_json::Map<String, serde_json::Value>,
+    pub steps: usize,
+    /// Seeds of the samples this cell draws: the experiment's seeds first (the previews), then more
+    /// for quality.
+    pub seeds: Vec<u64>,
+    /// How many of `seeds` are shown (the experiment's seeds).
+    pub preview: usize,
+    /// Hash of everything that decides this cell's result.
+    pub key: String,
+}
+
+/// Plans every cell (or only those whose label or name contains `only`).
+pub fn plan(experiment: &Experiment, only: Option<&str>) -> std::io::Result<Vec<Cell>> {
+    let inputs = inputs_hash(experiment)?;
+    let mut cells = Vec::new();
+    for sampler in &experiment.samplers {
+        for &steps in &sampler.steps {
+            let name = format!("{} {steps}", sampler.label);
+            if let Some(only) = only {
+                if !name.contains(only) && sampler.label != only {
+                    continue;
+                }
+            }
+            let samples = sampler
+                .samples
+                .or(experiment.quality.as_ref().map(|q| q.samples))
+                .unwrap_or(0)
+                .max(experiment.seeds.len());
+            let seeds = seeds_for(&experiment.seeds, samples);
+            let mut hash = Sha256::new();
+            hash.update(&inputs);
+            hash.update(serde_json::to_string(&sampler.resolved.settings).unwrap_or_default());
+            hash.update(steps.to_le_bytes());
+            for s in &seeds {
+                hash.update(s.to_le_bytes());
+            }
+            cells.push(Cell {
+                name,
+                label: sampler.label.clone(),
+                class: sampler.resolved.config.class_name().to_string(),
+                config: sampler.resolved.config.clone(),
+                settings: sampler.resolved.settings.clone(),
+                steps,
+                preview: experiment.seeds.len(),
+                seeds,
+                key: hex(&hash.finalize()[..12]),
+            });
+        }
+    }
+    Ok(cells)
+}
+
+/// The experiment's seeds, then the next unused seeds until there are `count`.
+fn seeds_for(seeds: &[u64], count: usize) -> Vec<u64> {
+    let mut out = seeds.to_vec();
+    let mut next = seeds.iter().max().map_or(0, |m| m + 1);
+    while out.len() < count {
+        out.push(next);
+        next += 1;
+    }
+    out
+}
+
+/// Hash of the files every cell depends on: the model and the quality inputs.
+fn inputs_hash(experiment: &Experiment) -> std::io::Result<Vec<u8>> {
+    let mut hash = Sha256::new();
+    match &experiment.model.source {
+        ModelSource::Onnx(path) => hash_file(&mut hash, path)?,
+        ModelSource::Analytic => {
+            hash.update(format!("analytic {:?}", experiment.model.sample_shape))
+        }
+    }
+    if let Some(q) = &experiment.quality {
+        hash_file(&mut hash, &q.features)?;
+        hash_file(&mut hash, &q.reference)?;
+        hash.update(format!("{} {}", q.kid_subsets, q.kid_subset_size));
+    }
+    Ok(hash.finalize().to_vec())
+}
+
+fn hash_file(hash: &mut Sha256, path: &Path) -> std::io::Result<()> {
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        hash.update(&buf[..n]);
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,114 @@
+//! What a cell produced, and the results files: results.json (read back to skip unchanged cells) and
+//! results.csv, both written atomically.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// One cell's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellResult {
+    pub name: String,
+    pub label: String,
+    pub class: String,
+    pub steps: usize,
+    /// Model evaluations per sample.
+    pub nfe: usize,
+    pub samples: usize,
+    /// Seconds from the cell's first to its last step (its share of shared model calls).
+    pub wall_s: f64,
+    pub model_ms_per_step: f64,
+    pub sampler_ms_per_step: f64,
+    pub ms_per_sample: f64,
+    pub fid: Option<f64>,
+    pub kid: Option<f64>,
+    pub kid_std: Option<f64>,
+    pub provider: String,
+    /// PNG grid of the preview seeds, relative to the output folder.
+    pub grid: String,
+    pub key: String,
+}
+
+/// The results file: every finished cell and how the model calls went.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Results {
+    pub experiment: String,
+    pub cells: Vec<CellResult>,
+    /// Model calls made, and how many running each cell alone would have taken.
+    pub model_calls: usize,
+    pub unbatched_model_calls: usize,
+}
+
+impl Results {
+    /// Reads results.json; a missing or unreadable file is an empty result set.
+    pub fn load(path: &Path) -> Self {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    }
+
+    /// Replaces or adds a cell's result (by name).
+    pub fn put(&mut self, result: CellResult) {
+        match self.cells.iter_mut().find(|c| c.name == result.name) {
+            Some(c) => *c = result,
+            None => self.cells.push(result),
+        }
+    }
+
+    /// Writes results.json and results.csv into `dir`, each atomically.
+    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        write_atomic(&dir.join("results.json"), json.as_bytes())?;
+        write_atomic(&dir.join("results.csv"), self.csv().as_bytes())
+    }
+
+    fn csv(&self) -> String {
+        let mut out = String::from(
+            "name,sampler,class,steps,nfe,samples,wall_s,model_ms_per_step,sampler_ms_per_step,ms_per_sample,fid,kid,kid_std,provider\n",
+        );
+        let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
+        for c in &self.cells {
+            out.push_str(&format!(
+                "{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{},{},{},{}\n",
+                csv_field(&c.name),
+                csv_field(&c.label),
+                c.class,
+                c.steps,
+                c.nfe,
+                c.samples,
+                c.wall_s,
+                c.model_ms_per_step,
+                c.sampler_ms_per_step,
+                c.ms_per_sample,
+                opt(c.fid),
+                opt(c.kid),
+                opt(c.kid_std),
+                csv_field(&c.provider)
+            ));
+        }
+        out
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Writes a file so readers see the old or the new content, never a part: temp file, then rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!(
+        "{}.tmp{}",
+        path.extension().and_then(|e| e.to_str()).unwrap_or(""),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
