@@ -12,7 +12,8 @@ use super::images::{grid, save_png, upscale};
 use super::model::{LoadedModel, load_features, load_model};
 use super::plan::{Cell, plan};
 use super::results::{CellResult, Results};
-use crate::experiment::Experiment;
+use crate::engine::OnnxFeatures;
+use crate::experiment::{Experiment, QualitySpec};
 use crate::quality::{FeatureStats, ReferenceStats, frechet_distance, kernel_inception_distance};
 use crate::sampler::{Scheduler, SeededNoise};
 
@@ -215,21 +216,30 @@ fn run_inner(
         Some(q) => Some(ReferenceStats::load(&q.reference)?),
         None => None,
     };
-    let mut features = features;
+    let mut quality = match (features, reference, &experiment.quality) {
+        (Some(f), Some(r), Some(q)) => Some((f, r, q)),
+        _ => None,
+    };
+    let ctx = Finish {
+        out,
+        sample_shape,
+        provider: &provider,
+        batch: experiment.batch,
+    };
 
     // Every pending cell's samples, split into lanes of at most `per_lane` samples; lanes with the same
     // index across cells run together, sharing each model call.
     let per_lane = (experiment.batch / pending.len()).max(1);
-    let mut finals: Vec<Vec<f32>> = pending
+    let mut states: Vec<CellState> = pending
         .iter()
-        .map(|&c| vec![0.0; cells[c].seeds.len() * item])
+        .map(|&c| CellState {
+            finals: vec![0.0; cells[c].seeds.len() * item],
+            model_s: 0.0,
+            sampler_s: 0.0,
+            lanes_left: cells[c].seeds.len().div_ceil(per_lane),
+        })
         .collect();
-    let mut timing: Vec<(f64, f64, f64)> = vec![(0.0, 0.0, 0.0); pending.len()];
-    let waves = pending
-        .iter()
-        .map(|&c| cells[c].seeds.len().div_ceil(per_lane))
-        .max()
-        .unwrap_or(0);
+    let waves = states.iter().map(|s| s.lanes_left).max().unwrap_or(0);
     let mut inputs = Vec::new();
     let mut outputs = Vec::new();
     let mut timesteps = Vec::new();
@@ -296,106 +306,132 @@ fn run_inner(
                 )?;
                 offset += len;
                 lane.step += 1;
-                let share = model_s * lane.items as f64 / total_items;
-                let t = &mut timing[lane.cell];
-                t.0 += share;
-                t.1 += step_start.elapsed().as_secs_f64();
+                let state = &mut states[lane.cell];
+                state.model_s += model_s * lane.items as f64 / total_items;
+                state.sampler_s += step_start.elapsed().as_secs_f64();
                 let c = pending[lane.cell];
-                let preview = (lane.first < cells[c].preview).then(|| {
-                    let n = (cells[c].preview - lane.first).min(lane.items);
+                let cell = &cells[c];
+                let preview = (lane.first < cell.preview).then(|| {
+                    let n = (cell.preview - lane.first).min(lane.items);
                     lane.x0[..n * item].to_vec()
                 });
                 send(LabEvent::Progress {
                     cell: c,
                     step: lane.step,
-                    steps: cells[c].steps,
+                    steps: cell.steps,
                     samples_done: lane.first,
-                    samples_total: cells[c].seeds.len(),
+                    samples_total: cell.seeds.len(),
                     preview,
                 });
-            }
-        }
-        for lane in &lanes {
-            let start = lane.first * item;
-            finals[lane.cell][start..start + lane.x.len()].copy_from_slice(&lane.x);
-        }
-        // Cells whose last lane was in this wave are done.
-        for (slot, &c) in pending.iter().enumerate() {
-            let cell = &cells[c];
-            if cell.seeds.len().div_ceil(per_lane) != wave + 1 {
-                continue;
-            }
-            let (model_s, sampler_s, _) = timing[slot];
-            let samples = cell.seeds.len();
-            let (fid, kid) = match (&mut features, &reference) {
-                (Some(f), Some(r)) => {
-                    let q = experiment.quality.as_ref().expect("quality is configured");
-                    let mut feats = Vec::new();
-                    let mut dim = 0;
-                    for chunk in finals[slot].chunks(experiment.batch.max(1) * item) {
-                        let (part, d) = f.features(chunk, chunk.len() / item, sample_shape)?;
-                        feats.extend(part);
-                        dim = d;
+                if lane.step == cell.steps {
+                    let start = lane.first * item;
+                    state.finals[start..start + lane.x.len()].copy_from_slice(&lane.x);
+                    state.lanes_left -= 1;
+                    if state.lanes_left == 0 {
+                        // The cell is complete: score, write and report it now, not at the end of the run.
+                        let (result, images) = ctx.finish(cell, state, quality.as_mut())?;
+                        results.put(result.clone());
+                        results.model_calls = calls.0;
+                        results.unbatched_model_calls = calls.1;
+                        results.save(out)?;
+                        send(LabEvent::CellDone {
+                            cell: c,
+                            result,
+                            images,
+                            cached: false,
+                        });
                     }
-                    if dim != r.dim {
-                        return Err(Stop::Error(format!(
-                            "the feature network gives {dim} features, the reference statistics {}",
-                            r.dim
-                        )));
-                    }
-                    let stats = FeatureStats::from_features(&feats, dim);
-                    let kid = kernel_inception_distance(
-                        &feats,
-                        &r.features,
-                        dim,
-                        q.kid_subsets,
-                        q.kid_subset_size,
-                        0,
-                    );
-                    (Some(frechet_distance(&stats, &r.stats)), Some(kid))
                 }
-                _ => (None, None),
-            };
-            let grid_path = format!("cells/{}.png", file_name(&cell.name));
-            let images = finals[slot][..cell.preview * item].to_vec();
-            let columns = (cell.preview as f64).sqrt().ceil() as usize;
-            let img = grid(&images, sample_shape, cell.preview, columns);
-            save_png(
-                &upscale(&img, upscale_factor(sample_shape)),
-                &out.join(&grid_path),
-            )?;
-            let wall = model_s + sampler_s;
-            let result = CellResult {
-                name: cell.name.clone(),
-                label: cell.label.clone(),
-                class: cell.class.clone(),
-                steps: cell.steps,
-                nfe: cell.steps,
-                samples,
-                wall_s: wall,
-                model_ms_per_step: model_s * 1e3 / cell.steps as f64,
-                sampler_ms_per_step: sampler_s * 1e3 / cell.steps as f64,
-                ms_per_sample: wall * 1e3 / samples as f64,
-                fid,
-                kid: kid.map(|k| k.mean),
-                kid_std: kid.map(|k| k.std),
-                provider: provider.clone(),
-                grid: grid_path,
-                key: cell.key.clone(),
-            };
-            results.put(result.clone());
-            results.model_calls = calls.0;
-            results.unbatched_model_calls = calls.1;
-            results.save(out)?;
-            send(LabEvent::CellDone {
-                cell: c,
-                result,
-                images,
-                cached: false,
-            });
+            }
         }
     }
     Ok(())
+}
+
+/// A pending cell's samples and time so far.
+struct CellState {
+    finals: Vec<f32>,
+    model_s: f64,
+    sampler_s: f64,
+    lanes_left: usize,
+}
+
+/// What finishing a cell needs.
+struct Finish<'a> {
+    out: &'a std::path::Path,
+    sample_shape: [usize; 3],
+    provider: &'a str,
+    batch: usize,
+}
+
+impl Finish<'_> {
+    /// Scores a complete cell, writes its grid, and returns its result and preview images.
+    fn finish(
+        &self,
+        cell: &Cell,
+        state: &CellState,
+        quality: Option<&mut (OnnxFeatures, ReferenceStats, &QualitySpec)>,
+    ) -> Result<(CellResult, Vec<f32>), Stop> {
+        let item = self.sample_shape.iter().product::<usize>();
+        let samples = cell.seeds.len();
+        let (fid, kid) = match quality {
+            Some((features, reference, spec)) => {
+                let mut feats = Vec::new();
+                let mut dim = 0;
+                for chunk in state.finals.chunks(self.batch.max(1) * item) {
+                    let (part, d) =
+                        features.features(chunk, chunk.len() / item, self.sample_shape)?;
+                    feats.extend(part);
+                    dim = d;
+                }
+                if dim != reference.dim {
+                    return Err(Stop::Error(format!(
+                        "the feature network gives {dim} features, the reference statistics {}",
+                        reference.dim
+                    )));
+                }
+                let stats = FeatureStats::from_features(&feats, dim);
+                let kid = kernel_inception_distance(
+                    &feats,
+                    &reference.features,
+                    dim,
+                    spec.kid_subsets,
+                    spec.kid_subset_size,
+                    0,
+                );
+                (Some(frechet_distance(&stats, &reference.stats)), Some(kid))
+            }
+            None => (None, None),
+        };
+        let grid_path = format!("cells/{}.png", file_name(&cell.name));
+        let images = state.finals[..cell.preview * item].to_vec();
+        let columns = (cell.preview as f64).sqrt().ceil() as usize;
+        let img = grid(&images, self.sample_shape, cell.preview, columns);
+        save_png(
+            &upscale(&img, upscale_factor(self.sample_shape)),
+            &self.out.join(&grid_path),
+        )?;
+        let wall = state.model_s + state.sampler_s;
+        let result = CellResult {
+            name: cell.name.clone(),
+            label: cell.label.clone(),
+            class: cell.class.clone(),
+            steps: cell.steps,
+            nfe: cell.steps,
+            samples,
+            wall_s: wall,
+            model_ms_per_step: state.model_s * 1e3 / cell.steps as f64,
+            sampler_ms_per_step: state.sampler_s * 1e3 / cell.steps as f64,
+            ms_per_sample: wall * 1e3 / samples as f64,
+            fid,
+            kid: kid.map(|k| k.mean),
+            kid_std: kid.map(|k| k.std),
+            provider: self.provider.to_string(),
+            grid: grid_path,
+            key: cell.key.clone(),
+        };
+        Ok((result, images))
+    }
 }
 
 /// Enough to make small samples visible in a grid (16×16 digits become 64×64).

@@ -1,0 +1,145 @@
+//! The lab on the analytic model: every cell runs on the same seeds with batched model calls, results
+//! are written, unchanged cells are reused, and a cancelled run keeps the cells it finished.
+
+use std::path::{Path, PathBuf};
+
+use difflab::experiment::Experiment;
+use difflab::lab::{LabEvent, Results, RunOptions, start};
+
+fn experiment(dir: &Path, samplers: &str) -> Experiment {
+    let text = format!(
+        "[model]\npath = \"analytic\"\nsample_shape = [1, 4, 4]\n[sampling]\nseeds = 4\nbatch = 64\n{samplers}"
+    );
+    let path = dir.join("lab.toml");
+    std::fs::write(&path, text).unwrap();
+    Experiment::load(&path).unwrap()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("difflab-lab-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+const THREE: &str = "[[sampler]]\nname = \"ddim\"\nsteps = [5, 20]\nsettings = { clip_sample = false }\n[[sampler]]\nname = \"dpm++2m-karras\"\nsteps = 10\n";
+
+fn run_to_end(e: &Experiment) -> Vec<LabEvent> {
+    let lab = start(e.clone(), RunOptions::default());
+    let events: Vec<LabEvent> = lab.events.iter().collect();
+    lab.join();
+    events
+}
+
+#[test]
+fn cells_run_batched_and_are_reused_when_unchanged() {
+    let dir = temp_dir("reuse");
+    let e = experiment(&dir, THREE);
+    let events = run_to_end(&e);
+    let done: Vec<(usize, bool)> = events
+        .iter()
+        .filter_map(|ev| match ev {
+            LabEvent::CellDone {
+                cell,
+                cached,
+                images,
+                ..
+            } => {
+                assert_eq!(images.len(), 4 * 16, "one preview image per seed");
+                Some((*cell, *cached))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(done.len(), 3);
+    assert!(done.iter().all(|(_, cached)| !cached));
+    // The short cell finishes first: it does not wait for the others.
+    assert_eq!(done[0].0, 0, "ddim 5 is reported first: {done:?}");
+    let Some(LabEvent::Finished {
+        model_calls,
+        unbatched_model_calls,
+        cancelled,
+        error,
+        ..
+    }) = events.last()
+    else {
+        panic!("the run ends with Finished")
+    };
+    assert!(!cancelled && error.is_none(), "{error:?}");
+    assert_eq!(*unbatched_model_calls, 5 + 20 + 10);
+    assert_eq!(
+        *model_calls, 20,
+        "one shared call per step of the longest cell"
+    );
+
+    let results = Results::load(&e.output_dir.join("results.json"));
+    assert_eq!(results.cells.len(), 3);
+    for c in &results.cells {
+        assert!(
+            e.output_dir.join(&c.grid).is_file(),
+            "{} has its grid",
+            c.name
+        );
+        assert_eq!(c.nfe, c.steps);
+    }
+    assert!(e.output_dir.join("results.csv").is_file());
+
+    // Same inputs: every cell is reused. A changed step count reruns only the new cell.
+    let again = run_to_end(&e);
+    let cached = again
+        .iter()
+        .filter(|ev| matches!(ev, LabEvent::CellDone { cached: true, .. }))
+        .count();
+    assert_eq!(cached, 3);
+    let changed = experiment(&dir, &THREE.replace("steps = 10", "steps = 12"));
+    let events = run_to_end(&changed);
+    let fresh: Vec<&str> = events
+        .iter()
+        .filter_map(|ev| match ev {
+            LabEvent::CellDone {
+                cached: false,
+                result,
+                ..
+            } => Some(result.name.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fresh, ["dpm++2m-karras 12"]);
+}
+
+#[test]
+fn a_cancelled_run_keeps_its_finished_cells() {
+    let dir = temp_dir("cancel");
+    let e = experiment(
+        &dir,
+        "[[sampler]]\nname = \"ddim\"\nsteps = 3\n[[sampler]]\nname = \"ddpm\"\nsteps = 1000\n",
+    );
+    let lab = start(e.clone(), RunOptions::default());
+    let mut cancelled_at = None;
+    let mut finished = None;
+    for ev in lab.events.iter() {
+        match ev {
+            LabEvent::CellDone { result, .. } => {
+                assert_eq!(result.name, "ddim 3");
+                lab.cancel();
+            }
+            LabEvent::Progress { cell: 1, step, .. } if cancelled_at.is_none() && step > 3 => {
+                cancelled_at = Some(step);
+            }
+            LabEvent::Finished { cancelled, .. } => finished = Some(cancelled),
+            _ => {}
+        }
+    }
+    lab.join();
+    assert_eq!(finished, Some(true), "the run reports it was cancelled");
+    let results = Results::load(&e.output_dir.join("results.json"));
+    let names: Vec<&str> = results.cells.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["ddim 3"],
+        "the finished cell is kept, the cancelled one is not"
+    );
+    // Rerunning reuses the finished cell.
+    let events = run_to_end(&e);
+    assert!(events.iter().any(|ev| matches!(ev, LabEvent::CellDone { cached: true, result, .. } if result.name == "ddim 3")));
+}
