@@ -143,3 +143,22 @@ fn a_cancelled_run_keeps_its_finished_cells() {
     let events = run_to_end(&e);
     assert!(events.iter().any(|ev| matches!(ev, LabEvent::CellDone { cached: true, result, .. } if result.name == "ddim 3")));
 }
+
+#[test]
+fn cells_with_more_samples_than_a_lane_refill_as_lanes_finish() {
+    let dir = temp_dir("lanes");
+    let text = "[model]\npath = \"analytic\"\nsample_shape = [1, 4, 4]\n[sampling]\nseeds = 4\nbatch = 8\n\
+        [[sampler]]\nname = \"ddim\"\nsteps = 5\nsamples = 20\n[[sampler]]\nname = \"dpm++2m\"\nsteps = 10\nsamples = 20\n";
+    let path = dir.join("lab.toml");
+    std::fs::write(&path, text).unwrap();
+    let e = Experiment::load(&path).unwrap();
+    let events = run_to_end(&e);
+    let Some(LabEvent::Finished { model_calls, unbatched_model_calls, .. }) = events.last() else {
+        panic!("the run ends with Finished")
+    };
+    // 4 samples per lane, 5 lanes per cell; each cell starts its next lane when one ends.
+    assert_eq!(*unbatched_model_calls, 5 * 5 + 5 * 10);
+    assert_eq!(*model_calls, 5 * 10);
+    let results = Results::load(&e.output_dir.join("results.json"));
+    assert!(results.cells.iter().all(|c| c.samples == 20));
+}

@@ -227,8 +227,9 @@ fn run_inner(
         batch: experiment.batch,
     };
 
-    // Every pending cell's samples, split into lanes of at most `per_lane` samples; lanes with the same
-    // index across cells run together, sharing each model call.
+    // Every pending cell's samples, split into lanes of at most `per_lane` samples. Each cell runs one
+    // lane at a time and starts its next lane as soon as one finishes; the lanes of all cells step
+    // together, sharing one model call per step.
     let per_lane = (experiment.batch / pending.len()).max(1);
     let mut states: Vec<CellState> = pending
         .iter()
@@ -237,21 +238,24 @@ fn run_inner(
             model_s: 0.0,
             sampler_s: 0.0,
             lanes_left: cells[c].seeds.len().div_ceil(per_lane),
+            next_first: 0,
         })
         .collect();
-    let waves = states.iter().map(|s| s.lanes_left).max().unwrap_or(0);
     let mut inputs = Vec::new();
     let mut outputs = Vec::new();
     let mut timesteps = Vec::new();
-    for wave in 0..waves {
-        let mut lanes: Vec<Lane> = Vec::new();
+    let mut lanes: Vec<Lane> = Vec::new();
+    loop {
+        lanes.retain(|l| l.step < l.scheduler.timesteps().len());
         for (slot, &c) in pending.iter().enumerate() {
             let cell = &cells[c];
-            let first = wave * per_lane;
-            if first >= cell.seeds.len() {
+            let state = &mut states[slot];
+            if lanes.iter().any(|l| l.cell == slot) || state.next_first >= cell.seeds.len() {
                 continue;
             }
+            let first = state.next_first;
             let seeds = cell.seeds[first..(first + per_lane).min(cell.seeds.len())].to_vec();
+            state.next_first += seeds.len();
             let items = seeds.len();
             let noise = SeededNoise::new(seeds);
             let mut scheduler = cell.config.build();
@@ -268,13 +272,11 @@ fn run_inner(
             });
             calls.1 += cell.steps;
         }
-        loop {
-            let active: Vec<usize> = (0..lanes.len())
-                .filter(|&l| lanes[l].step < lanes[l].scheduler.timesteps().len())
-                .collect();
-            if active.is_empty() {
-                break;
-            }
+        if lanes.is_empty() {
+            break;
+        }
+        {
+            let active: Vec<usize> = (0..lanes.len()).collect();
             if cancel.load(Ordering::Relaxed) {
                 return Err(Stop::Cancelled);
             }
@@ -354,6 +356,8 @@ struct CellState {
     model_s: f64,
     sampler_s: f64,
     lanes_left: usize,
+    /// The first sample of the next lane to start.
+    next_first: usize,
 }
 
 /// What finishing a cell needs.
