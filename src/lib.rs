@@ -3,6 +3,10 @@
 //! Layers, from the bottom up: [`sampler`] (pure math: noise schedules, timestep spacing, DDPM, DDIM,
 //! DPM-Solver++), [`engine`] (the models the samplers drive: the [`engine::Denoiser`] trait, the analytic
 //! Gaussian-mixture denoiser and ONNX Runtime models).
+//!
+//! Beside them, [`metrics`] reads training logs (JSON lines, CSV, TensorBoard event files) once or
+//! live (see its docs).
 
 pub mod engine;
+pub mod metrics;
 pub mod sampler;
