@@ -5,8 +5,9 @@
 //! Gaussian-mixture denoiser and ONNX Runtime models).
 //!
 //! Beside them, [`metrics`] reads training logs (JSON lines, CSV, TensorBoard event files) once or
-//! live (see its docs).
+//! live and [`plot`] draws them.
 
 pub mod engine;
 pub mod metrics;
+pub mod plot;
 pub mod sampler;
