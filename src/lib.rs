@@ -5,8 +5,9 @@
 //! Gaussian-mixture denoiser and ONNX Runtime models).
 //!
 //! Beside them, [`metrics`] reads training logs (JSON lines, CSV, TensorBoard event files) once or
-//! live and [`plot`] draws them.
+//! live, [`plot`] draws them, and [`cli`] holds the subcommands.
 
+pub mod cli;
 pub mod engine;
 pub mod metrics;
 pub mod plot;

@@ -1,0 +1,3 @@
+//! The `difflab` subcommands; `main.rs` only parses arguments and dispatches here.
+
+pub mod metrics;
