@@ -6,8 +6,8 @@
 //! such. A row with a different number of fields than the header is counted in
 //! [`Skipped::bad_records`].
 //!
-//! Rows are read up to the last newline, so a row being written waits until it is complete.
-//! (A quoted field that spans lines is not supported while a file grows.)
+//! Parsing is `csv_core`'s (the engine of the `csv` crate), driven record by record so that a
+//! row being written waits until it is complete, quoted newlines included.
 
 use super::{Point, ScalarSink, Skipped};
 
@@ -15,11 +15,28 @@ const STEP_KEYS: [&str; 3] = ["step", "global_step", "iter"];
 const TIME_KEYS: [&str; 3] = ["time", "wall_time", "timestamp"];
 
 /// Incremental CSV decoder (see the module docs for the rules).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CsvDecoder {
+    reader: csv_core::Reader,
     header: Option<Header>,
     row: u64,
     skipped: Skipped,
+    /// Field bytes and field ends of the record being read, reused.
+    out: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Default for CsvDecoder {
+    fn default() -> Self {
+        CsvDecoder {
+            reader: csv_core::Reader::new(),
+            header: None,
+            row: 0,
+            skipped: Skipped::default(),
+            out: vec![0; 1024],
+            ends: vec![0; 64],
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -30,8 +47,8 @@ struct Header {
 }
 
 impl Header {
-    fn new(record: &csv::ByteRecord) -> Header {
-        let names: Vec<String> = record
+    fn new(fields: &[&[u8]]) -> Header {
+        let names: Vec<String> = fields
             .iter()
             .enumerate()
             .map(|(i, f)| {
@@ -59,64 +76,93 @@ impl CsvDecoder {
         self.skipped
     }
 
-    /// See [`super::Decoder::decode`].
+    /// See [`super::Decoder::decode`]. Records are cut where the CSV grammar ends them (a
+    /// newline inside a quoted field does not end a record), so a row being written waits
+    /// until its terminator arrives.
     pub fn decode(&mut self, buf: &[u8], eof: bool, sink: &mut dyn ScalarSink) -> usize {
-        let complete = if eof {
-            buf.len()
-        } else {
-            match buf.iter().rposition(|&b| b == b'\n') {
-                Some(i) => i + 1,
-                None => return 0,
-            }
-        };
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .from_reader(&buf[..complete]);
-        let mut record = csv::ByteRecord::new();
+        use csv_core::ReadRecordResult as R;
+        let mut pos = 0;
         loop {
-            match reader.read_byte_record(&mut record) {
-                Ok(true) => {}
-                Ok(false) => break,
-                // Byte records do not fail on content; an I/O error cannot happen on a slice.
-                Err(_) => {
-                    self.skipped.bad_records += 1;
-                    break;
+            // Read one record starting at `pos`.
+            let (mut inp, mut nout, mut nends) = (pos, 0, 0);
+            loop {
+                if inp >= buf.len() && !eof {
+                    // csv_core takes empty input as the end of the file: stop short of it and
+                    // re-read this partial record next time.
+                    self.reader.reset();
+                    return pos;
                 }
-            }
-            let Some(header) = &self.header else {
-                self.header = Some(Header::new(&record));
-                continue;
-            };
-            let index = self.row;
-            self.row += 1;
-            if record.len() != header.names.len() {
-                // A lone empty field is a blank line with spaces; not worth counting.
-                if !(record.len() == 1 && record[0].iter().all(u8::is_ascii_whitespace)) {
-                    self.skipped.bad_records += 1;
-                }
-                continue;
-            }
-            let step = header
-                .step
-                .and_then(|i| parse_number(&record[i]))
-                .filter(|s| s.is_finite())
-                .map(|s| s.round() as i64)
-                .unwrap_or(index as i64);
-            let wall_time = header
-                .time
-                .and_then(|i| parse_number(&record[i]))
-                .unwrap_or(f64::NAN);
-            for (i, cell) in record.iter().enumerate() {
-                if Some(i) == header.step || Some(i) == header.time {
-                    continue;
-                }
-                if let Some(value) = parse_number(cell) {
-                    sink.scalar(&header.names[i], Point::new(step, wall_time, value));
+                let (res, i, o, e) = self.reader.read_record(
+                    &buf[inp..],
+                    &mut self.out[nout..],
+                    &mut self.ends[nends..],
+                );
+                inp += i;
+                nout += o;
+                nends += e;
+                match res {
+                    R::InputEmpty => continue,
+                    R::OutputFull => {
+                        let n = self.out.len() * 2;
+                        self.out.resize(n, 0);
+                    }
+                    R::OutputEndsFull => {
+                        let n = self.ends.len() * 2;
+                        self.ends.resize(n, 0);
+                    }
+                    R::Record => {
+                        self.record(nout, nends, sink);
+                        pos = inp;
+                        break;
+                    }
+                    R::End => {
+                        self.reader.reset();
+                        return buf.len();
+                    }
                 }
             }
         }
-        complete
+    }
+
+    fn record(&mut self, nout: usize, nends: usize, sink: &mut dyn ScalarSink) {
+        let out = &self.out[..nout];
+        let mut fields: Vec<&[u8]> = Vec::with_capacity(nends);
+        let mut start = 0;
+        for &end in &self.ends[..nends] {
+            fields.push(&out[start..end]);
+            start = end;
+        }
+        let Some(header) = &self.header else {
+            self.header = Some(Header::new(&fields));
+            return;
+        };
+        let index = self.row;
+        self.row += 1;
+        if fields.len() != header.names.len() {
+            // A line of spaces only is a blank line, not worth counting.
+            if !(fields.len() == 1 && fields[0].iter().all(u8::is_ascii_whitespace)) {
+                self.skipped.bad_records += 1;
+            }
+            return;
+        }
+        let step = header
+            .step
+            .and_then(|i| parse_number(fields[i]))
+            .filter(|s| s.is_finite())
+            .map(|s| s.round() as i64)
+            .unwrap_or(index as i64);
+        let wall_time = header
+            .time
+            .and_then(|i| parse_number(fields[i]))
+            .unwrap_or(f64::NAN);
+        for (i, cell) in fields.iter().enumerate() {
+            if Some(i) == header.step || Some(i) == header.time {
+                continue;
+            }
+            if let Some(value) = parse_number(cell) {
+                sink.scalar(&header.names[i], Point::new(step, wall_time, value));
+            }
+        }
     }
 }
 

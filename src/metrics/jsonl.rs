@@ -61,16 +61,27 @@ impl JsonlDecoder {
     /// See [`super::Decoder::decode`].
     pub fn decode(&mut self, buf: &[u8], eof: bool, sink: &mut dyn ScalarSink) -> usize {
         let mut pos = 0;
-        if self.open_line && !buf.is_empty() {
-            self.open_line = false;
-            if buf[0] == b'\n' {
-                pos = 1;
-            } else if buf.starts_with(b"\r\n") {
-                pos = 2;
-            } else if buf[0] == b'\r' && buf.len() == 1 && !eof {
-                // Could be the start of "\r\n": wait for the next byte.
-                self.open_line = true;
-                return 0;
+        if self.open_line {
+            // The rest of a line whose object was already taken: whitespace up to the newline
+            // is its end; anything else makes it a bad line (its scalars already went out).
+            match buf.iter().position(|&b| b == b'\n') {
+                Some(nl) => {
+                    if !is_blank(&buf[..nl]) {
+                        self.skipped.bad_records += 1;
+                    }
+                    self.open_line = false;
+                    pos = nl + 1;
+                }
+                None if eof => {
+                    if !is_blank(buf) {
+                        self.skipped.bad_records += 1;
+                    }
+                    self.open_line = false;
+                    return buf.len();
+                }
+                // Keep waiting for the newline; whitespace can be dropped meanwhile.
+                None if is_blank(buf) => return buf.len(),
+                None => return 0,
             }
         }
         while pos < buf.len() {
