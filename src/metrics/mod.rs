@@ -218,6 +218,75 @@ pub fn decode_bytes(format: Format, bytes: &[u8]) -> (Vec<Scalar>, Skipped) {
     (out, decoder.skipped())
 }
 
+/// Decodes `bytes` fed in pieces of the given sizes (cycled), the way a growing file is read,
+/// then finishes as at the end of a file.
+pub fn decode_chunked(format: Format, bytes: &[u8], sizes: &[usize]) -> (Vec<Scalar>, Skipped) {
+    let mut decoder = format.decoder();
+    let mut out = Vec::new();
+    let mut sink = |tag: &str, point: Point| {
+        out.push(Scalar {
+            tag: tag.to_owned(),
+            point,
+        })
+    };
+    let mut pending: Vec<u8> = Vec::new();
+    let mut fed = 0;
+    let mut i = 0;
+    while fed < bytes.len() {
+        let n = sizes
+            .get(i % sizes.len().max(1))
+            .copied()
+            .unwrap_or(1)
+            .max(1);
+        let end = (fed + n).min(bytes.len());
+        pending.extend_from_slice(&bytes[fed..end]);
+        fed = end;
+        i += 1;
+        let used = decoder.decode(&pending, false, &mut sink);
+        assert!(
+            used <= pending.len(),
+            "a decoder consumed more than it was given"
+        );
+        pending.drain(..used);
+    }
+    let used = decoder.decode(&pending, true, &mut sink);
+    assert_eq!(
+        used,
+        pending.len(),
+        "a decoder left bytes at the end of a file"
+    );
+    (out, decoder.skipped())
+}
+
+/// The invariants the fuzz targets check on arbitrary input: decoding never panics, and a file
+/// read in pieces (as while following it) gives what it gives when read whole, whenever the
+/// whole read found nothing to skip.
+#[doc(hidden)]
+pub fn check_decoder(format: Format, data: &[u8]) {
+    let (whole, skipped) = decode_bytes(format, data);
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let sizes = [1 + (first as usize % 61), 1, 7, 4096];
+    let (pieces, pieces_skipped) = decode_chunked(format, rest, &sizes);
+    let (whole_rest, rest_skipped) = decode_bytes(format, rest);
+    if rest_skipped.is_empty() {
+        let key = |s: &Scalar| {
+            (
+                s.tag.clone(),
+                s.point.step,
+                s.point.wall_time.to_bits(),
+                s.point.value.to_bits(),
+            )
+        };
+        let a: Vec<_> = whole_rest.iter().map(key).collect();
+        let b: Vec<_> = pieces.iter().map(key).collect();
+        assert_eq!(a, b, "read in pieces differs from read whole");
+        assert_eq!(pieces_skipped, rest_skipped);
+    }
+    let _ = (whole, skipped);
+}
+
 /// Loads every run under each of `roots` (directories or single log files) into a [`Store`].
 ///
 /// With one root, run names are paths relative to it (`.` for the root itself); with several,
