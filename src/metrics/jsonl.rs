@@ -101,7 +101,11 @@ impl JsonlDecoder {
                         }
                         break;
                     }
-                    if self.parse(rest) {
+                    // Only a tail ending in `}` can be a whole object: checking that first
+                    // keeps a long line arriving in small pieces from being parsed again and
+                    // again.
+                    let ends_object = rest.trim_ascii_end().ends_with(b"}");
+                    if ends_object && self.parse(rest) {
                         self.emit(sink);
                         self.line += 1;
                         self.open_line = !eof;
