@@ -1,18 +1,20 @@
 //! Plots of training curves: one panel per tag, one line per run, PNG or SVG.
 //!
 //! Series of any length draw in about the same time: each line is downsampled to the panel's
-//! pixel width with [`downsample_minmax`] (first, min, max and last per pixel column), which
-//! keeps every spike. With smoothing, the raw line is drawn faint under the smoothed one, as in
+//! pixel width (first, min, max and last per pixel column, see
+//! [`downsample_minmax`](crate::metrics::series::downsample_minmax)), which keeps every spike,
+//! in the same pass that smooths it. With smoothing, the raw line is drawn faint under the smoothed one, as in
 //! TensorBoard. Text is drawn with DejaVu Sans, shipped in the binary, so no system font or
 //! font library is needed.
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Once;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::metrics::series::{Point, XAxis, YScale, downsample_minmax, ema_smooth, x_values};
+use crate::metrics::series::{Ema, MinMaxBuckets, Point, XAxis, YScale};
 use crate::metrics::{Store, tag_matches};
 
 static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
@@ -51,23 +53,24 @@ impl Default for PlotOptions {
     }
 }
 
-/// One line of a panel: a run's series for the panel's tag.
+/// One line of a panel: a run's series for the panel's tag (borrowed from the store when it
+/// can be, so a redraw copies no points).
 #[derive(Debug, Clone)]
-pub struct Curve {
+pub struct Curve<'a> {
     pub label: String,
-    pub points: Vec<Point>,
+    pub points: Cow<'a, [Point]>,
 }
 
 /// One chart: a tag and a line per run.
 #[derive(Debug, Clone)]
-pub struct Panel {
+pub struct Panel<'a> {
     pub title: String,
-    pub curves: Vec<Curve>,
+    pub curves: Vec<Curve<'a>>,
 }
 
 /// The panels for every tag in `store` that `tags` matches (all tags when `tags` is empty;
 /// see [`tag_matches`]), with a curve per run holding the tag.
-pub fn panels_from_store(store: &Store, tags: &[String]) -> Vec<Panel> {
+pub fn panels_from_store<'a>(store: &'a Store, tags: &[String]) -> Vec<Panel<'a>> {
     let mut all_tags: Vec<&str> = store.runs().flat_map(|r| r.tags()).collect();
     all_tags.sort_unstable();
     all_tags.dedup();
@@ -81,7 +84,10 @@ pub fn panels_from_store(store: &Store, tags: &[String]) -> Vec<Panel> {
                 .filter_map(|run| {
                     run.series(tag).map(|s| Curve {
                         label: run.name.clone(),
-                        points: s.into_owned().points,
+                        points: match s {
+                            Cow::Borrowed(s) => Cow::Borrowed(&s.points[..]),
+                            Cow::Owned(s) => Cow::Owned(s.points),
+                        },
                     })
                 })
                 .collect(),
@@ -217,43 +223,84 @@ struct Prepared {
     smooth: Option<Vec<(f64, f64)>>,
 }
 
+/// Smooths, scales and downsamples a curve in one pass over its points when x ascends (the
+/// usual case), so the cost is a few nanoseconds per point and no copy of the series.
 fn prepare(curve: &Curve, options: &PlotOptions, buckets: usize) -> Prepared {
-    let x = x_values(&curve.points, options.x_axis);
-    let raw: Vec<f64> = curve.points.iter().map(|p| p.value).collect();
-    let smooth =
-        (options.smoothing > 0.0).then(|| ema_smooth(&raw, options.smoothing.clamp(0.0, 1.0)));
-    let to_axis = |v: Vec<f64>| -> Vec<f64> {
-        match options.y_scale {
-            YScale::Linear => v,
-            YScale::Log => v
-                .into_iter()
-                .map(|y| if y > 0.0 { y.log10() } else { f64::NAN })
-                .collect(),
+    let points = &curve.points[..];
+    let start = match options.x_axis {
+        XAxis::Relative => points
+            .iter()
+            .map(|p| p.wall_time)
+            .find(|t| t.is_finite())
+            .unwrap_or(f64::NAN),
+        _ => 0.0,
+    };
+    let x_of = |p: &Point| match options.x_axis {
+        XAxis::Step => p.step as f64,
+        XAxis::WallTime => p.wall_time,
+        XAxis::Relative => p.wall_time - start,
+    };
+    let log = options.y_scale == YScale::Log;
+    let y_of = |v: f64| {
+        if !log {
+            v
+        } else if v > 0.0 {
+            v.log10()
+        } else {
+            f64::NAN
         }
     };
-    let (x, raw) = sorted_by_x(x, to_axis(raw), smooth.map(to_axis));
+    // x usually ascends: take the range from the ends and check the order while drawing,
+    // falling back to sorting when it does not. (A constant series smooths to itself up to
+    // rounding, so TensorBoard's special case for it is not needed at pixel resolution.)
+    let finite_x = |p: &&Point| x_of(p).is_finite();
+    let lo = points.iter().find(finite_x).map(x_of).unwrap_or(0.0);
+    let hi = points.iter().rev().find(finite_x).map(x_of).unwrap_or(0.0);
+    let smoothing = options.smoothing > 0.0;
+    let mut raw = MinMaxBuckets::new(lo, hi, buckets);
+    let mut smooth = smoothing.then(|| MinMaxBuckets::new(lo, hi, buckets));
+    let mut ema = Ema::new(options.smoothing);
+    let mut prev = lo;
+    let mut ascending = true;
+    for p in points {
+        let x = x_of(p);
+        if x < prev {
+            ascending = false;
+            break;
+        }
+        if x.is_finite() {
+            prev = x;
+        }
+        raw.push(x, y_of(p.value));
+        if let Some(s) = &mut smooth {
+            s.push(x, y_of(ema.next(p.value)));
+        }
+    }
+    if !ascending {
+        // Wall time can go backwards across restarts: smooth in series order, draw in x order.
+        let mut ema = Ema::new(options.smoothing);
+        let mut rows: Vec<(f64, f64, f64)> = points
+            .iter()
+            .map(|p| (x_of(p), y_of(p.value), y_of(ema.next(p.value))))
+            .collect();
+        rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let finite = rows.iter().filter(|r| r.0.is_finite());
+        let lo = finite.clone().next().map(|r| r.0).unwrap_or(0.0);
+        let hi = finite.last().map(|r| r.0).unwrap_or(0.0);
+        raw = MinMaxBuckets::new(lo, hi, buckets);
+        smooth = smoothing.then(|| MinMaxBuckets::new(lo, hi, buckets));
+        for (x, y, v) in rows {
+            raw.push(x, y);
+            if let Some(s) = &mut smooth {
+                s.push(x, v);
+            }
+        }
+    }
     Prepared {
         label: curve.label.clone(),
-        raw: downsample_minmax(&x, &raw.0, buckets),
-        smooth: raw.1.map(|s| downsample_minmax(&x, &s, buckets)),
+        raw: raw.finish(),
+        smooth: smooth.map(MinMaxBuckets::finish),
     }
-}
-
-/// Sorts the columns by x when needed (wall time can go backwards across restarts).
-#[allow(clippy::type_complexity)]
-fn sorted_by_x(
-    x: Vec<f64>,
-    y: Vec<f64>,
-    s: Option<Vec<f64>>,
-) -> (Vec<f64>, (Vec<f64>, Option<Vec<f64>>)) {
-    if x.windows(2).all(|w| !(w[0] > w[1])) {
-        return (x, (y, s));
-    }
-    let mut idx: Vec<usize> = (0..x.len()).collect();
-    idx.sort_by(|&a, &b| x[a].total_cmp(&x[b]));
-    let pick = |v: &[f64]| idx.iter().map(|&i| v[i]).collect::<Vec<f64>>();
-    let s = s.as_deref().map(pick);
-    (pick(&x), (pick(&y), s))
 }
 
 fn bounds(prepared: &[Prepared]) -> Option<((f64, f64), (f64, f64))> {
@@ -407,7 +454,8 @@ mod tests {
                 label: "run-a".into(),
                 points: (0..100)
                     .map(|i| Point::new(i, f64::NAN, 1.0 / (1.0 + i as f64)))
-                    .collect(),
+                    .collect::<Vec<_>>()
+                    .into(),
             }],
         };
         let svg = plot_to_svg_string(

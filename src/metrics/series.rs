@@ -137,7 +137,8 @@ pub fn ema_smooth(values: &[f64], weight: f64) -> Vec<f64> {
 pub struct Ema {
     weight: f64,
     last: f64,
-    count: i32,
+    /// `weight` to the power of the number of finite values seen.
+    weight_pow: f64,
 }
 
 impl Ema {
@@ -150,7 +151,7 @@ impl Ema {
         Ema {
             weight,
             last: 0.0,
-            count: 0,
+            weight_pow: 1.0,
         }
     }
 
@@ -160,11 +161,17 @@ impl Ema {
             return value;
         }
         self.last = self.last * self.weight + (1.0 - self.weight) * value;
-        self.count = self.count.saturating_add(1);
+        // Once below 1e-20, `1 - weight_pow` is exactly 1: stop there, or the product would
+        // sink into subnormals (and stick at the smallest one), which are slow to multiply.
+        self.weight_pow = if self.weight_pow < 1e-20 {
+            0.0
+        } else {
+            self.weight_pow * self.weight
+        };
         let debias = if self.weight == 1.0 {
             1.0
         } else {
-            1.0 - self.weight.powi(self.count)
+            1.0 - self.weight_pow
         };
         self.last / debias
     }
@@ -222,76 +229,99 @@ pub enum YScale {
 /// Downsamples `(x, y)` (x ascending) for display into at most `4 * buckets` points: the x
 /// range is cut into `buckets` equal slices and each keeps its first, lowest, highest and last
 /// point, in x order. Every spike survives, and a line through the result covers exactly the
-/// pixels the full series would at that width. Non-finite points are dropped. One pass, no
-/// allocation beyond the output: a 10-million-point series costs tens of milliseconds.
+/// pixels the full series would at that width. Non-finite points are dropped. Two passes, no
+/// allocation beyond the output.
 pub fn downsample_minmax(x: &[f64], y: &[f64], buckets: usize) -> Vec<(f64, f64)> {
     let n = x.len().min(y.len());
-    let buckets = buckets.max(1);
-    let finite = |i: usize| x[i].is_finite() && y[i].is_finite();
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-    let mut count = 0usize;
-    for i in 0..n {
-        if finite(i) {
-            lo = lo.min(x[i]);
-            hi = hi.max(x[i]);
-            count += 1;
+    for (&xi, &yi) in x[..n].iter().zip(&y[..n]) {
+        if xi.is_finite() && yi.is_finite() {
+            lo = lo.min(xi);
+            hi = hi.max(xi);
         }
     }
-    if count <= 4 * buckets {
-        return (0..n)
-            .filter(|&i| finite(i))
-            .map(|i| (x[i], y[i]))
-            .collect();
+    let mut agg = MinMaxBuckets::new(lo, hi, buckets);
+    for (&xi, &yi) in x[..n].iter().zip(&y[..n]) {
+        agg.push(xi, yi);
     }
-    let width = (hi - lo) / buckets as f64;
-    let bucket_of = |v: f64| -> usize {
-        if width > 0.0 {
-            (((v - lo) / width) as usize).min(buckets - 1)
-        } else {
-            0
+    agg.finish()
+}
+
+/// The streaming form of [`downsample_minmax`]: push points in ascending x within `[lo, hi]`,
+/// one at a time (so a series can be smoothed, scaled and downsampled in a single pass).
+#[derive(Debug, Clone)]
+pub struct MinMaxBuckets {
+    lo: f64,
+    scale: f64,
+    buckets: usize,
+    out: Vec<(f64, f64)>,
+    /// Bucket index and its first, min, max and last points with their arrival order.
+    current: Option<(usize, [(u64, f64, f64); 4])>,
+    seen: u64,
+}
+
+impl MinMaxBuckets {
+    pub fn new(lo: f64, hi: f64, buckets: usize) -> Self {
+        let buckets = buckets.max(1);
+        let width = (hi - lo) / buckets as f64;
+        MinMaxBuckets {
+            lo,
+            scale: if width > 0.0 && width.is_finite() {
+                1.0 / width
+            } else {
+                0.0
+            },
+            buckets,
+            out: Vec::with_capacity(4 * buckets),
+            current: None,
+            seen: 0,
         }
-    };
-    let mut out = Vec::with_capacity(4 * buckets);
-    // Indices of first, min, max, last in the current bucket.
-    let mut current: Option<(usize, [usize; 4])> = None;
-    let flush = |out: &mut Vec<(f64, f64)>, idx: [usize; 4]| {
-        let mut idx = idx;
-        idx.sort_unstable();
-        let mut prev = usize::MAX;
-        for i in idx {
-            if i != prev {
-                out.push((x[i], y[i]));
-                prev = i;
-            }
+    }
+
+    /// Adds a point; non-finite points are dropped.
+    #[inline]
+    pub fn push(&mut self, x: f64, y: f64) {
+        if !(x.is_finite() && y.is_finite()) {
+            return;
         }
-    };
-    for i in 0..n {
-        if !finite(i) {
-            continue;
-        }
-        let b = bucket_of(x[i]);
-        match &mut current {
-            Some((cb, idx)) if *cb == b => {
-                if y[i] < y[idx[1]] {
-                    idx[1] = i;
+        let b = (((x - self.lo) * self.scale) as usize).min(self.buckets - 1);
+        let i = self.seen;
+        self.seen += 1;
+        match &mut self.current {
+            Some((cb, k)) if *cb == b => {
+                if y < k[1].2 {
+                    k[1] = (i, x, y);
                 }
-                if y[i] > y[idx[2]] {
-                    idx[2] = i;
+                if y > k[2].2 {
+                    k[2] = (i, x, y);
                 }
-                idx[3] = i;
+                k[3] = (i, x, y);
             }
             _ => {
-                if let Some((_, idx)) = current.take() {
-                    flush(&mut out, idx);
-                }
-                current = Some((b, [i; 4]));
+                self.flush();
+                self.current = Some((b, [(i, x, y); 4]));
             }
         }
     }
-    if let Some((_, idx)) = current {
-        flush(&mut out, idx);
+
+    fn flush(&mut self) {
+        if let Some((_, mut k)) = self.current.take() {
+            k.sort_unstable_by_key(|p| p.0);
+            let mut prev = u64::MAX;
+            for (i, x, y) in k {
+                if i != prev {
+                    self.out.push((x, y));
+                    prev = i;
+                }
+            }
+        }
     }
-    out
+
+    /// The downsampled points, in x order.
+    pub fn finish(mut self) -> Vec<(f64, f64)> {
+        self.flush();
+        self.out
+    }
 }
 
 /// Largest-Triangle-Three-Buckets downsampling of `(x, y)` (x ascending) to at most
@@ -363,6 +393,22 @@ mod tests {
     }
 
     #[test]
+    fn ema_long_series_matches_pow() {
+        let mut ema = Ema::new(0.99);
+        let mut last = 0.0;
+        for n in 1..=100_000 {
+            let v = (n as f64).sin();
+            last = last * 0.99 + 0.01 * v;
+            let want = last / (1.0 - 0.99f64.powi(n));
+            let got = ema.next(v);
+            assert!(
+                (got - want).abs() <= 1e-9 * want.abs().max(1.0),
+                "{n}: {got} {want}"
+            );
+        }
+    }
+
+    #[test]
     fn ema_passes_non_finite_through() {
         let s = ema_smooth(&[1.0, f64::NAN, 3.0, f64::INFINITY], 0.5);
         assert!(s[1].is_nan());
@@ -394,6 +440,18 @@ mod tests {
         assert_eq!(d.first().unwrap().0, 0.0);
         assert_eq!(d.last().unwrap().0, (n - 1) as f64);
         assert!(d.windows(2).all(|w| w[0].0 <= w[1].0));
+    }
+
+    #[test]
+    fn minmax_streaming_equals_batch_and_keeps_first_and_last() {
+        let x: Vec<f64> = (0..10_000).map(|i| i as f64).collect();
+        let y: Vec<f64> = x.iter().map(|v| (v * 0.37).sin()).collect();
+        let d = downsample_minmax(&x, &y, 37);
+        assert_eq!(d[0], (0.0, y[0]));
+        assert_eq!(*d.last().unwrap(), (9999.0, y[9999]));
+        let mut agg = MinMaxBuckets::new(0.0, 9999.0, 37);
+        x.iter().zip(&y).for_each(|(&a, &b)| agg.push(a, b));
+        assert_eq!(agg.finish(), d);
     }
 
     #[test]
