@@ -356,8 +356,12 @@ fn draw_panel<DB: DrawingBackend>(
         .collect();
     let title = (panel.title.as_str(), (FONT_NAME, 18).into_font());
     let Some(((x0, x1), (y0, y1))) = bounds(&prepared) else {
+        let why = match options.x_axis {
+            XAxis::Step => "no finite points",
+            XAxis::WallTime | XAxis::Relative => "no points with a wall time",
+        };
         area.draw(&Text::new(
-            format!("{}: no finite points", panel.title),
+            format!("{}: {why}", panel.title),
             (10, 10),
             (FONT_NAME, 14).into_font(),
         ))?;
