@@ -5,7 +5,7 @@
 //! `benches/metrics_vs_tensorboard.py`.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use difflab::metrics::series::{Point, downsample_minmax};
+use difflab::metrics::series::{DisplaySeries, Point, XAxis, downsample_minmax};
 use difflab::metrics::tfevents::proto;
 use difflab::metrics::tfevents::record::encode_record;
 use difflab::metrics::{Format, ScalarSink, decode_bytes};
@@ -107,15 +107,28 @@ fn drawing(c: &mut Criterion) {
     for n in [1_000, 10_000_000] {
         let panel = Panel {
             title: "loss".into(),
-            curves: vec![Curve {
-                label: "run".into(),
-                points: series(n).into(),
-            }],
+            curves: vec![Curve::new("run", series(n))],
         };
         g.bench_function(format!("plot {n} points"), |b| {
             b.iter(|| plot_to_rgb(std::slice::from_ref(&panel), &options).unwrap())
         });
     }
+    // A dashboard keeps a DisplaySeries per line and redraws from it.
+    let points = series(10_000_000);
+    let display = DisplaySeries::from_points(&points, XAxis::Step, 0.9);
+    let panel = Panel {
+        title: "loss".into(),
+        curves: vec![Curve {
+            prepared: Some(&display),
+            ..Curve::new("run", &points[..])
+        }],
+    };
+    g.bench_function("plot 10000000 points from a DisplaySeries", |b| {
+        b.iter(|| plot_to_rgb(std::slice::from_ref(&panel), &options).unwrap())
+    });
+    g.bench_function("DisplaySeries::from_points 10M", |b| {
+        b.iter(|| DisplaySeries::from_points(black_box(&points), XAxis::Step, 0.9))
+    });
     let pts = series(10_000_000);
     let x: Vec<f64> = pts.iter().map(|p| p.step as f64).collect();
     let y: Vec<f64> = pts.iter().map(|p| p.value).collect();

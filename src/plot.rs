@@ -14,7 +14,7 @@ use std::sync::Once;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::metrics::series::{Ema, MinMaxBuckets, Point, XAxis, YScale};
+use crate::metrics::series::{DisplaySeries, Ema, MinMaxBuckets, Point, XAxis, YScale};
 use crate::metrics::{Store, tag_matches};
 
 static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
@@ -59,6 +59,20 @@ impl Default for PlotOptions {
 pub struct Curve<'a> {
     pub label: String,
     pub points: Cow<'a, [Point]>,
+    /// The same series kept as a [`DisplaySeries`] by a caller that redraws often; used
+    /// instead of `points` when its axis and smoothing match the plot's.
+    pub prepared: Option<&'a DisplaySeries>,
+}
+
+impl<'a> Curve<'a> {
+    /// A curve over `points`.
+    pub fn new(label: impl Into<String>, points: impl Into<Cow<'a, [Point]>>) -> Self {
+        Curve {
+            label: label.into(),
+            points: points.into(),
+            prepared: None,
+        }
+    }
 }
 
 /// One chart: a tag and a line per run.
@@ -88,6 +102,7 @@ pub fn panels_from_store<'a>(store: &'a Store, tags: &[String]) -> Vec<Panel<'a>
                             Cow::Borrowed(s) => Cow::Borrowed(&s.points[..]),
                             Cow::Owned(s) => Cow::Owned(s.points),
                         },
+                        prepared: None,
                     })
                 })
                 .collect(),
@@ -250,6 +265,17 @@ fn prepare(curve: &Curve, options: &PlotOptions, buckets: usize) -> Prepared {
             f64::NAN
         }
     };
+    if let Some(d) = curve.prepared
+        && d.x_axis() == options.x_axis
+        && d.smoothing() == options.smoothing
+        && let Some((raw, smooth)) = d.downsample(buckets, y_of)
+    {
+        return Prepared {
+            label: curve.label.clone(),
+            raw,
+            smooth,
+        };
+    }
     // x usually ascends: take the range from the ends and check the order while drawing,
     // falling back to sorting when it does not. (A constant series smooths to itself up to
     // rounding, so TensorBoard's special case for it is not needed at pixel resolution.)
@@ -284,9 +310,12 @@ fn prepare(curve: &Curve, options: &PlotOptions, buckets: usize) -> Prepared {
             .map(|p| (x_of(p), y_of(p.value), y_of(ema.next(p.value))))
             .collect();
         rows.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let finite = rows.iter().filter(|r| r.0.is_finite());
-        let lo = finite.clone().next().map(|r| r.0).unwrap_or(0.0);
-        let hi = finite.last().map(|r| r.0).unwrap_or(0.0);
+        let lo = rows.iter().find(|r| r.0.is_finite()).map_or(0.0, |r| r.0);
+        let hi = rows
+            .iter()
+            .rev()
+            .find(|r| r.0.is_finite())
+            .map_or(0.0, |r| r.0);
         raw = MinMaxBuckets::new(lo, hi, buckets);
         smooth = smoothing.then(|| MinMaxBuckets::new(lo, hi, buckets));
         for (x, y, v) in rows {
@@ -455,6 +484,7 @@ mod tests {
         let panel = Panel {
             title: "train/loss".into(),
             curves: vec![Curve {
+                prepared: None,
                 label: "run-a".into(),
                 points: (0..100)
                     .map(|i| Point::new(i, f64::NAN, 1.0 / (1.0 + i as f64)))

@@ -82,8 +82,8 @@ impl Format {
     /// A fresh decoder for this format.
     pub fn decoder(self) -> Decoder {
         match self {
-            Format::JsonLines => Decoder::JsonLines(jsonl::JsonlDecoder::new()),
-            Format::Csv => Decoder::Csv(csv::CsvDecoder::new()),
+            Format::JsonLines => Decoder::JsonLines(Box::new(jsonl::JsonlDecoder::new())),
+            Format::Csv => Decoder::Csv(Box::new(csv::CsvDecoder::new())),
             Format::TfEvents => Decoder::TfEvents(tfevents::EventDecoder::new()),
         }
     }
@@ -172,8 +172,8 @@ impl<F: FnMut(&str, Point)> ScalarSink for F {
 /// An incremental decoder for one log file.
 #[derive(Debug)]
 pub enum Decoder {
-    JsonLines(jsonl::JsonlDecoder),
-    Csv(csv::CsvDecoder),
+    JsonLines(Box<jsonl::JsonlDecoder>),
+    Csv(Box<csv::CsvDecoder>),
     TfEvents(tfevents::EventDecoder),
 }
 

@@ -247,6 +247,9 @@ pub fn downsample_minmax(x: &[f64], y: &[f64], buckets: usize) -> Vec<(f64, f64)
     agg.finish()
 }
 
+/// First, min, max and last points as (arrival order, x, y).
+type Extremes = [(u64, f64, f64); 4];
+
 /// The streaming form of [`downsample_minmax`]: push points in ascending x within `[lo, hi]`,
 /// one at a time (so a series can be smoothed, scaled and downsampled in a single pass).
 #[derive(Debug, Clone)]
@@ -256,7 +259,7 @@ pub struct MinMaxBuckets {
     buckets: usize,
     out: Vec<(f64, f64)>,
     /// Bucket index and its first, min, max and last points with their arrival order.
-    current: Option<(usize, [(u64, f64, f64); 4])>,
+    current: Option<(usize, Extremes)>,
     seen: u64,
 }
 
@@ -321,6 +324,177 @@ impl MinMaxBuckets {
     pub fn finish(mut self) -> Vec<(f64, f64)> {
         self.flush();
         self.out
+    }
+}
+
+/// A series kept ready for repeated drawing (a dashboard redrawing every frame): its points
+/// are summarised per block of [`DisplaySeries::BLOCK`] as the first, lowest, highest and last
+/// raw and smoothed values, updated as points are appended. Downsampling then reads blocks, not
+/// points: a 10-million-point series downsamples as fast as a 40,000-point one.
+///
+/// Blocks assume x ascends (steps, or wall time without restarts); when it does not,
+/// [`downsample`](DisplaySeries::downsample) returns `None` and the caller falls back to the
+/// points.
+#[derive(Debug, Clone)]
+pub struct DisplaySeries {
+    x_axis: XAxis,
+    weight: f64,
+    ema: Ema,
+    /// First wall time, for [`XAxis::Relative`].
+    start: f64,
+    raw: Vec<Block>,
+    smooth: Vec<Block>,
+    len: usize,
+    last_x: f64,
+    ascending: bool,
+    lo: f64,
+    hi: f64,
+}
+
+/// First, min, max and last of a block, as (order, x, y).
+#[derive(Debug, Clone, Copy)]
+struct Block {
+    k: Extremes,
+    count: usize,
+}
+
+impl Block {
+    fn push(blocks: &mut Vec<Block>, index: u64, x: f64, y: f64, fill: usize) {
+        match blocks.last_mut() {
+            Some(b) if b.count < fill => {
+                b.count += 1;
+                if !(x.is_finite() && y.is_finite()) {
+                    return;
+                }
+                if b.k[0].0 == u64::MAX {
+                    b.k = [(index, x, y); 4];
+                    return;
+                }
+                if y < b.k[1].2 {
+                    b.k[1] = (index, x, y);
+                }
+                if y > b.k[2].2 {
+                    b.k[2] = (index, x, y);
+                }
+                b.k[3] = (index, x, y);
+            }
+            _ => {
+                let k = if x.is_finite() && y.is_finite() {
+                    [(index, x, y); 4]
+                } else {
+                    [(u64::MAX, f64::NAN, f64::NAN); 4]
+                };
+                blocks.push(Block { k, count: 1 });
+            }
+        }
+    }
+}
+
+impl DisplaySeries {
+    /// Points per block.
+    pub const BLOCK: usize = 256;
+
+    /// An empty display series for this x axis and smoothing weight (0: no smoothed line).
+    pub fn new(x_axis: XAxis, smoothing: f64) -> Self {
+        DisplaySeries {
+            x_axis,
+            weight: smoothing,
+            ema: Ema::new(smoothing),
+            start: f64::NAN,
+            raw: Vec::new(),
+            smooth: Vec::new(),
+            len: 0,
+            last_x: f64::NEG_INFINITY,
+            ascending: true,
+            lo: f64::INFINITY,
+            hi: f64::NEG_INFINITY,
+        }
+    }
+
+    /// A display series holding `points`.
+    pub fn from_points(points: &[Point], x_axis: XAxis, smoothing: f64) -> Self {
+        let mut d = DisplaySeries::new(x_axis, smoothing);
+        d.extend(points);
+        d
+    }
+
+    pub fn x_axis(&self) -> XAxis {
+        self.x_axis
+    }
+
+    pub fn smoothing(&self) -> f64 {
+        self.weight
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends points (read order).
+    pub fn extend(&mut self, points: &[Point]) {
+        for p in points {
+            self.push(*p);
+        }
+    }
+
+    /// Appends one point.
+    pub fn push(&mut self, p: Point) {
+        if self.x_axis == XAxis::Relative && !self.start.is_finite() && p.wall_time.is_finite() {
+            self.start = p.wall_time;
+        }
+        let x = match self.x_axis {
+            XAxis::Step => p.step as f64,
+            XAxis::WallTime => p.wall_time,
+            XAxis::Relative => p.wall_time - self.start,
+        };
+        if x.is_finite() {
+            self.ascending &= x >= self.last_x;
+            self.last_x = x;
+            self.lo = self.lo.min(x);
+            self.hi = self.hi.max(x);
+        }
+        let i = self.len as u64;
+        Block::push(&mut self.raw, i, x, p.value, Self::BLOCK);
+        if self.weight > 0.0 {
+            let s = self.ema.next(p.value);
+            Block::push(&mut self.smooth, i, x, s, Self::BLOCK);
+        }
+        self.len += 1;
+    }
+
+    /// The raw and (with smoothing) smoothed lines, each downsampled to at most about
+    /// `4 * buckets` points as [`downsample_minmax`] would, with `y_of` applied to values (the
+    /// y scale). `None` when x did not ascend.
+    #[allow(clippy::type_complexity)]
+    pub fn downsample(
+        &self,
+        buckets: usize,
+        y_of: impl Fn(f64) -> f64,
+    ) -> Option<(Vec<(f64, f64)>, Option<Vec<(f64, f64)>>)> {
+        if !self.ascending {
+            return None;
+        }
+        let lines = |blocks: &[Block]| {
+            let mut agg = MinMaxBuckets::new(self.lo, self.hi, buckets);
+            for b in blocks {
+                let mut k = b.k;
+                k.sort_unstable_by_key(|p| p.0);
+                let mut prev = u64::MAX;
+                for (i, x, y) in k {
+                    if i != prev && i != u64::MAX {
+                        agg.push(x, y_of(y));
+                        prev = i;
+                    }
+                }
+            }
+            agg.finish()
+        };
+        let smooth = (self.weight > 0.0).then(|| lines(&self.smooth));
+        Some((lines(&self.raw), smooth))
     }
 }
 
@@ -452,6 +626,41 @@ mod tests {
         let mut agg = MinMaxBuckets::new(0.0, 9999.0, 37);
         x.iter().zip(&y).for_each(|(&a, &b)| agg.push(a, b));
         assert_eq!(agg.finish(), d);
+    }
+
+    #[test]
+    fn display_series_matches_direct_downsampling() {
+        let n = 1_000_000;
+        let pts: Vec<Point> = (0..n)
+            .map(|i| {
+                Point::new(
+                    i,
+                    f64::NAN,
+                    ((i * 7919) % 1000) as f64 + (i as f64 * 1e-4).sin(),
+                )
+            })
+            .collect();
+        let mut spiky = pts.clone();
+        spiky[123_457].value = 5000.0;
+        let d = DisplaySeries::from_points(&spiky, XAxis::Step, 0.9);
+        let (raw, smooth) = d.downsample(500, |v| v).unwrap();
+        let x: Vec<f64> = spiky.iter().map(|p| p.step as f64).collect();
+        let y: Vec<f64> = spiky.iter().map(|p| p.value).collect();
+        let direct = downsample_minmax(&x, &y, 500);
+        assert!(raw.contains(&(123_457.0, 5000.0)));
+        assert_eq!(raw.first(), direct.first());
+        assert_eq!(raw.last(), direct.last());
+        // Same extremes per bucket: the overall range agrees exactly.
+        let range = |v: &[(f64, f64)]| {
+            v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, p| {
+                (a.0.min(p.1), a.1.max(p.1))
+            })
+        };
+        assert_eq!(range(&raw), range(&direct));
+        assert!(raw.len() <= 4 * 500 && smooth.unwrap().len() <= 4 * 500);
+        let mut back = DisplaySeries::new(XAxis::Step, 0.0);
+        back.extend(&[Point::new(5, f64::NAN, 1.0), Point::new(2, f64::NAN, 1.0)]);
+        assert!(back.downsample(10, |v| v).is_none());
     }
 
     #[test]

@@ -110,7 +110,7 @@ mod tests {
         let crc: u32 = 0x8a91_36aa;
         assert_eq!(
             masked_crc(&[0; 32]),
-            ((crc >> 15) | (crc << 17)).wrapping_add(MASK_DELTA)
+            crc.rotate_right(15).wrapping_add(MASK_DELTA)
         );
         // A `file_version` event from a real TensorFlow event file.
         assert_eq!(masked_crc(b"\x1a\x11CRC test, one two"), 0x5794_d08a);
