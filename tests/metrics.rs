@@ -317,3 +317,31 @@ proptest! {
         }
     }
 }
+
+/// Inputs the fuzz targets found failing, kept as regression tests.
+#[test]
+fn fuzz_regressions() {
+    // A row starting with a byte-order mark, read in pieces: resetting the CSV parser between
+    // pieces made it strip the mark there, so the pieces gave a point the whole read did not.
+    let crash = std::fs::read(data("fuzz/csv-bom-after-reset")).unwrap();
+    check_decoder(Format::Csv, &crash);
+}
+
+#[test]
+fn csv_byte_order_mark_only_at_the_start() {
+    let text = b"\xef\xbb\xbfstep,loss\n1,0.5\n\xef\xbb\xbf2,0.25\n";
+    let (whole, skipped) = decode_bytes(Format::Csv, text);
+    // The second row's step cell is not a number, so its step is its row index.
+    let steps: Vec<i64> = whole.iter().map(|s| s.point.step).collect();
+    assert_eq!(steps, [1, 1], "{whole:?}");
+    assert!(skipped.is_empty());
+    for size in 1..8 {
+        let (pieces, _) = decode_chunked(Format::Csv, text, &[size]);
+        let key = |v: &[difflab::metrics::Scalar]| -> Vec<(String, i64, u64)> {
+            v.iter()
+                .map(|s| (s.tag.clone(), s.point.step, s.point.value.to_bits()))
+                .collect()
+        };
+        assert_eq!(key(&pieces), key(&whole), "pieces of {size}");
+    }
+}

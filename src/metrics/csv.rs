@@ -6,8 +6,8 @@
 //! such. A row with a different number of fields than the header is counted in
 //! [`Skipped::bad_records`].
 //!
-//! Parsing is `csv_core`'s (the engine of the `csv` crate), driven record by record so that a
-//! row being written waits until it is complete, quoted newlines included.
+//! Parsing is `csv_core`'s (the engine of the `csv` crate), fed as bytes arrive, so that a row
+//! being written waits until it is complete, quoted newlines included.
 
 use super::{Point, ScalarSink, Skipped};
 
@@ -21,9 +21,14 @@ pub struct CsvDecoder {
     header: Option<Header>,
     row: u64,
     skipped: Skipped,
-    /// Field bytes and field ends of the record being read, reused.
+    /// Field bytes and field ends of the record being read (kept across calls while a row
+    /// is incomplete), and how much of each is filled.
     out: Vec<u8>,
     ends: Vec<usize>,
+    nout: usize,
+    nends: usize,
+    /// Some input was seen (the byte-order mark can only come first).
+    started: bool,
 }
 
 impl Default for CsvDecoder {
@@ -35,6 +40,9 @@ impl Default for CsvDecoder {
             skipped: Skipped::default(),
             out: vec![0; 1024],
             ends: vec![0; 64],
+            nout: 0,
+            nends: 0,
+            started: false,
         }
     }
 }
@@ -76,50 +84,49 @@ impl CsvDecoder {
         self.skipped
     }
 
-    /// See [`super::Decoder::decode`]. Records are cut where the CSV grammar ends them (a
-    /// newline inside a quoted field does not end a record), so a row being written waits
-    /// until its terminator arrives.
+    /// See [`super::Decoder::decode`]. The CSV parser keeps its state between calls, so all
+    /// of `buf` is consumed: a row being written is held, parsed so far, until its terminator
+    /// arrives (a newline inside a quoted field does not end it).
     pub fn decode(&mut self, buf: &[u8], eof: bool, sink: &mut dyn ScalarSink) -> usize {
         use csv_core::ReadRecordResult as R;
+        const BOM: &[u8] = b"\xef\xbb\xbf";
+        if !self.started {
+            // The parser drops a byte-order mark only when it sees all of it at once.
+            if !eof && buf.len() < BOM.len() && BOM.starts_with(buf) {
+                return 0;
+            }
+            self.started = !buf.is_empty();
+        }
         let mut pos = 0;
         loop {
-            // Read one record starting at `pos`.
-            let (mut inp, mut nout, mut nends) = (pos, 0, 0);
-            loop {
-                if inp >= buf.len() && !eof {
-                    // csv_core takes empty input as the end of the file: stop short of it and
-                    // re-read this partial record next time.
-                    self.reader.reset();
-                    return pos;
+            if pos >= buf.len() && !eof {
+                // Empty input would mean the end of the file to the parser.
+                return pos;
+            }
+            let (res, i, o, e) = self.reader.read_record(
+                &buf[pos..],
+                &mut self.out[self.nout..],
+                &mut self.ends[self.nends..],
+            );
+            pos += i;
+            self.nout += o;
+            self.nends += e;
+            match res {
+                R::InputEmpty => {}
+                R::OutputFull => {
+                    let n = self.out.len() * 2;
+                    self.out.resize(n, 0);
                 }
-                let (res, i, o, e) = self.reader.read_record(
-                    &buf[inp..],
-                    &mut self.out[nout..],
-                    &mut self.ends[nends..],
-                );
-                inp += i;
-                nout += o;
-                nends += e;
-                match res {
-                    R::InputEmpty => continue,
-                    R::OutputFull => {
-                        let n = self.out.len() * 2;
-                        self.out.resize(n, 0);
-                    }
-                    R::OutputEndsFull => {
-                        let n = self.ends.len() * 2;
-                        self.ends.resize(n, 0);
-                    }
-                    R::Record => {
-                        self.record(nout, nends, sink);
-                        pos = inp;
-                        break;
-                    }
-                    R::End => {
-                        self.reader.reset();
-                        return buf.len();
-                    }
+                R::OutputEndsFull => {
+                    let n = self.ends.len() * 2;
+                    self.ends.resize(n, 0);
                 }
+                R::Record => {
+                    self.record(self.nout, self.nends, sink);
+                    self.nout = 0;
+                    self.nends = 0;
+                }
+                R::End => return buf.len(),
             }
         }
     }
