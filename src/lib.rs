@@ -3,10 +3,15 @@
 //! Layers, from the bottom up: [`sampler`] (pure math: noise schedules, timestep spacing, DDPM, DDIM,
 //! DPM-Solver++), [`engine`] (the models the samplers drive: the [`engine::Denoiser`] trait, the analytic
 //! Gaussian-mixture denoiser and ONNX Runtime models), [`lab`] (the denoising loop that joins them).
+//!
+//! Beside them, [`metrics`] reads training logs (JSON lines, CSV, TensorBoard event files) once or
+//! live, [`plot`] draws them, and [`cli`] holds the subcommands.
 
 pub mod cli;
 pub mod engine;
 pub mod experiment;
 pub mod lab;
+pub mod metrics;
+pub mod plot;
 pub mod quality;
 pub mod sampler;

@@ -21,6 +21,8 @@ enum Command {
     Info(cli::info::InfoArgs),
     /// Run an experiment headless: grids, results (JSON, CSV) and plots in its output folder.
     Run(cli::run::Args),
+    /// Read training logs (JSON lines, CSV, TensorBoard event files): summary, plots, follow.
+    Metrics(cli::metrics::MetricsArgs),
 }
 
 fn main() {
@@ -33,6 +35,7 @@ fn main() {
         Some(Command::Demo(args)) => cli::demo::run(&args),
         Some(Command::Info(args)) => cli::info::run(&args),
         Some(Command::Run(args)) => cli::run::run(&args),
+        Some(Command::Metrics(args)) => cli::metrics::run(args),
         None => unreachable!("demo parses"),
     };
     if let Err(e) = result {

@@ -153,7 +153,12 @@ fn cells_with_more_samples_than_a_lane_refill_as_lanes_finish() {
     std::fs::write(&path, text).unwrap();
     let e = Experiment::load(&path).unwrap();
     let events = run_to_end(&e);
-    let Some(LabEvent::Finished { model_calls, unbatched_model_calls, .. }) = events.last() else {
+    let Some(LabEvent::Finished {
+        model_calls,
+        unbatched_model_calls,
+        ..
+    }) = events.last()
+    else {
         panic!("the run ends with Finished")
     };
     // 4 samples per lane, 5 lanes per cell; each cell starts its next lane when one ends.

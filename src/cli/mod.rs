@@ -3,6 +3,7 @@
 
 pub mod demo;
 pub mod info;
+pub mod metrics;
 pub mod run;
 pub mod schedule;
 

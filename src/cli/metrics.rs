@@ -1,0 +1,353 @@
+//! `difflab metrics`: summarise, plot and follow training logs.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::metrics::series::{Ema, Summary, XAxis, YScale};
+use crate::metrics::{FollowEvent, FollowOptions, Follower, Store, tag_matches};
+use crate::plot::{PlotOptions, panels_from_store, plot_to_file};
+
+/// Read training logs (JSON lines, CSV, TensorBoard event files): summary, plots, live follow.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MetricsArgs {
+    /// Run directories or log files. Each folder holding logs is a run, named by its path
+    /// relative to the one given.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Only tags matching PATTERN: a glob (`*`, `?`) over the whole tag, or a substring.
+    /// Repeat for several.
+    #[arg(long = "tag", value_name = "PATTERN")]
+    pub tags: Vec<String>,
+    /// EMA smoothing weight in [0, 1), debiased as TensorBoard does (0.9 is smooth).
+    #[arg(long, default_value_t = 0.0, value_name = "WEIGHT", value_parser = parse_weight)]
+    pub smooth: f64,
+    /// Write a plot: PNG or SVG by extension. With --follow, redrawn as data arrives.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    /// The plot's x axis.
+    #[arg(long, value_enum, default_value_t = XArg::Step)]
+    pub x: XArg,
+    /// Logarithmic y axis in the plot.
+    #[arg(long)]
+    pub log_y: bool,
+    /// Plot size in pixels, WIDTHxHEIGHT (default: from the number of tags).
+    #[arg(long, value_name = "WxH", value_parser = parse_size)]
+    pub size: Option<(u32, u32)>,
+    /// Keep running and print new values as they are written, one line each.
+    #[arg(long)]
+    pub follow: bool,
+    /// Stop following after this many seconds.
+    #[arg(long, value_name = "SECONDS", hide = true)]
+    pub follow_for: Option<f64>,
+}
+
+/// The x axis choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum XArg {
+    /// Training step.
+    Step,
+    /// Wall-clock time (seconds since the epoch).
+    Wall,
+    /// Seconds since the run's first point.
+    Relative,
+}
+
+impl From<XArg> for XAxis {
+    fn from(x: XArg) -> XAxis {
+        match x {
+            XArg::Step => XAxis::Step,
+            XArg::Wall => XAxis::WallTime,
+            XArg::Relative => XAxis::Relative,
+        }
+    }
+}
+
+fn parse_weight(s: &str) -> Result<f64, String> {
+    let w: f64 = s.parse().map_err(|_| format!("not a number: {s}"))?;
+    if (0.0..1.0).contains(&w) {
+        Ok(w)
+    } else {
+        Err("the smoothing weight is in [0, 1)".into())
+    }
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("expected WIDTHxHEIGHT, got {s}"))?;
+    let parse = |v: &str| -> Result<u32, String> {
+        match v.trim().parse::<u32>() {
+            Ok(n) if (100..=16_384).contains(&n) => Ok(n),
+            _ => Err(format!("size in pixels from 100 to 16384, got {v}")),
+        }
+    };
+    Ok((parse(w)?, parse(h)?))
+}
+
+/// Runs `difflab metrics`.
+pub fn run(args: MetricsArgs) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.follow {
+        return follow(&args, &mut out);
+    }
+    let store = crate::metrics::load(&args.paths)?;
+    write_summary(&mut out, &store, &args)?;
+    if let Some(path) = &args.plot {
+        plot(&store, &args)?;
+        writeln!(out, "plot written to {}", path.display())?;
+    }
+    Ok(())
+}
+
+fn plot_options(args: &MetricsArgs) -> PlotOptions {
+    PlotOptions {
+        size: args.size,
+        smoothing: args.smooth,
+        x_axis: args.x.into(),
+        y_scale: if args.log_y {
+            YScale::Log
+        } else {
+            YScale::Linear
+        },
+    }
+}
+
+fn plot(store: &Store, args: &MetricsArgs) -> Result<()> {
+    let Some(path) = &args.plot else {
+        return Ok(());
+    };
+    let panels = panels_from_store(store, &args.tags);
+    if panels.is_empty() {
+        bail!("no tag to plot");
+    }
+    plot_to_file(path, &panels, &plot_options(args))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// A value for the table: compact but exact enough to compare runs.
+pub fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    let a = v.abs();
+    if v == 0.0 || (1e-4..1e7).contains(&a) {
+        let s = format!("{v:.6}");
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        s.to_string()
+    } else {
+        format!("{v:.4e}")
+    }
+}
+
+/// Writes the summary table: per run and tag, the point count, the last value and its step,
+/// and the minimum and where it is; then what was skipped, per run.
+pub fn write_summary(out: &mut dyn Write, store: &Store, args: &MetricsArgs) -> Result<()> {
+    let smoothing = args.smooth > 0.0;
+    let mut header = vec!["run", "tag", "points", "last", "at step", "min", "at step"];
+    if smoothing {
+        header.push("smoothed");
+    }
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for run in store.runs() {
+        for tag in run.tags() {
+            if !args.tags.is_empty() && !args.tags.iter().any(|p| tag_matches(p, tag)) {
+                continue;
+            }
+            let Some(series) = run.series(tag) else {
+                continue;
+            };
+            let Some(Summary { len, last, min, .. }) = series.summary() else {
+                continue;
+            };
+            let mut row = vec![
+                run.name.clone(),
+                tag.to_owned(),
+                len.to_string(),
+                format_value(last.value),
+                last.step.to_string(),
+                min.map(|m| format_value(m.value))
+                    .unwrap_or_else(|| "-".into()),
+                min.map(|m| m.step.to_string())
+                    .unwrap_or_else(|| "-".into()),
+            ];
+            if smoothing {
+                let s = series.smoothed(args.smooth);
+                row.push(s.last().map(|v| format_value(*v)).unwrap_or_default());
+            }
+            rows.push(row);
+        }
+    }
+    if rows.is_empty() {
+        if args.tags.is_empty() {
+            writeln!(out, "no scalars yet")?;
+        } else {
+            writeln!(out, "no tag matches {}", args.tags.join(", "))?;
+        }
+    } else {
+        write_table(out, &header, &rows)?;
+    }
+    for run in store.runs() {
+        let skipped = run.skipped();
+        if !skipped.is_empty() {
+            writeln!(out, "{}: skipped {skipped}", run.name)?;
+            for source in run.sources.values() {
+                if !source.skipped.is_empty() {
+                    writeln!(out, "  {}: {}", source.path.display(), source.skipped)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> Result<()> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    // Text columns left-aligned, numbers right-aligned.
+    let numeric = |i: usize| i >= 2;
+    let line = |cells: &mut dyn Iterator<Item = &str>| -> String {
+        let mut s = String::new();
+        for (i, (cell, w)) in cells.zip(&widths).enumerate() {
+            if i > 0 {
+                s.push_str("  ");
+            }
+            if numeric(i) {
+                s.push_str(&format!("{cell:>w$}"));
+            } else {
+                s.push_str(&format!("{cell:<w$}"));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    writeln!(out, "{}", line(&mut header.iter().copied()))?;
+    for row in rows {
+        writeln!(out, "{}", line(&mut row.iter().map(String::as_str)))?;
+    }
+    Ok(())
+}
+
+fn follow(args: &MetricsArgs, out: &mut dyn Write) -> Result<()> {
+    let (follower, rx) = Follower::spawn(&args.paths, FollowOptions::default())?;
+    let deadline = args
+        .follow_for
+        .map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    let mut store = Store::new();
+    let mut caught_up = false;
+    let mut emas: HashMap<(String, String), Ema> = HashMap::new();
+    let mut last_plot: Option<Instant> = None;
+    let mut plot_dirty = false;
+    let matches = |tag: &str| args.tags.is_empty() || args.tags.iter().any(|p| tag_matches(p, tag));
+    loop {
+        let wait = match deadline {
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                Some(left) => left.min(Duration::from_millis(250)),
+                None => break,
+            },
+            None => Duration::from_millis(250),
+        };
+        match rx.recv_timeout(wait) {
+            Ok(event) => {
+                store.apply(&event);
+                match &event {
+                    FollowEvent::CaughtUp => {
+                        caught_up = true;
+                        write_summary(out, &store, args)?;
+                        writeln!(out, "following {} (Ctrl-C to stop)", paths_list(args))?;
+                        // Start the running averages from what was there.
+                        if args.smooth > 0.0 {
+                            for run in store.runs() {
+                                for tag in run.tags() {
+                                    let mut ema = Ema::new(args.smooth);
+                                    if let Some(s) = run.series(tag) {
+                                        for p in &s.points {
+                                            ema.next(p.value);
+                                        }
+                                    }
+                                    emas.insert((run.name.clone(), tag.to_owned()), ema);
+                                }
+                            }
+                        }
+                        plot_dirty = true;
+                    }
+                    FollowEvent::Points { run, series, .. } if caught_up => {
+                        for (tag, points) in series {
+                            if !matches(tag) {
+                                continue;
+                            }
+                            for p in points {
+                                let mut line = format!(
+                                    "{run}  {tag}  step={}  value={}",
+                                    p.step,
+                                    format_value(p.value)
+                                );
+                                if args.smooth > 0.0 {
+                                    let ema = emas
+                                        .entry((run.clone(), tag.clone()))
+                                        .or_insert_with(|| Ema::new(args.smooth));
+                                    line.push_str(&format!(
+                                        "  smoothed={}",
+                                        format_value(ema.next(p.value))
+                                    ));
+                                }
+                                writeln!(out, "{line}")?;
+                            }
+                        }
+                        out.flush()?;
+                        plot_dirty = true;
+                    }
+                    FollowEvent::Reset { run, path, .. } if caught_up => {
+                        eprintln!(
+                            "{run}: {} was truncated or replaced; rereading",
+                            path.display()
+                        );
+                        emas.retain(|(r, _), _| r != run);
+                        plot_dirty = true;
+                    }
+                    FollowEvent::Skipped {
+                        run, path, skipped, ..
+                    } if caught_up => {
+                        eprintln!("{run}: {}: skipped {skipped}", path.display());
+                    }
+                    FollowEvent::Error { path, message } => {
+                        eprintln!("{}: {message}", path.display());
+                    }
+                    _ => {}
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if plot_dirty && caught_up && args.plot.is_some() {
+            let due = last_plot.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+            if due && !store.is_empty() {
+                if let Err(e) = plot(&store, args) {
+                    eprintln!("plot: {e:#}");
+                }
+                last_plot = Some(Instant::now());
+                plot_dirty = false;
+            }
+        }
+    }
+    follower.stop();
+    Ok(())
+}
+
+fn paths_list(args: &MetricsArgs) -> String {
+    args.paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,466 @@
+//! Training-log metrics: readers for JSON lines, CSV and TensorBoard event files, a live follower,
+//! and series tools (smoothing, downsampling, axes).
+//!
+//! Every reader is an incremental [`Decoder`]: it is fed the bytes of a file as they become
+//! available, consumes whole lines or records, and leaves a partial tail for the next call. The
+//! same decoders serve a one-shot [`load`] and the live [`follow::Follower`], so a file is parsed
+//! the same way whether it is read once or followed as it grows.
+//!
+//! A directory tree is a set of runs: each folder that holds at least one log file is a run,
+//! named by its path relative to the root given.
+
+pub mod csv;
+pub mod follow;
+pub mod jsonl;
+pub mod series;
+pub mod store;
+pub mod tail;
+pub mod tfevents;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use follow::{FollowEvent, FollowOptions, Follower};
+pub use series::{Point, Series};
+pub use store::{Run, Source, Store};
+
+/// Errors from the metrics readers.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// A path could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A path given to a reader holds no log file difflab can read.
+    #[error("{0}: no JSON lines, CSV or TensorBoard event files found")]
+    NoLogs(PathBuf),
+    /// The file watcher could not be set up.
+    #[error("watching {path}: {message}")]
+    Watch { path: PathBuf, message: String },
+}
+
+impl MetricsError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        MetricsError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// The log formats difflab reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// One JSON object per line (`*.jsonl`, `*.ndjson`).
+    JsonLines,
+    /// Comma-separated values with a header row (`*.csv`).
+    Csv,
+    /// TensorBoard event files (`events.out.tfevents.*`).
+    TfEvents,
+}
+
+impl Format {
+    /// The format of a file, from its name; `None` for files that are not logs.
+    pub fn detect(path: &Path) -> Option<Format> {
+        let name = path.file_name()?.to_str()?;
+        if name.starts_with("events.out.tfevents.") {
+            return Some(Format::TfEvents);
+        }
+        let lower = name.to_ascii_lowercase();
+        if lower.ends_with(".jsonl") || lower.ends_with(".ndjson") {
+            Some(Format::JsonLines)
+        } else if lower.ends_with(".csv") {
+            Some(Format::Csv)
+        } else {
+            None
+        }
+    }
+
+    /// A fresh decoder for this format.
+    pub fn decoder(self) -> Decoder {
+        match self {
+            Format::JsonLines => Decoder::JsonLines(Box::new(jsonl::JsonlDecoder::new())),
+            Format::Csv => Decoder::Csv(Box::new(csv::CsvDecoder::new())),
+            Format::TfEvents => Decoder::TfEvents(tfevents::EventDecoder::new()),
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::JsonLines => "jsonl",
+            Format::Csv => "csv",
+            Format::TfEvents => "tfevents",
+        })
+    }
+}
+
+/// What a decoder could not use. Every corrupt input ends up counted here; nothing is dropped
+/// silently.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Skipped {
+    /// Lines, rows or records that were complete but could not be decoded (bad JSON, a row with
+    /// the wrong number of fields, a TFRecord whose data checksum or protobuf is broken).
+    pub bad_records: u64,
+    /// Bytes skipped while resynchronising after a TFRecord header with a bad length checksum.
+    pub skipped_bytes: u64,
+    /// Bytes of an incomplete last line or record at the end of a file that was read once.
+    pub partial_tail_bytes: u64,
+}
+
+impl Skipped {
+    /// True when nothing was skipped.
+    pub fn is_empty(&self) -> bool {
+        *self == Skipped::default()
+    }
+
+    /// Adds another count to this one.
+    pub fn add(&mut self, other: &Skipped) {
+        self.bad_records += other.bad_records;
+        self.skipped_bytes += other.skipped_bytes;
+        self.partial_tail_bytes += other.partial_tail_bytes;
+    }
+}
+
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if self.bad_records > 0 {
+            parts.push(format!("{} bad records", self.bad_records));
+        }
+        if self.skipped_bytes > 0 {
+            parts.push(format!("{} bytes resynced", self.skipped_bytes));
+        }
+        if self.partial_tail_bytes > 0 {
+            parts.push(format!("{} bytes partial tail", self.partial_tail_bytes));
+        }
+        if parts.is_empty() {
+            f.write_str("nothing")
+        } else {
+            f.write_str(&parts.join(", "))
+        }
+    }
+}
+
+/// One scalar read from a log: a value of the series `tag` at `step`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scalar {
+    pub tag: String,
+    pub point: Point,
+}
+
+/// Receives what a decoder reads. Tags are borrowed so that a sink that already knows a tag
+/// (the usual case: a handful of tags, millions of points) need not allocate.
+pub trait ScalarSink {
+    fn scalar(&mut self, tag: &str, point: Point);
+
+    /// The file being read shrank, was replaced or rewritten: what was sent from it before is
+    /// void, and it is read again from its start (its scalars follow).
+    fn reset(&mut self) {}
+}
+
+impl<F: FnMut(&str, Point)> ScalarSink for F {
+    fn scalar(&mut self, tag: &str, point: Point) {
+        self(tag, point)
+    }
+}
+
+/// An incremental decoder for one log file.
+#[derive(Debug)]
+pub enum Decoder {
+    JsonLines(Box<jsonl::JsonlDecoder>),
+    Csv(Box<csv::CsvDecoder>),
+    TfEvents(tfevents::EventDecoder),
+}
+
+impl Decoder {
+    /// Decodes the complete lines or records at the start of `buf`, sends their scalars to
+    /// `sink`, and returns how many bytes were consumed. The rest of `buf` (an incomplete last
+    /// line or record) must be passed again, followed by newer bytes, on the next call.
+    ///
+    /// With `eof` set the file is taken as finished: a last line without a newline is decoded
+    /// if it can be, and an incomplete tail is counted in [`Skipped::partial_tail_bytes`]; all
+    /// of `buf` is then consumed.
+    pub fn decode(&mut self, buf: &[u8], eof: bool, sink: &mut dyn ScalarSink) -> usize {
+        match self {
+            Decoder::JsonLines(d) => d.decode(buf, eof, sink),
+            Decoder::Csv(d) => d.decode(buf, eof, sink),
+            Decoder::TfEvents(d) => d.decode(buf, eof, sink),
+        }
+    }
+
+    /// What was skipped so far.
+    pub fn skipped(&self) -> Skipped {
+        match self {
+            Decoder::JsonLines(d) => d.skipped(),
+            Decoder::Csv(d) => d.skipped(),
+            Decoder::TfEvents(d) => d.skipped(),
+        }
+    }
+}
+
+/// Decodes a whole in-memory log, as if it were a complete file. Handy for tests and fuzzing.
+pub fn decode_bytes(format: Format, bytes: &[u8]) -> (Vec<Scalar>, Skipped) {
+    let mut decoder = format.decoder();
+    let mut out = Vec::new();
+    let mut sink = |tag: &str, point: Point| {
+        out.push(Scalar {
+            tag: tag.to_owned(),
+            point,
+        })
+    };
+    let used = decoder.decode(bytes, true, &mut sink);
+    debug_assert_eq!(used, bytes.len());
+    (out, decoder.skipped())
+}
+
+/// Decodes `bytes` fed in pieces of the given sizes (cycled), the way a growing file is read,
+/// then finishes as at the end of a file.
+pub fn decode_chunked(format: Format, bytes: &[u8], sizes: &[usize]) -> (Vec<Scalar>, Skipped) {
+    let mut decoder = format.decoder();
+    let mut out = Vec::new();
+    let mut sink = |tag: &str, point: Point| {
+        out.push(Scalar {
+            tag: tag.to_owned(),
+            point,
+        })
+    };
+    let mut pending: Vec<u8> = Vec::new();
+    let mut fed = 0;
+    let mut i = 0;
+    while fed < bytes.len() {
+        let n = sizes
+            .get(i % sizes.len().max(1))
+            .copied()
+            .unwrap_or(1)
+            .max(1);
+        let end = (fed + n).min(bytes.len());
+        pending.extend_from_slice(&bytes[fed..end]);
+        fed = end;
+        i += 1;
+        let used = decoder.decode(&pending, false, &mut sink);
+        assert!(
+            used <= pending.len(),
+            "a decoder consumed more than it was given"
+        );
+        pending.drain(..used);
+    }
+    let used = decoder.decode(&pending, true, &mut sink);
+    assert_eq!(
+        used,
+        pending.len(),
+        "a decoder left bytes at the end of a file"
+    );
+    (out, decoder.skipped())
+}
+
+/// The invariants the fuzz targets check on arbitrary input: decoding never panics, and a file
+/// read in pieces (as while following it) gives what it gives when read whole, whenever the
+/// whole read found nothing to skip.
+#[doc(hidden)]
+pub fn check_decoder(format: Format, data: &[u8]) {
+    let (whole, skipped) = decode_bytes(format, data);
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let sizes = [1 + (first as usize % 61), 1, 7, 4096];
+    let (pieces, pieces_skipped) = decode_chunked(format, rest, &sizes);
+    let (whole_rest, rest_skipped) = decode_bytes(format, rest);
+    if rest_skipped.is_empty() {
+        let key = |s: &Scalar| {
+            (
+                s.tag.clone(),
+                s.point.step,
+                s.point.wall_time.to_bits(),
+                s.point.value.to_bits(),
+            )
+        };
+        let a: Vec<_> = whole_rest.iter().map(key).collect();
+        let b: Vec<_> = pieces.iter().map(key).collect();
+        assert_eq!(a, b, "read in pieces differs from read whole");
+        assert_eq!(pieces_skipped, rest_skipped);
+    }
+    let _ = (whole, skipped);
+}
+
+/// Loads every run under each of `roots` (directories or single log files) into a [`Store`].
+///
+/// With one root, run names are paths relative to it (`.` for the root itself); with several,
+/// each name is prefixed with its root as given, so runs from different roots stay apart.
+pub fn load<P: AsRef<Path>>(roots: &[P]) -> Result<Store, MetricsError> {
+    let mut store = Store::new();
+    let files = discover_all(roots)?;
+    // Files are independent: decode them on a few threads, then merge in a stable order.
+    let results = tail::read_files_parallel(&files);
+    for (file, result) in files.iter().zip(results) {
+        let source = result?;
+        store.insert_source(&file.run, source);
+    }
+    Ok(store)
+}
+
+/// A log file found under a root, with the run it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFile {
+    pub run: String,
+    pub path: PathBuf,
+    pub format: Format,
+}
+
+/// Finds the log files under each root. Errors if a root does not exist or holds no logs.
+pub fn discover_all<P: AsRef<Path>>(roots: &[P]) -> Result<Vec<LogFile>, MetricsError> {
+    let prefix = roots.len() > 1;
+    let mut all = Vec::new();
+    for root in roots {
+        let root = root.as_ref();
+        let found = discover(root, prefix)?;
+        if found.is_empty() {
+            return Err(MetricsError::NoLogs(root.to_path_buf()));
+        }
+        all.extend(found);
+    }
+    Ok(all)
+}
+
+/// Finds the log files under `root`, sorted by run then path. A missing root is an error; a
+/// root without logs gives an empty list.
+pub fn discover(root: &Path, prefix_root: bool) -> Result<Vec<LogFile>, MetricsError> {
+    let meta = std::fs::metadata(root).map_err(|e| MetricsError::io(root, e))?;
+    let mut out = Vec::new();
+    if meta.is_file() {
+        let format = Format::detect(root).ok_or_else(|| MetricsError::NoLogs(root.into()))?;
+        let run = if prefix_root {
+            root.display().to_string()
+        } else {
+            root.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| ".".into())
+        };
+        out.push(LogFile {
+            run,
+            path: root.to_path_buf(),
+            format,
+        });
+        return Ok(out);
+    }
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            // The root must be readable; a subfolder that vanished or is unreadable is passed by.
+            Err(e) if dir == root => return Err(MetricsError::io(&dir, e)),
+            Err(_) => continue,
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                stack.push(path);
+            } else if let Some(format) = Format::detect(&path) {
+                // Follow symlinks to files, but never into directories (no cycles).
+                if kind.is_symlink() && !path.is_file() {
+                    continue;
+                }
+                out.push(LogFile {
+                    run: run_name(root, &dir, prefix_root),
+                    path,
+                    format,
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| (&a.run, &a.path).cmp(&(&b.run, &b.path)));
+    Ok(out)
+}
+
+/// The name of the run in `dir` under `root`.
+pub fn run_name(root: &Path, dir: &Path, prefix_root: bool) -> String {
+    let rel = dir.strip_prefix(root).unwrap_or(dir);
+    let rel = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/");
+    match (prefix_root, rel.is_empty()) {
+        (false, true) => ".".into(),
+        (false, false) => rel,
+        (true, true) => root.display().to_string(),
+        (true, false) => format!("{}/{rel}", root.display().to_string().trim_end_matches('/')),
+    }
+}
+
+/// Matches a tag against a pattern: `*` and `?` are wildcards over the whole tag; a pattern
+/// without wildcards matches every tag that contains it.
+pub fn tag_matches(pattern: &str, tag: &str) -> bool {
+    if !pattern.contains(['*', '?']) {
+        return tag.contains(pattern);
+    }
+    glob_match(pattern.as_bytes(), tag.as_bytes())
+}
+
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    // Iterative wildcard matching with single-star backtracking: linear in practice, no
+    // recursion to blow the stack on hostile patterns.
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == text[t]) {
+            p += 1;
+            t += 1;
+        } else if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_formats() {
+        assert_eq!(
+            Format::detect(Path::new("a/events.out.tfevents.123.host")),
+            Some(Format::TfEvents)
+        );
+        assert_eq!(
+            Format::detect(Path::new("m.jsonl")),
+            Some(Format::JsonLines)
+        );
+        assert_eq!(Format::detect(Path::new("m.CSV")), Some(Format::Csv));
+        assert_eq!(Format::detect(Path::new("notes.txt")), None);
+    }
+
+    #[test]
+    fn globs() {
+        assert!(tag_matches("loss", "train/loss"));
+        assert!(!tag_matches("loss", "fid"));
+        assert!(tag_matches("train/*", "train/loss"));
+        assert!(!tag_matches("train/*", "eval/loss"));
+        assert!(tag_matches("*/l?ss", "eval/loss"));
+        assert!(tag_matches("*a*b*", "xxaxxbxx"));
+        assert!(!tag_matches("*a*b", "xxaxxbxx"));
+    }
+
+    #[test]
+    fn run_names() {
+        let root = Path::new("/logs");
+        assert_eq!(run_name(root, Path::new("/logs"), false), ".");
+        assert_eq!(run_name(root, Path::new("/logs/a/b"), false), "a/b");
+        assert_eq!(run_name(root, Path::new("/logs/a"), true), "/logs/a");
+    }
+}

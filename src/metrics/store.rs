@@ -1,0 +1,164 @@
+//! Runs, their files, and the series read from them.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use super::{FollowEvent, Format, Series, Skipped};
+
+/// The series read from one log file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    pub path: PathBuf,
+    pub format: Format,
+    pub series: BTreeMap<String, Series>,
+    pub skipped: Skipped,
+}
+
+impl Source {
+    pub fn new(path: impl Into<PathBuf>, format: Format) -> Self {
+        Source {
+            path: path.into(),
+            format,
+            series: BTreeMap::new(),
+            skipped: Skipped::default(),
+        }
+    }
+}
+
+/// A run: the log files of one folder.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Run {
+    pub name: String,
+    pub sources: BTreeMap<PathBuf, Source>,
+}
+
+impl Run {
+    /// Every tag of the run, sorted.
+    pub fn tags(&self) -> BTreeSet<&str> {
+        self.sources
+            .values()
+            .flat_map(|s| s.series.keys().map(String::as_str))
+            .collect()
+    }
+
+    /// The series of `tag`. When several files of the run hold it (a TensorBoard run restarted
+    /// into a new event file, say), their points are merged in file order and sorted by step.
+    pub fn series(&self, tag: &str) -> Option<Cow<'_, Series>> {
+        let mut found = self.sources.values().filter_map(|s| s.series.get(tag));
+        let first = found.next()?;
+        let Some(second) = found.next() else {
+            return Some(Cow::Borrowed(first));
+        };
+        let mut merged = first.clone();
+        merged.points.extend_from_slice(&second.points);
+        for s in found {
+            merged.points.extend_from_slice(&s.points);
+        }
+        merged.sort_by_step();
+        Some(Cow::Owned(merged))
+    }
+
+    /// What was skipped in all the run's files.
+    pub fn skipped(&self) -> Skipped {
+        let mut total = Skipped::default();
+        for s in self.sources.values() {
+            total.add(&s.skipped);
+        }
+        total
+    }
+
+    /// Total points in the run.
+    pub fn point_count(&self) -> usize {
+        self.sources
+            .values()
+            .flat_map(|s| s.series.values())
+            .map(Series::len)
+            .sum()
+    }
+}
+
+/// Every run read, by name.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Store {
+    runs: BTreeMap<String, Run>,
+}
+
+impl Store {
+    pub fn new() -> Self {
+        Store::default()
+    }
+
+    pub fn runs(&self) -> impl Iterator<Item = &Run> {
+        self.runs.values()
+    }
+
+    pub fn run(&self, name: &str) -> Option<&Run> {
+        self.runs.get(name)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// Adds (or replaces) the series read from one file of `run`.
+    pub fn insert_source(&mut self, run: &str, source: Source) {
+        let entry = self.runs.entry(run.to_owned()).or_insert_with(|| Run {
+            name: run.to_owned(),
+            sources: BTreeMap::new(),
+        });
+        entry.sources.insert(source.path.clone(), source);
+    }
+
+    fn source_mut(&mut self, run: &str, path: &Path, format: Format) -> &mut Source {
+        let entry = self.runs.entry(run.to_owned()).or_insert_with(|| Run {
+            name: run.to_owned(),
+            sources: BTreeMap::new(),
+        });
+        entry
+            .sources
+            .entry(path.to_path_buf())
+            .or_insert_with(|| Source::new(path, format))
+    }
+
+    /// Applies a follower's event: new points are appended, a reset empties the file's series.
+    pub fn apply(&mut self, event: &FollowEvent) {
+        match event {
+            FollowEvent::Points {
+                run,
+                path,
+                format,
+                series,
+            } => {
+                let source = self.source_mut(run, path, *format);
+                for (tag, points) in series {
+                    match source.series.get_mut(tag) {
+                        Some(s) => s.points.extend_from_slice(points),
+                        None => {
+                            source.series.insert(
+                                tag.clone(),
+                                Series {
+                                    points: points.clone(),
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+            FollowEvent::Reset { run, path, format } => {
+                let source = self.source_mut(run, path, *format);
+                source.series.clear();
+                source.skipped = Skipped::default();
+            }
+            FollowEvent::Skipped {
+                run,
+                path,
+                format,
+                skipped,
+            } => {
+                self.source_mut(run, path, *format).skipped = *skipped;
+            }
+            FollowEvent::CaughtUp | FollowEvent::Error { .. } => {}
+        }
+    }
+}

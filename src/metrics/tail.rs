@@ -1,0 +1,288 @@
+//! Reading a log file from where the last read stopped.
+//!
+//! A [`FileTail`] remembers how far a file was read and the bytes of an incomplete last line or
+//! record. Each [`poll`](FileTail::poll) reads only the bytes appended since, so nothing is read
+//! twice, and memory holds no more than that incomplete tail plus one read buffer. A file that
+//! shrank, was replaced (another inode) or was rewritten (its first bytes changed) is read
+//! again from its start, and the poll says so.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use super::{Decoder, Format, LogFile, MetricsError, Point, ScalarSink, Series, Skipped, Source};
+
+/// Bytes read from a file per step.
+const CHUNK: u64 = 1 << 20;
+/// How many leading bytes are kept to tell a rewritten file from a grown one.
+const PREFIX: usize = 64;
+
+/// A log file being read incrementally.
+#[derive(Debug)]
+pub struct FileTail {
+    path: PathBuf,
+    format: Format,
+    decoder: Decoder,
+    /// Bytes of the file read so far.
+    offset: u64,
+    /// Bytes read but not yet decoded (an incomplete last line or record).
+    pending: Vec<u8>,
+    /// (device, inode) of the file read.
+    identity: Option<(u64, u64)>,
+    /// The file's first bytes, as read.
+    prefix: Vec<u8>,
+}
+
+/// What a poll found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PollStatus {
+    /// The file shrank, was replaced or rewritten: everything read from it before is void, and
+    /// it was read again from its start.
+    pub reset: bool,
+    /// Bytes read from the file in this poll.
+    pub bytes_read: u64,
+    /// The file does not exist (any more).
+    pub gone: bool,
+}
+
+impl FileTail {
+    pub fn new(path: impl Into<PathBuf>, format: Format) -> Self {
+        FileTail {
+            path: path.into(),
+            format,
+            decoder: format.decoder(),
+            offset: 0,
+            pending: Vec::new(),
+            identity: None,
+            prefix: Vec::new(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Bytes of the file read so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Bytes waiting for the rest of their line or record.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// What the decoder skipped so far.
+    pub fn skipped(&self) -> Skipped {
+        self.decoder.skipped()
+    }
+
+    fn reset(&mut self) {
+        self.decoder = self.format.decoder();
+        self.offset = 0;
+        self.pending.clear();
+        self.prefix.clear();
+    }
+
+    /// Reads what was appended since the last poll and sends its scalars to `sink`.
+    ///
+    /// With `finish` set, the file is taken as complete: an incomplete last line or record is
+    /// decoded if it can be, or counted as skipped (use this to read a file once).
+    pub fn poll(&mut self, sink: &mut dyn ScalarSink, finish: bool) -> io::Result<PollStatus> {
+        let mut status = PollStatus::default();
+        let mut file = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                status.gone = true;
+                return Ok(status);
+            }
+            Err(e) => return Err(e),
+        };
+        let meta = file.metadata()?;
+        let identity = file_identity(&meta);
+        let len = meta.len();
+        let replaced = self.identity.is_some_and(|id| Some(id) != identity);
+        let shrank = len < self.offset;
+        let rewritten = !replaced && !shrank && !self.prefix.is_empty() && {
+            let mut head = vec![0; self.prefix.len()];
+            read_exact_at(&file, &mut head, 0)? && head != self.prefix
+        };
+        if replaced || shrank || rewritten {
+            self.reset();
+            sink.reset();
+            status.reset = true;
+        }
+        self.identity = identity;
+        if len > self.offset {
+            use std::io::Seek;
+            file.seek(io::SeekFrom::Start(self.offset))?;
+            loop {
+                let n = (&mut file).take(CHUNK).read_to_end(&mut self.pending)? as u64;
+                if n == 0 {
+                    break;
+                }
+                if self.prefix.len() < PREFIX && (self.offset as usize) < PREFIX {
+                    // The first bytes of the file are at the start of `pending` only before
+                    // anything was decoded; collect them from what was just read.
+                    let start = self.pending.len() - n as usize;
+                    let want = (PREFIX - self.prefix.len()).min(n as usize);
+                    if self.prefix.len() as u64 == self.offset {
+                        self.prefix
+                            .extend_from_slice(&self.pending[start..start + want]);
+                    }
+                }
+                self.offset += n;
+                status.bytes_read += n;
+                let used = self.decoder.decode(&self.pending, false, sink);
+                self.pending.drain(..used);
+            }
+        }
+        if finish && !self.pending.is_empty() {
+            let used = self.decoder.decode(&self.pending, true, sink);
+            self.pending.drain(..used);
+        }
+        Ok(status)
+    }
+}
+
+#[cfg(unix)]
+fn file_identity(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_identity(_: &std::fs::Metadata) -> Option<(u64, u64)> {
+    None
+}
+
+/// Reads `buf.len()` bytes at `offset`; false if the file is shorter.
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        match file.read_exact_at(buf, offset) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::{Seek, SeekFrom};
+        let mut f = file;
+        f.seek(SeekFrom::Start(offset))?;
+        match f.read_exact(buf) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Collects scalars into series by tag, cheaply: logs interleave a few tags over many points,
+/// so the last tag is checked before the map.
+#[derive(Debug, Default)]
+pub struct SeriesBuilder {
+    index: HashMap<String, usize>,
+    series: Vec<(String, Series)>,
+    last: Option<usize>,
+}
+
+impl SeriesBuilder {
+    pub fn new() -> Self {
+        SeriesBuilder::default()
+    }
+
+    pub fn push(&mut self, tag: &str, point: Point) {
+        let i = match self.last {
+            Some(i) if self.series[i].0 == tag => i,
+            _ => match self.index.get(tag) {
+                Some(&i) => i,
+                None => {
+                    self.index.insert(tag.to_owned(), self.series.len());
+                    self.series.push((tag.to_owned(), Series::new()));
+                    self.series.len() - 1
+                }
+            },
+        };
+        self.last = Some(i);
+        self.series[i].1.push(point);
+    }
+
+    pub fn finish(self) -> BTreeMap<String, Series> {
+        self.series.into_iter().collect()
+    }
+}
+
+impl ScalarSink for SeriesBuilder {
+    fn scalar(&mut self, tag: &str, point: Point) {
+        self.push(tag, point)
+    }
+
+    fn reset(&mut self) {
+        *self = SeriesBuilder::default();
+    }
+}
+
+/// Reads a whole log file into a [`Source`].
+pub fn read_file(path: &Path, format: Format) -> Result<Source, MetricsError> {
+    let mut tail = FileTail::new(path, format);
+    let mut builder = SeriesBuilder::new();
+    let status = tail
+        .poll(&mut builder, true)
+        .map_err(|e| MetricsError::io(path, e))?;
+    if status.gone {
+        return Err(MetricsError::io(
+            path,
+            io::Error::new(io::ErrorKind::NotFound, "file vanished"),
+        ));
+    }
+    Ok(Source {
+        path: path.to_path_buf(),
+        format,
+        series: builder.finish(),
+        skipped: tail.skipped(),
+    })
+}
+
+/// Reads `files` on up to as many threads as there are cores; results in the order given.
+pub fn read_files_parallel(files: &[LogFile]) -> Vec<Result<Source, MetricsError>> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(files.len());
+    if threads <= 1 {
+        return files.iter().map(|f| read_file(&f.path, f.format)).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<Result<Source, MetricsError>>>> =
+        files.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(f) = files.get(i) else { break };
+                    let r = read_file(&f.path, f.format);
+                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .expect("every file is read")
+        })
+        .collect()
+}
