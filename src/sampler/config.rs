@@ -422,10 +422,12 @@ fn resolve(
                     });
                 }
             }
-            if !r.map["variance_type"].is_null() {
+            // Only the learned variances change what DPM-Solver does (a DDPM config's
+            // "fixed_small" carried over by from_config is ignored there, as in diffusers).
+            if let Some(v @ ("learned" | "learned_range")) = r.map["variance_type"].as_str() {
                 return Err(ConfigError::Unsupported {
                     key: "variance_type".into(),
-                    got: r.map["variance_type"].to_string(),
+                    got: format!("{v:?}"),
                     reason: "learned variances need a model that predicts them; use null".into(),
                 });
             }
