@@ -5,6 +5,7 @@ pub mod demo;
 pub mod info;
 pub mod run;
 pub mod schedule;
+pub mod ui;
 
 use serde_json::{Map, Value};
 
