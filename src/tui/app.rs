@@ -337,13 +337,9 @@ impl State {
             KeyCode::Char('1') => self.view = View::Samplers,
             KeyCode::Char('2') => self.view = View::Training,
             KeyCode::Char('3') => self.view = View::Quality,
-            KeyCode::Left | KeyCode::Up | KeyCode::Char('h') | KeyCode::Char('k') => {
-                self.selected = self.selected.saturating_sub(1)
-            }
-            KeyCode::Right | KeyCode::Down | KeyCode::Char('j') => {
-                if self.selected + 1 < self.cells.len() {
-                    self.selected += 1;
-                }
+            KeyCode::Left | KeyCode::Up => self.selected = self.selected.saturating_sub(1),
+            KeyCode::Right | KeyCode::Down if self.selected + 1 < self.cells.len() => {
+                self.selected += 1
             }
             KeyCode::Enter => {
                 self.view = View::Samplers;
@@ -431,6 +427,7 @@ impl State {
                     c.samples_done = samples_done;
                     c.samples_total = samples_total;
                     c.result = None;
+                    c.cached = false;
                     if let Some(p) = preview {
                         let len = c.cell.preview * item(self.sample_shape);
                         if c.images.len() != len {
@@ -499,4 +496,99 @@ impl State {
 
 pub fn item(shape: [usize; 3]) -> usize {
     shape.iter().product()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn experiment(steps: usize) -> Experiment {
+        let text = format!(
+            "[model]\npath = \"analytic\"\nsample_shape = [1, 4, 4]\n[sampling]\nseeds = 2\n[[sampler]]\nname = \"ddim\"\nsteps = {steps}\n"
+        );
+        Experiment::parse(std::path::Path::new("lab.toml"), &text).unwrap()
+    }
+
+    fn press(state: &mut State, code: KeyCode) -> Vec<Effect> {
+        state.update(Msg::Key(KeyEvent::new(code, KeyModifiers::NONE)))
+    }
+
+    fn finished(generation: u64, cancelled: bool) -> Msg {
+        Msg::Lab {
+            generation,
+            event: LabEvent::Finished {
+                cancelled,
+                error: None,
+                model_calls: 1,
+                unbatched_model_calls: 1,
+                wall_s: 0.1,
+            },
+        }
+    }
+
+    #[test]
+    fn space_runs_and_cancels() {
+        let mut s = State::new("lab.toml".into(), Ok(experiment(5)), "halfblocks");
+        let start = s.start();
+        assert!(matches!(
+            start[..],
+            [Effect::StartLab {
+                force: false,
+                generation: 1,
+                ..
+            }]
+        ));
+        assert_eq!(press(&mut s, KeyCode::Char(' ')), vec![Effect::CancelLab]);
+        assert_eq!(s.run, RunState::Cancelling);
+        s.update(finished(1, true));
+        assert!(!s.is_running());
+        let again = press(&mut s, KeyCode::Char(' '));
+        assert!(matches!(
+            again[..],
+            [Effect::StartLab { generation: 2, .. }]
+        ));
+    }
+
+    #[test]
+    fn a_reload_while_running_cancels_then_starts_the_new_experiment() {
+        let mut s = State::new("lab.toml".into(), Ok(experiment(5)), "halfblocks");
+        s.start();
+        let effects = s.update(Msg::Reloaded(Ok(Box::new(experiment(7)))));
+        assert_eq!(effects, vec![Effect::CancelLab]);
+        // Events of the old run still count until it reports its end; then the new run starts.
+        let next = s.update(finished(1, true));
+        match &next[..] {
+            [
+                Effect::StartLab {
+                    experiment,
+                    generation: 2,
+                    force: false,
+                },
+            ] => assert_eq!(experiment.samplers[0].steps, vec![7]),
+            other => panic!("{other:?}"),
+        }
+        // A late event from the first run is ignored.
+        s.update(finished(1, false));
+        assert_eq!(s.run, RunState::Running);
+    }
+
+    #[test]
+    fn a_broken_file_keeps_the_last_experiment() {
+        let mut s = State::new("lab.toml".into(), Ok(experiment(5)), "halfblocks");
+        s.start();
+        let effects = s.update(Msg::Reloaded(Err("lab.toml:8:9: `steps`: bad".into())));
+        assert!(effects.is_empty());
+        assert_eq!(s.experiment.as_ref().unwrap().samplers[0].steps, vec![5]);
+        assert_eq!(s.file_error.as_deref(), Some("lab.toml:8:9: `steps`: bad"));
+        s.update(Msg::Reloaded(Ok(Box::new(experiment(6)))));
+        assert_eq!(s.file_error, None);
+    }
+
+    #[test]
+    fn quit_cancels_a_running_lab() {
+        let mut s = State::new("lab.toml".into(), Ok(experiment(5)), "halfblocks");
+        s.start();
+        assert_eq!(press(&mut s, KeyCode::Char('q')), vec![Effect::CancelLab]);
+        assert!(s.quit);
+    }
 }

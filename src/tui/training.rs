@@ -27,6 +27,9 @@ impl Series {
     }
 }
 
+/// A curve ready to draw: run, tag and (x, y) points.
+pub type Curve = (String, String, Vec<(f64, f64)>);
+
 /// Anything that can tell the dashboard the current training curves.
 pub trait TrainingSource: Send {
     /// Every (run, tag) series known now.
@@ -75,7 +78,7 @@ impl TrainingState {
     }
 
     /// The curves to draw: (run, tag, points) after the x choice, smoothing and log-y.
-    pub fn curves(&self) -> Vec<(String, String, Vec<(f64, f64)>)> {
+    pub fn curves(&self) -> Vec<Curve> {
         self.series
             .iter()
             .map(|s| {

@@ -8,6 +8,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Axis, Block, Cell, Chart, Dataset, GraphType, Paragraph, Row, Table, Wrap};
 
 use crate::tui::app::State;
+use crate::tui::training::Curve;
 
 const PALETTE: [Color; 8] = [
     Color::Cyan,
@@ -58,7 +59,7 @@ fn short(v: f64) -> String {
 
 /// Loss curves: several runs and tags overlaid.
 pub fn chart_curves<'a>(
-    curves: &'a [(String, String, Vec<(f64, f64)>)],
+    curves: &'a [Curve],
     title: String,
     x_title: &'a str,
     log_y: bool,

@@ -190,7 +190,7 @@ pub const KEYS: [(&str, &str); 15] = [
     ("q, Ctrl-C", "quit"),
     ("Tab, Shift-Tab", "next, previous view"),
     ("1 2 3", "Samplers, Training, Quality"),
-    ("←/→, ↑/↓, h/l", "select a cell"),
+    ("←/→ or ↑/↓", "select a cell"),
     ("Enter", "focus the cell: all its seeds, larger"),
     ("Esc", "back from the focused cell"),
     ("Space", "run the experiment, or cancel the run"),
