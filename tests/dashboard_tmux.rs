@@ -116,18 +116,18 @@ fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
-#[test]
-fn dashboard_in_tmux() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        println!("tmux is not installed: skipping the dashboard's end-to-end test");
-        return;
+fn have_tmux(test: &str) -> bool {
+    let ok = Command::new("tmux").arg("-V").output().is_ok();
+    if !ok {
+        println!("tmux is not installed: skipping {test}");
     }
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_difflab"));
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("lab.toml");
-    save(&file, &experiment("10"));
+    ok
+}
+
+/// A detached tmux session running `sh` in `dir`, on a server of its own.
+fn session(name: &str, dir: &Path) -> Tmux {
     let tmux = Tmux {
-        socket: format!("difflab-test-{}", std::process::id()),
+        socket: format!("difflab-{name}-{}", std::process::id()),
     };
     let started = tmux.cmd(&[
         "new-session",
@@ -139,10 +139,23 @@ fn dashboard_in_tmux() {
         "-y",
         &HEIGHT.to_string(),
         "-c",
-        dir.path().to_str().unwrap(),
+        dir.to_str().unwrap(),
         "sh",
     ]);
     assert!(started.status.success(), "tmux: {started:?}");
+    tmux
+}
+
+#[test]
+fn dashboard_in_tmux() {
+    if !have_tmux("the dashboard's end-to-end test") {
+        return;
+    }
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_difflab"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lab.toml");
+    save(&file, &experiment("10"));
+    let tmux = session("e2e", dir.path());
     let bytes = dir.path().join("terminal.bytes");
     let minute = Duration::from_secs(60);
 
@@ -238,6 +251,24 @@ fn dashboard_in_tmux() {
         s.contains("ddim 30") && s.contains("done 2/2") && !s.contains("file error")
     });
 
+    // Too small a terminal says so; back to size, the dashboard returns.
+    tmux.cmd(&["resize-window", "-t", "lab", "-x", "70", "-y", "20"]);
+    tmux.wait_for("the too-small notice", Duration::from_secs(10), |s| {
+        s.contains("terminal too small")
+    });
+    tmux.cmd(&[
+        "resize-window",
+        "-t",
+        "lab",
+        "-x",
+        &WIDTH.to_string(),
+        "-y",
+        &HEIGHT.to_string(),
+    ]);
+    tmux.wait_for("the dashboard again", Duration::from_secs(10), |s| {
+        s.contains("ddim 30")
+    });
+
     // Quit: the terminal is given back; the shell reads lines again.
     tmux.send(&["q"]);
     tmux.wait_for("the shell again", Duration::from_secs(10), |s| {
@@ -254,4 +285,65 @@ fn dashboard_in_tmux() {
         s.contains("shell-42\n")
     });
     println!("whole run: {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+/// SIGTERM and SIGHUP end the dashboard with the terminal restored.
+#[test]
+fn signals_restore_the_terminal() {
+    if !have_tmux("the dashboard's signal test") {
+        return;
+    }
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_difflab"));
+    let dir = tempfile::tempdir().unwrap();
+    save(&dir.path().join("lab.toml"), &experiment("10"));
+    let tmux = session("signals", dir.path());
+    for (round, signal) in ["TERM", "HUP"].into_iter().enumerate() {
+        tmux.send(&[&format!("{} ui lab.toml", bin.display()), "Enter"]);
+        tmux.wait_for("the dashboard", Duration::from_secs(60), |s| {
+            s.contains("done 2/2")
+        });
+        let pid = dashboard_pid(&tmux);
+        let killed = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status();
+        assert!(killed.unwrap().success());
+        tmux.wait_for("the shell", Duration::from_secs(10), |s| {
+            !s.contains("1 Samplers")
+        });
+        assert_eq!(
+            tmux.display("#{alternate_on}"),
+            "0",
+            "SIG{signal}: left the alternate screen"
+        );
+        assert_eq!(
+            tmux.display("#{cursor_flag}"),
+            "1",
+            "SIG{signal}: the cursor is shown"
+        );
+        let marker = format!("after-{signal}-{}", round * 7 + 35);
+        tmux.send(&[
+            &format!("echo after-{signal}-$(({round} * 7 + 35))"),
+            "Enter",
+        ]);
+        tmux.wait_for("echo to run", Duration::from_secs(10), |s| {
+            s.contains(&format!("{marker}\n"))
+        });
+    }
+}
+
+/// `difflab` alone opens experiments/default.toml, and says what to do where there is none.
+#[test]
+fn bare_difflab_without_a_default_experiment_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_difflab"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("experiments/default.toml"), "{err}");
+    assert!(
+        err.contains("difflab ui experiments/analytic.toml"),
+        "{err}"
+    );
 }
