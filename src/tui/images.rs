@@ -41,7 +41,10 @@ pub fn picker(mode: ImageMode) -> Picker {
         ImageMode::Iterm2 => Some(ProtocolType::Iterm2),
     };
     let in_tmux = std::env::var_os("TMUX").is_some_and(|v| !v.is_empty());
-    if forced == Some(ProtocolType::Halfblocks) || (forced.is_none() && in_tmux) {
+    // Terminals that have no graphics to offer are not asked (a query left unanswered keeps a
+    // reader on stdin until something arrives).
+    let plain = std::env::var("TERM").map_or(true, |t| t.is_empty() || t == "dumb" || t == "linux");
+    if forced == Some(ProtocolType::Halfblocks) || (forced.is_none() && (in_tmux || plain)) {
         return Picker::halfblocks();
     }
     let mut options = QueryStdioOptions::default();
