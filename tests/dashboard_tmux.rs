@@ -251,6 +251,21 @@ fn dashboard_in_tmux() {
         s.contains("ddim 30") && s.contains("done 2/2") && !s.contains("file error")
     });
 
+    // Focus a cell, back; save the comparison grid.
+    tmux.send(&["Enter"]);
+    tmux.wait_for("the focused cell", Duration::from_secs(10), |s| {
+        s.contains("Enter/Esc back")
+    });
+    tmux.send(&["Escape"]);
+    tmux.wait_for("the columns again", Duration::from_secs(10), |s| {
+        s.contains("dpm++2m-karras 10")
+    });
+    tmux.send(&["s"]);
+    tmux.wait_for("the saved grid", Duration::from_secs(10), |s| {
+        s.contains("comparison grid saved")
+    });
+    assert!(dir.path().join("out/comparison.png").is_file());
+
     // Too small a terminal says so; back to size, the dashboard returns.
     tmux.cmd(&["resize-window", "-t", "lab", "-x", "70", "-y", "20"]);
     tmux.wait_for("the too-small notice", Duration::from_secs(10), |s| {
