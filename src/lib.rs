@@ -2,7 +2,8 @@
 //!
 //! Layers, from the bottom up: [`sampler`] (pure math: noise schedules, timestep spacing, DDPM, DDIM,
 //! DPM-Solver++), [`engine`] (the models the samplers drive: the [`engine::Denoiser`] trait, the analytic
-//! Gaussian-mixture denoiser and ONNX Runtime models), [`lab`] (the denoising loop that joins them).
+//! Gaussian-mixture denoiser and ONNX Runtime models), [`lab`] (the denoising loop that joins them),
+//! [`tui`] (the dashboard over the lab).
 //!
 //! Beside them, [`metrics`] reads training logs (JSON lines, CSV, TensorBoard event files) once or
 //! live, [`plot`] draws them, and [`cli`] holds the subcommands.
@@ -15,3 +16,4 @@ pub mod metrics;
 pub mod plot;
 pub mod quality;
 pub mod sampler;
+pub mod tui;

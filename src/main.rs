@@ -21,22 +21,22 @@ enum Command {
     Info(cli::info::InfoArgs),
     /// Run an experiment headless: grids, results (JSON, CSV) and plots in its output folder.
     Run(cli::run::Args),
+    /// Open the dashboard on an experiment: samplers side by side as they run, training curves,
+    /// quality against cost. `difflab` alone opens experiments/default.toml.
+    Ui(cli::ui::Args),
     /// Read training logs (JSON lines, CSV, TensorBoard event files): summary, plots, follow.
     Metrics(cli::metrics::MetricsArgs),
 }
 
 fn main() {
-    // Until the dashboard lands, the bare command runs the comparison with its defaults.
-    let command = Cli::parse()
-        .command
-        .or_else(|| Cli::parse_from(["difflab", "demo"]).command);
-    let result = match command {
+    let result = match Cli::parse().command {
         Some(Command::Schedule(args)) => cli::schedule::run(&args),
         Some(Command::Demo(args)) => cli::demo::run(&args),
         Some(Command::Info(args)) => cli::info::run(&args),
         Some(Command::Run(args)) => cli::run::run(&args),
+        Some(Command::Ui(args)) => cli::ui::run(&args),
         Some(Command::Metrics(args)) => cli::metrics::run(args),
-        None => unreachable!("demo parses"),
+        None => cli::ui::run_default(),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

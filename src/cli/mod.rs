@@ -6,6 +6,7 @@ pub mod info;
 pub mod metrics;
 pub mod run;
 pub mod schedule;
+pub mod ui;
 
 use serde_json::{Map, Value};
 

@@ -9,7 +9,7 @@ pub mod runner;
 
 pub use plan::{Cell, plan};
 pub use results::{CellResult, Results};
-pub use runner::{LabEvent, LabHandle, RunOptions, start};
+pub use runner::{CancelSwitch, LabEvent, LabHandle, RunOptions, start};
 
 use std::time::{Duration, Instant};
 

@@ -76,11 +76,26 @@ impl LabHandle {
         self.cancel.store(true, Ordering::Relaxed);
     }
 
+    /// A switch that cancels this run from elsewhere, e.g. while another thread reads `events`.
+    pub fn cancel_switch(&self) -> CancelSwitch {
+        CancelSwitch(self.cancel.clone())
+    }
+
     /// Waits for the lab thread to end.
     pub fn join(mut self) {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Cancels a running lab; cloned from [`LabHandle::cancel_switch`].
+#[derive(Debug, Clone)]
+pub struct CancelSwitch(Arc<AtomicBool>);
+
+impl CancelSwitch {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 

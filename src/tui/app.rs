@@ -1,0 +1,594 @@
+//! The dashboard's state and how each message changes it. `update` is plain code over plain data: it
+//! never touches the terminal, the disk or a thread, and says what should happen next as [`Effect`]s.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use ratatui_image::protocol::Protocol;
+
+use super::training::TrainingState;
+use crate::experiment::Experiment;
+use crate::lab::{Cell, CellResult, LabEvent};
+
+/// The views, in tab order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Samplers,
+    Training,
+    Quality,
+}
+
+impl View {
+    pub const ALL: [View; 3] = [View::Samplers, View::Training, View::Quality];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            View::Samplers => "Samplers",
+            View::Training => "Training",
+            View::Quality => "Quality",
+        }
+    }
+
+    fn index(self) -> usize {
+        View::ALL.iter().position(|v| *v == self).unwrap_or(0)
+    }
+}
+
+/// One column of the comparison as the dashboard shows it.
+#[derive(Debug, Clone)]
+pub struct CellView {
+    pub cell: Cell,
+    /// Steps taken by the lane shown, and the cell's step count.
+    pub step: usize,
+    pub steps: usize,
+    pub samples_done: usize,
+    pub samples_total: usize,
+    /// The preview seeds' images, (C, H, W) each: the x0 prediction while it runs, the samples after.
+    pub images: Vec<f32>,
+    pub result: Option<CellResult>,
+    pub cached: bool,
+    /// Set from the dashboard's counter whenever `images` changes, so stale encodings are noticed.
+    pub version: u64,
+    /// Encodings older than this belong to whatever was in this column before.
+    pub first_version: u64,
+}
+
+impl CellView {
+    fn new(cell: Cell) -> Self {
+        CellView {
+            steps: cell.steps,
+            step: 0,
+            samples_done: 0,
+            samples_total: cell.seeds.len(),
+            images: Vec::new(),
+            result: None,
+            cached: false,
+            version: 0,
+            first_version: 0,
+            cell,
+        }
+    }
+}
+
+/// Where the lab is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunState {
+    /// Nothing started yet (or the experiment file is invalid).
+    Idle,
+    Running,
+    /// Cancel asked for; waiting for the lab to stop.
+    Cancelling,
+    Finished {
+        cancelled: bool,
+        error: Option<String>,
+        wall_s: f64,
+        model_calls: usize,
+        unbatched_model_calls: usize,
+    },
+}
+
+/// Which image of a cell: its column thumbnail or the focused view's large grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ImageSlot {
+    pub cell: usize,
+    pub large: bool,
+}
+
+/// An image encoded for the terminal at one size.
+pub struct Encoded {
+    pub version: u64,
+    pub size: (u16, u16),
+    pub protocol: Protocol,
+}
+
+/// Everything the dashboard shows.
+pub struct State {
+    pub experiment_path: PathBuf,
+    /// The last experiment that loaded; it stays while the file is broken.
+    pub experiment: Option<Experiment>,
+    /// Why the file on disk does not load now.
+    pub file_error: Option<String>,
+    pub cells: Vec<CellView>,
+    pub sample_shape: [usize; 3],
+    pub provider: String,
+    pub providers_note: String,
+    pub run: RunState,
+    /// The lab run whose events count; events of older runs are dropped.
+    pub generation: u64,
+    /// A run to start once the current one has stopped (force flag).
+    pub pending_start: Option<bool>,
+    pub view: View,
+    pub selected: usize,
+    pub focused: bool,
+    pub help: bool,
+    pub log: VecDeque<String>,
+    pub training: TrainingState,
+    pub images: HashMap<ImageSlot, Encoded>,
+    /// The image protocol in use ("halfblocks", "sixel", ...).
+    pub image_mode: String,
+    /// Source of image versions: every change of any cell's images gets a new one.
+    pub image_counter: u64,
+    pub quit: bool,
+}
+
+/// What the dashboard asks its runner to do after a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Start the lab on `experiment`; its events carry `generation`.
+    StartLab {
+        experiment: Box<Experiment>,
+        force: bool,
+        generation: u64,
+    },
+    CancelLab,
+    /// Write the comparison grid of every finished cell.
+    SaveGrid,
+}
+
+/// What arrives at the dashboard.
+pub enum Msg {
+    Key(KeyEvent),
+    Resize,
+    Lab {
+        generation: u64,
+        event: LabEvent,
+    },
+    /// The experiment file changed on disk: the new experiment, or why it does not load.
+    Reloaded(Result<Box<Experiment>, String>),
+    Encoded {
+        slot: ImageSlot,
+        encoded: Encoded,
+    },
+    /// The comparison grid was written (where, and its rows) or not (why).
+    Saved(Result<String, String>),
+    Training(Vec<super::training::Series>),
+    /// SIGTERM, SIGHUP or SIGINT.
+    Signal(&'static str),
+}
+
+const LOG_LINES: usize = 500;
+
+impl State {
+    pub fn new(
+        experiment_path: PathBuf,
+        loaded: Result<Experiment, String>,
+        image_mode: &str,
+    ) -> Self {
+        let (experiment, file_error) = match loaded {
+            Ok(e) => (Some(e), None),
+            Err(e) => (None, Some(e)),
+        };
+        let training = TrainingState::new(
+            experiment
+                .as_ref()
+                .map_or(0, |e: &Experiment| e.training_runs.len()),
+        );
+        let mut state = State {
+            experiment_path,
+            experiment,
+            file_error,
+            cells: Vec::new(),
+            sample_shape: [1, 1, 1],
+            provider: String::new(),
+            providers_note: String::new(),
+            run: RunState::Idle,
+            generation: 0,
+            pending_start: None,
+            view: View::Samplers,
+            selected: 0,
+            focused: false,
+            help: false,
+            log: VecDeque::new(),
+            training,
+            images: HashMap::new(),
+            image_mode: image_mode.to_string(),
+            image_counter: 0,
+            quit: false,
+        };
+        if let Some(e) = &state.file_error {
+            let e = e.clone();
+            state.push_log(format!("error: {e}"));
+        }
+        state
+    }
+
+    pub fn push_log(&mut self, line: impl Into<String>) {
+        if self.log.len() == LOG_LINES {
+            self.log.pop_front();
+        }
+        self.log.push_back(line.into());
+    }
+
+    pub fn is_running(&self) -> bool {
+        matches!(self.run, RunState::Running | RunState::Cancelling)
+    }
+
+    /// The effects of opening the dashboard: run the experiment (finished cells come back from disk).
+    pub fn start(&mut self) -> Vec<Effect> {
+        self.start_lab(false)
+    }
+
+    fn start_lab(&mut self, force: bool) -> Vec<Effect> {
+        let Some(experiment) = self.experiment.clone() else {
+            return Vec::new();
+        };
+        if self.is_running() {
+            self.pending_start = Some(force || self.pending_start.unwrap_or(false));
+            if self.run == RunState::Running {
+                self.run = RunState::Cancelling;
+                return vec![Effect::CancelLab];
+            }
+            return Vec::new();
+        }
+        self.generation += 1;
+        self.run = RunState::Running;
+        vec![Effect::StartLab {
+            experiment: Box::new(experiment),
+            force,
+            generation: self.generation,
+        }]
+    }
+
+    /// Applies one message.
+    pub fn update(&mut self, msg: Msg) -> Vec<Effect> {
+        match msg {
+            Msg::Key(key) => self.key(key),
+            Msg::Resize => Vec::new(),
+            Msg::Lab { generation, event } if generation == self.generation => self.lab(event),
+            Msg::Lab { .. } => Vec::new(),
+            Msg::Reloaded(Ok(experiment)) => {
+                self.file_error = None;
+                self.push_log(format!("{} changed: rerunning", self.file_name()));
+                self.training = TrainingState {
+                    configured_runs: experiment.training_runs.len(),
+                    ..std::mem::take(&mut self.training)
+                };
+                self.experiment = Some(*experiment);
+                self.start_lab(false)
+            }
+            Msg::Reloaded(Err(e)) => {
+                self.push_log(format!("error: {e}"));
+                self.file_error = Some(e);
+                Vec::new()
+            }
+            Msg::Encoded { slot, encoded } => {
+                let current = self
+                    .cells
+                    .get(slot.cell)
+                    .is_some_and(|c| encoded.version >= c.first_version);
+                let newer = self
+                    .images
+                    .get(&slot)
+                    .is_none_or(|old| old.version <= encoded.version);
+                if current && newer {
+                    self.images.insert(slot, encoded);
+                }
+                Vec::new()
+            }
+            Msg::Saved(Ok(what)) => {
+                self.push_log(format!("comparison grid saved: {what}"));
+                Vec::new()
+            }
+            Msg::Saved(Err(e)) => {
+                self.push_log(format!("error: cannot save the comparison grid: {e}"));
+                Vec::new()
+            }
+            Msg::Training(series) => {
+                self.training.series = series;
+                Vec::new()
+            }
+            Msg::Signal(name) => {
+                self.quit = true;
+                self.push_log(format!("{name}: quitting"));
+                if self.run == RunState::Running {
+                    vec![Effect::CancelLab]
+                } else {
+                    Vec::new()
+                }
+            }
+        }
+    }
+
+    pub fn file_name(&self) -> String {
+        self.experiment_path.display().to_string()
+    }
+
+    fn key(&mut self, key: KeyEvent) -> Vec<Effect> {
+        if key.kind == KeyEventKind::Release {
+            return Vec::new();
+        }
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        if self.help {
+            // Any key closes the help; q still quits.
+            self.help = false;
+            if !matches!(key.code, KeyCode::Char('q')) {
+                return Vec::new();
+            }
+        }
+        match key.code {
+            KeyCode::Char('c') if ctrl => return self.quit(),
+            KeyCode::Char('q') => return self.quit(),
+            KeyCode::Char('?') => self.help = true,
+            KeyCode::Tab => self.view = View::ALL[(self.view.index() + 1) % View::ALL.len()],
+            KeyCode::BackTab => {
+                self.view = View::ALL[(self.view.index() + View::ALL.len() - 1) % View::ALL.len()]
+            }
+            KeyCode::Char('1') => self.view = View::Samplers,
+            KeyCode::Char('2') => self.view = View::Training,
+            KeyCode::Char('3') => self.view = View::Quality,
+            KeyCode::Left | KeyCode::Up => self.selected = self.selected.saturating_sub(1),
+            KeyCode::Right | KeyCode::Down if self.selected + 1 < self.cells.len() => {
+                self.selected += 1
+            }
+            KeyCode::Enter => {
+                self.view = View::Samplers;
+                self.focused = !self.focused && !self.cells.is_empty();
+            }
+            KeyCode::Esc => self.focused = false,
+            KeyCode::Char(' ') => {
+                return match self.run {
+                    RunState::Running => {
+                        self.run = RunState::Cancelling;
+                        self.pending_start = None;
+                        self.push_log("cancelling…");
+                        vec![Effect::CancelLab]
+                    }
+                    RunState::Cancelling => Vec::new(),
+                    _ => self.start_lab(false),
+                };
+            }
+            KeyCode::Char('r') => {
+                self.push_log("rerunning every cell");
+                return self.start_lab(true);
+            }
+            KeyCode::Char('s') => return vec![Effect::SaveGrid],
+            KeyCode::Char('l') => self.training.log_y = !self.training.log_y,
+            KeyCode::Char('t') => self.training.x_time = !self.training.x_time,
+            KeyCode::Char('+') | KeyCode::Char('=') => self.training.smoother(),
+            KeyCode::Char('-') => self.training.rougher(),
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    fn quit(&mut self) -> Vec<Effect> {
+        self.quit = true;
+        if self.run == RunState::Running {
+            vec![Effect::CancelLab]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn lab(&mut self, event: LabEvent) -> Vec<Effect> {
+        match event {
+            LabEvent::Planned {
+                cells,
+                sample_shape,
+                provider,
+                providers_note,
+            } => {
+                // Keep what the previous run showed for cells that are still there, until they report.
+                let old = std::mem::take(&mut self.cells);
+                self.image_counter += 1;
+                let version = self.image_counter;
+                self.cells = cells
+                    .into_iter()
+                    .map(|cell| {
+                        let mut view = CellView::new(cell);
+                        if let Some(prev) = old.iter().find(|o| o.cell.key == view.cell.key) {
+                            view.images = prev.images.clone();
+                            view.result = prev.result.clone();
+                            view.step = prev.step;
+                        }
+                        view.version = version;
+                        view.first_version = version;
+                        view
+                    })
+                    .collect();
+                self.images.clear();
+                self.selected = self.selected.min(self.cells.len().saturating_sub(1));
+                self.sample_shape = sample_shape;
+                self.provider = provider;
+                self.providers_note = providers_note;
+            }
+            LabEvent::Progress {
+                cell,
+                step,
+                steps,
+                samples_done,
+                samples_total,
+                preview,
+            } => {
+                if let Some(c) = self.cells.get_mut(cell) {
+                    c.step = step;
+                    c.steps = steps;
+                    c.samples_done = samples_done;
+                    c.samples_total = samples_total;
+                    c.result = None;
+                    c.cached = false;
+                    if let Some(p) = preview {
+                        let len = c.cell.preview * item(self.sample_shape);
+                        if c.images.len() != len {
+                            c.images = vec![0.0; len];
+                        }
+                        let at = (samples_done * item(self.sample_shape)).min(len);
+                        let end = (at + p.len()).min(len);
+                        c.images[at..end].copy_from_slice(&p[..end - at]);
+                        self.image_counter += 1;
+                        c.version = self.image_counter;
+                    }
+                }
+            }
+            LabEvent::CellDone {
+                cell,
+                result,
+                images,
+                cached,
+            } => {
+                if let Some(c) = self.cells.get_mut(cell) {
+                    c.step = c.steps;
+                    c.samples_done = c.samples_total;
+                    c.cached = cached;
+                    if !images.is_empty() {
+                        c.images = images;
+                    }
+                    self.image_counter += 1;
+                    c.version = self.image_counter;
+                    c.result = Some(result);
+                }
+            }
+            LabEvent::Log(line) => self.push_log(line),
+            LabEvent::Finished {
+                cancelled,
+                error,
+                model_calls,
+                unbatched_model_calls,
+                wall_s,
+            } => {
+                if let Some(e) = &error {
+                    self.push_log(format!("error: {e}"));
+                } else if cancelled {
+                    self.push_log("cancelled");
+                } else if model_calls > 0 {
+                    self.push_log(format!(
+                        "done in {wall_s:.1} s: {model_calls} model calls for {unbatched_model_calls} cell steps"
+                    ));
+                }
+                self.run = RunState::Finished {
+                    cancelled,
+                    error,
+                    wall_s,
+                    model_calls,
+                    unbatched_model_calls,
+                };
+                if let Some(force) = self.pending_start.take() {
+                    if !self.quit {
+                        return self.start_lab(force);
+                    }
+                }
+            }
+        }
+        Vec::new()
+    }
+}
+
+pub fn item(shape: [usize; 3]) -> usize {
+    shape.iter().product()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn experiment(steps: usize) -> Experiment {
+        let text = format!(
+            "[model]\npath = \"analytic\"\nsample_shape = [1, 4, 4]\n[sampling]\nseeds = 2\n[[sampler]]\nname = \"ddim\"\nsteps = {steps}\n"
+        );
+        Experiment::parse(std::path::Path::new("lab.toml"), &text).unwrap()
+    }
+
+    fn press(state: &mut State, code: KeyCode) -> Vec<Effect> {
+        state.update(Msg::Key(KeyEvent::new(code, KeyModifiers::NONE)))
+    }
+
+    fn finished(generation: u64, cancelled: bool) -> Msg {
+        Msg::Lab {
+            generation,
+            event: LabEvent::Finished {
+                cancelled,
+                error: None,
+                model_calls: 1,
+                unbatched_model_calls: 1,
+                wall_s: 0.1,
+            },
+        }
+    }
+
+    #[test]
+    fn space_runs_and_cancels() {
+        let mut s = State::new("lab.toml".into(), Ok(experiment(5)), "halfblocks");
+        let start = s.start();
+        assert!(matches!(
+            start[..],
+            [Effect::StartLab {
+                force: false,
+                generation: 1,
+                ..
+            }]
+        ));
+        assert_eq!(press(&mut s, KeyCode::Char(' ')), vec![Effect::CancelLab]);
+        assert_eq!(s.run, RunState::Cancelling);
+        s.update(finished(1, true));
+        assert!(!s.is_running());
+        let again = press(&mut s, KeyCode::Char(' '));
+        assert!(matches!(
+            again[..],
+            [Effect::StartLab { generation: 2, .. }]
+        ));
+    }
+
+    #[test]
+    fn a_reload_while_running_cancels_then_starts_the_new_experiment() {
+        let mut s = State::new("lab.toml".into(), Ok(experiment(5)), "halfblocks");
+        s.start();
+        let effects = s.update(Msg::Reloaded(Ok(Box::new(experiment(7)))));
+        assert_eq!(effects, vec![Effect::CancelLab]);
+        // Events of the old run still count until it reports its end; then the new run starts.
+        let next = s.update(finished(1, true));
+        match &next[..] {
+            [
+                Effect::StartLab {
+                    experiment,
+                    generation: 2,
+                    force: false,
+                },
+            ] => assert_eq!(experiment.samplers[0].steps, vec![7]),
+            other => panic!("{other:?}"),
+        }
+        // A late event from the first run is ignored.
+        s.update(finished(1, false));
+        assert_eq!(s.run, RunState::Running);
+    }
+
+    #[test]
+    fn a_broken_file_keeps_the_last_experiment() {
+        let mut s = State::new("lab.toml".into(), Ok(experiment(5)), "halfblocks");
+        s.start();
+        let effects = s.update(Msg::Reloaded(Err("lab.toml:8:9: `steps`: bad".into())));
+        assert!(effects.is_empty());
+        assert_eq!(s.experiment.as_ref().unwrap().samplers[0].steps, vec![5]);
+        assert_eq!(s.file_error.as_deref(), Some("lab.toml:8:9: `steps`: bad"));
+        s.update(Msg::Reloaded(Ok(Box::new(experiment(6)))));
+        assert_eq!(s.file_error, None);
+    }
+
+    #[test]
+    fn quit_cancels_a_running_lab() {
+        let mut s = State::new("lab.toml".into(), Ok(experiment(5)), "halfblocks");
+        s.start();
+        assert_eq!(press(&mut s, KeyCode::Char('q')), vec![Effect::CancelLab]);
+        assert!(s.quit);
+    }
+}

@@ -1,0 +1,140 @@
+//! Sample images in the terminal: choosing the graphics protocol, and encoding grids on a worker
+//! thread so the UI task never resizes or encodes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::Duration;
+
+use image::DynamicImage;
+use ratatui::layout::Rect;
+use ratatui_image::Resize;
+use ratatui_image::picker::{Picker, ProtocolType, cap_parser::QueryStdioOptions};
+
+use super::app::{Encoded, ImageSlot};
+use crate::lab::images::{grid, upscale};
+
+/// `--images`: how samples are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImageMode {
+    /// Halfblocks inside tmux or when the terminal does not answer; otherwise what it supports.
+    Auto,
+    /// Unicode half blocks with colours: works everywhere.
+    Halfblocks,
+    Sixel,
+    Kitty,
+    Iterm2,
+}
+
+/// How long the terminal gets to answer the capability query.
+const QUERY_TIMEOUT: Duration = Duration::from_millis(400);
+
+/// The picker for `mode`. `Auto` asks the terminal (bounded by a timeout) unless inside tmux, where
+/// graphics protocols pass through badly and halfblocks are used. Call with the terminal in raw mode
+/// and before reading its events.
+pub fn picker(mode: ImageMode) -> Picker {
+    let forced = match mode {
+        ImageMode::Auto => None,
+        ImageMode::Halfblocks => Some(ProtocolType::Halfblocks),
+        ImageMode::Sixel => Some(ProtocolType::Sixel),
+        ImageMode::Kitty => Some(ProtocolType::Kitty),
+        ImageMode::Iterm2 => Some(ProtocolType::Iterm2),
+    };
+    let in_tmux = std::env::var_os("TMUX").is_some_and(|v| !v.is_empty());
+    // Terminals that have no graphics to offer are not asked (a query left unanswered keeps a
+    // reader on stdin until something arrives).
+    let plain = std::env::var("TERM").map_or(true, |t| t.is_empty() || t == "dumb" || t == "linux");
+    if forced == Some(ProtocolType::Halfblocks) || (forced.is_none() && (in_tmux || plain)) {
+        return Picker::halfblocks();
+    }
+    let mut options = QueryStdioOptions::default();
+    options.timeout = QUERY_TIMEOUT;
+    let mut picker =
+        Picker::from_query_stdio_with_options(options).unwrap_or_else(|_| Picker::halfblocks());
+    if let Some(p) = forced {
+        picker.set_protocol_type(p);
+    }
+    picker
+}
+
+pub fn protocol_name(p: ProtocolType) -> &'static str {
+    match p {
+        ProtocolType::Halfblocks => "halfblocks",
+        ProtocolType::Sixel => "sixel",
+        ProtocolType::Kitty => "kitty",
+        ProtocolType::Iterm2 => "iterm2",
+    }
+}
+
+/// One image to encode: a cell's preview samples as a grid fitted into `size` cells.
+pub struct Request {
+    pub slot: ImageSlot,
+    pub version: u64,
+    pub size: (u16, u16),
+    pub samples: Arc<Vec<f32>>,
+    pub shape: [usize; 3],
+    pub count: usize,
+}
+
+/// Encodes a grid for the terminal: the column count that makes the samples largest in `size`,
+/// scaled up by whole pixels, then fitted by the picker.
+pub fn encode(picker: &Picker, r: &Request) -> Option<Encoded> {
+    let (cols, rows) = r.size;
+    if cols == 0 || rows == 0 || r.count == 0 || r.samples.is_empty() {
+        return None;
+    }
+    let (fw, fh) = picker.font_size();
+    let (pw, ph) = (cols as f64 * fw as f64, rows as f64 * fh as f64);
+    let [_, h, w] = r.shape;
+    let (gw, gh) = ((w + 2) as f64, (h + 2) as f64);
+    let best = (1..=r.count)
+        .map(|c| {
+            let rows = r.count.div_ceil(c) as f64;
+            (c, (pw / (c as f64 * gw + 2.0)).min(ph / (rows * gh + 2.0)))
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map_or(1, |b| b.0);
+    let img = grid(&r.samples, r.shape, r.count, best);
+    let factor = (pw / img.width() as f64)
+        .min(ph / img.height() as f64)
+        .floor()
+        .max(1.0) as u32;
+    let img = DynamicImage::ImageRgb8(upscale(&img, factor));
+    let area = Rect::new(0, 0, cols, rows);
+    let protocol = picker.new_protocol(img, area, Resize::Fit(None)).ok()?;
+    let got = protocol.area();
+    Some(Encoded {
+        version: r.version,
+        size: (got.width.min(cols), got.height.min(rows)),
+        protocol,
+    })
+}
+
+/// Starts the encoder thread: it takes requests, keeps only the newest per slot, and hands each
+/// result to `done`.
+pub fn spawn_encoder(
+    picker: Picker,
+    done: impl Fn(ImageSlot, Encoded) -> bool + Send + 'static,
+) -> Sender<Request> {
+    let (tx, rx): (Sender<Request>, Receiver<Request>) = channel();
+    std::thread::Builder::new()
+        .name("difflab-images".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut latest: HashMap<ImageSlot, Request> = HashMap::new();
+                latest.insert(first.slot, first);
+                while let Ok(more) = rx.try_recv() {
+                    latest.insert(more.slot, more);
+                }
+                for (slot, request) in latest {
+                    if let Some(encoded) = encode(&picker, &request) {
+                        if !done(slot, encoded) {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+        .expect("spawn the image encoder thread");
+    tx
+}

@@ -1,0 +1,292 @@
+//! The dashboard (`difflab ui`): samplers side by side while they run, training curves, quality
+//! against cost, and the log — in a terminal, over SSH, inside tmux.
+//!
+//! One task owns the [`app::State`] and the terminal. Everything else arrives as an [`app::Msg`] on one
+//! channel: key presses and resizes (crossterm's event stream), lab events (bridged from the lab's
+//! thread), reloads of the experiment file (loaded on the watcher's thread), encoded images (from the
+//! encoder thread) and signals. A frame is drawn only after something changed, at most
+//! [`FRAME_INTERVAL`] apart; with nothing happening the task sleeps.
+
+pub mod app;
+pub mod images;
+pub mod terminal;
+pub mod training;
+pub mod view;
+pub mod watch;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossterm::event::{Event, EventStream};
+use futures::StreamExt;
+use ratatui::layout::Rect;
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+
+use app::{Effect, ImageSlot, Msg, State};
+use images::ImageMode;
+
+use crate::experiment::Experiment;
+use crate::lab::{self, CancelSwitch, RunOptions};
+
+/// The shortest time between two frames (a frame costs little; this caps the bytes sent while
+/// sampling floods progress events).
+pub const FRAME_INTERVAL: Duration = Duration::from_millis(33);
+
+/// How long quitting waits for a running lab to stop, so no cell is left half-written.
+const QUIT_WAIT: Duration = Duration::from_secs(2);
+
+pub struct Options {
+    pub experiment: PathBuf,
+    pub images: ImageMode,
+}
+
+/// Opens the dashboard on an experiment file and returns when the user quits.
+pub fn run(options: Options) -> anyhow::Result<()> {
+    let started = Instant::now();
+    if !options.experiment.is_file() {
+        anyhow::bail!("{}: no such experiment file", options.experiment.display());
+    }
+    let loaded = Experiment::load(&options.experiment).map_err(|e| e.to_string());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let terminal = terminal::setup()?;
+    let result = runtime.block_on(main_loop(terminal, options, loaded, started));
+    terminal::restore();
+    // The lab, watcher and encoder threads end with the process.
+    runtime.shutdown_background();
+    result
+}
+
+async fn main_loop(
+    mut term: terminal::Term,
+    options: Options,
+    loaded: Result<Experiment, String>,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let (tx, mut rx) = unbounded_channel::<Msg>();
+    let mut state = State::new(options.experiment.clone(), loaded, "halfblocks");
+
+    // The first frame goes out before anything slow: the terminal query, the watcher, the lab.
+    term.draw(|f| view::draw(f, &state))?;
+    let first_frame = started.elapsed();
+
+    let picker = images::picker(options.images);
+    state.image_mode = images::protocol_name(picker.protocol_type()).to_string();
+    let encoder = {
+        let tx = tx.clone();
+        images::spawn_encoder(picker, move |slot, encoded| {
+            tx.send(Msg::Encoded { slot, encoded }).is_ok()
+        })
+    };
+    let _watcher = {
+        let tx = tx.clone();
+        match watch::watch(&options.experiment, move |r| {
+            tx.send(Msg::Reloaded(r)).is_ok()
+        }) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                state.push_log(format!("error: cannot watch the experiment file: {e}"));
+                None
+            }
+        }
+    };
+    spawn_signal_handlers(&tx);
+    state.push_log(format!(
+        "first frame after {:.0} ms; images as {}",
+        first_frame.as_secs_f64() * 1e3,
+        state.image_mode
+    ));
+
+    let mut runner = Runner {
+        tx: tx.clone(),
+        lab: None,
+    };
+    let effects = state.start();
+    runner.apply(&state, effects);
+
+    let mut events = EventStream::new();
+    let mut requested: HashMap<ImageSlot, (u64, (u16, u16))> = HashMap::new();
+    let mut dirty = true;
+    let mut last_draw = Instant::now() - FRAME_INTERVAL;
+    loop {
+        if state.quit {
+            break;
+        }
+        let next_draw = tokio::time::Instant::from_std(last_draw + FRAME_INTERVAL);
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(Event::Key(key))) => {
+                    let effects = state.update(Msg::Key(key));
+                    runner.apply(&state, effects);
+                    dirty = true;
+                }
+                // The next draw picks the new size up.
+                Some(Ok(Event::Resize(..))) => dirty = true,
+                Some(Ok(_)) => {}
+                // The terminal is gone.
+                Some(Err(_)) | None => break,
+            },
+            Some(msg) = rx.recv() => {
+                let effects = state.update(msg);
+                runner.apply(&state, effects);
+                dirty = true;
+            }
+            _ = tokio::time::sleep_until(next_draw), if dirty => {
+                term.draw(|f| view::draw(f, &state))?;
+                last_draw = Instant::now();
+                dirty = false;
+                let size = term.size()?;
+                request_images(&state, Rect::new(0, 0, size.width, size.height), &encoder, &mut requested);
+            }
+        }
+    }
+    // Let a running lab stop before the process ends, so no cell is left half-written.
+    if state.is_running() {
+        if let Some(lab) = &runner.lab {
+            lab.cancel();
+        }
+        let deadline = tokio::time::Instant::now() + QUIT_WAIT;
+        while state.is_running() {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(msg @ Msg::Lab { .. })) => {
+                    state.update(msg);
+                }
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Asks the encoder for every image the frame shows whose content or size changed.
+fn request_images(
+    state: &State,
+    area: Rect,
+    encoder: &std::sync::mpsc::Sender<images::Request>,
+    requested: &mut HashMap<ImageSlot, (u64, (u16, u16))>,
+) {
+    for (slot, rect) in view::image_slots(state, area) {
+        let Some(cell) = state.cells.get(slot.cell) else {
+            continue;
+        };
+        if cell.images.is_empty() || rect.width == 0 || rect.height == 0 {
+            continue;
+        }
+        let wanted = (cell.version, (rect.width, rect.height));
+        if requested.get(&slot) == Some(&wanted) {
+            continue;
+        }
+        requested.insert(slot, wanted);
+        let _ = encoder.send(images::Request {
+            slot,
+            version: cell.version,
+            size: wanted.1,
+            samples: Arc::new(cell.images.clone()),
+            shape: state.sample_shape,
+            count: cell.cell.preview,
+        });
+    }
+}
+
+/// Carries out effects: starts and cancels labs, saves grids.
+struct Runner {
+    tx: UnboundedSender<Msg>,
+    lab: Option<CancelSwitch>,
+}
+
+impl Runner {
+    fn apply(&mut self, state: &State, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::StartLab {
+                    experiment,
+                    force,
+                    generation,
+                } => {
+                    let handle = lab::start(*experiment, RunOptions { only: None, force });
+                    self.lab = Some(handle.cancel_switch());
+                    let tx = self.tx.clone();
+                    // The lab's events are a std channel: a thread forwards them to the UI task.
+                    std::thread::Builder::new()
+                        .name("difflab-lab-events".into())
+                        .spawn(move || {
+                            for event in handle.events.iter() {
+                                if tx.send(Msg::Lab { generation, event }).is_err() {
+                                    handle.cancel();
+                                    break;
+                                }
+                            }
+                            handle.join();
+                        })
+                        .expect("spawn the lab event thread");
+                }
+                Effect::CancelLab => {
+                    if let Some(lab) = &self.lab {
+                        lab.cancel();
+                    }
+                }
+                Effect::SaveGrid => self.save_grid(state),
+            }
+        }
+    }
+
+    /// Writes every finished cell's samples as one PNG: a row per cell, the same seed in each column.
+    fn save_grid(&self, state: &State) {
+        let Some(experiment) = &state.experiment else {
+            return;
+        };
+        let rows: Vec<&app::CellView> = state
+            .cells
+            .iter()
+            .filter(|c| c.result.is_some() && !c.images.is_empty())
+            .collect();
+        let tx = self.tx.clone();
+        if rows.is_empty() {
+            let _ = tx.send(Msg::Saved(Err("no finished cells yet".into())));
+            return;
+        }
+        let columns = rows.iter().map(|c| c.cell.preview).min().unwrap_or(1);
+        let item = app::item(state.sample_shape);
+        let mut samples = Vec::with_capacity(rows.len() * columns * item);
+        let mut names = Vec::new();
+        for c in &rows {
+            samples.extend_from_slice(&c.images[..columns * item]);
+            names.push(c.cell.name.as_str());
+        }
+        let names = names.join(", ");
+        let count = rows.len() * columns;
+        let shape = state.sample_shape;
+        let path = experiment.output_dir.join("comparison.png");
+        std::thread::spawn(move || {
+            let img = lab::images::grid(&samples, shape, count, columns);
+            let factor = (64 / shape[1].max(shape[2]).max(1)).max(1) as u32;
+            let result = lab::images::save_png(&lab::images::upscale(&img, factor), &path)
+                .map(|()| format!("{} (rows: {names})", path.display()))
+                .map_err(|e| e.to_string());
+            let _ = tx.send(Msg::Saved(result));
+        });
+    }
+}
+
+fn spawn_signal_handlers(tx: &UnboundedSender<Msg>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    for (kind, name) in [
+        (SignalKind::terminate(), "SIGTERM"),
+        (SignalKind::hangup(), "SIGHUP"),
+        (SignalKind::interrupt(), "SIGINT"),
+    ] {
+        let Ok(mut stream) = signal(kind) else {
+            continue;
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            if stream.recv().await.is_some() {
+                let _ = tx.send(Msg::Signal(name));
+            }
+        });
+    }
+}

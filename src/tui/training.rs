@@ -1,0 +1,143 @@
+//! Training curves as the dashboard sees them: series by run and tag, however they were read. The
+//! readers live elsewhere; whatever reads training logs hands the dashboard [`Series`] through a
+//! [`TrainingSource`] (polled off the UI task) or as `Msg::Training` messages.
+
+/// One curve: a tag (e.g. "loss") of one run, by step and by wall time (seconds since the run began).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub run: String,
+    pub tag: String,
+    pub by_step: Vec<(f64, f64)>,
+    pub by_time: Vec<(f64, f64)>,
+}
+
+impl Series {
+    /// A series known by step only.
+    pub fn by_step(
+        run: impl Into<String>,
+        tag: impl Into<String>,
+        points: Vec<(f64, f64)>,
+    ) -> Self {
+        Series {
+            run: run.into(),
+            tag: tag.into(),
+            by_step: points,
+            by_time: Vec::new(),
+        }
+    }
+}
+
+/// A curve ready to draw: run, tag and (x, y) points.
+pub type Curve = (String, String, Vec<(f64, f64)>);
+
+/// Anything that can tell the dashboard the current training curves.
+pub trait TrainingSource: Send {
+    /// Every (run, tag) series known now.
+    fn series(&mut self) -> Vec<Series>;
+}
+
+/// The Training view's data and settings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrainingState {
+    pub series: Vec<Series>,
+    /// How many training runs the experiment names.
+    pub configured_runs: usize,
+    /// Exponential smoothing weight, 0 (raw) to 0.99.
+    pub smoothing: f64,
+    pub log_y: bool,
+    /// x is wall time instead of step.
+    pub x_time: bool,
+}
+
+const SMOOTHING_STEPS: [f64; 7] = [0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99];
+
+impl TrainingState {
+    pub fn new(configured_runs: usize) -> Self {
+        TrainingState {
+            configured_runs,
+            smoothing: 0.8,
+            ..Default::default()
+        }
+    }
+
+    pub fn smoother(&mut self) {
+        self.smoothing = SMOOTHING_STEPS
+            .iter()
+            .copied()
+            .find(|&s| s > self.smoothing + 1e-9)
+            .unwrap_or(self.smoothing);
+    }
+
+    pub fn rougher(&mut self) {
+        self.smoothing = SMOOTHING_STEPS
+            .iter()
+            .rev()
+            .copied()
+            .find(|&s| s < self.smoothing - 1e-9)
+            .unwrap_or(0.0);
+    }
+
+    /// The curves to draw: (run, tag, points) after the x choice, smoothing and log-y.
+    pub fn curves(&self) -> Vec<Curve> {
+        self.series
+            .iter()
+            .map(|s| {
+                let raw = if self.x_time { &s.by_time } else { &s.by_step };
+                let mut points = ema(raw, self.smoothing);
+                if self.log_y {
+                    points.retain(|p| p.1 > 0.0);
+                    for p in &mut points {
+                        p.1 = p.1.log10();
+                    }
+                }
+                (s.run.clone(), s.tag.clone(), points)
+            })
+            .collect()
+    }
+}
+
+/// Exponential moving average of y with weight `alpha` on the past (TensorBoard-style, debiased).
+fn ema(points: &[(f64, f64)], alpha: f64) -> Vec<(f64, f64)> {
+    let mut out = Vec::with_capacity(points.len());
+    let (mut acc, mut weight) = (0.0, 0.0);
+    for &(x, y) in points {
+        if !y.is_finite() {
+            continue;
+        }
+        acc = acc * alpha + (1.0 - alpha) * y;
+        weight = weight * alpha + (1.0 - alpha);
+        out.push((x, if weight > 0.0 { acc / weight } else { y }));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smoothing_steps_up_and_down_and_zero_is_raw() {
+        let mut t = TrainingState::new(0);
+        t.rougher();
+        t.rougher();
+        t.rougher();
+        assert_eq!(t.smoothing, 0.0);
+        t.series = vec![Series::by_step("a", "loss", vec![(0.0, 1.0), (1.0, 3.0)])];
+        assert_eq!(t.curves()[0].2, vec![(0.0, 1.0), (1.0, 3.0)]);
+        t.smoother();
+        assert_eq!(t.smoothing, 0.5);
+        // Debiased: the first point is itself, the second is weighted toward the past.
+        let c = &t.curves()[0].2;
+        assert_eq!(c[0], (0.0, 1.0));
+        assert!((c[1].1 - (0.25 + 1.5) / 0.75).abs() < 1e-12);
+    }
+
+    #[test]
+    fn log_y_drops_non_positive_values() {
+        let mut t = TrainingState::new(0);
+        t.smoothing = 0.0;
+        t.log_y = true;
+        t.series = vec![Series::by_step("a", "loss", vec![(0.0, 0.0), (1.0, 100.0)])];
+        assert_eq!(t.curves()[0].2, vec![(1.0, 2.0)]);
+    }
+}

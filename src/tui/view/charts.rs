@@ -1,0 +1,246 @@
+//! The Training view (loss curves) and the Quality view (FID against NFE, and the results table).
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Style, Stylize};
+use ratatui::symbols::Marker;
+use ratatui::text::Line;
+use ratatui::widgets::{Axis, Block, Cell, Chart, Dataset, GraphType, Paragraph, Row, Table, Wrap};
+
+use crate::tui::app::State;
+use crate::tui::training::Curve;
+
+const PALETTE: [Color; 8] = [
+    Color::Cyan,
+    Color::Yellow,
+    Color::Magenta,
+    Color::Green,
+    Color::LightRed,
+    Color::LightBlue,
+    Color::White,
+    Color::LightGreen,
+];
+
+/// Axis bounds with a little room, and three labels; `log` labels show 10^v.
+fn axis(values: impl Iterator<Item = f64>, log: bool) -> ([f64; 2], Vec<Line<'static>>) {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for v in values.filter(|v| v.is_finite()) {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if !lo.is_finite() {
+        (lo, hi) = (0.0, 1.0);
+    }
+    if hi - lo < 1e-12 {
+        (lo, hi) = (lo - 0.5, hi + 0.5);
+    }
+    let label = |v: f64| {
+        let v = if log { 10f64.powf(v) } else { v };
+        Line::from(short(v))
+    };
+    ([lo, hi], vec![label(lo), label((lo + hi) / 2.0), label(hi)])
+}
+
+/// A number in at most about 7 characters.
+fn short(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 {
+        "0".into()
+    } else if !(1e-3..1e5).contains(&a) {
+        format!("{v:.1e}")
+    } else if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+/// Loss curves: several runs and tags overlaid.
+pub fn chart_curves<'a>(
+    curves: &'a [Curve],
+    title: String,
+    x_title: &'a str,
+    log_y: bool,
+) -> Chart<'a> {
+    let datasets = curves
+        .iter()
+        .enumerate()
+        .map(|(i, (run, tag, points))| {
+            Dataset::default()
+                .name(format!("{run}/{tag}"))
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(Style::new().fg(PALETTE[i % PALETTE.len()]))
+                .data(points)
+        })
+        .collect();
+    let (xb, xl) = axis(curves.iter().flat_map(|c| c.2.iter().map(|p| p.0)), false);
+    let (yb, yl) = axis(curves.iter().flat_map(|c| c.2.iter().map(|p| p.1)), log_y);
+    Chart::new(datasets)
+        .block(Block::bordered().title(title))
+        .x_axis(Axis::default().title(x_title).bounds(xb).labels(xl))
+        .y_axis(Axis::default().bounds(yb).labels(yl))
+        .hidden_legend_constraints((Constraint::Ratio(1, 2), Constraint::Ratio(1, 1)))
+}
+
+pub fn draw_training(frame: &mut Frame, state: &State, area: Rect) {
+    let t = &state.training;
+    let settings = format!(
+        " training · smoothing {:.2} (+/-) · {} y (l) · x: {} (t) ",
+        t.smoothing,
+        if t.log_y { "log" } else { "linear" },
+        if t.x_time { "time" } else { "step" }
+    );
+    if t.series.is_empty() {
+        let text = if t.configured_runs == 0 {
+            "training curves: no runs configured\n\nadd [training] runs = [\"path/to/logs\"] to the experiment file"
+                .to_string()
+        } else {
+            format!(
+                "training curves: {} run(s) configured, no training logs read yet",
+                t.configured_runs
+            )
+        };
+        frame.render_widget(
+            Paragraph::new(text)
+                .dim()
+                .wrap(Wrap { trim: false })
+                .block(Block::bordered().title(settings)),
+            area,
+        );
+        return;
+    }
+    let curves = t.curves();
+    let x_title = if t.x_time { "seconds" } else { "step" };
+    frame.render_widget(chart_curves(&curves, settings, x_title, t.log_y), area);
+}
+
+pub fn draw_quality(frame: &mut Frame, state: &State, area: Rect) {
+    let rows = state.cells.len() as u16 + 3;
+    let [top, bottom] = Layout::vertical([
+        Constraint::Min(6),
+        Constraint::Length(rows.min(area.height / 2)),
+    ])
+    .areas(area);
+    draw_fid_chart(frame, state, top);
+    draw_table(frame, state, bottom);
+}
+
+fn draw_fid_chart(frame: &mut Frame, state: &State, area: Rect) {
+    // One series per sampler label: (log10 NFE, FID).
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for c in &state.cells {
+        let Some(r) = &c.result else { continue };
+        let Some(fid) = r.fid else { continue };
+        let point = ((r.nfe.max(1) as f64).log10(), fid);
+        match series.iter_mut().find(|s| s.0 == r.label) {
+            Some(s) => s.1.push(point),
+            None => series.push((r.label.clone(), vec![point])),
+        }
+    }
+    let title = " FID against NFE (log x) ";
+    if series.is_empty() {
+        let text = if state
+            .experiment
+            .as_ref()
+            .is_some_and(|e| e.quality.is_some())
+        {
+            "no scored cells yet"
+        } else {
+            "no quality scores: add a [quality] section (features, reference) to the experiment file"
+        };
+        frame.render_widget(
+            Paragraph::new(text)
+                .dim()
+                .wrap(Wrap { trim: false })
+                .block(Block::bordered().title(title)),
+            area,
+        );
+        return;
+    }
+    for s in &mut series {
+        s.1.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    let datasets = series
+        .iter()
+        .enumerate()
+        .map(|(i, (label, points))| {
+            Dataset::default()
+                .name(label.clone())
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(Style::new().fg(PALETTE[i % PALETTE.len()]))
+                .data(points)
+        })
+        .collect();
+    let (mut xb, _) = axis(series.iter().flat_map(|s| s.1.iter().map(|p| p.0)), true);
+    xb = [xb[0].floor(), xb[1].ceil()];
+    let xl: Vec<Line> = (xb[0] as i32..=xb[1] as i32)
+        .map(|e| Line::from(format!("{}", 10f64.powi(e))))
+        .collect();
+    let (yb, yl) = axis(series.iter().flat_map(|s| s.1.iter().map(|p| p.1)), false);
+    let chart = Chart::new(datasets)
+        .block(Block::bordered().title(title))
+        .x_axis(Axis::default().title("NFE").bounds(xb).labels(xl))
+        .y_axis(Axis::default().title("FID").bounds(yb).labels(yl))
+        .hidden_legend_constraints((Constraint::Ratio(1, 2), Constraint::Ratio(1, 1)));
+    frame.render_widget(chart, area);
+}
+
+fn draw_table(frame: &mut Frame, state: &State, area: Rect) {
+    let opt =
+        |v: Option<f64>, digits: usize| v.map_or("–".to_string(), |v| format!("{v:.digits$}"));
+    let header = Row::new([
+        "cell",
+        "NFE",
+        "model ms/st",
+        "step ms",
+        "ms/sample",
+        "FID",
+        "KID",
+        "provider",
+    ])
+    .style(Style::new().bold());
+    let rows = state.cells.iter().enumerate().map(|(i, c)| {
+        let name = Cell::from(c.cell.name.clone());
+        let row = match &c.result {
+            Some(r) => Row::new([
+                name,
+                Cell::from(r.nfe.to_string()),
+                Cell::from(format!("{:.3}", r.model_ms_per_step)),
+                Cell::from(format!("{:.3}", r.sampler_ms_per_step)),
+                Cell::from(format!("{:.2}", r.ms_per_sample)),
+                Cell::from(opt(r.fid, 2)),
+                Cell::from(opt(r.kid, 4)),
+                Cell::from(r.provider.clone()),
+            ]),
+            None => Row::new([
+                name,
+                Cell::from(c.steps.to_string()),
+                Cell::from(format!("step {}/{}", c.step, c.steps)).dim(),
+            ]),
+        };
+        if i == state.selected {
+            row.style(Style::new().fg(Color::Cyan))
+        } else {
+            row
+        }
+    });
+    let widths = [
+        Constraint::Min(10),
+        Constraint::Length(4),
+        Constraint::Length(11),
+        Constraint::Length(7),
+        Constraint::Length(9),
+        Constraint::Length(6),
+        Constraint::Length(6),
+        Constraint::Length(8),
+    ];
+    let table = Table::new(rows, widths)
+        .header(header)
+        .column_spacing(1)
+        .block(Block::bordered().title(" results "));
+    frame.render_widget(table, area);
+}

@@ -1,0 +1,233 @@
+//! Drawing: a pure function of [`State`]. The layout is computed here once, so the runner can ask
+//! which images the next frame needs ([`image_slots`]) without drawing.
+
+mod charts;
+mod samplers;
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph, Tabs, Wrap};
+
+use super::app::{ImageSlot, RunState, State, View};
+
+/// The smallest terminal the dashboard lays out for.
+pub const MIN_SIZE: (u16, u16) = (80, 24);
+
+/// The screen split into its parts.
+struct Areas {
+    tabs: Rect,
+    main: Rect,
+    log: Rect,
+    status: Rect,
+}
+
+fn areas(area: Rect) -> Areas {
+    let log_height = if area.height >= 40 { 9 } else { 5 };
+    let [tabs, main, log, status] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(8),
+        Constraint::Length(log_height),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    Areas {
+        tabs,
+        main,
+        log,
+        status,
+    }
+}
+
+fn too_small(area: Rect) -> bool {
+    area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1
+}
+
+/// The images the frame for `area` shows, and where.
+pub fn image_slots(state: &State, area: Rect) -> Vec<(ImageSlot, Rect)> {
+    if too_small(area) || state.view != View::Samplers {
+        return Vec::new();
+    }
+    samplers::image_slots(state, areas(area).main)
+}
+
+/// Draws the whole dashboard.
+pub fn draw(frame: &mut Frame, state: &State) {
+    let area = frame.area();
+    if too_small(area) {
+        let text = format!(
+            "terminal too small: {}×{}, difflab needs {}×{}",
+            area.width, area.height, MIN_SIZE.0, MIN_SIZE.1
+        );
+        frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }), area);
+        return;
+    }
+    let a = areas(area);
+    draw_tabs(frame, state, a.tabs);
+    match state.view {
+        View::Samplers => samplers::draw(frame, state, a.main),
+        View::Training => charts::draw_training(frame, state, a.main),
+        View::Quality => charts::draw_quality(frame, state, a.main),
+    }
+    draw_log(frame, state, a.log);
+    draw_status(frame, state, a.status);
+    if state.help {
+        draw_help(frame, area);
+    }
+}
+
+fn draw_tabs(frame: &mut Frame, state: &State, area: Rect) {
+    let titles = View::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("{} {}", i + 1, v.title()));
+    let selected = View::ALL.iter().position(|v| *v == state.view).unwrap_or(0);
+    let tabs = Tabs::new(titles)
+        .select(selected)
+        .highlight_style(Style::new().add_modifier(Modifier::BOLD | Modifier::REVERSED))
+        .divider("│");
+    let name = state
+        .experiment
+        .as_ref()
+        .map_or(String::new(), |e| format!("difflab · {} ", e.name));
+    let [left, right] =
+        Layout::horizontal([Constraint::Min(30), Constraint::Length(name.len() as u16)])
+            .areas(area);
+    frame.render_widget(tabs, left);
+    frame.render_widget(Paragraph::new(name).dim(), right);
+}
+
+fn draw_log(frame: &mut Frame, state: &State, area: Rect) {
+    let block = Block::new()
+        .borders(Borders::TOP)
+        .title(" log ")
+        .border_style(Style::new().dim());
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let mut lines: Vec<Line> = Vec::new();
+    if let Some(e) = &state.file_error {
+        lines.push(Line::from(vec![
+            Span::styled("file error: ", Style::new().fg(Color::Red).bold()),
+            Span::styled(e.clone(), Style::new().fg(Color::Red)),
+        ]));
+        lines.push(Line::from(
+            "showing the last experiment that loaded; fix the file and save to reload".dim(),
+        ));
+    }
+    let room = (inner.height as usize).saturating_sub(lines.len());
+    let skip = state.log.len().saturating_sub(room);
+    for l in state.log.iter().skip(skip) {
+        let style = if l.starts_with("error") {
+            Style::new().fg(Color::Red)
+        } else {
+            Style::new()
+        };
+        lines.push(Line::styled(l.clone(), style));
+    }
+    frame.render_widget(Paragraph::new(lines), inner);
+}
+
+fn draw_status(frame: &mut Frame, state: &State, area: Rect) {
+    let mut spans = vec![Span::styled(
+        format!(" {} ", state.file_name()),
+        Style::new().reversed(),
+    )];
+    let done = state.cells.iter().filter(|c| c.result.is_some()).count();
+    let run = match &state.run {
+        RunState::Idle => Span::raw(" idle").dim(),
+        RunState::Running => Span::styled(
+            format!(" running {done}/{}", state.cells.len()),
+            Color::Yellow,
+        ),
+        RunState::Cancelling => Span::styled(" cancelling", Color::Yellow),
+        RunState::Finished { error: Some(_), .. } => Span::styled(" failed", Color::Red),
+        RunState::Finished {
+            cancelled: true, ..
+        } => Span::styled(
+            format!(" cancelled {done}/{}", state.cells.len()),
+            Color::Yellow,
+        ),
+        RunState::Finished { wall_s, .. } => Span::styled(
+            format!(" done {done}/{} in {wall_s:.1} s", state.cells.len()),
+            Color::Green,
+        ),
+    };
+    spans.push(run);
+    if state.file_error.is_some() {
+        spans.push(Span::styled(
+            " · file error",
+            Style::new().fg(Color::Red).bold(),
+        ));
+    }
+    if let Some(e) = &state.experiment {
+        let model = match &e.model.source {
+            crate::experiment::ModelSource::Analytic => "analytic model".to_string(),
+            crate::experiment::ModelSource::Onnx(p) => {
+                p.file_name().map_or(p.display().to_string(), |f| {
+                    f.to_string_lossy().into_owned()
+                })
+            }
+        };
+        spans.push(Span::raw(format!(" · {model}")));
+    }
+    if !state.provider.is_empty() {
+        spans.push(Span::raw(format!(" on {}", state.provider)));
+        if !state.providers_note.is_empty() {
+            spans.push(Span::raw(format!(" ({})", state.providers_note)).dim());
+        }
+    }
+    let help = " ? help ";
+    let [left, right] =
+        Layout::horizontal([Constraint::Min(10), Constraint::Length(help.len() as u16)])
+            .areas(area);
+    frame.render_widget(Paragraph::new(Line::from(spans)), left);
+    frame.render_widget(Paragraph::new(help).reversed(), right);
+}
+
+/// Every key, for the `?` overlay.
+pub const KEYS: [(&str, &str); 15] = [
+    ("q, Ctrl-C", "quit"),
+    ("Tab, Shift-Tab", "next, previous view"),
+    ("1 2 3", "Samplers, Training, Quality"),
+    ("←/→ or ↑/↓", "select a cell"),
+    ("Enter", "focus the cell: all its seeds, larger"),
+    ("Esc", "back from the focused cell"),
+    ("Space", "run the experiment, or cancel the run"),
+    ("r", "rerun every cell, even unchanged ones"),
+    ("s", "save the comparison grid (PNG)"),
+    ("l", "training: log-y on/off"),
+    ("+ / -", "training: more / less smoothing"),
+    ("t", "training: x as step or wall time"),
+    ("?", "this help (any key closes it)"),
+    ("", ""),
+    ("saving", "the experiment file reruns changed cells"),
+];
+
+fn draw_help(frame: &mut Frame, area: Rect) {
+    let width = 60.min(area.width);
+    let height = (KEYS.len() as u16 + 2).min(area.height);
+    let rect = Rect {
+        x: area.x + (area.width - width) / 2,
+        y: area.y + (area.height - height) / 2,
+        width,
+        height,
+    };
+    let lines: Vec<Line> = KEYS
+        .iter()
+        .map(|(k, what)| {
+            Line::from(vec![
+                Span::styled(format!("{k:>16}  "), Style::new().bold()),
+                Span::raw(*what),
+            ])
+        })
+        .collect();
+    frame.render_widget(Clear, rect);
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::bordered().title(" keys ")),
+        rect,
+    );
+}
+
+#[cfg(test)]
+mod tests;

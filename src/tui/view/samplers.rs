@@ -1,0 +1,248 @@
+//! The Samplers view: one column per cell, the same seeds in each; or one cell focused, larger.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Style, Stylize};
+use ratatui::text::Line;
+use ratatui::widgets::{Block, Paragraph};
+use ratatui_image::Image;
+
+use crate::tui::app::{CellView, ImageSlot, State};
+
+/// Narrowest column that still reads.
+const MIN_COLUMN: u16 = 18;
+/// Text lines above a column's image.
+const INFO_LINES: u16 = 3;
+/// Width of the focused cell's info panel.
+const FOCUS_INFO: u16 = 30;
+
+/// Each visible cell and its column, keeping the selected cell in view.
+fn columns(state: &State, area: Rect) -> Vec<(usize, Rect)> {
+    let n = state.cells.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let fit = ((area.width / MIN_COLUMN) as usize).clamp(1, n);
+    let first = state.selected.saturating_sub(fit - 1).min(n - fit);
+    let rects = Layout::horizontal(vec![Constraint::Ratio(1, fit as u32); fit]).split(area);
+    (first..first + fit).zip(rects.iter().copied()).collect()
+}
+
+fn image_rect(column: Rect) -> Rect {
+    let inner = Block::bordered().inner(column);
+    Rect {
+        y: inner.y + INFO_LINES,
+        height: inner.height.saturating_sub(INFO_LINES),
+        ..inner
+    }
+}
+
+fn focus_rects(area: Rect) -> (Rect, Rect) {
+    let inner = Block::bordered().inner(area);
+    let [info, image] =
+        Layout::horizontal([Constraint::Length(FOCUS_INFO), Constraint::Min(10)]).areas(inner);
+    (info, image)
+}
+
+pub fn image_slots(state: &State, area: Rect) -> Vec<(ImageSlot, Rect)> {
+    if state.focused {
+        if state.cells.get(state.selected).is_none() {
+            return Vec::new();
+        }
+        let slot = ImageSlot {
+            cell: state.selected,
+            large: true,
+        };
+        return vec![(slot, focus_rects(area).1)];
+    }
+    columns(state, area)
+        .into_iter()
+        .map(|(cell, rect)| (ImageSlot { cell, large: false }, image_rect(rect)))
+        .collect()
+}
+
+pub fn draw(frame: &mut Frame, state: &State, area: Rect) {
+    if state.cells.is_empty() {
+        let text = if state.experiment.is_none() {
+            "no experiment loaded: fix the file and save it"
+        } else {
+            "planning the cells…"
+        };
+        frame.render_widget(
+            Paragraph::new(text)
+                .dim()
+                .block(Block::bordered().title(" samplers ")),
+            area,
+        );
+        return;
+    }
+    if state.focused {
+        if let Some(cell) = state.cells.get(state.selected) {
+            draw_focused(frame, state, cell, area);
+            return;
+        }
+    }
+    let n = state.cells.len();
+    for (i, rect) in columns(state, area) {
+        let cell = &state.cells[i];
+        let selected = i == state.selected;
+        let more_left = i > 0 && i == columns(state, area)[0].0;
+        let title = column_title(cell, rect.width.saturating_sub(2) as usize, more_left);
+        let border = if selected {
+            Style::new().fg(Color::Cyan).bold()
+        } else {
+            Style::new().dim()
+        };
+        let mut block = Block::bordered().title(title).border_style(border);
+        if i + 1 < n && rect.right() >= area.right() {
+            block = block.title_bottom(Line::from("›").right_aligned());
+        }
+        let inner = block.inner(rect);
+        frame.render_widget(block, rect);
+        let info = Rect {
+            height: INFO_LINES.min(inner.height),
+            ..inner
+        };
+        frame.render_widget(Paragraph::new(info_lines(state, cell, false)), info);
+        draw_image(
+            frame,
+            state,
+            ImageSlot {
+                cell: i,
+                large: false,
+            },
+            image_rect(rect),
+        );
+    }
+}
+
+/// " label steps ", the label shortened with "…" so the step count always shows.
+fn column_title(cell: &CellView, width: usize, more_left: bool) -> String {
+    let steps = format!(" {}", cell.steps);
+    let lead = if more_left { "‹" } else { " " };
+    let room = width.saturating_sub(steps.len() + 2);
+    let label: String = if cell.cell.label.chars().count() > room {
+        let mut l: String = cell
+            .cell
+            .label
+            .chars()
+            .take(room.saturating_sub(1))
+            .collect();
+        l.push('…');
+        l
+    } else {
+        cell.cell.label.clone()
+    };
+    format!("{lead}{label}{steps} ")
+}
+
+fn draw_focused(frame: &mut Frame, state: &State, cell: &CellView, area: Rect) {
+    let block = Block::bordered()
+        .title(format!(
+            " {} · {} seeds · Enter/Esc back ",
+            cell.cell.name, cell.cell.preview
+        ))
+        .border_style(Style::new().fg(Color::Cyan));
+    frame.render_widget(block, area);
+    let (info, image) = focus_rects(area);
+    frame.render_widget(Paragraph::new(info_lines(state, cell, true)), info);
+    draw_image(
+        frame,
+        state,
+        ImageSlot {
+            cell: state.selected,
+            large: true,
+        },
+        image,
+    );
+}
+
+fn status(cell: &CellView) -> Line<'static> {
+    match &cell.result {
+        Some(_) if cell.cached => Line::from("reused".green()),
+        Some(_) => Line::from("done".green()),
+        None if cell.step == 0 => Line::from("waiting".dim()),
+        None => {
+            let mut s = format!("step {}/{}", cell.step, cell.steps);
+            if cell.samples_total > cell.cell.preview {
+                s.push_str(&format!(" · {}/{}", cell.samples_done, cell.samples_total));
+            }
+            Line::from(s.yellow())
+        }
+    }
+}
+
+fn info_lines(state: &State, cell: &CellView, long: bool) -> Vec<Line<'static>> {
+    let provider = cell
+        .result
+        .as_ref()
+        .map_or(state.provider.clone(), |r| r.provider.clone());
+    let mut lines = vec![status(cell)];
+    let nfe = cell.result.as_ref().map_or(cell.steps, |r| r.nfe);
+    if long {
+        lines.push(Line::from(format!("sampler  {}", cell.cell.class)));
+        lines.push(Line::from(format!("steps    {}", cell.steps)));
+        lines.push(Line::from(format!("NFE      {nfe}")));
+        lines.push(Line::from(format!("provider {provider}")));
+        if let Some(r) = &cell.result {
+            lines.push(Line::from(format!(
+                "model    {:.3} ms/step",
+                r.model_ms_per_step
+            )));
+            lines.push(Line::from(format!(
+                "sampler  {:.3} ms/step",
+                r.sampler_ms_per_step
+            )));
+            lines.push(Line::from(format!(
+                "         {:.2} ms/sample",
+                r.ms_per_sample
+            )));
+            lines.push(Line::from(format!("samples  {}", r.samples)));
+            if let Some(fid) = r.fid {
+                lines.push(Line::from(format!("FID      {fid:.3}")));
+            }
+            if let Some(kid) = r.kid {
+                lines.push(Line::from(format!(
+                    "KID      {kid:.4} ± {:.4}",
+                    r.kid_std.unwrap_or(0.0)
+                )));
+            }
+        }
+        return lines;
+    }
+    lines.push(Line::from(format!("NFE {nfe} · {provider}")));
+    match &cell.result {
+        Some(r) => {
+            let mut s = format!("{:.3} ms/step", r.model_ms_per_step + r.sampler_ms_per_step);
+            if let Some(fid) = r.fid {
+                s = format!("FID {fid:.2} · {s}");
+            }
+            lines.push(Line::from(s).dim());
+        }
+        None => lines.push(Line::from("")),
+    }
+    lines
+}
+
+fn draw_image(frame: &mut Frame, state: &State, slot: ImageSlot, rect: Rect) {
+    if rect.width == 0 || rect.height == 0 {
+        return;
+    }
+    let empty = state
+        .cells
+        .get(slot.cell)
+        .is_none_or(|c| c.images.is_empty());
+    match state.images.get(&slot) {
+        Some(enc) if !empty && enc.size.0 <= rect.width && enc.size.1 <= rect.height => {
+            let at = Rect {
+                x: rect.x + (rect.width - enc.size.0) / 2,
+                y: rect.y,
+                width: enc.size.0,
+                height: enc.size.1,
+            };
+            frame.render_widget(Image::new(&enc.protocol), at);
+        }
+        _ if empty => frame.render_widget(Paragraph::new("·".dim()).centered(), rect),
+        _ => {}
+    }
+}

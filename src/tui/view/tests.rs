@@ -1,0 +1,280 @@
+//! Every view drawn on fixed state at 80×24 and 160×48, compared with the committed snapshots.
+
+use std::path::Path;
+use std::time::Instant;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::layout::Rect;
+use ratatui_image::picker::Picker;
+
+use super::{draw, image_slots};
+use crate::experiment::Experiment;
+use crate::lab::{CellResult, LabEvent, plan};
+use crate::tui::app::{Msg, State, View, item};
+use crate::tui::images::{Request, encode};
+use crate::tui::training::Series;
+
+const EXPERIMENT: &str = r#"
+name = "analytic"
+output = "out/analytic"
+
+[model]
+path = "analytic"
+sample_shape = [1, 8, 8]
+
+[sampling]
+seeds = 8
+
+[[sampler]]
+name = "ddim"
+steps = [10, 50]
+
+[[sampler]]
+name = "dpm++2m-karras"
+steps = 10
+
+[[sampler]]
+name = "dpm++2m-sde-karras"
+steps = 20
+"#;
+
+/// A sample whose pixels depend on its seed and the cell, so columns differ.
+fn pattern(cell: usize, seed: usize, shape: [usize; 3]) -> Vec<f32> {
+    let [_, h, w] = shape;
+    (0..h * w)
+        .map(|i| {
+            let (y, x) = (i / w, i % w);
+            (((x + seed) % 4) as f32 / 3.0 - 0.5 + ((y + cell) % 3) as f32 / 4.0).clamp(-1.0, 1.0)
+        })
+        .collect()
+}
+
+fn result(name: &str, label: &str, steps: usize, fid: Option<f64>) -> CellResult {
+    CellResult {
+        name: name.into(),
+        label: label.into(),
+        class: "DDIMScheduler".into(),
+        steps,
+        nfe: steps,
+        samples: 8,
+        wall_s: 0.01 * steps as f64,
+        model_ms_per_step: 0.125,
+        sampler_ms_per_step: 0.0125,
+        ms_per_sample: 0.25 * steps as f64,
+        fid,
+        kid: fid.map(|f| f / 1000.0),
+        kid_std: fid.map(|_| 0.0005),
+        provider: "cpu".into(),
+        grid: String::new(),
+        key: String::new(),
+    }
+}
+
+/// Two cells done (one reused), one mid-run, one waiting; optional FID scores.
+fn state(with_fid: bool) -> State {
+    let path = Path::new("experiments/analytic.toml");
+    let experiment = Experiment::parse(path, EXPERIMENT).expect("the test experiment parses");
+    let cells = plan(&experiment, None).expect("plan");
+    let shape = [1, 8, 8];
+    let mut state = State::new(path.to_path_buf(), Ok(experiment), "halfblocks");
+    let effects = state.start();
+    assert_eq!(effects.len(), 1);
+    let lab = |state: &mut State, event| {
+        let generation = state.generation;
+        state.update(Msg::Lab { generation, event });
+    };
+    lab(
+        &mut state,
+        LabEvent::Planned {
+            cells: cells.clone(),
+            sample_shape: shape,
+            provider: "cpu".into(),
+            providers_note: "analytic model runs on the CPU".into(),
+        },
+    );
+    let images =
+        |cell: usize| -> Vec<f32> { (0..8).flat_map(|s| pattern(cell, s, shape)).collect() };
+    for (i, cached) in [(0, true), (2, false)] {
+        let c = &cells[i];
+        let fid = with_fid.then_some(if i == 0 { 12.5 } else { 4.25 });
+        lab(
+            &mut state,
+            LabEvent::CellDone {
+                cell: i,
+                result: result(&c.name, &c.label, c.steps, fid),
+                images: images(i),
+                cached,
+            },
+        );
+    }
+    lab(
+        &mut state,
+        LabEvent::Progress {
+            cell: 1,
+            step: 17,
+            steps: 50,
+            samples_done: 0,
+            samples_total: 8,
+            preview: Some(images(1)),
+        },
+    );
+    lab(
+        &mut state,
+        LabEvent::Log("ddim 10: unchanged, reused".into()),
+    );
+    if with_fid {
+        let c = &cells[1];
+        lab(
+            &mut state,
+            LabEvent::CellDone {
+                cell: 1,
+                result: result(&c.name, &c.label, c.steps, Some(3.0)),
+                images: images(1),
+                cached: false,
+            },
+        );
+    }
+    state
+}
+
+fn key(state: &mut State, code: KeyCode) {
+    state.update(Msg::Key(KeyEvent::new(code, KeyModifiers::NONE)));
+}
+
+/// Encodes the images a frame of this size shows, as the encoder thread would.
+fn encode_images(state: &mut State, width: u16, height: u16) {
+    let picker = Picker::halfblocks();
+    for (slot, rect) in image_slots(state, Rect::new(0, 0, width, height)) {
+        let cell = &state.cells[slot.cell];
+        if cell.images.is_empty() {
+            continue;
+        }
+        let request = Request {
+            slot,
+            version: cell.version,
+            size: (rect.width, rect.height),
+            samples: std::sync::Arc::new(cell.images.clone()),
+            shape: state.sample_shape,
+            count: cell.cell.preview,
+        };
+        let encoded = encode(&picker, &request).expect("encodes");
+        state.update(Msg::Encoded { slot, encoded });
+    }
+}
+
+fn render(state: &mut State, width: u16, height: u16) -> String {
+    encode_images(state, width, height);
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|f| draw(f, state)).unwrap();
+    terminal.backend().to_string()
+}
+
+fn snapshots(name: &str, state: &mut State) {
+    for (w, h) in [(80, 24), (160, 48)] {
+        insta::assert_snapshot!(format!("{name}_{w}x{h}"), render(state, w, h));
+    }
+}
+
+#[test]
+fn samplers_view() {
+    snapshots("samplers", &mut state(false));
+}
+
+#[test]
+fn samplers_view_focused_cell() {
+    let mut s = state(false);
+    key(&mut s, KeyCode::Right);
+    key(&mut s, KeyCode::Enter);
+    assert!(s.focused);
+    snapshots("samplers_focused", &mut s);
+}
+
+#[test]
+fn samplers_view_with_a_broken_file() {
+    let mut s = state(false);
+    s.update(Msg::Reloaded(Err(
+        "experiments/analytic.toml:12:9: `steps`: expected a positive integer".into(),
+    )));
+    assert!(s.experiment.is_some(), "the last good experiment stays");
+    snapshots("samplers_file_error", &mut s);
+}
+
+#[test]
+fn training_view_without_runs() {
+    let mut s = state(false);
+    key(&mut s, KeyCode::Char('2'));
+    assert_eq!(s.view, View::Training);
+    snapshots("training_empty", &mut s);
+}
+
+#[test]
+fn training_view_with_curves() {
+    let mut s = state(false);
+    key(&mut s, KeyCode::Tab);
+    key(&mut s, KeyCode::Char('l'));
+    let curve = |scale: f64| -> Vec<(f64, f64)> {
+        (0..200)
+            .map(|i| {
+                let x = i as f64 * 10.0;
+                (
+                    x,
+                    scale
+                        * (1.0 + 4.0 * (-x / 400.0).exp())
+                        * (1.0 + 0.1 * ((i * 7 % 13) as f64 / 13.0)),
+                )
+            })
+            .collect()
+    };
+    s.update(Msg::Training(vec![
+        Series::by_step("baseline", "loss", curve(0.05)),
+        Series::by_step("wide", "loss", curve(0.03)),
+    ]));
+    snapshots("training_curves", &mut s);
+}
+
+#[test]
+fn quality_view() {
+    let mut s = state(true);
+    key(&mut s, KeyCode::Char('3'));
+    snapshots("quality", &mut s);
+}
+
+#[test]
+fn quality_view_without_scores() {
+    let mut s = state(false);
+    key(&mut s, KeyCode::Char('3'));
+    snapshots("quality_unscored", &mut s);
+}
+
+#[test]
+fn help_overlay() {
+    let mut s = state(false);
+    key(&mut s, KeyCode::Char('?'));
+    snapshots("help", &mut s);
+    key(&mut s, KeyCode::Char('x'));
+    assert!(!s.help, "any key closes the help");
+}
+
+#[test]
+fn too_small_terminal() {
+    let mut s = state(false);
+    insta::assert_snapshot!("too_small_60x20", render(&mut s, 60, 20));
+}
+
+#[test]
+fn frame_time_at_160x48() {
+    let mut s = state(true);
+    encode_images(&mut s, 160, 48);
+    let mut terminal = Terminal::new(TestBackend::new(160, 48)).unwrap();
+    let frames = 200;
+    let start = Instant::now();
+    for _ in 0..frames {
+        terminal.draw(|f| draw(f, &s)).unwrap();
+    }
+    let per_frame = start.elapsed().as_secs_f64() * 1e3 / frames as f64;
+    println!("samplers view at 160x48: {per_frame:.3} ms per frame (draw and diff)");
+    assert!(per_frame < 50.0, "a frame takes {per_frame} ms");
+    assert_eq!(item(s.sample_shape), 64);
+}
