@@ -6,9 +6,10 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use difflab::metrics::series::{DisplaySeries, Point, XAxis, downsample_minmax};
+use difflab::metrics::tail::SeriesBuilder;
 use difflab::metrics::tfevents::proto;
 use difflab::metrics::tfevents::record::encode_record;
-use difflab::metrics::{Format, ScalarSink, decode_bytes};
+use difflab::metrics::{Format, ScalarSink};
 use difflab::plot::{Curve, Panel, PlotOptions, plot_to_rgb};
 use prost::Message;
 use std::hint::black_box;
@@ -77,8 +78,13 @@ fn readers(c: &mut Criterion) {
             assert_eq!(n.0, N);
         })
     });
-    g.bench_function("tfevents into series", |b| {
-        b.iter(|| decode_bytes(Format::TfEvents, black_box(&ev[..ev.len() / 10])))
+    g.bench_function("tfevents records into series", |b| {
+        b.iter(|| {
+            let mut d = Format::TfEvents.decoder();
+            let mut series = SeriesBuilder::new();
+            d.decode(black_box(&ev), true, &mut series);
+            series.finish()
+        })
     });
     g.finish();
 }

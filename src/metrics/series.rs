@@ -468,14 +468,18 @@ impl DisplaySeries {
 
     /// The raw and (with smoothing) smoothed lines, each downsampled to at most about
     /// `4 * buckets` points as [`downsample_minmax`] would, with `y_of` applied to values (the
-    /// y scale). `None` when x did not ascend.
+    /// y scale). `None` when x did not ascend, or when the series is shorter than
+    /// `BLOCK * buckets` points (a block would span several columns): downsample the points
+    /// then, which is as fast at that size.
     #[allow(clippy::type_complexity)]
     pub fn downsample(
         &self,
         buckets: usize,
         y_of: impl Fn(f64) -> f64,
     ) -> Option<(Vec<(f64, f64)>, Option<Vec<(f64, f64)>>)> {
-        if !self.ascending {
+        // A block must not span more than one column, or detail would be lost; shorter
+        // series are cheap to downsample from their points.
+        if !self.ascending || self.len < Self::BLOCK * buckets.max(1) {
             return None;
         }
         let lines = |blocks: &[Block]| {
@@ -658,6 +662,10 @@ mod tests {
         };
         assert_eq!(range(&raw), range(&direct));
         assert!(raw.len() <= 4 * 500 && smooth.unwrap().len() <= 4 * 500);
+        assert!(
+            d.downsample(n as usize / 100, |v| v).is_none(),
+            "too short for blocks"
+        );
         let mut back = DisplaySeries::new(XAxis::Step, 0.0);
         back.extend(&[Point::new(5, f64::NAN, 1.0), Point::new(2, f64::NAN, 1.0)]);
         assert!(back.downsample(10, |v| v).is_none());
