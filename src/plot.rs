@@ -18,7 +18,7 @@ use crate::metrics::series::{DisplaySeries, Ema, MinMaxBuckets, Point, XAxis, YS
 use crate::metrics::{Store, tag_matches};
 
 static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
-const FONT_NAME: &str = "sans-serif";
+pub(crate) const FONT_NAME: &str = "sans-serif";
 
 /// Errors from plotting.
 #[derive(Debug, thiserror::Error)]
@@ -181,7 +181,7 @@ fn figure_size(n: usize, options: &PlotOptions) -> (u32, u32) {
     })
 }
 
-fn register_font() {
+pub(crate) fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // The font is compiled in and known to parse; a failure would only lose the text.

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::experiment::Experiment;
+use crate::lab::plots::{Column, comparison_grid, write_plots};
 use crate::lab::{LabEvent, RunOptions, start};
 
 #[derive(clap::Args, Debug)]
@@ -45,6 +46,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let mut cell_bars: BTreeMap<usize, ProgressBar> = BTreeMap::new();
     let mut names = Vec::new();
     let mut done = Vec::new();
+    let mut images: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
+    let mut shape = [1, 1, 1];
     let mut outcome = None;
     for event in lab.events.iter() {
         match event {
@@ -52,8 +55,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 cells,
                 provider,
                 providers_note,
-                ..
+                sample_shape,
             } => {
+                shape = sample_shape;
                 eprintln!(
                     "{}: {} cells, model on {provider} ({providers_note})",
                     experiment.path.display(),
@@ -96,8 +100,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 cell,
                 result,
                 cached,
-                ..
+                images: cell_images,
             } => {
+                images.insert(cell, cell_images);
                 let quality = match (result.fid, result.kid) {
                     (Some(f), Some(k)) => format!(
                         "FID {f:.2}, KID {k:.4} ± {:.4}",
@@ -149,7 +154,36 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             unbatched as f64 / calls as f64
         );
     }
-    eprintln!("results in {}", out_dir.display());
+    // The figures: every cell of this experiment side by side, and the plots.
+    done.sort_by_key(|r| names.iter().position(|n| *n == r.name));
+    let columns: Vec<Column> = done
+        .iter()
+        .filter_map(|r| {
+            let i = names.iter().position(|n| *n == r.name)?;
+            Some(Column {
+                name: &r.name,
+                images: images.get(&i)?,
+            })
+        })
+        .collect();
+    if !columns.is_empty() {
+        comparison_grid(
+            &columns,
+            shape,
+            &experiment.seeds,
+            &out_dir.join("comparison.png"),
+        )?;
+    }
+    let plots = write_plots(&done, &out_dir).map_err(|e| anyhow::anyhow!("writing plots: {e}"))?;
+    eprintln!(
+        "results in {}: results.json, results.csv, comparison.png, cells/*.png, {}",
+        out_dir.display(),
+        plots
+            .iter()
+            .filter_map(|p| std::path::Path::new(p).file_name()?.to_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     if args.json {
         println!("{}", serde_json::to_string_pretty(&done)?);
     }

@@ -4,6 +4,7 @@
 pub mod images;
 pub mod model;
 pub mod plan;
+pub mod plots;
 pub mod results;
 pub mod runner;
 

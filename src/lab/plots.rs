@@ -1,0 +1,290 @@
+//! The run's figures: the labelled comparison grid (rows = seeds, columns = cells), quality against
+//! NFE (one line per sampler, log-x) and time per sample per cell, as PNG and SVG.
+
+use std::path::Path;
+
+use image::RgbImage;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::images::{grid, save_png};
+use super::results::CellResult;
+use crate::plot::{FONT_NAME, register_font};
+
+const COLOURS: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+];
+
+/// One column of the comparison: a cell's name and its preview images (model space, [-1, 1]).
+pub struct Column<'a> {
+    pub name: &'a str,
+    pub images: &'a [f32],
+}
+
+/// Rows = seeds, columns = cells, each column headed by its cell's name; written as PNG.
+pub fn comparison_grid(
+    columns: &[Column],
+    shape: [usize; 3],
+    seeds: &[u64],
+    path: &Path,
+) -> std::io::Result<()> {
+    let [_, h, w] = shape;
+    let scale = (64 / h.max(w).max(1)).max(1);
+    let (tile_w, tile_h) = (w * scale, h * scale);
+    let longest = columns
+        .iter()
+        .map(|c| c.name.chars().count())
+        .max()
+        .unwrap_or(0);
+    // Room for the header text (about 8 px a character at 14 px).
+    let (col_w, header, left, gap) = ((tile_w + 8).max(8 * longest + 12), 28, 64, 4);
+    let width = left + columns.len() * col_w;
+    let height = header + seeds.len() * (tile_h + gap) + gap;
+    let mut canvas = RgbImage::from_pixel(width as u32, height as u32, image::Rgb([255, 255, 255]));
+    for (c, column) in columns.iter().enumerate() {
+        let count = column.images.len() / shape.iter().product::<usize>().max(1);
+        for s in 0..count.min(seeds.len()) {
+            let item = shape.iter().product::<usize>();
+            let one = grid(&column.images[s * item..(s + 1) * item], shape, 1, 1);
+            let one = image::imageops::resize(
+                &one,
+                one.width() * scale as u32,
+                one.height() * scale as u32,
+                image::imageops::FilterType::Nearest,
+            );
+            let x = left + c * col_w + (col_w - one.width() as usize) / 2;
+            let y = header + s * (tile_h + gap);
+            image::imageops::overlay(&mut canvas, &one, x as i64, y as i64);
+        }
+    }
+    register_font();
+    {
+        let (wu, hu) = (width as u32, height as u32);
+        let area = BitMapBackend::with_buffer(canvas.as_mut(), (wu, hu)).into_drawing_area();
+        let style = (FONT_NAME, 14).into_font().color(&BLACK);
+        for (c, column) in columns.iter().enumerate() {
+            let x = (left + c * col_w + 4) as i32;
+            draw_text(&area, column.name, (x, 6), &style);
+        }
+        for (s, seed) in seeds.iter().enumerate() {
+            let y = (header + s * (tile_h + gap) + tile_h / 2 - 7) as i32;
+            draw_text(&area, &format!("seed {seed}"), (4, y), &style);
+        }
+        area.present()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+    }
+    save_png(&canvas, path)
+}
+
+fn draw_text<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    text: &str,
+    at: (i32, i32),
+    style: &TextStyle,
+) {
+    let _ = area.draw(&Text::new(text.to_string(), at, style.clone()));
+}
+
+/// Writes `quality_vs_nfe.{png,svg}` (when cells have FID) and `time_per_sample.{png,svg}` into
+/// `dir`; returns the files written.
+pub fn write_plots(cells: &[CellResult], dir: &Path) -> Result<Vec<String>, String> {
+    register_font();
+    let mut written = Vec::new();
+    for ext in ["png", "svg"] {
+        if cells.iter().any(|c| c.fid.is_some()) {
+            let path = dir.join(format!("quality_vs_nfe.{ext}"));
+            render(&path, (800, 500), Figure::QualityVsNfe, cells)?;
+            written.push(path.display().to_string());
+        }
+        let path = dir.join(format!("time_per_sample.{ext}"));
+        render(&path, (800, 460), Figure::TimePerSample, cells)?;
+        written.push(path.display().to_string());
+    }
+    Ok(written)
+}
+
+#[derive(Clone, Copy)]
+enum Figure {
+    QualityVsNfe,
+    TimePerSample,
+}
+
+/// Draws a figure into a PNG or SVG (by extension) through a temp file renamed into place.
+fn render(
+    path: &Path,
+    size: (u32, u32),
+    figure: Figure,
+    cells: &[CellResult],
+) -> Result<(), String> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("png")
+        .to_string();
+    let tmp = path.with_extension(format!("tmp{}.{ext}", std::process::id()));
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
+    }
+    if ext == "svg" {
+        let area = SVGBackend::new(&tmp, size).into_drawing_area();
+        figure.draw(&area, cells)?;
+        area.present().map_err(|e| e.to_string())?;
+    } else {
+        let area = BitMapBackend::new(&tmp, size).into_drawing_area();
+        figure.draw(&area, cells)?;
+        area.present().map_err(|e| e.to_string())?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| e.to_string())
+}
+
+impl Figure {
+    fn draw<DB: DrawingBackend>(
+        self,
+        area: &DrawingArea<DB, Shift>,
+        cells: &[CellResult],
+    ) -> Result<(), String>
+    where
+        DB::ErrorType: 'static,
+    {
+        area.fill(&WHITE).map_err(|e| e.to_string())?;
+        match self {
+            Figure::QualityVsNfe => quality_vs_nfe(area, cells),
+            Figure::TimePerSample => time_per_sample(area, cells),
+        }
+        .map_err(|e| e.to_string())
+    }
+}
+
+type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+
+/// FID against NFE, one line per sampler (label), log-x.
+fn quality_vs_nfe<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    cells: &[CellResult],
+) -> DrawResult<DB> {
+    let mut families: Vec<(&str, Vec<(f64, f64)>)> = Vec::new();
+    for c in cells {
+        let Some(fid) = c.fid else { continue };
+        match families.iter_mut().find(|(l, _)| *l == c.label) {
+            Some((_, pts)) => pts.push((c.nfe as f64, fid)),
+            None => families.push((&c.label, vec![(c.nfe as f64, fid)])),
+        }
+    }
+    for (_, pts) in &mut families {
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    let all = families.iter().flat_map(|(_, p)| p.iter());
+    let (lo, hi) = all.clone().fold((f64::MAX, f64::MIN), |(lo, hi), p| {
+        (lo.min(p.0), hi.max(p.0))
+    });
+    let top = all.fold(0.0f64, |m, p| m.max(p.1)) * 1.1;
+    let mut chart = ChartBuilder::on(area)
+        .caption("Sample quality against cost", (FONT_NAME, 20))
+        .margin(14)
+        .x_label_area_size(44)
+        .y_label_area_size(60)
+        .build_cartesian_2d((lo * 0.8..hi * 1.25).log_scale(), 0.0..top.max(1e-9))?;
+    chart
+        .configure_mesh()
+        .x_desc("NFE (model evaluations per sample)")
+        .y_desc("FID (lower is better)")
+        .label_style((FONT_NAME, 13))
+        .axis_desc_style((FONT_NAME, 14))
+        .draw()?;
+    for (i, (label, pts)) in families.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        chart
+            .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))?
+            .label(label.to_string())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+            });
+        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, colour.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FONT_NAME, 13))
+        .draw()
+}
+
+/// Milliseconds per sample for each cell, split into model and sampler time.
+fn time_per_sample<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    cells: &[CellResult],
+) -> DrawResult<DB> {
+    let per_sample =
+        |c: &CellResult, ms_per_step: f64| ms_per_step * c.steps as f64 / c.samples.max(1) as f64;
+    let top = cells.iter().map(|c| c.ms_per_sample).fold(0.0f64, f64::max) * 1.15;
+    let names: Vec<String> = cells.iter().map(|c| c.name.clone()).collect();
+    let mut chart = ChartBuilder::on(area)
+        .caption("Time per sample", (FONT_NAME, 20))
+        .margin(14)
+        .x_label_area_size(44)
+        .y_label_area_size(60)
+        .build_cartesian_2d((0..cells.len()).into_segmented(), 0.0..top.max(1e-9))?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(cells.len().max(1))
+        .x_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => names.get(*i).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .y_desc("ms per sample")
+        .label_style((FONT_NAME, 12))
+        .axis_desc_style((FONT_NAME, 14))
+        .draw()?;
+    let (model_colour, sampler_colour) = (COLOURS[0], COLOURS[1]);
+    chart
+        .draw_series(cells.iter().enumerate().map(|(i, c)| {
+            let mut bar = Rectangle::new(
+                [
+                    (SegmentValue::Exact(i), 0.0),
+                    (
+                        SegmentValue::Exact(i + 1),
+                        per_sample(c, c.model_ms_per_step),
+                    ),
+                ],
+                model_colour.filled(),
+            );
+            bar.set_margin(0, 0, 12, 12);
+            bar
+        }))?
+        .label("model")
+        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], model_colour.filled()));
+    chart
+        .draw_series(cells.iter().enumerate().map(|(i, c)| {
+            let model = per_sample(c, c.model_ms_per_step);
+            let mut bar = Rectangle::new(
+                [
+                    (SegmentValue::Exact(i), model),
+                    (
+                        SegmentValue::Exact(i + 1),
+                        model + per_sample(c, c.sampler_ms_per_step),
+                    ),
+                ],
+                sampler_colour.filled(),
+            );
+            bar.set_margin(0, 0, 12, 12);
+            bar
+        }))?
+        .label("sampler")
+        .legend(move |(x, y)| {
+            Rectangle::new([(x, y - 5), (x + 14, y + 5)], sampler_colour.filled())
+        });
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FONT_NAME, 13))
+        .draw()
+}
