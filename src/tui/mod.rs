@@ -60,6 +60,13 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     result
 }
 
+/// The training-log folders the experiment names (none when it does not load).
+fn state_training_roots(experiment: &std::path::Path) -> Vec<PathBuf> {
+    Experiment::load(experiment)
+        .map(|e| e.training_runs.iter().map(PathBuf::from).collect())
+        .unwrap_or_default()
+}
+
 async fn main_loop(
     mut term: terminal::Term,
     options: Options,
@@ -94,6 +101,19 @@ async fn main_loop(
         }
     };
     spawn_signal_handlers(&tx);
+    let _follower = match &state_training_roots(&options.experiment) {
+        roots if !roots.is_empty() => {
+            let tx = tx.clone();
+            match training::follow(roots, move |series| tx.send(Msg::Training(series)).is_ok()) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    state.push_log(format!("error: cannot follow the training logs: {e}"));
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     state.push_log(format!(
         "first frame after {:.0} ms; images as {}",
         first_frame.as_secs_f64() * 1e3,
