@@ -79,14 +79,16 @@ def difflab(samplers, batch, threads, out):
         lines += ["[[sampler]]", f'name = "{name}"', f"steps = {steps}"]
     path = pathlib.Path(out) / "bench.toml"
     path.write_text("\n".join(lines) + "\n")
+    # A fresh output folder each time: results.json keeps the cells of earlier runs.
+    results_dir = pathlib.Path(tempfile.mkdtemp(dir=out))
     start = time.perf_counter()
     subprocess.run(
-        [str(DIFFLAB), "run", str(path), "--force", "--out", str(pathlib.Path(out) / "out")],
+        [str(DIFFLAB), "run", str(path), "--force", "--out", str(results_dir)],
         check=True,
         capture_output=True,
     )
     total = time.perf_counter() - start
-    results = json.loads((pathlib.Path(out) / "out" / "results.json").read_text())
+    results = json.loads((results_dir / "results.json").read_text())
     return sum(c["wall_s"] for c in results["cells"]), total
 
 
