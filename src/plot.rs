@@ -190,7 +190,7 @@ pub(crate) fn register_font() {
 }
 
 /// Tableau 10, the palette TensorBoard-like tools use.
-const PALETTE: [RGBColor; 10] = [
+pub(crate) const PALETTE: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),

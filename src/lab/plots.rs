@@ -9,18 +9,7 @@ use plotters::prelude::*;
 
 use super::images::{grid, save_png};
 use super::results::CellResult;
-use crate::plot::{FONT_NAME, register_font};
-
-const COLOURS: [RGBColor; 8] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
-];
+use crate::plot::{FONT_NAME, PALETTE as COLOURS, register_font};
 
 /// One column of the comparison: a cell's name and its preview images (model space, [-1, 1]).
 pub struct Column<'a> {

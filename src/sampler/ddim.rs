@@ -1,9 +1,9 @@
 //! DDIMScheduler (Song et al. 2021): deterministic at eta = 0, DDPM-like at eta = 1.
 
-use super::ddpm::{check_step_count, check_timesteps};
+use super::ddpm::checked_timesteps;
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
-use super::spacing::{TimestepSpacing, ddpm_ddim_timesteps};
+use super::spacing::TimestepSpacing;
 use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -44,15 +44,12 @@ impl Ddim {
 
 impl Scheduler for Ddim {
     fn set_steps(&mut self, steps: usize) -> Result<(), ConfigError> {
-        let n = self.schedule.num_train_timesteps();
-        let timesteps = ddpm_ddim_timesteps(
+        self.timesteps = checked_timesteps(
             self.config.timestep_spacing,
-            n,
-            check_step_count(steps, n)?,
+            self.schedule.num_train_timesteps(),
+            steps,
             self.config.steps_offset,
-        );
-        check_timesteps(&timesteps, n, steps)?;
-        self.timesteps = timesteps;
+        )?;
         self.index = 0;
         Ok(())
     }

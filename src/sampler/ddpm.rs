@@ -94,15 +94,12 @@ impl Ddpm {
 
 impl Scheduler for Ddpm {
     fn set_steps(&mut self, steps: usize) -> Result<(), ConfigError> {
-        let n = self.schedule.num_train_timesteps();
-        let timesteps = ddpm_ddim_timesteps(
+        self.timesteps = checked_timesteps(
             self.config.timestep_spacing,
-            n,
-            check_step_count(steps, n)?,
+            self.schedule.num_train_timesteps(),
+            steps,
             self.config.steps_offset,
-        );
-        check_timesteps(&timesteps, n, steps)?;
-        self.timesteps = timesteps;
+        )?;
         self.index = 0;
         Ok(())
     }
@@ -162,6 +159,23 @@ impl Scheduler for Ddpm {
         self.index += 1;
         Ok(())
     }
+}
+
+/// DDPM's and DDIM's timesteps for `steps` steps, or why that step count cannot be used.
+pub(super) fn checked_timesteps(
+    spacing: TimestepSpacing,
+    train_steps: usize,
+    steps: usize,
+    steps_offset: i64,
+) -> Result<Vec<i64>, ConfigError> {
+    let timesteps = ddpm_ddim_timesteps(
+        spacing,
+        train_steps,
+        check_step_count(steps, train_steps)?,
+        steps_offset,
+    );
+    check_timesteps(&timesteps, train_steps, steps)?;
+    Ok(timesteps)
 }
 
 /// Rejects step counts diffusers rejects: zero, or more than the training steps.
