@@ -146,28 +146,8 @@ impl fmt::Display for InfoReport {
             rt.providers.join(", ")
         )?;
 
-        writeln!(f, "inputs")?;
-        for (spec, role) in &self.inputs {
-            let role = role.map_or("(no role)".to_string(), |r| r.to_string());
-            writeln!(
-                f,
-                "  {:<24} {:<20} {:<8} -> {role}",
-                spec.name,
-                shape_text(&spec.dims),
-                spec.elem.to_string()
-            )?;
-        }
-        writeln!(f, "outputs")?;
-        for (spec, role) in &self.outputs {
-            let role = role.map_or("(unused)".to_string(), |r| r.to_string());
-            writeln!(
-                f,
-                "  {:<24} {:<20} {:<8} -> {role}",
-                spec.name,
-                shape_text(&spec.dims),
-                spec.elem.to_string()
-            )?;
-        }
+        write_tensors(f, "inputs", &self.inputs, "(no role)")?;
+        write_tensors(f, "outputs", &self.outputs, "(unused)")?;
         let [c, h, w] = self.sample_shape;
         let batch = match self.fixed_batch {
             Some(b) => format!("fixed batch {b} (larger batches are split)"),
@@ -233,4 +213,25 @@ impl fmt::Display for InfoReport {
         }
         Ok(())
     }
+}
+
+/// One table of `difflab info`: each tensor's name, shape, element type and role.
+fn write_tensors(
+    f: &mut fmt::Formatter<'_>,
+    title: &str,
+    tensors: &[(TensorSpec, Option<Role>)],
+    no_role: &str,
+) -> fmt::Result {
+    writeln!(f, "{title}")?;
+    for (spec, role) in tensors {
+        let role = role.map_or(no_role.to_string(), |r| r.to_string());
+        writeln!(
+            f,
+            "  {:<24} {:<20} {:<8} -> {role}",
+            spec.name,
+            shape_text(&spec.dims),
+            spec.elem.to_string()
+        )?;
+    }
+    Ok(())
 }

@@ -70,10 +70,6 @@ impl Scheduler for Ddim {
         (prev >= 0).then_some(prev)
     }
 
-    fn step_index(&self) -> usize {
-        self.index
-    }
-
     fn step(
         &mut self,
         model_output: &[f32],

@@ -116,10 +116,6 @@ impl Scheduler for Ddpm {
         self.timesteps.get(i).is_some_and(|&t| t > 0)
     }
 
-    fn step_index(&self) -> usize {
-        self.index
-    }
-
     fn step(
         &mut self,
         model_output: &[f32],

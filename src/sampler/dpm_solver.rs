@@ -292,10 +292,6 @@ impl Scheduler for DpmSolver {
         self.config.algorithm == DpmAlgorithm::SdeDpmSolverPlusPlus
     }
 
-    fn step_index(&self) -> usize {
-        self.index
-    }
-
     fn step(
         &mut self,
         model_output: &[f32],

@@ -63,9 +63,6 @@ pub trait Scheduler: Send {
         batch: usize,
         noise: &mut dyn NoiseSource,
     ) -> Result<(), StepError>;
-
-    /// How many steps have been taken since `set_steps`.
-    fn step_index(&self) -> usize;
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]

@@ -60,13 +60,6 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     result
 }
 
-/// The training-log folders the experiment names (none when it does not load).
-fn state_training_roots(experiment: &std::path::Path) -> Vec<PathBuf> {
-    Experiment::load(experiment)
-        .map(|e| e.training_runs.iter().map(PathBuf::from).collect())
-        .unwrap_or_default()
-}
-
 async fn main_loop(
     mut term: terminal::Term,
     options: Options,
@@ -74,6 +67,11 @@ async fn main_loop(
     started: Instant,
 ) -> anyhow::Result<()> {
     let (tx, mut rx) = unbounded_channel::<Msg>();
+    // The training-log folders the experiment names (none when it does not load).
+    let training_roots: Vec<PathBuf> = loaded
+        .as_ref()
+        .map(|e| e.training_runs.iter().map(PathBuf::from).collect())
+        .unwrap_or_default();
     let mut state = State::new(options.experiment.clone(), loaded, "halfblocks");
 
     // The first frame goes out before anything slow: the terminal query, the watcher, the lab.
@@ -101,7 +99,7 @@ async fn main_loop(
         }
     };
     spawn_signal_handlers(&tx);
-    let _follower = match &state_training_roots(&options.experiment) {
+    let _follower = match &training_roots {
         roots if !roots.is_empty() => {
             let tx = tx.clone();
             match training::follow(roots, move |series| tx.send(Msg::Training(series)).is_ok()) {
