@@ -17,7 +17,7 @@ pub struct Args {
     /// Write results here instead of the experiment's output folder.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Run only the cells whose sampler label or cell name ("ddim 50") contains this.
+    /// Run only one cell ("ddim 50") or the samplers whose label starts with this ("dpm++").
     #[arg(long)]
     pub only: Option<String>,
     /// Print the results as JSON on stdout (progress goes to stderr).

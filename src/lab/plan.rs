@@ -28,17 +28,15 @@ pub struct Cell {
     pub key: String,
 }
 
-/// Plans every cell (or only those whose label or name contains `only`).
+/// Plans every cell, or only the cells `only` selects (see [`selects`]).
 pub fn plan(experiment: &Experiment, only: Option<&str>) -> std::io::Result<Vec<Cell>> {
     let inputs = inputs_hash(experiment)?;
     let mut cells = Vec::new();
     for sampler in &experiment.samplers {
         for &steps in &sampler.steps {
             let name = format!("{} {steps}", sampler.label);
-            if let Some(only) = only {
-                if !name.contains(only) && sampler.label != only {
-                    continue;
-                }
+            if only.is_some_and(|only| !selects(only, &sampler.label, &name)) {
+                continue;
             }
             let samples = sampler
                 .samples
@@ -67,6 +65,13 @@ pub fn plan(experiment: &Experiment, only: Option<&str>) -> std::io::Result<Vec<
         }
     }
     Ok(cells)
+}
+
+/// Whether `--only FILTER` picks the cell `name` (e.g. "ddim 50") of sampler `label`: the exact cell
+/// name, or a prefix of the label, so "dpm++" picks every DPM++ variant and "dpm" does not pick "ddpm".
+pub fn selects(filter: &str, label: &str, name: &str) -> bool {
+    let filter = filter.trim();
+    !filter.is_empty() && (name == filter || label.starts_with(filter))
 }
 
 /// The experiment's seeds, then the next unused seeds until there are `count`.
@@ -111,4 +116,20 @@ fn hash_file(hash: &mut Sha256, path: &Path) -> std::io::Result<()> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::selects;
+
+    #[test]
+    fn only_picks_a_cell_or_a_label_prefix() {
+        assert!(selects("ddim 50", "ddim", "ddim 50"));
+        assert!(!selects("ddim 50", "ddim", "ddim 10"));
+        assert!(selects("ddim", "ddim", "ddim 10"));
+        assert!(selects("dpm++", "dpm++2m-karras", "dpm++2m-karras 10"));
+        assert!(!selects("dpm", "ddpm", "ddpm 1000"));
+        assert!(selects("dpm", "dpm++2m", "dpm++2m 20"));
+        assert!(!selects(" ", "ddim", "ddim 10"));
+    }
 }

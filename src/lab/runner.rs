@@ -175,9 +175,14 @@ fn run_inner(
     };
     let cells = plan(experiment, options.only.as_deref())?;
     if cells.is_empty() {
+        let names: Vec<String> = plan(experiment, None)?
+            .into_iter()
+            .map(|c| format!("{:?}", c.name))
+            .collect();
         return Err(Stop::Error(format!(
-            "no cell matches --only {:?}",
-            options.only.as_deref().unwrap_or("")
+            "no cell matches --only {:?}; give a cell name or the start of a sampler label: {}",
+            options.only.as_deref().unwrap_or(""),
+            names.join(", ")
         )));
     }
     let LoadedModel {

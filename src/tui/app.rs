@@ -367,6 +367,8 @@ impl State {
             KeyCode::Char('t') => self.training.x_time = !self.training.x_time,
             KeyCode::Char('+') | KeyCode::Char('=') => self.training.smoother(),
             KeyCode::Char('-') => self.training.rougher(),
+            KeyCode::Char(']') => self.training.tag_page += 1,
+            KeyCode::Char('[') => self.training.tag_page -= 1,
             _ => {}
         }
         Vec::new()

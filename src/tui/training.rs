@@ -47,6 +47,8 @@ pub struct TrainingState {
     pub log_y: bool,
     /// x is wall time instead of step.
     pub x_time: bool,
+    /// Which page of tag panels is shown when they do not all fit (wraps around).
+    pub tag_page: i64,
 }
 
 const SMOOTHING_STEPS: [f64; 7] = [0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99];
@@ -75,6 +77,18 @@ impl TrainingState {
             .copied()
             .find(|&s| s < self.smoothing - 1e-9)
             .unwrap_or(0.0);
+    }
+
+    /// Tags in the order they were first seen, each with the curves of every run that logs it.
+    pub fn panels(&self) -> Vec<(String, Vec<Curve>)> {
+        let mut panels: Vec<(String, Vec<Curve>)> = Vec::new();
+        for curve in self.curves() {
+            match panels.iter_mut().find(|p| p.0 == curve.1) {
+                Some(p) => p.1.push(curve),
+                None => panels.push((curve.1.clone(), vec![curve])),
+            }
+        }
+        panels
     }
 
     /// The curves to draw: (run, tag, points) after the x choice, smoothing and log-y.

@@ -57,23 +57,28 @@ fn short(v: f64) -> String {
     }
 }
 
-/// Loss curves: several runs and tags overlaid.
-pub fn chart_curves<'a>(
+/// One tag's curves, every run overlaid (the legend names the runs when there are several).
+fn chart_curves<'a>(
     curves: &'a [Curve],
     title: String,
     x_title: &'a str,
     log_y: bool,
 ) -> Chart<'a> {
+    let named = curves.len() > 1;
     let datasets = curves
         .iter()
         .enumerate()
-        .map(|(i, (run, tag, points))| {
-            Dataset::default()
-                .name(format!("{run}/{tag}"))
+        .map(|(i, (run, _, points))| {
+            let dataset = Dataset::default()
                 .marker(Marker::Braille)
                 .graph_type(GraphType::Line)
                 .style(Style::new().fg(PALETTE[i % PALETTE.len()]))
-                .data(points)
+                .data(points);
+            if named {
+                dataset.name(run.clone())
+            } else {
+                dataset
+            }
         })
         .collect();
     let (xb, xl) = axis(curves.iter().flat_map(|c| c.2.iter().map(|p| p.0)), false);
@@ -82,9 +87,36 @@ pub fn chart_curves<'a>(
         .block(Block::bordered().title(title))
         .x_axis(Axis::default().title(x_title).bounds(xb).labels(xl))
         .y_axis(Axis::default().bounds(yb).labels(yl))
-        .hidden_legend_constraints((Constraint::Ratio(1, 2), Constraint::Ratio(1, 1)))
+        .hidden_legend_constraints((Constraint::Ratio(1, 2), Constraint::Ratio(1, 2)))
 }
 
+/// Smallest readable panel: room for axis labels and a few rows of Braille.
+const PANEL_MIN: (u16, u16) = (36, 8);
+
+/// Columns and rows of panels for `n` tags in `area`, as many as fit at a readable size.
+fn panel_grid(n: usize, area: Rect) -> (usize, usize) {
+    let max_cols = (area.width / PANEL_MIN.0).max(1) as usize;
+    let max_rows = (area.height / PANEL_MIN.1).max(1) as usize;
+    let rows = n.div_ceil(max_cols).clamp(1, max_rows);
+    // Balance the rows when everything fits (5 tags: 3 + 2, not 4 + 1).
+    let cols = n.div_ceil(rows).clamp(1, max_cols);
+    (cols, rows)
+}
+
+/// Panel title: the tag, and its last value where one run logs it (several runs: the legend).
+fn panel_title(tag: &str, curves: &[Curve], log_y: bool) -> String {
+    match curves {
+        [(_, _, points)] if !points.is_empty() => {
+            let (x, y) = points[points.len() - 1];
+            let y = if log_y { 10f64.powf(y) } else { y };
+            format!(" {tag} {} @ {} ", short(y), short(x))
+        }
+        _ => format!(" {tag} "),
+    }
+}
+
+/// One panel per tag, like TensorBoard: each has its own y range, so a loss near 0.03 and a FID near
+/// 100 both read well. Tags that do not fit are on further pages (`[` and `]`).
 pub fn draw_training(frame: &mut Frame, state: &State, area: Rect) {
     let t = &state.training;
     let settings = format!(
@@ -112,9 +144,36 @@ pub fn draw_training(frame: &mut Frame, state: &State, area: Rect) {
         );
         return;
     }
-    let curves = t.curves();
+    let panels = t.panels();
+    let mut outer = Block::bordered().title(settings);
+    let inner = outer.inner(area);
+    let (cols, rows) = panel_grid(panels.len(), inner);
+    let per_page = cols * rows;
+    let pages = panels.len().div_ceil(per_page);
+    let page = t.tag_page.rem_euclid(pages as i64) as usize;
+    if pages > 1 {
+        outer = outer.title_bottom(format!(
+            " tags {}–{} of {} · page {}/{} ([ ]) ",
+            page * per_page + 1,
+            ((page + 1) * per_page).min(panels.len()),
+            panels.len(),
+            page + 1,
+            pages
+        ));
+    }
+    frame.render_widget(outer, area);
     let x_title = if t.x_time { "seconds" } else { "step" };
-    frame.render_widget(chart_curves(&curves, settings, x_title, t.log_y), area);
+    let row_areas = Layout::vertical(vec![Constraint::Ratio(1, rows as u32); rows]).split(inner);
+    let shown = panels.iter().skip(page * per_page).take(per_page);
+    for (i, (tag, curves)) in shown.enumerate() {
+        let cells = Layout::horizontal(vec![Constraint::Ratio(1, cols as u32); cols])
+            .split(row_areas[i / cols]);
+        let title = panel_title(tag, curves, t.log_y);
+        frame.render_widget(
+            chart_curves(curves, title, x_title, t.log_y),
+            cells[i % cols],
+        );
+    }
 }
 
 pub fn draw_quality(frame: &mut Frame, state: &State, area: Rect) {

@@ -186,7 +186,7 @@ fn draw_status(frame: &mut Frame, state: &State, area: Rect) {
 }
 
 /// Every key, for the `?` overlay.
-pub const KEYS: [(&str, &str); 15] = [
+pub const KEYS: [(&str, &str); 16] = [
     ("q, Ctrl-C", "quit"),
     ("Tab, Shift-Tab", "next, previous view"),
     ("1 2 3", "Samplers, Training, Quality"),
@@ -199,6 +199,7 @@ pub const KEYS: [(&str, &str); 15] = [
     ("l", "training: log-y on/off"),
     ("+ / -", "training: more / less smoothing"),
     ("t", "training: x as step or wall time"),
+    ("[ / ]", "training: previous / next page of tags"),
     ("?", "this help (any key closes it)"),
     ("", ""),
     ("saving", "the experiment file reruns changed cells"),

@@ -235,6 +235,44 @@ fn training_view_with_curves() {
 }
 
 #[test]
+fn training_view_one_panel_per_tag_and_pages() {
+    let mut s = state(false);
+    key(&mut s, KeyCode::Char('2'));
+    let decay = |start: f64, rate: f64| -> Vec<(f64, f64)> {
+        (0..100)
+            .map(|i| (i as f64 * 30.0, start * (-(i as f64) * rate).exp() + 0.03))
+            .collect()
+    };
+    s.update(Msg::Training(vec![
+        Series::by_step("mnist16", "train/loss", decay(0.5, 0.05)),
+        Series::by_step("mnist16", "train/lr", decay(1e-3, 0.02)),
+        Series::by_step("mnist16", "eval/fid_ddim50", decay(300.0, 0.04)),
+        Series::by_step("wide", "train/loss", decay(0.4, 0.06)),
+        Series::by_step("mnist16", "train/ema_loss", decay(0.45, 0.05)),
+        Series::by_step("mnist16", "grad_norm", decay(2.0, 0.01)),
+    ]));
+    // Five tags: all fit at 160×48; at 80×24 two to a page.
+    let first = render(&mut s, 80, 24);
+    assert!(first.contains("tags 1–2 of 5 · page 1/3"), "{first}");
+    assert!(
+        first.contains("train/loss") && first.contains("train/lr"),
+        "{first}"
+    );
+    assert!(!first.contains("grad_norm"), "{first}");
+    let wide = render(&mut s, 160, 48);
+    assert!(!wide.contains("page 1/"), "every tag fits: {wide}");
+    snapshots("training_tags", &mut s);
+    key(&mut s, KeyCode::Char('['));
+    let last = render(&mut s, 80, 24);
+    assert!(
+        last.contains("grad_norm") && last.contains("page 3/3"),
+        "[ on the first page wraps to the last: {last}"
+    );
+    key(&mut s, KeyCode::Char(']'));
+    assert_eq!(render(&mut s, 80, 24), first);
+}
+
+#[test]
 fn quality_view() {
     let mut s = state(true);
     key(&mut s, KeyCode::Char('3'));
