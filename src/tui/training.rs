@@ -30,6 +30,14 @@ impl Series {
 /// A curve ready to draw: run, tag and (x, y) points.
 pub type Curve = (String, String, Vec<(f64, f64)>);
 
+/// One tag's panel: the curve of every run that logs it, and each run's last raw (unsmoothed) point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Panel {
+    pub tag: String,
+    pub curves: Vec<Curve>,
+    pub last: Vec<Option<(f64, f64)>>,
+}
+
 /// Anything that can tell the dashboard the current training curves.
 pub trait TrainingSource: Send {
     /// Every (run, tag) series known now.
@@ -80,12 +88,25 @@ impl TrainingState {
     }
 
     /// Tags in the order they were first seen, each with the curves of every run that logs it.
-    pub fn panels(&self) -> Vec<(String, Vec<Curve>)> {
-        let mut panels: Vec<(String, Vec<Curve>)> = Vec::new();
-        for curve in self.curves() {
-            match panels.iter_mut().find(|p| p.0 == curve.1) {
-                Some(p) => p.1.push(curve),
-                None => panels.push((curve.1.clone(), vec![curve])),
+    pub fn panels(&self) -> Vec<Panel> {
+        let mut panels: Vec<Panel> = Vec::new();
+        for (series, curve) in self.series.iter().zip(self.curves()) {
+            let raw = if self.x_time {
+                &series.by_time
+            } else {
+                &series.by_step
+            };
+            let last = raw.iter().rev().find(|p| p.1.is_finite()).copied();
+            match panels.iter_mut().find(|p| p.tag == series.tag) {
+                Some(p) => {
+                    p.curves.push(curve);
+                    p.last.push(last);
+                }
+                None => panels.push(Panel {
+                    tag: series.tag.clone(),
+                    curves: vec![curve],
+                    last: vec![last],
+                }),
             }
         }
         panels
@@ -144,6 +165,28 @@ mod tests {
         let c = &t.curves()[0].2;
         assert_eq!(c[0], (0.0, 1.0));
         assert!((c[1].1 - (0.25 + 1.5) / 0.75).abs() < 1e-12);
+    }
+
+    #[test]
+    fn panels_group_runs_by_tag_and_keep_the_raw_last_value() {
+        let mut t = TrainingState::new(2);
+        t.series = vec![
+            Series::by_step("a", "loss", vec![(0.0, 10.0), (1.0, 0.0)]),
+            Series::by_step("a", "fid", vec![(5.0, 300.0), (10.0, f64::NAN)]),
+            Series::by_step("b", "loss", vec![(0.0, 4.0)]),
+        ];
+        let panels = t.panels();
+        let tags: Vec<&str> = panels.iter().map(|p| p.tag.as_str()).collect();
+        assert_eq!(tags, ["loss", "fid"]);
+        assert_eq!(panels[0].curves.len(), 2);
+        // Smoothing bends the drawn curve, not the number shown.
+        assert!(panels[0].curves[0].2[1].1 > 1.0);
+        assert_eq!(panels[0].last, [Some((1.0, 0.0)), Some((0.0, 4.0))]);
+        assert_eq!(
+            panels[1].last,
+            [Some((5.0, 300.0))],
+            "the last finite point"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Axis, Block, Cell, Chart, Dataset, GraphType, Paragraph, Row, Table, Wrap};
 
 use crate::tui::app::State;
-use crate::tui::training::Curve;
+use crate::tui::training::{Curve, Panel};
 
 const PALETTE: [Color; 8] = [
     Color::Cyan,
@@ -103,15 +103,11 @@ fn panel_grid(n: usize, area: Rect) -> (usize, usize) {
     (cols, rows)
 }
 
-/// Panel title: the tag, and its last value where one run logs it (several runs: the legend).
-fn panel_title(tag: &str, curves: &[Curve], log_y: bool) -> String {
-    match curves {
-        [(_, _, points)] if !points.is_empty() => {
-            let (x, y) = points[points.len() - 1];
-            let y = if log_y { 10f64.powf(y) } else { y };
-            format!(" {tag} {} @ {} ", short(y), short(x))
-        }
-        _ => format!(" {tag} "),
+/// Panel title: the tag, and its last raw value where one run logs it (several runs: the legend).
+fn panel_title(panel: &Panel) -> String {
+    match panel.last.as_slice() {
+        [Some((x, y))] => format!(" {} {} @ {} ", panel.tag, short(*y), short(*x)),
+        _ => format!(" {} ", panel.tag),
     }
 }
 
@@ -165,14 +161,11 @@ pub fn draw_training(frame: &mut Frame, state: &State, area: Rect) {
     let x_title = if t.x_time { "seconds" } else { "step" };
     let row_areas = Layout::vertical(vec![Constraint::Ratio(1, rows as u32); rows]).split(inner);
     let shown = panels.iter().skip(page * per_page).take(per_page);
-    for (i, (tag, curves)) in shown.enumerate() {
+    for (i, panel) in shown.enumerate() {
         let cells = Layout::horizontal(vec![Constraint::Ratio(1, cols as u32); cols])
             .split(row_areas[i / cols]);
-        let title = panel_title(tag, curves, t.log_y);
-        frame.render_widget(
-            chart_curves(curves, title, x_title, t.log_y),
-            cells[i % cols],
-        );
+        let chart = chart_curves(&panel.curves, panel_title(panel), x_title, t.log_y);
+        frame.render_widget(chart, cells[i % cols]);
     }
 }
 
