@@ -60,7 +60,9 @@ fn the_feature_network_gives_what_pytorch_gave() {
     let c = check("features_check.json");
     let mut net = OnnxFeatures::load(models().join("mnist16-features.onnx"), &cpu()).unwrap();
     let images = floats(&c["image"]);
-    let (features, dim) = net.features(&images, 4, [1, 16, 16]).unwrap();
+    let batch = c["shape"][0].as_u64().unwrap() as usize;
+    let (features, dim) = net.features(&images, batch, [1, 16, 16]).unwrap();
+    assert_eq!(features.len(), batch * dim);
     assert_eq!(dim, c["features_shape"][1].as_u64().unwrap() as usize);
     let d = max_abs_diff(&features, &floats(&c["features"]));
     println!("features: max |ONNX Runtime - PyTorch| = {d:.2e}");
