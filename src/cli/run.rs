@@ -56,6 +56,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 provider,
                 providers_note,
                 sample_shape,
+                ..
             } => {
                 shape = sample_shape;
                 eprintln!(

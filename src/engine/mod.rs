@@ -17,7 +17,10 @@ pub use analytic::{AnalyticDenoiser, GaussianMixture};
 pub use denoiser::{DenoiseError, Denoiser, DenoiserInfo};
 pub use features::OnnxFeatures;
 pub use onnx::{EngineError, OnnxDenoiser, OnnxOptions, PredictionSource};
-pub use providers::{AttemptOutcome, ProviderAttempt, ProviderKind, ProviderOptions};
+pub use providers::{
+    AttemptOutcome, ProviderAttempt, ProviderKind, ProviderOptions, describe_attempts,
+    summarize_attempts,
+};
 pub use report::{InfoReport, Timing, inspect};
 pub use roles::{Dim, ElemType, ModelRoles, Role, RoleError, RoleOverrides, TensorSpec};
 pub use runtime::{RuntimeError, RuntimeInfo, RuntimeSource, runtime};

@@ -173,6 +173,28 @@ pub fn describe_attempts(attempts: &[ProviderAttempt]) -> String {
         .join("; ")
 }
 
+/// The providers that did not run, in a few words for a status line: "tensorrt, cuda: not available".
+/// Empty when the first one tried runs the model.
+pub fn summarize_attempts(attempts: &[ProviderAttempt]) -> String {
+    let mut groups: Vec<(&str, Vec<String>)> = Vec::new();
+    for a in attempts {
+        let kind = match a.outcome {
+            AttemptOutcome::Failed(_) => "failed",
+            AttemptOutcome::NotAvailable(_) => "not available",
+            AttemptOutcome::Ran | AttemptOutcome::NotTried => continue,
+        };
+        match groups.iter_mut().find(|g| g.0 == kind) {
+            Some(g) => g.1.push(a.provider.to_string()),
+            None => groups.push((kind, vec![a.provider.to_string()])),
+        }
+    }
+    groups
+        .iter()
+        .map(|(kind, names)| format!("{}: {kind}", names.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// ONNX Runtime's message without its source location and status prefix ("…/provider_bridge_ort.cc:2043 …
 /// \[ONNXRuntimeError\] : 1 : FAIL : "), with a hint when a GPU library is missing.
 pub fn clean_ort_message(message: &str) -> String {
@@ -247,6 +269,35 @@ mod tests {
         );
         assert!(clean.contains("LD_LIBRARY_PATH"), "{clean}");
         assert_eq!(clean_ort_message(" plain message\n"), "plain message");
+    }
+
+    #[test]
+    fn the_summary_names_the_providers_that_did_not_run() {
+        let attempt = |provider, outcome| ProviderAttempt { provider, outcome };
+        let why = || "the loaded ONNX Runtime 1.32.0 was built without it".to_string();
+        let attempts = [
+            attempt(ProviderKind::TensorRt, AttemptOutcome::NotAvailable(why())),
+            attempt(ProviderKind::Cuda, AttemptOutcome::NotAvailable(why())),
+            attempt(ProviderKind::Cpu, AttemptOutcome::Ran),
+        ];
+        assert_eq!(
+            summarize_attempts(&attempts),
+            "tensorrt, cuda: not available"
+        );
+        let attempts = [
+            attempt(
+                ProviderKind::TensorRt,
+                AttemptOutcome::Failed("no libnvinfer".into()),
+            ),
+            attempt(ProviderKind::Cuda, AttemptOutcome::Ran),
+            attempt(ProviderKind::Cpu, AttemptOutcome::NotTried),
+        ];
+        assert_eq!(summarize_attempts(&attempts), "tensorrt: failed");
+        assert_eq!(
+            summarize_attempts(&attempts[1..]),
+            "",
+            "the first choice ran"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use crate::engine::{
     AnalyticDenoiser, Denoiser, EngineError, GaussianMixture, OnnxDenoiser, OnnxFeatures,
-    OnnxOptions, ProviderKind, ProviderOptions,
+    OnnxOptions, ProviderKind, ProviderOptions, describe_attempts, summarize_attempts,
 };
 use crate::experiment::{Experiment, ModelSource};
 use crate::sampler::{NoiseSchedule, PredictionType};
@@ -11,9 +11,12 @@ use crate::sampler::{NoiseSchedule, PredictionType};
 pub struct LoadedModel {
     pub denoiser: Box<dyn Denoiser>,
     pub sample_shape: [usize; 3],
-    /// The provider that runs it and why others did not, in one line.
+    /// The provider that runs it.
     pub provider: String,
+    /// Every provider tried and what happened to it, in one line.
     pub providers_note: String,
+    /// The providers that did not run, in a few words (empty when the first choice runs).
+    pub providers_summary: String,
 }
 
 /// ONNX options from the experiment's [model] section.
@@ -66,21 +69,17 @@ pub fn load_model(experiment: &Experiment) -> Result<LoadedModel, EngineError> {
                 sample_shape: shape,
                 provider: "builtin".into(),
                 providers_note: "the analytic model runs in difflab itself".into(),
+                providers_summary: String::new(),
             })
         }
         ModelSource::Onnx(path) => {
             let model = OnnxDenoiser::load(path, &onnx_options(experiment))?;
             let info = model.info();
-            let note = model
-                .attempts()
-                .iter()
-                .map(|a| format!("{}: {}", a.provider, a.outcome))
-                .collect::<Vec<_>>()
-                .join("; ");
             Ok(LoadedModel {
                 sample_shape: info.sample_shape,
                 provider: model.provider().to_string(),
-                providers_note: note,
+                providers_note: describe_attempts(model.attempts()),
+                providers_summary: summarize_attempts(model.attempts()),
                 denoiser: Box::new(model),
             })
         }

@@ -25,7 +25,10 @@ pub enum LabEvent {
         cells: Vec<Cell>,
         sample_shape: [usize; 3],
         provider: String,
+        /// Every provider tried and what happened to it.
         providers_note: String,
+        /// The providers that did not run, in a few words.
+        providers_summary: String,
     },
     /// Cell `cell` took step `step` (1-based) of `steps` for samples `done..done+batch` of `total`;
     /// `preview` holds the x0 prediction of its preview seeds while they are in the batch.
@@ -190,12 +193,14 @@ fn run_inner(
         sample_shape,
         provider,
         providers_note,
+        providers_summary,
     } = load_model(experiment)?;
     send(LabEvent::Planned {
         cells: cells.clone(),
         sample_shape,
         provider: provider.clone(),
         providers_note,
+        providers_summary,
     });
     let out = &experiment.output_dir;
     std::fs::create_dir_all(out)?;

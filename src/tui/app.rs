@@ -113,6 +113,8 @@ pub struct State {
     pub sample_shape: [usize; 3],
     pub provider: String,
     pub providers_note: String,
+    /// The providers that did not run, in a few words, for the status line.
+    pub providers_summary: String,
     pub run: RunState,
     /// The lab run whose events count; events of older runs are dropped.
     pub generation: u64,
@@ -192,6 +194,7 @@ impl State {
             sample_shape: [1, 1, 1],
             provider: String::new(),
             providers_note: String::new(),
+            providers_summary: String::new(),
             run: RunState::Idle,
             generation: 0,
             pending_start: None,
@@ -390,6 +393,7 @@ impl State {
                 sample_shape,
                 provider,
                 providers_note,
+                providers_summary,
             } => {
                 // Keep what the previous run showed for cells that are still there, until they report.
                 let old = std::mem::take(&mut self.cells);
@@ -413,7 +417,11 @@ impl State {
                 self.selected = self.selected.min(self.cells.len().saturating_sub(1));
                 self.sample_shape = sample_shape;
                 self.provider = provider;
+                if providers_note != self.providers_note {
+                    self.push_log(format!("providers: {providers_note}"));
+                }
                 self.providers_note = providers_note;
+                self.providers_summary = providers_summary;
             }
             LabEvent::Progress {
                 cell,

@@ -146,6 +146,51 @@ fn ema(points: &[(f64, f64)], alpha: f64) -> Vec<(f64, f64)> {
     out
 }
 
+/// Follows training logs under `roots` on a background thread (the metrics follower) and hands every
+/// update to `send` as the full set of series; stops when `send` returns false or the follower drops.
+pub fn follow(
+    roots: &[std::path::PathBuf],
+    mut send: impl FnMut(Vec<Series>) -> bool + Send + 'static,
+) -> Result<crate::metrics::Follower, crate::metrics::MetricsError> {
+    let mut store = crate::metrics::Store::new();
+    crate::metrics::Follower::spawn_with(roots, Default::default(), move |event| {
+        store.apply(&event);
+        if matches!(event, crate::metrics::FollowEvent::Skipped { .. }) {
+            return true;
+        }
+        send(series_of(&store))
+    })
+}
+
+/// Every (run, tag) of a metrics store as dashboard series: by step, and by seconds since the run's
+/// first point where the log has wall times.
+fn series_of(store: &crate::metrics::Store) -> Vec<Series> {
+    let mut out = Vec::new();
+    for run in store.runs() {
+        for tag in run.tags() {
+            let Some(series) = run.series(tag) else {
+                continue;
+            };
+            let points = &series.points;
+            let start = points.iter().map(|p| p.wall_time).find(|t| t.is_finite());
+            out.push(Series {
+                run: run.name.clone(),
+                tag: tag.to_string(),
+                by_step: points.iter().map(|p| (p.step as f64, p.value)).collect(),
+                by_time: match start {
+                    Some(t0) => points
+                        .iter()
+                        .filter(|p| p.wall_time.is_finite())
+                        .map(|p| (p.wall_time - t0, p.value))
+                        .collect(),
+                    None => Vec::new(),
+                },
+            });
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,49 +242,4 @@ mod tests {
         t.series = vec![Series::by_step("a", "loss", vec![(0.0, 0.0), (1.0, 100.0)])];
         assert_eq!(t.curves()[0].2, vec![(1.0, 2.0)]);
     }
-}
-
-/// Follows training logs under `roots` on a background thread (the metrics follower) and hands every
-/// update to `send` as the full set of series; stops when `send` returns false or the follower drops.
-pub fn follow(
-    roots: &[std::path::PathBuf],
-    mut send: impl FnMut(Vec<Series>) -> bool + Send + 'static,
-) -> Result<crate::metrics::Follower, crate::metrics::MetricsError> {
-    let mut store = crate::metrics::Store::new();
-    crate::metrics::Follower::spawn_with(roots, Default::default(), move |event| {
-        store.apply(&event);
-        if matches!(event, crate::metrics::FollowEvent::Skipped { .. }) {
-            return true;
-        }
-        send(series_of(&store))
-    })
-}
-
-/// Every (run, tag) of a metrics store as dashboard series: by step, and by seconds since the run's
-/// first point where the log has wall times.
-fn series_of(store: &crate::metrics::Store) -> Vec<Series> {
-    let mut out = Vec::new();
-    for run in store.runs() {
-        for tag in run.tags() {
-            let Some(series) = run.series(tag) else {
-                continue;
-            };
-            let points = &series.points;
-            let start = points.iter().map(|p| p.wall_time).find(|t| t.is_finite());
-            out.push(Series {
-                run: run.name.clone(),
-                tag: tag.to_string(),
-                by_step: points.iter().map(|p| (p.step as f64, p.value)).collect(),
-                by_time: match start {
-                    Some(t0) => points
-                        .iter()
-                        .filter(|p| p.wall_time.is_finite())
-                        .map(|p| (p.wall_time - t0, p.value))
-                        .collect(),
-                    None => Vec::new(),
-                },
-            });
-        }
-    }
-    out
 }

@@ -105,27 +105,49 @@ fn draw_log(frame: &mut Frame, state: &State, area: Rect) {
         .border_style(Style::new().dim());
     let inner = block.inner(area);
     frame.render_widget(block, area);
+    let width = inner.width.max(1) as usize;
     let mut lines: Vec<Line> = Vec::new();
     if let Some(e) = &state.file_error {
-        lines.push(Line::from(vec![
-            Span::styled("file error: ", Style::new().fg(Color::Red).bold()),
-            Span::styled(e.clone(), Style::new().fg(Color::Red)),
-        ]));
+        let red = Style::new().fg(Color::Red);
+        let text = format!("file error: {e}");
+        for (i, row) in wrap(&text, width).into_iter().enumerate() {
+            lines.push(Line::styled(row, if i == 0 { red.bold() } else { red }));
+        }
         lines.push(Line::from(
             "showing the last experiment that loaded; fix the file and save to reload".dim(),
         ));
     }
+    // The newest messages, wrapped, as many rows as fit: long provider and file errors stay readable.
     let room = (inner.height as usize).saturating_sub(lines.len());
-    let skip = state.log.len().saturating_sub(room);
-    for l in state.log.iter().skip(skip) {
+    let mut rows: Vec<Line> = Vec::new();
+    for l in state.log.iter().rev() {
+        if rows.len() >= room {
+            break;
+        }
         let style = if l.starts_with("error") {
             Style::new().fg(Color::Red)
         } else {
             Style::new()
         };
-        lines.push(Line::styled(l.clone(), style));
+        for row in wrap(l, width).into_iter().rev() {
+            rows.push(Line::styled(row, style));
+        }
     }
+    rows.truncate(room);
+    lines.extend(rows.into_iter().rev());
     frame.render_widget(Paragraph::new(lines), inner);
+}
+
+/// `text` cut into rows of at most `width` characters.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.is_empty() {
+        return vec![String::new()];
+    }
+    chars
+        .chunks(width.max(1))
+        .map(|c| c.iter().collect())
+        .collect()
 }
 
 fn draw_status(frame: &mut Frame, state: &State, area: Rect) {
@@ -173,8 +195,9 @@ fn draw_status(frame: &mut Frame, state: &State, area: Rect) {
     }
     if !state.provider.is_empty() {
         spans.push(Span::raw(format!(" on {}", state.provider)));
-        if !state.providers_note.is_empty() {
-            spans.push(Span::raw(format!(" ({})", state.providers_note)).dim());
+        if !state.providers_summary.is_empty() {
+            let text = format!(" ({}; see the log)", state.providers_summary);
+            spans.push(Span::raw(text).dim());
         }
     }
     let help = " ? help ";

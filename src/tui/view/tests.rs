@@ -92,6 +92,7 @@ fn state(with_fid: bool) -> State {
             sample_shape: shape,
             provider: "cpu".into(),
             providers_note: "analytic model runs on the CPU".into(),
+            providers_summary: String::new(),
         },
     );
     let images =
@@ -199,6 +200,18 @@ fn samplers_view_with_a_broken_file() {
     )));
     assert!(s.experiment.is_some(), "the last good experiment stays");
     snapshots("samplers_file_error", &mut s);
+}
+
+#[test]
+fn long_messages_wrap_in_the_log() {
+    let mut s = state(false);
+    let long = format!(
+        "experiments/analytic.toml:3:1: {} the end",
+        "word ".repeat(40)
+    );
+    s.update(Msg::Reloaded(Err(long)));
+    let screen = render(&mut s, 80, 24);
+    assert!(screen.contains("the end"), "{screen}");
 }
 
 #[test]
