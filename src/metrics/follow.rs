@@ -122,8 +122,12 @@ impl Follower {
         let (tx, rx) = mpsc::channel();
         let fs_tx = tx.clone();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if let Ok(event) = res {
-                let _ = fs_tx.send(Msg::Fs(event.paths));
+            // Access events (open, read, close without writing) carry no new data, and the
+            // follower's own reads cause them: answering them would read again, forever.
+            if let Ok(event) = res.as_ref()
+                && !event.kind.is_access()
+            {
+                let _ = fs_tx.send(Msg::Fs(event.paths.clone()));
             }
         });
         // Without notifications the follower still works by polling.

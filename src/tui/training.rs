@@ -162,6 +162,21 @@ pub fn follow(
     })
 }
 
+/// Most points of one series sent to the view: a panel is at most a few hundred Braille dots wide, and
+/// a run logged every step for a million steps must not be copied, smoothed and drawn whole per frame.
+const MAX_POINTS: usize = 4096;
+
+/// `points` as they are, or min/max-downsampled to at most [`MAX_POINTS`] (every spike and the last
+/// point survive). Smoothing then runs over these points, much as TensorBoard smooths its samples.
+/// Downsampling needs x in order; a log whose steps go back (a restarted run) is kept whole.
+fn for_display(points: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
+    if points.len() <= MAX_POINTS || !points.is_sorted_by(|a, b| a.0 <= b.0) {
+        return points;
+    }
+    let (x, y): (Vec<f64>, Vec<f64>) = points.into_iter().unzip();
+    crate::metrics::series::downsample_minmax(&x, &y, MAX_POINTS / 4)
+}
+
 /// Every (run, tag) of a metrics store as dashboard series: by step, and by seconds since the run's
 /// first point where the log has wall times.
 fn series_of(store: &crate::metrics::Store) -> Vec<Series> {
@@ -176,13 +191,15 @@ fn series_of(store: &crate::metrics::Store) -> Vec<Series> {
             out.push(Series {
                 run: run.name.clone(),
                 tag: tag.to_string(),
-                by_step: points.iter().map(|p| (p.step as f64, p.value)).collect(),
+                by_step: for_display(points.iter().map(|p| (p.step as f64, p.value)).collect()),
                 by_time: match start {
-                    Some(t0) => points
-                        .iter()
-                        .filter(|p| p.wall_time.is_finite())
-                        .map(|p| (p.wall_time - t0, p.value))
-                        .collect(),
+                    Some(t0) => for_display(
+                        points
+                            .iter()
+                            .filter(|p| p.wall_time.is_finite())
+                            .map(|p| (p.wall_time - t0, p.value))
+                            .collect(),
+                    ),
                     None => Vec::new(),
                 },
             });
@@ -231,6 +248,30 @@ mod tests {
             panels[1].last,
             [Some((5.0, 300.0))],
             "the last finite point"
+        );
+    }
+
+    #[test]
+    fn long_series_reach_the_view_downsampled_with_their_spike_and_last_point() {
+        let mut points: Vec<(f64, f64)> = (0..1_000_000).map(|i| (i as f64, 1.0)).collect();
+        points[123_457].1 = 50.0;
+        points[999_999].1 = 0.5;
+        let shown = for_display(points);
+        assert!(shown.len() <= MAX_POINTS, "{}", shown.len());
+        assert!(shown.contains(&(123_457.0, 50.0)), "the spike");
+        assert_eq!(shown.last(), Some(&(999_999.0, 0.5)));
+        let short: Vec<(f64, f64)> = (0..100).map(|i| (i as f64, i as f64)).collect();
+        assert_eq!(
+            for_display(short.clone()),
+            short,
+            "short series are sent whole"
+        );
+        let mut restarted = vec![(0.0, 1.0); MAX_POINTS + 10];
+        restarted[5].0 = 9.0;
+        assert_eq!(
+            for_display(restarted.clone()),
+            restarted,
+            "x out of order: whole"
         );
     }
 

@@ -35,10 +35,12 @@ pub fn watch(
         Some(DEBOUNCE),
         move |result: DebounceEventResult| {
             let Ok(events) = result else { return };
+            // Access events (including this watcher's own reads) never change the file.
             let touches = events.iter().any(|e| {
-                e.paths
-                    .iter()
-                    .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
+                !e.kind.is_access()
+                    && e.paths
+                        .iter()
+                        .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
             });
             if !touches {
                 return;
