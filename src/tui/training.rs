@@ -2,6 +2,8 @@
 //! readers live elsewhere; whatever reads training logs hands the dashboard [`Series`] through a
 //! [`TrainingSource`] (polled off the UI task) or as `Msg::Training` messages.
 
+use crate::metrics::series::ema_smooth;
+
 /// One curve: a tag (e.g. "loss") of one run, by step and by wall time (seconds since the run began).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
@@ -131,19 +133,15 @@ impl TrainingState {
     }
 }
 
-/// Exponential moving average of y with weight `alpha` on the past (TensorBoard-style, debiased).
-fn ema(points: &[(f64, f64)], alpha: f64) -> Vec<(f64, f64)> {
-    let mut out = Vec::with_capacity(points.len());
-    let (mut acc, mut weight) = (0.0, 0.0);
-    for &(x, y) in points {
-        if !y.is_finite() {
-            continue;
-        }
-        acc = acc * alpha + (1.0 - alpha) * y;
-        weight = weight * alpha + (1.0 - alpha);
-        out.push((x, if weight > 0.0 { acc / weight } else { y }));
-    }
-    out
+/// The finite points of a curve, y smoothed as TensorBoard does ([`ema_smooth`]).
+fn ema(points: &[(f64, f64)], weight: f64) -> Vec<(f64, f64)> {
+    let finite: Vec<(f64, f64)> = points.iter().copied().filter(|p| p.1.is_finite()).collect();
+    let ys: Vec<f64> = finite.iter().map(|p| p.1).collect();
+    finite
+        .iter()
+        .zip(ema_smooth(&ys, weight))
+        .map(|(&(x, _), y)| (x, y))
+        .collect()
 }
 
 /// Follows training logs under `roots` on a background thread (the metrics follower) and hands every
