@@ -197,6 +197,13 @@ fn quality_vs_nfe<DB: DrawingBackend>(
             });
         chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, colour.filled())))?;
     }
+    draw_legend(&mut chart)
+}
+
+/// The legend box both run plots use.
+fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+) -> DrawResult<DB> {
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.85))
@@ -270,10 +277,5 @@ fn time_per_sample<DB: DrawingBackend>(
         .legend(move |(x, y)| {
             Rectangle::new([(x, y - 5), (x + 14, y + 5)], sampler_colour.filled())
         });
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FONT_NAME, 13))
-        .draw()
+    draw_legend(&mut chart)
 }
