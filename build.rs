@@ -98,7 +98,10 @@ fn cache_dir() -> PathBuf {
     if let Some(home) = env::var_os("HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(home).join(".cache").join("difflab").join(sub);
     }
-    PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join(sub)
+    // Cargo always sets OUT_DIR for build scripts; the temp folder only guards a hand-run script.
+    env::var_os("OUT_DIR")
+        .map_or_else(env::temp_dir, PathBuf::from)
+        .join(sub)
 }
 
 fn sha256_of(path: &Path) -> std::io::Result<String> {
