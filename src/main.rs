@@ -29,6 +29,7 @@ enum Command {
 }
 
 fn main() {
+    restore_sigpipe();
     let result = match Cli::parse().command {
         Some(Command::Schedule(args)) => cli::schedule::run(&args),
         Some(Command::Demo(args)) => cli::demo::run(&args),
@@ -41,5 +42,14 @@ fn main() {
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Rust ignores SIGPIPE, so a write to a closed pipe (`difflab run --json | head`) would panic in
+/// `println!`. Restoring the default ends the process quietly, with status 141, as Unix tools do.
+fn restore_sigpipe() {
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -18,6 +18,14 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    // Checked before anything touches the terminal: raw mode on a pipe would fail halfway.
+    if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
+        anyhow::bail!(
+            "the dashboard needs a terminal, and stdin or stdout is not one; run it in a terminal (or tmux), or run the experiment headless with `difflab run {}`",
+            args.experiment.display()
+        );
+    }
     tui::run(tui::Options {
         experiment: args.experiment.clone(),
         images: args.images,
