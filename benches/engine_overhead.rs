@@ -10,6 +10,13 @@
 //! `benches/engine_overhead.py` times Python onnxruntime on the same model with the same thread settings.
 //! Run: `cargo bench --bench engine_overhead` (ratios: divide the medians).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests and benchmarks report failure by panicking"
+)]
+
 use std::hint::black_box;
 use std::path::Path;
 use std::time::Duration;

@@ -4,6 +4,13 @@
 //! `cargo bench --bench metrics`; the comparison with TensorBoard's own loader is
 //! `benches/metrics_vs_tensorboard.py`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests and benchmarks report failure by panicking"
+)]
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use difflab::metrics::series::{DisplaySeries, Point, XAxis, downsample_minmax};
 use difflab::metrics::tail::SeriesBuilder;

@@ -1,6 +1,13 @@
 //! One step of each sampler on a 64×3×32×32 batch, beside a plain copy of the same bytes: the ratio
 //! to the copy shows how far each step is from the memory floor.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests and benchmarks report failure by panicking"
+)]
+
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use difflab::sampler::{SamplerConfig, SeededNoise};
 use serde_json::Map;

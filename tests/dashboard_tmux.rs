@@ -2,7 +2,14 @@
 //! experiment in a detached session of fixed size, and the test reads the screen. It watches samples
 //! appear, edits the file (reload), breaks it (error, old results stay), fixes it, checks that an
 //! idle dashboard uses no CPU and writes nothing, quits, and checks the shell works again.
-//! Skips, saying so, where tmux is not installed.
+//! Skips, saying so, where tmux is not installed, unless DIFFLAB_REQUIRE_E2E is set (as CI sets it).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests and benchmarks report failure by panicking"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -116,9 +123,15 @@ fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
+/// Whether tmux is here. Where end-to-end tests are required (CI sets `DIFFLAB_REQUIRE_E2E`), a
+/// missing tmux fails the test instead of skipping it.
 fn have_tmux(test: &str) -> bool {
     let ok = Command::new("tmux").arg("-V").output().is_ok();
     if !ok {
+        assert!(
+            std::env::var_os("DIFFLAB_REQUIRE_E2E").is_none(),
+            "{test} needs tmux (apt-get install tmux); DIFFLAB_REQUIRE_E2E is set, so it may not skip"
+        );
         println!("tmux is not installed: skipping {test}");
     }
     ok

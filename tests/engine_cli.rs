@@ -1,5 +1,12 @@
 //! `difflab info` as a user runs it.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests and benchmarks report failure by panicking"
+)]
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 

@@ -1,6 +1,13 @@
 //! The order in which ONNX Runtime is looked for. Only file names matter here: nothing is loaded, so the
 //! "libraries" are empty files.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests and benchmarks report failure by panicking"
+)]
+
 use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,13 @@
 //! The ONNX engine on the tiny models in tests/data/onnx (built by make_models.py): numbers, shapes, roles,
 //! providers and the errors for bad models. Runs on the CPU build of ONNX Runtime that the build fetched.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests and benchmarks report failure by panicking"
+)]
+
 use std::path::{Path, PathBuf};
 
 use difflab::engine::{

@@ -2,6 +2,13 @@
 //!
 //! ONNX Runtime is set up once per process, so this binary holds one test that runs its steps in order.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests and benchmarks report failure by panicking"
+)]
+
 use std::path::Path;
 
 use difflab::engine::runtime::{DiscoveryInputs, RuntimeError, RuntimeSource, runtime_from};

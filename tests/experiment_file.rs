@@ -1,6 +1,13 @@
 //! Experiment files: a good one resolves; each kind of mistake gives one error with file, line,
 //! column and key, and a "did you mean" for typos.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests and benchmarks report failure by panicking"
+)]
+
 use std::path::{Path, PathBuf};
 
 use difflab::experiment::{Experiment, ModelSource};

@@ -1,6 +1,13 @@
 //! Live follow: values appended while a follower runs arrive within a second or two; partial
 //! lines and records wait; truncated and replaced files are reread; nothing is read twice.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests and benchmarks report failure by panicking"
+)]
+
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;

@@ -2,6 +2,12 @@
 //! cause file-system access events; answering those would read again, forever (a core kept busy).
 //! This test has its own binary so that the process's CPU time is the follower's alone.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests and benchmarks report failure by panicking"
+)]
 #![cfg(target_os = "linux")]
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,13 @@
 //! The lab on the analytic model: every cell runs on the same seeds with batched model calls, results
 //! are written, unchanged cells are reused, and a cancelled run keeps the cells it finished.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests and benchmarks report failure by panicking"
+)]
+
 use std::path::{Path, PathBuf};
 
 use difflab::experiment::Experiment;

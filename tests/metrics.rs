@@ -1,6 +1,13 @@
 //! Reading training logs: event files written by tensorboardX, JSON lines, CSV, corrupt and
 //! truncated files (fixtures in tests/data/metrics, made by make_event_files.py).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests and benchmarks report failure by panicking"
+)]
+
 use std::path::{Path, PathBuf};
 
 use difflab::metrics::series::Series;

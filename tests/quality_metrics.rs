@@ -1,6 +1,13 @@
 //! FID against scipy's sqrtm-based value on a stored case, KID against a numpy MMD², and the
 //! reference-statistics loader on good and bad files.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests and benchmarks report failure by panicking"
+)]
+
 use difflab::quality::{FeatureStats, ReferenceStats, frechet_distance, kernel_inception_distance};
 use serde_json::Value;
 

@@ -2,6 +2,13 @@
 //! error of each deterministic sampler can be measured as the step count doubles: its observed order
 //! must match the method's (DDIM 1, DPM-Solver++ 2M 2, 3M at least 2).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests and benchmarks report failure by panicking"
+)]
+
 use difflab::engine::{AnalyticDenoiser, GaussianMixture};
 use difflab::lab::denoise;
 use difflab::sampler::{NoiseSchedule, PredictionType, SamplerConfig, SeededNoise};

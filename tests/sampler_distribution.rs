@@ -2,6 +2,13 @@
 //! covariance within sampling error, for ancestral (DDPM), ODE (DDIM, DPM++) and SDE (DPM++ 2M SDE)
 //! samplers alike.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests and benchmarks report failure by panicking"
+)]
+
 use difflab::engine::{AnalyticDenoiser, GaussianMixture};
 use difflab::lab::denoise;
 use difflab::sampler::{NoiseSchedule, PredictionType, SamplerConfig, SeededNoise};

@@ -1,6 +1,13 @@
 //! Property tests: every valid config gives finite samples from finite inputs, and every invalid
 //! config, step count or file gives an error, never a panic.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests and benchmarks report failure by panicking"
+)]
+
 use difflab::sampler::{InjectedNoise, SamplerConfig};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};

@@ -1,5 +1,12 @@
 //! The alphas_cumprod tables match torch's float32 tables bit for bit (recorded in schedules.json).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests and benchmarks report failure by panicking"
+)]
+
 use difflab::sampler::schedule::{BetaSchedule, NoiseSchedule, ScheduleConfig};
 use serde_json::Value;
 

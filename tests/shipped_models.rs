@@ -2,6 +2,13 @@
 //! (checks saved by models/train.py), and DPM++ 2M at 20 steps scores a far better FID than noise and
 //! than 2 steps.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests and benchmarks report failure by panicking"
+)]
+
 use std::path::{Path, PathBuf};
 
 use difflab::engine::{Denoiser, OnnxDenoiser, OnnxFeatures, OnnxOptions, ProviderOptions};

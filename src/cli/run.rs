@@ -70,7 +70,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                         let bar = bars.add(ProgressBar::new(c.steps as u64));
                         bar.set_style(
                             ProgressStyle::with_template("{prefix:>22} {bar:30} {pos}/{len} {msg}")
-                                .expect("valid template"),
+                                .unwrap_or_else(|_| ProgressStyle::default_bar()),
                         );
                         bar.set_prefix(c.name.clone());
                         cell_bars.insert(i, bar);

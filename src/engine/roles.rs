@@ -417,8 +417,12 @@ pub fn assign_roles(
             }),
         }
     };
-    let sample = pick(Role::Sample, true)?.expect("required");
-    let timestep = pick(Role::Timestep, true)?.expect("required");
+    let missing = |role| RoleError::MissingRole {
+        role,
+        inputs: described.clone(),
+    };
+    let sample = pick(Role::Sample, true)?.ok_or_else(|| missing(Role::Sample))?;
+    let timestep = pick(Role::Timestep, true)?.ok_or_else(|| missing(Role::Timestep))?;
     let class_labels = pick(Role::ClassLabels, false)?;
     let conditioning = pick(Role::Conditioning, false)?;
 

@@ -432,7 +432,10 @@ pub fn runtime_from(inputs: &DiscoveryInputs) -> Result<&'static Runtime, Runtim
             }
         }
     }
-    Err(last_error.expect("at least one candidate was tried"))
+    // `found` is not empty, so every path out of the loop above has set `last_error`.
+    Err(last_error.unwrap_or_else(|| RuntimeError::NotFound {
+        looked: looked_at(inputs),
+    }))
 }
 
 /// The runtime, if one is loaded.

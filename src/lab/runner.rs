@@ -107,9 +107,20 @@ pub fn start(experiment: Experiment, options: RunOptions) -> LabHandle {
     let (tx, rx) = channel();
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();
+    let failed = tx.clone();
     let thread = std::thread::Builder::new()
         .name("difflab-lab".into())
         .spawn(move || run(&experiment, &options, &flag, &tx))
+        .map_err(|e| {
+            // Without this event the caller would wait for a run that never started.
+            let _ = failed.send(LabEvent::Finished {
+                cancelled: false,
+                error: Some(format!("cannot start the lab thread: {e}")),
+                model_calls: 0,
+                unbatched_model_calls: 0,
+                wall_s: 0.0,
+            });
+        })
         .ok();
     LabHandle {
         events: rx,

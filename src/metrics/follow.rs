@@ -341,7 +341,9 @@ impl<F: FnMut(FollowEvent) -> bool> State<F> {
                 return;
             }
         };
-        let followed = self.tails.get_mut(path).expect("still followed");
+        let Some(followed) = self.tails.get_mut(path) else {
+            return;
+        };
         let skipped = followed.tail.skipped();
         if skipped != followed.skipped || (reset && !skipped.is_empty()) {
             followed.skipped = skipped;

@@ -253,8 +253,6 @@ pub fn read_file(path: &Path, format: Format) -> Result<Source, MetricsError> {
 
 /// Reads `files` on up to as many threads as there are cores; results in the order given.
 pub fn read_files_parallel(files: &[LogFile]) -> Vec<Result<Source, MetricsError>> {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -262,27 +260,33 @@ pub fn read_files_parallel(files: &[LogFile]) -> Vec<Result<Source, MetricsError
     if threads <= 1 {
         return files.iter().map(|f| read_file(&f.path, f.format)).collect();
     }
-    let next = AtomicUsize::new(0);
-    let results: Vec<Mutex<Option<Result<Source, MetricsError>>>> =
-        files.iter().map(|_| Mutex::new(None)).collect();
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(f) = files.get(i) else { break };
-                    let r = read_file(&f.path, f.format);
-                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
-                }
-            });
-        }
+    // Each thread reads every `threads`-th file; the results go back in file order.
+    let mut read: Vec<(usize, Result<Source, MetricsError>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|first| {
+                scope.spawn(move || {
+                    (first..files.len())
+                        .step_by(threads)
+                        .map(|i| (i, read_file(&files[i].path, files[i].format)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect()
     });
-    results
-        .into_iter()
-        .map(|m| {
-            m.into_inner()
-                .unwrap_or_else(|e| e.into_inner())
-                .expect("every file is read")
+    read.sort_by_key(|(i, _)| *i);
+    let mut read = read.into_iter().peekable();
+    // A reader thread that panicked leaves its files unread: each becomes an error, in place.
+    (0..files.len())
+        .map(|i| match read.next_if(|(j, _)| *j == i) {
+            Some((_, r)) => r,
+            None => Err(MetricsError::io(
+                &files[i].path,
+                io::Error::other("the reader stopped"),
+            )),
         })
         .collect()
 }

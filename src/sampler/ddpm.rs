@@ -8,6 +8,10 @@ use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, chec
 /// diffusers' `variance_type` (the learned variants need a model with twice the channels and are not
 /// supported).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(
+    clippy::enum_variant_names,
+    reason = "the names are diffusers' variance_type values"
+)]
 pub enum DdpmVariance {
     FixedSmall,
     FixedSmallLog,

@@ -312,9 +312,10 @@ impl Scheduler for DpmSolver {
         self.config.thresholding.apply(x0, batch);
         // The history shifts before the update, so m0 is this step's x0.
         self.history.rotate_left(1);
-        let newest = self.history.last_mut().expect("solver_order >= 1");
-        newest.clear();
-        newest.extend_from_slice(x0);
+        if let Some(newest) = self.history.last_mut() {
+            newest.clear();
+            newest.extend_from_slice(x0);
+        }
 
         let order = self.order_for(i, self.timesteps.len());
         let sde = self.is_stochastic();

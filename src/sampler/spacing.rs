@@ -60,7 +60,7 @@ pub fn linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
 /// `numpy.arange(start, stop, step)` for floats: numpy fills `start + i * (x1 - x0)`.
 pub fn arange(start: f64, stop: f64, step: f64) -> Vec<f64> {
     let len = ((stop - start) / step).ceil();
-    if !(len > 0.0) {
+    if len.is_nan() || len <= 0.0 {
         return Vec::new();
     }
     let len = len as usize;

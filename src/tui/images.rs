@@ -115,7 +115,7 @@ pub fn encode(picker: &Picker, r: &Request) -> Option<Encoded> {
 pub fn spawn_encoder(
     picker: Picker,
     done: impl Fn(ImageSlot, Encoded) -> bool + Send + 'static,
-) -> Sender<Request> {
+) -> std::io::Result<Sender<Request>> {
     let (tx, rx): (Sender<Request>, Receiver<Request>) = channel();
     std::thread::Builder::new()
         .name("difflab-images".into())
@@ -135,6 +135,8 @@ pub fn spawn_encoder(
                 }
             }
         })
-        .expect("spawn the image encoder thread");
-    tx
+        .map_err(|e| {
+            std::io::Error::other(format!("cannot start the image encoder thread: {e}"))
+        })?;
+    Ok(tx)
 }

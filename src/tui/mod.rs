@@ -84,7 +84,7 @@ async fn main_loop(
         let tx = tx.clone();
         images::spawn_encoder(picker, move |slot, encoded| {
             tx.send(Msg::Encoded { slot, encoded }).is_ok()
-        })
+        })?
     };
     let _watcher = {
         let tx = tx.clone();
@@ -229,7 +229,7 @@ impl Runner {
                     self.lab = Some(handle.cancel_switch());
                     let tx = self.tx.clone();
                     // The lab's events are a std channel: a thread forwards them to the UI task.
-                    std::thread::Builder::new()
+                    let forwarded = std::thread::Builder::new()
                         .name("difflab-lab-events".into())
                         .spawn(move || {
                             for event in handle.events.iter() {
@@ -239,8 +239,17 @@ impl Runner {
                                 }
                             }
                             handle.join();
-                        })
-                        .expect("spawn the lab event thread");
+                        });
+                    if let Err(e) = forwarded {
+                        let event = lab::LabEvent::Finished {
+                            cancelled: false,
+                            error: Some(format!("cannot start the lab's event thread: {e}")),
+                            model_calls: 0,
+                            unbatched_model_calls: 0,
+                            wall_s: 0.0,
+                        };
+                        let _ = self.tx.send(Msg::Lab { generation, event });
+                    }
                 }
                 Effect::CancelLab => {
                     if let Some(lab) = &self.lab {

@@ -62,7 +62,7 @@ pub fn frame(buf: &[u8]) -> Frame<'_> {
         return Frame::Incomplete;
     }
     let data = &buf[HEADER_LEN..HEADER_LEN + len];
-    let want = u32::from_le_bytes(buf[HEADER_LEN + len..size].try_into().unwrap());
+    let want = le_u32(&buf[HEADER_LEN + len..size]);
     Frame::Record {
         data,
         size,
@@ -70,16 +70,20 @@ pub fn frame(buf: &[u8]) -> Frame<'_> {
     }
 }
 
+/// A little-endian u32 from a 4-byte slice.
+fn le_u32(bytes: &[u8]) -> u32 {
+    u32::from_le_bytes(std::array::from_fn(|i| bytes[i]))
+}
+
 /// The length in a valid header at the start of `buf`; `None` if `buf` is shorter than a
 /// header or the header is not valid.
 fn header_len(buf: &[u8]) -> Option<u64> {
     let header = buf.get(..HEADER_LEN)?;
     let len_bytes = &header[..8];
-    let want = u32::from_le_bytes(header[8..12].try_into().unwrap());
-    if masked_crc(len_bytes) != want {
+    if masked_crc(len_bytes) != le_u32(&header[8..12]) {
         return None;
     }
-    let len = u64::from_le_bytes(len_bytes.try_into().unwrap());
+    let len = u64::from_le_bytes(std::array::from_fn(|i| len_bytes[i]));
     (len <= MAX_RECORD_LEN).then_some(len)
 }
 
