@@ -27,6 +27,16 @@ pub struct CellResult {
     /// PNG grid of the preview seeds, relative to the output folder.
     pub grid: String,
     pub key: String,
+    /// Why the cell failed (e.g. the model's output was not finite); `None` for a finished cell.
+    /// Files written before this field existed read as finished.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl CellResult {
+    pub fn failed(&self) -> bool {
+        self.error.is_some()
+    }
 }
 
 /// The results file: every finished cell and how the model calls went.
@@ -65,12 +75,12 @@ impl Results {
 
     fn csv(&self) -> String {
         let mut out = String::from(
-            "name,sampler,class,steps,nfe,samples,wall_s,model_ms_per_step,sampler_ms_per_step,ms_per_sample,fid,kid,kid_std,provider\n",
+            "name,sampler,class,steps,nfe,samples,wall_s,model_ms_per_step,sampler_ms_per_step,ms_per_sample,fid,kid,kid_std,provider,status,error\n",
         );
         let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
         for c in &self.cells {
             out.push_str(&format!(
-                "{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{},{},{},{}\n",
+                "{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{},{},{},{},{},{}\n",
                 csv_field(&c.name),
                 csv_field(&c.label),
                 c.class,
@@ -84,7 +94,9 @@ impl Results {
                 opt(c.fid),
                 opt(c.kid),
                 opt(c.kid_std),
-                csv_field(&c.provider)
+                csv_field(&c.provider),
+                if c.failed() { "failed" } else { "done" },
+                csv_field(c.error.as_deref().unwrap_or(""))
             ));
         }
         out

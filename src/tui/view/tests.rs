@@ -69,6 +69,7 @@ fn result(name: &str, label: &str, steps: usize, fid: Option<f64>) -> CellResult
         provider: "cpu".into(),
         grid: String::new(),
         key: String::new(),
+        error: None,
     }
 }
 
