@@ -127,8 +127,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 }
                 done.push(result);
             }
-            // A failed cell's bar already says why.
-            LabEvent::Log(line) if fancy && line.contains(" failed: ") => {}
             LabEvent::Log(line) => eprintln!("{line}"),
             LabEvent::Finished {
                 cancelled,
@@ -183,7 +181,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             &out_dir.join("comparison.png"),
         )?;
     }
-    let plots = write_plots(&done, &out_dir).map_err(|e| anyhow::anyhow!("writing plots: {e}"))?;
+    let plots = write_plots(&done, &out_dir)?;
     eprintln!(
         "results in {}: results.json, results.csv, comparison.png, cells/*.png, {}",
         out_dir.display(),

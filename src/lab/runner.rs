@@ -9,7 +9,8 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use super::images::{grid, save_png, upscale};
+use super::images::{GAP, grid, save_png, upscale, upscale_factor};
+use super::io::at;
 use super::model::{LoadedModel, load_features, load_model};
 use super::plan::{Cell, plan};
 use super::results::{CellResult, Results};
@@ -216,8 +217,11 @@ fn run_inner(
         providers_summary,
     });
     let out = &experiment.output_dir;
-    std::fs::create_dir_all(out)?;
-    let mut results = Results::load(&out.join("results.json"));
+    std::fs::create_dir_all(out).map_err(at("create the output folder", out))?;
+    let (mut results, warning) = Results::open(&out.join("results.json"))?;
+    if let Some(w) = warning {
+        let _ = tx.send(LabEvent::Log(w));
+    }
     results.experiment = experiment.name.clone();
     let pending = reuse_cached(&cells, &results, out, sample_shape, options.force, tx);
     if pending.is_empty() {
@@ -641,11 +645,6 @@ impl Finish<'_> {
     }
 }
 
-/// Enough to make small samples visible in a grid (16×16 digits become 64×64).
-fn upscale_factor(shape: [usize; 3]) -> u32 {
-    (64 / shape[1].max(shape[2]).max(1)).max(1) as u32
-}
-
 /// A cell name as a file name.
 fn file_name(name: &str) -> String {
     name.chars()
@@ -667,7 +666,7 @@ fn read_grid(path: &std::path::Path, shape: [usize; 3], count: usize) -> Vec<f32
     };
     let columns = (count as f64).sqrt().ceil() as usize;
     let factor = upscale_factor(shape) as usize;
-    let gap = 2;
+    let gap = GAP;
     let mut out = vec![0.0; count * c * h * w];
     for k in 0..count {
         let (ox, oy) = (
