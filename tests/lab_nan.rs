@@ -16,7 +16,7 @@ fn temp_dir(name: &str) -> PathBuf {
 
 fn experiment(dir: &Path) -> Experiment {
     let model =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/onnx/nan_between_300_and_400.onnx");
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/onnx/nan_between_450_and_550.onnx");
     let text = format!(
         "[model]\npath = {:?}\nproviders = [\"cpu\"]\n[sampling]\nseeds = 2\nbatch = 8\n\
          [[sampler]]\nname = \"ddim\"\nsteps = [5, 20]\n",
@@ -53,17 +53,17 @@ fn nan_output_fails_only_the_cell_that_meets_it() {
         .collect();
     assert_eq!(done.len(), 2, "{events:#?}");
     let ok = done.iter().find(|d| d.0 == 0).unwrap();
-    assert_eq!(ok.1, None, "ddim 5 never meets 300 < t < 400");
+    assert_eq!(ok.1, None, "ddim 5 never meets 450 < t < 550");
     let failed = done.iter().find(|d| d.0 == 1).unwrap();
     let error = failed.1.as_deref().expect("ddim 20 fails");
-    // 2 seeds × 4×8×8 values, all NaN at the step whose timestep is 350.
+    // 2 seeds × 4×8×8 values, all NaN at the step whose timestep is 500.
     assert!(
         error.starts_with("model output is not finite at step ")
-            && error.ends_with("/20, t = 350: 512 of 512 values are NaN"),
+            && error.ends_with("/20, t = 500: 512 of 512 values are NaN"),
         "{error}"
     );
     let logged = events.iter().any(|ev| {
-        matches!(ev, LabEvent::Log(l) if l.starts_with("ddim 20 failed: ") && l.contains("model output is not finite at step 13/20"))
+        matches!(ev, LabEvent::Log(l) if l.starts_with("ddim 20 failed: ") && l.contains("model output is not finite at step 10/20"))
     });
     assert!(logged, "the log names the cell: {events:#?}");
     let Some(LabEvent::Finished {
@@ -89,7 +89,7 @@ fn nan_output_fails_only_the_cell_that_meets_it() {
     );
     assert!(
         csv.lines()
-            .any(|l| l.contains(",failed,\"model output is not finite at step 13/20, t = 350")),
+            .any(|l| l.contains(",failed,\"model output is not finite at step 10/20, t = 500")),
         "{csv}"
     );
     assert!(

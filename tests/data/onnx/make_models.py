@@ -238,10 +238,10 @@ def hidden_bad_output_shape():
     save(graph, "hidden_bad_output_shape.onnx")
 
 
-def nan_between_300_and_400():
-    # out = 0.5 * sample + 0 * sqrt((t - 300) * (t - 400)): finite except for 300 < t < 400, where the
-    # square root of a negative number makes every value NaN. A lab run with DDIM 5 and 10 steps
-    # (timesteps multiples of 100 and 200) never meets such a t; DDIM 20 meets t = 350.
+def nan_between_450_and_550():
+    # out = 0.5 * sample + 0 * sqrt((t - 450) * (t - 550)): finite except for 450 < t < 550, where the
+    # square root of a negative number makes every value NaN. In a lab run DDIM 5 (timesteps 800, 600,
+    # ..., 0) never meets such a t and DDIM 20 meets t = 500; `difflab info` times the model at t = 500.
     nodes = [
         helper.make_node("Mul", ["sample", "half"], ["scaled"]),
         helper.make_node("Cast", ["timestep"], ["t_float"], to=TensorProto.FLOAT),
@@ -255,14 +255,14 @@ def nan_between_300_and_400():
     ]
     inits = [
         const("half", 0.5),
-        const("lo", 300.0),
-        const("hi", 400.0),
+        const("lo", 450.0),
+        const("hi", 550.0),
         const("zero", 0.0),
         const("t_shape", [-1, 1, 1, 1], np.int64),
     ]
     graph = helper.make_graph(
         nodes,
-        "nan_between_300_and_400",
+        "nan_between_450_and_550",
         [
             helper.make_tensor_value_info("sample", TensorProto.FLOAT, ["batch", C, H, W]),
             helper.make_tensor_value_info("timestep", TensorProto.INT64, ["batch"]),
@@ -270,7 +270,7 @@ def nan_between_300_and_400():
         [helper.make_tensor_value_info("out_sample", TensorProto.FLOAT, ["batch", C, H, W])],
         inits,
     )
-    save(graph, "nan_between_300_and_400.onnx")
+    save(graph, "nan_between_450_and_550.onnx")
 
 
 def not_a_model():
@@ -289,5 +289,5 @@ if __name__ == "__main__":
     bad_rank()
     bad_output_shape()
     hidden_bad_output_shape()
-    nan_between_300_and_400()
+    nan_between_450_and_550()
     not_a_model()
