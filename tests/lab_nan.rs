@@ -131,3 +131,33 @@ fn results_written_before_the_status_field_still_read() {
     assert_eq!(results.cells.len(), 1);
     assert!(!results.cells[0].failed());
 }
+
+#[test]
+fn difflab_run_says_which_cell_failed_and_writes_the_others() {
+    let dir = temp_dir("cli");
+    let e = experiment(&dir);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_difflab"))
+        .arg("run")
+        .arg(dir.join("nan.toml"))
+        .arg("--out")
+        .arg(dir.join("out"))
+        .env_remove("ORT_DYLIB_PATH")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a run with a failed cell exits non-zero"
+    );
+    assert!(
+        stderr.contains("ddim 20 failed: model output is not finite at step 10/20, t = 500: 512 of 512 values are NaN"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("1 of 2 cells failed (ddim 20); the others are written; results.json and results.csv say why"),
+        "{stderr}"
+    );
+    assert!(dir.join("out/comparison.png").is_file(), "{stderr}");
+    assert!(dir.join("out/cells/ddim_5.png").is_file(), "{stderr}");
+    drop(e);
+}

@@ -7,7 +7,7 @@ use image::RgbImage;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::images::{grid, save_png, upscale_factor};
+use super::images::{GAP, grid, save_png, upscale_factor};
 use super::io::{PathError, at};
 use super::results::CellResult;
 use crate::plot::{FONT_NAME, PALETTE as COLOURS, register_font};
@@ -36,7 +36,8 @@ pub fn comparison_grid(
         .unwrap_or(0);
     let seeds = &seeds[..shown.min(seeds.len())];
     let scale = upscale_factor(shape) as usize;
-    let (tile_w, tile_h) = (w * scale, h * scale);
+    // A tile is one sample with its grid gutter on each side, upscaled.
+    let (tile_w, tile_h) = ((w + 2 * GAP) * scale, (h + 2 * GAP) * scale);
     let longest = columns
         .iter()
         .map(|c| c.name.chars().count())
@@ -308,4 +309,48 @@ fn time_per_sample<DB: DrawingBackend>(
             Rectangle::new([(x, y - 5), (x + 14, y + 5)], sampler_colour.filled())
         });
     draw_legend(&mut chart)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comparison_tiles_fit_their_columns_for_short_names() {
+        // 8×8 samples upscale to 96-pixel tiles with their gutter, wider than a short name needs.
+        let shape = [1, 8, 8];
+        let white = vec![1.0; 2 * 64];
+        let columns = [
+            Column {
+                name: "a",
+                images: &white,
+            },
+            Column {
+                name: "b",
+                images: &white,
+            },
+        ];
+        let dir = std::env::temp_dir().join(format!("difflab-comparison-{}", std::process::id()));
+        let path = dir.join("comparison.png");
+        comparison_grid(&columns, shape, &[0, 1, 2, 3], &path).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        let (left, tile) = (64, 96);
+        assert_eq!(
+            img.width() as usize,
+            left + 2 * (tile + 8),
+            "two columns of 96-pixel tiles"
+        );
+        assert_eq!(
+            img.height() as usize,
+            28 + 2 * (tile + 4) + 4,
+            "two seeds shown, not four"
+        );
+        // Each column's tiles are drawn inside it: white sample pixels in both halves.
+        let white_in = |x0: usize| {
+            (x0..x0 + tile + 8).any(|x| img.get_pixel(x as u32, 28 + 48).0 == [255, 255, 255])
+                && (x0..x0 + tile + 8).any(|x| img.get_pixel(x as u32, 28 + 48).0 == [40, 40, 40])
+        };
+        assert!(white_in(left) && white_in(left + tile + 8));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
