@@ -174,3 +174,74 @@ fn cells_with_more_samples_than_a_lane_refill_as_lanes_finish() {
     let results = Results::load(&e.output_dir.join("results.json"));
     assert!(results.cells.iter().all(|c| c.samples == 20));
 }
+
+fn finished_error(events: &[LabEvent]) -> Option<String> {
+    match events.last() {
+        Some(LabEvent::Finished { error, .. }) => error.clone(),
+        other => panic!("the run ends with Finished, not {other:?}"),
+    }
+}
+
+#[test]
+fn an_unreadable_results_file_is_moved_aside_not_overwritten() {
+    let dir = temp_dir("corrupt");
+    let e = experiment(&dir, THREE);
+    std::fs::create_dir_all(&e.output_dir).unwrap();
+    let results = e.output_dir.join("results.json");
+    std::fs::write(&results, "{ not json").unwrap();
+    let events = run_to_end(&e);
+    assert_eq!(finished_error(&events), None);
+    let aside: Vec<PathBuf> = std::fs::read_dir(&e.output_dir)
+        .unwrap()
+        .map(|d| d.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("results.json.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "moved aside once");
+    assert_eq!(std::fs::read_to_string(&aside[0]).unwrap(), "{ not json");
+    let warned = events.iter().any(|ev| {
+        matches!(ev, LabEvent::Log(l) if l.starts_with(&format!("warning: {} is not a results file difflab can read", results.display()))
+            && l.contains(&format!("moved it to {}", aside[0].display())))
+    });
+    assert!(warned, "{events:#?}");
+    assert_eq!(Results::load(&results).cells.len(), 3, "a new results file");
+}
+
+#[test]
+fn a_results_path_that_is_a_folder_is_an_error_naming_it() {
+    let dir = temp_dir("results-folder");
+    let e = experiment(&dir, THREE);
+    let results = e.output_dir.join("results.json");
+    std::fs::create_dir_all(&results).unwrap();
+    let error = finished_error(&run_to_end(&e));
+    assert_eq!(
+        error.as_deref(),
+        Some(
+            format!(
+                "cannot read the results file {}: it is a folder, not a file",
+                results.display()
+            )
+            .as_str()
+        )
+    );
+}
+
+#[test]
+fn an_output_folder_under_a_file_names_the_file() {
+    let dir = temp_dir("afile");
+    let afile = dir.join("afile");
+    std::fs::write(&afile, "x").unwrap();
+    let mut e = experiment(&dir, THREE);
+    e.output_dir = afile.join("out");
+    let error = finished_error(&run_to_end(&e));
+    assert_eq!(
+        error.as_deref(),
+        Some(
+            format!(
+                "cannot create the output folder {}: {} is a file, not a folder",
+                e.output_dir.display(),
+                afile.display()
+            )
+            .as_str()
+        )
+    );
+}

@@ -95,6 +95,9 @@ pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
         batches.push(args.batch);
     }
     let report = inspect(&args.model, &args.options(), &batches, args.runs)?;
+    if let Some(note) = &report.non_finite {
+        eprintln!("warning: {note}");
+    }
     // A closed pipe (`difflab info … | head`) is not an error.
     let mut stdout = std::io::stdout().lock();
     match write!(stdout, "{report}").and_then(|()| stdout.flush()) {

@@ -8,7 +8,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::experiment::Experiment;
 use crate::lab::plots::{Column, comparison_grid, write_plots};
-use crate::lab::{LabEvent, RunOptions, start};
+use crate::lab::{CellResult, LabEvent, RunOptions, start};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -111,13 +111,16 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                     ),
                     _ => String::new(),
                 };
-                let line = format!(
-                    "{}: {} samples, {:.1} ms/sample, {quality}{}",
-                    result.name,
-                    result.samples,
-                    result.ms_per_sample,
-                    if cached { " (unchanged, reused)" } else { "" }
-                );
+                let line = match &result.error {
+                    Some(e) => format!("{}: failed: {e}", result.name),
+                    None => format!(
+                        "{}: {} samples, {:.1} ms/sample, {quality}{}",
+                        result.name,
+                        result.samples,
+                        result.ms_per_sample,
+                        if cached { " (unchanged, reused)" } else { "" }
+                    ),
+                };
                 match cell_bars.get(&cell) {
                     Some(bar) => bar.finish_with_message(line.clone()),
                     None => eprintln!("{line}"),
@@ -155,7 +158,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             unbatched as f64 / calls as f64
         );
     }
-    // The figures: every cell of this experiment side by side, and the plots.
+    // The figures: every finished cell of this experiment side by side, and the plots.
+    let failed: Vec<CellResult> = done.iter().filter(|r| r.failed()).cloned().collect();
+    done.retain(|r| !r.failed());
+    let total = done.len() + failed.len();
     done.sort_by_key(|r| names.iter().position(|n| *n == r.name));
     let columns: Vec<Column> = done
         .iter()
@@ -175,7 +181,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             &out_dir.join("comparison.png"),
         )?;
     }
-    let plots = write_plots(&done, &out_dir).map_err(|e| anyhow::anyhow!("writing plots: {e}"))?;
+    let plots = write_plots(&done, &out_dir)?;
     eprintln!(
         "results in {}: results.json, results.csv, comparison.png, cells/*.png, {}",
         out_dir.display(),
@@ -186,7 +192,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             .join(", ")
     );
     if args.json {
+        done.extend(failed.iter().cloned());
         println!("{}", serde_json::to_string_pretty(&done)?);
+    }
+    if !failed.is_empty() {
+        let names: Vec<&str> = failed.iter().map(|r| r.name.as_str()).collect();
+        anyhow::bail!(
+            "{} of {} cells failed ({}); the others are written; results.json and results.csv say why",
+            failed.len(),
+            total,
+            names.join(", ")
+        );
     }
     Ok(())
 }

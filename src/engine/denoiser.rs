@@ -70,3 +70,81 @@ pub(crate) fn batch_size(
     }
     Ok(timesteps)
 }
+
+/// How many of a model output's values are NaN or infinite; `None` when all are finite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NonFinite {
+    pub nan: usize,
+    pub pos_inf: usize,
+    pub neg_inf: usize,
+    pub total: usize,
+}
+
+impl NonFinite {
+    /// Counts the values that are not finite; `None` when every value is.
+    pub fn count(values: &[f32]) -> Option<NonFinite> {
+        if values.iter().all(|v| v.is_finite()) {
+            return None;
+        }
+        let mut n = NonFinite {
+            nan: 0,
+            pos_inf: 0,
+            neg_inf: 0,
+            total: values.len(),
+        };
+        for v in values {
+            if v.is_nan() {
+                n.nan += 1;
+            } else if *v == f32::INFINITY {
+                n.pos_inf += 1;
+            } else if *v == f32::NEG_INFINITY {
+                n.neg_inf += 1;
+            }
+        }
+        Some(n)
+    }
+}
+
+impl std::fmt::Display for NonFinite {
+    /// "512 of 512 values are NaN", or "3 of 512 values are NaN, 2 are +Inf" when kinds mix.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kinds = [
+            (self.nan, "NaN"),
+            (self.pos_inf, "+Inf"),
+            (self.neg_inf, "-Inf"),
+        ];
+        let mut first = true;
+        for (count, kind) in kinds.into_iter().filter(|(c, _)| *c > 0) {
+            if first {
+                write!(f, "{count} of {} values are {kind}", self.total)?;
+                first = false;
+            } else {
+                write!(f, ", {count} are {kind}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NonFinite;
+
+    #[test]
+    fn finite_values_pass_and_kinds_are_counted_apart() {
+        assert_eq!(NonFinite::count(&[0.0, 1.0, -3.5]), None);
+        let all_nan = NonFinite::count(&[f32::NAN; 4]).map(|n| n.to_string());
+        assert_eq!(all_nan.as_deref(), Some("4 of 4 values are NaN"));
+        let mixed = NonFinite::count(&[
+            f32::NAN,
+            f32::INFINITY,
+            f32::INFINITY,
+            1.0,
+            f32::NEG_INFINITY,
+        ]);
+        assert_eq!(
+            mixed.map(|n| n.to_string()).as_deref(),
+            Some("1 of 5 values are NaN, 2 are +Inf, 1 are -Inf")
+        );
+    }
+}

@@ -94,6 +94,13 @@ impl OnnxFeatures {
                 shape.iter().collect::<Vec<_>>()
             )));
         }
+        if let Some(bad) = super::NonFinite::count(data) {
+            return Err(EngineError::Options(format!(
+                "{}: the feature network's output `{}` is not finite: {bad}",
+                self.path.display(),
+                self.output
+            )));
+        }
         Ok((data.to_vec(), shape[1] as usize))
     }
 }

@@ -14,7 +14,7 @@ pub mod roles;
 pub mod runtime;
 
 pub use analytic::{AnalyticDenoiser, GaussianMixture};
-pub use denoiser::{DenoiseError, Denoiser, DenoiserInfo};
+pub use denoiser::{DenoiseError, Denoiser, DenoiserInfo, NonFinite};
 pub use features::OnnxFeatures;
 pub use onnx::{EngineError, OnnxDenoiser, OnnxOptions, PredictionSource};
 pub use providers::{

@@ -40,6 +40,8 @@ pub struct InfoReport {
     /// Nodes per provider (ONNX Runtime's provider names), when profiling could tell.
     pub nodes: Option<BTreeMap<String, usize>>,
     pub timings: Vec<Timing>,
+    /// What was not finite in the output of the calls made to time the model, if anything.
+    pub non_finite: Option<String>,
 }
 
 /// Loads the model (with node profiling), runs it once to see where its nodes run, then times `predict` at each
@@ -67,6 +69,7 @@ pub fn inspect(
     let (sample, timesteps) = input(1);
     let mut out = vec![0.0; sample.len()];
     model.predict(&sample, &timesteps, &mut out)?;
+    let mut non_finite = non_finite_note(&out, 1);
     let nodes = model.nodes_per_provider()?;
 
     let mut timings = Vec::new();
@@ -82,6 +85,7 @@ pub fn inspect(
             model.predict(&sample, &timesteps, &mut out)?;
             times.push(start.elapsed());
         }
+        non_finite = non_finite.or_else(|| non_finite_note(&out, batch));
         times.sort();
         timings.push(Timing {
             batch,
@@ -112,6 +116,16 @@ pub fn inspect(
         model: path,
         nodes,
         timings,
+        non_finite,
+    })
+}
+
+/// A warning when a timing call's output holds NaN or ±Inf: sampling with the model would fail.
+fn non_finite_note(out: &[f32], batch: usize) -> Option<String> {
+    super::NonFinite::count(out).map(|n| {
+        format!(
+            "the model's output is not finite (batch {batch}, t = 500, a smooth test input): {n}; a lab run with it fails"
+        )
     })
 }
 

@@ -4,13 +4,21 @@ use std::path::Path;
 
 use image::{ImageBuffer, Rgb, RgbImage};
 
-/// A grid of `count` samples of shape (C, H, W), `columns` wide, with a 2-pixel gutter.
+/// The gutter between samples in a grid, in sample pixels (before upscaling).
+pub const GAP: usize = 2;
+
+/// Enough to make small samples visible in a grid (16×16 digits become 64×64).
+pub fn upscale_factor(shape: [usize; 3]) -> u32 {
+    (64 / shape[1].max(shape[2]).max(1)).max(1) as u32
+}
+
+/// A grid of `count` samples of shape (C, H, W), `columns` wide, with a [`GAP`]-pixel gutter.
 /// One channel is grey; three are RGB; any other count shows the first channel.
 pub fn grid(samples: &[f32], shape: [usize; 3], count: usize, columns: usize) -> RgbImage {
     let [c, h, w] = shape;
     let columns = columns.clamp(1, count.max(1));
     let rows = count.div_ceil(columns).max(1);
-    let gap = 2;
+    let gap = GAP;
     let mut img: RgbImage = ImageBuffer::from_pixel(
         (columns * (w + gap) + gap) as u32,
         (rows * (h + gap) + gap) as u32,
@@ -52,12 +60,12 @@ fn to_u8(v: f32) -> u8 {
 }
 
 /// Writes a PNG atomically.
-pub fn save_png(img: &RgbImage, path: &Path) -> std::io::Result<()> {
+pub fn save_png(img: &RgbImage, path: &Path) -> Result<(), super::io::PathError> {
     let mut bytes = Vec::new();
     img.write_to(
         &mut std::io::Cursor::new(&mut bytes),
         image::ImageFormat::Png,
     )
-    .map_err(std::io::Error::other)?;
+    .map_err(|e| super::io::PathError::other("encode the image", path, e))?;
     super::results::write_atomic(path, &bytes)
 }

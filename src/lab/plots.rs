@@ -7,7 +7,8 @@ use image::RgbImage;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::images::{grid, save_png};
+use super::images::{GAP, grid, save_png, upscale_factor};
+use super::io::{PathError, at};
 use super::results::CellResult;
 use crate::plot::{FONT_NAME, PALETTE as COLOURS, register_font};
 
@@ -17,16 +18,26 @@ pub struct Column<'a> {
     pub images: &'a [f32],
 }
 
-/// Rows = seeds, columns = cells, each column headed by its cell's name; written as PNG.
+/// Rows = seeds (as many as the longest column has images), columns = cells, each column headed by
+/// its cell's name; written as PNG. `difflab run` and the dashboard's save key both write
+/// comparison.png through this.
 pub fn comparison_grid(
     columns: &[Column],
     shape: [usize; 3],
     seeds: &[u64],
     path: &Path,
-) -> std::io::Result<()> {
+) -> Result<(), PathError> {
     let [_, h, w] = shape;
-    let scale = (64 / h.max(w).max(1)).max(1);
-    let (tile_w, tile_h) = (w * scale, h * scale);
+    let item = shape.iter().product::<usize>().max(1);
+    let shown = columns
+        .iter()
+        .map(|c| c.images.len() / item)
+        .max()
+        .unwrap_or(0);
+    let seeds = &seeds[..shown.min(seeds.len())];
+    let scale = upscale_factor(shape) as usize;
+    // A tile is one sample with its grid gutter on each side, upscaled.
+    let (tile_w, tile_h) = ((w + 2 * GAP) * scale, (h + 2 * GAP) * scale);
     let longest = columns
         .iter()
         .map(|c| c.name.chars().count())
@@ -67,7 +78,7 @@ pub fn comparison_grid(
             draw_text(&area, &format!("seed {seed}"), (4, y), &style);
         }
         area.present()
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+            .map_err(|e| PathError::other("draw the labels of", path, e))?;
     }
     save_png(&canvas, path)
 }
@@ -83,7 +94,7 @@ fn draw_text<DB: DrawingBackend>(
 
 /// Writes `quality_vs_nfe.{png,svg}` (when cells have FID) and `time_per_sample.{png,svg}` into
 /// `dir`; returns the files written.
-pub fn write_plots(cells: &[CellResult], dir: &Path) -> Result<Vec<String>, String> {
+pub fn write_plots(cells: &[CellResult], dir: &Path) -> Result<Vec<String>, PathError> {
     register_font();
     let mut written = Vec::new();
     for ext in ["png", "svg"] {
@@ -111,7 +122,7 @@ fn render(
     size: (u32, u32),
     figure: Figure,
     cells: &[CellResult],
-) -> Result<(), String> {
+) -> Result<(), PathError> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -119,18 +130,38 @@ fn render(
         .to_string();
     let tmp = path.with_extension(format!("tmp{}.{ext}", std::process::id()));
     if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(d).map_err(at("create the folder for the plot", path))?;
     }
-    if ext == "svg" {
+    let drawn = if ext == "svg" {
         let area = SVGBackend::new(&tmp, size).into_drawing_area();
-        figure.draw(&area, cells)?;
-        area.present().map_err(|e| e.to_string())?;
+        figure
+            .draw(&area, cells)
+            .and_then(|()| area.present().map_err(|e| e.to_string()))
     } else {
         let area = BitMapBackend::new(&tmp, size).into_drawing_area();
-        figure.draw(&area, cells)?;
-        area.present().map_err(|e| e.to_string())?;
+        figure
+            .draw(&area, cells)
+            .and_then(|()| area.present().map_err(|e| e.to_string()))
+    };
+    if let Err(e) = drawn {
+        let _ = std::fs::remove_file(&tmp);
+        // plotters wraps the I/O error in its own words; the file it could not write is `path`.
+        return Err(PathError::other("write the plot", path, plot_reason(&e)));
     }
-    std::fs::rename(&tmp, path).map_err(|e| e.to_string())
+    std::fs::rename(&tmp, path).map_err(at("write the plot", path))
+}
+
+/// A plotters error message without its debug wrapping, e.g. the OS error inside
+/// `DrawingErrorKind::DrawingError(Os { .. })`.
+fn plot_reason(message: &str) -> String {
+    match message.find("message: \"") {
+        Some(i) => message[i + 10..]
+            .split('"')
+            .next()
+            .unwrap_or(message)
+            .to_string(),
+        None => message.to_string(),
+    }
 }
 
 impl Figure {
@@ -278,4 +309,48 @@ fn time_per_sample<DB: DrawingBackend>(
             Rectangle::new([(x, y - 5), (x + 14, y + 5)], sampler_colour.filled())
         });
     draw_legend(&mut chart)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comparison_tiles_fit_their_columns_for_short_names() {
+        // 8×8 samples upscale to 96-pixel tiles with their gutter, wider than a short name needs.
+        let shape = [1, 8, 8];
+        let white = vec![1.0; 2 * 64];
+        let columns = [
+            Column {
+                name: "a",
+                images: &white,
+            },
+            Column {
+                name: "b",
+                images: &white,
+            },
+        ];
+        let dir = std::env::temp_dir().join(format!("difflab-comparison-{}", std::process::id()));
+        let path = dir.join("comparison.png");
+        comparison_grid(&columns, shape, &[0, 1, 2, 3], &path).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        let (left, tile) = (64, 96);
+        assert_eq!(
+            img.width() as usize,
+            left + 2 * (tile + 8),
+            "two columns of 96-pixel tiles"
+        );
+        assert_eq!(
+            img.height() as usize,
+            28 + 2 * (tile + 4) + 4,
+            "two seeds shown, not four"
+        );
+        // Each column's tiles are drawn inside it: white sample pixels in both halves.
+        let white_in = |x0: usize| {
+            (x0..x0 + tile + 8).any(|x| img.get_pixel(x as u32, 28 + 48).0 == [255, 255, 255])
+                && (x0..x0 + tile + 8).any(|x| img.get_pixel(x as u32, 28 + 48).0 == [40, 40, 40])
+        };
+        assert!(white_in(left) && white_in(left + tile + 8));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -5,6 +5,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::io::{PathError, at};
+
 /// One cell's outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CellResult {
@@ -27,6 +29,16 @@ pub struct CellResult {
     /// PNG grid of the preview seeds, relative to the output folder.
     pub grid: String,
     pub key: String,
+    /// Why the cell failed (e.g. the model's output was not finite); `None` for a finished cell.
+    /// Files written before this field existed read as finished.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl CellResult {
+    pub fn failed(&self) -> bool {
+        self.error.is_some()
+    }
 }
 
 /// The results file: every finished cell and how the model calls went.
@@ -40,12 +52,43 @@ pub struct Results {
 }
 
 impl Results {
-    /// Reads results.json; a missing or unreadable file is an empty result set.
+    /// Reads results.json; a missing or unreadable file is an empty result set (for display; a run
+    /// uses [`Results::open`], which keeps an unreadable file).
     pub fn load(path: &Path) -> Self {
         std::fs::read_to_string(path)
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default()
+    }
+
+    /// Reads results.json for a run that will rewrite it. A missing file is an empty result set; one
+    /// that does not parse is moved aside to `results.json.corrupt-<unix seconds>`, never overwritten,
+    /// and the returned warning says so. A folder or an unreadable file is an error naming it.
+    pub fn open(path: &Path) -> Result<(Self, Option<String>), PathError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((Self::default(), None));
+            }
+            Err(e) => return Err(PathError::io("read the results file", path, &e)),
+        };
+        let problem = match serde_json::from_str(&text) {
+            Ok(results) => return Ok((results, None)),
+            Err(e) => e,
+        };
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(format!(".corrupt-{secs}"));
+        let aside = std::path::PathBuf::from(aside);
+        std::fs::rename(path, &aside).map_err(at("move the unreadable results file", path))?;
+        let warning = format!(
+            "warning: {} is not a results file difflab can read ({problem}); moved it to {} and starting a new one",
+            path.display(),
+            aside.display()
+        );
+        Ok((Self::default(), Some(warning)))
     }
 
     /// Replaces or adds a cell's result (by name).
@@ -57,20 +100,22 @@ impl Results {
     }
 
     /// Writes results.json and results.csv into `dir`, each atomically.
-    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
-        let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+    pub fn save(&self, dir: &Path) -> Result<(), PathError> {
+        let path = dir.join("results.json");
+        let json = serde_json::to_string_pretty(self)
+            .map_err(|e| PathError::other("write the results file", &path, e))?;
         write_atomic(&dir.join("results.json"), json.as_bytes())?;
         write_atomic(&dir.join("results.csv"), self.csv().as_bytes())
     }
 
     fn csv(&self) -> String {
         let mut out = String::from(
-            "name,sampler,class,steps,nfe,samples,wall_s,model_ms_per_step,sampler_ms_per_step,ms_per_sample,fid,kid,kid_std,provider\n",
+            "name,sampler,class,steps,nfe,samples,wall_s,model_ms_per_step,sampler_ms_per_step,ms_per_sample,fid,kid,kid_std,provider,status,error\n",
         );
         let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
         for c in &self.cells {
             out.push_str(&format!(
-                "{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{},{},{},{}\n",
+                "{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{},{},{},{},{},{}\n",
                 csv_field(&c.name),
                 csv_field(&c.label),
                 c.class,
@@ -84,7 +129,9 @@ impl Results {
                 opt(c.fid),
                 opt(c.kid),
                 opt(c.kid_std),
-                csv_field(&c.provider)
+                csv_field(&c.provider),
+                if c.failed() { "failed" } else { "done" },
+                csv_field(c.error.as_deref().unwrap_or(""))
             ));
         }
         out
@@ -100,15 +147,18 @@ fn csv_field(s: &str) -> String {
 }
 
 /// Writes a file so readers see the old or the new content, never a part: temp file, then rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PathError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(at("create the folder for", path))?;
     }
     let tmp = path.with_extension(format!(
         "{}.tmp{}",
         path.extension().and_then(|e| e.to_str()).unwrap_or(""),
         std::process::id()
     ));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    std::fs::write(&tmp, bytes).map_err(at("write", path))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        PathError::io("write", path, &e)
+    })
 }

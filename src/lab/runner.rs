@@ -2,19 +2,23 @@
 //! share one batched call per step, progress and x0 previews are sent as events, a cancel takes effect
 //! before the next model call, and each finished cell is written at once.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use super::images::{grid, save_png, upscale};
+use super::images::{GAP, grid, save_png, upscale, upscale_factor};
+use super::io::at;
 use super::model::{LoadedModel, load_features, load_model};
 use super::plan::{Cell, plan};
 use super::results::{CellResult, Results};
-use crate::engine::OnnxFeatures;
+use crate::engine::{Denoiser, NonFinite, OnnxFeatures};
 use crate::experiment::{Experiment, QualitySpec};
-use crate::quality::{FeatureStats, ReferenceStats, frechet_distance, kernel_inception_distance};
+use crate::quality::{
+    FeatureStats, Kid, ReferenceStats, frechet_distance, kernel_inception_distance,
+};
 use crate::sampler::{Scheduler, SeededNoise};
 
 /// What the lab tells its caller, in order.
@@ -102,30 +106,40 @@ impl CancelSwitch {
     }
 }
 
-/// Starts running `experiment` on a background thread.
+/// Starts running `experiment` on a background thread. When the thread cannot start, the events
+/// still end with a `Finished` that says why, so a caller waiting for it never waits forever.
 pub fn start(experiment: Experiment, options: RunOptions) -> LabHandle {
     let (tx, rx) = channel();
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();
-    let failed = tx.clone();
-    let thread = std::thread::Builder::new()
+    let thread_tx = tx.clone();
+    let thread = match std::thread::Builder::new()
         .name("difflab-lab".into())
-        .spawn(move || run(&experiment, &options, &flag, &tx))
-        .map_err(|e| {
-            // Without this event the caller would wait for a run that never started.
-            let _ = failed.send(LabEvent::Finished {
-                cancelled: false,
-                error: Some(format!("cannot start the lab thread: {e}")),
-                model_calls: 0,
-                unbatched_model_calls: 0,
-                wall_s: 0.0,
-            });
-        })
-        .ok();
+        .spawn(move || run(&experiment, &options, &flag, &thread_tx))
+    {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let _ = tx.send(spawn_failed(&e));
+            None
+        }
+    };
     LabHandle {
         events: rx,
         cancel,
         thread,
+    }
+}
+
+/// The `Finished` event of a run whose thread could not start.
+fn spawn_failed(e: &std::io::Error) -> LabEvent {
+    LabEvent::Finished {
+        cancelled: false,
+        error: Some(format!(
+            "cannot start the lab's thread: {e}; free some memory or lower `threads`, then run again"
+        )),
+        model_calls: 0,
+        unbatched_model_calls: 0,
+        wall_s: 0.0,
     }
 }
 
@@ -177,6 +191,9 @@ struct Lane {
     step: usize,
 }
 
+/// The feature network, the reference statistics and the settings FID and KID need.
+type Quality<'a> = (OnnxFeatures, ReferenceStats, &'a QualitySpec);
+
 fn run_inner(
     experiment: &Experiment,
     options: &RunOptions,
@@ -184,21 +201,7 @@ fn run_inner(
     tx: &Sender<LabEvent>,
     calls: &mut (usize, usize),
 ) -> Result<(), Stop> {
-    let send = |e: LabEvent| {
-        let _ = tx.send(e);
-    };
-    let cells = plan(experiment, options.only.as_deref())?;
-    if cells.is_empty() {
-        let names: Vec<String> = plan(experiment, None)?
-            .into_iter()
-            .map(|c| format!("{:?}", c.name))
-            .collect();
-        return Err(Stop::Error(format!(
-            "no cell matches --only {:?}; give a cell name or the start of a sampler label: {}",
-            options.only.as_deref().unwrap_or(""),
-            names.join(", ")
-        )));
-    }
+    let cells = plan_cells(experiment, options)?;
     let LoadedModel {
         mut denoiser,
         sample_shape,
@@ -206,7 +209,7 @@ fn run_inner(
         providers_note,
         providers_summary,
     } = load_model(experiment)?;
-    send(LabEvent::Planned {
+    let _ = tx.send(LabEvent::Planned {
         cells: cells.clone(),
         sample_shape,
         provider: provider.clone(),
@@ -214,22 +217,91 @@ fn run_inner(
         providers_summary,
     });
     let out = &experiment.output_dir;
-    std::fs::create_dir_all(out)?;
-    let mut results = Results::load(&out.join("results.json"));
+    std::fs::create_dir_all(out).map_err(at("create the output folder", out))?;
+    let (mut results, warning) = Results::open(&out.join("results.json"))?;
+    if let Some(w) = warning {
+        let _ = tx.send(LabEvent::Log(w));
+    }
     results.experiment = experiment.name.clone();
-    let item = sample_shape.iter().product::<usize>();
+    let pending = reuse_cached(&cells, &results, out, sample_shape, options.force, tx);
+    if pending.is_empty() {
+        let _ = tx.send(LabEvent::Log("every cell is up to date".into()));
+        return Ok(());
+    }
+    let per_lane = (experiment.batch / pending.len()).max(1);
+    let item = sample_shape.iter().product();
+    let mut lab = Batch {
+        per_lane,
+        states: pending
+            .iter()
+            .map(|&c| CellState::new(&cells[c], item, per_lane))
+            .collect(),
+        item,
+        cells: &cells,
+        pending,
+        lanes: Vec::new(),
+        quality: load_quality(experiment)?,
+        ctx: Finish {
+            out,
+            sample_shape,
+            provider: &provider,
+            batch: experiment.batch,
+        },
+        results,
+        tx,
+    };
+    // Each cell runs one lane at a time and starts its next lane as soon as one finishes; the lanes of
+    // all cells step together, sharing one model call per step.
+    loop {
+        lab.lanes.retain(|l| l.step < l.scheduler.timesteps().len());
+        calls.1 += lab.start_lanes()?;
+        if lab.lanes.is_empty() {
+            return Ok(());
+        }
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Stop::Cancelled);
+        }
+        lab.step(denoiser.as_mut(), calls)?;
+    }
+}
 
-    // Reuse cells whose inputs have not changed.
+/// The cells `--only` selects; none is an error that lists the cells there are.
+fn plan_cells(experiment: &Experiment, options: &RunOptions) -> Result<Vec<Cell>, Stop> {
+    let cells = plan(experiment, options.only.as_deref())?;
+    if !cells.is_empty() {
+        return Ok(cells);
+    }
+    let names: Vec<String> = plan(experiment, None)?
+        .into_iter()
+        .map(|c| format!("{:?}", c.name))
+        .collect();
+    Err(Stop::Error(format!(
+        "no cell matches --only {:?}; give a cell name or the start of a sampler label: {}",
+        options.only.as_deref().unwrap_or(""),
+        names.join(", ")
+    )))
+}
+
+/// Reports the cells whose inputs have not changed since a finished earlier run, with their grids, and
+/// returns the indices of the others. A failed cell is never up to date.
+fn reuse_cached(
+    cells: &[Cell],
+    results: &Results,
+    out: &Path,
+    sample_shape: [usize; 3],
+    force: bool,
+    tx: &Sender<LabEvent>,
+) -> Vec<usize> {
     let mut pending = Vec::new();
     for (i, cell) in cells.iter().enumerate() {
         let earlier = results
             .cells
             .iter()
-            .find(|r| r.key == cell.key && out.join(&r.grid).is_file());
+            .find(|r| r.key == cell.key && !r.failed() && out.join(&r.grid).is_file());
         match earlier {
-            Some(r) if !options.force => {
+            Some(r) if !force => {
                 let images = read_grid(&out.join(&r.grid), sample_shape, cell.preview);
-                send(LabEvent::CellDone {
+                let _ = tx.send(LabEvent::CellDone {
                     cell: i,
                     result: r.clone(),
                     images,
@@ -239,151 +311,212 @@ fn run_inner(
             _ => pending.push(i),
         }
     }
-    if pending.is_empty() {
-        send(LabEvent::Log("every cell is up to date".into()));
-        return Ok(());
-    }
+    pending
+}
 
-    let features = match load_features(experiment) {
-        Some(f) => Some(f?),
-        None => None,
+/// The feature network and reference statistics, when the experiment asks for FID and KID.
+fn load_quality(experiment: &Experiment) -> Result<Option<Quality<'_>>, Stop> {
+    let Some(spec) = &experiment.quality else {
+        return Ok(None);
     };
-    let reference = match &experiment.quality {
-        Some(q) => Some(ReferenceStats::load(&q.reference)?),
-        None => None,
+    let Some(features) = load_features(experiment) else {
+        return Ok(None);
     };
-    let mut quality = match (features, reference, &experiment.quality) {
-        (Some(f), Some(r), Some(q)) => Some((f, r, q)),
-        _ => None,
-    };
-    let ctx = Finish {
-        out,
-        sample_shape,
-        provider: &provider,
-        batch: experiment.batch,
-    };
+    let features = features?;
+    let reference = ReferenceStats::load(&spec.reference)?;
+    Ok(Some((features, reference, spec)))
+}
 
-    // Every pending cell's samples, split into lanes of at most `per_lane` samples. Each cell runs one
-    // lane at a time and starts its next lane as soon as one finishes; the lanes of all cells step
-    // together, sharing one model call per step.
-    let per_lane = (experiment.batch / pending.len()).max(1);
-    let mut states: Vec<CellState> = pending
-        .iter()
-        .map(|&c| CellState {
-            finals: vec![0.0; cells[c].seeds.len() * item],
-            model_s: 0.0,
-            sampler_s: 0.0,
-            lanes_left: cells[c].seeds.len().div_ceil(per_lane),
-            next_first: 0,
-        })
-        .collect();
-    let mut inputs = Vec::new();
-    let mut outputs = Vec::new();
-    let mut timesteps = Vec::new();
-    let mut lanes: Vec<Lane> = Vec::new();
-    loop {
-        lanes.retain(|l| l.step < l.scheduler.timesteps().len());
-        for (slot, &c) in pending.iter().enumerate() {
-            let cell = &cells[c];
-            let state = &mut states[slot];
-            if lanes.iter().any(|l| l.cell == slot) || state.next_first >= cell.seeds.len() {
+/// The pending cells of a run and their lanes, stepped together.
+struct Batch<'a> {
+    cells: &'a [Cell],
+    /// Indices into `cells` of the cells that run; `states` and `Lane::cell` index this.
+    pending: Vec<usize>,
+    states: Vec<CellState>,
+    lanes: Vec<Lane>,
+    per_lane: usize,
+    /// Values in one sample.
+    item: usize,
+    quality: Option<Quality<'a>>,
+    ctx: Finish<'a>,
+    results: Results,
+    tx: &'a Sender<LabEvent>,
+}
+
+impl Batch<'_> {
+    /// Starts the next lane of every cell that has none running and samples left; returns the model
+    /// calls those lanes would take alone.
+    fn start_lanes(&mut self) -> Result<usize, Stop> {
+        let mut unbatched = 0;
+        for (slot, &c) in self.pending.iter().enumerate() {
+            let cell = &self.cells[c];
+            let state = &mut self.states[slot];
+            if state.failed
+                || self.lanes.iter().any(|l| l.cell == slot)
+                || state.next_first >= cell.seeds.len()
+            {
                 continue;
             }
             let first = state.next_first;
-            let seeds = cell.seeds[first..(first + per_lane).min(cell.seeds.len())].to_vec();
+            let seeds = cell.seeds[first..(first + self.per_lane).min(cell.seeds.len())].to_vec();
             state.next_first += seeds.len();
             let items = seeds.len();
             let noise = SeededNoise::new(seeds);
             let mut scheduler = cell.config.build();
             scheduler.set_steps(cell.steps)?;
-            lanes.push(Lane {
+            self.lanes.push(Lane {
                 cell: slot,
-                x: noise.initial(item),
-                x0: vec![0.0; items * item],
+                x: noise.initial(self.item),
+                x0: vec![0.0; items * self.item],
                 scheduler,
                 noise,
                 first,
                 items,
                 step: 0,
             });
-            calls.1 += cell.steps;
+            unbatched += cell.steps;
         }
-        if lanes.is_empty() {
-            break;
-        }
-        {
-            let active: Vec<usize> = (0..lanes.len()).collect();
-            if cancel.load(Ordering::Relaxed) {
-                return Err(Stop::Cancelled);
-            }
-            inputs.clear();
-            timesteps.clear();
-            for &l in &active {
-                let lane = &lanes[l];
-                inputs.extend_from_slice(&lane.x);
-                let t = lane.scheduler.timesteps()[lane.step] as f64;
-                timesteps.extend(std::iter::repeat_n(t, lane.items));
-            }
-            outputs.resize(inputs.len(), 0.0);
-            let call = Instant::now();
-            denoiser.predict(&inputs, &timesteps, &mut outputs)?;
-            let model_s = call.elapsed().as_secs_f64();
-            calls.0 += 1;
-            let total_items = timesteps.len() as f64;
-            let mut offset = 0;
-            for &l in &active {
-                let lane = &mut lanes[l];
-                let len = lane.items * item;
-                let step_start = Instant::now();
-                lane.scheduler.step(
-                    &outputs[offset..offset + len],
-                    &mut lane.x,
-                    &mut lane.x0,
-                    lane.items,
-                    &mut lane.noise,
-                )?;
-                offset += len;
-                lane.step += 1;
-                let state = &mut states[lane.cell];
-                state.model_s += model_s * lane.items as f64 / total_items;
-                state.sampler_s += step_start.elapsed().as_secs_f64();
-                let c = pending[lane.cell];
-                let cell = &cells[c];
-                let preview = (lane.first < cell.preview).then(|| {
-                    let n = (cell.preview - lane.first).min(lane.items);
-                    lane.x0[..n * item].to_vec()
-                });
-                send(LabEvent::Progress {
-                    cell: c,
-                    step: lane.step,
-                    steps: cell.steps,
-                    samples_done: lane.first,
-                    samples_total: cell.seeds.len(),
-                    preview,
-                });
-                if lane.step == cell.steps {
-                    let start = lane.first * item;
-                    state.finals[start..start + lane.x.len()].copy_from_slice(&lane.x);
-                    state.lanes_left -= 1;
-                    if state.lanes_left == 0 {
-                        // The cell is complete: score, write and report it now, not at the end of the run.
-                        let (result, images) = ctx.finish(cell, state, quality.as_mut())?;
-                        results.put(result.clone());
-                        results.model_calls = calls.0;
-                        results.unbatched_model_calls = calls.1;
-                        results.save(out)?;
-                        send(LabEvent::CellDone {
-                            cell: c,
-                            result,
-                            images,
-                            cached: false,
-                        });
-                    }
-                }
-            }
-        }
+        Ok(unbatched)
     }
-    Ok(())
+
+    /// One shared model call for every lane, then each lane's sampler step. A lane whose model output
+    /// is not finite fails its cell; the other cells go on.
+    fn step(
+        &mut self,
+        denoiser: &mut dyn Denoiser,
+        calls: &mut (usize, usize),
+    ) -> Result<(), Stop> {
+        let mut inputs = Vec::new();
+        let mut timesteps = Vec::new();
+        for lane in &self.lanes {
+            inputs.extend_from_slice(&lane.x);
+            let t = lane.scheduler.timesteps()[lane.step] as f64;
+            timesteps.extend(std::iter::repeat_n(t, lane.items));
+        }
+        let mut outputs = vec![0.0; inputs.len()];
+        let call = Instant::now();
+        denoiser.predict(&inputs, &timesteps, &mut outputs)?;
+        let model_s = call.elapsed().as_secs_f64();
+        calls.0 += 1;
+        let total_items = timesteps.len() as f64;
+        let mut offset = 0;
+        let mut failed = Vec::new();
+        for l in 0..self.lanes.len() {
+            let lane = &mut self.lanes[l];
+            let len = lane.items * self.item;
+            let output = &outputs[offset..offset + len];
+            offset += len;
+            let state = &mut self.states[lane.cell];
+            state.model_s += model_s * lane.items as f64 / total_items;
+            if let Some(bad) = NonFinite::count(output) {
+                let steps = self.cells[self.pending[lane.cell]].steps;
+                let t = lane.scheduler.timesteps()[lane.step];
+                failed.push((
+                    lane.cell,
+                    format!(
+                        "model output is not finite at step {}/{steps}, t = {t}: {bad}",
+                        lane.step + 1
+                    ),
+                ));
+                continue;
+            }
+            let step_start = Instant::now();
+            lane.scheduler.step(
+                output,
+                &mut lane.x,
+                &mut lane.x0,
+                lane.items,
+                &mut lane.noise,
+            )?;
+            lane.step += 1;
+            state.sampler_s += step_start.elapsed().as_secs_f64();
+            self.progress(l, calls)?;
+        }
+        for (slot, error) in failed {
+            self.fail_cell(slot, error, calls)?;
+        }
+        Ok(())
+    }
+
+    /// Reports lane `l`'s step, and finishes its cell when that was the cell's last step.
+    fn progress(&mut self, l: usize, calls: &(usize, usize)) -> Result<(), Stop> {
+        let lane = &self.lanes[l];
+        let c = self.pending[lane.cell];
+        let cell = &self.cells[c];
+        let item = self.item;
+        let preview = (lane.first < cell.preview).then(|| {
+            let n = (cell.preview - lane.first).min(lane.items);
+            lane.x0[..n * item].to_vec()
+        });
+        let _ = self.tx.send(LabEvent::Progress {
+            cell: c,
+            step: lane.step,
+            steps: cell.steps,
+            samples_done: lane.first,
+            samples_total: cell.seeds.len(),
+            preview,
+        });
+        if lane.step < cell.steps {
+            return Ok(());
+        }
+        let state = &mut self.states[lane.cell];
+        let start = lane.first * item;
+        state.finals[start..start + lane.x.len()].copy_from_slice(&lane.x);
+        state.lanes_left -= 1;
+        if state.lanes_left > 0 {
+            return Ok(());
+        }
+        // The cell is complete: score, write and report it now, not at the end of the run.
+        let (result, images) = self.ctx.finish(cell, state, self.quality.as_mut())?;
+        if let Some(e) = &result.error {
+            let _ = self.tx.send(LabEvent::Log(format!("{}: {e}", cell.name)));
+        }
+        self.record(c, result, images, calls)
+    }
+
+    /// Stops the cell in `slot` with `error`: its lanes end, it is written as failed and reported.
+    fn fail_cell(
+        &mut self,
+        slot: usize,
+        error: String,
+        calls: &(usize, usize),
+    ) -> Result<(), Stop> {
+        let state = &mut self.states[slot];
+        if state.failed {
+            return Ok(());
+        }
+        state.failed = true;
+        self.lanes.retain(|l| l.cell != slot);
+        let c = self.pending[slot];
+        let cell = &self.cells[c];
+        let _ = self
+            .tx
+            .send(LabEvent::Log(format!("{} failed: {error}", cell.name)));
+        let mut result = self.ctx.result(cell, state, String::new());
+        result.error = Some(error);
+        self.record(c, result, Vec::new(), calls)
+    }
+
+    /// Writes a cell's result into the results files and reports it.
+    fn record(
+        &mut self,
+        c: usize,
+        result: CellResult,
+        images: Vec<f32>,
+        calls: &(usize, usize),
+    ) -> Result<(), Stop> {
+        self.results.put(result.clone());
+        self.results.model_calls = calls.0;
+        self.results.unbatched_model_calls = calls.1;
+        self.results.save(self.ctx.out)?;
+        let _ = self.tx.send(LabEvent::CellDone {
+            cell: c,
+            result,
+            images,
+            cached: false,
+        });
+        Ok(())
+    }
 }
 
 /// A pending cell's samples and time so far.
@@ -394,6 +527,21 @@ struct CellState {
     lanes_left: usize,
     /// The first sample of the next lane to start.
     next_first: usize,
+    /// The cell stopped on an error: no more lanes start.
+    failed: bool,
+}
+
+impl CellState {
+    fn new(cell: &Cell, item: usize, per_lane: usize) -> Self {
+        CellState {
+            finals: vec![0.0; cell.seeds.len() * item],
+            model_s: 0.0,
+            sampler_s: 0.0,
+            lanes_left: cell.seeds.len().div_ceil(per_lane),
+            next_first: 0,
+            failed: false,
+        }
+    }
 }
 
 /// What finishing a cell needs.
@@ -405,43 +553,19 @@ struct Finish<'a> {
 }
 
 impl Finish<'_> {
-    /// Scores a complete cell, writes its grid, and returns its result and preview images.
+    /// Scores a complete cell, writes its grid, and returns its result and preview images. FID and KID
+    /// that cannot be computed (the feature network's output is not finite) fail the cell with the
+    /// reason; its grid is still written.
     fn finish(
         &self,
         cell: &Cell,
         state: &CellState,
-        quality: Option<&mut (OnnxFeatures, ReferenceStats, &QualitySpec)>,
+        quality: Option<&mut Quality<'_>>,
     ) -> Result<(CellResult, Vec<f32>), Stop> {
         let item = self.sample_shape.iter().product::<usize>();
-        let samples = cell.seeds.len();
-        let (fid, kid) = match quality {
-            Some((features, reference, spec)) => {
-                let mut feats = Vec::new();
-                let mut dim = 0;
-                for chunk in state.finals.chunks(self.batch.max(1) * item) {
-                    let (part, d) =
-                        features.features(chunk, chunk.len() / item, self.sample_shape)?;
-                    feats.extend(part);
-                    dim = d;
-                }
-                if dim != reference.dim {
-                    return Err(Stop::Error(format!(
-                        "the feature network gives {dim} features, the reference statistics {}",
-                        reference.dim
-                    )));
-                }
-                let stats = FeatureStats::from_features(&feats, dim);
-                let kid = kernel_inception_distance(
-                    &feats,
-                    &reference.features,
-                    dim,
-                    spec.kid_subsets,
-                    spec.kid_subset_size,
-                    0,
-                );
-                (Some(frechet_distance(&stats, &reference.stats)), Some(kid))
-            }
-            None => (None, None),
+        let scores = match quality {
+            Some(q) => self.score(state, q).map(Some),
+            None => Ok(None),
         };
         let grid_path = format!("cells/{}.png", file_name(&cell.name));
         let images = state.finals[..cell.preview * item].to_vec();
@@ -451,8 +575,55 @@ impl Finish<'_> {
             &upscale(&img, upscale_factor(self.sample_shape)),
             &self.out.join(&grid_path),
         )?;
+        let mut result = self.result(cell, state, grid_path);
+        match scores {
+            Ok(Some((fid, kid))) => {
+                result.fid = Some(fid);
+                result.kid = Some(kid.mean);
+                result.kid_std = Some(kid.std);
+            }
+            Ok(None) => {}
+            Err(e) => result.error = Some(format!("FID and KID cannot be computed: {e}")),
+        }
+        Ok((result, images))
+    }
+
+    /// FID and KID of a cell's samples against the reference statistics.
+    fn score(&self, state: &CellState, quality: &mut Quality<'_>) -> Result<(f64, Kid), String> {
+        let (features, reference, spec) = quality;
+        let item = self.sample_shape.iter().product::<usize>();
+        let mut feats = Vec::new();
+        let mut dim = 0;
+        for chunk in state.finals.chunks(self.batch.max(1) * item) {
+            let (part, d) = features
+                .features(chunk, chunk.len() / item, self.sample_shape)
+                .map_err(|e| e.to_string())?;
+            feats.extend(part);
+            dim = d;
+        }
+        if dim != reference.dim {
+            return Err(format!(
+                "the feature network gives {dim} features, the reference statistics {}",
+                reference.dim
+            ));
+        }
+        let stats = FeatureStats::from_features(&feats, dim);
+        let kid = kernel_inception_distance(
+            &feats,
+            &reference.features,
+            dim,
+            spec.kid_subsets,
+            spec.kid_subset_size,
+            0,
+        );
+        Ok((frechet_distance(&stats, &reference.stats), kid))
+    }
+
+    /// A cell's result without scores: its timing so far and where its grid is.
+    fn result(&self, cell: &Cell, state: &CellState, grid: String) -> CellResult {
+        let samples = cell.seeds.len();
         let wall = state.model_s + state.sampler_s;
-        let result = CellResult {
+        CellResult {
             name: cell.name.clone(),
             label: cell.label.clone(),
             class: cell.class.clone(),
@@ -460,23 +631,18 @@ impl Finish<'_> {
             nfe: cell.steps,
             samples,
             wall_s: wall,
-            model_ms_per_step: state.model_s * 1e3 / cell.steps as f64,
-            sampler_ms_per_step: state.sampler_s * 1e3 / cell.steps as f64,
-            ms_per_sample: wall * 1e3 / samples as f64,
-            fid,
-            kid: kid.map(|k| k.mean),
-            kid_std: kid.map(|k| k.std),
+            model_ms_per_step: state.model_s * 1e3 / cell.steps.max(1) as f64,
+            sampler_ms_per_step: state.sampler_s * 1e3 / cell.steps.max(1) as f64,
+            ms_per_sample: wall * 1e3 / samples.max(1) as f64,
+            fid: None,
+            kid: None,
+            kid_std: None,
             provider: self.provider.to_string(),
-            grid: grid_path,
+            grid,
             key: cell.key.clone(),
-        };
-        Ok((result, images))
+            error: None,
+        }
     }
-}
-
-/// Enough to make small samples visible in a grid (16×16 digits become 64×64).
-fn upscale_factor(shape: [usize; 3]) -> u32 {
-    (64 / shape[1].max(shape[2]).max(1)).max(1) as u32
 }
 
 /// A cell name as a file name.
@@ -500,7 +666,7 @@ fn read_grid(path: &std::path::Path, shape: [usize; 3], count: usize) -> Vec<f32
     };
     let columns = (count as f64).sqrt().ceil() as usize;
     let factor = upscale_factor(shape) as usize;
-    let gap = 2;
+    let gap = GAP;
     let mut out = vec![0.0; count * c * h * w];
     for k in 0..count {
         let (ox, oy) = (

@@ -154,7 +154,8 @@ pub enum Msg {
     Resize,
     Lab {
         generation: u64,
-        event: LabEvent,
+        // Boxed: a finished cell's result is far larger than the other messages.
+        event: Box<LabEvent>,
     },
     /// The experiment file changed on disk: the new experiment, or why it does not load.
     Reloaded(Result<Box<Experiment>, String>),
@@ -258,7 +259,7 @@ impl State {
         match msg {
             Msg::Key(key) => self.key(key),
             Msg::Resize => Vec::new(),
-            Msg::Lab { generation, event } if generation == self.generation => self.lab(event),
+            Msg::Lab { generation, event } if generation == self.generation => self.lab(*event),
             Msg::Lab { .. } => Vec::new(),
             Msg::Reloaded(Ok(experiment)) => {
                 self.file_error = None;
@@ -526,13 +527,13 @@ mod tests {
     fn finished(generation: u64, cancelled: bool) -> Msg {
         Msg::Lab {
             generation,
-            event: LabEvent::Finished {
+            event: Box::new(LabEvent::Finished {
                 cancelled,
                 error: None,
                 model_calls: 1,
                 unbatched_model_calls: 1,
                 wall_s: 0.1,
-            },
+            }),
         }
     }
 

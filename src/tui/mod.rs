@@ -233,7 +233,13 @@ impl Runner {
                         .name("difflab-lab-events".into())
                         .spawn(move || {
                             for event in handle.events.iter() {
-                                if tx.send(Msg::Lab { generation, event }).is_err() {
+                                if tx
+                                    .send(Msg::Lab {
+                                        generation,
+                                        event: Box::new(event),
+                                    })
+                                    .is_err()
+                                {
                                     handle.cancel();
                                     break;
                                 }
@@ -248,7 +254,10 @@ impl Runner {
                             unbatched_model_calls: 0,
                             wall_s: 0.0,
                         };
-                        let _ = self.tx.send(Msg::Lab { generation, event });
+                        let _ = self.tx.send(Msg::Lab {
+                            generation,
+                            event: Box::new(event),
+                        });
                     }
                 }
                 Effect::CancelLab => {
@@ -269,30 +278,32 @@ impl Runner {
         let rows: Vec<&app::CellView> = state
             .cells
             .iter()
-            .filter(|c| c.result.is_some() && !c.images.is_empty())
+            .filter(|c| c.result.as_ref().is_some_and(|r| !r.failed()) && !c.images.is_empty())
             .collect();
         let tx = self.tx.clone();
         if rows.is_empty() {
             let _ = tx.send(Msg::Saved(Err("no finished cells yet".into())));
             return;
         }
-        let columns = rows.iter().map(|c| c.cell.preview).min().unwrap_or(1);
-        let item = app::item(state.sample_shape);
-        let mut samples = Vec::with_capacity(rows.len() * columns * item);
-        let mut names = Vec::new();
-        for c in &rows {
-            samples.extend_from_slice(&c.images[..columns * item]);
-            names.push(c.cell.name.as_str());
-        }
-        let names = names.join(", ");
-        let count = rows.len() * columns;
+        let columns: Vec<(String, Vec<f32>)> = rows
+            .iter()
+            .map(|c| (c.cell.name.clone(), c.images.clone()))
+            .collect();
+        let names = rows
+            .iter()
+            .map(|c| c.cell.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         let shape = state.sample_shape;
+        let seeds = experiment.seeds.clone();
         let path = experiment.output_dir.join("comparison.png");
         std::thread::spawn(move || {
-            let img = lab::images::grid(&samples, shape, count, columns);
-            let factor = (64 / shape[1].max(shape[2]).max(1)).max(1) as u32;
-            let result = lab::images::save_png(&lab::images::upscale(&img, factor), &path)
-                .map(|()| format!("{} (rows: {names})", path.display()))
+            let columns: Vec<lab::plots::Column> = columns
+                .iter()
+                .map(|(name, images)| lab::plots::Column { name, images })
+                .collect();
+            let result = lab::plots::comparison_grid(&columns, shape, &seeds, &path)
+                .map(|()| format!("{} (columns: {names})", path.display()))
                 .map_err(|e| e.to_string());
             let _ = tx.send(Msg::Saved(result));
         });

@@ -159,6 +159,9 @@ fn draw_focused(frame: &mut Frame, state: &State, cell: &CellView, area: Rect) {
 
 fn status(cell: &CellView) -> Line<'static> {
     match &cell.result {
+        Some(r) if r.failed() => {
+            Line::from(format!("failed: {}", r.error.as_deref().unwrap_or_default()).red())
+        }
         Some(_) if cell.cached => Line::from("reused".green()),
         Some(_) => Line::from("done".green()),
         None if cell.step == 0 => Line::from("waiting".dim()),

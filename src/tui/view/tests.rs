@@ -69,6 +69,7 @@ fn result(name: &str, label: &str, steps: usize, fid: Option<f64>) -> CellResult
         provider: "cpu".into(),
         grid: String::new(),
         key: String::new(),
+        error: None,
     }
 }
 
@@ -83,7 +84,10 @@ fn state(with_fid: bool) -> State {
     assert_eq!(effects.len(), 1);
     let lab = |state: &mut State, event| {
         let generation = state.generation;
-        state.update(Msg::Lab { generation, event });
+        state.update(Msg::Lab {
+            generation,
+            event: Box::new(event),
+        });
     };
     lab(
         &mut state,

@@ -238,6 +238,41 @@ def hidden_bad_output_shape():
     save(graph, "hidden_bad_output_shape.onnx")
 
 
+def nan_between_450_and_550():
+    # out = 0.5 * sample + 0 * sqrt((t - 450) * (t - 550)): finite except for 450 < t < 550, where the
+    # square root of a negative number makes every value NaN. In a lab run DDIM 5 (timesteps 800, 600,
+    # ..., 0) never meets such a t and DDIM 20 meets t = 500; `difflab info` times the model at t = 500.
+    nodes = [
+        helper.make_node("Mul", ["sample", "half"], ["scaled"]),
+        helper.make_node("Cast", ["timestep"], ["t_float"], to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["t_float", "lo"], ["t_lo"]),
+        helper.make_node("Sub", ["t_float", "hi"], ["t_hi"]),
+        helper.make_node("Mul", ["t_lo", "t_hi"], ["product"]),
+        helper.make_node("Sqrt", ["product"], ["root"]),
+        helper.make_node("Mul", ["root", "zero"], ["gate"]),
+        helper.make_node("Reshape", ["gate", "t_shape"], ["gate_b111"]),
+        helper.make_node("Add", ["scaled", "gate_b111"], ["out_sample"]),
+    ]
+    inits = [
+        const("half", 0.5),
+        const("lo", 450.0),
+        const("hi", 550.0),
+        const("zero", 0.0),
+        const("t_shape", [-1, 1, 1, 1], np.int64),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "nan_between_450_and_550",
+        [
+            helper.make_tensor_value_info("sample", TensorProto.FLOAT, ["batch", C, H, W]),
+            helper.make_tensor_value_info("timestep", TensorProto.INT64, ["batch"]),
+        ],
+        [helper.make_tensor_value_info("out_sample", TensorProto.FLOAT, ["batch", C, H, W])],
+        inits,
+    )
+    save(graph, "nan_between_450_and_550.onnx")
+
+
 def not_a_model():
     with open(os.path.join(HERE, "not_a_model.onnx"), "w") as f:
         f.write("This is a text file with an .onnx name, not an ONNX model.\n")
@@ -254,4 +289,5 @@ if __name__ == "__main__":
     bad_rank()
     bad_output_shape()
     hidden_bad_output_shape()
+    nan_between_450_and_550()
     not_a_model()
