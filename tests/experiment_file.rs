@@ -124,3 +124,124 @@ fn mistakes_are_located_and_named() {
         "{err}"
     );
 }
+
+#[test]
+fn values_out_of_bounds_and_jargon_become_plain_errors() {
+    let path = dir().join("test.toml");
+    let p = path.display().to_string();
+    let cases = [
+        (
+            GOOD.replace("steps = 8", "steps = \"eight\""),
+            format!("{p}:12:9: `sampler.steps`"),
+            "`steps` must be a step count or a list of step counts, e.g. 50 or [10, 20, 50]",
+        ),
+        (
+            GOOD.replace("steps = [10, 20]", "steps = [10, -20]"),
+            format!("{p}:8:9: `sampler.steps`"),
+            "`steps` must be a step count or a list of step counts",
+        ),
+        (
+            format!("{GOOD}[sampling]\nseeds = \"all\"\n"),
+            format!("{p}:15:9: `sampling.seeds`"),
+            "`seeds` must be a count (8 means seeds 0 to 7) or a list of seeds",
+        ),
+        (
+            GOOD.replace("[1, 4, 4]", "[1, 0, 4]"),
+            format!("{p}:4:16: `model.sample_shape`"),
+            "sample_shape [1, 0, 4] has a zero",
+        ),
+        (
+            GOOD.replace("[1, 4, 4]", "[3, 100000, 100000]"),
+            format!("{p}:4:16: `model.sample_shape`"),
+            "is too large: one sample may have at most 16777216 values",
+        ),
+        (
+            GOOD.replace("[1, 4, 4]", "[4, 4]"),
+            format!("{p}:4:16: `model.sample_shape`"),
+            "invalid length 2, expected an array of length 3",
+        ),
+        (
+            GOOD.replace("[model]", "[model]\nthreads = 0"),
+            format!("{p}:3:11: `model.threads`"),
+            "must be at least 1",
+        ),
+        (
+            format!("{GOOD}[model.roles]\nsampel = \"x\"\n"),
+            format!("{p}:15:1: `model.roles`"),
+            "unknown role `sampel`; the roles are sample, timestep, class_labels, conditioning, output; did you mean `sample`?",
+        ),
+        (
+            GOOD.replace("steps = 8", "steps = 8\nsamples = 1"),
+            format!("{p}:13:11: `sampler[1].samples`"),
+            "must be from 2 to 1000000 samples per cell",
+        ),
+        (
+            GOOD.replace(
+                "\"dpm++2m-karras\"\nsteps = 8\nsettings = { final_sigmas_type = \"sigma_min\" }",
+                "\"dpm++2m-karras\"\nsteps = 1\nsettings = { num_train_timesteps = 1 }",
+            ),
+            format!("{p}:13:12: `sampler[1].settings`"),
+            "num_train_timesteps must be at least 2",
+        ),
+        (
+            GOOD.replace("[model]", "[model]\nproviders = []"),
+            format!("{p}:4:8: `model.providers`"),
+            "list at least one provider",
+        ),
+    ];
+    for (text, place, detail) in cases {
+        let err = error_of(&text);
+        assert!(
+            err.starts_with(&place),
+            "{err:?} should start with {place:?}"
+        );
+        assert!(err.contains(detail), "{err:?} should contain {detail:?}");
+        assert!(!err.contains("untagged"), "{err:?} names serde's jargon");
+    }
+}
+
+#[test]
+fn ignored_and_adjusted_settings_are_warnings_located_per_sampler() {
+    let path = dir().join("test.toml");
+    let text = GOOD
+        .replace(
+            "name = \"ddim\"\n",
+            "name = \"ddim\"\nsettings = { etta = 0.5 }\n",
+        )
+        .replace(
+            "[model]",
+            "[model]\nthreads = 100000\nproviders = [\"cpu\", \"CPU\"]",
+        );
+    let e = Experiment::parse(&path, &text).unwrap();
+    let all: Vec<String> = e.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(all.len(), 3, "{all:#?}");
+    let p = path.display().to_string();
+    assert!(
+        all.iter().any(|w| w.starts_with(&format!(
+            "{p}:3:11: `model.threads`: threads = 100000 is more than the"
+        ))),
+        "{all:#?}"
+    );
+    assert!(
+        all.iter()
+            .any(|w| w.contains("`model.providers`: cpu is listed twice")),
+        "{all:#?}"
+    );
+    let ddim = e.warnings_for(0);
+    assert!(
+        ddim.iter().any(|w| w.contains(
+            "`sampler[0].settings`: unknown key `etta` ignored (DDIMScheduler does not use it)"
+        )),
+        "{ddim:#?}"
+    );
+    assert_eq!(
+        e.warnings_for(1).len(),
+        2,
+        "the other sampler gets only the experiment-wide ones"
+    );
+    assert_eq!(
+        e.model.threads,
+        Some(difflab::engine::limits::available_cores())
+    );
+    assert_eq!(e.model.providers, [difflab::engine::ProviderKind::Cpu]);
+}

@@ -18,8 +18,8 @@ pub struct Args {
         default_values_t = ["ddpm:1000", "ddim:50", "ddim:10", "dpm++2m:20", "dpm++2m-karras:10", "dpm++3m:10", "dpm++2m-sde-karras:20"].map(String::from)
     )]
     pub samplers: Vec<String>,
-    /// Number of seeds (samples per sampler).
-    #[arg(long, default_value_t = 256)]
+    /// Number of seeds (samples per sampler): at least 2, for the samples' covariance.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
     pub seeds: u64,
 }
 

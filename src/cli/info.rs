@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use crate::engine::limits::{cap_threads, check_sample_shape};
 use crate::engine::{OnnxOptions, ProviderKind, ProviderOptions, RoleOverrides, inspect, roles};
 use crate::sampler::PredictionType;
 use clap::Args;
@@ -68,7 +69,10 @@ fn parse_prediction_type(text: &str) -> Result<PredictionType, String> {
 
 impl InfoArgs {
     pub fn options(&self) -> OnnxOptions {
-        let sample_shape = self.sample_shape.as_ref().map(|s| [s[0], s[1], s[2]]);
+        let sample_shape = match self.sample_shape.as_deref() {
+            Some(&[c, h, w]) => Some([c, h, w]),
+            _ => None,
+        };
         OnnxOptions {
             providers: ProviderOptions {
                 preference: self.ep.clone(),
@@ -83,13 +87,19 @@ impl InfoArgs {
             sample_shape,
             runtime_path: self.runtime.clone(),
             output_dir: self.output.clone(),
-            intra_threads: self.threads,
+            intra_threads: self.threads.map(|t| cap_threads(t).0),
             profile_nodes: true,
         }
     }
 }
 
 pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
+    if let Some(&[c, h, w]) = args.sample_shape.as_deref() {
+        check_sample_shape([c, h, w]).map_err(anyhow::Error::msg)?;
+    }
+    if let Some((_, Some(note))) = args.threads.map(cap_threads) {
+        eprintln!("warning: {note}");
+    }
     let mut batches = vec![1];
     if args.batch > 1 {
         batches.push(args.batch);

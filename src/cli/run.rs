@@ -33,6 +33,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if let Some(out) = &args.out {
         experiment.output_dir = out.clone();
     }
+    for w in &experiment.warnings {
+        eprintln!("warning: {w}");
+    }
     let out_dir = experiment.output_dir.clone();
     let lab = start(
         experiment.clone(),

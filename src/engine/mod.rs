@@ -7,6 +7,7 @@
 pub mod analytic;
 mod denoiser;
 mod features;
+pub mod limits;
 mod onnx;
 pub mod providers;
 mod report;

@@ -32,6 +32,20 @@ impl fmt::Display for ExperimentError {
 
 impl std::error::Error for ExperimentError {}
 
+/// Something the file asks for that difflab ignores or adjusts, located like an error; `sampler` is
+/// the `[[sampler]]` it concerns (`None`: the whole experiment).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExperimentWarning {
+    pub sampler: Option<usize>,
+    pub place: ExperimentError,
+}
+
+impl fmt::Display for ExperimentWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.place.fmt(f)
+    }
+}
+
 impl ExperimentError {
     /// An error about the whole file (cannot read it, ...).
     pub fn file(path: &Path, message: impl Into<String>) -> Self {

@@ -2,18 +2,21 @@
 //! is judged, the training runs to show and where results go. Paths resolve relative to the file.
 
 mod diagnostic;
+mod schema;
 
-use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use serde_json::{Map, Value};
 use toml::Spanned;
 
-pub use diagnostic::{ExperimentError, closest, line_column};
+pub use diagnostic::{ExperimentError, ExperimentWarning, closest, line_column};
 
+use crate::engine::limits::{cap_threads, check_sample_shape};
+use crate::engine::{ProviderKind, Role, RoleOverrides};
 use crate::sampler::config::{Resolved, SHORT_NAMES, read_json_object};
-use crate::sampler::{PredictionType, SamplerConfig};
+use crate::sampler::{ConfigError, PredictionType, SamplerConfig};
+use schema::{ExperimentFile, ModelSection, QualitySection, SamplerSection, Seeds, Steps};
 
 /// A validated experiment with every path resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +35,9 @@ pub struct Experiment {
     pub quality: Option<QualitySpec>,
     /// Training-log folders or globs, resolved against the file's folder.
     pub training_runs: Vec<String>,
+    /// What the file asks for that difflab ignores or adjusts (unknown scheduler settings, a capped
+    /// thread count, ...), located like errors.
+    pub warnings: Vec<ExperimentWarning>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -44,8 +50,8 @@ pub enum ModelSource {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelSpec {
     pub source: ModelSource,
-    /// Execution providers in order of preference (tensorrt, cuda, cpu).
-    pub providers: Vec<String>,
+    /// Execution providers in order of preference.
+    pub providers: Vec<ProviderKind>,
     pub fallback: bool,
     pub device_id: i32,
     pub prediction_type: Option<PredictionType>,
@@ -57,8 +63,8 @@ pub struct ModelSpec {
     pub tensorrt_fp16: bool,
     pub tensorrt_engine_cache: Option<PathBuf>,
     pub tensorrt_max_workspace: Option<usize>,
-    /// Role (sample, timestep, class_labels, encoder_hidden_states, output) → tensor name.
-    pub roles: BTreeMap<String, String>,
+    /// Role → tensor name, for names difflab does not recognise by itself.
+    pub roles: RoleOverrides,
     /// One sample's C, H, W where the model does not fix it (and for the analytic model).
     pub sample_shape: Option<[usize; 3]>,
 }
@@ -87,93 +93,8 @@ pub struct QualitySpec {
     pub kid_subset_size: usize,
 }
 
-// The file as written. Spanned fields are the ones checked after parsing, so errors can point at them.
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ExperimentFile {
-    name: Option<String>,
-    output: Option<String>,
-    model: ModelSection,
-    sampling: Option<SamplingSection>,
-    #[serde(rename = "sampler")]
-    samplers: Spanned<Vec<SamplerSection>>,
-    quality: Option<QualitySection>,
-    training: Option<TrainingSection>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ModelSection {
-    path: Spanned<String>,
-    providers: Option<Vec<Spanned<String>>>,
-    fallback: Option<bool>,
-    device_id: Option<i32>,
-    prediction_type: Option<Spanned<String>>,
-    scheduler_config: Option<Spanned<String>>,
-    runtime: Option<String>,
-    threads: Option<Spanned<usize>>,
-    tensorrt: Option<TensorRtSection>,
-    roles: Option<BTreeMap<String, String>>,
-    sample_shape: Option<[usize; 3]>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TensorRtSection {
-    fp16: Option<bool>,
-    engine_cache: Option<String>,
-    max_workspace: Option<usize>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SamplingSection {
-    seeds: Option<Spanned<Seeds>>,
-    batch: Option<Spanned<usize>>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Seeds {
-    Count(u64),
-    List(Vec<u64>),
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Steps {
-    One(usize),
-    Many(Vec<usize>),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SamplerSection {
-    name: Spanned<String>,
-    steps: Spanned<Steps>,
-    label: Option<String>,
-    settings: Option<Spanned<toml::Table>>,
-    samples: Option<usize>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct QualitySection {
-    features: Spanned<String>,
-    reference: Spanned<String>,
-    samples: Option<usize>,
-    kid_subsets: Option<usize>,
-    kid_subset_size: Option<usize>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TrainingSection {
-    runs: Vec<String>,
-}
-
-const PROVIDERS: [&str; 3] = ["tensorrt", "cuda", "cpu"];
+/// The most samples one cell may draw for quality.
+const MAX_SAMPLES: usize = 1_000_000;
 
 impl Experiment {
     /// Reads and validates an experiment file.
@@ -187,85 +108,137 @@ impl Experiment {
     pub fn parse(path: &Path, text: &str) -> Result<Self, ExperimentError> {
         let file: ExperimentFile =
             toml::from_str(text).map_err(|e| ExperimentError::from_toml(path, text, &e))?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let at = |span: std::ops::Range<usize>, key: &str, message: String| {
-            ExperimentError::at(path, text, Some(span), Some(key.to_string()), message)
+        let mut cx = Reading {
+            path,
+            text,
+            dir: path.parent().unwrap_or(Path::new(".")),
+            warnings: Vec::new(),
         };
-        let resolve = |p: &str| -> PathBuf {
-            let p = Path::new(p);
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                dir.join(p)
-            }
-        };
-        let name = file.name.unwrap_or_else(|| {
+        let name = file.name.clone().unwrap_or_else(|| {
             path.file_stem()
                 .map_or("experiment".into(), |s| s.to_string_lossy().into_owned())
         });
+        let (model, base) = cx.model(&file.model)?;
+        let (seeds, batch) = cx.sampling(&file)?;
+        let samplers = cx.samplers(&file, &base, seeds.len())?;
+        let quality = file
+            .quality
+            .as_ref()
+            .map(|q| cx.quality(q, seeds.len()))
+            .transpose()?;
+        let training_runs = file
+            .training
+            .iter()
+            .flat_map(|t| &t.runs)
+            .map(|r| cx.resolve(r).display().to_string())
+            .collect();
+        let output_dir = cx.resolve(file.output.as_deref().unwrap_or(&format!("out/{name}")));
+        Ok(Self {
+            path: path.to_path_buf(),
+            name,
+            output_dir,
+            model,
+            seeds,
+            batch,
+            samplers,
+            quality,
+            training_runs,
+            warnings: cx.warnings,
+        })
+    }
 
-        let m = &file.model;
+    /// The warnings that concern sampler `index`'s cells: its own and the experiment-wide ones.
+    pub fn warnings_for(&self, index: usize) -> Vec<String> {
+        self.warnings
+            .iter()
+            .filter(|w| w.sampler.is_none_or(|s| s == index))
+            .map(ToString::to_string)
+            .collect()
+    }
+}
+
+/// The state of reading one file: where it is, for locating problems and resolving paths, and what
+/// was noticed so far.
+struct Reading<'a> {
+    path: &'a Path,
+    text: &'a str,
+    dir: &'a Path,
+    warnings: Vec<ExperimentWarning>,
+}
+
+impl Reading<'_> {
+    fn error(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> ExperimentError {
+        ExperimentError::at(self.path, self.text, Some(span), Some(key.into()), message)
+    }
+
+    fn warn(&mut self, sampler: Option<usize>, span: Range<usize>, key: &str, message: String) {
+        let place = self.error(span, key, message);
+        self.warnings.push(ExperimentWarning { sampler, place });
+    }
+
+    /// A path as written, relative to the experiment's folder.
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        }
+    }
+
+    /// A path that must name an existing file.
+    fn existing_file(
+        &self,
+        p: &Spanned<String>,
+        key: &str,
+        what: &str,
+    ) -> Result<PathBuf, ExperimentError> {
+        let resolved = self.resolve(p.get_ref());
+        if resolved.is_file() {
+            return Ok(resolved);
+        }
+        Err(self.error(
+            p.span(),
+            key,
+            format!("no {what} at {}", resolved.display()),
+        ))
+    }
+
+    /// `[model]`, and the model's training schedule that every sampler starts from.
+    fn model(
+        &mut self,
+        m: &ModelSection,
+    ) -> Result<(ModelSpec, Map<String, Value>), ExperimentError> {
         let source = if m.path.get_ref() == "analytic" {
             ModelSource::Analytic
         } else {
-            let p = resolve(m.path.get_ref());
+            let p = self.resolve(m.path.get_ref());
             if !p.is_file() {
-                return Err(at(
-                    m.path.span(),
-                    "model.path",
-                    format!(
-                        "no model file at {} (give the path of an ONNX file, relative to this experiment, or \"analytic\")",
-                        p.display()
-                    ),
-                ));
+                let message = format!(
+                    "no model file at {} (give the path of an ONNX file, relative to this experiment, or \"analytic\")",
+                    p.display()
+                );
+                return Err(self.error(m.path.span(), "model.path", message));
             }
             ModelSource::Onnx(p)
         };
-        let mut providers = Vec::new();
-        for p in m.providers.iter().flatten() {
-            let name = p.get_ref().to_lowercase();
-            if !PROVIDERS.contains(&name.as_str()) {
-                return Err(at(
-                    p.span(),
-                    "model.providers",
-                    format!(
-                        "unknown execution provider {:?}; use tensorrt, cuda or cpu",
-                        p.get_ref()
-                    ),
-                ));
-            }
-            providers.push(name);
-        }
-        if providers.is_empty() {
-            providers = PROVIDERS.iter().map(|s| s.to_string()).collect();
-        }
-        let prediction_type = match &m.prediction_type {
-            Some(p) => Some(PredictionType::from_name(p.get_ref()).ok_or_else(|| {
-                at(
-                    p.span(),
-                    "model.prediction_type",
-                    format!(
-                        "{:?} is not one of {}",
-                        p.get_ref(),
-                        PredictionType::NAMES.join(", ")
-                    ),
-                )
-            })?),
-            None => None,
-        };
-        // The model's training schedule: given, or the scheduler_config.json beside the model.
+        let prediction_type = m
+            .prediction_type
+            .as_ref()
+            .map(|p| {
+                PredictionType::from_name(p.get_ref()).ok_or_else(|| {
+                    let names = PredictionType::NAMES.join(", ");
+                    self.error(
+                        p.span(),
+                        "model.prediction_type",
+                        format!("{:?} is not one of {names}", p.get_ref()),
+                    )
+                })
+            })
+            .transpose()?;
         let scheduler_config = match (&m.scheduler_config, &source) {
-            (Some(s), _) => {
-                let p = resolve(s.get_ref());
-                if !p.is_file() {
-                    return Err(at(
-                        s.span(),
-                        "model.scheduler_config",
-                        format!("no file at {}", p.display()),
-                    ));
-                }
-                Some(p)
-            }
+            (Some(s), _) => Some(self.existing_file(s, "model.scheduler_config", "file")?),
+            // The training schedule beside the model, as diffusers keeps it.
             (None, ModelSource::Onnx(model)) => model
                 .parent()
                 .map(|d| d.join("scheduler_config.json"))
@@ -277,179 +250,306 @@ impl Experiment {
                 let span = m
                     .scheduler_config
                     .as_ref()
-                    .map(|s| s.span())
-                    .unwrap_or(m.path.span());
-                at(span, "model.scheduler_config", e.to_string())
+                    .map_or(m.path.span(), Spanned::span);
+                self.error(span, "model.scheduler_config", e.to_string())
             })?,
             None => Map::new(),
         };
         if let Some(p) = prediction_type {
             base.insert("prediction_type".into(), p.name().into());
         }
-        if let Some(t) = &m.threads {
-            if *t.get_ref() == 0 {
-                return Err(at(t.span(), "model.threads", "must be at least 1".into()));
+        let sample_shape = match &m.sample_shape {
+            Some(s) => {
+                check_sample_shape(*s.get_ref())
+                    .map_err(|e| self.error(s.span(), "model.sample_shape", e))?;
+                Some(*s.get_ref())
             }
-        }
+            None => None,
+        };
         let trt = m.tensorrt.as_ref();
-        let model = ModelSpec {
+        let spec = ModelSpec {
             source,
-            providers,
+            providers: self.providers(m)?,
             fallback: m.fallback.unwrap_or(true),
             device_id: m.device_id.unwrap_or(0),
             prediction_type,
             scheduler_config,
-            runtime: m.runtime.as_deref().map(resolve),
-            threads: m.threads.as_ref().map(|t| *t.get_ref()),
+            runtime: m.runtime.as_deref().map(|r| self.resolve(r)),
+            threads: self.threads(m)?,
             tensorrt_fp16: trt.and_then(|t| t.fp16).unwrap_or(false),
-            tensorrt_engine_cache: trt.and_then(|t| t.engine_cache.as_deref()).map(resolve),
+            tensorrt_engine_cache: trt
+                .and_then(|t| t.engine_cache.as_deref())
+                .map(|p| self.resolve(p)),
             tensorrt_max_workspace: trt.and_then(|t| t.max_workspace),
-            roles: m.roles.clone().unwrap_or_default(),
-            sample_shape: m.sample_shape,
+            roles: self.roles(m)?,
+            sample_shape,
         };
+        Ok((spec, base))
+    }
 
+    /// `model.providers`, parsed once; none given means all, best first.
+    fn providers(&mut self, m: &ModelSection) -> Result<Vec<ProviderKind>, ExperimentError> {
+        let Some(list) = &m.providers else {
+            return Ok(ProviderKind::ALL.to_vec());
+        };
+        let mut providers = Vec::new();
+        for p in list {
+            let kind: ProviderKind = p.get_ref().parse().map_err(|_| {
+                self.error(
+                    p.span(),
+                    "model.providers",
+                    format!(
+                        "unknown execution provider {:?}; use tensorrt, cuda or cpu",
+                        p.get_ref()
+                    ),
+                )
+            })?;
+            if providers.contains(&kind) {
+                self.warn(
+                    None,
+                    p.span(),
+                    "model.providers",
+                    format!("{kind} is listed twice; it is tried once"),
+                );
+            } else {
+                providers.push(kind);
+            }
+        }
+        if providers.is_empty() {
+            let span = m.path.span();
+            return Err(self.error(
+                span,
+                "model.providers",
+                "list at least one provider: tensorrt, cuda or cpu",
+            ));
+        }
+        Ok(providers)
+    }
+
+    /// `model.threads`: at least 1, at most the cores this machine has (capped, with a warning).
+    fn threads(&mut self, m: &ModelSection) -> Result<Option<usize>, ExperimentError> {
+        let Some(t) = &m.threads else { return Ok(None) };
+        if *t.get_ref() == 0 {
+            return Err(self.error(t.span(), "model.threads", "must be at least 1"));
+        }
+        let (threads, note) = cap_threads(*t.get_ref());
+        if let Some(note) = note {
+            self.warn(None, t.span(), "model.threads", note);
+        }
+        Ok(Some(threads))
+    }
+
+    /// `[model.roles]`: each key a role difflab knows.
+    fn roles(&self, m: &ModelSection) -> Result<RoleOverrides, ExperimentError> {
+        let mut roles = RoleOverrides::new();
+        for (key, name) in m.roles.iter().flatten() {
+            let Some(role) = Role::from_key(key.get_ref()) else {
+                let known: Vec<String> = Role::ALL.iter().map(|r| r.key().to_string()).collect();
+                let mut message = format!(
+                    "unknown role `{}`; the roles are {}",
+                    key.get_ref(),
+                    known.join(", ")
+                );
+                if let Some(best) = closest(key.get_ref(), &known) {
+                    message.push_str(&format!("; did you mean `{best}`?"));
+                }
+                return Err(self.error(key.span(), "model.roles", message));
+            };
+            roles.insert(role, name.clone());
+        }
+        Ok(roles)
+    }
+
+    /// `[sampling]`: the seeds (0..8 by default) and the batch size (64).
+    fn sampling(&self, file: &ExperimentFile) -> Result<(Vec<u64>, usize), ExperimentError> {
         let sampling = file.sampling.as_ref();
         let seeds: Vec<u64> = match sampling.and_then(|s| s.seeds.as_ref()) {
             None => (0..8).collect(),
             Some(s) => {
                 let seeds: Vec<u64> = match s.get_ref() {
+                    Seeds::Count(n) if *n as usize > MAX_SAMPLES => {
+                        return Err(self.error(
+                            s.span(),
+                            "sampling.seeds",
+                            format!("at most {MAX_SAMPLES} seeds"),
+                        ));
+                    }
                     Seeds::Count(n) => (0..*n).collect(),
                     Seeds::List(list) => list.clone(),
                 };
                 if seeds.is_empty() {
-                    return Err(at(
-                        s.span(),
-                        "sampling.seeds",
-                        "needs at least one seed".into(),
-                    ));
+                    return Err(self.error(s.span(), "sampling.seeds", "needs at least one seed"));
                 }
                 seeds
             }
         };
         let batch = match sampling.and_then(|s| s.batch.as_ref()) {
             Some(b) if *b.get_ref() == 0 => {
-                return Err(at(b.span(), "sampling.batch", "must be at least 1".into()));
+                return Err(self.error(b.span(), "sampling.batch", "must be at least 1"));
             }
             Some(b) => *b.get_ref(),
             None => 64,
         };
+        Ok((seeds, batch))
+    }
 
+    /// Every `[[sampler]]`, resolved on the model's training schedule.
+    fn samplers(
+        &mut self,
+        file: &ExperimentFile,
+        base: &Map<String, Value>,
+        seeds: usize,
+    ) -> Result<Vec<SamplerSpec>, ExperimentError> {
         if file.samplers.get_ref().is_empty() {
-            return Err(at(
+            return Err(self.error(
                 file.samplers.span(),
                 "sampler",
-                "list at least one [[sampler]]".into(),
+                "list at least one [[sampler]]",
             ));
         }
         let mut samplers = Vec::new();
         for (i, s) in file.samplers.get_ref().iter().enumerate() {
-            let key = |k: &str| format!("sampler[{i}].{k}");
-            let settings: Map<String, Value> = match &s.settings {
-                Some(t) => serde_json::to_value(t.get_ref())
-                    .ok()
-                    .and_then(|v| v.as_object().cloned())
-                    .unwrap_or_default(),
-                None => Map::new(),
-            };
-            let spec = s.name.get_ref();
-            // A scheduler_config.json named here resolves relative to the experiment.
-            let name = if spec.ends_with(".json") {
-                resolve(spec).display().to_string()
-            } else {
-                spec.clone()
-            };
-            let resolved = SamplerConfig::resolve(&name, Some(&base), &settings).map_err(|e| {
-                let settings_error = matches!(
-                    e,
-                    crate::sampler::ConfigError::InvalidValue { .. }
-                        | crate::sampler::ConfigError::Unsupported { .. }
-                );
-                let mut message = e.to_string();
-                if let crate::sampler::ConfigError::UnknownSampler { .. } = e {
-                    let names: Vec<String> =
-                        SHORT_NAMES.iter().map(|(n, _, _)| n.to_string()).collect();
-                    if let Some(best) = closest(spec, &names) {
-                        message = format!("{message}; did you mean `{best}`?");
-                    }
-                }
-                match (&s.settings, settings_error) {
-                    (Some(t), true) => at(t.span(), &key("settings"), message),
-                    _ => at(s.name.span(), &key("name"), message),
-                }
-            })?;
-            let steps = match s.steps.get_ref() {
-                Steps::One(n) => vec![*n],
-                Steps::Many(list) => list.clone(),
-            };
-            let train_steps = resolved.config.schedule().num_train_timesteps;
-            if steps.is_empty() || steps.iter().any(|&n| n == 0 || n > train_steps) {
-                return Err(at(
-                    s.steps.span(),
-                    &key("steps"),
-                    format!(
-                        "each step count must be from 1 to {train_steps} (the model's num_train_timesteps)"
-                    ),
-                ));
-            }
-            let label = s.label.clone().unwrap_or_else(|| spec.clone());
-            samplers.push(SamplerSpec {
-                label,
-                name,
-                settings,
-                steps,
-                samples: s.samples,
-                resolved,
-            });
+            samplers.push(self.sampler(i, s, base, seeds)?);
         }
+        Ok(samplers)
+    }
 
-        let quality = match &file.quality {
-            None => None,
-            Some(q) => {
-                let features = resolve(q.features.get_ref());
-                if !features.is_file() {
-                    return Err(at(
-                        q.features.span(),
-                        "quality.features",
-                        format!("no feature network at {}", features.display()),
-                    ));
-                }
-                let reference = resolve(q.reference.get_ref());
-                if !reference.is_file() {
-                    return Err(at(
-                        q.reference.span(),
-                        "quality.reference",
-                        format!("no reference statistics at {}", reference.display()),
-                    ));
-                }
-                Some(QualitySpec {
-                    features,
-                    reference,
-                    samples: q.samples.unwrap_or(256).max(2),
-                    kid_subsets: q.kid_subsets.unwrap_or(50).max(1),
-                    kid_subset_size: q.kid_subset_size.unwrap_or(100).max(2),
-                })
-            }
+    fn sampler(
+        &mut self,
+        i: usize,
+        s: &SamplerSection,
+        base: &Map<String, Value>,
+        seeds: usize,
+    ) -> Result<SamplerSpec, ExperimentError> {
+        let key = |k: &str| format!("sampler[{i}].{k}");
+        let settings: Map<String, Value> = match &s.settings {
+            Some(t) => serde_json::to_value(t.get_ref())
+                .ok()
+                .and_then(|v| v.as_object().cloned())
+                .unwrap_or_default(),
+            None => Map::new(),
         };
-        let training_runs = file
-            .training
-            .map(|t| {
-                t.runs
-                    .iter()
-                    .map(|r| resolve(r).display().to_string())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let output_dir = resolve(file.output.as_deref().unwrap_or(&format!("out/{name}")));
-        Ok(Self {
-            path: path.to_path_buf(),
+        let spec = s.name.get_ref();
+        // A scheduler_config.json named here resolves relative to the experiment.
+        let name = if spec.ends_with(".json") {
+            self.resolve(spec).display().to_string()
+        } else {
+            spec.clone()
+        };
+        let resolved = SamplerConfig::resolve(&name, Some(base), &settings)
+            .map_err(|e| self.sampler_error(i, s, e))?;
+        // Warnings about settings point at the settings, others at the name.
+        let span = s.settings.as_ref().map_or(s.name.span(), Spanned::span);
+        let place = if s.settings.is_some() {
+            key("settings")
+        } else {
+            key("name")
+        };
+        for w in &resolved.warnings {
+            self.warn(Some(i), span.clone(), &place, w.clone());
+        }
+        let steps = match s.steps.get_ref() {
+            Steps::One(n) => vec![*n],
+            Steps::Many(list) => list.clone(),
+        };
+        let train_steps = resolved.config.schedule().num_train_timesteps;
+        if steps.is_empty() || steps.iter().any(|&n| n == 0 || n > train_steps) {
+            return Err(self.error(
+                s.steps.span(),
+                &key("steps"),
+                format!("each step count must be from 1 to {train_steps} (the model's num_train_timesteps)"),
+            ));
+        }
+        if let Some(n) = &s.samples {
+            self.check_samples(n, &key("samples"), seeds)?;
+        }
+        Ok(SamplerSpec {
+            label: s.label.clone().unwrap_or_else(|| spec.clone()),
             name,
-            output_dir,
-            model,
-            seeds,
-            batch,
-            samplers,
-            quality,
-            training_runs,
+            settings,
+            steps,
+            samples: s.samples.as_ref().map(|n| *n.get_ref()),
+            resolved,
+        })
+    }
+
+    /// A sampler that does not resolve: the error at its settings or its name, with a "did you mean".
+    fn sampler_error(&self, i: usize, s: &SamplerSection, e: ConfigError) -> ExperimentError {
+        let settings_error = matches!(
+            e,
+            ConfigError::InvalidValue { .. } | ConfigError::Unsupported { .. }
+        );
+        let mut message = e.to_string();
+        if let ConfigError::UnknownSampler { .. } = e {
+            let names: Vec<String> = SHORT_NAMES.iter().map(|(n, _, _)| n.to_string()).collect();
+            if let Some(best) = closest(s.name.get_ref(), &names) {
+                message = format!("{message}; did you mean `{best}`?");
+            }
+        }
+        match (&s.settings, settings_error) {
+            (Some(t), true) => self.error(t.span(), &format!("sampler[{i}].settings"), message),
+            _ => self.error(s.name.span(), &format!("sampler[{i}].name"), message),
+        }
+    }
+
+    /// A per-cell sample count for quality: at least 2 (FID needs a covariance), at most
+    /// [`MAX_SAMPLES`]; fewer than the preview seeds is allowed but every seed still runs.
+    fn check_samples(
+        &mut self,
+        n: &Spanned<usize>,
+        key: &str,
+        seeds: usize,
+    ) -> Result<(), ExperimentError> {
+        let v = *n.get_ref();
+        if !(2..=MAX_SAMPLES).contains(&v) {
+            return Err(self.error(
+                n.span(),
+                key,
+                format!("must be from 2 to {MAX_SAMPLES} samples per cell"),
+            ));
+        }
+        if v < seeds {
+            self.warn(
+                None,
+                n.span(),
+                key,
+                format!(
+                    "{v} samples is fewer than the {seeds} seeds; each cell still draws every seed"
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// `[quality]`: the feature network, the reference statistics and how many samples to score.
+    fn quality(
+        &mut self,
+        q: &QualitySection,
+        seeds: usize,
+    ) -> Result<QualitySpec, ExperimentError> {
+        let features = self.existing_file(&q.features, "quality.features", "feature network")?;
+        let reference =
+            self.existing_file(&q.reference, "quality.reference", "reference statistics")?;
+        let count = |v: &Option<Spanned<usize>>, default: usize| {
+            v.as_ref().map_or(default, |n| *n.get_ref())
+        };
+        if let Some(n) = &q.samples {
+            self.check_samples(n, "quality.samples", seeds)?;
+        }
+        for (value, key, least) in [
+            (&q.kid_subsets, "quality.kid_subsets", 1),
+            (&q.kid_subset_size, "quality.kid_subset_size", 2),
+        ] {
+            if let Some(v) = value.as_ref().filter(|v| *v.get_ref() < least) {
+                return Err(self.error(v.span(), key, format!("must be at least {least}")));
+            }
+        }
+        Ok(QualitySpec {
+            features,
+            reference,
+            samples: count(&q.samples, 256),
+            kid_subsets: count(&q.kid_subsets, 50),
+            kid_subset_size: count(&q.kid_subset_size, 100),
         })
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::engine::{
     AnalyticDenoiser, Denoiser, EngineError, GaussianMixture, OnnxDenoiser, OnnxFeatures,
-    OnnxOptions, ProviderKind, ProviderOptions, describe_attempts, summarize_attempts,
+    OnnxOptions, ProviderOptions, describe_attempts, summarize_attempts,
 };
 use crate::experiment::{Experiment, ModelSource};
 use crate::sampler::{NoiseSchedule, PredictionType};
@@ -22,14 +22,9 @@ pub struct LoadedModel {
 /// ONNX options from the experiment's [model] section.
 pub fn onnx_options(experiment: &Experiment) -> OnnxOptions {
     let m = &experiment.model;
-    let preference = m
-        .providers
-        .iter()
-        .filter_map(|p| p.parse::<ProviderKind>().ok())
-        .collect();
     OnnxOptions {
         providers: ProviderOptions {
-            preference,
+            preference: m.providers.clone(),
             fallback: m.fallback,
             device_id: m.device_id,
             trt_fp16: m.tensorrt_fp16,
@@ -37,11 +32,7 @@ pub fn onnx_options(experiment: &Experiment) -> OnnxOptions {
             trt_max_workspace: m.tensorrt_max_workspace,
         },
         prediction_type: m.prediction_type,
-        roles: m
-            .roles
-            .iter()
-            .filter_map(|(k, v)| Some((crate::engine::Role::from_key(k)?, v.clone())))
-            .collect(),
+        roles: m.roles.clone(),
         sample_shape: m.sample_shape,
         runtime_path: m.runtime.clone(),
         output_dir: Some(experiment.output_dir.clone()),

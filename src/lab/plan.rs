@@ -26,13 +26,15 @@ pub struct Cell {
     pub preview: usize,
     /// Hash of everything that decides this cell's result.
     pub key: String,
+    /// The experiment's warnings that concern this cell.
+    pub warnings: Vec<String>,
 }
 
 /// Plans every cell, or only the cells `only` selects (see [`selects`]).
 pub fn plan(experiment: &Experiment, only: Option<&str>) -> std::io::Result<Vec<Cell>> {
     let inputs = inputs_hash(experiment)?;
     let mut cells = Vec::new();
-    for sampler in &experiment.samplers {
+    for (index, sampler) in experiment.samplers.iter().enumerate() {
         for &steps in &sampler.steps {
             let name = format!("{} {steps}", sampler.label);
             if only.is_some_and(|only| !selects(only, &sampler.label, &name)) {
@@ -61,6 +63,7 @@ pub fn plan(experiment: &Experiment, only: Option<&str>) -> std::io::Result<Vec<
                 preview: experiment.seeds.len(),
                 seeds,
                 key: hex(&hash.finalize()[..12]),
+                warnings: experiment.warnings_for(index),
             });
         }
     }

@@ -33,6 +33,10 @@ pub struct CellResult {
     /// Files written before this field existed read as finished.
     #[serde(default)]
     pub error: Option<String>,
+    /// What the experiment asks of this cell that difflab ignores or adjusts (an unknown scheduler
+    /// setting, a capped thread count), located in the experiment file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl CellResult {

@@ -303,7 +303,10 @@ fn reuse_cached(
                 let images = read_grid(&out.join(&r.grid), sample_shape, cell.preview);
                 let _ = tx.send(LabEvent::CellDone {
                     cell: i,
-                    result: r.clone(),
+                    result: CellResult {
+                        warnings: cell.warnings.clone(),
+                        ..r.clone()
+                    },
                     images,
                     cached: true,
                 });
@@ -641,6 +644,7 @@ impl Finish<'_> {
             grid,
             key: cell.key.clone(),
             error: None,
+            warnings: cell.warnings.clone(),
         }
     }
 }

@@ -139,8 +139,17 @@ impl CsvDecoder {
             fields.push(&out[start..end]);
             start = end;
         }
+        if self.skipped.missing_header {
+            return;
+        }
         let Some(header) = &self.header else {
-            self.header = Some(Header::new(&fields));
+            // A first row of numbers is data: taking it as names would invent series named "0.5".
+            let numbers = fields.iter().all(|f| parse_number(f).is_some());
+            if numbers {
+                self.skipped.missing_header = true;
+            } else {
+                self.header = Some(Header::new(&fields));
+            }
             return;
         };
         let index = self.row;

@@ -117,7 +117,10 @@ impl Follower {
         F: FnMut(FollowEvent) -> bool + Send + 'static,
     {
         for root in roots {
-            std::fs::metadata(root).map_err(|e| MetricsError::io(root, e))?;
+            let meta = std::fs::metadata(root).map_err(|e| MetricsError::io(root, e))?;
+            if !meta.is_file() && !meta.is_dir() {
+                return Err(MetricsError::NotAFile(root.clone()));
+            }
         }
         let (tx, rx) = mpsc::channel();
         let fs_tx = tx.clone();

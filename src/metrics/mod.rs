@@ -37,6 +37,16 @@ pub enum MetricsError {
     /// A path given to a reader holds no log file difflab can read.
     #[error("{0}: no JSON lines, CSV or TensorBoard event files found")]
     NoLogs(PathBuf),
+    /// A CSV log whose first row holds numbers, not column names.
+    #[error(
+        "{0}: this CSV log has no header row; difflab needs a first row naming the columns, e.g. step,loss"
+    )]
+    MissingHeader(PathBuf),
+    /// A path that is a FIFO, socket or device: reading it could wait forever.
+    #[error(
+        "{0} is not a regular file or folder (a FIFO, socket or device); give a log file or a folder of them"
+    )]
+    NotAFile(PathBuf),
     /// The file watcher could not be set up.
     #[error("watching {path}: {message}")]
     Watch { path: PathBuf, message: String },
@@ -110,6 +120,8 @@ pub struct Skipped {
     pub skipped_bytes: u64,
     /// Bytes of an incomplete last line or record at the end of a file that was read once.
     pub partial_tail_bytes: u64,
+    /// A CSV log's first row holds numbers, not column names: nothing in it can be named.
+    pub missing_header: bool,
 }
 
 impl Skipped {
@@ -123,6 +135,7 @@ impl Skipped {
         self.bad_records += other.bad_records;
         self.skipped_bytes += other.skipped_bytes;
         self.partial_tail_bytes += other.partial_tail_bytes;
+        self.missing_header |= other.missing_header;
     }
 }
 
@@ -137,6 +150,12 @@ impl fmt::Display for Skipped {
         }
         if self.partial_tail_bytes > 0 {
             parts.push(format!("{} bytes partial tail", self.partial_tail_bytes));
+        }
+        if self.missing_header {
+            parts.push(
+                "all rows (no header row: the first row must name the columns, e.g. step,loss)"
+                    .into(),
+            );
         }
         if parts.is_empty() {
             f.write_str("nothing")
@@ -331,6 +350,9 @@ pub fn discover_all<P: AsRef<Path>>(roots: &[P]) -> Result<Vec<LogFile>, Metrics
 pub fn discover(root: &Path, prefix_root: bool) -> Result<Vec<LogFile>, MetricsError> {
     let meta = std::fs::metadata(root).map_err(|e| MetricsError::io(root, e))?;
     let mut out = Vec::new();
+    if !meta.is_file() && !meta.is_dir() {
+        return Err(MetricsError::NotAFile(root.into()));
+    }
     if meta.is_file() {
         let format = Format::detect(root).ok_or_else(|| MetricsError::NoLogs(root.into()))?;
         let run = if prefix_root {
@@ -363,8 +385,10 @@ pub fn discover(root: &Path, prefix_root: bool) -> Result<Vec<LogFile>, MetricsE
             if kind.is_dir() {
                 stack.push(path);
             } else if let Some(format) = Format::detect(&path) {
-                // Follow symlinks to files, but never into directories (no cycles).
-                if kind.is_symlink() && !path.is_file() {
+                // Only regular files, through symlinks too: a FIFO would block the reader forever,
+                // and a symlinked folder could make a cycle.
+                let regular = kind.is_file() || (kind.is_symlink() && path.is_file());
+                if !regular {
                     continue;
                 }
                 out.push(LogFile {

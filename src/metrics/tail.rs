@@ -243,6 +243,9 @@ pub fn read_file(path: &Path, format: Format) -> Result<Source, MetricsError> {
             io::Error::new(io::ErrorKind::NotFound, "file vanished"),
         ));
     }
+    if tail.skipped().missing_header {
+        return Err(MetricsError::MissingHeader(path.to_path_buf()));
+    }
     Ok(Source {
         path: path.to_path_buf(),
         format,

@@ -473,6 +473,14 @@ fn resolve(
                     "sde-dpmsolver++ with solver_order 3 follows diffusers, whose third-order SDE term has the opposite sign of k-diffusion's DPM++ 3M SDE".into(),
                 );
             }
+            let use_karras_sigmas = r.bool("use_karras_sigmas")?;
+            if use_karras_sigmas && schedule.num_train_timesteps < 2 {
+                return Err(ConfigError::Unsupported {
+                    key: "use_karras_sigmas".into(),
+                    got: "true".into(),
+                    reason: "Karras sigmas interpolate between training timesteps, so num_train_timesteps must be at least 2".into(),
+                });
+            }
             SamplerConfig::DpmSolver(DpmSolverConfig {
                 thresholding,
                 solver_order,
@@ -480,7 +488,7 @@ fn resolve(
                 solver_type,
                 lower_order_final: r.bool("lower_order_final")?,
                 euler_at_final: r.bool("euler_at_final")?,
-                use_karras_sigmas: r.bool("use_karras_sigmas")?,
+                use_karras_sigmas,
                 final_sigmas_type,
                 lambda_min_clipped: r.lambda("lambda_min_clipped")?,
                 schedule,

@@ -214,7 +214,21 @@ impl State {
             let e = e.clone();
             state.push_log(format!("error: {e}"));
         }
+        state.log_warnings();
         state
+    }
+
+    /// The experiment's warnings in the log, as `difflab run` prints them.
+    fn log_warnings(&mut self) {
+        let warnings: Vec<String> = self
+            .experiment
+            .iter()
+            .flat_map(|e| &e.warnings)
+            .map(|w| format!("warning: {w}"))
+            .collect();
+        for w in warnings {
+            self.push_log(w);
+        }
     }
 
     pub fn push_log(&mut self, line: impl Into<String>) {
@@ -269,6 +283,7 @@ impl State {
                     ..std::mem::take(&mut self.training)
                 };
                 self.experiment = Some(*experiment);
+                self.log_warnings();
                 self.start_lab(false)
             }
             Msg::Reloaded(Err(e)) => {

@@ -53,6 +53,7 @@ fn pattern(cell: usize, seed: usize, shape: [usize; 3]) -> Vec<f32> {
 
 fn result(name: &str, label: &str, steps: usize, fid: Option<f64>) -> CellResult {
     CellResult {
+        warnings: Vec::new(),
         name: name.into(),
         label: label.into(),
         class: "DDIMScheduler".into(),

@@ -1,0 +1,75 @@
+//! Bounds on what the user may ask of the engine: shapes it can allocate, threads the machine has.
+
+/// The most values one sample may have: 4×2048×2048 latents or 3×2048×2048 pixels fit, a typo does not.
+pub const MAX_SAMPLE_VALUES: usize = 1 << 24;
+
+/// Checks one sample's C, H, W: each at least 1 and at most [`MAX_SAMPLE_VALUES`] in all.
+pub fn check_sample_shape(shape: [usize; 3]) -> Result<(), String> {
+    let [c, h, w] = shape;
+    if shape.contains(&0) {
+        return Err(format!(
+            "sample_shape [{c}, {h}, {w}] has a zero; give channels, height and width, each at least 1"
+        ));
+    }
+    let values = c.checked_mul(h).and_then(|v| v.checked_mul(w));
+    match values {
+        Some(v) if v <= MAX_SAMPLE_VALUES => Ok(()),
+        _ => Err(format!(
+            "sample_shape [{c}, {h}, {w}] is too large: one sample may have at most {MAX_SAMPLE_VALUES} values (e.g. [4, 2048, 2048])"
+        )),
+    }
+}
+
+/// The cores this process may use (1 when the system does not say).
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// Caps a thread count at the cores available; the message says so when it had to.
+pub fn cap_threads(requested: usize) -> (usize, Option<String>) {
+    let cores = available_cores();
+    if requested <= cores {
+        return (requested, None);
+    }
+    (
+        cores,
+        Some(format!(
+            "threads = {requested} is more than the {cores} cores this machine can use; using {cores}"
+        )),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_with_zeros_or_too_many_values_are_refused() {
+        assert!(check_sample_shape([1, 16, 16]).is_ok());
+        assert!(check_sample_shape([4, 2048, 2048]).is_ok());
+        assert!(
+            check_sample_shape([0, 16, 16])
+                .unwrap_err()
+                .contains("has a zero")
+        );
+        assert!(
+            check_sample_shape([3, 4096, 4096])
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert!(
+            check_sample_shape([usize::MAX, 2, 2])
+                .unwrap_err()
+                .contains("too large")
+        );
+    }
+
+    #[test]
+    fn threads_are_capped_at_the_cores() {
+        let cores = available_cores();
+        assert_eq!(cap_threads(1), (1, None));
+        let (n, note) = cap_threads(100_000);
+        assert_eq!(n, cores);
+        assert!(note.unwrap().contains("more than the"));
+    }
+}

@@ -1,0 +1,97 @@
+//! The experiment file as written: serde's view of the TOML, before paths resolve and values are
+//! checked. Spanned fields are the ones checked afterwards, so errors can point at them.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ExperimentFile {
+    pub name: Option<String>,
+    pub output: Option<String>,
+    pub model: ModelSection,
+    pub sampling: Option<SamplingSection>,
+    #[serde(rename = "sampler")]
+    pub samplers: Spanned<Vec<SamplerSection>>,
+    pub quality: Option<QualitySection>,
+    pub training: Option<TrainingSection>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ModelSection {
+    pub path: Spanned<String>,
+    pub providers: Option<Vec<Spanned<String>>>,
+    pub fallback: Option<bool>,
+    pub device_id: Option<i32>,
+    pub prediction_type: Option<Spanned<String>>,
+    pub scheduler_config: Option<Spanned<String>>,
+    pub runtime: Option<String>,
+    pub threads: Option<Spanned<usize>>,
+    pub tensorrt: Option<TensorRtSection>,
+    pub roles: Option<BTreeMap<Spanned<String>, String>>,
+    pub sample_shape: Option<Spanned<[usize; 3]>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TensorRtSection {
+    pub fp16: Option<bool>,
+    pub engine_cache: Option<String>,
+    pub max_workspace: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SamplingSection {
+    pub seeds: Option<Spanned<Seeds>>,
+    pub batch: Option<Spanned<usize>>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "`seeds` must be a count (8 means seeds 0 to 7) or a list of seeds, e.g. [3, 7, 11]"
+)]
+pub(super) enum Seeds {
+    Count(u64),
+    List(Vec<u64>),
+}
+
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "`steps` must be a step count or a list of step counts, e.g. 50 or [10, 20, 50]"
+)]
+pub(super) enum Steps {
+    One(usize),
+    Many(Vec<usize>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SamplerSection {
+    pub name: Spanned<String>,
+    pub steps: Spanned<Steps>,
+    pub label: Option<String>,
+    pub settings: Option<Spanned<toml::Table>>,
+    pub samples: Option<Spanned<usize>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct QualitySection {
+    pub features: Spanned<String>,
+    pub reference: Spanned<String>,
+    pub samples: Option<Spanned<usize>>,
+    pub kid_subsets: Option<Spanned<usize>>,
+    pub kid_subset_size: Option<Spanned<usize>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TrainingSection {
+    pub runs: Vec<String>,
+}
