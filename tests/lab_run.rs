@@ -245,3 +245,42 @@ fn an_output_folder_under_a_file_names_the_file() {
         )
     );
 }
+
+#[test]
+fn difflab_run_shows_what_the_experiment_asks_that_is_ignored() {
+    let dir = temp_dir("warnings");
+    let samplers = "[[sampler]]\nname = \"ddim\"\nsteps = 5\nsettings = { etta = 0.5, clip_sample = false }\n[[sampler]]\nname = \"dpm++2m\"\nsteps = 5\n";
+    experiment(&dir, samplers);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_difflab"))
+        .args(["run", "--json"])
+        .arg(dir.join("lab.toml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let warning =
+        "`sampler[0].settings`: unknown key `etta` ignored (DDIMScheduler does not use it)";
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("warning: ") && l.contains(warning)),
+        "{stderr}"
+    );
+    let cells: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warnings_of = |cells: &serde_json::Value, i: usize| -> Vec<String> {
+        cells[i]["warnings"]
+            .as_array()
+            .map(|w| w.iter().map(|s| s.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(cells[0]["name"], "ddim 5");
+    assert!(warnings_of(&cells, 0)[0].contains(warning), "{cells:#}");
+    assert!(warnings_of(&cells, 1).is_empty(), "{cells:#}");
+    let results = Results::load(&dir.join("out/lab/results.json"));
+    assert!(
+        results
+            .cells
+            .iter()
+            .any(|c| c.warnings.iter().any(|w| w.contains(warning)))
+    );
+}

@@ -553,6 +553,27 @@ mod tests {
     }
 
     #[test]
+    fn the_experiments_warnings_reach_the_log_on_open_and_on_reload() {
+        let text = "[model]\npath = \"analytic\"\nsample_shape = [1, 4, 4]\n[[sampler]]\nname = \"ddim\"\nsteps = 5\nsettings = { etta = 1 }\n";
+        let warned = Experiment::parse(std::path::Path::new("lab.toml"), text).unwrap();
+        let mut s = State::new("lab.toml".into(), Ok(warned.clone()), "halfblocks");
+        let line = "warning: lab.toml:7:12: `sampler[0].settings`: unknown key `etta` ignored (DDIMScheduler does not use it)";
+        assert_eq!(
+            s.log.iter().filter(|l| *l == line).count(),
+            1,
+            "{:?}",
+            s.log
+        );
+        s.update(Msg::Reloaded(Ok(Box::new(warned))));
+        assert_eq!(
+            s.log.iter().filter(|l| *l == line).count(),
+            2,
+            "{:?}",
+            s.log
+        );
+    }
+
+    #[test]
     fn space_runs_and_cancels() {
         let mut s = State::new("lab.toml".into(), Ok(experiment(5)), "halfblocks");
         let start = s.start();
