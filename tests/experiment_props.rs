@@ -86,14 +86,12 @@ fn run_checked(experiment: Experiment) {
     let mut finished = false;
     for event in lab.events.iter() {
         match event {
-            LabEvent::CellDone { result, images, .. } => {
-                if result.error.is_none() {
-                    assert!(
-                        images.iter().all(|v| v.is_finite()),
-                        "{} finished with non-finite samples",
-                        result.name
-                    );
-                }
+            LabEvent::CellDone { result, images, .. } if result.error.is_none() => {
+                assert!(
+                    images.iter().all(|v| v.is_finite()),
+                    "{} finished with non-finite samples",
+                    result.name
+                );
             }
             LabEvent::Finished { error, .. } => {
                 if let Some(e) = error {

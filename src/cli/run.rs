@@ -128,7 +128,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                     Some(bar) => bar.finish_with_message(line.clone()),
                     None => eprintln!("{line}"),
                 }
-                done.push(result);
+                done.push(*result);
             }
             LabEvent::Log(line) => eprintln!("{line}"),
             LabEvent::Finished {

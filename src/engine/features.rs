@@ -83,7 +83,14 @@ impl OnnxFeatures {
             .session
             .run(ort::inputs![self.input.as_str() => value])
             .map_err(super::onnx::ort_error)?;
-        let (shape, data) = outputs[self.output.as_str()]
+        let output = outputs.get(self.output.as_str()).ok_or_else(|| {
+            EngineError::Options(format!(
+                "{}: the feature network returned no output `{}`",
+                self.path.display(),
+                self.output
+            ))
+        })?;
+        let (shape, data) = output
             .try_extract_tensor::<f32>()
             .map_err(super::onnx::ort_error)?;
         if shape.len() != 2 || shape[0] as usize != batch {

@@ -47,7 +47,7 @@ pub enum LabEvent {
     /// A cell finished (or was reused from an earlier run): its result and final preview images.
     CellDone {
         cell: usize,
-        result: CellResult,
+        result: Box<CellResult>,
         images: Vec<f32>,
         cached: bool,
     },
@@ -303,10 +303,10 @@ fn reuse_cached(
                 let images = read_grid(&out.join(&r.grid), sample_shape, cell.preview);
                 let _ = tx.send(LabEvent::CellDone {
                     cell: i,
-                    result: CellResult {
+                    result: Box::new(CellResult {
                         warnings: cell.warnings.clone(),
                         ..r.clone()
-                    },
+                    }),
                     images,
                     cached: true,
                 });
@@ -514,7 +514,7 @@ impl Batch<'_> {
         self.results.save(self.ctx.out)?;
         let _ = self.tx.send(LabEvent::CellDone {
             cell: c,
-            result,
+            result: Box::new(result),
             images,
             cached: false,
         });

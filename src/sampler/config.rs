@@ -424,7 +424,7 @@ fn resolve(
             }
             // Only the learned variances change what DPM-Solver does (a DDPM config's
             // "fixed_small" carried over by from_config is ignored there, as in diffusers).
-            if let Some(v @ ("learned" | "learned_range")) = r.map["variance_type"].as_str() {
+            if let Some(v @ ("learned" | "learned_range")) = r.value("variance_type").as_str() {
                 return Err(ConfigError::Unsupported {
                     key: "variance_type".into(),
                     got: format!("{v:?}"),
@@ -518,16 +518,21 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
+    /// The setting `key`; null when the class has no such key (every read key is in its defaults).
+    fn value(&self, key: &str) -> &Value {
+        self.map.get(key).unwrap_or(&Value::Null)
+    }
+
     fn invalid(&self, key: &str, expected: &str) -> ConfigError {
         ConfigError::InvalidValue {
             key: key.to_string(),
-            got: self.map[key].to_string(),
+            got: self.value(key).to_string(),
             expected: expected.to_string(),
         }
     }
 
     fn bool(&mut self, key: &str) -> Result<bool, ConfigError> {
-        self.map[key]
+        self.value(key)
             .as_bool()
             .ok_or_else(|| self.invalid(key, "true or false"))
     }
@@ -546,20 +551,20 @@ impl Reader<'_> {
         parse: impl Fn(&str) -> Option<T>,
     ) -> Result<T, ConfigError> {
         let expected = format!("one of {}", names.join(", "));
-        self.map[key]
+        self.value(key)
             .as_str()
             .and_then(parse)
             .ok_or_else(|| self.invalid(key, &expected))
     }
 
     fn number(&self, key: &str) -> Option<f64> {
-        self.map[key].as_f64().filter(|v| v.is_finite())
+        self.value(key).as_f64().filter(|v| v.is_finite())
     }
 
     /// A whole number in `min..=1_000_000` (larger values are mistakes and would exhaust memory).
     fn count(&mut self, key: &str, min: u64) -> Result<usize, ConfigError> {
         const MAX: u64 = 1_000_000;
-        let v = &self.map[key];
+        let v = self.value(key);
         let n = v.as_u64().or_else(|| {
             // 1000.0 is accepted as 1000.
             v.as_f64()
@@ -601,7 +606,7 @@ impl Reader<'_> {
     }
 
     fn lambda(&mut self, key: &str) -> Result<f64, ConfigError> {
-        match &self.map[key] {
+        match self.value(key) {
             Value::String(s) if s == "-inf" => Ok(f64::NEG_INFINITY),
             Value::Number(n) => n
                 .as_f64()
@@ -612,7 +617,7 @@ impl Reader<'_> {
 
     fn betas(&mut self, key: &str) -> Result<Option<Vec<f64>>, ConfigError> {
         let expected = "null or a non-empty list of numbers between 0 and 1";
-        match &self.map[key] {
+        match self.value(key) {
             Value::Null => Ok(None),
             Value::Array(items) if !items.is_empty() => items
                 .iter()
@@ -626,7 +631,7 @@ impl Reader<'_> {
 
     fn variance_type(&mut self) -> Result<DdpmVariance, ConfigError> {
         let key = "variance_type";
-        match self.map[key].as_str() {
+        match self.value(key).as_str() {
             Some(s @ ("learned" | "learned_range")) => Err(ConfigError::Unsupported {
                 key: key.into(),
                 got: format!("{s:?}"),

@@ -482,7 +482,7 @@ impl State {
                     }
                     self.image_counter += 1;
                     c.version = self.image_counter;
-                    c.result = Some(result);
+                    c.result = Some(*result);
                 }
             }
             LabEvent::Log(line) => self.push_log(line),

@@ -109,7 +109,7 @@ fn state(with_fid: bool) -> State {
             &mut state,
             LabEvent::CellDone {
                 cell: i,
-                result: result(&c.name, &c.label, c.steps, fid),
+                result: Box::new(result(&c.name, &c.label, c.steps, fid)),
                 images: images(i),
                 cached,
             },
@@ -136,7 +136,7 @@ fn state(with_fid: bool) -> State {
             &mut state,
             LabEvent::CellDone {
                 cell: 1,
-                result: result(&c.name, &c.label, c.steps, Some(3.0)),
+                result: Box::new(result(&c.name, &c.label, c.steps, Some(3.0))),
                 images: images(1),
                 cached: false,
             },
