@@ -137,8 +137,9 @@ fn json_lines() {
     assert!(
         loss.points
             .iter()
-            .any(|p| p.value.is_nan() && p.step == 115)
+            .any(|p| p.value.is_nan() && p.step == 105)
     );
+    assert!(run.resumed().is_empty(), "steps never go back here");
     let fid = series(&store, ".", "fid");
     assert_eq!(
         fid.points.iter().map(|p| p.step).collect::<Vec<_>>(),
@@ -351,4 +352,53 @@ fn csv_byte_order_mark_only_at_the_start() {
         };
         assert_eq!(key(&pieces), key(&whole), "pieces of {size}");
     }
+}
+
+#[test]
+fn a_resumed_run_keeps_what_tensorboard_keeps_in_one_file_and_across_files() {
+    let dir = std::env::temp_dir().join(format!("difflab-resumed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let lines = |steps: std::ops::Range<i64>, value: f64| -> String {
+        steps
+            .map(|s| format!("{{\"step\": {s}, \"loss\": {value}}}\n"))
+            .collect()
+    };
+    // One file: trained to step 99, resumed from the checkpoint at step 50.
+    std::fs::write(
+        dir.join("a.jsonl"),
+        lines(0..100, 1.0) + &lines(50..80, 2.0),
+    )
+    .unwrap();
+    let store = load(&[&dir]).unwrap();
+    let run = store.run(".").unwrap();
+    let loss = run.series("loss").unwrap();
+    assert_eq!(loss.len(), 80);
+    assert!(loss.points[..50].iter().all(|p| p.value == 1.0));
+    assert!(loss.points[50..].iter().all(|p| p.value == 2.0));
+    let resumed = run.resumed();
+    assert_eq!(
+        (resumed.times, resumed.dropped, resumed.to_step),
+        (1, 50, Some(50))
+    );
+    // The resumed run writes a second file instead: read in file order, the same points remain.
+    std::fs::write(dir.join("a.jsonl"), lines(0..100, 1.0)).unwrap();
+    std::fs::write(dir.join("b.jsonl"), lines(50..80, 2.0)).unwrap();
+    let store = load(&[&dir]).unwrap();
+    let run = store.run(".").unwrap();
+    let pairs =
+        |s: &Series| -> Vec<(i64, f64)> { s.points.iter().map(|p| (p.step, p.value)).collect() };
+    assert_eq!(pairs(&run.series("loss").unwrap()), pairs(&loss));
+    assert_eq!(run.resumed().dropped, 50);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_difflab"))
+        .arg("metrics")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(".: the step went back 1 time(s) (last to step 50)")
+            && text.contains("50 earlier point(s)"),
+        "{text}"
+    );
 }

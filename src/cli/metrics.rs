@@ -195,6 +195,10 @@ pub fn write_summary(out: &mut dyn Write, store: &Store, args: &MetricsArgs) -> 
         write_table(out, &header, &rows)?;
     }
     for run in store.runs() {
+        let resumed = run.resumed();
+        if !resumed.is_empty() {
+            writeln!(out, "{}: {resumed}", run.name)?;
+        }
         let skipped = run.skipped();
         if !skipped.is_empty() {
             writeln!(out, "{}: skipped {skipped}", run.name)?;

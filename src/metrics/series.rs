@@ -59,6 +59,24 @@ impl Series {
         self.points.push(point);
     }
 
+    /// Appends `point` as a log is read. A step below the last one means the run resumed from an
+    /// earlier checkpoint: as TensorBoard purges orphaned data, the points at or after that step are
+    /// dropped first, so the series stays in step order. Returns how many were dropped.
+    pub fn append(&mut self, point: Point) -> usize {
+        let resumed = self
+            .points
+            .last()
+            .is_some_and(|last| point.step < last.step);
+        let mut dropped = 0;
+        if resumed {
+            let keep = self.points.partition_point(|p| p.step < point.step);
+            dropped = self.points.len() - keep;
+            self.points.truncate(keep);
+        }
+        self.points.push(point);
+        dropped
+    }
+
     pub fn last(&self) -> Option<&Point> {
         self.points.last()
     }
@@ -106,6 +124,51 @@ impl Series {
     pub fn smoothed(&self, weight: f64) -> Vec<f64> {
         let values: Vec<f64> = self.points.iter().map(|p| p.value).collect();
         ema_smooth(&values, weight)
+    }
+}
+
+/// Where a log's steps went back (a run resumed from a checkpoint), in one file or run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resumed {
+    /// How many times a series' step went back.
+    pub times: u64,
+    /// Points dropped because a later point had a smaller step.
+    pub dropped: u64,
+    /// The step it went back to, the last time.
+    pub to_step: Option<i64>,
+}
+
+impl Resumed {
+    /// Counts one appended point that dropped `dropped` earlier ones.
+    pub fn count(&mut self, dropped: usize, step: i64) {
+        if dropped > 0 {
+            self.times += 1;
+            self.dropped += dropped as u64;
+            self.to_step = Some(step);
+        }
+    }
+
+    pub fn add(&mut self, other: &Resumed) {
+        self.times += other.times;
+        self.dropped += other.dropped;
+        self.to_step = other.to_step.or(self.to_step);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.times == 0
+    }
+}
+
+impl std::fmt::Display for Resumed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = self
+            .to_step
+            .map_or(String::new(), |s| format!(" (last to step {s})"));
+        write!(
+            f,
+            "the step went back {} time(s){at}, as when training resumes from a checkpoint: {} earlier point(s) at or after that step dropped, as TensorBoard does",
+            self.times, self.dropped
+        )
     }
 }
 

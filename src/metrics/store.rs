@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use super::series::Resumed;
 use super::{FollowEvent, Format, Series, Skipped};
 
 /// The series read from one log file.
@@ -13,6 +14,8 @@ pub struct Source {
     pub format: Format,
     pub series: BTreeMap<String, Series>,
     pub skipped: Skipped,
+    /// Where the file's steps went back and points were dropped.
+    pub resumed: Resumed,
 }
 
 impl Source {
@@ -22,6 +25,7 @@ impl Source {
             format,
             series: BTreeMap::new(),
             skipped: Skipped::default(),
+            resumed: Resumed::default(),
         }
     }
 }
@@ -43,7 +47,8 @@ impl Run {
     }
 
     /// The series of `tag`. When several files of the run hold it (a TensorBoard run restarted
-    /// into a new event file, say), their points are merged in file order and sorted by step.
+    /// into a new event file, say), their points are read in file order as one log: where a later
+    /// file goes back in step, the earlier points from there on are dropped, as TensorBoard does.
     pub fn series(&self, tag: &str) -> Option<Cow<'_, Series>> {
         let mut found = self.sources.values().filter_map(|s| s.series.get(tag));
         let first = found.next()?;
@@ -51,12 +56,27 @@ impl Run {
             return Some(Cow::Borrowed(first));
         };
         let mut merged = first.clone();
-        merged.points.extend_from_slice(&second.points);
-        for s in found {
-            merged.points.extend_from_slice(&s.points);
+        for p in second.points.iter().chain(found.flat_map(|s| &s.points)) {
+            merged.append(*p);
         }
-        merged.sort_by_step();
         Some(Cow::Owned(merged))
+    }
+
+    /// Where the run's steps went back, in its files and between them.
+    pub fn resumed(&self) -> Resumed {
+        let mut total = Resumed::default();
+        for s in self.sources.values() {
+            total.add(&s.resumed);
+        }
+        for tag in self.tags() {
+            let mut found = self.sources.values().filter_map(|s| s.series.get(tag));
+            let Some(first) = found.next() else { continue };
+            let mut merged = first.clone();
+            for p in found.flat_map(|s| &s.points) {
+                total.count(merged.append(*p), p.step);
+            }
+        }
+        total
     }
 
     /// What was skipped in all the run's files.
@@ -132,16 +152,10 @@ impl Store {
             } => {
                 let source = self.source_mut(run, path, *format);
                 for (tag, points) in series {
-                    match source.series.get_mut(tag) {
-                        Some(s) => s.points.extend_from_slice(points),
-                        None => {
-                            source.series.insert(
-                                tag.clone(),
-                                Series {
-                                    points: points.clone(),
-                                },
-                            );
-                        }
+                    let s = source.series.entry(tag.clone()).or_default();
+                    for &p in points {
+                        let dropped = s.append(p);
+                        source.resumed.count(dropped, p.step);
                     }
                 }
             }
@@ -149,6 +163,7 @@ impl Store {
                 let source = self.source_mut(run, path, *format);
                 source.series.clear();
                 source.skipped = Skipped::default();
+                source.resumed = Resumed::default();
             }
             FollowEvent::Skipped {
                 run,

@@ -11,6 +11,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use super::series::Resumed;
 use super::{Decoder, Format, LogFile, MetricsError, Point, ScalarSink, Series, Skipped, Source};
 
 /// Bytes read from a file per step.
@@ -192,6 +193,7 @@ pub struct SeriesBuilder {
     index: HashMap<String, usize>,
     series: Vec<(String, Series)>,
     last: Option<usize>,
+    resumed: Resumed,
 }
 
 impl SeriesBuilder {
@@ -212,11 +214,13 @@ impl SeriesBuilder {
             },
         };
         self.last = Some(i);
-        self.series[i].1.push(point);
+        let dropped = self.series[i].1.append(point);
+        self.resumed.count(dropped, point.step);
     }
 
-    pub fn finish(self) -> BTreeMap<String, Series> {
-        self.series.into_iter().collect()
+    /// The series by tag, and where their steps went back.
+    pub fn finish(self) -> (BTreeMap<String, Series>, Resumed) {
+        (self.series.into_iter().collect(), self.resumed)
     }
 }
 
@@ -246,11 +250,13 @@ pub fn read_file(path: &Path, format: Format) -> Result<Source, MetricsError> {
     if tail.skipped().missing_header {
         return Err(MetricsError::MissingHeader(path.to_path_buf()));
     }
+    let (series, resumed) = builder.finish();
     Ok(Source {
         path: path.to_path_buf(),
         format,
-        series: builder.finish(),
+        series,
         skipped: tail.skipped(),
+        resumed,
     })
 }
 

@@ -165,7 +165,7 @@ pub enum Msg {
     },
     /// The comparison grid was written (where, and its rows) or not (why).
     Saved(Result<String, String>),
-    Training(Vec<super::training::Series>),
+    Training(super::training::TrainingUpdate),
     /// SIGTERM, SIGHUP or SIGINT.
     Signal(&'static str),
 }
@@ -313,8 +313,10 @@ impl State {
                 self.push_log(format!("error: cannot save the comparison grid: {e}"));
                 Vec::new()
             }
-            Msg::Training(series) => {
-                self.training.series = series;
+            Msg::Training(update) => {
+                for line in self.training.apply(update) {
+                    self.push_log(line);
+                }
                 Vec::new()
             }
             Msg::Signal(name) => {

@@ -102,7 +102,7 @@ async fn main_loop(
     let _follower = match &training_roots {
         roots if !roots.is_empty() => {
             let tx = tx.clone();
-            match training::follow(roots, move |series| tx.send(Msg::Training(series)).is_ok()) {
+            match training::follow(roots, move |update| tx.send(Msg::Training(update)).is_ok()) {
                 Ok(f) => Some(f),
                 Err(e) => {
                     state.push_log(format!("error: cannot follow the training logs: {e}"));

@@ -2,15 +2,18 @@
 //! readers live elsewhere; whatever reads training logs hands the dashboard [`Series`] through a
 //! [`TrainingSource`] (polled off the UI task) or as `Msg::Training` messages.
 
-use crate::metrics::series::ema_smooth;
+use std::collections::BTreeSet;
 
-/// One curve: a tag (e.g. "loss") of one run, by step and by wall time (seconds since the run began).
+use crate::metrics::series::{Series as Points, ema_smooth};
+use crate::metrics::{FollowEvent, Point};
+
+/// One curve: a tag (e.g. "loss") of one run, its points in step order as read (step, wall time,
+/// value), at most [`MAX_POINTS`] of them kept for display.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
     pub run: String,
     pub tag: String,
-    pub by_step: Vec<(f64, f64)>,
-    pub by_time: Vec<(f64, f64)>,
+    pub points: Vec<Point>,
 }
 
 impl Series {
@@ -23,10 +26,63 @@ impl Series {
         Series {
             run: run.into(),
             tag: tag.into(),
-            by_step: points,
-            by_time: Vec::new(),
+            points: points
+                .into_iter()
+                .map(|(x, y)| Point::new(x as i64, f64::NAN, y))
+                .collect(),
         }
     }
+
+    /// (x, y) by step, or by seconds since the series' first wall time.
+    fn xy(&self, x_time: bool) -> Vec<(f64, f64)> {
+        if !x_time {
+            return self
+                .points
+                .iter()
+                .map(|p| (p.step as f64, p.value))
+                .collect();
+        }
+        let Some(t0) = self
+            .points
+            .iter()
+            .map(|p| p.wall_time)
+            .find(|t| t.is_finite())
+        else {
+            return Vec::new();
+        };
+        self.points
+            .iter()
+            .filter(|p| p.wall_time.is_finite())
+            .map(|p| (p.wall_time - t0, p.value))
+            .collect()
+    }
+
+    /// Appends points as the log is read (a step that goes back drops the points from there on, as
+    /// TensorBoard does) and keeps the series within the display budget; returns the points dropped.
+    fn extend(&mut self, points: &[Point]) -> usize {
+        let dropped = points.iter().map(|&p| append(&mut self.points, p)).sum();
+        if self.points.len() > 2 * MAX_POINTS {
+            self.points = thin(&self.points, MAX_POINTS);
+        }
+        dropped
+    }
+}
+
+/// What the training-log reader tells the view: new points of a run, or all of it again.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainingUpdate {
+    /// New points of `run`, by tag, in the order read.
+    Points {
+        run: String,
+        series: Vec<(String, Vec<Point>)>,
+    },
+    /// A file of `run` was rewritten: these are its series now, replacing what was shown.
+    Replace {
+        run: String,
+        series: Vec<(String, Vec<Point>)>,
+    },
+    /// Something worth a line in the log (a file that cannot be read, ...).
+    Note(String),
 }
 
 /// A curve ready to draw: run, tag and (x, y) points.
@@ -38,12 +94,6 @@ pub struct Panel {
     pub tag: String,
     pub curves: Vec<Curve>,
     pub last: Vec<Option<(f64, f64)>>,
-}
-
-/// Anything that can tell the dashboard the current training curves.
-pub trait TrainingSource: Send {
-    /// Every (run, tag) series known now.
-    fn series(&mut self) -> Vec<Series>;
 }
 
 /// The Training view's data and settings.
@@ -59,6 +109,8 @@ pub struct TrainingState {
     pub x_time: bool,
     /// Which page of tag panels is shown when they do not all fit (wraps around).
     pub tag_page: i64,
+    /// Runs whose resumed training was already reported.
+    pub resumed_runs: BTreeSet<String>,
 }
 
 const SMOOTHING_STEPS: [f64; 7] = [0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99];
@@ -89,15 +141,56 @@ impl TrainingState {
             .unwrap_or(0.0);
     }
 
+    /// Applies an update from the log reader; returns lines for the log (a resumed run, once).
+    pub fn apply(&mut self, update: TrainingUpdate) -> Vec<String> {
+        match update {
+            TrainingUpdate::Points { run, series } => {
+                let mut dropped = 0;
+                for (tag, points) in series {
+                    dropped += self.series_mut(&run, &tag).extend(&points);
+                }
+                if dropped > 0 && self.resumed_runs.insert(run.clone()) {
+                    return vec![format!(
+                        "training: {run} went back in step (resumed from a checkpoint?); the {dropped} point(s) it replaces are dropped, as TensorBoard does"
+                    )];
+                }
+                Vec::new()
+            }
+            TrainingUpdate::Replace { run, series } => {
+                self.series.retain(|s| s.run != run);
+                for (tag, points) in series {
+                    self.series_mut(&run, &tag).extend(&points);
+                }
+                Vec::new()
+            }
+            TrainingUpdate::Note(line) => vec![line],
+        }
+    }
+
+    fn series_mut(&mut self, run: &str, tag: &str) -> &mut Series {
+        let i = match self
+            .series
+            .iter()
+            .position(|s| s.run == run && s.tag == tag)
+        {
+            Some(i) => i,
+            None => {
+                self.series.push(Series {
+                    run: run.to_string(),
+                    tag: tag.to_string(),
+                    points: Vec::new(),
+                });
+                self.series.len() - 1
+            }
+        };
+        &mut self.series[i]
+    }
+
     /// Tags in the order they were first seen, each with the curves of every run that logs it.
     pub fn panels(&self) -> Vec<Panel> {
         let mut panels: Vec<Panel> = Vec::new();
         for (series, curve) in self.series.iter().zip(self.curves()) {
-            let raw = if self.x_time {
-                &series.by_time
-            } else {
-                &series.by_step
-            };
+            let raw = series.xy(self.x_time);
             let last = raw.iter().rev().find(|p| p.1.is_finite()).copied();
             match panels.iter_mut().find(|p| p.tag == series.tag) {
                 Some(p) => {
@@ -119,8 +212,7 @@ impl TrainingState {
         self.series
             .iter()
             .map(|s| {
-                let raw = if self.x_time { &s.by_time } else { &s.by_step };
-                let mut points = ema(raw, self.smoothing);
+                let mut points = ema(&s.xy(self.x_time), self.smoothing);
                 if self.log_y {
                     points.retain(|p| p.1 > 0.0);
                     for p in &mut points {
@@ -144,66 +236,72 @@ fn ema(points: &[(f64, f64)], weight: f64) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// Follows training logs under `roots` on a background thread (the metrics follower) and hands every
-/// update to `send` as the full set of series; stops when `send` returns false or the follower drops.
+/// Follows training logs under `roots` on a background thread (the metrics follower) and hands each
+/// change to `send` as a [`TrainingUpdate`]: new points as they are read, a run again in full only when
+/// one of its files was rewritten. Stops when `send` returns false or the follower drops.
 pub fn follow(
     roots: &[std::path::PathBuf],
-    mut send: impl FnMut(Vec<Series>) -> bool + Send + 'static,
+    mut send: impl FnMut(TrainingUpdate) -> bool + Send + 'static,
 ) -> Result<crate::metrics::Follower, crate::metrics::MetricsError> {
     let mut store = crate::metrics::Store::new();
     crate::metrics::Follower::spawn_with(roots, Default::default(), move |event| {
         store.apply(&event);
-        if matches!(event, crate::metrics::FollowEvent::Skipped { .. }) {
-            return true;
+        match event {
+            FollowEvent::Points { run, series, .. } => send(TrainingUpdate::Points { run, series }),
+            FollowEvent::Reset { run, .. } => {
+                let series = store.run(&run).map(run_series).unwrap_or_default();
+                send(TrainingUpdate::Replace { run, series })
+            }
+            FollowEvent::Error { path, message } => send(TrainingUpdate::Note(format!(
+                "training: {}: {message}",
+                path.display()
+            ))),
+            FollowEvent::Skipped { .. } | FollowEvent::CaughtUp => true,
         }
-        send(series_of(&store))
     })
 }
 
-/// Most points of one series sent to the view: a panel is at most a few hundred Braille dots wide, and
-/// a run logged every step for a million steps must not be copied, smoothed and drawn whole per frame.
+/// Most points of one series kept for the view: a panel is at most a few hundred Braille dots wide, and
+/// a run logged every step for a million steps must not be smoothed and drawn whole per frame.
 const MAX_POINTS: usize = 4096;
 
-/// `points` as they are, or min/max-downsampled to at most [`MAX_POINTS`] (every spike and the last
-/// point survive). Smoothing then runs over these points, much as TensorBoard smooths its samples.
-/// Downsampling needs x in order; a log whose steps go back (a restarted run) is kept whole.
-fn for_display(points: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
-    if points.len() <= MAX_POINTS || !points.is_sorted_by(|a, b| a.0 <= b.0) {
-        return points;
-    }
-    let (x, y): (Vec<f64>, Vec<f64>) = points.into_iter().unzip();
-    crate::metrics::series::downsample_minmax(&x, &y, MAX_POINTS / 4)
+/// Appends one point to a step-ordered series (see [`Points::append`]); returns the points dropped.
+fn append(points: &mut Vec<Point>, point: Point) -> usize {
+    let mut series = Points {
+        points: std::mem::take(points),
+    };
+    let dropped = series.append(point);
+    *points = series.points;
+    dropped
 }
 
-/// Every (run, tag) of a metrics store as dashboard series: by step, and by seconds since the run's
-/// first point where the log has wall times.
-fn series_of(store: &crate::metrics::Store) -> Vec<Series> {
-    let mut out = Vec::new();
-    for run in store.runs() {
-        for tag in run.tags() {
-            let Some(series) = run.series(tag) else {
-                continue;
-            };
-            let points = &series.points;
-            let start = points.iter().map(|p| p.wall_time).find(|t| t.is_finite());
-            out.push(Series {
-                run: run.name.clone(),
-                tag: tag.to_string(),
-                by_step: for_display(points.iter().map(|p| (p.step as f64, p.value)).collect()),
-                by_time: match start {
-                    Some(t0) => for_display(
-                        points
-                            .iter()
-                            .filter(|p| p.wall_time.is_finite())
-                            .map(|p| (p.wall_time - t0, p.value))
-                            .collect(),
-                    ),
-                    None => Vec::new(),
-                },
-            });
+/// About `max` of `points`: in each of `max / 2` runs of consecutive points, the lowest and the
+/// highest value (in their order), so every spike survives, and the last point.
+fn thin(points: &[Point], max: usize) -> Vec<Point> {
+    let chunk = points.len().div_ceil((max / 2).max(1)).max(1);
+    let mut keep: Vec<usize> = Vec::with_capacity(max + 1);
+    for start in (0..points.len()).step_by(chunk) {
+        let range = start..(start + chunk).min(points.len());
+        let value = |i: &usize| points[*i].value;
+        let lo = range.clone().min_by(|a, b| value(a).total_cmp(&value(b)));
+        let hi = range.max_by(|a, b| value(a).total_cmp(&value(b)));
+        if let (Some(lo), Some(hi)) = (lo, hi) {
+            keep.extend([lo.min(hi), lo.max(hi)]);
         }
     }
-    out
+    keep.push(points.len().saturating_sub(1));
+    keep.dedup();
+    keep.iter()
+        .filter_map(|&i| points.get(i).copied())
+        .collect()
+}
+
+/// Every series of a run, merged across its files.
+fn run_series(run: &crate::metrics::Run) -> Vec<(String, Vec<Point>)> {
+    run.tags()
+        .into_iter()
+        .filter_map(|tag| Some((tag.to_string(), run.series(tag)?.points.clone())))
+        .collect()
 }
 
 #[cfg(test)]
@@ -249,28 +347,82 @@ mod tests {
         );
     }
 
+    fn points(steps: impl IntoIterator<Item = i64>, value: f64) -> Vec<Point> {
+        steps
+            .into_iter()
+            .map(|s| Point::new(s, 1000.0 + s as f64, value))
+            .collect()
+    }
+
+    fn update(run: &str, tag: &str, points: Vec<Point>) -> TrainingUpdate {
+        TrainingUpdate::Points {
+            run: run.into(),
+            series: vec![(tag.into(), points)],
+        }
+    }
+
     #[test]
-    fn long_series_reach_the_view_downsampled_with_their_spike_and_last_point() {
-        let mut points: Vec<(f64, f64)> = (0..1_000_000).map(|i| (i as f64, 1.0)).collect();
-        points[123_457].1 = 50.0;
-        points[999_999].1 = 0.5;
-        let shown = for_display(points);
-        assert!(shown.len() <= MAX_POINTS, "{}", shown.len());
-        assert!(shown.contains(&(123_457.0, 50.0)), "the spike");
-        assert_eq!(shown.last(), Some(&(999_999.0, 0.5)));
-        let short: Vec<(f64, f64)> = (0..100).map(|i| (i as f64, i as f64)).collect();
-        assert_eq!(
-            for_display(short.clone()),
-            short,
-            "short series are sent whole"
+    fn points_arrive_as_deltas_and_a_resumed_run_drops_what_it_replaces_once_said() {
+        let mut t = TrainingState::new(1);
+        assert!(t.apply(update("a", "loss", points(0..10, 1.0))).is_empty());
+        assert!(t.apply(update("a", "loss", points(10..20, 1.0))).is_empty());
+        assert_eq!(t.series[0].points.len(), 20);
+        // Resumed from the checkpoint at step 15: steps 15..20 are replaced.
+        let said = t.apply(update("a", "loss", points(15..18, 2.0)));
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(
+            said[0].contains("a went back in step") && said[0].contains("the 5 point(s)"),
+            "{said:?}"
         );
-        let mut restarted = vec![(0.0, 1.0); MAX_POINTS + 10];
-        restarted[5].0 = 9.0;
-        assert_eq!(
-            for_display(restarted.clone()),
-            restarted,
-            "x out of order: whole"
+        let steps: Vec<i64> = t.series[0].points.iter().map(|p| p.step).collect();
+        assert_eq!(steps, (0..18).collect::<Vec<_>>());
+        assert_eq!(t.series[0].points[16].value, 2.0);
+        // A second restart of the same run is not said again.
+        assert!(t.apply(update("a", "loss", points(5..6, 3.0))).is_empty());
+        assert_eq!(t.series[0].points.len(), 6);
+        // By time, x counts from the series' first wall time.
+        assert_eq!(t.series[0].xy(true)[5], (5.0, 3.0));
+    }
+
+    #[test]
+    fn a_long_run_stays_within_the_display_budget_with_its_spike_and_last_point() {
+        let mut t = TrainingState::new(1);
+        for chunk in 0..250 {
+            let mut p = points(chunk * 4000..(chunk + 1) * 4000, 1.0);
+            if chunk == 123 {
+                p[457].value = 50.0;
+            }
+            t.apply(update("a", "loss", p));
+            assert!(t.series[0].points.len() <= 2 * MAX_POINTS + 1);
+        }
+        let kept = &t.series[0].points;
+        assert!(
+            kept.iter()
+                .any(|p| p.value == 50.0 && p.step == 123 * 4000 + 457),
+            "the spike"
         );
+        assert_eq!(kept.last().map(|p| p.step), Some(999_999));
+        assert!(
+            kept.windows(2).all(|w| w[0].step < w[1].step),
+            "in step order"
+        );
+    }
+
+    #[test]
+    fn a_rewritten_file_replaces_its_run_only() {
+        let mut t = TrainingState::new(2);
+        t.apply(update("a", "loss", points(0..10, 1.0)));
+        t.apply(update("b", "loss", points(0..10, 1.0)));
+        t.apply(TrainingUpdate::Replace {
+            run: "a".into(),
+            series: vec![("loss".into(), points(0..3, 2.0))],
+        });
+        let lens: Vec<(String, usize)> = t
+            .series
+            .iter()
+            .map(|s| (s.run.clone(), s.points.len()))
+            .collect();
+        assert_eq!(lens, [("b".to_string(), 10), ("a".to_string(), 3)]);
     }
 
     #[test]

@@ -14,7 +14,17 @@ use crate::experiment::Experiment;
 use crate::lab::{CellResult, LabEvent, plan};
 use crate::tui::app::{Msg, State, View, item};
 use crate::tui::images::{Request, encode};
-use crate::tui::training::Series;
+use crate::tui::training::{Series, TrainingUpdate};
+
+/// Hands the view each series as the log reader would: as new points of its run.
+fn feed(state: &mut State, series: Vec<Series>) {
+    for s in series {
+        state.update(Msg::Training(TrainingUpdate::Points {
+            run: s.run,
+            series: vec![(s.tag, s.points)],
+        }));
+    }
+}
 
 const EXPERIMENT: &str = r#"
 name = "analytic"
@@ -245,10 +255,13 @@ fn training_view_with_curves() {
             })
             .collect()
     };
-    s.update(Msg::Training(vec![
-        Series::by_step("baseline", "loss", curve(0.05)),
-        Series::by_step("wide", "loss", curve(0.03)),
-    ]));
+    feed(
+        &mut s,
+        vec![
+            Series::by_step("baseline", "loss", curve(0.05)),
+            Series::by_step("wide", "loss", curve(0.03)),
+        ],
+    );
     snapshots("training_curves", &mut s);
 }
 
@@ -261,14 +274,17 @@ fn training_view_one_panel_per_tag_and_pages() {
             .map(|i| (i as f64 * 30.0, start * (-(i as f64) * rate).exp() + 0.03))
             .collect()
     };
-    s.update(Msg::Training(vec![
-        Series::by_step("mnist16", "train/loss", decay(0.5, 0.05)),
-        Series::by_step("mnist16", "train/lr", decay(1e-3, 0.02)),
-        Series::by_step("mnist16", "eval/fid_ddim50", decay(300.0, 0.04)),
-        Series::by_step("wide", "train/loss", decay(0.4, 0.06)),
-        Series::by_step("mnist16", "train/ema_loss", decay(0.45, 0.05)),
-        Series::by_step("mnist16", "grad_norm", decay(2.0, 0.01)),
-    ]));
+    feed(
+        &mut s,
+        vec![
+            Series::by_step("mnist16", "train/loss", decay(0.5, 0.05)),
+            Series::by_step("mnist16", "train/lr", decay(1e-3, 0.02)),
+            Series::by_step("mnist16", "eval/fid_ddim50", decay(300.0, 0.04)),
+            Series::by_step("wide", "train/loss", decay(0.4, 0.06)),
+            Series::by_step("mnist16", "train/ema_loss", decay(0.45, 0.05)),
+            Series::by_step("mnist16", "grad_norm", decay(2.0, 0.01)),
+        ],
+    );
     // Five tags: all fit at 160×48; at 80×24 two to a page.
     let first = render(&mut s, 80, 24);
     assert!(first.contains("tags 1–2 of 5 · page 1/3"), "{first}");
