@@ -164,11 +164,19 @@ pub struct ProviderAttempt {
     pub outcome: AttemptOutcome,
 }
 
-/// Lines like "cuda: not available: …", one per attempt.
+/// What became of each provider, like "tensorrt, cuda: not available: …; cpu: runs the model":
+/// providers with the same outcome and reason share one entry, so a reason is said once.
 pub fn describe_attempts(attempts: &[ProviderAttempt]) -> String {
-    attempts
+    let mut groups: Vec<(Vec<String>, &AttemptOutcome)> = Vec::new();
+    for a in attempts {
+        match groups.iter_mut().find(|g| g.1 == &a.outcome) {
+            Some(g) => g.0.push(a.provider.to_string()),
+            None => groups.push((vec![a.provider.to_string()], &a.outcome)),
+        }
+    }
+    groups
         .iter()
-        .map(|a| format!("{}: {}", a.provider, a.outcome))
+        .map(|(names, outcome)| format!("{}: {outcome}", names.join(", ")))
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -283,6 +291,11 @@ mod tests {
         assert_eq!(
             summarize_attempts(&attempts),
             "tensorrt, cuda: not available"
+        );
+        assert_eq!(
+            describe_attempts(&attempts),
+            "tensorrt, cuda: not available: the loaded ONNX Runtime 1.32.0 was built without it; cpu: runs the model",
+            "a reason shared by two providers is said once"
         );
         let attempts = [
             attempt(

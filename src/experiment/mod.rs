@@ -16,7 +16,9 @@ use crate::engine::limits::{cap_threads, check_sample_shape};
 use crate::engine::{ProviderKind, Role, RoleOverrides};
 use crate::sampler::config::{Resolved, SHORT_NAMES, read_json_object};
 use crate::sampler::{ConfigError, PredictionType, SamplerConfig};
-use schema::{ExperimentFile, ModelSection, QualitySection, SamplerSection, Seeds, Steps};
+use schema::{
+    ExperimentFile, ModelSection, QualitySection, SamplerSection, Seeds, Steps, TrainingSection,
+};
 
 /// A validated experiment with every path resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,7 +35,7 @@ pub struct Experiment {
     pub batch: usize,
     pub samplers: Vec<SamplerSpec>,
     pub quality: Option<QualitySpec>,
-    /// Training-log folders or globs, resolved against the file's folder.
+    /// Training-log folders or files, resolved against the file's folder, globs expanded.
     pub training_runs: Vec<String>,
     /// What the file asks for that difflab ignores or adjusts (unknown scheduler settings, a capped
     /// thread count, ...), located like errors.
@@ -126,12 +128,10 @@ impl Experiment {
             .as_ref()
             .map(|q| cx.quality(q, seeds.len()))
             .transpose()?;
-        let training_runs = file
-            .training
-            .iter()
-            .flat_map(|t| &t.runs)
-            .map(|r| cx.resolve(r).display().to_string())
-            .collect();
+        let training_runs = match &file.training {
+            Some(t) => cx.training_runs(t)?,
+            None => Vec::new(),
+        };
         let output_dir = cx.resolve(file.output.as_deref().unwrap_or(&format!("out/{name}")));
         Ok(Self {
             path: path.to_path_buf(),
@@ -358,6 +358,41 @@ impl Reading<'_> {
             roles.insert(role, name.clone());
         }
         Ok(roles)
+    }
+
+    /// `[training] runs`: folders or files, and glob patterns (`runs/*`) expanded now, sorted; a
+    /// pattern that matches nothing yet is a warning.
+    fn training_runs(&mut self, t: &TrainingSection) -> Result<Vec<String>, ExperimentError> {
+        let mut runs = Vec::new();
+        for r in t.runs.get_ref() {
+            let path = self.resolve(r).display().to_string();
+            if !r.contains(['*', '?', '[']) {
+                runs.push(path);
+                continue;
+            }
+            let matches = glob::glob(&path).map_err(|e| {
+                self.error(
+                    t.runs.span(),
+                    "training.runs",
+                    format!("{r:?} is not a valid pattern: {e}"),
+                )
+            })?;
+            let mut found: Vec<String> = matches
+                .filter_map(Result::ok)
+                .map(|p| p.display().to_string())
+                .collect();
+            if found.is_empty() {
+                self.warn(
+                    None,
+                    t.runs.span(),
+                    "training.runs",
+                    format!("{r:?} matches nothing yet"),
+                );
+            }
+            found.sort();
+            runs.extend(found);
+        }
+        Ok(runs)
     }
 
     /// `[sampling]`: the seeds (0..8 by default) and the batch size (64).

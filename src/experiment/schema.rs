@@ -93,5 +93,5 @@ pub(super) struct QualitySection {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TrainingSection {
-    pub runs: Vec<String>,
+    pub runs: Spanned<Vec<String>>,
 }

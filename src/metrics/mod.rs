@@ -355,10 +355,16 @@ pub fn discover(root: &Path, prefix_root: bool) -> Result<Vec<LogFile>, MetricsE
     }
     if meta.is_file() {
         let format = Format::detect(root).ok_or_else(|| MetricsError::NoLogs(root.into()))?;
+        // TensorBoard names a run by its folder: an event file's own name is a timestamp and host.
+        let named = match (format, root.parent()) {
+            (Format::TfEvents, Some(dir)) if !dir.as_os_str().is_empty() => dir,
+            _ => root,
+        };
         let run = if prefix_root {
-            root.display().to_string()
+            named.display().to_string()
         } else {
-            root.file_name()
+            named
+                .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| ".".into())
         };

@@ -48,7 +48,8 @@ fn short(v: f64) -> String {
         "0".into()
     } else if !(1e-3..1e5).contains(&a) {
         format!("{v:.1e}")
-    } else if a >= 100.0 {
+    } else if a >= 100.0 || v.fract() == 0.0 {
+        // Steps and counts are whole: "10", not "10.00".
         format!("{v:.0}")
     } else if a >= 1.0 {
         format!("{v:.2}")
@@ -215,16 +216,26 @@ fn draw_fid_chart(frame: &mut Frame, state: &State, area: Rect) {
     for s in &mut series {
         s.1.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
+    // Each sampler is a line through its step counts, and a dot on each: a sampler with one step
+    // count is then a visible mark, not a single Braille dot.
     let datasets = series
         .iter()
         .enumerate()
-        .map(|(i, (label, points))| {
-            Dataset::default()
-                .name(label.clone())
-                .marker(Marker::Braille)
-                .graph_type(GraphType::Line)
-                .style(Style::new().fg(PALETTE[i % PALETTE.len()]))
-                .data(points)
+        .flat_map(|(i, (label, points))| {
+            let style = Style::new().fg(PALETTE[i % PALETTE.len()]);
+            [
+                Dataset::default()
+                    .name(label.clone())
+                    .marker(Marker::Braille)
+                    .graph_type(GraphType::Line)
+                    .style(style)
+                    .data(points),
+                Dataset::default()
+                    .marker(Marker::Dot)
+                    .graph_type(GraphType::Scatter)
+                    .style(style.bold())
+                    .data(points),
+            ]
         })
         .collect();
     let (mut xb, _) = axis(series.iter().flat_map(|s| s.1.iter().map(|p| p.0)), true);
@@ -268,10 +279,12 @@ fn draw_table(frame: &mut Frame, state: &State, area: Rect) {
                 Cell::from(opt(r.kid, 4)),
                 Cell::from(r.provider.clone()),
             ]),
+            // Progress in the two timing columns, so "968/1000" is never cut.
             None => Row::new([
                 name,
                 Cell::from(c.steps.to_string()),
-                Cell::from(format!("step {}/{}", c.step, c.steps)).dim(),
+                Cell::from(format!("{}/{}", c.step, c.steps)).dim(),
+                Cell::from("running").dim(),
             ]),
         };
         if i == state.selected {
