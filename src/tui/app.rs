@@ -347,6 +347,9 @@ impl State {
                 return Vec::new();
             }
         }
+        if self.view == View::Training && !ctrl && self.training_key(key.code) {
+            return Vec::new();
+        }
         match key.code {
             KeyCode::Char('c') if ctrl => return self.quit(),
             KeyCode::Char('q') => return self.quit(),
@@ -393,6 +396,40 @@ impl State {
             _ => {}
         }
         Vec::new()
+    }
+
+    /// Keys of the Training view: typing a filter after `/`, and the run list (↑/↓, Space, `p`).
+    /// Returns whether the key was used.
+    fn training_key(&mut self, code: KeyCode) -> bool {
+        let filter = &mut self.training.filter;
+        if let Some(input) = &mut filter.input {
+            match code {
+                KeyCode::Char(c) => input.push(c),
+                KeyCode::Backspace => {
+                    input.pop();
+                }
+                KeyCode::Enter => {
+                    filter.apply_input();
+                    if let Some(e) = filter.error.clone() {
+                        self.push_log(format!("training filter: {e}"));
+                    }
+                }
+                KeyCode::Esc => filter.input = None,
+                _ => return false,
+            }
+            return true;
+        }
+        let runs = self.training.runs();
+        let filter = &mut self.training.filter;
+        match code {
+            KeyCode::Char('/') => filter.start_input(),
+            KeyCode::Up => filter.move_cursor(-1, runs.len()),
+            KeyCode::Down => filter.move_cursor(1, runs.len()),
+            KeyCode::Char(' ') if !runs.is_empty() => filter.toggle(&runs),
+            KeyCode::Char('p') => filter.pin(&runs),
+            _ => return false,
+        }
+        true
     }
 
     fn quit(&mut self) -> Vec<Effect> {

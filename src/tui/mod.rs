@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod images;
+pub mod run_filter;
 pub mod terminal;
 pub mod training;
 pub mod view;

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use crate::metrics::series::{Series as Points, ema_smooth};
 use crate::metrics::{FollowEvent, Point};
+use crate::tui::run_filter::RunFilter;
 
 /// One curve: a tag (e.g. "loss") of one run, its points in step order as read (step, wall time,
 /// value), at most [`MAX_POINTS`] of them kept for display.
@@ -111,6 +112,8 @@ pub struct TrainingState {
     pub tag_page: i64,
     /// Runs whose resumed training was already reported.
     pub resumed_runs: BTreeSet<String>,
+    /// Which runs and tags are shown.
+    pub filter: RunFilter,
 }
 
 const SMOOTHING_STEPS: [f64; 7] = [0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99];
@@ -186,10 +189,19 @@ impl TrainingState {
         &mut self.series[i]
     }
 
+    /// Every run, as the run list shows them (pinned first).
+    pub fn runs(&self) -> Vec<String> {
+        self.filter
+            .order(self.series.iter().map(|s| s.run.as_str()))
+    }
+
     /// Tags in the order they were first seen, each with the curves of every run that logs it.
     pub fn panels(&self) -> Vec<Panel> {
         let mut panels: Vec<Panel> = Vec::new();
         for (series, curve) in self.series.iter().zip(self.curves()) {
+            if !self.filter.shows(&series.run, &series.tag) {
+                continue;
+            }
             let raw = series.xy(self.x_time);
             let last = raw.iter().rev().find(|p| p.1.is_finite()).copied();
             match panels.iter_mut().find(|p| p.tag == series.tag) {

@@ -7,6 +7,7 @@ use ratatui::symbols::Marker;
 use ratatui::text::Line;
 use ratatui::widgets::{Axis, Block, Cell, Chart, Dataset, GraphType, Paragraph, Row, Table, Wrap};
 
+use super::run_list;
 use crate::tui::app::State;
 use crate::tui::training::{Curve, Panel};
 
@@ -64,16 +65,16 @@ fn chart_curves<'a>(
     title: String,
     x_title: &'a str,
     log_y: bool,
+    colour: &dyn Fn(&str) -> Color,
 ) -> Chart<'a> {
     let named = curves.len() > 1;
     let datasets = curves
         .iter()
-        .enumerate()
-        .map(|(i, (run, _, points))| {
+        .map(|(run, _, points)| {
             let dataset = Dataset::default()
                 .marker(Marker::Braille)
                 .graph_type(GraphType::Line)
-                .style(Style::new().fg(PALETTE[i % PALETTE.len()]))
+                .style(Style::new().fg(colour(run)))
                 .data(points);
             if named {
                 dataset.name(run.clone())
@@ -141,7 +142,24 @@ pub fn draw_training(frame: &mut Frame, state: &State, area: Rect) {
         );
         return;
     }
+    let runs = t.runs();
+    let colour =
+        |run: &str| PALETTE[runs.iter().position(|r| r == run).unwrap_or(0) % PALETTE.len()];
+    let [list, area] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
+    run_list::draw(frame, t, &runs, colour, list);
     let panels = t.panels();
+    if panels.is_empty() {
+        frame.render_widget(
+            Paragraph::new(
+                "no curve matches the filter and the runs shown (/ to change it, ␣ to show a run)",
+            )
+            .dim()
+            .wrap(Wrap { trim: false })
+            .block(Block::bordered().title(settings)),
+            area,
+        );
+        return;
+    }
     let mut outer = Block::bordered().title(settings);
     let inner = outer.inner(area);
     let (cols, rows) = panel_grid(panels.len(), inner);
@@ -165,7 +183,7 @@ pub fn draw_training(frame: &mut Frame, state: &State, area: Rect) {
     for (i, panel) in shown.enumerate() {
         let cells = Layout::horizontal(vec![Constraint::Ratio(1, cols as u32); cols])
             .split(row_areas[i / cols]);
-        let chart = chart_curves(&panel.curves, panel_title(panel), x_title, t.log_y);
+        let chart = chart_curves(&panel.curves, panel_title(panel), x_title, t.log_y, &colour);
         frame.render_widget(chart, cells[i % cols]);
     }
 }

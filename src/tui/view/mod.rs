@@ -2,6 +2,7 @@
 //! which images the next frame needs ([`image_slots`]) without drawing.
 
 mod charts;
+mod run_list;
 mod samplers;
 
 use ratatui::Frame;
@@ -209,7 +210,7 @@ fn draw_status(frame: &mut Frame, state: &State, area: Rect) {
 }
 
 /// Every key, for the `?` overlay.
-pub const KEYS: [(&str, &str); 16] = [
+pub const KEYS: [(&str, &str); 17] = [
     ("q, Ctrl-C", "quit"),
     ("Tab, Shift-Tab", "next, previous view"),
     ("1 2 3", "Samplers, Training, Quality"),
@@ -223,13 +224,17 @@ pub const KEYS: [(&str, &str); 16] = [
     ("+ / -", "training: more / less smoothing"),
     ("t", "training: x as step or wall time"),
     ("[ / ]", "training: previous / next page of tags"),
+    ("/", "training: filter tags and runs by regex"),
+    (
+        "↑/↓ Space p",
+        "training: pick a run, show or hide it, pin it",
+    ),
     ("?", "this help (any key closes it)"),
-    ("", ""),
     ("saving", "the experiment file reruns changed cells"),
 ];
 
 fn draw_help(frame: &mut Frame, area: Rect) {
-    let width = 60.min(area.width);
+    let width = 68.min(area.width);
     let height = (KEYS.len() as u16 + 2).min(area.height);
     let rect = Rect {
         x: area.x + (area.width - width) / 2,

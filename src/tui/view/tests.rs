@@ -307,6 +307,70 @@ fn training_view_one_panel_per_tag_and_pages() {
 }
 
 #[test]
+fn training_view_filters_by_regex_and_shows_hides_and_pins_runs() {
+    let mut s = state(false);
+    key(&mut s, KeyCode::Char('2'));
+    let flat = |v: f64| -> Vec<(f64, f64)> {
+        (0..50)
+            .map(|i| (i as f64 * 10.0, v + i as f64 * 1e-3))
+            .collect()
+    };
+    feed(
+        &mut s,
+        vec![
+            Series::by_step("baseline", "train/loss", flat(0.5)),
+            Series::by_step("baseline", "train/lr", flat(0.001)),
+            Series::by_step("wide", "train/loss", flat(0.4)),
+            Series::by_step("wide", "eval/fid", flat(80.0)),
+        ],
+    );
+    let tags =
+        |s: &State| -> Vec<String> { s.training.panels().iter().map(|p| p.tag.clone()).collect() };
+    // `/` then a regex and Enter: tags (or runs) that match.
+    key(&mut s, KeyCode::Char('/'));
+    for c in "loss|fid".chars() {
+        key(&mut s, KeyCode::Char(c));
+    }
+    assert!(
+        render(&mut s, 80, 24).contains("/loss|fid▏"),
+        "the filter as typed"
+    );
+    key(&mut s, KeyCode::Enter);
+    assert_eq!(tags(&s), ["train/loss", "eval/fid"]);
+    // Space hides the run under the cursor (↓ moves it to "wide"); its curves go.
+    key(&mut s, KeyCode::Down);
+    key(&mut s, KeyCode::Char(' '));
+    assert_eq!(tags(&s), ["train/loss"]);
+    assert_eq!(s.training.panels()[0].curves.len(), 1);
+    assert!(
+        s.is_running(),
+        "Space in the Training view does not cancel the run"
+    );
+    // `p` pins it: listed first and shown whatever the filter says.
+    key(&mut s, KeyCode::Char('p'));
+    assert_eq!(s.training.runs(), ["wide", "baseline"]);
+    key(&mut s, KeyCode::Char('/'));
+    for _ in 0.."loss|fid".len() {
+        key(&mut s, KeyCode::Backspace);
+    }
+    key(&mut s, KeyCode::Char('('));
+    key(&mut s, KeyCode::Enter);
+    assert!(
+        s.log
+            .iter()
+            .any(|l| l.starts_with("training filter: /(/ is not a regex")),
+        "{:?}",
+        s.log
+    );
+    assert_eq!(
+        tags(&s),
+        ["train/loss", "eval/fid"],
+        "a bad regex keeps the last filter"
+    );
+    snapshots("training_filtered", &mut s);
+}
+
+#[test]
 fn quality_view() {
     let mut s = state(true);
     key(&mut s, KeyCode::Char('3'));
