@@ -264,8 +264,10 @@ fn draw_fid_chart(frame: &mut Frame, state: &State, area: Rect) {
     let (yb, yl) = axis(series.iter().flat_map(|s| s.1.iter().map(|p| p.1)), false);
     let chart = Chart::new(datasets)
         .block(Block::bordered().title(title))
-        .x_axis(Axis::default().title("NFE").bounds(xb).labels(xl))
-        .y_axis(Axis::default().title("FID").bounds(yb).labels(yl))
+        // No axis titles: the block's title names both, and a title would cover the point at the
+        // axis' end (the x title sits where the largest NFE is drawn).
+        .x_axis(Axis::default().bounds(xb).labels(xl))
+        .y_axis(Axis::default().bounds(yb).labels(yl))
         .hidden_legend_constraints((Constraint::Ratio(1, 2), Constraint::Ratio(1, 1)));
     frame.render_widget(chart, area);
 }

@@ -103,7 +103,10 @@ pub fn draw(frame: &mut Frame, state: &State, area: Rect) {
             height: INFO_LINES.min(inner.height),
             ..inner
         };
-        frame.render_widget(Paragraph::new(info_lines(state, cell, false)), info);
+        frame.render_widget(
+            Paragraph::new(info_lines(state, cell, false, info.width)),
+            info,
+        );
         draw_image(
             frame,
             state,
@@ -145,7 +148,10 @@ fn draw_focused(frame: &mut Frame, state: &State, cell: &CellView, area: Rect) {
         .border_style(Style::new().fg(Color::Cyan));
     frame.render_widget(block, area);
     let (info, image) = focus_rects(area);
-    frame.render_widget(Paragraph::new(info_lines(state, cell, true)), info);
+    frame.render_widget(
+        Paragraph::new(info_lines(state, cell, true, info.width)),
+        info,
+    );
     draw_image(
         frame,
         state,
@@ -175,7 +181,7 @@ fn status(cell: &CellView) -> Line<'static> {
     }
 }
 
-fn info_lines(state: &State, cell: &CellView, long: bool) -> Vec<Line<'static>> {
+fn info_lines(state: &State, cell: &CellView, long: bool, width: u16) -> Vec<Line<'static>> {
     let provider = cell
         .result
         .as_ref()
@@ -213,18 +219,37 @@ fn info_lines(state: &State, cell: &CellView, long: bool) -> Vec<Line<'static>> 
         }
         return lines;
     }
-    lines.push(Line::from(format!("NFE {nfe} · {provider}")));
+    lines.push(Line::from(fit(&[format!("NFE {nfe}"), provider], width)));
     match &cell.result {
         Some(r) => {
-            let mut s = format!("{:.3} ms/step", r.model_ms_per_step + r.sampler_ms_per_step);
-            if let Some(fid) = r.fid {
-                s = format!("FID {fid:.2} · {s}");
-            }
-            lines.push(Line::from(s).dim());
+            let time = format!("{:.3} ms/step", r.model_ms_per_step + r.sampler_ms_per_step);
+            let parts = match r.fid {
+                Some(fid) => vec![format!("FID {fid:.2}"), time],
+                None => vec![time],
+            };
+            lines.push(Line::from(fit(&parts, width)).dim());
         }
         None => lines.push(Line::from("")),
     }
     lines
+}
+
+/// The parts, most important first, joined by " · " as far as they fit whole in `width`: a narrow
+/// column drops a figure rather than cutting its digits.
+fn fit(parts: &[String], width: u16) -> String {
+    let mut line = String::new();
+    for part in parts {
+        let next = if line.is_empty() {
+            part.clone()
+        } else {
+            format!("{line} · {part}")
+        };
+        if next.chars().count() > width as usize && !line.is_empty() {
+            break;
+        }
+        line = next;
+    }
+    line
 }
 
 fn draw_image(frame: &mut Frame, state: &State, slot: ImageSlot, rect: Rect) {
