@@ -273,8 +273,8 @@ fn draw_fid_chart(frame: &mut Frame, state: &State, area: Rect) {
 }
 
 fn draw_table(frame: &mut Frame, state: &State, area: Rect) {
-    let opt =
-        |v: Option<f64>, digits: usize| v.map_or("–".to_string(), |v| format!("{v:.digits$}"));
+    // Scores in at most 7 characters, so a large KID is never cut to wrong digits.
+    let opt = |v: Option<f64>| v.map_or("–".to_string(), short);
     let header = Row::new([
         "cell",
         "NFE",
@@ -295,8 +295,8 @@ fn draw_table(frame: &mut Frame, state: &State, area: Rect) {
                 Cell::from(format!("{:.3}", r.model_ms_per_step)),
                 Cell::from(format!("{:.3}", r.sampler_ms_per_step)),
                 Cell::from(format!("{:.2}", r.ms_per_sample)),
-                Cell::from(opt(r.fid, 2)),
-                Cell::from(opt(r.kid, 4)),
+                Cell::from(opt(r.fid)),
+                Cell::from(opt(r.kid)),
                 Cell::from(r.provider.clone()),
             ]),
             // Progress in the two timing columns, so "968/1000" is never cut.
@@ -319,8 +319,8 @@ fn draw_table(frame: &mut Frame, state: &State, area: Rect) {
         Constraint::Length(11),
         Constraint::Length(7),
         Constraint::Length(9),
-        Constraint::Length(6),
-        Constraint::Length(6),
+        Constraint::Length(7),
+        Constraint::Length(7),
         Constraint::Length(8),
     ];
     let table = Table::new(rows, widths)
