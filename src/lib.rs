@@ -6,13 +6,14 @@
 //! [`tui`] (the dashboard over the lab).
 //!
 //! Beside them, [`metrics`] reads training logs (JSON lines, CSV, TensorBoard event files) once or
-//! live, [`plot`] draws them, and [`cli`] holds the subcommands.
+//! live, [`plot`] draws them, [`path_error`] words I/O failures, and [`cli`] holds the subcommands.
 
 pub mod cli;
 pub mod engine;
 pub mod experiment;
 pub mod lab;
 pub mod metrics;
+pub mod path_error;
 pub mod plot;
 pub mod quality;
 pub mod sampler;

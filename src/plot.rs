@@ -27,8 +27,21 @@ pub enum PlotError {
     UnsupportedFormat(String),
     #[error("nothing to plot")]
     Empty,
-    #[error("drawing the plot: {0}")]
+    #[error("{0}")]
     Drawing(String),
+}
+
+/// A plotters error message without its debug wrapping, e.g. the OS error inside
+/// `DrawingErrorKind::DrawingError(Os { .. })`.
+pub fn plot_reason(message: &str) -> String {
+    match message.find("message: \"") {
+        Some(i) => message[i + 10..]
+            .split('"')
+            .next()
+            .unwrap_or(message)
+            .to_string(),
+        None => message.to_string(),
+    }
 }
 
 /// How to draw.
@@ -114,6 +127,18 @@ pub fn panels_from_store<'a>(store: &'a Store, tags: &[String]) -> Vec<Panel<'a>
 pub fn plot_to_file(path: &Path, panels: &[Panel], options: &PlotOptions) -> Result<(), PlotError> {
     if panels.is_empty() {
         return Err(PlotError::Empty);
+    }
+    // Say which part of the path is wrong; the image encoder would only report an OS code.
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
+    {
+        return Err(PlotError::Drawing(
+            match dir.ancestors().find(|a| a.is_file()) {
+                Some(file) => format!("{} is a file, not a folder", file.display()),
+                None => format!("there is no folder {}", dir.display()),
+            },
+        ));
     }
     let (w, h) = figure_size(panels.len(), options);
     let ext = path
@@ -209,7 +234,8 @@ fn draw<DB: DrawingBackend>(
     options: &PlotOptions,
 ) -> Result<(), PlotError> {
     register_font();
-    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| PlotError::Drawing(e.to_string());
+    let err =
+        |e: DrawingAreaErrorKind<DB::ErrorType>| PlotError::Drawing(plot_reason(&e.to_string()));
     root.fill(&WHITE).map_err(err)?;
     let (cols, rows) = grid(panels.len());
     let areas = root.split_evenly((rows, cols));

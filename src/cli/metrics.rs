@@ -126,7 +126,7 @@ fn plot(store: &Store, args: &MetricsArgs) -> Result<()> {
         bail!("no tag to plot");
     }
     plot_to_file(path, &panels, &plot_options(args))
-        .with_context(|| format!("writing {}", path.display()))
+        .with_context(|| format!("cannot write the plot {}", path.display()))
 }
 
 /// A value for the table: compact but exact enough to compare runs.

@@ -60,12 +60,12 @@ fn to_u8(v: f32) -> u8 {
 }
 
 /// Writes a PNG atomically.
-pub fn save_png(img: &RgbImage, path: &Path) -> Result<(), super::io::PathError> {
+pub fn save_png(img: &RgbImage, path: &Path) -> Result<(), crate::path_error::PathError> {
     let mut bytes = Vec::new();
     img.write_to(
         &mut std::io::Cursor::new(&mut bytes),
         image::ImageFormat::Png,
     )
-    .map_err(|e| super::io::PathError::other("encode the image", path, e))?;
+    .map_err(|e| crate::path_error::PathError::other("encode the image", path, e))?;
     super::results::write_atomic(path, &bytes)
 }

@@ -2,14 +2,13 @@
 //! and the lab that turns an experiment into cells and runs them.
 
 pub mod images;
-pub mod io;
 pub mod model;
 pub mod plan;
 pub mod plots;
 pub mod results;
 pub mod runner;
 
-pub use io::PathError;
+pub use crate::path_error::PathError;
 pub use plan::{Cell, plan};
 pub use results::{CellResult, Results};
 pub use runner::{CancelSwitch, LabEvent, LabHandle, RunOptions, start};

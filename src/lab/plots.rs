@@ -8,9 +8,9 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::images::{GAP, grid, save_png, upscale_factor};
-use super::io::{PathError, at};
 use super::results::CellResult;
-use crate::plot::{FONT_NAME, PALETTE as COLOURS, register_font};
+use crate::path_error::{PathError, at};
+use crate::plot::{FONT_NAME, PALETTE as COLOURS, plot_reason, register_font};
 
 /// One column of the comparison: a cell's name and its preview images (model space, [-1, 1]).
 pub struct Column<'a> {
@@ -149,19 +149,6 @@ fn render(
         return Err(PathError::other("write the plot", path, plot_reason(&e)));
     }
     std::fs::rename(&tmp, path).map_err(at("write the plot", path))
-}
-
-/// A plotters error message without its debug wrapping, e.g. the OS error inside
-/// `DrawingErrorKind::DrawingError(Os { .. })`.
-fn plot_reason(message: &str) -> String {
-    match message.find("message: \"") {
-        Some(i) => message[i + 10..]
-            .split('"')
-            .next()
-            .unwrap_or(message)
-            .to_string(),
-        None => message.to_string(),
-    }
 }
 
 impl Figure {

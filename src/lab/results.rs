@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::io::{PathError, at};
+use crate::path_error::{PathError, at};
 
 /// One cell's outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

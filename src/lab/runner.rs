@@ -10,12 +10,12 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use super::images::{GAP, grid, save_png, upscale, upscale_factor};
-use super::io::at;
 use super::model::{LoadedModel, load_features, load_model};
 use super::plan::{Cell, plan};
 use super::results::{CellResult, Results};
 use crate::engine::{Denoiser, NonFinite, OnnxFeatures};
 use crate::experiment::{Experiment, QualitySpec};
+use crate::path_error::at;
 use crate::quality::{
     FeatureStats, Kid, ReferenceStats, frechet_distance, kernel_inception_distance,
 };

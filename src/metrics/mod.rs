@@ -28,11 +28,10 @@ pub use store::{Run, Source, Store};
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     /// A path could not be read.
-    #[error("{path}: {source}")]
+    #[error("cannot read {}: {}", path.display(), crate::path_error::reason(path, error))]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A path given to a reader holds no log file difflab can read.
     #[error("{0}: no JSON lines, CSV or TensorBoard event files found")]
@@ -53,10 +52,10 @@ pub enum MetricsError {
 }
 
 impl MetricsError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         MetricsError::Io {
             path: path.into(),
-            source,
+            error,
         }
     }
 }

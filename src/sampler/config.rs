@@ -202,7 +202,7 @@ impl SamplerConfig {
 pub fn read_json_object(path: &Path) -> Result<Map<String, Value>, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
         path: path.display().to_string(),
-        message: e.to_string(),
+        message: crate::path_error::reason(path, &e),
     })?;
     parse_json_object(&text, &path.display().to_string())
 }

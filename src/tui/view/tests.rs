@@ -375,7 +375,10 @@ fn a_narrow_column_drops_a_figure_rather_than_cutting_its_digits() {
     let mut s = state(true);
     let narrow = render(&mut s, 80, 24);
     assert!(narrow.contains("FID 12.50 "), "{narrow}");
-    assert!(!narrow.contains("FID 12.50 · 0."), "no cut figure: {narrow}");
+    assert!(
+        !narrow.contains("FID 12.50 · 0."),
+        "no cut figure: {narrow}"
+    );
     let wide = render(&mut s, 160, 48);
     assert!(wide.contains("FID 12.50 · 0.138 ms/step"), "{wide}");
 }

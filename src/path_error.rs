@@ -38,7 +38,8 @@ pub fn at<'a>(
     move |e| PathError::io(doing, path, &e)
 }
 
-fn reason(path: &Path, e: &std::io::Error) -> String {
+/// An I/O error in words: which part of `path` is a file, or the OS message without its code.
+pub fn reason(path: &Path, e: &std::io::Error) -> String {
     match e.kind() {
         ErrorKind::NotADirectory | ErrorKind::AlreadyExists => {
             if let Some(file) = path.ancestors().skip(1).find(|a| a.is_file()) {
