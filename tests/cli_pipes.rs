@@ -72,3 +72,17 @@ fn the_dashboard_without_a_terminal_says_it_needs_one() {
         "{stderr}"
     );
 }
+
+#[test]
+fn demo_needs_two_seeds() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_difflab"))
+        .args(["demo", "--seeds", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--seeds") && stderr.contains("2..=1000000"),
+        "{stderr}"
+    );
+}

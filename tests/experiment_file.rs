@@ -245,3 +245,38 @@ fn ignored_and_adjusted_settings_are_warnings_located_per_sampler() {
     );
     assert_eq!(e.model.providers, [difflab::engine::ProviderKind::Cpu]);
 }
+
+#[test]
+fn training_runs_expand_globs_and_the_shipped_run_is_read_once() {
+    let e = Experiment::load(&dir().join("default.toml")).unwrap();
+    assert_eq!(e.training_runs.len(), 1, "{:?}", e.training_runs);
+    assert!(e.training_runs[0].contains("runs/mnist16-unet/events.out.tfevents."));
+    let store = difflab::metrics::load(&e.training_runs).unwrap();
+    let runs: Vec<&str> = store.runs().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        runs,
+        ["mnist16-unet"],
+        "an event file is named by its folder"
+    );
+    let tags: Vec<&str> = store.runs().flat_map(|r| r.tags()).collect();
+    assert!(
+        tags.contains(&"train/loss") && !tags.contains(&"loss"),
+        "each curve once: {tags:?}"
+    );
+    let text = "[model]\npath = \"analytic\"\n[[sampler]]\nname = \"ddim\"\nsteps = 5\n[training]\nruns = [\"runs/*\", \"nothing-here/*\"]\n";
+    let e = Experiment::parse(&dir().join("test.toml"), text).unwrap();
+    assert!(
+        e.training_runs
+            .iter()
+            .any(|r| r.ends_with("runs/mnist16-unet")),
+        "{:?}",
+        e.training_runs
+    );
+    let warned: Vec<String> = e.warnings.iter().map(ToString::to_string).collect();
+    assert!(
+        warned
+            .iter()
+            .any(|w| w.contains("`training.runs`: \"nothing-here/*\" matches nothing yet")),
+        "{warned:?}"
+    );
+}
