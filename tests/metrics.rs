@@ -185,7 +185,23 @@ fn several_roots_are_prefixed() {
     let store = load(&[data("csv"), data("jsonl")]).unwrap();
     let names: Vec<String> = store.runs().map(|r| r.name.clone()).collect();
     assert_eq!(names.len(), 2);
-    assert!(names[0].ends_with("metrics/csv") && names[1].ends_with("metrics/jsonl"));
+    assert_eq!(
+        names,
+        ["csv", "jsonl"],
+        "named below the folder the roots share"
+    );
+    let store = load(&[
+        data("tb/simple"),
+        data("tb/simple/events.out.tfevents.1700000000.difflab"),
+        data("csv"),
+    ])
+    .unwrap();
+    let names: Vec<String> = store.runs().map(|r| r.name.clone()).collect();
+    assert_eq!(
+        names,
+        ["csv", "tb/simple"],
+        "an event file joins its folder's run"
+    );
 }
 
 #[test]

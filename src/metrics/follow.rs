@@ -20,7 +20,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 
 use super::tail::FileTail;
-use super::{Format, MetricsError, Point, ScalarSink, Skipped, discover};
+use super::{Format, MetricsError, Point, ScalarSink, Skipped, discover, root_labels};
 
 /// What a follower reports.
 #[derive(Debug, Clone, PartialEq)]
@@ -263,9 +263,9 @@ impl<F: FnMut(FollowEvent) -> bool> State<F> {
     /// Finds log files not followed yet. Files present at the start are skipped to their end
     /// when `from_start` is false.
     fn discover(&mut self, from_start: bool) {
-        let prefix = self.roots.len() > 1;
-        for root in self.roots.clone() {
-            let Ok(files) = discover(&root, prefix) else {
+        let labels = root_labels(&self.roots);
+        for (root, label) in self.roots.clone().iter().zip(labels) {
+            let Ok(files) = discover(root, label.as_deref()) else {
                 continue;
             };
             for f in files {

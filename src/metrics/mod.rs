@@ -308,7 +308,8 @@ pub fn check_decoder(format: Format, data: &[u8]) {
 /// Loads every run under each of `roots` (directories or single log files) into a [`Store`].
 ///
 /// With one root, run names are paths relative to it (`.` for the root itself); with several,
-/// each name is prefixed with its root as given, so runs from different roots stay apart.
+/// each name starts with its root relative to the roots' common folder (see [`root_labels`]), so runs
+/// from different roots stay apart and read short.
 pub fn load<P: AsRef<Path>>(roots: &[P]) -> Result<Store, MetricsError> {
     let mut store = Store::new();
     let files = discover_all(roots)?;
@@ -331,11 +332,11 @@ pub struct LogFile {
 
 /// Finds the log files under each root. Errors if a root does not exist or holds no logs.
 pub fn discover_all<P: AsRef<Path>>(roots: &[P]) -> Result<Vec<LogFile>, MetricsError> {
-    let prefix = roots.len() > 1;
+    let labels = root_labels(roots);
     let mut all = Vec::new();
-    for root in roots {
+    for (root, label) in roots.iter().zip(&labels) {
         let root = root.as_ref();
-        let found = discover(root, prefix)?;
+        let found = discover(root, label.as_deref())?;
         if found.is_empty() {
             return Err(MetricsError::NoLogs(root.to_path_buf()));
         }
@@ -346,7 +347,43 @@ pub fn discover_all<P: AsRef<Path>>(roots: &[P]) -> Result<Vec<LogFile>, Metrics
 
 /// Finds the log files under `root`, sorted by run then path. A missing root is an error; a
 /// root without logs gives an empty list.
-pub fn discover(root: &Path, prefix_root: bool) -> Result<Vec<LogFile>, MetricsError> {
+/// The folder a root names its run by: its own, or an event file's folder (TensorBoard names a run by
+/// its folder; an event file's name is a timestamp and host).
+fn run_folder(root: &Path) -> &Path {
+    match (Format::detect(root), root.parent()) {
+        (Some(Format::TfEvents), Some(dir)) if !dir.as_os_str().is_empty() && root.is_file() => dir,
+        _ => root,
+    }
+}
+
+/// The name each root gives its runs when there are several: its run folder relative to the
+/// folder all of them share (`runs/a`, `runs/b` → `a`, `b`); `None` for a single root.
+pub fn root_labels<P: AsRef<Path>>(roots: &[P]) -> Vec<Option<String>> {
+    if roots.len() < 2 {
+        return vec![None; roots.len()];
+    }
+    let folders: Vec<&Path> = roots.iter().map(|r| run_folder(r.as_ref())).collect();
+    let mut base = folders[0].parent().unwrap_or(Path::new(""));
+    // Strictly above every folder, so that each keeps at least its own name.
+    while !folders.iter().all(|f| f.starts_with(base) && *f != base) && !base.as_os_str().is_empty()
+    {
+        base = base.parent().unwrap_or(Path::new(""));
+    }
+    folders
+        .iter()
+        .map(|f| {
+            let rel = f.strip_prefix(base).unwrap_or(f).display().to_string();
+            Some(if rel.is_empty() {
+                f.display().to_string()
+            } else {
+                rel
+            })
+        })
+        .collect()
+}
+
+/// Finds the log files under `root`; runs are named relative to it, after `label` when given.
+pub fn discover(root: &Path, label: Option<&str>) -> Result<Vec<LogFile>, MetricsError> {
     let meta = std::fs::metadata(root).map_err(|e| MetricsError::io(root, e))?;
     let mut out = Vec::new();
     if !meta.is_file() && !meta.is_dir() {
@@ -354,18 +391,12 @@ pub fn discover(root: &Path, prefix_root: bool) -> Result<Vec<LogFile>, MetricsE
     }
     if meta.is_file() {
         let format = Format::detect(root).ok_or_else(|| MetricsError::NoLogs(root.into()))?;
-        // TensorBoard names a run by its folder: an event file's own name is a timestamp and host.
-        let named = match (format, root.parent()) {
-            (Format::TfEvents, Some(dir)) if !dir.as_os_str().is_empty() => dir,
-            _ => root,
-        };
-        let run = if prefix_root {
-            named.display().to_string()
-        } else {
-            named
+        let run = match label {
+            Some(l) => l.to_string(),
+            None => run_folder(root)
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| ".".into())
+                .unwrap_or_else(|| ".".into()),
         };
         out.push(LogFile {
             run,
@@ -397,7 +428,7 @@ pub fn discover(root: &Path, prefix_root: bool) -> Result<Vec<LogFile>, MetricsE
                     continue;
                 }
                 out.push(LogFile {
-                    run: run_name(root, &dir, prefix_root),
+                    run: run_name(root, &dir, label),
                     path,
                     format,
                 });
@@ -408,19 +439,19 @@ pub fn discover(root: &Path, prefix_root: bool) -> Result<Vec<LogFile>, MetricsE
     Ok(out)
 }
 
-/// The name of the run in `dir` under `root`.
-pub fn run_name(root: &Path, dir: &Path, prefix_root: bool) -> String {
+/// The name of the run in `dir` under `root`: its path below the root, after the root's label.
+pub fn run_name(root: &Path, dir: &Path, label: Option<&str>) -> String {
     let rel = dir.strip_prefix(root).unwrap_or(dir);
     let rel = rel
         .components()
         .map(|c| c.as_os_str().to_string_lossy())
         .collect::<Vec<_>>()
         .join("/");
-    match (prefix_root, rel.is_empty()) {
-        (false, true) => ".".into(),
-        (false, false) => rel,
-        (true, true) => root.display().to_string(),
-        (true, false) => format!("{}/{rel}", root.display().to_string().trim_end_matches('/')),
+    match (label, rel.is_empty()) {
+        (None, true) => ".".into(),
+        (None, false) => rel,
+        (Some(l), true) => l.to_string(),
+        (Some(l), false) => format!("{}/{rel}", l.trim_end_matches('/')),
     }
 }
 
@@ -488,8 +519,16 @@ mod tests {
     #[test]
     fn run_names() {
         let root = Path::new("/logs");
-        assert_eq!(run_name(root, Path::new("/logs"), false), ".");
-        assert_eq!(run_name(root, Path::new("/logs/a/b"), false), "a/b");
-        assert_eq!(run_name(root, Path::new("/logs/a"), true), "/logs/a");
+        assert_eq!(run_name(root, Path::new("/logs"), None), ".");
+        assert_eq!(run_name(root, Path::new("/logs/a/b"), None), "a/b");
+        assert_eq!(run_name(root, Path::new("/logs/a"), Some("logs")), "logs/a");
+        let labels = root_labels(&[
+            Path::new("/x/runs/a"),
+            Path::new("/x/runs/b/c"),
+            Path::new("/x/runs"),
+        ]);
+        let labels: Vec<Option<&str>> = labels.iter().map(|l| l.as_deref()).collect();
+        assert_eq!(labels, [Some("runs/a"), Some("runs/b/c"), Some("runs")]);
+        assert_eq!(root_labels(&[Path::new("a")]), [None]);
     }
 }
