@@ -73,7 +73,7 @@ fn main() {
         }
     }
     let mut next = POINTS;
-    let mut ratios = Vec::new();
+    let (mut ratios, mut baselines, mut candidates) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         let start = Instant::now();
         for _ in 0..UPDATES_PER_ROUND {
@@ -91,8 +91,17 @@ fn main() {
         }
         let candidate = start.elapsed().as_secs_f64();
         ratios.push(baseline / candidate);
+        baselines.push(baseline / UPDATES_PER_ROUND as f64);
+        candidates.push(candidate / UPDATES_PER_ROUND as f64);
     }
-    ratios.sort_by(f64::total_cmp);
+    for v in [&mut ratios, &mut baselines, &mut candidates] {
+        v.sort_by(f64::total_cmp);
+    }
+    println!(
+        "per update: full copy {:.2} ms, delta {:.2} µs (medians)",
+        baselines[ROUNDS / 2] * 1e3,
+        candidates[ROUNDS / 2] * 1e6
+    );
     println!(
         "one update of {NEW} points, {RUNS} runs × {} tags × {POINTS} points: full copy / delta = {:.1}× median ({:.1}–{:.1}× over {ROUNDS} rounds)",
         TAGS.len(),
