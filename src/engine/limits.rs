@@ -20,6 +20,36 @@ pub fn check_sample_shape(shape: [usize; 3]) -> Result<(), String> {
     }
 }
 
+/// This machine's memory in bytes, where the system says.
+pub fn physical_memory() -> Option<u64> {
+    // SAFETY: sysconf only reads system constants.
+    let (pages, size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    (pages > 0 && size > 0).then(|| pages as u64 * size as u64)
+}
+
+/// Refuses a run whose samples would not fit in half of this machine's memory: `samples` values
+/// of `item` floats each, held until their cells finish.
+pub fn check_sample_memory(samples: usize, item: usize) -> Result<(), String> {
+    let Some(memory) = physical_memory() else {
+        return Ok(());
+    };
+    let bytes = samples as u128 * item as u128 * 4;
+    if bytes <= u128::from(memory / 2) {
+        return Ok(());
+    }
+    let gib = |b: u128| b as f64 / f64::from(1u32 << 30);
+    Err(format!(
+        "the samples of this run need {:.1} GiB of memory ({samples} samples of {item} values), more than half of this machine's {:.1} GiB; lower `samples`, `seeds` or `sample_shape`, or run fewer cells with --only",
+        gib(bytes),
+        gib(u128::from(memory))
+    ))
+}
+
 /// The cores this process may use (1 when the system does not say).
 pub fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)

@@ -230,6 +230,8 @@ fn run_inner(
     }
     let per_lane = (experiment.batch / pending.len()).max(1);
     let item = sample_shape.iter().product();
+    let samples = pending.iter().map(|&c| cells[c].seeds.len()).sum();
+    crate::engine::limits::check_sample_memory(samples, item).map_err(Stop::Error)?;
     let mut lab = Batch {
         per_lane,
         states: pending
@@ -431,6 +433,20 @@ impl Batch<'_> {
                 lane.items,
                 &mut lane.noise,
             )?;
+            // A schedule at the edge of what diffusers accepts (betas near 1) can turn finite model
+            // output into NaN: that fails the cell too, never a "finished" cell of garbage.
+            if let Some(bad) = NonFinite::count(&lane.x) {
+                let steps = self.cells[self.pending[lane.cell]].steps;
+                let t = lane.scheduler.timesteps()[lane.step];
+                failed.push((
+                    lane.cell,
+                    format!(
+                        "the sampler's result is not finite after step {}/{steps}, t = {t}: {bad}; check the noise schedule (beta_start, beta_end, num_train_timesteps)",
+                        lane.step + 1
+                    ),
+                ));
+                continue;
+            }
             lane.step += 1;
             state.sampler_s += step_start.elapsed().as_secs_f64();
             self.progress(l, calls)?;
