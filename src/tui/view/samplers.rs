@@ -1,6 +1,9 @@
 //! The Samplers view: one column per cell, the same seeds in each; or one cell focused, larger.
 
+use std::num::NonZeroU16;
+
 use ratatui::Frame;
+use ratatui::buffer::{Buffer, CellDiffOption};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style, Stylize};
 use ratatui::text::Line;
@@ -244,8 +247,29 @@ fn draw_image(frame: &mut Frame, state: &State, slot: ImageSlot, rect: Rect) {
                 height: enc.size.1,
             };
             frame.render_widget(Image::new(&enc.protocol), at);
+            pin_sequence_widths(frame.buffer_mut(), at);
         }
         _ if empty => frame.render_widget(Paragraph::new("·".dim()).centered(), rect),
         _ => {}
+    }
+}
+
+/// Sixel, kitty and iTerm2 put an image's escape sequence into one cell (kitty: one per row), and
+/// ratatui measures a cell by its symbol: thousands of columns for a sequence. The diff would then
+/// step over the rest of the screen after the first image, so later columns, the log and the
+/// status line were never sent again. Such a cell covers the rest of its image row, no more.
+fn pin_sequence_widths(buf: &mut Buffer, at: Rect) {
+    for y in at.top()..at.bottom() {
+        for x in at.left()..at.right() {
+            let Some(cell) = buf.cell_mut((x, y)) else {
+                continue;
+            };
+            if !cell.symbol().contains('\x1b') {
+                continue;
+            }
+            if let Some(width) = NonZeroU16::new(at.right() - x) {
+                cell.set_diff_option(CellDiffOption::ForcedWidth(width));
+            }
+        }
     }
 }

@@ -6,8 +6,9 @@ use std::time::Instant;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
-use ratatui_image::picker::Picker;
+use ratatui_image::picker::{Picker, ProtocolType};
 
 use super::{draw, image_slots};
 use crate::experiment::Experiment;
@@ -151,7 +152,10 @@ fn key(state: &mut State, code: KeyCode) {
 
 /// Encodes the images a frame of this size shows, as the encoder thread would.
 fn encode_images(state: &mut State, width: u16, height: u16) {
-    let picker = Picker::halfblocks();
+    encode_images_as(&Picker::halfblocks(), state, width, height);
+}
+
+fn encode_images_as(picker: &Picker, state: &mut State, width: u16, height: u16) {
     for (slot, rect) in image_slots(state, Rect::new(0, 0, width, height)) {
         let cell = &state.cells[slot.cell];
         if cell.images.is_empty() {
@@ -165,7 +169,7 @@ fn encode_images(state: &mut State, width: u16, height: u16) {
             shape: state.sample_shape,
             count: cell.cell.preview,
         };
-        let encoded = encode(&picker, &request).expect("encodes");
+        let encoded = encode(picker, &request).expect("encodes");
         state.update(Msg::Encoded { slot, encoded });
     }
 }
@@ -333,4 +337,66 @@ fn frame_time_at_160x48() {
     println!("samplers view at 160x48: {per_frame:.3} ms per frame (draw and diff)");
     assert!(per_frame < 50.0, "a frame takes {per_frame} ms");
     assert_eq!(item(s.sample_shape), 64);
+}
+
+/// The cells a frame sends after `previous`, with their positions.
+fn sent(previous: &Buffer, next: &Buffer) -> Vec<(u16, u16, String)> {
+    previous
+        .diff(next)
+        .into_iter()
+        .map(|(x, y, cell)| (x, y, cell.symbol().to_string()))
+        .collect()
+}
+
+fn draw_buffer(terminal: &mut Terminal<TestBackend>, state: &State) -> Buffer {
+    terminal.draw(|f| draw(f, state)).unwrap().buffer.clone()
+}
+
+/// A graphics protocol writes an image's escape sequence into one cell; the cells after it (the
+/// other columns' images, the log, the status line) must still reach the terminal, in the first
+/// frame and in later ones.
+#[test]
+fn every_column_image_is_sent_in_every_graphics_protocol() {
+    for protocol in [
+        ProtocolType::Sixel,
+        ProtocolType::Kitty,
+        ProtocolType::Iterm2,
+    ] {
+        let mut s = state(true);
+        let mut picker = Picker::halfblocks();
+        picker.set_protocol_type(protocol);
+        encode_images_as(&picker, &mut s, 160, 48);
+        let with_images = image_slots(&s, Rect::new(0, 0, 160, 48))
+            .into_iter()
+            .filter(|(slot, _)| !s.cells[slot.cell].images.is_empty())
+            .collect::<Vec<_>>();
+        assert_eq!(with_images.len(), 3, "{protocol:?}");
+        let mut terminal = Terminal::new(TestBackend::new(160, 48)).unwrap();
+        let first = draw_buffer(&mut terminal, &s);
+        let cells = sent(&Buffer::empty(first.area), &first);
+        for (slot, rect) in &with_images {
+            let image = cells
+                .iter()
+                .any(|(x, y, symbol)| rect.contains((*x, *y).into()) && symbol.contains('\x1b'));
+            assert!(
+                image,
+                "{protocol:?}: cell {}'s image is not sent",
+                slot.cell
+            );
+        }
+        let status_row = first.area.bottom() - 1;
+        assert!(
+            cells
+                .iter()
+                .any(|(_, y, symbol)| *y == status_row && symbol == "?"),
+            "{protocol:?}: the status line is not sent"
+        );
+        s.push_log("a line after the images");
+        let second = draw_buffer(&mut terminal, &s);
+        let text: String = sent(&first, &second).into_iter().map(|c| c.2).collect();
+        assert!(
+            text.contains("after"),
+            "{protocol:?}: the new log line is not sent: {text:?}"
+        );
+    }
 }
