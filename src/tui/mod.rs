@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use crossterm::event::{Event, EventStream};
 use futures::StreamExt;
 use ratatui::layout::Rect;
+use ratatui_image::picker::ProtocolType;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
 use app::{Effect, ImageSlot, Msg, State};
@@ -128,6 +129,8 @@ async fn main_loop(
     let mut events = EventStream::new();
     let mut requested: HashMap<ImageSlot, (u64, (u16, u16))> = HashMap::new();
     let mut dirty = true;
+    let graphics = state.image_mode != images::protocol_name(ProtocolType::Halfblocks);
+    let mut overlay_drawn = false;
     let mut last_draw = Instant::now() - FRAME_INTERVAL;
     loop {
         if state.quit {
@@ -153,6 +156,11 @@ async fn main_loop(
                 dirty = true;
             }
             _ = tokio::time::sleep_until(next_draw), if dirty => {
+                let overlay = view::overlay_shown(&state);
+                if graphics && overlay_drawn && !overlay {
+                    repaint(&mut term)?;
+                }
+                overlay_drawn = overlay;
                 term.draw(|f| view::draw(f, &state))?;
                 last_draw = Instant::now();
                 dirty = false;
@@ -178,6 +186,15 @@ async fn main_loop(
         }
     }
     Ok(())
+}
+
+/// Clears the screen and makes the next frame send every cell. Graphics under an overlay are gone
+/// from the screen, but the diff sees the image cells unchanged and would not send them again. (A
+/// resize to the same size does what `Terminal::clear` does without asking the terminal where its
+/// cursor is, which would race the event stream for the answer.)
+fn repaint(term: &mut terminal::Term) -> std::io::Result<()> {
+    let area = term.size()?.into();
+    term.resize(area)
 }
 
 /// Asks the encoder for every image the frame shows whose content or size changed.

@@ -52,6 +52,11 @@ pub fn image_slots(state: &State, area: Rect) -> Vec<(ImageSlot, Rect)> {
     samplers::image_slots(state, areas(area).main)
 }
 
+/// Whether something is drawn over the images (the help).
+pub fn overlay_shown(state: &State) -> bool {
+    state.help
+}
+
 /// Draws the whole dashboard.
 pub fn draw(frame: &mut Frame, state: &State) {
     let area = frame.area();
