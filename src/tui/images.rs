@@ -9,9 +9,10 @@ use std::time::Duration;
 use image::DynamicImage;
 use ratatui::layout::Rect;
 use ratatui_image::Resize;
-use ratatui_image::picker::{Picker, ProtocolType, cap_parser::QueryStdioOptions};
+use ratatui_image::picker::{Capability, Picker, ProtocolType, cap_parser::QueryStdioOptions};
 
 use super::app::{Encoded, ImageSlot};
+use super::probe;
 use crate::lab::images::{grid, upscale};
 
 /// `--images`: how samples are drawn.
@@ -29,10 +30,11 @@ pub enum ImageMode {
 /// How long the terminal gets to answer the capability query.
 const QUERY_TIMEOUT: Duration = Duration::from_millis(400);
 
-/// The picker for `mode`. `Auto` asks the terminal (bounded by a timeout) unless inside tmux, where
+/// The picker for `mode`, and a line for the log when the terminal cannot show what was detected
+/// or asked for. `Auto` asks the terminal (bounded by a timeout) unless inside tmux, where
 /// graphics protocols pass through badly and halfblocks are used. Call with the terminal in raw mode
 /// and before reading its events.
-pub fn picker(mode: ImageMode) -> Picker {
+pub fn picker(mode: ImageMode) -> (Picker, Option<String>) {
     let forced = match mode {
         ImageMode::Auto => None,
         ImageMode::Halfblocks => Some(ProtocolType::Halfblocks),
@@ -45,7 +47,7 @@ pub fn picker(mode: ImageMode) -> Picker {
     // reader on stdin until something arrives).
     let plain = std::env::var("TERM").map_or(true, |t| t.is_empty() || t == "dumb" || t == "linux");
     if forced == Some(ProtocolType::Halfblocks) || (forced.is_none() && (in_tmux || plain)) {
-        return Picker::halfblocks();
+        return (Picker::halfblocks(), None);
     }
     let mut options = QueryStdioOptions::default();
     options.timeout = QUERY_TIMEOUT;
@@ -54,7 +56,38 @@ pub fn picker(mode: ImageMode) -> Picker {
     if let Some(p) = forced {
         picker.set_protocol_type(p);
     }
-    picker
+    let note = check_kitty(&mut picker, forced.is_some());
+    (picker, note)
+}
+
+/// ratatui-image places kitty images only through Unicode placeholders (kitty 0.28 and later);
+/// a terminal without them rejects every image. Auto mode then falls back to sixel where the
+/// terminal has it, else halfblocks; `--images kitty` stays, with a warning.
+fn check_kitty(picker: &mut Picker, forced: bool) -> Option<String> {
+    if picker.protocol_type() != ProtocolType::Kitty {
+        return None;
+    }
+    let answer = probe::ask(QUERY_TIMEOUT);
+    if answer.placeholders() {
+        return None;
+    }
+    let terminal = answer.terminal();
+    if forced {
+        return Some(format!(
+            "warning: {terminal} shows no kitty Unicode placeholders (kitty 0.28 and later do): \
+             --images kitty may draw placeholder glyphs instead of images"
+        ));
+    }
+    let fallback = if picker.capabilities().contains(&Capability::Sixel) {
+        ProtocolType::Sixel
+    } else {
+        ProtocolType::Halfblocks
+    };
+    picker.set_protocol_type(fallback);
+    Some(format!(
+        "{terminal} shows no kitty Unicode placeholders (kitty 0.28 and later do): images as {}",
+        protocol_name(fallback)
+    ))
 }
 
 pub fn protocol_name(p: ProtocolType) -> &'static str {

@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod images;
+pub mod probe;
 pub mod run_filter;
 pub mod terminal;
 pub mod training;
@@ -80,7 +81,7 @@ async fn main_loop(
     term.draw(|f| view::draw(f, &state))?;
     let first_frame = started.elapsed();
 
-    let picker = images::picker(options.images);
+    let (picker, image_note) = images::picker(options.images);
     state.image_mode = images::protocol_name(picker.protocol_type()).to_string();
     let encoder = {
         let tx = tx.clone();
@@ -119,6 +120,9 @@ async fn main_loop(
         first_frame.as_secs_f64() * 1e3,
         state.image_mode
     ));
+    if let Some(note) = image_note {
+        state.push_log(note);
+    }
 
     let mut runner = Runner {
         tx: tx.clone(),

@@ -6,8 +6,8 @@ use std::time::Instant;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
-use ratatui::layout::Rect;
 use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
 use ratatui_image::picker::{Picker, ProtocolType};
 
 use super::{draw, image_slots};
@@ -450,7 +450,11 @@ fn draw_buffer(terminal: &mut Terminal<TestBackend>, state: &State) -> Buffer {
 /// frame and in later ones.
 #[test]
 fn every_column_image_is_sent_in_every_graphics_protocol() {
-    for protocol in [ProtocolType::Sixel, ProtocolType::Kitty, ProtocolType::Iterm2] {
+    for protocol in [
+        ProtocolType::Sixel,
+        ProtocolType::Kitty,
+        ProtocolType::Iterm2,
+    ] {
         let mut s = state(true);
         let mut picker = Picker::halfblocks();
         picker.set_protocol_type(protocol);
@@ -464,19 +468,28 @@ fn every_column_image_is_sent_in_every_graphics_protocol() {
         let first = draw_buffer(&mut terminal, &s);
         let cells = sent(&Buffer::empty(first.area), &first);
         for (slot, rect) in &with_images {
-            let image = cells.iter().any(|(x, y, symbol)| {
-                rect.contains((*x, *y).into()) && symbol.contains('\x1b')
-            });
-            assert!(image, "{protocol:?}: cell {}'s image is not sent", slot.cell);
+            let image = cells
+                .iter()
+                .any(|(x, y, symbol)| rect.contains((*x, *y).into()) && symbol.contains('\x1b'));
+            assert!(
+                image,
+                "{protocol:?}: cell {}'s image is not sent",
+                slot.cell
+            );
         }
         let status_row = first.area.bottom() - 1;
         assert!(
-            cells.iter().any(|(_, y, symbol)| *y == status_row && symbol == "?"),
+            cells
+                .iter()
+                .any(|(_, y, symbol)| *y == status_row && symbol == "?"),
             "{protocol:?}: the status line is not sent"
         );
         s.push_log("a line after the images");
         let second = draw_buffer(&mut terminal, &s);
         let text: String = sent(&first, &second).into_iter().map(|c| c.2).collect();
-        assert!(text.contains("after"), "{protocol:?}: the new log line is not sent: {text:?}");
+        assert!(
+            text.contains("after"),
+            "{protocol:?}: the new log line is not sent: {text:?}"
+        );
     }
 }
