@@ -13,17 +13,8 @@ use std::path::PathBuf;
 
 use difflab::experiment::Experiment;
 use difflab::lab::{LabEvent, RunOptions, start};
+use difflab::sampler::config::SHORT_NAMES;
 use proptest::prelude::*;
-
-const NAMES: [&str; 7] = [
-    "ddpm",
-    "ddim",
-    "dpm++2m",
-    "dpm++2m-karras",
-    "dpm++3m",
-    "dpm++2m-sde",
-    "dpm++2m-sde-karras",
-];
 
 /// A number from a small range, or one of the edge values users type by mistake.
 fn count(small: std::ops::Range<u64>) -> impl Strategy<Value = u64> {
@@ -32,7 +23,7 @@ fn count(small: std::ops::Range<u64>) -> impl Strategy<Value = u64> {
 
 fn sampler() -> impl Strategy<Value = String> {
     (
-        0..NAMES.len(),
+        0..SHORT_NAMES.len(),
         prop::collection::vec(count(1..12), 1..3),
         prop_oneof![Just(1u64), 2u64..40, Just(1000u64)],
         prop_oneof![3 => Just(0.0001f64), 1 => Just(0.0), 3 => 0.0f64..0.2],
@@ -47,7 +38,7 @@ fn sampler() -> impl Strategy<Value = String> {
             let samples = samples.map_or(String::new(), |n| format!("samples = {n}\n"));
             format!(
                 "[[sampler]]\nname = \"{}\"\nsteps = [{}]\n{samples}settings = {{ num_train_timesteps = {train}, beta_start = {start}, beta_end = {end}, beta_schedule = \"{beta}\", timestep_spacing = \"{spacing}\", prediction_type = \"{prediction}\", clip_sample = false }}\n",
-                NAMES[name],
+                SHORT_NAMES[name].0,
                 steps.join(", ")
             )
         })
