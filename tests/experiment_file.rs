@@ -22,6 +22,20 @@ fn error_of(text: &str) -> String {
         .to_string()
 }
 
+/// Each (file text, expected start of the error, expected detail) is refused with that error, in
+/// plain words rather than serde's.
+fn assert_errors(cases: &[(String, String, &str)]) {
+    for (text, place, detail) in cases {
+        let err = error_of(text);
+        assert!(
+            err.starts_with(place),
+            "{err:?} should start with {place:?}"
+        );
+        assert!(err.contains(detail), "{err:?} should contain {detail:?}");
+        assert!(!err.contains("untagged"), "{err:?} names serde's jargon");
+    }
+}
+
 const GOOD: &str = r#"
 [model]
 path = "analytic"
@@ -108,14 +122,7 @@ fn mistakes_are_located_and_named() {
             "did you mean `model`?",
         ),
     ];
-    for (text, place, detail) in cases {
-        let err = error_of(&text);
-        assert!(
-            err.starts_with(&place),
-            "{err:?} should start with {place:?}"
-        );
-        assert!(err.contains(detail), "{err:?} should contain {detail:?}");
-    }
+    assert_errors(&cases);
     let err = Experiment::load(Path::new("no/such/experiment.toml"))
         .unwrap_err()
         .to_string();
@@ -189,15 +196,7 @@ fn values_out_of_bounds_and_jargon_become_plain_errors() {
             "list at least one provider",
         ),
     ];
-    for (text, place, detail) in cases {
-        let err = error_of(&text);
-        assert!(
-            err.starts_with(&place),
-            "{err:?} should start with {place:?}"
-        );
-        assert!(err.contains(detail), "{err:?} should contain {detail:?}");
-        assert!(!err.contains("untagged"), "{err:?} names serde's jargon");
-    }
+    assert_errors(&cases);
 }
 
 #[test]
