@@ -85,6 +85,11 @@ impl ClipTokenizer {
         self.pad_id
     }
 
+    /// Tokens in the vocabulary, special tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+
     /// `prompt` as ids: BOS, its tokens, EOS, truncated to the max length (keeping the EOS) and padded.
     pub fn encode(&self, prompt: &str) -> Result<Tokens, String> {
         let encoding = self

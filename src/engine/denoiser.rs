@@ -1,3 +1,4 @@
+use super::condition::Condition;
 use crate::sampler::PredictionType;
 
 /// What a denoiser is and where it runs, for display.
@@ -34,6 +35,9 @@ pub enum DenoiseError {
     },
     #[error("the model failed: {0}")]
     Model(String),
+    /// The conditioning given does not fit the model.
+    #[error("{0}")]
+    Condition(String),
 }
 
 /// A model that, given noisy samples and their timesteps, predicts epsilon, v or x0
@@ -52,6 +56,36 @@ pub trait Denoiser: Send {
         timesteps: &[f64],
         out: &mut [f32],
     ) -> Result<(), DenoiseError>;
+
+    /// Whether the model takes conditioning (class labels, text embeddings, ...).
+    fn is_conditional(&self) -> bool {
+        false
+    }
+
+    /// Sets the table of conditions that [`Denoiser::predict_with`]'s rows name. A model without conditioning
+    /// inputs accepts only empty conditions.
+    fn set_conditions(&mut self, conditions: Vec<Condition>) -> Result<(), DenoiseError> {
+        match conditions.iter().find(|c| **c != Condition::default()) {
+            None => Ok(()),
+            Some(c) => Err(DenoiseError::Condition(format!(
+                "{} takes no conditioning, but was given {:?}",
+                self.info().name,
+                c.roles()
+            ))),
+        }
+    }
+
+    /// [`Denoiser::predict`] with batch item i conditioned on row `rows[i]` of the conditions set.
+    fn predict_with(
+        &mut self,
+        sample: &[f32],
+        timesteps: &[f64],
+        rows: &[usize],
+        out: &mut [f32],
+    ) -> Result<(), DenoiseError> {
+        let _ = rows;
+        self.predict(sample, timesteps, out)
+    }
 }
 
 /// Checks that `sample` is a whole batch of `shape` with one timestep per item; returns the batch size.

@@ -3,35 +3,30 @@
 
 use std::path::{Path, PathBuf};
 
-use ort::session::Session;
 use ort::value::{Shape, TensorRef};
 
-use super::onnx::{EngineError, OnnxOptions, check_model_file, open_session, spec_of};
+use super::error::{EngineError, ort_error};
 use super::providers::ProviderKind;
 use super::roles::TensorSpec;
-use super::runtime::runtime;
+use super::session::{OnnxModel, OnnxOptions};
 
 /// Runs a feature network: one float image input `[B, C, H, W]`, and an output named `features`
 /// (or else the first rank-2 output) `[B, D]`.
 pub struct OnnxFeatures {
-    session: Session,
+    model: OnnxModel,
     path: PathBuf,
     input: String,
     output: String,
-    provider: ProviderKind,
 }
 
 impl OnnxFeatures {
     pub fn load(path: impl AsRef<Path>, options: &OnnxOptions) -> Result<Self, EngineError> {
         let path = path.as_ref().to_path_buf();
-        check_model_file(&path)?;
-        let rt = runtime(options.runtime_path.as_deref())?;
-        let (session, provider, _) = open_session(rt, &path, options)?;
-        let inputs: Vec<TensorSpec> = session.inputs().iter().map(spec_of).collect();
-        let outputs: Vec<TensorSpec> = session.outputs().iter().map(spec_of).collect();
+        let model = OnnxModel::open(&path, options)?;
+        let (inputs, outputs) = (model.inputs(), model.outputs());
         let problem =
             |message: String| EngineError::Options(format!("{}: {message}", path.display()));
-        let input = match inputs.as_slice() {
+        let input = match inputs {
             [one] if one.rank() == 4 && one.elem.is_float() => one.name.clone(),
             _ => {
                 return Err(problem(format!(
@@ -53,11 +48,10 @@ impl OnnxFeatures {
                 problem("a feature network needs an output named `features` of shape [B, D]".into())
             })?;
         Ok(Self {
-            session,
+            model,
             path,
             input,
             output,
-            provider,
         })
     }
 
@@ -66,7 +60,7 @@ impl OnnxFeatures {
     }
 
     pub fn provider(&self) -> ProviderKind {
-        self.provider
+        self.model.provider()
     }
 
     /// Features of `batch` images of shape `item` (C, H, W), row-major `[batch, D]`; returns D too.
@@ -78,11 +72,12 @@ impl OnnxFeatures {
     ) -> Result<(Vec<f32>, usize), EngineError> {
         let dims = [batch as i64, item[0] as i64, item[1] as i64, item[2] as i64];
         let value = TensorRef::from_array_view((Shape::new(dims), images))
-            .map_err(super::onnx::ort_error)?;
+            .map_err(ort_error)?;
         let outputs = self
+            .model
             .session
             .run(ort::inputs![self.input.as_str() => value])
-            .map_err(super::onnx::ort_error)?;
+            .map_err(ort_error)?;
         let output = outputs.get(self.output.as_str()).ok_or_else(|| {
             EngineError::Options(format!(
                 "{}: the feature network returned no output `{}`",
@@ -92,7 +87,7 @@ impl OnnxFeatures {
         })?;
         let (shape, data) = output
             .try_extract_tensor::<f32>()
-            .map_err(super::onnx::ort_error)?;
+            .map_err(ort_error)?;
         if shape.len() != 2 || shape[0] as usize != batch {
             return Err(EngineError::Options(format!(
                 "{}: output `{}` has shape {:?}, expected [{batch}, D]",

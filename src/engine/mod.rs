@@ -6,19 +6,33 @@
 
 pub mod analytic;
 pub mod clip_tokenizer;
+mod condition;
 mod denoiser;
+mod error;
 mod features;
 pub mod limits;
+mod model_file;
 mod onnx;
+mod packing;
 pub mod providers;
 mod report;
 pub mod roles;
 pub mod runtime;
+mod session;
+pub mod prompts;
+pub mod text_encoder;
+pub mod vae;
 
 pub use analytic::{AnalyticDenoiser, GaussianMixture};
+pub use condition::{Condition, ItemTensor};
 pub use denoiser::{DenoiseError, Denoiser, DenoiserInfo, NonFinite};
+pub use error::EngineError;
 pub use features::OnnxFeatures;
-pub use onnx::{EngineError, OnnxDenoiser, OnnxOptions, PredictionSource};
+pub use onnx::{OnnxDenoiser, PredictionSource};
+pub use session::{OnnxModel, OnnxOptions};
+pub use text_encoder::{EncoderOutput, TextEncoder};
+pub use prompts::{PromptEmbedding, encode_prompts};
+pub use vae::VaeDecoder;
 pub use providers::{
     AttemptOutcome, ProviderAttempt, ProviderKind, ProviderOptions, describe_attempts,
     summarize_attempts,

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::denoiser::Denoiser;
-use super::onnx::{EngineError, OnnxDenoiser, OnnxOptions, PredictionSource};
+use super::error::EngineError;
+use super::onnx::{OnnxDenoiser, PredictionSource};
+use super::session::OnnxOptions;
 use super::providers::{ProviderAttempt, ProviderKind};
 use super::roles::{Role, TensorSpec, shape_text};
 use super::runtime::RuntimeInfo;

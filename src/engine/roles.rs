@@ -1,7 +1,8 @@
 //! What each input and output of a diffusion model is for.
 //!
 //! A denoiser takes a noisy sample (B×C×H×W, float), a timestep (a scalar or one per batch item), and maybe
-//! class labels (int, one per item) or conditioning (`encoder_hidden_states`, B×…, float); it returns a tensor
+//! class labels (int, one per item) or float conditioning (`encoder_hidden_states` B×…, SDXL's `text_embeds` and
+//! `time_ids`, LCM's `timestep_cond`); it returns a tensor
 //! shaped like the sample. Roles are recognised by name (diffusers / Optimum exports: `sample`, `timestep`,
 //! `encoder_hidden_states` → `out_sample`, and the usual alternatives); a caller's [`RoleOverrides`] wins.
 
@@ -19,27 +20,47 @@ pub enum Role {
     ClassLabels,
     /// Conditioning such as text-encoder hidden states, B×…
     Conditioning,
+    /// SDXL's pooled text embedding, B×D.
+    TextEmbeds,
+    /// SDXL's micro-conditioning (original size, crop, target size), B×6.
+    TimeIds,
+    /// LCM's guidance-scale embedding, B×D.
+    TimestepCond,
     /// The model's prediction, shaped like the sample.
     Output,
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 8] = [
         Role::Sample,
         Role::Timestep,
         Role::ClassLabels,
         Role::Conditioning,
+        Role::TextEmbeds,
+        Role::TimeIds,
+        Role::TimestepCond,
         Role::Output,
     ];
 
+    /// The float inputs a batch item is conditioned on, besides class labels.
+    pub const FLOAT_CONDITIONS: [Role; 4] = [
+        Role::Conditioning,
+        Role::TextEmbeds,
+        Role::TimeIds,
+        Role::TimestepCond,
+    ];
+
     /// The key used in override maps and on the command line (`sample`, `timestep`, `class_labels`,
-    /// `conditioning`, `output`).
+    /// `conditioning`, `text_embeds`, `time_ids`, `timestep_cond`, `output`).
     pub fn key(self) -> &'static str {
         match self {
             Role::Sample => "sample",
             Role::Timestep => "timestep",
             Role::ClassLabels => "class_labels",
             Role::Conditioning => "conditioning",
+            Role::TextEmbeds => "text_embeds",
+            Role::TimeIds => "time_ids",
+            Role::TimestepCond => "timestep_cond",
             Role::Output => "output",
         }
     }
@@ -96,10 +117,12 @@ impl Role {
                 "conditioning",
                 "c",
                 "text_embeddings",
-                "text_embeds",
                 "prompt_embeds",
                 "c_crossattn",
             ],
+            Role::TextEmbeds => &["text_embeds", "add_text_embeds", "pooled_prompt_embeds"],
+            Role::TimeIds => &["time_ids", "add_time_ids"],
+            Role::TimestepCond => &["timestep_cond", "w_embedding", "guidance_embedding"],
             Role::Output => &[
                 "out_sample",
                 "output",
@@ -128,6 +151,9 @@ impl fmt::Display for Role {
             Role::Timestep => "timestep",
             Role::ClassLabels => "class labels",
             Role::Conditioning => "conditioning",
+            Role::TextEmbeds => "pooled text embeddings",
+            Role::TimeIds => "time ids",
+            Role::TimestepCond => "guidance embedding",
             Role::Output => "output",
         })
     }
@@ -242,6 +268,9 @@ pub struct ModelRoles {
     pub timestep: TensorSpec,
     pub class_labels: Option<TensorSpec>,
     pub conditioning: Option<TensorSpec>,
+    pub text_embeds: Option<TensorSpec>,
+    pub time_ids: Option<TensorSpec>,
+    pub timestep_cond: Option<TensorSpec>,
     pub output: TensorSpec,
     /// One sample's C, H, W.
     pub sample_shape: [usize; 3],
@@ -255,16 +284,35 @@ pub struct ModelRoles {
 impl ModelRoles {
     /// The role of the input or output `name`.
     pub fn role_of(&self, name: &str) -> Option<Role> {
-        [
-            (Role::Sample, Some(&self.sample)),
-            (Role::Timestep, Some(&self.timestep)),
-            (Role::ClassLabels, self.class_labels.as_ref()),
-            (Role::Conditioning, self.conditioning.as_ref()),
-            (Role::Output, Some(&self.output)),
-        ]
-        .into_iter()
-        .find(|(_, spec)| spec.is_some_and(|s| s.name == name))
-        .map(|(role, _)| role)
+        Role::ALL
+            .into_iter()
+            .find(|&role| self.spec(role).is_some_and(|s| s.name == name))
+    }
+
+    /// The input (or output) that has `role`, if the model has one.
+    pub fn spec(&self, role: Role) -> Option<&TensorSpec> {
+        match role {
+            Role::Sample => Some(&self.sample),
+            Role::Timestep => Some(&self.timestep),
+            Role::ClassLabels => self.class_labels.as_ref(),
+            Role::Conditioning => self.conditioning.as_ref(),
+            Role::TextEmbeds => self.text_embeds.as_ref(),
+            Role::TimeIds => self.time_ids.as_ref(),
+            Role::TimestepCond => self.timestep_cond.as_ref(),
+            Role::Output => Some(&self.output),
+        }
+    }
+
+    /// The float conditioning inputs the model has, with their roles.
+    pub fn float_conditions(&self) -> impl Iterator<Item = (Role, &TensorSpec)> {
+        Role::FLOAT_CONDITIONS
+            .into_iter()
+            .filter_map(|role| self.spec(role).map(|s| (role, s)))
+    }
+
+    /// Whether the model takes any conditioning (class labels or float conditions).
+    pub fn is_conditional(&self) -> bool {
+        self.class_labels.is_some() || self.float_conditions().next().is_some()
     }
 }
 
@@ -425,12 +473,18 @@ pub fn assign_roles(
     let timestep = pick(Role::Timestep, true)?.ok_or_else(|| missing(Role::Timestep))?;
     let class_labels = pick(Role::ClassLabels, false)?;
     let conditioning = pick(Role::Conditioning, false)?;
+    let text_embeds = pick(Role::TextEmbeds, false)?;
+    let time_ids = pick(Role::TimeIds, false)?;
+    let timestep_cond = pick(Role::TimestepCond, false)?;
 
     let used = [
         Some(&sample),
         Some(&timestep),
         class_labels.as_ref(),
         conditioning.as_ref(),
+        text_embeds.as_ref(),
+        time_ids.as_ref(),
+        timestep_cond.as_ref(),
     ];
     if let Some(extra) = inputs
         .iter()
@@ -556,25 +610,15 @@ pub fn assign_roles(
         }
         check_batch_dim(Role::ClassLabels, labels, &sample, fixed_batch)?;
     }
-    if let Some(cond) = &conditioning {
-        if !cond.is_tensor || cond.rank() < 2 {
-            return Err(RoleError::WrongRank {
-                role: Role::Conditioning,
-                name: cond.name.clone(),
-                rank: cond.rank(),
-                shape: shape_text(&cond.dims),
-                expected: "rank 2 or more, batch first (e.g. batch × tokens × features)",
-            });
+    for (role, cond) in [
+        (Role::Conditioning, &conditioning),
+        (Role::TextEmbeds, &text_embeds),
+        (Role::TimeIds, &time_ids),
+        (Role::TimestepCond, &timestep_cond),
+    ] {
+        if let Some(cond) = cond {
+            check_float_condition(role, cond, &sample, fixed_batch)?;
         }
-        if !matches!(cond.elem, ElemType::F32 | ElemType::F16) {
-            return Err(RoleError::WrongType {
-                role: Role::Conditioning,
-                name: cond.name.clone(),
-                found: cond.elem,
-                expected: "float32 or float16",
-            });
-        }
-        check_batch_dim(Role::Conditioning, cond, &sample, fixed_batch)?;
     }
 
     // The output: the sample's shape, float.
@@ -617,11 +661,41 @@ pub fn assign_roles(
         timestep,
         class_labels,
         conditioning,
+        text_embeds,
+        time_ids,
+        timestep_cond,
         output,
         sample_shape,
         fixed_batch,
         timestep_per_item,
     })
+}
+
+/// A float conditioning input: batch first, float.
+fn check_float_condition(
+    role: Role,
+    cond: &TensorSpec,
+    sample: &TensorSpec,
+    fixed_batch: Option<usize>,
+) -> Result<(), RoleError> {
+    if !cond.is_tensor || cond.rank() < 2 {
+        return Err(RoleError::WrongRank {
+            role,
+            name: cond.name.clone(),
+            rank: cond.rank(),
+            shape: shape_text(&cond.dims),
+            expected: "rank 2 or more, batch first (e.g. batch × tokens × features)",
+        });
+    }
+    if !matches!(cond.elem, ElemType::F32 | ElemType::F16) {
+        return Err(RoleError::WrongType {
+            role,
+            name: cond.name.clone(),
+            found: cond.elem,
+            expected: "float32 or float16",
+        });
+    }
+    check_batch_dim(role, cond, sample, fixed_batch)
 }
 
 fn check_batch_dim(

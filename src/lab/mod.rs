@@ -1,7 +1,9 @@
 //! Running samplers on models: the denoising loop that drives a [`Scheduler`] with a [`Denoiser`],
 //! and the lab that turns an experiment into cells and runs them.
 
+pub mod guidance;
 pub mod images;
+pub mod latent_preview;
 pub mod model;
 pub mod plan;
 pub mod plots;

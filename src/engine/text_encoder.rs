@@ -1,0 +1,141 @@
+//! A CLIP text encoder exported to ONNX, with the tokenizer from its pipeline folder: prompts in, every
+//! output of the encoder out (hidden states, pooled embeddings), as ONNX Runtime gives them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::clip_tokenizer::ClipTokenizer;
+use super::error::{EngineError, ort_error};
+use super::packing::TypedBuf;
+use super::roles::{ElemType, TensorSpec};
+use super::session::{OnnxModel, OnnxOptions};
+
+/// One output of the encoder for a batch of prompts: its shape (batch first) and values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncoderOutput {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl EncoderOutput {
+    /// Item `i` of the batch.
+    pub fn item(&self, i: usize) -> &[f32] {
+        let per: usize = self.shape[1..].iter().product();
+        &self.data[i * per..(i + 1) * per]
+    }
+}
+
+pub struct TextEncoder {
+    model: OnnxModel,
+    tokenizer: ClipTokenizer,
+    input_ids: TensorSpec,
+    /// The attention-mask input, for encoders exported with one.
+    attention_mask: Option<TensorSpec>,
+}
+
+impl TextEncoder {
+    /// Opens the encoder and its tokenizer, checking that the tokenizer's ids fit the encoder's vocabulary
+    /// (from the encoder's `config.json`, when there is one).
+    pub fn load(
+        model: &Path,
+        tokenizer: &Path,
+        options: &OnnxOptions,
+    ) -> Result<Self, EngineError> {
+        let tokenizer = ClipTokenizer::from_folder(tokenizer)
+            .map_err(|e| EngineError::Options(e.to_string()))?;
+        check_vocabulary(model, &tokenizer)?;
+        let model = OnnxModel::open(model, options)?;
+        let int_input = |name: &str| {
+            model
+                .inputs()
+                .iter()
+                .find(|s| s.name == name && matches!(s.elem, ElemType::I64 | ElemType::I32))
+                .cloned()
+        };
+        let input_ids = int_input("input_ids").ok_or_else(|| {
+            EngineError::Options(format!(
+                "{}: a text encoder takes int64 `input_ids` [batch, tokens]; its inputs are {}",
+                model.path().display(),
+                describe(model.inputs())
+            ))
+        })?;
+        let attention_mask = int_input("attention_mask");
+        Ok(Self {
+            model,
+            tokenizer,
+            input_ids,
+            attention_mask,
+        })
+    }
+
+    pub fn model(&self) -> &OnnxModel {
+        &self.model
+    }
+
+    pub fn tokenizer(&self) -> &ClipTokenizer {
+        &self.tokenizer
+    }
+
+    /// Tokenizes the prompts (padded to the tokenizer's max length) and runs the encoder on them: every float
+    /// output by name.
+    pub fn encode(
+        &mut self,
+        prompts: &[&str],
+    ) -> Result<BTreeMap<String, EncoderOutput>, EngineError> {
+        let (mut ids, mut mask) = (Vec::new(), Vec::new());
+        for prompt in prompts {
+            let tokens = self.tokenizer.encode(prompt).map_err(EngineError::Options)?;
+            ids.extend(tokens.ids.iter().map(|&i| i as f64));
+            mask.extend(tokens.attention_mask.iter().map(|&i| i as f64));
+        }
+        let dims = [prompts.len() as i64, self.tokenizer.max_length() as i64];
+        let (mut ids_buf, mut mask_buf) = (TypedBuf::default(), TypedBuf::default());
+        ids_buf.fill(self.input_ids.elem, ids.into_iter());
+        let mut inputs = vec![(
+            self.input_ids.name.clone(),
+            ids_buf.view(&dims).map_err(ort_error)?,
+        )];
+        if let Some(spec) = &self.attention_mask {
+            mask_buf.fill(spec.elem, mask.into_iter());
+            inputs.push((spec.name.clone(), mask_buf.view(&dims).map_err(ort_error)?));
+        }
+        let outputs = self.model.session.run(inputs).map_err(ort_error)?;
+        let mut all = BTreeMap::new();
+        for (name, value) in outputs.iter() {
+            let Ok((shape, data)) = value.try_extract_tensor::<f32>() else {
+                continue;
+            };
+            let shape = shape.iter().map(|&d| d as usize).collect();
+            let data = data.to_vec();
+            all.insert(name.to_string(), EncoderOutput { shape, data });
+        }
+        Ok(all)
+    }
+}
+
+/// A tokenizer whose ids reach past the encoder's token embedding is the wrong tokenizer for it.
+fn check_vocabulary(model: &Path, tokenizer: &ClipTokenizer) -> Result<(), EngineError> {
+    let config = model.with_file_name("config.json");
+    let Ok(text) = std::fs::read_to_string(&config) else {
+        return Ok(());
+    };
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        EngineError::Options(format!("{} is not valid JSON: {e}", config.display()))
+    })?;
+    let vocab = json.get("vocab_size").and_then(serde_json::Value::as_u64);
+    match vocab {
+        Some(n) if (n as usize) < tokenizer.vocab_size() => Err(EngineError::Options(format!(
+            "the tokenizer has {} tokens but the text encoder {} embeds only {n} (vocab_size in {}): \
+             they do not belong together; use the tokenizer folder exported with this encoder",
+            tokenizer.vocab_size(),
+            model.display(),
+            config.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn describe(specs: &[TensorSpec]) -> String {
+    let parts: Vec<String> = specs.iter().map(TensorSpec::describe).collect();
+    parts.join(", ")
+}

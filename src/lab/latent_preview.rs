@@ -1,0 +1,88 @@
+//! Cheap previews of latent x0: the per-family 4×3 linear map from SD latents to RGB that web UIs use for
+//! their "approx cheap" previews (AUTOMATIC1111's `sd_samplers_common`, ComfyUI's `latent_formats`), so a
+//! live preview never costs a VAE decode.
+
+/// A linear map from latent channels to RGB in [-1, 1].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatentPreview {
+    /// `factors[c]` is latent channel c's contribution to R, G, B.
+    factors: Vec<[f32; 3]>,
+    bias: [f32; 3],
+}
+
+/// Stable Diffusion 1.x/2.x's factors (ComfyUI's `SD15.latent_rgb_factors`).
+const SD15: [[f32; 3]; 4] = [
+    [0.3512, 0.2297, 0.3227],
+    [0.3250, 0.4974, 0.2350],
+    [-0.2829, 0.1762, 0.2721],
+    [-0.2120, -0.2616, -0.7177],
+];
+
+/// SDXL's factors and bias (ComfyUI's `SDXL.latent_rgb_factors`).
+const SDXL: [[f32; 3]; 4] = [
+    [0.3651, 0.4232, 0.4341],
+    [-0.2533, -0.0042, 0.1068],
+    [0.1076, 0.1111, -0.0362],
+    [-0.3165, -0.2492, -0.2188],
+];
+const SDXL_BIAS: [f32; 3] = [0.1084, -0.0175, -0.0011];
+
+impl LatentPreview {
+    /// The map for a pipeline family's 4-channel latents; `None` for latents it does not know.
+    pub fn for_family(xl: bool, channels: usize) -> Option<Self> {
+        if channels != 4 {
+            return None;
+        }
+        Some(if xl {
+            Self {
+                factors: SDXL.to_vec(),
+                bias: SDXL_BIAS,
+            }
+        } else {
+            Self {
+                factors: SD15.to_vec(),
+                bias: [0.0; 3],
+            }
+        })
+    }
+
+    /// RGB previews (3 × h × w each, in [-1, 1]) of latents of shape `shape` (C × h × w each), each pixel
+    /// repeated `scale` times in both directions so they come out at the decoded image's size.
+    pub fn rgb(&self, latents: &[f32], shape: [usize; 3], scale: usize) -> Vec<f32> {
+        let [c, h, w] = shape;
+        let (oh, ow) = (h * scale, w * scale);
+        let mut out = Vec::with_capacity(latents.len() / c.max(1) * 3 * scale * scale);
+        for item in latents.chunks(c * h * w) {
+            for rgb in 0..3 {
+                for y in 0..oh {
+                    for x in 0..ow {
+                        let p = (y / scale) * w + x / scale;
+                        let v = (0..c).fold(self.bias[rgb], |acc, ch| {
+                            acc + item[ch * h * w + p] * self.factors[ch][rgb]
+                        });
+                        out.push(v.clamp(-1.0, 1.0));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LatentPreview;
+
+    #[test]
+    fn maps_channels_to_rgb_and_upsamples() {
+        let map = LatentPreview::for_family(false, 4).unwrap();
+        // One 1×1 latent with only channel 0 set: RGB is channel 0's factors.
+        let rgb = map.rgb(&[1.0, 0.0, 0.0, 0.0], [4, 1, 1], 2);
+        assert_eq!(rgb.len(), 12);
+        assert_eq!(&rgb[..4], &[0.3512; 4]);
+        assert_eq!(&rgb[8..], &[0.3227; 4]);
+        let xl = LatentPreview::for_family(true, 4).unwrap();
+        assert_eq!(xl.rgb(&[0.0; 4], [4, 1, 1], 1), vec![0.1084, -0.0175, -0.0011]);
+        assert!(LatentPreview::for_family(false, 16).is_none());
+    }
+}

@@ -1,0 +1,211 @@
+//! The engine's pieces of a Stable Diffusion pipeline against Optimum's own ONNX Runtime pipelines on the
+//! checked-in exports (tests/data/pipelines, made by make.py): text encoders, classifier-free guidance with a
+//! negative prompt, DDIM and DPM++ 2M, the VAE decoder. Final latents and images must match within 1e-3.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests and benchmarks report failure by panicking"
+)]
+
+use std::path::{Path, PathBuf};
+
+use difflab::engine::{
+    Condition, Denoiser, OnnxDenoiser, OnnxOptions, PromptEmbedding, TextEncoder, VaeDecoder,
+    encode_prompts,
+};
+use difflab::lab::guidance::guide;
+use difflab::sampler::{SamplerConfig, SeededNoise};
+use ndarray::ArrayD;
+use ndarray_npy::read_npy;
+use serde_json::Value;
+
+fn data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pipelines")
+}
+
+fn npy(path: &Path) -> Vec<f32> {
+    let a: ArrayD<f32> = read_npy(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    a.iter().copied().collect()
+}
+
+fn reference(folder: &str) -> Value {
+    let path = data().join(folder).join("reference/reference.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+fn options() -> OnnxOptions {
+    let mut o = OnnxOptions::default();
+    o.providers.preference = vec![difflab::engine::ProviderKind::Cpu];
+    o
+}
+
+fn encoders(folder: &str) -> Vec<TextEncoder> {
+    let root = data().join(folder);
+    let mut out = vec![
+        TextEncoder::load(
+            &root.join("text_encoder/model.onnx"),
+            &root.join("tokenizer"),
+            &options(),
+        )
+        .unwrap(),
+    ];
+    if root.join("text_encoder_2").is_dir() {
+        out.push(
+            TextEncoder::load(
+                &root.join("text_encoder_2/model.onnx"),
+                &root.join("tokenizer_2"),
+                &options(),
+            )
+            .unwrap(),
+        );
+    }
+    out
+}
+
+#[test]
+fn text_encoders_match_onnx_runtime_in_python() {
+    for folder in ["sd1", "sd2v", "sdxl"] {
+        let reference = reference(folder);
+        let te = &reference["text_encoders"];
+        let prompt = te["prompt"].as_str().unwrap();
+        for (k, encoder) in encoders(folder).iter_mut().enumerate() {
+            let key = if k == 0 { "text_encoder" } else { "text_encoder_2" };
+            let want_ids: Vec<i64> = te[key]["input_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_i64().unwrap())
+                .collect();
+            assert_eq!(encoder.tokenizer().encode(prompt).unwrap().ids, want_ids);
+            let outputs = encoder.encode(&[prompt]).unwrap();
+            for (name, spec) in te[key]["outputs"].as_object().unwrap() {
+                let want = npy(&data().join(spec["file"].as_str().unwrap()));
+                let got = &outputs[name].data;
+                let diff = max_abs_diff(got, &want);
+                assert!(diff < 1e-5, "{folder} {key} {name}: max diff {diff}");
+            }
+        }
+    }
+}
+
+/// Prompt embeddings and the unconditional one as the pipelines make them.
+fn conditions(folder: &str, case: &Value, prompts: &[&str]) -> (Vec<Condition>, usize) {
+    let mut encoders = encoders(folder);
+    let embeds = encode_prompts(&mut encoders, prompts).unwrap();
+    let uncond: PromptEmbedding = match case["negative_prompt"].as_str() {
+        Some(neg) => encode_prompts(&mut encoders, &[neg]).unwrap().remove(0),
+        None => embeds[0].zeros_like(),
+    };
+    let mut table: Vec<Condition> = embeds.iter().map(|e| e.condition(64, 64)).collect();
+    table.push(uncond.condition(64, 64));
+    (table, prompts.len())
+}
+
+/// Runs one reference case: the pipeline's loop, with CFG when g ≠ 1; returns final latents and images (NHWC,
+/// [0, 1]).
+fn run_case(folder: &str, case: &Value, reference: &Value) -> (Vec<f32>, Vec<f32>) {
+    let root = data().join(folder);
+    let prompts: Vec<&str> = reference["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    let mut unet_options = options();
+    unet_options.sample_shape = Some([4, 8, 8]);
+    let mut unet = OnnxDenoiser::load(root.join("unet/model.onnx"), &unet_options).unwrap();
+    let (table, uncond) = conditions(folder, case, &prompts);
+    unet.set_conditions(table).unwrap();
+
+    let config = SamplerConfig::from_json_str(&case["scheduler"].to_string(), "case")
+        .unwrap()
+        .config;
+    let mut scheduler = config.build();
+    scheduler.set_steps(4).unwrap();
+    let want_t: Vec<i64> = case["timesteps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(scheduler.timesteps(), want_t.as_slice(), "{folder} timesteps");
+
+    let g = case["guidance_scale"].as_f64().unwrap() as f32;
+    let n = prompts.len();
+    let item = 4 * 8 * 8;
+    let mut x = npy(&root.join("reference/initial_latents.npy"));
+    let mut x0 = vec![0.0; x.len()];
+    let mut noise = SeededNoise::new(vec![0; n]);
+    for i in 0..4 {
+        let t = scheduler.timesteps()[i] as f64;
+        let guided = if g == 1.0 {
+            let mut out = vec![0.0; x.len()];
+            let rows: Vec<usize> = (0..n).collect();
+            unet.predict_with(&x, &vec![t; n], &rows, &mut out).unwrap();
+            out
+        } else {
+            // One call on [uncond; cond], as diffusers batches it.
+            let mut input = x.clone();
+            input.extend_from_slice(&x);
+            let mut rows = vec![uncond; n];
+            rows.extend(0..n);
+            let mut out = vec![0.0; input.len()];
+            unet.predict_with(&input, &vec![t; 2 * n], &rows, &mut out)
+                .unwrap();
+            let (u, c) = out.split_at(n * item);
+            let mut guided = vec![0.0; n * item];
+            guide(u, c, g, 0.0, item, &mut guided);
+            guided
+        };
+        scheduler
+            .step(&guided, &mut x, &mut x0, n, &mut noise)
+            .unwrap();
+    }
+    let vae_config: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("vae_decoder/config.json")).unwrap(),
+    )
+    .unwrap();
+    let scaling = vae_config["scaling_factor"].as_f64().unwrap();
+    let mut vae =
+        VaeDecoder::load(&root.join("vae_decoder/model.onnx"), scaling, None, &options()).unwrap();
+    let (images, shape) = vae.decode(&x, [4, 8, 8], 2).unwrap();
+    assert_eq!(shape, [3, 64, 64]);
+    // NCHW in [-1, 1] → NHWC in [0, 1], as output_type="np".
+    let mut nhwc = vec![0.0; images.len()];
+    for b in 0..n {
+        for c in 0..3 {
+            for p in 0..64 * 64 {
+                nhwc[b * 3 * 4096 + p * 3 + c] = images[b * 3 * 4096 + c * 4096 + p] / 2.0 + 0.5;
+            }
+        }
+    }
+    (x, nhwc)
+}
+
+#[test]
+fn sd_pipelines_match_optimum_with_guidance_and_a_negative_prompt() {
+    let mut checked = 0;
+    for folder in ["sd1", "sd2v", "sdxl"] {
+        let reference = reference(folder);
+        for case in reference["cases"].as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            let (latents, images) = run_case(folder, case, &reference);
+            let want_latents = npy(&data().join(case["final_latents"]["file"].as_str().unwrap()));
+            let want_images = npy(&data().join(case["images"]["file"].as_str().unwrap()));
+            let dl = max_abs_diff(&latents, &want_latents);
+            let di = max_abs_diff(&images, &want_images);
+            println!("{folder} {name}: final latents max diff {dl:.2e}, images {di:.2e}");
+            assert!(dl < 1e-3, "{folder} {name}: final latents differ by {dl}");
+            assert!(di < 1e-3, "{folder} {name}: images differ by {di}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 11);
+}
