@@ -209,3 +209,57 @@ fn sd_pipelines_match_optimum_with_guidance_and_a_negative_prompt() {
     }
     assert_eq!(checked, 11);
 }
+
+#[test]
+fn a_scalar_timestep_unet_runs_mixed_timesteps_as_one_call_per_timestep() {
+    let mut options = options();
+    options.sample_shape = Some([4, 8, 8]);
+    let mut unet = OnnxDenoiser::load(data().join("sd1/unet/model.onnx"), &options).unwrap();
+    assert!(!unet.roles().timestep_per_item);
+    let reference = reference("sd1");
+    let case = &reference["cases"][1];
+    let (table, uncond) = conditions("sd1", case, &["a red circle", "a cat"]);
+    unet.set_conditions(table).unwrap();
+    let x = npy(&data().join("sd1/reference/initial_latents.npy"));
+    let item = 256;
+    // Three items at two timesteps, interleaved: each must equal its own call.
+    let mut batch = x.clone();
+    batch.extend_from_slice(&x[..item]);
+    let (t, rows) = ([801.0, 1.0, 1.0], [0, 1, uncond]);
+    let mut out = vec![0.0; batch.len()];
+    unet.predict_with(&batch, &t, &rows, &mut out).unwrap();
+    for i in 0..3 {
+        let mut alone = vec![0.0; item];
+        unet.predict_with(&batch[i * item..(i + 1) * item], &[t[i]], &[rows[i]], &mut alone)
+            .unwrap();
+        let diff = max_abs_diff(&out[i * item..(i + 1) * item], &alone);
+        assert!(diff < 1e-5, "item {i}: {diff}");
+    }
+    // A row that is not in the table is an error, not a panic.
+    let err = unet
+        .predict_with(&x[..item], &[1.0], &[9], &mut vec![0.0; item])
+        .unwrap_err();
+    assert!(err.to_string().contains("condition rows"), "{err}");
+}
+
+#[test]
+fn embeddings_of_the_wrong_width_are_refused_by_name() {
+    let mut options = options();
+    options.sample_shape = Some([4, 8, 8]);
+    let mut unet = OnnxDenoiser::load(data().join("sd1/unet/model.onnx"), &options).unwrap();
+    let wrong = Condition {
+        hidden_states: Some(difflab::engine::ItemTensor::zeros(vec![77, 16])),
+        ..Condition::default()
+    };
+    let err = unet.set_conditions(vec![wrong]).unwrap_err().to_string();
+    assert!(
+        err.contains("encoder_hidden_states") && err.contains("[77, 16]"),
+        "{err}"
+    );
+    let labels = Condition {
+        class_label: Some(3),
+        ..Condition::default()
+    };
+    let err = unet.set_conditions(vec![labels]).unwrap_err().to_string();
+    assert!(err.contains("takes no class labels"), "{err}");
+}
