@@ -2,6 +2,7 @@
 //! is judged, the training runs to show and where results go. Paths resolve relative to the file.
 
 mod diagnostic;
+mod model;
 mod schema;
 
 use std::ops::Range;
@@ -12,13 +13,10 @@ use toml::Spanned;
 
 pub use diagnostic::{ExperimentError, ExperimentWarning, closest, line_column};
 
-use crate::engine::limits::{cap_threads, check_sample_shape};
-use crate::engine::{ProviderKind, Role, RoleOverrides};
-use crate::sampler::config::{Resolved, SHORT_NAMES, read_json_object};
+use crate::engine::{ProviderKind, RoleOverrides};
+use crate::sampler::config::{Resolved, SHORT_NAMES};
 use crate::sampler::{ConfigError, PredictionType, SamplerConfig};
-use schema::{
-    ExperimentFile, ModelSection, QualitySection, SamplerSection, Seeds, Steps, TrainingSection,
-};
+use schema::{ExperimentFile, QualitySection, SamplerSection, Seeds, Steps, TrainingSection};
 
 /// A validated experiment with every path resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -202,162 +200,6 @@ impl Reading<'_> {
             key,
             format!("no {what} at {}", resolved.display()),
         ))
-    }
-
-    /// `[model]`, and the model's training schedule that every sampler starts from.
-    fn model(
-        &mut self,
-        m: &ModelSection,
-    ) -> Result<(ModelSpec, Map<String, Value>), ExperimentError> {
-        let source = if m.path.get_ref() == "analytic" {
-            ModelSource::Analytic
-        } else {
-            let p = self.resolve(m.path.get_ref());
-            if !p.is_file() {
-                let message = format!(
-                    "no model file at {} (give the path of an ONNX file, relative to this experiment, or \"analytic\")",
-                    p.display()
-                );
-                return Err(self.error(m.path.span(), "model.path", message));
-            }
-            ModelSource::Onnx(p)
-        };
-        let prediction_type = m
-            .prediction_type
-            .as_ref()
-            .map(|p| {
-                PredictionType::from_name(p.get_ref()).ok_or_else(|| {
-                    let names = PredictionType::NAMES.join(", ");
-                    self.error(
-                        p.span(),
-                        "model.prediction_type",
-                        format!("{:?} is not one of {names}", p.get_ref()),
-                    )
-                })
-            })
-            .transpose()?;
-        let scheduler_config = match (&m.scheduler_config, &source) {
-            (Some(s), _) => Some(self.existing_file(s, "model.scheduler_config", "file")?),
-            // The training schedule beside the model, as diffusers keeps it.
-            (None, ModelSource::Onnx(model)) => model
-                .parent()
-                .map(|d| d.join("scheduler_config.json"))
-                .filter(|p| p.is_file()),
-            (None, ModelSource::Analytic) => None,
-        };
-        let mut base = match &scheduler_config {
-            Some(p) => read_json_object(p).map_err(|e| {
-                let span = m
-                    .scheduler_config
-                    .as_ref()
-                    .map_or(m.path.span(), Spanned::span);
-                self.error(span, "model.scheduler_config", e.to_string())
-            })?,
-            None => Map::new(),
-        };
-        if let Some(p) = prediction_type {
-            base.insert("prediction_type".into(), p.name().into());
-        }
-        let sample_shape = match &m.sample_shape {
-            Some(s) => {
-                check_sample_shape(*s.get_ref())
-                    .map_err(|e| self.error(s.span(), "model.sample_shape", e))?;
-                Some(*s.get_ref())
-            }
-            None => None,
-        };
-        let trt = m.tensorrt.as_ref();
-        let spec = ModelSpec {
-            source,
-            providers: self.providers(m)?,
-            fallback: m.fallback.unwrap_or(true),
-            device_id: m.device_id.unwrap_or(0),
-            prediction_type,
-            scheduler_config,
-            runtime: m.runtime.as_deref().map(|r| self.resolve(r)),
-            threads: self.threads(m)?,
-            tensorrt_fp16: trt.and_then(|t| t.fp16).unwrap_or(false),
-            tensorrt_engine_cache: trt
-                .and_then(|t| t.engine_cache.as_deref())
-                .map(|p| self.resolve(p)),
-            tensorrt_max_workspace: trt.and_then(|t| t.max_workspace),
-            roles: self.roles(m)?,
-            sample_shape,
-        };
-        Ok((spec, base))
-    }
-
-    /// `model.providers`, parsed once; none given means all, best first.
-    fn providers(&mut self, m: &ModelSection) -> Result<Vec<ProviderKind>, ExperimentError> {
-        let Some(list) = &m.providers else {
-            return Ok(ProviderKind::ALL.to_vec());
-        };
-        let mut providers = Vec::new();
-        for p in list {
-            let kind: ProviderKind = p.get_ref().parse().map_err(|_| {
-                self.error(
-                    p.span(),
-                    "model.providers",
-                    format!(
-                        "unknown execution provider {:?}; use tensorrt, cuda or cpu",
-                        p.get_ref()
-                    ),
-                )
-            })?;
-            if providers.contains(&kind) {
-                self.warn(
-                    None,
-                    p.span(),
-                    "model.providers",
-                    format!("{kind} is listed twice; it is tried once"),
-                );
-            } else {
-                providers.push(kind);
-            }
-        }
-        if providers.is_empty() {
-            let span = m.path.span();
-            return Err(self.error(
-                span,
-                "model.providers",
-                "list at least one provider: tensorrt, cuda or cpu",
-            ));
-        }
-        Ok(providers)
-    }
-
-    /// `model.threads`: at least 1, at most the cores this machine has (capped, with a warning).
-    fn threads(&mut self, m: &ModelSection) -> Result<Option<usize>, ExperimentError> {
-        let Some(t) = &m.threads else { return Ok(None) };
-        if *t.get_ref() == 0 {
-            return Err(self.error(t.span(), "model.threads", "must be at least 1"));
-        }
-        let (threads, note) = cap_threads(*t.get_ref());
-        if let Some(note) = note {
-            self.warn(None, t.span(), "model.threads", note);
-        }
-        Ok(Some(threads))
-    }
-
-    /// `[model.roles]`: each key a role difflab knows.
-    fn roles(&self, m: &ModelSection) -> Result<RoleOverrides, ExperimentError> {
-        let mut roles = RoleOverrides::new();
-        for (key, name) in m.roles.iter().flatten() {
-            let Some(role) = Role::from_key(key.get_ref()) else {
-                let known: Vec<String> = Role::ALL.iter().map(|r| r.key().to_string()).collect();
-                let mut message = format!(
-                    "unknown role `{}`; the roles are {}",
-                    key.get_ref(),
-                    known.join(", ")
-                );
-                if let Some(best) = closest(key.get_ref(), &known) {
-                    message.push_str(&format!("; did you mean `{best}`?"));
-                }
-                return Err(self.error(key.span(), "model.roles", message));
-            };
-            roles.insert(role, name.clone());
-        }
-        Ok(roles)
     }
 
     /// `[training] runs`: folders or files, and glob patterns (`runs/*`) expanded now, sorted; a
