@@ -42,7 +42,10 @@ pub struct Experiment {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelSource {
+    /// A bare U-Net .onnx file.
     Onnx(PathBuf),
+    /// A diffusers pipeline folder (model_index.json, unet/, vae_decoder/, text_encoder/, ...).
+    Pipeline(PathBuf),
     /// The built-in analytic Gaussian-mixture model.
     Analytic,
 }
@@ -67,6 +70,11 @@ pub struct ModelSpec {
     pub roles: RoleOverrides,
     /// One sample's C, H, W where the model does not fix it (and for the analytic model).
     pub sample_shape: Option<[usize; 3]>,
+    /// The other parts of a pipeline, given beside a bare U-Net file (resolved, existing).
+    pub vae_decoder: Option<PathBuf>,
+    pub text_encoder: Option<PathBuf>,
+    /// A folder with tokenizer.json, or vocab.json and merges.txt.
+    pub tokenizer: Option<PathBuf>,
 }
 
 /// One sampler with its step counts: each (sampler, steps) pair is a cell of the comparison.

@@ -33,6 +33,9 @@ pub(super) struct ModelSection {
     pub tensorrt: Option<TensorRtSection>,
     pub roles: Option<BTreeMap<Spanned<String>, String>>,
     pub sample_shape: Option<Spanned<[usize; 3]>>,
+    pub vae_decoder: Option<Spanned<String>>,
+    pub text_encoder: Option<Spanned<String>>,
+    pub tokenizer: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
