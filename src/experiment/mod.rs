@@ -1,6 +1,7 @@
 //! Experiment files (TOML): the model, the samplers and step counts to compare, the seeds, how quality
 //! is judged, the training runs to show and where results go. Paths resolve relative to the file.
 
+mod conditioning;
 mod diagnostic;
 mod model;
 mod schema;
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 use toml::Spanned;
 
+pub use conditioning::ConditioningSpec;
 pub use diagnostic::{ExperimentError, ExperimentWarning, closest, line_column};
 
 use crate::engine::{ProviderKind, RoleOverrides};
@@ -27,10 +29,14 @@ pub struct Experiment {
     /// Where results, grids, plots and logs go.
     pub output_dir: PathBuf,
     pub model: ModelSpec,
+    /// Prompts or classes to condition on; `None`: unconditioned (or the lab's default).
+    pub conditioning: Option<ConditioningSpec>,
     /// Seed k gives one initial noise shared by every cell.
     pub seeds: Vec<u64>,
     /// The most samples in one model call.
     pub batch: usize,
+    /// A [N, C, H, W] float32 .npy of unit-variance noise, row k for seed k, instead of drawing it.
+    pub init_noise: Option<PathBuf>,
     pub samplers: Vec<SamplerSpec>,
     pub quality: Option<QualitySpec>,
     /// Training-log folders or files, resolved against the file's folder, globs expanded.
@@ -127,7 +133,17 @@ impl Experiment {
                 .map_or("experiment".into(), |s| s.to_string_lossy().into_owned())
         });
         let (model, base) = cx.model(&file.model)?;
+        let conditioning = match &file.conditioning {
+            Some(c) => cx.conditioning(c, &model.source)?,
+            None => None,
+        };
         let (seeds, batch) = cx.sampling(&file)?;
+        let init_noise = file
+            .sampling
+            .as_ref()
+            .and_then(|s| s.init_noise.as_ref())
+            .map(|n| cx.existing_file(n, "sampling.init_noise", "initial noise file"))
+            .transpose()?;
         let samplers = cx.samplers(&file, &base, seeds.len())?;
         let quality = file
             .quality
@@ -144,8 +160,10 @@ impl Experiment {
             name,
             output_dir,
             model,
+            conditioning,
             seeds,
             batch,
+            init_noise,
             samplers,
             quality,
             training_runs,

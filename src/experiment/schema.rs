@@ -12,6 +12,7 @@ pub(super) struct ExperimentFile {
     pub name: Option<String>,
     pub output: Option<String>,
     pub model: ModelSection,
+    pub conditioning: Option<Spanned<ConditioningSection>>,
     pub sampling: Option<SamplingSection>,
     #[serde(rename = "sampler")]
     pub samplers: Spanned<Vec<SamplerSection>>,
@@ -40,6 +41,16 @@ pub(super) struct ModelSection {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct ConditioningSection {
+    pub prompts: Option<Spanned<Vec<String>>>,
+    pub negative_prompt: Option<Spanned<String>>,
+    pub embeddings: Option<Spanned<String>>,
+    pub classes: Option<Spanned<Vec<Spanned<i64>>>>,
+    pub null_class: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct TensorRtSection {
     pub fp16: Option<bool>,
     pub engine_cache: Option<String>,
@@ -51,6 +62,7 @@ pub(super) struct TensorRtSection {
 pub(super) struct SamplingSection {
     pub seeds: Option<Spanned<Seeds>>,
     pub batch: Option<Spanned<usize>>,
+    pub init_noise: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
