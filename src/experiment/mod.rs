@@ -18,7 +18,9 @@ pub use diagnostic::{ExperimentError, ExperimentWarning, closest, line_column};
 use crate::engine::{ProviderKind, RoleOverrides};
 use crate::sampler::config::{Resolved, SHORT_NAMES};
 use crate::sampler::{ConfigError, PredictionType, SamplerConfig};
-use schema::{ExperimentFile, QualitySection, SamplerSection, Seeds, Steps, TrainingSection};
+use schema::{
+    ExperimentFile, Guidance, QualitySection, SamplerSection, Seeds, Steps, TrainingSection,
+};
 
 /// A validated experiment with every path resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,6 +93,10 @@ pub struct SamplerSpec {
     pub name: String,
     pub settings: Map<String, Value>,
     pub steps: Vec<usize>,
+    /// Classifier-free guidance scales to compare; 1 is no guidance.
+    pub guidance: Vec<f64>,
+    /// How far guided predictions are rescaled toward the conditional one's spread, from 0 to 1.
+    pub guidance_rescale: f64,
     /// Samples per cell for quality; overrides `[quality] samples`.
     pub samples: Option<usize>,
     /// The resolved scheduler.
@@ -144,7 +150,7 @@ impl Experiment {
             .and_then(|s| s.init_noise.as_ref())
             .map(|n| cx.existing_file(n, "sampling.init_noise", "initial noise file"))
             .transpose()?;
-        let samplers = cx.samplers(&file, &base, seeds.len())?;
+        let samplers = cx.samplers(&file, &base, seeds.len(), &model.source)?;
         let quality = file
             .quality
             .as_ref()
@@ -302,6 +308,7 @@ impl Reading<'_> {
         file: &ExperimentFile,
         base: &Map<String, Value>,
         seeds: usize,
+        source: &ModelSource,
     ) -> Result<Vec<SamplerSpec>, ExperimentError> {
         if file.samplers.get_ref().is_empty() {
             return Err(self.error(
@@ -312,7 +319,7 @@ impl Reading<'_> {
         }
         let mut samplers = Vec::new();
         for (i, s) in file.samplers.get_ref().iter().enumerate() {
-            samplers.push(self.sampler(i, s, base, seeds)?);
+            samplers.push(self.sampler(i, s, base, seeds, source)?);
         }
         Ok(samplers)
     }
@@ -323,6 +330,7 @@ impl Reading<'_> {
         s: &SamplerSection,
         base: &Map<String, Value>,
         seeds: usize,
+        source: &ModelSource,
     ) -> Result<SamplerSpec, ExperimentError> {
         let key = |k: &str| format!("sampler[{i}].{k}");
         let settings: Map<String, Value> = match &s.settings {
@@ -351,18 +359,8 @@ impl Reading<'_> {
         for w in &resolved.warnings {
             self.warn(Some(i), span.clone(), &place, w.clone());
         }
-        let steps = match s.steps.get_ref() {
-            Steps::One(n) => vec![*n],
-            Steps::Many(list) => list.clone(),
-        };
-        let train_steps = resolved.config.schedule().num_train_timesteps;
-        if steps.is_empty() || steps.iter().any(|&n| n == 0 || n > train_steps) {
-            return Err(self.error(
-                s.steps.span(),
-                &key("steps"),
-                format!("each step count must be from 1 to {train_steps} (the model's num_train_timesteps)"),
-            ));
-        }
+        let steps = self.steps(i, s, &resolved)?;
+        let (guidance, guidance_rescale) = self.guidance(i, s, source)?;
         if let Some(n) = &s.samples {
             self.check_samples(n, &key("samples"), seeds)?;
         }
@@ -371,9 +369,73 @@ impl Reading<'_> {
             name,
             settings,
             steps,
+            guidance,
+            guidance_rescale,
             samples: s.samples.as_ref().map(|n| *n.get_ref()),
             resolved,
         })
+    }
+
+    /// `steps`: each from 1 to the schedule's training steps.
+    fn steps(
+        &self,
+        i: usize,
+        s: &SamplerSection,
+        resolved: &Resolved,
+    ) -> Result<Vec<usize>, ExperimentError> {
+        let steps = match s.steps.get_ref() {
+            Steps::One(n) => vec![*n],
+            Steps::Many(list) => list.clone(),
+        };
+        let train_steps = resolved.config.schedule().num_train_timesteps;
+        if steps.is_empty() || steps.iter().any(|&n| n == 0 || n > train_steps) {
+            return Err(self.error(
+                s.steps.span(),
+                &format!("sampler[{i}].steps"),
+                format!("each step count must be from 1 to {train_steps} (the model's num_train_timesteps)"),
+            ));
+        }
+        Ok(steps)
+    }
+
+    /// `guidance` (default 1: none) and `guidance_rescale` (default 0). Guidance on the analytic
+    /// model, which takes no conditioning, changes nothing: a warning.
+    fn guidance(
+        &mut self,
+        i: usize,
+        s: &SamplerSection,
+        source: &ModelSource,
+    ) -> Result<(Vec<f64>, f64), ExperimentError> {
+        let key = |k: &str| format!("sampler[{i}].{k}");
+        let scales = match s.guidance.as_ref().map(Spanned::get_ref) {
+            None => vec![1.0],
+            Some(Guidance::One(g)) => vec![*g],
+            Some(Guidance::Many(list)) => list.clone(),
+        };
+        if let Some(g) = &s.guidance {
+            if scales.is_empty() {
+                let message = "list at least one guidance scale (1 = no guidance)";
+                return Err(self.error(g.span(), &key("guidance"), message));
+            }
+            if scales.iter().any(|g| !(g.is_finite() && *g >= 0.0)) {
+                let message = "guidance must be ≥ 0 (1 = no guidance)";
+                return Err(self.error(g.span(), &key("guidance"), message));
+            }
+            if *source == ModelSource::Analytic && scales.iter().any(|&g| g != 1.0) {
+                let message = "the analytic model takes no conditioning; guidance changes nothing";
+                self.warn(Some(i), g.span(), &key("guidance"), message.into());
+            }
+        }
+        let rescale = s.guidance_rescale.as_ref().map_or(Ok(0.0), |r| {
+            let v = *r.get_ref();
+            if (0.0..=1.0).contains(&v) {
+                Ok(v)
+            } else {
+                let message = "guidance_rescale must be from 0 to 1 (0 = no rescaling)";
+                Err(self.error(r.span(), &key("guidance_rescale"), message))
+            }
+        })?;
+        Ok((scales, rescale))
     }
 
     /// A sampler that does not resolve: the error at its settings or its name, with a "did you mean".

@@ -86,6 +86,16 @@ pub(super) enum Steps {
 }
 
 #[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "`guidance` must be a guidance scale or a list of them, e.g. 7.5 or [1.0, 7.5]"
+)]
+pub(super) enum Guidance {
+    One(f64),
+    Many(Vec<f64>),
+}
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SamplerSection {
     pub name: Spanned<String>,
@@ -93,6 +103,8 @@ pub(super) struct SamplerSection {
     pub label: Option<String>,
     pub settings: Option<Spanned<toml::Table>>,
     pub samples: Option<Spanned<usize>>,
+    pub guidance: Option<Spanned<Guidance>>,
+    pub guidance_rescale: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
