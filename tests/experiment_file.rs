@@ -279,3 +279,197 @@ fn training_runs_expand_globs_and_the_shipped_run_is_read_once() {
         "{warned:?}"
     );
 }
+
+#[test]
+fn guidance_is_a_scale_or_a_list_and_defaults_to_none() {
+    let e = Experiment::parse(&dir().join("test.toml"), GOOD).unwrap();
+    assert_eq!(e.samplers[0].guidance, [1.0]);
+    assert_eq!(e.samplers[0].guidance_rescale, 0.0);
+    assert_eq!(e.conditioning, None);
+    assert_eq!(e.init_noise, None);
+    let text = GOOD
+        .replace(
+            "steps = [10, 20]",
+            "steps = [10, 20]\nguidance = [1.0, 7.5]\nguidance_rescale = 0.7",
+        )
+        .replace("steps = 8", "steps = 8\nguidance = 3");
+    let e = Experiment::parse(&dir().join("test.toml"), &text).unwrap();
+    assert_eq!(e.samplers[0].guidance, [1.0, 7.5]);
+    assert_eq!(e.samplers[0].guidance_rescale, 0.7);
+    assert_eq!(e.samplers[1].guidance, [3.0]);
+    let warned = e.warnings_for(0);
+    assert!(
+        warned
+            .iter()
+            .any(|w| w.contains("`sampler[0].guidance`: the analytic model takes no conditioning")),
+        "{warned:?}"
+    );
+}
+
+#[test]
+fn guidance_out_of_bounds_is_located_at_its_key() {
+    let path = dir().join("test.toml");
+    let p = path.display().to_string();
+    let with = |line: &str| GOOD.replace("steps = [10, 20]", &format!("steps = [10, 20]\n{line}"));
+    let cases = [
+        (
+            with("guidance = [1.0, -2]"),
+            format!("{p}:9:12: `sampler[0].guidance`"),
+            "guidance must be ≥ 0 (1 = no guidance)",
+        ),
+        (
+            with("guidance = nan"),
+            format!("{p}:9:12: `sampler[0].guidance`"),
+            "guidance must be ≥ 0",
+        ),
+        (
+            with("guidance = []"),
+            format!("{p}:9:12: `sampler[0].guidance`"),
+            "list at least one guidance scale",
+        ),
+        (
+            with("guidance = \"high\""),
+            format!("{p}:9:12: `sampler.guidance`"),
+            "`guidance` must be a guidance scale or a list of them, e.g. 7.5 or [1.0, 7.5]",
+        ),
+        (
+            with("guidance_rescale = 1.5"),
+            format!("{p}:9:20: `sampler[0].guidance_rescale`"),
+            "guidance_rescale must be from 0 to 1",
+        ),
+    ];
+    assert_errors(&cases);
+}
+
+/// The small exported Stable Diffusion pipeline kept for tests, relative to `experiments/`.
+const SD1: &str = "../tests/data/pipelines/sd1";
+
+/// An experiment on the test pipeline (or `path`), with `model` keys and a `[conditioning]` table.
+fn on(path: &str, model: &str, conditioning: &str) -> String {
+    format!(
+        "[model]\npath = \"{path}\"\n{model}[[sampler]]\nname = \"ddim\"\nsteps = 10\n{conditioning}"
+    )
+}
+
+#[test]
+fn a_pipeline_folder_brings_its_training_schedule() {
+    let e = Experiment::parse(&dir().join("test.toml"), &on(SD1, "", "")).unwrap();
+    let sd1 = dir().join(SD1);
+    assert_eq!(e.model.source, ModelSource::Pipeline(sd1.clone()));
+    assert_eq!(
+        e.model.scheduler_config,
+        Some(sd1.join("scheduler/scheduler_config.json"))
+    );
+    assert_eq!(
+        e.samplers[0].resolved.settings["beta_schedule"],
+        "scaled_linear"
+    );
+    let prompts = "[conditioning]\nprompts = [\"a photo of a cat\", \"a red car\"]\nnegative_prompt = \"blurry\"\n";
+    let e = Experiment::parse(&dir().join("test.toml"), &on(SD1, "", prompts)).unwrap();
+    let c = e.conditioning.unwrap();
+    assert_eq!(c.prompts, ["a photo of a cat", "a red car"]);
+    assert_eq!(c.negative_prompt.as_deref(), Some("blurry"));
+    assert!(c.classes.is_empty() && c.embeddings.is_none() && c.null_class.is_none());
+    let e = Experiment::parse(&dir().join("test.toml"), &on(SD1, "", "[conditioning]\n")).unwrap();
+    assert_eq!(e.conditioning, None);
+    let warned: Vec<String> = e.warnings.iter().map(ToString::to_string).collect();
+    assert!(
+        warned
+            .iter()
+            .any(|w| w.contains("`conditioning`: [conditioning] is empty")),
+        "{warned:?}"
+    );
+}
+
+#[test]
+fn a_bare_unet_takes_its_other_parts_one_by_one() {
+    let unet = format!("{SD1}/unet/model.onnx");
+    let parts = format!(
+        "vae_decoder = \"{SD1}/vae_decoder/model.onnx\"\ntext_encoder = \"{SD1}/text_encoder/model.onnx\"\ntokenizer = \"{SD1}/tokenizer\"\n"
+    );
+    let classes = "[conditioning]\nclasses = [3, 7]\nnull_class = 10\n";
+    let e = Experiment::parse(&dir().join("test.toml"), &on(&unet, &parts, classes)).unwrap();
+    assert_eq!(e.model.source, ModelSource::Onnx(dir().join(&unet)));
+    let sd1 = dir().join(SD1);
+    assert_eq!(
+        e.model.vae_decoder,
+        Some(sd1.join("vae_decoder/model.onnx"))
+    );
+    assert_eq!(
+        e.model.text_encoder,
+        Some(sd1.join("text_encoder/model.onnx"))
+    );
+    assert_eq!(e.model.tokenizer, Some(sd1.join("tokenizer")));
+    let c = e.conditioning.unwrap();
+    assert_eq!((c.classes, c.null_class), (vec![3, 7], Some(10)));
+}
+
+#[test]
+fn model_parts_and_conditioning_mistakes_are_located() {
+    let path = dir().join("test.toml");
+    let p = path.display().to_string();
+    let unet = format!("{SD1}/unet/model.onnx");
+    let text_encoder = format!("text_encoder = \"{SD1}/text_encoder/model.onnx\"\n");
+    let cases = [
+        (
+            on("../tests/data", "", ""),
+            format!("{p}:2:8: `model.path`"),
+            "data is a folder without model_index.json; give the U-Net .onnx file or a pipeline folder as `optimum-cli export onnx --task text-to-image` writes it",
+        ),
+        (
+            on(SD1, "vae_decoder = \"vae.onnx\"\n", ""),
+            format!("{p}:3:15: `model.vae_decoder`"),
+            "the pipeline folder has its own vae_decoder",
+        ),
+        (
+            on(&unet, &text_encoder, ""),
+            format!("{p}:3:16: `model.text_encoder`"),
+            "a text encoder needs its tokenizer",
+        ),
+        (
+            on(&unet, &format!("tokenizer = \"{SD1}/unet\"\n"), ""),
+            format!("{p}:3:13: `model.tokenizer`"),
+            "holds neither tokenizer.json nor vocab.json with merges.txt",
+        ),
+        (
+            on(
+                SD1,
+                "",
+                "[conditioning]\nprompts = [\"a cat\"]\nclasses = [3]\n",
+            ),
+            format!("{p}:8:11: `conditioning.classes`"),
+            "give prompts (or embeddings) or classes, not both: a run is text- or class-conditional",
+        ),
+        (
+            on(SD1, "", "[conditioning]\nprompts = []\n"),
+            format!("{p}:7:11: `conditioning.prompts`"),
+            "list at least one prompt",
+        ),
+        (
+            on(SD1, "", "[conditioning]\nclasses = [3, -1]\n"),
+            format!("{p}:7:15: `conditioning.classes`"),
+            "a class label must be ≥ 0",
+        ),
+        (
+            on(SD1, "", "[conditioning]\nclasses = [3]\nnull_class = -1\n"),
+            format!("{p}:8:14: `conditioning.null_class`"),
+            "a class label must be ≥ 0",
+        ),
+        (
+            on(SD1, "", "[conditioning]\nembeddings = \"missing.npy\"\n"),
+            format!("{p}:7:14: `conditioning.embeddings`"),
+            "no embeddings file at",
+        ),
+        (
+            format!("{GOOD}[conditioning]\nprompts = [\"a cat\"]\n"),
+            format!("{p}:14:1: `conditioning`"),
+            "the analytic model takes no conditioning",
+        ),
+        (
+            format!("{GOOD}[sampling]\ninit_noise = \"missing.npy\"\n"),
+            format!("{p}:15:14: `sampling.init_noise`"),
+            "no initial noise file at",
+        ),
+    ];
+    assert_errors(&cases);
+}

@@ -21,6 +21,30 @@ fn count(small: std::ops::Range<u64>) -> impl Strategy<Value = u64> {
     prop_oneof![30 => small, 1 => Just(0u64), 1 => Just(100_000u64), 1 => Just(u32::MAX as u64)]
 }
 
+/// `guidance` and `guidance_rescale` lines: absent, typical, or out of bounds.
+fn guidance() -> impl Strategy<Value = String> {
+    let scale = prop_oneof![
+        12 => (0.0f64..20.0).prop_map(|g| format!("{g:?}")),
+        1 => Just("1".to_string()),
+        1 => Just("-1.0".to_string()),
+        1 => Just("nan".to_string()),
+        1 => Just("inf".to_string()),
+    ];
+    let guidance = prop_oneof![
+        2 => Just(String::new()),
+        2 => scale.clone().prop_map(|g| format!("guidance = {g}\n")),
+        2 => prop::collection::vec(scale, 1..3).prop_map(|g| format!("guidance = [{}]\n", g.join(", "))),
+        1 => Just("guidance = []\n".to_string()),
+    ];
+    let rescale = prop_oneof![
+        6 => Just(String::new()),
+        6 => (0.0f64..1.0).prop_map(|r| format!("guidance_rescale = {r:?}\n")),
+        1 => Just("guidance_rescale = 1.5\n".to_string()),
+        1 => Just("guidance_rescale = -0.1\n".to_string()),
+    ];
+    (guidance, rescale).prop_map(|(g, r)| g + &r)
+}
+
 fn sampler() -> impl Strategy<Value = String> {
     (
         0..SHORT_NAMES.len(),
@@ -32,12 +56,13 @@ fn sampler() -> impl Strategy<Value = String> {
         prop_oneof![Just("leading"), Just("trailing"), Just("linspace")],
         prop_oneof![Just("epsilon"), Just("v_prediction"), Just("sample")],
         prop::option::of(count(1..40)),
+        guidance(),
     )
-        .prop_map(|(name, steps, train, start, end, beta, spacing, prediction, samples)| {
+        .prop_map(|(name, steps, train, start, end, beta, spacing, prediction, samples, guidance)| {
             let steps: Vec<String> = steps.iter().map(u64::to_string).collect();
             let samples = samples.map_or(String::new(), |n| format!("samples = {n}\n"));
             format!(
-                "[[sampler]]\nname = \"{}\"\nsteps = [{}]\n{samples}settings = {{ num_train_timesteps = {train}, beta_start = {start}, beta_end = {end}, beta_schedule = \"{beta}\", timestep_spacing = \"{spacing}\", prediction_type = \"{prediction}\", clip_sample = false }}\n",
+                "[[sampler]]\nname = \"{}\"\nsteps = [{}]\n{samples}{guidance}settings = {{ num_train_timesteps = {train}, beta_start = {start}, beta_end = {end}, beta_schedule = \"{beta}\", timestep_spacing = \"{spacing}\", prediction_type = \"{prediction}\", clip_sample = false }}\n",
                 SHORT_NAMES[name].0,
                 steps.join(", ")
             )
@@ -106,11 +131,16 @@ proptest! {
         let path = dir.join("props.toml");
         std::fs::write(&path, &text).unwrap();
         if let Ok(experiment) = Experiment::parse(&path, &text) {
+            for s in &experiment.samplers {
+                prop_assert!(!s.guidance.is_empty());
+                prop_assert!(s.guidance.iter().all(|g| g.is_finite() && *g >= 0.0), "{:?}", s.guidance);
+                prop_assert!((0.0..=1.0).contains(&s.guidance_rescale));
+            }
             let seeds = experiment.seeds.len();
             let samples: usize = experiment
                 .samplers
                 .iter()
-                .map(|s| s.steps.len() * s.samples.unwrap_or(0).max(seeds))
+                .map(|s| s.steps.len() * s.guidance.len() * s.samples.unwrap_or(0).max(seeds))
                 .sum();
             let item: usize = experiment.model.sample_shape.map_or(64, |s| s.iter().product());
             // Huge counts and shapes are accepted but would take minutes and gigabytes here; their

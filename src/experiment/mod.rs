@@ -1,7 +1,9 @@
 //! Experiment files (TOML): the model, the samplers and step counts to compare, the seeds, how quality
 //! is judged, the training runs to show and where results go. Paths resolve relative to the file.
 
+mod conditioning;
 mod diagnostic;
+mod model;
 mod schema;
 
 use std::ops::Range;
@@ -10,14 +12,14 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 use toml::Spanned;
 
+pub use conditioning::ConditioningSpec;
 pub use diagnostic::{ExperimentError, ExperimentWarning, closest, line_column};
 
-use crate::engine::limits::{cap_threads, check_sample_shape};
-use crate::engine::{ProviderKind, Role, RoleOverrides};
-use crate::sampler::config::{Resolved, SHORT_NAMES, read_json_object};
+use crate::engine::{ProviderKind, RoleOverrides};
+use crate::sampler::config::{Resolved, SHORT_NAMES};
 use crate::sampler::{ConfigError, PredictionType, SamplerConfig};
 use schema::{
-    ExperimentFile, ModelSection, QualitySection, SamplerSection, Seeds, Steps, TrainingSection,
+    ExperimentFile, Guidance, QualitySection, SamplerSection, Seeds, Steps, TrainingSection,
 };
 
 /// A validated experiment with every path resolved.
@@ -29,10 +31,14 @@ pub struct Experiment {
     /// Where results, grids, plots and logs go.
     pub output_dir: PathBuf,
     pub model: ModelSpec,
+    /// Prompts or classes to condition on; `None`: unconditioned (or the lab's default).
+    pub conditioning: Option<ConditioningSpec>,
     /// Seed k gives one initial noise shared by every cell.
     pub seeds: Vec<u64>,
     /// The most samples in one model call.
     pub batch: usize,
+    /// A [N, C, H, W] float32 .npy of unit-variance noise, row k for seed k, instead of drawing it.
+    pub init_noise: Option<PathBuf>,
     pub samplers: Vec<SamplerSpec>,
     pub quality: Option<QualitySpec>,
     /// Training-log folders or files, resolved against the file's folder, globs expanded.
@@ -44,7 +50,10 @@ pub struct Experiment {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelSource {
+    /// A bare U-Net .onnx file.
     Onnx(PathBuf),
+    /// A diffusers pipeline folder (model_index.json, unet/, vae_decoder/, text_encoder/, ...).
+    Pipeline(PathBuf),
     /// The built-in analytic Gaussian-mixture model.
     Analytic,
 }
@@ -69,6 +78,11 @@ pub struct ModelSpec {
     pub roles: RoleOverrides,
     /// One sample's C, H, W where the model does not fix it (and for the analytic model).
     pub sample_shape: Option<[usize; 3]>,
+    /// The other parts of a pipeline, given beside a bare U-Net file (resolved, existing).
+    pub vae_decoder: Option<PathBuf>,
+    pub text_encoder: Option<PathBuf>,
+    /// A folder with tokenizer.json, or vocab.json and merges.txt.
+    pub tokenizer: Option<PathBuf>,
 }
 
 /// One sampler with its step counts: each (sampler, steps) pair is a cell of the comparison.
@@ -79,6 +93,10 @@ pub struct SamplerSpec {
     pub name: String,
     pub settings: Map<String, Value>,
     pub steps: Vec<usize>,
+    /// Classifier-free guidance scales to compare; 1 is no guidance.
+    pub guidance: Vec<f64>,
+    /// How far guided predictions are rescaled toward the conditional one's spread, from 0 to 1.
+    pub guidance_rescale: f64,
     /// Samples per cell for quality; overrides `[quality] samples`.
     pub samples: Option<usize>,
     /// The resolved scheduler.
@@ -121,8 +139,18 @@ impl Experiment {
                 .map_or("experiment".into(), |s| s.to_string_lossy().into_owned())
         });
         let (model, base) = cx.model(&file.model)?;
+        let conditioning = match &file.conditioning {
+            Some(c) => cx.conditioning(c, &model.source)?,
+            None => None,
+        };
         let (seeds, batch) = cx.sampling(&file)?;
-        let samplers = cx.samplers(&file, &base, seeds.len())?;
+        let init_noise = file
+            .sampling
+            .as_ref()
+            .and_then(|s| s.init_noise.as_ref())
+            .map(|n| cx.existing_file(n, "sampling.init_noise", "initial noise file"))
+            .transpose()?;
+        let samplers = cx.samplers(&file, &base, seeds.len(), &model.source)?;
         let quality = file
             .quality
             .as_ref()
@@ -138,8 +166,10 @@ impl Experiment {
             name,
             output_dir,
             model,
+            conditioning,
             seeds,
             batch,
+            init_noise,
             samplers,
             quality,
             training_runs,
@@ -202,162 +232,6 @@ impl Reading<'_> {
             key,
             format!("no {what} at {}", resolved.display()),
         ))
-    }
-
-    /// `[model]`, and the model's training schedule that every sampler starts from.
-    fn model(
-        &mut self,
-        m: &ModelSection,
-    ) -> Result<(ModelSpec, Map<String, Value>), ExperimentError> {
-        let source = if m.path.get_ref() == "analytic" {
-            ModelSource::Analytic
-        } else {
-            let p = self.resolve(m.path.get_ref());
-            if !p.is_file() {
-                let message = format!(
-                    "no model file at {} (give the path of an ONNX file, relative to this experiment, or \"analytic\")",
-                    p.display()
-                );
-                return Err(self.error(m.path.span(), "model.path", message));
-            }
-            ModelSource::Onnx(p)
-        };
-        let prediction_type = m
-            .prediction_type
-            .as_ref()
-            .map(|p| {
-                PredictionType::from_name(p.get_ref()).ok_or_else(|| {
-                    let names = PredictionType::NAMES.join(", ");
-                    self.error(
-                        p.span(),
-                        "model.prediction_type",
-                        format!("{:?} is not one of {names}", p.get_ref()),
-                    )
-                })
-            })
-            .transpose()?;
-        let scheduler_config = match (&m.scheduler_config, &source) {
-            (Some(s), _) => Some(self.existing_file(s, "model.scheduler_config", "file")?),
-            // The training schedule beside the model, as diffusers keeps it.
-            (None, ModelSource::Onnx(model)) => model
-                .parent()
-                .map(|d| d.join("scheduler_config.json"))
-                .filter(|p| p.is_file()),
-            (None, ModelSource::Analytic) => None,
-        };
-        let mut base = match &scheduler_config {
-            Some(p) => read_json_object(p).map_err(|e| {
-                let span = m
-                    .scheduler_config
-                    .as_ref()
-                    .map_or(m.path.span(), Spanned::span);
-                self.error(span, "model.scheduler_config", e.to_string())
-            })?,
-            None => Map::new(),
-        };
-        if let Some(p) = prediction_type {
-            base.insert("prediction_type".into(), p.name().into());
-        }
-        let sample_shape = match &m.sample_shape {
-            Some(s) => {
-                check_sample_shape(*s.get_ref())
-                    .map_err(|e| self.error(s.span(), "model.sample_shape", e))?;
-                Some(*s.get_ref())
-            }
-            None => None,
-        };
-        let trt = m.tensorrt.as_ref();
-        let spec = ModelSpec {
-            source,
-            providers: self.providers(m)?,
-            fallback: m.fallback.unwrap_or(true),
-            device_id: m.device_id.unwrap_or(0),
-            prediction_type,
-            scheduler_config,
-            runtime: m.runtime.as_deref().map(|r| self.resolve(r)),
-            threads: self.threads(m)?,
-            tensorrt_fp16: trt.and_then(|t| t.fp16).unwrap_or(false),
-            tensorrt_engine_cache: trt
-                .and_then(|t| t.engine_cache.as_deref())
-                .map(|p| self.resolve(p)),
-            tensorrt_max_workspace: trt.and_then(|t| t.max_workspace),
-            roles: self.roles(m)?,
-            sample_shape,
-        };
-        Ok((spec, base))
-    }
-
-    /// `model.providers`, parsed once; none given means all, best first.
-    fn providers(&mut self, m: &ModelSection) -> Result<Vec<ProviderKind>, ExperimentError> {
-        let Some(list) = &m.providers else {
-            return Ok(ProviderKind::ALL.to_vec());
-        };
-        let mut providers = Vec::new();
-        for p in list {
-            let kind: ProviderKind = p.get_ref().parse().map_err(|_| {
-                self.error(
-                    p.span(),
-                    "model.providers",
-                    format!(
-                        "unknown execution provider {:?}; use tensorrt, cuda or cpu",
-                        p.get_ref()
-                    ),
-                )
-            })?;
-            if providers.contains(&kind) {
-                self.warn(
-                    None,
-                    p.span(),
-                    "model.providers",
-                    format!("{kind} is listed twice; it is tried once"),
-                );
-            } else {
-                providers.push(kind);
-            }
-        }
-        if providers.is_empty() {
-            let span = m.path.span();
-            return Err(self.error(
-                span,
-                "model.providers",
-                "list at least one provider: tensorrt, cuda or cpu",
-            ));
-        }
-        Ok(providers)
-    }
-
-    /// `model.threads`: at least 1, at most the cores this machine has (capped, with a warning).
-    fn threads(&mut self, m: &ModelSection) -> Result<Option<usize>, ExperimentError> {
-        let Some(t) = &m.threads else { return Ok(None) };
-        if *t.get_ref() == 0 {
-            return Err(self.error(t.span(), "model.threads", "must be at least 1"));
-        }
-        let (threads, note) = cap_threads(*t.get_ref());
-        if let Some(note) = note {
-            self.warn(None, t.span(), "model.threads", note);
-        }
-        Ok(Some(threads))
-    }
-
-    /// `[model.roles]`: each key a role difflab knows.
-    fn roles(&self, m: &ModelSection) -> Result<RoleOverrides, ExperimentError> {
-        let mut roles = RoleOverrides::new();
-        for (key, name) in m.roles.iter().flatten() {
-            let Some(role) = Role::from_key(key.get_ref()) else {
-                let known: Vec<String> = Role::ALL.iter().map(|r| r.key().to_string()).collect();
-                let mut message = format!(
-                    "unknown role `{}`; the roles are {}",
-                    key.get_ref(),
-                    known.join(", ")
-                );
-                if let Some(best) = closest(key.get_ref(), &known) {
-                    message.push_str(&format!("; did you mean `{best}`?"));
-                }
-                return Err(self.error(key.span(), "model.roles", message));
-            };
-            roles.insert(role, name.clone());
-        }
-        Ok(roles)
     }
 
     /// `[training] runs`: folders or files, and glob patterns (`runs/*`) expanded now, sorted; a
@@ -434,6 +308,7 @@ impl Reading<'_> {
         file: &ExperimentFile,
         base: &Map<String, Value>,
         seeds: usize,
+        source: &ModelSource,
     ) -> Result<Vec<SamplerSpec>, ExperimentError> {
         if file.samplers.get_ref().is_empty() {
             return Err(self.error(
@@ -444,7 +319,7 @@ impl Reading<'_> {
         }
         let mut samplers = Vec::new();
         for (i, s) in file.samplers.get_ref().iter().enumerate() {
-            samplers.push(self.sampler(i, s, base, seeds)?);
+            samplers.push(self.sampler(i, s, base, seeds, source)?);
         }
         Ok(samplers)
     }
@@ -455,6 +330,7 @@ impl Reading<'_> {
         s: &SamplerSection,
         base: &Map<String, Value>,
         seeds: usize,
+        source: &ModelSource,
     ) -> Result<SamplerSpec, ExperimentError> {
         let key = |k: &str| format!("sampler[{i}].{k}");
         let settings: Map<String, Value> = match &s.settings {
@@ -483,18 +359,8 @@ impl Reading<'_> {
         for w in &resolved.warnings {
             self.warn(Some(i), span.clone(), &place, w.clone());
         }
-        let steps = match s.steps.get_ref() {
-            Steps::One(n) => vec![*n],
-            Steps::Many(list) => list.clone(),
-        };
-        let train_steps = resolved.config.schedule().num_train_timesteps;
-        if steps.is_empty() || steps.iter().any(|&n| n == 0 || n > train_steps) {
-            return Err(self.error(
-                s.steps.span(),
-                &key("steps"),
-                format!("each step count must be from 1 to {train_steps} (the model's num_train_timesteps)"),
-            ));
-        }
+        let steps = self.steps(i, s, &resolved)?;
+        let (guidance, guidance_rescale) = self.guidance(i, s, source)?;
         if let Some(n) = &s.samples {
             self.check_samples(n, &key("samples"), seeds)?;
         }
@@ -503,9 +369,73 @@ impl Reading<'_> {
             name,
             settings,
             steps,
+            guidance,
+            guidance_rescale,
             samples: s.samples.as_ref().map(|n| *n.get_ref()),
             resolved,
         })
+    }
+
+    /// `steps`: each from 1 to the schedule's training steps.
+    fn steps(
+        &self,
+        i: usize,
+        s: &SamplerSection,
+        resolved: &Resolved,
+    ) -> Result<Vec<usize>, ExperimentError> {
+        let steps = match s.steps.get_ref() {
+            Steps::One(n) => vec![*n],
+            Steps::Many(list) => list.clone(),
+        };
+        let train_steps = resolved.config.schedule().num_train_timesteps;
+        if steps.is_empty() || steps.iter().any(|&n| n == 0 || n > train_steps) {
+            return Err(self.error(
+                s.steps.span(),
+                &format!("sampler[{i}].steps"),
+                format!("each step count must be from 1 to {train_steps} (the model's num_train_timesteps)"),
+            ));
+        }
+        Ok(steps)
+    }
+
+    /// `guidance` (default 1: none) and `guidance_rescale` (default 0). Guidance on the analytic
+    /// model, which takes no conditioning, changes nothing: a warning.
+    fn guidance(
+        &mut self,
+        i: usize,
+        s: &SamplerSection,
+        source: &ModelSource,
+    ) -> Result<(Vec<f64>, f64), ExperimentError> {
+        let key = |k: &str| format!("sampler[{i}].{k}");
+        let scales = match s.guidance.as_ref().map(Spanned::get_ref) {
+            None => vec![1.0],
+            Some(Guidance::One(g)) => vec![*g],
+            Some(Guidance::Many(list)) => list.clone(),
+        };
+        if let Some(g) = &s.guidance {
+            if scales.is_empty() {
+                let message = "list at least one guidance scale (1 = no guidance)";
+                return Err(self.error(g.span(), &key("guidance"), message));
+            }
+            if scales.iter().any(|g| !(g.is_finite() && *g >= 0.0)) {
+                let message = "guidance must be ≥ 0 (1 = no guidance)";
+                return Err(self.error(g.span(), &key("guidance"), message));
+            }
+            if *source == ModelSource::Analytic && scales.iter().any(|&g| g != 1.0) {
+                let message = "the analytic model takes no conditioning; guidance changes nothing";
+                self.warn(Some(i), g.span(), &key("guidance"), message.into());
+            }
+        }
+        let rescale = s.guidance_rescale.as_ref().map_or(Ok(0.0), |r| {
+            let v = *r.get_ref();
+            if (0.0..=1.0).contains(&v) {
+                Ok(v)
+            } else {
+                let message = "guidance_rescale must be from 0 to 1 (0 = no rescaling)";
+                Err(self.error(r.span(), &key("guidance_rescale"), message))
+            }
+        })?;
+        Ok((scales, rescale))
     }
 
     /// A sampler that does not resolve: the error at its settings or its name, with a "did you mean".

@@ -12,6 +12,7 @@ pub(super) struct ExperimentFile {
     pub name: Option<String>,
     pub output: Option<String>,
     pub model: ModelSection,
+    pub conditioning: Option<Spanned<ConditioningSection>>,
     pub sampling: Option<SamplingSection>,
     #[serde(rename = "sampler")]
     pub samplers: Spanned<Vec<SamplerSection>>,
@@ -33,6 +34,19 @@ pub(super) struct ModelSection {
     pub tensorrt: Option<TensorRtSection>,
     pub roles: Option<BTreeMap<Spanned<String>, String>>,
     pub sample_shape: Option<Spanned<[usize; 3]>>,
+    pub vae_decoder: Option<Spanned<String>>,
+    pub text_encoder: Option<Spanned<String>>,
+    pub tokenizer: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ConditioningSection {
+    pub prompts: Option<Spanned<Vec<String>>>,
+    pub negative_prompt: Option<Spanned<String>>,
+    pub embeddings: Option<Spanned<String>>,
+    pub classes: Option<Spanned<Vec<Spanned<i64>>>>,
+    pub null_class: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -48,6 +62,7 @@ pub(super) struct TensorRtSection {
 pub(super) struct SamplingSection {
     pub seeds: Option<Spanned<Seeds>>,
     pub batch: Option<Spanned<usize>>,
+    pub init_noise: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -71,6 +86,16 @@ pub(super) enum Steps {
 }
 
 #[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "`guidance` must be a guidance scale or a list of them, e.g. 7.5 or [1.0, 7.5]"
+)]
+pub(super) enum Guidance {
+    One(f64),
+    Many(Vec<f64>),
+}
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SamplerSection {
     pub name: Spanned<String>,
@@ -78,6 +103,8 @@ pub(super) struct SamplerSection {
     pub label: Option<String>,
     pub settings: Option<Spanned<toml::Table>>,
     pub samples: Option<Spanned<usize>>,
+    pub guidance: Option<Spanned<Guidance>>,
+    pub guidance_rescale: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]

@@ -63,6 +63,10 @@ pub fn load_model(experiment: &Experiment) -> Result<LoadedModel, EngineError> {
                 providers_summary: String::new(),
             })
         }
+        ModelSource::Pipeline(dir) => Err(EngineError::Options(format!(
+            "{}: pipeline folders do not run yet; give the U-Net's unet/model.onnx as `model.path`",
+            dir.display()
+        ))),
         ModelSource::Onnx(path) => {
             let model = OnnxDenoiser::load(path, &onnx_options(experiment))?;
             let info = model.info();

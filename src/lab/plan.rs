@@ -1,7 +1,7 @@
 //! An experiment becomes cells: one per (sampler, step count), all on the same seeds.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -93,6 +93,7 @@ fn inputs_hash(experiment: &Experiment) -> std::io::Result<Vec<u8>> {
     let mut hash = Sha256::new();
     match &experiment.model.source {
         ModelSource::Onnx(path) => hash_file(&mut hash, path)?,
+        ModelSource::Pipeline(dir) => hash_pipeline(&mut hash, dir)?,
         ModelSource::Analytic => {
             hash.update(format!("analytic {:?}", experiment.model.sample_shape))
         }
@@ -103,6 +104,39 @@ fn inputs_hash(experiment: &Experiment) -> std::io::Result<Vec<u8>> {
         hash.update(format!("{} {}", q.kid_subsets, q.kid_subset_size));
     }
     Ok(hash.finalize().to_vec())
+}
+
+/// A pipeline folder by its parts: every model.onnx (with its model.onnx_data) and every .json
+/// config, in sorted order and named, so a change to any part changes the hash.
+fn hash_pipeline(hash: &mut Sha256, dir: &Path) -> std::io::Result<()> {
+    let mut files = Vec::new();
+    pipeline_files(dir, &mut files)?;
+    files.sort();
+    for file in files {
+        let name = file.strip_prefix(dir).unwrap_or(&file);
+        hash.update(name.to_string_lossy().as_bytes());
+        hash_file(hash, &file)?;
+    }
+    Ok(())
+}
+
+fn pipeline_files(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        // Only real folders: a link to a folder could loop.
+        if entry.file_type()?.is_dir() {
+            pipeline_files(&path, files)?;
+            continue;
+        }
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let part = name == "model.onnx" || name == "model.onnx_data" || name.ends_with(".json");
+        if part && path.is_file() {
+            files.push(path);
+        }
+    }
+    Ok(())
 }
 
 fn hash_file(hash: &mut Sha256, path: &Path) -> std::io::Result<()> {
@@ -123,7 +157,8 @@ fn hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::selects;
+    use super::{hash_pipeline, selects};
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn only_picks_a_cell_or_a_label_prefix() {
@@ -134,5 +169,32 @@ mod tests {
         assert!(!selects("dpm", "ddpm", "ddpm 1000"));
         assert!(selects("dpm", "dpm++2m", "dpm++2m 20"));
         assert!(!selects(" ", "ddim", "ddim 10"));
+    }
+
+    #[test]
+    fn a_pipeline_hashes_its_models_and_configs_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        let hash = || {
+            let mut h = Sha256::new();
+            hash_pipeline(&mut h, dir.path()).unwrap();
+            h.finalize().to_vec()
+        };
+        write("model_index.json", "{}");
+        write("unet/model.onnx", "unet");
+        write("unet/model.onnx_data", "weights");
+        write("reference/latents.npy", "x");
+        let first = hash();
+        write("reference/latents.npy", "y");
+        assert_eq!(hash(), first, "other files are not parts");
+        write("unet/model.onnx_data", "new weights");
+        let second = hash();
+        assert_ne!(second, first);
+        write("scheduler/scheduler_config.json", "{}");
+        assert_ne!(hash(), second);
     }
 }

@@ -191,7 +191,8 @@ fn draw_status(frame: &mut Frame, state: &State, area: Rect) {
     if let Some(e) = &state.experiment {
         let model = match &e.model.source {
             crate::experiment::ModelSource::Analytic => "analytic model".to_string(),
-            crate::experiment::ModelSource::Onnx(p) => {
+            crate::experiment::ModelSource::Onnx(p)
+            | crate::experiment::ModelSource::Pipeline(p) => {
                 p.file_name().map_or(p.display().to_string(), |f| {
                     f.to_string_lossy().into_owned()
                 })

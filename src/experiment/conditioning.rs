@@ -1,0 +1,108 @@
+//! `[conditioning]`: what the model is conditioned on, text (prompts or their embeddings) or a class.
+
+use std::path::PathBuf;
+
+use toml::Spanned;
+
+use super::schema::ConditioningSection;
+use super::{ExperimentError, ModelSource, Reading};
+
+/// What every sample is conditioned on: prompt rows (or precomputed embedding rows), or class labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConditioningSpec {
+    /// One row per prompt; the seeds repeat for each. Only labels when `embeddings` is given.
+    pub prompts: Vec<String>,
+    /// `None`: the lab decides ("" or zeros, as the pipeline does).
+    pub negative_prompt: Option<String>,
+    /// A [P, S, D] .npy of text embeddings, used instead of a text encoder (resolved).
+    pub embeddings: Option<PathBuf>,
+    /// Class-conditional: seed i uses `classes[i % len]`.
+    pub classes: Vec<i64>,
+    /// The unconditional class for classifier-free guidance.
+    pub null_class: Option<i64>,
+}
+
+impl Reading<'_> {
+    /// `[conditioning]`; an empty table is a warning and conditions nothing.
+    pub(super) fn conditioning(
+        &mut self,
+        c: &Spanned<ConditioningSection>,
+        source: &ModelSource,
+    ) -> Result<Option<ConditioningSpec>, ExperimentError> {
+        if *source == ModelSource::Analytic {
+            let message = "the analytic model takes no conditioning; remove [conditioning]";
+            return Err(self.error(c.span(), "conditioning", message));
+        }
+        let s = c.get_ref();
+        if s.prompts.is_none()
+            && s.negative_prompt.is_none()
+            && s.embeddings.is_none()
+            && s.classes.is_none()
+            && s.null_class.is_none()
+        {
+            let message = "[conditioning] is empty; the model runs unconditioned".to_string();
+            self.warn(None, c.span(), "conditioning", message);
+            return Ok(None);
+        }
+        self.text_or_class(s)?;
+        let prompts = s
+            .prompts
+            .as_ref()
+            .map_or(Vec::new(), |p| p.get_ref().clone());
+        let embeddings = s
+            .embeddings
+            .as_ref()
+            .map(|e| self.existing_file(e, "conditioning.embeddings", "embeddings file"))
+            .transpose()?;
+        Ok(Some(ConditioningSpec {
+            prompts,
+            negative_prompt: s.negative_prompt.as_ref().map(|n| n.get_ref().clone()),
+            embeddings,
+            classes: self.classes(s)?,
+            null_class: s.null_class.as_ref().map(|n| *n.get_ref()),
+        }))
+    }
+
+    /// A run is text- or class-conditional, never both; a negative prompt goes with text, a null
+    /// class with classes.
+    fn text_or_class(&self, s: &ConditioningSection) -> Result<(), ExperimentError> {
+        let text = s.prompts.is_some() || s.embeddings.is_some();
+        if let (true, Some(c)) = (text, &s.classes) {
+            let message = "give prompts (or embeddings) or classes, not both: a run is text- or class-conditional";
+            return Err(self.error(c.span(), "conditioning.classes", message));
+        }
+        if let Some(p) = s.prompts.as_ref().filter(|p| p.get_ref().is_empty()) {
+            let message = "list at least one prompt";
+            return Err(self.error(p.span(), "conditioning.prompts", message));
+        }
+        if let (false, Some(n)) = (text, &s.negative_prompt) {
+            let message = "a negative prompt goes with `prompts` or `embeddings`";
+            return Err(self.error(n.span(), "conditioning.negative_prompt", message));
+        }
+        if let (None, Some(n)) = (&s.classes, &s.null_class) {
+            let message = "`null_class` goes with `classes`";
+            return Err(self.error(n.span(), "conditioning.null_class", message));
+        }
+        Ok(())
+    }
+
+    /// `classes` and `null_class`: labels are ≥ 0, and a list has at least one.
+    fn classes(&self, s: &ConditioningSection) -> Result<Vec<i64>, ExperimentError> {
+        if let Some(n) = s.null_class.as_ref().filter(|n| *n.get_ref() < 0) {
+            let message = "a class label must be ≥ 0";
+            return Err(self.error(n.span(), "conditioning.null_class", message));
+        }
+        let Some(list) = &s.classes else {
+            return Ok(Vec::new());
+        };
+        if list.get_ref().is_empty() {
+            let message = "list at least one class";
+            return Err(self.error(list.span(), "conditioning.classes", message));
+        }
+        if let Some(c) = list.get_ref().iter().find(|c| *c.get_ref() < 0) {
+            let message = "a class label must be ≥ 0";
+            return Err(self.error(c.span(), "conditioning.classes", message));
+        }
+        Ok(list.get_ref().iter().map(|c| *c.get_ref()).collect())
+    }
+}

@@ -1,0 +1,274 @@
+//! `[model]`: which model, on which execution providers, with which training schedule.
+
+use std::path::PathBuf;
+
+use serde_json::{Map, Value};
+use toml::Spanned;
+
+use super::schema::ModelSection;
+use super::{ExperimentError, ModelSource, ModelSpec, Reading, closest};
+use crate::engine::limits::{cap_threads, check_sample_shape};
+use crate::engine::{ProviderKind, Role, RoleOverrides};
+use crate::sampler::PredictionType;
+use crate::sampler::config::read_json_object;
+
+/// The VAE decoder, text encoder and tokenizer given beside a U-Net file.
+type Parts = (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>);
+
+impl Reading<'_> {
+    /// `[model]`, and the model's training schedule that every sampler starts from.
+    pub(super) fn model(
+        &mut self,
+        m: &ModelSection,
+    ) -> Result<(ModelSpec, Map<String, Value>), ExperimentError> {
+        let source = self.source(m)?;
+        let prediction_type = self.prediction_type(m)?;
+        let (scheduler_config, base) = self.schedule(m, &source, prediction_type)?;
+        let sample_shape = match &m.sample_shape {
+            Some(s) => {
+                check_sample_shape(*s.get_ref())
+                    .map_err(|e| self.error(s.span(), "model.sample_shape", e))?;
+                Some(*s.get_ref())
+            }
+            None => None,
+        };
+        let (vae_decoder, text_encoder, tokenizer) = self.parts(m, &source)?;
+        let trt = m.tensorrt.as_ref();
+        let spec = ModelSpec {
+            source,
+            providers: self.providers(m)?,
+            fallback: m.fallback.unwrap_or(true),
+            device_id: m.device_id.unwrap_or(0),
+            prediction_type,
+            scheduler_config,
+            runtime: m.runtime.as_deref().map(|r| self.resolve(r)),
+            threads: self.threads(m)?,
+            tensorrt_fp16: trt.and_then(|t| t.fp16).unwrap_or(false),
+            tensorrt_engine_cache: trt
+                .and_then(|t| t.engine_cache.as_deref())
+                .map(|p| self.resolve(p)),
+            tensorrt_max_workspace: trt.and_then(|t| t.max_workspace),
+            roles: self.roles(m)?,
+            sample_shape,
+            vae_decoder,
+            text_encoder,
+            tokenizer,
+        };
+        Ok((spec, base))
+    }
+
+    /// `model.path`: "analytic", a U-Net .onnx file or a pipeline folder (with model_index.json).
+    fn source(&self, m: &ModelSection) -> Result<ModelSource, ExperimentError> {
+        if m.path.get_ref() == "analytic" {
+            return Ok(ModelSource::Analytic);
+        }
+        let p = self.resolve(m.path.get_ref());
+        if p.is_dir() {
+            if p.join("model_index.json").is_file() {
+                return Ok(ModelSource::Pipeline(p));
+            }
+            let message = format!(
+                "{} is a folder without model_index.json; give the U-Net .onnx file or a pipeline folder as `optimum-cli export onnx --task text-to-image` writes it",
+                p.display()
+            );
+            return Err(self.error(m.path.span(), "model.path", message));
+        }
+        if !p.is_file() {
+            let message = format!(
+                "no model file at {} (give the path of an ONNX file, relative to this experiment, or \"analytic\")",
+                p.display()
+            );
+            return Err(self.error(m.path.span(), "model.path", message));
+        }
+        Ok(ModelSource::Onnx(p))
+    }
+
+    fn prediction_type(&self, m: &ModelSection) -> Result<Option<PredictionType>, ExperimentError> {
+        let Some(p) = &m.prediction_type else {
+            return Ok(None);
+        };
+        PredictionType::from_name(p.get_ref())
+            .map(Some)
+            .ok_or_else(|| {
+                let names = PredictionType::NAMES.join(", ");
+                self.error(
+                    p.span(),
+                    "model.prediction_type",
+                    format!("{:?} is not one of {names}", p.get_ref()),
+                )
+            })
+    }
+
+    /// The training schedule: `model.scheduler_config`, else the one diffusers keeps with the model
+    /// (beside a U-Net file, in a pipeline's scheduler/ folder); a set prediction type wins over it.
+    fn schedule(
+        &self,
+        m: &ModelSection,
+        source: &ModelSource,
+        prediction_type: Option<PredictionType>,
+    ) -> Result<(Option<PathBuf>, Map<String, Value>), ExperimentError> {
+        let scheduler_config = match (&m.scheduler_config, source) {
+            (Some(s), _) => Some(self.existing_file(s, "model.scheduler_config", "file")?),
+            (None, ModelSource::Onnx(model)) => model
+                .parent()
+                .map(|d| d.join("scheduler_config.json"))
+                .filter(|p| p.is_file()),
+            (None, ModelSource::Pipeline(dir)) => {
+                Some(dir.join("scheduler").join("scheduler_config.json")).filter(|p| p.is_file())
+            }
+            (None, ModelSource::Analytic) => None,
+        };
+        let mut base = match &scheduler_config {
+            Some(p) => read_json_object(p).map_err(|e| {
+                let span = m
+                    .scheduler_config
+                    .as_ref()
+                    .map_or(m.path.span(), Spanned::span);
+                self.error(span, "model.scheduler_config", e.to_string())
+            })?,
+            None => Map::new(),
+        };
+        if let Some(p) = prediction_type {
+            base.insert("prediction_type".into(), p.name().into());
+        }
+        Ok((scheduler_config, base))
+    }
+
+    /// `model.vae_decoder`, `text_encoder` and `tokenizer`: the other parts of a pipeline, named one
+    /// by one beside a bare U-Net file (a pipeline folder holds its own).
+    fn parts(&mut self, m: &ModelSection, source: &ModelSource) -> Result<Parts, ExperimentError> {
+        let given = [
+            ("vae_decoder", &m.vae_decoder),
+            ("text_encoder", &m.text_encoder),
+            ("tokenizer", &m.tokenizer),
+        ];
+        for (name, value) in given {
+            let Some(v) = value else { continue };
+            let message = match source {
+                ModelSource::Onnx(_) => continue,
+                ModelSource::Pipeline(_) => format!(
+                    "the pipeline folder has its own {name}; leave this key out, or give the U-Net .onnx file as `path`"
+                ),
+                ModelSource::Analytic => format!("the analytic model has no {name}"),
+            };
+            return Err(self.error(v.span(), &format!("model.{name}"), message));
+        }
+        let file = |v: &Option<Spanned<String>>, key: &str, what: &str| {
+            v.as_ref()
+                .map(|p| self.existing_file(p, key, what))
+                .transpose()
+        };
+        let vae_decoder = file(&m.vae_decoder, "model.vae_decoder", "VAE decoder file")?;
+        let text_encoder = file(&m.text_encoder, "model.text_encoder", "text encoder file")?;
+        let tokenizer = m
+            .tokenizer
+            .as_ref()
+            .map(|t| self.tokenizer(t))
+            .transpose()?;
+        match (&m.text_encoder, &m.tokenizer) {
+            (Some(t), None) => {
+                let message = "a text encoder needs its tokenizer: add `tokenizer`, the folder with vocab.json and merges.txt (or tokenizer.json)";
+                return Err(self.error(t.span(), "model.text_encoder", message));
+            }
+            (None, Some(t)) => self.warn(
+                None,
+                t.span(),
+                "model.tokenizer",
+                "a tokenizer without `text_encoder` is not used".into(),
+            ),
+            _ => {}
+        }
+        Ok((vae_decoder, text_encoder, tokenizer))
+    }
+
+    /// `model.tokenizer`: a folder with a tokenizer.json, or a CLIP vocab.json and merges.txt.
+    fn tokenizer(&self, t: &Spanned<String>) -> Result<PathBuf, ExperimentError> {
+        let dir = self.resolve(t.get_ref());
+        let message = if !dir.is_dir() {
+            format!("no tokenizer folder at {}", dir.display())
+        } else if dir.join("tokenizer.json").is_file()
+            || (dir.join("vocab.json").is_file() && dir.join("merges.txt").is_file())
+        {
+            return Ok(dir);
+        } else {
+            format!(
+                "{} holds neither tokenizer.json nor vocab.json with merges.txt",
+                dir.display()
+            )
+        };
+        Err(self.error(t.span(), "model.tokenizer", message))
+    }
+
+    /// `model.providers`, parsed once; none given means all, best first.
+    fn providers(&mut self, m: &ModelSection) -> Result<Vec<ProviderKind>, ExperimentError> {
+        let Some(list) = &m.providers else {
+            return Ok(ProviderKind::ALL.to_vec());
+        };
+        let mut providers = Vec::new();
+        for p in list {
+            let kind: ProviderKind = p.get_ref().parse().map_err(|_| {
+                self.error(
+                    p.span(),
+                    "model.providers",
+                    format!(
+                        "unknown execution provider {:?}; use tensorrt, cuda or cpu",
+                        p.get_ref()
+                    ),
+                )
+            })?;
+            if providers.contains(&kind) {
+                self.warn(
+                    None,
+                    p.span(),
+                    "model.providers",
+                    format!("{kind} is listed twice; it is tried once"),
+                );
+            } else {
+                providers.push(kind);
+            }
+        }
+        if providers.is_empty() {
+            let span = m.path.span();
+            return Err(self.error(
+                span,
+                "model.providers",
+                "list at least one provider: tensorrt, cuda or cpu",
+            ));
+        }
+        Ok(providers)
+    }
+
+    /// `model.threads`: at least 1, at most the cores this machine has (capped, with a warning).
+    fn threads(&mut self, m: &ModelSection) -> Result<Option<usize>, ExperimentError> {
+        let Some(t) = &m.threads else { return Ok(None) };
+        if *t.get_ref() == 0 {
+            return Err(self.error(t.span(), "model.threads", "must be at least 1"));
+        }
+        let (threads, note) = cap_threads(*t.get_ref());
+        if let Some(note) = note {
+            self.warn(None, t.span(), "model.threads", note);
+        }
+        Ok(Some(threads))
+    }
+
+    /// `[model.roles]`: each key a role difflab knows.
+    fn roles(&self, m: &ModelSection) -> Result<RoleOverrides, ExperimentError> {
+        let mut roles = RoleOverrides::new();
+        for (key, name) in m.roles.iter().flatten() {
+            let Some(role) = Role::from_key(key.get_ref()) else {
+                let known: Vec<String> = Role::ALL.iter().map(|r| r.key().to_string()).collect();
+                let mut message = format!(
+                    "unknown role `{}`; the roles are {}",
+                    key.get_ref(),
+                    known.join(", ")
+                );
+                if let Some(best) = closest(key.get_ref(), &known) {
+                    message.push_str(&format!("; did you mean `{best}`?"));
+                }
+                return Err(self.error(key.span(), "model.roles", message));
+            };
+            roles.insert(role, name.clone());
+        }
+        Ok(roles)
+    }
+}
