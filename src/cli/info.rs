@@ -1,16 +1,21 @@
-//! `difflab info MODEL.onnx`: what the engine makes of a model.
+//! `difflab info MODEL`: what the engine makes of a model: a U-Net file, a whole pipeline folder (every
+//! component), or any other ONNX file (its inputs, outputs and what difflab would use it as).
 
 use std::io::Write;
 use std::path::PathBuf;
 
+use crate::engine::describe::describe_onnx;
 use crate::engine::limits::{cap_threads, check_sample_shape};
-use crate::engine::{OnnxOptions, ProviderKind, ProviderOptions, RoleOverrides, inspect, roles};
+use crate::engine::pipeline_folder::read_pipeline;
+use crate::engine::{
+    EngineError, OnnxOptions, ProviderKind, ProviderOptions, RoleOverrides, inspect, roles,
+};
 use crate::sampler::PredictionType;
 use clap::Args;
 
 #[derive(Args, Debug)]
 pub struct InfoArgs {
-    /// The model (.onnx).
+    /// The model: a U-Net (.onnx), a pipeline folder (with model_index.json), or any ONNX file.
     pub model: PathBuf,
     /// Execution providers in order of preference: tensorrt, cuda, cpu (repeat or separate with commas).
     /// With fallback on, the CPU runs the model when none of them can.
@@ -100,18 +105,70 @@ pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
     if let Some((_, Some(note))) = args.threads.map(cap_threads) {
         eprintln!("warning: {note}");
     }
+    let text = if args.model.is_dir() {
+        pipeline(args)?
+    } else {
+        model(&args.model, args, &args.options())?
+    };
+    // A closed pipe (`difflab info … | head`) is not an error.
+    let mut stdout = std::io::stdout().lock();
+    match write!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// A denoiser's full report, or for any other ONNX file what it is to difflab.
+fn model(path: &std::path::Path, args: &InfoArgs, options: &OnnxOptions) -> anyhow::Result<String> {
     let mut batches = vec![1];
     if args.batch > 1 {
         batches.push(args.batch);
     }
-    let report = inspect(&args.model, &args.options(), &batches, args.runs)?;
-    if let Some(note) = &report.non_finite {
-        eprintln!("warning: {note}");
+    match inspect(path, options, &batches, args.runs) {
+        Ok(report) => {
+            if let Some(note) = &report.non_finite {
+                eprintln!("warning: {note}");
+            }
+            Ok(report.to_string())
+        }
+        // Another network of a pipeline is described; a would-be denoiser whose inputs do not fit is an error.
+        Err(EngineError::Roles { problem, path }) => {
+            let mut plain = options.clone();
+            plain.profile_nodes = false;
+            match describe_onnx(&path, &plain) {
+                Ok((text, true)) => Ok(text),
+                _ => Err(EngineError::Roles { problem, path }.into()),
+            }
+        }
+        Err(e) => Err(e.into()),
     }
-    // A closed pipe (`difflab info … | head`) is not an error.
-    let mut stdout = std::io::stdout().lock();
-    match write!(stdout, "{report}").and_then(|()| stdout.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
+}
+
+/// Every component of a pipeline folder: the folder's parts, the U-Net's full report, the other networks.
+fn pipeline(args: &InfoArgs) -> anyhow::Result<String> {
+    let folder = read_pipeline(&args.model)?;
+    let mut text = format!("pipeline  {} ({})\n", folder.class_name, args.model.display());
+    for line in folder.describe() {
+        text.push_str(&format!("  {line}\n"));
     }
+    for warning in &folder.warnings {
+        text.push_str(&format!("  note: {warning}\n"));
+    }
+    let mut options = args.options();
+    options.sample_shape = options.sample_shape.or(folder.latent_shape());
+    text.push_str("\nunet\n");
+    text.push_str(&model(&folder.unet, args, &options)?);
+    let mut plain = args.options();
+    plain.profile_nodes = false;
+    plain.roles.clear();
+    let others = folder
+        .vae_decoder
+        .iter()
+        .map(|v| v.model.clone())
+        .chain(folder.text_encoders.iter().map(|t| t.model.clone()));
+    for path in others {
+        text.push('\n');
+        text.push_str(&describe_onnx(&path, &plain)?.0);
+    }
+    Ok(text)
 }

@@ -26,6 +26,10 @@ pub struct Args {
     /// Rerun cells even when an earlier result with the same inputs exists.
     #[arg(long)]
     pub force: bool,
+    /// Also write each cell's finished samples as samples/<cell>.npy: float32 [N, C, H, W] images in [0, 1]
+    /// (decoded for latent models), in seed order, prompt-major when there are prompts.
+    #[arg(long)]
+    pub save_samples: bool,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -42,12 +46,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         RunOptions {
             only: args.only.clone(),
             force: args.force,
+            save_samples: args.save_samples,
         },
     );
     let fancy = std::io::stderr().is_terminal();
     let bars = MultiProgress::new();
     let mut cell_bars: BTreeMap<usize, ProgressBar> = BTreeMap::new();
     let mut names = Vec::new();
+    let mut row_labels = Vec::new();
     let mut done = Vec::new();
     let mut images: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
     let mut shape = [1, 1, 1];
@@ -67,6 +73,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                     experiment.path.display(),
                     cells.len()
                 );
+                row_labels = cells.first().map(|c| c.preview_labels()).unwrap_or_default();
                 for (i, c) in cells.iter().enumerate() {
                     names.push(c.name.clone());
                     if fancy {
@@ -180,7 +187,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         comparison_grid(
             &columns,
             shape,
-            &experiment.seeds,
+            &row_labels,
             &out_dir.join("comparison.png"),
         )?;
     }

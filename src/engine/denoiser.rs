@@ -57,6 +57,12 @@ pub trait Denoiser: Send {
         out: &mut [f32],
     ) -> Result<(), DenoiseError>;
 
+    /// How many times the model itself has run so far, where one predict call may take several runs (a
+    /// scalar-timestep model runs once per distinct timestep); `None` when every call is one run.
+    fn runs(&self) -> Option<usize> {
+        None
+    }
+
     /// Whether the model takes conditioning (class labels, text embeddings, ...).
     fn is_conditional(&self) -> bool {
         false

@@ -37,7 +37,7 @@ impl fmt::Display for PredictionSource {
             PredictionSource::Given => f.write_str("given"),
             PredictionSource::SchedulerConfig(p) => write!(f, "from {}", p.display()),
             PredictionSource::Default => {
-                f.write_str("default; no scheduler_config.json beside the model")
+                f.write_str("default; no scheduler_config.json beside the model or in its pipeline folder")
             }
         }
     }
@@ -66,6 +66,8 @@ pub struct OnnxDenoiser {
     /// The rows batch items are conditioned on (see [`Denoiser::predict_with`]).
     conditions: Vec<Condition>,
     scratch: Scratch,
+    /// Session runs so far.
+    runs: usize,
 }
 
 impl fmt::Debug for OnnxDenoiser {
@@ -103,6 +105,7 @@ impl OnnxDenoiser {
             prediction_source,
             conditions: Vec::new(),
             scratch: Scratch::default(),
+            runs: 0,
         })
     }
 
@@ -332,6 +335,7 @@ impl OnnxDenoiser {
             roles,
             scratch,
             conditions,
+            runs,
             ..
         } = self;
         // Padding a fixed-batch model's last chunk repeats the last item; its output is dropped.
@@ -358,6 +362,7 @@ impl OnnxDenoiser {
         )];
         scratch.views(roles, &mut inputs).map_err(model_err)?;
         let outputs = model.session.run(inputs).map_err(model_err)?;
+        *runs += 1;
         read_output(&outputs, roles, m, n, out)
     }
 }
@@ -449,6 +454,10 @@ impl Denoiser for OnnxDenoiser {
         self.roles.is_conditional()
     }
 
+    fn runs(&self) -> Option<usize> {
+        Some(self.runs)
+    }
+
     /// Batches larger than a fixed-batch model's are split (the last chunk padded); a model with a scalar
     /// timestep runs once per distinct timestep. Integer timestep inputs get the timesteps rounded; float16
     /// models are converted at the boundary.
@@ -484,6 +493,16 @@ impl Denoiser for OnnxDenoiser {
     }
 }
 
+/// The scheduler config beside a model file, or a pipeline folder's `scheduler/` for its `unet/model.onnx`.
+fn scheduler_config_of(model: &Path) -> PathBuf {
+    let beside = model.with_file_name("scheduler_config.json");
+    let unet_dir = model.parent().filter(|d| d.file_name().is_some_and(|n| n == "unet"));
+    match unet_dir.and_then(Path::parent) {
+        Some(root) if !beside.is_file() => root.join("scheduler").join("scheduler_config.json"),
+        _ => beside,
+    }
+}
+
 /// The prediction type: given, else `scheduler_config.json` beside the model, else epsilon.
 fn prediction_type(
     model: &Path,
@@ -492,7 +511,7 @@ fn prediction_type(
     if let Some(p) = given {
         return Ok((p, PredictionSource::Given));
     }
-    let config = model.with_file_name("scheduler_config.json");
+    let config = scheduler_config_of(model);
     let text = match std::fs::read_to_string(&config) {
         Ok(text) => text,
         Err(_) => return Ok((PredictionType::Epsilon, PredictionSource::Default)),

@@ -11,7 +11,8 @@ use super::error::EngineError;
 use super::onnx::{OnnxDenoiser, PredictionSource};
 use super::session::OnnxOptions;
 use super::providers::{ProviderAttempt, ProviderKind};
-use super::roles::{Role, TensorSpec, shape_text};
+use super::condition::{Condition, ItemTensor};
+use super::roles::{Dim, ModelRoles, Role, TensorSpec, shape_text};
 use super::runtime::RuntimeInfo;
 use crate::sampler::PredictionType;
 
@@ -58,6 +59,7 @@ pub fn inspect(
     let mut options = options.clone();
     options.profile_nodes = true;
     let mut model = OnnxDenoiser::load(&path, &options)?;
+    model.set_conditions(vec![timing_condition(model.roles())])?;
     let info = model.info();
     let per_item: usize = info.sample_shape.iter().product();
 
@@ -250,4 +252,30 @@ fn write_tensors(
         )?;
     }
     Ok(())
+}
+
+/// Zero conditioning to time a conditional model with: a symbolic token count becomes CLIP's 77 and any other
+/// symbolic dim 1, so a text-conditional U-Net can be called without a prompt.
+fn timing_condition(roles: &ModelRoles) -> Condition {
+    let mut condition = Condition::default();
+    for (role, spec) in roles.float_conditions() {
+        let rank = spec.dims.len();
+        let shape: Vec<usize> = spec.dims[1..]
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match d {
+                Dim::Fixed(n) => *n,
+                Dim::Symbolic(_) if rank == 3 && i == 0 => 77,
+                Dim::Symbolic(_) => 1,
+            })
+            .collect();
+        let value = Some(ItemTensor::zeros(shape));
+        match role {
+            Role::Conditioning => condition.hidden_states = value,
+            Role::TextEmbeds => condition.text_embeds = value,
+            Role::TimeIds => condition.time_ids = value,
+            _ => condition.timestep_cond = value,
+        }
+    }
+    condition
 }

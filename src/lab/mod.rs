@@ -1,6 +1,7 @@
 //! Running samplers on models: the denoising loop that drives a [`Scheduler`] with a [`Denoiser`],
 //! and the lab that turns an experiment into cells and runs them.
 
+pub mod conditioning;
 pub mod guidance;
 pub mod images;
 pub mod latent_preview;
@@ -8,6 +9,7 @@ pub mod model;
 pub mod plan;
 pub mod plots;
 pub mod results;
+pub mod samples;
 pub mod runner;
 
 pub use crate::path_error::PathError;

@@ -1,8 +1,14 @@
-//! The experiment's model and feature network, loaded through the engine.
+//! The experiment's model and feature network, loaded through the engine: a U-Net file (with explicit VAE
+//! decoder, text encoder and tokenizer when it has them), a whole pipeline folder, or the analytic model.
 
+use std::path::{Path, PathBuf};
+
+use super::conditioning::{ConditionSources, RunConditions, build};
+use super::latent_preview::LatentPreview;
+use crate::engine::pipeline_folder::{Family, PipelineFolder, read_pipeline, read_vae_decoder};
 use crate::engine::{
     AnalyticDenoiser, Denoiser, EngineError, GaussianMixture, OnnxDenoiser, OnnxFeatures,
-    OnnxOptions, ProviderOptions, describe_attempts, summarize_attempts,
+    OnnxOptions, ProviderOptions, TextEncoder, VaeDecoder, describe_attempts, summarize_attempts,
 };
 use crate::experiment::{Experiment, ModelSource};
 use crate::sampler::{NoiseSchedule, PredictionType};
@@ -10,6 +16,7 @@ use crate::sampler::{NoiseSchedule, PredictionType};
 /// The model, ready to run, with what to tell the user about where it runs.
 pub struct LoadedModel {
     pub denoiser: Box<dyn Denoiser>,
+    /// One sample's C, H, W (latent for latent models).
     pub sample_shape: [usize; 3],
     /// The provider that runs it.
     pub provider: String,
@@ -17,6 +24,16 @@ pub struct LoadedModel {
     pub providers_note: String,
     /// The providers that did not run, in a few words (empty when the first choice runs).
     pub providers_summary: String,
+    /// Latents to images, for latent models.
+    pub decoder: Option<VaeDecoder>,
+    /// One finished image's C, H, W (the sample's for pixel models).
+    pub image_shape: [usize; 3],
+    /// The cheap latent→RGB map for live previews of latent models.
+    pub preview: Option<LatentPreview>,
+    /// What the samples are conditioned on (rows of the denoiser's condition table).
+    pub conditions: RunConditions,
+    /// Lines for the log: unused parts of a pipeline folder, how the U-Net batches timesteps.
+    pub notes: Vec<String>,
 }
 
 /// ONNX options from the experiment's [model] section.
@@ -43,50 +60,201 @@ pub fn onnx_options(experiment: &Experiment) -> OnnxOptions {
 
 pub fn load_model(experiment: &Experiment) -> Result<LoadedModel, EngineError> {
     match &experiment.model.source {
-        ModelSource::Analytic => {
-            let shape = experiment.model.sample_shape.unwrap_or([1, 8, 8]);
-            let schedule = NoiseSchedule::new(experiment.samplers[0].resolved.config.schedule());
-            let prediction = experiment
-                .model
-                .prediction_type
-                .unwrap_or(PredictionType::Epsilon);
-            Ok(LoadedModel {
-                denoiser: Box::new(AnalyticDenoiser::new(
-                    GaussianMixture::patterns(shape),
-                    schedule,
-                    shape,
-                    prediction,
-                )),
-                sample_shape: shape,
-                provider: "builtin".into(),
-                providers_note: "the analytic model runs in difflab itself".into(),
-                providers_summary: String::new(),
-            })
-        }
-        ModelSource::Pipeline(dir) => Err(EngineError::Options(format!(
-            "{}: pipeline folders do not run yet; give the U-Net's unet/model.onnx as `model.path`",
-            dir.display()
-        ))),
+        ModelSource::Analytic => Ok(analytic(experiment)),
         ModelSource::Onnx(path) => {
-            let model = OnnxDenoiser::load(path, &onnx_options(experiment))?;
-            let info = model.info();
-            Ok(LoadedModel {
-                sample_shape: info.sample_shape,
-                provider: model.provider().to_string(),
-                providers_note: describe_attempts(model.attempts()),
-                providers_summary: summarize_attempts(model.attempts()),
-                denoiser: Box::new(model),
-            })
+            let parts = explicit_parts(experiment).map_err(EngineError::Options)?;
+            assemble(experiment, path, parts)
+        }
+        ModelSource::Pipeline(dir) => {
+            let folder = read_pipeline(dir).map_err(|e| EngineError::Options(e.to_string()))?;
+            let unet = folder.unet.clone();
+            let mut parts = Parts::of_folder(folder);
+            // A pipeline's U-Net predicts what its scheduler/ config says.
+            parts.prediction_type = Some(experiment.samplers[0].resolved.config.prediction_type());
+            assemble(experiment, &unet, parts)
         }
     }
+}
+
+fn analytic(experiment: &Experiment) -> LoadedModel {
+    let shape = experiment.model.sample_shape.unwrap_or([1, 8, 8]);
+    let schedule = NoiseSchedule::new(experiment.samplers[0].resolved.config.schedule());
+    let prediction = experiment
+        .model
+        .prediction_type
+        .unwrap_or(PredictionType::Epsilon);
+    LoadedModel {
+        denoiser: Box::new(AnalyticDenoiser::new(
+            GaussianMixture::patterns(shape),
+            schedule,
+            shape,
+            prediction,
+        )),
+        sample_shape: shape,
+        provider: "builtin".into(),
+        providers_note: "the analytic model runs in difflab itself".into(),
+        providers_summary: String::new(),
+        decoder: None,
+        image_shape: shape,
+        preview: None,
+        conditions: RunConditions::default(),
+        notes: Vec::new(),
+    }
+}
+
+/// The parts around a U-Net: from a pipeline folder, or given one by one beside a U-Net file.
+#[derive(Default)]
+struct Parts {
+    vae: Option<crate::engine::pipeline_folder::VaeDecoderPart>,
+    /// (encoder model, its tokenizer folder), in the pipeline's order.
+    encoders: Vec<(PathBuf, PathBuf)>,
+    force_zeros: bool,
+    xl: bool,
+    num_class_embeds: Option<usize>,
+    latent_shape: Option<[usize; 3]>,
+    prediction_type: Option<PredictionType>,
+    notes: Vec<String>,
+}
+
+impl Parts {
+    fn of_folder(folder: PipelineFolder) -> Self {
+        Parts {
+            latent_shape: folder.latent_shape(),
+            num_class_embeds: folder.unet_config.num_class_embeds,
+            xl: folder.family == Family::StableDiffusionXl,
+            force_zeros: folder.force_zeros_for_empty_prompt,
+            encoders: folder
+                .text_encoders
+                .iter()
+                .map(|t| (t.model.clone(), t.tokenizer.clone()))
+                .collect(),
+            vae: folder.vae_decoder,
+            notes: folder.warnings,
+            prediction_type: None,
+        }
+    }
+}
+
+/// `[model] vae_decoder`, `text_encoder` and `tokenizer` beside a bare U-Net file.
+fn explicit_parts(experiment: &Experiment) -> Result<Parts, String> {
+    let m = &experiment.model;
+    let vae = match &m.vae_decoder {
+        Some(path) => Some(read_vae_decoder(path).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let encoders = match (&m.text_encoder, &m.tokenizer) {
+        (Some(model), Some(tokenizer)) => vec![(model.clone(), tokenizer.clone())],
+        _ => Vec::new(),
+    };
+    Ok(Parts {
+        vae,
+        encoders,
+        ..Parts::default()
+    })
+}
+
+/// Loads the U-Net and its parts, encodes the conditioning and sets it on the U-Net.
+fn assemble(experiment: &Experiment, unet: &Path, parts: Parts) -> Result<LoadedModel, EngineError> {
+    let mut options = onnx_options(experiment);
+    options.sample_shape = options.sample_shape.or(parts.latent_shape);
+    options.prediction_type = options.prediction_type.or(parts.prediction_type);
+    let mut model = OnnxDenoiser::load(unet, &options)?;
+    let sample_shape = model.info().sample_shape;
+    let part_options = parts_options(experiment);
+    let decoder = match &parts.vae {
+        Some(v) => Some(VaeDecoder::load(
+            &v.model,
+            v.scaling_factor,
+            v.shift_factor,
+            &part_options,
+        )?),
+        None => None,
+    };
+    let scale = parts.vae.as_ref().map_or(1, |v| v.scale_factor);
+    let [c, h, w] = sample_shape;
+    let image_shape = match decoder {
+        Some(_) => [3, h * scale, w * scale],
+        None => sample_shape,
+    };
+    let mut encoders = parts
+        .encoders
+        .iter()
+        .map(|(model, tokenizer)| TextEncoder::load(model, tokenizer, &part_options))
+        .collect::<Result<Vec<_>, _>>()?;
+    let sources = ConditionSources {
+        encoders: &mut encoders,
+        force_zeros: parts.force_zeros,
+        image_hw: (image_shape[1], image_shape[2]),
+        num_class_embeds: parts.num_class_embeds,
+    };
+    let (table, conditions) =
+        build(experiment.conditioning.as_ref(), sources).map_err(EngineError::Options)?;
+    check_conditional(&model, &conditions)?;
+    model
+        .set_conditions(table)
+        .map_err(|e| EngineError::Options(format!("{}: {e}", unet.display())))?;
+    let mut notes = parts.notes;
+    notes.extend(timestep_note(&model));
+    Ok(LoadedModel {
+        sample_shape,
+        provider: model.provider().to_string(),
+        providers_note: describe_attempts(model.attempts()),
+        providers_summary: summarize_attempts(model.attempts()),
+        preview: decoder
+            .as_ref()
+            .and_then(|_| LatentPreview::for_family(parts.xl, c)),
+        decoder,
+        image_shape,
+        conditions,
+        notes,
+        denoiser: Box::new(model),
+    })
+}
+
+/// Conditioning for a model that takes none, or none for one that needs text, is the user's mistake to see.
+fn check_conditional(model: &OnnxDenoiser, conditions: &RunConditions) -> Result<(), EngineError> {
+    let roles = model.roles();
+    let inputs: Vec<&str> = model.inputs().iter().map(|s| s.name.as_str()).collect();
+    let problem = if !conditions.labels.is_empty() && !roles.is_conditional() {
+        "takes no conditioning; remove [conditioning] from the experiment"
+    } else if !conditions.prompts.is_empty() && roles.conditioning.is_none() {
+        "takes no text conditioning (encoder_hidden_states); give [conditioning] classes instead of prompts"
+    } else if conditions.prompts.is_empty() && roles.conditioning.is_some() && conditions.classes.is_empty() {
+        "is text-conditional (encoder_hidden_states); give [conditioning] prompts (or embeddings)"
+    } else if !conditions.classes.is_empty() && roles.class_labels.is_none() {
+        "takes no class labels; give [conditioning] prompts instead of classes"
+    } else {
+        return Ok(());
+    };
+    Err(EngineError::Options(format!(
+        "{} {problem} (its inputs: {})",
+        model.path().display(),
+        inputs.join(", ")
+    )))
+}
+
+/// A U-Net with one timestep per call runs cells at different timesteps in separate calls: say so.
+fn timestep_note(model: &OnnxDenoiser) -> Option<String> {
+    let roles = model.roles();
+    (!roles.timestep_per_item).then(|| {
+        format!(
+            "the U-Net takes one timestep per call ({}): cells at different timesteps run in separate model calls",
+            roles.timestep.describe()
+        )
+    })
+}
+
+/// The VAE and text encoders run where the U-Net does, without its role and shape settings.
+fn parts_options(experiment: &Experiment) -> OnnxOptions {
+    let mut options = onnx_options(experiment);
+    options.roles.clear();
+    options.sample_shape = None;
+    options.prediction_type = None;
+    options
 }
 
 /// The feature network of `[quality]`, on the CPU unless the model's providers say otherwise.
 pub fn load_features(experiment: &Experiment) -> Option<Result<OnnxFeatures, EngineError>> {
     let q = experiment.quality.as_ref()?;
-    let mut options = onnx_options(experiment);
-    options.roles.clear();
-    options.sample_shape = None;
-    options.prediction_type = None;
-    Some(OnnxFeatures::load(&q.features, &options))
+    Some(OnnxFeatures::load(&q.features, &parts_options(experiment)))
 }

@@ -1,4 +1,5 @@
-//! An experiment becomes cells: one per (sampler, step count), all on the same seeds.
+//! An experiment becomes cells: one per (sampler, step count, guidance scale), all on the same seeds and
+//! conditions (prompts or classes).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -19,55 +20,208 @@ pub struct Cell {
     pub config: SamplerConfig,
     pub settings: serde_json::Map<String, serde_json::Value>,
     pub steps: usize,
-    /// Seeds of the samples this cell draws: the experiment's seeds first (the previews), then more
-    /// for quality.
-    pub seeds: Vec<u64>,
-    /// How many of `seeds` are shown (the experiment's seeds).
+    /// The classifier-free guidance scale (1: none).
+    pub guidance: f64,
+    /// diffusers' `guidance_rescale` (φ).
+    pub guidance_rescale: f64,
+    /// The samples this cell draws, in draw order: the previews (the experiment's seeds under every condition)
+    /// first, then more for quality.
+    pub items: Vec<Item>,
+    /// How many of `items` are shown.
     pub preview: usize,
+    /// The run's conditions (prompts or classes) that `Item::condition` indexes; empty when unconditional.
+    pub conditions: Vec<String>,
+    /// The classes behind `conditions`, for a class-conditional run.
+    pub classes: Vec<i64>,
     /// Hash of everything that decides this cell's result.
     pub key: String,
     /// The experiment's warnings that concern this cell.
     pub warnings: Vec<String>,
 }
 
+/// One sample of a cell: its seed, the seed's place in the cell's seeds (its row of `init_noise`), and the
+/// condition (prompt or class, an index into the run's conditions) it is drawn under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Item {
+    pub seed: u64,
+    pub seed_index: usize,
+    pub condition: usize,
+}
+
+impl Cell {
+    /// The samples in the order they are written (`samples/*.npy`): condition-major (prompt-major) for
+    /// prompts, seed order for classes and unconditional runs.
+    pub fn output_order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.items.len()).collect();
+        order.sort_by_key(|&i| (self.items[i].condition, self.items[i].seed_index));
+        order
+    }
+
+    pub fn samples(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_class_conditional(&self) -> bool {
+        !self.classes.is_empty()
+    }
+}
+
+/// How the experiment's samples are conditioned: the conditions (prompts or classes, as labels; none for an
+/// unconditional run), and whether seeds cycle through them (classes) rather than each condition taking every
+/// seed (prompts).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConditionAxis {
+    pub labels: Vec<String>,
+    /// The classes, for a class-conditional run.
+    pub classes: Vec<i64>,
+    pub per_seed: bool,
+}
+
+impl ConditionAxis {
+    /// How many conditions there are (1 for an unconditional run).
+    pub fn count(&self) -> usize {
+        self.labels.len().max(1)
+    }
+}
+
 /// Plans every cell, or only the cells `only` selects (see [`selects`]).
 pub fn plan(experiment: &Experiment, only: Option<&str>) -> std::io::Result<Vec<Cell>> {
     let inputs = inputs_hash(experiment)?;
+    let axis = condition_axis(experiment)?;
     let mut cells = Vec::new();
     for (index, sampler) in experiment.samplers.iter().enumerate() {
         for &steps in &sampler.steps {
-            let name = format!("{} {steps}", sampler.label);
-            if only.is_some_and(|only| !selects(only, &sampler.label, &name)) {
-                continue;
+            for &guidance in &sampler.guidance {
+                let name = cell_name(experiment, &sampler.label, steps, guidance);
+                if only.is_some_and(|only| !selects(only, &sampler.label, &name)) {
+                    continue;
+                }
+                let mut cell = Cell {
+                    name,
+                    label: sampler.label.clone(),
+                    class: sampler.resolved.config.class_name().to_string(),
+                    config: sampler.resolved.config.clone(),
+                    settings: sampler.resolved.settings.clone(),
+                    steps,
+                    guidance,
+                    guidance_rescale: sampler.guidance_rescale,
+                    items: Vec::new(),
+                    preview: 0,
+                    conditions: axis.labels.clone(),
+                    classes: axis.classes.clone(),
+                    key: String::new(),
+                    warnings: experiment.warnings_for(index),
+                };
+                let samples = sampler
+                    .samples
+                    .or(experiment.quality.as_ref().map(|q| q.samples))
+                    .unwrap_or(0);
+                (cell.items, cell.preview) = items(&experiment.seeds, samples, &axis);
+                cell.key = cell_key(&inputs, &cell);
+                cells.push(cell);
             }
-            let samples = sampler
-                .samples
-                .or(experiment.quality.as_ref().map(|q| q.samples))
-                .unwrap_or(0)
-                .max(experiment.seeds.len());
-            let seeds = seeds_for(&experiment.seeds, samples);
-            let mut hash = Sha256::new();
-            hash.update(&inputs);
-            hash.update(serde_json::to_string(&sampler.resolved.settings).unwrap_or_default());
-            hash.update(steps.to_le_bytes());
-            for s in &seeds {
-                hash.update(s.to_le_bytes());
-            }
-            cells.push(Cell {
-                name,
-                label: sampler.label.clone(),
-                class: sampler.resolved.config.class_name().to_string(),
-                config: sampler.resolved.config.clone(),
-                settings: sampler.resolved.settings.clone(),
-                steps,
-                preview: experiment.seeds.len(),
-                seeds,
-                key: hex(&hash.finalize()[..12]),
-                warnings: experiment.warnings_for(index),
-            });
         }
     }
     Ok(cells)
+}
+
+/// "ddim 50", or "ddim 50 g7.5" when the experiment is conditional (guidance is then an axis).
+fn cell_name(experiment: &Experiment, label: &str, steps: usize, guidance: f64) -> String {
+    match experiment.conditioning {
+        Some(_) => format!("{label} {steps} g{guidance}"),
+        None => format!("{label} {steps}"),
+    }
+}
+
+fn cell_key(inputs: &[u8], cell: &Cell) -> String {
+    let mut hash = Sha256::new();
+    hash.update(inputs);
+    hash.update(serde_json::to_string(&cell.settings).unwrap_or_default());
+    hash.update(cell.steps.to_le_bytes());
+    // Unguided cells keep the keys they had before guidance existed.
+    if cell.guidance != 1.0 || cell.guidance_rescale != 0.0 {
+        hash.update(cell.guidance.to_le_bytes());
+        hash.update(cell.guidance_rescale.to_le_bytes());
+    }
+    for item in &cell.items {
+        hash.update(item.seed.to_le_bytes());
+        if item.condition > 0 {
+            hash.update(item.condition.to_le_bytes());
+        }
+    }
+    hex(&hash.finalize()[..12])
+}
+
+/// A cell's samples (at least `samples`, every seed under every condition) and how many are previews.
+fn items(seeds: &[u64], samples: usize, axis: &ConditionAxis) -> (Vec<Item>, usize) {
+    if axis.per_seed {
+        let all = seeds_for(seeds, samples.max(seeds.len()));
+        let items = all
+            .iter()
+            .enumerate()
+            .map(|(i, &seed)| Item {
+                seed,
+                seed_index: i,
+                condition: i % axis.count(),
+            })
+            .collect();
+        return (items, seeds.len());
+    }
+    let count = axis.count();
+    let all = seeds_for(seeds, samples.div_ceil(count).max(seeds.len()));
+    let preview = seeds.len();
+    let mut items = Vec::with_capacity(all.len() * count);
+    for block in [0..preview, preview..all.len()] {
+        for condition in 0..count {
+            items.extend(block.clone().map(|i| Item {
+                seed: all[i],
+                seed_index: i,
+                condition,
+            }));
+        }
+    }
+    (items, preview * count)
+}
+
+/// The experiment's conditions; precomputed embeddings without prompts are labelled by row.
+pub fn condition_axis(experiment: &Experiment) -> std::io::Result<ConditionAxis> {
+    let Some(spec) = &experiment.conditioning else {
+        return Ok(ConditionAxis::default());
+    };
+    if !spec.classes.is_empty() {
+        return Ok(ConditionAxis {
+            labels: spec.classes.iter().map(|c| format!("class {c}")).collect(),
+            classes: spec.classes.clone(),
+            per_seed: true,
+        });
+    }
+    let labels = match &spec.embeddings {
+        Some(path) if spec.prompts.is_empty() => {
+            let rows: ndarray::ArrayD<f32> = ndarray_npy::read_npy(path)
+                .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+            let n = rows.shape().first().copied().unwrap_or(1);
+            (0..n).map(|i| format!("embedding {i}")).collect()
+        }
+        _ => spec.prompts.clone(),
+    };
+    Ok(ConditionAxis {
+        labels,
+        classes: Vec::new(),
+        per_seed: false,
+    })
+}
+
+impl Cell {
+    /// A label for each preview sample: its seed, and its prompt or class when there are conditions.
+    pub fn preview_labels(&self) -> Vec<String> {
+        self.items[..self.preview]
+            .iter()
+            .map(|item| match self.conditions.get(item.condition) {
+                Some(c) => format!("{c} · seed {}", item.seed),
+                None => format!("seed {}", item.seed),
+            })
+            .collect()
+    }
 }
 
 /// Whether `--only FILTER` picks the cell `name` (e.g. "ddim 50") of sampler `label`: the exact cell
@@ -102,6 +256,29 @@ fn inputs_hash(experiment: &Experiment) -> std::io::Result<Vec<u8>> {
         hash_file(&mut hash, &q.features)?;
         hash_file(&mut hash, &q.reference)?;
         hash.update(format!("{} {}", q.kid_subsets, q.kid_subset_size));
+    }
+    if let Some(c) = &experiment.conditioning {
+        hash.update(format!(
+            "{:?} {:?} {:?} {:?}",
+            c.prompts, c.negative_prompt, c.classes, c.null_class
+        ));
+        if let Some(path) = &c.embeddings {
+            hash_file(&mut hash, path)?;
+        }
+    }
+    if let Some(path) = &experiment.init_noise {
+        hash_file(&mut hash, path)?;
+    }
+    let m = &experiment.model;
+    for part in [&m.vae_decoder, &m.text_encoder].into_iter().flatten() {
+        hash_file(&mut hash, part)?;
+    }
+    if let Some(dir) = &m.tokenizer {
+        for name in ["tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json"] {
+            if dir.join(name).is_file() {
+                hash_file(&mut hash, &dir.join(name))?;
+            }
+        }
     }
     Ok(hash.finalize().to_vec())
 }

@@ -1,4 +1,4 @@
-//! The run's figures: the labelled comparison grid (rows = seeds, columns = cells), quality against
+//! The run's figures: the labelled comparison grid (rows = preview samples, columns = cells), quality against
 //! NFE (one line per sampler, log-x) and time per sample per cell, as PNG and SVG.
 
 use std::path::Path;
@@ -18,13 +18,13 @@ pub struct Column<'a> {
     pub images: &'a [f32],
 }
 
-/// Rows = seeds (as many as the longest column has images), columns = cells, each column headed by
+/// Rows = preview samples labelled `rows` ("seed 3", "a cat · seed 3"; as many as the longest column has images), columns = cells, each column headed by
 /// its cell's name; written as PNG. `difflab run` and the dashboard's save key both write
 /// comparison.png through this.
 pub fn comparison_grid(
     columns: &[Column],
     shape: [usize; 3],
-    seeds: &[u64],
+    rows: &[String],
     path: &Path,
 ) -> Result<(), PathError> {
     let [_, h, w] = shape;
@@ -34,7 +34,7 @@ pub fn comparison_grid(
         .map(|c| c.images.len() / item)
         .max()
         .unwrap_or(0);
-    let seeds = &seeds[..shown.min(seeds.len())];
+    let rows = &rows[..shown.min(rows.len())];
     let scale = upscale_factor(shape) as usize;
     // A tile is one sample with its grid gutter on each side, upscaled.
     let (tile_w, tile_h) = ((w + 2 * GAP) * scale, (h + 2 * GAP) * scale);
@@ -44,13 +44,15 @@ pub fn comparison_grid(
         .max()
         .unwrap_or(0);
     // Room for the header text (about 8 px a character at 14 px).
-    let (col_w, header, left, gap) = ((tile_w + 8).max(8 * longest + 12), 28, 64, 4);
+    let widest_row = rows.iter().map(|r| r.chars().count()).max().unwrap_or(0);
+    let left = (8 * widest_row + 12).clamp(64, 320);
+    let (col_w, header, gap) = ((tile_w + 8).max(8 * longest + 12), 28, 4);
     let width = left + columns.len() * col_w;
-    let height = header + seeds.len() * (tile_h + gap) + gap;
+    let height = header + rows.len() * (tile_h + gap) + gap;
     let mut canvas = RgbImage::from_pixel(width as u32, height as u32, image::Rgb([255, 255, 255]));
     for (c, column) in columns.iter().enumerate() {
         let count = column.images.len() / shape.iter().product::<usize>().max(1);
-        for s in 0..count.min(seeds.len()) {
+        for s in 0..count.min(rows.len()) {
             let item = shape.iter().product::<usize>();
             let one = grid(&column.images[s * item..(s + 1) * item], shape, 1, 1);
             let one = image::imageops::resize(
@@ -73,9 +75,9 @@ pub fn comparison_grid(
             let x = (left + c * col_w + 4) as i32;
             draw_text(&area, column.name, (x, 6), &style);
         }
-        for (s, seed) in seeds.iter().enumerate() {
+        for (s, row) in rows.iter().enumerate() {
             let y = (header + s * (tile_h + gap) + tile_h / 2 - 7) as i32;
-            draw_text(&area, &format!("seed {seed}"), (4, y), &style);
+            draw_text(&area, row, (4, y), &style);
         }
         area.present()
             .map_err(|e| PathError::other("draw the labels of", path, e))?;
@@ -319,7 +321,8 @@ mod tests {
         ];
         let dir = std::env::temp_dir().join(format!("difflab-comparison-{}", std::process::id()));
         let path = dir.join("comparison.png");
-        comparison_grid(&columns, shape, &[0, 1, 2, 3], &path).unwrap();
+        let rows: Vec<String> = (0..4).map(|s| format!("seed {s}")).collect();
+        comparison_grid(&columns, shape, &rows, &path).unwrap();
         let img = image::open(&path).unwrap().to_rgb8();
         let (left, tile) = (64, 96);
         assert_eq!(

@@ -37,6 +37,22 @@ pub struct CellResult {
     /// setting, a capped thread count), located in the experiment file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The classifier-free guidance scale (1: none).
+    #[serde(default = "no_guidance")]
+    pub guidance: f64,
+    /// diffusers' `guidance_rescale` (φ).
+    #[serde(default)]
+    pub guidance_rescale: f64,
+    /// The prompts of the cell's rows (text-conditional runs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prompts: Vec<String>,
+    /// The classes its seeds cycle through (class-conditional runs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<i64>,
+}
+
+fn no_guidance() -> f64 {
+    1.0
 }
 
 impl CellResult {
@@ -114,12 +130,12 @@ impl Results {
 
     fn csv(&self) -> String {
         let mut out = String::from(
-            "name,sampler,class,steps,nfe,samples,wall_s,model_ms_per_step,sampler_ms_per_step,ms_per_sample,fid,kid,kid_std,provider,status,error\n",
+            "name,sampler,class,steps,nfe,samples,wall_s,model_ms_per_step,sampler_ms_per_step,ms_per_sample,fid,kid,kid_std,guidance,guidance_rescale,prompt,classes,provider,status,error\n",
         );
         let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
         for c in &self.cells {
             out.push_str(&format!(
-                "{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{},{},{},{},{},{},{},{},{},{}\n",
                 csv_field(&c.name),
                 csv_field(&c.label),
                 c.class,
@@ -133,6 +149,14 @@ impl Results {
                 opt(c.fid),
                 opt(c.kid),
                 opt(c.kid_std),
+                c.guidance,
+                c.guidance_rescale,
+                csv_field(&c.prompts.join(" | ")),
+                c.classes
+                    .iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 csv_field(&c.provider),
                 if c.failed() { "failed" } else { "done" },
                 csv_field(c.error.as_deref().unwrap_or(""))

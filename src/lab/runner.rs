@@ -9,11 +9,15 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use super::conditioning::RunConditions;
+use super::guidance::guide;
 use super::images::{GAP, grid, save_png, upscale, upscale_factor};
+use super::latent_preview::LatentPreview;
 use super::model::{LoadedModel, load_features, load_model};
-use super::plan::{Cell, plan};
+use super::plan::{Cell, Item, plan};
 use super::results::{CellResult, Results};
-use crate::engine::{Denoiser, NonFinite, OnnxFeatures};
+use super::samples::{read_init_noise, write_samples};
+use crate::engine::{Denoiser, NonFinite, OnnxFeatures, VaeDecoder};
 use crate::experiment::{Experiment, QualitySpec};
 use crate::path_error::at;
 use crate::quality::{
@@ -27,6 +31,7 @@ pub enum LabEvent {
     /// The cells about to run (or be reused), and where the model runs.
     Planned {
         cells: Vec<Cell>,
+        /// One image's C, H, W as previews and finished samples come (decoded, for latent models).
         sample_shape: [usize; 3],
         provider: String,
         /// Every provider tried and what happened to it.
@@ -69,6 +74,8 @@ pub struct RunOptions {
     pub only: Option<String>,
     /// Rerun cells even when an earlier result matches.
     pub force: bool,
+    /// Also write every cell's finished samples as `samples/<cell>.npy`.
+    pub save_samples: bool,
 }
 
 /// A running lab: its events, and the switch that cancels it.
@@ -188,7 +195,47 @@ struct Lane {
     /// Index of this lane's first sample within the cell.
     first: usize,
     items: usize,
+    /// The condition-table row of each sample, and the unconditional row when the cell guides.
+    rows: Vec<usize>,
+    uncond: Option<usize>,
+    guidance: f32,
+    guidance_rescale: f32,
     step: usize,
+}
+
+/// What turns a run's samples into pictures: the VAE decoder and the cheap preview map of latent models.
+struct Pictures {
+    decoder: Option<VaeDecoder>,
+    preview: Option<LatentPreview>,
+    /// One finished image's C, H, W.
+    image_shape: [usize; 3],
+    /// One sample's C, H, W (latent for latent models).
+    sample_shape: [usize; 3],
+}
+
+impl Pictures {
+    /// Previews of x0 at the image's size: the cheap latent→RGB map for latent models.
+    fn preview(&self, x0: &[f32]) -> Vec<f32> {
+        match &self.preview {
+            Some(map) => {
+                let scale = self.image_shape[1] / self.sample_shape[1].max(1);
+                map.rgb(x0, self.sample_shape, scale.max(1))
+            }
+            None if self.decoder.is_some() => Vec::new(),
+            None => x0.to_vec(),
+        }
+    }
+
+    /// Finished samples as images in [-1, 1]: decoded for latent models.
+    fn images(&mut self, finals: &[f32], batch: usize) -> Result<Vec<f32>, String> {
+        match &mut self.decoder {
+            Some(vae) => vae
+                .decode(finals, self.sample_shape, batch)
+                .map(|(images, _)| images)
+                .map_err(|e| format!("the VAE decoder failed: {e}")),
+            None => Ok(finals.to_vec()),
+        }
+    }
 }
 
 /// The feature network, the reference statistics and the settings FID and KID need.
@@ -208,14 +255,27 @@ fn run_inner(
         provider,
         providers_note,
         providers_summary,
+        decoder,
+        image_shape,
+        preview,
+        conditions,
+        notes,
     } = load_model(experiment)?;
+    check_guidance(&cells, &conditions, denoiser.is_conditional())?;
+    let init_noise = match &experiment.init_noise {
+        Some(path) => Some(read_init_noise(path, sample_shape, &cells)?),
+        None => None,
+    };
     let _ = tx.send(LabEvent::Planned {
         cells: cells.clone(),
-        sample_shape,
+        sample_shape: image_shape,
         provider: provider.clone(),
         providers_note,
         providers_summary,
     });
+    for note in notes {
+        let _ = tx.send(LabEvent::Log(note));
+    }
     let out = &experiment.output_dir;
     std::fs::create_dir_all(out).map_err(at("create the output folder", out))?;
     let (mut results, warning) = Results::open(&out.join("results.json"))?;
@@ -223,14 +283,14 @@ fn run_inner(
         let _ = tx.send(LabEvent::Log(w));
     }
     results.experiment = experiment.name.clone();
-    let pending = reuse_cached(&cells, &results, out, sample_shape, options.force, tx);
+    let pending = reuse_cached(&cells, &results, out, image_shape, options.force, tx);
     if pending.is_empty() {
         let _ = tx.send(LabEvent::Log("every cell is up to date".into()));
         return Ok(());
     }
     let per_lane = (experiment.batch / pending.len()).max(1);
     let item = sample_shape.iter().product();
-    let samples = pending.iter().map(|&c| cells[c].seeds.len()).sum();
+    let samples = pending.iter().map(|&c| cells[c].samples()).sum();
     crate::engine::limits::check_sample_memory(samples, item).map_err(Stop::Error)?;
     let mut lab = Batch {
         per_lane,
@@ -243,11 +303,19 @@ fn run_inner(
         pending,
         lanes: Vec::new(),
         quality: load_quality(experiment)?,
+        init_noise,
+        uncond: conditions.uncond,
         ctx: Finish {
             out,
-            sample_shape,
+            pictures: Pictures {
+                decoder,
+                preview,
+                image_shape,
+                sample_shape,
+            },
             provider: &provider,
             batch: experiment.batch,
+            save_samples: options.save_samples,
         },
         results,
         tx,
@@ -265,6 +333,24 @@ fn run_inner(
         }
         lab.step(denoiser.as_mut(), calls)?;
     }
+}
+
+/// Guidance needs a conditional model and an unconditional condition to guide from.
+fn check_guidance(cells: &[Cell], conditions: &RunConditions, conditional: bool) -> Result<(), Stop> {
+    let Some(cell) = cells.iter().find(|c| c.guidance != 1.0) else {
+        return Ok(());
+    };
+    let why = if !conditional {
+        "the model takes no conditioning"
+    } else if conditions.uncond.is_none() {
+        "there is no unconditional input to guide from: give [conditioning] prompts, or null_class for classes"
+    } else {
+        return Ok(());
+    };
+    Err(Stop::Error(format!(
+        "cell \"{}\" has guidance {}, but {why}; use guidance = 1",
+        cell.name, cell.guidance
+    )))
 }
 
 /// The cells `--only` selects; none is an error that lists the cells there are.
@@ -302,7 +388,7 @@ fn reuse_cached(
             .find(|r| r.key == cell.key && !r.failed() && out.join(&r.grid).is_file());
         match earlier {
             Some(r) if !force => {
-                let images = read_grid(&out.join(&r.grid), sample_shape, cell.preview);
+                let images = read_grid(&out.join(&r.grid), sample_shape, cell);
                 let _ = tx.send(LabEvent::CellDone {
                     cell: i,
                     result: Box::new(CellResult {
@@ -343,6 +429,10 @@ struct Batch<'a> {
     /// Values in one sample.
     item: usize,
     quality: Option<Quality<'a>>,
+    /// Initial noise from `init_noise`, one sample per seed index.
+    init_noise: Option<Vec<f32>>,
+    /// The unconditional condition-table row, for guided cells.
+    uncond: Option<usize>,
     ctx: Finish<'a>,
     results: Results,
     tx: &'a Sender<LabEvent>,
@@ -358,25 +448,29 @@ impl Batch<'_> {
             let state = &mut self.states[slot];
             if state.failed
                 || self.lanes.iter().any(|l| l.cell == slot)
-                || state.next_first >= cell.seeds.len()
+                || state.next_first >= cell.samples()
             {
                 continue;
             }
             let first = state.next_first;
-            let seeds = cell.seeds[first..(first + self.per_lane).min(cell.seeds.len())].to_vec();
-            state.next_first += seeds.len();
-            let items = seeds.len();
-            let noise = SeededNoise::new(seeds);
+            let items = &cell.items[first..(first + self.per_lane).min(cell.samples())];
+            state.next_first += items.len();
+            let noise = SeededNoise::new(items.iter().map(|i| i.seed).collect());
             let mut scheduler = cell.config.build();
             scheduler.set_steps(cell.steps)?;
+            let guided = cell.guidance != 1.0;
             self.lanes.push(Lane {
                 cell: slot,
-                x: noise.initial(self.item),
-                x0: vec![0.0; items * self.item],
+                x: self.initial_noise(&noise, items),
+                x0: vec![0.0; items.len() * self.item],
                 scheduler,
                 noise,
                 first,
-                items,
+                items: items.len(),
+                rows: items.iter().map(|i| i.condition).collect(),
+                uncond: if guided { self.uncond } else { None },
+                guidance: cell.guidance as f32,
+                guidance_rescale: cell.guidance_rescale as f32,
                 step: 0,
             });
             unbatched += cell.steps;
@@ -384,35 +478,67 @@ impl Batch<'_> {
         Ok(unbatched)
     }
 
-    /// One shared model call for every lane, then each lane's sampler step. A lane whose model output
-    /// is not finite fails its cell; the other cells go on.
+    /// A lane's initial noise: the seeds' own, or their rows of `init_noise`.
+    fn initial_noise(&self, noise: &SeededNoise, items: &[Item]) -> Vec<f32> {
+        match &self.init_noise {
+            Some(rows) => items
+                .iter()
+                .flat_map(|i| &rows[i.seed_index * self.item..(i.seed_index + 1) * self.item])
+                .copied()
+                .collect(),
+            None => noise.initial(self.item),
+        }
+    }
+
+    /// One shared model call for every lane (a guided lane's samples twice: unconditional, then conditional,
+    /// as diffusers batches them), then each lane's sampler step. A lane whose model output is not finite
+    /// fails its cell; the other cells go on.
     fn step(
         &mut self,
         denoiser: &mut dyn Denoiser,
         calls: &mut (usize, usize),
     ) -> Result<(), Stop> {
-        let mut inputs = Vec::new();
-        let mut timesteps = Vec::new();
+        let (mut inputs, mut timesteps, mut rows) = (Vec::new(), Vec::new(), Vec::new());
         for lane in &self.lanes {
-            inputs.extend_from_slice(&lane.x);
             let t = lane.scheduler.timesteps()[lane.step] as f64;
+            if let Some(uncond) = lane.uncond {
+                inputs.extend_from_slice(&lane.x);
+                timesteps.extend(std::iter::repeat_n(t, lane.items));
+                rows.extend(std::iter::repeat_n(uncond, lane.items));
+            }
+            inputs.extend_from_slice(&lane.x);
             timesteps.extend(std::iter::repeat_n(t, lane.items));
+            rows.extend_from_slice(&lane.rows);
         }
         let mut outputs = vec![0.0; inputs.len()];
         let call = Instant::now();
-        denoiser.predict(&inputs, &timesteps, &mut outputs)?;
+        let runs_before = denoiser.runs();
+        denoiser.predict_with(&inputs, &timesteps, &rows, &mut outputs)?;
         let model_s = call.elapsed().as_secs_f64();
-        calls.0 += 1;
+        // A scalar-timestep model may run several times for one call: count what really ran.
+        calls.0 += match (runs_before, denoiser.runs()) {
+            (Some(before), Some(after)) => after - before,
+            _ => 1,
+        };
         let total_items = timesteps.len() as f64;
         let mut offset = 0;
         let mut failed = Vec::new();
+        let mut guided = Vec::new();
         for l in 0..self.lanes.len() {
             let lane = &mut self.lanes[l];
             let len = lane.items * self.item;
-            let output = &outputs[offset..offset + len];
-            offset += len;
+            let calls_of_lane = if lane.uncond.is_some() { 2 } else { 1 };
+            let output = if lane.uncond.is_some() {
+                let (u, c) = outputs[offset..offset + 2 * len].split_at(len);
+                guided.resize(len, 0.0);
+                guide(u, c, lane.guidance, lane.guidance_rescale, self.item, &mut guided);
+                &guided[..]
+            } else {
+                &outputs[offset..offset + len]
+            };
+            offset += calls_of_lane * len;
             let state = &mut self.states[lane.cell];
-            state.model_s += model_s * lane.items as f64 / total_items;
+            state.model_s += model_s * (calls_of_lane * lane.items) as f64 / total_items;
             if let Some(bad) = NonFinite::count(output) {
                 let steps = self.cells[self.pending[lane.cell]].steps;
                 let t = lane.scheduler.timesteps()[lane.step];
@@ -465,15 +591,15 @@ impl Batch<'_> {
         let item = self.item;
         let preview = (lane.first < cell.preview).then(|| {
             let n = (cell.preview - lane.first).min(lane.items);
-            lane.x0[..n * item].to_vec()
+            self.ctx.pictures.preview(&lane.x0[..n * item])
         });
         let _ = self.tx.send(LabEvent::Progress {
             cell: c,
             step: lane.step,
             steps: cell.steps,
             samples_done: lane.first,
-            samples_total: cell.seeds.len(),
-            preview,
+            samples_total: cell.samples(),
+            preview: preview.filter(|p| !p.is_empty()),
         });
         if lane.step < cell.steps {
             return Ok(());
@@ -553,10 +679,10 @@ struct CellState {
 impl CellState {
     fn new(cell: &Cell, item: usize, per_lane: usize) -> Self {
         CellState {
-            finals: vec![0.0; cell.seeds.len() * item],
+            finals: vec![0.0; cell.samples() * item],
             model_s: 0.0,
             sampler_s: 0.0,
-            lanes_left: cell.seeds.len().div_ceil(per_lane),
+            lanes_left: cell.samples().div_ceil(per_lane),
             next_first: 0,
             failed: false,
         }
@@ -566,9 +692,10 @@ impl CellState {
 /// What finishing a cell needs.
 struct Finish<'a> {
     out: &'a std::path::Path,
-    sample_shape: [usize; 3],
+    pictures: Pictures,
     provider: &'a str,
     batch: usize,
+    save_samples: bool,
 }
 
 impl Finish<'_> {
@@ -576,24 +703,37 @@ impl Finish<'_> {
     /// that cannot be computed (the feature network's output is not finite) fail the cell with the
     /// reason; its grid is still written.
     fn finish(
-        &self,
+        &mut self,
         cell: &Cell,
         state: &CellState,
         quality: Option<&mut Quality<'_>>,
     ) -> Result<(CellResult, Vec<f32>), Stop> {
-        let item = self.sample_shape.iter().product::<usize>();
+        let shape = self.pictures.image_shape;
+        let item = shape.iter().product::<usize>();
+        let all = match self.pictures.images(&state.finals, self.batch) {
+            Ok(images) => images,
+            Err(e) => {
+                let mut result = self.result(cell, state, String::new());
+                result.error = Some(e);
+                return Ok((result, Vec::new()));
+            }
+        };
         let scores = match quality {
-            Some(q) => self.score(state, q).map(Some),
+            Some(q) => self.score(&all, q).map(Some),
             None => Ok(None),
         };
         let grid_path = format!("cells/{}.png", file_name(&cell.name));
-        let images = state.finals[..cell.preview * item].to_vec();
-        let columns = (cell.preview as f64).sqrt().ceil() as usize;
-        let img = grid(&images, self.sample_shape, cell.preview, columns);
+        let images = all[..cell.preview * item].to_vec();
+        let columns = grid_columns(cell);
+        let img = grid(&images, shape, cell.preview, columns);
         save_png(
-            &upscale(&img, upscale_factor(self.sample_shape)),
+            &upscale(&img, upscale_factor(shape)),
             &self.out.join(&grid_path),
         )?;
+        if self.save_samples {
+            let path = self.out.join(format!("samples/{}.npy", file_name(&cell.name)));
+            write_samples(&path, &all, shape, &cell.output_order())?;
+        }
         let mut result = self.result(cell, state, grid_path);
         match scores {
             Ok(Some((fid, kid))) => {
@@ -607,15 +747,16 @@ impl Finish<'_> {
         Ok((result, images))
     }
 
-    /// FID and KID of a cell's samples against the reference statistics.
-    fn score(&self, state: &CellState, quality: &mut Quality<'_>) -> Result<(f64, Kid), String> {
+    /// FID and KID of a cell's images against the reference statistics.
+    fn score(&self, images: &[f32], quality: &mut Quality<'_>) -> Result<(f64, Kid), String> {
         let (features, reference, spec) = quality;
-        let item = self.sample_shape.iter().product::<usize>();
+        let shape = self.pictures.image_shape;
+        let item = shape.iter().product::<usize>();
         let mut feats = Vec::new();
         let mut dim = 0;
-        for chunk in state.finals.chunks(self.batch.max(1) * item) {
+        for chunk in images.chunks(self.batch.max(1) * item) {
             let (part, d) = features
-                .features(chunk, chunk.len() / item, self.sample_shape)
+                .features(chunk, chunk.len() / item, shape)
                 .map_err(|e| e.to_string())?;
             feats.extend(part);
             dim = d;
@@ -640,7 +781,7 @@ impl Finish<'_> {
 
     /// A cell's result without scores: its timing so far and where its grid is.
     fn result(&self, cell: &Cell, state: &CellState, grid: String) -> CellResult {
-        let samples = cell.seeds.len();
+        let samples = cell.samples();
         let wall = state.model_s + state.sampler_s;
         CellResult {
             name: cell.name.clone(),
@@ -661,7 +802,24 @@ impl Finish<'_> {
             key: cell.key.clone(),
             error: None,
             warnings: cell.warnings.clone(),
+            guidance: cell.guidance,
+            guidance_rescale: cell.guidance_rescale,
+            prompts: match cell.is_class_conditional() {
+                true => Vec::new(),
+                false => cell.conditions.clone(),
+            },
+            classes: cell.classes.clone(),
         }
+    }
+}
+
+/// A cell's grid: one row per condition (prompt) with its seeds across, else about square.
+fn grid_columns(cell: &Cell) -> usize {
+    let conditions = cell.conditions.len();
+    if conditions > 1 && cell.preview % conditions == 0 && !cell.is_class_conditional() {
+        cell.preview / conditions
+    } else {
+        (cell.preview as f64).sqrt().ceil() as usize
     }
 }
 
@@ -679,12 +837,13 @@ fn file_name(name: &str) -> String {
 }
 
 /// The preview images back from a cell's grid (for reused cells).
-fn read_grid(path: &std::path::Path, shape: [usize; 3], count: usize) -> Vec<f32> {
+fn read_grid(path: &std::path::Path, shape: [usize; 3], cell: &Cell) -> Vec<f32> {
+    let count = cell.preview;
     let [c, h, w] = shape;
     let Ok(img) = image::open(path).map(|i| i.to_rgb8()) else {
         return Vec::new();
     };
-    let columns = (count as f64).sqrt().ceil() as usize;
+    let columns = grid_columns(cell);
     let factor = upscale_factor(shape) as usize;
     let gap = GAP;
     let mut out = vec![0.0; count * c * h * w];

@@ -60,7 +60,7 @@ impl CellView {
             steps: cell.steps,
             step: 0,
             samples_done: 0,
-            samples_total: cell.seeds.len(),
+            samples_total: cell.samples(),
             images: Vec::new(),
             result: None,
             cached: false,

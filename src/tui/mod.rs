@@ -247,7 +247,11 @@ impl Runner {
                     force,
                     generation,
                 } => {
-                    let handle = lab::start(*experiment, RunOptions { only: None, force });
+                    let handle = lab::start(*experiment, RunOptions {
+                            only: None,
+                            force,
+                            save_samples: false,
+                        });
                     self.lab = Some(handle.cancel_switch());
                     let tx = self.tx.clone();
                     // The lab's events are a std channel: a thread forwards them to the UI task.
@@ -317,14 +321,14 @@ impl Runner {
             .collect::<Vec<_>>()
             .join(", ");
         let shape = state.sample_shape;
-        let seeds = experiment.seeds.clone();
+        let labels = rows[0].cell.preview_labels();
         let path = experiment.output_dir.join("comparison.png");
         std::thread::spawn(move || {
             let columns: Vec<lab::plots::Column> = columns
                 .iter()
                 .map(|(name, images)| lab::plots::Column { name, images })
                 .collect();
-            let result = lab::plots::comparison_grid(&columns, shape, &seeds, &path)
+            let result = lab::plots::comparison_grid(&columns, shape, &labels, &path)
                 .map(|()| format!("{} (columns: {names})", path.display()))
                 .map_err(|e| e.to_string());
             let _ = tx.send(Msg::Saved(result));

@@ -122,11 +122,15 @@ pub fn draw(frame: &mut Frame, state: &State, area: Rect) {
     }
 }
 
-/// " label steps ", the label shortened with "…" so the step count always shows.
+/// " label steps " (" label · steps · g7.5 " when the run is conditional), the label shortened with "…" so
+/// the step count and guidance always show.
 fn column_title(cell: &CellView, width: usize, more_left: bool) -> String {
-    let steps = format!(" {}", cell.steps);
+    let steps = match cell.cell.conditions.is_empty() {
+        true => format!(" {}", cell.steps),
+        false => format!(" · {} · g{}", cell.steps, cell.cell.guidance),
+    };
     let lead = if more_left { "‹" } else { " " };
-    let room = width.saturating_sub(steps.len() + 2);
+    let room = width.saturating_sub(steps.chars().count() + 2);
     let label: String = if cell.cell.label.chars().count() > room {
         let mut l: String = cell
             .cell
@@ -145,8 +149,10 @@ fn column_title(cell: &CellView, width: usize, more_left: bool) -> String {
 fn draw_focused(frame: &mut Frame, state: &State, cell: &CellView, area: Rect) {
     let block = Block::bordered()
         .title(format!(
-            " {} · {} seeds · Enter/Esc back ",
-            cell.cell.name, cell.cell.preview
+            " {} · {} {} · Enter/Esc back ",
+            cell.cell.name,
+            cell.cell.preview,
+            if cell.cell.conditions.is_empty() { "seeds" } else { "samples" }
         ))
         .border_style(Style::new().fg(Color::Cyan));
     frame.render_widget(block, area);
@@ -196,6 +202,7 @@ fn info_lines(state: &State, cell: &CellView, long: bool, width: u16) -> Vec<Lin
         lines.push(Line::from(format!("steps    {}", cell.steps)));
         lines.push(Line::from(format!("NFE      {nfe}")));
         lines.push(Line::from(format!("provider {provider}")));
+        lines.extend(condition_lines(state, &cell.cell));
         if let Some(r) = &cell.result {
             lines.push(Line::from(format!(
                 "model    {:.3} ms/step",
@@ -234,6 +241,38 @@ fn info_lines(state: &State, cell: &CellView, long: bool, width: u16) -> Vec<Lin
         }
         None => lines.push(Line::from("")),
     }
+    lines
+}
+
+/// The focused cell's guidance, prompts (or classes), negative prompt and seeds.
+fn condition_lines(state: &State, cell: &crate::lab::Cell) -> Vec<Line<'static>> {
+    let mut lines = Vec::new();
+    if !cell.conditions.is_empty() {
+        let mut guidance = format!("guidance {}", cell.guidance);
+        if cell.guidance_rescale != 0.0 {
+            guidance.push_str(&format!(" (rescale {})", cell.guidance_rescale));
+        }
+        lines.push(Line::from(guidance));
+        let key = if cell.is_class_conditional() { "classes " } else { "prompts " };
+        lines.push(Line::from(format!("{key} {}", cell.conditions.join(" | "))));
+    }
+    let negative = state
+        .experiment
+        .as_ref()
+        .and_then(|e| e.conditioning.as_ref())
+        .and_then(|c| c.negative_prompt.clone());
+    if let Some(negative) = negative.filter(|_| !cell.is_class_conditional()) {
+        lines.push(Line::from(format!("negative {negative}")));
+    }
+    let mut seeds: Vec<u64> = cell.items[..cell.preview].iter().map(|i| i.seed).collect();
+    seeds.sort_unstable();
+    seeds.dedup();
+    let contiguous = seeds.windows(2).all(|w| w[1] == w[0] + 1);
+    let shown = match (seeds.first(), seeds.last()) {
+        (Some(a), Some(b)) if contiguous && a != b => format!("{a}–{b}"),
+        _ => seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
+    };
+    lines.push(Line::from(format!("seeds    {shown}")));
     lines
 }
 

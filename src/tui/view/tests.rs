@@ -82,6 +82,10 @@ fn result(name: &str, label: &str, steps: usize, fid: Option<f64>) -> CellResult
         grid: String::new(),
         key: String::new(),
         error: None,
+        guidance: 1.0,
+        guidance_rescale: 0.0,
+        prompts: Vec::new(),
+        classes: Vec::new(),
     }
 }
 

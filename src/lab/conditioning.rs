@@ -1,0 +1,181 @@
+//! What a run's samples are conditioned on: the experiment's prompts (through the pipeline's text encoders,
+//! or precomputed embeddings) or classes, and the unconditional condition classifier-free guidance needs, as
+//! rows of the U-Net's condition table.
+
+use std::path::Path;
+
+use ndarray::ArrayD;
+
+use crate::engine::{Condition, ItemTensor, PromptEmbedding, TextEncoder, encode_prompts};
+use crate::experiment::ConditioningSpec;
+
+/// A run's conditions: one per grid row (a prompt or a class), each a row of the condition table.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RunConditions {
+    /// The prompts or classes as the grid labels them; empty for an unconditional run.
+    pub labels: Vec<String>,
+    /// The prompts, when the run is text-conditional.
+    pub prompts: Vec<String>,
+    /// The classes, when the run is class-conditional.
+    pub classes: Vec<i64>,
+    /// The unconditional row for classifier-free guidance, when there is one.
+    pub uncond: Option<usize>,
+}
+
+impl RunConditions {
+    /// Class-conditional runs cycle seed i through the classes; text runs give every prompt every seed.
+    pub fn per_seed(&self) -> bool {
+        !self.classes.is_empty()
+    }
+
+    /// How many conditions there are (1 for an unconditional run).
+    pub fn count(&self) -> usize {
+        self.labels.len().max(1)
+    }
+}
+
+/// What the model offers to condition on.
+pub struct ConditionSources<'a> {
+    pub encoders: &'a mut [TextEncoder],
+    /// SDXL's `force_zeros_for_empty_prompt`: no negative prompt means zero embeddings.
+    pub force_zeros: bool,
+    /// The decoded image's height and width in pixels (SDXL's time ids).
+    pub image_hw: (usize, usize),
+    /// The U-Net's class embeddings, when its config says.
+    pub num_class_embeds: Option<usize>,
+}
+
+/// The condition table and the run's conditions for `spec`; rows 0.. are the conditions in order, then the
+/// unconditional one.
+pub fn build(
+    spec: Option<&ConditioningSpec>,
+    sources: ConditionSources<'_>,
+) -> Result<(Vec<Condition>, RunConditions), String> {
+    let Some(spec) = spec else {
+        return Ok((Vec::new(), RunConditions::default()));
+    };
+    if !spec.classes.is_empty() {
+        return classes(spec, sources.num_class_embeds);
+    }
+    if spec.prompts.is_empty() && spec.embeddings.is_none() {
+        return Ok((Vec::new(), RunConditions::default()));
+    }
+    prompts(spec, sources)
+}
+
+fn classes(
+    spec: &ConditioningSpec,
+    num_class_embeds: Option<usize>,
+) -> Result<(Vec<Condition>, RunConditions), String> {
+    let null = spec
+        .null_class
+        .or(num_class_embeds.map(|n| n as i64 - 1));
+    if let Some(n) = num_class_embeds {
+        let bad = spec.classes.iter().chain(null.iter()).find(|&&c| c < 0 || c >= n as i64);
+        if let Some(c) = bad {
+            return Err(format!(
+                "[conditioning] class {c} is out of range: the U-Net has {n} class embeddings (0–{})",
+                n - 1
+            ));
+        }
+    }
+    let label = |c: i64| Condition {
+        class_label: Some(c),
+        ..Condition::default()
+    };
+    let mut table: Vec<Condition> = spec.classes.iter().map(|&c| label(c)).collect();
+    let uncond = null.map(|c| {
+        table.push(label(c));
+        table.len() - 1
+    });
+    let conditions = RunConditions {
+        labels: spec.classes.iter().map(|c| format!("class {c}")).collect(),
+        prompts: Vec::new(),
+        classes: spec.classes.clone(),
+        uncond,
+    };
+    Ok((table, conditions))
+}
+
+fn prompts(
+    spec: &ConditioningSpec,
+    sources: ConditionSources<'_>,
+) -> Result<(Vec<Condition>, RunConditions), String> {
+    let ConditionSources {
+        encoders,
+        force_zeros,
+        image_hw: (h, w),
+        ..
+    } = sources;
+    let embeddings = match &spec.embeddings {
+        Some(path) => read_embeddings(path, spec.prompts.len())?,
+        None if encoders.is_empty() => {
+            return Err(
+                "[conditioning] prompts need a text encoder, and the model has none: give \
+                 `embeddings = \"prompts.npy\"` ([P, tokens, width]) or [model] text_encoder and tokenizer"
+                    .into(),
+            );
+        }
+        None => {
+            let texts: Vec<&str> = spec.prompts.iter().map(String::as_str).collect();
+            encode_prompts(encoders, &texts).map_err(|e| e.to_string())?
+        }
+    };
+    let uncond = match spec.negative_prompt.as_deref() {
+        None if force_zeros || encoders.is_empty() => embeddings[0].zeros_like(),
+        _ if encoders.is_empty() => {
+            return Err(
+                "[conditioning] negative_prompt needs a text encoder; with precomputed embeddings \
+                 the unconditional embedding is zeros (remove negative_prompt)"
+                    .into(),
+            );
+        }
+        negative => encode_prompts(encoders, &[negative.unwrap_or("")])
+            .map_err(|e| e.to_string())?
+            .remove(0),
+    };
+    let mut table: Vec<Condition> = embeddings.iter().map(|e| e.condition(h, w)).collect();
+    table.push(uncond.condition(h, w));
+    let labels = match spec.prompts.is_empty() {
+        true => (0..embeddings.len()).map(|i| format!("embedding {i}")).collect(),
+        false => spec.prompts.clone(),
+    };
+    let conditions = RunConditions {
+        prompts: labels.clone(),
+        labels,
+        classes: Vec::new(),
+        uncond: Some(table.len() - 1),
+    };
+    Ok((table, conditions))
+}
+
+/// Precomputed prompt embeddings: float32 [P, tokens, width], one per prompt when prompts are given too.
+fn read_embeddings(path: &Path, prompts: usize) -> Result<Vec<PromptEmbedding>, String> {
+    let array: ArrayD<f32> = ndarray_npy::read_npy(path).map_err(|e| {
+        format!(
+            "{}: cannot read the embeddings ({e}); they must be a float32 .npy [prompts, tokens, width]",
+            path.display()
+        )
+    })?;
+    let shape = array.shape().to_vec();
+    if shape.len() != 3 || shape[0] == 0 || (prompts > 0 && shape[0] != prompts) {
+        return Err(format!(
+            "{}: the embeddings are {shape:?}; they must be [prompts, tokens, width]{}",
+            path.display(),
+            if prompts > 0 {
+                format!(" with one per prompt ({prompts})")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    let data: Vec<f32> = array.iter().copied().collect();
+    let per = shape[1] * shape[2];
+    Ok(data
+        .chunks(per)
+        .map(|d| PromptEmbedding {
+            hidden_states: ItemTensor::new(shape[1..].to_vec(), d.to_vec()),
+            pooled: None,
+        })
+        .collect())
+}

@@ -1,0 +1,257 @@
+//! The lab on the checked-in Stable Diffusion exports (tests/data/pipelines): a pipeline folder as the model,
+//! prompts, a negative prompt, guidance as a swept axis and `init_noise` reproduce Optimum's own pipeline
+//! images through `--save-samples`; the class-conditional model runs classes with guidance; bad conditioning
+//! is one clear error.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests and benchmarks report failure by panicking"
+)]
+
+use std::path::{Path, PathBuf};
+
+use difflab::experiment::Experiment;
+use difflab::lab::{LabEvent, Results, RunOptions, start};
+use ndarray::{ArrayD, Axis};
+use ndarray_npy::{read_npy, write_npy};
+use serde_json::Value;
+
+fn data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pipelines")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("difflab-pipe-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs the experiment text (written into `dir`) with `--save-samples`; returns its events' error, if any.
+fn run(dir: &Path, text: &str) -> Result<Results, String> {
+    let path = dir.join("exp.toml");
+    std::fs::write(&path, text).unwrap();
+    let experiment = Experiment::load(&path).map_err(|e| e.to_string())?;
+    let options = RunOptions {
+        save_samples: true,
+        ..RunOptions::default()
+    };
+    let lab = start(experiment, options);
+    let mut error = None;
+    for event in lab.events.iter() {
+        if let LabEvent::Finished { error: e, .. } = event {
+            error = e;
+        }
+    }
+    lab.join();
+    match error {
+        Some(e) => Err(e),
+        None => Ok(Results::load(&dir.join("out/results.json"))),
+    }
+}
+
+fn reference(folder: &str) -> Value {
+    let path = data().join(folder).join("reference/reference.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Row `row` of the reference's initial latents as a one-seed `init_noise` file.
+fn init_noise(dir: &Path, folder: &str, row: usize) -> PathBuf {
+    let all: ArrayD<f32> = read_npy(data().join(folder).join("reference/initial_latents.npy")).unwrap();
+    let one = all.index_axis(Axis(0), row).insert_axis(Axis(0)).to_owned();
+    let path = dir.join(format!("latents{row}.npy"));
+    write_npy(&path, &one).unwrap();
+    path
+}
+
+/// The reference image `row` of a case, NHWC → CHW.
+fn reference_image(case: &Value, row: usize) -> Vec<f32> {
+    let images: ArrayD<f32> = read_npy(data().join(case["images"]["file"].as_str().unwrap())).unwrap();
+    let image = images.index_axis(Axis(0), row);
+    let mut chw = Vec::new();
+    for c in 0..3 {
+        for y in 0..64 {
+            for x in 0..64 {
+                chw.push(image[[y, x, c]]);
+            }
+        }
+    }
+    chw
+}
+
+fn sampler_of(case: &Value) -> &'static str {
+    if case["name"].as_str().unwrap().starts_with("ddim") {
+        "name = \"ddim\"\nsettings = { clip_sample = false, set_alpha_to_one = false }"
+    } else {
+        "name = \"dpm++2m\""
+    }
+}
+
+/// One prompt of a reference case through the whole lab, compared with Optimum's image.
+fn check_case(folder: &str, case_name: &str, row: usize) {
+    let reference = reference(folder);
+    let case = reference["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == case_name)
+        .unwrap();
+    let dir = temp_dir(&format!("{folder}-{case_name}-{row}"));
+    let prompt = reference["prompts"][row].as_str().unwrap();
+    let negative = match case["negative_prompt"].as_str() {
+        Some(n) => format!("negative_prompt = {n:?}\n"),
+        None => String::new(),
+    };
+    let g = case["guidance_scale"].as_f64().unwrap();
+    let text = format!(
+        "output = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\n[conditioning]\nprompts = [{prompt:?}]\n{negative}\
+         [sampling]\nseeds = 1\ninit_noise = {:?}\n[[sampler]]\n{}\nsteps = 4\nguidance = [{g}]\n",
+        data().join(folder),
+        init_noise(&dir, folder, row),
+        sampler_of(case),
+    );
+    let results = run(&dir, &text).unwrap();
+    let cell = &results.cells[0];
+    assert!(cell.error.is_none(), "{:?}", cell.error);
+    assert_eq!(cell.guidance, g);
+    assert_eq!(cell.prompts, vec![prompt.to_string()]);
+    let file = dir.join("out/samples").join(format!(
+        "{}.npy",
+        cell.grid.trim_start_matches("cells/").trim_end_matches(".png")
+    ));
+    let ours: ArrayD<f32> = read_npy(&file).unwrap();
+    assert_eq!(ours.shape(), &[1, 3, 64, 64]);
+    let want = reference_image(case, row);
+    let diff = ours
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    println!("{folder} {case_name} {prompt:?}: max image diff {diff:.2e}");
+    assert!(diff < 1e-3, "{folder} {case_name}: image differs by {diff}");
+}
+
+#[test]
+fn sd1_ddim_with_and_without_guidance_equals_optimum() {
+    check_case("sd1", "ddim_g1", 0);
+    check_case("sd1", "ddim_g7.5", 1);
+}
+
+#[test]
+fn sd1_dpmpp_2m_guided_equals_optimum() {
+    check_case("sd1", "dpmpp_2m_g7.5", 0);
+}
+
+#[test]
+fn sd2_v_prediction_and_sdxl_equal_optimum() {
+    check_case("sd2v", "dpmpp_2m_g7.5", 1);
+    check_case("sdxl", "ddim_g7.5", 0);
+    check_case("sdxl", "ddim_g7.5_noneg", 1);
+}
+
+#[test]
+fn guidance_is_an_axis_and_prompts_are_rows() {
+    let dir = temp_dir("axes");
+    let text = format!(
+        "output = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\n[conditioning]\nprompts = [\"a red circle\", \"a cat\"]\n\
+         [sampling]\nseeds = 2\n[[sampler]]\nname = \"ddim\"\nsteps = 3\nguidance = [1, 4.5]\nguidance_rescale = 0.5\n",
+        data().join("sd1")
+    );
+    let results = run(&dir, &text).unwrap();
+    let names: Vec<&str> = results.cells.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["ddim 3 g1", "ddim 3 g4.5"]);
+    for cell in &results.cells {
+        assert_eq!(cell.samples, 4, "two prompts × two seeds");
+        let grid = image::open(dir.join("out").join(&cell.grid)).unwrap();
+        assert!(grid.width() > 2 * 64 && grid.height() > 2 * 64, "a 2×2 grid of 64² images");
+    }
+    let csv = std::fs::read_to_string(dir.join("out/results.csv")).unwrap();
+    assert!(csv.lines().next().unwrap().contains(",guidance,guidance_rescale,prompt,classes,"));
+    assert!(csv.contains(",4.5,0.5,a red circle | a cat,,cpu,done,"), "{csv}");
+}
+
+#[test]
+fn class_conditional_model_cycles_classes_and_guides_from_the_null_class() {
+    let dir = temp_dir("classes");
+    let text = format!(
+        "output = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\n[conditioning]\nclasses = [3, 7]\n\
+         [sampling]\nseeds = 4\n[[sampler]]\nname = \"ddim\"\nsteps = 3\nguidance = [1, 3]\n",
+        data().join("classcond")
+    );
+    let results = run(&dir, &text).unwrap();
+    assert_eq!(results.cells.len(), 2);
+    for cell in &results.cells {
+        assert!(cell.error.is_none(), "{:?}", cell.error);
+        assert_eq!(cell.classes, vec![3, 7]);
+        let file = dir.join("out/samples").join(format!(
+            "{}.npy",
+            cell.grid.trim_start_matches("cells/").trim_end_matches(".png")
+        ));
+        let samples: ArrayD<f32> = read_npy(&file).unwrap();
+        assert_eq!(samples.shape(), &[4, 3, 16, 16]);
+        assert!(samples.iter().all(|v| (0.0..=1.0).contains(v)));
+    }
+}
+
+#[test]
+fn bad_conditioning_is_one_clear_error() {
+    let dir = temp_dir("bad");
+    let classcond = data().join("classcond");
+    let sd1 = data().join("sd1");
+    let cases = [
+        (
+            format!("[model]\npath = {classcond:?}\n[conditioning]\nclasses = [12]\n[[sampler]]\nname = \"ddim\"\nsteps = 2\n"),
+            "class 12 is out of range",
+        ),
+        (
+            format!("[model]\npath = {classcond:?}\n[conditioning]\nprompts = [\"a cat\"]\n[[sampler]]\nname = \"ddim\"\nsteps = 2\n"),
+            "text",
+        ),
+        (
+            format!("[model]\npath = {sd1:?}\n[conditioning]\nclasses = [1]\n[[sampler]]\nname = \"ddim\"\nsteps = 2\n"),
+            "takes no class labels",
+        ),
+        (
+            format!("[model]\npath = {sd1:?}\n[[sampler]]\nname = \"ddim\"\nsteps = 2\n"),
+            "give [conditioning] prompts",
+        ),
+        (
+            format!("[model]\npath = {classcond:?}\n[[sampler]]\nname = \"ddim\"\nsteps = 2\nguidance = 3\n"),
+            "no unconditional input to guide from",
+        ),
+    ];
+    for (text, want) in cases {
+        let text = format!("output = \"out\"\n{text}");
+        let err = run(&dir, &text).unwrap_err();
+        assert!(err.contains(want), "{want:?} not in: {err}");
+    }
+}
+
+#[test]
+fn shipped_conditional_experiments_run_every_cell() {
+    let experiments = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+    for (file, cells, samples) in [("sd-guidance.toml", 6, 8), ("classcond.toml", 4, 8)] {
+        let mut experiment = Experiment::load(&experiments.join(file)).unwrap();
+        let dir = temp_dir(file);
+        experiment.output_dir = dir.clone();
+        let lab = start(experiment, RunOptions::default());
+        let mut error = None;
+        for event in lab.events.iter() {
+            if let LabEvent::Finished { error: e, .. } = event {
+                error = e;
+            }
+        }
+        lab.join();
+        assert_eq!(error, None, "{file}");
+        let results = Results::load(&dir.join("results.json"));
+        assert_eq!(results.cells.len(), cells, "{file}");
+        for cell in &results.cells {
+            assert!(cell.error.is_none(), "{file} {}: {:?}", cell.name, cell.error);
+            assert_eq!(cell.samples, samples, "{file} {}", cell.name);
+            assert!(dir.join(&cell.grid).is_file());
+        }
+        assert!(results.cells.iter().any(|c| c.name.ends_with(" g1")));
+    }
+}
