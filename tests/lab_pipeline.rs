@@ -255,3 +255,28 @@ fn shipped_conditional_experiments_run_every_cell() {
         assert!(results.cells.iter().any(|c| c.name.ends_with(" g1")));
     }
 }
+
+#[test]
+fn quality_scores_decoded_images_resized_to_the_feature_network() {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    for (folder, conditioning) in [
+        ("sd1", "prompts = [\"a cat\"]"),
+        ("classcond", "classes = [3, 7]"),
+    ] {
+        let dir = temp_dir(&format!("quality-{folder}"));
+        let text = format!(
+            "output = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\n[conditioning]\n{conditioning}\n\
+             [sampling]\nseeds = 2\n[[sampler]]\nname = \"ddim\"\nsteps = 2\n\
+             [quality]\nfeatures = {:?}\nreference = {:?}\nsamples = 8\nkid_subsets = 2\nkid_subset_size = 4\n",
+            data().join(folder),
+            models.join("mnist16-features.onnx"),
+            models.join("mnist16-reference.npz"),
+        );
+        let results = run(&dir, &text).unwrap();
+        let cell = &results.cells[0];
+        assert!(cell.error.is_none(), "{folder}: {:?}", cell.error);
+        let fid = cell.fid.unwrap_or(f64::NAN);
+        assert!(fid.is_finite() && fid > 0.0, "{folder}: FID {fid}");
+        assert_eq!(cell.samples, 8);
+    }
+}

@@ -263,3 +263,22 @@ fn embeddings_of_the_wrong_width_are_refused_by_name() {
     let err = unet.set_conditions(vec![labels]).unwrap_err().to_string();
     assert!(err.contains("takes no class labels"), "{err}");
 }
+
+#[test]
+fn a_tokenizer_larger_than_the_encoders_vocabulary_is_refused() {
+    let dir = std::env::temp_dir().join(format!("difflab-vocab-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = data().join("sd1/text_encoder");
+    std::fs::copy(source.join("model.onnx"), dir.join("model.onnx")).unwrap();
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(source.join("config.json")).unwrap()).unwrap();
+    config["vocab_size"] = 1000.into();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let err = TextEncoder::load(&dir.join("model.onnx"), &data().join("sd1/tokenizer"), &options())
+        .err()
+        .expect("a mismatched tokenizer must be refused")
+        .to_string();
+    assert!(err.contains("49408 tokens") && err.contains("only 1000"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -17,6 +17,8 @@ pub struct OnnxFeatures {
     path: PathBuf,
     input: String,
     output: String,
+    /// The image input's C, H, W when the network fixes them.
+    input_shape: Option<[usize; 3]>,
 }
 
 impl OnnxFeatures {
@@ -26,6 +28,13 @@ impl OnnxFeatures {
         let (inputs, outputs) = (model.inputs(), model.outputs());
         let problem =
             |message: String| EngineError::Options(format!("{}: {message}", path.display()));
+        let input_shape = inputs.first().and_then(|one| {
+            let fixed: Option<Vec<usize>> = one.dims.get(1..)?.iter().map(|d| match d {
+                super::roles::Dim::Fixed(n) => Some(*n),
+                super::roles::Dim::Symbolic(_) => None,
+            }).collect();
+            <[usize; 3]>::try_from(fixed?).ok()
+        });
         let input = match inputs {
             [one] if one.rank() == 4 && one.elem.is_float() => one.name.clone(),
             _ => {
@@ -52,11 +61,17 @@ impl OnnxFeatures {
             path,
             input,
             output,
+            input_shape,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The image shape the network takes, C × H × W, when it fixes it.
+    pub fn input_shape(&self) -> Option<[usize; 3]> {
+        self.input_shape
     }
 
     pub fn provider(&self) -> ProviderKind {

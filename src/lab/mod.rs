@@ -8,6 +8,7 @@ pub mod latent_preview;
 pub mod model;
 pub mod plan;
 pub mod plots;
+pub mod resize;
 pub mod results;
 pub mod samples;
 pub mod runner;

@@ -752,11 +752,15 @@ impl Finish<'_> {
         let (features, reference, spec) = quality;
         let shape = self.pictures.image_shape;
         let item = shape.iter().product::<usize>();
+        // Decoded RGB (or any other size) is resized to what the feature network takes.
+        let target = features.input_shape().unwrap_or(shape);
+        let per = target.iter().product::<usize>();
         let mut feats = Vec::new();
         let mut dim = 0;
         for chunk in images.chunks(self.batch.max(1) * item) {
+            let fitted = super::resize::fit(chunk, shape, target);
             let (part, d) = features
-                .features(chunk, chunk.len() / item, shape)
+                .features(&fitted, fitted.len() / per, target)
                 .map_err(|e| e.to_string())?;
             feats.extend(part);
             dim = d;
