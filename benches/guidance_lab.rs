@@ -108,7 +108,11 @@ fn main() {
     for _ in 0..ROUNDS {
         let base = floor(8, 10);
         let ours: f64 = lab(&dir, one).iter().sum();
-        eprintln!("one cell: difflab {:.2} ms, floor {:.2} ms", ours * 1e3, base * 1e3);
+        eprintln!(
+            "one cell: difflab {:.2} ms, floor {:.2} ms",
+            ours * 1e3,
+            base * 1e3
+        );
         single.push(ours / base);
         let base = 3.0 * (floor(4, 10) + floor(8, 10));
         let ours: f64 = lab(&dir, six).iter().sum();

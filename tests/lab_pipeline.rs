@@ -59,7 +59,8 @@ fn reference(folder: &str) -> Value {
 
 /// Row `row` of the reference's initial latents as a one-seed `init_noise` file.
 fn init_noise(dir: &Path, folder: &str, row: usize) -> PathBuf {
-    let all: ArrayD<f32> = read_npy(data().join(folder).join("reference/initial_latents.npy")).unwrap();
+    let all: ArrayD<f32> =
+        read_npy(data().join(folder).join("reference/initial_latents.npy")).unwrap();
     let one = all.index_axis(Axis(0), row).insert_axis(Axis(0)).to_owned();
     let path = dir.join(format!("latents{row}.npy"));
     write_npy(&path, &one).unwrap();
@@ -68,7 +69,8 @@ fn init_noise(dir: &Path, folder: &str, row: usize) -> PathBuf {
 
 /// The reference image `row` of a case, NHWC → CHW.
 fn reference_image(case: &Value, row: usize) -> Vec<f32> {
-    let images: ArrayD<f32> = read_npy(data().join(case["images"]["file"].as_str().unwrap())).unwrap();
+    let images: ArrayD<f32> =
+        read_npy(data().join(case["images"]["file"].as_str().unwrap())).unwrap();
     let image = images.index_axis(Axis(0), row);
     let mut chw = Vec::new();
     for c in 0..3 {
@@ -119,7 +121,9 @@ fn check_case(folder: &str, case_name: &str, row: usize) {
     assert_eq!(cell.prompts, vec![prompt.to_string()]);
     let file = dir.join("out/samples").join(format!(
         "{}.npy",
-        cell.grid.trim_start_matches("cells/").trim_end_matches(".png")
+        cell.grid
+            .trim_start_matches("cells/")
+            .trim_end_matches(".png")
     ));
     let ours: ArrayD<f32> = read_npy(&file).unwrap();
     assert_eq!(ours.shape(), &[1, 3, 64, 64]);
@@ -165,11 +169,22 @@ fn guidance_is_an_axis_and_prompts_are_rows() {
     for cell in &results.cells {
         assert_eq!(cell.samples, 4, "two prompts × two seeds");
         let grid = image::open(dir.join("out").join(&cell.grid)).unwrap();
-        assert!(grid.width() > 2 * 64 && grid.height() > 2 * 64, "a 2×2 grid of 64² images");
+        assert!(
+            grid.width() > 2 * 64 && grid.height() > 2 * 64,
+            "a 2×2 grid of 64² images"
+        );
     }
     let csv = std::fs::read_to_string(dir.join("out/results.csv")).unwrap();
-    assert!(csv.lines().next().unwrap().contains(",guidance,guidance_rescale,prompt,classes,"));
-    assert!(csv.contains(",4.5,0.5,a red circle | a cat,,cpu,done,"), "{csv}");
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .contains(",guidance,guidance_rescale,prompt,classes,")
+    );
+    assert!(
+        csv.contains(",4.5,0.5,a red circle | a cat,,cpu,done,"),
+        "{csv}"
+    );
 }
 
 #[test]
@@ -187,7 +202,9 @@ fn class_conditional_model_cycles_classes_and_guides_from_the_null_class() {
         assert_eq!(cell.classes, vec![3, 7]);
         let file = dir.join("out/samples").join(format!(
             "{}.npy",
-            cell.grid.trim_start_matches("cells/").trim_end_matches(".png")
+            cell.grid
+                .trim_start_matches("cells/")
+                .trim_end_matches(".png")
         ));
         let samples: ArrayD<f32> = read_npy(&file).unwrap();
         assert_eq!(samples.shape(), &[4, 3, 16, 16]);
@@ -202,15 +219,21 @@ fn bad_conditioning_is_one_clear_error() {
     let sd1 = data().join("sd1");
     let cases = [
         (
-            format!("[model]\npath = {classcond:?}\n[conditioning]\nclasses = [12]\n[[sampler]]\nname = \"ddim\"\nsteps = 2\n"),
+            format!(
+                "[model]\npath = {classcond:?}\n[conditioning]\nclasses = [12]\n[[sampler]]\nname = \"ddim\"\nsteps = 2\n"
+            ),
             "class 12 is out of range",
         ),
         (
-            format!("[model]\npath = {classcond:?}\n[conditioning]\nprompts = [\"a cat\"]\n[[sampler]]\nname = \"ddim\"\nsteps = 2\n"),
+            format!(
+                "[model]\npath = {classcond:?}\n[conditioning]\nprompts = [\"a cat\"]\n[[sampler]]\nname = \"ddim\"\nsteps = 2\n"
+            ),
             "text",
         ),
         (
-            format!("[model]\npath = {sd1:?}\n[conditioning]\nclasses = [1]\n[[sampler]]\nname = \"ddim\"\nsteps = 2\n"),
+            format!(
+                "[model]\npath = {sd1:?}\n[conditioning]\nclasses = [1]\n[[sampler]]\nname = \"ddim\"\nsteps = 2\n"
+            ),
             "takes no class labels",
         ),
         (
@@ -218,7 +241,9 @@ fn bad_conditioning_is_one_clear_error() {
             "give [conditioning] prompts",
         ),
         (
-            format!("[model]\npath = {classcond:?}\n[[sampler]]\nname = \"ddim\"\nsteps = 2\nguidance = 3\n"),
+            format!(
+                "[model]\npath = {classcond:?}\n[[sampler]]\nname = \"ddim\"\nsteps = 2\nguidance = 3\n"
+            ),
             "no unconditional input to guide from",
         ),
     ];
@@ -248,7 +273,12 @@ fn shipped_conditional_experiments_run_every_cell() {
         let results = Results::load(&dir.join("results.json"));
         assert_eq!(results.cells.len(), cells, "{file}");
         for cell in &results.cells {
-            assert!(cell.error.is_none(), "{file} {}: {:?}", cell.name, cell.error);
+            assert!(
+                cell.error.is_none(),
+                "{file} {}: {:?}",
+                cell.name,
+                cell.error
+            );
             assert_eq!(cell.samples, samples, "{file} {}", cell.name);
             assert!(dir.join(&cell.grid).is_file());
         }

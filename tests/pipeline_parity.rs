@@ -37,7 +37,10 @@ fn reference(folder: &str) -> Value {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn options() -> OnnxOptions {
@@ -76,7 +79,11 @@ fn text_encoders_match_onnx_runtime_in_python() {
         let te = &reference["text_encoders"];
         let prompt = te["prompt"].as_str().unwrap();
         for (k, encoder) in encoders(folder).iter_mut().enumerate() {
-            let key = if k == 0 { "text_encoder" } else { "text_encoder_2" };
+            let key = if k == 0 {
+                "text_encoder"
+            } else {
+                "text_encoder_2"
+            };
             let want_ids: Vec<i64> = te[key]["input_ids"]
                 .as_array()
                 .unwrap()
@@ -135,7 +142,11 @@ fn run_case(folder: &str, case: &Value, reference: &Value) -> (Vec<f32>, Vec<f32
         .iter()
         .map(|v| v.as_i64().unwrap())
         .collect();
-    assert_eq!(scheduler.timesteps(), want_t.as_slice(), "{folder} timesteps");
+    assert_eq!(
+        scheduler.timesteps(),
+        want_t.as_slice(),
+        "{folder} timesteps"
+    );
 
     let g = case["guidance_scale"].as_f64().unwrap() as f32;
     let n = prompts.len();
@@ -173,8 +184,13 @@ fn run_case(folder: &str, case: &Value, reference: &Value) -> (Vec<f32>, Vec<f32
     )
     .unwrap();
     let scaling = vae_config["scaling_factor"].as_f64().unwrap();
-    let mut vae =
-        VaeDecoder::load(&root.join("vae_decoder/model.onnx"), scaling, None, &options()).unwrap();
+    let mut vae = VaeDecoder::load(
+        &root.join("vae_decoder/model.onnx"),
+        scaling,
+        None,
+        &options(),
+    )
+    .unwrap();
     let (images, shape) = vae.decode(&x, [4, 8, 8], 2).unwrap();
     assert_eq!(shape, [3, 64, 64]);
     // NCHW in [-1, 1] → NHWC in [0, 1], as output_type="np".
@@ -230,8 +246,13 @@ fn a_scalar_timestep_unet_runs_mixed_timesteps_as_one_call_per_timestep() {
     unet.predict_with(&batch, &t, &rows, &mut out).unwrap();
     for i in 0..3 {
         let mut alone = vec![0.0; item];
-        unet.predict_with(&batch[i * item..(i + 1) * item], &[t[i]], &[rows[i]], &mut alone)
-            .unwrap();
+        unet.predict_with(
+            &batch[i * item..(i + 1) * item],
+            &[t[i]],
+            &[rows[i]],
+            &mut alone,
+        )
+        .unwrap();
         let diff = max_abs_diff(&out[i * item..(i + 1) * item], &alone);
         assert!(diff < 1e-5, "item {i}: {diff}");
     }
@@ -272,13 +293,21 @@ fn a_tokenizer_larger_than_the_encoders_vocabulary_is_refused() {
     let source = data().join("sd1/text_encoder");
     std::fs::copy(source.join("model.onnx"), dir.join("model.onnx")).unwrap();
     let mut config: Value =
-        serde_json::from_str(&std::fs::read_to_string(source.join("config.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(source.join("config.json")).unwrap())
+            .unwrap();
     config["vocab_size"] = 1000.into();
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    let err = TextEncoder::load(&dir.join("model.onnx"), &data().join("sd1/tokenizer"), &options())
-        .err()
-        .expect("a mismatched tokenizer must be refused")
-        .to_string();
-    assert!(err.contains("49408 tokens") && err.contains("only 1000"), "{err}");
+    let err = TextEncoder::load(
+        &dir.join("model.onnx"),
+        &data().join("sd1/tokenizer"),
+        &options(),
+    )
+    .err()
+    .expect("a mismatched tokenizer must be refused")
+    .to_string();
+    assert!(
+        err.contains("49408 tokens") && err.contains("only 1000"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -147,7 +147,11 @@ fn model(path: &std::path::Path, args: &InfoArgs, options: &OnnxOptions) -> anyh
 /// Every component of a pipeline folder: the folder's parts, the U-Net's full report, the other networks.
 fn pipeline(args: &InfoArgs) -> anyhow::Result<String> {
     let folder = read_pipeline(&args.model)?;
-    let mut text = format!("pipeline  {} ({})\n", folder.class_name, args.model.display());
+    let mut text = format!(
+        "pipeline  {} ({})\n",
+        folder.class_name,
+        args.model.display()
+    );
     for line in folder.describe() {
         text.push_str(&format!("  {line}\n"));
     }

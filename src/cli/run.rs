@@ -73,7 +73,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                     experiment.path.display(),
                     cells.len()
                 );
-                row_labels = cells.first().map(|c| c.preview_labels()).unwrap_or_default();
+                row_labels = cells
+                    .first()
+                    .map(|c| c.preview_labels())
+                    .unwrap_or_default();
                 for (i, c) in cells.iter().enumerate() {
                     names.push(c.name.clone());
                     if fancy {

@@ -24,7 +24,11 @@ pub fn use_of(inputs: &[TensorSpec], outputs: &[TensorSpec]) -> Option<&'static 
         "a VAE decoder: latents → images (used for finished samples of a latent model)"
     } else if image_in && has(&outs, "latent_parameters") {
         "a VAE encoder (images → latents); difflab's text-to-image runs do not use it"
-    } else if image_in && outputs.iter().any(|o| o.rank() == 2 && o.elem != ElemType::I64) {
+    } else if image_in
+        && outputs
+            .iter()
+            .any(|o| o.rank() == 2 && o.elem != ElemType::I64)
+    {
         "a feature network for FID/KID ([quality] features): images → features"
     } else {
         return None;

@@ -69,4 +69,3 @@ pub(super) fn model_load_error(path: &Path, e: &ort::Error) -> EngineError {
         message,
     }
 }
-

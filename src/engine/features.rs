@@ -29,10 +29,15 @@ impl OnnxFeatures {
         let problem =
             |message: String| EngineError::Options(format!("{}: {message}", path.display()));
         let input_shape = inputs.first().and_then(|one| {
-            let fixed: Option<Vec<usize>> = one.dims.get(1..)?.iter().map(|d| match d {
-                super::roles::Dim::Fixed(n) => Some(*n),
-                super::roles::Dim::Symbolic(_) => None,
-            }).collect();
+            let fixed: Option<Vec<usize>> = one
+                .dims
+                .get(1..)?
+                .iter()
+                .map(|d| match d {
+                    super::roles::Dim::Fixed(n) => Some(*n),
+                    super::roles::Dim::Symbolic(_) => None,
+                })
+                .collect();
             <[usize; 3]>::try_from(fixed?).ok()
         });
         let input = match inputs {
@@ -86,8 +91,7 @@ impl OnnxFeatures {
         item: [usize; 3],
     ) -> Result<(Vec<f32>, usize), EngineError> {
         let dims = [batch as i64, item[0] as i64, item[1] as i64, item[2] as i64];
-        let value = TensorRef::from_array_view((Shape::new(dims), images))
-            .map_err(ort_error)?;
+        let value = TensorRef::from_array_view((Shape::new(dims), images)).map_err(ort_error)?;
         let outputs = self
             .model
             .session
@@ -100,9 +104,7 @@ impl OnnxFeatures {
                 self.output
             ))
         })?;
-        let (shape, data) = output
-            .try_extract_tensor::<f32>()
-            .map_err(ort_error)?;
+        let (shape, data) = output.try_extract_tensor::<f32>().map_err(ort_error)?;
         if shape.len() != 2 || shape[0] as usize != batch {
             return Err(EngineError::Options(format!(
                 "{}: output `{}` has shape {:?}, expected [{batch}, D]",

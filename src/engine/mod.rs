@@ -16,12 +16,12 @@ mod model_file;
 mod onnx;
 mod packing;
 pub mod pipeline_folder;
+pub mod prompts;
 pub mod providers;
 mod report;
 pub mod roles;
 pub mod runtime;
 mod session;
-pub mod prompts;
 pub mod text_encoder;
 pub mod vae;
 
@@ -31,10 +31,7 @@ pub use denoiser::{DenoiseError, Denoiser, DenoiserInfo, NonFinite};
 pub use error::EngineError;
 pub use features::OnnxFeatures;
 pub use onnx::{OnnxDenoiser, PredictionSource};
-pub use session::{OnnxModel, OnnxOptions};
-pub use text_encoder::{EncoderOutput, TextEncoder};
 pub use prompts::{PromptEmbedding, encode_prompts};
-pub use vae::VaeDecoder;
 pub use providers::{
     AttemptOutcome, ProviderAttempt, ProviderKind, ProviderOptions, describe_attempts,
     summarize_attempts,
@@ -42,3 +39,6 @@ pub use providers::{
 pub use report::{InfoReport, Timing, inspect};
 pub use roles::{Dim, ElemType, ModelRoles, Role, RoleError, RoleOverrides, TensorSpec};
 pub use runtime::{RuntimeError, RuntimeInfo, RuntimeSource, runtime};
+pub use session::{OnnxModel, OnnxOptions};
+pub use text_encoder::{EncoderOutput, TextEncoder};
+pub use vae::VaeDecoder;

@@ -89,4 +89,3 @@ pub(super) fn check_model_file(path: &Path) -> Result<(), EngineError> {
     }
     Ok(())
 }
-

@@ -36,9 +36,9 @@ impl fmt::Display for PredictionSource {
         match self {
             PredictionSource::Given => f.write_str("given"),
             PredictionSource::SchedulerConfig(p) => write!(f, "from {}", p.display()),
-            PredictionSource::Default => {
-                f.write_str("default; no scheduler_config.json beside the model or in its pipeline folder")
-            }
+            PredictionSource::Default => f.write_str(
+                "default; no scheduler_config.json beside the model or in its pipeline folder",
+            ),
         }
     }
 }
@@ -196,9 +196,7 @@ impl OnnxDenoiser {
             .chunks(per_item)
             .map(|d| ItemTensor::new(item_shape.to_vec(), d.to_vec()))
             .collect();
-        self.update_rows(items.len(), |c, i| {
-            c.hidden_states = Some(items[i].clone())
-        });
+        self.update_rows(items.len(), |c, i| c.hidden_states = Some(items[i].clone()));
         Ok(())
     }
 
@@ -356,10 +354,8 @@ impl OnnxDenoiser {
             scratch.sample.view(&sample_dims)
         }
         .map_err(model_err)?;
-        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = vec![(
-            Cow::Borrowed(roles.sample.name.as_str()),
-            sample_value,
-        )];
+        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
+            vec![(Cow::Borrowed(roles.sample.name.as_str()), sample_value)];
         scratch.views(roles, &mut inputs).map_err(model_err)?;
         let outputs = model.session.run(inputs).map_err(model_err)?;
         *runs += 1;
@@ -496,7 +492,9 @@ impl Denoiser for OnnxDenoiser {
 /// The scheduler config beside a model file, or a pipeline folder's `scheduler/` for its `unet/model.onnx`.
 fn scheduler_config_of(model: &Path) -> PathBuf {
     let beside = model.with_file_name("scheduler_config.json");
-    let unet_dir = model.parent().filter(|d| d.file_name().is_some_and(|n| n == "unet"));
+    let unet_dir = model
+        .parent()
+        .filter(|d| d.file_name().is_some_and(|n| n == "unet"));
     match unet_dir.and_then(Path::parent) {
         Some(root) if !beside.is_file() => root.join("scheduler").join("scheduler_config.json"),
         _ => beside,
@@ -538,4 +536,3 @@ fn prediction_type(
         ))),
     }
 }
-

@@ -162,12 +162,9 @@ impl Scratch {
         rows: &[usize],
     ) -> Result<(), DenoiseError> {
         if let Some(spec) = &roles.class_labels {
-            let labels = rows.iter().map(|&r| {
-                conditions
-                    .get(r)
-                    .and_then(|c| c.class_label)
-                    .unwrap_or(0) as f64
-            });
+            let labels = rows
+                .iter()
+                .map(|&r| conditions.get(r).and_then(|c| c.class_label).unwrap_or(0) as f64);
             self.labels.fill(spec.elem, labels);
             self.labels_dims = vec![rows.len() as i64];
         }

@@ -22,7 +22,10 @@ impl PromptEmbedding {
     pub fn zeros_like(&self) -> Self {
         Self {
             hidden_states: ItemTensor::zeros(self.hidden_states.shape.clone()),
-            pooled: self.pooled.as_ref().map(|p| ItemTensor::zeros(p.shape.clone())),
+            pooled: self
+                .pooled
+                .as_ref()
+                .map(|p| ItemTensor::zeros(p.shape.clone())),
         }
     }
 

@@ -6,14 +6,14 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use super::condition::{Condition, ItemTensor};
 use super::denoiser::Denoiser;
 use super::error::EngineError;
 use super::onnx::{OnnxDenoiser, PredictionSource};
-use super::session::OnnxOptions;
 use super::providers::{ProviderAttempt, ProviderKind};
-use super::condition::{Condition, ItemTensor};
 use super::roles::{Dim, ModelRoles, Role, TensorSpec, shape_text};
 use super::runtime::RuntimeInfo;
+use super::session::OnnxOptions;
 use crate::sampler::PredictionType;
 
 /// The median time of one `predict` call at one batch size.

@@ -84,7 +84,10 @@ impl TextEncoder {
     ) -> Result<BTreeMap<String, EncoderOutput>, EngineError> {
         let (mut ids, mut mask) = (Vec::new(), Vec::new());
         for prompt in prompts {
-            let tokens = self.tokenizer.encode(prompt).map_err(EngineError::Options)?;
+            let tokens = self
+                .tokenizer
+                .encode(prompt)
+                .map_err(EngineError::Options)?;
             ids.extend(tokens.ids.iter().map(|&i| i as f64));
             mask.extend(tokens.attention_mask.iter().map(|&i| i as f64));
         }

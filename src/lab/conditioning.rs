@@ -67,11 +67,13 @@ fn classes(
     spec: &ConditioningSpec,
     num_class_embeds: Option<usize>,
 ) -> Result<(Vec<Condition>, RunConditions), String> {
-    let null = spec
-        .null_class
-        .or(num_class_embeds.map(|n| n as i64 - 1));
+    let null = spec.null_class.or(num_class_embeds.map(|n| n as i64 - 1));
     if let Some(n) = num_class_embeds {
-        let bad = spec.classes.iter().chain(null.iter()).find(|&&c| c < 0 || c >= n as i64);
+        let bad = spec
+            .classes
+            .iter()
+            .chain(null.iter())
+            .find(|&&c| c < 0 || c >= n as i64);
         if let Some(c) = bad {
             return Err(format!(
                 "[conditioning] class {c} is out of range: the U-Net has {n} class embeddings (0–{})",
@@ -137,7 +139,9 @@ fn prompts(
     let mut table: Vec<Condition> = embeddings.iter().map(|e| e.condition(h, w)).collect();
     table.push(uncond.condition(h, w));
     let labels = match spec.prompts.is_empty() {
-        true => (0..embeddings.len()).map(|i| format!("embedding {i}")).collect(),
+        true => (0..embeddings.len())
+            .map(|i| format!("embedding {i}"))
+            .collect(),
         false => spec.prompts.clone(),
     };
     let conditions = RunConditions {

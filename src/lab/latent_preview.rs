@@ -82,7 +82,10 @@ mod tests {
         assert_eq!(&rgb[..4], &[0.3512; 4]);
         assert_eq!(&rgb[8..], &[0.3227; 4]);
         let xl = LatentPreview::for_family(true, 4).unwrap();
-        assert_eq!(xl.rgb(&[0.0; 4], [4, 1, 1], 1), vec![0.1084, -0.0175, -0.0011]);
+        assert_eq!(
+            xl.rgb(&[0.0; 4], [4, 1, 1], 1),
+            vec![0.1084, -0.0175, -0.0011]
+        );
         assert!(LatentPreview::for_family(false, 16).is_none());
     }
 }

@@ -10,8 +10,8 @@ pub mod plan;
 pub mod plots;
 pub mod resize;
 pub mod results;
-pub mod samples;
 pub mod runner;
+pub mod samples;
 
 pub use crate::path_error::PathError;
 pub use plan::{Cell, plan};

@@ -154,7 +154,11 @@ fn explicit_parts(experiment: &Experiment) -> Result<Parts, String> {
 }
 
 /// Loads the U-Net and its parts, encodes the conditioning and sets it on the U-Net.
-fn assemble(experiment: &Experiment, unet: &Path, parts: Parts) -> Result<LoadedModel, EngineError> {
+fn assemble(
+    experiment: &Experiment,
+    unet: &Path,
+    parts: Parts,
+) -> Result<LoadedModel, EngineError> {
     let mut options = onnx_options(experiment);
     options.sample_shape = options.sample_shape.or(parts.latent_shape);
     options.prediction_type = options.prediction_type.or(parts.prediction_type);
@@ -219,7 +223,10 @@ fn check_conditional(model: &OnnxDenoiser, conditions: &RunConditions) -> Result
         "takes no conditioning; remove [conditioning] from the experiment"
     } else if !conditions.prompts.is_empty() && roles.conditioning.is_none() {
         "takes no text conditioning (encoder_hidden_states); give [conditioning] classes instead of prompts"
-    } else if conditions.prompts.is_empty() && roles.conditioning.is_some() && conditions.classes.is_empty() {
+    } else if conditions.prompts.is_empty()
+        && roles.conditioning.is_some()
+        && conditions.classes.is_empty()
+    {
         "is text-conditional (encoder_hidden_states); give [conditioning] prompts (or embeddings)"
     } else if !conditions.classes.is_empty() && roles.class_labels.is_none() {
         "takes no class labels; give [conditioning] prompts instead of classes"

@@ -274,7 +274,12 @@ fn inputs_hash(experiment: &Experiment) -> std::io::Result<Vec<u8>> {
         hash_file(&mut hash, part)?;
     }
     if let Some(dir) = &m.tokenizer {
-        for name in ["tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json"] {
+        for name in [
+            "tokenizer.json",
+            "vocab.json",
+            "merges.txt",
+            "tokenizer_config.json",
+        ] {
             if dir.join(name).is_file() {
                 hash_file(&mut hash, &dir.join(name))?;
             }

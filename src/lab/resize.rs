@@ -33,7 +33,9 @@ fn match_channels(image: &[f32], from: [usize; 3], channels: usize) -> Vec<f32> 
             .map(|p| (0..from[0]).map(|c| channel(c)[p]).sum::<f32>() / from[0] as f32)
             .collect(),
         (1, n) => channel(0).repeat(n),
-        (_, n) => (0..n).flat_map(|c| channel(c.min(from[0] - 1)).to_vec()).collect(),
+        (_, n) => (0..n)
+            .flat_map(|c| channel(c.min(from[0] - 1)).to_vec())
+            .collect(),
     }
 }
 

@@ -336,7 +336,11 @@ fn run_inner(
 }
 
 /// Guidance needs a conditional model and an unconditional condition to guide from.
-fn check_guidance(cells: &[Cell], conditions: &RunConditions, conditional: bool) -> Result<(), Stop> {
+fn check_guidance(
+    cells: &[Cell],
+    conditions: &RunConditions,
+    conditional: bool,
+) -> Result<(), Stop> {
     let Some(cell) = cells.iter().find(|c| c.guidance != 1.0) else {
         return Ok(());
     };
@@ -531,7 +535,14 @@ impl Batch<'_> {
             let output = if lane.uncond.is_some() {
                 let (u, c) = outputs[offset..offset + 2 * len].split_at(len);
                 guided.resize(len, 0.0);
-                guide(u, c, lane.guidance, lane.guidance_rescale, self.item, &mut guided);
+                guide(
+                    u,
+                    c,
+                    lane.guidance,
+                    lane.guidance_rescale,
+                    self.item,
+                    &mut guided,
+                );
                 &guided[..]
             } else {
                 &outputs[offset..offset + len]
@@ -731,7 +742,9 @@ impl Finish<'_> {
             &self.out.join(&grid_path),
         )?;
         if self.save_samples {
-            let path = self.out.join(format!("samples/{}.npy", file_name(&cell.name)));
+            let path = self
+                .out
+                .join(format!("samples/{}.npy", file_name(&cell.name)));
             write_samples(&path, &all, shape, &cell.output_order())?;
         }
         let mut result = self.result(cell, state, grid_path);

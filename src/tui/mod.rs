@@ -247,11 +247,14 @@ impl Runner {
                     force,
                     generation,
                 } => {
-                    let handle = lab::start(*experiment, RunOptions {
+                    let handle = lab::start(
+                        *experiment,
+                        RunOptions {
                             only: None,
                             force,
                             save_samples: false,
-                        });
+                        },
+                    );
                     self.lab = Some(handle.cancel_switch());
                     let tx = self.tx.clone();
                     // The lab's events are a std channel: a thread forwards them to the UI task.

@@ -152,7 +152,11 @@ fn draw_focused(frame: &mut Frame, state: &State, cell: &CellView, area: Rect) {
             " {} · {} {} · Enter/Esc back ",
             cell.cell.name,
             cell.cell.preview,
-            if cell.cell.conditions.is_empty() { "seeds" } else { "samples" }
+            if cell.cell.conditions.is_empty() {
+                "seeds"
+            } else {
+                "samples"
+            }
         ))
         .border_style(Style::new().fg(Color::Cyan));
     frame.render_widget(block, area);
@@ -253,7 +257,11 @@ fn condition_lines(state: &State, cell: &crate::lab::Cell) -> Vec<Line<'static>>
             guidance.push_str(&format!(" (rescale {})", cell.guidance_rescale));
         }
         lines.push(Line::from(guidance));
-        let key = if cell.is_class_conditional() { "classes " } else { "prompts " };
+        let key = if cell.is_class_conditional() {
+            "classes "
+        } else {
+            "prompts "
+        };
         lines.push(Line::from(format!("{key} {}", cell.conditions.join(" | "))));
     }
     let negative = state
@@ -270,7 +278,11 @@ fn condition_lines(state: &State, cell: &crate::lab::Cell) -> Vec<Line<'static>>
     let contiguous = seeds.windows(2).all(|w| w[1] == w[0] + 1);
     let shown = match (seeds.first(), seeds.last()) {
         (Some(a), Some(b)) if contiguous && a != b => format!("{a}–{b}"),
-        _ => seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
+        _ => seeds
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
     };
     lines.push(Line::from(format!("seeds    {shown}")));
     lines
