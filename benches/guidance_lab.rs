@@ -68,6 +68,8 @@ fn lab(dir: &Path, samplers: &str) -> Vec<f64> {
         root()
     );
     std::fs::write(dir.join("bench.toml"), text).unwrap();
+    // A fresh output folder: results.json keeps the cells of earlier runs, which are not this run's.
+    let _ = std::fs::remove_dir_all(dir.join("out"));
     let experiment = Experiment::load(&dir.join("bench.toml")).unwrap();
     let options = RunOptions {
         force: true,
