@@ -64,7 +64,7 @@ impl Reading<'_> {
         }
         let p = self.resolve(m.path.get_ref());
         if p.is_dir() {
-            if p.join("model_index.json").is_file() {
+            if crate::engine::pipeline_folder::is_pipeline_folder(&p) {
                 return Ok(ModelSource::Pipeline(p));
             }
             let message = format!(

@@ -9,12 +9,11 @@ use ndarray::ArrayD;
 use crate::engine::{Condition, ItemTensor, PromptEmbedding, TextEncoder, encode_prompts};
 use crate::experiment::ConditioningSpec;
 
-/// A run's conditions: one per grid row (a prompt or a class), each a row of the condition table.
+/// A run's conditions: one per grid row (a prompt or a class), each a row of the condition table (the plan
+/// labels them, see `plan::condition_axis`).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RunConditions {
-    /// The prompts or classes as the grid labels them; empty for an unconditional run.
-    pub labels: Vec<String>,
-    /// The prompts, when the run is text-conditional.
+    /// The prompts (or embedding rows), when the run is text-conditional.
     pub prompts: Vec<String>,
     /// The classes, when the run is class-conditional.
     pub classes: Vec<i64>,
@@ -23,14 +22,9 @@ pub struct RunConditions {
 }
 
 impl RunConditions {
-    /// Class-conditional runs cycle seed i through the classes; text runs give every prompt every seed.
-    pub fn per_seed(&self) -> bool {
-        !self.classes.is_empty()
-    }
-
-    /// How many conditions there are (1 for an unconditional run).
-    pub fn count(&self) -> usize {
-        self.labels.len().max(1)
+    /// Whether the run is conditioned at all.
+    pub fn is_empty(&self) -> bool {
+        self.prompts.is_empty() && self.classes.is_empty()
     }
 }
 
@@ -91,7 +85,6 @@ fn classes(
         table.len() - 1
     });
     let conditions = RunConditions {
-        labels: spec.classes.iter().map(|c| format!("class {c}")).collect(),
         prompts: Vec::new(),
         classes: spec.classes.clone(),
         uncond,
@@ -138,15 +131,14 @@ fn prompts(
     };
     let mut table: Vec<Condition> = embeddings.iter().map(|e| e.condition(h, w)).collect();
     table.push(uncond.condition(h, w));
-    let labels = match spec.prompts.is_empty() {
+    let prompts = match spec.prompts.is_empty() {
         true => (0..embeddings.len())
             .map(|i| format!("embedding {i}"))
             .collect(),
         false => spec.prompts.clone(),
     };
     let conditions = RunConditions {
-        prompts: labels.clone(),
-        labels,
+        prompts,
         classes: Vec::new(),
         uncond: Some(table.len() - 1),
     };

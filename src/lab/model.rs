@@ -219,7 +219,7 @@ fn assemble(
 fn check_conditional(model: &OnnxDenoiser, conditions: &RunConditions) -> Result<(), EngineError> {
     let roles = model.roles();
     let inputs: Vec<&str> = model.inputs().iter().map(|s| s.name.as_str()).collect();
-    let problem = if !conditions.labels.is_empty() && !roles.is_conditional() {
+    let problem = if !conditions.is_empty() && !roles.is_conditional() {
         "takes no conditioning; remove [conditioning] from the experiment"
     } else if !conditions.prompts.is_empty() && roles.conditioning.is_none() {
         "takes no text conditioning (encoder_hidden_states); give [conditioning] classes instead of prompts"
