@@ -86,6 +86,7 @@ impl InfoArgs {
                 trt_fp16: self.trt_fp16,
                 trt_engine_cache: self.trt_cache.clone(),
                 trt_max_workspace: self.trt_workspace_mib.map(|m| m << 20),
+                trt_profile: None,
             },
             prediction_type: self.prediction_type,
             roles: self.roles.iter().cloned().collect::<RoleOverrides>(),

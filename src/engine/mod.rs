@@ -11,6 +11,7 @@ mod denoiser;
 pub mod describe;
 mod error;
 mod features;
+pub mod graph_io;
 pub mod limits;
 mod model_file;
 mod onnx;
@@ -23,6 +24,7 @@ pub mod roles;
 pub mod runtime;
 mod session;
 pub mod text_encoder;
+pub mod trt_profile;
 pub mod vae;
 
 pub use analytic::{AnalyticDenoiser, GaussianMixture};

@@ -13,6 +13,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use super::trt_profile::ShapeProfile;
+
 /// An execution provider difflab can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ProviderKind {
@@ -87,6 +89,8 @@ pub struct ProviderOptions {
     pub trt_engine_cache: Option<PathBuf>,
     /// TensorRT's builder workspace in bytes; `None` leaves ONNX Runtime's default.
     pub trt_max_workspace: Option<usize>,
+    /// TensorRT's min/opt/max input shapes; engines are cached per profile.
+    pub trt_profile: Option<ShapeProfile>,
 }
 
 impl Default for ProviderOptions {
@@ -98,6 +102,7 @@ impl Default for ProviderOptions {
             trt_fp16: false,
             trt_engine_cache: None,
             trt_max_workspace: None,
+            trt_profile: None,
         }
     }
 }

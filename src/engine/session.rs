@@ -237,18 +237,27 @@ fn provider_dispatch(
     let prefs = &options.providers;
     match kind {
         ProviderKind::TensorRt => {
-            let cache = prefs.engine_cache_dir(options.output_dir.as_deref());
-            let _ = std::fs::create_dir_all(&cache);
-            let cache = cache.display().to_string();
+            let timing = prefs.engine_cache_dir(options.output_dir.as_deref());
+            let engines = match &prefs.trt_profile {
+                Some(profile) => timing.join(format!("profile-{}", profile.key())),
+                None => timing.clone(),
+            };
+            let _ = std::fs::create_dir_all(&engines);
             let mut trt = ep::TensorRT::default()
                 .with_device_id(prefs.device_id)
                 .with_fp16(prefs.trt_fp16)
                 .with_engine_cache(true)
-                .with_engine_cache_path(&cache)
+                .with_engine_cache_path(engines.display())
                 .with_timing_cache(true)
-                .with_timing_cache_path(&cache);
+                .with_timing_cache_path(timing.display());
             if let Some(bytes) = prefs.trt_max_workspace {
                 trt = trt.with_max_workspace_size(bytes);
+            }
+            if let Some(profile) = &prefs.trt_profile {
+                trt = trt
+                    .with_profile_min_shapes(&profile.min)
+                    .with_profile_opt_shapes(&profile.opt)
+                    .with_profile_max_shapes(&profile.max);
             }
             let mut eps = vec![trt.build().error_on_failure()];
             // Nodes TensorRT cannot take go to CUDA rather than the CPU, when CUDA was asked for too.

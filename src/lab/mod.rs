@@ -12,6 +12,7 @@ pub mod resize;
 pub mod results;
 pub mod runner;
 pub mod samples;
+pub mod tensorrt;
 
 pub use crate::path_error::PathError;
 pub use plan::{Cell, plan};

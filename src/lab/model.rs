@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use super::conditioning::{ConditionSources, RunConditions, build};
 use super::latent_preview::LatentPreview;
+use super::tensorrt::{sequence_length, unet_batch, with_profile};
 use crate::engine::pipeline_folder::{Family, PipelineFolder, read_pipeline, read_vae_decoder};
+use crate::engine::trt_profile::ShapeHints;
 use crate::engine::{
     AnalyticDenoiser, Denoiser, EngineError, GaussianMixture, OnnxDenoiser, OnnxFeatures,
     OnnxOptions, ProviderOptions, TextEncoder, VaeDecoder, describe_attempts, summarize_attempts,
@@ -47,6 +49,7 @@ pub fn onnx_options(experiment: &Experiment) -> OnnxOptions {
             trt_fp16: m.tensorrt_fp16,
             trt_engine_cache: m.tensorrt_engine_cache.clone(),
             trt_max_workspace: m.tensorrt_max_workspace,
+            trt_profile: None,
         },
         prediction_type: m.prediction_type,
         roles: m.roles.clone(),
@@ -159,19 +162,35 @@ fn assemble(
     unet: &Path,
     parts: Parts,
 ) -> Result<LoadedModel, EngineError> {
+    let mut notes = parts.notes.clone();
     let mut options = onnx_options(experiment);
     options.sample_shape = options.sample_shape.or(parts.latent_shape);
     options.prediction_type = options.prediction_type.or(parts.prediction_type);
+    let sequence = sequence_length(experiment, parts.encoders.first().map(|e| e.1.as_path()));
+    let hints = ShapeHints {
+        batch: unet_batch(experiment),
+        sample: options.sample_shape,
+        sequence,
+    };
+    let options = with_profile(&options, unet, hints, &mut notes);
     let mut model = OnnxDenoiser::load(unet, &options)?;
     let sample_shape = model.info().sample_shape;
     let part_options = parts_options(experiment);
     let decoder = match &parts.vae {
-        Some(v) => Some(VaeDecoder::load(
-            &v.model,
-            v.scaling_factor,
-            v.shift_factor,
-            &part_options,
-        )?),
+        Some(v) => {
+            let hints = ShapeHints {
+                batch: [1, experiment.batch, experiment.batch],
+                sample: Some(sample_shape),
+                sequence: None,
+            };
+            let options = with_profile(&part_options, &v.model, hints, &mut notes);
+            Some(VaeDecoder::load(
+                &v.model,
+                v.scaling_factor,
+                v.shift_factor,
+                &options,
+            )?)
+        }
         None => None,
     };
     let scale = parts.vae.as_ref().map_or(1, |v| v.scale_factor);
@@ -180,10 +199,22 @@ fn assemble(
         Some(_) => [3, h * scale, w * scale],
         None => sample_shape,
     };
+    let prompts = experiment
+        .conditioning
+        .as_ref()
+        .map_or(1, |c| c.prompts.len().max(1));
+    let text_hints = ShapeHints {
+        batch: [1, prompts, prompts],
+        sample: None,
+        sequence,
+    };
     let mut encoders = parts
         .encoders
         .iter()
-        .map(|(model, tokenizer)| TextEncoder::load(model, tokenizer, &part_options))
+        .map(|(model, tokenizer)| {
+            let options = with_profile(&part_options, model, text_hints, &mut notes);
+            TextEncoder::load(model, tokenizer, &options)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let sources = ConditionSources {
         encoders: &mut encoders,
@@ -197,7 +228,6 @@ fn assemble(
     model
         .set_conditions(table)
         .map_err(|e| EngineError::Options(format!("{}: {e}", unet.display())))?;
-    let mut notes = parts.notes;
     notes.extend(timestep_note(&model));
     Ok(LoadedModel {
         sample_shape,
