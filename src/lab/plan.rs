@@ -212,6 +212,14 @@ pub fn condition_axis(experiment: &Experiment) -> std::io::Result<ConditionAxis>
 }
 
 impl Cell {
+    /// The preview grid's columns when its rows are prompts (every seed once per prompt, prompt-major): the
+    /// row labels are then `conditions`. `None` for one prompt, classes (one per seed) and unconditional runs.
+    pub fn preview_rows(&self) -> Option<usize> {
+        let rows = self.conditions.len();
+        (rows > 1 && !self.is_class_conditional() && self.preview % rows == 0)
+            .then(|| self.preview / rows)
+    }
+
     /// A label for each preview sample: its seed, and its prompt or class when there are conditions.
     pub fn preview_labels(&self) -> Vec<String> {
         self.items[..self.preview]

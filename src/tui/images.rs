@@ -107,6 +107,8 @@ pub struct Request {
     pub samples: Arc<Vec<f32>>,
     pub shape: [usize; 3],
     pub count: usize,
+    /// Columns of the grid when its rows mean something (one row per prompt); `None`: the largest fit.
+    pub columns: Option<usize>,
 }
 
 /// Encodes a grid for the terminal: the column count that makes the samples largest in `size`,
@@ -120,13 +122,9 @@ pub fn encode(picker: &Picker, r: &Request) -> Option<Encoded> {
     let (pw, ph) = (cols as f64 * fw as f64, rows as f64 * fh as f64);
     let [_, h, w] = r.shape;
     let (gw, gh) = ((w + 2) as f64, (h + 2) as f64);
-    let best = (1..=r.count)
-        .map(|c| {
-            let rows = r.count.div_ceil(c) as f64;
-            (c, (pw / (c as f64 * gw + 2.0)).min(ph / (rows * gh + 2.0)))
-        })
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-        .map_or(1, |b| b.0);
+    let best = r
+        .columns
+        .unwrap_or_else(|| best_columns(r.count, pw, ph, gw, gh));
     let img = grid(&r.samples, r.shape, r.count, best);
     let factor = (pw / img.width() as f64)
         .min(ph / img.height() as f64)
@@ -141,6 +139,17 @@ pub fn encode(picker: &Picker, r: &Request) -> Option<Encoded> {
         size: (got.width.min(cols), got.height.min(rows)),
         protocol,
     })
+}
+
+/// The column count that makes `count` tiles of `gw`×`gh` pixels largest in `pw`×`ph`.
+fn best_columns(count: usize, pw: f64, ph: f64, gw: f64, gh: f64) -> usize {
+    (1..=count)
+        .map(|c| {
+            let rows = count.div_ceil(c) as f64;
+            (c, (pw / (c as f64 * gw + 2.0)).min(ph / (rows * gh + 2.0)))
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map_or(1, |b| b.0)
 }
 
 /// Starts the encoder thread: it takes requests, keeps only the newest per slot, and hands each

@@ -228,6 +228,7 @@ fn request_images(
             samples: Arc::new(cell.images.clone()),
             shape: state.sample_shape,
             count: cell.cell.preview,
+            columns: cell.cell.preview_rows(),
         });
     }
 }

@@ -7,7 +7,7 @@ use ratatui::buffer::{Buffer, CellDiffOption};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style, Stylize};
 use ratatui::text::Line;
-use ratatui::widgets::{Block, Paragraph};
+use ratatui::widgets::{Block, Paragraph, Wrap};
 use ratatui_image::Image;
 
 use crate::tui::app::{CellView, ImageSlot, State};
@@ -18,6 +18,61 @@ const MIN_COLUMN: u16 = 18;
 const INFO_LINES: u16 = 3;
 /// Width of the focused cell's info panel.
 const FOCUS_INFO: u16 = 30;
+/// The widest row-label gutter (prompts, left of the previews).
+const MAX_GUTTER: u16 = 16;
+
+/// The row-label gutter at the left of `area` and the rest, when the previews' rows are prompts (every cell
+/// has the experiment's prompts); no gutter otherwise.
+fn split_gutter(state: &State, area: Rect) -> (Rect, Rect) {
+    let rows = state
+        .cells
+        .first()
+        .filter(|c| c.cell.preview_rows().is_some());
+    let widest = rows.map_or(0, |c| {
+        c.cell
+            .conditions
+            .iter()
+            .map(|p| p.chars().count())
+            .max()
+            .unwrap_or(0)
+    });
+    let width = match widest {
+        0 => 0,
+        w => (w as u16 + 2).min(MAX_GUTTER).min(area.width / 4),
+    };
+    let [gutter, rest] =
+        Layout::horizontal([Constraint::Length(width), Constraint::Min(0)]).areas(area);
+    (gutter, rest)
+}
+
+/// Each prompt beside its row of the encoded previews in `image` (nothing until they are encoded).
+fn draw_row_labels(frame: &mut Frame, state: &State, gutter: Rect, slot: ImageSlot, image: Rect) {
+    let (Some(cell), Some(enc)) = (state.cells.get(slot.cell), state.images.get(&slot)) else {
+        return;
+    };
+    let labels = &cell.cell.conditions;
+    if gutter.width == 0 || labels.is_empty() || enc.size.1 > image.height {
+        return;
+    }
+    let row_height = f64::from(enc.size.1) / labels.len() as f64;
+    for (k, label) in labels.iter().enumerate() {
+        let y = image.y + ((k as f64 + 0.5) * row_height) as u16;
+        if y >= gutter.bottom() {
+            break;
+        }
+        // One blank column each side keeps the label off the text before it and the image after it.
+        let room = gutter.width.saturating_sub(2) as usize;
+        let text: String = if label.chars().count() > room {
+            let mut t: String = label.chars().take(room.saturating_sub(1)).collect();
+            t.push('…');
+            t
+        } else {
+            label.clone()
+        };
+        let at = Rect::new(gutter.x + 1, y, room as u16, 1);
+        frame.render_widget(Paragraph::new(text).right_aligned().dim(), at);
+    }
+}
 
 /// Each visible cell and its column, keeping the selected cell in view.
 fn columns(state: &State, area: Rect) -> Vec<(usize, Rect)> {
@@ -25,6 +80,7 @@ fn columns(state: &State, area: Rect) -> Vec<(usize, Rect)> {
     if n == 0 {
         return Vec::new();
     }
+    let area = split_gutter(state, area).1;
     let fit = ((area.width / MIN_COLUMN) as usize).clamp(1, n);
     let first = state.selected.saturating_sub(fit - 1).min(n - fit);
     let rects = Layout::horizontal(vec![Constraint::Ratio(1, fit as u32); fit]).split(area);
@@ -40,11 +96,13 @@ fn image_rect(column: Rect) -> Rect {
     }
 }
 
-fn focus_rects(area: Rect) -> (Rect, Rect) {
+/// The focused cell's info panel, row-label gutter and image.
+fn focus_rects(state: &State, area: Rect) -> (Rect, Rect, Rect) {
     let inner = Block::bordered().inner(area);
     let [info, image] =
         Layout::horizontal([Constraint::Length(FOCUS_INFO), Constraint::Min(10)]).areas(inner);
-    (info, image)
+    let (gutter, image) = split_gutter(state, image);
+    (info, gutter, image)
 }
 
 pub fn image_slots(state: &State, area: Rect) -> Vec<(ImageSlot, Rect)> {
@@ -56,7 +114,7 @@ pub fn image_slots(state: &State, area: Rect) -> Vec<(ImageSlot, Rect)> {
             cell: state.selected,
             large: true,
         };
-        return vec![(slot, focus_rects(area).1)];
+        return vec![(slot, focus_rects(state, area).2)];
     }
     columns(state, area)
         .into_iter()
@@ -86,10 +144,19 @@ pub fn draw(frame: &mut Frame, state: &State, area: Rect) {
         }
     }
     let n = state.cells.len();
-    for (i, rect) in columns(state, area) {
+    let gutter = split_gutter(state, area).0;
+    let visible = columns(state, area);
+    if let Some(&(first, rect)) = visible.first() {
+        let slot = ImageSlot {
+            cell: first,
+            large: false,
+        };
+        draw_row_labels(frame, state, gutter, slot, image_rect(rect));
+    }
+    for (i, rect) in visible.iter().copied() {
         let cell = &state.cells[i];
         let selected = i == state.selected;
-        let more_left = i > 0 && i == columns(state, area)[0].0;
+        let more_left = i > 0 && i == visible[0].0;
         let title = column_title(cell, rect.width.saturating_sub(2) as usize, more_left);
         let border = if selected {
             Style::new().fg(Color::Cyan).bold()
@@ -160,20 +227,18 @@ fn draw_focused(frame: &mut Frame, state: &State, cell: &CellView, area: Rect) {
         ))
         .border_style(Style::new().fg(Color::Cyan));
     frame.render_widget(block, area);
-    let (info, image) = focus_rects(area);
+    let (info, gutter, image) = focus_rects(state, area);
+    // Long prompt lists wrap rather than run under the row labels.
     frame.render_widget(
-        Paragraph::new(info_lines(state, cell, true, info.width)),
+        Paragraph::new(info_lines(state, cell, true, info.width)).wrap(Wrap { trim: false }),
         info,
     );
-    draw_image(
-        frame,
-        state,
-        ImageSlot {
-            cell: state.selected,
-            large: true,
-        },
-        image,
-    );
+    let slot = ImageSlot {
+        cell: state.selected,
+        large: true,
+    };
+    draw_image(frame, state, slot, image);
+    draw_row_labels(frame, state, gutter, slot, image);
 }
 
 fn status(cell: &CellView) -> Line<'static> {

@@ -182,6 +182,7 @@ fn encode_images_as(picker: &Picker, state: &mut State, width: u16, height: u16)
             samples: std::sync::Arc::new(cell.images.clone()),
             shape: state.sample_shape,
             count: cell.cell.preview,
+            columns: cell.cell.preview_rows(),
         };
         let encoded = encode(picker, &request).expect("encodes");
         state.update(Msg::Encoded { slot, encoded });
@@ -213,6 +214,61 @@ fn samplers_view_focused_cell() {
     key(&mut s, KeyCode::Enter);
     assert!(s.focused);
     snapshots("samplers_focused", &mut s);
+}
+
+/// Two prompts × four seeds on the SD-1 test export, two guidance scales, both cells done.
+fn prompt_state() -> State {
+    let path = Path::new("prompts.toml");
+    let text = r#"
+[model]
+path = "tests/data/pipelines/sd1"
+[conditioning]
+prompts = ["a red car", "a photo of a cat on a sofa"]
+[sampling]
+seeds = 4
+[[sampler]]
+name = "ddim"
+steps = [10]
+guidance = [1, 7.5]
+"#;
+    let experiment = Experiment::parse(path, text).expect("the prompt experiment parses");
+    let cells = plan(&experiment, None).expect("plan");
+    let shape = [1, 8, 8];
+    let mut state = State::new(path.to_path_buf(), Ok(experiment), "halfblocks");
+    state.start();
+    let generation = state.generation;
+    let mut lab = |event| {
+        state.update(Msg::Lab {
+            generation,
+            event: Box::new(event),
+        })
+    };
+    lab(LabEvent::Planned {
+        cells: cells.clone(),
+        sample_shape: shape,
+        provider: "cpu".into(),
+        providers_note: String::new(),
+        providers_summary: String::new(),
+    });
+    for (i, c) in cells.iter().enumerate() {
+        lab(LabEvent::CellDone {
+            cell: i,
+            result: Box::new(result(&c.name, &c.label, c.steps, None)),
+            images: (0..8).flat_map(|s| pattern(i, s, shape)).collect(),
+            cached: false,
+        });
+    }
+    state
+}
+
+#[test]
+fn samplers_view_one_row_per_prompt_labelled() {
+    let mut s = prompt_state();
+    assert_eq!(s.cells[0].cell.preview_rows(), Some(4));
+    snapshots("samplers_prompts", &mut s);
+    key(&mut s, KeyCode::Enter);
+    assert!(s.focused);
+    snapshots("samplers_prompts_focused", &mut s);
 }
 
 #[test]
