@@ -1,6 +1,6 @@
 //! TensorRT shape profiles without TensorRT: the graph inputs read from the file (no ONNX Runtime) are the ones
-//! ONNX Runtime declares, on every checked-in network, and a lab run that asks for TensorRT logs the profile it
-//! would build for each network of a pipeline, then falls back to the CPU as the machine requires.
+//! ONNX Runtime declares, on every checked-in network; each network of a pipeline gets the profile of what the
+//! lab will feed it; a run that asks for TensorRT where there is none falls back to the CPU.
 
 #![allow(
     clippy::unwrap_used,
@@ -12,8 +12,10 @@
 use std::path::{Path, PathBuf};
 
 use difflab::engine::graph_io::declared_io;
+use difflab::engine::trt_profile::ShapeHints;
 use difflab::engine::{OnnxModel, OnnxOptions, ProviderOptions};
 use difflab::experiment::Experiment;
+use difflab::lab::tensorrt::{sequence_length, unet_batch, with_profile};
 use difflab::lab::{LabEvent, RunOptions, start};
 
 fn root() -> PathBuf {
@@ -74,17 +76,13 @@ fn a_file_that_is_not_onnx_is_a_clear_error() {
     assert!(err.contains("Cargo.toml") && err.contains("ONNX"), "{err}");
 }
 
-#[test]
-fn a_tensorrt_run_logs_each_networks_profile_and_falls_back() {
-    let dir = std::env::temp_dir().join(format!("difflab-trt-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+fn experiment(dir: &Path, providers: &str) -> Experiment {
     let sd1 = root().join("tests/data/pipelines/sd1");
     let text = format!(
         r#"
 [model]
 path = "{}"
-providers = ["tensorrt", "cpu"]
+providers = {providers}
 [conditioning]
 prompts = ["a cat", "a dog", "a car"]
 [sampling]
@@ -99,8 +97,78 @@ guidance = [1, 5]
     );
     let path = dir.join("exp.toml");
     std::fs::write(&path, text).unwrap();
-    let experiment = Experiment::load(&path).unwrap();
-    let lab = start(experiment, RunOptions::default());
+    Experiment::load(&path).unwrap()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("difflab-trt-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn each_network_of_a_pipeline_gets_the_profile_of_what_the_lab_feeds_it() {
+    let dir = temp_dir("profiles");
+    let e = experiment(&dir, r#"["tensorrt", "cpu"]"#);
+    // 4 cells (2 step counts × 2 scales), batch 4: one sample of each cell per call, the two guided cells'
+    // twice: 1 + 2 + 1 + 2 = 6.
+    let batch = unet_batch(&e);
+    assert_eq!(batch, [1, 6, 6]);
+    let sd1 = root().join("tests/data/pipelines/sd1");
+    let hints = ShapeHints {
+        batch,
+        sample: Some([4, 8, 8]),
+        sequence: sequence_length(&e, Some(&sd1.join("tokenizer"))),
+    };
+    let (options, note) =
+        with_profile(&OnnxOptions::default(), &sd1.join("unet/model.onnx"), hints);
+    let profile = options.providers.trt_profile.unwrap();
+    assert_eq!(profile.min, "sample:1x4x8x8,encoder_hidden_states:1x77x8");
+    assert_eq!(profile.max, "sample:6x4x8x8,encoder_hidden_states:6x77x8");
+    assert!(note.unwrap().contains(&profile.key()));
+    let text = ShapeHints {
+        batch: [1, 3, 3],
+        sample: None,
+        ..hints
+    };
+    let (options, _) = with_profile(
+        &OnnxOptions::default(),
+        &sd1.join("text_encoder/model.onnx"),
+        text,
+    );
+    assert_eq!(options.providers.trt_profile.unwrap().max, "input_ids:3x77");
+    let vae = ShapeHints {
+        batch: [1, 4, 4],
+        sequence: None,
+        ..hints
+    };
+    let (options, _) = with_profile(
+        &OnnxOptions::default(),
+        &sd1.join("vae_decoder/model.onnx"),
+        vae,
+    );
+    assert_eq!(
+        options.providers.trt_profile.unwrap().max,
+        "latent_sample:4x4x8x8"
+    );
+    // Without TensorRT among the providers, nothing is derived.
+    let cpu = OnnxOptions {
+        providers: ProviderOptions::cpu(),
+        ..OnnxOptions::default()
+    };
+    let (options, note) = with_profile(&cpu, &sd1.join("unet/model.onnx"), hints);
+    assert_eq!((options.providers.trt_profile, note), (None, None));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_tensorrt_run_without_tensorrt_falls_back_quietly() {
+    let dir = temp_dir("fallback");
+    let lab = start(
+        experiment(&dir, r#"["tensorrt", "cpu"]"#),
+        RunOptions::default(),
+    );
     let (mut logs, mut error, mut provider) = (Vec::new(), None, String::new());
     for event in lab.events.iter() {
         match event {
@@ -113,22 +181,10 @@ guidance = [1, 5]
     lab.join();
     assert_eq!(error, None);
     assert_eq!(provider, "cpu");
-    let profile = |part: &str| {
-        logs.iter()
-            .find(|l| l.starts_with("TensorRT profile for") && l.contains(part))
-            .unwrap_or_else(|| panic!("no profile for {part} in {logs:#?}"))
-            .clone()
-    };
-    // 4 cells (2 steps × 2 scales) share calls; guided lanes run twice: batch max(4, 4) × 2 = 8.
-    let unet = profile("unet");
+    // The profile is logged only for a network TensorRT really runs.
     assert!(
-        unet.contains("max sample:8x4x8x8,encoder_hidden_states:8x77x"),
-        "{unet}"
+        !logs.iter().any(|l| l.contains("TensorRT profile")),
+        "{logs:#?}"
     );
-    assert!(unet.contains("min sample:1x4x8x8"), "{unet}");
-    let vae = profile("vae_decoder");
-    assert!(vae.contains("max latent_sample:4x4x8x8"), "{vae}");
-    let text = profile("text_encoder");
-    assert!(text.contains("max input_ids:3x77"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::conditioning::{ConditionSources, RunConditions, build};
 use super::latent_preview::LatentPreview;
-use super::tensorrt::{sequence_length, unet_batch, with_profile};
+use super::tensorrt::{note_if_tensorrt, sequence_length, unet_batch, with_profile};
 use crate::engine::pipeline_folder::{Family, PipelineFolder, read_pipeline, read_vae_decoder};
 use crate::engine::trt_profile::ShapeHints;
 use crate::engine::{
@@ -172,8 +172,9 @@ fn assemble(
         sample: options.sample_shape,
         sequence,
     };
-    let options = with_profile(&options, unet, hints, &mut notes);
+    let (options, unet_note) = with_profile(&options, unet, hints);
     let mut model = OnnxDenoiser::load(unet, &options)?;
+    note_if_tensorrt(model.provider(), unet_note, &mut notes);
     let sample_shape = model.info().sample_shape;
     let part_options = parts_options(experiment);
     let decoder = match &parts.vae {
@@ -183,13 +184,10 @@ fn assemble(
                 sample: Some(sample_shape),
                 sequence: None,
             };
-            let options = with_profile(&part_options, &v.model, hints, &mut notes);
-            Some(VaeDecoder::load(
-                &v.model,
-                v.scaling_factor,
-                v.shift_factor,
-                &options,
-            )?)
+            let (options, note) = with_profile(&part_options, &v.model, hints);
+            let vae = VaeDecoder::load(&v.model, v.scaling_factor, v.shift_factor, &options)?;
+            note_if_tensorrt(vae.model().provider(), note, &mut notes);
+            Some(vae)
         }
         None => None,
     };
@@ -212,10 +210,12 @@ fn assemble(
         .encoders
         .iter()
         .map(|(model, tokenizer)| {
-            let options = with_profile(&part_options, model, text_hints, &mut notes);
-            TextEncoder::load(model, tokenizer, &options)
+            let (options, note) = with_profile(&part_options, model, text_hints);
+            let encoder = TextEncoder::load(model, tokenizer, &options)?;
+            note_if_tensorrt(encoder.model().provider(), note, &mut notes);
+            Ok(encoder)
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, EngineError>>()?;
     let sources = ConditionSources {
         encoders: &mut encoders,
         force_zeros: parts.force_zeros,

@@ -10,19 +10,34 @@ use crate::engine::providers::ProviderKind;
 use crate::engine::trt_profile::{ShapeHints, ShapeProfile};
 use crate::experiment::Experiment;
 
-/// The batch range of one U-Net call: the runner splits `batch` among the pending cells (at least one sample
-/// each), and a guided lane runs twice (unconditional, then conditional).
+/// The batch range of one U-Net call, as the runner makes it: `batch` split among the cells (at least one
+/// sample each, at most the cell's samples), a guided cell's samples twice (unconditional, then conditional).
 pub fn unet_batch(experiment: &Experiment) -> [usize; 3] {
-    let cells: usize = experiment
+    let prompts = experiment
+        .conditioning
+        .as_ref()
+        .map_or(1, |c| c.prompts.len().max(1));
+    let cells: Vec<(usize, usize)> = experiment
         .samplers
         .iter()
-        .map(|s| s.steps.len() * s.guidance.len())
-        .sum();
-    let guided = experiment
-        .samplers
+        .flat_map(|s| {
+            let samples = s
+                .samples
+                .or(experiment.quality.as_ref().map(|q| q.samples))
+                .unwrap_or(0)
+                .max(experiment.seeds.len() * prompts);
+            let steps = s.steps.len();
+            s.guidance.iter().flat_map(move |&g| {
+                std::iter::repeat_n((samples, if g == 1.0 { 1 } else { 2 }), steps)
+            })
+        })
+        .collect();
+    let per_lane = (experiment.batch / cells.len().max(1)).max(1);
+    let largest = cells
         .iter()
-        .any(|s| s.guidance.iter().any(|&g| g != 1.0));
-    let largest = experiment.batch.max(cells) * if guided { 2 } else { 1 };
+        .map(|&(samples, lanes)| per_lane.min(samples) * lanes)
+        .sum::<usize>()
+        .max(1);
     [1, largest, largest]
 }
 
@@ -38,40 +53,48 @@ pub fn sequence_length(experiment: &Experiment, tokenizer: Option<&Path>) -> Opt
         .map(|t| t.max_length())
 }
 
-/// `options` with the profile for `model` set when TensorRT is among the providers; what was decided goes to
-/// `notes`. A profile that cannot be made leaves TensorRT to size engines by the shapes it meets.
+/// `options` with the profile for `model` set when TensorRT is among the providers, and a line for the log
+/// saying what it is (or why there is none; TensorRT then sizes engines by the shapes it meets), to show
+/// when TensorRT really runs the model.
 pub fn with_profile(
     options: &OnnxOptions,
     model: &Path,
     hints: ShapeHints,
-    notes: &mut Vec<String>,
-) -> OnnxOptions {
+) -> (OnnxOptions, Option<String>) {
     let mut options = options.clone();
     if !options
         .providers
         .preference
         .contains(&ProviderKind::TensorRt)
     {
-        return options;
+        return (options, None);
     }
     let derived = declared_io(model).and_then(|(inputs, _)| ShapeProfile::derive(&inputs, &hints));
     let file = model.display();
-    match derived {
+    let note = match derived {
         Ok(Some(profile)) => {
-            notes.push(format!(
+            let note = format!(
                 "TensorRT profile for {file}: min {}; opt {}; max {} (engines cached per profile, under \
                  profile-{})",
                 profile.min,
                 profile.opt,
                 profile.max,
                 profile.key()
-            ));
+            );
             options.providers.trt_profile = Some(profile);
+            Some(note)
         }
-        Ok(None) => {}
-        Err(e) => notes.push(format!(
-            "no TensorRT shape profile for {file}: {e}; TensorRT will rebuild its engine for new shapes"
+        Ok(None) => None,
+        Err(e) => Some(format!(
+            "no TensorRT shape profile for {file}: {e}; TensorRT rebuilds its engine for new shapes"
         )),
+    };
+    (options, note)
+}
+
+/// The note, for the log, when TensorRT runs the model.
+pub fn note_if_tensorrt(provider: ProviderKind, note: Option<String>, notes: &mut Vec<String>) {
+    if provider == ProviderKind::TensorRt {
+        notes.extend(note);
     }
-    options
 }
