@@ -2,6 +2,7 @@
 //! and the lab that turns an experiment into cells and runs them.
 
 pub mod conditioning;
+pub mod display;
 pub mod guidance;
 pub mod images;
 pub mod latent_preview;

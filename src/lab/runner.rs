@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use super::conditioning::RunConditions;
+use super::display::{display_shape, for_display};
 use super::guidance::guide;
 use super::images::{GAP, grid, save_png, upscale, upscale_factor};
 use super::latent_preview::LatentPreview;
@@ -214,15 +215,24 @@ struct Pictures {
 }
 
 impl Pictures {
-    /// Previews of x0 at the image's size: the cheap latent→RGB map for latent models.
+    /// Previews of x0 at the display size: the cheap latent→RGB map for latent models.
     fn preview(&self, x0: &[f32]) -> Vec<f32> {
-        match &self.preview {
+        let display = display_shape(self.image_shape);
+        let (rgb, shape) = match &self.preview {
             Some(map) => {
-                let scale = self.image_shape[1] / self.sample_shape[1].max(1);
-                map.rgb(x0, self.sample_shape, scale.max(1))
+                let scale = (display[1] / self.sample_shape[1].max(1)).max(1);
+                let [_, h, w] = self.sample_shape;
+                (
+                    map.rgb(x0, self.sample_shape, scale),
+                    [3, h * scale, w * scale],
+                )
             }
-            None if self.decoder.is_some() => Vec::new(),
-            None => x0.to_vec(),
+            None if self.decoder.is_some() => return Vec::new(),
+            None => (x0.to_vec(), self.sample_shape),
+        };
+        match shape == display {
+            true => rgb,
+            false => super::resize::fit(&rgb, shape, display),
         }
     }
 
@@ -268,7 +278,7 @@ fn run_inner(
     };
     let _ = tx.send(LabEvent::Planned {
         cells: cells.clone(),
-        sample_shape: image_shape,
+        sample_shape: display_shape(image_shape),
         provider: provider.clone(),
         providers_note,
         providers_summary,
@@ -392,7 +402,10 @@ fn reuse_cached(
             .find(|r| r.key == cell.key && !r.failed() && out.join(&r.grid).is_file());
         match earlier {
             Some(r) if !force => {
-                let images = read_grid(&out.join(&r.grid), sample_shape, cell);
+                let images = for_display(
+                    read_grid(&out.join(&r.grid), sample_shape, cell),
+                    sample_shape,
+                );
                 let _ = tx.send(LabEvent::CellDone {
                     cell: i,
                     result: Box::new(CellResult {
@@ -757,7 +770,7 @@ impl Finish<'_> {
             Ok(None) => {}
             Err(e) => result.error = Some(format!("FID and KID cannot be computed: {e}")),
         }
-        Ok((result, images))
+        Ok((result, for_display(images, shape)))
     }
 
     /// FID and KID of a cell's images against the reference statistics.
@@ -832,12 +845,8 @@ impl Finish<'_> {
 
 /// A cell's grid: one row per condition (prompt) with its seeds across, else about square.
 fn grid_columns(cell: &Cell) -> usize {
-    let conditions = cell.conditions.len();
-    if conditions > 1 && cell.preview % conditions == 0 && !cell.is_class_conditional() {
-        cell.preview / conditions
-    } else {
-        (cell.preview as f64).sqrt().ceil() as usize
-    }
+    cell.preview_rows()
+        .unwrap_or_else(|| (cell.preview as f64).sqrt().ceil() as usize)
 }
 
 /// A cell name as a file name.
