@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use difflab::experiment::{Experiment, ModelSource};
+use difflab::experiment::{Experiment, ModelSource, Preview};
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments")
@@ -472,4 +472,36 @@ fn model_parts_and_conditioning_mistakes_are_located() {
         ),
     ];
     assert_errors(&cases);
+}
+
+#[test]
+fn previews_are_the_cheap_map_or_a_decode_every_k_steps() {
+    let path = dir().join("test.toml");
+    let e = Experiment::parse(&path, GOOD).unwrap();
+    assert_eq!(e.preview, Preview::Approx);
+    let with = |lines: &str| format!("[sampling]\n{lines}\n{GOOD}");
+    let e = Experiment::parse(&path, &with("preview = \"decode\"")).unwrap();
+    assert_eq!(e.preview, Preview::Decode { every: 5 });
+    let e = Experiment::parse(&path, &with("preview = \"decode\"\npreview_every = 2")).unwrap();
+    assert_eq!(e.preview, Preview::Decode { every: 2 });
+    let e = Experiment::parse(&path, &with("preview_every = 2")).unwrap();
+    assert_eq!(e.preview, Preview::Approx);
+    let warned = e.warnings_for(0);
+    assert!(
+        warned.iter().any(|w| w.contains("`sampling.preview_every`: applies only with preview = \"decode\"")),
+        "{warned:?}"
+    );
+    let p = path.display().to_string();
+    assert_errors(&[
+        (
+            with("preview = \"vae\""),
+            format!("{p}:2:11: `sampling.preview`"),
+            "unknown variant `vae`, expected `approx` or `decode`",
+        ),
+        (
+            with("preview = \"decode\"\npreview_every = 0"),
+            format!("{p}:3:17: `sampling.preview_every`"),
+            "must be at least 1",
+        ),
+    ]);
 }

@@ -310,3 +310,59 @@ fn quality_scores_decoded_images_resized_to_the_feature_network() {
         assert_eq!(cell.samples, 8);
     }
 }
+
+/// The Progress previews of a run, as (cell, step, preview) for the steps that carry one.
+fn previews(dir: &Path, text: &str) -> Vec<(usize, usize, Vec<f32>)> {
+    let path = dir.join("exp.toml");
+    std::fs::write(&path, text).unwrap();
+    let lab = start(Experiment::load(&path).unwrap(), RunOptions::default());
+    let mut out = Vec::new();
+    for event in lab.events.iter() {
+        match event {
+            LabEvent::Progress {
+                cell,
+                step,
+                preview: Some(p),
+                ..
+            } => out.push((cell, step, p)),
+            LabEvent::Finished { error: Some(e), .. } => panic!("{e}"),
+            _ => {}
+        }
+    }
+    lab.join();
+    out
+}
+
+#[test]
+fn previews_decode_every_k_steps_when_asked_and_use_the_cheap_map_otherwise() {
+    let dir = temp_dir("preview");
+    let exp = |sampling: &str| {
+        format!(
+            "output = \"out\"\n[model]\npath = {:?}\n[conditioning]\nprompts = [\"a cat\"]\n\
+             [sampling]\nseeds = 2\n{sampling}\n[[sampler]]\nname = \"ddim\"\nsteps = 5\n",
+            data().join("sd1")
+        )
+    };
+    let approx = previews(&dir, &exp(""));
+    assert_eq!(
+        approx.iter().map(|p| p.1).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    let _ = std::fs::remove_dir_all(dir.join("out"));
+    let decoded = previews(&dir, &exp("preview = \"decode\"\npreview_every = 2"));
+    // Steps 2 and 4; the last step's samples come decoded with the finished cell.
+    assert_eq!(decoded.iter().map(|p| p.1).collect::<Vec<_>>(), [2, 4]);
+    // Both at the image size (2 × 3 × 64 × 64), in [-1, 1], and not the same pictures: the map only
+    // approximates the decoder.
+    for (_, _, p) in approx.iter().chain(&decoded) {
+        assert_eq!(p.len(), 2 * 3 * 64 * 64);
+        assert!(p.iter().all(|v| (-1.0..=1.0).contains(v)));
+    }
+    let differ = approx[1]
+        .2
+        .iter()
+        .zip(&decoded[0].2)
+        .any(|(a, b)| (a - b).abs() > 1e-3);
+    assert!(differ);
+    let _ = std::fs::remove_dir_all(&dir);
+}

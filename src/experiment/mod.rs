@@ -19,7 +19,8 @@ use crate::engine::{ProviderKind, RoleOverrides};
 use crate::sampler::config::{Resolved, SHORT_NAMES};
 use crate::sampler::{ConfigError, PredictionType, SamplerConfig};
 use schema::{
-    ExperimentFile, Guidance, QualitySection, SamplerSection, Seeds, Steps, TrainingSection,
+    ExperimentFile, Guidance, PreviewKind, QualitySection, SamplerSection, Seeds, Steps,
+    TrainingSection,
 };
 
 /// A validated experiment with every path resolved.
@@ -39,6 +40,8 @@ pub struct Experiment {
     pub batch: usize,
     /// A [N, C, H, W] float32 .npy of unit-variance noise, row k for seed k, instead of drawing it.
     pub init_noise: Option<PathBuf>,
+    /// How latent models' live previews are made.
+    pub preview: Preview,
     pub samplers: Vec<SamplerSpec>,
     pub quality: Option<QualitySpec>,
     /// Training-log folders or files, resolved against the file's folder, globs expanded.
@@ -46,6 +49,16 @@ pub struct Experiment {
     /// What the file asks for that difflab ignores or adjusts (unknown scheduler settings, a capped
     /// thread count, ...), located like errors.
     pub warnings: Vec<ExperimentWarning>,
+}
+
+/// Live previews of a latent model's x0 prediction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Preview {
+    /// The family's cheap 4×3 latent→RGB map, every step (web UIs' "approx cheap").
+    #[default]
+    Approx,
+    /// The VAE decoder, every `every` steps: exact colours, for latent spaces the map does not know.
+    Decode { every: usize },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -150,6 +163,7 @@ impl Experiment {
             .and_then(|s| s.init_noise.as_ref())
             .map(|n| cx.existing_file(n, "sampling.init_noise", "initial noise file"))
             .transpose()?;
+        let preview = cx.preview(&file)?;
         let samplers = cx.samplers(&file, &base, seeds.len(), &model.source)?;
         let quality = file
             .quality
@@ -170,6 +184,7 @@ impl Experiment {
             seeds,
             batch,
             init_noise,
+            preview,
             samplers,
             quality,
             training_runs,
@@ -300,6 +315,33 @@ impl Reading<'_> {
             None => 64,
         };
         Ok((seeds, batch))
+    }
+
+    /// `[sampling] preview` ("approx", the default, or "decode") and `preview_every` (decode every k steps,
+    /// default 5).
+    fn preview(&mut self, file: &ExperimentFile) -> Result<Preview, ExperimentError> {
+        let Some(sampling) = file.sampling.as_ref() else {
+            return Ok(Preview::Approx);
+        };
+        let every = match &sampling.preview_every {
+            Some(k) if *k.get_ref() == 0 => {
+                return Err(self.error(k.span(), "sampling.preview_every", "must be at least 1"));
+            }
+            Some(k) => Some((*k.get_ref(), k.span())),
+            None => None,
+        };
+        match sampling.preview.as_ref().map(|p| *p.get_ref()) {
+            Some(PreviewKind::Decode) => Ok(Preview::Decode {
+                every: every.map_or(5, |e| e.0),
+            }),
+            _ => {
+                if let Some((_, span)) = every {
+                    let message = "applies only with preview = \"decode\"; ignored".to_string();
+                    self.warn(None, span, "sampling.preview_every", message);
+                }
+                Ok(Preview::Approx)
+            }
+        }
     }
 
     /// Every `[[sampler]]`, resolved on the model's training schedule.

@@ -63,6 +63,16 @@ pub(super) struct SamplingSection {
     pub seeds: Option<Spanned<Seeds>>,
     pub batch: Option<Spanned<usize>>,
     pub init_noise: Option<Spanned<String>>,
+    pub preview: Option<Spanned<PreviewKind>>,
+    pub preview_every: Option<Spanned<usize>>,
+}
+
+/// `[sampling] preview`: how latent models' live previews are made.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum PreviewKind {
+    Approx,
+    Decode,
 }
 
 #[derive(Deserialize)]

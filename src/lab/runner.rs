@@ -19,7 +19,7 @@ use super::plan::{Cell, Item, plan};
 use super::results::{CellResult, Results};
 use super::samples::{read_init_noise, write_samples};
 use crate::engine::{Denoiser, NonFinite, OnnxFeatures, VaeDecoder};
-use crate::experiment::{Experiment, QualitySpec};
+use crate::experiment::{Experiment, Preview, QualitySpec};
 use crate::path_error::at;
 use crate::quality::{
     FeatureStats, Kid, ReferenceStats, frechet_distance, kernel_inception_distance,
@@ -212,9 +212,26 @@ struct Pictures {
     image_shape: [usize; 3],
     /// One sample's C, H, W (latent for latent models).
     sample_shape: [usize; 3],
+    /// `[sampling] preview = "decode"`: previews through the decoder every k steps instead of the map.
+    decode_every: Option<usize>,
 }
 
 impl Pictures {
+    /// The preview after `step` of `steps` (1-based), at the display size; `None` on steps that make none.
+    fn preview_at(&mut self, x0: &[f32], step: usize, steps: usize) -> Option<Vec<f32>> {
+        let (Some(every), Some(vae)) = (self.decode_every, self.decoder.as_mut()) else {
+            return Some(self.preview(x0));
+        };
+        if step % every != 0 || step == steps {
+            // The last step's samples come decoded with the finished cell.
+            return None;
+        }
+        let batch = x0.len() / self.sample_shape.iter().product::<usize>().max(1);
+        // A failed preview decode shows nothing; the finished cell's decode reports the failure.
+        let (images, _) = vae.decode(x0, self.sample_shape, batch).ok()?;
+        Some(for_display(images, self.image_shape))
+    }
+
     /// Previews of x0 at the display size: the cheap latent→RGB map for latent models.
     fn preview(&self, x0: &[f32]) -> Vec<f32> {
         let display = display_shape(self.image_shape);
@@ -272,6 +289,17 @@ fn run_inner(
         notes,
     } = load_model(experiment)?;
     check_guidance(&cells, &conditions, denoiser.is_conditional())?;
+    let decode_every = match experiment.preview {
+        Preview::Decode { .. } if decoder.is_none() => {
+            let _ = tx.send(LabEvent::Log(
+                "[sampling] preview = \"decode\": the model has no VAE decoder; its previews are its samples"
+                    .into(),
+            ));
+            None
+        }
+        Preview::Decode { every } => Some(every),
+        Preview::Approx => None,
+    };
     let init_noise = match &experiment.init_noise {
         Some(path) => Some(read_init_noise(path, sample_shape, &cells)?),
         None => None,
@@ -318,6 +346,7 @@ fn run_inner(
         ctx: Finish {
             out,
             pictures: Pictures {
+                decode_every,
                 decoder,
                 preview,
                 image_shape,
@@ -613,10 +642,13 @@ impl Batch<'_> {
         let c = self.pending[lane.cell];
         let cell = &self.cells[c];
         let item = self.item;
-        let preview = (lane.first < cell.preview).then(|| {
-            let n = (cell.preview - lane.first).min(lane.items);
-            self.ctx.pictures.preview(&lane.x0[..n * item])
-        });
+        let preview = (lane.first < cell.preview)
+            .then(|| {
+                let n = (cell.preview - lane.first).min(lane.items);
+                let x0 = &lane.x0[..n * item];
+                self.ctx.pictures.preview_at(x0, lane.step, cell.steps)
+            })
+            .flatten();
         let _ = self.tx.send(LabEvent::Progress {
             cell: c,
             step: lane.step,
