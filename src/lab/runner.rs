@@ -507,7 +507,7 @@ impl Batch<'_> {
             let guided = cell.guidance != 1.0;
             self.lanes.push(Lane {
                 cell: slot,
-                x: self.initial_noise(&noise, items),
+                x: self.initial_noise(&noise, items, scheduler.init_noise_sigma()),
                 x0: vec![0.0; items.len() * self.item],
                 scheduler,
                 noise,
@@ -524,16 +524,21 @@ impl Batch<'_> {
         Ok(unbatched)
     }
 
-    /// A lane's initial noise: the seeds' own, or their rows of `init_noise`.
-    fn initial_noise(&self, noise: &SeededNoise, items: &[Item]) -> Vec<f32> {
-        match &self.init_noise {
+    /// A lane's initial noise: the seeds' own, or their rows of `init_noise`, times the sampler's
+    /// `init_noise_sigma` (as diffusers scales its latents).
+    fn initial_noise(&self, noise: &SeededNoise, items: &[Item], sigma: f32) -> Vec<f32> {
+        let mut x = match &self.init_noise {
             Some(rows) => items
                 .iter()
                 .flat_map(|i| &rows[i.seed_index * self.item..(i.seed_index + 1) * self.item])
                 .copied()
                 .collect(),
             None => noise.initial(self.item),
+        };
+        if sigma != 1.0 {
+            x.iter_mut().for_each(|v| *v *= sigma);
         }
+        x
     }
 
     /// One shared model call for every lane (a guided lane's samples twice: unconditional, then conditional,

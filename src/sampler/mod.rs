@@ -29,6 +29,12 @@ pub trait Scheduler: Send {
     /// The timesteps the model is called with, one per step.
     fn timesteps(&self) -> &[i64];
 
+    /// The standard deviation of the initial noise (diffusers' `init_noise_sigma`): unit-variance noise is
+    /// scaled by it before the first step. 1 for samplers in the variance-preserving x_t space.
+    fn init_noise_sigma(&self) -> f32 {
+        1.0
+    }
+
     /// The sigmas the solver steps between (`steps + 1` values), where the scheduler has them.
     fn sigmas(&self) -> Option<&[f32]> {
         None
