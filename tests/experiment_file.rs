@@ -505,3 +505,60 @@ fn previews_are_the_cheap_map_or_a_decode_every_k_steps() {
         ),
     ]);
 }
+
+#[test]
+fn expected_classes_are_one_per_prompt() {
+    let path = dir().join("test.toml");
+    let p = path.display().to_string();
+    let quality = |extra: &str| {
+        format!(
+            "[quality]\nfeatures = \"../models/mnist16-features.onnx\"\n\
+             reference = \"../models/mnist16-reference.npz\"\n{extra}\n"
+        )
+    };
+    let prompts = "[conditioning]\nprompts = [\"a 3\", \"a 7\"]\n";
+    let good = on(
+        SD1,
+        "",
+        &format!(
+            "{prompts}{}",
+            quality("expected_classes = [3, 7]\nlogits = \"logits\"")
+        ),
+    );
+    let e = Experiment::parse(&path, &good).unwrap();
+    let q = e.quality.unwrap();
+    assert_eq!(q.expected_classes, [3, 7]);
+    assert_eq!(q.logits.as_deref(), Some("logits"));
+    let classes = on(
+        "../tests/data/pipelines/classcond",
+        "",
+        &format!(
+            "[conditioning]\nclasses = [3, 7]\n{}",
+            quality("expected_classes = [1]")
+        ),
+    );
+    let e = Experiment::parse(&path, &classes).unwrap();
+    assert!(e.quality.as_ref().unwrap().expected_classes.is_empty());
+    let warned = e.warnings_for(0);
+    assert!(
+        warned.iter().any(|w| w.contains("`quality.expected_classes`: a class-conditional run is scored against its [conditioning] classes")),
+        "{warned:?}"
+    );
+    for (extra, detail) in [
+        (
+            "expected_classes = [3]",
+            "gives 1 classes for 2 prompts; give one per prompt",
+        ),
+        ("expected_classes = [3, -1]", "class -1 is negative"),
+    ] {
+        let err = error_of(&on(SD1, "", &format!("{prompts}{}", quality(extra))));
+        assert!(
+            err.starts_with(&p) && err.contains("`quality.expected_classes`"),
+            "{err}"
+        );
+        assert!(err.contains(detail), "{err}");
+    }
+    let unconditioned = on(SD1, "", &quality("expected_classes = [3]"));
+    let err = error_of(&unconditioned);
+    assert!(err.contains("needs [conditioning] prompts"), "{err}");
+}

@@ -366,3 +366,127 @@ fn previews_decode_every_k_steps_when_asked_and_use_the_cheap_map_otherwise() {
     assert!(differ);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The classifier's verdicts on a cell's saved samples, recomputed outside the lab: (predicted, expected) for
+/// each sample in the file's order.
+fn verdicts(samples: &Path, expected_of: impl Fn(usize, usize) -> usize) -> Vec<(usize, usize)> {
+    use difflab::engine::{OnnxFeatures, OnnxOptions, ProviderOptions};
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let options = OnnxOptions {
+        providers: ProviderOptions::cpu(),
+        ..OnnxOptions::default()
+    };
+    let mut net = OnnxFeatures::load(models.join("mnist16-features.onnx"), &options, None).unwrap();
+    let images: ArrayD<f32> = read_npy(samples).unwrap();
+    let (n, shape) = (
+        images.shape()[0],
+        [images.shape()[1], images.shape()[2], images.shape()[3]],
+    );
+    let signed: Vec<f32> = images.iter().map(|v| v * 2.0 - 1.0).collect();
+    let fitted = difflab::lab::resize::fit(&signed, shape, [1, 16, 16]);
+    let rows = net.run(&fitted, n, [1, 16, 16]).unwrap();
+    let (logits, k) = rows.logits.unwrap();
+    let predicted = difflab::quality::predicted_classes(&logits, k);
+    predicted
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| (p, expected_of(i, n)))
+        .collect()
+}
+
+/// The expected class of sample `i` of `n` in a samples file.
+type ExpectedOf = fn(usize, usize) -> usize;
+
+#[test]
+fn prompt_accuracy_is_the_classifiers_share_of_the_expected_classes() {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    // Prompts with one expected class each; a class-conditional model scores against its own classes.
+    let cases: [(&str, &str, &str, ExpectedOf); 2] = [
+        (
+            "sd1",
+            "prompts = [\"a three\", \"a seven\"]",
+            "expected_classes = [3, 7]\n",
+            |i, n| {
+                if i < n / 2 { 3 } else { 7 }
+            },
+        ),
+        ("classcond", "classes = [3, 7]", "", |i, _| {
+            if i % 2 == 0 { 3 } else { 7 }
+        }),
+    ];
+    for (folder, conditioning, expected, expected_of) in cases {
+        let dir = temp_dir(&format!("accuracy-{folder}"));
+        let text = format!(
+            "output = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\n[conditioning]\n{conditioning}\n\
+             [sampling]\nseeds = 4\n[[sampler]]\nname = \"ddim\"\nsteps = 2\nguidance = [1, 4]\n\
+             [quality]\nfeatures = {:?}\nreference = {:?}\nsamples = 8\nkid_subsets = 2\nkid_subset_size = 4\n\
+             {expected}",
+            data().join(folder),
+            models.join("mnist16-features.onnx"),
+            models.join("mnist16-reference.npz"),
+        );
+        let results = run(&dir, &text).unwrap();
+        assert_eq!(results.cells.len(), 2);
+        for cell in &results.cells {
+            assert!(cell.error.is_none(), "{folder}: {:?}", cell.error);
+            let file = dir.join(format!("out/samples/{}.npy", cell.name.replace(' ', "_")));
+            let v = verdicts(&file, expected_of);
+            let hits = v.iter().filter(|(p, e)| p == e).count();
+            let accuracy = cell.accuracy.unwrap();
+            assert!(
+                (accuracy - hits as f64 / v.len() as f64).abs() < 1e-12,
+                "{folder} {}",
+                cell.name
+            );
+            assert_eq!(cell.accuracies.len(), 2);
+            let mean = cell.accuracies.iter().sum::<f64>() / 2.0;
+            assert!(
+                (mean - accuracy).abs() < 1e-12,
+                "equal samples per condition"
+            );
+        }
+        let csv = std::fs::read_to_string(dir.join("out/results.csv")).unwrap();
+        assert!(
+            csv.lines()
+                .next()
+                .unwrap()
+                .contains(",kid_std,accuracy,guidance,")
+        );
+        // `difflab run` draws the plots from the results.
+        let written = difflab::lab::plots::write_plots(&results.cells, &dir.join("out")).unwrap();
+        assert!(
+            written
+                .iter()
+                .any(|w| w.ends_with("quality_vs_guidance.png")),
+            "{written:?}"
+        );
+        assert!(dir.join("out/quality_vs_guidance.png").is_file());
+        assert!(dir.join("out/quality_vs_guidance.svg").is_file());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn accuracy_without_logits_or_with_a_wrong_name_is_one_clear_error() {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let dir = temp_dir("accuracy-bad");
+    let text = |extra: &str| {
+        format!(
+            "output = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\n[conditioning]\n\
+             prompts = [\"a three\"]\n[sampling]\nseeds = 2\n[[sampler]]\nname = \"ddim\"\nsteps = 2\n\
+             [quality]\nfeatures = {:?}\nreference = {:?}\nsamples = 2\nkid_subsets = 1\nkid_subset_size = 2\n\
+             expected_classes = [3]\n{extra}",
+            data().join("sd1"),
+            models.join("mnist16-features.onnx"),
+            models.join("mnist16-reference.npz"),
+        )
+    };
+    let err = run(&dir, &text("logits = \"scores\"")).unwrap_err();
+    assert!(
+        err.contains("mnist16-features.onnx")
+            && err.contains("[quality] logits = \"scores\"")
+            && err.contains("'logits' [batch, 10]"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

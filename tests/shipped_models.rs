@@ -65,7 +65,7 @@ fn the_unet_gives_what_pytorch_gave() {
 #[test]
 fn the_feature_network_gives_what_pytorch_gave() {
     let c = check("features_check.json");
-    let mut net = OnnxFeatures::load(models().join("mnist16-features.onnx"), &cpu()).unwrap();
+    let mut net = OnnxFeatures::load(models().join("mnist16-features.onnx"), &cpu(), None).unwrap();
     let images = floats(&c["image"]);
     let batch = c["shape"][0].as_u64().unwrap() as usize;
     let (features, dim) = net.features(&images, batch, [1, 16, 16]).unwrap();
@@ -90,7 +90,7 @@ fn fid(sampler: Option<(&str, usize)>) -> f64 {
         let mut noise = seeds.clone();
         denoise(&mut *s, &mut unet, &mut x, n, &mut noise, |_, _| true).unwrap();
     }
-    let mut net = OnnxFeatures::load(models().join("mnist16-features.onnx"), &cpu()).unwrap();
+    let mut net = OnnxFeatures::load(models().join("mnist16-features.onnx"), &cpu(), None).unwrap();
     let (features, dim) = net.features(&x, n, [1, 16, 16]).unwrap();
     let reference = ReferenceStats::load(&models().join("mnist16-reference.npz")).unwrap();
     assert_eq!(dim, reference.dim);

@@ -11,18 +11,25 @@ use super::roles::TensorSpec;
 use super::session::{OnnxModel, OnnxOptions};
 
 /// Runs a feature network: one float image input `[B, C, H, W]`, and an output named `features`
-/// (or else the first rank-2 output) `[B, D]`.
+/// (or else the first rank-2 output) `[B, D]`; class logits `[B, K]` from an output named `logits` (or the
+/// one the caller names), for prompt accuracy.
 pub struct OnnxFeatures {
     model: OnnxModel,
     path: PathBuf,
     input: String,
     output: String,
+    logits: Option<String>,
     /// The image input's C, H, W when the network fixes them.
     input_shape: Option<[usize; 3]>,
 }
 
 impl OnnxFeatures {
-    pub fn load(path: impl AsRef<Path>, options: &OnnxOptions) -> Result<Self, EngineError> {
+    /// Opens the network; `logits` names its class-logits output (`None`: `logits` when it has one).
+    pub fn load(
+        path: impl AsRef<Path>,
+        options: &OnnxOptions,
+        logits: Option<&str>,
+    ) -> Result<Self, EngineError> {
         let path = path.as_ref().to_path_buf();
         let model = OnnxModel::open(&path, options)?;
         let (inputs, outputs) = (model.inputs(), model.outputs());
@@ -61,13 +68,38 @@ impl OnnxFeatures {
             .ok_or_else(|| {
                 problem("a feature network needs an output named `features` of shape [B, D]".into())
             })?;
+        let logits = match logits {
+            Some(name) if outputs.iter().any(|o| o.name == name && o.rank() == 2) => {
+                Some(name.to_string())
+            }
+            Some(name) => {
+                return Err(problem(format!(
+                    "[quality] logits = \"{name}\" is not a [B, classes] output; its outputs: {}",
+                    outputs
+                        .iter()
+                        .map(TensorSpec::describe)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            None => outputs
+                .iter()
+                .find(|o| o.name == "logits" && o.rank() == 2)
+                .map(|o| o.name.clone()),
+        };
         Ok(Self {
             model,
             path,
             input,
             output,
+            logits,
             input_shape,
         })
+    }
+
+    /// Whether the network gives class logits.
+    pub fn has_logits(&self) -> bool {
+        self.logits.is_some()
     }
 
     pub fn path(&self) -> &Path {
@@ -90,6 +122,17 @@ impl OnnxFeatures {
         batch: usize,
         item: [usize; 3],
     ) -> Result<(Vec<f32>, usize), EngineError> {
+        let rows = self.run(images, batch, item)?;
+        Ok((rows.features, rows.dim))
+    }
+
+    /// Features and, when the network has them, class logits of `batch` images in one run.
+    pub fn run(
+        &mut self,
+        images: &[f32],
+        batch: usize,
+        item: [usize; 3],
+    ) -> Result<FeatureRows, EngineError> {
         let dims = [batch as i64, item[0] as i64, item[1] as i64, item[2] as i64];
         let value = TensorRef::from_array_view((Shape::new(dims), images)).map_err(ort_error)?;
         let outputs = self
@@ -97,29 +140,52 @@ impl OnnxFeatures {
             .session
             .run(ort::inputs![self.input.as_str() => value])
             .map_err(ort_error)?;
-        let output = outputs.get(self.output.as_str()).ok_or_else(|| {
-            EngineError::Options(format!(
-                "{}: the feature network returned no output `{}`",
-                self.path.display(),
-                self.output
-            ))
-        })?;
-        let (shape, data) = output.try_extract_tensor::<f32>().map_err(ort_error)?;
-        if shape.len() != 2 || shape[0] as usize != batch {
-            return Err(EngineError::Options(format!(
-                "{}: output `{}` has shape {:?}, expected [{batch}, D]",
-                self.path.display(),
-                self.output,
-                shape.iter().collect::<Vec<_>>()
-            )));
-        }
-        if let Some(bad) = super::NonFinite::count(data) {
-            return Err(EngineError::Options(format!(
-                "{}: the feature network's output `{}` is not finite: {bad}",
-                self.path.display(),
-                self.output
-            )));
-        }
-        Ok((data.to_vec(), shape[1] as usize))
+        let (features, dim) = rows_of(&self.path, &outputs, &self.output, batch)?;
+        let logits = match &self.logits {
+            Some(name) => Some(rows_of(&self.path, &outputs, name, batch)?),
+            None => None,
+        };
+        Ok(FeatureRows {
+            features,
+            dim,
+            logits,
+        })
     }
+}
+
+/// One run's outputs: features `[B, D]` and, when the network has them, logits `[B, K]` with K.
+pub struct FeatureRows {
+    pub features: Vec<f32>,
+    pub dim: usize,
+    pub logits: Option<(Vec<f32>, usize)>,
+}
+
+/// Output `name` as finite rows `[batch, D]`, with D.
+fn rows_of(
+    path: &Path,
+    outputs: &ort::session::SessionOutputs<'_>,
+    name: &str,
+    batch: usize,
+) -> Result<(Vec<f32>, usize), EngineError> {
+    let output = outputs.get(name).ok_or_else(|| {
+        EngineError::Options(format!(
+            "{}: the feature network returned no output `{name}`",
+            path.display()
+        ))
+    })?;
+    let (shape, data) = output.try_extract_tensor::<f32>().map_err(ort_error)?;
+    if shape.len() != 2 || shape[0] as usize != batch {
+        return Err(EngineError::Options(format!(
+            "{}: output `{name}` has shape {:?}, expected [{batch}, D]",
+            path.display(),
+            shape.iter().collect::<Vec<_>>()
+        )));
+    }
+    if let Some(bad) = super::NonFinite::count(data) {
+        return Err(EngineError::Options(format!(
+            "{}: the feature network's output `{name}` is not finite: {bad}",
+            path.display()
+        )));
+    }
+    Ok((data.to_vec(), shape[1] as usize))
 }

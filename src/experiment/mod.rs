@@ -124,6 +124,11 @@ pub struct QualitySpec {
     pub samples: usize,
     pub kid_subsets: usize,
     pub kid_subset_size: usize,
+    /// The class each prompt should give (one per prompt), for prompt accuracy; empty: none asked (a
+    /// class-conditional run's own classes are its expected classes).
+    pub expected_classes: Vec<i64>,
+    /// The feature network's class-logits output; `None`: the output named `logits`, if any.
+    pub logits: Option<String>,
 }
 
 /// The most samples one cell may draw for quality.
@@ -168,7 +173,7 @@ impl Experiment {
         let quality = file
             .quality
             .as_ref()
-            .map(|q| cx.quality(q, seeds.len()))
+            .map(|q| cx.quality(q, seeds.len(), conditioning.as_ref()))
             .transpose()?;
         let training_runs = match &file.training {
             Some(t) => cx.training_runs(t)?,
@@ -533,7 +538,9 @@ impl Reading<'_> {
         &mut self,
         q: &QualitySection,
         seeds: usize,
+        conditioning: Option<&ConditioningSpec>,
     ) -> Result<QualitySpec, ExperimentError> {
+        let expected_classes = self.expected_classes(q, conditioning)?;
         let features = self.existing_file(&q.features, "quality.features", "feature network")?;
         let reference =
             self.existing_file(&q.reference, "quality.reference", "reference statistics")?;
@@ -557,6 +564,45 @@ impl Reading<'_> {
             samples: count(&q.samples, 256),
             kid_subsets: count(&q.kid_subsets, 50),
             kid_subset_size: count(&q.kid_subset_size, 100),
+            expected_classes,
+            logits: q.logits.as_ref().map(|l| l.get_ref().clone()),
         })
+    }
+
+    /// `[quality] expected_classes`: one class (≥ 0) per prompt. A class-conditional run scores against its
+    /// own classes, so a list there is a warning; without prompts or classes it is an error.
+    fn expected_classes(
+        &mut self,
+        q: &QualitySection,
+        conditioning: Option<&ConditioningSpec>,
+    ) -> Result<Vec<i64>, ExperimentError> {
+        let Some(list) = &q.expected_classes else {
+            return Ok(Vec::new());
+        };
+        let key = "quality.expected_classes";
+        let (classes, prompts) =
+            conditioning.map_or((0, 0), |c| (c.classes.len(), c.prompts.len()));
+        if classes > 0 {
+            let message =
+                "a class-conditional run is scored against its [conditioning] classes; ignored";
+            self.warn(None, list.span(), key, message.to_string());
+            return Ok(Vec::new());
+        }
+        if let Some(bad) = list.get_ref().iter().find(|&&c| c < 0) {
+            return Err(self.error(list.span(), key, format!("class {bad} is negative")));
+        }
+        match (prompts, list.get_ref().len()) {
+            (0, _) => Err(self.error(
+                list.span(),
+                key,
+                "needs [conditioning] prompts (one expected class per prompt)",
+            )),
+            (p, n) if p != n => Err(self.error(
+                list.span(),
+                key,
+                format!("gives {n} classes for {p} prompts; give one per prompt"),
+            )),
+            _ => Ok(list.get_ref().clone()),
+        }
     }
 }

@@ -125,6 +125,8 @@ pub(super) struct QualitySection {
     pub samples: Option<Spanned<usize>>,
     pub kid_subsets: Option<Spanned<usize>>,
     pub kid_subset_size: Option<Spanned<usize>>,
+    pub expected_classes: Option<Spanned<Vec<i64>>>,
+    pub logits: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -13,6 +13,7 @@ pub mod resize;
 pub mod results;
 pub mod runner;
 pub mod samples;
+pub mod scoring;
 pub mod tensorrt;
 
 pub use crate::path_error::PathError;

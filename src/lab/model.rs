@@ -293,5 +293,9 @@ fn parts_options(experiment: &Experiment) -> OnnxOptions {
 /// The feature network of `[quality]`, on the CPU unless the model's providers say otherwise.
 pub fn load_features(experiment: &Experiment) -> Option<Result<OnnxFeatures, EngineError>> {
     let q = experiment.quality.as_ref()?;
-    Some(OnnxFeatures::load(&q.features, &parts_options(experiment)))
+    Some(OnnxFeatures::load(
+        &q.features,
+        &parts_options(experiment),
+        q.logits.as_deref(),
+    ))
 }

@@ -264,6 +264,10 @@ fn inputs_hash(experiment: &Experiment) -> std::io::Result<Vec<u8>> {
         hash_file(&mut hash, &q.features)?;
         hash_file(&mut hash, &q.reference)?;
         hash.update(format!("{} {}", q.kid_subsets, q.kid_subset_size));
+        // Cells scored before accuracy existed keep their keys.
+        if !q.expected_classes.is_empty() || q.logits.is_some() {
+            hash.update(format!("accuracy {:?} {:?}", q.expected_classes, q.logits));
+        }
     }
     if let Some(c) = &experiment.conditioning {
         hash.update(format!(

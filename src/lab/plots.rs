@@ -105,6 +105,11 @@ pub fn write_plots(cells: &[CellResult], dir: &Path) -> Result<Vec<String>, Path
             render(&path, (800, 500), Figure::QualityVsNfe, cells)?;
             written.push(path.display().to_string());
         }
+        if guidance_is_an_axis(cells) {
+            let path = dir.join(format!("quality_vs_guidance.{ext}"));
+            render(&path, (1000, 460), Figure::QualityVsGuidance, cells)?;
+            written.push(path.display().to_string());
+        }
         let path = dir.join(format!("time_per_sample.{ext}"));
         render(&path, (800, 460), Figure::TimePerSample, cells)?;
         written.push(path.display().to_string());
@@ -115,7 +120,18 @@ pub fn write_plots(cells: &[CellResult], dir: &Path) -> Result<Vec<String>, Path
 #[derive(Clone, Copy)]
 enum Figure {
     QualityVsNfe,
+    QualityVsGuidance,
     TimePerSample,
+}
+
+/// Whether the cells were scored at more than one guidance scale.
+fn guidance_is_an_axis(cells: &[CellResult]) -> bool {
+    let scored = || {
+        cells
+            .iter()
+            .filter(|c| c.fid.is_some() || c.accuracy.is_some())
+    };
+    scored().any(|c| scored().any(|d| d.guidance != c.guidance))
 }
 
 /// Draws a figure into a PNG or SVG (by extension) through a temp file renamed into place.
@@ -165,6 +181,7 @@ impl Figure {
         area.fill(&WHITE).map_err(|e| e.to_string())?;
         match self {
             Figure::QualityVsNfe => quality_vs_nfe(area, cells),
+            Figure::QualityVsGuidance => quality_vs_guidance(area, cells),
             Figure::TimePerSample => time_per_sample(area, cells),
         }
         .map_err(|e| e.to_string())
@@ -178,17 +195,13 @@ fn quality_vs_nfe<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     cells: &[CellResult],
 ) -> DrawResult<DB> {
-    let mut families: Vec<(&str, Vec<(f64, f64)>)> = Vec::new();
-    for c in cells {
-        let Some(fid) = c.fid else { continue };
-        match families.iter_mut().find(|(l, _)| *l == c.label) {
-            Some((_, pts)) => pts.push((c.nfe as f64, fid)),
-            None => families.push((&c.label, vec![(c.nfe as f64, fid)])),
-        }
-    }
-    for (_, pts) in &mut families {
-        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-    }
+    // One line per sampler, and per guidance scale when there are several.
+    let several = guidance_is_an_axis(cells);
+    let family = |c: &CellResult| match several {
+        true => format!("{} g{}", c.label, c.guidance),
+        false => c.label.clone(),
+    };
+    let families = lines(cells, family, |c| Some((c.nfe as f64, c.fid?)));
     let all = families.iter().flat_map(|(_, p)| p.iter());
     let (lo, hi) = all.clone().fold((f64::MAX, f64::MIN), |(lo, hi), p| {
         (lo.min(p.0), hi.max(p.0))
@@ -218,6 +231,97 @@ fn quality_vs_nfe<DB: DrawingBackend>(
         chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, colour.filled())))?;
     }
     draw_legend(&mut chart)
+}
+
+/// Points grouped into named lines (in first-seen order), each sorted by x.
+fn lines(
+    cells: &[CellResult],
+    name: impl Fn(&CellResult) -> String,
+    point: impl Fn(&CellResult) -> Option<(f64, f64)>,
+) -> Vec<(String, Vec<(f64, f64)>)> {
+    let mut out: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for c in cells {
+        let Some(p) = point(c) else { continue };
+        let n = name(c);
+        match out.iter_mut().find(|(l, _)| *l == n) {
+            Some((_, pts)) => pts.push(p),
+            None => out.push((n, vec![p])),
+        }
+    }
+    for (_, pts) in &mut out {
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    out
+}
+
+/// FID (left) and prompt accuracy (right) against the guidance scale, one line per sampler and step
+/// count: the classic trade-off of classifier-free guidance.
+fn quality_vs_guidance<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    cells: &[CellResult],
+) -> DrawResult<DB> {
+    let name = |c: &CellResult| format!("{} {}", c.label, c.steps);
+    let (g_lo, g_hi) = cells.iter().fold((f64::MAX, f64::MIN), |(lo, hi), c| {
+        (lo.min(c.guidance), hi.max(c.guidance))
+    });
+    let span = (g_hi - g_lo).max(1e-9);
+    let x = (g_lo - span * 0.05)..(g_hi + span * 0.05);
+    let [left, right] = {
+        let (l, r) = area.split_horizontally(area.dim_in_pixel().0 / 2);
+        [l, r]
+    };
+    let fid = lines(cells, name, |c| Some((c.guidance, c.fid?)));
+    let top = fid
+        .iter()
+        .flat_map(|(_, p)| p)
+        .fold(0.0f64, |m, p| m.max(p.1))
+        * 1.1;
+    let panels = [
+        (
+            &left,
+            fid,
+            "FID against guidance",
+            "FID (lower is better)",
+            0.0..top.max(1e-9),
+        ),
+        (
+            &right,
+            lines(cells, name, |c| Some((c.guidance, c.accuracy?))),
+            "Prompt accuracy against guidance",
+            "share of samples classified as asked",
+            0.0..1.05,
+        ),
+    ];
+    for (panel, series, title, y_desc, y) in panels {
+        let mut chart = ChartBuilder::on(panel)
+            .caption(title, (FONT_NAME, 18))
+            .margin(14)
+            .x_label_area_size(44)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x.clone(), y)?;
+        chart
+            .configure_mesh()
+            .x_desc("guidance scale g")
+            .y_desc(y_desc)
+            .label_style((FONT_NAME, 13))
+            .axis_desc_style((FONT_NAME, 14))
+            .draw()?;
+        if series.is_empty() {
+            continue;
+        }
+        for (i, (label, pts)) in series.iter().enumerate() {
+            let colour = COLOURS[i % COLOURS.len()];
+            chart
+                .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))?
+                .label(label.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+                });
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, colour.filled())))?;
+        }
+        draw_legend(&mut chart)?;
+    }
+    Ok(())
 }
 
 /// The legend box both run plots use.

@@ -49,6 +49,12 @@ pub struct CellResult {
     /// The classes its seeds cycle through (class-conditional runs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub classes: Vec<i64>,
+    /// The share of samples the feature network's classifier assigns to the class asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    /// The accuracy of each prompt's (or class's) samples, in the order of `prompts` (or `classes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accuracies: Vec<f64>,
 }
 
 fn no_guidance() -> f64 {
@@ -130,12 +136,12 @@ impl Results {
 
     fn csv(&self) -> String {
         let mut out = String::from(
-            "name,sampler,class,steps,nfe,samples,wall_s,model_ms_per_step,sampler_ms_per_step,ms_per_sample,fid,kid,kid_std,guidance,guidance_rescale,prompt,classes,provider,status,error\n",
+            "name,sampler,class,steps,nfe,samples,wall_s,model_ms_per_step,sampler_ms_per_step,ms_per_sample,fid,kid,kid_std,accuracy,guidance,guidance_rescale,prompt,classes,provider,status,error\n",
         );
         let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
         for c in &self.cells {
             out.push_str(&format!(
-                "{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{},{},{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{},{},{},{},{},{},{},{},{},{},{}\n",
                 csv_field(&c.name),
                 csv_field(&c.label),
                 c.class,
@@ -149,6 +155,7 @@ impl Results {
                 opt(c.fid),
                 opt(c.kid),
                 opt(c.kid_std),
+                opt(c.accuracy),
                 c.guidance,
                 c.guidance_rescale,
                 csv_field(&c.prompts.join(" | ")),

@@ -18,12 +18,11 @@ use super::model::{LoadedModel, load_features, load_model};
 use super::plan::{Cell, Item, plan};
 use super::results::{CellResult, Results};
 use super::samples::{read_init_noise, write_samples};
-use crate::engine::{Denoiser, NonFinite, OnnxFeatures, VaeDecoder};
-use crate::experiment::{Experiment, Preview, QualitySpec};
+use super::scoring::Quality;
+use crate::engine::{Denoiser, NonFinite, VaeDecoder};
+use crate::experiment::{Experiment, Preview};
 use crate::path_error::at;
-use crate::quality::{
-    FeatureStats, Kid, ReferenceStats, frechet_distance, kernel_inception_distance,
-};
+use crate::quality::ReferenceStats;
 use crate::sampler::{Scheduler, SeededNoise};
 
 /// What the lab tells its caller, in order.
@@ -265,9 +264,6 @@ impl Pictures {
     }
 }
 
-/// The feature network, the reference statistics and the settings FID and KID need.
-type Quality<'a> = (OnnxFeatures, ReferenceStats, &'a QualitySpec);
-
 fn run_inner(
     experiment: &Experiment,
     options: &RunOptions,
@@ -461,7 +457,7 @@ fn load_quality(experiment: &Experiment) -> Result<Option<Quality<'_>>, Stop> {
     };
     let features = features?;
     let reference = ReferenceStats::load(&spec.reference)?;
-    Ok(Some((features, reference, spec)))
+    Ok(Some(Quality::new(features, reference, spec)?))
 }
 
 /// The pending cells of a run and their lanes, stepped together.
@@ -780,7 +776,7 @@ impl Finish<'_> {
             }
         };
         let scores = match quality {
-            Some(q) => self.score(&all, q).map(Some),
+            Some(q) => q.score(cell, &all, shape, self.batch).map(Some),
             None => Ok(None),
         };
         let grid_path = format!("cells/{}.png", file_name(&cell.name));
@@ -799,51 +795,19 @@ impl Finish<'_> {
         }
         let mut result = self.result(cell, state, grid_path);
         match scores {
-            Ok(Some((fid, kid))) => {
-                result.fid = Some(fid);
-                result.kid = Some(kid.mean);
-                result.kid_std = Some(kid.std);
+            Ok(Some(scores)) => {
+                result.fid = Some(scores.fid);
+                result.kid = Some(scores.kid.mean);
+                result.kid_std = Some(scores.kid.std);
+                if let Some(a) = scores.accuracy {
+                    result.accuracy = Some(a.overall);
+                    result.accuracies = a.per_condition;
+                }
             }
             Ok(None) => {}
-            Err(e) => result.error = Some(format!("FID and KID cannot be computed: {e}")),
+            Err(e) => result.error = Some(format!("the cell's quality cannot be computed: {e}")),
         }
         Ok((result, for_display(images, shape)))
-    }
-
-    /// FID and KID of a cell's images against the reference statistics.
-    fn score(&self, images: &[f32], quality: &mut Quality<'_>) -> Result<(f64, Kid), String> {
-        let (features, reference, spec) = quality;
-        let shape = self.pictures.image_shape;
-        let item = shape.iter().product::<usize>();
-        // Decoded RGB (or any other size) is resized to what the feature network takes.
-        let target = features.input_shape().unwrap_or(shape);
-        let per = target.iter().product::<usize>();
-        let mut feats = Vec::new();
-        let mut dim = 0;
-        for chunk in images.chunks(self.batch.max(1) * item) {
-            let fitted = super::resize::fit(chunk, shape, target);
-            let (part, d) = features
-                .features(&fitted, fitted.len() / per, target)
-                .map_err(|e| e.to_string())?;
-            feats.extend(part);
-            dim = d;
-        }
-        if dim != reference.dim {
-            return Err(format!(
-                "the feature network gives {dim} features, the reference statistics {}",
-                reference.dim
-            ));
-        }
-        let stats = FeatureStats::from_features(&feats, dim);
-        let kid = kernel_inception_distance(
-            &feats,
-            &reference.features,
-            dim,
-            spec.kid_subsets,
-            spec.kid_subset_size,
-            0,
-        );
-        Ok((frechet_distance(&stats, &reference.stats), kid))
     }
 
     /// A cell's result without scores: its timing so far and where its grid is.
@@ -864,6 +828,8 @@ impl Finish<'_> {
             fid: None,
             kid: None,
             kid_std: None,
+            accuracy: None,
+            accuracies: Vec::new(),
             provider: self.provider.to_string(),
             grid,
             key: cell.key.clone(),

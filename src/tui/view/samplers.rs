@@ -295,6 +295,13 @@ fn info_lines(state: &State, cell: &CellView, long: bool, width: u16) -> Vec<Lin
                     r.kid_std.unwrap_or(0.0)
                 )));
             }
+            if let Some(acc) = r.accuracy {
+                lines.push(Line::from(format!("accuracy {:.0}%", acc * 100.0)));
+                let labels = cell.cell.conditions.iter();
+                for (label, a) in labels.zip(&r.accuracies) {
+                    lines.push(Line::from(format!("  {:>4.0}% {label}", a * 100.0)).dim());
+                }
+            }
         }
         return lines;
     }
@@ -302,10 +309,10 @@ fn info_lines(state: &State, cell: &CellView, long: bool, width: u16) -> Vec<Lin
     match &cell.result {
         Some(r) => {
             let time = format!("{:.3} ms/step", r.model_ms_per_step + r.sampler_ms_per_step);
-            let parts = match r.fid {
-                Some(fid) => vec![format!("FID {fid:.2}"), time],
-                None => vec![time],
-            };
+            let mut parts = Vec::new();
+            parts.extend(r.fid.map(|fid| format!("FID {fid:.2}")));
+            parts.extend(r.accuracy.map(|a| format!("acc {:.0}%", a * 100.0)));
+            parts.push(time);
             lines.push(Line::from(fit(&parts, width)).dim());
         }
         None => lines.push(Line::from("")),

@@ -78,6 +78,8 @@ fn result(name: &str, label: &str, steps: usize, fid: Option<f64>) -> CellResult
         fid,
         kid: fid.map(|f| f / 1000.0),
         kid_std: fid.map(|_| 0.0005),
+        accuracy: None,
+        accuracies: Vec::new(),
         provider: "cpu".into(),
         grid: String::new(),
         key: String::new(),
@@ -251,9 +253,14 @@ guidance = [1, 7.5]
         providers_summary: String::new(),
     });
     for (i, c) in cells.iter().enumerate() {
+        let scored = CellResult {
+            accuracy: Some(0.5 + 0.25 * i as f64),
+            accuracies: vec![1.0, 0.5 * i as f64],
+            ..result(&c.name, &c.label, c.steps, Some(40.0 - 10.0 * i as f64))
+        };
         lab(LabEvent::CellDone {
             cell: i,
-            result: Box::new(result(&c.name, &c.label, c.steps, None)),
+            result: Box::new(scored),
             images: (0..8).flat_map(|s| pattern(i, s, shape)).collect(),
             cached: false,
         });

@@ -1,0 +1,142 @@
+//! A finished cell's quality: FID and KID of its images against the reference statistics, and prompt
+//! accuracy from the feature network's class logits.
+
+use super::plan::Cell;
+use super::resize::fit;
+use crate::engine::{EngineError, OnnxFeatures};
+use crate::experiment::QualitySpec;
+use crate::quality::{
+    Accuracy, FeatureStats, Kid, ReferenceStats, accuracy, frechet_distance,
+    kernel_inception_distance, predicted_classes,
+};
+
+/// The feature network, the reference statistics and the settings scoring needs.
+pub struct Quality<'a> {
+    pub features: OnnxFeatures,
+    pub reference: ReferenceStats,
+    pub spec: &'a QualitySpec,
+}
+
+/// A cell's scores.
+pub struct Scores {
+    pub fid: f64,
+    pub kid: Kid,
+    /// `None` when nothing says which class a sample should be, or the network has no logits.
+    pub accuracy: Option<Accuracy>,
+}
+
+impl<'a> Quality<'a> {
+    /// Opens the feature network and the reference; explicit `expected_classes` need class logits.
+    pub fn new(
+        features: OnnxFeatures,
+        reference: ReferenceStats,
+        spec: &'a QualitySpec,
+    ) -> Result<Self, EngineError> {
+        if !spec.expected_classes.is_empty() && !features.has_logits() {
+            return Err(EngineError::Options(format!(
+                "[quality] expected_classes needs class logits: {} has no output named `logits`; name its \
+                 logits output with [quality] logits = \"<output>\"",
+                features.path().display()
+            )));
+        }
+        Ok(Self {
+            features,
+            reference,
+            spec,
+        })
+    }
+
+    /// Scores `images` (the cell's samples in item order, C × H × W = `shape`), `batch` at a time.
+    pub fn score(
+        &mut self,
+        cell: &Cell,
+        images: &[f32],
+        shape: [usize; 3],
+        batch: usize,
+    ) -> Result<Scores, String> {
+        let item = shape.iter().product::<usize>();
+        // Decoded RGB (or any other size) is resized to what the feature network takes.
+        let target = self.features.input_shape().unwrap_or(shape);
+        let per = target.iter().product::<usize>();
+        let (mut feats, mut logits) = (Vec::new(), Vec::new());
+        let (mut dim, mut classes) = (0, 0);
+        for chunk in images.chunks(batch.max(1) * item) {
+            let fitted = fit(chunk, shape, target);
+            let rows = self
+                .features
+                .run(&fitted, fitted.len() / per, target)
+                .map_err(|e| e.to_string())?;
+            feats.extend(rows.features);
+            dim = rows.dim;
+            if let Some((l, k)) = rows.logits {
+                logits.extend(l);
+                classes = k;
+            }
+        }
+        let reference = &self.reference;
+        if dim != reference.dim {
+            return Err(format!(
+                "the feature network gives {dim} features, the reference statistics {}",
+                reference.dim
+            ));
+        }
+        let stats = FeatureStats::from_features(&feats, dim);
+        let kid = kernel_inception_distance(
+            &feats,
+            &reference.features,
+            dim,
+            self.spec.kid_subsets,
+            self.spec.kid_subset_size,
+            0,
+        );
+        let accuracy = match expected(cell, self.spec) {
+            Some(expected) if classes > 0 => {
+                Some(score_accuracy(cell, &expected, &logits, classes)?)
+            }
+            _ => None,
+        };
+        Ok(Scores {
+            fid: frechet_distance(&stats, &reference.stats),
+            kid,
+            accuracy,
+        })
+    }
+}
+
+/// The class each of the cell's samples should be: its class label (class-conditional), or its prompt's
+/// expected class.
+fn expected(cell: &Cell, spec: &QualitySpec) -> Option<Vec<i64>> {
+    let per_condition = if cell.is_class_conditional() {
+        &cell.classes
+    } else if !spec.expected_classes.is_empty() {
+        &spec.expected_classes
+    } else {
+        return None;
+    };
+    cell.items
+        .iter()
+        .map(|i| per_condition.get(i.condition).copied())
+        .collect()
+}
+
+fn score_accuracy(
+    cell: &Cell,
+    expected: &[i64],
+    logits: &[f32],
+    classes: usize,
+) -> Result<Accuracy, String> {
+    if let Some(bad) = expected.iter().find(|&&c| c < 0 || c as usize >= classes) {
+        return Err(format!(
+            "expected class {bad} is out of range: the feature network's logits have {classes} classes"
+        ));
+    }
+    let expected: Vec<usize> = expected.iter().map(|&c| c as usize).collect();
+    let condition: Vec<usize> = cell.items.iter().map(|i| i.condition).collect();
+    let conditions = if cell.is_class_conditional() {
+        cell.classes.len()
+    } else {
+        cell.conditions.len()
+    };
+    let predicted = predicted_classes(logits, classes);
+    Ok(accuracy(&predicted, &expected, &condition, conditions))
+}
