@@ -76,6 +76,40 @@ fn the_feature_network_gives_what_pytorch_gave() {
     assert!(d <= 1e-4, "{d}");
 }
 
+#[test]
+fn the_32px_feature_network_sees_what_the_16px_one_sees() {
+    // One held-out digit of each class padded to 32×32, grey in three channels: features and logits as the
+    // export script computed them, and each digit classified as its label.
+    let c = check("features32_check.json");
+    let mut net = OnnxFeatures::load(models().join("mnist32-features.onnx"), &cpu(), None).unwrap();
+    assert_eq!(net.input_shape(), Some([3, 32, 32]));
+    let grey = floats(&c["image_grey"]);
+    let images: Vec<f32> = grey
+        .chunks(32 * 32)
+        .flat_map(|g| g.iter().chain(g).chain(g).copied().collect::<Vec<_>>())
+        .collect();
+    let rows = net.run(&images, 10, [3, 32, 32]).unwrap();
+    let d = max_abs_diff(&rows.features, &floats(&c["features"]));
+    let (logits, classes) = rows.logits.unwrap();
+    let dl = max_abs_diff(&logits, &floats(&c["logits"]));
+    println!("32px features: max |diff| {d:.2e}, logits {dl:.2e}");
+    assert!(d <= 1e-4 && dl <= 1e-4, "{d} {dl}");
+    let labels: Vec<usize> = c["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_u64().unwrap() as usize)
+        .collect();
+    assert_eq!(
+        difflab::quality::predicted_classes(&logits, classes),
+        labels
+    );
+    // Its reference is the 16px network's: the same features on the same held-out digits.
+    let reference = ReferenceStats::load(&models().join("mnist16-reference.npz")).unwrap();
+    assert_eq!(rows.dim, reference.dim);
+    assert!(c["max_abs_diff_vs_16"].as_f64().unwrap() < 1e-4);
+}
+
 /// FID of 256 samples of `sampler` at `steps` (None: the initial noise itself).
 fn fid(sampler: Option<(&str, usize)>) -> f64 {
     let n = 256;
