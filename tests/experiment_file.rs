@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use difflab::experiment::{Experiment, ModelSource, Preview};
+use difflab::experiment::{Experiment, ModelSource, NoiseKind, Preview};
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments")
@@ -561,4 +561,24 @@ fn expected_classes_are_one_per_prompt() {
     let unconditioned = on(SD1, "", &quality("expected_classes = [3]"));
     let err = error_of(&unconditioned);
     assert!(err.contains("needs [conditioning] prompts"), "{err}");
+}
+
+#[test]
+fn noise_is_difflabs_own_or_torchs() {
+    let path = dir().join("test.toml");
+    assert_eq!(
+        Experiment::parse(&path, GOOD).unwrap().noise,
+        NoiseKind::Difflab
+    );
+    let torch = format!("[sampling]\nnoise = \"torch\"\n{GOOD}");
+    assert_eq!(
+        Experiment::parse(&path, &torch).unwrap().noise,
+        NoiseKind::Torch
+    );
+    let p = path.display().to_string();
+    assert_errors(&[(
+        format!("[sampling]\nnoise = \"numpy\"\n{GOOD}"),
+        format!("{p}:2:9: `sampling.noise`"),
+        "unknown variant `numpy`, expected `difflab` or `torch`",
+    )]);
 }

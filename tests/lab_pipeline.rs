@@ -93,6 +93,24 @@ fn sampler_of(case: &Value) -> &'static str {
 
 /// One prompt of a reference case through the whole lab, compared with Optimum's image.
 fn check_case(folder: &str, case_name: &str, row: usize) {
+    let dir = temp_dir(&format!("{folder}-{case_name}-{row}"));
+    let sampling = format!(
+        "seeds = 1\ninit_noise = {:?}\n",
+        init_noise(&dir, folder, row)
+    );
+    check_case_with(&dir, folder, case_name, row, &sampling);
+}
+
+/// The reference's latents are `torch.randn([2, 4, 8, 8], generator=manual_seed(1234 + 7))`: their first row is
+/// `torch.randn([1, 4, 8, 8])` under that seed, so `noise = "torch"` and the seed alone reproduce Optimum's image.
+#[test]
+fn torch_noise_reproduces_optimums_image_from_the_seed_alone() {
+    let dir = temp_dir("torch-noise");
+    let sampling = "seeds = [1241]\nnoise = \"torch\"\n";
+    check_case_with(&dir, "sd1", "ddim_g7.5", 0, sampling);
+}
+
+fn check_case_with(dir: &Path, folder: &str, case_name: &str, row: usize, sampling: &str) {
     let reference = reference(folder);
     let case = reference["cases"]
         .as_array()
@@ -100,7 +118,6 @@ fn check_case(folder: &str, case_name: &str, row: usize) {
         .iter()
         .find(|c| c["name"] == case_name)
         .unwrap();
-    let dir = temp_dir(&format!("{folder}-{case_name}-{row}"));
     let prompt = reference["prompts"][row].as_str().unwrap();
     let negative = match case["negative_prompt"].as_str() {
         Some(n) => format!("negative_prompt = {n:?}\n"),
@@ -109,12 +126,11 @@ fn check_case(folder: &str, case_name: &str, row: usize) {
     let g = case["guidance_scale"].as_f64().unwrap();
     let text = format!(
         "output = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\n[conditioning]\nprompts = [{prompt:?}]\n{negative}\
-         [sampling]\nseeds = 1\ninit_noise = {:?}\n[[sampler]]\n{}\nsteps = 4\nguidance = [{g}]\n",
+         [sampling]\n{sampling}[[sampler]]\n{}\nsteps = 4\nguidance = [{g}]\n",
         data().join(folder),
-        init_noise(&dir, folder, row),
         sampler_of(case),
     );
-    let results = run(&dir, &text).unwrap();
+    let results = run(dir, &text).unwrap();
     let cell = &results.cells[0];
     assert!(cell.error.is_none(), "{:?}", cell.error);
     assert_eq!(cell.guidance, g);

@@ -14,6 +14,7 @@ use toml::Spanned;
 
 pub use conditioning::ConditioningSpec;
 pub use diagnostic::{ExperimentError, ExperimentWarning, closest, line_column};
+pub use schema::NoiseKind;
 
 use crate::engine::{ProviderKind, RoleOverrides};
 use crate::sampler::config::{Resolved, SHORT_NAMES};
@@ -42,6 +43,8 @@ pub struct Experiment {
     pub init_noise: Option<PathBuf>,
     /// How latent models' live previews are made.
     pub preview: Preview,
+    /// Where seed k's initial noise comes from.
+    pub noise: NoiseKind,
     pub samplers: Vec<SamplerSpec>,
     pub quality: Option<QualitySpec>,
     /// Training-log folders or files, resolved against the file's folder, globs expanded.
@@ -169,6 +172,11 @@ impl Experiment {
             .map(|n| cx.existing_file(n, "sampling.init_noise", "initial noise file"))
             .transpose()?;
         let preview = cx.preview(&file)?;
+        let noise = file
+            .sampling
+            .as_ref()
+            .and_then(|s| s.noise.as_ref())
+            .map_or(NoiseKind::Difflab, |n| *n.get_ref());
         let samplers = cx.samplers(&file, &base, seeds.len(), &model.source)?;
         let quality = file
             .quality
@@ -190,6 +198,7 @@ impl Experiment {
             batch,
             init_noise,
             preview,
+            noise,
             samplers,
             quality,
             training_runs,

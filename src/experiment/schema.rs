@@ -65,6 +65,18 @@ pub(super) struct SamplingSection {
     pub init_noise: Option<Spanned<String>>,
     pub preview: Option<Spanned<PreviewKind>>,
     pub preview_every: Option<Spanned<usize>>,
+    pub noise: Option<Spanned<NoiseKind>>,
+}
+
+/// `[sampling] noise`: where seed k's initial noise comes from.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NoiseKind {
+    /// difflab's own per-seed generator.
+    #[default]
+    Difflab,
+    /// `torch.randn(shape, generator=torch.Generator("cpu").manual_seed(k))`, as diffusers draws it.
+    Torch,
 }
 
 /// `[sampling] preview`: how latent models' live previews are made.

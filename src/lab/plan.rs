@@ -281,6 +281,10 @@ fn inputs_hash(experiment: &Experiment) -> std::io::Result<Vec<u8>> {
     if let Some(path) = &experiment.init_noise {
         hash_file(&mut hash, path)?;
     }
+    // Cells drawn with difflab's own noise keep the keys they had before `noise` existed.
+    if experiment.noise != crate::experiment::NoiseKind::Difflab {
+        hash.update(format!("noise {:?}", experiment.noise));
+    }
     let m = &experiment.model;
     for part in [&m.vae_decoder, &m.text_encoder].into_iter().flatten() {
         hash_file(&mut hash, part)?;

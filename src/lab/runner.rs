@@ -20,9 +20,10 @@ use super::results::{CellResult, Results};
 use super::samples::{read_init_noise, write_samples};
 use super::scoring::Quality;
 use crate::engine::{Denoiser, NonFinite, VaeDecoder};
-use crate::experiment::{Experiment, Preview};
+use crate::experiment::{Experiment, NoiseKind, Preview};
 use crate::path_error::at;
 use crate::quality::ReferenceStats;
+use crate::sampler::torch_noise::torch_randn;
 use crate::sampler::{Scheduler, SeededNoise};
 
 /// What the lab tells its caller, in order.
@@ -296,6 +297,13 @@ fn run_inner(
         Preview::Decode { every } => Some(every),
         Preview::Approx => None,
     };
+    let item: usize = sample_shape.iter().product();
+    if experiment.noise == NoiseKind::Torch && item < 16 && experiment.init_noise.is_none() {
+        return Err(Stop::Error(format!(
+            "[sampling] noise = \"torch\" reproduces torch.randn for samples of 16 values or more; this \
+             model's sample has {item} ({sample_shape:?})"
+        )));
+    }
     let init_noise = match &experiment.init_noise {
         Some(path) => Some(read_init_noise(path, sample_shape, &cells)?),
         None => None,
@@ -338,6 +346,7 @@ fn run_inner(
         lanes: Vec::new(),
         quality: load_quality(experiment)?,
         init_noise,
+        torch_noise: experiment.noise == NoiseKind::Torch,
         uncond: conditions.uncond,
         ctx: Finish {
             out,
@@ -473,6 +482,8 @@ struct Batch<'a> {
     quality: Option<Quality<'a>>,
     /// Initial noise from `init_noise`, one sample per seed index.
     init_noise: Option<Vec<f32>>,
+    /// `noise = "torch"`: seed k's initial noise is `torch.randn` under `manual_seed(k)`.
+    torch_noise: bool,
     /// The unconditional condition-table row, for guided cells.
     uncond: Option<usize>,
     ctx: Finish<'a>,
@@ -528,6 +539,11 @@ impl Batch<'_> {
                 .iter()
                 .flat_map(|i| &rows[i.seed_index * self.item..(i.seed_index + 1) * self.item])
                 .copied()
+                .collect(),
+            // Checked at the start of the run: torch's path is only taken for 16 values or more.
+            None if self.torch_noise => items
+                .iter()
+                .flat_map(|i| torch_randn(i.seed, self.item).unwrap_or_default())
                 .collect(),
             None => noise.initial(self.item),
         };

@@ -11,6 +11,7 @@ pub mod noise;
 mod prediction;
 pub mod schedule;
 mod spacing;
+pub mod torch_noise;
 
 pub use config::{ConfigError, SamplerConfig};
 pub use ddim::Ddim;
