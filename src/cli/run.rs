@@ -58,6 +58,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let mut images: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
     let mut shape = [1, 1, 1];
     let mut outcome = None;
+    let mut quarters: BTreeMap<usize, usize> = BTreeMap::new();
     for event in lab.events.iter() {
         match event {
             LabEvent::Planned {
@@ -104,10 +105,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                         "steps, samples from {samples_done} of {samples_total}"
                     ));
                 } else if step == steps {
-                    eprintln!(
-                        "{}: samples {samples_done}.. done ({steps} steps)",
-                        names[cell]
-                    );
+                    // Without a terminal: a line per quarter of a cell's samples, not one per batch.
+                    let quarter = 4 * samples_done / samples_total.max(1);
+                    if quarters.get(&cell).is_none_or(|&q| quarter > q) {
+                        quarters.insert(cell, quarter);
+                        eprintln!(
+                            "{}: samples {samples_done}.. of {samples_total} done ({steps} steps)",
+                            names[cell]
+                        );
+                    }
                 }
             }
             LabEvent::CellDone {
