@@ -45,6 +45,31 @@ fn split_gutter(state: &State, area: Rect) -> (Rect, Rect) {
     (gutter, rest)
 }
 
+/// The labels as shown in `room` columns: when none fits and they share leading words ("a handwritten 0",
+/// "a handwritten 1"), what differs, after "…" ("…0", "…1").
+fn distinct_parts(labels: &[String], room: usize) -> Vec<String> {
+    if labels.len() < 2 || labels.iter().any(|l| l.chars().count() <= room) {
+        return labels.to_vec();
+    }
+    let first = &labels[0];
+    let mut common = first.len();
+    for label in &labels[1..] {
+        common = common.min(
+            first
+                .char_indices()
+                .zip(label.chars())
+                .find(|((_, a), b)| a != b)
+                .map_or(first.len().min(label.len()), |((i, _), _)| i),
+        );
+    }
+    // Cut at a word boundary, so "a handwritten 1" and "a handwritten 10" keep their numbers whole.
+    let cut = first[..common].rfind(' ').map_or(0, |i| i + 1);
+    if cut == 0 {
+        return labels.to_vec();
+    }
+    labels.iter().map(|l| format!("…{}", &l[cut..])).collect()
+}
+
 /// Each prompt beside its row of the encoded previews in `image` (nothing until they are encoded).
 fn draw_row_labels(frame: &mut Frame, state: &State, gutter: Rect, slot: ImageSlot, image: Rect) {
     let (Some(cell), Some(enc)) = (state.cells.get(slot.cell), state.images.get(&slot)) else {
@@ -54,6 +79,8 @@ fn draw_row_labels(frame: &mut Frame, state: &State, gutter: Rect, slot: ImageSl
     if gutter.width == 0 || labels.is_empty() || enc.size.1 > image.height {
         return;
     }
+    let room = gutter.width.saturating_sub(2) as usize;
+    let labels = distinct_parts(labels, room);
     let row_height = f64::from(enc.size.1) / labels.len() as f64;
     for (k, label) in labels.iter().enumerate() {
         let y = image.y + ((k as f64 + 0.5) * row_height) as u16;
@@ -61,7 +88,6 @@ fn draw_row_labels(frame: &mut Frame, state: &State, gutter: Rect, slot: ImageSl
             break;
         }
         // One blank column each side keeps the label off the text before it and the image after it.
-        let room = gutter.width.saturating_sub(2) as usize;
         let text: String = if label.chars().count() > room {
             let mut t: String = label.chars().take(room.saturating_sub(1)).collect();
             t.push('…');
@@ -419,5 +445,28 @@ fn pin_sequence_widths(buf: &mut Buffer, at: Rect) {
                 cell.set_diff_option(CellDiffOption::ForcedWidth(width));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::distinct_parts;
+
+    fn owned(labels: &[&str]) -> Vec<String> {
+        labels.iter().map(|l| l.to_string()).collect()
+    }
+
+    #[test]
+    fn labels_that_do_not_fit_show_what_differs() {
+        let digits = owned(&["a handwritten 0", "a handwritten 1", "a handwritten 10"]);
+        assert_eq!(distinct_parts(&digits, 8), ["…0", "…1", "…10"]);
+        // Labels that fit, or share no whole word, stay as they are.
+        assert_eq!(distinct_parts(&digits, 20), digits);
+        let cats = owned(&["a cat", "a car"]);
+        assert_eq!(distinct_parts(&cats, 3), ["…cat", "…car"]);
+        let mixed = owned(&["a red car", "a photo of a cat on a sofa"]);
+        assert_eq!(distinct_parts(&mixed, 14), mixed);
+        let other = owned(&["cat", "car"]);
+        assert_eq!(distinct_parts(&other, 2), other);
     }
 }
