@@ -220,16 +220,7 @@ fn quality_vs_nfe<DB: DrawingBackend>(
         .label_style((FONT_NAME, 13))
         .axis_desc_style((FONT_NAME, 14))
         .draw()?;
-    for (i, (label, pts)) in families.iter().enumerate() {
-        let colour = COLOURS[i % COLOURS.len()];
-        chart
-            .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))?
-            .label(label.to_string())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
-            });
-        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, colour.filled())))?;
-    }
+    draw_lines(&mut chart, &families)?;
     draw_legend(&mut chart)
 }
 
@@ -309,22 +300,36 @@ fn quality_vs_guidance<DB: DrawingBackend>(
         if series.is_empty() {
             continue;
         }
-        for (i, (label, pts)) in series.iter().enumerate() {
-            let colour = COLOURS[i % COLOURS.len()];
-            chart
-                .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))?
-                .label(label.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
-                });
-            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, colour.filled())))?;
-        }
+        draw_lines(&mut chart, &series)?;
         draw_legend(&mut chart)?;
     }
     Ok(())
 }
 
-/// The legend box both run plots use.
+/// Each named line with its points marked, in the palette's colours, labelled for the legend.
+fn draw_lines<'a, DB, X, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> DrawResult<DB>
+where
+    DB: DrawingBackend + 'a,
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    for (i, (label, pts)) in series.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        chart
+            .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))?
+            .label(label.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+            });
+        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, colour.filled())))?;
+    }
+    Ok(())
+}
+
+/// The legend box the run plots use.
 fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
     chart: &mut ChartContext<'a, DB, CT>,
 ) -> DrawResult<DB> {
