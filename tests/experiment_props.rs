@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use difflab::experiment::Experiment;
 use difflab::lab::{LabEvent, RunOptions, start};
-use difflab::sampler::config::SHORT_NAMES;
+use difflab::sampler::config::short_names;
 use proptest::prelude::*;
 
 /// A number from a small range, or one of the edge values users type by mistake.
@@ -47,7 +47,7 @@ fn guidance() -> impl Strategy<Value = String> {
 
 fn sampler() -> impl Strategy<Value = String> {
     (
-        0..SHORT_NAMES.len(),
+        0..short_names().len(),
         prop::collection::vec(count(1..12), 1..3),
         prop_oneof![Just(1u64), 2u64..40, Just(1000u64)],
         prop_oneof![3 => Just(0.0001f64), 1 => Just(0.0), 3 => 0.0f64..0.2],
@@ -63,7 +63,7 @@ fn sampler() -> impl Strategy<Value = String> {
             let samples = samples.map_or(String::new(), |n| format!("samples = {n}\n"));
             format!(
                 "[[sampler]]\nname = \"{}\"\nsteps = [{}]\n{samples}{guidance}settings = {{ num_train_timesteps = {train}, beta_start = {start}, beta_end = {end}, beta_schedule = \"{beta}\", timestep_spacing = \"{spacing}\", prediction_type = \"{prediction}\", clip_sample = false }}\n",
-                SHORT_NAMES[name].0,
+                short_names()[name],
                 steps.join(", ")
             )
         })

@@ -136,11 +136,11 @@ fn run_case(folder: &str, case: &Value, reference: &Value) -> (Vec<f32>, Vec<f32
         .config;
     let mut scheduler = config.build();
     scheduler.set_steps(4).unwrap();
-    let want_t: Vec<i64> = case["timesteps"]
+    let want_t: Vec<f64> = case["timesteps"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|v| v.as_i64().unwrap())
+        .map(|v| v.as_f64().unwrap())
         .collect();
     assert_eq!(
         scheduler.timesteps(),
@@ -155,7 +155,7 @@ fn run_case(folder: &str, case: &Value, reference: &Value) -> (Vec<f32>, Vec<f32
     let mut x0 = vec![0.0; x.len()];
     let mut noise = SeededNoise::new(vec![0; n]);
     for i in 0..4 {
-        let t = scheduler.timesteps()[i] as f64;
+        let t = scheduler.timesteps()[i];
         let guided = if g == 1.0 {
             let mut out = vec![0.0; x.len()];
             let rows: Vec<usize> = (0..n).collect();

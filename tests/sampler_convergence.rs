@@ -41,7 +41,7 @@ fn errors(name: &str, settings: Value, steps: &[usize]) -> Vec<f64> {
         let mut scheduler = resolved.config.build();
         scheduler.set_steps(n).unwrap();
         // The exact solution runs between the same noise levels the sampler starts and ends at.
-        let sigma = |t: i64| {
+        let sigma = |t: f64| {
             let a = schedule.alpha_bar(t as usize);
             ((1.0 - a) / a).sqrt()
         };

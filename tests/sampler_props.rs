@@ -8,7 +8,7 @@
     reason = "tests and benchmarks report failure by panicking"
 )]
 
-use difflab::sampler::{InjectedNoise, SamplerConfig};
+use difflab::sampler::{InjectedNoise, SamplerConfig, registry};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
@@ -62,8 +62,63 @@ fn valid_settings() -> impl Strategy<Value = (String, Map<String, Value>, usize)
         )
 }
 
+/// Every registry name outside the VP samplers above, with settings they all accept.
+fn sigma_space_settings() -> impl Strategy<Value = (String, Map<String, Value>, usize)> {
+    let names: Vec<String> = registry::names()
+        .map(|(n, _)| n.name.to_string())
+        .filter(|n| !NAMES.contains(&n.as_str()) && !n.starts_with("dpm++") && n != "ddim")
+        .collect();
+    (
+        prop::sample::select(names),
+        prop_oneof![Just("linear"), Just("scaled_linear"), Just("squaredcos_cap_v2")],
+        prop_oneof![Just("epsilon"), Just("v_prediction")],
+        prop_oneof![Just("leading"), Just("trailing"), Just("linspace")],
+        prop_oneof![Just(json!({})), Just(json!({"use_exponential_sigmas": true}))],
+        1usize..=40,
+    )
+        .prop_map(|(name, beta, pred, spacing, ramp, steps)| {
+            let mut m = json!({"beta_schedule": beta, "prediction_type": pred, "timestep_spacing": spacing})
+                .as_object()
+                .unwrap()
+                .clone();
+            // Karras names already choose a ramp.
+            if !name.contains("karras") && !name.contains("euler-a") && !name.contains("ancestral") {
+                m.extend(ramp.as_object().unwrap().clone());
+            }
+            (name, m, steps)
+        })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn sigma_space_samplers_give_finite_samples(
+        (name, settings, steps) in sigma_space_settings(),
+        values in prop::collection::vec(-3.0f32..3.0, 16),
+        outputs in prop::collection::vec(-3.0f32..3.0, 16),
+    ) {
+        let resolved = SamplerConfig::resolve(&name, None, &settings).unwrap();
+        let mut s = resolved.config.build();
+        s.set_steps(steps).unwrap();
+        let calls = s.timesteps().len();
+        // One call per step, or two per interval but the last for the two-stage samplers.
+        prop_assert!(calls == steps || calls == 2 * steps - 1, "{} calls for {} steps", calls, steps);
+        prop_assert!(s.init_noise_sigma().is_finite() && s.init_noise_sigma() > 0.0);
+        let mut x: Vec<f32> = values.iter().map(|v| v * s.init_noise_sigma()).collect();
+        let mut x0 = vec![0.0; 16];
+        let noise: Vec<Option<Vec<f32>>> = (0..calls).map(|_| Some(outputs.clone())).collect();
+        let mut noise = InjectedNoise::new(noise);
+        for i in 0..calls {
+            let divisor = s.model_input_divisor();
+            prop_assert!(divisor >= 1.0 && divisor.is_finite());
+            let out: Vec<f32> = x.iter().zip(&outputs).map(|(x, o)| (0.3 * x / divisor).tanh() + o).collect();
+            s.step(&out, &mut x, &mut x0, 2, &mut noise).unwrap();
+            prop_assert!(x.iter().all(|v| v.is_finite()), "call {} of {} {:?}: {:?}", i, name, settings, x);
+        }
+        let out = vec![0.0; 16];
+        prop_assert!(s.step(&out, &mut x, &mut x0, 2, &mut noise).is_err());
+    }
 
     #[test]
     fn valid_configs_give_finite_samples(

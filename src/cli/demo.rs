@@ -83,7 +83,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                     ((1.0 - a) / a).sqrt()
                 }
             };
-            let sigma_to = scheduler.sigmas().map_or(0.0, |s| s[steps] as f64);
+            // The sigma the last model call steps to (two-stage samplers list more sigmas than steps).
+            let sigma_to = scheduler
+                .sigmas()
+                .map_or(0.0, |s| s[scheduler.timesteps().len()] as f64);
             let mut worst = 0.0f64;
             for (start, got) in initial.chunks(d).zip(x.chunks(d)).take(16) {
                 let start: Vec<f64> = start.iter().map(|&v| v as f64).collect();

@@ -36,14 +36,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .set_steps(args.steps)
         .with_context(|| format!("{} with {} steps", args.sampler, args.steps))?;
     let schedule = NoiseSchedule::new(resolved.config.schedule());
-    let sigma_of = |t: Option<i64>| match t {
+    let sigma_of = |t: Option<f64>| match t {
         Some(t) => {
             let a = schedule.alpha_bar(t as usize);
             ((1.0 - a) / a).sqrt()
         }
         None => 0.0,
     };
-    let rows: Vec<_> = (0..args.steps)
+    let rows: Vec<_> = (0..scheduler.timesteps().len())
         .map(|i| {
             let t = scheduler.timesteps()[i];
             let (from, to) = match scheduler.sigmas() {
@@ -65,7 +65,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let steps: Vec<_> = rows
             .iter()
             .map(|&(i, t, prev, from, to, order, noise)| {
-                json!({"step": i, "timestep": t, "next_timestep": prev, "sigma": from,
+                json!({"step": i, "timestep": timestep_json(t), "next_timestep": prev.map(timestep_json), "sigma": from,
                        "next_sigma": to, "order": order, "noise": noise})
             })
             .collect();
@@ -94,4 +94,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         println!("{i:>5} {t:>9} {prev:>9} {from:>12.6} {to:>12.6} {order:>6} {noise:>6}");
     }
     Ok(())
+}
+
+/// A timestep as JSON: whole ones as integers (as diffusers stores int64 timesteps), others as floats.
+fn timestep_json(t: f64) -> serde_json::Value {
+    if t.fract() == 0.0 && t.abs() < 1e15 {
+        json!(t as i64)
+    } else {
+        json!(t)
+    }
 }

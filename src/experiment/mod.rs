@@ -17,7 +17,7 @@ pub use diagnostic::{ExperimentError, ExperimentWarning, closest, line_column};
 pub use schema::NoiseKind;
 
 use crate::engine::{ProviderKind, RoleOverrides};
-use crate::sampler::config::{Resolved, SHORT_NAMES};
+use crate::sampler::config::{Resolved, short_names};
 use crate::sampler::{ConfigError, PredictionType, SamplerConfig};
 use schema::{
     ExperimentFile, Guidance, PreviewKind, QualitySection, SamplerSection, Seeds, Steps,
@@ -389,12 +389,30 @@ impl Reading<'_> {
         source: &ModelSource,
     ) -> Result<SamplerSpec, ExperimentError> {
         let key = |k: &str| format!("sampler[{i}].{k}");
-        let settings: Map<String, Value> = match &s.settings {
+        let mut settings: Map<String, Value> = match &s.settings {
             Some(t) => serde_json::to_value(t.get_ref())
                 .ok()
                 .and_then(|v| v.as_object().cloned())
                 .unwrap_or_default(),
             None => Map::new(),
+        };
+        let schedule_key = match &s.schedule {
+            Some(sched) => {
+                let k = schedule_setting(sched.get_ref()).ok_or_else(|| {
+                    self.error(
+                        sched.span(),
+                        &key("schedule"),
+                        format!(
+                            "unknown schedule {:?}; use one of {}",
+                            sched.get_ref(),
+                            SCHEDULES.map(|(n, _)| n).join(", ")
+                        ),
+                    )
+                })?;
+                settings.insert(k.into(), Value::Bool(true));
+                Some((sched, k))
+            }
+            None => None,
         };
         let spec = s.name.get_ref();
         // A scheduler_config.json named here resolves relative to the experiment.
@@ -405,6 +423,21 @@ impl Reading<'_> {
         };
         let resolved = SamplerConfig::resolve(&name, Some(base), &settings)
             .map_err(|e| self.sampler_error(i, s, e))?;
+        if let Some((sched, k)) = schedule_key {
+            // A class without the setting reports it as unknown; that combination is an error here.
+            if resolved.settings.get(k) != Some(&Value::Bool(true)) {
+                return Err(self.error(
+                    sched.span(),
+                    &key("schedule"),
+                    format!(
+                        "{} ({}) has no {:?} schedule",
+                        spec,
+                        resolved.config.class_name(),
+                        sched.get_ref()
+                    ),
+                ));
+            }
+        }
         // Warnings about settings point at the settings, others at the name.
         let span = s.settings.as_ref().map_or(s.name.span(), Spanned::span);
         let place = if s.settings.is_some() {
@@ -502,7 +535,7 @@ impl Reading<'_> {
         );
         let mut message = e.to_string();
         if let ConfigError::UnknownSampler { .. } = e {
-            let names: Vec<String> = SHORT_NAMES.iter().map(|(n, _, _)| n.to_string()).collect();
+            let names: Vec<String> = short_names().iter().map(|n| n.to_string()).collect();
             if let Some(best) = closest(s.name.get_ref(), &names) {
                 message = format!("{message}; did you mean `{best}`?");
             }
@@ -614,4 +647,17 @@ impl Reading<'_> {
             _ => Ok(list.get_ref().clone()),
         }
     }
+}
+
+/// The `schedule` names of a sampler table and the diffusers setting each turns on.
+const SCHEDULES: [(&str, &str); 2] = [
+    ("karras", "use_karras_sigmas"),
+    ("exponential", "use_exponential_sigmas"),
+];
+
+fn schedule_setting(name: &str) -> Option<&'static str> {
+    SCHEDULES
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name.trim()))
+        .map(|&(_, k)| k)
 }

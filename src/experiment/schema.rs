@@ -124,6 +124,8 @@ pub(super) struct SamplerSection {
     pub steps: Spanned<Steps>,
     pub label: Option<String>,
     pub settings: Option<Spanned<toml::Table>>,
+    /// The sigma schedule, as ComfyUI's scheduler beside its sampler ("karras", "exponential").
+    pub schedule: Option<Spanned<String>>,
     pub samples: Option<Spanned<usize>>,
     pub guidance: Option<Spanned<Guidance>>,
     pub guidance_rescale: Option<Spanned<f64>>,

@@ -62,10 +62,19 @@ pub fn denoise(
     let mut out = vec![0.0; x.len()];
     let mut x0 = vec![0.0; x.len()];
     let mut t = vec![0.0; batch];
+    let mut input = Vec::with_capacity(x.len());
     for i in 0..scheduler.timesteps().len() {
-        t.fill(scheduler.timesteps()[i] as f64);
+        t.fill(scheduler.timesteps()[i]);
         let start = Instant::now();
-        denoiser.predict(x, &t, &mut out)?;
+        let divisor = scheduler.model_input_divisor();
+        if divisor == 1.0 {
+            denoiser.predict(x, &t, &mut out)?;
+        } else {
+            // diffusers' scale_model_input: the sigma-space samplers' x is scaled back to unit variance.
+            input.clear();
+            input.extend(x.iter().map(|&v| v / divisor));
+            denoiser.predict(&input, &t, &mut out)?;
+        }
         let model_done = Instant::now();
         scheduler.step(&out, x, &mut x0, batch, noise)?;
         timing.model_calls += 1;

@@ -512,6 +512,8 @@ impl Batch<'_> {
             let mut scheduler = cell.config.build();
             scheduler.set_steps(cell.steps)?;
             let guided = cell.guidance != 1.0;
+            let nfe = scheduler.timesteps().len();
+            state.nfe = nfe;
             self.lanes.push(Lane {
                 cell: slot,
                 x: self.initial_noise(&noise, items, scheduler.init_noise_sigma()),
@@ -526,7 +528,7 @@ impl Batch<'_> {
                 guidance_rescale: cell.guidance_rescale as f32,
                 step: 0,
             });
-            unbatched += cell.steps;
+            unbatched += nfe;
         }
         Ok(unbatched)
     }
@@ -563,13 +565,15 @@ impl Batch<'_> {
     ) -> Result<(), Stop> {
         let (mut inputs, mut timesteps, mut rows) = (Vec::new(), Vec::new(), Vec::new());
         for lane in &self.lanes {
-            let t = lane.scheduler.timesteps()[lane.step] as f64;
+            let t = lane.scheduler.timesteps()[lane.step];
+            let divisor = lane.scheduler.model_input_divisor();
+            let input = || lane.x.iter().map(move |&v| v / divisor);
             if let Some(uncond) = lane.uncond {
-                inputs.extend_from_slice(&lane.x);
+                inputs.extend(input());
                 timesteps.extend(std::iter::repeat_n(t, lane.items));
                 rows.extend(std::iter::repeat_n(uncond, lane.items));
             }
-            inputs.extend_from_slice(&lane.x);
+            inputs.extend(input());
             timesteps.extend(std::iter::repeat_n(t, lane.items));
             rows.extend_from_slice(&lane.rows);
         }
@@ -610,7 +614,7 @@ impl Batch<'_> {
             let state = &mut self.states[lane.cell];
             state.model_s += model_s * (calls_of_lane * lane.items) as f64 / total_items;
             if let Some(bad) = NonFinite::count(output) {
-                let steps = self.cells[self.pending[lane.cell]].steps;
+                let steps = lane.scheduler.timesteps().len();
                 let t = lane.scheduler.timesteps()[lane.step];
                 failed.push((
                     lane.cell,
@@ -632,7 +636,7 @@ impl Batch<'_> {
             // A schedule at the edge of what diffusers accepts (betas near 1) can turn finite model
             // output into NaN: that fails the cell too, never a "finished" cell of garbage.
             if let Some(bad) = NonFinite::count(&lane.x) {
-                let steps = self.cells[self.pending[lane.cell]].steps;
+                let steps = lane.scheduler.timesteps().len();
                 let t = lane.scheduler.timesteps()[lane.step];
                 failed.push((
                     lane.cell,
@@ -659,22 +663,24 @@ impl Batch<'_> {
         let c = self.pending[lane.cell];
         let cell = &self.cells[c];
         let item = self.item;
+        // Model calls, which is the step count except for samplers that call the model twice a step.
+        let calls_total = lane.scheduler.timesteps().len();
         let preview = (lane.first < cell.preview)
             .then(|| {
                 let n = (cell.preview - lane.first).min(lane.items);
                 let x0 = &lane.x0[..n * item];
-                self.ctx.pictures.preview_at(x0, lane.step, cell.steps)
+                self.ctx.pictures.preview_at(x0, lane.step, calls_total)
             })
             .flatten();
         let _ = self.tx.send(LabEvent::Progress {
             cell: c,
             step: lane.step,
-            steps: cell.steps,
+            steps: calls_total,
             samples_done: lane.first,
             samples_total: cell.samples(),
             preview: preview.filter(|p| !p.is_empty()),
         });
-        if lane.step < cell.steps {
+        if lane.step < calls_total {
             return Ok(());
         }
         let state = &mut self.states[lane.cell];
@@ -747,6 +753,8 @@ struct CellState {
     next_first: usize,
     /// The cell stopped on an error: no more lanes start.
     failed: bool,
+    /// Model evaluations per sample (set when its first lane starts).
+    nfe: usize,
 }
 
 impl CellState {
@@ -758,6 +766,7 @@ impl CellState {
             lanes_left: cell.samples().div_ceil(per_lane),
             next_first: 0,
             failed: false,
+            nfe: cell.steps,
         }
     }
 }
@@ -835,7 +844,7 @@ impl Finish<'_> {
             label: cell.label.clone(),
             class: cell.class.clone(),
             steps: cell.steps,
-            nfe: cell.steps,
+            nfe: state.nfe,
             samples,
             wall_s: wall,
             model_ms_per_step: state.model_s * 1e3 / cell.steps.max(1) as f64,

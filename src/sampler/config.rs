@@ -14,48 +14,17 @@ use serde_json::{Map, Value, json};
 use super::ddim::{Ddim, DdimConfig};
 use super::ddpm::{Ddpm, DdpmConfig, DdpmVariance};
 use super::dpm_solver::{DpmAlgorithm, DpmSolver, DpmSolverConfig, FinalSigma, SolverType};
+use super::euler::{Euler, EulerConfig};
+use super::euler_ancestral::EulerAncestral;
+use super::heun::{Heun, HeunConfig};
+use super::kdiff::KConfig;
+use super::kdpm2::Kdpm2;
+use super::lms::{Lms, LmsConfig};
 use super::prediction::X0Clip;
+use super::registry;
 use super::schedule::{BetaSchedule, ScheduleConfig};
 use super::spacing::TimestepSpacing;
 use super::{PredictionType, Scheduler};
-
-/// The scheduler classes difflab implements, by diffusers' `_class_name`.
-pub const CLASS_NAMES: [&str; 3] = [
-    "DDPMScheduler",
-    "DDIMScheduler",
-    "DPMSolverMultistepScheduler",
-];
-
-/// Short sampler names, with the diffusers class and settings each stands for.
-pub const SHORT_NAMES: [(&str, &str, &str); 7] = [
-    ("ddpm", "DDPMScheduler", "{}"),
-    ("ddim", "DDIMScheduler", "{}"),
-    (
-        "dpm++2m",
-        "DPMSolverMultistepScheduler",
-        r#"{"solver_order": 2, "algorithm_type": "dpmsolver++", "use_karras_sigmas": false}"#,
-    ),
-    (
-        "dpm++2m-karras",
-        "DPMSolverMultistepScheduler",
-        r#"{"solver_order": 2, "algorithm_type": "dpmsolver++", "use_karras_sigmas": true}"#,
-    ),
-    (
-        "dpm++3m",
-        "DPMSolverMultistepScheduler",
-        r#"{"solver_order": 3, "algorithm_type": "dpmsolver++", "use_karras_sigmas": false}"#,
-    ),
-    (
-        "dpm++2m-sde",
-        "DPMSolverMultistepScheduler",
-        r#"{"solver_order": 2, "algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": false}"#,
-    ),
-    (
-        "dpm++2m-sde-karras",
-        "DPMSolverMultistepScheduler",
-        r#"{"solver_order": 2, "algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": true}"#,
-    ),
-];
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum ConfigError {
@@ -70,10 +39,10 @@ pub enum ConfigError {
     NotAnObject { source_name: String },
     #[error(
         "scheduler class {name:?} is not supported; use one of {}",
-        CLASS_NAMES.join(", ")
+        registry::class_names().join(", ")
     )]
     UnknownClass { name: String },
-    #[error("{source_name} has no \"_class_name\"; set it to one of {}", CLASS_NAMES.join(", "))]
+    #[error("{source_name} has no \"_class_name\"; set it to one of {}", registry::class_names().join(", "))]
     MissingClass { source_name: String },
     #[error(
         "unknown sampler {name:?}; use one of {} or the path of a scheduler_config.json",
@@ -97,11 +66,15 @@ pub enum ConfigError {
 }
 
 fn short_name_list() -> String {
-    SHORT_NAMES
-        .iter()
-        .map(|(n, _, _)| *n)
-        .collect::<Vec<_>>()
-        .join(", ")
+    short_names().join(", ")
+}
+
+/// difflab's short sampler names, in registry order.
+pub fn short_names() -> Vec<&'static str> {
+    registry::names()
+        .filter(|(n, _)| n.ui.contains(&registry::Ui::Difflab))
+        .map(|(n, _)| n.name)
+        .collect()
 }
 
 /// A fully resolved sampler: which scheduler and all of its settings.
@@ -110,6 +83,12 @@ pub enum SamplerConfig {
     Ddpm(DdpmConfig),
     Ddim(DdimConfig),
     DpmSolver(DpmSolverConfig),
+    Euler(EulerConfig),
+    EulerAncestral(KConfig),
+    Heun(HeunConfig),
+    Lms(LmsConfig),
+    Kdpm2(KConfig),
+    Kdpm2Ancestral(KConfig),
 }
 
 /// A resolved config with what was noticed on the way.
@@ -129,14 +108,38 @@ impl SamplerConfig {
             Self::Ddpm(c) => Box::new(Ddpm::new(c.clone())),
             Self::Ddim(c) => Box::new(Ddim::new(c.clone())),
             Self::DpmSolver(c) => Box::new(DpmSolver::new(c.clone())),
+            Self::Euler(c) => Box::new(Euler::new(c.clone())),
+            Self::EulerAncestral(c) => Box::new(EulerAncestral::new(c.clone())),
+            Self::Heun(c) => Box::new(Heun::new(c.clone())),
+            Self::Lms(c) => Box::new(Lms::new(c.clone())),
+            Self::Kdpm2(c) => Box::new(Kdpm2::new(c.clone(), false)),
+            Self::Kdpm2Ancestral(c) => Box::new(Kdpm2::new(c.clone(), true)),
         }
     }
 
     pub fn class_name(&self) -> &'static str {
         match self {
-            Self::Ddpm(_) => CLASS_NAMES[0],
-            Self::Ddim(_) => CLASS_NAMES[1],
-            Self::DpmSolver(_) => CLASS_NAMES[2],
+            Self::Ddpm(_) => "DDPMScheduler",
+            Self::Ddim(_) => "DDIMScheduler",
+            Self::DpmSolver(_) => "DPMSolverMultistepScheduler",
+            Self::Euler(_) => "EulerDiscreteScheduler",
+            Self::EulerAncestral(_) => "EulerAncestralDiscreteScheduler",
+            Self::Heun(_) => "HeunDiscreteScheduler",
+            Self::Lms(_) => "LMSDiscreteScheduler",
+            Self::Kdpm2(_) => "KDPM2DiscreteScheduler",
+            Self::Kdpm2Ancestral(_) => "KDPM2AncestralDiscreteScheduler",
+        }
+    }
+
+    /// The k-diffusion style settings, for the classes that have them.
+    fn k(&self) -> Option<&KConfig> {
+        match self {
+            Self::Euler(c) => Some(&c.k),
+            Self::EulerAncestral(c) => Some(c),
+            Self::Heun(c) => Some(&c.k),
+            Self::Lms(c) => Some(&c.k),
+            Self::Kdpm2(c) | Self::Kdpm2Ancestral(c) => Some(c),
+            _ => None,
         }
     }
 
@@ -145,6 +148,9 @@ impl SamplerConfig {
             Self::Ddpm(c) => c.prediction_type,
             Self::Ddim(c) => c.prediction_type,
             Self::DpmSolver(c) => c.prediction_type,
+            _ => self
+                .k()
+                .map_or(PredictionType::Epsilon, |k| k.prediction_type),
         }
     }
 
@@ -153,6 +159,11 @@ impl SamplerConfig {
             Self::Ddpm(c) => &c.schedule,
             Self::Ddim(c) => &c.schedule,
             Self::DpmSolver(c) => &c.schedule,
+            Self::Euler(c) => &c.k.schedule,
+            Self::EulerAncestral(c) => &c.schedule,
+            Self::Heun(c) => &c.k.schedule,
+            Self::Lms(c) => &c.k.schedule,
+            Self::Kdpm2(c) | Self::Kdpm2Ancestral(c) => &c.schedule,
         }
     }
 
@@ -178,7 +189,8 @@ impl SamplerConfig {
         base: Option<&Map<String, Value>>,
         overrides: &Map<String, Value>,
     ) -> Result<Resolved, ConfigError> {
-        if let Some((class, preset)) = short_name(spec) {
+        if let Some((family, preset)) = registry::lookup(spec) {
+            let class = family.class;
             // Presets are constants, checked by a test; a broken one reads as no preset.
             let preset: Map<String, Value> = serde_json::from_str(preset).unwrap_or_default();
             let mut user = preset;
@@ -222,15 +234,13 @@ fn parse_json_object(text: &str, source_name: &str) -> Result<Map<String, Value>
 
 fn class_of(map: &Map<String, Value>, source_name: &str) -> Result<&'static str, ConfigError> {
     match map.get("_class_name") {
-        Some(Value::String(name)) => CLASS_NAMES
-            .iter()
-            .find(|c| *c == name)
-            .copied()
+        Some(Value::String(name)) => registry::family(name)
+            .map(|f| f.class)
             .ok_or_else(|| ConfigError::UnknownClass { name: name.clone() }),
         Some(other) => Err(ConfigError::InvalidValue {
             key: "_class_name".into(),
             got: other.to_string(),
-            expected: format!("one of {}", CLASS_NAMES.join(", ")),
+            expected: format!("one of {}", registry::class_names().join(", ")),
         }),
         None => Err(ConfigError::MissingClass {
             source_name: source_name.to_string(),
@@ -238,75 +248,76 @@ fn class_of(map: &Map<String, Value>, source_name: &str) -> Result<&'static str,
     }
 }
 
-/// The class and preset of a short sampler name; accepts `DPM++ 2M Karras`, `dpmpp_2m_karras`, ...
-fn short_name(spec: &str) -> Option<(&'static str, &'static str)> {
-    let norm = spec
-        .trim()
-        .to_lowercase()
-        .replace("dpmpp", "dpm++")
-        .replace([' ', '_'], "-")
-        .replace("dpm++-", "dpm++");
-    SHORT_NAMES
-        .iter()
-        .find(|(n, _, _)| *n == norm)
-        .map(|&(_, class, preset)| (class, preset))
-}
-
-/// diffusers' defaults for each class.
-fn class_defaults(class: &str) -> Map<String, Value> {
-    let common = json!({
-        "num_train_timesteps": 1000,
-        "beta_start": 0.0001,
-        "beta_end": 0.02,
-        "beta_schedule": "linear",
-        "trained_betas": null,
-        "prediction_type": "epsilon",
+/// The settings DDPM, DDIM and DPM-Solver share beyond the training schedule.
+fn vp_defaults() -> Map<String, Value> {
+    let Value::Object(map) = json!({
         "thresholding": false,
         "dynamic_thresholding_ratio": 0.995,
         "sample_max_value": 1.0,
-        "steps_offset": 0,
         "rescale_betas_zero_snr": false,
-    });
-    let specific = match class {
-        "DDPMScheduler" => json!({
-            "variance_type": "fixed_small",
-            "clip_sample": true,
-            "clip_sample_range": 1.0,
-            "timestep_spacing": "leading",
-        }),
-        "DDIMScheduler" => json!({
-            "clip_sample": true,
-            "clip_sample_range": 1.0,
-            "set_alpha_to_one": true,
-            "timestep_spacing": "leading",
-            "eta": 0.0,
-            "use_clipped_model_output": false,
-        }),
-        _ => json!({
-            "solver_order": 2,
-            "algorithm_type": "dpmsolver++",
-            "solver_type": "midpoint",
-            "lower_order_final": true,
-            "euler_at_final": false,
-            "use_karras_sigmas": false,
-            "use_exponential_sigmas": false,
-            "use_beta_sigmas": false,
-            "use_lu_lambdas": false,
-            "use_flow_sigmas": false,
-            "flow_shift": 1.0,
-            "final_sigmas_type": "zero",
-            "lambda_min_clipped": "-inf",
-            "variance_type": null,
-            "timestep_spacing": "linspace",
-            "use_dynamic_shifting": false,
-            "time_shift_type": "exponential",
-        }),
+    }) else {
+        unreachable!("a literal object")
     };
-    let (Value::Object(mut map), Value::Object(extra)) = (common, specific) else {
-        unreachable!("literal objects")
-    };
-    map.extend(extra);
     map
+}
+
+fn with_vp(specific: Value) -> Value {
+    let mut map = vp_defaults();
+    if let Value::Object(extra) = specific {
+        map.extend(extra);
+    }
+    Value::Object(map)
+}
+
+pub(super) fn ddpm_defaults() -> Value {
+    with_vp(json!({
+        "variance_type": "fixed_small",
+        "clip_sample": true,
+        "clip_sample_range": 1.0,
+        "timestep_spacing": "leading",
+    }))
+}
+
+pub(super) fn ddim_defaults() -> Value {
+    with_vp(json!({
+        "clip_sample": true,
+        "clip_sample_range": 1.0,
+        "set_alpha_to_one": true,
+        "timestep_spacing": "leading",
+        "eta": 0.0,
+        "use_clipped_model_output": false,
+    }))
+}
+
+pub(super) fn dpm_defaults() -> Value {
+    with_vp(json!({
+        "solver_order": 2,
+        "algorithm_type": "dpmsolver++",
+        "solver_type": "midpoint",
+        "lower_order_final": true,
+        "euler_at_final": false,
+        "use_karras_sigmas": false,
+        "use_exponential_sigmas": false,
+        "use_beta_sigmas": false,
+        "use_lu_lambdas": false,
+        "use_flow_sigmas": false,
+        "flow_shift": 1.0,
+        "final_sigmas_type": "zero",
+        "lambda_min_clipped": "-inf",
+        "variance_type": null,
+        "timestep_spacing": "linspace",
+        "use_dynamic_shifting": false,
+        "time_shift_type": "exponential",
+    }))
+}
+
+/// What every class reads: the training schedule, the prediction type and the timestep spacing.
+#[derive(Debug, Clone)]
+pub struct Common {
+    pub schedule: ScheduleConfig,
+    pub prediction_type: PredictionType,
+    pub timestep_spacing: TimestepSpacing,
+    pub steps_offset: i64,
 }
 
 /// Resolves `class` from its defaults, the quiet `base`, then `preset` and the reported `user` keys.
@@ -316,7 +327,10 @@ fn resolve(
     preset: &Map<String, Value>,
     user: &Map<String, Value>,
 ) -> Result<Resolved, ConfigError> {
-    let mut settings = class_defaults(class);
+    let family = registry::family(class).ok_or_else(|| ConfigError::UnknownClass {
+        name: class.to_string(),
+    })?;
+    let mut settings = registry::defaults(family);
     let known: BTreeSet<String> = settings.keys().cloned().collect();
     let mut warnings = Vec::new();
     for (k, v) in base.into_iter().flatten() {
@@ -334,170 +348,8 @@ fn resolve(
         }
     }
     let mut r = Reader { map: &settings };
-    let mut schedule = ScheduleConfig {
-        num_train_timesteps: r.count("num_train_timesteps", 1)?,
-        beta_start: r.unit("beta_start")?,
-        beta_end: r.unit("beta_end")?,
-        beta_schedule: r.choice(
-            "beta_schedule",
-            &BetaSchedule::NAMES,
-            BetaSchedule::from_name,
-        )?,
-        trained_betas: r.betas("trained_betas")?,
-        rescale_betas_zero_snr: r.bool("rescale_betas_zero_snr")?,
-    };
-    if let Some(betas) = &schedule.trained_betas {
-        if betas.len() != schedule.num_train_timesteps {
-            warnings.push(format!(
-                "trained_betas has {} values; num_train_timesteps {} is replaced by that",
-                betas.len(),
-                schedule.num_train_timesteps
-            ));
-            schedule.num_train_timesteps = betas.len();
-        }
-    }
-    let prediction_type = r.choice(
-        "prediction_type",
-        &PredictionType::NAMES,
-        PredictionType::from_name,
-    )?;
-    let thresholding = if r.bool("thresholding")? {
-        X0Clip::Threshold {
-            ratio: r.in_range("dynamic_thresholding_ratio", 0.0, 1.0)?,
-            max: r.positive("sample_max_value")?,
-        }
-    } else {
-        X0Clip::None
-    };
-    let timestep_spacing = r.choice(
-        "timestep_spacing",
-        &TimestepSpacing::NAMES,
-        TimestepSpacing::from_name,
-    )?;
-    let steps_offset = r.count("steps_offset", 0)? as i64;
-    let clip = |r: &mut Reader| -> Result<X0Clip, ConfigError> {
-        // Thresholding wins over clip_sample, as in diffusers.
-        Ok(if thresholding != X0Clip::None {
-            thresholding
-        } else if r.bool("clip_sample")? {
-            X0Clip::Clip {
-                range: r.positive("clip_sample_range")?,
-            }
-        } else {
-            X0Clip::None
-        })
-    };
-    let config = match class {
-        "DDPMScheduler" => SamplerConfig::Ddpm(DdpmConfig {
-            clip: clip(&mut r)?,
-            variance_type: r.variance_type()?,
-            schedule,
-            prediction_type,
-            timestep_spacing,
-            steps_offset,
-        }),
-        "DDIMScheduler" => SamplerConfig::Ddim(DdimConfig {
-            clip: clip(&mut r)?,
-            set_alpha_to_one: r.bool("set_alpha_to_one")?,
-            eta: r.non_negative("eta")?,
-            use_clipped_model_output: r.bool("use_clipped_model_output")?,
-            schedule,
-            prediction_type,
-            timestep_spacing,
-            steps_offset,
-        }),
-        _ => {
-            for key in [
-                "use_exponential_sigmas",
-                "use_beta_sigmas",
-                "use_lu_lambdas",
-                "use_flow_sigmas",
-                "use_dynamic_shifting",
-            ] {
-                if r.bool(key)? {
-                    return Err(ConfigError::Unsupported {
-                        key: key.into(),
-                        got: "true".into(),
-                        reason: "difflab implements the default and Karras sigmas".into(),
-                    });
-                }
-            }
-            // Only the learned variances change what DPM-Solver does (a DDPM config's
-            // "fixed_small" carried over by from_config is ignored there, as in diffusers).
-            if let Some(v @ ("learned" | "learned_range")) = r.value("variance_type").as_str() {
-                return Err(ConfigError::Unsupported {
-                    key: "variance_type".into(),
-                    got: format!("{v:?}"),
-                    reason: "learned variances need a model that predicts them; use null".into(),
-                });
-            }
-            let solver_order = r.count("solver_order", 1)?;
-            if solver_order > 3 {
-                return Err(ConfigError::InvalidValue {
-                    key: "solver_order".into(),
-                    got: solver_order.to_string(),
-                    expected: "1, 2 or 3".into(),
-                });
-            }
-            let algorithm = match r.string("algorithm_type")? {
-                "dpmsolver++" => DpmAlgorithm::DpmSolverPlusPlus,
-                "sde-dpmsolver++" => DpmAlgorithm::SdeDpmSolverPlusPlus,
-                other @ ("dpmsolver" | "sde-dpmsolver") => {
-                    return Err(ConfigError::Unsupported {
-                        key: "algorithm_type".into(),
-                        got: format!("{other:?}"),
-                        reason: "the deprecated noise-prediction solvers are not implemented; use \"dpmsolver++\" or \"sde-dpmsolver++\"".into(),
-                    });
-                }
-                other => {
-                    return Err(ConfigError::InvalidValue {
-                        key: "algorithm_type".into(),
-                        got: format!("{other:?}"),
-                        expected: format!("one of {}", DpmAlgorithm::NAMES.join(", ")),
-                    });
-                }
-            };
-            let solver_type = r.choice("solver_type", &SolverType::NAMES, |s| match s {
-                "midpoint" => Some(SolverType::Midpoint),
-                "heun" => Some(SolverType::Heun),
-                _ => None,
-            })?;
-            let final_sigmas_type =
-                r.choice("final_sigmas_type", &FinalSigma::NAMES, |s| match s {
-                    "zero" => Some(FinalSigma::Zero),
-                    "sigma_min" => Some(FinalSigma::SigmaMin),
-                    _ => None,
-                })?;
-            if algorithm == DpmAlgorithm::SdeDpmSolverPlusPlus && solver_order == 3 {
-                warnings.push(
-                    "sde-dpmsolver++ with solver_order 3 follows diffusers, whose third-order SDE term has the opposite sign of k-diffusion's DPM++ 3M SDE".into(),
-                );
-            }
-            let use_karras_sigmas = r.bool("use_karras_sigmas")?;
-            if use_karras_sigmas && schedule.num_train_timesteps < 2 {
-                return Err(ConfigError::Unsupported {
-                    key: "use_karras_sigmas".into(),
-                    got: "true".into(),
-                    reason: "Karras sigmas interpolate between training timesteps, so num_train_timesteps must be at least 2".into(),
-                });
-            }
-            SamplerConfig::DpmSolver(DpmSolverConfig {
-                thresholding,
-                solver_order,
-                algorithm,
-                solver_type,
-                lower_order_final: r.bool("lower_order_final")?,
-                euler_at_final: r.bool("euler_at_final")?,
-                use_karras_sigmas,
-                final_sigmas_type,
-                lambda_min_clipped: r.lambda("lambda_min_clipped")?,
-                schedule,
-                prediction_type,
-                timestep_spacing,
-                steps_offset,
-            })
-        }
-    };
+    let common = read_common(&mut r, &mut warnings)?;
+    let config = (family.parse)(&mut r, common, &mut warnings)?;
     let zero_snr_eps = config.schedule().rescale_betas_zero_snr
         && config.prediction_type() == PredictionType::Epsilon
         && !matches!(config, SamplerConfig::DpmSolver(_));
@@ -512,18 +364,219 @@ fn resolve(
     })
 }
 
+fn read_common(r: &mut Reader, warnings: &mut Vec<String>) -> Result<Common, ConfigError> {
+    let mut schedule = ScheduleConfig {
+        num_train_timesteps: r.count("num_train_timesteps", 1)?,
+        beta_start: r.unit("beta_start")?,
+        beta_end: r.unit("beta_end")?,
+        beta_schedule: r.choice(
+            "beta_schedule",
+            &BetaSchedule::NAMES,
+            BetaSchedule::from_name,
+        )?,
+        trained_betas: r.betas("trained_betas")?,
+        // Classes without the key (LMS, Heun) never rescale.
+        rescale_betas_zero_snr: if r.value("rescale_betas_zero_snr").is_null() {
+            false
+        } else {
+            r.bool("rescale_betas_zero_snr")?
+        },
+    };
+    if let Some(betas) = &schedule.trained_betas {
+        if betas.len() != schedule.num_train_timesteps {
+            warnings.push(format!(
+                "trained_betas has {} values; num_train_timesteps {} is replaced by that",
+                betas.len(),
+                schedule.num_train_timesteps
+            ));
+            schedule.num_train_timesteps = betas.len();
+        }
+    }
+    Ok(Common {
+        schedule,
+        prediction_type: r.choice(
+            "prediction_type",
+            &PredictionType::NAMES,
+            PredictionType::from_name,
+        )?,
+        timestep_spacing: r.choice(
+            "timestep_spacing",
+            &TimestepSpacing::NAMES,
+            TimestepSpacing::from_name,
+        )?,
+        steps_offset: r.count("steps_offset", 0)? as i64,
+    })
+}
+
+/// Dynamic thresholding, when on (DDPM, DDIM, DPM-Solver).
+fn read_thresholding(r: &mut Reader) -> Result<X0Clip, ConfigError> {
+    Ok(if r.bool("thresholding")? {
+        X0Clip::Threshold {
+            ratio: r.in_range("dynamic_thresholding_ratio", 0.0, 1.0)?,
+            max: r.positive("sample_max_value")?,
+        }
+    } else {
+        X0Clip::None
+    })
+}
+
+/// `clip_sample`, unless thresholding is on (thresholding wins, as in diffusers).
+pub(super) fn read_clip(r: &mut Reader, thresholding: X0Clip) -> Result<X0Clip, ConfigError> {
+    Ok(if thresholding != X0Clip::None {
+        thresholding
+    } else if r.bool("clip_sample")? {
+        X0Clip::Clip {
+            range: r.positive("clip_sample_range")?,
+        }
+    } else {
+        X0Clip::None
+    })
+}
+
+pub(super) fn parse_ddpm(
+    r: &mut Reader,
+    c: Common,
+    _warnings: &mut Vec<String>,
+) -> Result<SamplerConfig, ConfigError> {
+    let thresholding = read_thresholding(r)?;
+    Ok(SamplerConfig::Ddpm(DdpmConfig {
+        clip: read_clip(r, thresholding)?,
+        variance_type: r.variance_type()?,
+        schedule: c.schedule,
+        prediction_type: c.prediction_type,
+        timestep_spacing: c.timestep_spacing,
+        steps_offset: c.steps_offset,
+    }))
+}
+
+pub(super) fn parse_ddim(
+    r: &mut Reader,
+    c: Common,
+    _warnings: &mut Vec<String>,
+) -> Result<SamplerConfig, ConfigError> {
+    let thresholding = read_thresholding(r)?;
+    Ok(SamplerConfig::Ddim(DdimConfig {
+        clip: read_clip(r, thresholding)?,
+        set_alpha_to_one: r.bool("set_alpha_to_one")?,
+        eta: r.non_negative("eta")?,
+        use_clipped_model_output: r.bool("use_clipped_model_output")?,
+        schedule: c.schedule,
+        prediction_type: c.prediction_type,
+        timestep_spacing: c.timestep_spacing,
+        steps_offset: c.steps_offset,
+    }))
+}
+
+pub(super) fn parse_dpm(
+    r: &mut Reader,
+    c: Common,
+    warnings: &mut Vec<String>,
+) -> Result<SamplerConfig, ConfigError> {
+    let thresholding = read_thresholding(r)?;
+    for key in [
+        "use_exponential_sigmas",
+        "use_beta_sigmas",
+        "use_lu_lambdas",
+        "use_flow_sigmas",
+        "use_dynamic_shifting",
+    ] {
+        if r.bool(key)? {
+            return Err(ConfigError::Unsupported {
+                key: key.into(),
+                got: "true".into(),
+                reason: "difflab implements the default and Karras sigmas".into(),
+            });
+        }
+    }
+    // Only the learned variances change what DPM-Solver does (a DDPM config's
+    // "fixed_small" carried over by from_config is ignored there, as in diffusers).
+    if let Some(v @ ("learned" | "learned_range")) = r.value("variance_type").as_str() {
+        return Err(ConfigError::Unsupported {
+            key: "variance_type".into(),
+            got: format!("{v:?}"),
+            reason: "learned variances need a model that predicts them; use null".into(),
+        });
+    }
+    let solver_order = r.count("solver_order", 1)?;
+    if solver_order > 3 {
+        return Err(ConfigError::InvalidValue {
+            key: "solver_order".into(),
+            got: solver_order.to_string(),
+            expected: "1, 2 or 3".into(),
+        });
+    }
+    let algorithm = match r.string("algorithm_type")? {
+        "dpmsolver++" => DpmAlgorithm::DpmSolverPlusPlus,
+        "sde-dpmsolver++" => DpmAlgorithm::SdeDpmSolverPlusPlus,
+        other @ ("dpmsolver" | "sde-dpmsolver") => {
+            return Err(ConfigError::Unsupported {
+                key: "algorithm_type".into(),
+                got: format!("{other:?}"),
+                reason: "the deprecated noise-prediction solvers are not implemented; use \"dpmsolver++\" or \"sde-dpmsolver++\"".into(),
+            });
+        }
+        other => {
+            return Err(ConfigError::InvalidValue {
+                key: "algorithm_type".into(),
+                got: format!("{other:?}"),
+                expected: format!("one of {}", DpmAlgorithm::NAMES.join(", ")),
+            });
+        }
+    };
+    let solver_type = r.choice("solver_type", &SolverType::NAMES, |s| match s {
+        "midpoint" => Some(SolverType::Midpoint),
+        "heun" => Some(SolverType::Heun),
+        _ => None,
+    })?;
+    let final_sigmas_type = r.choice("final_sigmas_type", &FinalSigma::NAMES, |s| match s {
+        "zero" => Some(FinalSigma::Zero),
+        "sigma_min" => Some(FinalSigma::SigmaMin),
+        _ => None,
+    })?;
+    if algorithm == DpmAlgorithm::SdeDpmSolverPlusPlus && solver_order == 3 {
+        warnings.push(
+            "sde-dpmsolver++ with solver_order 3 follows diffusers, whose third-order SDE term has the opposite sign of k-diffusion's DPM++ 3M SDE".into(),
+        );
+    }
+    let use_karras_sigmas = r.bool("use_karras_sigmas")?;
+    if use_karras_sigmas && c.schedule.num_train_timesteps < 2 {
+        return Err(ConfigError::Unsupported {
+            key: "use_karras_sigmas".into(),
+            got: "true".into(),
+            reason: "Karras sigmas interpolate between training timesteps, so num_train_timesteps must be at least 2".into(),
+        });
+    }
+    Ok(SamplerConfig::DpmSolver(DpmSolverConfig {
+        thresholding,
+        solver_order,
+        algorithm,
+        solver_type,
+        lower_order_final: r.bool("lower_order_final")?,
+        euler_at_final: r.bool("euler_at_final")?,
+        use_karras_sigmas,
+        final_sigmas_type,
+        lambda_min_clipped: r.lambda("lambda_min_clipped")?,
+        schedule: c.schedule,
+        prediction_type: c.prediction_type,
+        timestep_spacing: c.timestep_spacing,
+        steps_offset: c.steps_offset,
+    }))
+}
+
 /// Typed access to resolved settings with errors that name the key.
-struct Reader<'a> {
+pub struct Reader<'a> {
     map: &'a Map<String, Value>,
 }
 
 impl Reader<'_> {
+    // Read by the families in the registry.
+
     /// The setting `key`; null when the class has no such key (every read key is in its defaults).
-    fn value(&self, key: &str) -> &Value {
+    pub(super) fn value(&self, key: &str) -> &Value {
         self.map.get(key).unwrap_or(&Value::Null)
     }
 
-    fn invalid(&self, key: &str, expected: &str) -> ConfigError {
+    pub(super) fn invalid(&self, key: &str, expected: &str) -> ConfigError {
         ConfigError::InvalidValue {
             key: key.to_string(),
             got: self.value(key).to_string(),
@@ -531,20 +584,20 @@ impl Reader<'_> {
         }
     }
 
-    fn bool(&mut self, key: &str) -> Result<bool, ConfigError> {
+    pub(super) fn bool(&mut self, key: &str) -> Result<bool, ConfigError> {
         self.value(key)
             .as_bool()
             .ok_or_else(|| self.invalid(key, "true or false"))
     }
 
-    fn string(&mut self, key: &str) -> Result<&str, ConfigError> {
+    pub(super) fn string(&mut self, key: &str) -> Result<&str, ConfigError> {
         let map = self.map;
         map[key]
             .as_str()
             .ok_or_else(|| self.invalid(key, "a string"))
     }
 
-    fn choice<T>(
+    pub(super) fn choice<T>(
         &mut self,
         key: &str,
         names: &[&str],
@@ -557,12 +610,12 @@ impl Reader<'_> {
             .ok_or_else(|| self.invalid(key, &expected))
     }
 
-    fn number(&self, key: &str) -> Option<f64> {
+    pub(super) fn number(&self, key: &str) -> Option<f64> {
         self.value(key).as_f64().filter(|v| v.is_finite())
     }
 
     /// A whole number in `min..=1_000_000` (larger values are mistakes and would exhaust memory).
-    fn count(&mut self, key: &str, min: u64) -> Result<usize, ConfigError> {
+    pub(super) fn count(&mut self, key: &str, min: u64) -> Result<usize, ConfigError> {
         const MAX: u64 = 1_000_000;
         let v = self.value(key);
         let n = v.as_u64().or_else(|| {
@@ -577,35 +630,35 @@ impl Reader<'_> {
         }
     }
 
-    fn unit(&mut self, key: &str) -> Result<f64, ConfigError> {
+    pub(super) fn unit(&mut self, key: &str) -> Result<f64, ConfigError> {
         match self.number(key) {
             Some(v) if v > 0.0 && v < 1.0 => Ok(v),
             _ => Err(self.invalid(key, "a number between 0 and 1 (exclusive)")),
         }
     }
 
-    fn in_range(&mut self, key: &str, lo: f64, hi: f64) -> Result<f64, ConfigError> {
+    pub(super) fn in_range(&mut self, key: &str, lo: f64, hi: f64) -> Result<f64, ConfigError> {
         match self.number(key) {
             Some(v) if v > lo && v <= hi => Ok(v),
             _ => Err(self.invalid(key, &format!("a number in ({lo}, {hi}]"))),
         }
     }
 
-    fn positive(&mut self, key: &str) -> Result<f64, ConfigError> {
+    pub(super) fn positive(&mut self, key: &str) -> Result<f64, ConfigError> {
         match self.number(key) {
             Some(v) if v > 0.0 => Ok(v),
             _ => Err(self.invalid(key, "a positive number")),
         }
     }
 
-    fn non_negative(&mut self, key: &str) -> Result<f64, ConfigError> {
+    pub(super) fn non_negative(&mut self, key: &str) -> Result<f64, ConfigError> {
         match self.number(key) {
             Some(v) if v >= 0.0 => Ok(v),
             _ => Err(self.invalid(key, "a number of at least 0")),
         }
     }
 
-    fn lambda(&mut self, key: &str) -> Result<f64, ConfigError> {
+    pub(super) fn lambda(&mut self, key: &str) -> Result<f64, ConfigError> {
         match self.value(key) {
             Value::String(s) if s == "-inf" => Ok(f64::NEG_INFINITY),
             Value::Number(n) => n
@@ -615,7 +668,7 @@ impl Reader<'_> {
         }
     }
 
-    fn betas(&mut self, key: &str) -> Result<Option<Vec<f64>>, ConfigError> {
+    pub(super) fn betas(&mut self, key: &str) -> Result<Option<Vec<f64>>, ConfigError> {
         let expected = "null or a non-empty list of numbers between 0 and 1";
         match self.value(key) {
             Value::Null => Ok(None),
@@ -629,7 +682,7 @@ impl Reader<'_> {
         }
     }
 
-    fn variance_type(&mut self) -> Result<DdpmVariance, ConfigError> {
+    pub(super) fn variance_type(&mut self) -> Result<DdpmVariance, ConfigError> {
         let key = "variance_type";
         match self.value(key).as_str() {
             Some(s @ ("learned" | "learned_range")) => Err(ConfigError::Unsupported {

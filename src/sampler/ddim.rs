@@ -25,6 +25,8 @@ pub struct Ddim {
     config: DdimConfig,
     schedule: NoiseSchedule,
     timesteps: Vec<i64>,
+    /// `timesteps` as the model sees them.
+    model_timesteps: Vec<f64>,
     index: usize,
     noise: Vec<f32>,
 }
@@ -36,6 +38,7 @@ impl Ddim {
             config,
             schedule,
             timesteps: Vec::new(),
+            model_timesteps: Vec::new(),
             index: 0,
             noise: Vec::new(),
         }
@@ -50,12 +53,13 @@ impl Scheduler for Ddim {
             steps,
             self.config.steps_offset,
         )?;
+        self.model_timesteps = self.timesteps.iter().map(|&t| t as f64).collect();
         self.index = 0;
         Ok(())
     }
 
-    fn timesteps(&self) -> &[i64] {
-        &self.timesteps
+    fn timesteps(&self) -> &[f64] {
+        &self.model_timesteps
     }
 
     fn is_stochastic(&self) -> bool {
@@ -64,10 +68,10 @@ impl Scheduler for Ddim {
 
     /// DDIM always steps back by N // n, whatever the spacing, so with linspace or a non-integer
     /// trailing stride it reads ᾱ at a timestep the loop never visits (diffusers issue 11347).
-    fn previous_timestep(&self, i: usize) -> Option<i64> {
+    fn previous_timestep(&self, i: usize) -> Option<f64> {
         let n = self.schedule.num_train_timesteps() as i64;
         let prev = self.timesteps.get(i)? - n / self.timesteps.len() as i64;
-        (prev >= 0).then_some(prev)
+        (prev >= 0).then_some(prev as f64)
     }
 
     fn step(

@@ -52,6 +52,8 @@ pub struct Ddpm {
     config: DdpmConfig,
     schedule: NoiseSchedule,
     timesteps: Vec<i64>,
+    /// `timesteps` as the model sees them.
+    model_timesteps: Vec<f64>,
     index: usize,
     noise: Vec<f32>,
 }
@@ -63,6 +65,7 @@ impl Ddpm {
             config,
             schedule,
             timesteps: Vec::new(),
+            model_timesteps: Vec::new(),
             index: 0,
             noise: Vec::new(),
         }
@@ -104,12 +107,13 @@ impl Scheduler for Ddpm {
             steps,
             self.config.steps_offset,
         )?;
+        self.model_timesteps = self.timesteps.iter().map(|&t| t as f64).collect();
         self.index = 0;
         Ok(())
     }
 
-    fn timesteps(&self) -> &[i64] {
-        &self.timesteps
+    fn timesteps(&self) -> &[f64] {
+        &self.model_timesteps
     }
 
     fn is_stochastic(&self) -> bool {

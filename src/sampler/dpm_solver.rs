@@ -4,7 +4,8 @@
 use super::ddpm::{check_step_count, check_timesteps};
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
-use super::spacing::{TimestepSpacing, dpm_timesteps, linspace};
+use super::sigmas::{karras, sigma_to_t};
+use super::spacing::{TimestepSpacing, dpm_timesteps};
 use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
 
 /// diffusers' `algorithm_type` (the deprecated noise-prediction variants are not supported).
@@ -66,6 +67,8 @@ pub struct DpmSolver {
     config: DpmSolverConfig,
     schedule: NoiseSchedule,
     timesteps: Vec<i64>,
+    /// `timesteps` as the model sees them.
+    model_timesteps: Vec<f64>,
     /// `steps + 1` sigmas, float32 as in diffusers.
     sigmas: Vec<f32>,
     index: usize,
@@ -90,6 +93,7 @@ impl DpmSolver {
             config,
             schedule: NoiseSchedule::from_alphas_cumprod(alphas_cumprod),
             timesteps: Vec::new(),
+            model_timesteps: Vec::new(),
             sigmas: Vec::new(),
             index: 0,
             noise: Vec::new(),
@@ -196,31 +200,6 @@ fn alpha_sigma_lambda(s: f64) -> (f64, f64, f64) {
     (alpha, sigma, alpha.ln() - sigma.ln())
 }
 
-/// Karras et al. 2022 sigmas: `steps` points from sigma_max to sigma_min, uniform in sigma^(1/7).
-fn karras_sigmas(sigma_min: f64, sigma_max: f64, steps: usize) -> Vec<f64> {
-    let rho = 7.0;
-    let (min_inv, max_inv) = (sigma_min.powf(1.0 / rho), sigma_max.powf(1.0 / rho));
-    linspace(0.0, 1.0, steps)
-        .into_iter()
-        .map(|r| (max_inv + r * (min_inv - max_inv)).powf(rho))
-        .collect()
-}
-
-/// diffusers' `_sigma_to_t`: the fractional training timestep of a sigma, by linear interpolation in
-/// log sigma (`log_sigmas`: f64 logs of the float32 training sigmas).
-fn sigma_to_t(sigma: f64, log_sigmas: &[f64]) -> f64 {
-    let log_sigma = sigma.max(1e-10).ln();
-    let last = log_sigmas.len() - 2;
-    let lo = log_sigmas
-        .iter()
-        .rposition(|&l| log_sigma - l >= 0.0)
-        .unwrap_or(0)
-        .min(last);
-    let (low, high) = (log_sigmas[lo], log_sigmas[lo + 1]);
-    let w = ((low - log_sigma) / (low - high)).clamp(0.0, 1.0);
-    (1.0 - w) * lo as f64 + w * (lo + 1) as f64
-}
-
 impl Scheduler for DpmSolver {
     fn set_steps(&mut self, steps: usize) -> Result<(), ConfigError> {
         let n = self.schedule.num_train_timesteps();
@@ -229,7 +208,12 @@ impl Scheduler for DpmSolver {
         let c = &self.config;
         let (timesteps, mut sigmas): (Vec<i64>, Vec<f32>) = if c.use_karras_sigmas {
             let log_sigmas: Vec<f64> = train_sigmas.iter().map(|&s| (s as f64).ln()).collect();
-            let karras = karras_sigmas(train_sigmas[0] as f64, train_sigmas[n - 1] as f64, steps);
+            let karras = karras(
+                train_sigmas[0] as f64,
+                train_sigmas[n - 1] as f64,
+                steps,
+                7.0,
+            );
             // The cosine schedule's Karras timesteps are truncated, not rounded, in diffusers.
             let truncate = c.schedule.beta_schedule
                 == super::schedule::BetaSchedule::SquaredcosCapV2
@@ -269,6 +253,7 @@ impl Scheduler for DpmSolver {
         });
         self.timesteps = timesteps;
         self.sigmas = sigmas;
+        self.model_timesteps = self.timesteps.iter().map(|&t| t as f64).collect();
         self.index = 0;
         for h in &mut self.history {
             h.clear();
@@ -276,8 +261,8 @@ impl Scheduler for DpmSolver {
         Ok(())
     }
 
-    fn timesteps(&self) -> &[i64] {
-        &self.timesteps
+    fn timesteps(&self) -> &[f64] {
+        &self.model_timesteps
     }
 
     fn sigmas(&self) -> Option<&[f32]> {

@@ -1,4 +1,5 @@
-//! Samplers as diffusers runs them: noise schedules, timestep spacing, DDPM, DDIM and DPM-Solver++.
+//! Samplers as diffusers runs them: noise schedules, timestep spacing, DDPM, DDIM, DPM-Solver++ and the
+//! k-diffusion style samplers (Euler, Euler a, Heun, LMS, DPM2, DPM2 a); [`registry`] lists them all.
 //!
 //! Pure math: no I/O, no models. Samples and model outputs are f32 batches (what ONNX models give);
 //! schedule coefficients are f64, computed from the same f32 `alphas_cumprod` table diffusers uses.
@@ -7,9 +8,18 @@ pub mod config;
 mod ddim;
 mod ddpm;
 mod dpm_solver;
+mod euler;
+mod euler_ancestral;
+mod heun;
+mod kdiff;
+mod kdpm2;
+mod kfamilies;
+mod lms;
 pub mod noise;
 mod prediction;
+pub mod registry;
 pub mod schedule;
+pub mod sigmas;
 mod spacing;
 pub mod torch_noise;
 
@@ -27,8 +37,16 @@ pub trait Scheduler: Send {
     /// Prepares a run of `steps` denoising steps (resets any multistep history).
     fn set_steps(&mut self, steps: usize) -> Result<(), ConfigError>;
 
-    /// The timesteps the model is called with, one per step.
-    fn timesteps(&self) -> &[i64];
+    /// The timesteps the model is called with, one per model call (two-stage samplers such as Heun list
+    /// their inner timesteps twice, as diffusers does), so `timesteps().len()` is the NFE.
+    /// Fractional for the sigma-space samplers; a model with integer timesteps gets them rounded.
+    fn timesteps(&self) -> &[f64];
+
+    /// What diffusers' `scale_model_input` divides the sample by before the next model call
+    /// (`sqrt(sigma^2 + 1)` for the sigma-space samplers, 1 for those in x_t space).
+    fn model_input_divisor(&self) -> f32 {
+        1.0
+    }
 
     /// The standard deviation of the initial noise (diffusers' `init_noise_sigma`): unit-variance noise is
     /// scaled by it before the first step. 1 for samplers in the variance-preserving x_t space.
@@ -55,7 +73,7 @@ pub trait Scheduler: Send {
     }
 
     /// The timestep step `i` lands on (`None`: the clean sample).
-    fn previous_timestep(&self, i: usize) -> Option<i64> {
+    fn previous_timestep(&self, i: usize) -> Option<f64> {
         self.timesteps().get(i + 1).copied()
     }
 

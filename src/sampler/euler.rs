@@ -1,0 +1,161 @@
+//! EulerDiscreteScheduler: the first-order step in sigma space (A1111 "Euler", ComfyUI `euler`), with
+//! diffusers' optional churn (noise added after the model call, so not Karras' Algorithm 2).
+
+use super::kdiff::{KConfig, denoised, f32_round, init_noise_sigma, input_divisor};
+use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
+
+/// diffusers' step keywords `s_churn`, `s_tmin`, `s_tmax`, `s_noise`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Churn {
+    pub s_churn: f64,
+    pub s_tmin: f64,
+    pub s_tmax: f64,
+    pub s_noise: f64,
+}
+
+impl Default for Churn {
+    fn default() -> Self {
+        Self {
+            s_churn: 0.0,
+            s_tmin: 0.0,
+            s_tmax: f64::INFINITY,
+            s_noise: 1.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EulerConfig {
+    pub k: KConfig,
+    /// `interpolation_type = "log_linear"`.
+    pub log_linear: bool,
+    /// `final_sigmas_type = "sigma_min"`: the last step lands on the smallest training sigma, not 0.
+    pub final_sigma_min: bool,
+    /// `timestep_type = "continuous"` (used with v_prediction): the model sees 0.25·log(sigma).
+    pub continuous: bool,
+    pub churn: Churn,
+}
+
+pub struct Euler {
+    config: EulerConfig,
+    timesteps: Vec<f64>,
+    sigmas: Vec<f32>,
+    init_noise_sigma: f32,
+    index: usize,
+    noise: Vec<f32>,
+}
+
+impl Euler {
+    pub fn new(config: EulerConfig) -> Self {
+        Self {
+            config,
+            timesteps: Vec::new(),
+            sigmas: Vec::new(),
+            init_noise_sigma: 1.0,
+            index: 0,
+            noise: Vec::new(),
+        }
+    }
+
+    /// Churn's gamma at sigma `s`.
+    fn gamma(&self, s: f64) -> f64 {
+        let c = &self.config.churn;
+        if c.s_tmin <= s && s <= c.s_tmax {
+            (c.s_churn / (self.sigmas.len() - 1) as f64).min(2f64.sqrt() - 1.0)
+        } else {
+            0.0
+        }
+    }
+}
+
+impl Scheduler for Euler {
+    fn set_steps(&mut self, steps: usize) -> Result<(), ConfigError> {
+        let c = &self.config;
+        let s = c.k.schedule(steps, true, c.log_linear)?;
+        let mut sigmas: Vec<f32> = s.sigmas.iter().map(|&x| x as f32).collect();
+        sigmas.push(if c.final_sigma_min {
+            s.train_sigmas[0]
+        } else {
+            0.0
+        });
+        self.timesteps = if c.continuous && c.k.prediction_type == PredictionType::VPrediction {
+            sigmas[..steps]
+                .iter()
+                .map(|&x| f32_round(0.25 * (x as f64).ln()))
+                .collect()
+        } else {
+            s.timesteps.into_iter().map(f32_round).collect()
+        };
+        self.init_noise_sigma = init_noise_sigma(&sigmas, c.k.timestep_spacing);
+        self.sigmas = sigmas;
+        self.index = 0;
+        Ok(())
+    }
+
+    fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    fn init_noise_sigma(&self) -> f32 {
+        self.init_noise_sigma
+    }
+
+    fn model_input_divisor(&self) -> f32 {
+        self.sigmas
+            .get(self.index)
+            .map_or(1.0, |&s| input_divisor(s))
+    }
+
+    fn sigmas(&self) -> Option<&[f32]> {
+        Some(&self.sigmas)
+    }
+
+    fn is_stochastic(&self) -> bool {
+        self.config.churn.s_churn > 0.0
+    }
+
+    fn draws_noise_at(&self, i: usize) -> bool {
+        self.sigmas
+            .get(i)
+            .is_some_and(|&s| self.gamma(s as f64) > 0.0)
+    }
+
+    fn step(
+        &mut self,
+        model_output: &[f32],
+        sample: &mut [f32],
+        x0: &mut [f32],
+        batch: usize,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<(), StepError> {
+        let i = self.index;
+        check_step(i, self.timesteps.len(), model_output, sample, x0, batch)?;
+        let s = self.sigmas[i];
+        let gamma = self.gamma(s as f64);
+        let sigma_hat = (s as f64 * (gamma + 1.0)) as f32;
+        if gamma > 0.0 {
+            self.noise.resize(sample.len(), 0.0);
+            noise.fill(i, &mut self.noise);
+            let eps = (sigma_hat * sigma_hat - s * s).sqrt() as f64 * self.config.churn.s_noise;
+            for (x, &z) in sample.iter_mut().zip(&self.noise) {
+                *x = (*x as f64 + z as f64 * eps) as f32;
+            }
+        }
+        // v-prediction uses sigma, not sigma_hat, as diffusers does.
+        let prediction = self.config.k.prediction_type;
+        let x0_sigma = match prediction {
+            PredictionType::Epsilon => sigma_hat,
+            _ => s,
+        };
+        // dt is an f32 tensor difference in diffusers: with sigma_max ~ 2e4 that rounding matters.
+        let dt = (self.sigmas[i + 1] - sigma_hat) as f64;
+        for ((x, d), &out) in sample.iter_mut().zip(x0.iter_mut()).zip(model_output) {
+            let xv = *x as f64;
+            let den = denoised(prediction, out as f64, xv, x0_sigma as f64);
+            *d = den as f32;
+            *x = (xv + (xv - den) / sigma_hat as f64 * dt) as f32;
+        }
+        self.index += 1;
+        Ok(())
+    }
+}

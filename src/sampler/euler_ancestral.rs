@@ -1,0 +1,108 @@
+//! EulerAncestralDiscreteScheduler (A1111 "Euler a", ComfyUI `euler_ancestral`): an Euler step down to
+//! sigma_down, then fresh noise of std sigma_up, at every step (sigma_up is 0 at the last).
+
+use super::kdiff::{KConfig, denoised, f32_round, init_noise_sigma, input_divisor};
+use super::{ConfigError, NoiseSource, Scheduler, StepError, check_step};
+
+pub struct EulerAncestral {
+    config: KConfig,
+    timesteps: Vec<f64>,
+    sigmas: Vec<f32>,
+    init_noise_sigma: f32,
+    index: usize,
+    noise: Vec<f32>,
+}
+
+impl EulerAncestral {
+    pub fn new(config: KConfig) -> Self {
+        Self {
+            config,
+            timesteps: Vec::new(),
+            sigmas: Vec::new(),
+            init_noise_sigma: 1.0,
+            index: 0,
+            noise: Vec::new(),
+        }
+    }
+}
+
+/// sigma_up and sigma_down of the step from `s` to `next` (eta 1), f32 as in diffusers.
+pub fn ancestral_sigmas(s: f32, next: f32) -> (f32, f32) {
+    let up = (next * next * (s * s - next * next) / (s * s)).sqrt();
+    let down = (next * next - up * up).max(0.0).sqrt();
+    // With a huge sigma_max (cosine: 2e4) the f32 difference cancels to 0 for a small next sigma;
+    // its exact value next²/s keeps DPM2 a's log-midpoint finite (diffusers gives NaN there).
+    let down = if down == 0.0 && next > 0.0 {
+        next * next / s
+    } else {
+        down
+    };
+    (up, down)
+}
+
+impl Scheduler for EulerAncestral {
+    fn set_steps(&mut self, steps: usize) -> Result<(), ConfigError> {
+        let s = self.config.schedule(steps, true, false)?;
+        let mut sigmas: Vec<f32> = s.sigmas.iter().map(|&x| x as f32).collect();
+        sigmas.push(0.0);
+        self.timesteps = s.timesteps.into_iter().map(f32_round).collect();
+        self.init_noise_sigma = init_noise_sigma(&sigmas, self.config.timestep_spacing);
+        self.sigmas = sigmas;
+        self.index = 0;
+        Ok(())
+    }
+
+    fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    fn init_noise_sigma(&self) -> f32 {
+        self.init_noise_sigma
+    }
+
+    fn model_input_divisor(&self) -> f32 {
+        self.sigmas
+            .get(self.index)
+            .map_or(1.0, |&s| input_divisor(s))
+    }
+
+    fn sigmas(&self) -> Option<&[f32]> {
+        Some(&self.sigmas)
+    }
+
+    fn is_stochastic(&self) -> bool {
+        true
+    }
+
+    fn step(
+        &mut self,
+        model_output: &[f32],
+        sample: &mut [f32],
+        x0: &mut [f32],
+        batch: usize,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<(), StepError> {
+        let i = self.index;
+        check_step(i, self.timesteps.len(), model_output, sample, x0, batch)?;
+        let (s, next) = (self.sigmas[i], self.sigmas[i + 1]);
+        let (up, down) = ancestral_sigmas(s, next);
+        let dt = (down - s) as f64;
+        // diffusers draws at every step, the last (sigma_up = 0) included.
+        self.noise.resize(sample.len(), 0.0);
+        noise.fill(i, &mut self.noise);
+        let prediction = self.config.prediction_type;
+        for (((x, d), &out), &z) in sample
+            .iter_mut()
+            .zip(x0.iter_mut())
+            .zip(model_output)
+            .zip(&self.noise)
+        {
+            let xv = *x as f64;
+            let den = denoised(prediction, out as f64, xv, s as f64);
+            *d = den as f32;
+            *x = (xv + (xv - den) / s as f64 * dt + z as f64 * up as f64) as f32;
+        }
+        self.index += 1;
+        Ok(())
+    }
+}

@@ -1,0 +1,144 @@
+//! The schedule the k-diffusion style samplers of diffusers share (Euler, Euler a, Heun, LMS, KDPM2):
+//! spaced fractional timesteps, the training sigmas interpolated there (optionally replaced by a
+//! Karras or exponential ramp), and the sigma-space helpers of their steps. f32 where diffusers is f32.
+
+use super::ddpm::check_step_count;
+use super::schedule::{NoiseSchedule, ScheduleConfig};
+use super::sigmas::{SigmaRamp, interp, log_sigmas_f32, sigma_to_t};
+use super::spacing::{TimestepSpacing, arange, linspace};
+use super::{ConfigError, PredictionType};
+
+/// The settings every k-diffusion style class reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KConfig {
+    pub schedule: ScheduleConfig,
+    pub prediction_type: PredictionType,
+    pub timestep_spacing: TimestepSpacing,
+    pub steps_offset: i64,
+    pub ramp: SigmaRamp,
+}
+
+/// One run's schedule before the final sigma is appended.
+pub struct KSchedule {
+    /// `steps` sigmas, f64 (each class casts them to f32).
+    pub sigmas: Vec<f64>,
+    /// `steps` fractional timesteps, f64 (each class decides the dtype diffusers gives them).
+    pub timesteps: Vec<f64>,
+    /// The training sigmas `sqrt((1 - ᾱ)/ᾱ)` in f32.
+    pub train_sigmas: Vec<f32>,
+    /// f32 `log` of `train_sigmas` (sigma → t).
+    pub log_sigmas: Vec<f64>,
+}
+
+impl KConfig {
+    /// The schedule for `steps` steps. `nudge_zero_snr`: Euler's and Euler a's zero-SNR tables set
+    /// ᾱ_T = 2^-24 so sigma_max is finite.
+    /// `log_linear`: Euler's `interpolation_type = "log_linear"` (n + 1 sigmas uniform in log sigma over
+    /// the whole training range).
+    pub fn schedule(
+        &self,
+        steps: usize,
+        nudge_zero_snr: bool,
+        log_linear: bool,
+    ) -> Result<KSchedule, ConfigError> {
+        let mut alphas_cumprod = NoiseSchedule::new(&self.schedule).alphas_cumprod().to_vec();
+        let n_train = alphas_cumprod.len();
+        check_step_count(steps, n_train)?;
+        if nudge_zero_snr && self.schedule.rescale_betas_zero_snr {
+            if let Some(last) = alphas_cumprod.last_mut() {
+                *last = 2f32.powi(-24);
+            }
+        }
+        let train_sigmas = NoiseSchedule::from_alphas_cumprod(alphas_cumprod).train_sigmas();
+        let log_sigmas = log_sigmas_f32(&train_sigmas);
+        let timesteps: Vec<f64> = spaced_timesteps(self, n_train, steps)
+            .into_iter()
+            .map(f32_round)
+            .collect();
+        let sigmas: Vec<f64> = if log_linear {
+            let (lo, hi) = (log_sigmas[n_train - 1], log_sigmas[0]);
+            linspace(lo, hi, steps + 1)
+                .into_iter()
+                .map(f64::exp)
+                .collect()
+        } else {
+            timesteps
+                .iter()
+                .map(|&t| interp(t, &train_sigmas))
+                .collect()
+        };
+        let mut s = KSchedule {
+            sigmas,
+            timesteps,
+            train_sigmas,
+            log_sigmas,
+        };
+        let (smin, smax) = (s.sigmas[s.sigmas.len() - 1], s.sigmas[0]);
+        if let Some(ramp) = self.ramp.ramp(smin, smax, steps) {
+            s.timesteps = ramp.iter().map(|&x| sigma_to_t(x, &s.log_sigmas)).collect();
+            s.sigmas = ramp;
+        }
+        Ok(s)
+    }
+}
+
+/// The k-diffusion family's spacing: `steps` descending timesteps (fractional for linspace).
+fn spaced_timesteps(c: &KConfig, n_train: usize, steps: usize) -> Vec<f64> {
+    match c.timestep_spacing {
+        TimestepSpacing::Linspace => linspace(0.0, (n_train - 1) as f64, steps)
+            .into_iter()
+            .rev()
+            .collect(),
+        TimestepSpacing::Leading => {
+            let ratio = (n_train / steps) as f64;
+            (0..steps)
+                .rev()
+                .map(|i| (i as f64 * ratio).round_ties_even() + c.steps_offset as f64)
+                .collect()
+        }
+        TimestepSpacing::Trailing => {
+            let n = n_train as f64;
+            arange(n, 0.0, -n / steps as f64)
+                .into_iter()
+                .map(|t| t.round_ties_even() - 1.0)
+                .collect()
+        }
+    }
+}
+
+/// A value stored in an f32 tensor, widened back.
+pub fn f32_round(v: f64) -> f64 {
+    v as f32 as f64
+}
+
+/// diffusers' `init_noise_sigma` of the family: sigma_max, or sqrt(sigma_max² + 1) for leading spacing.
+pub fn init_noise_sigma(sigmas: &[f32], spacing: TimestepSpacing) -> f32 {
+    let max = sigmas.iter().copied().fold(0.0f32, f32::max);
+    match spacing {
+        TimestepSpacing::Leading => (max * max + 1.0).sqrt(),
+        _ => max,
+    }
+}
+
+/// `scale_model_input`'s divisor at sigma `s`: sqrt(s² + 1) in f32.
+pub fn input_divisor(s: f32) -> f32 {
+    (s * s + 1.0).sqrt()
+}
+
+/// The denoised prediction (x0) from a model output at sigma `s`, as the k-diffusion classes form it.
+pub fn denoised(prediction: PredictionType, out: f64, x: f64, s: f64) -> f64 {
+    match prediction {
+        PredictionType::Epsilon => x - s * out,
+        PredictionType::VPrediction => out * (-s / (s * s + 1.0).sqrt()) + x / (s * s + 1.0),
+        PredictionType::Sample => out,
+    }
+}
+
+/// An error for a prediction type a class does not implement (diffusers raises there too).
+pub fn unsupported_prediction(class: &str, prediction: PredictionType) -> ConfigError {
+    ConfigError::Unsupported {
+        key: "prediction_type".into(),
+        got: format!("{:?}", prediction.to_string()),
+        reason: format!("{class} implements \"epsilon\" and \"v_prediction\""),
+    }
+}

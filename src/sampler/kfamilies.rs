@@ -1,0 +1,244 @@
+//! Defaults and settings parsers of the k-diffusion style classes (Euler, Euler a, Heun, LMS), as
+//! the registry lists them. Keys and defaults are diffusers 0.42.1's; `s_churn`, `s_tmin`, `s_tmax`,
+//! `s_noise` (Euler) and `order` (LMS) are diffusers' `step()` keywords, settable here too.
+
+use serde_json::{Value, json};
+
+use super::PredictionType;
+use super::config::{Common, ConfigError, Reader, SamplerConfig, read_clip};
+use super::euler::{Churn, EulerConfig};
+use super::heun::HeunConfig;
+use super::kdiff::{KConfig, unsupported_prediction};
+use super::lms::LmsConfig;
+use super::prediction::X0Clip;
+use super::sigmas::SigmaRamp;
+
+fn sigma_keys() -> Value {
+    json!({
+        "use_karras_sigmas": false,
+        "use_exponential_sigmas": false,
+        "use_beta_sigmas": false,
+        "timestep_spacing": "linspace",
+    })
+}
+
+fn merged(a: Value, b: Value) -> Value {
+    let (Value::Object(mut a), Value::Object(b)) = (a, b) else {
+        unreachable!("literal objects")
+    };
+    a.extend(b);
+    Value::Object(a)
+}
+
+pub(super) fn euler_defaults() -> Value {
+    merged(
+        sigma_keys(),
+        json!({
+            "interpolation_type": "linear",
+            "sigma_min": null,
+            "sigma_max": null,
+            "timestep_type": "discrete",
+            "rescale_betas_zero_snr": false,
+            "final_sigmas_type": "zero",
+            "s_churn": 0.0,
+            "s_tmin": 0.0,
+            "s_tmax": "inf",
+            "s_noise": 1.0,
+        }),
+    )
+}
+
+pub(super) fn euler_ancestral_defaults() -> Value {
+    json!({"timestep_spacing": "linspace", "rescale_betas_zero_snr": false})
+}
+
+pub(super) fn heun_defaults() -> Value {
+    merged(
+        sigma_keys(),
+        json!({"beta_start": 0.00085, "beta_end": 0.012, "clip_sample": false, "clip_sample_range": 1.0}),
+    )
+}
+
+pub(super) fn lms_defaults() -> Value {
+    merged(sigma_keys(), json!({"order": 4}))
+}
+
+/// The sigma ramp chosen by `use_karras_sigmas` / `use_exponential_sigmas` / `use_beta_sigmas`.
+fn read_ramp(r: &mut Reader) -> Result<SigmaRamp, ConfigError> {
+    let ramps = [
+        ("use_karras_sigmas", SigmaRamp::Karras),
+        ("use_exponential_sigmas", SigmaRamp::Exponential),
+        ("use_beta_sigmas", SigmaRamp::Beta),
+    ];
+    let mut chosen = SigmaRamp::Interpolated;
+    for (key, ramp) in ramps {
+        if r.bool(key)? {
+            if chosen != SigmaRamp::Interpolated {
+                return Err(ConfigError::InvalidValue {
+                    key: key.into(),
+                    got: "true".into(),
+                    expected: "false: only one of use_karras_sigmas, use_exponential_sigmas and use_beta_sigmas can be true".into(),
+                });
+            }
+            chosen = ramp;
+        }
+    }
+    Ok(chosen)
+}
+
+fn k_config(c: Common, ramp: SigmaRamp) -> KConfig {
+    KConfig {
+        schedule: c.schedule,
+        prediction_type: c.prediction_type,
+        timestep_spacing: c.timestep_spacing,
+        steps_offset: c.steps_offset,
+        ramp,
+    }
+}
+
+/// A number setting that may be the string "inf".
+fn number_or_inf(r: &mut Reader, key: &str) -> Result<f64, ConfigError> {
+    match r.value(key) {
+        Value::String(s) if s == "inf" => Ok(f64::INFINITY),
+        _ => r.non_negative(key),
+    }
+}
+
+pub(super) fn parse_euler(
+    r: &mut Reader,
+    c: Common,
+    _warnings: &mut Vec<String>,
+) -> Result<SamplerConfig, ConfigError> {
+    for key in ["sigma_min", "sigma_max"] {
+        if !r.value(key).is_null() {
+            return Err(ConfigError::Unsupported {
+                key: key.into(),
+                got: r.value(key).to_string(),
+                reason: "difflab takes the sigma range from the training schedule; use null".into(),
+            });
+        }
+    }
+    let ramp = read_ramp(r)?;
+    let log_linear = r.choice(
+        "interpolation_type",
+        &["linear", "log_linear"],
+        |s| match s {
+            "linear" => Some(false),
+            "log_linear" => Some(true),
+            _ => None,
+        },
+    )?;
+    let continuous = r.choice("timestep_type", &["discrete", "continuous"], |s| match s {
+        "discrete" => Some(false),
+        "continuous" => Some(true),
+        _ => None,
+    })?;
+    let final_sigma_min = r.choice("final_sigmas_type", &["zero", "sigma_min"], |s| match s {
+        "zero" => Some(false),
+        "sigma_min" => Some(true),
+        _ => None,
+    })?;
+    let churn = Churn {
+        s_churn: r.non_negative("s_churn")?,
+        s_tmin: r.non_negative("s_tmin")?,
+        s_tmax: number_or_inf(r, "s_tmax")?,
+        s_noise: r.non_negative("s_noise")?,
+    };
+    Ok(SamplerConfig::Euler(EulerConfig {
+        k: k_config(c, ramp),
+        log_linear,
+        final_sigma_min,
+        continuous,
+        churn,
+    }))
+}
+
+pub(super) fn parse_euler_ancestral(
+    _r: &mut Reader,
+    c: Common,
+    _warnings: &mut Vec<String>,
+) -> Result<SamplerConfig, ConfigError> {
+    if c.prediction_type == PredictionType::Sample {
+        return Err(unsupported_prediction(
+            "EulerAncestralDiscreteScheduler",
+            c.prediction_type,
+        ));
+    }
+    Ok(SamplerConfig::EulerAncestral(k_config(
+        c,
+        SigmaRamp::Interpolated,
+    )))
+}
+
+pub(super) fn parse_heun(
+    r: &mut Reader,
+    c: Common,
+    _warnings: &mut Vec<String>,
+) -> Result<SamplerConfig, ConfigError> {
+    let ramp = read_ramp(r)?;
+    let clip = read_clip(r, X0Clip::None)?;
+    Ok(SamplerConfig::Heun(HeunConfig {
+        k: k_config(c, ramp),
+        clip,
+    }))
+}
+
+pub(super) fn parse_lms(
+    r: &mut Reader,
+    c: Common,
+    _warnings: &mut Vec<String>,
+) -> Result<SamplerConfig, ConfigError> {
+    let ramp = read_ramp(r)?;
+    let order = r.count("order", 1)?;
+    if order > 4 {
+        return Err(ConfigError::InvalidValue {
+            key: "order".into(),
+            got: order.to_string(),
+            expected: "1, 2, 3 or 4".into(),
+        });
+    }
+    Ok(SamplerConfig::Lms(LmsConfig {
+        k: k_config(c, ramp),
+        order,
+    }))
+}
+
+pub(super) fn kdpm2_defaults() -> Value {
+    merged(
+        sigma_keys(),
+        json!({"beta_start": 0.00085, "beta_end": 0.012}),
+    )
+}
+
+/// KDPM2 and KDPM2 a: no `sample` prediction (diffusers raises there).
+fn kdpm2_config(r: &mut Reader, c: Common, class: &str) -> Result<KConfig, ConfigError> {
+    if c.prediction_type == PredictionType::Sample {
+        return Err(unsupported_prediction(class, c.prediction_type));
+    }
+    let ramp = read_ramp(r)?;
+    Ok(k_config(c, ramp))
+}
+
+pub(super) fn parse_kdpm2(
+    r: &mut Reader,
+    c: Common,
+    _warnings: &mut Vec<String>,
+) -> Result<SamplerConfig, ConfigError> {
+    Ok(SamplerConfig::Kdpm2(kdpm2_config(
+        r,
+        c,
+        "KDPM2DiscreteScheduler",
+    )?))
+}
+
+pub(super) fn parse_kdpm2_ancestral(
+    r: &mut Reader,
+    c: Common,
+    _warnings: &mut Vec<String>,
+) -> Result<SamplerConfig, ConfigError> {
+    Ok(SamplerConfig::Kdpm2Ancestral(kdpm2_config(
+        r,
+        c,
+        "KDPM2AncestralDiscreteScheduler",
+    )?))
+}

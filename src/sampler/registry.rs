@@ -1,0 +1,347 @@
+//! Every sampler family in one table: its diffusers class, config defaults, settings parser and the
+//! names users type for it (difflab's short names, A1111's, ComfyUI's). The config reader,
+//! `difflab schedule`, the tests and the README's sampler table read it from here.
+
+use serde_json::{Map, Value, json};
+
+use super::config::{Common, ConfigError, Reader, SamplerConfig};
+use super::{config, kfamilies};
+
+/// Where a name comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ui {
+    /// difflab's own short name.
+    Difflab,
+    /// AUTOMATIC1111's web UI.
+    A1111,
+    /// ComfyUI's sampler (and scheduler) names.
+    ComfyUi,
+}
+
+/// A name for a class with some settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Name {
+    pub name: &'static str,
+    pub ui: &'static [Ui],
+    /// The settings the name stands for, as diffusers keys (a JSON object).
+    pub preset: &'static str,
+}
+
+/// One scheduler family.
+pub struct Family {
+    pub class: &'static str,
+    /// The class-specific defaults (the keys every class shares are added by [`defaults`]).
+    pub defaults: fn() -> Value,
+    /// Reads the class's settings (all present, defaults filled in).
+    pub parse: fn(&mut Reader, Common, &mut Vec<String>) -> Result<SamplerConfig, ConfigError>,
+    pub names: &'static [Name],
+}
+
+const D: &[Ui] = &[Ui::Difflab];
+const ALL: &[Ui] = &[Ui::Difflab, Ui::A1111, Ui::ComfyUi];
+const COMFY: &[Ui] = &[Ui::ComfyUi];
+const KARRAS: &str = r#"{"use_karras_sigmas": true}"#;
+
+pub const FAMILIES: &[Family] = &[
+    Family {
+        class: "DDPMScheduler",
+        defaults: config::ddpm_defaults,
+        parse: config::parse_ddpm,
+        names: &[Name {
+            name: "ddpm",
+            ui: D,
+            preset: "{}",
+        }],
+    },
+    Family {
+        class: "DDIMScheduler",
+        defaults: config::ddim_defaults,
+        parse: config::parse_ddim,
+        names: &[Name {
+            name: "ddim",
+            ui: ALL,
+            preset: "{}",
+        }],
+    },
+    Family {
+        class: "DPMSolverMultistepScheduler",
+        defaults: config::dpm_defaults,
+        parse: config::parse_dpm,
+        names: &[
+            Name {
+                name: "dpm++2m",
+                ui: ALL,
+                preset: r#"{"solver_order": 2, "algorithm_type": "dpmsolver++", "use_karras_sigmas": false}"#,
+            },
+            Name {
+                name: "dpm++2m-karras",
+                ui: &[Ui::Difflab, Ui::A1111],
+                preset: r#"{"solver_order": 2, "algorithm_type": "dpmsolver++", "use_karras_sigmas": true}"#,
+            },
+            Name {
+                name: "dpm++3m",
+                ui: D,
+                preset: r#"{"solver_order": 3, "algorithm_type": "dpmsolver++", "use_karras_sigmas": false}"#,
+            },
+            Name {
+                name: "dpm++2m-sde",
+                ui: ALL,
+                preset: r#"{"solver_order": 2, "algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": false}"#,
+            },
+            Name {
+                name: "dpm++2m-sde-karras",
+                ui: &[Ui::Difflab, Ui::A1111],
+                preset: r#"{"solver_order": 2, "algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": true}"#,
+            },
+        ],
+    },
+    Family {
+        class: "EulerDiscreteScheduler",
+        defaults: kfamilies::euler_defaults,
+        parse: kfamilies::parse_euler,
+        names: &[
+            Name {
+                name: "euler",
+                ui: ALL,
+                preset: "{}",
+            },
+            Name {
+                name: "euler-karras",
+                ui: &[Ui::Difflab, Ui::A1111],
+                preset: KARRAS,
+            },
+        ],
+    },
+    Family {
+        class: "EulerAncestralDiscreteScheduler",
+        defaults: kfamilies::euler_ancestral_defaults,
+        parse: kfamilies::parse_euler_ancestral,
+        names: &[
+            Name {
+                name: "euler-a",
+                ui: &[Ui::Difflab, Ui::A1111],
+                preset: "{}",
+            },
+            Name {
+                name: "euler_ancestral",
+                ui: COMFY,
+                preset: "{}",
+            },
+        ],
+    },
+    Family {
+        class: "HeunDiscreteScheduler",
+        defaults: kfamilies::heun_defaults,
+        parse: kfamilies::parse_heun,
+        names: &[
+            Name {
+                name: "heun",
+                ui: ALL,
+                preset: "{}",
+            },
+            Name {
+                name: "heun-karras",
+                ui: &[Ui::Difflab, Ui::A1111],
+                preset: KARRAS,
+            },
+        ],
+    },
+    Family {
+        class: "LMSDiscreteScheduler",
+        defaults: kfamilies::lms_defaults,
+        parse: kfamilies::parse_lms,
+        names: &[
+            Name {
+                name: "lms",
+                ui: ALL,
+                preset: "{}",
+            },
+            Name {
+                name: "lms-karras",
+                ui: &[Ui::Difflab, Ui::A1111],
+                preset: KARRAS,
+            },
+        ],
+    },
+    Family {
+        class: "KDPM2DiscreteScheduler",
+        defaults: kfamilies::kdpm2_defaults,
+        parse: kfamilies::parse_kdpm2,
+        names: &[
+            Name {
+                name: "dpm2",
+                ui: &[Ui::Difflab, Ui::A1111],
+                preset: "{}",
+            },
+            Name {
+                name: "dpm2-karras",
+                ui: &[Ui::Difflab, Ui::A1111],
+                preset: KARRAS,
+            },
+            Name {
+                name: "dpm_2",
+                ui: COMFY,
+                preset: "{}",
+            },
+        ],
+    },
+    Family {
+        class: "KDPM2AncestralDiscreteScheduler",
+        defaults: kfamilies::kdpm2_defaults,
+        parse: kfamilies::parse_kdpm2_ancestral,
+        names: &[
+            Name {
+                name: "dpm2-a",
+                ui: &[Ui::Difflab, Ui::A1111],
+                preset: "{}",
+            },
+            Name {
+                name: "dpm2-a-karras",
+                ui: &[Ui::Difflab, Ui::A1111],
+                preset: KARRAS,
+            },
+            Name {
+                name: "dpm_2_ancestral",
+                ui: COMFY,
+                preset: "{}",
+            },
+        ],
+    },
+];
+
+/// The family of a diffusers class name.
+pub fn family(class: &str) -> Option<&'static Family> {
+    FAMILIES.iter().find(|f| f.class == class)
+}
+
+/// Every class name, in registry order.
+pub fn class_names() -> Vec<&'static str> {
+    FAMILIES.iter().map(|f| f.class).collect()
+}
+
+/// Every name with its family.
+pub fn names() -> impl Iterator<Item = (&'static Name, &'static Family)> {
+    FAMILIES
+        .iter()
+        .flat_map(|f| f.names.iter().map(move |n| (n, f)))
+}
+
+/// A name as compared: case, spaces, `_` and `-` and the `dpmpp` spelling do not matter, so
+/// "DPM++ 2M Karras", "dpmpp_2m_karras" and "dpm++2m-karras" are one name, as are "Euler a" and "euler-a".
+pub fn normalize(name: &str) -> String {
+    name.trim()
+        .to_lowercase()
+        .replace("dpmpp", "dpm++")
+        .replace([' ', '_'], "-")
+        .replace("dpm++-", "dpm++")
+}
+
+/// The family and preset a typed name stands for.
+pub fn lookup(name: &str) -> Option<(&'static Family, &'static str)> {
+    let norm = normalize(name);
+    names()
+        .find(|(n, _)| normalize(n.name) == norm)
+        .map(|(n, f)| (f, n.preset))
+}
+
+/// The settings every class has, with diffusers' defaults, plus the family's own.
+pub fn defaults(family: &Family) -> Map<String, Value> {
+    let common = json!({
+        "num_train_timesteps": 1000,
+        "beta_start": 0.0001,
+        "beta_end": 0.02,
+        "beta_schedule": "linear",
+        "trained_betas": null,
+        "prediction_type": "epsilon",
+        "steps_offset": 0,
+    });
+    let (Value::Object(mut map), Value::Object(extra)) = (common, (family.defaults)()) else {
+        unreachable!("literal objects")
+    };
+    map.extend(extra);
+    map
+}
+
+/// The README's table of names: each name, where users know it from, and the class and settings it
+/// stands for (README.md carries exactly this text; a test checks it).
+pub fn markdown_table() -> String {
+    let mut out =
+        String::from("| name | known in | diffusers class | settings |\n|---|---|---|---|\n");
+    for (n, f) in names() {
+        let ui: Vec<&str> =
+            n.ui.iter()
+                .map(|u| match u {
+                    Ui::Difflab => "difflab",
+                    Ui::A1111 => "A1111",
+                    Ui::ComfyUi => "ComfyUI",
+                })
+                .collect();
+        let preset = n.preset.trim_matches(|c| c == '{' || c == '}').trim();
+        let preset = if preset.is_empty() {
+            "defaults".to_string()
+        } else {
+            format!("`{preset}`")
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | `{}` | {preset} |\n",
+            n.name,
+            ui.join(", "),
+            f.class
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_presets_parse() {
+        let mut seen = std::collections::BTreeSet::new();
+        for (n, f) in names() {
+            assert!(seen.insert(normalize(n.name)), "{} twice", n.name);
+            let preset: Value = serde_json::from_str(n.preset).unwrap_or(Value::Null);
+            let preset = preset
+                .as_object()
+                .unwrap_or_else(|| panic!("{} preset", n.name));
+            let known = defaults(f);
+            for k in preset.keys() {
+                assert!(
+                    known.contains_key(k),
+                    "{}: {k} is not a {} key",
+                    n.name,
+                    f.class
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn readme_table_is_the_registry() {
+        let readme = include_str!("../../README.md");
+        assert!(
+            readme.contains(&markdown_table()),
+            "README.md's sampler table differs from the registry; replace it with:\n{}",
+            markdown_table()
+        );
+    }
+
+    #[test]
+    fn ui_spellings_find_their_class() {
+        for (typed, class) in [
+            ("Euler a", "EulerAncestralDiscreteScheduler"),
+            ("euler_ancestral", "EulerAncestralDiscreteScheduler"),
+            ("LMS Karras", "LMSDiscreteScheduler"),
+            ("dpmpp_2m", "DPMSolverMultistepScheduler"),
+            ("DPM++ 2M Karras", "DPMSolverMultistepScheduler"),
+            ("DDIM", "DDIMScheduler"),
+            ("Heun", "HeunDiscreteScheduler"),
+            ("DPM2 a", "KDPM2AncestralDiscreteScheduler"),
+            ("DPM2 Karras", "KDPM2DiscreteScheduler"),
+            ("dpm_2", "KDPM2DiscreteScheduler"),
+        ] {
+            assert_eq!(lookup(typed).map(|(f, _)| f.class), Some(class), "{typed}");
+        }
+    }
+}
