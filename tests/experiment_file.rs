@@ -582,3 +582,34 @@ fn noise_is_difflabs_own_or_torchs() {
         "unknown variant `numpy`, expected `difflab` or `torch`",
     )]);
 }
+
+#[test]
+fn schedule_is_a_key_of_its_own_like_comfyuis_scheduler() {
+    let path = dir().join("test.toml");
+    let p = path.display().to_string();
+    let table = |name: &str, schedule: &str| {
+        format!(
+            "[model]\npath = \"analytic\"\nsample_shape = [1, 4, 4]\n[[sampler]]\nname = \"{name}\"\nsteps = 8\nschedule = \"{schedule}\"\n"
+        )
+    };
+    let e = Experiment::parse(&path, &table("euler", "karras")).unwrap();
+    let settings = &e.samplers[0].resolved.settings;
+    assert_eq!(settings["use_karras_sigmas"], serde_json::Value::Bool(true));
+    let e = Experiment::parse(&path, &table("Heun", "exponential")).unwrap();
+    assert_eq!(
+        e.samplers[0].resolved.settings["use_exponential_sigmas"],
+        serde_json::Value::Bool(true)
+    );
+    assert_errors(&[
+        (
+            table("ddim", "karras"),
+            format!("{p}:7:12: `sampler[0].schedule`"),
+            "has no \"karras\" schedule",
+        ),
+        (
+            table("euler", "cosine"),
+            format!("{p}:7:12: `sampler[0].schedule`"),
+            "unknown schedule \"cosine\"; use one of karras, exponential",
+        ),
+    ]);
+}
