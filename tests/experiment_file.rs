@@ -247,7 +247,7 @@ fn ignored_and_adjusted_settings_are_warnings_located_per_sampler() {
 
 #[test]
 fn training_runs_expand_globs_and_the_shipped_run_is_read_once() {
-    let e = Experiment::load(&dir().join("default.toml")).unwrap();
+    let e = Experiment::load(&dir().join("mnist16.toml")).unwrap();
     assert_eq!(e.training_runs.len(), 1, "{:?}", e.training_runs);
     assert!(e.training_runs[0].contains("runs/mnist16-unet/events.out.tfevents."));
     let store = difflab::metrics::load(&e.training_runs).unwrap();
