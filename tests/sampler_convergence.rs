@@ -1,6 +1,7 @@
 //! On the analytic Gaussian-mixture denoiser the exact probability-flow ODE solution is known, so the
 //! error of each deterministic sampler can be measured as the step count doubles: its observed order
-//! must match the method's (DDIM 1, DPM-Solver++ 2M 2, 3M at least 2).
+//! must match the method's (DDIM 1, DPM-Solver++ 2M 2, 3M at least 2, Euler 1, Heun and DPM2 2, LMS
+//! at least 2, UniPC and DEIS at their orders).
 
 #![allow(
     clippy::unwrap_used,
@@ -9,7 +10,7 @@
     reason = "tests and benchmarks report failure by panicking"
 )]
 
-use difflab::engine::{AnalyticDenoiser, GaussianMixture};
+use difflab::engine::{AnalyticDenoiser, Denoiser, GaussianMixture};
 use difflab::lab::denoise;
 use difflab::sampler::{NoiseSchedule, PredictionType, SamplerConfig, SeededNoise};
 use serde_json::{Map, Value, json};
@@ -22,6 +23,11 @@ fn overrides(v: Value) -> Map<String, Value> {
 
 /// Max abs error of the sampler's result against the exact ODE solution, for each step count.
 fn errors(name: &str, settings: Value, steps: &[usize]) -> Vec<f64> {
+    errors_before_end(name, settings, steps, 0)
+}
+
+/// As [`errors`], stopping `skip` model calls before the end (the state is then at `sigmas()[calls]`).
+fn errors_before_end(name: &str, settings: Value, steps: &[usize], skip: usize) -> Vec<f64> {
     let resolved = SamplerConfig::resolve(name, None, &overrides(settings)).unwrap();
     let schedule = NoiseSchedule::new(resolved.config.schedule());
     // Broad, overlapping components keep the ODE smooth, so the asymptotic order shows at these
@@ -49,31 +55,61 @@ fn errors(name: &str, settings: Value, steps: &[usize]) -> Vec<f64> {
             Some(s) => s[0] as f64,
             None => sigma(scheduler.timesteps()[0]),
         };
-        let sigma_to = scheduler.sigmas().map_or(0.0, |s| s[n] as f64);
+        let calls = scheduler.timesteps().len() - skip;
+        let sigma_to = scheduler
+            .sigmas()
+            .and_then(|s| if skip == 0 { s.last() } else { s.get(calls) })
+            .map_or(0.0, |&s| s as f64);
+        // Sigma-space samplers (Euler, Heun, ...) start from noise scaled by init_noise_sigma and
+        // work on x·sqrt(1 + σ²); the exact solution takes variance-preserving x at both ends.
+        let sigma_space = scheduler.model_input_divisor() != 1.0;
+        let ins = scheduler.init_noise_sigma();
+        let (to_vp_from, to_vp_to) = if sigma_space {
+            (
+                ins as f64 / (1.0 + sigma_from * sigma_from).sqrt(),
+                1.0 / (1.0 + sigma_to * sigma_to).sqrt(),
+            )
+        } else {
+            (1.0, 1.0)
+        };
         let mut denoiser = AnalyticDenoiser::new(
             mixture.clone(),
             schedule.clone(),
             SHAPE,
             PredictionType::Epsilon,
         );
-        let mut x = initial.clone();
+        let mut x: Vec<f32> = initial.iter().map(|&v| v * ins).collect();
         let batch = seeds.seeds().len();
         let mut noise = seeds.clone();
-        denoise(
-            &mut *scheduler,
-            &mut denoiser,
-            &mut x,
-            batch,
-            &mut noise,
-            |_, _| true,
-        )
-        .unwrap();
+        if skip == 0 {
+            denoise(
+                &mut *scheduler,
+                &mut denoiser,
+                &mut x,
+                batch,
+                &mut noise,
+                |_, _| true,
+            )
+            .unwrap();
+        } else {
+            // lab::denoise's loop, stopped early.
+            let (mut out, mut x0) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+            for i in 0..calls {
+                let t = vec![scheduler.timesteps()[i]; batch];
+                let divisor = scheduler.model_input_divisor();
+                let input: Vec<f32> = x.iter().map(|v| v / divisor).collect();
+                denoiser.predict(&input, &t, &mut out).unwrap();
+                scheduler
+                    .step(&out, &mut x, &mut x0, batch, &mut noise)
+                    .unwrap();
+            }
+        }
         let mut worst = 0.0f64;
         for (item, got) in initial.chunks(d).zip(x.chunks(d)) {
-            let start: Vec<f64> = item.iter().map(|&v| v as f64).collect();
+            let start: Vec<f64> = item.iter().map(|&v| v as f64 * to_vp_from).collect();
             let exact = mixture.solve_ode(&start, sigma_from, sigma_to, 4000);
             for (g, e) in got.iter().zip(&exact) {
-                worst = worst.max((*g as f64 - e).abs());
+                worst = worst.max((*g as f64 * to_vp_to - e).abs());
             }
         }
         errors.push(worst);
@@ -81,12 +117,17 @@ fn errors(name: &str, settings: Value, steps: &[usize]) -> Vec<f64> {
     errors
 }
 
-fn observed_orders(errors: &[f64]) -> Vec<f64> {
-    errors.windows(2).map(|w| (w[0] / w[1]).log2()).collect()
+/// log(e_k / e_{k+1}) / log(n_{k+1} / n_k) for consecutive step counts.
+fn observed_orders(steps: &[usize], errors: &[f64]) -> Vec<f64> {
+    errors
+        .windows(2)
+        .zip(steps.windows(2))
+        .map(|(e, n)| (e[0] / e[1]).ln() / (n[1] as f64 / n[0] as f64).ln())
+        .collect()
 }
 
 fn report(label: &str, steps: &[usize], errors: &[f64]) -> Vec<f64> {
-    let orders = observed_orders(errors);
+    let orders = observed_orders(steps, errors);
     println!("{label}");
     for (i, n) in steps.iter().enumerate() {
         let order = if i == 0 {
@@ -144,4 +185,125 @@ fn dpm_solver_3m_converges_at_least_with_order_two() {
     let orders = report("DPM++ 3M (trailing, to sigma_min)", &steps, &e);
     let last = orders[orders.len() - 1];
     assert!(last > 1.8, "DPM++ 3M order {last:.2}, expected at least ~2");
+}
+
+/// The last observed order of `name` with `settings`, stopping `skip` calls before the end, printed
+/// with its errors.
+fn last_order(label: &str, name: &str, settings: Value, steps: &[usize], skip: usize) -> f64 {
+    let e = errors_before_end(name, settings, steps, skip);
+    let orders = report(label, steps, &e);
+    orders[orders.len() - 1]
+}
+
+// Trailing spacing gives the k-diffusion samplers integer timesteps, where the analytic model is
+// exact, and so does linspace when n − 1 divides 999; DPM2's midpoints are fractional and evaluated at
+// the sigma the sampler meant.
+
+#[test]
+fn euler_converges_with_order_one() {
+    let last = last_order(
+        "Euler (trailing)",
+        "euler",
+        json!({"timestep_spacing": "trailing"}),
+        &[25, 50, 100, 200],
+        0,
+    );
+    assert!(
+        (0.8..1.3).contains(&last),
+        "Euler order {last:.2}, expected ~1"
+    );
+}
+
+#[test]
+fn heun_converges_with_order_two() {
+    // Heun's last interval is a single Euler call to sigma 0; with trailing spacing sigma_min² falls
+    // like 1/n, so that one step caps the whole run at order 1 (printed). Before it, order 2.
+    let steps = [10, 20, 40, 80];
+    let settings = json!({"timestep_spacing": "trailing"});
+    last_order(
+        "Heun (trailing), whole run",
+        "heun",
+        settings.clone(),
+        &steps,
+        0,
+    );
+    let last = last_order(
+        "Heun (trailing), before the last Euler call",
+        "heun",
+        settings,
+        &steps,
+        1,
+    );
+    assert!(
+        (1.7..2.6).contains(&last),
+        "Heun order {last:.2}, expected ~2"
+    );
+}
+
+#[test]
+fn dpm2_converges_with_order_two() {
+    // DPM2's midpoint is geometric in sigma: second order where steps are small against sigma, so
+    // linspace (sigma_min fixed) rather than trailing (whose last steps span most of their sigma).
+    let last = last_order(
+        "DPM2 (linspace), before the last Euler call",
+        "dpm2",
+        json!({}),
+        &[10, 28, 112, 334],
+        1,
+    );
+    // Measured 1.70, 1.57, 1.72 over 10 → 28 → 112 → 334 steps.
+    assert!(
+        (1.5..2.6).contains(&last),
+        "DPM2 order {last:.2}, expected ~2"
+    );
+}
+
+#[test]
+fn lms_order_four_converges_at_least_with_order_two() {
+    let last = last_order(
+        "LMS order 4 (trailing)",
+        "lms",
+        json!({"timestep_spacing": "trailing", "order": 4}),
+        &[10, 20, 40, 80],
+        0,
+    );
+    assert!(last > 2.0, "LMS order {last:.2}, expected at least 2");
+}
+
+#[test]
+fn unipc_converges_at_its_order() {
+    // The corrector raises the predictor's order p towards p + 1 (printed); asserted: at least p.
+    for (order, variant) in [(1, "bh2"), (2, "bh2"), (2, "bh1"), (3, "bh2")] {
+        let last = last_order(
+            &format!("UniPC {variant} order {order} (trailing, to sigma_min)"),
+            "unipc",
+            json!({"solver_order": order, "solver_type": variant, "timestep_spacing": "trailing",
+                   "final_sigmas_type": "sigma_min", "lower_order_final": false}),
+            &[10, 20, 40, 80, 160, 320],
+            0,
+        );
+        assert!(
+            last > order as f64 - 0.1,
+            "UniPC-{order} {variant} order {last:.2}"
+        );
+    }
+}
+
+#[test]
+fn deis_converges_at_its_order() {
+    for order in [1, 2, 3] {
+        let last = last_order(
+            &format!("DEIS order {order} (trailing)"),
+            "deis",
+            json!({"solver_order": order, "timestep_spacing": "trailing", "lower_order_final": false}),
+            &[10, 20, 40, 80, 160, 320],
+            0,
+        );
+        // Third order is still on its way at 320 steps (2.18, then 2.52).
+        let low = if order == 3 { 2.3 } else { order as f64 - 0.3 };
+        assert!(
+            (low..order as f64 + 0.7).contains(&last),
+            "DEIS-{order} order {last:.2}"
+        );
+    }
 }

@@ -138,8 +138,9 @@ impl GaussianMixture {
         let f = |y: &[f64], u: f64| -> Vec<f64> {
             let sigma = u.powf(rho);
             let ds = rho * u.powf(rho - 1.0);
-            if sigma == 0.0 {
-                // ε stays finite as σ → 0 but dσ/du vanishes.
+            if sigma < 1e-8 {
+                // ε ≈ σ·(x − μ)/s² vanishes as σ → 0, while x − α·x0 is only rounding noise there:
+                // divided by σ (the last stage lands on u ≈ 1e-16, not 0) it would be of order 1.
                 return vec![0.0; y.len()];
             }
             eps(y, sigma).into_iter().map(|e| e * ds).collect()

@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::ddim::{Ddim, DdimConfig};
 use super::ddpm::{Ddpm, DdpmConfig, DdpmVariance};
+use super::deis::{Deis, DeisConfig};
 use super::dpm_solver::{DpmAlgorithm, DpmSolver, DpmSolverConfig, FinalSigma, SolverType};
 use super::euler::{Euler, EulerConfig};
 use super::euler_ancestral::EulerAncestral;
@@ -20,10 +21,12 @@ use super::heun::{Heun, HeunConfig};
 use super::kdiff::KConfig;
 use super::kdpm2::Kdpm2;
 use super::lms::{Lms, LmsConfig};
+use super::pndm::{Pndm, PndmConfig};
 use super::prediction::X0Clip;
 use super::registry;
 use super::schedule::{BetaSchedule, ScheduleConfig};
 use super::spacing::TimestepSpacing;
+use super::unipc::{UniPc, UniPcConfig};
 use super::{PredictionType, Scheduler};
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -89,6 +92,9 @@ pub enum SamplerConfig {
     Lms(LmsConfig),
     Kdpm2(KConfig),
     Kdpm2Ancestral(KConfig),
+    UniPc(UniPcConfig),
+    Deis(DeisConfig),
+    Pndm(PndmConfig),
 }
 
 /// A resolved config with what was noticed on the way.
@@ -114,6 +120,9 @@ impl SamplerConfig {
             Self::Lms(c) => Box::new(Lms::new(c.clone())),
             Self::Kdpm2(c) => Box::new(Kdpm2::new(c.clone(), false)),
             Self::Kdpm2Ancestral(c) => Box::new(Kdpm2::new(c.clone(), true)),
+            Self::UniPc(c) => Box::new(UniPc::new(c.clone())),
+            Self::Deis(c) => Box::new(Deis::new(c.clone())),
+            Self::Pndm(c) => Box::new(Pndm::new(c.clone())),
         }
     }
 
@@ -128,6 +137,9 @@ impl SamplerConfig {
             Self::Lms(_) => "LMSDiscreteScheduler",
             Self::Kdpm2(_) => "KDPM2DiscreteScheduler",
             Self::Kdpm2Ancestral(_) => "KDPM2AncestralDiscreteScheduler",
+            Self::UniPc(_) => "UniPCMultistepScheduler",
+            Self::Deis(_) => "DEISMultistepScheduler",
+            Self::Pndm(_) => "PNDMScheduler",
         }
     }
 
@@ -148,6 +160,9 @@ impl SamplerConfig {
             Self::Ddpm(c) => c.prediction_type,
             Self::Ddim(c) => c.prediction_type,
             Self::DpmSolver(c) => c.prediction_type,
+            Self::UniPc(c) => c.prediction_type,
+            Self::Deis(c) => c.prediction_type,
+            Self::Pndm(c) => c.prediction_type,
             _ => self
                 .k()
                 .map_or(PredictionType::Epsilon, |k| k.prediction_type),
@@ -164,6 +179,9 @@ impl SamplerConfig {
             Self::Heun(c) => &c.k.schedule,
             Self::Lms(c) => &c.k.schedule,
             Self::Kdpm2(c) | Self::Kdpm2Ancestral(c) => &c.schedule,
+            Self::UniPc(c) => &c.vp.schedule,
+            Self::Deis(c) => &c.vp.schedule,
+            Self::Pndm(c) => &c.schedule,
         }
     }
 
@@ -352,7 +370,10 @@ fn resolve(
     let config = (family.parse)(&mut r, common, &mut warnings)?;
     let zero_snr_eps = config.schedule().rescale_betas_zero_snr
         && config.prediction_type() == PredictionType::Epsilon
-        && !matches!(config, SamplerConfig::DpmSolver(_));
+        && !matches!(
+            config,
+            SamplerConfig::DpmSolver(_) | SamplerConfig::UniPc(_)
+        );
     if zero_snr_eps {
         warnings.push("rescale_betas_zero_snr with prediction_type \"epsilon\" divides by sqrt(alpha_bar) = 0 at the last training step; zero-SNR models use \"v_prediction\"".into());
     }
@@ -409,7 +430,7 @@ fn read_common(r: &mut Reader, warnings: &mut Vec<String>) -> Result<Common, Con
 }
 
 /// Dynamic thresholding, when on (DDPM, DDIM, DPM-Solver).
-fn read_thresholding(r: &mut Reader) -> Result<X0Clip, ConfigError> {
+pub(super) fn read_thresholding(r: &mut Reader) -> Result<X0Clip, ConfigError> {
     Ok(if r.bool("thresholding")? {
         X0Clip::Threshold {
             ratio: r.in_range("dynamic_thresholding_ratio", 0.0, 1.0)?,

@@ -194,7 +194,7 @@ impl DpmSolver {
 }
 
 /// alpha, sigma and lambda = log(alpha / sigma) of a DPM sigma (sigma = sqrt((1 − ᾱ)/ᾱ)).
-fn alpha_sigma_lambda(s: f64) -> (f64, f64, f64) {
+pub(super) fn alpha_sigma_lambda(s: f64) -> (f64, f64, f64) {
     let alpha = 1.0 / (s * s + 1.0).sqrt();
     let sigma = s * alpha;
     (alpha, sigma, alpha.ln() - sigma.ln())

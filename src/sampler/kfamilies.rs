@@ -64,7 +64,7 @@ pub(super) fn lms_defaults() -> Value {
 }
 
 /// The sigma ramp chosen by `use_karras_sigmas` / `use_exponential_sigmas` / `use_beta_sigmas`.
-fn read_ramp(r: &mut Reader) -> Result<SigmaRamp, ConfigError> {
+pub(super) fn read_ramp(r: &mut Reader) -> Result<SigmaRamp, ConfigError> {
     let ramps = [
         ("use_karras_sigmas", SigmaRamp::Karras),
         ("use_exponential_sigmas", SigmaRamp::Exponential),

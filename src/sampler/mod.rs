@@ -1,5 +1,6 @@
-//! Samplers as diffusers runs them: noise schedules, timestep spacing, DDPM, DDIM, DPM-Solver++ and the
-//! k-diffusion style samplers (Euler, Euler a, Heun, LMS, DPM2, DPM2 a); [`registry`] lists them all.
+//! Samplers as diffusers runs them: noise schedules, timestep spacing, DDPM, DDIM, DPM-Solver++, the
+//! k-diffusion style samplers (Euler, Euler a, Heun, LMS, DPM2, DPM2 a), UniPC, DEIS and PNDM (PLMS);
+//! [`registry`] lists them all.
 //!
 //! Pure math: no I/O, no models. Samples and model outputs are f32 batches (what ONNX models give);
 //! schedule coefficients are f64, computed from the same f32 `alphas_cumprod` table diffusers uses.
@@ -7,6 +8,7 @@
 pub mod config;
 mod ddim;
 mod ddpm;
+mod deis;
 mod dpm_solver;
 mod euler;
 mod euler_ancestral;
@@ -15,13 +17,17 @@ mod kdiff;
 mod kdpm2;
 mod kfamilies;
 mod lms;
+mod multistep_families;
 pub mod noise;
+mod pndm;
 mod prediction;
 pub mod registry;
 pub mod schedule;
 pub mod sigmas;
 mod spacing;
 pub mod torch_noise;
+mod unipc;
+mod vp_sigmas;
 
 pub use config::{ConfigError, SamplerConfig};
 pub use ddim::Ddim;

@@ -5,7 +5,7 @@
 use serde_json::{Map, Value, json};
 
 use super::config::{Common, ConfigError, Reader, SamplerConfig};
-use super::{config, kfamilies};
+use super::{config, kfamilies, multistep_families};
 
 /// Where a name comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,6 +207,57 @@ pub const FAMILIES: &[Family] = &[
             },
         ],
     },
+    Family {
+        class: "UniPCMultistepScheduler",
+        defaults: multistep_families::unipc_defaults,
+        parse: multistep_families::parse_unipc,
+        names: &[
+            // A1111's UniPC runs bh1 at order 3 by default (its "UniPC variant" and "UniPC order"
+            // options), as ComfyUI's uni_pc does; the difflab name keeps diffusers' defaults.
+            Name {
+                name: "unipc",
+                ui: &[Ui::Difflab, Ui::A1111],
+                preset: "{}",
+            },
+            Name {
+                name: "uni_pc",
+                ui: COMFY,
+                preset: r#"{"solver_type": "bh1", "solver_order": 3}"#,
+            },
+            Name {
+                name: "uni_pc_bh2",
+                ui: COMFY,
+                preset: r#"{"solver_type": "bh2", "solver_order": 3}"#,
+            },
+        ],
+    },
+    Family {
+        class: "DEISMultistepScheduler",
+        defaults: multistep_families::deis_defaults,
+        parse: multistep_families::parse_deis,
+        names: &[Name {
+            name: "deis",
+            ui: &[Ui::Difflab, Ui::ComfyUi],
+            preset: "{}",
+        }],
+    },
+    Family {
+        class: "PNDMScheduler",
+        defaults: multistep_families::pndm_defaults,
+        parse: multistep_families::parse_pndm,
+        names: &[
+            Name {
+                name: "plms",
+                ui: &[Ui::Difflab, Ui::A1111],
+                preset: r#"{"skip_prk_steps": true}"#,
+            },
+            Name {
+                name: "pndm",
+                ui: D,
+                preset: "{}",
+            },
+        ],
+    },
 ];
 
 /// The family of a diffusers class name.
@@ -340,6 +391,12 @@ mod tests {
             ("DPM2 a", "KDPM2AncestralDiscreteScheduler"),
             ("DPM2 Karras", "KDPM2DiscreteScheduler"),
             ("dpm_2", "KDPM2DiscreteScheduler"),
+            ("UniPC", "UniPCMultistepScheduler"),
+            ("uni_pc", "UniPCMultistepScheduler"),
+            ("uni_pc_bh2", "UniPCMultistepScheduler"),
+            ("deis", "DEISMultistepScheduler"),
+            ("PLMS", "PNDMScheduler"),
+            ("pndm", "PNDMScheduler"),
         ] {
             assert_eq!(lookup(typed).map(|(f, _)| f.class), Some(class), "{typed}");
         }

@@ -123,14 +123,29 @@ impl NoiseSchedule {
         self.alphas_cumprod[t] as f64
     }
 
-    /// ᾱ at a possibly fractional timestep (linear interpolation between training steps).
+    /// ᾱ at a possibly fractional timestep: exact at training steps; between them log σ is linear in t,
+    /// the inverse of the sigma-space samplers' σ → t map (diffusers' `_sigma_to_t`, with its f32 log
+    /// table), so a model sees the σ the sampler meant. Where σ is 0 or infinite (ᾱ of 1 or 0),
+    /// ᾱ itself is interpolated.
     pub fn alpha_bar_at(&self, t: f64) -> f64 {
         let last = self.alphas_cumprod.len() - 1;
         let t = t.clamp(0.0, last as f64);
         let lo = t.floor() as usize;
-        let hi = (lo + 1).min(last);
         let w = t - lo as f64;
-        self.alpha_bar(lo) * (1.0 - w) + self.alpha_bar(hi) * w
+        if w == 0.0 {
+            return self.alpha_bar(lo);
+        }
+        let hi = (lo + 1).min(last);
+        let log_sigma = |k: usize| {
+            let a = self.alphas_cumprod[k];
+            (((1.0 - a) / a).sqrt() as f64).ln() as f32 as f64
+        };
+        let (l0, l1) = (log_sigma(lo), log_sigma(hi));
+        if !(l0.is_finite() && l1.is_finite()) {
+            return self.alpha_bar(lo) * (1.0 - w) + self.alpha_bar(hi) * w;
+        }
+        let sigma = ((1.0 - w) * l0 + w * l1).exp();
+        1.0 / (1.0 + sigma * sigma)
     }
 
     /// The training sigmas `sqrt((1 - ᾱ) / ᾱ)` in float32, as DPM-Solver computes them.
@@ -204,4 +219,24 @@ fn rescale_zero_terminal_snr(betas: &[f32]) -> Vec<f32> {
     alphas.push(bar[0]);
     alphas.extend(bar.windows(2).map(|w| w[1] / w[0]));
     alphas.into_iter().map(|a| 1.0 - a).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sampler::sigmas::{log_sigmas_f32, sigma_to_t};
+
+    #[test]
+    fn fractional_timesteps_invert_sigma_to_t() {
+        let s = NoiseSchedule::new(&ScheduleConfig::default());
+        let logs = log_sigmas_f32(&s.train_sigmas());
+        assert_eq!(s.alpha_bar_at(500.0), s.alpha_bar(500));
+        for sigma in [0.05, 0.7, 3.0, 60.0] {
+            let t = sigma_to_t(sigma, &logs);
+            assert!(t.fract() != 0.0, "{t}");
+            let a = s.alpha_bar_at(t);
+            let back = ((1.0 - a) / a).sqrt();
+            assert!((back / sigma - 1.0).abs() < 1e-9, "{sigma}: {back}");
+        }
+    }
 }

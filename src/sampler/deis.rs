@@ -1,0 +1,225 @@
+//! DEISMultistepScheduler (Zhang & Chen 2023, "logrho" variant): multistep on the noise prediction
+//! with the exponential integrator's weights from polynomials in log rho (rho = sigma / alpha), orders
+//! 1–3. It never reaches sigma 0: the last step lands on the smallest training sigma.
+
+use super::dpm_solver::alpha_sigma_lambda;
+use super::prediction::X0Clip;
+use super::vp_sigmas::{FinalSigma, VpSchedule, data_prediction};
+use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeisConfig {
+    pub vp: VpSchedule,
+    pub prediction_type: PredictionType,
+    pub thresholding: X0Clip,
+    pub solver_order: usize,
+    pub lower_order_final: bool,
+}
+
+pub struct Deis {
+    config: DeisConfig,
+    timesteps: Vec<f64>,
+    sigmas: Vec<f32>,
+    index: usize,
+    /// The last `solver_order` noise predictions, oldest first.
+    history: Vec<Vec<f64>>,
+}
+
+impl Deis {
+    pub fn new(config: DeisConfig) -> Self {
+        Self {
+            config,
+            timesteps: Vec::new(),
+            sigmas: Vec::new(),
+            index: 0,
+            history: Vec::new(),
+        }
+    }
+
+    /// The order of step `i` of `n`, as DPM-Solver multistep chooses it (lowered only below 15 steps).
+    fn order_for(&self, i: usize, n: usize) -> usize {
+        let c = &self.config;
+        let short = c.lower_order_final && n < 15;
+        let warm = c.solver_order.min(i + 1);
+        if i + 1 == n && short {
+            1
+        } else if i + 2 == n && short {
+            warm.min(2)
+        } else {
+            warm
+        }
+    }
+
+    /// Weights of `x_next = alpha_t (x / alpha_s0 + c[0] m0 + c[1] m1 + c[2] m2)` at step `i`.
+    fn weights(&self, i: usize, order: usize) -> [f64; 3] {
+        let rho = |k: usize| self.sigmas[k] as f64;
+        let (rt, r0) = (rho(i + 1), rho(i));
+        match order {
+            1 => {
+                let (alpha_t, sigma_t, lambda_t) = alpha_sigma_lambda(rt);
+                let lambda_s = alpha_sigma_lambda(r0).2;
+                [
+                    -sigma_t * (lambda_t - lambda_s).exp_m1() / alpha_t,
+                    0.0,
+                    0.0,
+                ]
+            }
+            2 => {
+                let r1 = rho(i - 1);
+                let f = |t: f64, b: f64, c: f64| t * (-c.ln() + t.ln() - 1.0) / (b.ln() - c.ln());
+                [
+                    f(rt, r0, r1) - f(r0, r0, r1),
+                    f(rt, r1, r0) - f(r0, r1, r0),
+                    0.0,
+                ]
+            }
+            _ => {
+                let (r1, r2) = (rho(i - 1), rho(i - 2));
+                let w =
+                    |b: f64, c: f64, d: f64| cubic_weight(rt, b, c, d) - cubic_weight(r0, b, c, d);
+                [w(r0, r1, r2), w(r1, r2, r0), w(r2, r0, r1)]
+            }
+        }
+    }
+}
+
+/// The integral weight of the third-order Lagrange basis polynomial in log rho through b (with c, d),
+/// evaluated at rho = t.
+fn cubic_weight(t: f64, b: f64, c: f64, d: f64) -> f64 {
+    let (lt, lb, lc, ld) = (t.ln(), b.ln(), c.ln(), d.ln());
+    t * (lc * (ld - lt + 1.0) - ld * lt + ld + lt * lt - 2.0 * lt + 2.0) / ((lb - lc) * (lb - ld))
+}
+
+impl Scheduler for Deis {
+    fn set_steps(&mut self, steps: usize) -> Result<(), ConfigError> {
+        let s = self.config.vp.steps(steps, FinalSigma::SigmaMin)?;
+        self.timesteps = s.timesteps.iter().map(|&t| t as f64).collect();
+        self.sigmas = s.sigmas;
+        self.index = 0;
+        self.history.clear();
+        Ok(())
+    }
+
+    fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    fn sigmas(&self) -> Option<&[f32]> {
+        Some(&self.sigmas)
+    }
+
+    fn order_at(&self, i: usize) -> usize {
+        self.order_for(i, self.timesteps.len())
+    }
+
+    fn is_stochastic(&self) -> bool {
+        false
+    }
+
+    fn step(
+        &mut self,
+        model_output: &[f32],
+        sample: &mut [f32],
+        x0: &mut [f32],
+        batch: usize,
+        _noise: &mut dyn NoiseSource,
+    ) -> Result<(), StepError> {
+        let i = self.index;
+        let n = self.timesteps.len();
+        check_step(i, n, model_output, sample, x0, batch)?;
+        let (alpha, sigma, _) = alpha_sigma_lambda(self.sigmas[i] as f64);
+        let wide = data_prediction(
+            self.config.prediction_type,
+            self.config.thresholding,
+            model_output,
+            sample,
+            alpha,
+            sigma,
+            x0,
+            batch,
+        );
+        // DEIS steps on the noise prediction, recovered from the (thresholded) x0.
+        let eps: Vec<f64> = wide
+            .iter()
+            .zip(sample.iter())
+            .map(|(&x0, &x)| (x as f64 - alpha * x0) / sigma)
+            .collect();
+        if self.history.len() == self.config.solver_order {
+            self.history.remove(0);
+        }
+        self.history.push(eps);
+        let order = self.order_for(i, n);
+        let c = self.weights(i, order);
+        let alpha_t = alpha_sigma_lambda(self.sigmas[i + 1] as f64).0;
+        let k = self.history.len();
+        for (j, x) in sample.iter_mut().enumerate() {
+            let mut v = *x as f64 / alpha;
+            for (q, &w) in c[..order].iter().enumerate() {
+                v += w * self.history[k - 1 - q][j];
+            }
+            *x = (alpha_t * v) as f32;
+        }
+        self.index += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::sampler::{SamplerConfig, SeededNoise};
+
+    fn build(order: usize) -> Box<dyn Scheduler> {
+        let settings = json!({"solver_order": order});
+        SamplerConfig::resolve(
+            "deis",
+            None,
+            settings.as_object().unwrap_or(&Default::default()),
+        )
+        .map(|r| r.config.build())
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn orders_drop_at_the_end_only_below_fifteen_steps() {
+        let mut s = build(3);
+        for (steps, tail) in [(10, [3, 2, 1]), (20, [3, 3, 3])] {
+            s.set_steps(steps).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(s.timesteps().len(), steps);
+            assert_eq!(s.order_at(0), 1);
+            assert_eq!(s.order_at(1), 2);
+            let last: Vec<usize> = (steps - 3..steps).map(|i| s.order_at(i)).collect();
+            assert_eq!(last, tail);
+        }
+    }
+
+    #[test]
+    fn a_constant_noise_prediction_is_integrated_exactly() {
+        // x/α − ε·σ/α is constant along the flow when ε is; the last sigma is the smallest training one.
+        for order in 1..=3 {
+            let mut s = build(order);
+            s.set_steps(12).unwrap_or_else(|e| panic!("{e}"));
+            let sig = s.sigmas().map(<[f32]>::to_vec).unwrap_or_default();
+            assert!(sig[12] > 0.0);
+            let (mut x, mut x0) = (vec![0.7f32, -1.2, 0.1, 2.0], vec![0.0; 4]);
+            let mut noise = SeededNoise::new(vec![0]);
+            for _ in 0..12 {
+                s.step(&[0.3; 4], &mut x, &mut x0, 1, &mut noise)
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            let invariant = |x: f64, s: f32| {
+                let (alpha, sigma, _) = alpha_sigma_lambda(s as f64);
+                x / alpha - 0.3 * sigma / alpha
+            };
+            for (&start, &end) in [0.7f64, -1.2, 0.1, 2.0].iter().zip(&x) {
+                let (a, b) = (invariant(start, sig[0]), invariant(end as f64, sig[12]));
+                assert!(
+                    (a - b).abs() < 1e-4 * a.abs().max(1.0),
+                    "order {order}: {a} {b}"
+                );
+            }
+        }
+    }
+}

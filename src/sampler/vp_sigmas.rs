@@ -1,0 +1,162 @@
+//! The schedule UniPC and DEIS share (diffusers' VP multistep family): integer timesteps with the
+//! DPM-Solver spacing, the f32 training sigmas at them (or a Karras / exponential / beta ramp between
+//! the training extremes), and the final sigma each class appends.
+
+use super::ddpm::{check_step_count, check_timesteps};
+use super::prediction::X0Clip;
+use super::schedule::{NoiseSchedule, ScheduleConfig};
+use super::sigmas::{SigmaRamp, log_sigmas_f32, sigma_to_t};
+use super::spacing::{TimestepSpacing, dpm_timesteps};
+use super::{ConfigError, PredictionType};
+
+/// Where the last step lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinalSigma {
+    /// sigma 0, the clean sample (UniPC's `final_sigmas_type = "zero"`).
+    Zero,
+    /// The smallest training sigma, or the ramp's last sigma repeated (UniPC's "sigma_min"; DEIS always).
+    SigmaMin,
+}
+
+/// The settings the schedule reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VpSchedule {
+    pub schedule: ScheduleConfig,
+    pub timestep_spacing: TimestepSpacing,
+    pub steps_offset: i64,
+    pub ramp: SigmaRamp,
+    /// Zero-SNR tables set ᾱ_T = 2^-24 so sigma_max is finite (UniPC does, DEIS has no such key).
+    pub nudge_zero_snr: bool,
+}
+
+/// One run: `steps` timesteps and `steps + 1` f32 sigmas.
+pub struct VpSteps {
+    pub timesteps: Vec<i64>,
+    pub sigmas: Vec<f32>,
+}
+
+impl VpSchedule {
+    pub fn steps(&self, steps: usize, last: FinalSigma) -> Result<VpSteps, ConfigError> {
+        let mut alphas_cumprod = NoiseSchedule::new(&self.schedule).alphas_cumprod().to_vec();
+        let n = alphas_cumprod.len();
+        check_step_count(steps, n)?;
+        if self.nudge_zero_snr && self.schedule.rescale_betas_zero_snr {
+            if let Some(last) = alphas_cumprod.last_mut() {
+                *last = 2f32.powi(-24);
+            }
+        }
+        let train = NoiseSchedule::from_alphas_cumprod(alphas_cumprod).train_sigmas();
+        let (sigma_min, sigma_max) = (train[0] as f64, train[n - 1] as f64);
+        let (timesteps, mut sigmas) = match self.ramp.ramp(sigma_min, sigma_max, steps) {
+            Some(ramp) => {
+                let log_sigmas = log_sigmas_f32(&train);
+                // Karras timesteps are rounded; the others are truncated by diffusers' int64 cast.
+                let karras = self.ramp == SigmaRamp::Karras;
+                let timesteps = ramp
+                    .iter()
+                    .map(|&s| {
+                        let t = sigma_to_t(s, &log_sigmas);
+                        (if karras {
+                            t.round_ties_even()
+                        } else {
+                            t.trunc()
+                        }) as i64
+                    })
+                    .collect();
+                let sigmas: Vec<f32> = ramp.iter().map(|&s| s as f32).collect();
+                (timesteps, sigmas)
+            }
+            None => {
+                let timesteps =
+                    dpm_timesteps(self.timestep_spacing, n, n, steps, self.steps_offset);
+                check_timesteps(&timesteps, n, steps)?;
+                let sigmas = timesteps.iter().map(|&t| train[t as usize]).collect();
+                (timesteps, sigmas)
+            }
+        };
+        check_timesteps(&timesteps, n, steps)?;
+        let repeat = self.ramp != SigmaRamp::Interpolated;
+        sigmas.push(match last {
+            FinalSigma::Zero => 0.0,
+            FinalSigma::SigmaMin if repeat => sigmas[sigmas.len() - 1],
+            FinalSigma::SigmaMin => train[0],
+        });
+        Ok(VpSteps { timesteps, sigmas })
+    }
+}
+
+/// The x0 prediction of a model output at (alpha, sigma), thresholded when configured, in f64 (written
+/// to `x0` as f32 too): only a thresholded x0 goes through f32.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the step's buffers and coefficients"
+)]
+pub fn data_prediction(
+    prediction: PredictionType,
+    clip: X0Clip,
+    model_output: &[f32],
+    sample: &[f32],
+    alpha: f64,
+    sigma: f64,
+    x0: &mut [f32],
+    batch: usize,
+) -> Vec<f64> {
+    let mut wide: Vec<f64> = model_output
+        .iter()
+        .zip(sample)
+        .map(|(&out, &x)| prediction.x0_eps(out as f64, x as f64, alpha, sigma).0)
+        .collect();
+    for (x0, &v) in x0.iter_mut().zip(&wide) {
+        *x0 = v as f32;
+    }
+    if clip != X0Clip::None {
+        clip.apply(x0, batch);
+        for (v, &x0) in wide.iter_mut().zip(x0.iter()) {
+            *v = x0 as f64;
+        }
+    }
+    wide
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sampler::schedule::BetaSchedule;
+
+    fn sd(ramp: SigmaRamp) -> VpSchedule {
+        VpSchedule {
+            schedule: ScheduleConfig {
+                beta_start: 0.00085,
+                beta_end: 0.012,
+                beta_schedule: BetaSchedule::ScaledLinear,
+                ..ScheduleConfig::default()
+            },
+            timestep_spacing: TimestepSpacing::Linspace,
+            steps_offset: 0,
+            ramp,
+            nudge_zero_snr: true,
+        }
+    }
+
+    #[test]
+    fn linspace_drops_the_last_of_n_plus_one_points() {
+        let s = sd(SigmaRamp::Interpolated)
+            .steps(10, FinalSigma::Zero)
+            .unwrap();
+        assert_eq!(
+            s.timesteps,
+            [999, 899, 799, 699, 599, 500, 400, 300, 200, 100]
+        );
+        assert_eq!(s.sigmas.len(), 11);
+        assert_eq!(s.sigmas[10], 0.0);
+    }
+
+    #[test]
+    fn ramps_repeat_their_last_sigma_for_sigma_min() {
+        let s = sd(SigmaRamp::Karras)
+            .steps(12, FinalSigma::SigmaMin)
+            .unwrap();
+        assert_eq!(s.timesteps[..4], [999, 933, 854, 761]);
+        assert_eq!(s.sigmas[11], s.sigmas[12]);
+    }
+}
