@@ -13,12 +13,15 @@ use serde_json::{Map, Value, json};
 
 use super::ddim::{Ddim, DdimConfig};
 use super::ddpm::{Ddpm, DdpmConfig, DdpmVariance};
+use super::dpm_sde::{DpmSde, DpmSdeConfig};
+use super::dpm_singlestep::{DpmSinglestep, SinglestepConfig};
 use super::dpm_solver::{DpmAlgorithm, DpmSolver, DpmSolverConfig, FinalSigma, SolverType};
 use super::euler::{Euler, EulerConfig};
 use super::euler_ancestral::EulerAncestral;
 use super::heun::{Heun, HeunConfig};
 use super::kdiff::KConfig;
 use super::kdpm2::Kdpm2;
+use super::lcm::{Lcm, LcmConfig};
 use super::lms::{Lms, LmsConfig};
 use super::prediction::X0Clip;
 use super::registry;
@@ -89,6 +92,9 @@ pub enum SamplerConfig {
     Lms(LmsConfig),
     Kdpm2(KConfig),
     Kdpm2Ancestral(KConfig),
+    DpmSinglestep(SinglestepConfig),
+    Lcm(LcmConfig),
+    DpmSde(DpmSdeConfig),
 }
 
 /// A resolved config with what was noticed on the way.
@@ -114,6 +120,9 @@ impl SamplerConfig {
             Self::Lms(c) => Box::new(Lms::new(c.clone())),
             Self::Kdpm2(c) => Box::new(Kdpm2::new(c.clone(), false)),
             Self::Kdpm2Ancestral(c) => Box::new(Kdpm2::new(c.clone(), true)),
+            Self::DpmSinglestep(c) => Box::new(DpmSinglestep::new(c.clone())),
+            Self::Lcm(c) => Box::new(Lcm::new(c.clone())),
+            Self::DpmSde(c) => Box::new(DpmSde::new(c.clone())),
         }
     }
 
@@ -128,6 +137,9 @@ impl SamplerConfig {
             Self::Lms(_) => "LMSDiscreteScheduler",
             Self::Kdpm2(_) => "KDPM2DiscreteScheduler",
             Self::Kdpm2Ancestral(_) => "KDPM2AncestralDiscreteScheduler",
+            Self::DpmSinglestep(_) => "DPMSolverSinglestepScheduler",
+            Self::Lcm(_) => "LCMScheduler",
+            Self::DpmSde(_) => "DPMSolverSDEScheduler",
         }
     }
 
@@ -139,6 +151,7 @@ impl SamplerConfig {
             Self::Heun(c) => Some(&c.k),
             Self::Lms(c) => Some(&c.k),
             Self::Kdpm2(c) | Self::Kdpm2Ancestral(c) => Some(c),
+            Self::DpmSde(c) => Some(&c.k),
             _ => None,
         }
     }
@@ -148,6 +161,8 @@ impl SamplerConfig {
             Self::Ddpm(c) => c.prediction_type,
             Self::Ddim(c) => c.prediction_type,
             Self::DpmSolver(c) => c.prediction_type,
+            Self::DpmSinglestep(c) => c.prediction_type,
+            Self::Lcm(c) => c.prediction_type,
             _ => self
                 .k()
                 .map_or(PredictionType::Epsilon, |k| k.prediction_type),
@@ -164,6 +179,9 @@ impl SamplerConfig {
             Self::Heun(c) => &c.k.schedule,
             Self::Lms(c) => &c.k.schedule,
             Self::Kdpm2(c) | Self::Kdpm2Ancestral(c) => &c.schedule,
+            Self::DpmSinglestep(c) => &c.schedule,
+            Self::Lcm(c) => &c.schedule,
+            Self::DpmSde(c) => &c.k.schedule,
         }
     }
 
@@ -399,17 +417,22 @@ fn read_common(r: &mut Reader, warnings: &mut Vec<String>) -> Result<Common, Con
             &PredictionType::NAMES,
             PredictionType::from_name,
         )?,
-        timestep_spacing: r.choice(
-            "timestep_spacing",
-            &TimestepSpacing::NAMES,
-            TimestepSpacing::from_name,
-        )?,
+        // Classes without the key (DPMSolverSinglestep, the EDM classes) space their own way.
+        timestep_spacing: if r.value("timestep_spacing").is_null() {
+            TimestepSpacing::Linspace
+        } else {
+            r.choice(
+                "timestep_spacing",
+                &TimestepSpacing::NAMES,
+                TimestepSpacing::from_name,
+            )?
+        },
         steps_offset: r.count("steps_offset", 0)? as i64,
     })
 }
 
 /// Dynamic thresholding, when on (DDPM, DDIM, DPM-Solver).
-fn read_thresholding(r: &mut Reader) -> Result<X0Clip, ConfigError> {
+pub(super) fn read_thresholding(r: &mut Reader) -> Result<X0Clip, ConfigError> {
     Ok(if r.bool("thresholding")? {
         X0Clip::Threshold {
             ratio: r.in_range("dynamic_thresholding_ratio", 0.0, 1.0)?,

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::PredictionType;
 use super::config::{Common, ConfigError, Reader, SamplerConfig, read_clip};
+use super::dpm_sde::DpmSdeConfig;
 use super::euler::{Churn, EulerConfig};
 use super::heun::HeunConfig;
 use super::kdiff::{KConfig, unsupported_prediction};
@@ -64,7 +65,7 @@ pub(super) fn lms_defaults() -> Value {
 }
 
 /// The sigma ramp chosen by `use_karras_sigmas` / `use_exponential_sigmas` / `use_beta_sigmas`.
-fn read_ramp(r: &mut Reader) -> Result<SigmaRamp, ConfigError> {
+pub(super) fn read_ramp(r: &mut Reader) -> Result<SigmaRamp, ConfigError> {
     let ramps = [
         ("use_karras_sigmas", SigmaRamp::Karras),
         ("use_exponential_sigmas", SigmaRamp::Exponential),
@@ -241,4 +242,32 @@ pub(super) fn parse_kdpm2_ancestral(
         c,
         "KDPM2AncestralDiscreteScheduler",
     )?))
+}
+
+pub(super) fn dpm_sde_defaults() -> Value {
+    merged(
+        sigma_keys(),
+        json!({"beta_start": 0.00085, "beta_end": 0.012, "noise_sampler_seed": null, "s_noise": 1.0}),
+    )
+}
+
+pub(super) fn parse_dpm_sde(
+    r: &mut Reader,
+    c: Common,
+    warnings: &mut Vec<String>,
+) -> Result<SamplerConfig, ConfigError> {
+    if c.prediction_type == PredictionType::Sample {
+        return Err(unsupported_prediction(
+            "DPMSolverSDEScheduler",
+            c.prediction_type,
+        ));
+    }
+    if !r.value("noise_sampler_seed").is_null() {
+        warnings.push("noise_sampler_seed is ignored: difflab draws each sample's Brownian noise from that sample's own seed".into());
+    }
+    let ramp = read_ramp(r)?;
+    Ok(SamplerConfig::DpmSde(DpmSdeConfig {
+        k: k_config(c, ramp),
+        s_noise: r.non_negative("s_noise")?,
+    }))
 }

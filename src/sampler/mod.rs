@@ -7,6 +7,8 @@
 pub mod config;
 mod ddim;
 mod ddpm;
+mod dpm_sde;
+mod dpm_singlestep;
 mod dpm_solver;
 mod euler;
 mod euler_ancestral;
@@ -14,12 +16,14 @@ mod heun;
 mod kdiff;
 mod kdpm2;
 mod kfamilies;
+mod lcm;
 mod lms;
 pub mod noise;
 mod prediction;
 pub mod registry;
 pub mod schedule;
 pub mod sigmas;
+mod solver_families;
 mod spacing;
 pub mod torch_noise;
 
