@@ -352,6 +352,40 @@ impl Scheduler for DpmSinglestep {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sampler::SamplerConfig;
+    use serde_json::json;
+
+    fn resolve(name: &str, settings: serde_json::Value) -> Result<SamplerConfig, ConfigError> {
+        let settings = settings.as_object().cloned().unwrap_or_default();
+        SamplerConfig::resolve(name, None, &settings).map(|r| r.config)
+    }
+
+    #[test]
+    fn one_model_call_per_step_and_the_forced_lower_order_final() {
+        let mut s = resolve("dpm++3s", json!({})).unwrap().build();
+        s.set_steps(12).unwrap();
+        assert_eq!(s.timesteps().len(), 12);
+        assert_eq!(s.sigmas().unwrap().len(), 13);
+        // final_sigmas_type "zero" forces lower_order_final: the last group is [1, 2, 1].
+        let orders: Vec<usize> = (0..12).map(|i| s.order_at(i)).collect();
+        assert_eq!(orders, [1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 1]);
+        assert!(!s.is_stochastic());
+        let sde = resolve("dpm++2s", json!({"algorithm_type": "sde-dpmsolver++"})).unwrap();
+        assert!(sde.build().is_stochastic());
+    }
+
+    #[test]
+    fn bad_settings_name_their_key() {
+        let e = resolve("dpm++2s", json!({"solver_order": 4})).unwrap_err();
+        assert!(e.to_string().contains("`solver_order`"), "{e}");
+        let e = resolve("dpm++2s", json!({"algorithm_type": "dpmsolver"})).unwrap_err();
+        assert!(e.to_string().contains("`final_sigmas_type`"), "{e}");
+        let e = resolve("dpm++2s", json!({"use_flow_sigmas": true})).unwrap_err();
+        assert!(e.to_string().contains("`use_flow_sigmas`"), "{e}");
+        let e = resolve("dpm++2s-karras", json!({"use_exponential_sigmas": true})).unwrap_err();
+        assert!(e.to_string().contains("`use_exponential_sigmas`"), "{e}");
+        assert!(resolve("dpm++2s", json!({"timestep_spacing": "leading"})).is_ok());
+    }
 
     #[test]
     fn order_lists_match_diffusers() {

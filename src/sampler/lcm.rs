@@ -142,6 +142,37 @@ impl Scheduler for Lcm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sampler::SamplerConfig;
+    use serde_json::json;
+
+    fn build(settings: serde_json::Value) -> Result<Box<dyn Scheduler>, ConfigError> {
+        let settings = settings.as_object().cloned().unwrap_or_default();
+        SamplerConfig::resolve("lcm", None, &settings).map(|r| r.config.build())
+    }
+
+    #[test]
+    fn one_call_per_step_and_no_noise_at_the_last() {
+        let mut s = build(json!({})).unwrap();
+        s.set_steps(4).unwrap();
+        assert_eq!(s.timesteps(), [999.0, 759.0, 499.0, 259.0]);
+        assert!(s.is_stochastic());
+        assert_eq!(
+            (0..4).map(|i| s.draws_noise_at(i)).collect::<Vec<_>>(),
+            [true, true, true, false]
+        );
+        s.set_steps(1).unwrap();
+        assert!(!s.is_stochastic());
+    }
+
+    #[test]
+    fn bad_settings_and_step_counts_are_errors() {
+        let e = build(json!({"original_inference_steps": 0})).err().unwrap();
+        assert!(e.to_string().contains("`original_inference_steps`"), "{e}");
+        let e = build(json!({"timestep_scaling": -1.0})).err().unwrap();
+        assert!(e.to_string().contains("`timestep_scaling`"), "{e}");
+        let e = build(json!({})).unwrap().set_steps(51).unwrap_err();
+        assert!(e.to_string().contains("original_inference_steps"), "{e}");
+    }
 
     #[test]
     fn timesteps_pick_from_the_distillation_schedule() {
