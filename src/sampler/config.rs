@@ -16,6 +16,7 @@ use super::ddpm::{Ddpm, DdpmConfig, DdpmVariance};
 use super::dpm_sde::{DpmSde, DpmSdeConfig};
 use super::dpm_singlestep::{DpmSinglestep, SinglestepConfig};
 use super::dpm_solver::{DpmAlgorithm, DpmSolver, DpmSolverConfig, FinalSigma, SolverType};
+use super::edm::{EdmDpm, EdmDpmConfig, EdmEuler, EdmEulerConfig};
 use super::euler::{Euler, EulerConfig};
 use super::euler_ancestral::EulerAncestral;
 use super::heun::{Heun, HeunConfig};
@@ -94,6 +95,8 @@ pub enum SamplerConfig {
     Kdpm2Ancestral(KConfig),
     DpmSinglestep(SinglestepConfig),
     Lcm(LcmConfig),
+    EdmEuler(EdmEulerConfig),
+    EdmDpm(EdmDpmConfig),
     DpmSde(DpmSdeConfig),
 }
 
@@ -122,6 +125,8 @@ impl SamplerConfig {
             Self::Kdpm2Ancestral(c) => Box::new(Kdpm2::new(c.clone(), true)),
             Self::DpmSinglestep(c) => Box::new(DpmSinglestep::new(c.clone())),
             Self::Lcm(c) => Box::new(Lcm::new(c.clone())),
+            Self::EdmEuler(c) => Box::new(EdmEuler::new(c.clone())),
+            Self::EdmDpm(c) => Box::new(EdmDpm::new(c.clone())),
             Self::DpmSde(c) => Box::new(DpmSde::new(c.clone())),
         }
     }
@@ -139,6 +144,8 @@ impl SamplerConfig {
             Self::Kdpm2Ancestral(_) => "KDPM2AncestralDiscreteScheduler",
             Self::DpmSinglestep(_) => "DPMSolverSinglestepScheduler",
             Self::Lcm(_) => "LCMScheduler",
+            Self::EdmEuler(_) => "EDMEulerScheduler",
+            Self::EdmDpm(_) => "EDMDPMSolverMultistepScheduler",
             Self::DpmSde(_) => "DPMSolverSDEScheduler",
         }
     }
@@ -163,6 +170,8 @@ impl SamplerConfig {
             Self::DpmSolver(c) => c.prediction_type,
             Self::DpmSinglestep(c) => c.prediction_type,
             Self::Lcm(c) => c.prediction_type,
+            Self::EdmEuler(c) => c.edm.prediction_type,
+            Self::EdmDpm(c) => c.edm.prediction_type,
             _ => self
                 .k()
                 .map_or(PredictionType::Epsilon, |k| k.prediction_type),
@@ -182,6 +191,8 @@ impl SamplerConfig {
             Self::DpmSinglestep(c) => &c.schedule,
             Self::Lcm(c) => &c.schedule,
             Self::DpmSde(c) => &c.k.schedule,
+            Self::EdmEuler(c) => &c.edm.schedule,
+            Self::EdmDpm(c) => &c.edm.schedule,
         }
     }
 

@@ -10,6 +10,7 @@ mod ddpm;
 mod dpm_sde;
 mod dpm_singlestep;
 mod dpm_solver;
+mod edm;
 mod euler;
 mod euler_ancestral;
 mod heun;

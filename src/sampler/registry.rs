@@ -245,6 +245,26 @@ pub const FAMILIES: &[Family] = &[
         }],
     },
     Family {
+        class: "EDMEulerScheduler",
+        defaults: kfamilies::edm_euler_defaults,
+        parse: kfamilies::parse_edm_euler,
+        names: &[Name {
+            name: "edm-euler",
+            ui: D,
+            preset: "{}",
+        }],
+    },
+    Family {
+        class: "EDMDPMSolverMultistepScheduler",
+        defaults: kfamilies::edm_dpm_defaults,
+        parse: kfamilies::parse_edm_dpm,
+        names: &[Name {
+            name: "edm-dpm++2m",
+            ui: D,
+            preset: r#"{"solver_order": 2, "algorithm_type": "dpmsolver++"}"#,
+        }],
+    },
+    Family {
         class: "DPMSolverSDEScheduler",
         defaults: kfamilies::dpm_sde_defaults,
         parse: kfamilies::parse_dpm_sde,
@@ -401,6 +421,8 @@ mod tests {
             ("DPM++ SDE", "DPMSolverSDEScheduler"),
             ("DPM++ SDE Karras", "DPMSolverSDEScheduler"),
             ("dpmpp_sde", "DPMSolverSDEScheduler"),
+            ("EDM Euler", "EDMEulerScheduler"),
+            ("edm_dpmpp_2m", "EDMDPMSolverMultistepScheduler"),
         ] {
             assert_eq!(lookup(typed).map(|(f, _)| f.class), Some(class), "{typed}");
         }
