@@ -192,7 +192,13 @@ impl DpmSinglestep {
             }
         };
         let (ca, p, q, r, cz) = self.scalars(order, h, (alpha_t, sigma_t), (alpha_a, sigma_a));
-        let mut w = combine(p, d0, q, d1);
+        // Order 1 has no D1 term: its weight is 0/0 for a step of size zero (Karras sigmas ending
+        // on sigma_min), where the step must leave the anchor as it is.
+        let mut w = if order == 1 {
+            [p, 0.0, 0.0]
+        } else {
+            combine(p, d0, q, d1)
+        };
         if order == 3 && self.config.solver_type == SolverType::Heun {
             w = combine(1.0, w, r, d2);
         }

@@ -410,6 +410,12 @@ impl Scheduler for EdmDpm {
             noise.fill(i, &mut self.noise);
         }
         let order = self.order_for(i, self.timesteps.len());
+        if self.sigmas[i + 1] == self.sigmas[i] {
+            // A step of size zero (final_sigmas_type "sigma_min" lands on the last sigma) leaves the
+            // sample as it is, the limit of every update; the weights would be 0/0 there.
+            self.index += 1;
+            return Ok(());
+        }
         let (cx, w, cz) = self.weights(i, order);
         let k = self.history.len();
         let m = |j: usize| &self.history[k - 1 - j.min(order - 1)];

@@ -1,5 +1,6 @@
-//! Samplers as diffusers runs them: noise schedules, timestep spacing, DDPM, DDIM, DPM-Solver++ and the
-//! k-diffusion style samplers (Euler, Euler a, Heun, LMS, DPM2, DPM2 a); [`registry`] lists them all.
+//! Samplers as diffusers runs them: noise schedules, timestep spacing, DDPM, DDIM, DPM-Solver++ (multistep
+//! and singlestep), LCM, the k-diffusion style samplers (Euler, Euler a, Heun, LMS, DPM2, DPM2 a, DPM++ SDE)
+//! and the EDM ones (EDM Euler, EDM DPM++); [`registry`] lists them all.
 //!
 //! Pure math: no I/O, no models. Samples and model outputs are f32 batches (what ONNX models give);
 //! schedule coefficients are f64, computed from the same f32 `alphas_cumprod` table diffusers uses.
