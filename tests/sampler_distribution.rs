@@ -1,6 +1,6 @@
 //! Samples from the analytic Gaussian-mixture denoiser must reproduce the mixture's mean and
 //! covariance within sampling error, for ancestral (DDPM), ODE (DDIM, DPM++) and SDE (DPM++ 2M SDE)
-//! samplers alike.
+//! samplers alike (DPM++ SDE with its per-sample Brownian noise, DPM++ 2S).
 
 #![allow(
     clippy::unwrap_used,
@@ -105,6 +105,21 @@ fn dpm_solver_2m_sde_reproduces_the_mixture() {
 fn dpm_solver_3m_karras_reproduces_the_mixture() {
     check("dpm++3m", json!({"use_karras_sigmas": true}), 50);
 }
+
+#[test]
+fn dpm_solver_sde_karras_reproduces_the_mixture() {
+    check("dpm++sde-karras", json!({}), 30);
+}
+
+#[test]
+fn dpm_solver_2s_reproduces_the_mixture() {
+    check("dpm++2s", json!({}), 50);
+}
+
+// With its default (linspace) sigmas DPM++ SDE misses the covariance at 50 steps here, as Euler a
+// does: both are ancestral, and the mixture's narrow components are resolved only at the smallest
+// sigmas, where Karras sigmas put their steps. LCM is not tested: it needs a consistency model, and re-noising the
+// analytic model's posterior mean collapses the mixture towards its heavier component.
 
 #[test]
 #[should_panic(expected = "standard error")]

@@ -12,7 +12,7 @@ use difflab::sampler::{InjectedNoise, SamplerConfig, registry};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
-const NAMES: [&str; 7] = [
+const NAMES: [&str; 9] = [
     "ddpm",
     "ddim",
     "dpm++2m",
@@ -20,6 +20,8 @@ const NAMES: [&str; 7] = [
     "dpm++3m",
     "dpm++2m-sde",
     "dpm++2m-sde-karras",
+    "dpm++2s",
+    "dpm++3s-karras",
 ];
 
 fn valid_settings() -> impl Strategy<Value = (String, Map<String, Value>, usize)> {
@@ -66,7 +68,11 @@ fn valid_settings() -> impl Strategy<Value = (String, Map<String, Value>, usize)
 fn sigma_space_settings() -> impl Strategy<Value = (String, Map<String, Value>, usize)> {
     let names: Vec<String> = registry::names()
         .map(|(n, _)| n.name.to_string())
-        .filter(|n| !NAMES.contains(&n.as_str()) && !n.starts_with("dpm++") && n != "ddim")
+        .filter(|n| {
+            !NAMES.contains(&n.as_str())
+                && (!n.starts_with("dpm++") || n.starts_with("dpm++sde"))
+                && n != "ddim"
+        })
         .collect();
     (
         prop::sample::select(names),
@@ -122,7 +128,8 @@ proptest! {
         let mut noise = InjectedNoise::new(noise);
         for i in 0..calls {
             let divisor = s.model_input_divisor();
-            prop_assert!(divisor >= 1.0 && divisor.is_finite());
+            // sqrt(sigma² + 1), or for the EDM classes sqrt(sigma² + sigma_data²), which can be below 1.
+            prop_assert!(divisor > 0.0 && divisor.is_finite());
             let out: Vec<f32> = x.iter().zip(&outputs).map(|(x, o)| (0.3 * x / divisor).tanh() + o).collect();
             s.step(&out, &mut x, &mut x0, 2, &mut noise).unwrap();
             prop_assert!(x.iter().all(|v| v.is_finite()), "call {} of {} {:?}: {:?}", i, name, settings, x);

@@ -14,12 +14,16 @@ use serde_json::{Map, Value, json};
 use super::ddim::{Ddim, DdimConfig};
 use super::ddpm::{Ddpm, DdpmConfig, DdpmVariance};
 use super::deis::{Deis, DeisConfig};
+use super::dpm_sde::{DpmSde, DpmSdeConfig};
+use super::dpm_singlestep::{DpmSinglestep, SinglestepConfig};
 use super::dpm_solver::{DpmAlgorithm, DpmSolver, DpmSolverConfig, FinalSigma, SolverType};
+use super::edm::{EdmDpm, EdmDpmConfig, EdmEuler, EdmEulerConfig};
 use super::euler::{Euler, EulerConfig};
 use super::euler_ancestral::EulerAncestral;
 use super::heun::{Heun, HeunConfig};
 use super::kdiff::KConfig;
 use super::kdpm2::Kdpm2;
+use super::lcm::{Lcm, LcmConfig};
 use super::lms::{Lms, LmsConfig};
 use super::pndm::{Pndm, PndmConfig};
 use super::prediction::X0Clip;
@@ -95,6 +99,11 @@ pub enum SamplerConfig {
     UniPc(UniPcConfig),
     Deis(DeisConfig),
     Pndm(PndmConfig),
+    DpmSinglestep(SinglestepConfig),
+    Lcm(LcmConfig),
+    EdmEuler(EdmEulerConfig),
+    EdmDpm(EdmDpmConfig),
+    DpmSde(DpmSdeConfig),
 }
 
 /// A resolved config with what was noticed on the way.
@@ -123,6 +132,11 @@ impl SamplerConfig {
             Self::UniPc(c) => Box::new(UniPc::new(c.clone())),
             Self::Deis(c) => Box::new(Deis::new(c.clone())),
             Self::Pndm(c) => Box::new(Pndm::new(c.clone())),
+            Self::DpmSinglestep(c) => Box::new(DpmSinglestep::new(c.clone())),
+            Self::Lcm(c) => Box::new(Lcm::new(c.clone())),
+            Self::EdmEuler(c) => Box::new(EdmEuler::new(c.clone())),
+            Self::EdmDpm(c) => Box::new(EdmDpm::new(c.clone())),
+            Self::DpmSde(c) => Box::new(DpmSde::new(c.clone())),
         }
     }
 
@@ -140,6 +154,11 @@ impl SamplerConfig {
             Self::UniPc(_) => "UniPCMultistepScheduler",
             Self::Deis(_) => "DEISMultistepScheduler",
             Self::Pndm(_) => "PNDMScheduler",
+            Self::DpmSinglestep(_) => "DPMSolverSinglestepScheduler",
+            Self::Lcm(_) => "LCMScheduler",
+            Self::EdmEuler(_) => "EDMEulerScheduler",
+            Self::EdmDpm(_) => "EDMDPMSolverMultistepScheduler",
+            Self::DpmSde(_) => "DPMSolverSDEScheduler",
         }
     }
 
@@ -151,6 +170,7 @@ impl SamplerConfig {
             Self::Heun(c) => Some(&c.k),
             Self::Lms(c) => Some(&c.k),
             Self::Kdpm2(c) | Self::Kdpm2Ancestral(c) => Some(c),
+            Self::DpmSde(c) => Some(&c.k),
             _ => None,
         }
     }
@@ -163,6 +183,10 @@ impl SamplerConfig {
             Self::UniPc(c) => c.prediction_type,
             Self::Deis(c) => c.prediction_type,
             Self::Pndm(c) => c.prediction_type,
+            Self::DpmSinglestep(c) => c.prediction_type,
+            Self::Lcm(c) => c.prediction_type,
+            Self::EdmEuler(c) => c.edm.prediction_type,
+            Self::EdmDpm(c) => c.edm.prediction_type,
             _ => self
                 .k()
                 .map_or(PredictionType::Epsilon, |k| k.prediction_type),
@@ -182,6 +206,11 @@ impl SamplerConfig {
             Self::UniPc(c) => &c.vp.schedule,
             Self::Deis(c) => &c.vp.schedule,
             Self::Pndm(c) => &c.schedule,
+            Self::DpmSinglestep(c) => &c.schedule,
+            Self::Lcm(c) => &c.schedule,
+            Self::DpmSde(c) => &c.k.schedule,
+            Self::EdmEuler(c) => &c.edm.schedule,
+            Self::EdmDpm(c) => &c.edm.schedule,
         }
     }
 
@@ -420,11 +449,16 @@ fn read_common(r: &mut Reader, warnings: &mut Vec<String>) -> Result<Common, Con
             &PredictionType::NAMES,
             PredictionType::from_name,
         )?,
-        timestep_spacing: r.choice(
-            "timestep_spacing",
-            &TimestepSpacing::NAMES,
-            TimestepSpacing::from_name,
-        )?,
+        // Classes without the key (DPMSolverSinglestep, the EDM classes) space their own way.
+        timestep_spacing: if r.value("timestep_spacing").is_null() {
+            TimestepSpacing::Linspace
+        } else {
+            r.choice(
+                "timestep_spacing",
+                &TimestepSpacing::NAMES,
+                TimestepSpacing::from_name,
+            )?
+        },
         steps_offset: r.count("steps_offset", 0)? as i64,
     })
 }

@@ -102,18 +102,7 @@ impl DpmSolver {
 
     /// The last training timestep that `lambda_min_clipped` allows, plus one.
     fn last_timestep(&self) -> usize {
-        let n = self.schedule.num_train_timesteps();
-        let clip = self.config.lambda_min_clipped;
-        // lambda decreases with t; count the timesteps (from the end) whose lambda is below the clip.
-        let below = self
-            .schedule
-            .alphas_cumprod()
-            .iter()
-            .rev()
-            .map(|&a| (a.sqrt() as f64).ln() - ((1.0 - a).sqrt() as f64).ln())
-            .take_while(|&lambda| lambda < clip)
-            .count();
-        n - below
+        lambda_clipped_end(&self.schedule, self.config.lambda_min_clipped)
     }
 
     /// The solver order diffusers uses at step `i` of `n` (it is fixed by the position alone).
@@ -191,6 +180,19 @@ impl DpmSolver {
         };
         (cx, c, cz)
     }
+}
+
+/// The last training timestep that `lambda_min_clipped` allows, plus one.
+pub(super) fn lambda_clipped_end(schedule: &NoiseSchedule, clip: f64) -> usize {
+    // lambda decreases with t; count the timesteps (from the end) whose lambda is below the clip.
+    let below = schedule
+        .alphas_cumprod()
+        .iter()
+        .rev()
+        .map(|&a| (a.sqrt() as f64).ln() - ((1.0 - a).sqrt() as f64).ln())
+        .take_while(|&lambda| lambda < clip)
+        .count();
+    schedule.num_train_timesteps() - below
 }
 
 /// alpha, sigma and lambda = log(alpha / sigma) of a DPM sigma (sigma = sqrt((1 − ᾱ)/ᾱ)).

@@ -41,6 +41,18 @@ impl KConfig {
         nudge_zero_snr: bool,
         log_linear: bool,
     ) -> Result<KSchedule, ConfigError> {
+        self.schedule_with(steps, nudge_zero_snr, log_linear, true)
+    }
+
+    /// As [`Self::schedule`]; `f32_timesteps` false keeps the spaced timesteps in f64 before the sigmas
+    /// are interpolated there (DPMSolverSDE keeps them in an f64 array).
+    pub fn schedule_with(
+        &self,
+        steps: usize,
+        nudge_zero_snr: bool,
+        log_linear: bool,
+        f32_timesteps: bool,
+    ) -> Result<KSchedule, ConfigError> {
         let mut alphas_cumprod = NoiseSchedule::new(&self.schedule).alphas_cumprod().to_vec();
         let n_train = alphas_cumprod.len();
         check_step_count(steps, n_train)?;
@@ -53,7 +65,7 @@ impl KConfig {
         let log_sigmas = log_sigmas_f32(&train_sigmas);
         let timesteps: Vec<f64> = spaced_timesteps(self, n_train, steps)
             .into_iter()
-            .map(f32_round)
+            .map(|t| if f32_timesteps { f32_round(t) } else { t })
             .collect();
         let sigmas: Vec<f64> = if log_linear {
             let (lo, hi) = (log_sigmas[n_train - 1], log_sigmas[0]);

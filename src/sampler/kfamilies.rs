@@ -5,7 +5,9 @@
 use serde_json::{Value, json};
 
 use super::PredictionType;
-use super::config::{Common, ConfigError, Reader, SamplerConfig, read_clip};
+use super::config::{Common, ConfigError, Reader, SamplerConfig, read_clip, read_thresholding};
+use super::dpm_sde::DpmSdeConfig;
+use super::edm::{EdmConfig, EdmDpmConfig, EdmEulerConfig, EdmSchedule};
 use super::euler::{Churn, EulerConfig};
 use super::heun::HeunConfig;
 use super::kdiff::{KConfig, unsupported_prediction};
@@ -241,4 +243,153 @@ pub(super) fn parse_kdpm2_ancestral(
         c,
         "KDPM2AncestralDiscreteScheduler",
     )?))
+}
+
+pub(super) fn dpm_sde_defaults() -> Value {
+    merged(
+        sigma_keys(),
+        json!({"beta_start": 0.00085, "beta_end": 0.012, "noise_sampler_seed": null, "s_noise": 1.0}),
+    )
+}
+
+pub(super) fn parse_dpm_sde(
+    r: &mut Reader,
+    c: Common,
+    warnings: &mut Vec<String>,
+) -> Result<SamplerConfig, ConfigError> {
+    if c.prediction_type == PredictionType::Sample {
+        return Err(unsupported_prediction(
+            "DPMSolverSDEScheduler",
+            c.prediction_type,
+        ));
+    }
+    if !r.value("noise_sampler_seed").is_null() {
+        warnings.push("noise_sampler_seed is ignored: difflab draws each sample's Brownian noise from that sample's own seed".into());
+    }
+    let ramp = read_ramp(r)?;
+    Ok(SamplerConfig::DpmSde(DpmSdeConfig {
+        k: k_config(c, ramp),
+        s_noise: r.non_negative("s_noise")?,
+    }))
+}
+
+fn edm_keys() -> Value {
+    json!({
+        "sigma_min": 0.002,
+        "sigma_max": 80.0,
+        "sigma_data": 0.5,
+        "sigma_schedule": "karras",
+        "rho": 7.0,
+        "final_sigmas_type": "zero",
+    })
+}
+
+pub(super) fn edm_euler_defaults() -> Value {
+    merged(
+        edm_keys(),
+        json!({"s_churn": 0.0, "s_tmin": 0.0, "s_tmax": "inf", "s_noise": 1.0}),
+    )
+}
+
+pub(super) fn edm_dpm_defaults() -> Value {
+    merged(
+        edm_keys(),
+        json!({
+            "solver_order": 2,
+            "thresholding": false,
+            "dynamic_thresholding_ratio": 0.995,
+            "sample_max_value": 1.0,
+            "algorithm_type": "dpmsolver++",
+            "solver_type": "midpoint",
+            "lower_order_final": true,
+            "euler_at_final": false,
+        }),
+    )
+}
+
+/// The settings both EDM classes read; `sample` prediction is refused as diffusers does.
+fn edm_config(r: &mut Reader, c: &Common, class: &str) -> Result<EdmConfig, ConfigError> {
+    if c.prediction_type == PredictionType::Sample {
+        return Err(unsupported_prediction(class, c.prediction_type));
+    }
+    let sigma_min = r.positive("sigma_min")?;
+    let sigma_max = r.positive("sigma_max")?;
+    if sigma_max <= sigma_min {
+        return Err(r.invalid("sigma_max", "a number above sigma_min"));
+    }
+    Ok(EdmConfig {
+        sigma_min,
+        sigma_max,
+        sigma_data: r.positive("sigma_data")?,
+        rho: r.positive("rho")?,
+        sigma_schedule: r.choice("sigma_schedule", &["karras", "exponential"], |s| match s {
+            "karras" => Some(EdmSchedule::Karras),
+            "exponential" => Some(EdmSchedule::Exponential),
+            _ => None,
+        })?,
+        prediction_type: c.prediction_type,
+        schedule: c.schedule.clone(),
+        final_sigma_min: r.choice("final_sigmas_type", &["zero", "sigma_min"], |s| match s {
+            "zero" => Some(false),
+            "sigma_min" => Some(true),
+            _ => None,
+        })?,
+    })
+}
+
+pub(super) fn parse_edm_euler(
+    r: &mut Reader,
+    c: Common,
+    _warnings: &mut Vec<String>,
+) -> Result<SamplerConfig, ConfigError> {
+    let edm = edm_config(r, &c, "EDMEulerScheduler")?;
+    let churn = Churn {
+        s_churn: r.non_negative("s_churn")?,
+        s_tmin: r.non_negative("s_tmin")?,
+        s_tmax: number_or_inf(r, "s_tmax")?,
+        s_noise: r.non_negative("s_noise")?,
+    };
+    Ok(SamplerConfig::EdmEuler(EdmEulerConfig { edm, churn }))
+}
+
+pub(super) fn parse_edm_dpm(
+    r: &mut Reader,
+    c: Common,
+    _warnings: &mut Vec<String>,
+) -> Result<SamplerConfig, ConfigError> {
+    let edm = edm_config(r, &c, "EDMDPMSolverMultistepScheduler")?;
+    let solver_order = r.count("solver_order", 1)?;
+    if solver_order > 3 {
+        return Err(r.invalid("solver_order", "1, 2 or 3"));
+    }
+    let sde = r.choice(
+        "algorithm_type",
+        &["dpmsolver++", "sde-dpmsolver++"],
+        |s| match s {
+            "dpmsolver++" => Some(false),
+            "sde-dpmsolver++" => Some(true),
+            _ => None,
+        },
+    )?;
+    if sde && solver_order == 3 {
+        return Err(ConfigError::Unsupported {
+            key: "solver_order".into(),
+            got: "3".into(),
+            reason: "diffusers' EDM third-order update exists for \"dpmsolver++\" only".into(),
+        });
+    }
+    let heun = r.choice("solver_type", &["midpoint", "heun"], |s| match s {
+        "midpoint" => Some(false),
+        "heun" => Some(true),
+        _ => None,
+    })?;
+    Ok(SamplerConfig::EdmDpm(EdmDpmConfig {
+        edm,
+        thresholding: read_thresholding(r)?,
+        solver_order,
+        sde,
+        heun,
+        lower_order_final: r.bool("lower_order_final")?,
+        euler_at_final: r.bool("euler_at_final")?,
+    }))
 }

@@ -1,6 +1,6 @@
-//! Samplers as diffusers runs them: noise schedules, timestep spacing, DDPM, DDIM, DPM-Solver++, the
-//! k-diffusion style samplers (Euler, Euler a, Heun, LMS, DPM2, DPM2 a), UniPC, DEIS and PNDM (PLMS);
-//! [`registry`] lists them all.
+//! Samplers as diffusers runs them: noise schedules, timestep spacing, DDPM, DDIM, DPM-Solver++ (multistep
+//! and singlestep), LCM, the k-diffusion style samplers (Euler, Euler a, Heun, LMS, DPM2, DPM2 a, DPM++ SDE),
+//! UniPC, DEIS, PNDM (PLMS) and the EDM ones (EDM Euler, EDM DPM++); [`registry`] lists them all.
 //!
 //! Pure math: no I/O, no models. Samples and model outputs are f32 batches (what ONNX models give);
 //! schedule coefficients are f64, computed from the same f32 `alphas_cumprod` table diffusers uses.
@@ -9,13 +9,17 @@ pub mod config;
 mod ddim;
 mod ddpm;
 mod deis;
+mod dpm_sde;
+mod dpm_singlestep;
 mod dpm_solver;
+mod edm;
 mod euler;
 mod euler_ancestral;
 mod heun;
 mod kdiff;
 mod kdpm2;
 mod kfamilies;
+mod lcm;
 mod lms;
 mod multistep_families;
 pub mod noise;
@@ -24,6 +28,7 @@ mod prediction;
 pub mod registry;
 pub mod schedule;
 pub mod sigmas;
+mod solver_families;
 mod spacing;
 pub mod torch_noise;
 mod unipc;

@@ -5,7 +5,7 @@
 use serde_json::{Map, Value, json};
 
 use super::config::{Common, ConfigError, Reader, SamplerConfig};
-use super::{config, kfamilies, multistep_families};
+use super::{config, kfamilies, multistep_families, solver_families};
 
 /// Where a name comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,6 +258,80 @@ pub const FAMILIES: &[Family] = &[
             },
         ],
     },
+    Family {
+        class: "DPMSolverSinglestepScheduler",
+        defaults: solver_families::singlestep_defaults,
+        parse: solver_families::parse_singlestep,
+        names: &[
+            Name {
+                name: "dpm++2s",
+                ui: D,
+                preset: r#"{"solver_order": 2, "algorithm_type": "dpmsolver++", "use_karras_sigmas": false}"#,
+            },
+            Name {
+                name: "dpm++2s-karras",
+                ui: D,
+                preset: r#"{"solver_order": 2, "algorithm_type": "dpmsolver++", "use_karras_sigmas": true}"#,
+            },
+            Name {
+                name: "dpm++3s",
+                ui: D,
+                preset: r#"{"solver_order": 3, "algorithm_type": "dpmsolver++", "use_karras_sigmas": false}"#,
+            },
+            Name {
+                name: "dpm++3s-karras",
+                ui: D,
+                preset: r#"{"solver_order": 3, "algorithm_type": "dpmsolver++", "use_karras_sigmas": true}"#,
+            },
+        ],
+    },
+    Family {
+        class: "LCMScheduler",
+        defaults: solver_families::lcm_defaults,
+        parse: solver_families::parse_lcm,
+        names: &[Name {
+            name: "lcm",
+            ui: ALL,
+            preset: "{}",
+        }],
+    },
+    Family {
+        class: "EDMEulerScheduler",
+        defaults: kfamilies::edm_euler_defaults,
+        parse: kfamilies::parse_edm_euler,
+        names: &[Name {
+            name: "edm-euler",
+            ui: D,
+            preset: "{}",
+        }],
+    },
+    Family {
+        class: "EDMDPMSolverMultistepScheduler",
+        defaults: kfamilies::edm_dpm_defaults,
+        parse: kfamilies::parse_edm_dpm,
+        names: &[Name {
+            name: "edm-dpm++2m",
+            ui: D,
+            preset: r#"{"solver_order": 2, "algorithm_type": "dpmsolver++"}"#,
+        }],
+    },
+    Family {
+        class: "DPMSolverSDEScheduler",
+        defaults: kfamilies::dpm_sde_defaults,
+        parse: kfamilies::parse_dpm_sde,
+        names: &[
+            Name {
+                name: "dpm++sde",
+                ui: ALL,
+                preset: "{}",
+            },
+            Name {
+                name: "dpm++sde-karras",
+                ui: &[Ui::Difflab, Ui::A1111],
+                preset: KARRAS,
+            },
+        ],
+    },
 ];
 
 /// The family of a diffusers class name.
@@ -391,6 +465,15 @@ mod tests {
             ("DPM2 a", "KDPM2AncestralDiscreteScheduler"),
             ("DPM2 Karras", "KDPM2DiscreteScheduler"),
             ("dpm_2", "KDPM2DiscreteScheduler"),
+            ("DPM++ 2S Karras", "DPMSolverSinglestepScheduler"),
+            ("dpm++3s", "DPMSolverSinglestepScheduler"),
+            ("LCM", "LCMScheduler"),
+            ("lcm", "LCMScheduler"),
+            ("DPM++ SDE", "DPMSolverSDEScheduler"),
+            ("DPM++ SDE Karras", "DPMSolverSDEScheduler"),
+            ("dpmpp_sde", "DPMSolverSDEScheduler"),
+            ("EDM Euler", "EDMEulerScheduler"),
+            ("edm_dpmpp_2m", "EDMDPMSolverMultistepScheduler"),
             ("UniPC", "UniPCMultistepScheduler"),
             ("uni_pc", "UniPCMultistepScheduler"),
             ("uni_pc_bh2", "UniPCMultistepScheduler"),
