@@ -1,5 +1,9 @@
-//! One step of each sampler on a 64×3×32×32 batch, beside a plain copy of the same bytes: the ratio
-//! to the copy shows how far each step is from the memory floor.
+//! One step of every sampler family in the registry on a 64×3×32×32 batch, against a plain copy of the
+//! same bytes measured in the same round: the ratio shows how far a step is from the memory floor.
+//!
+//! This machine's speed drifts from minute to minute, so each round times the copy and then every
+//! sampler, and the report is the median ratio over the rounds with its min–max.
+//! `cargo bench --bench sampler_step` (`-- --rounds N`).
 
 #![allow(
     clippy::unwrap_used,
@@ -8,48 +12,100 @@
     reason = "tests and benchmarks report failure by panicking"
 )]
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use std::time::Instant;
+
+use difflab::sampler::registry::FAMILIES;
 use difflab::sampler::{SamplerConfig, SeededNoise};
 use serde_json::Map;
 
 const LEN: usize = 64 * 3 * 32 * 32;
+const BATCH: usize = 64;
+/// Model calls before the timed one: the multistep solvers run at full order there.
+const WARM_CALLS: usize = 5;
+const REPEATS: usize = 15;
 
-fn bench(c: &mut Criterion) {
-    let mut group = c.benchmark_group("step_64x3x32x32");
-    let model_output: Vec<f32> = (0..LEN).map(|i| ((i % 97) as f32 - 48.0) / 50.0).collect();
-    let start: Vec<f32> = (0..LEN).map(|i| ((i % 89) as f32 - 44.0) / 40.0).collect();
-
-    let mut dst = vec![0.0f32; LEN];
-    group.bench_function("copy (memory floor)", |b| {
-        b.iter(|| dst.copy_from_slice(std::hint::black_box(&start)))
-    });
-
-    for name in ["ddpm", "ddim", "dpm++2m", "dpm++3m", "dpm++2m-sde"] {
-        let resolved = SamplerConfig::resolve(name, None, &Map::new()).unwrap();
-        // Step 5 of 20: the multistep solvers run at full order there.
-        let steps = 20;
-        let noise = SeededNoise::new((0..64).collect());
-        group.bench_function(BenchmarkId::new("step", name), |b| {
-            b.iter_batched_ref(
-                || {
-                    let mut s = resolved.config.build();
-                    s.set_steps(steps).unwrap();
-                    let (mut x, mut x0, mut noise) = (start.clone(), vec![0.0; LEN], noise.clone());
-                    for _ in 0..5 {
-                        s.step(&model_output, &mut x, &mut x0, 64, &mut noise)
-                            .unwrap();
-                    }
-                    (s, x, x0, noise)
-                },
-                |(s, x, x0, noise)| {
-                    s.step(&model_output, x, x0, 64, noise).unwrap();
-                },
-                criterion::BatchSize::LargeInput,
-            )
-        });
-    }
-    group.finish();
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+/// Median seconds of one `copy_from_slice` of the batch.
+fn copy_seconds(start: &[f32]) -> f64 {
+    let mut dst = vec![0.0f32; LEN];
+    let mut times: Vec<f64> = (0..REPEATS)
+        .map(|_| {
+            let t = Instant::now();
+            dst.copy_from_slice(std::hint::black_box(start));
+            std::hint::black_box(&dst);
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    median(&mut times)
+}
+
+/// Median seconds of model call `WARM_CALLS` of a 20-step run of `config`.
+fn step_seconds(config: &SamplerConfig, model_output: &[f32], start: &[f32]) -> f64 {
+    let noise = SeededNoise::new((0..BATCH as u64).collect());
+    let mut times: Vec<f64> = (0..REPEATS)
+        .map(|_| {
+            let mut s = config.build();
+            s.set_steps(20).unwrap();
+            let (mut x, mut x0, mut noise) = (start.to_vec(), vec![0.0; LEN], noise.clone());
+            for _ in 0..WARM_CALLS {
+                s.step(model_output, &mut x, &mut x0, BATCH, &mut noise)
+                    .unwrap();
+            }
+            let t = Instant::now();
+            s.step(model_output, &mut x, &mut x0, BATCH, &mut noise)
+                .unwrap();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    median(&mut times)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let rounds = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7usize);
+    let model_output: Vec<f32> = (0..LEN).map(|i| ((i % 97) as f32 - 48.0) / 50.0).collect();
+    // Inside the range every sampler accepts (the EDM classes precondition by sigma).
+    let start: Vec<f32> = (0..LEN).map(|i| ((i % 89) as f32 - 44.0) / 40.0).collect();
+    let samplers: Vec<(&str, SamplerConfig)> = FAMILIES
+        .iter()
+        .flat_map(|f| f.names.first())
+        .map(|n| {
+            let resolved = SamplerConfig::resolve(n.name, None, &Map::new()).unwrap();
+            (n.name, resolved.config)
+        })
+        .collect();
+    let mut ratios = vec![Vec::new(); samplers.len()];
+    let mut copies = Vec::new();
+    for _ in 0..rounds {
+        let copy = copy_seconds(&start);
+        copies.push(copy);
+        for (i, (_, config)) in samplers.iter().enumerate() {
+            ratios[i].push(step_seconds(config, &model_output, &start) / copy);
+        }
+    }
+    println!(
+        "one step on 64×3×32×32 (f32, {:.2} MB), {rounds} rounds; copy {:.3} ms (median)",
+        (LEN * 4) as f64 / 1e6,
+        1e3 * median(&mut copies)
+    );
+    println!(
+        "{:<16} {:>14} {:>16}",
+        "sampler", "step / copy", "min – max"
+    );
+    for ((name, _), r) in samplers.iter().zip(ratios.iter_mut()) {
+        let (lo, hi) = (
+            r.iter().copied().fold(f64::INFINITY, f64::min),
+            r.iter().copied().fold(0.0, f64::max),
+        );
+        println!("{name:<16} {:>13.2}× {lo:>7.2} – {hi:.2}", median(r));
+    }
+}
