@@ -10,8 +10,9 @@ use crate::sampler::{NoiseSchedule, SamplerConfig};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A short name (ddpm, ddim, dpm++2m, dpm++2m-karras, dpm++3m, dpm++2m-sde, dpm++2m-sde-karras)
-    /// or the path of a diffusers scheduler_config.json.
+    /// A sampler name — difflab's, AUTOMATIC1111's or ComfyUI's, e.g. ddim, dpm++2m-karras,
+    /// "Euler a", "DPM++ SDE Karras", uni_pc_bh2 (README.md lists them all) — or the path of a
+    /// diffusers scheduler_config.json.
     pub sampler: String,
     /// Number of inference steps.
     #[arg(long, short = 'n')]
@@ -89,11 +90,23 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "step", "timestep", "next t", "sigma", "next sigma", "order", "noise"
     );
     for (i, t, prev, from, to, order, noise) in rows {
-        let prev = prev.map_or("-".to_string(), |p| p.to_string());
+        let (t, prev) = (
+            timestep_text(t),
+            prev.map_or("-".to_string(), timestep_text),
+        );
         let noise = if noise { "yes" } else { "" };
         println!("{i:>5} {t:>9} {prev:>9} {from:>12.6} {to:>12.6} {order:>6} {noise:>6}");
     }
     Ok(())
+}
+
+/// A timestep for the table: whole ones as integers, fractional ones to 3 decimals (`--json` has them all).
+fn timestep_text(t: f64) -> String {
+    if t.fract() == 0.0 {
+        format!("{t:.0}")
+    } else {
+        format!("{t:.3}")
+    }
 }
 
 /// A timestep as JSON: whole ones as integers (as diffusers stores int64 timesteps), others as floats.
