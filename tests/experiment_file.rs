@@ -600,6 +600,16 @@ fn schedule_is_a_key_of_its_own_like_comfyuis_scheduler() {
         e.samplers[0].resolved.settings["use_exponential_sigmas"],
         serde_json::Value::Bool(true)
     );
+    let e = Experiment::parse(&path, &table("Euler", "beta")).unwrap();
+    assert_eq!(
+        e.samplers[0].resolved.settings["use_beta_sigmas"],
+        serde_json::Value::Bool(true)
+    );
+    let e = Experiment::parse(&path, &table("DPM++ 2M", "SGM Uniform")).unwrap();
+    assert_eq!(
+        e.samplers[0].resolved.settings["timestep_spacing"],
+        serde_json::json!("trailing")
+    );
     assert_errors(&[
         (
             table("ddim", "karras"),
@@ -609,7 +619,7 @@ fn schedule_is_a_key_of_its_own_like_comfyuis_scheduler() {
         (
             table("euler", "cosine"),
             format!("{p}:7:12: `sampler[0].schedule`"),
-            "unknown schedule \"cosine\"; use one of karras, exponential",
+            "unknown schedule \"cosine\"; use one of karras, exponential, beta, sgm_uniform",
         ),
     ]);
 }

@@ -398,19 +398,19 @@ impl Reading<'_> {
         };
         let schedule_key = match &s.schedule {
             Some(sched) => {
-                let k = schedule_setting(sched.get_ref()).ok_or_else(|| {
+                let (k, v) = schedule_setting(sched.get_ref()).ok_or_else(|| {
                     self.error(
                         sched.span(),
                         &key("schedule"),
                         format!(
                             "unknown schedule {:?}; use one of {}",
                             sched.get_ref(),
-                            SCHEDULES.map(|(n, _)| n).join(", ")
+                            SCHEDULES.map(|(n, _, _)| n).join(", ")
                         ),
                     )
                 })?;
-                settings.insert(k.into(), Value::Bool(true));
-                Some((sched, k))
+                settings.insert(k.into(), v.clone());
+                Some((sched, k, v))
             }
             None => None,
         };
@@ -423,9 +423,9 @@ impl Reading<'_> {
         };
         let resolved = SamplerConfig::resolve(&name, Some(base), &settings)
             .map_err(|e| self.sampler_error(i, s, e))?;
-        if let Some((sched, k)) = schedule_key {
+        if let Some((sched, k, v)) = schedule_key {
             // A class without the setting reports it as unknown; that combination is an error here.
-            if resolved.settings.get(k) != Some(&Value::Bool(true)) {
+            if resolved.settings.get(k) != Some(&v) {
                 return Err(self.error(
                     sched.span(),
                     &key("schedule"),
@@ -649,15 +649,20 @@ impl Reading<'_> {
     }
 }
 
-/// The `schedule` names of a sampler table and the diffusers setting each turns on.
-const SCHEDULES: [(&str, &str); 2] = [
-    ("karras", "use_karras_sigmas"),
-    ("exponential", "use_exponential_sigmas"),
+/// The `schedule` names of a sampler table and the diffusers setting (key, JSON value) each stands for.
+/// SGM Uniform is trailing timestep spacing, as diffusers documents it.
+const SCHEDULES: [(&str, &str, &str); 4] = [
+    ("karras", "use_karras_sigmas", "true"),
+    ("exponential", "use_exponential_sigmas", "true"),
+    ("beta", "use_beta_sigmas", "true"),
+    ("sgm_uniform", "timestep_spacing", "\"trailing\""),
 ];
 
-fn schedule_setting(name: &str) -> Option<&'static str> {
+/// The setting a schedule name stands for; case, spaces, `-` and `_` do not matter ("SGM Uniform").
+fn schedule_setting(name: &str) -> Option<(&'static str, Value)> {
+    let norm = crate::sampler::registry::normalize;
     SCHEDULES
         .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name.trim()))
-        .map(|&(_, k)| k)
+        .find(|(n, _, _)| norm(n) == norm(name))
+        .map(|&(_, k, v)| (k, serde_json::from_str(v).unwrap_or(Value::Null)))
 }

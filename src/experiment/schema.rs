@@ -124,7 +124,7 @@ pub(super) struct SamplerSection {
     pub steps: Spanned<Steps>,
     pub label: Option<String>,
     pub settings: Option<Spanned<toml::Table>>,
-    /// The sigma schedule, as ComfyUI's scheduler beside its sampler ("karras", "exponential").
+    /// The sigma schedule, as ComfyUI's scheduler beside its sampler ("karras", "exponential", "beta", "sgm_uniform").
     pub schedule: Option<Spanned<String>>,
     pub samples: Option<Spanned<usize>>,
     pub guidance: Option<Spanned<Guidance>>,

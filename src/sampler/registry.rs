@@ -93,6 +93,16 @@ pub const FAMILIES: &[Family] = &[
                 ui: &[Ui::Difflab, Ui::A1111],
                 preset: r#"{"solver_order": 2, "algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": true}"#,
             },
+            Name {
+                name: "dpm++2m-sde-heun",
+                ui: &[Ui::Difflab, Ui::A1111],
+                preset: r#"{"solver_order": 2, "algorithm_type": "sde-dpmsolver++", "solver_type": "heun", "use_karras_sigmas": false}"#,
+            },
+            Name {
+                name: "dpm++2m-sde-heun-karras",
+                ui: &[Ui::Difflab, Ui::A1111],
+                preset: r#"{"solver_order": 2, "algorithm_type": "sde-dpmsolver++", "solver_type": "heun", "use_karras_sigmas": true}"#,
+            },
         ],
     },
     Family {
@@ -465,6 +475,8 @@ mod tests {
             ("DPM2 a", "KDPM2AncestralDiscreteScheduler"),
             ("DPM2 Karras", "KDPM2DiscreteScheduler"),
             ("dpm_2", "KDPM2DiscreteScheduler"),
+            ("DPM++ 2M SDE Heun", "DPMSolverMultistepScheduler"),
+            ("DPM++ 2M SDE Heun Karras", "DPMSolverMultistepScheduler"),
             ("DPM++ 2S Karras", "DPMSolverSinglestepScheduler"),
             ("dpm++3s", "DPMSolverSinglestepScheduler"),
             ("LCM", "LCMScheduler"),
