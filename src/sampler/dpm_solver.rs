@@ -108,18 +108,15 @@ impl DpmSolver {
     /// The solver order diffusers uses at step `i` of `n` (it is fixed by the position alone).
     fn order_for(&self, i: usize, n: usize) -> usize {
         let c = &self.config;
-        let lower_order_nums = i.min(c.solver_order);
         let final_zero = c.final_sigmas_type == FinalSigma::Zero;
-        let lower_order_final =
-            i + 1 == n && (c.euler_at_final || (c.lower_order_final && n < 15) || final_zero);
-        let lower_order_second = i + 2 == n && c.lower_order_final && n < 15;
-        if c.solver_order == 1 || lower_order_nums < 1 || lower_order_final {
-            1
-        } else if c.solver_order == 2 || lower_order_nums < 2 || lower_order_second {
-            2
-        } else {
-            3
-        }
+        multistep_order(
+            i,
+            n,
+            c.solver_order,
+            c.lower_order_final,
+            c.euler_at_final,
+            final_zero,
+        )
     }
 
     /// Coefficients of `x_next = cx·x + c[0]·m0 + c[1]·m1 + c[2]·m2 + cz·z` at step `i`
@@ -179,6 +176,29 @@ impl DpmSolver {
             }
         };
         (cx, c, cz)
+    }
+}
+
+/// The order DPM-Solver multistep (and EDM's) uses at step `i` of `n`, from the position alone: lower while
+/// the history fills, first order at a final step to 0 or with `euler_at_final`, and lower at the last
+/// two steps of short runs (< 15) with `lower_order_final`.
+pub(super) fn multistep_order(
+    i: usize,
+    n: usize,
+    solver_order: usize,
+    lower_order_final: bool,
+    euler_at_final: bool,
+    final_zero: bool,
+) -> usize {
+    let warm = i.min(solver_order);
+    let last = i + 1 == n && (euler_at_final || (lower_order_final && n < 15) || final_zero);
+    let second = i + 2 == n && lower_order_final && n < 15;
+    if solver_order == 1 || warm < 1 || last {
+        1
+    } else if solver_order == 2 || warm < 2 || second {
+        2
+    } else {
+        3
     }
 }
 

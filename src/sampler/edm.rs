@@ -3,6 +3,7 @@
 //! output F becomes the denoised sample `c_skip(σ)·x + c_out(σ)·F` inside `step` (so the Scheduler
 //! trait needs nothing more than its input divisor and timesteps).
 
+use super::dpm_solver::multistep_order;
 use super::euler::Churn;
 use super::prediction::X0Clip;
 use super::schedule::ScheduleConfig;
@@ -149,12 +150,7 @@ impl EdmEuler {
     }
 
     fn gamma(&self, s: f64) -> f64 {
-        let c = &self.config.churn;
-        if c.s_tmin <= s && s <= c.s_tmax {
-            (c.s_churn / (self.sigmas.len() - 1) as f64).min(2f64.sqrt() - 1.0)
-        } else {
-            0.0
-        }
+        self.config.churn.gamma(s, self.sigmas.len() - 1)
     }
 }
 
@@ -211,15 +207,10 @@ impl Scheduler for EdmEuler {
         check_step(i, self.timesteps.len(), model_output, sample, x0, batch)?;
         let s = self.sigmas[i];
         let gamma = self.gamma(s as f64);
-        let sigma_hat = (s as f64 * (gamma + 1.0)) as f32;
-        if gamma > 0.0 {
-            self.noise.resize(sample.len(), 0.0);
-            noise.fill(i, &mut self.noise);
-            let eps = (sigma_hat * sigma_hat - s * s).sqrt() as f64 * self.config.churn.s_noise;
-            for (x, &z) in sample.iter_mut().zip(&self.noise) {
-                *x = (*x as f64 + z as f64 * eps) as f32;
-            }
-        }
+        let sigma_hat = self
+            .config
+            .churn
+            .add_noise(i, s, gamma, sample, &mut self.noise, noise);
         // The output preconditioning uses sigma_hat (the model itself saw the un-churned sample).
         let (c_skip, c_out) = self.config.edm.scalings(sigma_hat as f64);
         let dt = (self.sigmas[i + 1] - sigma_hat) as f64;
@@ -283,18 +274,15 @@ impl EdmDpm {
     /// The order diffusers uses at step `i` of `n` (warm-up, lower_order_final, euler_at_final).
     fn order_for(&self, i: usize, n: usize) -> usize {
         let c = &self.config;
-        let warm = i.min(c.solver_order);
         let final_zero = !c.edm.final_sigma_min;
-        let last =
-            i + 1 == n && (c.euler_at_final || (c.lower_order_final && n < 15) || final_zero);
-        let second = i + 2 == n && c.lower_order_final && n < 15;
-        if c.solver_order == 1 || warm < 1 || last {
-            1
-        } else if c.solver_order == 2 || warm < 2 || second {
-            2
-        } else {
-            3
-        }
+        multistep_order(
+            i,
+            n,
+            c.solver_order,
+            c.lower_order_final,
+            c.euler_at_final,
+            final_zero,
+        )
     }
 
     /// The weights of `x_next = cx·x + w[0]·m0 + w[1]·m1 + w[2]·m2 + cz·z` at step `i` (m0 newest).

@@ -13,6 +13,40 @@ pub struct Churn {
     pub s_noise: f64,
 }
 
+impl Churn {
+    /// diffusers' churn factor at sigma `s` for a run of `steps` steps (0 outside [s_tmin, s_tmax]).
+    pub fn gamma(&self, s: f64, steps: usize) -> f64 {
+        if self.s_tmin <= s && s <= self.s_tmax {
+            (self.s_churn / steps as f64).min(2f64.sqrt() - 1.0)
+        } else {
+            0.0
+        }
+    }
+
+    /// Raises `sample` from sigma `s` to `sigma_hat = s·(gamma + 1)` with fresh noise of step `step` (none
+    /// when gamma is 0), and returns sigma_hat. `buf` holds the noise between calls.
+    pub fn add_noise(
+        &self,
+        step: usize,
+        s: f32,
+        gamma: f64,
+        sample: &mut [f32],
+        buf: &mut Vec<f32>,
+        noise: &mut dyn NoiseSource,
+    ) -> f32 {
+        let sigma_hat = (s as f64 * (gamma + 1.0)) as f32;
+        if gamma > 0.0 {
+            buf.resize(sample.len(), 0.0);
+            noise.fill(step, buf);
+            let eps = (sigma_hat * sigma_hat - s * s).sqrt() as f64 * self.s_noise;
+            for (x, &z) in sample.iter_mut().zip(buf.iter()) {
+                *x = (*x as f64 + z as f64 * eps) as f32;
+            }
+        }
+        sigma_hat
+    }
+}
+
 impl Default for Churn {
     fn default() -> Self {
         Self {
@@ -59,12 +93,7 @@ impl Euler {
 
     /// Churn's gamma at sigma `s`.
     fn gamma(&self, s: f64) -> f64 {
-        let c = &self.config.churn;
-        if c.s_tmin <= s && s <= c.s_tmax {
-            (c.s_churn / (self.sigmas.len() - 1) as f64).min(2f64.sqrt() - 1.0)
-        } else {
-            0.0
-        }
+        self.config.churn.gamma(s, self.sigmas.len() - 1)
     }
 }
 
@@ -132,15 +161,10 @@ impl Scheduler for Euler {
         check_step(i, self.timesteps.len(), model_output, sample, x0, batch)?;
         let s = self.sigmas[i];
         let gamma = self.gamma(s as f64);
-        let sigma_hat = (s as f64 * (gamma + 1.0)) as f32;
-        if gamma > 0.0 {
-            self.noise.resize(sample.len(), 0.0);
-            noise.fill(i, &mut self.noise);
-            let eps = (sigma_hat * sigma_hat - s * s).sqrt() as f64 * self.config.churn.s_noise;
-            for (x, &z) in sample.iter_mut().zip(&self.noise) {
-                *x = (*x as f64 + z as f64 * eps) as f32;
-            }
-        }
+        let sigma_hat = self
+            .config
+            .churn
+            .add_noise(i, s, gamma, sample, &mut self.noise, noise);
         // v-prediction uses sigma, not sigma_hat, as diffusers does.
         let prediction = self.config.k.prediction_type;
         let x0_sigma = match prediction {
