@@ -174,7 +174,10 @@ pub fn log_sigmas_f32(train_sigmas: &[f32]) -> Vec<f64> {
 /// log sigma between the two training steps around it (clamped to the table).
 pub fn sigma_to_t(sigma: f64, log_sigmas: &[f64]) -> f64 {
     let log_sigma = sigma.max(1e-10).ln();
-    let last = log_sigmas.len() - 2;
+    // One training step (num_train_timesteps = 1) has nothing to interpolate between.
+    let Some(last) = log_sigmas.len().checked_sub(2) else {
+        return 0.0;
+    };
     let lo = log_sigmas
         .iter()
         .rposition(|&l| log_sigma - l >= 0.0)
