@@ -466,7 +466,7 @@ fn prompt_accuracy_is_the_classifiers_share_of_the_expected_classes() {
             csv.lines()
                 .next()
                 .unwrap()
-                .contains(",kid_std,accuracy,guidance,")
+                .contains(",kid_std,accuracy,ref_rmse,ref_psnr,guidance,")
         );
         // `difflab run` draws the plots from the results.
         let written = difflab::lab::plots::write_plots(&results.cells, &dir.join("out")).unwrap();

@@ -123,13 +123,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 images: cell_images,
             } => {
                 images.insert(cell, cell_images);
-                let quality = match (result.fid, result.kid) {
+                let mut quality = match (result.fid, result.kid) {
                     (Some(f), Some(k)) => format!(
                         "FID {f:.2}, KID {k:.4} ± {:.4}",
                         result.kid_std.unwrap_or(0.0)
                     ),
                     _ => String::new(),
                 };
+                if let Some(rmse) = result.against_reference.ref_rmse {
+                    let sep = if quality.is_empty() { "" } else { ", " };
+                    quality.push_str(&format!("{sep}RMSE to reference {rmse:.3e}"));
+                }
                 let line = match &result.error {
                     Some(e) => format!("{}: failed: {e}", result.name),
                     None => format!(

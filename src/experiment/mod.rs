@@ -4,6 +4,7 @@
 mod conditioning;
 mod diagnostic;
 mod model;
+mod quality;
 mod schema;
 
 use std::ops::Range;
@@ -14,14 +15,14 @@ use toml::Spanned;
 
 pub use conditioning::ConditioningSpec;
 pub use diagnostic::{ExperimentError, ExperimentWarning, closest, line_column};
+pub use quality::{FeatureSpec, QualitySpec, ReferenceSolve};
 pub use schema::NoiseKind;
 
 use crate::engine::{ProviderKind, RoleOverrides};
 use crate::sampler::config::{Resolved, short_names};
 use crate::sampler::{ConfigError, PredictionType, SamplerConfig};
 use schema::{
-    ExperimentFile, Guidance, PreviewKind, QualitySection, SamplerSection, Seeds, Steps,
-    TrainingSection,
+    ExperimentFile, Guidance, PreviewKind, SamplerSection, Seeds, Steps, TrainingSection,
 };
 
 /// A validated experiment with every path resolved.
@@ -119,21 +120,6 @@ pub struct SamplerSpec {
     pub resolved: Resolved,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct QualitySpec {
-    pub features: PathBuf,
-    pub reference: PathBuf,
-    /// Samples per cell, unless the sampler says otherwise.
-    pub samples: usize,
-    pub kid_subsets: usize,
-    pub kid_subset_size: usize,
-    /// The class each prompt should give (one per prompt), for prompt accuracy; empty: none asked (a
-    /// class-conditional run's own classes are its expected classes).
-    pub expected_classes: Vec<i64>,
-    /// The feature network's class-logits output; `None`: the output named `logits`, if any.
-    pub logits: Option<String>,
-}
-
 /// The most samples one cell may draw for quality.
 const MAX_SAMPLES: usize = 1_000_000;
 
@@ -181,7 +167,7 @@ impl Experiment {
         let quality = file
             .quality
             .as_ref()
-            .map(|q| cx.quality(q, seeds.len(), conditioning.as_ref()))
+            .map(|q| cx.quality(q, seeds.len(), conditioning.as_ref(), &base, &samplers))
             .transpose()?;
         let training_runs = match &file.training {
             Some(t) => cx.training_runs(t)?,
@@ -484,7 +470,34 @@ impl Reading<'_> {
                 format!("each step count must be from 1 to {train_steps} (the model's num_train_timesteps)"),
             ));
         }
+        for &n in &steps {
+            self.no_repeated_timestep(resolved, n, s.steps.span(), &format!("sampler[{i}].steps"))?;
+        }
         Ok(steps)
+    }
+
+    /// A step count whose schedule repeats a timestep is an error: the step between is zero.
+    fn no_repeated_timestep(
+        &self,
+        resolved: &Resolved,
+        steps: usize,
+        span: Range<usize>,
+        key: &str,
+    ) -> Result<(), ExperimentError> {
+        let Some(t) = resolved.config.repeated_timestep(steps) else {
+            return Ok(());
+        };
+        Err(self.error(
+            span,
+            key,
+            format!(
+                "{} with {steps} steps visits timestep {t} twice (its spacing rounds that many steps onto \
+                 fewer timesteps), so one step is zero and the solver divides by it, as diffusers' does; \
+                 use fewer steps (e.g. {}) or timestep_spacing = \"trailing\"",
+                resolved.config.class_name(),
+                steps / 2
+            ),
+        ))
     }
 
     /// `guidance` (default 1: none) and `guidance_rescale` (default 0). Guidance on the analytic
@@ -573,79 +586,6 @@ impl Reading<'_> {
             );
         }
         Ok(())
-    }
-
-    /// `[quality]`: the feature network, the reference statistics and how many samples to score.
-    fn quality(
-        &mut self,
-        q: &QualitySection,
-        seeds: usize,
-        conditioning: Option<&ConditioningSpec>,
-    ) -> Result<QualitySpec, ExperimentError> {
-        let expected_classes = self.expected_classes(q, conditioning)?;
-        let features = self.existing_file(&q.features, "quality.features", "feature network")?;
-        let reference =
-            self.existing_file(&q.reference, "quality.reference", "reference statistics")?;
-        let count = |v: &Option<Spanned<usize>>, default: usize| {
-            v.as_ref().map_or(default, |n| *n.get_ref())
-        };
-        if let Some(n) = &q.samples {
-            self.check_samples(n, "quality.samples", seeds)?;
-        }
-        for (value, key, least) in [
-            (&q.kid_subsets, "quality.kid_subsets", 1),
-            (&q.kid_subset_size, "quality.kid_subset_size", 2),
-        ] {
-            if let Some(v) = value.as_ref().filter(|v| *v.get_ref() < least) {
-                return Err(self.error(v.span(), key, format!("must be at least {least}")));
-            }
-        }
-        Ok(QualitySpec {
-            features,
-            reference,
-            samples: count(&q.samples, 256),
-            kid_subsets: count(&q.kid_subsets, 50),
-            kid_subset_size: count(&q.kid_subset_size, 100),
-            expected_classes,
-            logits: q.logits.as_ref().map(|l| l.get_ref().clone()),
-        })
-    }
-
-    /// `[quality] expected_classes`: one class (≥ 0) per prompt. A class-conditional run scores against its
-    /// own classes, so a list there is a warning; without prompts or classes it is an error.
-    fn expected_classes(
-        &mut self,
-        q: &QualitySection,
-        conditioning: Option<&ConditioningSpec>,
-    ) -> Result<Vec<i64>, ExperimentError> {
-        let Some(list) = &q.expected_classes else {
-            return Ok(Vec::new());
-        };
-        let key = "quality.expected_classes";
-        let (classes, prompts) =
-            conditioning.map_or((0, 0), |c| (c.classes.len(), c.prompts.len()));
-        if classes > 0 {
-            let message =
-                "a class-conditional run is scored against its [conditioning] classes; ignored";
-            self.warn(None, list.span(), key, message.to_string());
-            return Ok(Vec::new());
-        }
-        if let Some(bad) = list.get_ref().iter().find(|&&c| c < 0) {
-            return Err(self.error(list.span(), key, format!("class {bad} is negative")));
-        }
-        match (prompts, list.get_ref().len()) {
-            (0, _) => Err(self.error(
-                list.span(),
-                key,
-                "needs [conditioning] prompts (one expected class per prompt)",
-            )),
-            (p, n) if p != n => Err(self.error(
-                list.span(),
-                key,
-                format!("gives {n} classes for {p} prompts; give one per prompt"),
-            )),
-            _ => Ok(list.get_ref().clone()),
-        }
     }
 }
 

@@ -16,7 +16,7 @@ pub(super) struct ExperimentFile {
     pub sampling: Option<SamplingSection>,
     #[serde(rename = "sampler")]
     pub samplers: Spanned<Vec<SamplerSection>>,
-    pub quality: Option<QualitySection>,
+    pub quality: Option<Spanned<QualitySection>>,
     pub training: Option<TrainingSection>,
 }
 
@@ -134,8 +134,10 @@ pub(super) struct SamplerSection {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct QualitySection {
-    pub features: Spanned<String>,
-    pub reference: Spanned<String>,
+    pub features: Option<Spanned<String>>,
+    pub reference: Option<Spanned<String>>,
+    pub reference_sampler: Option<Spanned<String>>,
+    pub reference_settings: Option<Spanned<toml::Table>>,
     pub samples: Option<Spanned<usize>>,
     pub kid_subsets: Option<Spanned<usize>>,
     pub kid_subset_size: Option<Spanned<usize>>,

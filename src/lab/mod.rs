@@ -3,22 +3,26 @@
 
 pub mod conditioning;
 pub mod display;
+pub mod finish;
 pub mod guidance;
 pub mod images;
 pub mod latent_preview;
 pub mod model;
 pub mod plan;
 pub mod plots;
+pub mod reference;
 pub mod resize;
 pub mod results;
 pub mod runner;
 pub mod samples;
 pub mod scoring;
+pub mod shard;
+pub mod tally;
 pub mod tensorrt;
 
 pub use crate::path_error::PathError;
-pub use plan::{Cell, plan};
-pub use results::{CellResult, Results};
+pub use plan::{Cell, Plan, plan, plan_run};
+pub use results::{AgainstReference, CellResult, Results};
 pub use runner::{CancelSwitch, LabEvent, LabHandle, RunOptions, start};
 
 use std::time::{Duration, Instant};

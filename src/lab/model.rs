@@ -294,7 +294,7 @@ fn parts_options(experiment: &Experiment) -> OnnxOptions {
 pub fn load_features(experiment: &Experiment) -> Option<Result<OnnxFeatures, EngineError>> {
     let q = experiment.quality.as_ref()?;
     Some(OnnxFeatures::load(
-        &q.features,
+        &q.features.as_ref()?.network,
         &parts_options(experiment),
         q.logits.as_deref(),
     ))

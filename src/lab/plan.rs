@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::experiment::{Experiment, ModelSource};
+use crate::experiment::{Experiment, ModelSource, ReferenceSolve};
 use crate::sampler::SamplerConfig;
 
 /// One column of the comparison.
@@ -64,6 +64,24 @@ impl Cell {
     pub fn is_class_conditional(&self) -> bool {
         !self.classes.is_empty()
     }
+
+    /// The cell's name as a file name (`cells/<stem>.png`).
+    pub fn file_stem(&self) -> String {
+        self.name
+            .chars()
+            .map(|c| match c.is_ascii_alphanumeric() || "-+.".contains(c) {
+                true => c,
+                false => '_',
+            })
+            .collect()
+    }
+
+    /// The reference solve among `references` this cell is compared with: the one at its guidance.
+    pub fn reference_in(&self, references: &[Cell]) -> Option<usize> {
+        references.iter().position(|r| {
+            r.guidance == self.guidance && r.guidance_rescale == self.guidance_rescale
+        })
+    }
 }
 
 /// How the experiment's samples are conditioned: the conditions (prompts or classes, as labels; none for an
@@ -84,9 +102,69 @@ impl ConditionAxis {
     }
 }
 
+/// The cells of a run, and the reference solves they are compared with: one per guidance setting, of
+/// the preview samples, when `[quality] reference_sampler` asks for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub cells: Vec<Cell>,
+    pub references: Vec<Cell>,
+}
+
 /// Plans every cell, or only the cells `only` selects (see [`selects`]).
 pub fn plan(experiment: &Experiment, only: Option<&str>) -> std::io::Result<Vec<Cell>> {
-    let inputs = inputs_hash(experiment)?;
+    Ok(plan_run(experiment, only)?.cells)
+}
+
+/// Plans the cells `only` selects (all for `None`) and the reference solves they need.
+pub fn plan_run(experiment: &Experiment, only: Option<&str>) -> std::io::Result<Plan> {
+    let (model_inputs, inputs) = inputs_hash(experiment)?;
+    let cells = plan_cells(experiment, only, &inputs)?;
+    let solve = experiment
+        .quality
+        .as_ref()
+        .and_then(|q| q.reference_solve.as_ref());
+    let references = match solve {
+        Some(solve) => reference_cells(experiment, solve, &cells, &model_inputs),
+        None => Vec::new(),
+    };
+    Ok(Plan { cells, references })
+}
+
+/// A reference cell for each guidance setting of `cells`: the reference sampler on their previews.
+fn reference_cells(
+    experiment: &Experiment,
+    solve: &ReferenceSolve,
+    cells: &[Cell],
+    inputs: &[u8],
+) -> Vec<Cell> {
+    let mut references: Vec<Cell> = Vec::new();
+    for cell in cells {
+        if cell.reference_in(&references).is_some() {
+            continue;
+        }
+        let label = format!("reference {}", solve.name);
+        let mut reference = Cell {
+            name: cell_name(experiment, &label, solve.steps, cell.guidance),
+            label,
+            class: solve.resolved.config.class_name().to_string(),
+            config: solve.resolved.config.clone(),
+            settings: solve.resolved.settings.clone(),
+            steps: solve.steps,
+            items: cell.items[..cell.preview].to_vec(),
+            warnings: Vec::new(),
+            ..cell.clone()
+        };
+        reference.key = cell_key(inputs, &reference);
+        references.push(reference);
+    }
+    references
+}
+
+fn plan_cells(
+    experiment: &Experiment,
+    only: Option<&str>,
+    inputs: &[u8],
+) -> std::io::Result<Vec<Cell>> {
     let axis = condition_axis(experiment)?;
     let mut cells = Vec::new();
     for (index, sampler) in experiment.samplers.iter().enumerate() {
@@ -117,7 +195,7 @@ pub fn plan(experiment: &Experiment, only: Option<&str>) -> std::io::Result<Vec<
                     .or(experiment.quality.as_ref().map(|q| q.samples))
                     .unwrap_or(0);
                 (cell.items, cell.preview) = items(&experiment.seeds, samples, &axis);
-                cell.key = cell_key(&inputs, &cell);
+                cell.key = cell_key(inputs, &cell);
                 cells.push(cell);
             }
         }
@@ -250,42 +328,47 @@ fn seeds_for(seeds: &[u64], count: usize) -> Vec<u64> {
     out
 }
 
-/// Hash of the files every cell depends on: the model and the quality inputs.
-fn inputs_hash(experiment: &Experiment) -> std::io::Result<Vec<u8>> {
-    let mut hash = Sha256::new();
+/// Hashes of what every cell depends on: the model and its inputs (what a reference solve depends on),
+/// and those with the quality inputs (what a cell's result depends on). Each file is read once.
+fn inputs_hash(experiment: &Experiment) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+    let mut hash = Both(Sha256::new(), Sha256::new());
     match &experiment.model.source {
         ModelSource::Onnx(path) => hash_file(&mut hash, path)?,
         ModelSource::Pipeline(dir) => hash_pipeline(&mut hash, dir)?,
-        ModelSource::Analytic => {
-            hash.update(format!("analytic {:?}", experiment.model.sample_shape))
-        }
+        ModelSource::Analytic => sha2::digest::Update::update(
+            &mut hash,
+            format!("analytic {:?}", experiment.model.sample_shape).as_bytes(),
+        ),
     }
+    // The cell keys' order of inputs is kept, so earlier results stay reusable.
     if let Some(q) = &experiment.quality {
-        hash_file(&mut hash, &q.features)?;
-        hash_file(&mut hash, &q.reference)?;
-        hash.update(format!("{} {}", q.kid_subsets, q.kid_subset_size));
-        // Cells scored before accuracy existed keep their keys.
-        if !q.expected_classes.is_empty() || q.logits.is_some() {
-            hash.update(format!("accuracy {:?} {:?}", q.expected_classes, q.logits));
-        }
+        quality_hash(&mut hash.0, q)?;
     }
+    let m = &experiment.model;
     if let Some(c) = &experiment.conditioning {
-        hash.update(format!(
+        let text = format!(
             "{:?} {:?} {:?} {:?}",
             c.prompts, c.negative_prompt, c.classes, c.null_class
-        ));
-        if let Some(path) = &c.embeddings {
-            hash_file(&mut hash, path)?;
-        }
+        );
+        sha2::digest::Update::update(&mut hash, text.as_bytes());
     }
-    if let Some(path) = &experiment.init_noise {
+    let embeddings = experiment
+        .conditioning
+        .as_ref()
+        .and_then(|c| c.embeddings.as_ref());
+    for path in [embeddings, experiment.init_noise.as_ref()]
+        .into_iter()
+        .flatten()
+    {
         hash_file(&mut hash, path)?;
     }
     // Cells drawn with difflab's own noise keep the keys they had before `noise` existed.
     if experiment.noise != crate::experiment::NoiseKind::Difflab {
-        hash.update(format!("noise {:?}", experiment.noise));
+        sha2::digest::Update::update(
+            &mut hash,
+            format!("noise {:?}", experiment.noise).as_bytes(),
+        );
     }
-    let m = &experiment.model;
     for part in [&m.vae_decoder, &m.text_encoder].into_iter().flatten() {
         hash_file(&mut hash, part)?;
     }
@@ -301,12 +384,44 @@ fn inputs_hash(experiment: &Experiment) -> std::io::Result<Vec<u8>> {
             }
         }
     }
-    Ok(hash.finalize().to_vec())
+    Ok((hash.1.finalize().to_vec(), hash.0.finalize().to_vec()))
+}
+
+/// The quality inputs of a cell's key.
+fn quality_hash(hash: &mut Sha256, q: &crate::experiment::QualitySpec) -> std::io::Result<()> {
+    if let Some(f) = &q.features {
+        hash_file(hash, &f.network)?;
+        hash_file(hash, &f.reference)?;
+        Digest::update(hash, format!("{} {}", q.kid_subsets, q.kid_subset_size));
+    }
+    // Cells scored before accuracy existed keep their keys.
+    if !q.expected_classes.is_empty() || q.logits.is_some() {
+        Digest::update(
+            hash,
+            format!("accuracy {:?} {:?}", q.expected_classes, q.logits),
+        );
+    }
+    // Cells compared with a reference carry its errors: a new reference reruns them.
+    if let Some(r) = &q.reference_solve {
+        let settings = serde_json::to_string(&r.resolved.settings).unwrap_or_default();
+        Digest::update(hash, format!("reference {settings} {}", r.steps));
+    }
+    Ok(())
+}
+
+/// Two hashes fed the same bytes.
+struct Both(Sha256, Sha256);
+
+impl sha2::digest::Update for Both {
+    fn update(&mut self, data: &[u8]) {
+        Digest::update(&mut self.0, data);
+        Digest::update(&mut self.1, data);
+    }
 }
 
 /// A pipeline folder by its parts: every model.onnx (with its model.onnx_data) and every .json
 /// config, in sorted order and named, so a change to any part changes the hash.
-fn hash_pipeline(hash: &mut Sha256, dir: &Path) -> std::io::Result<()> {
+fn hash_pipeline(hash: &mut impl sha2::digest::Update, dir: &Path) -> std::io::Result<()> {
     let mut files = Vec::new();
     pipeline_files(dir, &mut files)?;
     files.sort();
@@ -337,7 +452,7 @@ fn pipeline_files(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-fn hash_file(hash: &mut Sha256, path: &Path) -> std::io::Result<()> {
+fn hash_file(hash: &mut impl sha2::digest::Update, path: &Path) -> std::io::Result<()> {
     let mut file = std::fs::File::open(path)?;
     let mut buf = vec![0u8; 1 << 16];
     loop {

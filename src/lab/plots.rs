@@ -94,7 +94,8 @@ fn draw_text<DB: DrawingBackend>(
     let _ = area.draw(&Text::new(text.to_string(), at, style.clone()));
 }
 
-/// Writes `quality_vs_nfe.{png,svg}` (when cells have FID) and `time_per_sample.{png,svg}` into
+/// Writes `quality_vs_nfe.{png,svg}` (when cells have FID), `accuracy_vs_nfe.{png,svg}` (when they were
+/// compared with a reference solve), `quality_vs_guidance.{png,svg}` (when guidance varies) and `time_per_sample.{png,svg}` into
 /// `dir`; returns the files written.
 pub fn write_plots(cells: &[CellResult], dir: &Path) -> Result<Vec<String>, PathError> {
     register_font();
@@ -103,6 +104,14 @@ pub fn write_plots(cells: &[CellResult], dir: &Path) -> Result<Vec<String>, Path
         if cells.iter().any(|c| c.fid.is_some()) {
             let path = dir.join(format!("quality_vs_nfe.{ext}"));
             render(&path, (800, 500), Figure::QualityVsNfe, cells)?;
+            written.push(path.display().to_string());
+        }
+        if cells
+            .iter()
+            .any(|c| c.against_reference.ref_rmse.is_some_and(|e| e > 0.0))
+        {
+            let path = dir.join(format!("accuracy_vs_nfe.{ext}"));
+            render(&path, (1000, 460), Figure::AccuracyVsNfe, cells)?;
             written.push(path.display().to_string());
         }
         if guidance_is_an_axis(cells) {
@@ -120,6 +129,7 @@ pub fn write_plots(cells: &[CellResult], dir: &Path) -> Result<Vec<String>, Path
 #[derive(Clone, Copy)]
 enum Figure {
     QualityVsNfe,
+    AccuracyVsNfe,
     QualityVsGuidance,
     TimePerSample,
 }
@@ -181,6 +191,7 @@ impl Figure {
         area.fill(&WHITE).map_err(|e| e.to_string())?;
         match self {
             Figure::QualityVsNfe => quality_vs_nfe(area, cells),
+            Figure::AccuracyVsNfe => accuracy_vs_nfe(area, cells),
             Figure::QualityVsGuidance => quality_vs_guidance(area, cells),
             Figure::TimePerSample => time_per_sample(area, cells),
         }
@@ -216,12 +227,114 @@ fn quality_vs_nfe<DB: DrawingBackend>(
     chart
         .configure_mesh()
         .x_desc("NFE (model evaluations per sample)")
+        .x_label_formatter(&|v| format!("{v:.0}"))
         .y_desc("FID (lower is better)")
         .label_style((FONT_NAME, 13))
         .axis_desc_style((FONT_NAME, 14))
         .draw()?;
     draw_lines(&mut chart, &families)?;
-    draw_legend(&mut chart)
+    draw_legend(&mut chart, SeriesLabelPosition::MiddleRight)
+}
+
+/// Error against the reference solve (RMSE, log-log, left) and PSNR of the images (decoded for latent
+/// models, right) against NFE, one line per sampler (and guidance scale): the curve sampler papers draw.
+fn accuracy_vs_nfe<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    cells: &[CellResult],
+) -> DrawResult<DB> {
+    let several = cells
+        .iter()
+        .any(|c| cells.iter().any(|d| d.guidance != c.guidance));
+    let name = |c: &CellResult| match several {
+        true => format!("{} g{}", c.label, c.guidance),
+        false => c.label.clone(),
+    };
+    let nfe = |c: &CellResult| c.nfe as f64;
+    let decoded = cells
+        .iter()
+        .any(|c| c.against_reference.ref_psnr_decoded.is_some());
+    let rmse = lines(cells, name, |c| {
+        Some((nfe(c), c.against_reference.ref_rmse.filter(|&e| e > 0.0)?))
+    });
+    let psnr = lines(cells, name, |c| {
+        let r = &c.against_reference;
+        Some((
+            nfe(c),
+            if decoded {
+                r.ref_psnr_decoded
+            } else {
+                r.ref_psnr
+            }?,
+        ))
+    });
+    let points = || rmse.iter().chain(&psnr).flat_map(|(_, p)| p.iter());
+    let (x_lo, x_hi) = points().fold((f64::MAX, f64::MIN), |(lo, hi), p| {
+        (lo.min(p.0), hi.max(p.0))
+    });
+    let x = (x_lo * 0.8).max(0.5)..(x_hi * 1.25).max(1.0);
+    let (e_lo, e_hi) = rmse
+        .iter()
+        .flat_map(|(_, p)| p)
+        .fold((f64::MAX, f64::MIN), |(lo, hi), p| {
+            (lo.min(p.1), hi.max(p.1))
+        });
+    let (p_lo, p_hi) = psnr
+        .iter()
+        .flat_map(|(_, p)| p)
+        .fold((f64::MAX, f64::MIN), |(lo, hi), p| {
+            (lo.min(p.1), hi.max(p.1))
+        });
+    let (left, right) = area.split_horizontally(area.dim_in_pixel().0 / 2);
+    let mut chart = ChartBuilder::on(&left)
+        .caption("Error against the reference solve", (FONT_NAME, 18))
+        .margin(14)
+        .x_label_area_size(44)
+        .y_label_area_size(70)
+        .build_cartesian_2d(
+            x.clone().log_scale(),
+            ((e_lo * 0.7).min(1.0)..(e_hi * 1.4).max(1e-12)).log_scale(),
+        )?;
+    chart
+        .configure_mesh()
+        .x_desc("NFE (model evaluations per sample)")
+        .y_desc("RMSE of the samples (lower is better)")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0e}"))
+        .y_labels(8)
+        .light_line_style(TRANSPARENT)
+        .label_style((FONT_NAME, 13))
+        .axis_desc_style((FONT_NAME, 14))
+        .draw()?;
+    if !rmse.is_empty() {
+        draw_lines(&mut chart, &rmse)?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
+    }
+    let span = (p_hi - p_lo).max(1.0);
+    let mut chart = ChartBuilder::on(&right)
+        .caption("PSNR against the reference solve", (FONT_NAME, 18))
+        .margin(14)
+        .x_label_area_size(44)
+        .y_label_area_size(60)
+        .build_cartesian_2d(
+            x.log_scale(),
+            (p_lo - span * 0.1).min(p_hi)..(p_hi + span * 0.1),
+        )?;
+    chart
+        .configure_mesh()
+        .x_desc("NFE (model evaluations per sample)")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .y_desc(match decoded {
+            true => "PSNR of the decoded images, dB",
+            false => "PSNR, dB (higher is better)",
+        })
+        .label_style((FONT_NAME, 13))
+        .axis_desc_style((FONT_NAME, 14))
+        .draw()?;
+    if !psnr.is_empty() {
+        draw_lines(&mut chart, &psnr)?;
+    }
+    Ok(())
 }
 
 /// Points grouped into named lines (in first-seen order), each sorted by x.
@@ -301,7 +414,7 @@ fn quality_vs_guidance<DB: DrawingBackend>(
             continue;
         }
         draw_lines(&mut chart, &series)?;
-        draw_legend(&mut chart)?;
+        draw_legend(&mut chart, SeriesLabelPosition::MiddleRight)?;
     }
     Ok(())
 }
@@ -332,9 +445,11 @@ where
 /// The legend box the run plots use.
 fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
     chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
 ) -> DrawResult<DB> {
     chart
         .configure_series_labels()
+        .position(position)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font((FONT_NAME, 13))
@@ -406,7 +521,7 @@ fn time_per_sample<DB: DrawingBackend>(
         .legend(move |(x, y)| {
             Rectangle::new([(x, y - 5), (x + 14, y + 5)], sampler_colour.filled())
         });
-    draw_legend(&mut chart)
+    draw_legend(&mut chart, SeriesLabelPosition::MiddleRight)
 }
 
 #[cfg(test)]

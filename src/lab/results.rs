@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::tally::Against;
 use crate::path_error::{PathError, at};
 
 /// One cell's outcome.
@@ -55,6 +56,44 @@ pub struct CellResult {
     /// The accuracy of each prompt's (or class's) samples, in the order of `prompts` (or `classes`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub accuracies: Vec<f64>,
+    /// How far the preview samples are from the reference solve (`[quality] reference_sampler`).
+    #[serde(flatten)]
+    pub against_reference: AgainstReference,
+}
+
+/// A cell's error against the reference solve of its preview samples.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgainstReference {
+    /// The reference cell's name ("reference dpm++3m 500").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// RMSE and PSNR (data in [-1, 1]) in model space: latents for latent models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ref_rmse: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ref_psnr: Option<f64>,
+    /// The same on the decoded images of a latent model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ref_rmse_decoded: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ref_psnr_decoded: Option<f64>,
+}
+
+impl AgainstReference {
+    /// RMSE and PSNR from a cell's squared errors against its reference.
+    pub fn of(against: Option<&Against>) -> Self {
+        let Some(a) = against else {
+            return Self::default();
+        };
+        let (data, decoded) = (a.data.error(), a.decoded.and_then(|d| d.error()));
+        Self {
+            reference: Some(a.reference.clone()),
+            ref_rmse: data.map(|e| e.rmse),
+            ref_psnr: data.and_then(|e| e.psnr),
+            ref_rmse_decoded: decoded.map(|e| e.rmse),
+            ref_psnr_decoded: decoded.and_then(|e| e.psnr),
+        }
+    }
 }
 
 fn no_guidance() -> f64 {
@@ -136,12 +175,12 @@ impl Results {
 
     fn csv(&self) -> String {
         let mut out = String::from(
-            "name,sampler,class,steps,nfe,samples,wall_s,model_ms_per_step,sampler_ms_per_step,ms_per_sample,fid,kid,kid_std,accuracy,guidance,guidance_rescale,prompt,classes,provider,status,error\n",
+            "name,sampler,class,steps,nfe,samples,wall_s,model_ms_per_step,sampler_ms_per_step,ms_per_sample,fid,kid,kid_std,accuracy,ref_rmse,ref_psnr,guidance,guidance_rescale,prompt,classes,provider,status,error\n",
         );
         let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
         for c in &self.cells {
             out.push_str(&format!(
-                "{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{},{},{},{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                 csv_field(&c.name),
                 csv_field(&c.label),
                 c.class,
@@ -156,6 +195,11 @@ impl Results {
                 opt(c.kid),
                 opt(c.kid_std),
                 opt(c.accuracy),
+                // Errors of converged samplers are far below 1e-6.
+                c.against_reference
+                    .ref_rmse
+                    .map_or(String::new(), |v| format!("{v:.6e}")),
+                opt(c.against_reference.ref_psnr),
                 c.guidance,
                 c.guidance_rescale,
                 csv_field(&c.prompts.join(" | ")),

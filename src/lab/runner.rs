@@ -11,15 +11,16 @@ use std::time::Instant;
 
 use super::conditioning::RunConditions;
 use super::display::{display_shape, for_display};
+use super::finish::{CellState, Finish, Pictures, grid_columns};
 use super::guidance::guide;
-use super::images::{GAP, grid, save_png, upscale, upscale_factor};
-use super::latent_preview::LatentPreview;
+use super::images::{GAP, upscale_factor};
 use super::model::{LoadedModel, load_features, load_model};
-use super::plan::{Cell, Item, plan};
+use super::plan::{Cell, Item, Plan, plan, plan_run};
+use super::reference::{self, Solution};
 use super::results::{CellResult, Results};
-use super::samples::{read_init_noise, write_samples};
+use super::samples::read_init_noise;
 use super::scoring::Quality;
-use crate::engine::{Denoiser, NonFinite, VaeDecoder};
+use crate::engine::{Denoiser, NonFinite};
 use crate::experiment::{Experiment, NoiseKind, Preview};
 use crate::path_error::at;
 use crate::quality::ReferenceStats;
@@ -204,67 +205,6 @@ struct Lane {
     step: usize,
 }
 
-/// What turns a run's samples into pictures: the VAE decoder and the cheap preview map of latent models.
-struct Pictures {
-    decoder: Option<VaeDecoder>,
-    preview: Option<LatentPreview>,
-    /// One finished image's C, H, W.
-    image_shape: [usize; 3],
-    /// One sample's C, H, W (latent for latent models).
-    sample_shape: [usize; 3],
-    /// `[sampling] preview = "decode"`: previews through the decoder every k steps instead of the map.
-    decode_every: Option<usize>,
-}
-
-impl Pictures {
-    /// The preview after `step` of `steps` (1-based), at the display size; `None` on steps that make none.
-    fn preview_at(&mut self, x0: &[f32], step: usize, steps: usize) -> Option<Vec<f32>> {
-        let (Some(every), Some(vae)) = (self.decode_every, self.decoder.as_mut()) else {
-            return Some(self.preview(x0));
-        };
-        if step % every != 0 || step == steps {
-            // The last step's samples come decoded with the finished cell.
-            return None;
-        }
-        let batch = x0.len() / self.sample_shape.iter().product::<usize>().max(1);
-        // A failed preview decode shows nothing; the finished cell's decode reports the failure.
-        let (images, _) = vae.decode(x0, self.sample_shape, batch).ok()?;
-        Some(for_display(images, self.image_shape))
-    }
-
-    /// Previews of x0 at the display size: the cheap latent→RGB map for latent models.
-    fn preview(&self, x0: &[f32]) -> Vec<f32> {
-        let display = display_shape(self.image_shape);
-        let (rgb, shape) = match &self.preview {
-            Some(map) => {
-                let scale = (display[1] / self.sample_shape[1].max(1)).max(1);
-                let [_, h, w] = self.sample_shape;
-                (
-                    map.rgb(x0, self.sample_shape, scale),
-                    [3, h * scale, w * scale],
-                )
-            }
-            None if self.decoder.is_some() => return Vec::new(),
-            None => (x0.to_vec(), self.sample_shape),
-        };
-        match shape == display {
-            true => rgb,
-            false => super::resize::fit(&rgb, shape, display),
-        }
-    }
-
-    /// Finished samples as images in [-1, 1]: decoded for latent models.
-    fn images(&mut self, finals: &[f32], batch: usize) -> Result<Vec<f32>, String> {
-        match &mut self.decoder {
-            Some(vae) => vae
-                .decode(finals, self.sample_shape, batch)
-                .map(|(images, _)| images)
-                .map_err(|e| format!("the VAE decoder failed: {e}")),
-            None => Ok(finals.to_vec()),
-        }
-    }
-}
-
 fn run_inner(
     experiment: &Experiment,
     options: &RunOptions,
@@ -272,7 +212,7 @@ fn run_inner(
     tx: &Sender<LabEvent>,
     calls: &mut (usize, usize),
 ) -> Result<(), Stop> {
-    let cells = plan_cells(experiment, options)?;
+    let Plan { cells, references } = plan_cells(experiment, options)?;
     let LoadedModel {
         mut denoiser,
         sample_shape,
@@ -330,19 +270,12 @@ fn run_inner(
         let _ = tx.send(LabEvent::Log("every cell is up to date".into()));
         return Ok(());
     }
-    let per_lane = (experiment.batch / pending.len()).max(1);
-    let item = sample_shape.iter().product();
-    let samples = pending.iter().map(|&c| cells[c].samples()).sum();
-    crate::engine::limits::check_sample_memory(samples, item).map_err(Stop::Error)?;
     let mut lab = Batch {
-        per_lane,
-        states: pending
-            .iter()
-            .map(|&c| CellState::new(&cells[c], item, per_lane))
-            .collect(),
+        per_lane: 1,
+        states: Vec::new(),
         item,
-        cells: &cells,
-        pending,
+        cells: &references,
+        pending: Vec::new(),
         lanes: Vec::new(),
         quality: load_quality(experiment)?,
         init_noise,
@@ -360,23 +293,34 @@ fn run_inner(
             provider: &provider,
             batch: experiment.batch,
             save_samples: options.save_samples,
+            shard_items: None,
         },
+        references: &references,
+        solutions: vec![None; references.len()],
+        solving: false,
         results,
         tx,
     };
-    // Each cell runs one lane at a time and starts its next lane as soon as one finishes; the lanes of
-    // all cells step together, sharing one model call per step.
-    loop {
-        lab.lanes.retain(|l| l.step < l.scheduler.timesteps().len());
-        calls.1 += lab.start_lanes()?;
-        if lab.lanes.is_empty() {
-            return Ok(());
-        }
-        if cancel.load(Ordering::Relaxed) {
-            return Err(Stop::Cancelled);
-        }
-        lab.step(denoiser.as_mut(), calls)?;
+    // The reference solves the pending cells are compared with come first, so each cell is scored as
+    // soon as it finishes.
+    let unsolved = lab.load_solutions(&needed_references(&cells, &pending, &references))?;
+    if !unsolved.is_empty() {
+        lab.begin(&references, unsolved, true)?;
+        lab.drive(denoiser.as_mut(), cancel, calls)?;
     }
+    lab.begin(&cells, pending, false)?;
+    lab.drive(denoiser.as_mut(), cancel, calls)
+}
+
+/// The reference solves (indices into `references`) that the `pending` cells are compared with.
+fn needed_references(cells: &[Cell], pending: &[usize], references: &[Cell]) -> Vec<usize> {
+    let mut needed: Vec<usize> = pending
+        .iter()
+        .filter_map(|&c| cells[c].reference_in(references))
+        .collect();
+    needed.sort_unstable();
+    needed.dedup();
+    needed
 }
 
 /// Guidance needs a conditional model and an unconditional condition to guide from.
@@ -401,11 +345,12 @@ fn check_guidance(
     )))
 }
 
-/// The cells `--only` selects; none is an error that lists the cells there are.
-fn plan_cells(experiment: &Experiment, options: &RunOptions) -> Result<Vec<Cell>, Stop> {
-    let cells = plan(experiment, options.only.as_deref())?;
-    if !cells.is_empty() {
-        return Ok(cells);
+/// The cells `--only` selects and their reference solves; no cell is an error that lists the cells
+/// there are.
+fn plan_cells(experiment: &Experiment, options: &RunOptions) -> Result<Plan, Stop> {
+    let planned = plan_run(experiment, options.only.as_deref())?;
+    if !planned.cells.is_empty() {
+        return Ok(planned);
     }
     let names: Vec<String> = plan(experiment, None)?
         .into_iter()
@@ -461,11 +406,11 @@ fn load_quality(experiment: &Experiment) -> Result<Option<Quality<'_>>, Stop> {
     let Some(spec) = &experiment.quality else {
         return Ok(None);
     };
-    let Some(features) = load_features(experiment) else {
+    let (Some(features), Some(f)) = (load_features(experiment), &spec.features) else {
         return Ok(None);
     };
     let features = features?;
-    let reference = ReferenceStats::load(&spec.reference)?;
+    let reference = ReferenceStats::load(&f.reference)?;
     Ok(Some(Quality::new(features, reference, spec)?))
 }
 
@@ -487,11 +432,105 @@ struct Batch<'a> {
     /// The unconditional condition-table row, for guided cells.
     uncond: Option<usize>,
     ctx: Finish<'a>,
+    /// The run's reference solves and those finished (or read back), by index.
+    references: &'a [Cell],
+    solutions: Vec<Option<Solution>>,
+    /// The cells running now are reference solves: kept for comparison, not results.
+    solving: bool,
     results: Results,
     tx: &'a Sender<LabEvent>,
 }
 
-impl Batch<'_> {
+impl<'a> Batch<'a> {
+    /// Makes `pending` (indices into `cells`) the cells to run next.
+    fn begin(&mut self, cells: &'a [Cell], pending: Vec<usize>, solving: bool) -> Result<(), Stop> {
+        let samples = pending.iter().map(|&c| cells[c].samples()).sum();
+        crate::engine::limits::check_sample_memory(samples, self.item).map_err(Stop::Error)?;
+        self.per_lane = (self.ctx.batch / pending.len().max(1)).max(1);
+        self.states = pending
+            .iter()
+            .map(|&c| CellState::new(&cells[c], self.item, self.per_lane))
+            .collect();
+        (self.cells, self.pending, self.solving) = (cells, pending, solving);
+        Ok(())
+    }
+
+    /// Runs the pending cells to the end. Each cell runs one lane at a time and starts its next lane as
+    /// soon as one finishes; the lanes of all cells step together, sharing one model call per step.
+    fn drive(
+        &mut self,
+        denoiser: &mut dyn Denoiser,
+        cancel: &AtomicBool,
+        calls: &mut (usize, usize),
+    ) -> Result<(), Stop> {
+        loop {
+            self.lanes
+                .retain(|l| l.step < l.scheduler.timesteps().len());
+            calls.1 += self.start_lanes()?;
+            if self.lanes.is_empty() {
+                return Ok(());
+            }
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Stop::Cancelled);
+            }
+            self.step(denoiser, calls)?;
+        }
+    }
+
+    /// Reads back the saved solves among `needed`; returns the ones left to solve.
+    fn load_solutions(&mut self, needed: &[usize]) -> Result<Vec<usize>, Stop> {
+        let mut unsolved = Vec::new();
+        for &r in needed {
+            let cell = &self.references[r];
+            let path = reference::cache_path(self.ctx.out, cell);
+            let shape = self.ctx.pictures.sample_shape;
+            match reference::load(&path, shape, cell.samples()) {
+                Some(samples) => {
+                    self.solutions[r] = Some(self.solution(cell, samples)?);
+                    let line = format!("{}: unchanged, reused {}", cell.name, path.display());
+                    let _ = self.tx.send(LabEvent::Log(line));
+                }
+                None => unsolved.push(r),
+            }
+        }
+        Ok(unsolved)
+    }
+
+    /// A reference's samples with their decoded images (latent models).
+    fn solution(&mut self, cell: &Cell, samples: Vec<f32>) -> Result<Solution, Stop> {
+        let pictures = &mut self.ctx.pictures;
+        let images = match pictures.decoder.is_some() {
+            true => Some(pictures.images(&samples, self.ctx.batch)?),
+            false => None,
+        };
+        Ok(Solution {
+            name: cell.name.clone(),
+            samples,
+            images,
+        })
+    }
+
+    /// Keeps and saves the finished reference solve in `slot`.
+    fn solved(&mut self, slot: usize) -> Result<(), Stop> {
+        let r = self.pending[slot];
+        let cell = &self.references[r];
+        let state = &mut self.states[slot];
+        let samples = std::mem::take(&mut state.finals);
+        let seconds = state.model_s + state.sampler_s;
+        let path = reference::cache_path(self.ctx.out, cell);
+        reference::save(&path, &samples, self.ctx.pictures.sample_shape)?;
+        let line = format!(
+            "{}: solved {} samples ({} model evaluations each) in {seconds:.1} s, saved in {}",
+            cell.name,
+            cell.samples(),
+            state.nfe,
+            path.display()
+        );
+        let _ = self.tx.send(LabEvent::Log(line));
+        self.solutions[r] = Some(self.solution(cell, samples)?);
+        Ok(())
+    }
+
     /// Starts the next lane of every cell that has none running and samples left; returns the model
     /// calls those lanes would take alone.
     fn start_lanes(&mut self) -> Result<usize, Stop> {
@@ -665,6 +704,9 @@ impl Batch<'_> {
         let item = self.item;
         // Model calls, which is the step count except for samplers that call the model twice a step.
         let calls_total = lane.scheduler.timesteps().len();
+        if self.solving {
+            return self.reference_progress(l);
+        }
         let preview = (lane.first < cell.preview)
             .then(|| {
                 let n = (cell.preview - lane.first).min(lane.items);
@@ -691,11 +733,45 @@ impl Batch<'_> {
             return Ok(());
         }
         // The cell is complete: score, write and report it now, not at the end of the run.
-        let (result, images) = self.ctx.finish(cell, state, self.quality.as_mut())?;
+        let solution = cell
+            .reference_in(self.references)
+            .and_then(|r| self.solutions[r].as_ref());
+        let (result, images) = self
+            .ctx
+            .finish(c, cell, state, self.quality.as_mut(), solution)?;
         if let Some(e) = &result.error {
             let _ = self.tx.send(LabEvent::Log(format!("{}: {e}", cell.name)));
         }
         self.record(c, result, images, calls)
+    }
+
+    /// A reference solve's progress, in a log line at each quarter of a lane's steps; keeps the solve
+    /// when it is complete.
+    fn reference_progress(&mut self, l: usize) -> Result<(), Stop> {
+        let lane = &self.lanes[l];
+        let steps = lane.scheduler.timesteps().len();
+        if lane.step < steps && lane.step % (steps / 4).max(1) == 0 {
+            let line = format!(
+                "{}: step {}/{steps} of samples {}..{} of {}",
+                self.cells[self.pending[lane.cell]].name,
+                lane.step,
+                lane.first,
+                lane.first + lane.items,
+                self.cells[self.pending[lane.cell]].samples()
+            );
+            let _ = self.tx.send(LabEvent::Log(line));
+        }
+        if lane.step < steps {
+            return Ok(());
+        }
+        let (slot, first) = (lane.cell, lane.first * self.item);
+        let state = &mut self.states[slot];
+        state.finals[first..first + lane.x.len()].copy_from_slice(&lane.x);
+        state.lanes_left -= 1;
+        match state.lanes_left {
+            0 => self.solved(slot),
+            _ => Ok(()),
+        }
     }
 
     /// Stops the cell in `slot` with `error`: its lanes end, it is written as failed and reported.
@@ -713,6 +789,14 @@ impl Batch<'_> {
         self.lanes.retain(|l| l.cell != slot);
         let c = self.pending[slot];
         let cell = &self.cells[c];
+        if self.solving {
+            let line = format!(
+                "{} failed: {error}; the cells at guidance {} are not compared with a reference",
+                cell.name, cell.guidance
+            );
+            let _ = self.tx.send(LabEvent::Log(line));
+            return Ok(());
+        }
         let _ = self
             .tx
             .send(LabEvent::Log(format!("{} failed: {error}", cell.name)));
@@ -741,153 +825,6 @@ impl Batch<'_> {
         });
         Ok(())
     }
-}
-
-/// A pending cell's samples and time so far.
-struct CellState {
-    finals: Vec<f32>,
-    model_s: f64,
-    sampler_s: f64,
-    lanes_left: usize,
-    /// The first sample of the next lane to start.
-    next_first: usize,
-    /// The cell stopped on an error: no more lanes start.
-    failed: bool,
-    /// Model evaluations per sample (set when its first lane starts).
-    nfe: usize,
-}
-
-impl CellState {
-    fn new(cell: &Cell, item: usize, per_lane: usize) -> Self {
-        CellState {
-            finals: vec![0.0; cell.samples() * item],
-            model_s: 0.0,
-            sampler_s: 0.0,
-            lanes_left: cell.samples().div_ceil(per_lane),
-            next_first: 0,
-            failed: false,
-            nfe: cell.steps,
-        }
-    }
-}
-
-/// What finishing a cell needs.
-struct Finish<'a> {
-    out: &'a std::path::Path,
-    pictures: Pictures,
-    provider: &'a str,
-    batch: usize,
-    save_samples: bool,
-}
-
-impl Finish<'_> {
-    /// Scores a complete cell, writes its grid, and returns its result and preview images. FID and KID
-    /// that cannot be computed (the feature network's output is not finite) fail the cell with the
-    /// reason; its grid is still written.
-    fn finish(
-        &mut self,
-        cell: &Cell,
-        state: &CellState,
-        quality: Option<&mut Quality<'_>>,
-    ) -> Result<(CellResult, Vec<f32>), Stop> {
-        let shape = self.pictures.image_shape;
-        let item = shape.iter().product::<usize>();
-        let all = match self.pictures.images(&state.finals, self.batch) {
-            Ok(images) => images,
-            Err(e) => {
-                let mut result = self.result(cell, state, String::new());
-                result.error = Some(e);
-                return Ok((result, Vec::new()));
-            }
-        };
-        let scores = match quality {
-            Some(q) => q.score(cell, &all, shape, self.batch).map(Some),
-            None => Ok(None),
-        };
-        let grid_path = format!("cells/{}.png", file_name(&cell.name));
-        let images = all[..cell.preview * item].to_vec();
-        let columns = grid_columns(cell);
-        let img = grid(&images, shape, cell.preview, columns);
-        save_png(
-            &upscale(&img, upscale_factor(shape)),
-            &self.out.join(&grid_path),
-        )?;
-        if self.save_samples {
-            let path = self
-                .out
-                .join(format!("samples/{}.npy", file_name(&cell.name)));
-            write_samples(&path, &all, shape, &cell.output_order())?;
-        }
-        let mut result = self.result(cell, state, grid_path);
-        match scores {
-            Ok(Some(scores)) => {
-                result.fid = Some(scores.fid);
-                result.kid = Some(scores.kid.mean);
-                result.kid_std = Some(scores.kid.std);
-                if let Some(a) = scores.accuracy {
-                    result.accuracy = Some(a.overall);
-                    result.accuracies = a.per_condition;
-                }
-            }
-            Ok(None) => {}
-            Err(e) => result.error = Some(format!("the cell's quality cannot be computed: {e}")),
-        }
-        Ok((result, for_display(images, shape)))
-    }
-
-    /// A cell's result without scores: its timing so far and where its grid is.
-    fn result(&self, cell: &Cell, state: &CellState, grid: String) -> CellResult {
-        let samples = cell.samples();
-        let wall = state.model_s + state.sampler_s;
-        CellResult {
-            name: cell.name.clone(),
-            label: cell.label.clone(),
-            class: cell.class.clone(),
-            steps: cell.steps,
-            nfe: state.nfe,
-            samples,
-            wall_s: wall,
-            model_ms_per_step: state.model_s * 1e3 / cell.steps.max(1) as f64,
-            sampler_ms_per_step: state.sampler_s * 1e3 / cell.steps.max(1) as f64,
-            ms_per_sample: wall * 1e3 / samples.max(1) as f64,
-            fid: None,
-            kid: None,
-            kid_std: None,
-            accuracy: None,
-            accuracies: Vec::new(),
-            provider: self.provider.to_string(),
-            grid,
-            key: cell.key.clone(),
-            error: None,
-            warnings: cell.warnings.clone(),
-            guidance: cell.guidance,
-            guidance_rescale: cell.guidance_rescale,
-            prompts: match cell.is_class_conditional() {
-                true => Vec::new(),
-                false => cell.conditions.clone(),
-            },
-            classes: cell.classes.clone(),
-        }
-    }
-}
-
-/// A cell's grid: one row per condition (prompt) with its seeds across, else about square.
-fn grid_columns(cell: &Cell) -> usize {
-    cell.preview_rows()
-        .unwrap_or_else(|| (cell.preview as f64).sqrt().ceil() as usize)
-}
-
-/// A cell name as a file name.
-fn file_name(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '+' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// The preview images back from a cell's grid (for reused cells).

@@ -3,11 +3,13 @@
 
 use super::plan::Cell;
 use super::resize::fit;
+use super::results::CellResult;
+use super::tally::FeatureTally;
 use crate::engine::{EngineError, OnnxFeatures};
 use crate::experiment::QualitySpec;
 use crate::quality::{
-    Accuracy, FeatureStats, Kid, ReferenceStats, accuracy, frechet_distance,
-    kernel_inception_distance, predicted_classes,
+    Accuracy, FeatureSums, Hits, Kid, ReferenceStats, frechet_distance, kernel_inception_distance,
+    predicted_classes,
 };
 
 /// The feature network, the reference statistics and the settings scoring needs.
@@ -46,20 +48,21 @@ impl<'a> Quality<'a> {
         })
     }
 
-    /// Scores `images` (the cell's samples in item order, C × H × W = `shape`), `batch` at a time.
-    pub fn score(
+    /// The features of `images` (the cell's samples in item order, C × H × W = `shape`), `batch` at a
+    /// time, and the class hits, when the cell's samples have expected classes.
+    pub fn measure(
         &mut self,
         cell: &Cell,
         images: &[f32],
         shape: [usize; 3],
         batch: usize,
-    ) -> Result<Scores, String> {
+    ) -> Result<(FeatureTally, Option<Hits>), String> {
         let item = shape.iter().product::<usize>();
         // Decoded RGB (or any other size) is resized to what the feature network takes.
         let target = self.features.input_shape().unwrap_or(shape);
         let per = target.iter().product::<usize>();
         let (mut feats, mut logits) = (Vec::new(), Vec::new());
-        let (mut dim, mut classes) = (0, 0);
+        let (mut dim, mut classes) = (self.reference.dim, 0);
         for chunk in images.chunks(batch.max(1) * item) {
             let fitted = fit(chunk, shape, target);
             let rows = self
@@ -73,33 +76,59 @@ impl<'a> Quality<'a> {
                 classes = k;
             }
         }
-        let reference = &self.reference;
-        if dim != reference.dim {
+        if dim != self.reference.dim {
             return Err(format!(
                 "the feature network gives {dim} features, the reference statistics {}",
-                reference.dim
+                self.reference.dim
             ));
         }
-        let stats = FeatureStats::from_features(&feats, dim);
-        let kid = kernel_inception_distance(
-            &feats,
-            &reference.features,
-            dim,
-            self.spec.kid_subsets,
-            self.spec.kid_subset_size,
-            0,
-        );
-        let accuracy = match expected(cell, self.spec) {
-            Some(expected) if classes > 0 => {
-                Some(score_accuracy(cell, &expected, &logits, classes)?)
-            }
+        let hits = match expected(cell, self.spec) {
+            Some(expected) if classes > 0 => Some(hits(cell, &expected, &logits, classes)?),
             _ => None,
         };
-        Ok(Scores {
-            fid: frechet_distance(&stats, &reference.stats),
-            kid,
-            accuracy,
-        })
+        let sums = FeatureSums::of(&feats, dim);
+        Ok((FeatureTally { sums, rows: feats }, hits))
+    }
+
+    /// FID and KID of a cell's features against the reference, and its accuracy from its hits.
+    pub fn scores(&self, features: &FeatureTally, hits: Option<&Hits>) -> Scores {
+        score(&self.reference, self.spec, features, hits)
+    }
+}
+
+/// FID and KID of `features` against `reference`, with the KID subsets `spec` asks for, and the
+/// accuracy the hits give.
+pub fn score(
+    reference: &ReferenceStats,
+    spec: &QualitySpec,
+    features: &FeatureTally,
+    hits: Option<&Hits>,
+) -> Scores {
+    let kid = kernel_inception_distance(
+        &features.rows,
+        &reference.features,
+        reference.dim,
+        spec.kid_subsets,
+        spec.kid_subset_size,
+        0,
+    );
+    Scores {
+        fid: frechet_distance(&features.sums.stats(), &reference.stats),
+        kid,
+        accuracy: hits.map(Hits::accuracy),
+    }
+}
+
+impl Scores {
+    /// Puts the scores into a cell's result.
+    pub fn fill(&self, result: &mut CellResult) {
+        result.fid = Some(self.fid);
+        result.kid = Some(self.kid.mean);
+        result.kid_std = Some(self.kid.std);
+        if let Some(a) = &self.accuracy {
+            result.accuracy = Some(a.overall);
+            result.accuracies = a.per_condition.clone();
+        }
     }
 }
 
@@ -119,12 +148,7 @@ fn expected(cell: &Cell, spec: &QualitySpec) -> Option<Vec<i64>> {
         .collect()
 }
 
-fn score_accuracy(
-    cell: &Cell,
-    expected: &[i64],
-    logits: &[f32],
-    classes: usize,
-) -> Result<Accuracy, String> {
+fn hits(cell: &Cell, expected: &[i64], logits: &[f32], classes: usize) -> Result<Hits, String> {
     if let Some(bad) = expected.iter().find(|&&c| c < 0 || c as usize >= classes) {
         return Err(format!(
             "expected class {bad} is out of range: the feature network's logits have {classes} classes"
@@ -138,5 +162,5 @@ fn score_accuracy(
         cell.conditions.len()
     };
     let predicted = predicted_classes(logits, classes);
-    Ok(accuracy(&predicted, &expected, &condition, conditions))
+    Ok(Hits::of(&predicted, &expected, &condition, conditions))
 }

@@ -21,6 +21,64 @@ pub struct Accuracy {
     pub per_condition: Vec<f64>,
 }
 
+/// Right and total samples per condition: what adds across the shards of a run.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Hits {
+    pub hits: Vec<usize>,
+    pub totals: Vec<usize>,
+}
+
+impl Hits {
+    /// `predicted` against `expected`, sample `i` drawn under condition `condition[i]` of `conditions`.
+    pub fn of(
+        predicted: &[usize],
+        expected: &[usize],
+        condition: &[usize],
+        conditions: usize,
+    ) -> Self {
+        let mut counts = Self {
+            hits: vec![0; conditions],
+            totals: vec![0; conditions],
+        };
+        for ((p, e), &c) in predicted.iter().zip(expected).zip(condition) {
+            if c < conditions {
+                counts.totals[c] += 1;
+                counts.hits[c] += usize::from(p == e);
+            }
+        }
+        counts
+    }
+
+    pub fn merge(&mut self, other: &Hits) -> Result<(), String> {
+        if other.hits.len() != self.hits.len() {
+            return Err(format!(
+                "{} conditions cannot be added to {}",
+                other.hits.len(),
+                self.hits.len()
+            ));
+        }
+        self.hits
+            .iter_mut()
+            .zip(&other.hits)
+            .for_each(|(a, b)| *a += b);
+        (self.totals.iter_mut())
+            .zip(&other.totals)
+            .for_each(|(a, b)| *a += b);
+        Ok(())
+    }
+
+    /// A condition without samples scores 0 (it cannot be right).
+    pub fn accuracy(&self) -> Accuracy {
+        let share = |h: usize, n: usize| if n == 0 { 0.0 } else { h as f64 / n as f64 };
+        Accuracy {
+            overall: share(self.hits.iter().sum(), self.totals.iter().sum()),
+            per_condition: (self.hits.iter().zip(&self.totals))
+                .map(|(&h, &n)| share(h, n))
+                .collect(),
+        }
+    }
+}
+
 /// Accuracy of `predicted` against `expected`, sample `i` drawn under condition `condition[i]` of
 /// `conditions`. A condition without samples scores 0 (it cannot be right).
 pub fn accuracy(
@@ -29,23 +87,7 @@ pub fn accuracy(
     condition: &[usize],
     conditions: usize,
 ) -> Accuracy {
-    let mut hits = vec![0usize; conditions];
-    let mut totals = vec![0usize; conditions];
-    for ((p, e), &c) in predicted.iter().zip(expected).zip(condition) {
-        if c < conditions {
-            totals[c] += 1;
-            hits[c] += usize::from(p == e);
-        }
-    }
-    let share = |h: usize, n: usize| if n == 0 { 0.0 } else { h as f64 / n as f64 };
-    Accuracy {
-        overall: share(hits.iter().sum(), totals.iter().sum()),
-        per_condition: hits
-            .iter()
-            .zip(&totals)
-            .map(|(&h, &n)| share(h, n))
-            .collect(),
-    }
+    Hits::of(predicted, expected, condition, conditions).accuracy()
 }
 
 #[cfg(test)]

@@ -117,6 +117,28 @@ pub struct Resolved {
 }
 
 impl SamplerConfig {
+    /// The timestep a one-call-per-step schedule of `steps` steps repeats, if any: the step between is
+    /// zero and the multistep solvers divide by it (diffusers' linspace spacing rounds 1000 steps of 1000
+    /// onto 999 distinct timesteps).
+    pub fn repeated_timestep(&self, steps: usize) -> Option<f64> {
+        let mut scheduler = self.build();
+        scheduler.set_steps(steps).ok()?;
+        let t = scheduler.timesteps();
+        if t.len() != steps {
+            // Samplers that call the model twice a step revisit timesteps by design.
+            return None;
+        }
+        t.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
+    }
+
+    /// The timestep the first step of `steps` starts from: "leading" spacing starts each step count at
+    /// a different time, so solves with different counts do not share an initial condition.
+    pub fn first_timestep(&self, steps: usize) -> Option<f64> {
+        let mut scheduler = self.build();
+        scheduler.set_steps(steps).ok()?;
+        scheduler.timesteps().first().copied()
+    }
+
     /// Builds a ready-to-run scheduler (call `set_steps` next).
     pub fn build(&self) -> Box<dyn Scheduler> {
         match self {

@@ -8,6 +8,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Axis, Block, Cell, Chart, Dataset, GraphType, Paragraph, Row, Table, Wrap};
 
 use super::run_list;
+use crate::lab::CellResult;
 use crate::tui::app::State;
 use crate::tui::training::{Curve, Panel};
 
@@ -200,18 +201,29 @@ pub fn draw_quality(frame: &mut Frame, state: &State, area: Rect) {
 }
 
 fn draw_fid_chart(frame: &mut Frame, state: &State, area: Rect) {
-    // One series per sampler label: (log10 NFE, FID).
+    // FID when cells have it, else the error against the reference solve (log y): one series per
+    // sampler label through (log10 NFE, score).
+    let results = || state.cells.iter().filter_map(|c| c.result.as_ref());
+    let by_fid = results().any(|r| r.fid.is_some());
+    let score = |r: &CellResult| match by_fid {
+        true => r.fid,
+        false => (r.against_reference.ref_rmse)
+            .filter(|e| *e > 0.0)
+            .map(f64::log10),
+    };
     let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-    for c in &state.cells {
-        let Some(r) = &c.result else { continue };
-        let Some(fid) = r.fid else { continue };
-        let point = ((r.nfe.max(1) as f64).log10(), fid);
+    for r in results() {
+        let Some(y) = score(r) else { continue };
+        let point = ((r.nfe.max(1) as f64).log10(), y);
         match series.iter_mut().find(|s| s.0 == r.label) {
             Some(s) => s.1.push(point),
             None => series.push((r.label.clone(), vec![point])),
         }
     }
-    let title = " FID against NFE (log x) ";
+    let title = match by_fid || series.is_empty() {
+        true => " FID against NFE (log x) ",
+        false => " RMSE to the reference solve against NFE (log-log) ",
+    };
     if series.is_empty() {
         let text = if state
             .experiment
@@ -220,7 +232,8 @@ fn draw_fid_chart(frame: &mut Frame, state: &State, area: Rect) {
         {
             "no scored cells yet"
         } else {
-            "no quality scores: add a [quality] section (features, reference) to the experiment file"
+            "no quality scores: add a [quality] section (features and reference, or reference_sampler) \
+             to the experiment file"
         };
         frame.render_widget(
             Paragraph::new(text)
@@ -261,7 +274,7 @@ fn draw_fid_chart(frame: &mut Frame, state: &State, area: Rect) {
     let xl: Vec<Line> = (xb[0] as i32..=xb[1] as i32)
         .map(|e| Line::from(format!("{}", 10f64.powi(e))))
         .collect();
-    let (yb, yl) = axis(series.iter().flat_map(|s| s.1.iter().map(|p| p.1)), false);
+    let (yb, yl) = axis(series.iter().flat_map(|s| s.1.iter().map(|p| p.1)), !by_fid);
     let chart = Chart::new(datasets)
         .block(Block::bordered().title(title))
         // No axis titles: the block's title names both, and a title would cover the point at the
@@ -275,7 +288,16 @@ fn draw_fid_chart(frame: &mut Frame, state: &State, area: Rect) {
 fn draw_table(frame: &mut Frame, state: &State, area: Rect) {
     // Scores in at most 7 characters, so a large KID is never cut to wrong digits.
     let opt = |v: Option<f64>| v.map_or("–".to_string(), short);
-    let header = Row::new([
+    // The reference column only where there is a reference solve: narrow terminals keep the names.
+    let against_reference = state
+        .cells
+        .iter()
+        .any(|c| (c.result.as_ref()).is_some_and(|r| r.against_reference.ref_rmse.is_some()))
+        || (state.experiment.as_ref())
+            .and_then(|e| e.quality.as_ref())
+            .is_some_and(|q| q.reference_solve.is_some());
+    let reference = |cell: Cell<'static>| against_reference.then_some(cell);
+    let mut header = vec![
         "cell",
         "NFE",
         "model ms/st",
@@ -283,22 +305,28 @@ fn draw_table(frame: &mut Frame, state: &State, area: Rect) {
         "ms/sample",
         "FID",
         "KID",
-        "provider",
-    ])
-    .style(Style::new().bold());
+    ];
+    header.extend(against_reference.then_some("ref RMSE"));
+    header.push("provider");
+    let header = Row::new(header).style(Style::new().bold());
     let rows = state.cells.iter().enumerate().map(|(i, c)| {
         let name = Cell::from(c.cell.name.clone());
         let row = match &c.result {
-            Some(r) => Row::new([
-                name,
-                Cell::from(r.nfe.to_string()),
-                Cell::from(format!("{:.3}", r.model_ms_per_step)),
-                Cell::from(format!("{:.3}", r.sampler_ms_per_step)),
-                Cell::from(format!("{:.2}", r.ms_per_sample)),
-                Cell::from(opt(r.fid)),
-                Cell::from(opt(r.kid)),
-                Cell::from(r.provider.clone()),
-            ]),
+            Some(r) => Row::new(
+                [
+                    Some(name),
+                    Some(Cell::from(r.nfe.to_string())),
+                    Some(Cell::from(format!("{:.3}", r.model_ms_per_step))),
+                    Some(Cell::from(format!("{:.3}", r.sampler_ms_per_step))),
+                    Some(Cell::from(format!("{:.2}", r.ms_per_sample))),
+                    Some(Cell::from(opt(r.fid))),
+                    Some(Cell::from(opt(r.kid))),
+                    reference(Cell::from(opt(r.against_reference.ref_rmse))),
+                    Some(Cell::from(r.provider.clone())),
+                ]
+                .into_iter()
+                .flatten(),
+            ),
             // Progress in the two timing columns, so "968/1000" is never cut.
             None => Row::new([
                 name,
@@ -313,7 +341,7 @@ fn draw_table(frame: &mut Frame, state: &State, area: Rect) {
             row
         }
     });
-    let widths = [
+    let mut widths = vec![
         Constraint::Min(10),
         Constraint::Length(4),
         Constraint::Length(11),
@@ -321,8 +349,9 @@ fn draw_table(frame: &mut Frame, state: &State, area: Rect) {
         Constraint::Length(9),
         Constraint::Length(7),
         Constraint::Length(7),
-        Constraint::Length(8),
     ];
+    widths.extend(against_reference.then_some(Constraint::Length(8)));
+    widths.push(Constraint::Length(8));
     let table = Table::new(rows, widths)
         .header(header)
         .column_spacing(1)

@@ -321,6 +321,14 @@ fn info_lines(state: &State, cell: &CellView, long: bool, width: u16) -> Vec<Lin
                     r.kid_std.unwrap_or(0.0)
                 )));
             }
+            let against = &r.against_reference;
+            if let Some(rmse) = against.ref_rmse {
+                lines.push(Line::from(format!("ref RMSE {rmse:.3e}")));
+                let psnr = against.ref_psnr_decoded.or(against.ref_psnr);
+                if let Some(psnr) = psnr {
+                    lines.push(Line::from(format!("ref PSNR {psnr:.1} dB")));
+                }
+            }
             if let Some(acc) = r.accuracy {
                 lines.push(Line::from(format!("accuracy {:.0}%", acc * 100.0)));
                 let labels = cell.cell.conditions.iter();
@@ -338,6 +346,8 @@ fn info_lines(state: &State, cell: &CellView, long: bool, width: u16) -> Vec<Lin
             let mut parts = Vec::new();
             parts.extend(r.fid.map(|fid| format!("FID {fid:.2}")));
             parts.extend(r.accuracy.map(|a| format!("acc {:.0}%", a * 100.0)));
+            let rmse = r.against_reference.ref_rmse;
+            parts.extend(rmse.map(|e| format!("rmse {e:.1e}")));
             parts.push(time);
             lines.push(Line::from(fit(&parts, width)).dim());
         }

@@ -12,7 +12,7 @@ use ratatui_image::picker::{Picker, ProtocolType};
 
 use super::{draw, image_slots};
 use crate::experiment::Experiment;
-use crate::lab::{CellResult, LabEvent, plan};
+use crate::lab::{AgainstReference, CellResult, LabEvent, plan};
 use crate::tui::app::{Msg, State, View, item};
 use crate::tui::images::{Request, encode};
 use crate::tui::training::{Series, TrainingUpdate};
@@ -88,6 +88,7 @@ fn result(name: &str, label: &str, steps: usize, fid: Option<f64>) -> CellResult
         guidance_rescale: 0.0,
         prompts: Vec::new(),
         classes: Vec::new(),
+        against_reference: Default::default(),
     }
 }
 
@@ -256,6 +257,12 @@ guidance = [1, 7.5]
         let scored = CellResult {
             accuracy: Some(0.5 + 0.25 * i as f64),
             accuracies: vec![1.0, 0.5 * i as f64],
+            against_reference: AgainstReference {
+                reference: Some("reference dpm++3m 500".into()),
+                ref_rmse: Some(0.02 / (i + 1) as f64),
+                ref_psnr: Some(40.0 + 6.0 * i as f64),
+                ..Default::default()
+            },
             ..result(&c.name, &c.label, c.steps, Some(40.0 - 10.0 * i as f64))
         };
         lab(LabEvent::CellDone {
@@ -466,6 +473,40 @@ fn quality_view_without_scores() {
     let mut s = state(false);
     key(&mut s, KeyCode::Char('3'));
     snapshots("quality_unscored", &mut s);
+}
+
+/// Without FID the chart and the table show the error against the reference solve.
+#[test]
+fn quality_view_against_a_reference_solve() {
+    let mut s = state(false);
+    let cells: Vec<_> = s.cells.iter().map(|c| c.cell.clone()).collect();
+    for (i, c) in cells.iter().enumerate() {
+        let result = CellResult {
+            against_reference: AgainstReference {
+                ref_rmse: Some(0.5 / c.steps as f64),
+                ..Default::default()
+            },
+            ..result(&c.name, &c.label, c.steps, None)
+        };
+        let generation = s.generation;
+        s.update(Msg::Lab {
+            generation,
+            event: Box::new(LabEvent::CellDone {
+                cell: i,
+                result: Box::new(result),
+                images: (0..8).flat_map(|k| pattern(i, k, [1, 8, 8])).collect(),
+                cached: false,
+            }),
+        });
+    }
+    key(&mut s, KeyCode::Char('3'));
+    let text = render(&mut s, 160, 48);
+    assert!(text.contains("RMSE to the reference solve"), "{text}");
+    assert!(
+        text.contains("ref RMSE") && text.contains("0.0500"),
+        "{text}"
+    );
+    snapshots("quality_reference", &mut s);
 }
 
 #[test]

@@ -1,0 +1,254 @@
+//! Finishing a cell: its images, its tally (features, hits, errors against the reference solve), its
+//! grid, and its result — scored at once, or, for a shard, with the tally saved for the merge.
+
+use std::path::Path;
+
+use super::display::{display_shape, for_display};
+use super::images::{grid, save_png, upscale, upscale_factor};
+use super::latent_preview::LatentPreview;
+use super::plan::Cell;
+use super::reference::{self, Solution};
+use super::results::{AgainstReference, CellResult};
+use super::samples::write_samples;
+use super::scoring::Quality;
+use super::tally::{Against, Tally};
+use crate::engine::VaeDecoder;
+use crate::path_error::PathError;
+
+/// What finishing a cell needs.
+pub(super) struct Finish<'a> {
+    pub out: &'a Path,
+    pub pictures: Pictures,
+    pub provider: &'a str,
+    pub batch: usize,
+    pub save_samples: bool,
+    /// A shard's cells: each one's samples as indices among the whole cell's, by cell; their tallies
+    /// are saved for the merge instead of scored.
+    pub shard_items: Option<Vec<Vec<usize>>>,
+}
+
+impl Finish<'_> {
+    /// Scores (or, in a shard, tallies) a complete cell `c`, writes its grid, and returns its result and
+    /// preview images. FID and KID that cannot be computed (the feature network's output is not finite)
+    /// fail the cell with the reason; its grid is still written.
+    pub fn finish(
+        &mut self,
+        c: usize,
+        cell: &Cell,
+        state: &CellState,
+        quality: Option<&mut Quality<'_>>,
+        solution: Option<&Solution>,
+    ) -> Result<(CellResult, Vec<f32>), PathError> {
+        let shape = self.pictures.image_shape;
+        let item = shape.iter().product::<usize>();
+        let all = match self.pictures.images(&state.finals, self.batch) {
+            Ok(images) => images,
+            Err(e) => {
+                let mut result = self.result(cell, state, String::new());
+                result.error = Some(e);
+                return Ok((result, Vec::new()));
+            }
+        };
+        let images = all[..cell.preview * item].to_vec();
+        let grid_path = write_grid(self.out, cell, &images, shape)?;
+        if self.save_samples {
+            let path = self.out.join(format!("samples/{}.npy", cell.file_stem()));
+            write_samples(&path, &all, shape, &cell.output_order())?;
+        }
+        let mut result = self.result(cell, state, grid_path);
+        let items = match &self.shard_items {
+            Some(items) => items[c].clone(),
+            None => (0..cell.samples()).collect(),
+        };
+        let mut tally = Tally {
+            items,
+            preview: cell.preview,
+            previews: images.clone(),
+            against: solution.map(|s| against(s, &state.finals, &all)),
+            ..Tally::default()
+        };
+        let measured = match quality {
+            Some(q) => q
+                .measure(cell, &all, shape, self.batch)
+                .map(|m| Some((m, q))),
+            None => Ok(None),
+        };
+        match (measured, self.shard_items.is_some()) {
+            (Err(e), _) => {
+                result.error = Some(format!("the cell's quality cannot be computed: {e}"))
+            }
+            (Ok(m), true) => {
+                (tally.features, tally.hits) = m.map_or((None, None), |((f, h), _)| (Some(f), h));
+                tally.save(&self.out.join(tally_path(cell)), &cell.key, shape)?;
+            }
+            (Ok(m), false) => {
+                if let Some(((features, hits), q)) = m {
+                    let scores = q.scores(&features, hits.as_ref());
+                    scores.fill(&mut result);
+                }
+                result.against_reference = AgainstReference::of(tally.against.as_ref());
+            }
+        }
+        Ok((result, for_display(images, shape)))
+    }
+
+    /// A cell's result without scores: its timing so far and where its grid is.
+    pub fn result(&self, cell: &Cell, state: &CellState, grid: String) -> CellResult {
+        let samples = cell.samples();
+        let wall = state.model_s + state.sampler_s;
+        CellResult {
+            name: cell.name.clone(),
+            label: cell.label.clone(),
+            class: cell.class.clone(),
+            steps: cell.steps,
+            nfe: state.nfe,
+            samples,
+            wall_s: wall,
+            model_ms_per_step: state.model_s * 1e3 / cell.steps.max(1) as f64,
+            sampler_ms_per_step: state.sampler_s * 1e3 / cell.steps.max(1) as f64,
+            ms_per_sample: wall * 1e3 / samples.max(1) as f64,
+            fid: None,
+            kid: None,
+            kid_std: None,
+            accuracy: None,
+            accuracies: Vec::new(),
+            against_reference: Default::default(),
+            provider: self.provider.to_string(),
+            grid,
+            key: cell.key.clone(),
+            error: None,
+            warnings: cell.warnings.clone(),
+            guidance: cell.guidance,
+            guidance_rescale: cell.guidance_rescale,
+            prompts: match cell.is_class_conditional() {
+                true => Vec::new(),
+                false => cell.conditions.clone(),
+            },
+            classes: cell.classes.clone(),
+        }
+    }
+}
+
+/// Where a shard keeps a cell's tally, under its folder.
+pub fn tally_path(cell: &Cell) -> String {
+    format!("cells/{}.npz", cell.file_stem())
+}
+
+/// Writes a cell's preview grid (`images`, its previews in [-1, 1]) as `cells/<cell>.png` under `out`;
+/// returns that path, relative.
+pub fn write_grid(
+    out: &Path,
+    cell: &Cell,
+    images: &[f32],
+    shape: [usize; 3],
+) -> Result<String, PathError> {
+    let grid_path = format!("cells/{}.png", cell.file_stem());
+    let img = grid(images, shape, cell.preview, grid_columns(cell));
+    save_png(&upscale(&img, upscale_factor(shape)), &out.join(&grid_path))?;
+    Ok(grid_path)
+}
+
+/// A cell's squared errors against its reference solve.
+fn against(solution: &Solution, samples: &[f32], images: &[f32]) -> Against {
+    let (data, decoded) = reference::compare(solution, samples, images);
+    Against {
+        reference: solution.name.clone(),
+        data: data.unwrap_or_default(),
+        decoded,
+    }
+}
+
+/// A cell's grid: one row per condition (prompt) with its seeds across, else about square.
+pub fn grid_columns(cell: &Cell) -> usize {
+    cell.preview_rows()
+        .unwrap_or_else(|| (cell.preview as f64).sqrt().ceil() as usize)
+}
+
+/// What turns a run's samples into pictures: the VAE decoder and the cheap preview map of latent models.
+pub(super) struct Pictures {
+    pub decoder: Option<VaeDecoder>,
+    pub preview: Option<LatentPreview>,
+    /// One finished image's C, H, W.
+    pub image_shape: [usize; 3],
+    /// One sample's C, H, W (latent for latent models).
+    pub sample_shape: [usize; 3],
+    /// `[sampling] preview = "decode"`: previews through the decoder every k steps instead of the map.
+    pub decode_every: Option<usize>,
+}
+
+impl Pictures {
+    /// The preview after `step` of `steps` (1-based), at the display size; `None` on steps that make none.
+    pub fn preview_at(&mut self, x0: &[f32], step: usize, steps: usize) -> Option<Vec<f32>> {
+        let (Some(every), Some(vae)) = (self.decode_every, self.decoder.as_mut()) else {
+            return Some(self.preview(x0));
+        };
+        if step % every != 0 || step == steps {
+            // The last step's samples come decoded with the finished cell.
+            return None;
+        }
+        let batch = x0.len() / self.sample_shape.iter().product::<usize>().max(1);
+        // A failed preview decode shows nothing; the finished cell's decode reports the failure.
+        let (images, _) = vae.decode(x0, self.sample_shape, batch).ok()?;
+        Some(for_display(images, self.image_shape))
+    }
+
+    /// Previews of x0 at the display size: the cheap latent→RGB map for latent models.
+    fn preview(&self, x0: &[f32]) -> Vec<f32> {
+        let display = display_shape(self.image_shape);
+        let (rgb, shape) = match &self.preview {
+            Some(map) => {
+                let scale = (display[1] / self.sample_shape[1].max(1)).max(1);
+                let [_, h, w] = self.sample_shape;
+                (
+                    map.rgb(x0, self.sample_shape, scale),
+                    [3, h * scale, w * scale],
+                )
+            }
+            None if self.decoder.is_some() => return Vec::new(),
+            None => (x0.to_vec(), self.sample_shape),
+        };
+        match shape == display {
+            true => rgb,
+            false => super::resize::fit(&rgb, shape, display),
+        }
+    }
+
+    /// Finished samples as images in [-1, 1]: decoded for latent models.
+    pub fn images(&mut self, finals: &[f32], batch: usize) -> Result<Vec<f32>, String> {
+        match &mut self.decoder {
+            Some(vae) => vae
+                .decode(finals, self.sample_shape, batch)
+                .map(|(images, _)| images)
+                .map_err(|e| format!("the VAE decoder failed: {e}")),
+            None => Ok(finals.to_vec()),
+        }
+    }
+}
+
+/// A pending cell's samples and time so far.
+pub(super) struct CellState {
+    pub finals: Vec<f32>,
+    pub model_s: f64,
+    pub sampler_s: f64,
+    pub lanes_left: usize,
+    /// The first sample of the next lane to start.
+    pub next_first: usize,
+    /// The cell stopped on an error: no more lanes start.
+    pub failed: bool,
+    /// Model evaluations per sample (set when its first lane starts).
+    pub nfe: usize,
+}
+
+impl CellState {
+    pub fn new(cell: &Cell, item: usize, per_lane: usize) -> Self {
+        CellState {
+            finals: vec![0.0; cell.samples() * item],
+            model_s: 0.0,
+            sampler_s: 0.0,
+            lanes_left: cell.samples().div_ceil(per_lane),
+            next_first: 0,
+            failed: false,
+            nfe: cell.steps,
+        }
+    }
+}
