@@ -623,3 +623,19 @@ fn schedule_is_a_key_of_its_own_like_comfyuis_scheduler() {
         ),
     ]);
 }
+
+/// Every shipped experiment loads, with nothing to warn about.
+#[test]
+fn every_shipped_experiment_loads_without_warnings() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let e = Experiment::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            let warnings: Vec<String> = e.warnings.iter().map(ToString::to_string).collect();
+            assert!(warnings.is_empty(), "{}: {warnings:?}", path.display());
+            seen += 1;
+        }
+    }
+    assert!(seen >= 6, "{seen} experiments");
+}
