@@ -21,6 +21,11 @@ enum Command {
     Info(cli::info::InfoArgs),
     /// Run an experiment headless: grids, results (JSON, CSV) and plots in its output folder.
     Run(cli::run::Args),
+    /// Merge the shards of a sharded run (`run --shard`, `slurm`) into its results, grids and plots.
+    Merge(cli::merge::Args),
+    /// Run an experiment as a Slurm job array, one shard per task, and merge it after: writes the
+    /// sbatch scripts and submits them where sbatch exists.
+    Slurm(cli::slurm::Args),
     /// Open the dashboard on an experiment: samplers side by side as they run, training curves,
     /// quality against cost. `difflab` alone opens experiments/default.toml.
     Ui(cli::ui::Args),
@@ -35,6 +40,8 @@ fn main() {
         Some(Command::Demo(args)) => cli::demo::run(&args),
         Some(Command::Info(args)) => cli::info::run(&args),
         Some(Command::Run(args)) => cli::run::run(&args),
+        Some(Command::Merge(args)) => cli::merge::run(&args),
+        Some(Command::Slurm(args)) => cli::slurm::run(&args),
         Some(Command::Ui(args)) => cli::ui::run(&args),
         Some(Command::Metrics(args)) => cli::metrics::run(args),
         None => cli::ui::run_default(),

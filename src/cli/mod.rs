@@ -3,9 +3,11 @@
 
 pub mod demo;
 pub mod info;
+pub mod merge;
 pub mod metrics;
 pub mod run;
 pub mod schedule;
+pub mod slurm;
 pub mod ui;
 
 use serde_json::{Map, Value};

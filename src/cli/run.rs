@@ -2,12 +2,15 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::experiment::Experiment;
+use crate::lab::display::{display_shape, for_display};
+use crate::lab::merge::{MergedCell, merge, shard_counts};
 use crate::lab::plots::{Column, comparison_grid, write_plots};
+use crate::lab::shard::{Shard, shard_folder};
 use crate::lab::{CellResult, LabEvent, RunOptions, start};
 
 #[derive(clap::Args, Debug)]
@@ -30,6 +33,10 @@ pub struct Args {
     /// (decoded for latent models), in seed order, prompt-major when there are prompts.
     #[arg(long)]
     pub save_samples: bool,
+    /// Run shard I of N (I from 0) of every cell into <out>/shards/I-of-N; without it, a job-array task
+    /// reads its shard from SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX or RANK. Merge with `difflab merge`.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -41,12 +48,21 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         eprintln!("warning: {w}");
     }
     let out_dir = experiment.output_dir.clone();
+    let shard = which_shard(args)?;
+    if shard.is_none()
+        && args.only.is_none()
+        && !args.force
+        && merge_complete_shards(&experiment, args.json)?
+    {
+        return Ok(());
+    }
     let lab = start(
         experiment.clone(),
         RunOptions {
             only: args.only.clone(),
             force: args.force,
             save_samples: args.save_samples,
+            shard,
         },
     );
     let fancy = std::io::stderr().is_terminal();
@@ -123,27 +139,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 images: cell_images,
             } => {
                 images.insert(cell, cell_images);
-                let mut quality = match (result.fid, result.kid) {
-                    (Some(f), Some(k)) => format!(
-                        "FID {f:.2}, KID {k:.4} ± {:.4}",
-                        result.kid_std.unwrap_or(0.0)
-                    ),
-                    _ => String::new(),
-                };
-                if let Some(rmse) = result.against_reference.ref_rmse {
-                    let sep = if quality.is_empty() { "" } else { ", " };
-                    quality.push_str(&format!("{sep}RMSE to reference {rmse:.3e}"));
-                }
-                let line = match &result.error {
-                    Some(e) => format!("{}: failed: {e}", result.name),
-                    None => format!(
-                        "{}: {} samples, {:.1} ms/sample, {quality}{}",
-                        result.name,
-                        result.samples,
-                        result.ms_per_sample,
-                        if cached { " (unchanged, reused)" } else { "" }
-                    ),
-                };
+                let line = cell_line(&result, cached);
                 match cell_bars.get(&cell) {
                     Some(bar) => bar.finish_with_message(line.clone()),
                     None => eprintln!("{line}"),
@@ -181,39 +177,23 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             unbatched as f64 / calls as f64
         );
     }
+    if let Some(shard) = shard {
+        return shard_done(shard, &out_dir, &done);
+    }
     // The figures: every finished cell of this experiment side by side, and the plots.
     let failed: Vec<CellResult> = done.iter().filter(|r| r.failed()).cloned().collect();
     done.retain(|r| !r.failed());
     let total = done.len() + failed.len();
     done.sort_by_key(|r| names.iter().position(|n| *n == r.name));
-    let columns: Vec<Column> = done
-        .iter()
-        .filter_map(|r| {
-            let i = names.iter().position(|n| *n == r.name)?;
-            Some(Column {
-                name: &r.name,
-                images: images.get(&i)?,
-            })
+    let images: Vec<Option<&Vec<f32>>> = (done.iter())
+        .map(|r| {
+            names
+                .iter()
+                .position(|n| *n == r.name)
+                .and_then(|i| images.get(&i))
         })
         .collect();
-    if !columns.is_empty() {
-        comparison_grid(
-            &columns,
-            shape,
-            &row_labels,
-            &out_dir.join("comparison.png"),
-        )?;
-    }
-    let plots = write_plots(&done, &out_dir)?;
-    eprintln!(
-        "results in {}: results.json, results.csv, comparison.png, cells/*.png, {}",
-        out_dir.display(),
-        plots
-            .iter()
-            .filter_map(|p| std::path::Path::new(p).file_name()?.to_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    figures(&out_dir, &done, &images, shape, &row_labels)?;
     if args.json {
         done.extend(failed.iter().cloned());
         println!("{}", serde_json::to_string_pretty(&done)?);
@@ -228,4 +208,171 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Writes comparison.png (the finished cells side by side, `images` each one's display previews) and
+/// the plots, and says where they are.
+pub fn figures(
+    out_dir: &Path,
+    done: &[CellResult],
+    images: &[Option<&Vec<f32>>],
+    shape: [usize; 3],
+    row_labels: &[String],
+) -> anyhow::Result<()> {
+    let columns: Vec<Column> = (done.iter().zip(images))
+        .filter_map(|(r, images)| {
+            Some(Column {
+                name: &r.name,
+                images: images.as_ref()?,
+            })
+        })
+        .collect();
+    if !columns.is_empty() {
+        comparison_grid(&columns, shape, row_labels, &out_dir.join("comparison.png"))?;
+    }
+    let plots = write_plots(done, out_dir)?;
+    eprintln!(
+        "results in {}: results.json, results.csv, comparison.png, cells/*.png, {}",
+        out_dir.display(),
+        plots
+            .iter()
+            .filter_map(|p| Path::new(p).file_name()?.to_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+/// `--shard I/N`, or the job-array task's shard from its environment.
+fn which_shard(args: &Args) -> anyhow::Result<Option<Shard>> {
+    let shard = match &args.shard {
+        Some(text) => Some((
+            Shard::parse(text).map_err(anyhow::Error::msg)?,
+            "--shard".to_string(),
+        )),
+        None => Shard::from_env(|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?,
+    };
+    let Some((shard, source)) = shard else {
+        return Ok(None);
+    };
+    if args.only.is_some() {
+        anyhow::bail!("--only and a shard ({source}) together: a sharded run runs every cell");
+    }
+    if args.save_samples {
+        anyhow::bail!(
+            "--save-samples and a shard ({source}) together: a shard keeps its tallies, not its samples"
+        );
+    }
+    eprintln!("shard {shard} (from {source})");
+    Ok(Some(shard))
+}
+
+/// A shard's closing line: where its part is and how to merge.
+fn shard_done(shard: Shard, out_dir: &Path, done: &[CellResult]) -> anyhow::Result<()> {
+    let failed: Vec<&str> = (done.iter().filter(|r| r.failed()))
+        .map(|r| r.name.as_str())
+        .collect();
+    let folder = shard_folder(out_dir, shard);
+    eprintln!(
+        "shard {shard}: {} cells in {}; once every shard is done: difflab merge {}",
+        done.len(),
+        folder.display(),
+        out_dir.display()
+    );
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "shard {shard}: {} failed; {}/results.json says why",
+            failed.join(", "),
+            folder.display()
+        );
+    }
+    Ok(())
+}
+
+/// When every shard of a run under the output folder is done, merges them instead of running; says
+/// why not when shards are there but not complete.
+fn merge_complete_shards(experiment: &Experiment, json: bool) -> anyhow::Result<bool> {
+    for count in shard_counts(&experiment.output_dir) {
+        match merge(experiment, count) {
+            Ok(merged) => {
+                report_merged(experiment, &merged, json)?;
+                return Ok(true);
+            }
+            Err(why) => eprintln!("not merging the {count} shards there: {why}"),
+        }
+    }
+    Ok(false)
+}
+
+/// Prints merged cells like finished ones and writes the figures.
+pub fn report_merged(
+    experiment: &Experiment,
+    merged: &[MergedCell],
+    json: bool,
+) -> anyhow::Result<()> {
+    let out_dir = &experiment.output_dir;
+    for m in merged {
+        eprintln!("{}", cell_line(&m.result, false));
+    }
+    let shape = merged
+        .first()
+        .map_or([1, 1, 1], |m| display_shape(m.image_shape));
+    let display: Vec<Vec<f32>> = (merged.iter())
+        .map(|m| for_display(m.images.clone(), m.image_shape))
+        .collect();
+    let done: Vec<CellResult> = merged.iter().map(|m| m.result.clone()).collect();
+    let ok: Vec<bool> = done.iter().map(|r| !r.failed()).collect();
+    let (done_ok, images): (Vec<CellResult>, Vec<Option<&Vec<f32>>>) = (done.iter().zip(&display))
+        .zip(&ok)
+        .filter(|(_, ok)| **ok)
+        .map(|((r, d), _)| (r.clone(), Some(d)))
+        .unzip();
+    let row_labels = merged
+        .first()
+        .map(|m| m.cell.preview_labels())
+        .unwrap_or_default();
+    figures(out_dir, &done_ok, &images, shape, &row_labels)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&done)?);
+    }
+    let failed: Vec<&str> = done
+        .iter()
+        .filter(|r| r.failed())
+        .map(|r| r.name.as_str())
+        .collect();
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "{} of {} cells failed ({}); results.json says why",
+            failed.len(),
+            done.len(),
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// A finished cell in one line: its samples, time and scores, or why it failed.
+fn cell_line(result: &CellResult, cached: bool) -> String {
+    let mut quality = match (result.fid, result.kid) {
+        (Some(f), Some(k)) => format!(
+            "FID {f:.2}, KID {k:.4} ± {:.4}",
+            result.kid_std.unwrap_or(0.0)
+        ),
+        _ => String::new(),
+    };
+    if let Some(rmse) = result.against_reference.ref_rmse {
+        let sep = if quality.is_empty() { "" } else { ", " };
+        quality.push_str(&format!("{sep}RMSE to reference {rmse:.3e}"));
+    }
+    match &result.error {
+        Some(e) => format!("{}: failed: {e}", result.name),
+        None => format!(
+            "{}: {} samples, {:.1} ms/sample{}{quality}{}",
+            result.name,
+            result.samples,
+            result.ms_per_sample,
+            if quality.is_empty() { "" } else { ", " },
+            if cached { " (unchanged, reused)" } else { "" }
+        ),
+    }
 }

@@ -7,6 +7,7 @@ pub mod finish;
 pub mod guidance;
 pub mod images;
 pub mod latent_preview;
+pub mod merge;
 pub mod model;
 pub mod plan;
 pub mod plots;

@@ -115,6 +115,22 @@ pub fn plan(experiment: &Experiment, only: Option<&str>) -> std::io::Result<Vec<
     Ok(plan_run(experiment, only)?.cells)
 }
 
+impl Plan {
+    /// A hash of every cell's and reference's key: two runs with the same plan key draw the same
+    /// samples the same way.
+    pub fn key(&self) -> String {
+        let mut hash = Sha256::new();
+        for cell in self.cells.iter().chain(&self.references) {
+            hash.update(cell.name.as_bytes());
+            hash.update(cell.key.as_bytes());
+        }
+        hash.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
 /// Plans the cells `only` selects (all for `None`) and the reference solves they need.
 pub fn plan_run(experiment: &Experiment, only: Option<&str>) -> std::io::Result<Plan> {
     let (model_inputs, inputs) = inputs_hash(experiment)?;

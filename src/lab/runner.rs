@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use super::conditioning::RunConditions;
 use super::display::{display_shape, for_display};
-use super::finish::{CellState, Finish, Pictures, grid_columns};
+use super::finish::{CellState, Finish, Pictures, grid_columns, tally_path};
 use super::guidance::guide;
 use super::images::{GAP, upscale_factor};
 use super::model::{LoadedModel, load_features, load_model};
@@ -20,6 +20,7 @@ use super::reference::{self, Solution};
 use super::results::{CellResult, Results};
 use super::samples::read_init_noise;
 use super::scoring::Quality;
+use super::shard::{Shard, ShardPlan, shard_plan};
 use crate::engine::{Denoiser, NonFinite};
 use crate::experiment::{Experiment, NoiseKind, Preview};
 use crate::path_error::at;
@@ -78,6 +79,8 @@ pub struct RunOptions {
     pub force: bool,
     /// Also write every cell's finished samples as `samples/<cell>.npy`.
     pub save_samples: bool,
+    /// Run only this shard's part of every cell, into its own folder under `shards/`.
+    pub shard: Option<Shard>,
 }
 
 /// A running lab: its events, and the switch that cancels it.
@@ -212,7 +215,13 @@ fn run_inner(
     tx: &Sender<LabEvent>,
     calls: &mut (usize, usize),
 ) -> Result<(), Stop> {
-    let Plan { cells, references } = plan_cells(experiment, options)?;
+    let ShardPlan {
+        cells,
+        references,
+        out,
+        items: shard_items,
+    } = shard_plan(experiment, plan_cells(experiment, options)?, options.shard)?;
+    let out = out.as_path();
     let LoadedModel {
         mut denoiser,
         sample_shape,
@@ -258,14 +267,22 @@ fn run_inner(
     for note in notes {
         let _ = tx.send(LabEvent::Log(note));
     }
-    let out = &experiment.output_dir;
     std::fs::create_dir_all(out).map_err(at("create the output folder", out))?;
     let (mut results, warning) = Results::open(&out.join("results.json"))?;
     if let Some(w) = warning {
         let _ = tx.send(LabEvent::Log(w));
     }
     results.experiment = experiment.name.clone();
-    let pending = reuse_cached(&cells, &results, out, image_shape, options.force, tx);
+    let tallied = shard_items.is_some();
+    let pending = reuse_cached(
+        &cells,
+        &results,
+        out,
+        image_shape,
+        options.force,
+        tallied,
+        tx,
+    );
     if pending.is_empty() {
         let _ = tx.send(LabEvent::Log("every cell is up to date".into()));
         return Ok(());
@@ -293,7 +310,7 @@ fn run_inner(
             provider: &provider,
             batch: experiment.batch,
             save_samples: options.save_samples,
-            shard_items: None,
+            shard_items,
         },
         references: &references,
         solutions: vec![None; references.len()],
@@ -363,14 +380,15 @@ fn plan_cells(experiment: &Experiment, options: &RunOptions) -> Result<Plan, Sto
     )))
 }
 
-/// Reports the cells whose inputs have not changed since a finished earlier run, with their grids, and
-/// returns the indices of the others. A failed cell is never up to date.
+/// Reports the cells whose inputs have not changed since a finished earlier run, with their grids (and
+/// tallies, for a shard), and returns the indices of the others. A failed cell is never up to date.
 fn reuse_cached(
     cells: &[Cell],
     results: &Results,
     out: &Path,
     sample_shape: [usize; 3],
     force: bool,
+    tallied: bool,
     tx: &Sender<LabEvent>,
 ) -> Vec<usize> {
     let mut pending = Vec::new();
@@ -378,7 +396,8 @@ fn reuse_cached(
         let earlier = results
             .cells
             .iter()
-            .find(|r| r.key == cell.key && !r.failed() && out.join(&r.grid).is_file());
+            .find(|r| r.key == cell.key && !r.failed() && out.join(&r.grid).is_file())
+            .filter(|_| !tallied || out.join(tally_path(cell)).is_file());
         match earlier {
             Some(r) if !force => {
                 let images = for_display(

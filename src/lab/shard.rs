@@ -4,8 +4,13 @@
 //! its seed alone, so which shard drew it changes nothing.
 
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 
-use super::plan::Cell;
+use serde::{Deserialize, Serialize};
+
+use super::plan::{Cell, Plan};
+use super::results::write_atomic;
+use crate::experiment::Experiment;
 
 /// Shard `index` of `count`, counting from 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +148,65 @@ impl Shard {
     pub fn folder_name(&self) -> String {
         format!("{}-of-{}", self.index, self.count)
     }
+}
+
+/// What one shard runs: its part of every cell and reference, where it writes, and each cell's samples
+/// as indices among the whole cell's (`None` when the run is not sharded).
+pub struct ShardPlan {
+    pub cells: Vec<Cell>,
+    pub references: Vec<Cell>,
+    pub out: PathBuf,
+    pub items: Option<Vec<Vec<usize>>>,
+}
+
+/// What a shard ran, written into its folder before it starts: the merge checks that every shard ran
+/// the same plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub experiment: PathBuf,
+    pub name: String,
+    pub shard: String,
+    pub plan: String,
+    pub cells: Vec<String>,
+}
+
+/// The folder of `shard` under an output folder.
+pub fn shard_folder(out: &Path, shard: Shard) -> PathBuf {
+    out.join("shards").join(shard.folder_name())
+}
+
+/// The plan a run with `shard` (or without) carries out; a shard's manifest is written here.
+pub fn shard_plan(
+    experiment: &Experiment,
+    plan: Plan,
+    shard: Option<Shard>,
+) -> Result<ShardPlan, String> {
+    let Some(shard) = shard else {
+        return Ok(ShardPlan {
+            cells: plan.cells,
+            references: plan.references,
+            out: experiment.output_dir.clone(),
+            items: None,
+        });
+    };
+    shard.check_work(&plan.cells)?;
+    let out = shard_folder(&experiment.output_dir, shard);
+    let manifest = Manifest {
+        experiment: std::fs::canonicalize(&experiment.path)
+            .unwrap_or_else(|_| experiment.path.clone()),
+        name: experiment.name.clone(),
+        shard: shard.to_string(),
+        plan: plan.key(),
+        cells: plan.cells.iter().map(|c| c.name.clone()).collect(),
+    };
+    let text = serde_json::to_vec_pretty(&manifest).map_err(|e| e.to_string())?;
+    write_atomic(&out.join("shard.json"), &text).map_err(|e| e.to_string())?;
+    Ok(ShardPlan {
+        items: Some(plan.cells.iter().map(|c| shard.items(c)).collect()),
+        cells: plan.cells.iter().map(|c| shard.restrict(c)).collect(),
+        references: plan.references.iter().map(|r| shard.restrict(r)).collect(),
+        out,
+    })
 }
 
 impl std::fmt::Display for Shard {

@@ -144,9 +144,9 @@ impl Tally {
         write_atomic(path, &bytes)
     }
 
-    /// Reads a tally file back with the key it was written for; a damaged file is an error that says
-    /// what is wrong with it.
-    pub fn load(path: &Path) -> Result<(Tally, String), String> {
+    /// Reads a tally file back with the key it was written for and its images' C × H × W; a damaged
+    /// file is an error that says what is wrong with it.
+    pub fn load(path: &Path) -> Result<(Tally, String, [usize; 3]), String> {
         let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
         let mut npz = NpzReader::new(file).map_err(|e| format!("not a readable .npz ({e})"))?;
         let names = npz
@@ -162,7 +162,18 @@ impl Tally {
         let meta: Meta = serde_json::from_slice(meta.as_slice().unwrap_or_default())
             .map_err(|e| format!("array `meta` is not the tally's JSON ({e})"))?;
         let items: Vec<usize> = array("items")?.iter().map(|&v| v as usize).collect();
-        let previews: Vec<f32> = array("previews")?.iter().map(|&v| v as f32).collect();
+        let previews = array("previews")?;
+        let image_shape = match previews.shape() {
+            &[n, c, h, w] if n == meta.preview && n <= items.len() => [c, h, w],
+            other => {
+                return Err(format!(
+                    "array `previews` has shape {other:?} for {} previews of {} samples",
+                    meta.preview,
+                    items.len()
+                ));
+            }
+        };
+        let previews: Vec<f32> = previews.iter().map(|&v| v as f32).collect();
         let features = match names.iter().any(|n| n.trim_end_matches(".npy") == "sum") {
             true => {
                 let sum: Vec<f64> = array("sum")?.iter().copied().collect();
@@ -197,7 +208,7 @@ impl Tally {
             hits: meta.hits,
             against: meta.against,
         };
-        Ok((tally, meta.key))
+        Ok((tally, meta.key, image_shape))
     }
 }
 

@@ -254,6 +254,7 @@ impl Runner {
                             only: None,
                             force,
                             save_samples: false,
+                            shard: None,
                         },
                     );
                     self.lab = Some(handle.cancel_switch());
