@@ -36,8 +36,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 );
                 return super::run::report_merged(&experiment, &merged, args.json);
             }
-            Err(e) => why.push(e),
+            Err(e) => why.push(format!("\n  {count} shards: {e}")),
         }
     }
-    anyhow::bail!("nothing merged: {}", why.join("\n"))
+    anyhow::bail!("nothing merged:{}", why.concat())
 }

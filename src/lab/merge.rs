@@ -175,7 +175,7 @@ fn merge_cell(
         let path = s.folder.join(tally_path(cell));
         let (tally, key, shape) = Tally::load(&path).map_err(|e| {
             format!(
-                "{}: {e}; delete it and rerun shard {} (`difflab run {} --shard {}`)",
+                "{}: {e}; rerun shard {} (`difflab run {} --shard {}`), which redoes that cell",
                 path.display(),
                 s.shard,
                 experiment.path.display(),

@@ -21,6 +21,7 @@ use super::results::{CellResult, Results};
 use super::samples::read_init_noise;
 use super::scoring::Quality;
 use super::shard::{Shard, ShardPlan, shard_plan};
+use super::tally::Tally;
 use crate::engine::{Denoiser, NonFinite};
 use crate::experiment::{Experiment, NoiseKind, Preview};
 use crate::path_error::at;
@@ -397,7 +398,9 @@ fn reuse_cached(
             .cells
             .iter()
             .find(|r| r.key == cell.key && !r.failed() && out.join(&r.grid).is_file())
-            .filter(|_| !tallied || out.join(tally_path(cell)).is_file());
+            .filter(|_| {
+                !tallied || Tally::load(&out.join(tally_path(cell))).is_ok_and(|t| t.1 == cell.key)
+            });
         match earlier {
             Some(r) if !force => {
                 let images = for_display(
