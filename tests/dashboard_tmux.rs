@@ -375,3 +375,48 @@ fn bare_difflab_without_a_default_experiment_says_what_to_do() {
         "{err}"
     );
 }
+
+/// Opened on an experiment whose shards are writing into its output folder, the dashboard runs nothing
+/// itself: it shows each cell's samples across the shards, and merges them once the last shard is done.
+#[test]
+fn the_dashboard_watches_a_sharded_run_and_merges_it() {
+    if !have_tmux("the dashboard's sharded-run test") {
+        return;
+    }
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_difflab"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lab.toml");
+    save(&file, &experiment("10").replace("seeds = 4", "seeds = 6"));
+    let shard = |i: usize| {
+        let out = Command::new(&bin)
+            .args(["run", file.to_str().unwrap(), "--shard", &format!("{i}/2")])
+            .env_remove("SLURM_ARRAY_TASK_ID")
+            .env_remove("RANK")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    shard(0);
+    let tmux = session("shards", dir.path());
+    let minute = Duration::from_secs(60);
+    tmux.send(&[&format!("{} ui lab.toml", bin.display()), "Enter"]);
+    tmux.wait_for("shard progress", minute, |s| {
+        s.contains("shards 1/2 · 3/6 samples") && s.contains("watching 2 shards")
+    });
+    shard(1);
+    tmux.wait_for("the merged cells", minute, |s| {
+        s.contains("merged the 2 shards") && !s.contains("shards 1/2")
+    });
+    let results: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("out/results.json")).unwrap(),
+    )
+    .unwrap();
+    let cells = results["cells"].as_array().unwrap();
+    assert!(!cells.is_empty());
+    assert!(cells.iter().all(|c| c["samples"] == 6), "{results}");
+    tmux.send(&["q"]);
+}

@@ -63,6 +63,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             force: args.force,
             save_samples: args.save_samples,
             shard,
+            watch_shards: false,
         },
     );
     let fancy = std::io::stderr().is_terminal();
@@ -147,6 +148,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 done.push(*result);
             }
             LabEvent::Log(line) => eprintln!("{line}"),
+            LabEvent::ShardProgress { .. } => {}
             LabEvent::Finished {
                 cancelled,
                 error,

@@ -18,6 +18,7 @@ pub mod runner;
 pub mod samples;
 pub mod scoring;
 pub mod shard;
+pub mod shard_watch;
 pub mod tally;
 pub mod tensorrt;
 

@@ -14,6 +14,7 @@ use super::display::{display_shape, for_display};
 use super::finish::{CellState, Finish, Pictures, grid_columns, tally_path};
 use super::guidance::guide;
 use super::images::{GAP, upscale_factor};
+use super::merge::merge;
 use super::model::{LoadedModel, load_features, load_model};
 use super::plan::{Cell, Item, Plan, plan, plan_run};
 use super::reference::{self, Solution};
@@ -21,6 +22,7 @@ use super::results::{CellResult, Results};
 use super::samples::read_init_noise;
 use super::scoring::Quality;
 use super::shard::{Shard, ShardPlan, shard_plan};
+use super::shard_watch::{ProgressWriter, shards_of, watch};
 use super::tally::Tally;
 use crate::engine::{Denoiser, NonFinite};
 use crate::experiment::{Experiment, NoiseKind, Preview};
@@ -60,6 +62,14 @@ pub enum LabEvent {
         images: Vec<f32>,
         cached: bool,
     },
+    /// Cell `cell` of a sharded run being watched: samples done over every shard, and the shards done.
+    ShardProgress {
+        cell: usize,
+        samples_done: usize,
+        samples_total: usize,
+        shards_done: usize,
+        shards: usize,
+    },
     /// Something worth a line in the log.
     Log(String),
     /// The run ended (`error` when it stopped on one).
@@ -82,6 +92,9 @@ pub struct RunOptions {
     pub save_samples: bool,
     /// Run only this shard's part of every cell, into its own folder under `shards/`.
     pub shard: Option<Shard>,
+    /// Where shards of this experiment write into its output folder, watch them and merge them when
+    /// they are done, instead of running here.
+    pub watch_shards: bool,
 }
 
 /// A running lab: its events, and the switch that cancels it.
@@ -216,12 +229,16 @@ fn run_inner(
     tx: &Sender<LabEvent>,
     calls: &mut (usize, usize),
 ) -> Result<(), Stop> {
+    let planned = plan_cells(experiment, options)?;
+    let watched = (options.watch_shards && options.shard.is_none() && !options.force)
+        .then(|| shards_of(&experiment.output_dir, &planned))
+        .flatten();
     let ShardPlan {
         cells,
         references,
         out,
         items: shard_items,
-    } = shard_plan(experiment, plan_cells(experiment, options)?, options.shard)?;
+    } = shard_plan(experiment, planned, options.shard)?;
     let out = out.as_path();
     let LoadedModel {
         mut denoiser,
@@ -267,6 +284,9 @@ fn run_inner(
     });
     for note in notes {
         let _ = tx.send(LabEvent::Log(note));
+    }
+    if let Some(count) = watched {
+        return watch_and_merge(experiment, &cells, count, cancel, tx);
     }
     std::fs::create_dir_all(out).map_err(at("create the output folder", out))?;
     let (mut results, warning) = Results::open(&out.join("results.json"))?;
@@ -317,6 +337,7 @@ fn run_inner(
         solutions: vec![None; references.len()],
         solving: false,
         results,
+        progress_file: tallied.then(|| ProgressWriter::new(out)),
         tx,
     };
     // The reference solves the pending cells are compared with come first, so each cell is scored as
@@ -328,6 +349,35 @@ fn run_inner(
     }
     lab.begin(&cells, pending, false)?;
     lab.drive(denoiser.as_mut(), cancel, calls)
+}
+
+/// Watches the `count` shards writing into the output folder and merges them when they are done; the
+/// merged cells are reported as finished.
+fn watch_and_merge(
+    experiment: &Experiment,
+    cells: &[Cell],
+    count: usize,
+    cancel: &AtomicBool,
+    tx: &Sender<LabEvent>,
+) -> Result<(), Stop> {
+    let line = format!(
+        "watching {count} shards in {}; they are merged here when every one is done",
+        experiment.output_dir.join("shards").display()
+    );
+    let _ = tx.send(LabEvent::Log(line));
+    if !watch(&experiment.output_dir, cells, count, cancel, tx) {
+        return Err(Stop::Cancelled);
+    }
+    for (cell, m) in merge(experiment, count)?.into_iter().enumerate() {
+        let _ = tx.send(LabEvent::CellDone {
+            cell,
+            result: Box::new(m.result),
+            images: for_display(m.images, m.image_shape),
+            cached: false,
+        });
+    }
+    let _ = tx.send(LabEvent::Log(format!("merged the {count} shards")));
+    Ok(())
 }
 
 /// The reference solves (indices into `references`) that the `pending` cells are compared with.
@@ -460,6 +510,8 @@ struct Batch<'a> {
     /// The cells running now are reference solves: kept for comparison, not results.
     solving: bool,
     results: Results,
+    /// A shard's progress file, for whoever watches the sharded run.
+    progress_file: Option<ProgressWriter>,
     tx: &'a Sender<LabEvent>,
 }
 
@@ -751,6 +803,9 @@ impl<'a> Batch<'a> {
         let start = lane.first * item;
         state.finals[start..start + lane.x.len()].copy_from_slice(&lane.x);
         state.lanes_left -= 1;
+        if let Some(file) = &mut self.progress_file {
+            file.record(&cell.key, lane.first + lane.items, state.lanes_left == 0);
+        }
         if state.lanes_left > 0 {
             return Ok(());
         }

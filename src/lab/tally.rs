@@ -228,3 +228,77 @@ fn read_any(npz: &mut NpzReader<std::fs::File>, name: &str) -> Result<ArrayD<f64
         Err(e) => Err(e.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shard's tally of `items` (previews first), with 2 features and 1-value images per sample.
+    fn part(items: Vec<usize>, preview: usize) -> Tally {
+        let rows: Vec<f32> = items
+            .iter()
+            .flat_map(|&i| [i as f32, 1.0 - i as f32])
+            .collect();
+        Tally {
+            previews: items[..preview].iter().map(|&i| i as f32 / 10.0).collect(),
+            preview,
+            features: Some(FeatureTally {
+                sums: FeatureSums::of(&rows, 2),
+                rows,
+            }),
+            hits: Some(Hits {
+                hits: vec![items.len() / 2],
+                totals: vec![items.len()],
+            }),
+            against: Some(Against {
+                reference: "reference ddim 100".into(),
+                data: SquaredError {
+                    count: items.len(),
+                    sum: items.len() as f64 * 0.25,
+                },
+                decoded: None,
+            }),
+            items,
+        }
+    }
+
+    #[test]
+    fn a_tally_reads_back_as_written() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("cells/a.npz");
+        let tally = part(vec![1, 4, 5], 1);
+        tally.save(&path, "key-1", [1, 1, 1]).expect("saved");
+        let (back, key, shape) = Tally::load(&path).expect("read back");
+        assert_eq!((back, key.as_str(), shape), (tally, "key-1", [1, 1, 1]));
+        std::fs::write(&path, b"PK\x03\x04 not the rest").expect("written");
+        assert!(
+            Tally::load(&path)
+                .unwrap_err()
+                .contains("not a readable .npz")
+        );
+    }
+
+    #[test]
+    fn merged_parts_are_in_cell_order() {
+        // Cell of 6 with 2 previews over 2 shards: shard 0 draws previews [0] and [2, 3], shard 1 [1]
+        // and [4, 5].
+        let merged =
+            Tally::merge(vec![part(vec![1, 4, 5], 1), part(vec![0, 2, 3], 1)]).expect("merged");
+        let whole = part(vec![0, 1, 2, 3, 4, 5], 2);
+        assert_eq!(merged.items, whole.items);
+        assert_eq!(merged.previews, whole.previews);
+        assert_eq!(
+            merged.features.as_ref().map(|f| &f.rows),
+            whole.features.as_ref().map(|f| &f.rows)
+        );
+        assert_eq!(
+            merged.hits,
+            Some(Hits {
+                hits: vec![2],
+                totals: vec![6]
+            })
+        );
+        assert_eq!(merged.against.map(|a| a.data.count), Some(6));
+        assert!(Tally::merge(vec![part(vec![0, 1], 1), part(vec![1], 1)]).is_err());
+    }
+}

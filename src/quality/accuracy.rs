@@ -112,4 +112,22 @@ mod tests {
         let none = accuracy(&[], &[], &[], 2);
         assert_eq!((none.overall, none.per_condition), (0.0, vec![0.0, 0.0]));
     }
+
+    #[test]
+    fn hits_of_parts_add_up_to_the_whole() {
+        let (predicted, expected, condition) = ([3, 3, 7, 1, 7], [3, 3, 7, 7, 7], [0, 0, 1, 1, 1]);
+        let whole = Hits::of(&predicted, &expected, &condition, 2);
+        let mut parts = Hits::of(&predicted[..2], &expected[..2], &condition[..2], 2);
+        parts
+            .merge(&Hits::of(
+                &predicted[2..],
+                &expected[2..],
+                &condition[2..],
+                2,
+            ))
+            .expect("same conditions");
+        assert_eq!(parts, whole);
+        assert_eq!(whole.accuracy().per_condition, [1.0, 2.0 / 3.0]);
+        assert!(parts.merge(&Hits::of(&[], &[], &[], 3)).is_err());
+    }
 }

@@ -48,6 +48,8 @@ pub struct CellView {
     pub images: Vec<f32>,
     pub result: Option<CellResult>,
     pub cached: bool,
+    /// A sharded run being watched: shards that finished this cell, of all.
+    pub shards: Option<(usize, usize)>,
     /// Set from the dashboard's counter whenever `images` changes, so stale encodings are noticed.
     pub version: u64,
     /// Encodings older than this belong to whatever was in this column before.
@@ -63,6 +65,7 @@ impl CellView {
             samples_total: cell.samples(),
             images: Vec::new(),
             result: None,
+            shards: None,
             cached: false,
             version: 0,
             first_version: 0,
@@ -522,6 +525,19 @@ impl State {
                     self.image_counter += 1;
                     c.version = self.image_counter;
                     c.result = Some(*result);
+                }
+            }
+            LabEvent::ShardProgress {
+                cell,
+                samples_done,
+                samples_total,
+                shards_done,
+                shards,
+            } => {
+                if let Some(c) = self.cells.get_mut(cell) {
+                    c.samples_done = samples_done;
+                    c.samples_total = samples_total;
+                    c.shards = Some((shards_done, shards));
                 }
             }
             LabEvent::Log(line) => self.push_log(line),

@@ -255,6 +255,7 @@ impl Runner {
                             force,
                             save_samples: false,
                             shard: None,
+                            watch_shards: true,
                         },
                     );
                     self.lab = Some(handle.cancel_switch());

@@ -274,6 +274,14 @@ fn status(cell: &CellView) -> Line<'static> {
         }
         Some(_) if cell.cached => Line::from("reused".green()),
         Some(_) => Line::from("done".green()),
+        None if cell.shards.is_some() => {
+            let (done, shards) = cell.shards.unwrap_or_default();
+            let s = format!(
+                "shards {done}/{shards} · {}/{} samples",
+                cell.samples_done, cell.samples_total
+            );
+            Line::from(s.yellow())
+        }
         None if cell.step == 0 => Line::from("waiting".dim()),
         None => {
             let mut s = format!("step {}/{}", cell.step, cell.steps);
