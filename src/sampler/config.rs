@@ -6,31 +6,20 @@
 //! `from_config` does), then the short name's preset, then the user's keys (unknown ones are reported
 //! as warnings and ignored; invalid values are errors naming the key and what is allowed).
 
+use std::any::Any;
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use super::ddim::{Ddim, DdimConfig};
-use super::ddpm::{Ddpm, DdpmConfig, DdpmVariance};
-use super::deis::{Deis, DeisConfig};
-use super::dpm_sde::{DpmSde, DpmSdeConfig};
-use super::dpm_singlestep::{DpmSinglestep, SinglestepConfig};
-use super::dpm_solver::{DpmAlgorithm, DpmSolver, DpmSolverConfig, FinalSigma, SolverType};
-use super::edm::{EdmDpm, EdmDpmConfig, EdmEuler, EdmEulerConfig};
-use super::euler::{Euler, EulerConfig};
-use super::euler_ancestral::EulerAncestral;
-use super::heun::{Heun, HeunConfig};
-use super::kdiff::KConfig;
-use super::kdpm2::Kdpm2;
-use super::lcm::{Lcm, LcmConfig};
-use super::lms::{Lms, LmsConfig};
-use super::pndm::{Pndm, PndmConfig};
+use super::ddim::DdimConfig;
+use super::ddpm::{DdpmConfig, DdpmVariance};
+use super::dpm_solver::{DpmAlgorithm, DpmSolverConfig, FinalSigma, SolverType};
 use super::prediction::X0Clip;
 use super::registry;
 use super::schedule::{BetaSchedule, ScheduleConfig};
 use super::spacing::TimestepSpacing;
-use super::unipc::{UniPc, UniPcConfig};
 use super::{PredictionType, Scheduler};
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -84,26 +73,45 @@ pub fn short_names() -> Vec<&'static str> {
         .collect()
 }
 
-/// A fully resolved sampler: which scheduler and all of its settings.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SamplerConfig {
-    Ddpm(DdpmConfig),
-    Ddim(DdimConfig),
-    DpmSolver(DpmSolverConfig),
-    Euler(EulerConfig),
-    EulerAncestral(KConfig),
-    Heun(HeunConfig),
-    Lms(LmsConfig),
-    Kdpm2(KConfig),
-    Kdpm2Ancestral(KConfig),
-    UniPc(UniPcConfig),
-    Deis(DeisConfig),
-    Pndm(PndmConfig),
-    DpmSinglestep(SinglestepConfig),
-    Lcm(LcmConfig),
-    EdmEuler(EdmEulerConfig),
-    EdmDpm(EdmDpmConfig),
-    DpmSde(DpmSdeConfig),
+/// A fully resolved sampler: its diffusers class and that family's settings.
+#[derive(Debug, Clone)]
+pub struct SamplerConfig {
+    class: &'static str,
+    family: Arc<dyn FamilyConfig>,
+}
+
+/// What a family's resolved settings give the lab. A new sampler is its file (the scheduler, its
+/// settings type implementing this, its defaults and parser) and its line in the registry.
+pub trait FamilyConfig: DynEq + std::fmt::Debug + Send + Sync {
+    /// A ready-to-run scheduler (call `set_steps` next).
+    fn build(&self) -> Box<dyn Scheduler>;
+    fn schedule(&self) -> &ScheduleConfig;
+    fn prediction_type(&self) -> PredictionType;
+}
+
+/// What a family's settings parser gives.
+pub type Parsed = Result<Arc<dyn FamilyConfig>, ConfigError>;
+
+/// Equality between settings of any family (false across families).
+pub trait DynEq: Any {
+    fn as_any(&self) -> &dyn Any;
+    fn dyn_eq(&self, other: &dyn Any) -> bool;
+}
+
+impl<T: PartialEq + Any> DynEq for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn dyn_eq(&self, other: &dyn Any) -> bool {
+        other.downcast_ref::<T>() == Some(self)
+    }
+}
+
+impl PartialEq for SamplerConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.class == other.class && self.family.as_ref().dyn_eq(other.family.as_ref().as_any())
+    }
 }
 
 /// A resolved config with what was noticed on the way.
@@ -141,99 +149,24 @@ impl SamplerConfig {
 
     /// Builds a ready-to-run scheduler (call `set_steps` next).
     pub fn build(&self) -> Box<dyn Scheduler> {
-        match self {
-            Self::Ddpm(c) => Box::new(Ddpm::new(c.clone())),
-            Self::Ddim(c) => Box::new(Ddim::new(c.clone())),
-            Self::DpmSolver(c) => Box::new(DpmSolver::new(c.clone())),
-            Self::Euler(c) => Box::new(Euler::new(c.clone())),
-            Self::EulerAncestral(c) => Box::new(EulerAncestral::new(c.clone())),
-            Self::Heun(c) => Box::new(Heun::new(c.clone())),
-            Self::Lms(c) => Box::new(Lms::new(c.clone())),
-            Self::Kdpm2(c) => Box::new(Kdpm2::new(c.clone(), false)),
-            Self::Kdpm2Ancestral(c) => Box::new(Kdpm2::new(c.clone(), true)),
-            Self::UniPc(c) => Box::new(UniPc::new(c.clone())),
-            Self::Deis(c) => Box::new(Deis::new(c.clone())),
-            Self::Pndm(c) => Box::new(Pndm::new(c.clone())),
-            Self::DpmSinglestep(c) => Box::new(DpmSinglestep::new(c.clone())),
-            Self::Lcm(c) => Box::new(Lcm::new(c.clone())),
-            Self::EdmEuler(c) => Box::new(EdmEuler::new(c.clone())),
-            Self::EdmDpm(c) => Box::new(EdmDpm::new(c.clone())),
-            Self::DpmSde(c) => Box::new(DpmSde::new(c.clone())),
-        }
+        self.family.build()
     }
 
     pub fn class_name(&self) -> &'static str {
-        match self {
-            Self::Ddpm(_) => "DDPMScheduler",
-            Self::Ddim(_) => "DDIMScheduler",
-            Self::DpmSolver(_) => "DPMSolverMultistepScheduler",
-            Self::Euler(_) => "EulerDiscreteScheduler",
-            Self::EulerAncestral(_) => "EulerAncestralDiscreteScheduler",
-            Self::Heun(_) => "HeunDiscreteScheduler",
-            Self::Lms(_) => "LMSDiscreteScheduler",
-            Self::Kdpm2(_) => "KDPM2DiscreteScheduler",
-            Self::Kdpm2Ancestral(_) => "KDPM2AncestralDiscreteScheduler",
-            Self::UniPc(_) => "UniPCMultistepScheduler",
-            Self::Deis(_) => "DEISMultistepScheduler",
-            Self::Pndm(_) => "PNDMScheduler",
-            Self::DpmSinglestep(_) => "DPMSolverSinglestepScheduler",
-            Self::Lcm(_) => "LCMScheduler",
-            Self::EdmEuler(_) => "EDMEulerScheduler",
-            Self::EdmDpm(_) => "EDMDPMSolverMultistepScheduler",
-            Self::DpmSde(_) => "DPMSolverSDEScheduler",
-        }
-    }
-
-    /// The k-diffusion style settings, for the classes that have them.
-    fn k(&self) -> Option<&KConfig> {
-        match self {
-            Self::Euler(c) => Some(&c.k),
-            Self::EulerAncestral(c) => Some(c),
-            Self::Heun(c) => Some(&c.k),
-            Self::Lms(c) => Some(&c.k),
-            Self::Kdpm2(c) | Self::Kdpm2Ancestral(c) => Some(c),
-            Self::DpmSde(c) => Some(&c.k),
-            _ => None,
-        }
+        self.class
     }
 
     pub fn prediction_type(&self) -> PredictionType {
-        match self {
-            Self::Ddpm(c) => c.prediction_type,
-            Self::Ddim(c) => c.prediction_type,
-            Self::DpmSolver(c) => c.prediction_type,
-            Self::UniPc(c) => c.prediction_type,
-            Self::Deis(c) => c.prediction_type,
-            Self::Pndm(c) => c.prediction_type,
-            Self::DpmSinglestep(c) => c.prediction_type,
-            Self::Lcm(c) => c.prediction_type,
-            Self::EdmEuler(c) => c.edm.prediction_type,
-            Self::EdmDpm(c) => c.edm.prediction_type,
-            _ => self
-                .k()
-                .map_or(PredictionType::Epsilon, |k| k.prediction_type),
-        }
+        self.family.prediction_type()
     }
 
     pub fn schedule(&self) -> &ScheduleConfig {
-        match self {
-            Self::Ddpm(c) => &c.schedule,
-            Self::Ddim(c) => &c.schedule,
-            Self::DpmSolver(c) => &c.schedule,
-            Self::Euler(c) => &c.k.schedule,
-            Self::EulerAncestral(c) => &c.schedule,
-            Self::Heun(c) => &c.k.schedule,
-            Self::Lms(c) => &c.k.schedule,
-            Self::Kdpm2(c) | Self::Kdpm2Ancestral(c) => &c.schedule,
-            Self::UniPc(c) => &c.vp.schedule,
-            Self::Deis(c) => &c.vp.schedule,
-            Self::Pndm(c) => &c.schedule,
-            Self::DpmSinglestep(c) => &c.schedule,
-            Self::Lcm(c) => &c.schedule,
-            Self::DpmSde(c) => &c.k.schedule,
-            Self::EdmEuler(c) => &c.edm.schedule,
-            Self::EdmDpm(c) => &c.edm.schedule,
-        }
+        self.family.schedule()
+    }
+
+    /// The family's own settings, when they are of type `T`.
+    pub fn family<T: 'static>(&self) -> Option<&T> {
+        self.family.as_ref().as_any().downcast_ref()
     }
 
     /// Reads a diffusers scheduler_config.json.
@@ -418,12 +351,15 @@ fn resolve(
     }
     let mut r = Reader { map: &settings };
     let common = read_common(&mut r, &mut warnings)?;
-    let config = (family.parse)(&mut r, common, &mut warnings)?;
+    let config = SamplerConfig {
+        class: family.class,
+        family: (family.parse)(&mut r, common, &mut warnings)?,
+    };
     let zero_snr_eps = config.schedule().rescale_betas_zero_snr
         && config.prediction_type() == PredictionType::Epsilon
         && !matches!(
-            config,
-            SamplerConfig::DpmSolver(_) | SamplerConfig::UniPc(_)
+            family.class,
+            "DPMSolverMultistepScheduler" | "UniPCMultistepScheduler"
         );
     if zero_snr_eps {
         warnings.push("rescale_betas_zero_snr with prediction_type \"epsilon\" divides by sqrt(alpha_bar) = 0 at the last training step; zero-SNR models use \"v_prediction\"".into());
@@ -510,13 +446,9 @@ pub(super) fn read_clip(r: &mut Reader, thresholding: X0Clip) -> Result<X0Clip, 
     })
 }
 
-pub(super) fn parse_ddpm(
-    r: &mut Reader,
-    c: Common,
-    _warnings: &mut Vec<String>,
-) -> Result<SamplerConfig, ConfigError> {
+pub(super) fn parse_ddpm(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {
     let thresholding = read_thresholding(r)?;
-    Ok(SamplerConfig::Ddpm(DdpmConfig {
+    Ok(Arc::new(DdpmConfig {
         clip: read_clip(r, thresholding)?,
         variance_type: r.variance_type()?,
         schedule: c.schedule,
@@ -526,13 +458,9 @@ pub(super) fn parse_ddpm(
     }))
 }
 
-pub(super) fn parse_ddim(
-    r: &mut Reader,
-    c: Common,
-    _warnings: &mut Vec<String>,
-) -> Result<SamplerConfig, ConfigError> {
+pub(super) fn parse_ddim(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {
     let thresholding = read_thresholding(r)?;
-    Ok(SamplerConfig::Ddim(DdimConfig {
+    Ok(Arc::new(DdimConfig {
         clip: read_clip(r, thresholding)?,
         set_alpha_to_one: r.bool("set_alpha_to_one")?,
         eta: r.non_negative("eta")?,
@@ -544,11 +472,7 @@ pub(super) fn parse_ddim(
     }))
 }
 
-pub(super) fn parse_dpm(
-    r: &mut Reader,
-    c: Common,
-    warnings: &mut Vec<String>,
-) -> Result<SamplerConfig, ConfigError> {
+pub(super) fn parse_dpm(r: &mut Reader, c: Common, warnings: &mut Vec<String>) -> Parsed {
     let thresholding = read_thresholding(r)?;
     for key in [
         "use_exponential_sigmas",
@@ -623,7 +547,7 @@ pub(super) fn parse_dpm(
             reason: "Karras sigmas interpolate between training timesteps, so num_train_timesteps must be at least 2".into(),
         });
     }
-    Ok(SamplerConfig::DpmSolver(DpmSolverConfig {
+    Ok(Arc::new(DpmSolverConfig {
         thresholding,
         solver_order,
         algorithm,
@@ -789,9 +713,7 @@ mod tests {
     #[test]
     fn short_names_resolve_to_presets() {
         let r = SamplerConfig::resolve("DPM++ 2M Karras", None, &Map::new()).unwrap();
-        let SamplerConfig::DpmSolver(c) = r.config else {
-            panic!("not DPM")
-        };
+        let c: &DpmSolverConfig = r.config.family().expect("DPM-Solver");
         assert!(c.use_karras_sigmas);
         assert_eq!(c.solver_order, 2);
         assert_eq!(r.warnings, Vec::<String>::new());
@@ -806,9 +728,7 @@ mod tests {
         let r =
             SamplerConfig::resolve("ddim", Some(&base), &user(json!({"eta": 0.5, "colour": 1})))
                 .unwrap();
-        let SamplerConfig::Ddim(c) = r.config else {
-            panic!("not DDIM")
-        };
+        let c: &DdimConfig = r.config.family().expect("DDIM");
         assert_eq!(c.schedule.beta_schedule, BetaSchedule::ScaledLinear);
         assert_eq!(c.prediction_type, PredictionType::VPrediction);
         assert_eq!(c.clip, X0Clip::None);

@@ -1,5 +1,6 @@
 //! DDIMScheduler (Song et al. 2021): deterministic at eta = 0, DDPM-like at eta = 1.
 
+use super::config::FamilyConfig;
 use super::ddpm::checked_timesteps;
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
@@ -148,5 +149,19 @@ impl Scheduler for Ddim {
         }
         self.index += 1;
         Ok(())
+    }
+}
+
+impl FamilyConfig for DdimConfig {
+    fn build(&self) -> Box<dyn Scheduler> {
+        Box::new(Ddim::new(self.clone()))
+    }
+
+    fn schedule(&self) -> &ScheduleConfig {
+        &self.schedule
+    }
+
+    fn prediction_type(&self) -> PredictionType {
+        self.prediction_type
     }
 }

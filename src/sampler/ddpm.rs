@@ -1,5 +1,6 @@
 //! DDPMScheduler: ancestral sampling (Ho et al. 2020), with diffusers' strided posterior.
 
+use super::config::FamilyConfig;
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
 use super::spacing::{TimestepSpacing, ddpm_ddim_timesteps};
@@ -224,4 +225,18 @@ pub(super) fn check_timesteps(
         });
     }
     Ok(())
+}
+
+impl FamilyConfig for DdpmConfig {
+    fn build(&self) -> Box<dyn Scheduler> {
+        Box::new(Ddpm::new(self.clone()))
+    }
+
+    fn schedule(&self) -> &ScheduleConfig {
+        &self.schedule
+    }
+
+    fn prediction_type(&self) -> PredictionType {
+        self.prediction_type
+    }
 }

@@ -2,8 +2,10 @@
 //! with the exponential integrator's weights from polynomials in log rho (rho = sigma / alpha), orders
 //! 1–3. It never reaches sigma 0: the last step lands on the smallest training sigma.
 
+use super::config::FamilyConfig;
 use super::dpm_solver::alpha_sigma_lambda;
 use super::prediction::X0Clip;
+use super::schedule::ScheduleConfig;
 use super::vp_sigmas::{FinalSigma, VpSchedule, data_prediction};
 use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
 
@@ -161,6 +163,20 @@ impl Scheduler for Deis {
         }
         self.index += 1;
         Ok(())
+    }
+}
+
+impl FamilyConfig for DeisConfig {
+    fn build(&self) -> Box<dyn Scheduler> {
+        Box::new(Deis::new(self.clone()))
+    }
+
+    fn schedule(&self) -> &ScheduleConfig {
+        &self.vp.schedule
+    }
+
+    fn prediction_type(&self) -> PredictionType {
+        self.prediction_type
     }
 }
 

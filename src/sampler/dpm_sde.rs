@@ -3,7 +3,10 @@
 //! there, and an ancestral step over the whole interval from the stored sample. The noise of both is
 //! one Brownian path (see [`NoiseSource::brownian`]). The last interval is one Euler call to 0.
 
+use super::PredictionType;
+use super::config::FamilyConfig;
 use super::kdiff::{KConfig, denoised, init_noise_sigma, input_divisor};
+use super::schedule::ScheduleConfig;
 use super::sigmas::sigma_to_t;
 use super::{ConfigError, NoiseSource, Scheduler, StepError, check_step};
 
@@ -172,6 +175,20 @@ impl Scheduler for DpmSde {
         }
         self.call += 1;
         Ok(())
+    }
+}
+
+impl FamilyConfig for DpmSdeConfig {
+    fn build(&self) -> Box<dyn Scheduler> {
+        Box::new(DpmSde::new(self.clone()))
+    }
+
+    fn schedule(&self) -> &ScheduleConfig {
+        &self.k.schedule
+    }
+
+    fn prediction_type(&self) -> PredictionType {
+        self.k.prediction_type
     }
 }
 

@@ -2,6 +2,7 @@
 //! grouped into single steps of order 1–3 from one anchor sample, each stage a model call. Orders
 //! follow diffusers' `order_list`; DPM++ 2S / 3S, the noise-prediction `dpmsolver` and the SDE variant.
 
+use super::config::FamilyConfig;
 use super::ddpm::{check_step_count, check_timesteps};
 use super::dpm_solver::{SolverType, lambda_clipped_end};
 use super::prediction::X0Clip;
@@ -352,6 +353,20 @@ impl Scheduler for DpmSinglestep {
         }
         self.index += 1;
         Ok(())
+    }
+}
+
+impl FamilyConfig for SinglestepConfig {
+    fn build(&self) -> Box<dyn Scheduler> {
+        Box::new(DpmSinglestep::new(self.clone()))
+    }
+
+    fn schedule(&self) -> &ScheduleConfig {
+        &self.schedule
+    }
+
+    fn prediction_type(&self) -> PredictionType {
+        self.prediction_type
     }
 }
 

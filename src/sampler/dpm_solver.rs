@@ -1,6 +1,7 @@
 //! DPMSolverMultistepScheduler with the DPM-Solver++ data-prediction updates (Lu et al. 2022):
 //! orders 1–3, midpoint and heun, Karras sigmas, and the SDE variant (DPM++ 2M SDE).
 
+use super::config::FamilyConfig;
 use super::ddpm::{check_step_count, check_timesteps};
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
@@ -354,5 +355,19 @@ impl Scheduler for DpmSolver {
         // it is: the limit of every update as h -> 0. diffusers gives NaN there for heun and order 3.
         self.index += 1;
         Ok(())
+    }
+}
+
+impl FamilyConfig for DpmSolverConfig {
+    fn build(&self) -> Box<dyn Scheduler> {
+        Box::new(DpmSolver::new(self.clone()))
+    }
+
+    fn schedule(&self) -> &ScheduleConfig {
+        &self.schedule
+    }
+
+    fn prediction_type(&self) -> PredictionType {
+        self.prediction_type
     }
 }

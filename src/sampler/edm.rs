@@ -3,6 +3,7 @@
 //! output F becomes the denoised sample `c_skip(σ)·x + c_out(σ)·F` inside `step` (so the Scheduler
 //! trait needs nothing more than its input divisor and timesteps).
 
+use super::config::FamilyConfig;
 use super::dpm_solver::multistep_order;
 use super::euler::Churn;
 use super::prediction::X0Clip;
@@ -423,6 +424,34 @@ impl Scheduler for EdmDpm {
         }
         self.index += 1;
         Ok(())
+    }
+}
+
+impl FamilyConfig for EdmEulerConfig {
+    fn build(&self) -> Box<dyn Scheduler> {
+        Box::new(EdmEuler::new(self.clone()))
+    }
+
+    fn schedule(&self) -> &ScheduleConfig {
+        &self.edm.schedule
+    }
+
+    fn prediction_type(&self) -> PredictionType {
+        self.edm.prediction_type
+    }
+}
+
+impl FamilyConfig for EdmDpmConfig {
+    fn build(&self) -> Box<dyn Scheduler> {
+        Box::new(EdmDpm::new(self.clone()))
+    }
+
+    fn schedule(&self) -> &ScheduleConfig {
+        &self.edm.schedule
+    }
+
+    fn prediction_type(&self) -> PredictionType {
+        self.edm.prediction_type
     }
 }
 

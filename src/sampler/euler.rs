@@ -1,7 +1,9 @@
 //! EulerDiscreteScheduler: the first-order step in sigma space (A1111 "Euler", ComfyUI `euler`), with
 //! diffusers' optional churn (noise added after the model call, so not Karras' Algorithm 2).
 
+use super::config::FamilyConfig;
 use super::kdiff::{KConfig, denoised, f32_round, init_noise_sigma, input_divisor};
+use super::schedule::ScheduleConfig;
 use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
 
 /// diffusers' step keywords `s_churn`, `s_tmin`, `s_tmax`, `s_noise`.
@@ -181,5 +183,19 @@ impl Scheduler for Euler {
         }
         self.index += 1;
         Ok(())
+    }
+}
+
+impl FamilyConfig for EulerConfig {
+    fn build(&self) -> Box<dyn Scheduler> {
+        Box::new(Euler::new(self.clone()))
+    }
+
+    fn schedule(&self) -> &ScheduleConfig {
+        &self.k.schedule
+    }
+
+    fn prediction_type(&self) -> PredictionType {
+        self.k.prediction_type
     }
 }

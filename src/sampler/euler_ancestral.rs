@@ -1,8 +1,15 @@
 //! EulerAncestralDiscreteScheduler (A1111 "Euler a", ComfyUI `euler_ancestral`): an Euler step down to
 //! sigma_down, then fresh noise of std sigma_up, at every step (sigma_up is 0 at the last).
 
+use super::PredictionType;
+use super::config::FamilyConfig;
 use super::kdiff::{KConfig, denoised, f32_round, init_noise_sigma, input_divisor};
+use super::schedule::ScheduleConfig;
 use super::{ConfigError, NoiseSource, Scheduler, StepError, check_step};
+
+/// Euler a's settings: the k-diffusion ones, nothing of its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EulerAncestralConfig(pub KConfig);
 
 pub struct EulerAncestral {
     config: KConfig,
@@ -104,5 +111,19 @@ impl Scheduler for EulerAncestral {
         }
         self.index += 1;
         Ok(())
+    }
+}
+
+impl FamilyConfig for EulerAncestralConfig {
+    fn build(&self) -> Box<dyn Scheduler> {
+        Box::new(EulerAncestral::new(self.0.clone()))
+    }
+
+    fn schedule(&self) -> &ScheduleConfig {
+        &self.0.schedule
+    }
+
+    fn prediction_type(&self) -> PredictionType {
+        self.0.prediction_type
     }
 }

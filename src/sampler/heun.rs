@@ -2,8 +2,11 @@
 //! interval except the last (an Euler step to sigma 0). As in diffusers, the timesteps list one entry per
 //! model call, `[t0, t1, t1, ..., t_{n-1}, t_{n-1}]`, and each `step` is one call.
 
+use super::PredictionType;
+use super::config::FamilyConfig;
 use super::kdiff::{KConfig, denoised, f32_round, init_noise_sigma, input_divisor};
 use super::prediction::X0Clip;
+use super::schedule::ScheduleConfig;
 use super::{ConfigError, NoiseSource, Scheduler, StepError, check_step};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -134,5 +137,19 @@ impl Scheduler for Heun {
         }
         self.call += 1;
         Ok(())
+    }
+}
+
+impl FamilyConfig for HeunConfig {
+    fn build(&self) -> Box<dyn Scheduler> {
+        Box::new(Heun::new(self.clone()))
+    }
+
+    fn schedule(&self) -> &ScheduleConfig {
+        &self.k.schedule
+    }
+
+    fn prediction_type(&self) -> PredictionType {
+        self.k.prediction_type
     }
 }

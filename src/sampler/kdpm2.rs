@@ -2,8 +2,11 @@
 //! `dpm_2_ancestral`): k-diffusion's DPM-Solver-2, a midpoint step at the log-sigma midpoint, two model
 //! calls per interval except the last. One `step` per model call; the timesteps list both calls.
 
+use super::PredictionType;
+use super::config::FamilyConfig;
 use super::euler_ancestral::ancestral_sigmas;
 use super::kdiff::{KConfig, KSchedule, denoised, f32_round, init_noise_sigma, input_divisor};
+use super::schedule::ScheduleConfig;
 use super::sigmas::{SigmaRamp, sigma_to_t};
 use super::{ConfigError, NoiseSource, Scheduler, StepError, check_step};
 
@@ -23,6 +26,13 @@ struct Tables {
     /// Where the ancestral step lands before its noise, and the noise std (0 for DPM2).
     down: Vec<f32>,
     up: Vec<f32>,
+}
+
+/// DPM2's settings, and whether it is the ancestral (DPM2 a) one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kdpm2Config {
+    pub k: KConfig,
+    pub ancestral: bool,
 }
 
 pub struct Kdpm2 {
@@ -211,5 +221,19 @@ impl Scheduler for Kdpm2 {
         }
         self.call += 1;
         Ok(())
+    }
+}
+
+impl FamilyConfig for Kdpm2Config {
+    fn build(&self) -> Box<dyn Scheduler> {
+        Box::new(Kdpm2::new(self.k.clone(), self.ancestral))
+    }
+
+    fn schedule(&self) -> &ScheduleConfig {
+        &self.k.schedule
+    }
+
+    fn prediction_type(&self) -> PredictionType {
+        self.k.prediction_type
     }
 }

@@ -5,12 +5,16 @@
 use serde_json::{Value, json};
 
 use super::PredictionType;
-use super::config::{Common, ConfigError, Reader, SamplerConfig, read_clip, read_thresholding};
+use std::sync::Arc;
+
+use super::config::{Common, ConfigError, Parsed, Reader, read_clip, read_thresholding};
 use super::dpm_sde::DpmSdeConfig;
 use super::edm::{EdmConfig, EdmDpmConfig, EdmEulerConfig, EdmSchedule};
 use super::euler::{Churn, EulerConfig};
+use super::euler_ancestral::EulerAncestralConfig;
 use super::heun::HeunConfig;
 use super::kdiff::{KConfig, unsupported_prediction};
+use super::kdpm2::Kdpm2Config;
 use super::lms::LmsConfig;
 use super::prediction::X0Clip;
 use super::sigmas::SigmaRamp;
@@ -106,11 +110,7 @@ fn number_or_inf(r: &mut Reader, key: &str) -> Result<f64, ConfigError> {
     }
 }
 
-pub(super) fn parse_euler(
-    r: &mut Reader,
-    c: Common,
-    _warnings: &mut Vec<String>,
-) -> Result<SamplerConfig, ConfigError> {
+pub(super) fn parse_euler(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {
     for key in ["sigma_min", "sigma_max"] {
         if !r.value(key).is_null() {
             return Err(ConfigError::Unsupported {
@@ -146,7 +146,7 @@ pub(super) fn parse_euler(
         s_tmax: number_or_inf(r, "s_tmax")?,
         s_noise: r.non_negative("s_noise")?,
     };
-    Ok(SamplerConfig::Euler(EulerConfig {
+    Ok(Arc::new(EulerConfig {
         k: k_config(c, ramp),
         log_linear,
         final_sigma_min,
@@ -159,37 +159,29 @@ pub(super) fn parse_euler_ancestral(
     _r: &mut Reader,
     c: Common,
     _warnings: &mut Vec<String>,
-) -> Result<SamplerConfig, ConfigError> {
+) -> Parsed {
     if c.prediction_type == PredictionType::Sample {
         return Err(unsupported_prediction(
             "EulerAncestralDiscreteScheduler",
             c.prediction_type,
         ));
     }
-    Ok(SamplerConfig::EulerAncestral(k_config(
+    Ok(Arc::new(EulerAncestralConfig(k_config(
         c,
         SigmaRamp::Interpolated,
-    )))
+    ))))
 }
 
-pub(super) fn parse_heun(
-    r: &mut Reader,
-    c: Common,
-    _warnings: &mut Vec<String>,
-) -> Result<SamplerConfig, ConfigError> {
+pub(super) fn parse_heun(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {
     let ramp = read_ramp(r)?;
     let clip = read_clip(r, X0Clip::None)?;
-    Ok(SamplerConfig::Heun(HeunConfig {
+    Ok(Arc::new(HeunConfig {
         k: k_config(c, ramp),
         clip,
     }))
 }
 
-pub(super) fn parse_lms(
-    r: &mut Reader,
-    c: Common,
-    _warnings: &mut Vec<String>,
-) -> Result<SamplerConfig, ConfigError> {
+pub(super) fn parse_lms(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {
     let ramp = read_ramp(r)?;
     let order = r.count("order", 1)?;
     if order > 4 {
@@ -199,7 +191,7 @@ pub(super) fn parse_lms(
             expected: "1, 2, 3 or 4".into(),
         });
     }
-    Ok(SamplerConfig::Lms(LmsConfig {
+    Ok(Arc::new(LmsConfig {
         k: k_config(c, ramp),
         order,
     }))
@@ -221,28 +213,22 @@ fn kdpm2_config(r: &mut Reader, c: Common, class: &str) -> Result<KConfig, Confi
     Ok(k_config(c, ramp))
 }
 
-pub(super) fn parse_kdpm2(
-    r: &mut Reader,
-    c: Common,
-    _warnings: &mut Vec<String>,
-) -> Result<SamplerConfig, ConfigError> {
-    Ok(SamplerConfig::Kdpm2(kdpm2_config(
-        r,
-        c,
-        "KDPM2DiscreteScheduler",
-    )?))
+pub(super) fn parse_kdpm2(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {
+    Ok(Arc::new(Kdpm2Config {
+        k: kdpm2_config(r, c, "KDPM2DiscreteScheduler")?,
+        ancestral: false,
+    }))
 }
 
 pub(super) fn parse_kdpm2_ancestral(
     r: &mut Reader,
     c: Common,
     _warnings: &mut Vec<String>,
-) -> Result<SamplerConfig, ConfigError> {
-    Ok(SamplerConfig::Kdpm2Ancestral(kdpm2_config(
-        r,
-        c,
-        "KDPM2AncestralDiscreteScheduler",
-    )?))
+) -> Parsed {
+    Ok(Arc::new(Kdpm2Config {
+        k: kdpm2_config(r, c, "KDPM2AncestralDiscreteScheduler")?,
+        ancestral: true,
+    }))
 }
 
 pub(super) fn dpm_sde_defaults() -> Value {
@@ -252,11 +238,7 @@ pub(super) fn dpm_sde_defaults() -> Value {
     )
 }
 
-pub(super) fn parse_dpm_sde(
-    r: &mut Reader,
-    c: Common,
-    warnings: &mut Vec<String>,
-) -> Result<SamplerConfig, ConfigError> {
+pub(super) fn parse_dpm_sde(r: &mut Reader, c: Common, warnings: &mut Vec<String>) -> Parsed {
     if c.prediction_type == PredictionType::Sample {
         return Err(unsupported_prediction(
             "DPMSolverSDEScheduler",
@@ -267,7 +249,7 @@ pub(super) fn parse_dpm_sde(
         warnings.push("noise_sampler_seed is ignored: difflab draws each sample's Brownian noise from that sample's own seed".into());
     }
     let ramp = read_ramp(r)?;
-    Ok(SamplerConfig::DpmSde(DpmSdeConfig {
+    Ok(Arc::new(DpmSdeConfig {
         k: k_config(c, ramp),
         s_noise: r.non_negative("s_noise")?,
     }))
@@ -337,11 +319,7 @@ fn edm_config(r: &mut Reader, c: &Common, class: &str) -> Result<EdmConfig, Conf
     })
 }
 
-pub(super) fn parse_edm_euler(
-    r: &mut Reader,
-    c: Common,
-    _warnings: &mut Vec<String>,
-) -> Result<SamplerConfig, ConfigError> {
+pub(super) fn parse_edm_euler(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {
     let edm = edm_config(r, &c, "EDMEulerScheduler")?;
     let churn = Churn {
         s_churn: r.non_negative("s_churn")?,
@@ -349,14 +327,10 @@ pub(super) fn parse_edm_euler(
         s_tmax: number_or_inf(r, "s_tmax")?,
         s_noise: r.non_negative("s_noise")?,
     };
-    Ok(SamplerConfig::EdmEuler(EdmEulerConfig { edm, churn }))
+    Ok(Arc::new(EdmEulerConfig { edm, churn }))
 }
 
-pub(super) fn parse_edm_dpm(
-    r: &mut Reader,
-    c: Common,
-    _warnings: &mut Vec<String>,
-) -> Result<SamplerConfig, ConfigError> {
+pub(super) fn parse_edm_dpm(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {
     let edm = edm_config(r, &c, "EDMDPMSolverMultistepScheduler")?;
     let solver_order = r.count("solver_order", 1)?;
     if solver_order > 3 {
@@ -383,7 +357,7 @@ pub(super) fn parse_edm_dpm(
         "heun" => Some(true),
         _ => None,
     })?;
-    Ok(SamplerConfig::EdmDpm(EdmDpmConfig {
+    Ok(Arc::new(EdmDpmConfig {
         edm,
         thresholding: read_thresholding(r)?,
         solver_order,

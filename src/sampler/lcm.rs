@@ -2,6 +2,7 @@
 //! maps the sample to the consistency function's clean estimate and, except at the last step, noises
 //! it again to the next timestep with fresh Gaussian noise.
 
+use super::config::FamilyConfig;
 use super::ddpm::{check_step_count, check_timesteps};
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
@@ -136,6 +137,20 @@ impl Scheduler for Lcm {
         }
         self.index += 1;
         Ok(())
+    }
+}
+
+impl FamilyConfig for LcmConfig {
+    fn build(&self) -> Box<dyn Scheduler> {
+        Box::new(Lcm::new(self.clone()))
+    }
+
+    fn schedule(&self) -> &ScheduleConfig {
+        &self.schedule
+    }
+
+    fn prediction_type(&self) -> PredictionType {
+        self.prediction_type
     }
 }
 

@@ -1,7 +1,10 @@
 //! LMSDiscreteScheduler (A1111 "LMS", ComfyUI `lms`): linear multistep in sigma, with the last `order`
 //! derivatives weighted by the integrals of their Lagrange basis polynomials over the step.
 
+use super::PredictionType;
+use super::config::FamilyConfig;
 use super::kdiff::{KConfig, denoised, f32_round, init_noise_sigma, input_divisor};
+use super::schedule::ScheduleConfig;
 use super::{ConfigError, NoiseSource, Scheduler, StepError, check_step};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -135,6 +138,20 @@ impl Scheduler for Lms {
         }
         self.index += 1;
         Ok(())
+    }
+}
+
+impl FamilyConfig for LmsConfig {
+    fn build(&self) -> Box<dyn Scheduler> {
+        Box::new(Lms::new(self.clone()))
+    }
+
+    fn schedule(&self) -> &ScheduleConfig {
+        &self.k.schedule
+    }
+
+    fn prediction_type(&self) -> PredictionType {
+        self.k.prediction_type
     }
 }
 

@@ -4,7 +4,9 @@
 use serde_json::{Value, json};
 
 use super::PredictionType;
-use super::config::{Common, ConfigError, Reader, SamplerConfig, read_thresholding};
+use std::sync::Arc;
+
+use super::config::{Common, ConfigError, Parsed, Reader, read_thresholding};
 use super::deis::DeisConfig;
 use super::kdiff::unsupported_prediction;
 use super::kfamilies::read_ramp;
@@ -153,11 +155,7 @@ fn step_list(r: &mut Reader, key: &str) -> Result<Vec<usize>, ConfigError> {
     }
 }
 
-pub(super) fn parse_unipc(
-    r: &mut Reader,
-    c: Common,
-    warnings: &mut Vec<String>,
-) -> Result<SamplerConfig, ConfigError> {
+pub(super) fn parse_unipc(r: &mut Reader, c: Common, warnings: &mut Vec<String>) -> Parsed {
     let thresholding = read_thresholding(r)?;
     reject_flow(r, &["solver_p", "sigma_min", "sigma_max", "shift_terminal"])?;
     let solver_order = solver_order(r)?;
@@ -182,7 +180,7 @@ pub(super) fn parse_unipc(
     if !lower_order_final && solver_order > 1 && final_sigmas_type == FinalSigma::Zero {
         warnings.push("UniPC with lower_order_final false and final_sigmas_type \"zero\": diffusers' last step is infinite there; difflab takes it first order".into());
     }
-    Ok(SamplerConfig::UniPc(UniPcConfig {
+    Ok(Arc::new(UniPcConfig {
         vp: vp_schedule(r, &c, true)?,
         prediction_type: c.prediction_type,
         thresholding,
@@ -195,11 +193,7 @@ pub(super) fn parse_unipc(
     }))
 }
 
-pub(super) fn parse_deis(
-    r: &mut Reader,
-    c: Common,
-    warnings: &mut Vec<String>,
-) -> Result<SamplerConfig, ConfigError> {
+pub(super) fn parse_deis(r: &mut Reader, c: Common, warnings: &mut Vec<String>) -> Parsed {
     let thresholding = read_thresholding(r)?;
     reject_flow(r, &[])?;
     let solver_order = solver_order(r)?;
@@ -217,7 +211,7 @@ pub(super) fn parse_deis(
         &["midpoint", "heun", "bh1", "bh2"],
         warnings,
     )?;
-    Ok(SamplerConfig::Deis(DeisConfig {
+    Ok(Arc::new(DeisConfig {
         vp: vp_schedule(r, &c, false)?,
         prediction_type: c.prediction_type,
         thresholding,
@@ -226,15 +220,11 @@ pub(super) fn parse_deis(
     }))
 }
 
-pub(super) fn parse_pndm(
-    r: &mut Reader,
-    c: Common,
-    _warnings: &mut Vec<String>,
-) -> Result<SamplerConfig, ConfigError> {
+pub(super) fn parse_pndm(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {
     if c.prediction_type == PredictionType::Sample {
         return Err(unsupported_prediction("PNDMScheduler", c.prediction_type));
     }
-    Ok(SamplerConfig::Pndm(PndmConfig {
+    Ok(Arc::new(PndmConfig {
         schedule: c.schedule,
         prediction_type: c.prediction_type,
         timestep_spacing: c.timestep_spacing,
@@ -249,6 +239,7 @@ mod tests {
     use serde_json::{Map, json};
 
     use super::*;
+    use crate::sampler::SamplerConfig;
 
     fn resolve(name: &str, settings: Value) -> Result<SamplerConfig, ConfigError> {
         let settings: Map<String, Value> = settings.as_object().cloned().unwrap_or_default();

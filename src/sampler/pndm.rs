@@ -3,6 +3,7 @@
 //! taken with DDIM's transfer from t to t'. With `skip_prk_steps` the warm-up is a Heun-like redo of
 //! the first step instead (what A1111 calls PLMS).
 
+use super::config::FamilyConfig;
 use super::ddpm::checked_timesteps;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
 use super::spacing::TimestepSpacing;
@@ -248,6 +249,20 @@ impl Scheduler for Pndm {
         }
         self.counter += 1;
         Ok(())
+    }
+}
+
+impl FamilyConfig for PndmConfig {
+    fn build(&self) -> Box<dyn Scheduler> {
+        Box::new(Pndm::new(self.clone()))
+    }
+
+    fn schedule(&self) -> &ScheduleConfig {
+        &self.schedule
+    }
+
+    fn prediction_type(&self) -> PredictionType {
+        self.prediction_type
     }
 }
 

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::config::{Common, ConfigError, Reader, SamplerConfig};
+use super::config::{Common, Parsed, Reader};
 use super::{config, kfamilies, multistep_families, solver_families};
 
 /// Where a name comes from.
@@ -33,7 +33,7 @@ pub struct Family {
     /// The class-specific defaults (the keys every class shares are added by [`defaults`]).
     pub defaults: fn() -> Value,
     /// Reads the class's settings (all present, defaults filled in).
-    pub parse: fn(&mut Reader, Common, &mut Vec<String>) -> Result<SamplerConfig, ConfigError>,
+    pub parse: fn(&mut Reader, Common, &mut Vec<String>) -> Parsed,
     pub names: &'static [Name],
 }
 

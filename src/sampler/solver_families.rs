@@ -3,7 +3,9 @@
 
 use serde_json::{Value, json};
 
-use super::config::{Common, ConfigError, Reader, SamplerConfig, read_clip, read_thresholding};
+use std::sync::Arc;
+
+use super::config::{Common, ConfigError, Parsed, Reader, read_clip, read_thresholding};
 use super::dpm_singlestep::{SinglestepAlgorithm, SinglestepConfig};
 use super::dpm_solver::SolverType;
 use super::kfamilies::read_ramp;
@@ -55,11 +57,7 @@ fn read_final_sigma_min(r: &mut Reader) -> Result<bool, ConfigError> {
     })
 }
 
-pub(super) fn parse_singlestep(
-    r: &mut Reader,
-    c: Common,
-    _warnings: &mut Vec<String>,
-) -> Result<SamplerConfig, ConfigError> {
+pub(super) fn parse_singlestep(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {
     refuse_true(
         r,
         &["use_flow_sigmas", "use_dynamic_shifting"],
@@ -108,7 +106,7 @@ pub(super) fn parse_singlestep(
             reason: "sigma ramps convert back to training timesteps, so num_train_timesteps must be at least 2".into(),
         });
     }
-    Ok(SamplerConfig::DpmSinglestep(SinglestepConfig {
+    Ok(Arc::new(SinglestepConfig {
         schedule: c.schedule,
         prediction_type: c.prediction_type,
         thresholding,
@@ -142,14 +140,10 @@ pub(super) fn lcm_defaults() -> Value {
 
 /// LCM reads `set_alpha_to_one`, `timestep_spacing` and `steps_offset` but never uses them (its last
 /// step stays at its own timestep); they are checked, not reported.
-pub(super) fn parse_lcm(
-    r: &mut Reader,
-    c: Common,
-    _warnings: &mut Vec<String>,
-) -> Result<SamplerConfig, ConfigError> {
+pub(super) fn parse_lcm(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {
     r.bool("set_alpha_to_one")?;
     let thresholding = read_thresholding(r)?;
-    Ok(SamplerConfig::Lcm(LcmConfig {
+    Ok(Arc::new(LcmConfig {
         clip: read_clip(r, thresholding)?,
         original_inference_steps: r.count("original_inference_steps", 1)?,
         timestep_scaling: r.positive("timestep_scaling")?,

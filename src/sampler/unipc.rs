@@ -4,8 +4,10 @@
 //! Each step first corrects the sample the previous predictor produced, with the model output that
 //! sample was given (UniC needs no extra model call), then predicts the next sample.
 
+use super::config::FamilyConfig;
 use super::dpm_solver::alpha_sigma_lambda;
 use super::prediction::X0Clip;
+use super::schedule::ScheduleConfig;
 use super::vp_sigmas::{FinalSigma, VpSchedule, data_prediction};
 use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
 
@@ -303,6 +305,20 @@ impl Scheduler for UniPc {
         self.last_order = order;
         self.index += 1;
         Ok(())
+    }
+}
+
+impl FamilyConfig for UniPcConfig {
+    fn build(&self) -> Box<dyn Scheduler> {
+        Box::new(UniPc::new(self.clone()))
+    }
+
+    fn schedule(&self) -> &ScheduleConfig {
+        &self.vp.schedule
+    }
+
+    fn prediction_type(&self) -> PredictionType {
+        self.prediction_type
     }
 }
 
