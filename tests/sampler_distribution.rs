@@ -1,6 +1,7 @@
 //! Samples from the analytic Gaussian-mixture denoiser must reproduce the mixture's mean and
 //! covariance within sampling error, for ancestral (DDPM), ODE (DDIM, DPM++) and SDE (DPM++ 2M SDE)
-//! samplers alike (DPM++ SDE with its per-sample Brownian noise, DPM++ 2S).
+//! samplers alike (DPM++ SDE with its per-sample Brownian noise, DPM++ 2S), and LCM with the mixture's
+//! exact consistency function as its model.
 
 #![allow(
     clippy::unwrap_used,
@@ -9,7 +10,7 @@
     reason = "tests and benchmarks report failure by panicking"
 )]
 
-use difflab::engine::{AnalyticDenoiser, GaussianMixture};
+use difflab::engine::{AnalyticDenoiser, DenoiseError, Denoiser, DenoiserInfo, GaussianMixture};
 use difflab::lab::denoise;
 use difflab::sampler::{NoiseSchedule, PredictionType, SamplerConfig, SeededNoise};
 use serde_json::{Value, json};
@@ -28,24 +29,24 @@ fn mixture() -> GaussianMixture {
 fn check(name: &str, settings: Value, steps: usize) {
     let resolved = SamplerConfig::resolve(name, None, settings.as_object().unwrap()).unwrap();
     let schedule = NoiseSchedule::new(resolved.config.schedule());
+    let mut denoiser = AnalyticDenoiser::new(mixture(), schedule, SHAPE, PredictionType::Epsilon);
+    check_with(name, settings, steps, &mut denoiser);
+}
+
+/// As [`check`], with the model `denoiser`.
+fn check_with(name: &str, settings: Value, steps: usize, denoiser: &mut dyn Denoiser) {
+    let resolved = SamplerConfig::resolve(name, None, settings.as_object().unwrap()).unwrap();
     let mixture = mixture();
     let d = mixture.dim();
-    let mut denoiser =
-        AnalyticDenoiser::new(mixture.clone(), schedule, SHAPE, PredictionType::Epsilon);
     let mut noise = SeededNoise::new((1000..1000 + N as u64).collect());
     let mut scheduler = resolved.config.build();
     scheduler.set_steps(steps).unwrap();
     // The sigma-space samplers start from noise of standard deviation init_noise_sigma, as the lab does.
     let sigma = scheduler.init_noise_sigma();
     let mut x: Vec<f32> = noise.initial(d).iter().map(|v| v * sigma).collect();
-    denoise(
-        &mut *scheduler,
-        &mut denoiser,
-        &mut x,
-        N,
-        &mut noise,
-        |_, _| true,
-    )
+    denoise(&mut *scheduler, denoiser, &mut x, N, &mut noise, |_, _| {
+        true
+    })
     .unwrap();
 
     let samples: Vec<&[f32]> = x.chunks(d).collect();
@@ -135,8 +136,53 @@ fn dpm2_ancestral_reproduces_the_mixture() {
     check("dpm2-a", json!({}), 50);
 }
 
-// LCM is not tested: it needs a consistency model, and re-noising the analytic model's posterior mean
-// collapses the mixture towards its heavier component.
+/// The mixture's exact consistency function as a model: from x_t it solves the probability-flow ODE
+/// to t = 0 and answers with the ε whose x0 is that solution. Each consistency step then maps a sample
+/// of p_t to a sample of the data, so LCM's re-noise-and-map steps reproduce the mixture (the analytic
+/// denoiser's posterior mean would collapse it: LCM needs a consistency model).
+struct ExactConsistency {
+    mixture: GaussianMixture,
+    schedule: NoiseSchedule,
+}
+
+impl Denoiser for ExactConsistency {
+    fn info(&self) -> DenoiserInfo {
+        DenoiserInfo {
+            name: "exact consistency function".into(),
+            provider: "builtin".into(),
+            sample_shape: SHAPE,
+            prediction_type: PredictionType::Epsilon,
+        }
+    }
+
+    fn predict(
+        &mut self,
+        sample: &[f32],
+        timesteps: &[f64],
+        out: &mut [f32],
+    ) -> Result<(), DenoiseError> {
+        let d = self.mixture.dim();
+        for ((item, o), &t) in sample.chunks(d).zip(out.chunks_mut(d)).zip(timesteps) {
+            let a = self.schedule.alpha_bar_at(t);
+            let x: Vec<f64> = item.iter().map(|&v| f64::from(v)).collect();
+            let x0 = self.mixture.solve_ode(&x, ((1.0 - a) / a).sqrt(), 0.0, 100);
+            for ((o, x), x0) in o.iter_mut().zip(&x).zip(&x0) {
+                *o = ((x - a.sqrt() * x0) / (1.0 - a).sqrt()) as f32;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn lcm_with_an_exact_consistency_model_reproduces_the_mixture() {
+    let resolved = SamplerConfig::resolve("lcm", None, &serde_json::Map::new()).unwrap();
+    let mut model = ExactConsistency {
+        mixture: mixture(),
+        schedule: NoiseSchedule::new(resolved.config.schedule()),
+    };
+    check_with("lcm", json!({}), 4, &mut model);
+}
 
 #[test]
 #[should_panic(expected = "standard error")]
