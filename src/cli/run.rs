@@ -319,16 +319,13 @@ pub fn report_merged(
     let shape = merged
         .first()
         .map_or([1, 1, 1], |m| display_shape(m.image_shape));
-    let display: Vec<Vec<f32>> = (merged.iter())
+    let finished: Vec<&MergedCell> = merged.iter().filter(|m| !m.result.failed()).collect();
+    let display: Vec<Vec<f32>> = (finished.iter())
         .map(|m| for_display(m.images.clone(), m.image_shape))
         .collect();
+    let done_ok: Vec<CellResult> = finished.iter().map(|m| m.result.clone()).collect();
+    let images: Vec<Option<&Vec<f32>>> = display.iter().map(Some).collect();
     let done: Vec<CellResult> = merged.iter().map(|m| m.result.clone()).collect();
-    let ok: Vec<bool> = done.iter().map(|r| !r.failed()).collect();
-    let (done_ok, images): (Vec<CellResult>, Vec<Option<&Vec<f32>>>) = (done.iter().zip(&display))
-        .zip(&ok)
-        .filter(|(_, ok)| **ok)
-        .map(|((r, d), _)| (r.clone(), Some(d)))
-        .unzip();
     let row_labels = merged
         .first()
         .map(|m| m.cell.preview_labels())

@@ -165,6 +165,14 @@ fn merge_cell(
     reference: Option<&ReferenceStats>,
 ) -> Result<MergedCell, String> {
     let parts: Vec<&CellResult> = shards.iter().filter_map(|s| s.result(cell)).collect();
+    if parts.len() != shards.len() {
+        return Err(format!(
+            "{}: {} of {} shards hold it",
+            cell.name,
+            parts.len(),
+            shards.len()
+        ));
+    }
     let mut result = combine(cell, &parts);
     let mut tallies = Vec::new();
     let mut image_shape = [1, 1, 1];
@@ -219,7 +227,8 @@ fn merge_cell(
     })
 }
 
-/// A cell's result from its shards' results: samples and times add up; any shard's error fails it.
+/// A cell's result from its shards' results (one or more): samples and times add up; any shard's
+/// error fails it.
 fn combine(cell: &Cell, parts: &[&CellResult]) -> CellResult {
     let mut result = parts[0].clone();
     let sum = |f: fn(&CellResult) -> f64| parts.iter().map(|r| f(r)).sum::<f64>();
