@@ -63,7 +63,11 @@ impl Finish<'_> {
         let mut tally = Tally {
             items,
             preview: cell.preview,
-            previews: images.clone(),
+            // Only a shard keeps its previews in the tally; a whole cell has them in its grid.
+            previews: match self.shard_items.is_some() {
+                true => images.clone(),
+                false => Vec::new(),
+            },
             against: solution.map(|s| against(s, &state.finals, &all)),
             ..Tally::default()
         };

@@ -54,7 +54,8 @@ pub fn experiment_of_shards(out: &Path) -> Result<PathBuf, String> {
     ))
 }
 
-fn read_manifest(folder: &Path) -> Result<Manifest, String> {
+/// A shard folder's `shard.json`.
+pub fn read_manifest(folder: &Path) -> Result<Manifest, String> {
     let path = folder.join("shard.json");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("{} is damaged ({e})", path.display()))

@@ -8,10 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
+use super::merge::{read_manifest, shard_counts};
 use super::plan::{Cell, Plan};
 use super::results::{Results, write_atomic};
 use super::runner::LabEvent;
-use super::shard::{Manifest, Shard, shard_folder};
+use super::shard::{Shard, shard_folder};
 
 /// How often a shard rewrites its progress file, and the watcher looks.
 const EVERY: Duration = Duration::from_secs(1);
@@ -56,18 +57,11 @@ pub struct CellProgress {
 /// The shard count whose shards ran this plan, if any wrote there (the largest, if several).
 pub fn shards_of(out: &Path, plan: &Plan) -> Option<usize> {
     let key = plan.key();
-    super::merge::shard_counts(out)
-        .into_iter()
-        .rev()
-        .find(|&count| {
-            (0..count).any(|index| {
-                let folder = shard_folder(out, Shard { index, count });
-                std::fs::read_to_string(folder.join("shard.json"))
-                    .ok()
-                    .and_then(|t| serde_json::from_str::<Manifest>(&t).ok())
-                    .is_some_and(|m| m.plan == key)
-            })
+    shard_counts(out).into_iter().rev().find(|&count| {
+        (0..count).any(|index| {
+            read_manifest(&shard_folder(out, Shard { index, count })).is_ok_and(|m| m.plan == key)
         })
+    })
 }
 
 /// Each cell's progress over the `count` shards, read from their results and progress files.
