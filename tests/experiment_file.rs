@@ -639,3 +639,33 @@ fn every_shipped_experiment_loads_without_warnings() {
     }
     assert!(seen >= 6, "{seen} experiments");
 }
+
+/// DPM++ 2M Karras, the web UIs' most used sampler, runs at any step count as diffusers does: at 50 steps on
+/// SD 1.5's schedule its rounded timesteps repeat (…, 2, 1, 1, 0) but its sigmas do not. Only a schedule whose
+/// sigmas really repeat is refused, and the advice names a step count that works.
+#[test]
+fn karras_sigmas_run_at_any_step_count_and_only_real_repeats_are_refused() {
+    let sampler = |path: &str, name: &str, steps: usize| {
+        format!("[model]\npath = \"{path}\"\nsample_shape = [1, 4, 4]\n[[sampler]]\nname = \"{name}\"\nsteps = {steps}\n")
+    };
+    for (path, name, steps) in [
+        (SD1, "dpm++2m-karras", 50),
+        (SD1, "dpm++2m-sde-karras", 100),
+        ("analytic", "dpm++2m-karras", 200),
+        ("analytic", "dpm++2m-karras", 500),
+        ("analytic", "dpm++2m-sde-karras", 1000),
+    ] {
+        let text = sampler(path, name, steps);
+        if let Err(e) = Experiment::parse(&dir().join("test.toml"), &text) {
+            panic!("{name} at {steps} steps on {path}: {e}");
+        }
+    }
+    let e = error_of(&sampler("analytic", "dpm++2m", 1000));
+    assert!(
+        e.contains("sampler[0].steps")
+            && e.contains("DPMSolverMultistepScheduler with 1000 steps visits sigma")
+            && e.contains("twice")
+            && e.contains("; 999 steps do not"),
+        "{e}"
+    );
+}

@@ -170,7 +170,7 @@ fn reference_sampler_mistakes_are_named_with_what_to_write() {
         ),
         (
             "[quality]\nreference_sampler = \"dpm++3m:1000\"\n",
-            "visits timestep 500 twice",
+            "(timestep 500) twice",
         ),
         (
             "[quality]\nsamples = 10\n",

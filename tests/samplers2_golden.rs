@@ -194,6 +194,19 @@ fn implemented_classes_match_diffusers() {
         .unwrap_or_else(|| {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/goldens/samplers2")
         });
+    check_folder(&dir, false);
+}
+
+/// Karras, exponential and beta sigmas at 50 to 500 steps, where the rounded timesteps repeat but the sigmas
+/// do not (tests/data/goldens/long, written by samplers2/gen2.py from its spec.json).
+#[test]
+fn long_sigma_schedules_match_diffusers() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/goldens/long");
+    check_folder(&dir, true);
+}
+
+/// Replays every case of the folder's index.json; `all` also fails on a class difflab does not implement.
+fn check_folder(dir: &Path, all: bool) {
     let index: Value = serde_json::from_str(
         &std::fs::read_to_string(dir.join("index.json"))
             .unwrap_or_else(|e| panic!("cannot read {}/index.json: {e}", dir.display())),
@@ -214,7 +227,7 @@ fn implemented_classes_match_diffusers() {
         }
         let entry = per_class.entry(class).or_default();
         entry.1 += 1;
-        match check_case(&dir, file) {
+        match check_case(dir, file) {
             Ok(d) => {
                 checked += 1;
                 entry.0 += 1;
@@ -233,6 +246,10 @@ fn implemented_classes_match_diffusers() {
         "checked {checked} of {} cases in {}",
         cases.len(),
         dir.display()
+    );
+    assert!(
+        !all || missing.is_empty(),
+        "classes without an implementation: {missing:?}"
     );
     assert!(
         failures.is_empty(),

@@ -476,7 +476,8 @@ impl Reading<'_> {
         Ok(steps)
     }
 
-    /// A step count whose schedule repeats a timestep is an error: the step between is zero.
+    /// A step count whose schedule stands still (a sigma, or for samplers without sigmas a timestep, visited
+    /// twice in a row) is an error: the step between is zero. The advice names a step count that works.
     fn no_repeated_timestep(
         &self,
         resolved: &Resolved,
@@ -484,18 +485,26 @@ impl Reading<'_> {
         span: Range<usize>,
         key: &str,
     ) -> Result<(), ExperimentError> {
-        let Some(t) = resolved.config.repeated_timestep(steps) else {
+        let config = &resolved.config;
+        let Some(repeat) = config.repeated_step(steps) else {
             return Ok(());
         };
+        let what = match repeat.sigma {
+            Some(sigma) => format!("sigma {sigma} (timestep {}) twice", repeat.timestep),
+            None => format!("timestep {} twice", repeat.timestep),
+        };
+        let fewer = (1..steps)
+            .rev()
+            .find(|&n| config.repeated_step(n).is_none())
+            .map(|n| format!("; {n} steps do not"))
+            .unwrap_or_default();
         Err(self.error(
             span,
             key,
             format!(
-                "{} with {steps} steps visits timestep {t} twice (its spacing rounds that many steps onto \
-                 fewer timesteps), so one step is zero and the solver divides by it, as diffusers' does; \
-                 use fewer steps (e.g. {}) or timestep_spacing = \"trailing\"",
-                resolved.config.class_name(),
-                steps / 2
+                "{} with {steps} steps visits {what} (its spacing rounds that many steps onto fewer \
+                 timesteps), so one step is zero and the solver divides by it, as diffusers' does{fewer}",
+                config.class_name(),
             ),
         ))
     }

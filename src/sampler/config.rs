@@ -19,6 +19,7 @@ use super::dpm_solver::{DpmAlgorithm, DpmSolverConfig, FinalSigma, SolverType};
 use super::prediction::X0Clip;
 use super::registry;
 use super::schedule::{BetaSchedule, ScheduleConfig};
+use super::sigmas::SigmaRamp;
 use super::spacing::TimestepSpacing;
 use super::{PredictionType, Scheduler};
 
@@ -124,11 +125,21 @@ pub struct Resolved {
     pub warnings: Vec<String>,
 }
 
+/// Where a schedule stands still: the timestep (and sigma, for samplers that step between sigmas) it visits
+/// twice in a row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RepeatedStep {
+    pub timestep: f64,
+    pub sigma: Option<f32>,
+}
+
 impl SamplerConfig {
-    /// The timestep a one-call-per-step schedule of `steps` steps repeats, if any: the step between is
+    /// Where a one-call-per-step schedule of `steps` steps stands still, if it does: two consecutive sigmas
+    /// (for samplers that step between sigmas) or timesteps (for the rest) are equal, so the step between is
     /// zero and the multistep solvers divide by it (diffusers' linspace spacing rounds 1000 steps of 1000
-    /// onto 999 distinct timesteps).
-    pub fn repeated_timestep(&self, steps: usize) -> Option<f64> {
+    /// onto 999 distinct timesteps). Karras, exponential and beta sigmas stay distinct even where their
+    /// rounded timesteps repeat, as in diffusers: the model sees one timestep twice, the solver two sigmas.
+    pub fn repeated_step(&self, steps: usize) -> Option<RepeatedStep> {
         let mut scheduler = self.build();
         scheduler.set_steps(steps).ok()?;
         let t = scheduler.timesteps();
@@ -136,7 +147,16 @@ impl SamplerConfig {
             // Samplers that call the model twice a step revisit timesteps by design.
             return None;
         }
-        t.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
+        let at = match scheduler.sigmas() {
+            Some(sigmas) => sigmas[..steps.min(sigmas.len())]
+                .windows(2)
+                .position(|w| w[0] == w[1]),
+            None => t.windows(2).position(|w| w[0] == w[1]),
+        }?;
+        Some(RepeatedStep {
+            timestep: t[at],
+            sigma: scheduler.sigmas().map(|s| s[at]),
+        })
     }
 
     /// The timestep the first step of `steps` starts from: "leading" spacing starts each step count at
@@ -474,18 +494,12 @@ pub(super) fn parse_ddim(r: &mut Reader, c: Common, _warnings: &mut Vec<String>)
 
 pub(super) fn parse_dpm(r: &mut Reader, c: Common, warnings: &mut Vec<String>) -> Parsed {
     let thresholding = read_thresholding(r)?;
-    for key in [
-        "use_exponential_sigmas",
-        "use_beta_sigmas",
-        "use_lu_lambdas",
-        "use_flow_sigmas",
-        "use_dynamic_shifting",
-    ] {
+    for key in ["use_lu_lambdas", "use_flow_sigmas", "use_dynamic_shifting"] {
         if r.bool(key)? {
             return Err(ConfigError::Unsupported {
                 key: key.into(),
                 got: "true".into(),
-                reason: "difflab implements the default and Karras sigmas".into(),
+                reason: "difflab implements the default, Karras, exponential and beta sigmas".into(),
             });
         }
     }
@@ -539,12 +553,12 @@ pub(super) fn parse_dpm(r: &mut Reader, c: Common, warnings: &mut Vec<String>) -
             "sde-dpmsolver++ with solver_order 3 follows diffusers, whose third-order SDE term has the opposite sign of k-diffusion's DPM++ 3M SDE".into(),
         );
     }
-    let use_karras_sigmas = r.bool("use_karras_sigmas")?;
-    if use_karras_sigmas && c.schedule.num_train_timesteps < 2 {
+    let ramp = super::kfamilies::read_ramp(r)?;
+    if ramp != SigmaRamp::Interpolated && c.schedule.num_train_timesteps < 2 {
         return Err(ConfigError::Unsupported {
             key: "use_karras_sigmas".into(),
             got: "true".into(),
-            reason: "Karras sigmas interpolate between training timesteps, so num_train_timesteps must be at least 2".into(),
+            reason: "sigma ramps convert back to training timesteps, so num_train_timesteps must be at least 2".into(),
         });
     }
     Ok(Arc::new(DpmSolverConfig {
@@ -554,7 +568,7 @@ pub(super) fn parse_dpm(r: &mut Reader, c: Common, warnings: &mut Vec<String>) -
         solver_type,
         lower_order_final: r.bool("lower_order_final")?,
         euler_at_final: r.bool("euler_at_final")?,
-        use_karras_sigmas,
+        ramp,
         final_sigmas_type,
         lambda_min_clipped: r.lambda("lambda_min_clipped")?,
         schedule: c.schedule,
@@ -714,7 +728,7 @@ mod tests {
     fn short_names_resolve_to_presets() {
         let r = SamplerConfig::resolve("DPM++ 2M Karras", None, &Map::new()).unwrap();
         let c: &DpmSolverConfig = r.config.family().expect("DPM-Solver");
-        assert!(c.use_karras_sigmas);
+        assert_eq!(c.ramp, SigmaRamp::Karras);
         assert_eq!(c.solver_order, 2);
         assert_eq!(r.warnings, Vec::<String>::new());
     }

@@ -5,7 +5,7 @@ use super::config::FamilyConfig;
 use super::ddpm::{check_step_count, check_timesteps};
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
-use super::sigmas::{karras, sigma_to_t};
+use super::sigmas::{SigmaRamp, sigma_to_t};
 use super::spacing::{TimestepSpacing, dpm_timesteps};
 use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
 
@@ -59,7 +59,8 @@ pub struct DpmSolverConfig {
     pub solver_type: SolverType,
     pub lower_order_final: bool,
     pub euler_at_final: bool,
-    pub use_karras_sigmas: bool,
+    /// Karras, exponential or beta sigmas instead of the training sigmas at the spaced timesteps.
+    pub ramp: SigmaRamp,
     pub final_sigmas_type: FinalSigma,
     pub lambda_min_clipped: f64,
 }
@@ -229,30 +230,29 @@ impl Scheduler for DpmSolver {
         check_step_count(steps, n)?;
         let train_sigmas = self.schedule.train_sigmas();
         let c = &self.config;
-        let (timesteps, mut sigmas): (Vec<i64>, Vec<f32>) = if c.use_karras_sigmas {
+        let ramp = c
+            .ramp
+            .ramp(train_sigmas[0] as f64, train_sigmas[n - 1] as f64, steps);
+        let (timesteps, mut sigmas): (Vec<i64>, Vec<f32>) = if let Some(ramp) = ramp {
             let log_sigmas: Vec<f64> = train_sigmas.iter().map(|&s| (s as f64).ln()).collect();
-            let karras = karras(
-                train_sigmas[0] as f64,
-                train_sigmas[n - 1] as f64,
-                steps,
-                7.0,
-            );
-            // The cosine schedule's Karras timesteps are truncated, not rounded, in diffusers.
-            let truncate = c.schedule.beta_schedule
+            // diffusers rounds Karras timesteps, except on the cosine schedule, and truncates the others
+            // (its int64 cast).
+            let cosine = c.schedule.beta_schedule
                 == super::schedule::BetaSchedule::SquaredcosCapV2
                 && c.schedule.trained_betas.is_none();
-            let timesteps = karras
+            let round = c.ramp == SigmaRamp::Karras && !cosine;
+            let timesteps = ramp
                 .iter()
                 .map(|&s| {
                     let t = sigma_to_t(s, &log_sigmas);
-                    if truncate {
-                        t as i64
-                    } else {
+                    if round {
                         t.round_ties_even() as i64
+                    } else {
+                        t as i64
                     }
                 })
                 .collect();
-            (timesteps, karras.iter().map(|&s| s as f32).collect())
+            (timesteps, ramp.iter().map(|&s| s as f32).collect())
         } else {
             let timesteps = dpm_timesteps(
                 c.timestep_spacing,
@@ -271,7 +271,9 @@ impl Scheduler for DpmSolver {
         check_timesteps(&timesteps, n, steps)?;
         sigmas.push(match c.final_sigmas_type {
             FinalSigma::Zero => 0.0,
-            FinalSigma::SigmaMin if c.use_karras_sigmas => *sigmas.last().unwrap_or(&0.0),
+            FinalSigma::SigmaMin if c.ramp != SigmaRamp::Interpolated => {
+                *sigmas.last().unwrap_or(&0.0)
+            }
             FinalSigma::SigmaMin => train_sigmas[0],
         });
         self.timesteps = timesteps;
