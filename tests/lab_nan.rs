@@ -168,3 +168,95 @@ fn difflab_run_says_which_cell_failed_and_writes_the_others() {
     assert!(dir.join("out/cells/ddim_5.png").is_file(), "{stderr}");
     drop(e);
 }
+
+fn pipelines() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pipelines")
+}
+
+/// A bare float16 U-Net with its text encoder and VAE decoder named one by one (`make_fp16.py`).
+fn fp16_parts(dir: &Path, text_encoder: &str, vae_decoder: &str) -> Experiment {
+    let p = pipelines();
+    let text = format!(
+        "output = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\nsample_shape = [4, 8, 8]\n\
+         text_encoder = {:?}\ntokenizer = {:?}\nvae_decoder = {:?}\n\
+         [conditioning]\nprompts = [\"a cat\"]\n[sampling]\nseeds = 2\n\
+         [[sampler]]\nname = \"ddim\"\nsteps = 2\n",
+        p.join("sd1-fp16/unet/model.onnx").display().to_string(),
+        p.join(text_encoder).display().to_string(),
+        p.join("sd1-fp16/tokenizer").display().to_string(),
+        p.join(vae_decoder).display().to_string(),
+    );
+    let path = dir.join("fp16.toml");
+    std::fs::write(&path, text).unwrap();
+    Experiment::load(&path).unwrap()
+}
+
+/// The SDXL fp16 VAE failure: a float16 VAE decoder whose activations overflow returns NaN. The cell fails
+/// naming the decoder and what to use instead; no NaN samples are written; the config's force_upcast is
+/// named in the log. The same decoder exported in float32 decodes the same latents.
+#[test]
+fn a_vae_decoder_returning_nan_fails_the_cell_naming_it() {
+    let dir = temp_dir("vae");
+    let e = fp16_parts(
+        &dir,
+        "sd1-fp16/text_encoder/model.onnx",
+        "overflow/vae_decoder/model.onnx",
+    );
+    let events = run(&e);
+    let error = events
+        .iter()
+        .find_map(|ev| match ev {
+            LabEvent::CellDone { result, .. } => Some(result.error.clone()),
+            _ => None,
+        })
+        .expect("the cell ends")
+        .expect("the cell fails");
+    assert!(
+        error.contains("overflow/vae_decoder/model.onnx: the VAE decoder's output is not finite for finite latents (24576 of 24576 values are NaN)")
+            && error.contains("float32 export of the VAE"),
+        "{error}"
+    );
+    let upcast = events.iter().any(|ev| {
+        matches!(ev, LabEvent::Log(l) if l.contains("sets force_upcast") && l.contains("the graph takes float16"))
+    });
+    assert!(upcast, "force_upcast is named: {events:#?}");
+    assert!(!dir.join("out/samples").exists());
+
+    let dir = temp_dir("vae-f32");
+    let e = fp16_parts(
+        &dir,
+        "sd1-fp16/text_encoder/model.onnx",
+        "overflow/vae_decoder_f32/model.onnx",
+    );
+    let events = run(&e);
+    let errors: Vec<_> = events
+        .iter()
+        .filter_map(|ev| match ev {
+            LabEvent::CellDone { result, .. } => Some(result.error.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors, vec![None], "{events:#?}");
+}
+
+/// A float16 text encoder whose hidden states overflow stops the run with the encoder and output named.
+#[test]
+fn a_text_encoder_returning_inf_is_named() {
+    let dir = temp_dir("text");
+    let e = fp16_parts(
+        &dir,
+        "overflow/text_encoder/model.onnx",
+        "sd1-fp16/vae_decoder/model.onnx",
+    );
+    let events = run(&e);
+    let Some(LabEvent::Finished { error, .. }) = events.last() else {
+        panic!("the run ends with Finished: {events:#?}")
+    };
+    let error = error.as_deref().expect("the run fails");
+    assert!(
+        error.contains("overflow/text_encoder/model.onnx: the text encoder's output `last_hidden_state` is not finite (")
+            && error.contains("Inf")
+            && error.contains("float32 export of the text encoder"),
+        "{error}"
+    );
+}

@@ -3,9 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use ort::value::{Shape, TensorRef};
-
 use super::error::{EngineError, ort_error};
+use super::floats::{FloatBuf, read_floats};
 use super::providers::ProviderKind;
 use super::roles::TensorSpec;
 use super::session::{OnnxModel, OnnxOptions};
@@ -16,7 +15,9 @@ use super::session::{OnnxModel, OnnxOptions};
 pub struct OnnxFeatures {
     model: OnnxModel,
     path: PathBuf,
-    input: String,
+    input: TensorSpec,
+    /// The images, in the input's float type.
+    buf: FloatBuf,
     output: String,
     logits: Option<String>,
     /// The image input's C, H, W when the network fixes them.
@@ -48,7 +49,7 @@ impl OnnxFeatures {
             <[usize; 3]>::try_from(fixed?).ok()
         });
         let input = match inputs {
-            [one] if one.rank() == 4 && one.elem.is_float() => one.name.clone(),
+            [one] if one.rank() == 4 && one.elem.is_float() => one.clone(),
             _ => {
                 return Err(problem(format!(
                     "a feature network takes one float image input [B, C, H, W]; this one has {}",
@@ -91,6 +92,7 @@ impl OnnxFeatures {
             model,
             path,
             input,
+            buf: FloatBuf::default(),
             output,
             logits,
             input_shape,
@@ -134,11 +136,13 @@ impl OnnxFeatures {
         item: [usize; 3],
     ) -> Result<FeatureRows, EngineError> {
         let dims = [batch as i64, item[0] as i64, item[1] as i64, item[2] as i64];
-        let value = TensorRef::from_array_view((Shape::new(dims), images)).map_err(ort_error)?;
+        self.buf.reset(self.input.elem);
+        self.buf.push(images);
+        let value = self.buf.view(&dims).map_err(ort_error)?;
         let outputs = self
             .model
             .session
-            .run(ort::inputs![self.input.as_str() => value])
+            .run(vec![(self.input.name.as_str(), value)])
             .map_err(ort_error)?;
         let (features, dim) = rows_of(&self.path, &outputs, &self.output, batch)?;
         let logits = match &self.logits {
@@ -173,7 +177,7 @@ fn rows_of(
             path.display()
         ))
     })?;
-    let (shape, data) = output.try_extract_tensor::<f32>().map_err(ort_error)?;
+    let (shape, data) = read_floats(output).map_err(ort_error)?;
     if shape.len() != 2 || shape[0] as usize != batch {
         return Err(EngineError::Options(format!(
             "{}: output `{name}` has shape {:?}, expected [{batch}, D]",
@@ -181,11 +185,11 @@ fn rows_of(
             shape.iter().collect::<Vec<_>>()
         )));
     }
-    if let Some(bad) = super::NonFinite::count(data) {
+    if let Some(bad) = super::NonFinite::count(&data) {
         return Err(EngineError::Options(format!(
             "{}: the feature network's output `{name}` is not finite: {bad}",
             path.display()
         )));
     }
-    Ok((data.to_vec(), shape[1] as usize))
+    Ok((data, shape[1] as usize))
 }

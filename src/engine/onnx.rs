@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use half::f16;
 use ort::session::SessionInputValue;
 use ort::session::SessionOutputs;
 
 use super::condition::{Condition, ItemTensor, check_fits, fixed_item_shape};
 use super::denoiser::{DenoiseError, Denoiser, DenoiserInfo, batch_size};
 use super::error::EngineError;
+use super::floats::read_floats;
 use super::model_file::check_model_file;
 use super::packing::{Scratch, tensor_view};
 use super::providers::{ProviderAttempt, ProviderKind};
@@ -390,17 +390,9 @@ fn read_output(
         }
     };
     let wanted = n * c * h * w;
-    if roles.output.elem == ElemType::F16 {
-        let (shape, data) = value.try_extract_tensor::<f16>().map_err(model_err)?;
-        check_shape(shape)?;
-        for (o, v) in out.iter_mut().zip(&data[..wanted]) {
-            *o = v.to_f32();
-        }
-    } else {
-        let (shape, data) = value.try_extract_tensor::<f32>().map_err(model_err)?;
-        check_shape(shape)?;
-        out.copy_from_slice(&data[..wanted]);
-    }
+    let (shape, data) = read_floats(value).map_err(model_err)?;
+    check_shape(&shape)?;
+    out.copy_from_slice(&data[..wanted]);
     Ok(())
 }
 

@@ -4,11 +4,12 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use half::f16;
+use half::{bf16, f16};
 use ort::session::SessionInputValue;
 use ort::value::{PrimitiveTensorElementType, Shape, TensorRef};
 
 use super::condition::{Condition, fixed_item_shape};
+use super::floats::FloatBuf;
 use super::denoiser::DenoiseError;
 use super::roles::{ElemType, ModelRoles, Role, TensorSpec};
 
@@ -20,62 +21,13 @@ pub(super) fn tensor_view<'a, T: PrimitiveTensorElementType + fmt::Debug + Clone
     Ok(TensorRef::from_array_view((Shape::new(dims.iter().copied()), data))?.into())
 }
 
-/// A float tensor being packed item by item, as float32 or float16.
-#[derive(Default)]
-pub(super) struct FloatBuf {
-    half: bool,
-    f32: Vec<f32>,
-    f16: Vec<f16>,
-}
-
-impl FloatBuf {
-    /// Empties the buffer for an input of element type `elem` (float16, else float32).
-    pub fn reset(&mut self, elem: ElemType) {
-        self.half = elem == ElemType::F16;
-        self.f32.clear();
-        self.f16.clear();
-    }
-
-    pub fn push(&mut self, values: &[f32]) {
-        if self.half {
-            self.f16.extend(values.iter().map(|&v| f16::from_f32(v)));
-        } else {
-            self.f32.extend_from_slice(values);
-        }
-    }
-
-    pub fn push_zeros(&mut self, n: usize) {
-        if self.half {
-            self.f16.resize(self.f16.len() + n, f16::ZERO);
-        } else {
-            self.f32.resize(self.f32.len() + n, 0.0);
-        }
-    }
-
-    /// Appends a copy of values `range` already in the buffer (padding a fixed batch with its last item).
-    pub fn repeat(&mut self, range: std::ops::Range<usize>) {
-        if self.half {
-            self.f16.extend_from_within(range);
-        } else {
-            self.f32.extend_from_within(range);
-        }
-    }
-
-    pub fn view(&self, dims: &[i64]) -> ort::Result<SessionInputValue<'_>> {
-        if self.half {
-            tensor_view(dims, &self.f16)
-        } else {
-            tensor_view(dims, &self.f32)
-        }
-    }
-}
-
 /// A small buffer of whichever element type an input wants (timesteps, labels).
 #[derive(Default)]
 pub(super) struct TypedBuf {
     elem: Option<ElemType>,
     f32: Vec<f32>,
     f16: Vec<f16>,
+    bf16: Vec<bf16>,
     f64: Vec<f64>,
     i64: Vec<i64>,
     i32: Vec<i32>,
@@ -89,6 +41,10 @@ impl TypedBuf {
             ElemType::F16 => {
                 self.f16.clear();
                 self.f16.extend(values.map(f16::from_f64));
+            }
+            ElemType::Bf16 => {
+                self.bf16.clear();
+                self.bf16.extend(values.map(bf16::from_f64));
             }
             ElemType::F64 => {
                 self.f64.clear();
@@ -112,6 +68,7 @@ impl TypedBuf {
     pub fn view(&self, dims: &[i64]) -> ort::Result<SessionInputValue<'_>> {
         match self.elem {
             Some(ElemType::F16) => tensor_view(dims, &self.f16),
+            Some(ElemType::Bf16) => tensor_view(dims, &self.bf16),
             Some(ElemType::F64) => tensor_view(dims, &self.f64),
             Some(ElemType::I64) => tensor_view(dims, &self.i64),
             Some(ElemType::I32) => tensor_view(dims, &self.i32),

@@ -87,6 +87,9 @@ pub struct VaeDecoderPart {
     pub latent_channels: Option<usize>,
     /// 2^(len(block_out_channels) - 1); 8 when the config has no block_out_channels.
     pub scale_factor: usize,
+    /// The config's `force_upcast`: diffusers runs this VAE in float32 even in a float16 pipeline, because
+    /// it overflows in float16 (SDXL's). False when absent.
+    pub force_upcast: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -512,6 +515,7 @@ pub fn read_vae_decoder(model: &Path) -> Result<VaeDecoderPart, PipelineError> {
         shift_factor: number(&config, "shift_factor", &path)?,
         latent_channels: whole(&config, "latent_channels", &path)?,
         scale_factor: vae_scale(&config, &path)?,
+        force_upcast: flag(&config, "force_upcast", &path)?.unwrap_or(false),
     })
 }
 
@@ -657,15 +661,17 @@ fn read_scheduler(
 }
 
 fn force_zeros(index: &Object, path: &Path) -> Result<bool, PipelineError> {
-    match index.get("force_zeros_for_empty_prompt") {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
+    Ok(flag(index, "force_zeros_for_empty_prompt", path)?.unwrap_or(false))
+}
+
+/// A true/false setting; `None` when absent or null.
+fn flag(config: &Object, key: &str, path: &Path) -> Result<Option<bool>, PipelineError> {
+    match config.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
         Some(value) => Err(invalid(
             path,
-            format!(
-                "\"force_zeros_for_empty_prompt\" is {}, not true or false",
-                shown(value)
-            ),
+            format!("\"{key}\" is {}, not true or false", shown(value)),
         )),
     }
 }

@@ -164,16 +164,20 @@ impl fmt::Display for Role {
 pub enum ElemType {
     F32,
     F16,
+    Bf16,
     F64,
     I64,
     I32,
-    /// Anything else (bf16, uint8, strings, …), by ONNX Runtime's name.
+    /// Anything else (uint8, strings, …), by ONNX Runtime's name.
     Other(&'static str),
 }
 
 impl ElemType {
     pub fn is_float(self) -> bool {
-        matches!(self, ElemType::F32 | ElemType::F16 | ElemType::F64)
+        matches!(
+            self,
+            ElemType::F32 | ElemType::F16 | ElemType::Bf16 | ElemType::F64
+        )
     }
 }
 
@@ -182,6 +186,7 @@ impl fmt::Display for ElemType {
         f.write_str(match self {
             ElemType::F32 => "float32",
             ElemType::F16 => "float16",
+            ElemType::Bf16 => "bfloat16",
             ElemType::F64 => "float64",
             ElemType::I64 => "int64",
             ElemType::I32 => "int32",
@@ -508,12 +513,12 @@ pub fn assign_roles(
             expected: "rank 4 (batch × channels × height × width)",
         });
     }
-    if !matches!(sample.elem, ElemType::F32 | ElemType::F16) {
+    if !sample.elem.is_float() {
         return Err(RoleError::WrongType {
             role: Role::Sample,
             name: sample.name.clone(),
             found: sample.elem,
-            expected: "float32 or float16",
+            expected: "float32, float16, bfloat16 or float64",
         });
     }
     let fixed_batch = match sample.dims[0] {
@@ -566,7 +571,7 @@ pub fn assign_roles(
     }
     if !matches!(
         timestep.elem,
-        ElemType::I64 | ElemType::I32 | ElemType::F32 | ElemType::F16 | ElemType::F64
+        ElemType::I64 | ElemType::I32 | ElemType::F32 | ElemType::F16 | ElemType::Bf16 | ElemType::F64
     ) {
         return Err(RoleError::WrongType {
             role: Role::Timestep,
@@ -630,12 +635,12 @@ pub fn assign_roles(
             expected,
         });
     }
-    if !matches!(output.elem, ElemType::F32 | ElemType::F16) {
+    if !output.elem.is_float() {
         return Err(RoleError::WrongType {
             role: Role::Output,
             name: output.name.clone(),
             found: output.elem,
-            expected: "float32 or float16",
+            expected: "float32, float16, bfloat16 or float64",
         });
     }
     let want = [
@@ -687,12 +692,12 @@ fn check_float_condition(
             expected: "rank 2 or more, batch first (e.g. batch × tokens × features)",
         });
     }
-    if !matches!(cond.elem, ElemType::F32 | ElemType::F16) {
+    if !cond.elem.is_float() {
         return Err(RoleError::WrongType {
             role,
             name: cond.name.clone(),
             found: cond.elem,
-            expected: "float32 or float16",
+            expected: "float32, float16, bfloat16 or float64",
         });
     }
     check_batch_dim(role, cond, sample, fixed_batch)

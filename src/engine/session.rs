@@ -147,7 +147,7 @@ fn elem_of(ty: TensorElementType) -> ElemType {
         TensorElementType::Float64 => ElemType::F64,
         TensorElementType::Int64 => ElemType::I64,
         TensorElementType::Int32 => ElemType::I32,
-        TensorElementType::Bfloat16 => ElemType::Other("bfloat16"),
+        TensorElementType::Bfloat16 => ElemType::Bf16,
         TensorElementType::Uint8 => ElemType::Other("uint8"),
         TensorElementType::Int8 => ElemType::Other("int8"),
         TensorElementType::Bool => ElemType::Other("bool"),

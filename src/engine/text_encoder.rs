@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::clip_tokenizer::ClipTokenizer;
+use super::denoiser::NonFinite;
 use super::error::{EngineError, ort_error};
+use super::floats::{is_float_tensor, read_floats};
 use super::packing::TypedBuf;
 use super::roles::{ElemType, TensorSpec};
 use super::session::{OnnxModel, OnnxOptions};
@@ -102,14 +104,22 @@ impl TextEncoder {
             mask_buf.fill(spec.elem, mask.into_iter());
             inputs.push((spec.name.clone(), mask_buf.view(&dims).map_err(ort_error)?));
         }
+        let path = self.model.path().to_path_buf();
         let outputs = self.model.session.run(inputs).map_err(ort_error)?;
         let mut all = BTreeMap::new();
         for (name, value) in outputs.iter() {
-            let Ok((shape, data)) = value.try_extract_tensor::<f32>() else {
+            if !is_float_tensor(&value) {
                 continue;
-            };
+            }
+            let (shape, data) = read_floats(&value).map_err(ort_error)?;
+            if let Some(bad) = NonFinite::count(&data) {
+                return Err(EngineError::Options(format!(
+                    "{}: the text encoder's output `{name}` is not finite ({bad}) for prompts {prompts:?}; a float16 \
+                     encoder can overflow: use a float32 export of the text encoder",
+                    path.display()
+                )));
+            }
             let shape = shape.iter().map(|&d| d as usize).collect();
-            let data = data.to_vec();
             all.insert(name.to_string(), EncoderOutput { shape, data });
         }
         Ok(all)

@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use super::error::{EngineError, ort_error};
-use super::packing::FloatBuf;
+use super::floats::{FloatBuf, read_floats};
+use super::denoiser::NonFinite;
 use super::roles::{ElemType, TensorSpec};
 use super::session::{OnnxModel, OnnxOptions};
 
@@ -12,7 +13,6 @@ pub struct VaeDecoder {
     model: OnnxModel,
     input: TensorSpec,
     output: String,
-    output_elem: ElemType,
     scaling_factor: f64,
     shift_factor: f64,
     buf: FloatBuf,
@@ -53,7 +53,6 @@ impl VaeDecoder {
         Ok(Self {
             model,
             input,
-            output_elem: output.elem,
             output: output.name,
             scaling_factor,
             shift_factor: shift_factor.unwrap_or(0.0),
@@ -63,6 +62,11 @@ impl VaeDecoder {
 
     pub fn model(&self) -> &OnnxModel {
         &self.model
+    }
+
+    /// The float type the decoder's graph takes its latents in.
+    pub fn input_elem(&self) -> ElemType {
+        self.input.elem
     }
 
     pub fn scaling_factor(&self) -> f64 {
@@ -105,13 +109,15 @@ impl VaeDecoder {
         let path = self.model.path().to_path_buf();
         let outputs = self.model.session.run(inputs).map_err(ort_error)?;
         let value = &outputs[self.output.as_str()];
-        let (dims, data): (Vec<i64>, Vec<f32>) = if self.output_elem == ElemType::F16 {
-            let (s, d) = value.try_extract_tensor::<half::f16>().map_err(ort_error)?;
-            (s.to_vec(), d.iter().map(|v| v.to_f32()).collect())
-        } else {
-            let (s, d) = value.try_extract_tensor::<f32>().map_err(ort_error)?;
-            (s.to_vec(), d.to_vec())
-        };
+        let (dims, data) = read_floats(value).map_err(ort_error)?;
+        if let Some(bad) = NonFinite::count(&data) {
+            return Err(EngineError::Options(format!(
+                "{}: the VAE decoder's output is not finite for finite latents ({bad}); a float16 VAE overflows where diffusers \
+                 upcasts it (force_upcast; SDXL's VAE is known to): decode with a float32 export of the VAE \
+                 (`[model] vae_decoder = \".../vae_decoder/model.onnx\"`) or an fp16-fixed VAE",
+                path.display()
+            )));
+        }
         match dims.as_slice() {
             &[b, c, h, w] if b as usize == n => {
                 let images = data.into_iter().map(|v| v.clamp(-1.0, 1.0)).collect();

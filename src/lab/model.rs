@@ -6,10 +6,12 @@ use std::path::{Path, PathBuf};
 use super::conditioning::{ConditionSources, RunConditions, build};
 use super::latent_preview::LatentPreview;
 use super::tensorrt::{note_if_tensorrt, sequence_length, unet_batch, with_profile};
-use crate::engine::pipeline_folder::{Family, PipelineFolder, read_pipeline, read_vae_decoder};
+use crate::engine::pipeline_folder::{
+    Family, PipelineFolder, VaeDecoderPart, read_pipeline, read_vae_decoder,
+};
 use crate::engine::trt_profile::ShapeHints;
 use crate::engine::{
-    AnalyticDenoiser, Denoiser, EngineError, GaussianMixture, OnnxDenoiser, OnnxFeatures,
+    AnalyticDenoiser, Denoiser, ElemType, EngineError, GaussianMixture, OnnxDenoiser, OnnxFeatures,
     OnnxOptions, ProviderOptions, TextEncoder, VaeDecoder, describe_attempts, summarize_attempts,
 };
 use crate::experiment::{Experiment, ModelSource};
@@ -108,7 +110,7 @@ fn analytic(experiment: &Experiment) -> LoadedModel {
 /// The parts around a U-Net: from a pipeline folder, or given one by one beside a U-Net file.
 #[derive(Default)]
 struct Parts {
-    vae: Option<crate::engine::pipeline_folder::VaeDecoderPart>,
+    vae: Option<VaeDecoderPart>,
     /// (encoder model, its tokenizer folder), in the pipeline's order.
     encoders: Vec<(PathBuf, PathBuf)>,
     force_zeros: bool,
@@ -187,6 +189,7 @@ fn assemble(
             let (options, note) = with_profile(&part_options, &v.model, hints);
             let vae = VaeDecoder::load(&v.model, v.scaling_factor, v.shift_factor, &options)?;
             note_if_tensorrt(vae.model().provider(), note, &mut notes);
+            notes.extend(upcast_note(v, &vae));
             Some(vae)
         }
         None => None,
@@ -277,6 +280,20 @@ fn timestep_note(model: &OnnxDenoiser) -> Option<String> {
         format!(
             "the U-Net takes one timestep per call ({}): cells at different timesteps run in separate model calls",
             roles.timestep.describe()
+        )
+    })
+}
+
+/// A VAE whose config asks for float32 (`force_upcast`) but whose graph takes float16 runs as exported: an
+/// ONNX graph's precision is fixed at export. Say so, since such a VAE can return NaN.
+fn upcast_note(part: &VaeDecoderPart, vae: &VaeDecoder) -> Option<String> {
+    let elem = vae.input_elem();
+    (part.force_upcast && elem != ElemType::F32 && elem != ElemType::F64).then(|| {
+        format!(
+            "{}: its config sets force_upcast (diffusers decodes it in float32) but the graph takes {elem}; \
+             it runs as exported, and if it overflows the cell fails naming it: a float32 export of the VAE \
+             (`[model] vae_decoder`) avoids that",
+            part.model.display()
         )
     })
 }
