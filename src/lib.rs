@@ -6,8 +6,10 @@
 //! [`tui`] (the dashboard over the lab).
 //!
 //! Beside them, [`metrics`] reads training logs (JSON lines, CSV, TensorBoard event files) once or
-//! live, [`plot`] draws them, [`path_error`] words I/O failures, and [`cli`] holds the subcommands.
+//! live, [`plot`] draws them, [`path_error`] words I/O failures, [`cache_dir`] says where recomputable files go, and [`cli`] holds the subcommands.
 
+pub mod atomic_file;
+pub mod cache_dir;
 pub mod cli;
 pub mod engine;
 pub mod experiment;

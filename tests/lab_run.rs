@@ -303,3 +303,64 @@ fn a_run_whose_samples_do_not_fit_in_memory_is_refused_before_it_starts() {
         "{error}"
     );
 }
+
+/// A bare U-Net whose weights live in an external-data file: a run with nothing to do reports every cell
+/// reused without loading the model; changing bytes inside the weights file (same size, same mtime) makes
+/// the cell run again with the new weights.
+#[test]
+fn external_weights_are_part_of_the_key_and_an_up_to_date_run_loads_no_model() {
+    let dir = temp_dir("external");
+    let onnx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/onnx");
+    for name in ["tiny_external.onnx", "tiny_external.onnx_data"] {
+        std::fs::copy(onnx.join(name), dir.join(name)).unwrap();
+    }
+    let text = "[model]\npath = \"tiny_external.onnx\"\nproviders = [\"cpu\"]\n[sampling]\nseeds = 2\n\
+                [[sampler]]\nname = \"ddim\"\nsteps = 3\n";
+    std::fs::write(dir.join("lab.toml"), text).unwrap();
+    let e = Experiment::load(&dir.join("lab.toml")).unwrap();
+    let first = run_to_end(&e);
+    assert_eq!(finished_error(&first), None);
+    let before = Results::load(&e.output_dir.join("results.json"));
+
+    let again = run_to_end(&e);
+    let note = again.iter().find_map(|ev| match ev {
+        LabEvent::Planned { providers_note, .. } => Some(providers_note.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        note.as_deref(),
+        Some("every cell is up to date: the model was not loaded (the cells ran on cpu)")
+    );
+    let cached: Vec<bool> = again
+        .iter()
+        .filter_map(|ev| match ev {
+            LabEvent::CellDone { cached, images, .. } => {
+                assert_eq!(images.len(), 2 * 4 * 8 * 8, "the previews come back from the grid");
+                Some(*cached)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cached, vec![true]);
+
+    // Same size and modification time, other weights: 0.5 becomes 0.25 (f32 0x3e800000) in the first value.
+    let data = dir.join("tiny_external.onnx_data");
+    let mtime = std::fs::metadata(&data).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes[..4].copy_from_slice(&0.25f32.to_le_bytes());
+    std::fs::write(&data, &bytes).unwrap();
+    let file = std::fs::File::options().write(true).open(&data).unwrap();
+    file.set_modified(mtime).unwrap();
+    drop(file);
+    let changed = run_to_end(&e);
+    let cached: Vec<bool> = changed
+        .iter()
+        .filter_map(|ev| match ev {
+            LabEvent::CellDone { cached, .. } => Some(*cached),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cached, vec![false], "new weights run the cell again");
+    let after = Results::load(&e.output_dir.join("results.json"));
+    assert_ne!(after.cells[0].key, before.cells[0].key);
+}

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use crate::experiment::Experiment;
 use crate::lab::plan;
-use crate::lab::results::write_atomic;
+use crate::atomic_file::write_atomic;
 use crate::lab::shard::Shard;
 
 #[derive(clap::Args, Debug)]

@@ -12,8 +12,20 @@ use super::roles::{Dim, ElemType, TensorSpec};
 
 /// ModelProto.graph, GraphProto.input and GraphProto.output.
 const MODEL_GRAPH: u64 = 7;
+const GRAPH_INITIALIZER: u64 = 5;
 const GRAPH_INPUT: u64 = 11;
 const GRAPH_OUTPUT: u64 = 12;
+/// TensorProto.external_data: `location`, `offset`, `length` of a tensor kept outside the .onnx file.
+const TENSOR_EXTERNAL_DATA: u64 = 13;
+
+/// One key/value of TensorProto.external_data (onnx.proto's StringStringEntryProto).
+#[derive(Clone, PartialEq, Message)]
+struct Entry {
+    #[prost(string, tag = "1")]
+    key: String,
+    #[prost(string, tag = "2")]
+    value: String,
+}
 
 /// A value's declared name and type (onnx.proto's ValueInfoProto, the fields difflab reads).
 #[derive(Clone, PartialEq, Message)]
@@ -95,6 +107,76 @@ pub fn declared_io(path: &Path) -> Result<(Vec<TensorSpec>, Vec<TensorSpec>), St
     Ok((inputs, outputs))
 }
 
+/// The files, relative to the model's folder, that its initializers keep their weights in (the `location` of
+/// each external-data tensor: `model.onnx_data` for Optimum's exports), each once, in order of first use.
+/// Weights inside the file are skipped, never read.
+pub fn external_data(path: &Path) -> Result<Vec<String>, String> {
+    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let end = file
+        .metadata()
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .len();
+    let mut reader = BufReader::new(file);
+    let bad = |what: &str| format!("{}: {what}; is it an ONNX model?", path.display());
+    let Some(graph) = find_field(&mut reader, end, MODEL_GRAPH).map_err(|e| bad(&e))? else {
+        return Ok(Vec::new());
+    };
+    let mut locations = Vec::new();
+    let mut pos = graph.0;
+    reader
+        .seek(SeekFrom::Start(pos))
+        .map_err(|e| bad(&e.to_string()))?;
+    while pos < graph.1 {
+        let (field, wire) = read_tag(&mut reader, &mut pos).map_err(|e| bad(&e))?;
+        let Some(len) = skip_or_len(&mut reader, &mut pos, wire).map_err(|e| bad(&e))? else {
+            continue;
+        };
+        if field == GRAPH_INITIALIZER {
+            let tensor_end = pos + len;
+            tensor_locations(&mut reader, &mut pos, tensor_end, &mut locations)
+                .map_err(|e| bad(&e))?;
+        } else {
+            reader
+                .seek_relative(len as i64)
+                .map_err(|e| bad(&e.to_string()))?;
+            pos += len;
+        }
+    }
+    Ok(locations)
+}
+
+/// Adds the external-data locations of the TensorProto that ends at `end`, skipping its data.
+fn tensor_locations(
+    reader: &mut BufReader<File>,
+    pos: &mut u64,
+    end: u64,
+    locations: &mut Vec<String>,
+) -> Result<(), String> {
+    while *pos < end {
+        let (field, wire) = read_tag(reader, pos)?;
+        let Some(len) = skip_or_len(reader, pos, wire)? else {
+            continue;
+        };
+        if field == TENSOR_EXTERNAL_DATA && len < 1 << 16 {
+            let mut bytes = vec![0; len as usize];
+            reader
+                .read_exact(&mut bytes)
+                .map_err(|_| "it ends inside its graph".to_string())?;
+            *pos += len;
+            let entry = Entry::decode(bytes.as_slice()).map_err(|e| e.to_string())?;
+            if entry.key == "location" && !locations.contains(&entry.value) {
+                locations.push(entry.value);
+            }
+        } else {
+            reader
+                .seek_relative(len as i64)
+                .map_err(|e| e.to_string())?;
+            *pos += len;
+        }
+    }
+    Ok(())
+}
+
 fn spec_of(info: ValueInfo) -> TensorSpec {
     let Some(tensor) = info.kind.and_then(|k| k.tensor) else {
         return TensorSpec {
@@ -107,6 +189,7 @@ fn spec_of(info: ValueInfo) -> TensorSpec {
     let elem = match tensor.elem_type {
         1 => ElemType::F32,
         10 => ElemType::F16,
+        16 => ElemType::Bf16,
         11 => ElemType::F64,
         7 => ElemType::I64,
         6 => ElemType::I32,
@@ -248,6 +331,38 @@ mod tests {
         assert_eq!(inputs[0].describe(), "'sample' [batch, 4, h, w] float32");
         assert_eq!(inputs[1].describe(), "'timestep' [] int64");
         assert_eq!(outputs[0].name, "out_sample");
+    }
+
+    fn external_tensor(name: &str, location: &str) -> Vec<u8> {
+        let mut tensor = Vec::new();
+        prost::encoding::int64::encode_packed(1, &[320, 4, 3, 3], &mut tensor);
+        prost::encoding::string::encode(8, &name.to_string(), &mut tensor);
+        for (key, value) in [("location", location), ("offset", "0"), ("length", "46080")] {
+            let entry = Entry {
+                key: key.into(),
+                value: value.into(),
+            };
+            prost::encoding::message::encode(13, &entry, &mut tensor);
+        }
+        prost::encoding::int32::encode(14, &1, &mut tensor);
+        tensor
+    }
+
+    #[test]
+    fn lists_each_external_data_file_once_and_skips_inline_weights() {
+        let mut graph = Vec::new();
+        let mut inline = Vec::new();
+        prost::encoding::bytes::encode(9, &vec![3u8; 50_000], &mut inline);
+        prost::encoding::bytes::encode(5, &inline, &mut graph);
+        prost::encoding::bytes::encode(5, &external_tensor("a", "model.onnx_data"), &mut graph);
+        prost::encoding::bytes::encode(5, &external_tensor("b", "weights/b.bin"), &mut graph);
+        prost::encoding::bytes::encode(5, &external_tensor("c", "model.onnx_data"), &mut graph);
+        prost::encoding::message::encode(11, &value("sample", 1, &[Ok(1)]), &mut graph);
+        let file = write_model(&graph);
+        assert_eq!(
+            external_data(file.path()).unwrap(),
+            vec!["model.onnx_data".to_string(), "weights/b.bin".to_string()]
+        );
     }
 
     #[test]

@@ -11,6 +11,8 @@ mod denoiser;
 pub mod describe;
 mod error;
 mod features;
+pub mod fingerprint;
+mod floats;
 pub mod graph_io;
 pub mod limits;
 mod model_file;
@@ -38,7 +40,7 @@ pub use providers::{
     AttemptOutcome, ProviderAttempt, ProviderKind, ProviderOptions, describe_attempts,
     summarize_attempts,
 };
-pub use report::{InfoReport, Timing, inspect};
+pub use report::{InfoReport, Timing, TimingPlan, inspect};
 pub use roles::{Dim, ElemType, ModelRoles, Role, RoleError, RoleOverrides, TensorSpec};
 pub use runtime::{RuntimeError, RuntimeInfo, RuntimeSource, runtime};
 pub use session::{OnnxModel, OnnxOptions};

@@ -6,7 +6,7 @@
 //! silent fallback to CPU never hides a failure this way.
 //!
 //! TensorRT builds an engine per model and shape, which takes minutes: engines are cached, by default under
-//! the caller's output folder (`<output>/trt-engines`), else under `$XDG_CACHE_HOME/difflab/trt-engines`.
+//! the caller's output folder (`<output>/trt-engines`), else under `trt-engines` in difflab's cache folder ([`cache_dir`](crate::cache_dir)).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -124,16 +124,7 @@ impl ProviderOptions {
         if let Some(out) = output_dir {
             return out.join("trt-engines");
         }
-        let cache = std::env::var_os("XDG_CACHE_HOME")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME")
-                    .filter(|v| !v.is_empty())
-                    .map(|h| PathBuf::from(h).join(".cache"))
-            })
-            .unwrap_or_else(std::env::temp_dir);
-        cache.join("difflab").join("trt-engines")
+        crate::cache_dir::cache_dir().join("trt-engines")
     }
 }
 

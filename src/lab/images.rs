@@ -67,5 +67,5 @@ pub fn save_png(img: &RgbImage, path: &Path) -> Result<(), crate::path_error::Pa
         image::ImageFormat::Png,
     )
     .map_err(|e| crate::path_error::PathError::other("encode the image", path, e))?;
-    super::results::write_atomic(path, &bytes)
+    crate::atomic_file::write_atomic(path, &bytes)
 }

@@ -1,11 +1,11 @@
 //! An experiment becomes cells: one per (sampler, step count, guidance scale), all on the same seeds and
 //! conditions (prompts or classes).
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::engine::fingerprint;
 use crate::experiment::{Experiment, ModelSource, ReferenceSolve};
 use crate::sampler::SamplerConfig;
 
@@ -345,18 +345,18 @@ fn seeds_for(seeds: &[u64], count: usize) -> Vec<u64> {
 }
 
 /// Hashes of what every cell depends on: the model and its inputs (what a reference solve depends on),
-/// and those with the quality inputs (what a cell's result depends on). Each file is read once.
+/// and those with the quality inputs (what a cell's result depends on). Files enter by their fingerprints,
+/// which an unchanged file serves from the cache without reading it.
 fn inputs_hash(experiment: &Experiment) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
     let mut hash = Both(Sha256::new(), Sha256::new());
     match &experiment.model.source {
-        ModelSource::Onnx(path) => hash_file(&mut hash, path)?,
+        ModelSource::Onnx(path) => hash_network(&mut hash, path)?,
         ModelSource::Pipeline(dir) => hash_pipeline(&mut hash, dir)?,
         ModelSource::Analytic => sha2::digest::Update::update(
             &mut hash,
             format!("analytic {:?}", experiment.model.sample_shape).as_bytes(),
         ),
     }
-    // The cell keys' order of inputs is kept, so earlier results stay reusable.
     if let Some(q) = &experiment.quality {
         quality_hash(&mut hash.0, q)?;
     }
@@ -386,19 +386,10 @@ fn inputs_hash(experiment: &Experiment) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
         );
     }
     for part in [&m.vae_decoder, &m.text_encoder].into_iter().flatten() {
-        hash_file(&mut hash, part)?;
+        hash_network(&mut hash, part)?;
     }
     if let Some(dir) = &m.tokenizer {
-        for name in [
-            "tokenizer.json",
-            "vocab.json",
-            "merges.txt",
-            "tokenizer_config.json",
-        ] {
-            if dir.join(name).is_file() {
-                hash_file(&mut hash, &dir.join(name))?;
-            }
-        }
+        hash_folder(&mut hash, dir, &|_| true)?;
     }
     Ok((hash.1.finalize().to_vec(), hash.0.finalize().to_vec()))
 }
@@ -406,7 +397,7 @@ fn inputs_hash(experiment: &Experiment) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
 /// The quality inputs of a cell's key.
 fn quality_hash(hash: &mut Sha256, q: &crate::experiment::QualitySpec) -> std::io::Result<()> {
     if let Some(f) = &q.features {
-        hash_file(hash, &f.network)?;
+        hash_network(hash, &f.network)?;
         hash_file(hash, &f.reference)?;
         Digest::update(hash, format!("{} {}", q.kid_subsets, q.kid_subset_size));
     }
@@ -435,49 +426,83 @@ impl sha2::digest::Update for Both {
     }
 }
 
-/// A pipeline folder by its parts: every model.onnx (with its model.onnx_data) and every .json
-/// config, in sorted order and named, so a change to any part changes the hash.
-fn hash_pipeline(hash: &mut impl sha2::digest::Update, dir: &Path) -> std::io::Result<()> {
-    let mut files = Vec::new();
-    pipeline_files(dir, &mut files)?;
-    files.sort();
-    for file in files {
-        let name = file.strip_prefix(dir).unwrap_or(&file);
-        hash.update(name.to_string_lossy().as_bytes());
-        hash_file(hash, &file)?;
-    }
+/// An ONNX network by everything it reads: the graph, its external data, and the configs beside it (a U-Net's
+/// config.json and scheduler_config.json).
+fn hash_network(hash: &mut impl sha2::digest::Update, model: &Path) -> std::io::Result<()> {
+    let mut files = fingerprint::network_files(model).map_err(std::io::Error::other)?;
+    let dir = model.parent().unwrap_or(Path::new("."));
+    files.extend(json_beside(dir)?);
+    hash.update(fingerprint::files_digest(dir, &files)?.as_bytes());
     Ok(())
 }
 
-fn pipeline_files(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
+fn json_beside(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "json") && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// A pipeline folder by everything its networks read: every ONNX graph with its external data, every
+/// config (.json) and tokenizer file (.txt, .model), in sorted order and named, so a change to any part
+/// changes the hash.
+fn hash_pipeline(hash: &mut impl sha2::digest::Update, dir: &Path) -> std::io::Result<()> {
+    let part = |path: &Path| {
+        path.extension()
+            .is_some_and(|e| e == "onnx" || e == "json" || e == "txt" || e == "model")
+    };
+    hash_folder(hash, dir, &part)
+}
+
+/// Every file under `dir` that `part` picks, each ONNX graph with the external data it names.
+fn hash_folder(
+    hash: &mut impl sha2::digest::Update,
+    dir: &Path,
+    part: &dyn Fn(&Path) -> bool,
+) -> std::io::Result<()> {
+    let mut files = Vec::new();
+    folder_files(dir, part, &mut files)?;
+    files.sort();
+    let mut all = Vec::new();
+    for file in files {
+        if file.extension().is_some_and(|e| e == "onnx") {
+            all.extend(fingerprint::network_files(&file).map_err(std::io::Error::other)?);
+        } else {
+            all.push(file);
+        }
+    }
+    all.dedup();
+    hash.update(fingerprint::files_digest(dir, &all)?.as_bytes());
+    Ok(())
+}
+
+fn folder_files(
+    dir: &Path,
+    part: &dyn Fn(&Path) -> bool,
+    files: &mut Vec<PathBuf>,
+) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let path = entry.path();
         // Only real folders: a link to a folder could loop.
         if entry.file_type()?.is_dir() {
-            pipeline_files(&path, files)?;
-            continue;
-        }
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let part = name == "model.onnx" || name == "model.onnx_data" || name.ends_with(".json");
-        if part && path.is_file() {
+            folder_files(&path, part, files)?;
+        } else if part(&path) && path.is_file() {
             files.push(path);
         }
     }
     Ok(())
 }
 
+/// A file by its fingerprint.
 fn hash_file(hash: &mut impl sha2::digest::Update, path: &Path) -> std::io::Result<()> {
-    let mut file = std::fs::File::open(path)?;
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
-        hash.update(&buf[..n]);
-    }
+    hash.update(fingerprint::file_digest(path)?.as_bytes());
+    Ok(())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -514,15 +539,15 @@ mod tests {
             h.finalize().to_vec()
         };
         write("model_index.json", "{}");
-        write("unet/model.onnx", "unet");
-        write("unet/model.onnx_data", "weights");
+        write("unet/model.onnx", "");
+        write("tokenizer/merges.txt", "a b");
         write("reference/latents.npy", "x");
         let first = hash();
         write("reference/latents.npy", "y");
         assert_eq!(hash(), first, "other files are not parts");
-        write("unet/model.onnx_data", "new weights");
+        write("tokenizer/merges.txt", "a c");
         let second = hash();
-        assert_ne!(second, first);
+        assert_ne!(second, first, "tokenizer files are parts");
         write("scheduler/scheduler_config.json", "{}");
         assert_ne!(hash(), second);
     }

@@ -7,7 +7,7 @@ use ndarray::{ArrayD, IxDyn};
 use ndarray_npy::WriteNpyExt;
 
 use super::plan::Cell;
-use super::results::write_atomic;
+use crate::atomic_file::write_atomic;
 use crate::path_error::PathError;
 use crate::quality::SquaredError;
 

@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::tally::Against;
+use crate::atomic_file::write_atomic;
 use crate::path_error::{PathError, at};
 
 /// One cell's outcome.
@@ -114,6 +115,10 @@ pub struct Results {
     /// Model calls made, and how many running each cell alone would have taken.
     pub model_calls: usize,
     pub unbatched_model_calls: usize,
+    /// One finished image's C, H, W (decoded, for latent models): what reading the cells' grids back needs,
+    /// so a run whose cells are all up to date loads no model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_shape: Option<[usize; 3]>,
 }
 
 impl Results {
@@ -223,21 +228,4 @@ fn csv_field(s: &str) -> String {
     } else {
         s.to_string()
     }
-}
-
-/// Writes a file so readers see the old or the new content, never a part: temp file, then rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PathError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(at("create the folder for", path))?;
-    }
-    let tmp = path.with_extension(format!(
-        "{}.tmp{}",
-        path.extension().and_then(|e| e.to_str()).unwrap_or(""),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, bytes).map_err(at("write", path))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        PathError::io("write", path, &e)
-    })
 }

@@ -240,6 +240,10 @@ fn run_inner(
         items: shard_items,
     } = shard_plan(experiment, planned, options.shard)?;
     let out = out.as_path();
+    let tallied = shard_items.is_some();
+    if watched.is_none() && !options.force && reuse_all(&cells, out, tallied, tx) {
+        return Ok(());
+    }
     let LoadedModel {
         mut denoiser,
         sample_shape,
@@ -294,7 +298,7 @@ fn run_inner(
         let _ = tx.send(LabEvent::Log(w));
     }
     results.experiment = experiment.name.clone();
-    let tallied = shard_items.is_some();
+    results.image_shape = Some(image_shape);
     let pending = reuse_cached(
         &cells,
         &results,
@@ -431,6 +435,51 @@ fn plan_cells(experiment: &Experiment, options: &RunOptions) -> Result<Plan, Sto
     )))
 }
 
+/// When every cell is up to date and the results say what their images look like, reports them all as
+/// reused without loading the model (a multi-gigabyte load for nothing to do).
+fn reuse_all(cells: &[Cell], out: &Path, tallied: bool, tx: &Sender<LabEvent>) -> bool {
+    let results = Results::load(&out.join("results.json"));
+    let Some(image_shape) = results.image_shape else {
+        return false;
+    };
+    let earlier: Option<Vec<&CellResult>> = cells
+        .iter()
+        .map(|cell| earlier_result(cell, &results, out, tallied))
+        .collect();
+    let Some(first) = earlier.and_then(|e| e.first().copied()) else {
+        return false;
+    };
+    let _ = tx.send(LabEvent::Planned {
+        cells: cells.to_vec(),
+        sample_shape: display_shape(image_shape),
+        provider: first.provider.clone(),
+        providers_note: format!(
+            "every cell is up to date: the model was not loaded (the cells ran on {})",
+            first.provider
+        ),
+        providers_summary: String::new(),
+    });
+    reuse_cached(cells, &results, out, image_shape, false, tallied, tx);
+    let _ = tx.send(LabEvent::Log("every cell is up to date".into()));
+    true
+}
+
+/// A finished earlier result of `cell` with the same key, whose grid (and tally, for a shard) is there.
+fn earlier_result<'r>(
+    cell: &Cell,
+    results: &'r Results,
+    out: &Path,
+    tallied: bool,
+) -> Option<&'r CellResult> {
+    results
+        .cells
+        .iter()
+        .find(|r| r.key == cell.key && !r.failed() && out.join(&r.grid).is_file())
+        .filter(|_| {
+            !tallied || Tally::load(&out.join(tally_path(cell))).is_ok_and(|t| t.1 == cell.key)
+        })
+}
+
 /// Reports the cells whose inputs have not changed since a finished earlier run, with their grids (and
 /// tallies, for a shard), and returns the indices of the others. A failed cell is never up to date.
 fn reuse_cached(
@@ -444,14 +493,7 @@ fn reuse_cached(
 ) -> Vec<usize> {
     let mut pending = Vec::new();
     for (i, cell) in cells.iter().enumerate() {
-        let earlier = results
-            .cells
-            .iter()
-            .find(|r| r.key == cell.key && !r.failed() && out.join(&r.grid).is_file())
-            .filter(|_| {
-                !tallied || Tally::load(&out.join(tally_path(cell))).is_ok_and(|t| t.1 == cell.key)
-            });
-        match earlier {
+        match earlier_result(cell, results, out, tallied) {
             Some(r) if !force => {
                 let images = for_display(
                     read_grid(&out.join(&r.grid), sample_shape, cell),

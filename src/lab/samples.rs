@@ -7,7 +7,7 @@ use ndarray::{ArrayD, IxDyn};
 use ndarray_npy::WriteNpyExt;
 
 use super::plan::Cell;
-use super::results::write_atomic;
+use crate::atomic_file::write_atomic;
 use crate::path_error::PathError;
 
 /// `init_noise`: float32 [N, C, H, W] unit-variance noise, row k for the k-th seed; every cell's seeds must

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::plan::{Cell, Plan};
-use super::results::write_atomic;
+use crate::atomic_file::write_atomic;
 use crate::experiment::Experiment;
 
 /// Shard `index` of `count`, counting from 0.

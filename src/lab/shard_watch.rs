@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use super::merge::{read_manifest, shard_counts};
 use super::plan::{Cell, Plan};
-use super::results::{Results, write_atomic};
+use super::results::Results;
+use crate::atomic_file::write_atomic;
 use super::runner::LabEvent;
 use super::shard::{Shard, shard_folder};
 

@@ -9,7 +9,7 @@ use ndarray::{Array1, Array2, ArrayD, IxDyn};
 use ndarray_npy::{NpzReader, NpzWriter};
 use serde::{Deserialize, Serialize};
 
-use super::results::write_atomic;
+use crate::atomic_file::write_atomic;
 use crate::path_error::PathError;
 use crate::quality::{FeatureSums, Hits, SquaredError};
 

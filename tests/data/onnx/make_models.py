@@ -273,6 +273,32 @@ def nan_between_450_and_550():
     save(graph, "nan_between_450_and_550.onnx")
 
 
+def tiny_external():
+    # out = w * sample + timestep with w (0.5 everywhere) kept outside the graph, in tiny_external.onnx_data,
+    # as Optimum stores a large U-Net's weights: a test changes bytes there and sees the change.
+    nodes, inits = half_plus_t("sample", "timestep", "out_sample", TensorProto.FLOAT)
+    inits[0] = const("half", np.full([1, C, H, W], 0.5))
+    graph = helper.make_graph(
+        nodes,
+        "tiny_external",
+        [
+            helper.make_tensor_value_info("sample", TensorProto.FLOAT, ["batch", C, H, W]),
+            helper.make_tensor_value_info("timestep", TensorProto.INT64, ["batch"]),
+        ],
+        [helper.make_tensor_value_info("out_sample", TensorProto.FLOAT, ["batch", C, H, W])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=OPSET, producer_name="difflab-tests")
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    data = "tiny_external.onnx_data"
+    if os.path.exists(os.path.join(HERE, data)):
+        os.remove(os.path.join(HERE, data))
+    onnx.save(model, os.path.join(HERE, "tiny_external.onnx"), save_as_external_data=True,
+              all_tensors_to_one_file=True, location=data, size_threshold=256)
+    print("wrote tiny_external.onnx and", data)
+
+
 def not_a_model():
     with open(os.path.join(HERE, "not_a_model.onnx"), "w") as f:
         f.write("This is a text file with an .onnx name, not an ONNX model.\n")
@@ -290,4 +316,5 @@ if __name__ == "__main__":
     bad_output_shape()
     hidden_bad_output_shape()
     nan_between_450_and_550()
+    tiny_external()
     not_a_model()

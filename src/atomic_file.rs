@@ -1,0 +1,22 @@
+//! Files written so that a reader sees the old content or the new, never a part.
+
+use std::path::Path;
+
+use crate::path_error::{PathError, at};
+
+/// Writes a file so readers see the old or the new content, never a part: temp file, then rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PathError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(at("create the folder for", path))?;
+    }
+    let tmp = path.with_extension(format!(
+        "{}.tmp{}",
+        path.extension().and_then(|e| e.to_str()).unwrap_or(""),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes).map_err(at("write", path))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        PathError::io("write", path, &e)
+    })
+}
