@@ -62,7 +62,7 @@ fn info_prints_runtime_io_roles_and_provider() {
         "out_sample",
         "runs on   cpu (CPUExecutionProvider)",
         "on CPUExecutionProvider",
-        "batch 1",
+        "memory    peak ",
         "batch 4",
     ] {
         assert!(stdout.contains(needle), "{needle:?} not in:\n{stdout}");

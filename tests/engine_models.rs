@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use difflab::engine::{
     AttemptOutcome, DenoiseError, Denoiser, EngineError, OnnxDenoiser, OnnxOptions,
-    PredictionSource, ProviderKind, ProviderOptions, Role, RoleError, inspect,
+    PredictionSource, ProviderKind, ProviderOptions, Role, RoleError, TimingPlan, inspect,
 };
 use difflab::sampler::PredictionType;
 
@@ -450,10 +450,16 @@ fn profiling_counts_nodes_per_provider() {
 
 #[test]
 fn inspect_reports_everything_info_prints() {
-    let report = inspect(model("tiny_f32.onnx"), &cpu(), &[1, 4], 2).unwrap();
+    let plan = TimingPlan {
+        batch: 4,
+        runs: Some(2),
+        ..TimingPlan::default()
+    };
+    let report = inspect(model("tiny_f32.onnx"), &cpu(), &plan).unwrap();
     assert_eq!(report.provider, ProviderKind::Cpu);
-    assert_eq!(report.timings.len(), 2);
-    assert_eq!(report.timings[1].batch, 4);
+    assert_eq!(report.timings.len(), 1);
+    assert_eq!((report.timings[0].batch, report.timings[0].runs), (4, 2));
+    assert!(report.peak_rss.is_some_and(|b| b > 1 << 20));
     assert!(
         report
             .nodes

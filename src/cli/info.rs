@@ -3,13 +3,17 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::engine::describe::describe_onnx;
 use crate::engine::limits::{cap_threads, check_sample_shape};
 use crate::engine::pipeline_folder::read_pipeline;
+use crate::engine::trt_profile::ShapeHints;
 use crate::engine::{
-    EngineError, OnnxOptions, ProviderKind, ProviderOptions, RoleOverrides, inspect, roles,
+    EngineError, OnnxOptions, ProviderKind, ProviderOptions, RoleOverrides, TimingPlan, inspect,
+    roles,
 };
+use crate::lab::tensorrt::with_profile;
 use crate::sampler::PredictionType;
 use clap::Args;
 
@@ -55,12 +59,15 @@ pub struct InfoArgs {
     /// Threads within an operator (default: ONNX Runtime's, one per core).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// The typical batch to time besides batch 1 (0: time batch 1 only).
-    #[arg(long, default_value_t = 16)]
+    /// The batch to time (0: time nothing).
+    #[arg(long, default_value_t = 1)]
     pub batch: usize,
-    /// Timed calls per batch size (after two warm-up calls).
-    #[arg(long, default_value_t = 5)]
-    pub runs: usize,
+    /// Timed calls after the warm-up (default: as many as fit in --seconds).
+    #[arg(long)]
+    pub runs: Option<usize>,
+    /// How long to keep timing when --runs is not given, in seconds (at least one call is timed).
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
 }
 
 fn parse_prediction_type(text: &str) -> Result<PredictionType, String> {
@@ -121,12 +128,26 @@ pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
 
 /// A denoiser's full report, or for any other ONNX file what it is to difflab.
 fn model(path: &std::path::Path, args: &InfoArgs, options: &OnnxOptions) -> anyhow::Result<String> {
-    let mut batches = vec![1];
-    if args.batch > 1 {
-        batches.push(args.batch);
-    }
-    match inspect(path, options, &batches, args.runs) {
+    let plan = TimingPlan {
+        batch: args.batch,
+        runs: args.runs,
+        budget: Duration::from_secs_f64(args.seconds.clamp(0.0, 86_400.0)),
+    };
+    let hints = ShapeHints {
+        batch: [1, args.batch.max(1), args.batch.max(1)],
+        sample: options.sample_shape,
+        sequence: None,
+    };
+    // TensorRT builds one engine, for the shapes timed, instead of one per shape it meets.
+    let (options, note) = with_profile(options, path, hints);
+    let options = &options;
+    match inspect(path, options, &plan) {
         Ok(report) => {
+            if report.provider == ProviderKind::TensorRt
+                && let Some(note) = note
+            {
+                eprintln!("note: {note}");
+            }
             if let Some(note) = &report.non_finite {
                 eprintln!("warning: {note}");
             }

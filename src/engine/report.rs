@@ -16,6 +16,26 @@ use super::runtime::RuntimeInfo;
 use super::session::OnnxOptions;
 use crate::sampler::PredictionType;
 
+/// How `inspect` times the model: one warm-up call, then `runs` calls, or as many as fit in `budget`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimingPlan {
+    /// The batch to time; 0 times nothing.
+    pub batch: usize,
+    /// Exactly this many timed calls; `None`: as many as fit in `budget` (at least one).
+    pub runs: Option<usize>,
+    pub budget: Duration,
+}
+
+impl Default for TimingPlan {
+    fn default() -> Self {
+        TimingPlan {
+            batch: 1,
+            runs: None,
+            budget: Duration::from_secs(10),
+        }
+    }
+}
+
 /// The median time of one `predict` call at one batch size.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Timing {
@@ -45,15 +65,17 @@ pub struct InfoReport {
     pub timings: Vec<Timing>,
     /// What was not finite in the output of the calls made to time the model, if anything.
     pub non_finite: Option<String>,
+    /// The process's peak resident memory after loading and timing the model (Linux), in bytes.
+    pub peak_rss: Option<u64>,
 }
 
-/// Loads the model (with node profiling), runs it once to see where its nodes run, then times `predict` at each
-/// of `batches` (median of `runs` calls after two warm-up calls; a batch of 0 is skipped).
+/// Loads the model (with node profiling), runs it once at batch 1 to see where its nodes run (which warms
+/// it up), then times `predict` at the plan's batch: one more warm-up call when that batch is larger, then
+/// the plan's runs.
 pub fn inspect(
     path: impl Into<PathBuf>,
     options: &OnnxOptions,
-    batches: &[usize],
-    runs: usize,
+    plan: &TimingPlan,
 ) -> Result<InfoReport, EngineError> {
     let path = path.into();
     let mut options = options.clone();
@@ -77,22 +99,25 @@ pub fn inspect(
     let nodes = model.nodes_per_provider()?;
 
     let mut timings = Vec::new();
-    for &batch in batches.iter().filter(|&&b| b > 0) {
-        let (sample, timesteps) = input(batch);
+    if plan.batch > 0 {
+        let (sample, timesteps) = input(plan.batch);
         let mut out = vec![0.0; sample.len()];
-        for _ in 0..2 {
+        if plan.batch > 1 {
             model.predict(&sample, &timesteps, &mut out)?;
         }
-        let mut times = Vec::with_capacity(runs.max(1));
-        for _ in 0..runs.max(1) {
+        let started = Instant::now();
+        let mut times = Vec::new();
+        while plan.runs.map_or(times.is_empty() || started.elapsed() < plan.budget, |n| {
+            times.len() < n.max(1)
+        }) {
             let start = Instant::now();
             model.predict(&sample, &timesteps, &mut out)?;
             times.push(start.elapsed());
         }
-        non_finite = non_finite.or_else(|| non_finite_note(&out, batch));
+        non_finite = non_finite.or_else(|| non_finite_note(&out, plan.batch));
         times.sort();
         timings.push(Timing {
-            batch,
+            batch: plan.batch,
             median: times[times.len() / 2],
             runs: times.len(),
         });
@@ -121,7 +146,16 @@ pub fn inspect(
         nodes,
         timings,
         non_finite,
+        peak_rss: peak_rss(),
     })
+}
+
+/// The process's peak resident set size (VmHWM), where the system tells.
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// A warning when a timing call's output holds NaN or ±Inf: sampling with the model would fail.
@@ -216,6 +250,13 @@ impl fmt::Display for InfoReport {
                 )?;
             }
             _ => writeln!(f, "nodes     (the profile recorded no nodes)")?,
+        }
+        if let Some(bytes) = self.peak_rss {
+            writeln!(
+                f,
+                "memory    peak {:.2} GB resident in this process (the model loaded and timed)",
+                bytes as f64 / 1e9
+            )?;
         }
         if !self.timings.is_empty() {
             writeln!(f, "timing    one predict call, median after warm-up")?;
