@@ -285,21 +285,19 @@ fn difflab_run_shows_what_the_experiment_asks_that_is_ignored() {
     );
 }
 
+/// What a run holds does not grow with the sample count (finished samples are decoded, scored and written
+/// lane by lane), but its previews are kept whole: 20000 preview seeds of 800000 values do not fit.
 #[test]
-fn a_run_whose_samples_do_not_fit_in_memory_is_refused_before_it_starts() {
+fn a_run_whose_previews_do_not_fit_in_memory_is_refused_before_it_starts() {
     let dir = temp_dir("memory");
-    let text = "[model]\npath = \"analytic\"\nsample_shape = [1, 1000, 800]\n[sampling]\nseeds = 2\n[[sampler]]\nname = \"ddim\"\nsteps = 2\nsamples = 1000000\n";
+    let text = "[model]\npath = \"analytic\"\nsample_shape = [1, 1000, 800]\n[sampling]\nseeds = 20000\n[[sampler]]\nname = \"ddim\"\nsteps = 2\n";
     std::fs::write(dir.join("big.toml"), text).unwrap();
     let e = Experiment::load(&dir.join("big.toml")).unwrap();
     let events = run_to_end(&e);
-    let error = events.iter().find_map(|ev| match ev {
-        LabEvent::Finished { error, .. } => error.clone(),
-        _ => None,
-    });
-    let error = error.expect("the run is refused");
+    let error = finished_error(&events).expect("the run is refused");
     assert!(
-        error.contains("GiB of memory (1000000 samples of 800000 values)")
-            && error.contains("lower `samples`"),
+        error.starts_with("the lanes and the kept samples of this run need ")
+            && error.contains("lower `batch`, `seeds` or `sample_shape`"),
         "{error}"
     );
 }

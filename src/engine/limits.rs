@@ -32,19 +32,19 @@ pub fn physical_memory() -> Option<u64> {
     (pages > 0 && size > 0).then(|| pages as u64 * size as u64)
 }
 
-/// Refuses a run whose samples would not fit in half of this machine's memory: `samples` values
-/// of `item` floats each, held until their cells finish.
-pub fn check_sample_memory(samples: usize, item: usize) -> Result<(), String> {
+/// Refuses a run whose held values (`values` f32s: `what`) would not fit in half of this machine's memory.
+pub fn check_memory(values: u128, what: &str) -> Result<(), String> {
     let Some(memory) = physical_memory() else {
         return Ok(());
     };
-    let bytes = samples as u128 * item as u128 * 4;
+    let bytes = values * 4;
     if bytes <= u128::from(memory / 2) {
         return Ok(());
     }
     let gib = |b: u128| b as f64 / f64::from(1u32 << 30);
     Err(format!(
-        "the samples of this run need {:.1} GiB of memory ({samples} samples of {item} values), more than half of this machine's {:.1} GiB; lower `samples`, `seeds` or `sample_shape`, or run fewer cells with --only",
+        "{what} need {:.1} GiB of memory, more than half of this machine's {:.1} GiB; lower `batch`, \
+         `seeds` or `sample_shape`, or run fewer cells with --only",
         gib(bytes),
         gib(u128::from(memory))
     ))

@@ -97,6 +97,8 @@ pub struct ModelSpec {
     pub sample_shape: Option<[usize; 3]>,
     /// The other parts of a pipeline, given beside a bare U-Net file (resolved, existing).
     pub vae_decoder: Option<PathBuf>,
+    /// Images per VAE decoder call; `None`: as many as make about a megapixel (1 at 1024², 4 at 512²).
+    pub vae_batch: Option<usize>,
     pub text_encoder: Option<PathBuf>,
     /// A folder with tokenizer.json, or vocab.json and merges.txt.
     pub tokenizer: Option<PathBuf>,

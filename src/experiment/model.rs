@@ -51,6 +51,7 @@ impl Reading<'_> {
             roles: self.roles(m)?,
             sample_shape,
             vae_decoder,
+            vae_batch: self.vae_batch(m)?,
             text_encoder,
             tokenizer,
         };
@@ -236,6 +237,15 @@ impl Reading<'_> {
             ));
         }
         Ok(providers)
+    }
+
+    /// `model.vae_batch`: at least 1.
+    fn vae_batch(&self, m: &ModelSection) -> Result<Option<usize>, ExperimentError> {
+        let Some(b) = &m.vae_batch else { return Ok(None) };
+        if *b.get_ref() == 0 {
+            return Err(self.error(b.span(), "model.vae_batch", "must be at least 1 (images per VAE decoder call)"));
+        }
+        Ok(Some(*b.get_ref()))
     }
 
     /// `model.threads`: at least 1, at most the cores this machine has (capped, with a warning).

@@ -35,6 +35,7 @@ pub(super) struct ModelSection {
     pub roles: Option<BTreeMap<Spanned<String>, String>>,
     pub sample_shape: Option<Spanned<[usize; 3]>>,
     pub vae_decoder: Option<Spanned<String>>,
+    pub vae_batch: Option<Spanned<usize>>,
     pub text_encoder: Option<Spanned<String>>,
     pub tokenizer: Option<Spanned<String>>,
 }

@@ -9,7 +9,8 @@ use super::latent_preview::LatentPreview;
 use super::plan::Cell;
 use super::reference::{self, Solution};
 use super::results::{AgainstReference, CellResult};
-use super::samples::write_samples;
+use super::cell_output::CellOutput;
+use super::samples::SampleFile;
 use super::scoring::Quality;
 use super::tally::{Against, Tally};
 use crate::engine::VaeDecoder;
@@ -28,32 +29,25 @@ pub(super) struct Finish<'a> {
 }
 
 impl Finish<'_> {
-    /// Scores (or, in a shard, tallies) a complete cell `c`, writes its grid, and returns its result and
-    /// preview images. FID and KID that cannot be computed (the feature network's output is not finite)
-    /// fail the cell with the reason; its grid is still written.
+    /// Scores (or, in a shard, tallies) a complete cell `c` from what its lanes left in `state`, writes its
+    /// grid and puts its samples file in place; returns its result and preview images. FID and KID that
+    /// cannot be computed (the feature network's output is not finite) fail the cell with the reason; its
+    /// grid is still written.
     pub fn finish(
         &mut self,
         c: usize,
         cell: &Cell,
-        state: &CellState,
+        state: &mut CellState,
         quality: Option<&mut Quality<'_>>,
         solution: Option<&Solution>,
     ) -> Result<(CellResult, Vec<f32>), PathError> {
         let shape = self.pictures.image_shape;
         let item = shape.iter().product::<usize>();
-        let all = match self.pictures.images(&state.finals, self.batch) {
-            Ok(images) => images,
-            Err(e) => {
-                let mut result = self.result(cell, state, String::new());
-                result.error = Some(e);
-                return Ok((result, Vec::new()));
-            }
-        };
-        let images = all[..cell.preview * item].to_vec();
+        let mut output = std::mem::replace(&mut state.output, CellOutput::new(0, None));
+        let images = output.kept_images[..cell.preview * item].to_vec();
         let grid_path = write_grid(self.out, cell, &images, shape)?;
-        if self.save_samples {
-            let path = self.out.join(format!("samples/{}.npy", cell.file_stem()));
-            write_samples(&path, &all, shape, &cell.output_order())?;
+        if let Some(file) = output.sample_file.take() {
+            file.finish()?;
         }
         let mut result = self.result(cell, state, grid_path);
         let items = match &self.shard_items {
@@ -68,14 +62,13 @@ impl Finish<'_> {
                 true => images.clone(),
                 false => Vec::new(),
             },
-            against: solution.map(|s| against(s, &state.finals, &all)),
+            against: solution.map(|s| against(s, &output.kept_samples, &output.kept_images)),
             ..Tally::default()
         };
-        let measured = match quality {
-            Some(q) => q
-                .measure(cell, &all, shape, self.batch)
-                .map(|m| Some((m, q))),
-            None => Ok(None),
+        let measured = match (quality, output.quality_error) {
+            (_, Some(e)) => Err(e),
+            (Some(q), None) => q.tally(cell, output.features).map(|m| Some((m, q))),
+            (None, None) => Ok(None),
         };
         match (measured, self.shard_items.is_some()) {
             (Err(e), _) => {
@@ -94,6 +87,22 @@ impl Finish<'_> {
             }
         }
         Ok((result, for_display(images, shape)))
+    }
+
+    /// A cell's output before its first lane: where its samples file goes (`--save-samples`), and how many
+    /// leading samples it keeps (its previews, and those its reference solve compares).
+    pub fn output_for(&self, cell: &Cell, solution: Option<&Solution>) -> Result<CellOutput, PathError> {
+        let per = self.pictures.sample_shape.iter().product::<usize>().max(1);
+        let solved = solution.map_or(0, |s| s.samples.len() / per);
+        let keep = cell.preview.max(solved).min(cell.samples());
+        let file = match self.save_samples {
+            true => {
+                let path = self.out.join(format!("samples/{}.npy", cell.file_stem()));
+                Some(SampleFile::create(&path, self.pictures.image_shape, &cell.output_order())?)
+            }
+            false => None,
+        };
+        Ok(CellOutput::new(keep, file))
     }
 
     /// A cell's result without scores: its timing so far and where its grid is.
@@ -178,6 +187,8 @@ pub(super) struct Pictures {
     pub sample_shape: [usize; 3],
     /// `[sampling] preview = "decode"`: previews through the decoder every k steps instead of the map.
     pub decode_every: Option<usize>,
+    /// Images per VAE decoder call (`[model] vae_batch`).
+    pub vae_batch: usize,
 }
 
 impl Pictures {
@@ -190,9 +201,8 @@ impl Pictures {
             // The last step's samples come decoded with the finished cell.
             return None;
         }
-        let batch = x0.len() / self.sample_shape.iter().product::<usize>().max(1);
         // A failed preview decode shows nothing; the finished cell's decode reports the failure.
-        let (images, _) = vae.decode(x0, self.sample_shape, batch).ok()?;
+        let (images, _) = vae.decode(x0, self.sample_shape, self.vae_batch).ok()?;
         Some(for_display(images, self.image_shape))
     }
 
@@ -217,11 +227,11 @@ impl Pictures {
         }
     }
 
-    /// Finished samples as images in [-1, 1]: decoded for latent models.
-    pub fn images(&mut self, finals: &[f32], batch: usize) -> Result<Vec<f32>, String> {
+    /// Finished samples as images in [-1, 1]: decoded for latent models, `vae_batch` at a time.
+    pub fn images(&mut self, finals: &[f32]) -> Result<Vec<f32>, String> {
         match &mut self.decoder {
             Some(vae) => vae
-                .decode(finals, self.sample_shape, batch)
+                .decode(finals, self.sample_shape, self.vae_batch)
                 .map(|(images, _)| images)
                 .map_err(|e| format!("the VAE decoder failed: {e}")),
             None => Ok(finals.to_vec()),
@@ -231,7 +241,10 @@ impl Pictures {
 
 /// A pending cell's samples and time so far.
 pub(super) struct CellState {
+    /// A reference solve's samples, all of them (a solve covers only the preview seeds).
     pub finals: Vec<f32>,
+    /// A cell's samples as its lanes finish them.
+    pub output: CellOutput,
     pub model_s: f64,
     pub sampler_s: f64,
     pub lanes_left: usize,
@@ -244,9 +257,11 @@ pub(super) struct CellState {
 }
 
 impl CellState {
-    pub fn new(cell: &Cell, item: usize, per_lane: usize) -> Self {
+    /// `finals` holds `kept` samples of `item` values (a reference solve's; 0 for a cell).
+    pub fn new(cell: &Cell, kept: usize, item: usize, per_lane: usize, output: CellOutput) -> Self {
         CellState {
-            finals: vec![0.0; cell.samples() * item],
+            finals: vec![0.0; kept * item],
+            output,
             model_s: 0.0,
             sampler_s: 0.0,
             lanes_left: cell.samples().div_ceil(per_lane),

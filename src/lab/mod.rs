@@ -1,6 +1,7 @@
 //! Running samplers on models: the denoising loop that drives a [`Scheduler`] with a [`Denoiser`],
 //! and the lab that turns an experiment into cells and runs them.
 
+mod cell_output;
 pub mod conditioning;
 pub mod display;
 pub mod finish;

@@ -32,6 +32,8 @@ pub struct LoadedModel {
     pub decoder: Option<VaeDecoder>,
     /// One finished image's C, H, W (the sample's for pixel models).
     pub image_shape: [usize; 3],
+    /// Images per VAE decoder call.
+    pub vae_batch: usize,
     /// The cheap latent→RGB map for live previews of latent models.
     pub preview: Option<LatentPreview>,
     /// What the samples are conditioned on (rows of the denoiser's condition table).
@@ -101,6 +103,7 @@ fn analytic(experiment: &Experiment) -> LoadedModel {
         providers_summary: String::new(),
         decoder: None,
         image_shape: shape,
+        vae_batch: experiment.batch,
         preview: None,
         conditions: RunConditions::default(),
         notes: Vec::new(),
@@ -179,10 +182,16 @@ fn assemble(
     note_if_tensorrt(model.provider(), unet_note, &mut notes);
     let sample_shape = model.info().sample_shape;
     let part_options = parts_options(experiment);
+    let scale = parts.vae.as_ref().map_or(1, |v| v.scale_factor);
+    let [c, h, w] = sample_shape;
+    let vae_batch = experiment
+        .model
+        .vae_batch
+        .unwrap_or_else(|| default_vae_batch(h * scale, w * scale));
     let decoder = match &parts.vae {
         Some(v) => {
             let hints = ShapeHints {
-                batch: [1, experiment.batch, experiment.batch],
+                batch: [1, vae_batch, vae_batch],
                 sample: Some(sample_shape),
                 sequence: None,
             };
@@ -194,8 +203,6 @@ fn assemble(
         }
         None => None,
     };
-    let scale = parts.vae.as_ref().map_or(1, |v| v.scale_factor);
-    let [c, h, w] = sample_shape;
     let image_shape = match decoder {
         Some(_) => [3, h * scale, w * scale],
         None => sample_shape,
@@ -242,10 +249,17 @@ fn assemble(
             .and_then(|_| LatentPreview::for_family(parts.xl, c)),
         decoder,
         image_shape,
+        vae_batch,
         conditions,
         notes,
         denoiser: Box::new(model),
     })
+}
+
+/// Images per VAE decoder call when the experiment does not say: about a megapixel per call (1 at 1024²,
+/// 4 at 512²), which a 24 GB card decodes even for SDXL's VAE.
+pub fn default_vae_batch(height: usize, width: usize) -> usize {
+    ((1 << 20) / (height * width).max(1)).max(1)
 }
 
 /// Conditioning for a model that takes none, or none for one that needs text, is the user's mistake to see.

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use super::conditioning::RunConditions;
 use super::display::{display_shape, for_display};
+use super::cell_output::CellOutput;
 use super::finish::{CellState, Finish, Pictures, grid_columns, tally_path};
 use super::guidance::guide;
 use super::images::{GAP, upscale_factor};
@@ -252,6 +253,7 @@ fn run_inner(
         providers_summary,
         decoder,
         image_shape,
+        vae_batch,
         preview,
         conditions,
         notes,
@@ -331,6 +333,7 @@ fn run_inner(
                 preview,
                 image_shape,
                 sample_shape,
+                vae_batch,
             },
             provider: &provider,
             batch: experiment.batch,
@@ -560,15 +563,42 @@ struct Batch<'a> {
 impl<'a> Batch<'a> {
     /// Makes `pending` (indices into `cells`) the cells to run next.
     fn begin(&mut self, cells: &'a [Cell], pending: Vec<usize>, solving: bool) -> Result<(), Stop> {
-        let samples = pending.iter().map(|&c| cells[c].samples()).sum();
-        crate::engine::limits::check_sample_memory(samples, self.item).map_err(Stop::Error)?;
         self.per_lane = (self.ctx.batch / pending.len().max(1)).max(1);
-        self.states = pending
-            .iter()
-            .map(|&c| CellState::new(&cells[c], self.item, self.per_lane))
-            .collect();
+        let mut states = Vec::with_capacity(pending.len());
+        for &c in &pending {
+            let cell = &cells[c];
+            let state = match solving {
+                true => CellState::new(cell, cell.samples(), self.item, self.per_lane, CellOutput::new(0, None)),
+                false => {
+                    let solution = cell.reference_in(self.references).and_then(|r| self.solutions[r].as_ref());
+                    let output = self.ctx.output_for(cell, solution)?;
+                    CellState::new(cell, 0, self.item, self.per_lane, output)
+                }
+            };
+            states.push(state);
+        }
+        self.check_memory(cells, &pending, solving)?;
+        self.states = states;
         (self.cells, self.pending, self.solving) = (cells, pending, solving);
         Ok(())
+    }
+
+    /// Refuses cells whose samples would not fit in memory: their lanes (sample, x0 and the model's input
+    /// and output, guided lanes twice), what each keeps whole (previews and the samples a reference solve
+    /// compares, with their images), and a reference solve's every sample.
+    fn check_memory(&self, cells: &[Cell], pending: &[usize], solving: bool) -> Result<(), Stop> {
+        let image: usize = self.ctx.pictures.image_shape.iter().product();
+        let lanes = pending.len() * self.per_lane * self.item * 6;
+        let kept: usize = pending
+            .iter()
+            .map(|&c| match solving {
+                true => cells[c].samples() * self.item,
+                false => cells[c].preview * (self.item + image),
+            })
+            .sum();
+        let values = (lanes + kept) as u128;
+        crate::engine::limits::check_memory(values, "the lanes and the kept samples of this run")
+            .map_err(Stop::Error)
     }
 
     /// Runs the pending cells to the end. Each cell runs one lane at a time and starts its next lane as
@@ -616,7 +646,7 @@ impl<'a> Batch<'a> {
     fn solution(&mut self, cell: &Cell, samples: Vec<f32>) -> Result<Solution, Stop> {
         let pictures = &mut self.ctx.pictures;
         let images = match pictures.decoder.is_some() {
-            true => Some(pictures.images(&samples, self.ctx.batch)?),
+            true => Some(pictures.images(&samples)?),
             false => None,
         };
         Ok(Solution {
@@ -804,7 +834,9 @@ impl<'a> Batch<'a> {
             }
             lane.step += 1;
             state.sampler_s += step_start.elapsed().as_secs_f64();
-            self.progress(l, calls)?;
+            if let Some(failure) = self.progress(l, calls)? {
+                failed.push(failure);
+            }
         }
         for (slot, error) in failed {
             self.fail_cell(slot, error, calls)?;
@@ -812,8 +844,14 @@ impl<'a> Batch<'a> {
         Ok(())
     }
 
-    /// Reports lane `l`'s step, and finishes its cell when that was the cell's last step.
-    fn progress(&mut self, l: usize, calls: &(usize, usize)) -> Result<(), Stop> {
+    /// Reports lane `l`'s step; when that was the lane's last, takes its samples into its cell (decoded,
+    /// scored, written) and finishes the cell when that was its last lane. A decoder failure is returned for
+    /// the caller to fail the cell with.
+    fn progress(
+        &mut self,
+        l: usize,
+        calls: &(usize, usize),
+    ) -> Result<Option<(usize, String)>, Stop> {
         let lane = &self.lanes[l];
         let c = self.pending[lane.cell];
         let cell = &self.cells[c];
@@ -821,7 +859,8 @@ impl<'a> Batch<'a> {
         // Model calls, which is the step count except for samplers that call the model twice a step.
         let calls_total = lane.scheduler.timesteps().len();
         if self.solving {
-            return self.reference_progress(l);
+            self.reference_progress(l)?;
+            return Ok(None);
         }
         let preview = (lane.first < cell.preview)
             .then(|| {
@@ -839,17 +878,24 @@ impl<'a> Batch<'a> {
             preview: preview.filter(|p| !p.is_empty()),
         });
         if lane.step < calls_total {
-            return Ok(());
+            return Ok(None);
         }
+        let images = match self.ctx.pictures.images(&lane.x) {
+            Ok(images) => images,
+            Err(e) => return Ok(Some((lane.cell, e))),
+        };
         let state = &mut self.states[lane.cell];
-        let start = lane.first * item;
-        state.finals[start..start + lane.x.len()].copy_from_slice(&lane.x);
+        let shape = self.ctx.pictures.image_shape;
+        let quality = self.quality.as_mut();
+        state
+            .output
+            .take(lane.first, &lane.x, &images, shape, quality, self.ctx.batch)?;
         state.lanes_left -= 1;
         if let Some(file) = &mut self.progress_file {
             file.record(&cell.key, lane.first + lane.items, state.lanes_left == 0);
         }
         if state.lanes_left > 0 {
-            return Ok(());
+            return Ok(None);
         }
         // The cell is complete: score, write and report it now, not at the end of the run.
         let solution = cell
@@ -861,7 +907,8 @@ impl<'a> Batch<'a> {
         if let Some(e) = &result.error {
             let _ = self.tx.send(LabEvent::Log(format!("{}: {e}", cell.name)));
         }
-        self.record(c, result, images, calls)
+        self.record(c, result, images, calls)?;
+        Ok(None)
     }
 
     /// A reference solve's progress, in a log line at each quarter of a lane's steps; keeps the solve

@@ -19,6 +19,14 @@ pub struct Quality<'a> {
     pub spec: &'a QualitySpec,
 }
 
+/// The feature network's outputs for a cell's samples so far, in item order.
+#[derive(Debug, Default)]
+pub struct CellFeatures {
+    pub features: Vec<f32>,
+    pub logits: Vec<f32>,
+    pub classes: usize,
+}
+
 /// A cell's scores.
 pub struct Scores {
     pub fid: f64,
@@ -48,46 +56,59 @@ impl<'a> Quality<'a> {
         })
     }
 
-    /// The features of `images` (the cell's samples in item order, C × H × W = `shape`), `batch` at a
-    /// time, and the class hits, when the cell's samples have expected classes.
-    pub fn measure(
+    /// Features and, when the network has them, class logits of `images` (C × H × W = `shape`), `batch`
+    /// at a time, appended to `rows`.
+    pub fn run(
         &mut self,
-        cell: &Cell,
         images: &[f32],
         shape: [usize; 3],
         batch: usize,
-    ) -> Result<(FeatureTally, Option<Hits>), String> {
+        rows: &mut CellFeatures,
+    ) -> Result<(), String> {
         let item = shape.iter().product::<usize>();
         // Decoded RGB (or any other size) is resized to what the feature network takes.
         let target = self.features.input_shape().unwrap_or(shape);
         let per = target.iter().product::<usize>();
-        let (mut feats, mut logits) = (Vec::new(), Vec::new());
-        let (mut dim, mut classes) = (self.reference.dim, 0);
         for chunk in images.chunks(batch.max(1) * item) {
             let fitted = fit(chunk, shape, target);
-            let rows = self
+            let out = self
                 .features
                 .run(&fitted, fitted.len() / per, target)
                 .map_err(|e| e.to_string())?;
-            feats.extend(rows.features);
-            dim = rows.dim;
-            if let Some((l, k)) = rows.logits {
-                logits.extend(l);
-                classes = k;
+            if out.dim != self.reference.dim {
+                return Err(format!(
+                    "the feature network gives {} features, the reference statistics {}",
+                    out.dim, self.reference.dim
+                ));
+            }
+            rows.features.extend(out.features);
+            if let Some((l, k)) = out.logits {
+                rows.logits.extend(l);
+                rows.classes = k;
             }
         }
-        if dim != self.reference.dim {
-            return Err(format!(
-                "the feature network gives {dim} features, the reference statistics {}",
-                self.reference.dim
-            ));
-        }
+        Ok(())
+    }
+
+    /// A cell's feature tally and class hits (when its samples have expected classes) from the rows of
+    /// all its samples, in item order.
+    pub fn tally(
+        &self,
+        cell: &Cell,
+        rows: CellFeatures,
+    ) -> Result<(FeatureTally, Option<Hits>), String> {
         let hits = match expected(cell, self.spec) {
-            Some(expected) if classes > 0 => Some(hits(cell, &expected, &logits, classes)?),
+            Some(expected) if rows.classes > 0 => {
+                Some(hits(cell, &expected, &rows.logits, rows.classes)?)
+            }
             _ => None,
         };
-        let sums = FeatureSums::of(&feats, dim);
-        Ok((FeatureTally { sums, rows: feats }, hits))
+        let sums = FeatureSums::of(&rows.features, self.reference.dim);
+        let features = FeatureTally {
+            sums,
+            rows: rows.features,
+        };
+        Ok((features, hits))
     }
 
     /// FID and KID of a cell's features against the reference, and its accuracy from its hits.
