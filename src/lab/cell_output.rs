@@ -47,7 +47,8 @@ impl CellOutput {
             let (per_sample, per_image) = (samples.len() / count, images.len() / count);
             self.kept_samples
                 .extend_from_slice(&samples[..kept * per_sample]);
-            self.kept_images.extend_from_slice(&images[..kept * per_image]);
+            self.kept_images
+                .extend_from_slice(&images[..kept * per_image]);
         }
         if let Some(file) = &mut self.sample_file {
             file.write(first, images)?;

@@ -3,13 +3,13 @@
 
 use std::path::Path;
 
+use super::cell_output::CellOutput;
 use super::display::{display_shape, for_display};
 use super::images::{grid, save_png, upscale, upscale_factor};
 use super::latent_preview::LatentPreview;
 use super::plan::Cell;
 use super::reference::{self, Solution};
 use super::results::{AgainstReference, CellResult};
-use super::cell_output::CellOutput;
 use super::samples::SampleFile;
 use super::scoring::Quality;
 use super::tally::{Against, Tally};
@@ -91,14 +91,22 @@ impl Finish<'_> {
 
     /// A cell's output before its first lane: where its samples file goes (`--save-samples`), and how many
     /// leading samples it keeps (its previews, and those its reference solve compares).
-    pub fn output_for(&self, cell: &Cell, solution: Option<&Solution>) -> Result<CellOutput, PathError> {
+    pub fn output_for(
+        &self,
+        cell: &Cell,
+        solution: Option<&Solution>,
+    ) -> Result<CellOutput, PathError> {
         let per = self.pictures.sample_shape.iter().product::<usize>().max(1);
         let solved = solution.map_or(0, |s| s.samples.len() / per);
         let keep = cell.preview.max(solved).min(cell.samples());
         let file = match self.save_samples {
             true => {
                 let path = self.out.join(format!("samples/{}.npy", cell.file_stem()));
-                Some(SampleFile::create(&path, self.pictures.image_shape, &cell.output_order())?)
+                Some(SampleFile::create(
+                    &path,
+                    self.pictures.image_shape,
+                    &cell.output_order(),
+                )?)
             }
             false => None,
         };

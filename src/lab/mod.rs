@@ -4,10 +4,12 @@
 mod cell_output;
 pub mod conditioning;
 pub mod display;
+mod events;
 pub mod finish;
 pub mod guidance;
 pub mod images;
 pub mod latent_preview;
+mod lockstep;
 pub mod merge;
 pub mod model;
 pub mod plan;
@@ -15,6 +17,7 @@ pub mod plots;
 pub mod reference;
 pub mod resize;
 pub mod results;
+mod reuse;
 pub mod runner;
 pub mod samples;
 pub mod scoring;
@@ -26,7 +29,8 @@ pub mod tensorrt;
 pub use crate::path_error::PathError;
 pub use plan::{Cell, Plan, plan, plan_run};
 pub use results::{AgainstReference, CellResult, Results};
-pub use runner::{CancelSwitch, LabEvent, LabHandle, RunOptions, start};
+pub use events::{CancelSwitch, LabEvent, LabHandle, RunOptions, start};
+pub use runner::run;
 
 use std::time::{Duration, Instant};
 

@@ -12,7 +12,7 @@ use super::merge::{read_manifest, shard_counts};
 use super::plan::{Cell, Plan};
 use super::results::Results;
 use crate::atomic_file::write_atomic;
-use super::runner::LabEvent;
+use super::events::LabEvent;
 use super::shard::{Shard, shard_folder};
 
 /// How often a shard rewrites its progress file, and the watcher looks.

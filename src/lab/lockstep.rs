@@ -1,0 +1,513 @@
+//! The lockstep batch: every pending cell's lanes step together, one model call per step for all of them;
+//! each finished lane's samples go into its cell, and a complete cell is finished and reported at once.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::time::Instant;
+
+use super::cell_output::CellOutput;
+use super::events::LabEvent;
+use super::finish::{CellState, Finish};
+use super::guidance::guide;
+use super::plan::{Cell, Item};
+use super::reference::{self, Solution};
+use super::results::{CellResult, Results};
+use super::runner::Stop;
+use super::scoring::Quality;
+use super::shard_watch::ProgressWriter;
+use crate::engine::{Denoiser, NonFinite};
+use crate::sampler::torch_noise::torch_randn;
+use crate::sampler::{Scheduler, SeededNoise};
+
+/// One batch of one cell, stepping through its schedule.
+pub(super) struct Lane {
+    pub(super) cell: usize,
+    pub(super) scheduler: Box<dyn Scheduler>,
+    pub(super) x: Vec<f32>,
+    pub(super) x0: Vec<f32>,
+    pub(super) noise: SeededNoise,
+    /// Index of this lane's first sample within the cell.
+    pub(super) first: usize,
+    pub(super) items: usize,
+    /// The condition-table row of each sample, and the unconditional row when the cell guides.
+    pub(super) rows: Vec<usize>,
+    pub(super) uncond: Option<usize>,
+    pub(super) guidance: f32,
+    pub(super) guidance_rescale: f32,
+    pub(super) step: usize,
+}
+
+/// The pending cells of a run and their lanes, stepped together.
+pub(super) struct Batch<'a> {
+    pub(super) cells: &'a [Cell],
+    /// Indices into `cells` of the cells that run; `states` and `Lane::cell` index this.
+    pub(super) pending: Vec<usize>,
+    pub(super) states: Vec<CellState>,
+    pub(super) lanes: Vec<Lane>,
+    pub(super) per_lane: usize,
+    /// Values in one sample.
+    pub(super) item: usize,
+    pub(super) quality: Option<Quality<'a>>,
+    /// Initial noise from `init_noise`, one sample per seed index.
+    pub(super) init_noise: Option<Vec<f32>>,
+    /// `noise = "torch"`: seed k's initial noise is `torch.randn` under `manual_seed(k)`.
+    pub(super) torch_noise: bool,
+    /// The unconditional condition-table row, for guided cells.
+    pub(super) uncond: Option<usize>,
+    pub(super) ctx: Finish<'a>,
+    /// The run's reference solves and those finished (or read back), by index.
+    pub(super) references: &'a [Cell],
+    pub(super) solutions: Vec<Option<Solution>>,
+    /// The cells running now are reference solves: kept for comparison, not results.
+    pub(super) solving: bool,
+    pub(super) results: Results,
+    /// A shard's progress file, for whoever watches the sharded run.
+    pub(super) progress_file: Option<ProgressWriter>,
+    pub(super) tx: &'a Sender<LabEvent>,
+}
+
+impl<'a> Batch<'a> {
+    /// Makes `pending` (indices into `cells`) the cells to run next.
+    pub(super) fn begin(
+        &mut self,
+        cells: &'a [Cell],
+        pending: Vec<usize>,
+        solving: bool,
+    ) -> Result<(), Stop> {
+        self.per_lane = (self.ctx.batch / pending.len().max(1)).max(1);
+        let mut states = Vec::with_capacity(pending.len());
+        for &c in &pending {
+            let cell = &cells[c];
+            let state = match solving {
+                true => CellState::new(
+                    cell,
+                    cell.samples(),
+                    self.item,
+                    self.per_lane,
+                    CellOutput::new(0, None),
+                ),
+                false => {
+                    let solution = cell
+                        .reference_in(self.references)
+                        .and_then(|r| self.solutions[r].as_ref());
+                    let output = self.ctx.output_for(cell, solution)?;
+                    CellState::new(cell, 0, self.item, self.per_lane, output)
+                }
+            };
+            states.push(state);
+        }
+        self.check_memory(cells, &pending, solving)?;
+        self.states = states;
+        (self.cells, self.pending, self.solving) = (cells, pending, solving);
+        Ok(())
+    }
+
+    /// Refuses cells whose samples would not fit in memory: their lanes (sample, x0 and the model's input
+    /// and output, guided lanes twice), what each keeps whole (previews and the samples a reference solve
+    /// compares, with their images), and a reference solve's every sample.
+    fn check_memory(&self, cells: &[Cell], pending: &[usize], solving: bool) -> Result<(), Stop> {
+        let image: usize = self.ctx.pictures.image_shape.iter().product();
+        let lanes = pending.len() * self.per_lane * self.item * 6;
+        let kept: usize = pending
+            .iter()
+            .map(|&c| match solving {
+                true => cells[c].samples() * self.item,
+                false => cells[c].preview * (self.item + image),
+            })
+            .sum();
+        let values = (lanes + kept) as u128;
+        crate::engine::limits::check_memory(values, "the lanes and the kept samples of this run")
+            .map_err(Stop::Error)
+    }
+
+    /// Runs the pending cells to the end. Each cell runs one lane at a time and starts its next lane as
+    /// soon as one finishes; the lanes of all cells step together, sharing one model call per step.
+    pub(super) fn drive(
+        &mut self,
+        denoiser: &mut dyn Denoiser,
+        cancel: &AtomicBool,
+        calls: &mut (usize, usize),
+    ) -> Result<(), Stop> {
+        loop {
+            self.lanes
+                .retain(|l| l.step < l.scheduler.timesteps().len());
+            calls.1 += self.start_lanes()?;
+            if self.lanes.is_empty() {
+                return Ok(());
+            }
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Stop::Cancelled);
+            }
+            self.step(denoiser, calls)?;
+        }
+    }
+
+    /// Reads back the saved solves among `needed`; returns the ones left to solve.
+    pub(super) fn load_solutions(&mut self, needed: &[usize]) -> Result<Vec<usize>, Stop> {
+        let mut unsolved = Vec::new();
+        for &r in needed {
+            let cell = &self.references[r];
+            let path = reference::cache_path(self.ctx.out, cell);
+            let shape = self.ctx.pictures.sample_shape;
+            match reference::load(&path, shape, cell.samples()) {
+                Some(samples) => {
+                    self.solutions[r] = Some(self.solution(cell, samples)?);
+                    let line = format!("{}: unchanged, reused {}", cell.name, path.display());
+                    let _ = self.tx.send(LabEvent::Log(line));
+                }
+                None => unsolved.push(r),
+            }
+        }
+        Ok(unsolved)
+    }
+
+    /// A reference's samples with their decoded images (latent models).
+    fn solution(&mut self, cell: &Cell, samples: Vec<f32>) -> Result<Solution, Stop> {
+        let pictures = &mut self.ctx.pictures;
+        let images = match pictures.decoder.is_some() {
+            true => Some(pictures.images(&samples)?),
+            false => None,
+        };
+        Ok(Solution {
+            name: cell.name.clone(),
+            samples,
+            images,
+        })
+    }
+
+    /// Keeps and saves the finished reference solve in `slot`.
+    fn solved(&mut self, slot: usize) -> Result<(), Stop> {
+        let r = self.pending[slot];
+        let cell = &self.references[r];
+        let state = &mut self.states[slot];
+        let samples = std::mem::take(&mut state.finals);
+        let seconds = state.model_s + state.sampler_s;
+        let path = reference::cache_path(self.ctx.out, cell);
+        reference::save(&path, &samples, self.ctx.pictures.sample_shape)?;
+        let line = format!(
+            "{}: solved {} samples ({} model evaluations each) in {seconds:.1} s, saved in {}",
+            cell.name,
+            cell.samples(),
+            state.nfe,
+            path.display()
+        );
+        let _ = self.tx.send(LabEvent::Log(line));
+        self.solutions[r] = Some(self.solution(cell, samples)?);
+        Ok(())
+    }
+
+    /// Starts the next lane of every cell that has none running and samples left; returns the model
+    /// calls those lanes would take alone.
+    fn start_lanes(&mut self) -> Result<usize, Stop> {
+        let mut unbatched = 0;
+        for (slot, &c) in self.pending.iter().enumerate() {
+            let cell = &self.cells[c];
+            let state = &mut self.states[slot];
+            if state.failed
+                || self.lanes.iter().any(|l| l.cell == slot)
+                || state.next_first >= cell.samples()
+            {
+                continue;
+            }
+            let first = state.next_first;
+            let items = &cell.items[first..(first + self.per_lane).min(cell.samples())];
+            state.next_first += items.len();
+            let noise = SeededNoise::new(items.iter().map(|i| i.seed).collect());
+            let mut scheduler = cell.config.build();
+            scheduler.set_steps(cell.steps)?;
+            let guided = cell.guidance != 1.0;
+            let nfe = scheduler.timesteps().len();
+            state.nfe = nfe;
+            self.lanes.push(Lane {
+                cell: slot,
+                x: self.initial_noise(&noise, items, scheduler.init_noise_sigma()),
+                x0: vec![0.0; items.len() * self.item],
+                scheduler,
+                noise,
+                first,
+                items: items.len(),
+                rows: items.iter().map(|i| i.condition).collect(),
+                uncond: if guided { self.uncond } else { None },
+                guidance: cell.guidance as f32,
+                guidance_rescale: cell.guidance_rescale as f32,
+                step: 0,
+            });
+            unbatched += nfe;
+        }
+        Ok(unbatched)
+    }
+
+    /// A lane's initial noise: the seeds' own, or their rows of `init_noise`, times the sampler's
+    /// `init_noise_sigma` (as diffusers scales its latents).
+    fn initial_noise(&self, noise: &SeededNoise, items: &[Item], sigma: f32) -> Vec<f32> {
+        let mut x = match &self.init_noise {
+            Some(rows) => items
+                .iter()
+                .flat_map(|i| &rows[i.seed_index * self.item..(i.seed_index + 1) * self.item])
+                .copied()
+                .collect(),
+            // Checked at the start of the run: torch's path is only taken for 16 values or more.
+            None if self.torch_noise => items
+                .iter()
+                .flat_map(|i| torch_randn(i.seed, self.item).unwrap_or_default())
+                .collect(),
+            None => noise.initial(self.item),
+        };
+        if sigma != 1.0 {
+            x.iter_mut().for_each(|v| *v *= sigma);
+        }
+        x
+    }
+
+    /// One shared model call for every lane (a guided lane's samples twice: unconditional, then conditional,
+    /// as diffusers batches them), then each lane's sampler step. A lane whose model output is not finite
+    /// fails its cell; the other cells go on.
+    fn step(
+        &mut self,
+        denoiser: &mut dyn Denoiser,
+        calls: &mut (usize, usize),
+    ) -> Result<(), Stop> {
+        let (mut inputs, mut timesteps, mut rows) = (Vec::new(), Vec::new(), Vec::new());
+        for lane in &self.lanes {
+            let t = lane.scheduler.timesteps()[lane.step];
+            let divisor = lane.scheduler.model_input_divisor();
+            let input = || lane.x.iter().map(move |&v| v / divisor);
+            if let Some(uncond) = lane.uncond {
+                inputs.extend(input());
+                timesteps.extend(std::iter::repeat_n(t, lane.items));
+                rows.extend(std::iter::repeat_n(uncond, lane.items));
+            }
+            inputs.extend(input());
+            timesteps.extend(std::iter::repeat_n(t, lane.items));
+            rows.extend_from_slice(&lane.rows);
+        }
+        let mut outputs = vec![0.0; inputs.len()];
+        let call = Instant::now();
+        let runs_before = denoiser.runs();
+        denoiser.predict_with(&inputs, &timesteps, &rows, &mut outputs)?;
+        let model_s = call.elapsed().as_secs_f64();
+        // A scalar-timestep model may run several times for one call: count what really ran.
+        calls.0 += match (runs_before, denoiser.runs()) {
+            (Some(before), Some(after)) => after - before,
+            _ => 1,
+        };
+        let total_items = timesteps.len() as f64;
+        let mut offset = 0;
+        let mut failed = Vec::new();
+        let mut guided = Vec::new();
+        for l in 0..self.lanes.len() {
+            let lane = &mut self.lanes[l];
+            let len = lane.items * self.item;
+            let calls_of_lane = if lane.uncond.is_some() { 2 } else { 1 };
+            let output = if lane.uncond.is_some() {
+                let (u, c) = outputs[offset..offset + 2 * len].split_at(len);
+                guided.resize(len, 0.0);
+                guide(
+                    u,
+                    c,
+                    lane.guidance,
+                    lane.guidance_rescale,
+                    self.item,
+                    &mut guided,
+                );
+                &guided[..]
+            } else {
+                &outputs[offset..offset + len]
+            };
+            offset += calls_of_lane * len;
+            let state = &mut self.states[lane.cell];
+            state.model_s += model_s * (calls_of_lane * lane.items) as f64 / total_items;
+            if let Some(bad) = NonFinite::count(output) {
+                let steps = lane.scheduler.timesteps().len();
+                let t = lane.scheduler.timesteps()[lane.step];
+                failed.push((
+                    lane.cell,
+                    format!(
+                        "model output is not finite at step {}/{steps}, t = {t}: {bad}",
+                        lane.step + 1
+                    ),
+                ));
+                continue;
+            }
+            let step_start = Instant::now();
+            lane.scheduler.step(
+                output,
+                &mut lane.x,
+                &mut lane.x0,
+                lane.items,
+                &mut lane.noise,
+            )?;
+            // A schedule at the edge of what diffusers accepts (betas near 1) can turn finite model
+            // output into NaN: that fails the cell too, never a "finished" cell of garbage.
+            if let Some(bad) = NonFinite::count(&lane.x) {
+                let steps = lane.scheduler.timesteps().len();
+                let t = lane.scheduler.timesteps()[lane.step];
+                failed.push((
+                    lane.cell,
+                    format!(
+                        "the sampler's result is not finite after step {}/{steps}, t = {t}: {bad}; check the noise schedule (beta_start, beta_end, num_train_timesteps)",
+                        lane.step + 1
+                    ),
+                ));
+                continue;
+            }
+            lane.step += 1;
+            state.sampler_s += step_start.elapsed().as_secs_f64();
+            if let Some(failure) = self.progress(l, calls)? {
+                failed.push(failure);
+            }
+        }
+        for (slot, error) in failed {
+            self.fail_cell(slot, error, calls)?;
+        }
+        Ok(())
+    }
+
+    /// Reports lane `l`'s step; when that was the lane's last, takes its samples into its cell (decoded,
+    /// scored, written) and finishes the cell when that was its last lane. A decoder failure is returned for
+    /// the caller to fail the cell with.
+    fn progress(
+        &mut self,
+        l: usize,
+        calls: &(usize, usize),
+    ) -> Result<Option<(usize, String)>, Stop> {
+        let lane = &self.lanes[l];
+        let c = self.pending[lane.cell];
+        let cell = &self.cells[c];
+        let item = self.item;
+        // Model calls, which is the step count except for samplers that call the model twice a step.
+        let calls_total = lane.scheduler.timesteps().len();
+        if self.solving {
+            self.reference_progress(l)?;
+            return Ok(None);
+        }
+        let preview = (lane.first < cell.preview)
+            .then(|| {
+                let n = (cell.preview - lane.first).min(lane.items);
+                let x0 = &lane.x0[..n * item];
+                self.ctx.pictures.preview_at(x0, lane.step, calls_total)
+            })
+            .flatten();
+        let _ = self.tx.send(LabEvent::Progress {
+            cell: c,
+            step: lane.step,
+            steps: calls_total,
+            samples_done: lane.first,
+            samples_total: cell.samples(),
+            preview: preview.filter(|p| !p.is_empty()),
+        });
+        if lane.step < calls_total {
+            return Ok(None);
+        }
+        let images = match self.ctx.pictures.images(&lane.x) {
+            Ok(images) => images,
+            Err(e) => return Ok(Some((lane.cell, e))),
+        };
+        let state = &mut self.states[lane.cell];
+        let shape = self.ctx.pictures.image_shape;
+        let quality = self.quality.as_mut();
+        state
+            .output
+            .take(lane.first, &lane.x, &images, shape, quality, self.ctx.batch)?;
+        state.lanes_left -= 1;
+        if let Some(file) = &mut self.progress_file {
+            file.record(&cell.key, lane.first + lane.items, state.lanes_left == 0);
+        }
+        if state.lanes_left > 0 {
+            return Ok(None);
+        }
+        // The cell is complete: score, write and report it now, not at the end of the run.
+        let solution = cell
+            .reference_in(self.references)
+            .and_then(|r| self.solutions[r].as_ref());
+        let (result, images) = self
+            .ctx
+            .finish(c, cell, state, self.quality.as_mut(), solution)?;
+        if let Some(e) = &result.error {
+            let _ = self.tx.send(LabEvent::Log(format!("{}: {e}", cell.name)));
+        }
+        self.record(c, result, images, calls)?;
+        Ok(None)
+    }
+
+    /// A reference solve's progress, in a log line at each quarter of a lane's steps; keeps the solve
+    /// when it is complete.
+    fn reference_progress(&mut self, l: usize) -> Result<(), Stop> {
+        let lane = &self.lanes[l];
+        let steps = lane.scheduler.timesteps().len();
+        if lane.step < steps && lane.step % (steps / 4).max(1) == 0 {
+            let line = format!(
+                "{}: step {}/{steps} of samples {}..{} of {}",
+                self.cells[self.pending[lane.cell]].name,
+                lane.step,
+                lane.first,
+                lane.first + lane.items,
+                self.cells[self.pending[lane.cell]].samples()
+            );
+            let _ = self.tx.send(LabEvent::Log(line));
+        }
+        if lane.step < steps {
+            return Ok(());
+        }
+        let (slot, first) = (lane.cell, lane.first * self.item);
+        let state = &mut self.states[slot];
+        state.finals[first..first + lane.x.len()].copy_from_slice(&lane.x);
+        state.lanes_left -= 1;
+        match state.lanes_left {
+            0 => self.solved(slot),
+            _ => Ok(()),
+        }
+    }
+
+    /// Stops the cell in `slot` with `error`: its lanes end, it is written as failed and reported.
+    fn fail_cell(
+        &mut self,
+        slot: usize,
+        error: String,
+        calls: &(usize, usize),
+    ) -> Result<(), Stop> {
+        let state = &mut self.states[slot];
+        if state.failed {
+            return Ok(());
+        }
+        state.failed = true;
+        self.lanes.retain(|l| l.cell != slot);
+        let c = self.pending[slot];
+        let cell = &self.cells[c];
+        if self.solving {
+            let line = format!(
+                "{} failed: {error}; the cells at guidance {} are not compared with a reference",
+                cell.name, cell.guidance
+            );
+            let _ = self.tx.send(LabEvent::Log(line));
+            return Ok(());
+        }
+        let _ = self
+            .tx
+            .send(LabEvent::Log(format!("{} failed: {error}", cell.name)));
+        let mut result = self.ctx.result(cell, state, String::new());
+        result.error = Some(error);
+        self.record(c, result, Vec::new(), calls)
+    }
+
+    /// Writes a cell's result into the results files and reports it.
+    fn record(
+        &mut self,
+        c: usize,
+        result: CellResult,
+        images: Vec<f32>,
+        calls: &(usize, usize),
+    ) -> Result<(), Stop> {
+        self.results.put(result.clone());
+        self.results.model_calls = calls.0;
+        self.results.unbatched_model_calls = calls.1;
+        self.results.save(self.ctx.out)?;
+        let _ = self.tx.send(LabEvent::CellDone {
+            cell: c,
+            result: Box::new(result),
+            images,
+            cached: false,
+        });
+        Ok(())
+    }
+}
