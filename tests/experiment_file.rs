@@ -669,3 +669,37 @@ fn karras_sigmas_run_at_any_step_count_and_only_real_repeats_are_refused() {
         "{e}"
     );
 }
+
+/// SD3's scheduler config, as a flow-matching pipeline ships it.
+const FLOW_MATCH: &str = r#"{"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0}"#;
+
+/// A flow-matching model's schedule is not a set of betas: a pipeline folder that ships one, and a sampler
+/// named by such a file, are refused naming the class and the file rather than run on DDPM's defaults.
+#[test]
+fn a_flow_matching_scheduler_is_refused_naming_the_class_and_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pipeline = tmp.path().join("sd3");
+    std::fs::create_dir_all(pipeline.join("scheduler")).unwrap();
+    std::fs::copy(
+        dir().join(SD1).join("model_index.json"),
+        pipeline.join("model_index.json"),
+    )
+    .unwrap();
+    let config = pipeline.join("scheduler/scheduler_config.json");
+    std::fs::write(&config, FLOW_MATCH).unwrap();
+    let flow = format!(
+        "{}: scheduler class \"FlowMatchEulerDiscreteScheduler\" is a flow-matching scheduler (SD3 and Flux ship one); \
+         flow-matching schedulers are not implemented in difflab yet",
+        config.display()
+    );
+    let err = error_of(&on(&pipeline.display().to_string(), "", ""));
+    assert!(err.contains("`model.scheduler_config`"), "{err}");
+    assert!(err.contains(&flow), "{err}");
+    let named = format!(
+        "[model]\npath = \"analytic\"\n[[sampler]]\nname = \"{}\"\nsteps = 10\n",
+        config.display()
+    );
+    let err = error_of(&named);
+    assert!(err.contains("`sampler[0].name`"), "{err}");
+    assert!(err.contains(&flow), "{err}");
+}
