@@ -703,3 +703,53 @@ fn a_flow_matching_scheduler_is_refused_naming_the_class_and_the_file() {
     assert!(err.contains("`sampler[0].name`"), "{err}");
     assert!(err.contains(&flow), "{err}");
 }
+
+/// EDM samplers precondition for EDM-trained models; on a variance-preserving model they run but give
+/// nothing meaningful, and the sampler's name says so. A model whose own config is an EDM class is not warned.
+#[test]
+fn edm_samplers_on_a_variance_preserving_model_are_warned_at_the_name() {
+    let path = dir().join("test.toml");
+    let p = path.display().to_string();
+    let edm = |model: &str, name: &str| {
+        format!(
+            "[model]\n{model}sample_shape = [1, 4, 4]\n[[sampler]]\nname = \"{name}\"\nsteps = 8\n"
+        )
+    };
+    let analytic = Experiment::parse(&path, &edm("path = \"analytic\"\n", "edm-euler")).unwrap();
+    assert_eq!(
+        analytic.warnings_for(0),
+        [format!(
+            "{p}:5:8: `sampler[0].name`: EDMEulerScheduler is for EDM-trained models; the analytic model is a \
+             variance-preserving one, on which its samples are meaningless"
+        )]
+    );
+    let sd1 =
+        Experiment::parse(&path, &edm(&format!("path = \"{SD1}\"\n"), "edm-dpm++2m")).unwrap();
+    let warned = sd1.warnings_for(0);
+    assert!(
+        warned.iter().any(|w| w.contains(
+            "`sampler[0].name`: EDMDPMSolverMultistepScheduler is for EDM-trained models; the model's scheduler \
+             config is PNDMScheduler's, so the model is a variance-preserving one"
+        )),
+        "{warned:?}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("scheduler_config.json");
+    std::fs::write(
+        &config,
+        r#"{"_class_name": "EDMEulerScheduler", "sigma_data": 0.5}"#,
+    )
+    .unwrap();
+    let unet = "path = \"../tests/data/onnx/tiny_f32.onnx\"\n";
+    let bare = Experiment::parse(&path, &edm(unet, "edm-euler")).unwrap();
+    let warned = bare.warnings_for(0);
+    assert!(
+        warned.iter().any(|w| w.contains(
+            "no scheduler config says the model is EDM-trained, so it is taken to be a variance-preserving one"
+        )),
+        "{warned:?}"
+    );
+    let model = format!("{unet}scheduler_config = \"{}\"\n", config.display());
+    let trained = Experiment::parse(&path, &edm(&model, "edm-euler")).unwrap();
+    assert!(trained.warnings.is_empty(), "{:?}", trained.warnings_for(0));
+}

@@ -434,6 +434,7 @@ impl Reading<'_> {
         for w in &resolved.warnings {
             self.warn(Some(i), span.clone(), &place, w.clone());
         }
+        self.edm_on_vp(i, s, &resolved, base, source);
         let steps = self.steps(i, s, &resolved)?;
         let (guidance, guidance_rescale) = self.guidance(i, s, source)?;
         if let Some(n) = &s.samples {
@@ -449,6 +450,40 @@ impl Reading<'_> {
             samples: s.samples.as_ref().map(|n| *n.get_ref()),
             resolved,
         })
+    }
+
+    /// An EDM sampler preconditions the model's input and output for an EDM-trained model; on a
+    /// variance-preserving one (any model whose scheduler config is not an EDM class) it runs, but what it
+    /// gives means nothing.
+    fn edm_on_vp(
+        &mut self,
+        i: usize,
+        s: &SamplerSection,
+        resolved: &Resolved,
+        base: &Map<String, Value>,
+        source: &ModelSource,
+    ) {
+        let class = resolved.config.class_name();
+        if !EDM_CLASSES.contains(&class) {
+            return;
+        }
+        let model = match (source, base.get("_class_name").and_then(Value::as_str)) {
+            (ModelSource::Analytic, _) => "the analytic model is".to_string(),
+            (_, Some(c)) if EDM_CLASSES.contains(&c) => return,
+            (_, Some(c)) => format!("the model's scheduler config is {c}'s, so the model is"),
+            (_, None) => {
+                "no scheduler config says the model is EDM-trained, so it is taken to be".into()
+            }
+        };
+        let message = format!(
+            "{class} is for EDM-trained models; {model} a variance-preserving one, on which its samples are meaningless"
+        );
+        self.warn(
+            Some(i),
+            s.name.span(),
+            &format!("sampler[{i}].name"),
+            message,
+        );
     }
 
     /// `steps`: each from 1 to the schedule's training steps.
@@ -597,6 +632,9 @@ impl Reading<'_> {
         Ok(())
     }
 }
+
+/// The scheduler classes of EDM-trained models (Karras et al.), whose inputs and outputs are preconditioned.
+const EDM_CLASSES: [&str; 2] = ["EDMEulerScheduler", "EDMDPMSolverMultistepScheduler"];
 
 /// The `schedule` names of a sampler table and the diffusers setting (key, JSON value) each stands for.
 /// SGM Uniform is trailing timestep spacing, as diffusers documents it.
