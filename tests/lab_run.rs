@@ -364,3 +364,30 @@ fn external_weights_are_part_of_the_key_and_an_up_to_date_run_loads_no_model() {
     let after = Results::load(&e.output_dir.join("results.json"));
     assert_ne!(after.cells[0].key, before.cells[0].key);
 }
+
+/// NaN or Inf in the initial noise is refused when the file is read, naming it, how many and where the
+/// first one is, instead of being blamed on the model at the first step.
+#[test]
+fn initial_noise_that_is_not_finite_is_refused_naming_the_file() {
+    let dir = temp_dir("init-noise");
+    let mut noise = ndarray::Array4::<f32>::zeros((4, 1, 4, 4));
+    noise[[1, 0, 2, 3]] = f32::NAN;
+    noise[[3, 0, 0, 0]] = f32::NAN;
+    noise[[2, 0, 1, 1]] = f32::INFINITY;
+    let path = dir.join("noise.npy");
+    ndarray_npy::write_npy(&path, &noise).unwrap();
+    let mut e = experiment(&dir, THREE);
+    e.init_noise = Some(path.clone());
+    let error = finished_error(&run_to_end(&e));
+    assert_eq!(
+        error.as_deref(),
+        Some(
+            format!(
+                "{}: init_noise is not finite: 2 of 64 values are NaN, 1 are +Inf, the first at [1, 0, 2, 3]; \
+                 the initial noise must be finite",
+                path.display()
+            )
+            .as_str()
+        )
+    );
+}

@@ -3,11 +3,12 @@
 
 use std::path::Path;
 
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{ArrayD, Dimension, IxDyn};
 use ndarray_npy::WriteNpyExt;
 
 use super::plan::Cell;
 use crate::atomic_file::write_atomic;
+use crate::engine::NonFinite;
 use crate::path_error::PathError;
 
 /// `init_noise`: float32 [N, C, H, W] unit-variance noise, row k for the k-th seed; every cell's seeds must
@@ -42,7 +43,20 @@ pub fn read_init_noise(path: &Path, shape: [usize; 3], cells: &[Cell]) -> Result
             dims[0]
         ));
     }
-    Ok(array.iter().copied().collect())
+    let values: Vec<f32> = array.iter().copied().collect();
+    if let Some(bad) = NonFinite::count(&values) {
+        // Found here rather than blamed on the model at the first step it reaches.
+        let first = array
+            .indexed_iter()
+            .find(|(_, v)| !v.is_finite())
+            .map(|(i, _)| i.slice().to_vec())
+            .unwrap_or_default();
+        return Err(format!(
+            "{}: init_noise is not finite: {bad}, the first at {first:?}; the initial noise must be finite",
+            path.display()
+        ));
+    }
+    Ok(values)
 }
 
 /// Writes images (model space [-1, 1], items of `shape`) as float32 [N, C, H, W] in [0, 1], in `order`,
