@@ -533,3 +533,26 @@ fn accuracy_without_logits_or_with_a_wrong_name_is_one_clear_error() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// numpy saves float64 by default: such embeddings are named with the line that converts them, whether
+/// they stand alone or beside prompts.
+#[test]
+fn float64_embeddings_are_refused_with_how_to_convert_them() {
+    let dir = temp_dir("f64-embeddings");
+    let sd1 = data().join("sd1");
+    let path = dir.join("embeddings.npy");
+    write_npy(&path, &ndarray::Array3::<f64>::zeros((1, 77, 32))).unwrap();
+    let want = format!(
+        "{}: the embeddings file is float64 ('<f8'); it must be a float32 .npy [prompts, tokens, width]: \
+         convert it with np.save(path, a.astype(np.float32))",
+        path.display()
+    );
+    for prompts in ["", "prompts = [\"a cat\"]\n"] {
+        let text = format!(
+            "output = \"out\"\n[model]\npath = {sd1:?}\n[conditioning]\n{prompts}embeddings = \"embeddings.npy\"\n\
+             [[sampler]]\nname = \"ddim\"\nsteps = 2\n"
+        );
+        let err = run(&dir, &text).unwrap_err();
+        assert!(err.contains(&want), "{prompts:?}: {err}");
+    }
+}

@@ -391,3 +391,21 @@ fn initial_noise_that_is_not_finite_is_refused_naming_the_file() {
         )
     );
 }
+
+#[test]
+fn float64_initial_noise_is_refused_with_how_to_convert_it() {
+    let dir = temp_dir("init-noise-f64");
+    let path = dir.join("noise.npy");
+    ndarray_npy::write_npy(&path, &ndarray::Array4::<f64>::zeros((4, 1, 4, 4))).unwrap();
+    let mut e = experiment(&dir, THREE);
+    e.init_noise = Some(path.clone());
+    let error = finished_error(&run_to_end(&e));
+    assert_eq!(
+        error,
+        Some(format!(
+            "{}: init_noise is float64 ('<f8'); it must be a float32 .npy [N, C, H, W]: convert it with \
+             np.save(path, a.astype(np.float32))",
+            path.display()
+        ))
+    );
+}

@@ -4,8 +4,7 @@
 
 use std::path::Path;
 
-use ndarray::ArrayD;
-
+use super::samples::read_f32_npy;
 use crate::engine::{Condition, ItemTensor, PromptEmbedding, TextEncoder, encode_prompts};
 use crate::experiment::ConditioningSpec;
 
@@ -147,12 +146,7 @@ fn prompts(
 
 /// Precomputed prompt embeddings: float32 [P, tokens, width], one per prompt when prompts are given too.
 fn read_embeddings(path: &Path, prompts: usize) -> Result<Vec<PromptEmbedding>, String> {
-    let array: ArrayD<f32> = ndarray_npy::read_npy(path).map_err(|e| {
-        format!(
-            "{}: cannot read the embeddings ({e}); they must be a float32 .npy [prompts, tokens, width]",
-            path.display()
-        )
-    })?;
+    let array = read_f32_npy(path, "the embeddings file", "[prompts, tokens, width]")?;
     let shape = array.shape().to_vec();
     if shape.len() != 3 || shape[0] == 0 || (prompts > 0 && shape[0] != prompts) {
         return Err(format!(

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use ndarray::{ArrayD, Dimension, IxDyn};
-use ndarray_npy::WriteNpyExt;
+use ndarray_npy::{ReadNpyError, WriteNpyExt};
 
 use super::plan::Cell;
 use crate::atomic_file::write_atomic;
@@ -14,12 +14,7 @@ use crate::path_error::PathError;
 /// `init_noise`: float32 [N, C, H, W] unit-variance noise, row k for the k-th seed; every cell's seeds must
 /// have a row. Returned flat, row after row.
 pub fn read_init_noise(path: &Path, shape: [usize; 3], cells: &[Cell]) -> Result<Vec<f32>, String> {
-    let array: ArrayD<f32> = ndarray_npy::read_npy(path).map_err(|e| {
-        format!(
-            "{}: cannot read init_noise ({e}); it must be a float32 .npy [N, C, H, W]",
-            path.display()
-        )
-    })?;
+    let array = read_f32_npy(path, "init_noise", "[N, C, H, W]")?;
     let dims = array.shape().to_vec();
     let needed = cells
         .iter()
@@ -57,6 +52,42 @@ pub fn read_init_noise(path: &Path, shape: [usize; 3], cells: &[Cell]) -> Result
         ));
     }
     Ok(values)
+}
+
+/// A float32 .npy the user gives (`what`, laid out as `layout`). Another float type is the usual slip
+/// (numpy saves float64 by default), so it is named with the line that converts it.
+pub fn read_f32_npy(path: &Path, what: &str, layout: &str) -> Result<ArrayD<f32>, String> {
+    ndarray_npy::read_npy(path).map_err(|e| match e {
+        ReadNpyError::WrongDescriptor(desc) => format!(
+            "{}: {what} is {} ({desc}); it must be a float32 .npy {layout}: convert it with \
+             np.save(path, a.astype(np.float32))",
+            path.display(),
+            dtype_name(&desc.to_string()),
+        ),
+        e => format!(
+            "{}: cannot read {what} ({e}); it must be a float32 .npy {layout}",
+            path.display()
+        ),
+    })
+}
+
+/// numpy's name for a type descriptor such as '<f8'.
+fn dtype_name(desc: &str) -> &'static str {
+    match desc
+        .trim_matches('\'')
+        .trim_start_matches(['<', '>', '|', '='])
+    {
+        "f8" => "float64",
+        "f4" => "float32 of the other byte order",
+        "f2" => "float16",
+        "i8" => "int64",
+        "i4" => "int32",
+        "i2" => "int16",
+        "i1" => "int8",
+        "u1" => "uint8",
+        "b1" => "bool",
+        _ => "not float32",
+    }
 }
 
 /// Writes images (model space [-1, 1], items of `shape`) as float32 [N, C, H, W] in [0, 1], in `order`,
