@@ -556,3 +556,38 @@ fn float64_embeddings_are_refused_with_how_to_convert_them() {
         assert!(err.contains(&want), "{prompts:?}: {err}");
     }
 }
+
+/// A prompt longer than CLIP's 77 tokens is cut as diffusers cuts it, and the run's log says which part,
+/// once per prompt; a prompt that fits is not mentioned.
+#[test]
+fn a_prompt_longer_than_the_tokenizer_is_cut_with_a_warning_naming_the_cut() {
+    let dir = temp_dir("long-prompt");
+    let sd1 = data().join("sd1");
+    let long = format!("{} end of the line", "a cat ".repeat(40));
+    let text = format!(
+        "output = \"out\"\n[model]\npath = {sd1:?}\n[conditioning]\nprompts = [\"a dog\", {long:?}]\n\
+         [sampling]\nseeds = 1\n[[sampler]]\nname = \"ddim\"\nsteps = 1\nguidance = [1.0, 7.5]\n"
+    );
+    std::fs::write(dir.join("exp.toml"), text).unwrap();
+    let lab = start(
+        Experiment::load(&dir.join("exp.toml")).unwrap(),
+        RunOptions::default(),
+    );
+    let logs: Vec<String> = lab
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            LabEvent::Log(l) if l.contains("longer than the tokenizer") => Some(l),
+            _ => None,
+        })
+        .collect();
+    lab.join();
+    // BOS + 75 tokens are kept: 37 "a cat" pairs and one more "a"; the rest goes.
+    assert_eq!(
+        logs,
+        [
+            "warning: [conditioning] prompts[1] is longer than the tokenizer's 77 tokens; this part was cut \
+          off, as diffusers cuts it: \"cat a cat a cat end of the line\""
+        ]
+    );
+}

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::conditioning::{ConditionSources, RunConditions, build};
+use super::conditioning::{ConditionSources, RunConditions, build, truncation_notes};
 use super::latent_preview::LatentPreview;
 use super::tensorrt::{note_if_tensorrt, sequence_length, unet_batch, with_profile};
 use crate::engine::pipeline_folder::{
@@ -227,6 +227,10 @@ fn assemble(
     };
     let (table, conditions) =
         build(experiment.conditioning.as_ref(), sources).map_err(EngineError::Options)?;
+    notes.extend(truncation_notes(
+        &encoders,
+        experiment.conditioning.as_ref(),
+    ));
     check_conditional(&model, &conditions)?;
     model
         .set_conditions(table)
