@@ -260,6 +260,7 @@ fn bad_conditioning_is_one_clear_error() {
     let dir = temp_dir("bad");
     let classcond = data().join("classcond");
     let sd1 = data().join("sd1");
+    let unconditional = data().join("../onnx/tiny_f32.onnx");
     let cases = [
         (
             format!(
@@ -271,7 +272,15 @@ fn bad_conditioning_is_one_clear_error() {
             format!(
                 "[model]\npath = {classcond:?}\n[conditioning]\nprompts = [\"a cat\"]\n[[sampler]]\nname = \"ddim\"\nsteps = 2\n"
             ),
-            "text",
+            "is class-conditional: it takes class labels, not text (it has no encoder_hidden_states input); \
+             give [conditioning] classes instead of prompts or embeddings",
+        ),
+        (
+            format!(
+                "[model]\npath = {unconditional:?}\nsample_shape = [4, 8, 8]\n[conditioning]\nprompts = [\"a cat\"]\n\
+                 [[sampler]]\nname = \"ddim\"\nsteps = 2\n"
+            ),
+            "is unconditional: it takes no prompts, embeddings or classes; remove [conditioning] from the experiment",
         ),
         (
             format!(
@@ -294,6 +303,10 @@ fn bad_conditioning_is_one_clear_error() {
         let text = format!("output = \"out\"\n{text}");
         let err = run(&dir, &text).unwrap_err();
         assert!(err.contains(want), "{want:?} not in: {err}");
+        assert!(
+            !err.contains("embeddings = "),
+            "no advice that fails next: {err}"
+        );
     }
 }
 

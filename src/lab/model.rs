@@ -14,7 +14,7 @@ use crate::engine::{
     AnalyticDenoiser, Denoiser, ElemType, EngineError, GaussianMixture, OnnxDenoiser, OnnxFeatures,
     OnnxOptions, ProviderOptions, TextEncoder, VaeDecoder, describe_attempts, summarize_attempts,
 };
-use crate::experiment::{Experiment, ModelSource};
+use crate::experiment::{ConditioningSpec, Experiment, ModelSource};
 use crate::sampler::{NoiseSchedule, PredictionType};
 
 /// The model, ready to run, with what to tell the user about where it runs.
@@ -176,6 +176,8 @@ fn assemble(
     };
     let (options, unet_note) = with_profile(&options, unet, hints);
     let mut model = OnnxDenoiser::load(unet, &options)?;
+    // Before the text encoders load: prompts for a U-Net that takes none would fail there, unexplained.
+    check_conditional(&model, experiment.conditioning.as_ref())?;
     note_if_tensorrt(model.provider(), unet_note, &mut notes);
     let sample_shape = model.info().sample_shape;
     let part_options = parts_options(experiment);
@@ -231,7 +233,6 @@ fn assemble(
         &encoders,
         experiment.conditioning.as_ref(),
     ));
-    check_conditional(&model, &conditions)?;
     model
         .set_conditions(table)
         .map_err(|e| EngineError::Options(format!("{}: {e}", unet.display())))?;
@@ -252,20 +253,24 @@ fn assemble(
     })
 }
 
-/// Conditioning for a model that takes none, or none for one that needs text, is the user's mistake to see.
-fn check_conditional(model: &OnnxDenoiser, conditions: &RunConditions) -> Result<(), EngineError> {
+/// Conditioning for a model that takes none, or none for one that needs text, is the user's mistake to see;
+/// the advice names what the model does take.
+fn check_conditional(
+    model: &OnnxDenoiser,
+    spec: Option<&ConditioningSpec>,
+) -> Result<(), EngineError> {
     let roles = model.roles();
     let inputs: Vec<&str> = model.inputs().iter().map(|s| s.name.as_str()).collect();
-    let problem = if !conditions.is_empty() && !roles.is_conditional() {
-        "takes no conditioning; remove [conditioning] from the experiment"
-    } else if !conditions.prompts.is_empty() && roles.conditioning.is_none() {
-        "takes no text conditioning (encoder_hidden_states); give [conditioning] classes instead of prompts"
-    } else if conditions.prompts.is_empty()
-        && roles.conditioning.is_some()
-        && conditions.classes.is_empty()
-    {
+    let text = spec.is_some_and(|s| !s.prompts.is_empty() || s.embeddings.is_some());
+    let classes = spec.is_some_and(|s| !s.classes.is_empty());
+    let problem = if (text || classes) && !roles.is_conditional() {
+        "is unconditional: it takes no prompts, embeddings or classes; remove [conditioning] from the experiment"
+    } else if text && roles.conditioning.is_none() {
+        "is class-conditional: it takes class labels, not text (it has no encoder_hidden_states input); \
+         give [conditioning] classes instead of prompts or embeddings"
+    } else if !text && !classes && roles.conditioning.is_some() {
         "is text-conditional (encoder_hidden_states); give [conditioning] prompts (or embeddings)"
-    } else if !conditions.classes.is_empty() && roles.class_labels.is_none() {
+    } else if classes && roles.class_labels.is_none() {
         "takes no class labels; give [conditioning] prompts instead of classes"
     } else {
         return Ok(());
