@@ -604,3 +604,51 @@ fn a_prompt_longer_than_the_tokenizer_is_cut_with_a_warning_naming_the_cut() {
         ]
     );
 }
+
+/// A pipeline folder whose unet/config.json is missing: the error names the file and the key that stands
+/// in for it, in the experiment and in `difflab info`.
+#[test]
+fn a_pipeline_without_its_unet_config_names_the_file_and_sample_shape() {
+    let dir = temp_dir("no-unet-config");
+    let folder = dir.join("sd1");
+    std::fs::create_dir_all(folder.join("unet")).unwrap();
+    let sd1 = data().join("sd1");
+    for part in [
+        "model_index.json",
+        "scheduler",
+        "text_encoder",
+        "tokenizer",
+        "vae_decoder",
+        "unet/model.onnx",
+    ] {
+        std::os::unix::fs::symlink(sd1.join(part), folder.join(part)).unwrap();
+    }
+    let config = folder.join("unet/config.json");
+    let text = format!(
+        "output = \"out\"\n[model]\npath = {folder:?}\n[conditioning]\nprompts = [\"a cat\"]\n\
+         [[sampler]]\nname = \"ddim\"\nsteps = 2\n"
+    );
+    let err = run(&dir, &text).unwrap_err();
+    let dims = format!(
+        "{}: the sample input 'sample' has dynamic channel/height/width dims [batch_size, 4, height, width] \
+         and {} is missing (its in_channels and sample_size fix them); give them as ",
+        folder.join("unet/model.onnx").display(),
+        config.display()
+    );
+    assert_eq!(
+        err,
+        format!("{dims}`[model] sample_shape = [C, H, W]` in the experiment")
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_difflab"))
+        .args(["info", "--ep", "cpu"])
+        .arg(&folder)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{dims}`--sample-shape C,H,W`")),
+        "{stderr}"
+    );
+    let shaped = text.replace("[conditioning]", "sample_shape = [4, 8, 8]\n[conditioning]");
+    assert!(run(&dir, &shaped).is_ok(), "sample_shape stands in for it");
+}

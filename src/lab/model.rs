@@ -12,7 +12,8 @@ use crate::engine::pipeline_folder::{
 use crate::engine::trt_profile::ShapeHints;
 use crate::engine::{
     AnalyticDenoiser, Denoiser, ElemType, EngineError, GaussianMixture, OnnxDenoiser, OnnxFeatures,
-    OnnxOptions, ProviderOptions, TextEncoder, VaeDecoder, describe_attempts, summarize_attempts,
+    OnnxOptions, ProviderOptions, TextEncoder, VaeDecoder, describe_attempts, open_sample_shape,
+    summarize_attempts,
 };
 use crate::experiment::{ConditioningSpec, Experiment, ModelSource};
 use crate::sampler::{NoiseSchedule, PredictionType};
@@ -117,6 +118,8 @@ struct Parts {
     xl: bool,
     num_class_embeds: Option<usize>,
     latent_shape: Option<[usize; 3]>,
+    /// Why a pipeline folder gives no latent shape.
+    no_latent_shape: Option<String>,
     prediction_type: Option<PredictionType>,
     notes: Vec<String>,
 }
@@ -125,6 +128,7 @@ impl Parts {
     fn of_folder(folder: PipelineFolder) -> Self {
         Parts {
             latent_shape: folder.latent_shape(),
+            no_latent_shape: folder.no_latent_shape(),
             num_class_embeds: folder.unet_config.num_class_embeds,
             xl: folder.family == Family::StableDiffusionXl,
             force_zeros: folder.force_zeros_for_empty_prompt,
@@ -175,7 +179,10 @@ fn assemble(
         sequence,
     };
     let (options, unet_note) = with_profile(&options, unet, hints);
-    let mut model = OnnxDenoiser::load(unet, &options)?;
+    let mut model = OnnxDenoiser::load(unet, &options).map_err(|e| {
+        let setting = "`[model] sample_shape = [C, H, W]` in the experiment";
+        open_sample_shape(e, parts.no_latent_shape.as_deref(), setting)
+    })?;
     // Before the text encoders load: prompts for a U-Net that takes none would fail there, unexplained.
     check_conditional(&model, experiment.conditioning.as_ref())?;
     note_if_tensorrt(model.provider(), unet_note, &mut notes);
