@@ -315,12 +315,17 @@ fn guidance_out_of_bounds_is_located_at_its_key() {
         (
             with("guidance = [1.0, -2]"),
             format!("{p}:9:12: `sampler[0].guidance`"),
-            "guidance must be ≥ 0 (1 = no guidance)",
+            "guidance must be a finite number ≥ 0 (1 = no guidance)",
         ),
         (
             with("guidance = nan"),
             format!("{p}:9:12: `sampler[0].guidance`"),
-            "guidance must be ≥ 0",
+            "guidance must be a finite number ≥ 0",
+        ),
+        (
+            with("guidance = inf"),
+            format!("{p}:9:12: `sampler[0].guidance`"),
+            "guidance must be a finite number ≥ 0 (1 = no guidance)",
         ),
         (
             with("guidance = []"),

@@ -564,7 +564,7 @@ impl Reading<'_> {
                 return Err(self.error(g.span(), &key("guidance"), message));
             }
             if scales.iter().any(|g| !(g.is_finite() && *g >= 0.0)) {
-                let message = "guidance must be ≥ 0 (1 = no guidance)";
+                let message = "guidance must be a finite number ≥ 0 (1 = no guidance)";
                 return Err(self.error(g.span(), &key("guidance"), message));
             }
             if *source == ModelSource::Analytic && scales.iter().any(|&g| g != 1.0) {
