@@ -586,6 +586,26 @@ impl Reading<'_> {
 
     /// A sampler that does not resolve: the error at its settings or its name, with a "did you mean".
     fn sampler_error(&self, i: usize, s: &SamplerSection, e: ConfigError) -> ExperimentError {
+        let name = (
+            s.name.get_ref().as_str(),
+            s.name.span(),
+            format!("sampler[{i}].name"),
+        );
+        let settings = s
+            .settings
+            .as_ref()
+            .map(|t| (t.span(), format!("sampler[{i}].settings")));
+        self.resolve_error(e, name, settings)
+    }
+
+    /// A sampler (`name`: as typed, where, its key) that does not resolve: a wrong setting is located at the
+    /// settings when they were given, anything else at the name; only an unknown name gets a "did you mean".
+    fn resolve_error(
+        &self,
+        e: ConfigError,
+        name: (&str, Range<usize>, String),
+        settings: Option<(Range<usize>, String)>,
+    ) -> ExperimentError {
         let settings_error = matches!(
             e,
             ConfigError::InvalidValue { .. } | ConfigError::Unsupported { .. }
@@ -593,13 +613,13 @@ impl Reading<'_> {
         let mut message = e.to_string();
         if let ConfigError::UnknownSampler { .. } = e {
             let names: Vec<String> = short_names().iter().map(|n| n.to_string()).collect();
-            if let Some(best) = closest(s.name.get_ref(), &names) {
+            if let Some(best) = closest(name.0, &names) {
                 message = format!("{message}; did you mean `{best}`?");
             }
         }
-        match (&s.settings, settings_error) {
-            (Some(t), true) => self.error(t.span(), &format!("sampler[{i}].settings"), message),
-            _ => self.error(s.name.span(), &format!("sampler[{i}].name"), message),
+        match settings {
+            Some((span, key)) if settings_error => self.error(span, &key, message),
+            _ => self.error(name.1, &name.2, message),
         }
     }
 
