@@ -44,3 +44,23 @@ fn a_flow_matching_base_config_is_refused_naming_the_file() {
         "{stderr}"
     );
 }
+
+/// An unknown name points to the one meant instead of listing them all; A1111's DPM++ 2S a, which difflab
+/// does not implement, is said to be so, with the closest sampler it has.
+#[test]
+fn an_unknown_sampler_points_to_the_closest_name() {
+    let (ok, stderr) = schedule(&["DPM++ 2S a", "--steps", "5"]);
+    assert!(!ok, "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "error: unknown sampler \"DPM++ 2S a\": A1111's DPM++ 2S a (ancestral; ComfyUI's dpmpp_2s_ancestral) \
+         is not implemented yet; the closest difflab sampler is `dpm++2s` (second order through an intermediate \
+         point, without the ancestral noise)"
+    );
+    let (ok, stderr) = schedule(&["DPM++ 2M Karas", "--steps", "5"]);
+    assert!(!ok, "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "error: unknown sampler \"DPM++ 2M Karas\"; did you mean `dpm++2m-karras`?"
+    );
+}

@@ -19,7 +19,7 @@ pub use quality::{FeatureSpec, QualitySpec, ReferenceSolve};
 pub use schema::NoiseKind;
 
 use crate::engine::{ProviderKind, RoleOverrides};
-use crate::sampler::config::{Resolved, short_names};
+use crate::sampler::config::Resolved;
 use crate::sampler::{ConfigError, PredictionType, SamplerConfig};
 use schema::{
     ExperimentFile, Guidance, PreviewKind, SamplerSection, Seeds, Steps, TrainingSection,
@@ -584,13 +584,9 @@ impl Reading<'_> {
         Ok((scales, rescale))
     }
 
-    /// A sampler that does not resolve: the error at its settings or its name, with a "did you mean".
+    /// A sampler that does not resolve: the error at its settings or its name.
     fn sampler_error(&self, i: usize, s: &SamplerSection, e: ConfigError) -> ExperimentError {
-        let name = (
-            s.name.get_ref().as_str(),
-            s.name.span(),
-            format!("sampler[{i}].name"),
-        );
+        let name = (s.name.span(), format!("sampler[{i}].name"));
         let settings = s
             .settings
             .as_ref()
@@ -598,28 +594,21 @@ impl Reading<'_> {
         self.resolve_error(e, name, settings)
     }
 
-    /// A sampler (`name`: as typed, where, its key) that does not resolve: a wrong setting is located at the
-    /// settings when they were given, anything else at the name; only an unknown name gets a "did you mean".
+    /// A sampler that does not resolve, located: a wrong setting at the settings (span, key) when they were
+    /// given, anything else at the name (an unknown name's error says what was meant).
     fn resolve_error(
         &self,
         e: ConfigError,
-        name: (&str, Range<usize>, String),
+        name: (Range<usize>, String),
         settings: Option<(Range<usize>, String)>,
     ) -> ExperimentError {
         let settings_error = matches!(
             e,
             ConfigError::InvalidValue { .. } | ConfigError::Unsupported { .. }
         );
-        let mut message = e.to_string();
-        if let ConfigError::UnknownSampler { .. } = e {
-            let names: Vec<String> = short_names().iter().map(|n| n.to_string()).collect();
-            if let Some(best) = closest(name.0, &names) {
-                message = format!("{message}; did you mean `{best}`?");
-            }
-        }
         match settings {
-            Some((span, key)) if settings_error => self.error(span, &key, message),
-            _ => self.error(name.1, &name.2, message),
+            Some((span, key)) if settings_error => self.error(span, &key, e.to_string()),
+            _ => self.error(name.0, &name.1, e.to_string()),
         }
     }
 

@@ -186,9 +186,8 @@ impl Reading<'_> {
             .and_then(|v| v.as_object().cloned())
             .unwrap_or_default();
         let settings_at = settings_span.map(|s| (s, "quality.reference_settings".to_string()));
-        let resolved = SamplerConfig::resolve(&spec, Some(base), &settings).map_err(|e| {
-            self.resolve_error(e, (name, r.span(), key.into()), settings_at.clone())
-        })?;
+        let resolved = SamplerConfig::resolve(&spec, Some(base), &settings)
+            .map_err(|e| self.resolve_error(e, (r.span(), key.into()), settings_at.clone()))?;
         let train_steps = resolved.config.schedule().num_train_timesteps;
         let steps = match steps.parse::<usize>() {
             Ok(n) if (1..=train_steps).contains(&n) => n,

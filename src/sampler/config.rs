@@ -41,10 +41,7 @@ pub enum ConfigError {
     UnknownClass { name: String, source_name: String },
     #[error("{source_name} has no \"_class_name\"; set it to one of {}", registry::class_names().join(", "))]
     MissingClass { source_name: String },
-    #[error(
-        "unknown sampler {name:?}; use one of {} or the path of a scheduler_config.json",
-        short_name_list()
-    )]
+    #[error("unknown sampler {name:?}{}", unknown_sampler_advice(name))]
     UnknownSampler { name: String },
     #[error("scheduler setting `{key}`: got {got}, expected {expected}")]
     InvalidValue {
@@ -75,8 +72,20 @@ fn unknown_class_advice(name: &str) -> String {
     )
 }
 
-fn short_name_list() -> String {
-    short_names().join(", ")
+/// What to use instead of an unknown sampler name: the implemented one nearest to an A1111 sampler difflab
+/// lacks, the name a typo was meant to be, or else every name.
+fn unknown_sampler_advice(name: &str) -> String {
+    if let Some(advice) = registry::not_implemented(name) {
+        return format!(": {advice}");
+    }
+    let names: Vec<String> = short_names().iter().map(|n| n.to_string()).collect();
+    match crate::experiment::closest(&registry::normalize(name), &names) {
+        Some(best) => format!("; did you mean `{best}`?"),
+        None => format!(
+            "; use one of {} or the path of a scheduler_config.json",
+            names.join(", ")
+        ),
+    }
 }
 
 /// difflab's short sampler names, in registry order.
