@@ -409,3 +409,41 @@ fn float64_initial_noise_is_refused_with_how_to_convert_it() {
         ))
     );
 }
+
+/// Reference statistics of another feature width than the network's: `difflab run` says so on stderr, not
+/// only inside results.json.
+#[test]
+fn a_reference_of_another_feature_width_is_named_on_stderr() {
+    let dir = temp_dir("feature-width");
+    let reference = dir.join("reference8.npz");
+    let mut npz = ndarray_npy::NpzWriter::new(std::fs::File::create(&reference).unwrap());
+    npz.add_array("mu", &ndarray::Array1::<f64>::zeros(8))
+        .unwrap();
+    npz.add_array("sigma", &ndarray::Array2::<f64>::eye(8))
+        .unwrap();
+    npz.add_array("features", &ndarray::Array2::<f32>::zeros((4, 8)))
+        .unwrap();
+    npz.finish().unwrap();
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let text = format!(
+        "[model]\npath = \"analytic\"\nsample_shape = [1, 16, 16]\n[sampling]\nseeds = 2\n\
+         [[sampler]]\nname = \"ddim\"\nsteps = 2\n[quality]\nfeatures = {:?}\nreference = {:?}\nsamples = 4\n",
+        models.join("mnist16-features.onnx"),
+        reference
+    );
+    std::fs::write(dir.join("width.toml"), text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_difflab"))
+        .arg("run")
+        .arg(dir.join("width.toml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let message = format!(
+        "ddim 2: the cell's quality cannot be computed: the feature network {} gives 128 features, but the \
+         reference statistics {} have 8: make the reference (mu, sigma, features) with this network's features",
+        models.join("mnist16-features.onnx").display(),
+        reference.display()
+    );
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.lines().any(|l| l == message), "{stderr}");
+}

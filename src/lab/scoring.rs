@@ -77,8 +77,14 @@ impl<'a> Quality<'a> {
             }
         }
         if dim != self.reference.dim {
+            let reference = match &self.spec.features {
+                Some(f) => format!(" {}", f.reference.display()),
+                None => String::new(),
+            };
             return Err(format!(
-                "the feature network gives {dim} features, the reference statistics {}",
+                "the feature network {} gives {dim} features, but the reference statistics{reference} have {}: \
+                 make the reference (mu, sigma, features) with this network's features",
+                self.features.path().display(),
                 self.reference.dim
             ));
         }
