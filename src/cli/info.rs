@@ -164,7 +164,23 @@ fn model(
             let mut plain = options.clone();
             plain.profile_nodes = false;
             match describe_onnx(&path, &plain) {
-                Ok((text, true)) => Ok(text),
+                Ok((text, true)) => {
+                    if !args.roles.is_empty() {
+                        let roles: Vec<String> = args
+                            .roles
+                            .iter()
+                            .map(|(r, n)| format!("--role {}={n}", r.key()))
+                            .collect();
+                        // Roles name a denoiser's inputs; say why this network was not read as one.
+                        eprintln!(
+                            "warning: {} was not used: {} is described as the network it is, not as a \
+                             denoiser: {problem}",
+                            roles.join(" "),
+                            path.display()
+                        );
+                    }
+                    Ok(text)
+                }
                 _ => {
                     let e = EngineError::Roles { problem, path };
                     Err(open_sample_shape(e, no_shape, "`--sample-shape C,H,W`").into())
