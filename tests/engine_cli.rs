@@ -127,3 +127,24 @@ fn info_with_a_missing_runtime_explains_how_to_get_one() {
     assert!(stderr.contains("pip install onnxruntime"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// `--role` on a network that is not a denoiser is not used; the user is told, with why it is not read as
+/// a denoiser.
+#[test]
+fn info_says_when_roles_are_not_used_on_a_network_that_is_not_a_denoiser() {
+    let features = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/mnist16-features.onnx");
+    let features = features.to_str().unwrap();
+    let out = info(&[features, "--ep", "cpu", "--role", "sample=image"]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        text(&out.stdout).contains("use       a feature network for FID/KID"),
+        "{}",
+        text(&out.stdout)
+    );
+    let expected = format!(
+        "warning: --role sample=image was not used: {features} is described as the network it is, not as a \
+         denoiser: the model has no input for the timestep"
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+}

@@ -315,12 +315,17 @@ fn guidance_out_of_bounds_is_located_at_its_key() {
         (
             with("guidance = [1.0, -2]"),
             format!("{p}:9:12: `sampler[0].guidance`"),
-            "guidance must be ≥ 0 (1 = no guidance)",
+            "guidance must be a finite number ≥ 0 (1 = no guidance)",
         ),
         (
             with("guidance = nan"),
             format!("{p}:9:12: `sampler[0].guidance`"),
-            "guidance must be ≥ 0",
+            "guidance must be a finite number ≥ 0",
+        ),
+        (
+            with("guidance = inf"),
+            format!("{p}:9:12: `sampler[0].guidance`"),
+            "guidance must be a finite number ≥ 0 (1 = no guidance)",
         ),
         (
             with("guidance = []"),
@@ -668,4 +673,88 @@ fn karras_sigmas_run_at_any_step_count_and_only_real_repeats_are_refused() {
             && e.contains("; 999 steps do not"),
         "{e}"
     );
+}
+
+/// SD3's scheduler config, as a flow-matching pipeline ships it.
+const FLOW_MATCH: &str = r#"{"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0}"#;
+
+/// A flow-matching model's schedule is not a set of betas: a pipeline folder that ships one, and a sampler
+/// named by such a file, are refused naming the class and the file rather than run on DDPM's defaults.
+#[test]
+fn a_flow_matching_scheduler_is_refused_naming_the_class_and_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pipeline = tmp.path().join("sd3");
+    std::fs::create_dir_all(pipeline.join("scheduler")).unwrap();
+    std::fs::copy(
+        dir().join(SD1).join("model_index.json"),
+        pipeline.join("model_index.json"),
+    )
+    .unwrap();
+    let config = pipeline.join("scheduler/scheduler_config.json");
+    std::fs::write(&config, FLOW_MATCH).unwrap();
+    let flow = format!(
+        "{}: scheduler class \"FlowMatchEulerDiscreteScheduler\" is a flow-matching scheduler (SD3 and Flux ship one); \
+         flow-matching schedulers are not implemented in difflab yet",
+        config.display()
+    );
+    let err = error_of(&on(&pipeline.display().to_string(), "", ""));
+    assert!(err.contains("`model.scheduler_config`"), "{err}");
+    assert!(err.contains(&flow), "{err}");
+    let named = format!(
+        "[model]\npath = \"analytic\"\n[[sampler]]\nname = \"{}\"\nsteps = 10\n",
+        config.display()
+    );
+    let err = error_of(&named);
+    assert!(err.contains("`sampler[0].name`"), "{err}");
+    assert!(err.contains(&flow), "{err}");
+}
+
+/// EDM samplers precondition for EDM-trained models; on a variance-preserving model they run but give
+/// nothing meaningful, and the sampler's name says so. A model whose own config is an EDM class is not warned.
+#[test]
+fn edm_samplers_on_a_variance_preserving_model_are_warned_at_the_name() {
+    let path = dir().join("test.toml");
+    let p = path.display().to_string();
+    let edm = |model: &str, name: &str| {
+        format!(
+            "[model]\n{model}sample_shape = [1, 4, 4]\n[[sampler]]\nname = \"{name}\"\nsteps = 8\n"
+        )
+    };
+    let analytic = Experiment::parse(&path, &edm("path = \"analytic\"\n", "edm-euler")).unwrap();
+    assert_eq!(
+        analytic.warnings_for(0),
+        [format!(
+            "{p}:5:8: `sampler[0].name`: EDMEulerScheduler is for EDM-trained models; the analytic model is a \
+             variance-preserving one, on which its samples are meaningless"
+        )]
+    );
+    let sd1 =
+        Experiment::parse(&path, &edm(&format!("path = \"{SD1}\"\n"), "edm-dpm++2m")).unwrap();
+    let warned = sd1.warnings_for(0);
+    assert!(
+        warned.iter().any(|w| w.contains(
+            "`sampler[0].name`: EDMDPMSolverMultistepScheduler is for EDM-trained models; the model's scheduler \
+             config is PNDMScheduler's, so the model is a variance-preserving one"
+        )),
+        "{warned:?}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("scheduler_config.json");
+    std::fs::write(
+        &config,
+        r#"{"_class_name": "EDMEulerScheduler", "sigma_data": 0.5}"#,
+    )
+    .unwrap();
+    let unet = "path = \"../tests/data/onnx/tiny_f32.onnx\"\n";
+    let bare = Experiment::parse(&path, &edm(unet, "edm-euler")).unwrap();
+    let warned = bare.warnings_for(0);
+    assert!(
+        warned.iter().any(|w| w.contains(
+            "no scheduler config says the model is EDM-trained, so it is taken to be a variance-preserving one"
+        )),
+        "{warned:?}"
+    );
+    let model = format!("{unet}scheduler_config = \"{}\"\n", config.display());
+    let trained = Experiment::parse(&path, &edm(&model, "edm-euler")).unwrap();
+    assert!(trained.warnings.is_empty(), "{:?}", trained.warnings_for(0));
 }

@@ -260,6 +260,7 @@ fn bad_conditioning_is_one_clear_error() {
     let dir = temp_dir("bad");
     let classcond = data().join("classcond");
     let sd1 = data().join("sd1");
+    let unconditional = data().join("../onnx/tiny_f32.onnx");
     let cases = [
         (
             format!(
@@ -271,7 +272,15 @@ fn bad_conditioning_is_one_clear_error() {
             format!(
                 "[model]\npath = {classcond:?}\n[conditioning]\nprompts = [\"a cat\"]\n[[sampler]]\nname = \"ddim\"\nsteps = 2\n"
             ),
-            "text",
+            "is class-conditional: it takes class labels, not text (it has no encoder_hidden_states input); \
+             give [conditioning] classes instead of prompts or embeddings",
+        ),
+        (
+            format!(
+                "[model]\npath = {unconditional:?}\nsample_shape = [4, 8, 8]\n[conditioning]\nprompts = [\"a cat\"]\n\
+                 [[sampler]]\nname = \"ddim\"\nsteps = 2\n"
+            ),
+            "is unconditional: it takes no prompts, embeddings or classes; remove [conditioning] from the experiment",
         ),
         (
             format!(
@@ -294,6 +303,10 @@ fn bad_conditioning_is_one_clear_error() {
         let text = format!("output = \"out\"\n{text}");
         let err = run(&dir, &text).unwrap_err();
         assert!(err.contains(want), "{want:?} not in: {err}");
+        assert!(
+            !err.contains("embeddings = "),
+            "no advice that fails next: {err}"
+        );
     }
 }
 
@@ -532,4 +545,110 @@ fn accuracy_without_logits_or_with_a_wrong_name_is_one_clear_error() {
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// numpy saves float64 by default: such embeddings are named with the line that converts them, whether
+/// they stand alone or beside prompts.
+#[test]
+fn float64_embeddings_are_refused_with_how_to_convert_them() {
+    let dir = temp_dir("f64-embeddings");
+    let sd1 = data().join("sd1");
+    let path = dir.join("embeddings.npy");
+    write_npy(&path, &ndarray::Array3::<f64>::zeros((1, 77, 32))).unwrap();
+    let want = format!(
+        "{}: the embeddings file is float64 ('<f8'); it must be a float32 .npy [prompts, tokens, width]: \
+         convert it with np.save(path, a.astype(np.float32))",
+        path.display()
+    );
+    for prompts in ["", "prompts = [\"a cat\"]\n"] {
+        let text = format!(
+            "output = \"out\"\n[model]\npath = {sd1:?}\n[conditioning]\n{prompts}embeddings = \"embeddings.npy\"\n\
+             [[sampler]]\nname = \"ddim\"\nsteps = 2\n"
+        );
+        let err = run(&dir, &text).unwrap_err();
+        assert!(err.contains(&want), "{prompts:?}: {err}");
+    }
+}
+
+/// A prompt longer than CLIP's 77 tokens is cut as diffusers cuts it, and the run's log says which part,
+/// once per prompt; a prompt that fits is not mentioned.
+#[test]
+fn a_prompt_longer_than_the_tokenizer_is_cut_with_a_warning_naming_the_cut() {
+    let dir = temp_dir("long-prompt");
+    let sd1 = data().join("sd1");
+    let long = format!("{} end of the line", "a cat ".repeat(40));
+    let text = format!(
+        "output = \"out\"\n[model]\npath = {sd1:?}\n[conditioning]\nprompts = [\"a dog\", {long:?}]\n\
+         [sampling]\nseeds = 1\n[[sampler]]\nname = \"ddim\"\nsteps = 1\nguidance = [1.0, 7.5]\n"
+    );
+    std::fs::write(dir.join("exp.toml"), text).unwrap();
+    let lab = start(
+        Experiment::load(&dir.join("exp.toml")).unwrap(),
+        RunOptions::default(),
+    );
+    let logs: Vec<String> = lab
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            LabEvent::Log(l) if l.contains("longer than the tokenizer") => Some(l),
+            _ => None,
+        })
+        .collect();
+    lab.join();
+    // BOS + 75 tokens are kept: 37 "a cat" pairs and one more "a"; the rest goes.
+    assert_eq!(
+        logs,
+        [
+            "warning: [conditioning] prompts[1] is longer than the tokenizer's 77 tokens; this part was cut \
+          off, as diffusers cuts it: \"cat a cat a cat end of the line\""
+        ]
+    );
+}
+
+/// A pipeline folder whose unet/config.json is missing: the error names the file and the key that stands
+/// in for it, in the experiment and in `difflab info`.
+#[test]
+fn a_pipeline_without_its_unet_config_names_the_file_and_sample_shape() {
+    let dir = temp_dir("no-unet-config");
+    let folder = dir.join("sd1");
+    std::fs::create_dir_all(folder.join("unet")).unwrap();
+    let sd1 = data().join("sd1");
+    for part in [
+        "model_index.json",
+        "scheduler",
+        "text_encoder",
+        "tokenizer",
+        "vae_decoder",
+        "unet/model.onnx",
+    ] {
+        std::os::unix::fs::symlink(sd1.join(part), folder.join(part)).unwrap();
+    }
+    let config = folder.join("unet/config.json");
+    let text = format!(
+        "output = \"out\"\n[model]\npath = {folder:?}\n[conditioning]\nprompts = [\"a cat\"]\n\
+         [[sampler]]\nname = \"ddim\"\nsteps = 2\n"
+    );
+    let err = run(&dir, &text).unwrap_err();
+    let dims = format!(
+        "{}: the sample input 'sample' has dynamic channel/height/width dims [batch_size, 4, height, width] \
+         and {} is missing (its in_channels and sample_size fix them); give them as ",
+        folder.join("unet/model.onnx").display(),
+        config.display()
+    );
+    assert_eq!(
+        err,
+        format!("{dims}`[model] sample_shape = [C, H, W]` in the experiment")
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_difflab"))
+        .args(["info", "--ep", "cpu"])
+        .arg(&folder)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{dims}`--sample-shape C,H,W`")),
+        "{stderr}"
+    );
+    let shaped = text.replace("[conditioning]", "sample_shape = [4, 8, 8]\n[conditioning]");
+    assert!(run(&dir, &shaped).is_ok(), "sample_shape stands in for it");
 }

@@ -362,3 +362,86 @@ fn external_weights_are_part_of_the_key_and_an_up_to_date_run_loads_no_model() {
     let after = Results::load(&e.output_dir.join("results.json"));
     assert_ne!(after.cells[0].key, before.cells[0].key);
 }
+
+/// NaN or Inf in the initial noise is refused when the file is read, naming it, how many and where the
+/// first one is, instead of being blamed on the model at the first step.
+#[test]
+fn initial_noise_that_is_not_finite_is_refused_naming_the_file() {
+    let dir = temp_dir("init-noise");
+    let mut noise = ndarray::Array4::<f32>::zeros((4, 1, 4, 4));
+    noise[[1, 0, 2, 3]] = f32::NAN;
+    noise[[3, 0, 0, 0]] = f32::NAN;
+    noise[[2, 0, 1, 1]] = f32::INFINITY;
+    let path = dir.join("noise.npy");
+    ndarray_npy::write_npy(&path, &noise).unwrap();
+    let mut e = experiment(&dir, THREE);
+    e.init_noise = Some(path.clone());
+    let error = finished_error(&run_to_end(&e));
+    assert_eq!(
+        error.as_deref(),
+        Some(
+            format!(
+                "{}: init_noise is not finite: 2 of 64 values are NaN, 1 are +Inf, the first at [1, 0, 2, 3]; \
+                 the initial noise must be finite",
+                path.display()
+            )
+            .as_str()
+        )
+    );
+}
+
+#[test]
+fn float64_initial_noise_is_refused_with_how_to_convert_it() {
+    let dir = temp_dir("init-noise-f64");
+    let path = dir.join("noise.npy");
+    ndarray_npy::write_npy(&path, &ndarray::Array4::<f64>::zeros((4, 1, 4, 4))).unwrap();
+    let mut e = experiment(&dir, THREE);
+    e.init_noise = Some(path.clone());
+    let error = finished_error(&run_to_end(&e));
+    assert_eq!(
+        error,
+        Some(format!(
+            "{}: init_noise is float64 ('<f8'); it must be a float32 .npy [N, C, H, W]: convert it with \
+             np.save(path, a.astype(np.float32))",
+            path.display()
+        ))
+    );
+}
+
+/// Reference statistics of another feature width than the network's: `difflab run` says so on stderr, not
+/// only inside results.json.
+#[test]
+fn a_reference_of_another_feature_width_is_named_on_stderr() {
+    let dir = temp_dir("feature-width");
+    let reference = dir.join("reference8.npz");
+    let mut npz = ndarray_npy::NpzWriter::new(std::fs::File::create(&reference).unwrap());
+    npz.add_array("mu", &ndarray::Array1::<f64>::zeros(8))
+        .unwrap();
+    npz.add_array("sigma", &ndarray::Array2::<f64>::eye(8))
+        .unwrap();
+    npz.add_array("features", &ndarray::Array2::<f32>::zeros((4, 8)))
+        .unwrap();
+    npz.finish().unwrap();
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let text = format!(
+        "[model]\npath = \"analytic\"\nsample_shape = [1, 16, 16]\n[sampling]\nseeds = 2\n\
+         [[sampler]]\nname = \"ddim\"\nsteps = 2\n[quality]\nfeatures = {:?}\nreference = {:?}\nsamples = 4\n",
+        models.join("mnist16-features.onnx"),
+        reference
+    );
+    std::fs::write(dir.join("width.toml"), text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_difflab"))
+        .arg("run")
+        .arg(dir.join("width.toml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let message = format!(
+        "ddim 2: the cell's quality cannot be computed: the feature network {} gives 128 features, but the \
+         reference statistics {} have 8: make the reference (mu, sigma, features) with this network's features",
+        models.join("mnist16-features.onnx").display(),
+        reference.display()
+    );
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.lines().any(|l| l == message), "{stderr}");
+}

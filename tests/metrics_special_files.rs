@@ -1,5 +1,5 @@
-//! Logs that are not plain files: a FIFO in a log folder is passed by (reading it would wait
-//! forever), a FIFO given directly is an error, and a CSV without a header is an error naming it.
+//! Logs that are not plain files: a FIFO in a log folder is passed by with a note saying so (reading it
+//! would wait forever), a FIFO given directly is an error, and a CSV without a header is an error naming it.
 
 #![allow(
     clippy::unwrap_used,
@@ -69,6 +69,16 @@ fn a_fifo_in_a_log_folder_is_passed_by() {
         "a header and the one series: {stdout}"
     );
     assert!(stdout.lines().nth(1).unwrap().contains("loss"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim(),
+        format!(
+            "note: {}: skipped: it is a FIFO (named pipe), not a log file; reading it would wait for a \
+             writer forever",
+            dir.join("live.jsonl").display()
+        ),
+        "said once, on stderr"
+    );
 }
 
 #[test]
@@ -118,4 +128,33 @@ fn a_csv_without_a_header_is_an_error_naming_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("loss"));
+}
+
+/// Following a folder with a FIFO in it reports it once, though the folder is walked again on every poll.
+#[test]
+fn a_followed_folder_reports_its_fifo_once() {
+    use difflab::metrics::{FollowEvent, FollowOptions, Follower};
+    let dir = folder("follow");
+    mkfifo(&dir.join("live.jsonl"));
+    std::fs::write(dir.join("train.jsonl"), "{\"step\": 1, \"loss\": 0.5}\n").unwrap();
+    let options = FollowOptions {
+        poll_interval: Duration::from_millis(20),
+        ..FollowOptions::default()
+    };
+    let (follower, rx) = Follower::spawn(std::slice::from_ref(&dir), options).unwrap();
+    let deadline = Instant::now() + Duration::from_millis(500);
+    let mut passed = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        if let Ok(FollowEvent::PassedBy(p)) = rx.recv_timeout(left) {
+            passed.push(p.to_string());
+        }
+    }
+    follower.stop();
+    assert_eq!(
+        passed,
+        [format!(
+            "{}: skipped: it is a FIFO (named pipe), not a log file; reading it would wait for a writer forever",
+            dir.join("live.jsonl").display()
+        )]
+    );
 }

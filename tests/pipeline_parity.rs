@@ -311,3 +311,49 @@ fn a_tokenizer_larger_than_the_encoders_vocabulary_is_refused() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Without a config.json the vocabulary cannot be checked at load; ONNX Runtime's out-of-range Gather on
+/// the token embedding then becomes the same message the config check gives.
+#[test]
+fn a_tokenizer_larger_than_an_encoder_without_config_is_named_at_encode_time() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        data().join("sd1/text_encoder/model.onnx"),
+        dir.path().join("model.onnx"),
+    )
+    .unwrap();
+    let tokenizer = dir.path().join("tokenizer");
+    std::fs::create_dir(&tokenizer).unwrap();
+    for file in ["vocab.json", "merges.txt", "special_tokens_map.json"] {
+        std::fs::copy(
+            data().join("sd1/tokenizer").join(file),
+            tokenizer.join(file),
+        )
+        .unwrap();
+    }
+    // One token more than the encoder's 49408 rows, as a larger tokenizer has.
+    let config = data().join("sd1/tokenizer/tokenizer_config.json");
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
+    config["added_tokens_decoder"]["49408"] =
+        serde_json::json!({"content": "<|extra|>", "special": true});
+    std::fs::write(tokenizer.join("tokenizer_config.json"), config.to_string()).unwrap();
+    let mut encoder =
+        TextEncoder::load(&dir.path().join("model.onnx"), &tokenizer, &options()).unwrap();
+    let err = encoder
+        .encode(&["a <|extra|> cat"])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "the tokenizer has 49409 tokens but the text encoder {} embeds only 49408 (rows of its token \
+             embedding): they do not belong together; use the tokenizer folder exported with this encoder",
+            dir.path().join("model.onnx").display()
+        )
+    );
+    assert!(
+        encoder.encode(&["a cat"]).is_ok(),
+        "ids within the table still encode"
+    );
+}

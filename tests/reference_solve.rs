@@ -283,3 +283,19 @@ fn a_cell_that_clips_unlike_the_reference_is_a_warning() {
         0
     );
 }
+
+/// A wrong value in `reference_settings` is named at that key with what is allowed; no sampler name is
+/// suggested, since the name was right.
+#[test]
+fn a_wrong_reference_setting_is_named_at_its_key_without_a_sampler_suggestion() {
+    let e = parse_error(
+        "[quality]\nreference_sampler = \"ddim:100\"\nreference_settings = { timestep_spacing = \"trailng\" }\n",
+    );
+    assert!(
+        e.contains(
+            "`quality.reference_settings`: scheduler setting `timestep_spacing`: got \"trailng\", expected one of"
+        ),
+        "{e}"
+    );
+    assert!(!e.contains("did you mean"), "{e}");
+}

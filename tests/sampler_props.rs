@@ -207,7 +207,7 @@ fn invalid_configs_name_the_problem() {
         ),
         (
             SamplerConfig::from_json_str(r#"{"_class_name": "ScoreSdeVeScheduler"}"#, "c.json"),
-            "scheduler class \"ScoreSdeVeScheduler\" is not supported",
+            "c.json: scheduler class \"ScoreSdeVeScheduler\" is not supported",
         ),
         (
             SamplerConfig::from_json_str("{", "c.json"),

@@ -11,7 +11,7 @@ use crate::engine::pipeline_folder::read_pipeline;
 use crate::engine::trt_profile::ShapeHints;
 use crate::engine::{
     EngineError, OnnxOptions, ProviderKind, ProviderOptions, RoleOverrides, TimingPlan, inspect,
-    roles,
+    open_sample_shape, roles,
 };
 use crate::lab::tensorrt::with_profile;
 use crate::sampler::PredictionType;
@@ -116,7 +116,7 @@ pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
     let text = if args.model.is_dir() {
         pipeline(args)?
     } else {
-        model(&args.model, args, &args.options())?
+        model(&args.model, args, &args.options(), None)?
     };
     // A closed pipe (`difflab info … | head`) is not an error.
     let mut stdout = std::io::stdout().lock();
@@ -126,8 +126,14 @@ pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
     }
 }
 
-/// A denoiser's full report, or for any other ONNX file what it is to difflab.
-fn model(path: &std::path::Path, args: &InfoArgs, options: &OnnxOptions) -> anyhow::Result<String> {
+/// A denoiser's full report, or for any other ONNX file what it is to difflab. `no_shape`: why a pipeline
+/// folder gives no sample shape.
+fn model(
+    path: &std::path::Path,
+    args: &InfoArgs,
+    options: &OnnxOptions,
+    no_shape: Option<&str>,
+) -> anyhow::Result<String> {
     let plan = TimingPlan {
         batch: args.batch,
         runs: args.runs,
@@ -158,8 +164,27 @@ fn model(path: &std::path::Path, args: &InfoArgs, options: &OnnxOptions) -> anyh
             let mut plain = options.clone();
             plain.profile_nodes = false;
             match describe_onnx(&path, &plain) {
-                Ok((text, true)) => Ok(text),
-                _ => Err(EngineError::Roles { problem, path }.into()),
+                Ok((text, true)) => {
+                    if !args.roles.is_empty() {
+                        let roles: Vec<String> = args
+                            .roles
+                            .iter()
+                            .map(|(r, n)| format!("--role {}={n}", r.key()))
+                            .collect();
+                        // Roles name a denoiser's inputs; say why this network was not read as one.
+                        eprintln!(
+                            "warning: {} was not used: {} is described as the network it is, not as a \
+                             denoiser: {problem}",
+                            roles.join(" "),
+                            path.display()
+                        );
+                    }
+                    Ok(text)
+                }
+                _ => {
+                    let e = EngineError::Roles { problem, path };
+                    Err(open_sample_shape(e, no_shape, "`--sample-shape C,H,W`").into())
+                }
             }
         }
         Err(e) => Err(e.into()),
@@ -183,7 +208,8 @@ fn pipeline(args: &InfoArgs) -> anyhow::Result<String> {
     let mut options = args.options();
     options.sample_shape = options.sample_shape.or(folder.latent_shape());
     text.push_str("\nunet\n");
-    text.push_str(&model(&folder.unet, args, &options)?);
+    let no_shape = folder.no_latent_shape();
+    text.push_str(&model(&folder.unet, args, &options, no_shape.as_deref())?);
     let mut plain = args.options();
     plain.profile_nodes = false;
     plain.roles.clear();

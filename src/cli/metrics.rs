@@ -96,6 +96,9 @@ pub fn run(args: MetricsArgs) -> Result<()> {
         return follow(&args, &mut out);
     }
     let store = crate::metrics::load(&args.paths)?;
+    for p in &store.passed_by {
+        eprintln!("note: {p}");
+    }
     write_summary(&mut out, &store, &args)?;
     if let Some(path) = &args.plot {
         plot(&store, &args)?;
@@ -327,6 +330,7 @@ fn follow(args: &MetricsArgs, out: &mut dyn Write) -> Result<()> {
                     FollowEvent::Error { path, message } => {
                         eprintln!("{}: {message}", path.display());
                     }
+                    FollowEvent::PassedBy(p) => eprintln!("note: {p}"),
                     _ => {}
                 }
             }

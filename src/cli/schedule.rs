@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde_json::json;
 
-use crate::sampler::config::read_json_object;
+use crate::sampler::config::read_training_schedule;
 use crate::sampler::{NoiseSchedule, SamplerConfig};
 
 #[derive(clap::Args, Debug)]
@@ -29,7 +29,11 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    let base = args.base.as_deref().map(read_json_object).transpose()?;
+    let base = args
+        .base
+        .as_deref()
+        .map(read_training_schedule)
+        .transpose()?;
     let overrides = super::parse_overrides(&args.overrides)?;
     let resolved = SamplerConfig::resolve(&args.sampler, base.as_ref(), &overrides)?;
     let mut scheduler = resolved.config.build();

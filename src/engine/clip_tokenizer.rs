@@ -92,11 +92,7 @@ impl ClipTokenizer {
 
     /// `prompt` as ids: BOS, its tokens, EOS, truncated to the max length (keeping the EOS) and padded.
     pub fn encode(&self, prompt: &str) -> Result<Tokens, String> {
-        let encoding = self
-            .tokenizer
-            .encode(unescape_html(prompt), true)
-            .map_err(|e| format!("cannot tokenize {prompt:?}: {e}"))?;
-        let mut ids: Vec<u32> = encoding.get_ids().to_vec();
+        let mut ids = self.untruncated(prompt)?;
         if ids.len() > self.max_length {
             ids.truncate(self.max_length - 1);
             ids.push(self.eos_id);
@@ -107,6 +103,31 @@ impl ClipTokenizer {
             ids: ids.iter().map(|&i| i64::from(i)).collect(),
             attention_mask: (0..self.max_length).map(|i| i64::from(i < real)).collect(),
         })
+    }
+
+    /// The text `encode` cuts off a prompt longer than the max length, as diffusers shows it in its
+    /// warning (the tokens between the kept ones and the EOS, decoded); `None` when the prompt fits.
+    pub fn cut_off(&self, prompt: &str) -> Result<Option<String>, String> {
+        let ids = self.untruncated(prompt)?;
+        if ids.len() <= self.max_length {
+            return Ok(None);
+        }
+        let cut = &ids[self.max_length - 1..ids.len() - 1];
+        let text = self
+            .tokenizer
+            .decode(cut, true)
+            .map_err(|e| format!("cannot decode the cut-off tokens of {prompt:?}: {e}"))?;
+        // CLIP's slow files end each word with </w>, which the byte-level decoder keeps.
+        Ok(Some(text.replace("</w>", " ").trim().to_string()))
+    }
+
+    /// BOS, the prompt's tokens and EOS, however many.
+    fn untruncated(&self, prompt: &str) -> Result<Vec<u32>, String> {
+        let encoding = self
+            .tokenizer
+            .encode(unescape_html(prompt), true)
+            .map_err(|e| format!("cannot tokenize {prompt:?}: {e}"))?;
+        Ok(encoding.get_ids().to_vec())
     }
 }
 

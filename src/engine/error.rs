@@ -41,6 +41,23 @@ pub enum EngineError {
     Denoise(#[from] DenoiseError),
 }
 
+/// A U-Net whose sample input leaves C, H, W open: the `setting` that gives them, and `why` nothing else
+/// did (a pipeline folder without a U-Net config), in place of the generic advice.
+pub fn open_sample_shape(e: EngineError, why: Option<&str>, setting: &str) -> EngineError {
+    let EngineError::Roles {
+        path,
+        problem: RoleError::DynamicSampleShape { name, shape },
+    } = e
+    else {
+        return e;
+    };
+    let why = why.map(|w| format!(" and {w}")).unwrap_or_default();
+    EngineError::Options(format!(
+        "{}: the sample input '{name}' has dynamic channel/height/width dims {shape}{why}; give them as {setting}",
+        path.display()
+    ))
+}
+
 pub(super) fn ort_error(e: impl fmt::Display) -> EngineError {
     EngineError::Ort(e.to_string())
 }

@@ -32,7 +32,7 @@ pub mod vae;
 pub use analytic::{AnalyticDenoiser, GaussianMixture};
 pub use condition::{Condition, ItemTensor};
 pub use denoiser::{DenoiseError, Denoiser, DenoiserInfo, NonFinite};
-pub use error::EngineError;
+pub use error::{EngineError, open_sample_shape};
 pub use features::OnnxFeatures;
 pub use onnx::{OnnxDenoiser, PredictionSource};
 pub use prompts::{PromptEmbedding, encode_prompts};

@@ -236,6 +236,25 @@ impl PipelineFolder {
         Some([channels, size, size])
     }
 
+    /// Why the folder gives no latent shape, when it gives none: its U-Net config is missing or lacks the keys.
+    pub fn no_latent_shape(&self) -> Option<String> {
+        if self.latent_shape().is_some() {
+            return None;
+        }
+        let config = self.root.join("unet").join("config.json");
+        Some(if config.is_file() {
+            format!(
+                "{} gives no in_channels and sample_size, which fix them",
+                config.display()
+            )
+        } else {
+            format!(
+                "{} is missing (its in_channels and sample_size fix them)",
+                config.display()
+            )
+        })
+    }
+
     /// The VAE's spatial factor: 2^(len(block_out_channels) - 1) from vae_decoder/config.json, 8 when absent.
     pub fn vae_scale_factor(&self) -> usize {
         self.vae_decoder.as_ref().map_or(8, |vae| vae.scale_factor)

@@ -37,7 +37,7 @@ pub struct TextEncoder {
 
 impl TextEncoder {
     /// Opens the encoder and its tokenizer, checking that the tokenizer's ids fit the encoder's vocabulary
-    /// (from the encoder's `config.json`, when there is one).
+    /// (from the encoder's `config.json`, when there is one; without it, `encode` names the mismatch).
     pub fn load(
         model: &Path,
         tokenizer: &Path,
@@ -93,6 +93,7 @@ impl TextEncoder {
             ids.extend(tokens.ids.iter().map(|&i| i as f64));
             mask.extend(tokens.attention_mask.iter().map(|&i| i as f64));
         }
+        let largest_id = ids.iter().copied().fold(0.0, f64::max) as usize;
         let dims = [prompts.len() as i64, self.tokenizer.max_length() as i64];
         let (mut ids_buf, mut mask_buf) = (TypedBuf::default(), TypedBuf::default());
         ids_buf.fill(self.input_ids.elem, ids.into_iter());
@@ -105,7 +106,12 @@ impl TextEncoder {
             inputs.push((spec.name.clone(), mask_buf.view(&dims).map_err(ort_error)?));
         }
         let path = self.model.path().to_path_buf();
-        let outputs = self.model.session.run(inputs).map_err(ort_error)?;
+        let outputs = self.model.session.run(inputs).map_err(|e| {
+            match embedding_rows(&e.to_string()).filter(|&rows| largest_id >= rows) {
+                Some(rows) => mismatch(&self.tokenizer, &path, rows, "rows of its token embedding"),
+                None => ort_error(e),
+            }
+        })?;
         let mut all = BTreeMap::new();
         for (name, value) in outputs.iter() {
             if !is_float_tensor(&value) {
@@ -137,15 +143,36 @@ fn check_vocabulary(model: &Path, tokenizer: &ClipTokenizer) -> Result<(), Engin
     })?;
     let vocab = json.get("vocab_size").and_then(serde_json::Value::as_u64);
     match vocab {
-        Some(n) if (n as usize) < tokenizer.vocab_size() => Err(EngineError::Options(format!(
-            "the tokenizer has {} tokens but the text encoder {} embeds only {n} (vocab_size in {}): \
-             they do not belong together; use the tokenizer folder exported with this encoder",
-            tokenizer.vocab_size(),
-            model.display(),
-            config.display()
-        ))),
+        Some(n) if (n as usize) < tokenizer.vocab_size() => Err(mismatch(
+            tokenizer,
+            model,
+            n as usize,
+            &format!("vocab_size in {}", config.display()),
+        )),
         _ => Ok(()),
     }
+}
+
+/// The tokenizer's ids reach past the `rows` tokens the encoder embeds (`source` says where that count
+/// comes from).
+fn mismatch(tokenizer: &ClipTokenizer, model: &Path, rows: usize, source: &str) -> EngineError {
+    EngineError::Options(format!(
+        "the tokenizer has {} tokens but the text encoder {} embeds only {rows} ({source}): \
+         they do not belong together; use the tokenizer folder exported with this encoder",
+        tokenizer.vocab_size(),
+        model.display(),
+    ))
+}
+
+/// The rows of the table an out-of-range Gather indexed, from ONNX Runtime's message ("indices element
+/// out of data bounds, idx=49407 must be within the inclusive range [-1000,999]"): without a config.json,
+/// this is how a text encoder says its token embedding is smaller than the tokenizer.
+fn embedding_rows(message: &str) -> Option<usize> {
+    let pattern = regex::Regex::new(
+        r"out of data bounds, idx=-?\d+ must be within the inclusive range \[-(\d+),",
+    )
+    .ok()?;
+    pattern.captures(message)?.get(1)?.as_str().parse().ok()
 }
 
 fn describe(specs: &[TensorSpec]) -> String {

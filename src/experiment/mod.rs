@@ -19,7 +19,7 @@ pub use quality::{FeatureSpec, QualitySpec, ReferenceSolve};
 pub use schema::NoiseKind;
 
 use crate::engine::{ProviderKind, RoleOverrides};
-use crate::sampler::config::{Resolved, short_names};
+use crate::sampler::config::Resolved;
 use crate::sampler::{ConfigError, PredictionType, SamplerConfig};
 use schema::{
     ExperimentFile, Guidance, PreviewKind, SamplerSection, Seeds, Steps, TrainingSection,
@@ -436,6 +436,7 @@ impl Reading<'_> {
         for w in &resolved.warnings {
             self.warn(Some(i), span.clone(), &place, w.clone());
         }
+        self.edm_on_vp(i, s, &resolved, base, source);
         let steps = self.steps(i, s, &resolved)?;
         let (guidance, guidance_rescale) = self.guidance(i, s, source)?;
         if let Some(n) = &s.samples {
@@ -451,6 +452,40 @@ impl Reading<'_> {
             samples: s.samples.as_ref().map(|n| *n.get_ref()),
             resolved,
         })
+    }
+
+    /// An EDM sampler preconditions the model's input and output for an EDM-trained model; on a
+    /// variance-preserving one (any model whose scheduler config is not an EDM class) it runs, but what it
+    /// gives means nothing.
+    fn edm_on_vp(
+        &mut self,
+        i: usize,
+        s: &SamplerSection,
+        resolved: &Resolved,
+        base: &Map<String, Value>,
+        source: &ModelSource,
+    ) {
+        let class = resolved.config.class_name();
+        if !EDM_CLASSES.contains(&class) {
+            return;
+        }
+        let model = match (source, base.get("_class_name").and_then(Value::as_str)) {
+            (ModelSource::Analytic, _) => "the analytic model is".to_string(),
+            (_, Some(c)) if EDM_CLASSES.contains(&c) => return,
+            (_, Some(c)) => format!("the model's scheduler config is {c}'s, so the model is"),
+            (_, None) => {
+                "no scheduler config says the model is EDM-trained, so it is taken to be".into()
+            }
+        };
+        let message = format!(
+            "{class} is for EDM-trained models; {model} a variance-preserving one, on which its samples are meaningless"
+        );
+        self.warn(
+            Some(i),
+            s.name.span(),
+            &format!("sampler[{i}].name"),
+            message,
+        );
     }
 
     /// `steps`: each from 1 to the schedule's training steps.
@@ -531,7 +566,7 @@ impl Reading<'_> {
                 return Err(self.error(g.span(), &key("guidance"), message));
             }
             if scales.iter().any(|g| !(g.is_finite() && *g >= 0.0)) {
-                let message = "guidance must be ≥ 0 (1 = no guidance)";
+                let message = "guidance must be a finite number ≥ 0 (1 = no guidance)";
                 return Err(self.error(g.span(), &key("guidance"), message));
             }
             if *source == ModelSource::Analytic && scales.iter().any(|&g| g != 1.0) {
@@ -551,22 +586,31 @@ impl Reading<'_> {
         Ok((scales, rescale))
     }
 
-    /// A sampler that does not resolve: the error at its settings or its name, with a "did you mean".
+    /// A sampler that does not resolve: the error at its settings or its name.
     fn sampler_error(&self, i: usize, s: &SamplerSection, e: ConfigError) -> ExperimentError {
+        let name = (s.name.span(), format!("sampler[{i}].name"));
+        let settings = s
+            .settings
+            .as_ref()
+            .map(|t| (t.span(), format!("sampler[{i}].settings")));
+        self.resolve_error(e, name, settings)
+    }
+
+    /// A sampler that does not resolve, located: a wrong setting at the settings (span, key) when they were
+    /// given, anything else at the name (an unknown name's error says what was meant).
+    fn resolve_error(
+        &self,
+        e: ConfigError,
+        name: (Range<usize>, String),
+        settings: Option<(Range<usize>, String)>,
+    ) -> ExperimentError {
         let settings_error = matches!(
             e,
             ConfigError::InvalidValue { .. } | ConfigError::Unsupported { .. }
         );
-        let mut message = e.to_string();
-        if let ConfigError::UnknownSampler { .. } = e {
-            let names: Vec<String> = short_names().iter().map(|n| n.to_string()).collect();
-            if let Some(best) = closest(s.name.get_ref(), &names) {
-                message = format!("{message}; did you mean `{best}`?");
-            }
-        }
-        match (&s.settings, settings_error) {
-            (Some(t), true) => self.error(t.span(), &format!("sampler[{i}].settings"), message),
-            _ => self.error(s.name.span(), &format!("sampler[{i}].name"), message),
+        match settings {
+            Some((span, key)) if settings_error => self.error(span, &key, e.to_string()),
+            _ => self.error(name.0, &name.1, e.to_string()),
         }
     }
 
@@ -599,6 +643,9 @@ impl Reading<'_> {
         Ok(())
     }
 }
+
+/// The scheduler classes of EDM-trained models (Karras et al.), whose inputs and outputs are preconditioned.
+const EDM_CLASSES: [&str; 2] = ["EDMEulerScheduler", "EDMDPMSolverMultistepScheduler"];
 
 /// The `schedule` names of a sampler table and the diffusers setting (key, JSON value) each stands for.
 /// SGM Uniform is trailing timestep spacing, as diffusers documents it.

@@ -10,7 +10,7 @@ use super::{ExperimentError, ModelSource, ModelSpec, Reading, closest};
 use crate::engine::limits::{cap_threads, check_sample_shape};
 use crate::engine::{ProviderKind, Role, RoleOverrides};
 use crate::sampler::PredictionType;
-use crate::sampler::config::read_json_object;
+use crate::sampler::config::read_training_schedule;
 
 /// The VAE decoder, text encoder and tokenizer given beside a U-Net file.
 type Parts = (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>);
@@ -120,7 +120,7 @@ impl Reading<'_> {
             (None, ModelSource::Analytic) => None,
         };
         let mut base = match &scheduler_config {
-            Some(p) => read_json_object(p).map_err(|e| {
+            Some(p) => read_training_schedule(p).map_err(|e| {
                 let span = m
                     .scheduler_config
                     .as_ref()

@@ -8,9 +8,9 @@ use serde_json::{Map, Value};
 use toml::Spanned;
 
 use super::schema::QualitySection;
-use super::{ConditioningSpec, ExperimentError, Reading, SamplerSpec, closest};
+use super::{ConditioningSpec, ExperimentError, Reading, SamplerSpec};
 use crate::sampler::SamplerConfig;
-use crate::sampler::config::{Resolved, short_names};
+use crate::sampler::config::Resolved;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct QualitySpec {
@@ -180,16 +180,14 @@ impl Reading<'_> {
             true => self.resolve(name).display().to_string(),
             false => name.to_string(),
         };
+        let settings_span = settings.map(Spanned::span);
         let settings: Map<String, Value> = settings
             .and_then(|t| serde_json::to_value(t.get_ref()).ok())
             .and_then(|v| v.as_object().cloned())
             .unwrap_or_default();
-        let resolved = SamplerConfig::resolve(&spec, Some(base), &settings).map_err(|e| {
-            let names: Vec<String> = short_names().iter().map(|n| n.to_string()).collect();
-            let hint =
-                closest(name, &names).map_or(String::new(), |b| format!("; did you mean `{b}`?"));
-            self.error(r.span(), key, format!("{e}{hint}"))
-        })?;
+        let settings_at = settings_span.map(|s| (s, "quality.reference_settings".to_string()));
+        let resolved = SamplerConfig::resolve(&spec, Some(base), &settings)
+            .map_err(|e| self.resolve_error(e, (r.span(), key.into()), settings_at.clone()))?;
         let train_steps = resolved.config.schedule().num_train_timesteps;
         let steps = match steps.parse::<usize>() {
             Ok(n) if (1..=train_steps).contains(&n) => n,
@@ -202,8 +200,10 @@ impl Reading<'_> {
             }
         };
         self.no_repeated_timestep(&resolved, steps, r.span(), key)?;
+        // Warnings about settings point at the settings, as a [[sampler]]'s do.
+        let (span, place) = settings_at.unwrap_or((r.span(), key.into()));
         for w in &resolved.warnings {
-            self.warn(None, r.span(), key, w.clone());
+            self.warn(None, span.clone(), &place, w.clone());
         }
         if resolved.config.build().is_stochastic() {
             let message = format!(

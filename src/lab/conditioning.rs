@@ -4,8 +4,7 @@
 
 use std::path::Path;
 
-use ndarray::ArrayD;
-
+use super::samples::read_f32_npy;
 use crate::engine::{Condition, ItemTensor, PromptEmbedding, TextEncoder, encode_prompts};
 use crate::experiment::ConditioningSpec;
 
@@ -145,14 +144,46 @@ fn prompts(
     Ok((table, conditions))
 }
 
+/// A prompt longer than a tokenizer's max length is cut, as diffusers cuts it; like diffusers, say which
+/// part, once per prompt (for SDXL's two tokenizers too).
+pub fn truncation_notes(encoders: &[TextEncoder], spec: Option<&ConditioningSpec>) -> Vec<String> {
+    let Some(spec) = spec else {
+        return Vec::new();
+    };
+    // Precomputed embeddings stand for the prompts, which are then only labels.
+    let prompts: &[String] = match spec.embeddings {
+        None => &spec.prompts,
+        Some(_) => &[],
+    };
+    let named = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (format!("prompts[{i}]"), p))
+        .chain(
+            spec.negative_prompt
+                .iter()
+                .map(|p| ("negative_prompt".into(), p)),
+        );
+    let mut notes = Vec::new();
+    for (key, prompt) in named {
+        let cut = encoders.iter().find_map(|e| {
+            let tokenizer = e.tokenizer();
+            let cut = tokenizer.cut_off(prompt).ok().flatten()?;
+            Some((tokenizer.max_length(), cut))
+        });
+        if let Some((max, cut)) = cut {
+            notes.push(format!(
+                "warning: [conditioning] {key} is longer than the tokenizer's {max} tokens; this part was cut \
+                 off, as diffusers cuts it: {cut:?}"
+            ));
+        }
+    }
+    notes
+}
+
 /// Precomputed prompt embeddings: float32 [P, tokens, width], one per prompt when prompts are given too.
 fn read_embeddings(path: &Path, prompts: usize) -> Result<Vec<PromptEmbedding>, String> {
-    let array: ArrayD<f32> = ndarray_npy::read_npy(path).map_err(|e| {
-        format!(
-            "{}: cannot read the embeddings ({e}); they must be a float32 .npy [prompts, tokens, width]",
-            path.display()
-        )
-    })?;
+    let array = read_f32_npy(path, "the embeddings file", "[prompts, tokens, width]")?;
     let shape = array.shape().to_vec();
     if shape.len() != 3 || shape[0] == 0 || (prompts > 0 && shape[0] != prompts) {
         return Err(format!(

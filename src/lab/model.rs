@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::conditioning::{ConditionSources, RunConditions, build};
+use super::conditioning::{ConditionSources, RunConditions, build, truncation_notes};
 use super::latent_preview::LatentPreview;
 use super::tensorrt::{note_if_tensorrt, sequence_length, unet_batch, with_profile};
 use crate::engine::pipeline_folder::{
@@ -12,9 +12,10 @@ use crate::engine::pipeline_folder::{
 use crate::engine::trt_profile::ShapeHints;
 use crate::engine::{
     AnalyticDenoiser, Denoiser, ElemType, EngineError, GaussianMixture, OnnxDenoiser, OnnxFeatures,
-    OnnxOptions, ProviderOptions, TextEncoder, VaeDecoder, describe_attempts, summarize_attempts,
+    OnnxOptions, ProviderOptions, TextEncoder, VaeDecoder, describe_attempts, open_sample_shape,
+    summarize_attempts,
 };
-use crate::experiment::{Experiment, ModelSource};
+use crate::experiment::{ConditioningSpec, Experiment, ModelSource};
 use crate::sampler::{NoiseSchedule, PredictionType};
 
 /// The model, ready to run, with what to tell the user about where it runs.
@@ -120,6 +121,8 @@ struct Parts {
     xl: bool,
     num_class_embeds: Option<usize>,
     latent_shape: Option<[usize; 3]>,
+    /// Why a pipeline folder gives no latent shape.
+    no_latent_shape: Option<String>,
     prediction_type: Option<PredictionType>,
     notes: Vec<String>,
 }
@@ -128,6 +131,7 @@ impl Parts {
     fn of_folder(folder: PipelineFolder) -> Self {
         Parts {
             latent_shape: folder.latent_shape(),
+            no_latent_shape: folder.no_latent_shape(),
             num_class_embeds: folder.unet_config.num_class_embeds,
             xl: folder.family == Family::StableDiffusionXl,
             force_zeros: folder.force_zeros_for_empty_prompt,
@@ -178,7 +182,12 @@ fn assemble(
         sequence,
     };
     let (options, unet_note) = with_profile(&options, unet, hints);
-    let mut model = OnnxDenoiser::load(unet, &options)?;
+    let mut model = OnnxDenoiser::load(unet, &options).map_err(|e| {
+        let setting = "`[model] sample_shape = [C, H, W]` in the experiment";
+        open_sample_shape(e, parts.no_latent_shape.as_deref(), setting)
+    })?;
+    // Before the text encoders load: prompts for a U-Net that takes none would fail there, unexplained.
+    check_conditional(&model, experiment.conditioning.as_ref())?;
     note_if_tensorrt(model.provider(), unet_note, &mut notes);
     let sample_shape = model.info().sample_shape;
     let part_options = parts_options(experiment);
@@ -234,7 +243,10 @@ fn assemble(
     };
     let (table, conditions) =
         build(experiment.conditioning.as_ref(), sources).map_err(EngineError::Options)?;
-    check_conditional(&model, &conditions)?;
+    notes.extend(truncation_notes(
+        &encoders,
+        experiment.conditioning.as_ref(),
+    ));
     model
         .set_conditions(table)
         .map_err(|e| EngineError::Options(format!("{}: {e}", unet.display())))?;
@@ -262,20 +274,24 @@ pub fn default_vae_batch(height: usize, width: usize) -> usize {
     ((1 << 20) / (height * width).max(1)).max(1)
 }
 
-/// Conditioning for a model that takes none, or none for one that needs text, is the user's mistake to see.
-fn check_conditional(model: &OnnxDenoiser, conditions: &RunConditions) -> Result<(), EngineError> {
+/// Conditioning for a model that takes none, or none for one that needs text, is the user's mistake to see;
+/// the advice names what the model does take.
+fn check_conditional(
+    model: &OnnxDenoiser,
+    spec: Option<&ConditioningSpec>,
+) -> Result<(), EngineError> {
     let roles = model.roles();
     let inputs: Vec<&str> = model.inputs().iter().map(|s| s.name.as_str()).collect();
-    let problem = if !conditions.is_empty() && !roles.is_conditional() {
-        "takes no conditioning; remove [conditioning] from the experiment"
-    } else if !conditions.prompts.is_empty() && roles.conditioning.is_none() {
-        "takes no text conditioning (encoder_hidden_states); give [conditioning] classes instead of prompts"
-    } else if conditions.prompts.is_empty()
-        && roles.conditioning.is_some()
-        && conditions.classes.is_empty()
-    {
+    let text = spec.is_some_and(|s| !s.prompts.is_empty() || s.embeddings.is_some());
+    let classes = spec.is_some_and(|s| !s.classes.is_empty());
+    let problem = if (text || classes) && !roles.is_conditional() {
+        "is unconditional: it takes no prompts, embeddings or classes; remove [conditioning] from the experiment"
+    } else if text && roles.conditioning.is_none() {
+        "is class-conditional: it takes class labels, not text (it has no encoder_hidden_states input); \
+         give [conditioning] classes instead of prompts or embeddings"
+    } else if !text && !classes && roles.conditioning.is_some() {
         "is text-conditional (encoder_hidden_states); give [conditioning] prompts (or embeddings)"
-    } else if !conditions.classes.is_empty() && roles.class_labels.is_none() {
+    } else if classes && roles.class_labels.is_none() {
         "takes no class labels; give [conditioning] prompts instead of classes"
     } else {
         return Ok(());

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::samples::read_f32_npy;
 use crate::engine::fingerprint;
 use crate::experiment::{Experiment, ModelSource, ReferenceSolve};
 use crate::sampler::SamplerConfig;
@@ -291,8 +292,8 @@ pub fn condition_axis(experiment: &Experiment) -> std::io::Result<ConditionAxis>
     }
     let labels = match &spec.embeddings {
         Some(path) if spec.prompts.is_empty() => {
-            let rows: ndarray::ArrayD<f32> = ndarray_npy::read_npy(path)
-                .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+            let rows = read_f32_npy(path, "the embeddings file", "[prompts, tokens, width]")
+                .map_err(std::io::Error::other)?;
             let n = rows.shape().first().copied().unwrap_or(1);
             (0..n).map(|i| format!("embedding {i}")).collect()
         }

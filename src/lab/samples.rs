@@ -5,21 +5,17 @@ use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use ndarray::{ArrayD, IxDyn};
-use ndarray_npy::write_zeroed_npy;
+use ndarray::{ArrayD, Dimension, IxDyn};
+use ndarray_npy::{ReadNpyError, write_zeroed_npy};
 
 use super::plan::Cell;
+use crate::engine::NonFinite;
 use crate::path_error::{PathError, at};
 
 /// `init_noise`: float32 [N, C, H, W] unit-variance noise, row k for the k-th seed; every cell's seeds must
 /// have a row. Returned flat, row after row.
 pub fn read_init_noise(path: &Path, shape: [usize; 3], cells: &[Cell]) -> Result<Vec<f32>, String> {
-    let array: ArrayD<f32> = ndarray_npy::read_npy(path).map_err(|e| {
-        format!(
-            "{}: cannot read init_noise ({e}); it must be a float32 .npy [N, C, H, W]",
-            path.display()
-        )
-    })?;
+    let array = read_f32_npy(path, "init_noise", "[N, C, H, W]")?;
     let dims = array.shape().to_vec();
     let needed = cells
         .iter()
@@ -43,7 +39,56 @@ pub fn read_init_noise(path: &Path, shape: [usize; 3], cells: &[Cell]) -> Result
             dims[0]
         ));
     }
-    Ok(array.iter().copied().collect())
+    let values: Vec<f32> = array.iter().copied().collect();
+    if let Some(bad) = NonFinite::count(&values) {
+        // Found here rather than blamed on the model at the first step it reaches.
+        let first = array
+            .indexed_iter()
+            .find(|(_, v)| !v.is_finite())
+            .map(|(i, _)| i.slice().to_vec())
+            .unwrap_or_default();
+        return Err(format!(
+            "{}: init_noise is not finite: {bad}, the first at {first:?}; the initial noise must be finite",
+            path.display()
+        ));
+    }
+    Ok(values)
+}
+
+/// A float32 .npy the user gives (`what`, laid out as `layout`). Another float type is the usual slip
+/// (numpy saves float64 by default), so it is named with the line that converts it.
+pub fn read_f32_npy(path: &Path, what: &str, layout: &str) -> Result<ArrayD<f32>, String> {
+    ndarray_npy::read_npy(path).map_err(|e| match e {
+        ReadNpyError::WrongDescriptor(desc) => format!(
+            "{}: {what} is {} ({desc}); it must be a float32 .npy {layout}: convert it with \
+             np.save(path, a.astype(np.float32))",
+            path.display(),
+            dtype_name(&desc.to_string()),
+        ),
+        e => format!(
+            "{}: cannot read {what} ({e}); it must be a float32 .npy {layout}",
+            path.display()
+        ),
+    })
+}
+
+/// numpy's name for a type descriptor such as '<f8'.
+fn dtype_name(desc: &str) -> &'static str {
+    match desc
+        .trim_matches('\'')
+        .trim_start_matches(['<', '>', '|', '='])
+    {
+        "f8" => "float64",
+        "f4" => "float32 of the other byte order",
+        "f2" => "float16",
+        "i8" => "int64",
+        "i4" => "int32",
+        "i2" => "int16",
+        "i1" => "int8",
+        "u1" => "uint8",
+        "b1" => "bool",
+        _ => "not float32",
+    }
 }
 
 /// `samples/<cell>.npy` written as the cell's lanes finish: float32 [N, C, H, W] in [0, 1], rows in the

@@ -76,10 +76,7 @@ impl<'a> Quality<'a> {
                 .run(&fitted, fitted.len() / per, target)
                 .map_err(|e| e.to_string())?;
             if out.dim != self.reference.dim {
-                return Err(format!(
-                    "the feature network gives {} features, the reference statistics {}",
-                    out.dim, self.reference.dim
-                ));
+                return Err(self.width_mismatch(out.dim));
             }
             rows.features.extend(out.features);
             if let Some((l, k)) = out.logits {
@@ -88,6 +85,20 @@ impl<'a> Quality<'a> {
             }
         }
         Ok(())
+    }
+
+    /// The feature network and the reference statistics disagree on the feature width: name both.
+    fn width_mismatch(&self, dim: usize) -> String {
+        let reference = match &self.spec.features {
+            Some(f) => format!(" {}", f.reference.display()),
+            None => String::new(),
+        };
+        format!(
+            "the feature network {} gives {dim} features, but the reference statistics{reference} have {}: \
+             make the reference (mu, sigma, features) with this network's features",
+            self.features.path().display(),
+            self.reference.dim
+        )
     }
 
     /// A cell's feature tally and class hits (when its samples have expected classes) from the rows of

@@ -11,7 +11,7 @@
 //! are picked up as they appear. The follower keeps no points, only each file's offset and
 //! incomplete tail.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
@@ -20,7 +20,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 
 use super::tail::FileTail;
-use super::{Format, MetricsError, Point, ScalarSink, Skipped, discover, root_labels};
+use super::{Format, MetricsError, PassedBy, Point, ScalarSink, Skipped, discover, root_labels};
 
 /// What a follower reports.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +51,8 @@ pub enum FollowEvent {
     CaughtUp,
     /// A file could not be read (it is retried on the next change).
     Error { path: PathBuf, message: String },
+    /// A file named like a log that is not read (a FIFO, say), once.
+    PassedBy(PassedBy),
 }
 
 /// Follower settings.
@@ -164,6 +166,7 @@ impl Follower {
                     roots,
                     options,
                     tails: BTreeMap::new(),
+                    passed_by: BTreeSet::new(),
                     on_event,
                     alive: true,
                 };
@@ -209,6 +212,8 @@ struct State<F> {
     roots: Vec<PathBuf>,
     options: FollowOptions,
     tails: BTreeMap<PathBuf, Followed>,
+    /// Files already reported as passed by.
+    passed_by: BTreeSet<PathBuf>,
     on_event: F,
     alive: bool,
 }
@@ -265,10 +270,15 @@ impl<F: FnMut(FollowEvent) -> bool> State<F> {
     fn discover(&mut self, from_start: bool) {
         let labels = root_labels(&self.roots);
         for (root, label) in self.roots.clone().iter().zip(labels) {
-            let Ok(files) = discover(root, label.as_deref()) else {
+            let Ok(found) = discover(root, label.as_deref()) else {
                 continue;
             };
-            for f in files {
+            for p in found.passed_by {
+                if self.passed_by.insert(p.path.clone()) {
+                    self.emit(FollowEvent::PassedBy(p));
+                }
+            }
+            for f in found.files {
                 if self.tails.contains_key(&f.path) {
                     continue;
                 }

@@ -312,13 +312,14 @@ pub fn check_decoder(format: Format, data: &[u8]) {
 /// from different roots stay apart and read short.
 pub fn load<P: AsRef<Path>>(roots: &[P]) -> Result<Store, MetricsError> {
     let mut store = Store::new();
-    let files = discover_all(roots)?;
+    let Found { files, passed_by } = discover_all(roots)?;
     // Files are independent: decode them on a few threads, then merge in a stable order.
     let results = tail::read_files_parallel(&files);
     for (file, result) in files.iter().zip(results) {
         let source = result?;
         store.insert_source(&file.run, source);
     }
+    store.passed_by = passed_by;
     Ok(store)
 }
 
@@ -331,16 +332,17 @@ pub struct LogFile {
 }
 
 /// Finds the log files under each root. Errors if a root does not exist or holds no logs.
-pub fn discover_all<P: AsRef<Path>>(roots: &[P]) -> Result<Vec<LogFile>, MetricsError> {
+pub fn discover_all<P: AsRef<Path>>(roots: &[P]) -> Result<Found, MetricsError> {
     let labels = root_labels(roots);
-    let mut all = Vec::new();
+    let mut all = Found::default();
     for (root, label) in roots.iter().zip(&labels) {
         let root = root.as_ref();
         let found = discover(root, label.as_deref())?;
-        if found.is_empty() {
+        if found.files.is_empty() {
             return Err(MetricsError::NoLogs(root.to_path_buf()));
         }
-        all.extend(found);
+        all.files.extend(found.files);
+        all.passed_by.extend(found.passed_by);
     }
     Ok(all)
 }
@@ -382,10 +384,50 @@ pub fn root_labels<P: AsRef<Path>>(roots: &[P]) -> Vec<Option<String>> {
         .collect()
 }
 
+/// What a walk of a log folder found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Found {
+    pub files: Vec<LogFile>,
+    /// Files named like logs that are not read (a FIFO, socket or device, a symlink to a folder), with why.
+    pub passed_by: Vec<PassedBy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassedBy {
+    pub path: PathBuf,
+    pub why: &'static str,
+}
+
+impl std::fmt::Display for PassedBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: skipped: {}", self.path.display(), self.why)
+    }
+}
+
+/// Why a file named like a log is not read, when it is not a regular file.
+fn not_regular(path: &Path, kind: std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_file() || (kind.is_symlink() && path.is_file()) {
+        return None;
+    }
+    Some(if kind.is_fifo() {
+        "it is a FIFO (named pipe), not a log file; reading it would wait for a writer forever"
+    } else if kind.is_socket() {
+        "it is a socket, not a log file"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "it is a device, not a log file"
+    } else if path.is_dir() {
+        "it is a symlink to a folder, which is not followed (it could make a cycle)"
+    } else {
+        "it is a symlink to nothing, or to something that is not a log file"
+    })
+}
+
 /// Finds the log files under `root`; runs are named relative to it, after `label` when given.
-pub fn discover(root: &Path, label: Option<&str>) -> Result<Vec<LogFile>, MetricsError> {
+pub fn discover(root: &Path, label: Option<&str>) -> Result<Found, MetricsError> {
     let meta = std::fs::metadata(root).map_err(|e| MetricsError::io(root, e))?;
     let mut out = Vec::new();
+    let mut passed_by = Vec::new();
     if !meta.is_file() && !meta.is_dir() {
         return Err(MetricsError::NotAFile(root.into()));
     }
@@ -403,7 +445,10 @@ pub fn discover(root: &Path, label: Option<&str>) -> Result<Vec<LogFile>, Metric
             path: root.to_path_buf(),
             format,
         });
-        return Ok(out);
+        return Ok(Found {
+            files: out,
+            passed_by,
+        });
     }
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -423,8 +468,8 @@ pub fn discover(root: &Path, label: Option<&str>) -> Result<Vec<LogFile>, Metric
             } else if let Some(format) = Format::detect(&path) {
                 // Only regular files, through symlinks too: a FIFO would block the reader forever,
                 // and a symlinked folder could make a cycle.
-                let regular = kind.is_file() || (kind.is_symlink() && path.is_file());
-                if !regular {
+                if let Some(why) = not_regular(&path, kind) {
+                    passed_by.push(PassedBy { path, why });
                     continue;
                 }
                 out.push(LogFile {
@@ -436,7 +481,11 @@ pub fn discover(root: &Path, label: Option<&str>) -> Result<Vec<LogFile>, Metric
         }
     }
     out.sort_by(|a, b| (&a.run, &a.path).cmp(&(&b.run, &b.path)));
-    Ok(out)
+    passed_by.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Found {
+        files: out,
+        passed_by,
+    })
 }
 
 /// The name of the run in `dir` under `root`: its path below the root, after the root's label.

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::series::Resumed;
-use super::{FollowEvent, Format, Series, Skipped};
+use super::{FollowEvent, Format, PassedBy, Series, Skipped};
 
 /// The series read from one log file.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,6 +102,8 @@ impl Run {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Store {
     runs: BTreeMap<String, Run>,
+    /// Files named like logs that were not read, with why.
+    pub passed_by: Vec<PassedBy>,
 }
 
 impl Store {
@@ -172,6 +174,11 @@ impl Store {
                 skipped,
             } => {
                 self.source_mut(run, path, *format).skipped = *skipped;
+            }
+            FollowEvent::PassedBy(p) => {
+                if !self.passed_by.contains(p) {
+                    self.passed_by.push(p.clone());
+                }
             }
             FollowEvent::CaughtUp | FollowEvent::Error { .. } => {}
         }

@@ -35,16 +35,13 @@ pub enum ConfigError {
     #[error("{source_name} must be a JSON object of scheduler settings")]
     NotAnObject { source_name: String },
     #[error(
-        "scheduler class {name:?} is not supported; use one of {}",
-        registry::class_names().join(", ")
+        "{source_name}: scheduler class {name:?} {}",
+        unknown_class_advice(name)
     )]
-    UnknownClass { name: String },
+    UnknownClass { name: String, source_name: String },
     #[error("{source_name} has no \"_class_name\"; set it to one of {}", registry::class_names().join(", "))]
     MissingClass { source_name: String },
-    #[error(
-        "unknown sampler {name:?}; use one of {} or the path of a scheduler_config.json",
-        short_name_list()
-    )]
+    #[error("unknown sampler {name:?}{}", unknown_sampler_advice(name))]
     UnknownSampler { name: String },
     #[error("scheduler setting `{key}`: got {got}, expected {expected}")]
     InvalidValue {
@@ -62,8 +59,33 @@ pub enum ConfigError {
     Steps { steps: usize, reason: String },
 }
 
-fn short_name_list() -> String {
-    short_names().join(", ")
+/// Why a class cannot be used and what to do: flow-matching models (SD3, Flux) need a sampler of their own.
+fn unknown_class_advice(name: &str) -> String {
+    if name.starts_with("FlowMatch") {
+        return "is a flow-matching scheduler (SD3 and Flux ship one); flow-matching schedulers are not \
+                implemented in difflab yet, and its samplers would give such a model wrong results"
+            .into();
+    }
+    format!(
+        "is not supported; use one of {}",
+        registry::class_names().join(", ")
+    )
+}
+
+/// What to use instead of an unknown sampler name: the implemented one nearest to an A1111 sampler difflab
+/// lacks, the name a typo was meant to be, or else every name.
+fn unknown_sampler_advice(name: &str) -> String {
+    if let Some(advice) = registry::not_implemented(name) {
+        return format!(": {advice}");
+    }
+    let names: Vec<String> = short_names().iter().map(|n| n.to_string()).collect();
+    match crate::experiment::closest(&registry::normalize(name), &names) {
+        Some(best) => format!("; did you mean `{best}`?"),
+        None => format!(
+            "; use one of {} or the path of a scheduler_config.json",
+            names.join(", ")
+        ),
+    }
 }
 
 /// difflab's short sampler names, in registry order.
@@ -193,15 +215,15 @@ impl SamplerConfig {
     pub fn from_file(path: &Path) -> Result<Resolved, ConfigError> {
         let base = read_json_object(path)?;
         let source_name = path.display().to_string();
-        let class = class_of(&base, &source_name)?;
-        resolve(class, None, &Map::new(), &base)
+        let family = class_of(&base, &source_name)?;
+        resolve(family, None, &Map::new(), &base)
     }
 
     /// Reads a scheduler config from JSON text (`source_name` names it in errors).
     pub fn from_json_str(text: &str, source_name: &str) -> Result<Resolved, ConfigError> {
         let map = parse_json_object(text, source_name)?;
-        let class = class_of(&map, source_name)?;
-        resolve(class, None, &Map::new(), &map)
+        let family = class_of(&map, source_name)?;
+        resolve(family, None, &Map::new(), &map)
     }
 
     /// Resolves a sampler given by short name (`dpm++2m-karras`) or by the path of a
@@ -212,19 +234,18 @@ impl SamplerConfig {
         overrides: &Map<String, Value>,
     ) -> Result<Resolved, ConfigError> {
         if let Some((family, preset)) = registry::lookup(spec) {
-            let class = family.class;
             // Presets are constants, checked by a test; a broken one reads as no preset.
             let preset: Map<String, Value> = serde_json::from_str(preset).unwrap_or_default();
             let mut user = preset;
             user.extend(overrides.clone());
-            return resolve(class, base, &Map::new(), &user);
+            return resolve(family, base, &Map::new(), &user);
         }
         let path = Path::new(spec);
         if spec.ends_with(".json") || path.is_file() {
             let mut file = read_json_object(path)?;
-            let class = class_of(&file, spec)?;
+            let family = class_of(&file, spec)?;
             file.extend(overrides.clone());
-            return resolve(class, base, &Map::new(), &file);
+            return resolve(family, base, &Map::new(), &file);
         }
         Err(ConfigError::UnknownSampler {
             name: spec.to_string(),
@@ -254,11 +275,28 @@ fn parse_json_object(text: &str, source_name: &str) -> Result<Map<String, Value>
     }
 }
 
-fn class_of(map: &Map<String, Value>, source_name: &str) -> Result<&'static str, ConfigError> {
+/// Reads a model's own scheduler_config.json, the training schedule samplers start from. A class difflab
+/// does not implement is an error: its keys (a flow-matching shift, say) would be dropped without a word
+/// and the samplers would run on the default betas.
+pub fn read_training_schedule(path: &Path) -> Result<Map<String, Value>, ConfigError> {
+    let map = read_json_object(path)?;
+    if map.contains_key("_class_name") {
+        class_of(&map, &path.display().to_string())?;
+    }
+    Ok(map)
+}
+
+fn class_of(
+    map: &Map<String, Value>,
+    source_name: &str,
+) -> Result<&'static registry::Family, ConfigError> {
     match map.get("_class_name") {
-        Some(Value::String(name)) => registry::family(name)
-            .map(|f| f.class)
-            .ok_or_else(|| ConfigError::UnknownClass { name: name.clone() }),
+        Some(Value::String(name)) => {
+            registry::family(name).ok_or_else(|| ConfigError::UnknownClass {
+                name: name.clone(),
+                source_name: source_name.to_string(),
+            })
+        }
         Some(other) => Err(ConfigError::InvalidValue {
             key: "_class_name".into(),
             got: other.to_string(),
@@ -342,16 +380,14 @@ pub struct Common {
     pub steps_offset: i64,
 }
 
-/// Resolves `class` from its defaults, the quiet `base`, then `preset` and the reported `user` keys.
+/// Resolves `family` from its defaults, the quiet `base`, then `preset` and the reported `user` keys.
 fn resolve(
-    class: &'static str,
+    family: &'static registry::Family,
     base: Option<&Map<String, Value>>,
     preset: &Map<String, Value>,
     user: &Map<String, Value>,
 ) -> Result<Resolved, ConfigError> {
-    let family = registry::family(class).ok_or_else(|| ConfigError::UnknownClass {
-        name: class.to_string(),
-    })?;
+    let class = family.class;
     let mut settings = registry::defaults(family);
     let known: BTreeSet<String> = settings.keys().cloned().collect();
     let mut warnings = Vec::new();

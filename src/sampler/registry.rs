@@ -344,6 +344,35 @@ pub const FAMILIES: &[Family] = &[
     },
 ];
 
+/// Names users know for samplers difflab does not implement, and what to use instead.
+pub struct NotImplemented {
+    /// As typed in the web UIs (compared by [`normalize`]).
+    pub names: &'static [&'static str],
+    pub advice: &'static str,
+}
+
+pub const NOT_IMPLEMENTED: &[NotImplemented] = &[
+    NotImplemented {
+        names: &["DPM++ 2S a", "dpmpp_2s_ancestral"],
+        advice: "A1111's DPM++ 2S a (ancestral; ComfyUI's dpmpp_2s_ancestral) is not implemented yet; the closest \
+                 difflab sampler is `dpm++2s` (second order through an intermediate point, without the ancestral noise)",
+    },
+    NotImplemented {
+        names: &["DPM++ 2S a Karras"],
+        advice: "A1111's DPM++ 2S a Karras (ancestral) is not implemented yet; the closest difflab sampler is \
+                 `dpm++2s-karras` (second order through an intermediate point, without the ancestral noise)",
+    },
+];
+
+/// What to use instead of a known sampler name that difflab does not implement.
+pub fn not_implemented(name: &str) -> Option<&'static str> {
+    let norm = normalize(name);
+    NOT_IMPLEMENTED
+        .iter()
+        .find(|n| n.names.iter().any(|m| normalize(m) == norm))
+        .map(|n| n.advice)
+}
+
 /// The family of a diffusers class name.
 pub fn family(class: &str) -> Option<&'static Family> {
     FAMILIES.iter().find(|f| f.class == class)
@@ -460,6 +489,17 @@ mod tests {
             "README.md's sampler table differs from the registry; replace it with:\n{}",
             markdown_table()
         );
+    }
+
+    #[test]
+    fn names_not_implemented_are_not_names_of_a_sampler() {
+        for n in NOT_IMPLEMENTED {
+            for name in n.names {
+                assert!(lookup(name).is_none(), "{name} is implemented");
+                assert_eq!(not_implemented(name), Some(n.advice));
+            }
+        }
+        assert_eq!(not_implemented("dpm++2s"), None);
     }
 
     #[test]

@@ -268,6 +268,7 @@ pub fn follow(
                 "training: {}: {message}",
                 path.display()
             ))),
+            FollowEvent::PassedBy(p) => send(TrainingUpdate::Note(format!("training: {p}"))),
             FollowEvent::Skipped { .. } | FollowEvent::CaughtUp => true,
         }
     })

@@ -1,0 +1,66 @@
+//! `difflab schedule` as a user runs it: a sampler it cannot show is named with what to do.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests and benchmarks report failure by panicking"
+)]
+
+use std::process::Command;
+
+/// `difflab schedule ARGS`: its exit status and stderr.
+fn schedule(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_difflab"))
+        .arg("schedule")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_flow_matching_base_config_is_refused_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("scheduler_config.json");
+    std::fs::write(
+        &config,
+        r#"{"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0}"#,
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let (ok, stderr) = schedule(&["ddim", "--steps", "5", "--base", c]);
+    assert!(!ok, "{stderr}");
+    let expected = format!(
+        "{c}: scheduler class \"FlowMatchEulerDiscreteScheduler\" is a flow-matching scheduler"
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(
+        stderr.contains("flow-matching schedulers are not implemented in difflab yet"),
+        "{stderr}"
+    );
+}
+
+/// An unknown name points to the one meant instead of listing them all; A1111's DPM++ 2S a, which difflab
+/// does not implement, is said to be so, with the closest sampler it has.
+#[test]
+fn an_unknown_sampler_points_to_the_closest_name() {
+    let (ok, stderr) = schedule(&["DPM++ 2S a", "--steps", "5"]);
+    assert!(!ok, "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "error: unknown sampler \"DPM++ 2S a\": A1111's DPM++ 2S a (ancestral; ComfyUI's dpmpp_2s_ancestral) \
+         is not implemented yet; the closest difflab sampler is `dpm++2s` (second order through an intermediate \
+         point, without the ancestral noise)"
+    );
+    let (ok, stderr) = schedule(&["DPM++ 2M Karas", "--steps", "5"]);
+    assert!(!ok, "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "error: unknown sampler \"DPM++ 2M Karas\"; did you mean `dpm++2m-karras`?"
+    );
+}
