@@ -652,3 +652,82 @@ fn a_pipeline_without_its_unet_config_names_the_file_and_sample_shape() {
     let shaped = text.replace("[conditioning]", "sample_shape = [4, 8, 8]\n[conditioning]");
     assert!(run(&dir, &shaped).is_ok(), "sample_shape stands in for it");
 }
+
+/// Runs `text` with the kept networks of `models`; returns the events.
+fn run_kept(dir: &Path, text: &str, models: &difflab::lab::model_cache::ModelCache) -> Vec<LabEvent> {
+    let path = dir.join("exp.toml");
+    std::fs::write(&path, text).unwrap();
+    let experiment = Experiment::load(&path).unwrap();
+    let options = RunOptions {
+        save_samples: true,
+        models: Some(models.clone()),
+        ..RunOptions::default()
+    };
+    let lab = start(experiment, options);
+    let events: Vec<LabEvent> = lab.events.iter().collect();
+    lab.join();
+    events
+}
+
+/// The dashboard's reloads: a run hands its networks to the next one on the same model, which loads
+/// nothing when only steps or prompts change (prompts are encoded again with the kept encoders, giving the
+/// samples a fresh load gives); a changed model file loads again.
+#[test]
+fn unchanged_networks_stay_loaded_across_runs_and_prompts_are_encoded_again() {
+    let dir = temp_dir("kept");
+    let models = difflab::lab::model_cache::ModelCache::default();
+    let folder = dir.join("sd1");
+    copy_dir(&data().join("sd1"), &folder);
+    let text = |steps: usize, prompt: &str| {
+        format!(
+            "output = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\n[conditioning]\nprompts = [{prompt:?}]\n\
+             [sampling]\nseeds = 1\n[[sampler]]\nname = \"ddim\"\nsteps = {steps}\nguidance = [7.5]\n",
+            folder.display().to_string()
+        )
+    };
+    let loads = |events: &[LabEvent]| {
+        events
+            .iter()
+            .filter(|e| matches!(e, LabEvent::Loading(_)))
+            .count()
+    };
+    let kept = |events: &[LabEvent]| {
+        events.iter().any(|e| {
+            matches!(e, LabEvent::Log(l) if l.starts_with("the model is unchanged: its networks stay loaded"))
+        })
+    };
+    let first = run_kept(&dir, &text(2, "a cat"), &models);
+    assert_eq!(loads(&first), 3, "unet, vae_decoder, text_encoder: {first:#?}");
+    let steps = run_kept(&dir, &text(3, "a cat"), &models);
+    assert_eq!((loads(&steps), kept(&steps)), (0, true), "{steps:#?}");
+    let prompt = run_kept(&dir, &text(3, "a red circle"), &models);
+    assert_eq!((loads(&prompt), kept(&prompt)), (0, true), "{prompt:#?}");
+    let reencoded: ArrayD<f32> = read_npy(dir.join("out/samples/ddim_3_g7.5.npy")).unwrap();
+
+    let fresh_dir = temp_dir("kept-fresh");
+    let fresh = run(&fresh_dir, &text(3, "a red circle")).unwrap();
+    assert!(fresh.cells[0].error.is_none());
+    let want: ArrayD<f32> = read_npy(fresh_dir.join("out/samples/ddim_3_g7.5.npy")).unwrap();
+    assert_eq!(reencoded, want, "prompts encoded with the kept encoders");
+
+    // Another byte in the U-Net's config is another model: loaded again.
+    let config = folder.join("unet/config.json");
+    let mut bytes = std::fs::read(&config).unwrap();
+    bytes.push(b'\n');
+    std::fs::write(&config, bytes).unwrap();
+    let changed = run_kept(&dir, &text(4, "a red circle"), &models);
+    assert_eq!((loads(&changed), kept(&changed)), (3, false), "{changed:#?}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}

@@ -64,6 +64,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             save_samples: args.save_samples,
             shard,
             watch_shards: false,
+            models: None,
         },
     );
     let fancy = std::io::stderr().is_terminal();
@@ -78,6 +79,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let mut quarters: BTreeMap<usize, usize> = BTreeMap::new();
     for event in lab.events.iter() {
         match event {
+            LabEvent::Loading(what) => eprintln!("{what}"),
             LabEvent::Planned {
                 cells,
                 provider,

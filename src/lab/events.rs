@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, channel};
 use std::thread::JoinHandle;
 
+use super::model_cache::ModelCache;
 use super::plan::Cell;
 use super::results::CellResult;
 use super::runner::run;
@@ -51,6 +52,8 @@ pub enum LabEvent {
         shards_done: usize,
         shards: usize,
     },
+    /// A network's load is starting ("loading unet (3.4 GB)…"): what a status line shows until `Planned`.
+    Loading(String),
     /// Something worth a line in the log.
     Log(String),
     /// The run ended (`error` when it stopped on one).
@@ -76,6 +79,8 @@ pub struct RunOptions {
     /// Where shards of this experiment write into its output folder, watch them and merge them when
     /// they are done, instead of running here.
     pub watch_shards: bool,
+    /// Networks kept loaded between runs: taken when unchanged, handed back at the end.
+    pub models: Option<ModelCache>,
 }
 
 /// A running lab: its events, and the switch that cancels it.

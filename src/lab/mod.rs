@@ -12,6 +12,7 @@ pub mod latent_preview;
 mod lockstep;
 pub mod merge;
 pub mod model;
+pub mod model_cache;
 pub mod plan;
 pub mod plots;
 pub mod reference;

@@ -41,6 +41,46 @@ pub struct LoadedModel {
     pub conditions: RunConditions,
     /// Lines for the log: unused parts of a pipeline folder, how the U-Net batches timesteps.
     pub notes: Vec<String>,
+    /// What setting the conditioning needs, kept so a changed `[conditioning]` is encoded again with the
+    /// loaded encoders; `None` for the analytic model.
+    conditioner: Option<Conditioner>,
+}
+
+/// The text encoders and what the condition table needs besides them.
+struct Conditioner {
+    encoders: Vec<TextEncoder>,
+    force_zeros: bool,
+    num_class_embeds: Option<usize>,
+    unet: PathBuf,
+    /// The conditioning the U-Net is set up for (`None` inside: none).
+    set_for: Option<Option<ConditioningSpec>>,
+}
+
+impl LoadedModel {
+    /// Sets the experiment's `[conditioning]` on the U-Net (encoding its prompts), unless it is set already;
+    /// returns the log lines it has (prompts cut at the tokenizer's length).
+    pub fn condition(&mut self, experiment: &Experiment) -> Result<Vec<String>, EngineError> {
+        let Some(c) = &mut self.conditioner else {
+            return Ok(Vec::new());
+        };
+        let spec = experiment.conditioning.as_ref();
+        if c.set_for.as_ref().is_some_and(|set| set.as_ref() == spec) {
+            return Ok(Vec::new());
+        }
+        let sources = ConditionSources {
+            encoders: &mut c.encoders,
+            force_zeros: c.force_zeros,
+            image_hw: (self.image_shape[1], self.image_shape[2]),
+            num_class_embeds: c.num_class_embeds,
+        };
+        let (table, conditions) = build(spec, sources).map_err(EngineError::Options)?;
+        self.denoiser
+            .set_conditions(table)
+            .map_err(|e| EngineError::Options(format!("{}: {e}", c.unet.display())))?;
+        self.conditions = conditions;
+        c.set_for = Some(spec.cloned());
+        Ok(truncation_notes(&c.encoders, spec))
+    }
 }
 
 /// ONNX options from the experiment's [model] section.
@@ -66,12 +106,16 @@ pub fn onnx_options(experiment: &Experiment) -> OnnxOptions {
     }
 }
 
-pub fn load_model(experiment: &Experiment) -> Result<LoadedModel, EngineError> {
+/// Loads the experiment's model; `loading` hears each network as its load starts ("loading unet (3.4 GB)").
+pub fn load_model(
+    experiment: &Experiment,
+    loading: &dyn Fn(String),
+) -> Result<LoadedModel, EngineError> {
     match &experiment.model.source {
         ModelSource::Analytic => Ok(analytic(experiment)),
         ModelSource::Onnx(path) => {
             let parts = explicit_parts(experiment).map_err(EngineError::Options)?;
-            assemble(experiment, path, parts)
+            assemble(experiment, path, parts, loading)
         }
         ModelSource::Pipeline(dir) => {
             let folder = read_pipeline(dir).map_err(|e| EngineError::Options(e.to_string()))?;
@@ -79,8 +123,28 @@ pub fn load_model(experiment: &Experiment) -> Result<LoadedModel, EngineError> {
             let mut parts = Parts::of_folder(folder);
             // A pipeline's U-Net predicts what its scheduler/ config says.
             parts.prediction_type = Some(experiment.samplers[0].resolved.config.prediction_type());
-            assemble(experiment, &unet, parts)
+            assemble(experiment, &unet, parts, loading)
         }
+    }
+}
+
+/// "loading unet (3.4 GB)": the network by its folder in a pipeline (else its file name) and the size of
+/// every file it reads.
+fn loading_line(model: &Path) -> String {
+    let name = match model.file_name().and_then(|f| f.to_str()) {
+        Some("model.onnx") => model.parent().and_then(|p| p.file_name()),
+        _ => model.file_name(),
+    };
+    let name = name.map_or(model.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let bytes: u64 = crate::engine::fingerprint::network_files(model)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    match bytes {
+        b if b >= 1 << 30 => format!("loading {name} ({:.1} GB)", b as f64 / 1e9),
+        b => format!("loading {name} ({:.0} MB)", (b as f64 / 1e6).max(0.1)),
     }
 }
 
@@ -108,6 +172,7 @@ fn analytic(experiment: &Experiment) -> LoadedModel {
         preview: None,
         conditions: RunConditions::default(),
         notes: Vec::new(),
+        conditioner: None,
     }
 }
 
@@ -170,6 +235,7 @@ fn assemble(
     experiment: &Experiment,
     unet: &Path,
     parts: Parts,
+    loading: &dyn Fn(String),
 ) -> Result<LoadedModel, EngineError> {
     let mut notes = parts.notes.clone();
     let mut options = onnx_options(experiment);
@@ -182,7 +248,8 @@ fn assemble(
         sequence,
     };
     let (options, unet_note) = with_profile(&options, unet, hints);
-    let mut model = OnnxDenoiser::load(unet, &options).map_err(|e| {
+    loading(loading_line(unet));
+    let model = OnnxDenoiser::load(unet, &options).map_err(|e| {
         let setting = "`[model] sample_shape = [C, H, W]` in the experiment";
         open_sample_shape(e, parts.no_latent_shape.as_deref(), setting)
     })?;
@@ -205,6 +272,7 @@ fn assemble(
                 sequence: None,
             };
             let (options, note) = with_profile(&part_options, &v.model, hints);
+            loading(loading_line(&v.model));
             let vae = VaeDecoder::load(&v.model, v.scaling_factor, v.shift_factor, &options)?;
             note_if_tensorrt(vae.model().provider(), note, &mut notes);
             notes.extend(upcast_note(v, &vae));
@@ -225,33 +293,19 @@ fn assemble(
         sample: None,
         sequence,
     };
-    let mut encoders = parts
+    let encoders = parts
         .encoders
         .iter()
         .map(|(model, tokenizer)| {
             let (options, note) = with_profile(&part_options, model, text_hints);
+            loading(loading_line(model));
             let encoder = TextEncoder::load(model, tokenizer, &options)?;
             note_if_tensorrt(encoder.model().provider(), note, &mut notes);
             Ok(encoder)
         })
         .collect::<Result<Vec<_>, EngineError>>()?;
-    let sources = ConditionSources {
-        encoders: &mut encoders,
-        force_zeros: parts.force_zeros,
-        image_hw: (image_shape[1], image_shape[2]),
-        num_class_embeds: parts.num_class_embeds,
-    };
-    let (table, conditions) =
-        build(experiment.conditioning.as_ref(), sources).map_err(EngineError::Options)?;
-    notes.extend(truncation_notes(
-        &encoders,
-        experiment.conditioning.as_ref(),
-    ));
-    model
-        .set_conditions(table)
-        .map_err(|e| EngineError::Options(format!("{}: {e}", unet.display())))?;
     notes.extend(timestep_note(&model));
-    Ok(LoadedModel {
+    let mut loaded = LoadedModel {
         sample_shape,
         provider: model.provider().to_string(),
         providers_note: describe_attempts(model.attempts()),
@@ -262,10 +316,20 @@ fn assemble(
         decoder,
         image_shape,
         vae_batch,
-        conditions,
+        conditions: RunConditions::default(),
         notes,
         denoiser: Box::new(model),
-    })
+        conditioner: Some(Conditioner {
+            encoders,
+            force_zeros: parts.force_zeros,
+            num_class_embeds: parts.num_class_embeds,
+            unet: unet.to_path_buf(),
+            set_for: None,
+        }),
+    };
+    let cut = loaded.condition(experiment)?;
+    loaded.notes.extend(cut);
+    Ok(loaded)
 }
 
 /// Images per VAE decoder call when the experiment does not say: about a megapixel per call (1 at 1024²,

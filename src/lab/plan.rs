@@ -395,6 +395,25 @@ fn inputs_hash(experiment: &Experiment) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
     Ok((hash.1.finalize().to_vec(), hash.0.finalize().to_vec()))
 }
 
+/// The fingerprint of every file the experiment's networks read: the model (a U-Net file or a pipeline
+/// folder) and the parts given beside a bare U-Net.
+pub fn model_fingerprint(experiment: &Experiment) -> std::io::Result<Vec<u8>> {
+    let mut hash = Sha256::new();
+    match &experiment.model.source {
+        ModelSource::Onnx(path) => hash_network(&mut hash, path)?,
+        ModelSource::Pipeline(dir) => hash_pipeline(&mut hash, dir)?,
+        ModelSource::Analytic => {}
+    }
+    let m = &experiment.model;
+    for part in [&m.vae_decoder, &m.text_encoder].into_iter().flatten() {
+        hash_network(&mut hash, part)?;
+    }
+    if let Some(dir) = &m.tokenizer {
+        hash_folder(&mut hash, dir, &|_| true)?;
+    }
+    Ok(hash.finalize().to_vec())
+}
+
 /// The quality inputs of a cell's key.
 fn quality_hash(hash: &mut Sha256, q: &crate::experiment::QualitySpec) -> std::io::Result<()> {
     if let Some(f) = &q.features {

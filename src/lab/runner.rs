@@ -13,6 +13,7 @@ use super::finish::{Finish, Pictures};
 use super::lockstep::Batch;
 use super::merge::merge;
 use super::model::{LoadedModel, load_features, load_model};
+use super::model_cache::model_key;
 use super::plan::{Cell, Plan, plan, plan_run};
 use super::results::Results;
 use super::reuse::{reuse_all, reuse_cached};
@@ -70,33 +71,60 @@ fn run_inner(
     let watched = (options.watch_shards && options.shard.is_none() && !options.force)
         .then(|| shards_of(&experiment.output_dir, &planned))
         .flatten();
+    let run = shard_plan(experiment, planned, options.shard)?;
+    let tallied = run.items.is_some();
+    if watched.is_none() && !options.force && reuse_all(&run.cells, &run.out, tallied, tx) {
+        return Ok(());
+    }
+    let loading = |what: String| {
+        let _ = tx.send(LabEvent::Loading(format!("{what}…")));
+    };
+    let Some(cache) = &options.models else {
+        let mut model = load_model(experiment, &loading)?;
+        return run_with(experiment, options, cancel, tx, calls, run, watched, &mut model, false);
+    };
+    let key = model_key(experiment)?;
+    let (mut model, reused) = match cache.take(&key) {
+        Some(model) => (model, true),
+        None => (load_model(experiment, &loading)?, false),
+    };
+    let result = run_with(experiment, options, cancel, tx, calls, run, watched, &mut model, reused);
+    cache.keep(key, model);
+    result
+}
+
+/// The run on a loaded `model` (`reused` from an earlier run: only its conditioning may need setting).
+#[allow(clippy::too_many_arguments, reason = "the run's parts, each used once")]
+fn run_with(
+    experiment: &Experiment,
+    options: &RunOptions,
+    cancel: &AtomicBool,
+    tx: &Sender<LabEvent>,
+    calls: &mut (usize, usize),
+    run: ShardPlan,
+    watched: Option<usize>,
+    model: &mut LoadedModel,
+    reused: bool,
+) -> Result<(), Stop> {
     let ShardPlan {
         cells,
         references,
         out,
         items: shard_items,
-    } = shard_plan(experiment, planned, options.shard)?;
+    } = run;
     let out = out.as_path();
     let tallied = shard_items.is_some();
-    if watched.is_none() && !options.force && reuse_all(&cells, out, tallied, tx) {
-        return Ok(());
-    }
-    let LoadedModel {
-        mut denoiser,
-        sample_shape,
-        provider,
-        providers_note,
-        providers_summary,
-        decoder,
-        image_shape,
-        vae_batch,
-        preview,
-        conditions,
-        notes,
-    } = load_model(experiment)?;
-    check_guidance(&cells, &conditions, denoiser.is_conditional())?;
+    let mut notes = match reused {
+        true => vec![format!(
+            "the model is unchanged: its networks stay loaded ({})",
+            model.provider
+        )],
+        false => std::mem::take(&mut model.notes),
+    };
+    notes.extend(model.condition(experiment)?);
+    check_guidance(&cells, &model.conditions, model.denoiser.is_conditional())?;
     let decode_every = match experiment.preview {
-        Preview::Decode { .. } if decoder.is_none() => {
+        Preview::Decode { .. } if model.decoder.is_none() => {
             let _ = tx.send(LabEvent::Log(
                 "[sampling] preview = \"decode\": the model has no VAE decoder; its previews are its samples"
                     .into(),
@@ -106,6 +134,7 @@ fn run_inner(
         Preview::Decode { every } => Some(every),
         Preview::Approx => None,
     };
+    let (sample_shape, image_shape) = (model.sample_shape, model.image_shape);
     let item: usize = sample_shape.iter().product();
     if experiment.noise == NoiseKind::Torch && item < 16 && experiment.init_noise.is_none() {
         return Err(Stop::Error(format!(
@@ -120,9 +149,9 @@ fn run_inner(
     let _ = tx.send(LabEvent::Planned {
         cells: cells.clone(),
         sample_shape: display_shape(image_shape),
-        provider: provider.clone(),
-        providers_note,
-        providers_summary,
+        provider: model.provider.clone(),
+        providers_note: model.providers_note.clone(),
+        providers_summary: model.providers_summary.clone(),
     });
     for note in notes {
         let _ = tx.send(LabEvent::Log(note));
@@ -150,6 +179,7 @@ fn run_inner(
         let _ = tx.send(LabEvent::Log("every cell is up to date".into()));
         return Ok(());
     }
+    let provider = model.provider.clone();
     let mut lab = Batch {
         per_lane: 1,
         states: Vec::new(),
@@ -160,16 +190,17 @@ fn run_inner(
         quality: load_quality(experiment)?,
         init_noise,
         torch_noise: experiment.noise == NoiseKind::Torch,
-        uncond: conditions.uncond,
+        uncond: model.conditions.uncond,
         ctx: Finish {
             out,
             pictures: Pictures {
                 decode_every,
-                decoder,
-                preview,
+                // Lent to the run and handed back below, however the run ends.
+                decoder: model.decoder.take(),
+                preview: model.preview.clone(),
                 image_shape,
                 sample_shape,
-                vae_batch,
+                vae_batch: model.vae_batch,
             },
             provider: &provider,
             batch: experiment.batch,
@@ -183,15 +214,30 @@ fn run_inner(
         progress_file: tallied.then(|| ProgressWriter::new(out)),
         tx,
     };
-    // The reference solves the pending cells are compared with come first, so each cell is scored as
-    // soon as it finishes.
-    let unsolved = lab.load_solutions(&needed_references(&cells, &pending, &references))?;
+    let denoiser = model.denoiser.as_mut();
+    let result = drive_all(&mut lab, &cells, pending, &references, denoiser, cancel, calls);
+    model.decoder = lab.ctx.pictures.decoder.take();
+    result
+}
+
+/// The reference solves the pending cells are compared with come first, so each cell is scored as soon as
+/// it finishes; then the pending cells.
+fn drive_all<'a>(
+    lab: &mut Batch<'a>,
+    cells: &'a [Cell],
+    pending: Vec<usize>,
+    references: &'a [Cell],
+    denoiser: &mut dyn crate::engine::Denoiser,
+    cancel: &AtomicBool,
+    calls: &mut (usize, usize),
+) -> Result<(), Stop> {
+    let unsolved = lab.load_solutions(&needed_references(cells, &pending, references))?;
     if !unsolved.is_empty() {
-        lab.begin(&references, unsolved, true)?;
-        lab.drive(denoiser.as_mut(), cancel, calls)?;
+        lab.begin(references, unsolved, true)?;
+        lab.drive(denoiser, cancel, calls)?;
     }
-    lab.begin(&cells, pending, false)?;
-    lab.drive(denoiser.as_mut(), cancel, calls)
+    lab.begin(cells, pending, false)?;
+    lab.drive(denoiser, cancel, calls)
 }
 
 /// Watches the `count` shards writing into the output folder and merges them when they are done; the

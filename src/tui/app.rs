@@ -119,6 +119,8 @@ pub struct State {
     /// The providers that did not run, in a few words, for the status line.
     pub providers_summary: String,
     pub run: RunState,
+    /// The network the lab is loading, until the run is planned ("loading unet (3.4 GB)…").
+    pub loading: Option<String>,
     /// The lab run whose events count; events of older runs are dropped.
     pub generation: u64,
     /// A run to start once the current one has stopped (force flag).
@@ -200,6 +202,7 @@ impl State {
             providers_note: String::new(),
             providers_summary: String::new(),
             run: RunState::Idle,
+            loading: None,
             generation: 0,
             pending_start: None,
             view: View::Samplers,
@@ -453,6 +456,7 @@ impl State {
                 providers_note,
                 providers_summary,
             } => {
+                self.loading = None;
                 // Keep what the previous run showed for cells that are still there, until they report.
                 let old = std::mem::take(&mut self.cells);
                 self.image_counter += 1;
@@ -540,6 +544,7 @@ impl State {
                     c.shards = Some((shards_done, shards));
                 }
             }
+            LabEvent::Loading(what) => self.loading = Some(what),
             LabEvent::Log(line) => self.push_log(line),
             LabEvent::Finished {
                 cancelled,
@@ -548,6 +553,7 @@ impl State {
                 unbatched_model_calls,
                 wall_s,
             } => {
+                self.loading = None;
                 if let Some(e) = &error {
                     self.push_log(format!("error: {e}"));
                 } else if cancelled {

@@ -31,6 +31,7 @@ use app::{Effect, ImageSlot, Msg, State};
 use images::ImageMode;
 
 use crate::experiment::Experiment;
+use crate::lab::model_cache::ModelCache;
 use crate::lab::{self, CancelSwitch, RunOptions};
 
 /// The shortest time between two frames (a frame costs little; this caps the bytes sent while
@@ -127,6 +128,7 @@ async fn main_loop(
     let mut runner = Runner {
         tx: tx.clone(),
         lab: None,
+        models: ModelCache::default(),
     };
     let effects = state.start();
     runner.apply(&state, effects);
@@ -237,6 +239,9 @@ fn request_images(
 struct Runner {
     tx: UnboundedSender<Msg>,
     lab: Option<CancelSwitch>,
+    /// The networks one run loaded, for the next run on the same model (a save that changes samplers, steps,
+    /// guidance, prompts or quality settings starts without loading them again).
+    models: ModelCache,
 }
 
 impl Runner {
@@ -256,6 +261,7 @@ impl Runner {
                             save_samples: false,
                             shard: None,
                             watch_shards: true,
+                            models: Some(self.models.clone()),
                         },
                     );
                     self.lab = Some(handle.cancel_switch());

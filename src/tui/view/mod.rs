@@ -164,10 +164,13 @@ fn draw_status(frame: &mut Frame, state: &State, area: Rect) {
     let done = state.cells.iter().filter(|c| c.result.is_some()).count();
     let run = match &state.run {
         RunState::Idle => Span::raw(" idle").dim(),
-        RunState::Running => Span::styled(
-            format!(" running {done}/{}", state.cells.len()),
-            Color::Yellow,
-        ),
+        RunState::Running => match &state.loading {
+            Some(what) => Span::styled(format!(" {what}"), Color::Yellow),
+            None => Span::styled(
+                format!(" running {done}/{}", state.cells.len()),
+                Color::Yellow,
+            ),
+        },
         RunState::Cancelling => Span::styled(" cancelling", Color::Yellow),
         RunState::Finished { error: Some(_), .. } => Span::styled(" failed", Color::Red),
         RunState::Finished {
