@@ -73,12 +73,22 @@ fn run_inner(
         .flatten();
     let run = shard_plan(experiment, planned, options.shard)?;
     let tallied = run.items.is_some();
-    if watched.is_none() && !options.force && reuse_all(&run.cells, &run.out, tallied, tx) {
-        return Ok(());
-    }
     let loading = |what: String| {
         let _ = tx.send(LabEvent::Loading(format!("{what}…")));
     };
+    if watched.is_none() && !options.force && reuse_all(&run.cells, &run.out, tallied, tx) {
+        // Where networks are kept (the dashboard), they are loaded now, after every cell is shown, so the
+        // first edit that needs a run does not wait for them.
+        if let Some(cache) = &options.models {
+            let key = model_key(experiment)?;
+            let model = match cache.take(&key) {
+                Some(model) => model,
+                None => load_model(experiment, &loading)?,
+            };
+            cache.keep(key, model);
+        }
+        return Ok(());
+    }
     let Some(cache) = &options.models else {
         let mut model = load_model(experiment, &loading)?;
         return run_with(experiment, options, cancel, tx, calls, run, watched, &mut model, false);
