@@ -758,3 +758,36 @@ fn edm_samplers_on_a_variance_preserving_model_are_warned_at_the_name() {
     let trained = Experiment::parse(&path, &edm(&model, "edm-euler")).unwrap();
     assert!(trained.warnings.is_empty(), "{:?}", trained.warnings_for(0));
 }
+
+/// `[model.cuda]` and `[model.tensorrt]` take ONNX Runtime's provider options by their key names; TF32 is off
+/// unless asked for (so GPU fp32 matches the CPU parity tests), and a value ONNX Runtime does not take is an
+/// error at its key.
+#[test]
+fn cuda_and_tensorrt_options_use_onnx_runtimes_keys() {
+    let model = |tables: &str| {
+        format!("[model]\npath = \"analytic\"\nsample_shape = [1, 4, 4]\n{tables}[[sampler]]\nname = \"ddim\"\nsteps = 4\n")
+    };
+    let e = Experiment::parse(&dir().join("test.toml"), &model("")).unwrap();
+    assert!(!e.model.cuda.tf32, "TF32 off by default");
+    let text = model(
+        "[model.cuda]\ntf32 = true\ncudnn_conv_algo_search = \"heuristic\"\narena_extend_strategy = \"same_as_requested\"\n\
+         gpu_mem_limit = 8000000000\nprefer_nhwc = true\n[model.tensorrt]\nfp16 = true\nbuilder_optimization_level = 5\n",
+    );
+    let e = Experiment::parse(&dir().join("test.toml"), &text).unwrap();
+    let c = &e.model.cuda;
+    assert!(c.tf32 && c.prefer_nhwc && !c.cuda_graph);
+    assert_eq!(c.cudnn_conv_algo_search.as_deref(), Some("heuristic"));
+    assert_eq!(c.arena_extend_strategy.as_deref(), Some("same_as_requested"));
+    assert_eq!(c.gpu_mem_limit, Some(8_000_000_000));
+    assert_eq!(e.model.tensorrt_builder_optimization_level, Some(5));
+    assert_eq!(e.model.tensorrt_layer_norm_fp32_fallback, None, "on with fp16 when unset");
+    let e = error_of(&model("[model.cuda]\ncudnn_conv_algo_search = \"fastest\"\n"));
+    assert!(
+        e.contains("`model.cuda.cudnn_conv_algo_search`: \"fastest\" is not one of exhaustive, heuristic, default"),
+        "{e}"
+    );
+    let e = error_of(&model("[model.tensorrt]\nbuilder_optimization_level = 7\n"));
+    assert!(e.contains("`model.tensorrt.builder_optimization_level`: must be from 0 to 5"), "{e}");
+    let e = error_of(&model("[model.cuda]\ntf_32 = true\n"));
+    assert!(e.contains("tf_32") && e.contains("did you mean `tf32`"), "{e}");
+}

@@ -94,6 +94,7 @@ impl InfoArgs {
                 trt_engine_cache: self.trt_cache.clone(),
                 trt_max_workspace: self.trt_workspace_mib.map(|m| m << 20),
                 trt_profile: None,
+                ..ProviderOptions::default()
             },
             prediction_type: self.prediction_type,
             roles: self.roles.iter().cloned().collect::<RoleOverrides>(),

@@ -91,6 +91,36 @@ pub struct ProviderOptions {
     pub trt_max_workspace: Option<usize>,
     /// TensorRT's min/opt/max input shapes; engines are cached per profile.
     pub trt_profile: Option<ShapeProfile>,
+    /// TensorRT's builder optimization level (0–5); `None` leaves ONNX Runtime's default (3).
+    pub trt_builder_optimization_level: Option<u8>,
+    /// Keep LayerNorm in fp32 inside fp16 engines; `None`: on when `trt_fp16` is.
+    pub trt_layer_norm_fp32_fallback: Option<bool>,
+    /// Capture TensorRT's (or CUDA's) launches in a CUDA graph.
+    pub trt_cuda_graph: bool,
+    /// The CUDA provider's settings, also for the nodes TensorRT leaves to CUDA.
+    pub cuda: CudaOptions,
+}
+
+/// `[model.cuda]`: ONNX Runtime's CUDA provider options, by its key names.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CudaOptions {
+    /// `use_tf32`: off by default here (ONNX Runtime's default is on), so GPU fp32 results match the CPU's.
+    pub tf32: bool,
+    /// `cudnn_conv_algo_search`: exhaustive (ONNX Runtime's default), heuristic or default.
+    pub cudnn_conv_algo_search: Option<String>,
+    /// `arena_extend_strategy`: next_power_of_two (default) or same_as_requested.
+    pub arena_extend_strategy: Option<String>,
+    /// `gpu_mem_limit` in bytes.
+    pub gpu_mem_limit: Option<usize>,
+    /// `prefer_nhwc`.
+    pub prefer_nhwc: bool,
+    /// `enable_cuda_graph`.
+    pub cuda_graph: bool,
+}
+
+impl CudaOptions {
+    pub const CONV_SEARCH: [&'static str; 3] = ["exhaustive", "heuristic", "default"];
+    pub const ARENA: [&'static str; 2] = ["next_power_of_two", "same_as_requested"];
 }
 
 impl Default for ProviderOptions {
@@ -103,6 +133,10 @@ impl Default for ProviderOptions {
             trt_engine_cache: None,
             trt_max_workspace: None,
             trt_profile: None,
+            trt_builder_optimization_level: None,
+            trt_layer_norm_fp32_fallback: None,
+            trt_cuda_graph: false,
+            cuda: CudaOptions::default(),
         }
     }
 }
@@ -125,6 +159,16 @@ impl ProviderOptions {
             return out.join("trt-engines");
         }
         crate::cache_dir::cache_dir().join("trt-engines")
+    }
+}
+
+/// A model's TensorRT engine folder under the cache: one per model (by its files' fingerprint) and shape
+/// profile. The timing cache above it is shared: it is keyed by layer, not by model.
+pub fn engine_dir(cache: &Path, model_fingerprint: &str, profile: Option<&ShapeProfile>) -> PathBuf {
+    let model = cache.join(format!("model-{model_fingerprint}"));
+    match profile {
+        Some(profile) => model.join(format!("profile-{}", profile.key())),
+        None => model,
     }
 }
 
@@ -258,6 +302,16 @@ pub fn nodes_per_provider(profile_json: &str) -> Result<BTreeMap<String, usize>,
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn engines_are_kept_per_model_fingerprint_and_profile() {
+        let cache = Path::new("/c/trt-engines");
+        let a = engine_dir(cache, "0123456789abcdef", None);
+        let b = engine_dir(cache, "fedcba9876543210", None);
+        assert_eq!(a, Path::new("/c/trt-engines/model-0123456789abcdef"));
+        assert_ne!(a, b, "two fine-tunes of one file name never share an engine");
+    }
+
     use super::*;
 
     #[test]

@@ -13,6 +13,7 @@ use ort::value::{Outlet, TensorElementType, ValueType};
 use super::error::{EngineError, is_model_error, model_load_error, ort_error};
 use super::model_file::check_model_file;
 use super::providers::{
+    engine_dir,
     AttemptOutcome, ProviderAttempt, ProviderKind, ProviderOptions, clean_ort_message,
     nodes_per_provider,
 };
@@ -230,6 +231,7 @@ fn provider_available(rt: &Runtime, kind: ProviderKind) -> Result<(), String> {
 /// The execution providers to register for an attempt on `kind`.
 fn provider_dispatch(
     rt: &Runtime,
+    path: &Path,
     kind: ProviderKind,
     options: &OnnxOptions,
     preference: &[ProviderKind],
@@ -238,10 +240,7 @@ fn provider_dispatch(
     match kind {
         ProviderKind::TensorRt => {
             let timing = prefs.engine_cache_dir(options.output_dir.as_deref());
-            let engines = match &prefs.trt_profile {
-                Some(profile) => timing.join(format!("profile-{}", profile.key())),
-                None => timing.clone(),
-            };
+            let engines = engine_dir(&timing, &model_fingerprint(path), prefs.trt_profile.as_ref());
             let _ = std::fs::create_dir_all(&engines);
             let mut trt = ep::TensorRT::default()
                 .with_device_id(prefs.device_id)
@@ -259,22 +258,24 @@ fn provider_dispatch(
                     .with_profile_opt_shapes(&profile.opt)
                     .with_profile_max_shapes(&profile.max);
             }
+            if let Some(level) = prefs.trt_builder_optimization_level {
+                trt = trt.with_builder_optimization_level(level);
+            }
+            let layer_norm_fp32 = prefs.trt_layer_norm_fp32_fallback.unwrap_or(prefs.trt_fp16);
+            trt = trt
+                .with_layer_norm_fp32_fallback(layer_norm_fp32)
+                .with_cuda_graph(prefs.trt_cuda_graph);
             let mut eps = vec![trt.build().error_on_failure()];
-            // Nodes TensorRT cannot take go to CUDA rather than the CPU, when CUDA was asked for too.
+            // Nodes TensorRT cannot take go to CUDA rather than the CPU, when CUDA was asked for too; a CUDA
+            // that fails to register fails the attempt, in words, rather than leaving those nodes to the CPU.
             if preference.contains(&ProviderKind::Cuda)
                 && provider_available(rt, ProviderKind::Cuda).is_ok()
             {
-                let cuda = ep::CUDA::default().with_device_id(prefs.device_id);
-                eps.push(cuda.build().fail_silently());
+                eps.push(cuda_provider(prefs).build().error_on_failure());
             }
             eps
         }
-        ProviderKind::Cuda => vec![
-            ep::CUDA::default()
-                .with_device_id(prefs.device_id)
-                .build()
-                .error_on_failure(),
-        ],
+        ProviderKind::Cuda => vec![cuda_provider(prefs).build().error_on_failure()],
         // ort's CPU default would turn the memory arena off; keep ONNX Runtime's default (on).
         ProviderKind::Cpu => vec![
             ep::CPU::default()
@@ -283,6 +284,39 @@ fn provider_dispatch(
                 .error_on_failure(),
         ],
     }
+}
+
+/// What the model's engines are cached under: the digest of every file it reads (its graph and external
+/// weights), so a fine-tune with the same file names never runs another's engine. An unreadable file (which
+/// ONNX Runtime will name when it loads) shares the "unread" folder.
+fn model_fingerprint(path: &Path) -> String {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    super::fingerprint::network_files(path)
+        .ok()
+        .and_then(|files| super::fingerprint::files_digest(dir, &files).ok())
+        .map_or_else(|| "unread".into(), |d| d[..16].to_string())
+}
+
+/// The CUDA provider with `[model.cuda]`'s settings (TF32 off unless asked for).
+fn cuda_provider(prefs: &ProviderOptions) -> ep::CUDA {
+    let c = &prefs.cuda;
+    let mut cuda = ep::CUDA::default()
+        .with_device_id(prefs.device_id)
+        .with_tf32(c.tf32)
+        .with_prefer_nhwc(c.prefer_nhwc)
+        .with_cuda_graph(c.cuda_graph);
+    cuda = match c.cudnn_conv_algo_search.as_deref() {
+        Some("heuristic") => cuda.with_conv_algorithm_search(ep::cuda::ConvAlgorithmSearch::Heuristic),
+        Some("default") => cuda.with_conv_algorithm_search(ep::cuda::ConvAlgorithmSearch::Default),
+        _ => cuda,
+    };
+    if c.arena_extend_strategy.as_deref() == Some("same_as_requested") {
+        cuda = cuda.with_arena_extend_strategy(ep::ArenaExtendStrategy::SameAsRequested);
+    }
+    if let Some(bytes) = c.gpu_mem_limit {
+        cuda = cuda.with_memory_limit(bytes);
+    }
+    cuda
 }
 
 /// One attempt on `kind`: the session, or what became of the attempt. A model the CPU cannot load (or that is
@@ -297,7 +331,7 @@ fn try_provider(
     if let Err(reason) = provider_available(rt, kind) {
         return Ok(Err(AttemptOutcome::NotAvailable(reason)));
     }
-    let eps = provider_dispatch(rt, kind, options, preference);
+    let eps = provider_dispatch(rt, path, kind, options, preference);
     let mut builder = match base_builder(rt, options)?.with_execution_providers(eps) {
         Ok(builder) => builder,
         Err(e) => {

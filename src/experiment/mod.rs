@@ -91,6 +91,13 @@ pub struct ModelSpec {
     pub tensorrt_fp16: bool,
     pub tensorrt_engine_cache: Option<PathBuf>,
     pub tensorrt_max_workspace: Option<usize>,
+    /// `[model.tensorrt]` builder_optimization_level (0–5).
+    pub tensorrt_builder_optimization_level: Option<u8>,
+    /// `[model.tensorrt]` layer_norm_fp32_fallback; `None`: on with fp16.
+    pub tensorrt_layer_norm_fp32_fallback: Option<bool>,
+    pub tensorrt_cuda_graph: bool,
+    /// `[model.cuda]`: the CUDA provider's settings.
+    pub cuda: crate::engine::providers::CudaOptions,
     /// Role → tensor name, for names difflab does not recognise by itself.
     pub roles: RoleOverrides,
     /// One sample's C, H, W where the model does not fix it (and for the analytic model).

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use serde_json::{Map, Value};
 use toml::Spanned;
 
-use super::schema::ModelSection;
+use super::schema::{ModelSection, TensorRtSection};
 use super::{ExperimentError, ModelSource, ModelSpec, Reading, closest};
 use crate::engine::limits::{cap_threads, check_sample_shape};
+use crate::engine::providers::CudaOptions;
 use crate::engine::{ProviderKind, Role, RoleOverrides};
 use crate::sampler::PredictionType;
 use crate::sampler::config::read_training_schedule;
@@ -48,6 +49,10 @@ impl Reading<'_> {
                 .and_then(|t| t.engine_cache.as_deref())
                 .map(|p| self.resolve(p)),
             tensorrt_max_workspace: trt.and_then(|t| t.max_workspace),
+            tensorrt_builder_optimization_level: self.trt_level(trt)?,
+            tensorrt_layer_norm_fp32_fallback: trt.and_then(|t| t.layer_norm_fp32_fallback),
+            tensorrt_cuda_graph: trt.and_then(|t| t.cuda_graph).unwrap_or(false),
+            cuda: self.cuda(m)?,
             roles: self.roles(m)?,
             sample_shape,
             vae_decoder,
@@ -237,6 +242,52 @@ impl Reading<'_> {
             ));
         }
         Ok(providers)
+    }
+
+    /// `model.tensorrt.builder_optimization_level`: 0 to 5, as TensorRT's builder takes it.
+    fn trt_level(&self, trt: Option<&TensorRtSection>) -> Result<Option<u8>, ExperimentError> {
+        let Some(level) = trt.and_then(|t| t.builder_optimization_level.as_ref()) else {
+            return Ok(None);
+        };
+        match *level.get_ref() {
+            l @ 0..=5 => Ok(Some(l)),
+            _ => Err(self.error(
+                level.span(),
+                "model.tensorrt.builder_optimization_level",
+                "must be from 0 to 5 (TensorRT's default is 3; higher builds slower, may run faster)",
+            )),
+        }
+    }
+
+    /// `[model.cuda]`, with ONNX Runtime's key names; a choice outside ONNX Runtime's is an error at its key.
+    fn cuda(&self, m: &ModelSection) -> Result<CudaOptions, ExperimentError> {
+        let Some(c) = &m.cuda else {
+            return Ok(CudaOptions::default());
+        };
+        let choice = |value: &Option<Spanned<String>>, key: &str, allowed: &[&str]| {
+            let Some(v) = value else { return Ok(None) };
+            if allowed.contains(&v.get_ref().as_str()) {
+                return Ok(Some(v.get_ref().clone()));
+            }
+            let message = format!("{:?} is not one of {}", v.get_ref(), allowed.join(", "));
+            Err(self.error(v.span(), key, message))
+        };
+        Ok(CudaOptions {
+            tf32: c.tf32.unwrap_or(false),
+            cudnn_conv_algo_search: choice(
+                &c.cudnn_conv_algo_search,
+                "model.cuda.cudnn_conv_algo_search",
+                &CudaOptions::CONV_SEARCH,
+            )?,
+            arena_extend_strategy: choice(
+                &c.arena_extend_strategy,
+                "model.cuda.arena_extend_strategy",
+                &CudaOptions::ARENA,
+            )?,
+            gpu_mem_limit: c.gpu_mem_limit,
+            prefer_nhwc: c.prefer_nhwc.unwrap_or(false),
+            cuda_graph: c.cuda_graph.unwrap_or(false),
+        })
     }
 
     /// `model.vae_batch`: at least 1.

@@ -32,6 +32,7 @@ pub(super) struct ModelSection {
     pub runtime: Option<String>,
     pub threads: Option<Spanned<usize>>,
     pub tensorrt: Option<TensorRtSection>,
+    pub cuda: Option<CudaSection>,
     pub roles: Option<BTreeMap<Spanned<String>, String>>,
     pub sample_shape: Option<Spanned<[usize; 3]>>,
     pub vae_decoder: Option<Spanned<String>>,
@@ -56,6 +57,20 @@ pub(super) struct TensorRtSection {
     pub fp16: Option<bool>,
     pub engine_cache: Option<String>,
     pub max_workspace: Option<usize>,
+    pub builder_optimization_level: Option<Spanned<u8>>,
+    pub layer_norm_fp32_fallback: Option<bool>,
+    pub cuda_graph: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CudaSection {
+    pub tf32: Option<bool>,
+    pub cudnn_conv_algo_search: Option<Spanned<String>>,
+    pub arena_extend_strategy: Option<Spanned<String>>,
+    pub gpu_mem_limit: Option<usize>,
+    pub prefer_nhwc: Option<bool>,
+    pub cuda_graph: Option<bool>,
 }
 
 #[derive(Deserialize)]
