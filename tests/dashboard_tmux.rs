@@ -377,7 +377,8 @@ fn bare_difflab_without_a_default_experiment_says_what_to_do() {
 }
 
 /// Opened on an experiment whose shards are writing into its output folder, the dashboard runs nothing
-/// itself: it shows each cell's samples across the shards, and merges them once the last shard is done.
+/// itself (nor loads the model): it shows each cell's samples across the shards, and merges them once the
+/// last shard is done.
 #[test]
 fn the_dashboard_watches_a_sharded_run_and_merges_it() {
     if !have_tmux("the dashboard's sharded-run test") {
@@ -405,7 +406,9 @@ fn the_dashboard_watches_a_sharded_run_and_merges_it() {
     let minute = Duration::from_secs(60);
     tmux.send(&[&format!("{} ui lab.toml", bin.display()), "Enter"]);
     tmux.wait_for("shard progress", minute, |s| {
-        s.contains("shards 1/2 · 3/6 samples") && s.contains("watching 2 shards")
+        s.contains("shards 1/2 · 3/6 samples")
+            && s.contains("watching 2 shards")
+            && s.contains("it is not loaded here")
     });
     shard(1);
     tmux.wait_for("the merged cells", minute, |s| {

@@ -132,6 +132,31 @@ pub fn load_model(
     }
 }
 
+/// One finished image's C, H, W as the configs give it, without loading a network: the latent shape (from
+/// `sample_shape` or the U-Net's config) times the VAE's scale. `None` where only a loaded U-Net can tell.
+pub fn image_shape_unloaded(experiment: &Experiment) -> Option<[usize; 3]> {
+    let m = &experiment.model;
+    let (latent, vae) = match &m.source {
+        ModelSource::Analytic => return Some(m.sample_shape.unwrap_or([1, 8, 8])),
+        ModelSource::Pipeline(dir) => {
+            let folder = read_pipeline(dir).ok()?;
+            (m.sample_shape.or(folder.latent_shape())?, folder.vae_decoder)
+        }
+        ModelSource::Onnx(_) => {
+            let vae = match &m.vae_decoder {
+                Some(path) => Some(read_vae_decoder(path).ok()?),
+                None => None,
+            };
+            (m.sample_shape?, vae)
+        }
+    };
+    let [_, h, w] = latent;
+    Some(match vae {
+        Some(v) => [3, h * v.scale_factor, w * v.scale_factor],
+        None => latent,
+    })
+}
+
 /// "loading unet (3.4 GB)": the network by its folder in a pipeline (else its file name) and the size of
 /// every file it reads.
 fn loading_line(model: &Path) -> String {

@@ -12,7 +12,7 @@ use super::events::{LabEvent, RunOptions};
 use super::finish::{Finish, Pictures};
 use super::lockstep::Batch;
 use super::merge::merge;
-use super::model::{LoadedModel, load_features, load_model};
+use super::model::{LoadedModel, image_shape_unloaded, load_features, load_model};
 use super::model_cache::model_key;
 use super::plan::{Cell, Plan, plan, plan_run};
 use super::results::Results;
@@ -88,6 +88,17 @@ fn run_inner(
             cache.keep(key, model);
         }
         return Ok(());
+    }
+    // Shards run the model; watching them needs only the shape of their images.
+    if let Some((count, image_shape)) = watched.zip(image_shape_unloaded(experiment)) {
+        let _ = tx.send(LabEvent::Planned {
+            cells: run.cells.clone(),
+            sample_shape: display_shape(image_shape),
+            provider: "shards".into(),
+            providers_note: format!("{count} shards run the model; it is not loaded here"),
+            providers_summary: String::new(),
+        });
+        return watch_and_merge(experiment, &run.cells, count, cancel, tx);
     }
     let Some(cache) = &options.models else {
         let mut model = load_model(experiment, &loading)?;
