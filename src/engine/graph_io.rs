@@ -66,83 +66,81 @@ struct Dimension {
 
 /// The graph's declared inputs and outputs, in order.
 pub fn declared_io(path: &Path) -> Result<(Vec<TensorSpec>, Vec<TensorSpec>), String> {
-    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let end = file
-        .metadata()
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .len();
-    let mut reader = BufReader::new(file);
-    let bad = |what: &str| format!("{}: {what}; is it an ONNX model?", path.display());
-    let graph = find_field(&mut reader, end, MODEL_GRAPH)
-        .map_err(|e| bad(&e))?
-        .ok_or_else(|| bad("it has no graph"))?;
     let (mut inputs, mut outputs) = (Vec::new(), Vec::new());
-    let mut pos = graph.0;
-    reader
-        .seek(SeekFrom::Start(pos))
-        .map_err(|e| bad(&e.to_string()))?;
-    while pos < graph.1 {
-        let (field, wire) = read_tag(&mut reader, &mut pos).map_err(|e| bad(&e))?;
-        let len = skip_or_len(&mut reader, &mut pos, wire).map_err(|e| bad(&e))?;
-        let Some(len) = len else { continue };
+    let has_graph = walk_graph(path, &mut |field, reader, pos, len| {
         let list = match field {
             GRAPH_INPUT => &mut inputs,
             GRAPH_OUTPUT => &mut outputs,
-            _ => {
-                reader
-                    .seek_relative(len as i64)
-                    .map_err(|e| bad(&e.to_string()))?;
-                pos += len;
-                continue;
-            }
+            _ => return Ok(false),
         };
         let mut bytes = vec![0; len as usize];
         reader
             .read_exact(&mut bytes)
-            .map_err(|_| bad("it ends inside its graph"))?;
-        pos += len;
-        let info = ValueInfo::decode(bytes.as_slice()).map_err(|e| bad(&e.to_string()))?;
+            .map_err(|_| "it ends inside its graph".to_string())?;
+        *pos += len;
+        let info = ValueInfo::decode(bytes.as_slice()).map_err(|e| e.to_string())?;
         list.push(spec_of(info));
+        Ok(true)
+    })?;
+    match has_graph {
+        true => Ok((inputs, outputs)),
+        false => Err(not_onnx(path, "it has no graph")),
     }
-    Ok((inputs, outputs))
 }
 
 /// The files, relative to the model's folder, that its initializers keep their weights in (the `location` of
 /// each external-data tensor: `model.onnx_data` for Optimum's exports), each once, in order of first use.
 /// Weights inside the file are skipped, never read.
 pub fn external_data(path: &Path) -> Result<Vec<String>, String> {
+    let mut locations = Vec::new();
+    walk_graph(path, &mut |field, reader, pos, len| {
+        if field != GRAPH_INITIALIZER {
+            return Ok(false);
+        }
+        tensor_locations(reader, pos, *pos + len, &mut locations)?;
+        Ok(true)
+    })?;
+    Ok(locations)
+}
+
+/// What one length-delimited field of the graph is given to: its number, the reader at its start, the position
+/// (to advance past what it reads) and its length. It returns whether it read the field; the rest are skipped.
+type Visit<'a> = dyn FnMut(u64, &mut BufReader<File>, &mut u64, u64) -> Result<bool, String> + 'a;
+
+/// Walks the graph's length-delimited fields without reading the ones `visit` leaves; `Ok(false)` when the
+/// model has no graph.
+fn walk_graph(path: &Path, visit: &mut Visit<'_>) -> Result<bool, String> {
     let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let end = file
         .metadata()
         .map_err(|e| format!("{}: {e}", path.display()))?
         .len();
     let mut reader = BufReader::new(file);
-    let bad = |what: &str| format!("{}: {what}; is it an ONNX model?", path.display());
-    let Some(graph) = find_field(&mut reader, end, MODEL_GRAPH).map_err(|e| bad(&e))? else {
-        return Ok(Vec::new());
+    let bad = |what: String| not_onnx(path, &what);
+    let Some(graph) = find_field(&mut reader, end, MODEL_GRAPH).map_err(bad)? else {
+        return Ok(false);
     };
-    let mut locations = Vec::new();
     let mut pos = graph.0;
     reader
         .seek(SeekFrom::Start(pos))
-        .map_err(|e| bad(&e.to_string()))?;
+        .map_err(|e| bad(e.to_string()))?;
     while pos < graph.1 {
-        let (field, wire) = read_tag(&mut reader, &mut pos).map_err(|e| bad(&e))?;
-        let Some(len) = skip_or_len(&mut reader, &mut pos, wire).map_err(|e| bad(&e))? else {
+        let (field, wire) = read_tag(&mut reader, &mut pos).map_err(bad)?;
+        let Some(len) = skip_or_len(&mut reader, &mut pos, wire).map_err(bad)? else {
             continue;
         };
-        if field == GRAPH_INITIALIZER {
-            let tensor_end = pos + len;
-            tensor_locations(&mut reader, &mut pos, tensor_end, &mut locations)
-                .map_err(|e| bad(&e))?;
-        } else {
+        if !visit(field, &mut reader, &mut pos, len).map_err(bad)? {
             reader
                 .seek_relative(len as i64)
-                .map_err(|e| bad(&e.to_string()))?;
+                .map_err(|e| bad(e.to_string()))?;
             pos += len;
         }
     }
-    Ok(locations)
+    Ok(true)
+}
+
+fn not_onnx(path: &Path, what: &str) -> String {
+    format!("{}: {what}; is it an ONNX model?", path.display())
 }
 
 /// Adds the external-data locations of the TensorProto that ends at `end`, skipping its data.
