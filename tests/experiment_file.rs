@@ -651,7 +651,9 @@ fn every_shipped_experiment_loads_without_warnings() {
 #[test]
 fn karras_sigmas_run_at_any_step_count_and_only_real_repeats_are_refused() {
     let sampler = |path: &str, name: &str, steps: usize| {
-        format!("[model]\npath = \"{path}\"\nsample_shape = [1, 4, 4]\n[[sampler]]\nname = \"{name}\"\nsteps = {steps}\n")
+        format!(
+            "[model]\npath = \"{path}\"\nsample_shape = [1, 4, 4]\n[[sampler]]\nname = \"{name}\"\nsteps = {steps}\n"
+        )
     };
     for (path, name, steps) in [
         (SD1, "dpm++2m-karras", 50),
@@ -765,7 +767,9 @@ fn edm_samplers_on_a_variance_preserving_model_are_warned_at_the_name() {
 #[test]
 fn cuda_and_tensorrt_options_use_onnx_runtimes_keys() {
     let model = |tables: &str| {
-        format!("[model]\npath = \"analytic\"\nsample_shape = [1, 4, 4]\n{tables}[[sampler]]\nname = \"ddim\"\nsteps = 4\n")
+        format!(
+            "[model]\npath = \"analytic\"\nsample_shape = [1, 4, 4]\n{tables}[[sampler]]\nname = \"ddim\"\nsteps = 4\n"
+        )
     };
     let e = Experiment::parse(&dir().join("test.toml"), &model("")).unwrap();
     assert!(!e.model.cuda.tf32, "TF32 off by default");
@@ -777,17 +781,31 @@ fn cuda_and_tensorrt_options_use_onnx_runtimes_keys() {
     let c = &e.model.cuda;
     assert!(c.tf32 && c.prefer_nhwc && !c.cuda_graph);
     assert_eq!(c.cudnn_conv_algo_search.as_deref(), Some("heuristic"));
-    assert_eq!(c.arena_extend_strategy.as_deref(), Some("same_as_requested"));
+    assert_eq!(
+        c.arena_extend_strategy.as_deref(),
+        Some("same_as_requested")
+    );
     assert_eq!(c.gpu_mem_limit, Some(8_000_000_000));
     assert_eq!(e.model.tensorrt_builder_optimization_level, Some(5));
-    assert_eq!(e.model.tensorrt_layer_norm_fp32_fallback, None, "on with fp16 when unset");
-    let e = error_of(&model("[model.cuda]\ncudnn_conv_algo_search = \"fastest\"\n"));
+    assert_eq!(
+        e.model.tensorrt_layer_norm_fp32_fallback, None,
+        "on with fp16 when unset"
+    );
+    let e = error_of(&model(
+        "[model.cuda]\ncudnn_conv_algo_search = \"fastest\"\n",
+    ));
     assert!(
         e.contains("`model.cuda.cudnn_conv_algo_search`: \"fastest\" is not one of exhaustive, heuristic, default"),
         "{e}"
     );
     let e = error_of(&model("[model.tensorrt]\nbuilder_optimization_level = 7\n"));
-    assert!(e.contains("`model.tensorrt.builder_optimization_level`: must be from 0 to 5"), "{e}");
+    assert!(
+        e.contains("`model.tensorrt.builder_optimization_level`: must be from 0 to 5"),
+        "{e}"
+    );
     let e = error_of(&model("[model.cuda]\ntf_32 = true\n"));
-    assert!(e.contains("tf_32") && e.contains("did you mean `tf32`"), "{e}");
+    assert!(
+        e.contains("tf_32") && e.contains("did you mean `tf32`"),
+        "{e}"
+    );
 }

@@ -120,7 +120,10 @@ fn check_case_with(dir: &Path, folder: &str, case_name: &str, row: usize, sampli
 fn an_fp16_pipeline_folder_matches_the_fp32_pipelines_images() {
     for (case, row) in [("ddim_g7.5", 0), ("dpmpp_2m_g7.5", 1)] {
         let dir = temp_dir(&format!("fp16-{case}"));
-        let sampling = format!("seeds = 1\ninit_noise = {:?}\n", init_noise(&dir, "sd1", row));
+        let sampling = format!(
+            "seeds = 1\ninit_noise = {:?}\n",
+            init_noise(&dir, "sd1", row)
+        );
         check_models_against(&dir, "sd1-fp16", "sd1", case, row, &sampling, 1e-2);
     }
 }
@@ -654,7 +657,11 @@ fn a_pipeline_without_its_unet_config_names_the_file_and_sample_shape() {
 }
 
 /// Runs `text` with the kept networks of `models`; returns the events.
-fn run_kept(dir: &Path, text: &str, models: &difflab::lab::model_cache::ModelCache) -> Vec<LabEvent> {
+fn run_kept(
+    dir: &Path,
+    text: &str,
+    models: &difflab::lab::model_cache::ModelCache,
+) -> Vec<LabEvent> {
     let path = dir.join("exp.toml");
     std::fs::write(&path, text).unwrap();
     let experiment = Experiment::load(&path).unwrap();
@@ -697,7 +704,11 @@ fn unchanged_networks_stay_loaded_across_runs_and_prompts_are_encoded_again() {
         })
     };
     let first = run_kept(&dir, &text(2, "a cat"), &models);
-    assert_eq!(loads(&first), 3, "unet, vae_decoder, text_encoder: {first:#?}");
+    assert_eq!(
+        loads(&first),
+        3,
+        "unet, vae_decoder, text_encoder: {first:#?}"
+    );
     let steps = run_kept(&dir, &text(3, "a cat"), &models);
     assert_eq!((loads(&steps), kept(&steps)), (0, true), "{steps:#?}");
     let prompt = run_kept(&dir, &text(3, "a red circle"), &models);
@@ -716,7 +727,11 @@ fn unchanged_networks_stay_loaded_across_runs_and_prompts_are_encoded_again() {
     bytes.push(b'\n');
     std::fs::write(&config, bytes).unwrap();
     let changed = run_kept(&dir, &text(4, "a red circle"), &models);
-    assert_eq!((loads(&changed), kept(&changed)), (3, false), "{changed:#?}");
+    assert_eq!(
+        (loads(&changed), kept(&changed)),
+        (3, false),
+        "{changed:#?}"
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {

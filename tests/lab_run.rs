@@ -333,7 +333,11 @@ fn external_weights_are_part_of_the_key_and_an_up_to_date_run_loads_no_model() {
         .iter()
         .filter_map(|ev| match ev {
             LabEvent::CellDone { cached, images, .. } => {
-                assert_eq!(images.len(), 2 * 4 * 8 * 8, "the previews come back from the grid");
+                assert_eq!(
+                    images.len(),
+                    2 * 4 * 8 * 8,
+                    "the previews come back from the grid"
+                );
                 Some(*cached)
             }
             _ => None,

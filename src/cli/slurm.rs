@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::atomic_file::write_atomic;
 use crate::experiment::Experiment;
 use crate::lab::plan;
-use crate::atomic_file::write_atomic;
 use crate::lab::shard::Shard;
 
 #[derive(clap::Args, Debug)]

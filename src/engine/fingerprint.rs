@@ -40,8 +40,19 @@ impl Known {
     }
 
     fn same_file(&self, other: &Known) -> bool {
-        (self.size, self.mtime_ns, self.ctime_ns, self.inode, self.device)
-            == (other.size, other.mtime_ns, other.ctime_ns, other.inode, other.device)
+        (
+            self.size,
+            self.mtime_ns,
+            self.ctime_ns,
+            self.inode,
+            self.device,
+        ) == (
+            other.size,
+            other.mtime_ns,
+            other.ctime_ns,
+            other.inode,
+            other.device,
+        )
     }
 }
 
@@ -110,11 +121,7 @@ fn hash_file(path: &Path) -> std::io::Result<String> {
         }
         hash.update(&buf[..n]);
     }
-    Ok(hash
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Every file an ONNX network reads: the graph and the external-data files its initializers name (which must
@@ -146,11 +153,7 @@ pub fn files_digest(root: &Path, files: &[PathBuf]) -> std::io::Result<String> {
         hash.update([0]);
         hash.update(file_digest(file)?.as_bytes());
     }
-    Ok(hash
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]

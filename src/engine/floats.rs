@@ -70,7 +70,11 @@ impl FloatBuf {
 pub(super) fn read_floats(value: &DynValue) -> ort::Result<(Vec<i64>, Vec<f32>)> {
     let ty = match value.dtype() {
         ValueType::Tensor { ty, .. } => *ty,
-        other => return Err(ort::Error::new(format!("expected a float tensor, got {other}"))),
+        other => {
+            return Err(ort::Error::new(format!(
+                "expected a float tensor, got {other}"
+            )));
+        }
     };
     let (shape, data): (Vec<i64>, Vec<f32>) = match ty {
         TensorElementType::Float32 => {

@@ -9,8 +9,8 @@ use ort::session::SessionInputValue;
 use ort::value::{PrimitiveTensorElementType, Shape, TensorRef};
 
 use super::condition::{Condition, fixed_item_shape};
-use super::floats::FloatBuf;
 use super::denoiser::DenoiseError;
+use super::floats::FloatBuf;
 use super::roles::{ElemType, ModelRoles, Role, TensorSpec};
 
 /// A zero-copy tensor over `data`.

@@ -164,7 +164,11 @@ impl ProviderOptions {
 
 /// A model's TensorRT engine folder under the cache: one per model (by its files' fingerprint) and shape
 /// profile. The timing cache above it is shared: it is keyed by layer, not by model.
-pub fn engine_dir(cache: &Path, model_fingerprint: &str, profile: Option<&ShapeProfile>) -> PathBuf {
+pub fn engine_dir(
+    cache: &Path,
+    model_fingerprint: &str,
+    profile: Option<&ShapeProfile>,
+) -> PathBuf {
     let model = cache.join(format!("model-{model_fingerprint}"));
     match profile {
         Some(profile) => model.join(format!("profile-{}", profile.key())),
@@ -309,7 +313,10 @@ mod tests {
         let a = engine_dir(cache, "0123456789abcdef", None);
         let b = engine_dir(cache, "fedcba9876543210", None);
         assert_eq!(a, Path::new("/c/trt-engines/model-0123456789abcdef"));
-        assert_ne!(a, b, "two fine-tunes of one file name never share an engine");
+        assert_ne!(
+            a, b,
+            "two fine-tunes of one file name never share an engine"
+        );
     }
 
     use super::*;

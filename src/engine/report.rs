@@ -107,9 +107,12 @@ pub fn inspect(
         }
         let started = Instant::now();
         let mut times = Vec::new();
-        while plan.runs.map_or(times.is_empty() || started.elapsed() < plan.budget, |n| {
-            times.len() < n.max(1)
-        }) {
+        while plan
+            .runs
+            .map_or(times.is_empty() || started.elapsed() < plan.budget, |n| {
+                times.len() < n.max(1)
+            })
+        {
             let start = Instant::now();
             model.predict(&sample, &timesteps, &mut out)?;
             times.push(start.elapsed());

@@ -571,7 +571,12 @@ pub fn assign_roles(
     }
     if !matches!(
         timestep.elem,
-        ElemType::I64 | ElemType::I32 | ElemType::F32 | ElemType::F16 | ElemType::Bf16 | ElemType::F64
+        ElemType::I64
+            | ElemType::I32
+            | ElemType::F32
+            | ElemType::F16
+            | ElemType::Bf16
+            | ElemType::F64
     ) {
         return Err(RoleError::WrongType {
             role: Role::Timestep,

@@ -13,8 +13,7 @@ use ort::value::{Outlet, TensorElementType, ValueType};
 use super::error::{EngineError, is_model_error, model_load_error, ort_error};
 use super::model_file::check_model_file;
 use super::providers::{
-    engine_dir,
-    AttemptOutcome, ProviderAttempt, ProviderKind, ProviderOptions, clean_ort_message,
+    AttemptOutcome, ProviderAttempt, ProviderKind, ProviderOptions, clean_ort_message, engine_dir,
     nodes_per_provider,
 };
 use super::roles::{Dim, ElemType, RoleOverrides, TensorSpec};
@@ -240,7 +239,11 @@ fn provider_dispatch(
     match kind {
         ProviderKind::TensorRt => {
             let timing = prefs.engine_cache_dir(options.output_dir.as_deref());
-            let engines = engine_dir(&timing, &model_fingerprint(path), prefs.trt_profile.as_ref());
+            let engines = engine_dir(
+                &timing,
+                &model_fingerprint(path),
+                prefs.trt_profile.as_ref(),
+            );
             let _ = std::fs::create_dir_all(&engines);
             let mut trt = ep::TensorRT::default()
                 .with_device_id(prefs.device_id)
@@ -306,7 +309,9 @@ fn cuda_provider(prefs: &ProviderOptions) -> ep::CUDA {
         .with_prefer_nhwc(c.prefer_nhwc)
         .with_cuda_graph(c.cuda_graph);
     cuda = match c.cudnn_conv_algo_search.as_deref() {
-        Some("heuristic") => cuda.with_conv_algorithm_search(ep::cuda::ConvAlgorithmSearch::Heuristic),
+        Some("heuristic") => {
+            cuda.with_conv_algorithm_search(ep::cuda::ConvAlgorithmSearch::Heuristic)
+        }
         Some("default") => cuda.with_conv_algorithm_search(ep::cuda::ConvAlgorithmSearch::Default),
         _ => cuda,
     };

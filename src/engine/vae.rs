@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
+use super::denoiser::NonFinite;
 use super::error::{EngineError, ort_error};
 use super::floats::{FloatBuf, read_floats};
-use super::denoiser::NonFinite;
 use super::roles::{ElemType, TensorSpec};
 use super::session::{OnnxModel, OnnxOptions};
 

@@ -292,9 +292,15 @@ impl Reading<'_> {
 
     /// `model.vae_batch`: at least 1.
     fn vae_batch(&self, m: &ModelSection) -> Result<Option<usize>, ExperimentError> {
-        let Some(b) = &m.vae_batch else { return Ok(None) };
+        let Some(b) = &m.vae_batch else {
+            return Ok(None);
+        };
         if *b.get_ref() == 0 {
-            return Err(self.error(b.span(), "model.vae_batch", "must be at least 1 (images per VAE decoder call)"));
+            return Err(self.error(
+                b.span(),
+                "model.vae_batch",
+                "must be at least 1 (images per VAE decoder call)",
+            ));
         }
         Ok(Some(*b.get_ref()))
     }

@@ -28,9 +28,9 @@ pub mod tally;
 pub mod tensorrt;
 
 pub use crate::path_error::PathError;
+pub use events::{CancelSwitch, LabEvent, LabHandle, RunOptions, start};
 pub use plan::{Cell, Plan, plan, plan_run};
 pub use results::{AgainstReference, CellResult, Results};
-pub use events::{CancelSwitch, LabEvent, LabHandle, RunOptions, start};
 pub use runner::run;
 
 use std::time::{Duration, Instant};

@@ -140,7 +140,10 @@ pub fn image_shape_unloaded(experiment: &Experiment) -> Option<[usize; 3]> {
         ModelSource::Analytic => return Some(m.sample_shape.unwrap_or([1, 8, 8])),
         ModelSource::Pipeline(dir) => {
             let folder = read_pipeline(dir).ok()?;
-            (m.sample_shape.or(folder.latent_shape())?, folder.vae_decoder)
+            (
+                m.sample_shape.or(folder.latent_shape())?,
+                folder.vae_decoder,
+            )
         }
         ModelSource::Onnx(_) => {
             let vae = match &m.vae_decoder {
@@ -164,7 +167,9 @@ fn loading_line(model: &Path) -> String {
         Some("model.onnx") => model.parent().and_then(|p| p.file_name()),
         _ => model.file_name(),
     };
-    let name = name.map_or(model.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let name = name.map_or(model.display().to_string(), |n| {
+        n.to_string_lossy().into_owned()
+    });
     let bytes: u64 = crate::engine::fingerprint::network_files(model)
         .unwrap_or_default()
         .iter()

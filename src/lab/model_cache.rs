@@ -68,9 +68,5 @@ pub fn model_key(experiment: &Experiment) -> std::io::Result<String> {
             experiment.batch
         ));
     }
-    Ok(hash
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }

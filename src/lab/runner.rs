@@ -102,14 +102,18 @@ fn run_inner(
     }
     let Some(cache) = &options.models else {
         let mut model = load_model(experiment, &loading)?;
-        return run_with(experiment, options, cancel, tx, calls, run, watched, &mut model, false);
+        return run_with(
+            experiment, options, cancel, tx, calls, run, watched, &mut model, false,
+        );
     };
     let key = model_key(experiment)?;
     let (mut model, reused) = match cache.take(&key) {
         Some(model) => (model, true),
         None => (load_model(experiment, &loading)?, false),
     };
-    let result = run_with(experiment, options, cancel, tx, calls, run, watched, &mut model, reused);
+    let result = run_with(
+        experiment, options, cancel, tx, calls, run, watched, &mut model, reused,
+    );
     cache.keep(key, model);
     result
 }
@@ -236,7 +240,15 @@ fn run_with(
         tx,
     };
     let denoiser = model.denoiser.as_mut();
-    let result = drive_all(&mut lab, &cells, pending, &references, denoiser, cancel, calls);
+    let result = drive_all(
+        &mut lab,
+        &cells,
+        pending,
+        &references,
+        denoiser,
+        cancel,
+        calls,
+    );
     model.decoder = lab.ctx.pictures.decoder.take();
     result
 }

@@ -145,9 +145,11 @@ impl SampleFile {
                 bytes.extend_from_slice(&(v / 2.0 + 0.5).clamp(0.0, 1.0).to_le_bytes());
             }
             let row = self.row_of[first + k] as u64;
-            file.seek(SeekFrom::Start(self.data_start + row * (self.item * 4) as u64))
-                .and_then(|_| file.write_all(&bytes))
-                .map_err(at("write", &self.tmp))?;
+            file.seek(SeekFrom::Start(
+                self.data_start + row * (self.item * 4) as u64,
+            ))
+            .and_then(|_| file.write_all(&bytes))
+            .map_err(at("write", &self.tmp))?;
         }
         Ok(())
     }

@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
+use super::events::LabEvent;
 use super::merge::{read_manifest, shard_counts};
 use super::plan::{Cell, Plan};
 use super::results::Results;
-use crate::atomic_file::write_atomic;
-use super::events::LabEvent;
 use super::shard::{Shard, shard_folder};
+use crate::atomic_file::write_atomic;
 
 /// How often a shard rewrites its progress file, and the watcher looks.
 const EVERY: Duration = Duration::from_secs(1);

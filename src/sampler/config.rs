@@ -535,7 +535,8 @@ pub(super) fn parse_dpm(r: &mut Reader, c: Common, warnings: &mut Vec<String>) -
             return Err(ConfigError::Unsupported {
                 key: key.into(),
                 got: "true".into(),
-                reason: "difflab implements the default, Karras, exponential and beta sigmas".into(),
+                reason: "difflab implements the default, Karras, exponential and beta sigmas"
+                    .into(),
             });
         }
     }

@@ -237,8 +237,7 @@ impl Scheduler for DpmSolver {
             let log_sigmas: Vec<f64> = train_sigmas.iter().map(|&s| (s as f64).ln()).collect();
             // diffusers rounds Karras timesteps, except on the cosine schedule, and truncates the others
             // (its int64 cast).
-            let cosine = c.schedule.beta_schedule
-                == super::schedule::BetaSchedule::SquaredcosCapV2
+            let cosine = c.schedule.beta_schedule == super::schedule::BetaSchedule::SquaredcosCapV2
                 && c.schedule.trained_betas.is_none();
             let round = c.ramp == SigmaRamp::Karras && !cosine;
             let timesteps = ramp
