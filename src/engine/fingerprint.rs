@@ -121,7 +121,7 @@ fn hash_file(path: &Path) -> std::io::Result<String> {
         }
         hash.update(&buf[..n]);
     }
-    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&hash.finalize()))
 }
 
 /// Every file an ONNX network reads: the graph and the external-data files its initializers name (which must
@@ -153,7 +153,12 @@ pub fn files_digest(root: &Path, files: &[PathBuf]) -> std::io::Result<String> {
         hash.update([0]);
         hash.update(file_digest(file)?.as_bytes());
     }
-    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&hash.finalize()))
+}
+
+/// Bytes as lowercase hex, as digests are written.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

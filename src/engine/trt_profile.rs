@@ -55,7 +55,7 @@ impl ShapeProfile {
     /// A short name for the engine cache folder: engines built for one profile never replace another's.
     pub fn key(&self) -> String {
         let digest = Sha256::digest(format!("{}|{}|{}", self.min, self.opt, self.max));
-        digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+        super::fingerprint::hex(&digest[..6])
     }
 }
 

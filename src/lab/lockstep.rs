@@ -75,6 +75,8 @@ impl<'a> Batch<'a> {
         solving: bool,
     ) -> Result<(), Stop> {
         self.per_lane = (self.ctx.batch / pending.len().max(1)).max(1);
+        // Before anything is allocated or a samples file created.
+        self.check_memory(cells, &pending, solving)?;
         let mut states = Vec::with_capacity(pending.len());
         for &c in &pending {
             let cell = &cells[c];
@@ -96,7 +98,6 @@ impl<'a> Batch<'a> {
             };
             states.push(state);
         }
-        self.check_memory(cells, &pending, solving)?;
         self.states = states;
         (self.cells, self.pending, self.solving) = (cells, pending, solving);
         Ok(())

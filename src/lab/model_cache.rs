@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use super::model::LoadedModel;
 use super::plan::model_fingerprint;
 use super::tensorrt::unet_batch;
+use crate::engine::fingerprint;
 use crate::engine::providers::ProviderKind;
 use crate::experiment::{Experiment, ModelSource};
 
@@ -68,5 +69,5 @@ pub fn model_key(experiment: &Experiment) -> std::io::Result<String> {
             experiment.batch
         ));
     }
-    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(fingerprint::hex(&hash.finalize()))
 }

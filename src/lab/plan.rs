@@ -125,10 +125,7 @@ impl Plan {
             hash.update(cell.name.as_bytes());
             hash.update(cell.key.as_bytes());
         }
-        hash.finalize()[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        fingerprint::hex(&hash.finalize()[..8])
     }
 }
 
@@ -244,7 +241,7 @@ fn cell_key(inputs: &[u8], cell: &Cell) -> String {
             hash.update(item.condition.to_le_bytes());
         }
     }
-    hex(&hash.finalize()[..12])
+    fingerprint::hex(&hash.finalize()[..12])
 }
 
 /// A cell's samples (at least `samples`, every seed under every condition) and how many are previews.
@@ -523,10 +520,6 @@ fn folder_files(
 fn hash_file(hash: &mut impl sha2::digest::Update, path: &Path) -> std::io::Result<()> {
     hash.update(fingerprint::file_digest(path)?.as_bytes());
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
