@@ -148,3 +148,30 @@ fn info_says_when_roles_are_not_used_on_a_network_that_is_not_a_denoiser() {
     );
     assert!(stderr.contains(&expected), "{stderr}");
 }
+
+#[test]
+fn a_dynamic_sample_shape_is_given_as_the_error_says_c_h_w() {
+    let unet = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/digits-sd/unet/model.onnx");
+    let unet = unet.to_str().unwrap();
+    let asked = info(&[unet, "--ep", "cpu", "--runs", "1"]);
+    let advice = text(&asked.stderr);
+    assert!(!asked.status.success());
+    assert!(advice.contains("`--sample-shape C,H,W`"), "{advice}");
+    let given = info(&[
+        unet,
+        "--ep",
+        "cpu",
+        "--runs",
+        "1",
+        "--sample-shape",
+        "4,8,8",
+    ]);
+    assert!(given.status.success(), "{}", text(&given.stderr));
+    assert!(text(&given.stdout).contains("sample    4×8×8"));
+    let wrong = info(&[unet, "--sample-shape", "4,8"]);
+    let message = text(&wrong.stderr);
+    assert!(
+        message.contains("'4,8' is not a shape: give channels, height and width as C,H,W"),
+        "{message}"
+    );
+}

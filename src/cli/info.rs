@@ -51,8 +51,8 @@ pub struct InfoArgs {
     #[arg(long = "role", value_parser = roles::parse_override)]
     pub roles: Vec<(roles::Role, String)>,
     /// One sample's shape C,H,W, for models whose sample input leaves it dynamic.
-    #[arg(long, value_delimiter = ',', num_args = 3)]
-    pub sample_shape: Option<Vec<usize>>,
+    #[arg(long, value_name = "C,H,W", value_parser = parse_sample_shape)]
+    pub sample_shape: Option<[usize; 3]>,
     /// What the model predicts (default: scheduler_config.json beside the model, else epsilon).
     #[arg(long, value_parser = parse_prediction_type)]
     pub prediction_type: Option<PredictionType>,
@@ -81,10 +81,6 @@ fn parse_prediction_type(text: &str) -> Result<PredictionType, String> {
 
 impl InfoArgs {
     pub fn options(&self) -> OnnxOptions {
-        let sample_shape = match self.sample_shape.as_deref() {
-            Some(&[c, h, w]) => Some([c, h, w]),
-            _ => None,
-        };
         OnnxOptions {
             providers: ProviderOptions {
                 preference: self.ep.clone(),
@@ -98,7 +94,7 @@ impl InfoArgs {
             },
             prediction_type: self.prediction_type,
             roles: self.roles.iter().cloned().collect::<RoleOverrides>(),
-            sample_shape,
+            sample_shape: self.sample_shape,
             runtime_path: self.runtime.clone(),
             output_dir: self.output.clone(),
             intra_threads: self.threads.map(|t| cap_threads(t).0),
@@ -107,9 +103,20 @@ impl InfoArgs {
     }
 }
 
+/// `--sample-shape 4,64,64`: three sizes separated by commas.
+fn parse_sample_shape(text: &str) -> Result<[usize; 3], String> {
+    let sizes: Result<Vec<usize>, _> = text.split(',').map(|s| s.trim().parse()).collect();
+    match sizes.as_deref() {
+        Ok(&[c, h, w]) => Ok([c, h, w]),
+        _ => Err(format!(
+            "'{text}' is not a shape: give channels, height and width as C,H,W (e.g. 4,64,64)"
+        )),
+    }
+}
+
 pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
-    if let Some(&[c, h, w]) = args.sample_shape.as_deref() {
-        check_sample_shape([c, h, w]).map_err(anyhow::Error::msg)?;
+    if let Some(shape) = args.sample_shape {
+        check_sample_shape(shape).map_err(anyhow::Error::msg)?;
     }
     if let Some((_, Some(note))) = args.threads.map(cap_threads) {
         eprintln!("warning: {note}");

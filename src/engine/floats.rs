@@ -5,7 +5,7 @@ use half::{bf16, f16};
 use ort::session::SessionInputValue;
 use ort::value::{DynValue, TensorElementType, ValueType};
 
-use super::packing::tensor_view;
+use super::packing::{tensor_owned, tensor_view};
 use super::roles::ElemType;
 
 /// A float tensor being packed item by item in the element type of the input it feeds.
@@ -62,6 +62,16 @@ impl FloatBuf {
             Some(ElemType::Bf16) => tensor_view(dims, &self.bf16),
             Some(ElemType::F64) => tensor_view(dims, &self.f64),
             _ => tensor_view(dims, &self.f32),
+        }
+    }
+
+    /// A tensor with its own copy of the values.
+    pub fn owned(&self, dims: &[i64]) -> ort::Result<DynValue> {
+        match self.elem {
+            Some(ElemType::F16) => tensor_owned(dims, &self.f16),
+            Some(ElemType::Bf16) => tensor_owned(dims, &self.bf16),
+            Some(ElemType::F64) => tensor_owned(dims, &self.f64),
+            _ => tensor_owned(dims, &self.f32),
         }
     }
 }

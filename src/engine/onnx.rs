@@ -1,19 +1,18 @@
 //! [`OnnxDenoiser`]: a diffusion model exported to ONNX, run by ONNX Runtime.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use ort::session::SessionInputValue;
-use ort::session::SessionOutputs;
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::{IoBinding, SessionOutputs};
 
 use super::condition::{Condition, ItemTensor, check_fits, fixed_item_shape};
 use super::denoiser::{DenoiseError, Denoiser, DenoiserInfo, batch_size};
 use super::error::EngineError;
 use super::floats::read_floats;
 use super::model_file::check_model_file;
-use super::packing::{Scratch, tensor_view};
+use super::packing::{Scratch, tensor_owned};
 use super::providers::{ProviderAttempt, ProviderKind};
 use super::roles::{ElemType, ModelRoles, Role, TensorSpec, assign_roles};
 use super::runtime::RuntimeInfo;
@@ -66,6 +65,10 @@ pub struct OnnxDenoiser {
     /// The rows batch items are conditioned on (see [`Denoiser::predict_with`]).
     conditions: Vec<Condition>,
     scratch: Scratch,
+    /// The session's inputs, the conditioning bound once per set of conditions and batch rows.
+    binding: Option<IoBinding>,
+    /// The batch rows whose conditions are bound; `None` after the conditions change.
+    bound_rows: Option<Vec<usize>>,
     /// Session runs so far.
     runs: usize,
 }
@@ -105,6 +108,8 @@ impl OnnxDenoiser {
             prediction_source,
             conditions: Vec::new(),
             scratch: Scratch::default(),
+            binding: None,
+            bound_rows: None,
             runs: 0,
         })
     }
@@ -211,6 +216,7 @@ impl OnnxDenoiser {
 
     /// Sets one field of `n` rows (one row: shared by the batch), keeping the other fields of the rows there are.
     fn update_rows(&mut self, n: usize, mut set: impl FnMut(&mut Condition, usize)) {
+        self.bound_rows = None;
         if n == 1 && !self.conditions.is_empty() {
             self.conditions.iter_mut().for_each(|c| set(c, 0));
             return;
@@ -318,7 +324,9 @@ impl OnnxDenoiser {
         Ok(())
     }
 
-    /// One run of the model on `n` items (padded to a fixed batch by repeating the last item).
+    /// One run of the model on `n` items (padded to a fixed batch by repeating the last item). The conditioning
+    /// is packed and bound only when the conditions or the batch's rows change; each run binds the sample and
+    /// the timestep.
     fn run_chunk(
         &mut self,
         sample: &[f32],
@@ -328,39 +336,65 @@ impl OnnxDenoiser {
     ) -> Result<(), DenoiseError> {
         let n = timesteps.len();
         let m = self.roles.fixed_batch.unwrap_or(n).max(n);
+        // Padding a fixed-batch model's last chunk repeats the last item; its output is dropped.
+        let rows: Vec<usize> = (0..m).map(|i| rows[i.min(n - 1)]).collect();
+        let model_err = |e: ort::Error| DenoiseError::Model(e.to_string());
+        if self.binding.is_none() {
+            self.binding = Some(self.model.session.create_binding().map_err(model_err)?);
+        }
         let Self {
             model,
             roles,
             scratch,
             conditions,
+            binding: Some(binding),
+            bound_rows,
             runs,
             ..
-        } = self;
-        // Padding a fixed-batch model's last chunk repeats the last item; its output is dropped.
-        let rows: Vec<usize> = (0..m).map(|i| rows[i.min(n - 1)]).collect();
-        let borrow_sample = roles.sample.elem == ElemType::F32 && m == n;
-        if !borrow_sample {
-            scratch.pack_sample(roles, sample, m);
+        } = self
+        else {
+            unreachable!("the binding was created above");
+        };
+        if bound_rows.as_ref() != Some(&rows) {
+            *bound_rows = None;
+            scratch.pack_conditions(roles, conditions, &rows)?;
+            scratch.bind_conditions(roles, binding).map_err(model_err)?;
+            *bound_rows = Some(rows);
         }
-        scratch.pack_timestep(roles, timesteps, m);
-        scratch.pack_conditions(roles, conditions, &rows)?;
-
         let [c, h, w] = roles.sample_shape;
         let sample_dims = [m as i64, c as i64, h as i64, w as i64];
-        let model_err = |e: ort::Error| DenoiseError::Model(e.to_string());
-        let sample_value = if borrow_sample {
-            tensor_view(&sample_dims, sample)
+        let sample_value = if roles.sample.elem == ElemType::F32 && m == n {
+            tensor_owned(&sample_dims, sample)
         } else {
-            scratch.sample.view(&sample_dims)
+            scratch.pack_sample(roles, sample, m);
+            scratch.sample.owned(&sample_dims)
         }
         .map_err(model_err)?;
-        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
-            vec![(Cow::Borrowed(roles.sample.name.as_str()), sample_value)];
-        scratch.views(roles, &mut inputs).map_err(model_err)?;
-        let outputs = model.session.run(inputs).map_err(model_err)?;
+        binding
+            .bind_input(roles.sample.name.as_str(), &sample_value)
+            .map_err(model_err)?;
+        scratch.pack_timestep(roles, timesteps, m);
+        let timestep = scratch.timestep().map_err(model_err)?;
+        binding
+            .bind_input(roles.timestep.name.as_str(), &timestep)
+            .map_err(model_err)?;
+        bind_host_output(binding, &roles.output.name).map_err(model_err)?;
+        let outputs = model.session.run_binding(binding).map_err(model_err)?;
         *runs += 1;
         read_output(&outputs, roles, m, n, out)
     }
+}
+
+/// Binds the prediction output to host memory, where the samplers read it. Bound afresh before each run:
+/// ONNX Runtime keeps a bound output's first allocation, which a batch of another size does not fit.
+fn bind_host_output(binding: &mut IoBinding, output: &str) -> ort::Result<()> {
+    let host = MemoryInfo::new(
+        AllocationDevice::CPU,
+        0,
+        AllocatorType::Device,
+        MemoryType::CPUOutput,
+    )?;
+    binding.bind_output_to_device(output, &host)
 }
 
 /// Copies the model's prediction for the first `n` of `m` items into `out`, checking its shape.
@@ -435,6 +469,7 @@ impl Denoiser for OnnxDenoiser {
     fn set_conditions(&mut self, conditions: Vec<Condition>) -> Result<(), DenoiseError> {
         self.check_conditions(&conditions)?;
         self.conditions = conditions;
+        self.bound_rows = None;
         Ok(())
     }
 
@@ -526,5 +561,115 @@ fn prediction_type(
             "{}: prediction_type should be a string, not {other}",
             config.display()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests report failure by panicking")]
+
+    use super::*;
+    use crate::engine::condition::ItemTensor;
+    use crate::engine::packing::tensor_view;
+    use crate::engine::providers::ProviderKind;
+    use crate::engine::roles::Dim;
+
+    fn text_unet() -> OnnxDenoiser {
+        let mut options = OnnxOptions::default();
+        options.providers.preference = vec![ProviderKind::Cpu];
+        options.sample_shape = Some([4, 8, 8]);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/digits-sd/unet/model.onnx");
+        OnnxDenoiser::load(path, &options).unwrap()
+    }
+
+    /// `n` rows of distinct hidden states of the model's shape.
+    fn table(unet: &OnnxDenoiser, n: usize, seed: f32) -> Vec<Condition> {
+        // Seven tokens where the sequence length is dynamic.
+        let spec = unet.roles.conditioning.as_ref().unwrap();
+        let item: Vec<usize> = spec.dims[1..]
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(n) => *n,
+                Dim::Symbolic(_) => 7,
+            })
+            .collect();
+        let len: usize = item.iter().product();
+        (0..n)
+            .map(|row| Condition {
+                hidden_states: Some(ItemTensor::new(
+                    item.clone(),
+                    (0..len)
+                        .map(|i| (i as f32 * 0.37 + row as f32 * 1.3 + seed).sin())
+                        .collect(),
+                )),
+                ..Condition::default()
+            })
+            .collect()
+    }
+
+    /// The same call through `Session::run` with every input packed afresh: what the binding must equal.
+    fn run_unbound(unet: &mut OnnxDenoiser, sample: &[f32], t: f64, rows: &[usize]) -> Vec<f32> {
+        let m = rows.len();
+        let mut scratch = Scratch::default();
+        scratch.pack_timestep(&unet.roles, &vec![t; m], m);
+        let spec = unet.roles.conditioning.clone().unwrap();
+        let mut hidden = Vec::new();
+        for &row in rows {
+            hidden.extend_from_slice(&unet.conditions[row].hidden_states.as_ref().unwrap().data);
+        }
+        let mut hidden_dims = vec![m as i64];
+        let item = &unet.conditions[0].hidden_states.as_ref().unwrap().shape;
+        hidden_dims.extend(item.iter().map(|&d| d as i64));
+        let [c, h, w] = unet.roles.sample_shape;
+        let dims = [m as i64, c as i64, h as i64, w as i64];
+        let inputs = vec![
+            (
+                unet.roles.sample.name.clone(),
+                tensor_view(&dims, sample).unwrap(),
+            ),
+            (
+                unet.roles.timestep.name.clone(),
+                scratch.timestep().unwrap().into(),
+            ),
+            (
+                spec.name.clone(),
+                tensor_view(&hidden_dims, &hidden).unwrap(),
+            ),
+        ];
+        let outputs = unet.model.session.run(inputs).unwrap();
+        let mut out = vec![0.0; sample.len()];
+        read_output(&outputs, &unet.roles, m, m, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn bound_conditioning_gives_what_a_plain_run_gives_as_rows_and_conditions_change() {
+        let mut unet = text_unet();
+        let per_item: usize = unet.roles.sample_shape.iter().product();
+        let sample: Vec<f32> = (0..2 * per_item).map(|i| (i as f32 * 0.11).cos()).collect();
+        let mut calls = 0;
+        for seed in [0.0, 5.0] {
+            let conditions = table(&unet, 2, seed);
+            unet.set_conditions(conditions).unwrap();
+            // Batches of two sizes; ends on the rows it starts with, so a binding kept across new conditions
+            // would show.
+            let calls_per_set: [(&[usize], f64); 5] = [
+                (&[0, 1], 999.0),
+                (&[1, 0], 500.0),
+                (&[1], 500.0),
+                (&[1, 1], 20.0),
+                (&[0, 1], 20.0),
+            ];
+            for (rows, t) in calls_per_set {
+                let sample = &sample[..rows.len() * per_item];
+                let mut bound = vec![0.0; sample.len()];
+                unet.predict_with(sample, &vec![t; rows.len()], rows, &mut bound)
+                    .unwrap();
+                let plain = run_unbound(&mut unet, sample, t, rows);
+                assert_eq!(bound, plain, "rows {rows:?}, t {t}, conditions {seed}");
+                calls += 1;
+            }
+        }
+        assert_eq!(unet.runs, calls);
     }
 }

@@ -1,12 +1,11 @@
 //! Input buffers reused from call to call, in whichever element type each input wants, and zero-copy tensor
 //! views over them.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use half::{bf16, f16};
-use ort::session::SessionInputValue;
-use ort::value::{PrimitiveTensorElementType, Shape, TensorRef};
+use ort::session::{IoBinding, SessionInputValue};
+use ort::value::{DynValue, PrimitiveTensorElementType, Shape, Tensor, TensorRef};
 
 use super::condition::{Condition, fixed_item_shape};
 use super::denoiser::DenoiseError;
@@ -19,6 +18,14 @@ pub(super) fn tensor_view<'a, T: PrimitiveTensorElementType + fmt::Debug + Clone
     data: &'a [T],
 ) -> ort::Result<SessionInputValue<'a>> {
     Ok(TensorRef::from_array_view((Shape::new(dims.iter().copied()), data))?.into())
+}
+
+/// A tensor holding its own copy of `data`: a binding keeps it without ONNX Runtime copying it again.
+pub(super) fn tensor_owned<T: PrimitiveTensorElementType + fmt::Debug + Clone + 'static>(
+    dims: &[i64],
+    data: &[T],
+) -> ort::Result<DynValue> {
+    Ok(Tensor::from_array((Shape::new(dims.iter().copied()), data.to_vec()))?.into_dyn())
 }
 
 /// A small buffer of whichever element type an input wants (timesteps, labels).
@@ -73,6 +80,18 @@ impl TypedBuf {
             Some(ElemType::I64) => tensor_view(dims, &self.i64),
             Some(ElemType::I32) => tensor_view(dims, &self.i32),
             _ => tensor_view(dims, &self.f32),
+        }
+    }
+
+    /// A tensor with its own copy of the values.
+    pub fn owned(&self, dims: &[i64]) -> ort::Result<DynValue> {
+        match self.elem {
+            Some(ElemType::F16) => tensor_owned(dims, &self.f16),
+            Some(ElemType::Bf16) => tensor_owned(dims, &self.bf16),
+            Some(ElemType::F64) => tensor_owned(dims, &self.f64),
+            Some(ElemType::I64) => tensor_owned(dims, &self.i64),
+            Some(ElemType::I32) => tensor_owned(dims, &self.i32),
+            _ => tensor_owned(dims, &self.f32),
         }
     }
 }
@@ -136,21 +155,19 @@ impl Scratch {
         Ok(())
     }
 
-    /// Views of every input but the sample, in role order.
-    pub fn views<'s>(
-        &'s self,
-        roles: &'s ModelRoles,
-        inputs: &mut Vec<(Cow<'s, str>, SessionInputValue<'s>)>,
-    ) -> ort::Result<()> {
-        let t = self.timestep.view(&self.timestep_dims)?;
-        inputs.push((Cow::Borrowed(roles.timestep.name.as_str()), t));
+    /// The timestep input packed last.
+    pub fn timestep(&self) -> ort::Result<DynValue> {
+        self.timestep.owned(&self.timestep_dims)
+    }
+
+    /// Binds the packed class labels and float conditioning inputs, which stay bound across runs.
+    pub fn bind_conditions(&self, roles: &ModelRoles, binding: &mut IoBinding) -> ort::Result<()> {
         if let Some(spec) = &roles.class_labels {
-            let labels = self.labels.view(&self.labels_dims)?;
-            inputs.push((Cow::Borrowed(spec.name.as_str()), labels));
+            binding.bind_input(spec.name.as_str(), &self.labels.owned(&self.labels_dims)?)?;
         }
         for (role, buf, dims) in &self.floats {
             if let Some(spec) = roles.spec(*role) {
-                inputs.push((Cow::Borrowed(spec.name.as_str()), buf.view(dims)?));
+                binding.bind_input(spec.name.as_str(), &buf.owned(dims)?)?;
             }
         }
         Ok(())
