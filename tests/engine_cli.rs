@@ -175,3 +175,42 @@ fn a_dynamic_sample_shape_is_given_as_the_error_says_c_h_w() {
         "{message}"
     );
 }
+
+/// ONNX Runtime warns that it drops a weight no node reads; difflab passes that on wherever it ran the model.
+#[test]
+fn onnx_runtime_warnings_reach_info_the_run_log_and_results() {
+    let unused = "ONNX Runtime warning: Removing initializer 'unused_weight'";
+    let out = info(&["tiny_unused_initializer.onnx", "--ep", "cpu", "--runs", "1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(unused), "{}", text(&out.stderr));
+
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/onnx/tiny_unused_initializer.onnx");
+    let dir = std::env::temp_dir().join(format!("difflab-ortlog-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let experiment = dir.join("exp.toml");
+    std::fs::write(
+        &experiment,
+        format!(
+            "output = \"out\"\n[model]\npath = {model:?}\nproviders = [\"cpu\"]\n[sampling]\nseeds = 2\n\
+             [[sampler]]\nname = \"ddim\"\nsteps = 2\n"
+        ),
+    )
+    .unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_difflab"))
+        .arg("run")
+        .arg(&experiment)
+        .env_remove("ORT_DYLIB_PATH")
+        .output()
+        .unwrap();
+    let stderr = text(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains(unused), "{stderr}");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out/results.json")).unwrap())
+            .unwrap();
+    let warnings = results["cells"][0]["warnings"].to_string();
+    assert!(warnings.contains(unused), "{warnings}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -122,10 +122,15 @@ pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
         eprintln!("warning: {note}");
     }
     let text = if args.model.is_dir() {
-        pipeline(args)?
+        pipeline(args)
     } else {
-        model(&args.model, args, &args.options(), None)?
+        model(&args.model, args, &args.options(), None)
     };
+    // What ONNX Runtime said while loading and timing, success or not.
+    for line in crate::engine::ort_log::take() {
+        eprintln!("{line}");
+    }
+    let text = text?;
     // A closed pipe (`difflab info … | head`) is not an error.
     let mut stdout = std::io::stdout().lock();
     match write!(stdout, "{text}").and_then(|()| stdout.flush()) {

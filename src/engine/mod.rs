@@ -17,6 +17,7 @@ pub mod graph_io;
 pub mod limits;
 mod model_file;
 mod onnx;
+pub mod ort_log;
 mod packing;
 pub mod pipeline_folder;
 pub mod prompts;

@@ -497,10 +497,18 @@ fn load(candidate: &Candidate) -> Result<(ort::environment::Environment, String)
         Err(panic) => return Err(LoadFailure::Skippable(panic_message(&panic))),
     };
     let built = catch_unwind(AssertUnwindSafe(|| {
-        builder.with_name("difflab").with_telemetry(false).build()
+        builder
+            .with_name("difflab")
+            .with_telemetry(false)
+            .with_logger(super::ort_log::logger())
+            .build()
     }));
     match built {
-        Ok(Ok(env)) => Ok((env, version)),
+        Ok(Ok(env)) => {
+            // The logger is handed everything by default; ONNX Runtime need not even format its notes.
+            env.set_log_level(ort::logging::LogLevel::Warning);
+            Ok((env, version))
+        }
         Ok(Err(e)) => Err(LoadFailure::Fatal(format!(
             "could not create the ONNX Runtime environment: {e}"
         ))),

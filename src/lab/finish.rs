@@ -16,11 +16,20 @@ use super::tally::{Against, Tally};
 use crate::engine::VaeDecoder;
 use crate::path_error::PathError;
 
+/// What every cell run on the loaded networks records of them.
+pub(super) struct Provenance {
+    pub provider: String,
+    /// Whether fp32 GPU math may use TF32 (`None`: not on a GPU).
+    pub tf32: Option<bool>,
+    /// What ONNX Runtime warned of while loading them.
+    pub runtime_warnings: Vec<String>,
+}
+
 /// What finishing a cell needs.
 pub(super) struct Finish<'a> {
     pub out: &'a Path,
     pub pictures: Pictures,
-    pub provider: &'a str,
+    pub provenance: &'a Provenance,
     pub batch: usize,
     pub save_samples: bool,
     /// A shard's cells: each one's samples as indices among the whole cell's, by cell; their tallies
@@ -134,11 +143,17 @@ impl Finish<'_> {
             accuracy: None,
             accuracies: Vec::new(),
             against_reference: Default::default(),
-            provider: self.provider.to_string(),
+            provider: self.provenance.provider.clone(),
+            tf32: self.provenance.tf32,
             grid,
             key: cell.key.clone(),
             error: None,
-            warnings: cell.warnings.clone(),
+            warnings: cell
+                .warnings
+                .iter()
+                .chain(&self.provenance.runtime_warnings)
+                .cloned()
+                .collect(),
             guidance: cell.guidance,
             guidance_rescale: cell.guidance_rescale,
             prompts: match cell.is_class_conditional() {

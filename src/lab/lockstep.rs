@@ -421,9 +421,16 @@ impl<'a> Batch<'a> {
         let solution = cell
             .reference_in(self.references)
             .and_then(|r| self.solutions[r].as_ref());
-        let (result, images) = self
-            .ctx
-            .finish(c, cell, state, self.quality.as_mut(), solution)?;
+        let (mut result, images) =
+            self.ctx
+                .finish(c, cell, state, self.quality.as_mut(), solution)?;
+        // What ONNX Runtime said while the cell ran (with cells in lockstep: while it and its neighbours ran).
+        for line in crate::engine::ort_log::take() {
+            let _ = self
+                .tx
+                .send(LabEvent::Log(format!("{}: {line}", cell.name)));
+            result.warnings.push(line);
+        }
         if let Some(e) = &result.error {
             let _ = self.tx.send(LabEvent::Log(format!("{}: {e}", cell.name)));
         }

@@ -12,8 +12,8 @@ use crate::engine::pipeline_folder::{
 use crate::engine::trt_profile::ShapeHints;
 use crate::engine::{
     AnalyticDenoiser, Denoiser, ElemType, EngineError, GaussianMixture, OnnxDenoiser, OnnxFeatures,
-    OnnxOptions, ProviderOptions, TextEncoder, VaeDecoder, describe_attempts, open_sample_shape,
-    summarize_attempts,
+    OnnxOptions, ProviderKind, ProviderOptions, TextEncoder, VaeDecoder, describe_attempts,
+    open_sample_shape, summarize_attempts,
 };
 use crate::experiment::{ConditioningSpec, Experiment, ModelSource};
 use crate::sampler::{NoiseSchedule, PredictionType};
@@ -41,6 +41,10 @@ pub struct LoadedModel {
     pub conditions: RunConditions,
     /// Lines for the log: unused parts of a pipeline folder, how the U-Net batches timesteps.
     pub notes: Vec<String>,
+    /// What ONNX Runtime warned of while loading the networks: every cell run on them carries it.
+    pub runtime_warnings: Vec<String>,
+    /// Whether fp32 math on the GPU may use TF32 (`None`: not on a GPU).
+    pub tf32: Option<bool>,
     /// What setting the conditioning needs, kept so a changed `[conditioning]` is encoded again with the
     /// loaded encoders; `None` for the analytic model.
     conditioner: Option<Conditioner>,
@@ -115,11 +119,11 @@ pub fn load_model(
     experiment: &Experiment,
     loading: &dyn Fn(String),
 ) -> Result<LoadedModel, EngineError> {
-    match &experiment.model.source {
-        ModelSource::Analytic => Ok(analytic(experiment)),
+    let mut loaded = match &experiment.model.source {
+        ModelSource::Analytic => analytic(experiment),
         ModelSource::Onnx(path) => {
             let parts = explicit_parts(experiment).map_err(EngineError::Options)?;
-            assemble(experiment, path, parts, loading)
+            assemble(experiment, path, parts, loading)?
         }
         ModelSource::Pipeline(dir) => {
             let folder = read_pipeline(dir).map_err(|e| EngineError::Options(e.to_string()))?;
@@ -127,8 +131,21 @@ pub fn load_model(
             let mut parts = Parts::of_folder(folder);
             // A pipeline's U-Net predicts what its scheduler/ config says.
             parts.prediction_type = Some(experiment.samplers[0].resolved.config.prediction_type());
-            assemble(experiment, &unet, parts, loading)
+            assemble(experiment, &unet, parts, loading)?
         }
+    };
+    loaded.runtime_warnings = crate::engine::ort_log::take();
+    loaded.notes.extend(loaded.runtime_warnings.iter().cloned());
+    Ok(loaded)
+}
+
+/// TF32 on the GPU: the CUDA provider uses it as `[model.cuda] tf32` says; TensorRT builds its fp32 layers
+/// with it by default.
+fn tf32_of(provider: ProviderKind, options: &ProviderOptions) -> Option<bool> {
+    match provider {
+        ProviderKind::Cuda => Some(options.cuda.tf32),
+        ProviderKind::TensorRt => Some(true),
+        ProviderKind::Cpu => None,
     }
 }
 
@@ -206,6 +223,8 @@ fn analytic(experiment: &Experiment) -> LoadedModel {
         preview: None,
         conditions: RunConditions::default(),
         notes: Vec::new(),
+        runtime_warnings: Vec::new(),
+        tf32: None,
         conditioner: None,
     }
 }
@@ -352,6 +371,8 @@ fn assemble(
         vae_batch,
         conditions: RunConditions::default(),
         notes,
+        runtime_warnings: Vec::new(),
+        tf32: tf32_of(model.provider(), &options.providers),
         denoiser: Box::new(model),
         conditioner: Some(Conditioner {
             encoders,
@@ -443,4 +464,19 @@ pub fn load_features(experiment: &Experiment) -> Option<Result<OnnxFeatures, Eng
         &parts_options(experiment),
         q.logits.as_deref(),
     ))
+}
+
+#[cfg(test)]
+mod tf32_tests {
+    use super::*;
+
+    #[test]
+    fn tf32_is_recorded_as_the_gpu_provider_uses_it() {
+        let mut options = ProviderOptions::default();
+        assert_eq!(tf32_of(ProviderKind::Cpu, &options), None);
+        assert_eq!(tf32_of(ProviderKind::Cuda, &options), Some(false));
+        assert_eq!(tf32_of(ProviderKind::TensorRt, &options), Some(true));
+        options.cuda.tf32 = true;
+        assert_eq!(tf32_of(ProviderKind::Cuda, &options), Some(true));
+    }
 }

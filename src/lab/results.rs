@@ -28,6 +28,10 @@ pub struct CellResult {
     pub kid: Option<f64>,
     pub kid_std: Option<f64>,
     pub provider: String,
+    /// Whether fp32 math on the GPU could use TF32 (`[model.cuda] tf32`; TensorRT's own default is on);
+    /// absent off the GPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tf32: Option<bool>,
     /// PNG grid of the preview seeds, relative to the output folder.
     pub grid: String,
     pub key: String,

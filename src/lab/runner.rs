@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::conditioning::RunConditions;
 use super::display::{display_shape, for_display};
 use super::events::{LabEvent, RunOptions};
-use super::finish::{Finish, Pictures};
+use super::finish::{Finish, Pictures, Provenance};
 use super::lockstep::Batch;
 use super::merge::merge;
 use super::model::{LoadedModel, image_shape_unloaded, load_features, load_model};
@@ -204,7 +204,11 @@ fn run_with(
         let _ = tx.send(LabEvent::Log("every cell is up to date".into()));
         return Ok(());
     }
-    let provider = model.provider.clone();
+    let provenance = Provenance {
+        provider: model.provider.clone(),
+        tf32: model.tf32,
+        runtime_warnings: model.runtime_warnings.clone(),
+    };
     let mut lab = Batch {
         per_lane: 1,
         states: Vec::new(),
@@ -227,7 +231,7 @@ fn run_with(
                 sample_shape,
                 vae_batch: model.vae_batch,
             },
-            provider: &provider,
+            provenance: &provenance,
             batch: experiment.batch,
             save_samples: options.save_samples,
             shard_items,

@@ -81,6 +81,7 @@ fn result(name: &str, label: &str, steps: usize, fid: Option<f64>) -> CellResult
         accuracy: None,
         accuracies: Vec::new(),
         provider: "cpu".into(),
+        tf32: None,
         grid: String::new(),
         key: String::new(),
         error: None,

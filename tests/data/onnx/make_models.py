@@ -72,6 +72,23 @@ def tiny_f32():
     save(graph, "tiny_f32.onnx")
 
 
+def tiny_unused_initializer():
+    # tiny_f32 with a weight no node reads: ONNX Runtime warns that it removes it, on any provider.
+    nodes, inits = half_plus_t("sample", "timestep", "out_sample", TensorProto.FLOAT)
+    inits.append(const("unused_weight", [0.0, 0.0, 0.0]))
+    graph = helper.make_graph(
+        nodes,
+        "tiny_unused_initializer",
+        [
+            helper.make_tensor_value_info("sample", TensorProto.FLOAT, ["batch", C, H, W]),
+            helper.make_tensor_value_info("timestep", TensorProto.INT64, ["batch"]),
+        ],
+        [helper.make_tensor_value_info("out_sample", TensorProto.FLOAT, ["batch", C, H, W])],
+        inits,
+    )
+    save(graph, "tiny_unused_initializer.onnx")
+
+
 def tiny_f16():
     # Half precision throughout, common alternative names, float16 timesteps.
     nodes, inits = half_plus_t("x", "t", "eps", TensorProto.FLOAT16)
@@ -307,6 +324,7 @@ def not_a_model():
 
 if __name__ == "__main__":
     tiny_f32()
+    tiny_unused_initializer()
     tiny_f16()
     tiny_fixed_batch1()
     tiny_class_cond()
