@@ -93,4 +93,42 @@ for name, x in a.items():
     assert (one / x["grid"]).read_bytes() == (many / y["grid"]).read_bytes(), name
     print(f"{name}: FID {x['fid']:.6f} = merged {y['fid']:.6f}, KID {y['kid']:.4f}, ref RMSE {y['ref_rmse']:.3e}")
 PY
-echo "slurm-e2e: passed (array job $array, merge job $merge)"
+# With TensorRT among the providers a prebuild job loads the networks first (building the engines where
+# TensorRT is; here it falls back to the CPU) and the array waits for it to succeed.
+cat > "$work/trt.toml" <<TOML
+name = "slurm-trt"
+output = "trt-out"
+[model]
+path = "$root/models/mnist16-unet.onnx"
+providers = ["tensorrt", "cpu"]
+[sampling]
+seeds = 4
+[[sampler]]
+name = "ddim"
+steps = 3
+TOML
+mapfile -t trt < <("$bin" slurm "$work/trt.toml" --array 2 2>"$work/trt-submit.log")
+if [[ ${#trt[@]} -ne 3 ]]; then
+  echo "slurm-e2e: with TensorRT, difflab slurm did not print a prebuild, an array and a merge job id:" >&2
+  cat "$work/trt-submit.log" >&2
+  exit 1
+fi
+for _ in $(seq 300); do
+  [[ -z $(squeue -h -j "${trt[0]},${trt[1]},${trt[2]}" 2>/dev/null) ]] && break
+  sleep 1
+done
+trt_logs=$work/trt-out/slurm
+grep -q "loaded in" "$trt_logs/difflab-slurm-trt-prebuild-${trt[0]}.out" || {
+  echo "slurm-e2e: the prebuild job did not load the model:" >&2
+  cat "$trt_logs"/difflab-slurm-trt-prebuild-*.out >&2; exit 1; }
+grep -q "merged 2 shards" "$trt_logs/difflab-slurm-trt-merge-${trt[2]}.out" || {
+  echo "slurm-e2e: the array after the prebuild did not run and merge:" >&2
+  cat "$trt_logs"/*.out >&2; exit 1; }
+# The array started only after the prebuild ended (afterok).
+pre_end=$(stat -c %Y "$trt_logs/difflab-slurm-trt-prebuild-${trt[0]}.out")
+first_task=$(stat -c %W "$trt_logs/difflab-slurm-trt-${trt[1]}_0.out")
+if [[ $first_task != 0 && $first_task -lt $pre_end ]]; then
+  echo "slurm-e2e: task 0 started before the prebuild ended" >&2; exit 1
+fi
+
+echo "slurm-e2e: passed (array job $array, merge job $merge; prebuild ${trt[0]} before array ${trt[1]})"

@@ -188,3 +188,85 @@ fn a_tensorrt_run_without_tensorrt_falls_back_quietly() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// In a child process (see below): takes the engine cache's build lock, records when it held it, and says
+/// whether it had to wait.
+fn hold_build_lock_as_child(dir: &Path, me: &str) {
+    // Both children ask for the lock at about the same moment, however slowly each started.
+    std::fs::write(dir.join(format!("{me}.ready")), "").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !["a", "b"]
+        .iter()
+        .all(|c| dir.join(format!("{c}.ready")).exists())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other child never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let lock = difflab::engine::build_lock::BuildLock::acquire(dir).unwrap();
+    let start = std::time::SystemTime::now();
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let span = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let line = format!(
+        "{} {} {}\n",
+        span(start),
+        span(std::time::SystemTime::now()),
+        lock.wait_note().is_some()
+    );
+    std::fs::write(dir.join(format!("{me}.held")), line).unwrap();
+}
+
+/// Two processes that build engines into one cache at once: one holds the lock while the other waits,
+/// so their builds never overlap.
+#[test]
+fn two_processes_building_engines_into_one_cache_take_turns() {
+    if let (Ok(dir), Ok(me)) = (
+        std::env::var("DIFFLAB_LOCK_DIR"),
+        std::env::var("DIFFLAB_LOCK_ME"),
+    ) {
+        hold_build_lock_as_child(Path::new(&dir), &me);
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let children: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|me| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "two_processes_building_engines_into_one_cache_take_turns",
+                ])
+                .env("DIFFLAB_LOCK_DIR", dir.path())
+                .env("DIFFLAB_LOCK_ME", me)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    let held: Vec<(f64, f64, bool)> = ["a", "b"]
+        .iter()
+        .map(|me| {
+            let text = std::fs::read_to_string(dir.path().join(format!("{me}.held"))).unwrap();
+            let f: Vec<&str> = text.split_whitespace().collect();
+            (f[0].parse().unwrap(), f[1].parse().unwrap(), f[2] == "true")
+        })
+        .collect();
+    let (first, second) = match held[0].0 < held[1].0 {
+        true => (held[0], held[1]),
+        false => (held[1], held[0]),
+    };
+    assert!(second.0 >= first.1, "the holds overlap: {held:?}");
+    assert!(
+        second.2 && !first.2,
+        "the second should have waited: {held:?}"
+    );
+}

@@ -37,6 +37,26 @@ pub struct Args {
     /// reads its shard from SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX or RANK. Merge with `difflab merge`.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
+    /// Load the networks and stop: TensorRT builds and caches its engines for the experiment's shapes, so
+    /// the tasks of a job array that follow load them instead of each building them.
+    #[arg(long, conflicts_with_all = ["only", "json", "force", "save_samples", "shard"])]
+    pub load_only: bool,
+}
+
+/// `--load-only`: every network loaded as a run would load it, where it runs, and what loading said.
+fn load_only(experiment: &Experiment) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let model = crate::lab::model::load_model(experiment, &|line| eprintln!("{line}…"))?;
+    for note in &model.notes {
+        eprintln!("{note}");
+    }
+    eprintln!(
+        "loaded in {:.1} s; the model runs on {} ({})",
+        started.elapsed().as_secs_f64(),
+        model.provider,
+        model.providers_note
+    );
+    Ok(())
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -46,6 +66,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     for w in &experiment.warnings {
         eprintln!("warning: {w}");
+    }
+    if args.load_only {
+        return load_only(&experiment);
     }
     let out_dir = experiment.output_dir.clone();
     let shard = which_shard(args)?;

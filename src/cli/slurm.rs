@@ -1,11 +1,14 @@
 //! `difflab slurm EXP --array N`: the sweep as a Slurm job array — one task per shard, then a merge job
-//! that runs after every task — written as sbatch scripts and submitted where `sbatch` exists.
+//! that runs after every task — written as sbatch scripts and submitted where `sbatch` exists. With TensorRT
+//! among the providers a prebuild job comes first: it builds the engines once (`run --load-only`) and the
+//! array starts when it succeeds, so the tasks load the engines instead of each building them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::atomic_file::write_atomic;
-use crate::experiment::Experiment;
+use crate::engine::ProviderKind;
+use crate::experiment::{Experiment, ModelSource};
 use crate::lab::plan;
 use crate::lab::shard::Shard;
 
@@ -31,10 +34,14 @@ pub struct Args {
     /// Print the scripts and the sbatch commands; write and submit nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// No prebuild job before the array, even with TensorRT (the tasks then take turns building engines).
+    #[arg(long)]
+    pub no_prebuild: bool,
 }
 
-/// The two scripts: the array of shards and the merge after it.
+/// The scripts: the engine prebuild (with TensorRT), the array of shards and the merge after it.
 struct Scripts {
+    prebuild: Option<String>,
     shards: String,
     merge: String,
 }
@@ -52,35 +59,47 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let out = absolute(&experiment.output_dir)?;
     let scripts = scripts(args, &experiment, &out)?;
     let folder = out.join("slurm");
-    let (shards_path, merge_path) = (folder.join("shards.sbatch"), folder.join("merge.sbatch"));
+    let paths = ["prebuild", "shards", "merge"].map(|s| folder.join(format!("{s}.sbatch")));
+    let [prebuild_path, shards_path, merge_path] = &paths;
+    let steps = submit_commands(scripts.prebuild.is_some(), &paths);
     if args.dry_run {
+        if let Some(prebuild) = &scripts.prebuild {
+            println!("# {}\n{prebuild}", prebuild_path.display());
+        }
         println!("# {}\n{}", shards_path.display(), scripts.shards);
         println!("# {}\n{}", merge_path.display(), scripts.merge);
-        println!(
-            "# submit with:\n# id=$(sbatch --parsable {})\n# sbatch --dependency=afterany:${{id%%;*}} {}",
-            shards_path.display(),
-            merge_path.display()
-        );
+        println!("# submit with:\n# {}", steps.join("\n# "));
         return Ok(());
     }
-    write_atomic(&shards_path, scripts.shards.as_bytes())?;
-    write_atomic(&merge_path, scripts.merge.as_bytes())?;
-    eprintln!(
-        "wrote {} and {}",
-        shards_path.display(),
-        merge_path.display()
-    );
-    let Ok(array_id) = sbatch(&[shards_path.as_os_str()]) else {
-        eprintln!(
-            "sbatch is not here: submit on the cluster with\n  id=$(sbatch --parsable {})\n  sbatch \
-             --dependency=afterany:${{id%%;*}} {}",
-            shards_path.display(),
-            merge_path.display()
-        );
-        return Ok(());
+    if let Some(prebuild) = &scripts.prebuild {
+        write_atomic(prebuild_path, prebuild.as_bytes())?;
+    }
+    write_atomic(shards_path, scripts.shards.as_bytes())?;
+    write_atomic(merge_path, scripts.merge.as_bytes())?;
+    eprintln!("wrote the scripts in {}", folder.display());
+    let prebuild_id = match &scripts.prebuild {
+        Some(_) => match sbatch(&[prebuild_path.as_os_str()]) {
+            Ok(id) => Some(id),
+            Err(_) => return not_here(&steps),
+        },
+        None => None,
+    };
+    let array_id = match &prebuild_id {
+        Some(id) => {
+            let after = format!("--dependency=afterok:{id}");
+            sbatch(&[after.as_ref(), shards_path.as_os_str()])?
+        }
+        None => match sbatch(&[shards_path.as_os_str()]) {
+            Ok(id) => id,
+            Err(_) => return not_here(&steps),
+        },
     };
     let dependency = format!("--dependency=afterany:{array_id}");
     let merge_id = sbatch(&[dependency.as_ref(), merge_path.as_os_str()])?;
+    if let Some(id) = &prebuild_id {
+        println!("{id}");
+        eprintln!("submitted prebuild job {id}: it builds the TensorRT engines the tasks load");
+    }
     println!("{array_id}");
     println!("{merge_id}");
     eprintln!(
@@ -94,6 +113,37 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         experiment.name
     );
     Ok(())
+}
+
+/// Without `sbatch` here: how to submit the written scripts on the cluster.
+fn not_here(steps: &[String]) -> anyhow::Result<()> {
+    eprintln!(
+        "sbatch is not here: submit on the cluster with\n  {}",
+        steps.join("\n  ")
+    );
+    Ok(())
+}
+
+/// The sbatch commands that submit the scripts in order, each job after the one before.
+fn submit_commands(prebuild: bool, [prebuild_path, shards, merge]: &[PathBuf; 3]) -> Vec<String> {
+    let mut steps = Vec::new();
+    let mut array = format!("id=$(sbatch --parsable {})", shards.display());
+    if prebuild {
+        steps.push(format!(
+            "pre=$(sbatch --parsable {})",
+            prebuild_path.display()
+        ));
+        array = format!(
+            "id=$(sbatch --parsable --dependency=afterok:${{pre%%;*}} {})",
+            shards.display()
+        );
+    }
+    steps.push(array);
+    steps.push(format!(
+        "sbatch --dependency=afterany:${{id%%;*}} {}",
+        merge.display()
+    ));
+    steps
 }
 
 /// Submits with `sbatch --parsable`; returns the job id (without a `;cluster` suffix).
@@ -151,6 +201,22 @@ fn scripts(args: &Args, experiment: &Experiment, out: &Path) -> anyhow::Result<S
         exp = quote(&exp),
         out_q = quote(out),
     );
+    let builds_engines = experiment.model.providers.contains(&ProviderKind::TensorRt)
+        && !matches!(experiment.model.source, ModelSource::Analytic);
+    let prebuild = (builds_engines && !args.no_prebuild).then(|| {
+            format!(
+                "#!/bin/bash\n#SBATCH --job-name={name}-prebuild\n#SBATCH --output={logs}/%x-%j.out\n\
+                 {options}{gres}\
+                 # Builds the TensorRT engines once, for the shapes every task feeds; the array starts when it\n\
+                 # succeeds and its tasks load them from the engine cache.\n\
+                 set -euo pipefail\n\
+                 exec {binary} run {exp} --out {out_q} --load-only\n",
+                logs = logs.display(),
+                binary = quote(&binary),
+                exp = quote(&exp),
+                out_q = quote(out),
+            )
+        });
     let merge = format!(
         "#!/bin/bash\n#SBATCH --job-name={name}-merge\n#SBATCH --output={logs}/%x-%j.out\n{options}\
          # After every shard (afterany: a failed shard is named here rather than leaving this job pending).\n\
@@ -161,7 +227,11 @@ fn scripts(args: &Args, experiment: &Experiment, out: &Path) -> anyhow::Result<S
         exp = quote(&exp),
         out_q = quote(out),
     );
-    Ok(Scripts { shards, merge })
+    Ok(Scripts {
+        prebuild,
+        shards,
+        merge,
+    })
 }
 
 /// A path for a script that runs on another node: absolute.

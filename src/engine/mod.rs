@@ -5,6 +5,7 @@
 //! [`roles`] maps the model's inputs and outputs, and [`inspect`] gathers what `difflab info` prints.
 
 pub mod analytic;
+pub mod build_lock;
 pub mod clip_tokenizer;
 mod condition;
 mod denoiser;

@@ -1,6 +1,7 @@
 //! ONNX Runtime's own warnings and errors ("Some nodes were not assigned to the preferred execution
 //! providers", TensorRT's fp16 notes), kept for difflab to show: the environment's logger puts them here and
 //! whoever loads or runs a network takes them ([`take`]) for its log, the dashboard and `results.json`.
+//! The session layer adds its own notes of the same kind ([`note`]: a wait for another's engine build).
 
 use std::sync::{Arc, Mutex};
 
@@ -30,6 +31,13 @@ pub(super) fn logger() -> LoggerFunction {
     })
 }
 
+/// A line from the session layer, shown with ONNX Runtime's messages.
+pub(super) fn note(line: String) {
+    if let Ok(mut pending) = PENDING.lock() {
+        pending.push(line);
+    }
+}
+
 /// The messages ONNX Runtime logged since the last call, one line each ("(×3)" when one came more than once).
 pub fn take() -> Vec<String> {
     PENDING.lock().map(|mut p| p.take()).unwrap_or_default()
@@ -40,7 +48,14 @@ impl Pending {
         if level < LogLevel::Warning {
             return;
         }
-        let line = format!("ONNX Runtime {}: {}", level_name(level), message.trim());
+        self.push(format!(
+            "ONNX Runtime {}: {}",
+            level_name(level),
+            message.trim()
+        ));
+    }
+
+    fn push(&mut self, line: String) {
         if let Some(seen) = self.messages.iter_mut().find(|(m, _)| *m == line) {
             seen.1 += 1;
         } else if self.messages.len() < KEPT {

@@ -10,8 +10,10 @@ use ort::session::Session;
 use ort::session::builder::{AutoDevicePolicy, SessionBuilder};
 use ort::value::{Outlet, TensorElementType, ValueType};
 
+use super::build_lock::BuildLock;
 use super::error::{EngineError, is_model_error, model_load_error, ort_error};
 use super::model_file::check_model_file;
+use super::ort_log;
 use super::providers::{
     AttemptOutcome, ProviderAttempt, ProviderKind, ProviderOptions, clean_ort_message, engine_dir,
     nodes_per_provider,
@@ -337,6 +339,8 @@ fn try_provider(
         return Ok(Err(AttemptOutcome::NotAvailable(reason)));
     }
     let eps = provider_dispatch(rt, path, kind, options, preference);
+    // Held while the session builds, which is when TensorRT builds (or loads) its engines.
+    let _build_lock = (kind == ProviderKind::TensorRt).then(|| build_lock(options));
     let mut builder = match base_builder(rt, options)?.with_execution_providers(eps) {
         Ok(builder) => builder,
         Err(e) => {
@@ -355,6 +359,30 @@ fn try_provider(
             "the session did not build: {}",
             clean_ort_message(e.message())
         )))),
+    }
+}
+
+/// The engine cache's build lock, with a note when another process kept us waiting; `None` (and a note)
+/// where the cache cannot be locked, e.g. on a file system without locks.
+fn build_lock(options: &OnnxOptions) -> Option<BuildLock> {
+    let dir = options
+        .providers
+        .engine_cache_dir(options.output_dir.as_deref());
+    match BuildLock::acquire(&dir) {
+        Ok(lock) => {
+            if let Some(line) = lock.wait_note() {
+                ort_log::note(line);
+            }
+            Some(lock)
+        }
+        Err(e) => {
+            ort_log::note(format!(
+                "could not lock the TensorRT engine cache {} ({e}): processes that build the same engine \
+                 at once may overwrite each other's files",
+                dir.display()
+            ));
+            None
+        }
     }
 }
 
