@@ -101,7 +101,7 @@ pub(crate) fn batch_size(
     timesteps: usize,
 ) -> Result<usize, DenoiseError> {
     let per_item: usize = shape.iter().product();
-    if per_item == 0 || sample_len % per_item != 0 || sample_len / per_item != timesteps {
+    if per_item == 0 || !sample_len.is_multiple_of(per_item) || sample_len / per_item != timesteps {
         return Err(DenoiseError::BatchShape {
             sample_len,
             shape,

@@ -190,7 +190,8 @@ impl OnnxDenoiser {
         let per_item: usize = item_shape.iter().product();
         let item = ItemTensor::zeros(item_shape.to_vec());
         let fits = check_fits(&item, spec);
-        if fits.is_err() || per_item == 0 || data.is_empty() || data.len() % per_item != 0 {
+        if fits.is_err() || per_item == 0 || data.is_empty() || !data.len().is_multiple_of(per_item)
+        {
             return Err(EngineError::Options(format!(
                 "conditioning of {} values with item shape {item_shape:?} does not fit the input {}",
                 data.len(),

@@ -220,7 +220,7 @@ impl Pictures {
         let (Some(every), Some(vae)) = (self.decode_every, self.decoder.as_mut()) else {
             return Some(self.preview(x0));
         };
-        if step % every != 0 || step == steps {
+        if !step.is_multiple_of(every) || step == steps {
             // The last step's samples come decoded with the finished cell.
             return None;
         }

@@ -443,7 +443,7 @@ impl<'a> Batch<'a> {
     fn reference_progress(&mut self, l: usize) -> Result<(), Stop> {
         let lane = &self.lanes[l];
         let steps = lane.scheduler.timesteps().len();
-        if lane.step < steps && lane.step % (steps / 4).max(1) == 0 {
+        if lane.step < steps && lane.step.is_multiple_of((steps / 4).max(1)) {
             let line = format!(
                 "{}: step {}/{steps} of samples {}..{} of {}",
                 self.cells[self.pending[lane.cell]].name,

@@ -308,7 +308,7 @@ impl Cell {
     /// row labels are then `conditions`. `None` for one prompt, classes (one per seed) and unconditional runs.
     pub fn preview_rows(&self) -> Option<usize> {
         let rows = self.conditions.len();
-        (rows > 1 && !self.is_class_conditional() && self.preview % rows == 0)
+        (rows > 1 && !self.is_class_conditional() && self.preview.is_multiple_of(rows))
             .then(|| self.preview / rows)
     }
 

@@ -15,7 +15,7 @@ pub fn fit(images: &[f32], from: [usize; 3], to: [usize; 3]) -> Vec<f32> {
         let mut shape = [to[0], from[1], from[2]];
         let mut plane_set = channels;
         let factor = (from[1] / to[1].max(1)).min(from[2] / to[2].max(1));
-        if factor > 1 && from[1] % factor == 0 && from[2] % factor == 0 {
+        if factor > 1 && from[1].is_multiple_of(factor) && from[2].is_multiple_of(factor) {
             plane_set = block_mean(&plane_set, shape, factor);
             shape = [shape[0], shape[1] / factor, shape[2] / factor];
         }

@@ -446,15 +446,15 @@ fn read_common(r: &mut Reader, warnings: &mut Vec<String>) -> Result<Common, Con
             r.bool("rescale_betas_zero_snr")?
         },
     };
-    if let Some(betas) = &schedule.trained_betas {
-        if betas.len() != schedule.num_train_timesteps {
-            warnings.push(format!(
-                "trained_betas has {} values; num_train_timesteps {} is replaced by that",
-                betas.len(),
-                schedule.num_train_timesteps
-            ));
-            schedule.num_train_timesteps = betas.len();
-        }
+    if let Some(betas) = &schedule.trained_betas
+        && betas.len() != schedule.num_train_timesteps
+    {
+        warnings.push(format!(
+            "trained_betas has {} values; num_train_timesteps {} is replaced by that",
+            betas.len(),
+            schedule.num_train_timesteps
+        ));
+        schedule.num_train_timesteps = betas.len();
     }
     Ok(Common {
         schedule,

@@ -280,12 +280,12 @@ impl Scheduler for DpmSinglestep {
         });
         // diffusers forces lower_order_final when the groups do not fit or the last step goes to 0.
         let lower_order_final =
-            c.lower_order_final || steps % c.solver_order != 0 || !c.final_sigma_min;
+            c.lower_order_final || !steps.is_multiple_of(c.solver_order) || !c.final_sigma_min;
         let mut orders = order_list(steps, c.solver_order, lower_order_final);
-        if !c.final_sigma_min {
-            if let Some(last) = orders.last_mut() {
-                *last = 1;
-            }
+        if !c.final_sigma_min
+            && let Some(last) = orders.last_mut()
+        {
+            *last = 1;
         }
         self.orders = orders;
         self.timesteps = timesteps.iter().map(|&t| t as f64).collect();

@@ -112,7 +112,7 @@ impl Scheduler for Heun {
         let c = self.call;
         check_step(c, self.timesteps.len(), model_output, sample, x0, batch)?;
         // Calls 0, 2, 4, ... start an interval; the odd ones finish it.
-        if c % 2 == 0 {
+        if c.is_multiple_of(2) {
             let s = self.sigmas[c];
             let d = self.derivative(model_output, sample, x0, s, batch);
             // dt is an f32 difference in diffusers (it matters for the cosine schedule's huge sigma_max).

@@ -56,10 +56,11 @@ impl KConfig {
         let mut alphas_cumprod = NoiseSchedule::new(&self.schedule).alphas_cumprod().to_vec();
         let n_train = alphas_cumprod.len();
         check_step_count(steps, n_train)?;
-        if nudge_zero_snr && self.schedule.rescale_betas_zero_snr {
-            if let Some(last) = alphas_cumprod.last_mut() {
-                *last = 2f32.powi(-24);
-            }
+        if nudge_zero_snr
+            && self.schedule.rescale_betas_zero_snr
+            && let Some(last) = alphas_cumprod.last_mut()
+        {
+            *last = 2f32.powi(-24);
         }
         let train_sigmas = NoiseSchedule::from_alphas_cumprod(alphas_cumprod).train_sigmas();
         let log_sigmas = log_sigmas_f32(&train_sigmas);

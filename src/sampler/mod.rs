@@ -145,7 +145,7 @@ fn check_step(
             want: sample.len(),
         });
     }
-    if batch == 0 || sample.len() % batch != 0 {
+    if batch == 0 || !sample.len().is_multiple_of(batch) {
         return Err(StepError::Batch {
             len: sample.len(),
             batch,

@@ -102,12 +102,12 @@ impl Pndm {
     /// The noise prediction call `c` steps with, from this call's output `e` (updating the stores).
     fn combined(&mut self, c: usize, e: &[f64]) -> Vec<f64> {
         if c < self.prk_calls {
-            let w = if c % 4 == 0 || c % 4 == 3 {
+            let w = if c.is_multiple_of(4) || c % 4 == 3 {
                 1.0 / 6.0
             } else {
                 1.0 / 3.0
             };
-            if c % 4 == 0 {
+            if c.is_multiple_of(4) {
                 self.ets.push(e.to_vec());
                 self.rk_sum = vec![0.0; e.len()];
             }
@@ -233,7 +233,7 @@ impl Scheduler for Pndm {
         let e: Vec<f64> = model_output.iter().map(|&v| v as f64).collect();
         let e = self.combined(c, &e);
         let (t, prev, from_anchor) = self.transfer(c);
-        let starts_group = c < self.prk_calls && c % 4 == 0;
+        let starts_group = c < self.prk_calls && c.is_multiple_of(4);
         if starts_group || (self.prk_calls == 0 && c == 0) {
             self.anchor = sample.iter().map(|&v| v as f64).collect();
         }

@@ -79,7 +79,7 @@ pub fn torch_randn(seed: u64, n: usize) -> Option<Vec<f32>> {
     for block in v.chunks_exact_mut(16) {
         normal_block(block);
     }
-    if n % 16 != 0 {
+    if !n.is_multiple_of(16) {
         let tail = &mut v[n - 16..];
         for x in tail.iter_mut() {
             *x = rng.uniform();

@@ -40,10 +40,11 @@ impl VpSchedule {
         let mut alphas_cumprod = NoiseSchedule::new(&self.schedule).alphas_cumprod().to_vec();
         let n = alphas_cumprod.len();
         check_step_count(steps, n)?;
-        if self.nudge_zero_snr && self.schedule.rescale_betas_zero_snr {
-            if let Some(last) = alphas_cumprod.last_mut() {
-                *last = 2f32.powi(-24);
-            }
+        if self.nudge_zero_snr
+            && self.schedule.rescale_betas_zero_snr
+            && let Some(last) = alphas_cumprod.last_mut()
+        {
+            *last = 2f32.powi(-24);
         }
         let train = NoiseSchedule::from_alphas_cumprod(alphas_cumprod).train_sigmas();
         let (sigma_min, sigma_max) = (train[0] as f64, train[n - 1] as f64);

@@ -570,10 +570,10 @@ impl State {
                     model_calls,
                     unbatched_model_calls,
                 };
-                if let Some(force) = self.pending_start.take() {
-                    if !self.quit {
-                        return self.start_lab(force);
-                    }
+                if let Some(force) = self.pending_start.take()
+                    && !self.quit
+                {
+                    return self.start_lab(force);
                 }
             }
         }

@@ -169,10 +169,10 @@ pub fn spawn_encoder(
                     latest.insert(more.slot, more);
                 }
                 for (slot, request) in latest {
-                    if let Some(encoded) = encode(&picker, &request) {
-                        if !done(slot, encoded) {
-                            return;
-                        }
+                    if let Some(encoded) = encode(&picker, &request)
+                        && !done(slot, encoded)
+                    {
+                        return;
                     }
                 }
             }

@@ -102,10 +102,10 @@ impl RunFilter {
 
     /// Switches the run under the cursor off or on.
     pub fn toggle(&mut self, runs: &[String]) {
-        if let Some(run) = runs.get(self.cursor) {
-            if !self.hidden.remove(run) {
-                self.hidden.insert(run.clone());
-            }
+        if let Some(run) = runs.get(self.cursor)
+            && !self.hidden.remove(run)
+        {
+            self.hidden.insert(run.clone());
         }
     }
 

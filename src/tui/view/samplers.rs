@@ -163,11 +163,11 @@ pub fn draw(frame: &mut Frame, state: &State, area: Rect) {
         );
         return;
     }
-    if state.focused {
-        if let Some(cell) = state.cells.get(state.selected) {
-            draw_focused(frame, state, cell, area);
-            return;
-        }
+    if state.focused
+        && let Some(cell) = state.cells.get(state.selected)
+    {
+        draw_focused(frame, state, cell, area);
+        return;
     }
     let n = state.cells.len();
     let gutter = split_gutter(state, area).0;
