@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use difflab::engine::{
-    AttemptOutcome, DenoiseError, Denoiser, EngineError, OnnxDenoiser, OnnxOptions,
+    AttemptOutcome, DenoiseError, Denoiser, ElemType, EngineError, OnnxDenoiser, OnnxOptions,
     PredictionSource, ProviderKind, ProviderOptions, Role, RoleError, TimingPlan, inspect,
 };
 use difflab::sampler::PredictionType;
@@ -111,6 +111,24 @@ fn f16_model_converts_at_the_boundary() {
     let mut out = vec![0.0; x.len()];
     m.predict(&x, &t, &mut out).unwrap();
     assert_close(&out, &half_plus_t(&x, &t), 2e-3);
+}
+
+#[test]
+fn bf16_model_converts_at_the_boundary() {
+    let mut m = load("tiny_bf16.onnx");
+    assert_eq!(m.roles().sample.elem, ElemType::Bf16);
+    let x = sample(2);
+    let t = [1.0, 3.0];
+    let mut out = vec![0.0; x.len()];
+    m.predict(&x, &t, &mut out).unwrap();
+    // bfloat16 keeps 8 significant bits: the inputs and the output are each rounded to 1 part in 256.
+    let want = half_plus_t(&x, &t);
+    for (got, want) in out.iter().zip(&want) {
+        assert!(
+            (got - want).abs() <= 1e-2 * want.abs().max(1.0),
+            "{got} vs {want}"
+        );
+    }
 }
 
 #[test]

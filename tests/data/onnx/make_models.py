@@ -105,6 +105,25 @@ def tiny_f16():
     save(graph, "tiny_f16.onnx")
 
 
+def tiny_bf16():
+    # bfloat16 inputs and output, as bf16 exports have them; float32 inside (ONNX Runtime's CPU kernels
+    # take few bfloat16 ops), so the test checks difflab's packing and reading, not bf16 arithmetic.
+    nodes, inits = half_plus_t("x32", "t", "eps32", TensorProto.FLOAT)
+    nodes = [helper.make_node("Cast", ["x"], ["x32"], to=TensorProto.FLOAT)] + nodes
+    nodes.append(helper.make_node("Cast", ["eps32"], ["eps"], to=TensorProto.BFLOAT16))
+    graph = helper.make_graph(
+        nodes,
+        "tiny_bf16",
+        [
+            helper.make_tensor_value_info("x", TensorProto.BFLOAT16, ["N", C, H, W]),
+            helper.make_tensor_value_info("t", TensorProto.BFLOAT16, ["N"]),
+        ],
+        [helper.make_tensor_value_info("eps", TensorProto.BFLOAT16, ["N", C, H, W])],
+        inits,
+    )
+    save(graph, "tiny_bf16.onnx")
+
+
 def tiny_fixed_batch1():
     # Exported with a fixed batch of one and a scalar float timestep.
     nodes, inits = half_plus_t("noisy", "timesteps", "noise_pred", TensorProto.FLOAT, t_shape_1d=False)
@@ -326,6 +345,7 @@ if __name__ == "__main__":
     tiny_f32()
     tiny_unused_initializer()
     tiny_f16()
+    tiny_bf16()
     tiny_fixed_batch1()
     tiny_class_cond()
     tiny_text_cond()
