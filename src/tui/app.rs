@@ -7,12 +7,16 @@ use std::path::PathBuf;
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui_image::protocol::Protocol;
 
+use strum::VariantArray;
+
+use super::keys::{Action, action_of};
 use super::training::TrainingState;
 use crate::experiment::Experiment;
 use crate::lab::{Cell, CellResult, LabEvent};
 
-/// The views, in tab order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The views, in tab order: a new view is a variant here (its tab, digit key and help line follow) and an
+/// arm in `view::draw`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::VariantArray, strum::IntoStaticStr)]
 pub enum View {
     Samplers,
     Training,
@@ -20,18 +24,18 @@ pub enum View {
 }
 
 impl View {
-    pub const ALL: [View; 3] = [View::Samplers, View::Training, View::Quality];
-
     pub fn title(self) -> &'static str {
-        match self {
-            View::Samplers => "Samplers",
-            View::Training => "Training",
-            View::Quality => "Quality",
-        }
+        self.into()
     }
 
-    fn index(self) -> usize {
-        View::ALL.iter().position(|v| *v == self).unwrap_or(0)
+    pub fn index(self) -> usize {
+        View::VARIANTS.iter().position(|v| *v == self).unwrap_or(0)
+    }
+
+    /// The view `by` tabs on (negative: back), wrapping around.
+    fn step(self, by: isize) -> View {
+        let n = View::VARIANTS.len() as isize;
+        View::VARIANTS[(self.index() as isize + by).rem_euclid(n) as usize]
     }
 }
 
@@ -356,27 +360,28 @@ impl State {
         if self.view == View::Training && !ctrl && self.training_key(key.code) {
             return Vec::new();
         }
-        match key.code {
-            KeyCode::Char('c') if ctrl => return self.quit(),
-            KeyCode::Char('q') => return self.quit(),
-            KeyCode::Char('?') => self.help = true,
-            KeyCode::Tab => self.view = View::ALL[(self.view.index() + 1) % View::ALL.len()],
-            KeyCode::BackTab => {
-                self.view = View::ALL[(self.view.index() + View::ALL.len() - 1) % View::ALL.len()]
-            }
-            KeyCode::Char('1') => self.view = View::Samplers,
-            KeyCode::Char('2') => self.view = View::Training,
-            KeyCode::Char('3') => self.view = View::Quality,
-            KeyCode::Left | KeyCode::Up => self.selected = self.selected.saturating_sub(1),
-            KeyCode::Right | KeyCode::Down if self.selected + 1 < self.cells.len() => {
-                self.selected += 1
-            }
-            KeyCode::Enter => {
+        let Some(action) = action_of(&key) else {
+            return Vec::new();
+        };
+        self.act(action)
+    }
+
+    fn act(&mut self, action: Action) -> Vec<Effect> {
+        match action {
+            Action::Quit => return self.quit(),
+            Action::Help => self.help = true,
+            Action::NextView => self.view = self.view.step(1),
+            Action::PreviousView => self.view = self.view.step(-1),
+            Action::ShowView(view) => self.view = view,
+            Action::SelectPrevious => self.selected = self.selected.saturating_sub(1),
+            Action::SelectNext if self.selected + 1 < self.cells.len() => self.selected += 1,
+            Action::SelectNext => {}
+            Action::Focus => {
                 self.view = View::Samplers;
                 self.focused = !self.focused && !self.cells.is_empty();
             }
-            KeyCode::Esc => self.focused = false,
-            KeyCode::Char(' ') => {
+            Action::Unfocus => self.focused = false,
+            Action::RunOrCancel => {
                 return match self.run {
                     RunState::Running => {
                         self.run = RunState::Cancelling;
@@ -388,18 +393,17 @@ impl State {
                     _ => self.start_lab(false),
                 };
             }
-            KeyCode::Char('r') => {
+            Action::Rerun => {
                 self.push_log("rerunning every cell");
                 return self.start_lab(true);
             }
-            KeyCode::Char('s') => return vec![Effect::SaveGrid],
-            KeyCode::Char('l') => self.training.log_y = !self.training.log_y,
-            KeyCode::Char('t') => self.training.x_time = !self.training.x_time,
-            KeyCode::Char('+') | KeyCode::Char('=') => self.training.smoother(),
-            KeyCode::Char('-') => self.training.rougher(),
-            KeyCode::Char(']') => self.training.tag_page += 1,
-            KeyCode::Char('[') => self.training.tag_page -= 1,
-            _ => {}
+            Action::SaveGrid => return vec![Effect::SaveGrid],
+            Action::LogY => self.training.log_y = !self.training.log_y,
+            Action::TimeAxis => self.training.x_time = !self.training.x_time,
+            Action::Smoother => self.training.smoother(),
+            Action::Rougher => self.training.rougher(),
+            Action::NextTagPage => self.training.tag_page += 1,
+            Action::PreviousTagPage => self.training.tag_page -= 1,
         }
         Vec::new()
     }

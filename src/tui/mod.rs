@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod images;
+mod keys;
 pub mod probe;
 pub mod run_filter;
 pub mod terminal;

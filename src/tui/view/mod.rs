@@ -11,7 +11,10 @@ use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Tabs, Wrap};
 
+use strum::VariantArray;
+
 use super::app::{ImageSlot, RunState, State, View};
+use super::keys::key_rows;
 
 /// The smallest terminal the dashboard lays out for.
 pub const MIN_SIZE: (u16, u16) = (80, 24);
@@ -84,11 +87,11 @@ pub fn draw(frame: &mut Frame, state: &State) {
 }
 
 fn draw_tabs(frame: &mut Frame, state: &State, area: Rect) {
-    let titles = View::ALL
+    let titles = View::VARIANTS
         .iter()
         .enumerate()
         .map(|(i, v)| format!("{} {}", i + 1, v.title()));
-    let selected = View::ALL.iter().position(|v| *v == state.view).unwrap_or(0);
+    let selected = state.view.index();
     let tabs = Tabs::new(titles)
         .select(selected)
         .highlight_style(Style::new().add_modifier(Modifier::BOLD | Modifier::REVERSED))
@@ -218,45 +221,22 @@ fn draw_status(frame: &mut Frame, state: &State, area: Rect) {
     frame.render_widget(Paragraph::new(help).reversed(), right);
 }
 
-/// Every key, for the `?` overlay.
-pub const KEYS: [(&str, &str); 17] = [
-    ("q, Ctrl-C", "quit"),
-    ("Tab, Shift-Tab", "next, previous view"),
-    ("1 2 3", "Samplers, Training, Quality"),
-    ("←/→ or ↑/↓", "select a cell"),
-    ("Enter", "focus the cell: all its seeds, larger"),
-    ("Esc", "back from the focused cell"),
-    ("Space", "run the experiment, or cancel the run"),
-    ("r", "rerun every cell, even unchanged ones"),
-    ("s", "save the comparison grid (PNG)"),
-    ("l", "training: log-y on/off"),
-    ("+ / -", "training: more / less smoothing"),
-    ("t", "training: x as step or wall time"),
-    ("[ / ]", "training: previous / next page of tags"),
-    ("/", "training: filter tags and runs by regex"),
-    (
-        "↑/↓ Space p",
-        "training: pick a run, show or hide it, pin it",
-    ),
-    ("?", "this help (any key closes it)"),
-    ("saving", "the experiment file reruns changed cells"),
-];
-
 fn draw_help(frame: &mut Frame, area: Rect) {
     let width = 68.min(area.width);
-    let height = (KEYS.len() as u16 + 2).min(area.height);
+    let rows = key_rows();
+    let height = (rows.len() as u16 + 2).min(area.height);
     let rect = Rect {
         x: area.x + (area.width - width) / 2,
         y: area.y + (area.height - height) / 2,
         width,
         height,
     };
-    let lines: Vec<Line> = KEYS
-        .iter()
-        .map(|(k, what)| {
+    let lines: Vec<Line> = rows
+        .into_iter()
+        .map(|r| {
             Line::from(vec![
-                Span::styled(format!("{k:>16}  "), Style::new().bold()),
-                Span::raw(*what),
+                Span::styled(format!("{:>16}  ", r.keys), Style::new().bold()),
+                Span::raw(r.what),
             ])
         })
         .collect();
