@@ -8,7 +8,10 @@ use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, chec
 
 /// diffusers' `variance_type` (the learned variants need a model with twice the channels and are not
 /// supported).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr, strum::VariantNames,
+)]
+#[strum(serialize_all = "snake_case")]
 #[allow(
     clippy::enum_variant_names,
     reason = "the names are diffusers' variance_type values"
@@ -21,21 +24,15 @@ pub enum DdpmVariance {
 }
 
 impl DdpmVariance {
-    pub const NAMES: [&'static str; 4] = [
-        "fixed_small",
-        "fixed_small_log",
-        "fixed_large",
-        "fixed_large_log",
-    ];
+    /// Every name, as diffusers' configs spell them.
+    pub const NAMES: &'static [&'static str] = <Self as strum::VariantNames>::VARIANTS;
+
+    pub fn name(self) -> &'static str {
+        self.into()
+    }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "fixed_small" => Some(Self::FixedSmall),
-            "fixed_small_log" => Some(Self::FixedSmallLog),
-            "fixed_large" => Some(Self::FixedLarge),
-            "fixed_large_log" => Some(Self::FixedLargeLog),
-            _ => None,
-        }
+        name.parse().ok()
     }
 }
 

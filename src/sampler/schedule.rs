@@ -7,8 +7,20 @@
 use serde::{Deserialize, Serialize};
 
 /// diffusers' `beta_schedule`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum BetaSchedule {
     Linear,
     ScaledLinear,
@@ -17,26 +29,15 @@ pub enum BetaSchedule {
 }
 
 impl BetaSchedule {
-    pub const NAMES: [&'static str; 4] =
-        ["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"];
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "linear" => Some(Self::Linear),
-            "scaled_linear" => Some(Self::ScaledLinear),
-            "squaredcos_cap_v2" => Some(Self::SquaredcosCapV2),
-            "sigmoid" => Some(Self::Sigmoid),
-            _ => None,
-        }
-    }
+    /// Every name, as diffusers' configs spell them.
+    pub const NAMES: &'static [&'static str] = <Self as strum::VariantNames>::VARIANTS;
 
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Linear => "linear",
-            Self::ScaledLinear => "scaled_linear",
-            Self::SquaredcosCapV2 => "squaredcos_cap_v2",
-            Self::Sigmoid => "sigmoid",
-        }
+        self.into()
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        name.parse().ok()
     }
 }
 
@@ -238,5 +239,53 @@ mod tests {
             let back = ((1.0 - a) / a).sqrt();
             assert!((back / sigma - 1.0).abs() < 1e-9, "{sigma}: {back}");
         }
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use crate::sampler::PredictionType;
+    use crate::sampler::ddpm::DdpmVariance;
+    use crate::sampler::spacing::TimestepSpacing;
+
+    use super::BetaSchedule;
+
+    /// The names are diffusers' config values, which users' files hold: derived from the variants, they
+    /// must stay exactly these.
+    #[test]
+    fn config_names_are_diffusers_spellings_and_round_trip() {
+        assert_eq!(
+            BetaSchedule::NAMES,
+            ["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"]
+        );
+        assert_eq!(PredictionType::NAMES, ["epsilon", "v_prediction", "sample"]);
+        assert_eq!(TimestepSpacing::NAMES, ["leading", "trailing", "linspace"]);
+        assert_eq!(
+            DdpmVariance::NAMES,
+            [
+                "fixed_small",
+                "fixed_small_log",
+                "fixed_large",
+                "fixed_large_log"
+            ]
+        );
+        for name in BetaSchedule::NAMES {
+            let b = BetaSchedule::from_name(name).unwrap_or_else(|| panic!("{name}"));
+            assert_eq!(b.name(), *name);
+            assert_eq!(serde_json::to_value(b).ok(), Some(serde_json::json!(name)));
+        }
+        for name in PredictionType::NAMES {
+            let p = PredictionType::from_name(name).unwrap_or_else(|| panic!("{name}"));
+            assert_eq!(p.to_string(), *name);
+            assert_eq!(serde_json::to_value(p).ok(), Some(serde_json::json!(name)));
+        }
+        for name in TimestepSpacing::NAMES {
+            let t = TimestepSpacing::from_name(name).unwrap_or_else(|| panic!("{name}"));
+            assert_eq!(serde_json::to_value(t).ok(), Some(serde_json::json!(name)));
+        }
+        for name in DdpmVariance::NAMES {
+            assert!(DdpmVariance::from_name(name).is_some(), "{name}");
+        }
+        assert_eq!(PredictionType::from_name("Epsilon"), None);
     }
 }

@@ -4,8 +4,20 @@
 use serde::{Deserialize, Serialize};
 
 /// How inference timesteps are spread over the training steps (diffusers' `timestep_spacing`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum TimestepSpacing {
     Leading,
     Trailing,
@@ -13,23 +25,15 @@ pub enum TimestepSpacing {
 }
 
 impl TimestepSpacing {
-    pub const NAMES: [&'static str; 3] = ["leading", "trailing", "linspace"];
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "leading" => Some(Self::Leading),
-            "trailing" => Some(Self::Trailing),
-            "linspace" => Some(Self::Linspace),
-            _ => None,
-        }
-    }
+    /// Every name, as diffusers' configs spell them.
+    pub const NAMES: &'static [&'static str] = <Self as strum::VariantNames>::VARIANTS;
 
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Leading => "leading",
-            Self::Trailing => "trailing",
-            Self::Linspace => "linspace",
-        }
+        self.into()
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        name.parse().ok()
     }
 }
 
