@@ -435,7 +435,7 @@ fn read_common(r: &mut Reader, warnings: &mut Vec<String>) -> Result<Common, Con
         beta_end: r.unit("beta_end")?,
         beta_schedule: r.choice(
             "beta_schedule",
-            &BetaSchedule::NAMES,
+            BetaSchedule::NAMES,
             BetaSchedule::from_name,
         )?,
         trained_betas: r.betas("trained_betas")?,
@@ -460,7 +460,7 @@ fn read_common(r: &mut Reader, warnings: &mut Vec<String>) -> Result<Common, Con
         schedule,
         prediction_type: r.choice(
             "prediction_type",
-            &PredictionType::NAMES,
+            PredictionType::NAMES,
             PredictionType::from_name,
         )?,
         // Classes without the key (DPMSolverSinglestep, the EDM classes) space their own way.
@@ -469,7 +469,7 @@ fn read_common(r: &mut Reader, warnings: &mut Vec<String>) -> Result<Common, Con
         } else {
             r.choice(
                 "timestep_spacing",
-                &TimestepSpacing::NAMES,
+                TimestepSpacing::NAMES,
                 TimestepSpacing::from_name,
             )?
         },
