@@ -575,16 +575,8 @@ pub(super) fn parse_dpm(r: &mut Reader, c: Common, warnings: &mut Vec<String>) -
             });
         }
     };
-    let solver_type = r.choice("solver_type", &SolverType::NAMES, |s| match s {
-        "midpoint" => Some(SolverType::Midpoint),
-        "heun" => Some(SolverType::Heun),
-        _ => None,
-    })?;
-    let final_sigmas_type = r.choice("final_sigmas_type", &FinalSigma::NAMES, |s| match s {
-        "zero" => Some(FinalSigma::Zero),
-        "sigma_min" => Some(FinalSigma::SigmaMin),
-        _ => None,
-    })?;
+    let solver_type = r.pick::<SolverType>("solver_type")?;
+    let final_sigmas_type = r.pick::<FinalSigma>("final_sigmas_type")?;
     if algorithm == DpmAlgorithm::SdeDpmSolverPlusPlus && solver_order == 3 {
         warnings.push(
             "sde-dpmsolver++ with solver_order 3 follows diffusers, whose third-order SDE term has the opposite sign of k-diffusion's DPM++ 3M SDE".into(),
@@ -660,6 +652,14 @@ impl Reader<'_> {
             .as_str()
             .and_then(parse)
             .ok_or_else(|| self.invalid(key, &expected))
+    }
+
+    /// A setting whose values are an enum's variants, by their config names.
+    pub(super) fn pick<T: std::str::FromStr + strum::VariantNames>(
+        &mut self,
+        key: &str,
+    ) -> Result<T, ConfigError> {
+        self.choice(key, T::VARIANTS, |s| s.parse().ok())
     }
 
     pub(super) fn number(&self, key: &str) -> Option<f64> {

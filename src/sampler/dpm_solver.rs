@@ -22,29 +22,7 @@ impl DpmAlgorithm {
     pub const NAMES: [&'static str; 2] = ["dpmsolver++", "sde-dpmsolver++"];
 }
 
-/// diffusers' `solver_type`: how the second-order correction is formed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SolverType {
-    Midpoint,
-    Heun,
-}
-
-impl SolverType {
-    pub const NAMES: [&'static str; 2] = ["midpoint", "heun"];
-}
-
-/// diffusers' `final_sigmas_type`: where the last step lands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinalSigma {
-    /// sigma = 0: the clean sample (forces a first-order last step).
-    Zero,
-    /// The smallest training sigma.
-    SigmaMin,
-}
-
-impl FinalSigma {
-    pub const NAMES: [&'static str; 2] = ["zero", "sigma_min"];
-}
+pub use super::settings::{FinalSigma, SolverType};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DpmSolverConfig {

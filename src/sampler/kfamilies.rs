@@ -17,6 +17,7 @@ use super::kdiff::{KConfig, unsupported_prediction};
 use super::kdpm2::Kdpm2Config;
 use super::lms::LmsConfig;
 use super::prediction::X0Clip;
+use super::settings::{FinalSigma, SolverType};
 use super::sigmas::SigmaRamp;
 
 fn sigma_keys() -> Value {
@@ -135,11 +136,7 @@ pub(super) fn parse_euler(r: &mut Reader, c: Common, _warnings: &mut Vec<String>
         "continuous" => Some(true),
         _ => None,
     })?;
-    let final_sigma_min = r.choice("final_sigmas_type", &["zero", "sigma_min"], |s| match s {
-        "zero" => Some(false),
-        "sigma_min" => Some(true),
-        _ => None,
-    })?;
+    let final_sigma_min = r.pick::<FinalSigma>("final_sigmas_type")? == FinalSigma::SigmaMin;
     let churn = Churn {
         s_churn: r.non_negative("s_churn")?,
         s_tmin: r.non_negative("s_tmin")?,
@@ -311,11 +308,7 @@ fn edm_config(r: &mut Reader, c: &Common, class: &str) -> Result<EdmConfig, Conf
         })?,
         prediction_type: c.prediction_type,
         schedule: c.schedule.clone(),
-        final_sigma_min: r.choice("final_sigmas_type", &["zero", "sigma_min"], |s| match s {
-            "zero" => Some(false),
-            "sigma_min" => Some(true),
-            _ => None,
-        })?,
+        final_sigma_min: r.pick::<FinalSigma>("final_sigmas_type")? == FinalSigma::SigmaMin,
     })
 }
 
@@ -352,11 +345,7 @@ pub(super) fn parse_edm_dpm(r: &mut Reader, c: Common, _warnings: &mut Vec<Strin
             reason: "diffusers' EDM third-order update exists for \"dpmsolver++\" only".into(),
         });
     }
-    let heun = r.choice("solver_type", &["midpoint", "heun"], |s| match s {
-        "midpoint" => Some(false),
-        "heun" => Some(true),
-        _ => None,
-    })?;
+    let heun = r.pick::<SolverType>("solver_type")? == SolverType::Heun;
     Ok(Arc::new(EdmDpmConfig {
         edm,
         thresholding: read_thresholding(r)?,

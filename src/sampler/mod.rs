@@ -27,6 +27,7 @@ mod pndm;
 mod prediction;
 pub mod registry;
 pub mod schedule;
+mod settings;
 pub mod sigmas;
 mod solver_families;
 mod spacing;

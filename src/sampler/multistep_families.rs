@@ -171,11 +171,7 @@ pub(super) fn parse_unipc(r: &mut Reader, c: Common, warnings: &mut Vec<String>)
         "bh1" => Variant::Bh1,
         _ => Variant::Bh2,
     };
-    let final_sigmas_type = r.choice("final_sigmas_type", &["zero", "sigma_min"], |s| match s {
-        "zero" => Some(FinalSigma::Zero),
-        "sigma_min" => Some(FinalSigma::SigmaMin),
-        _ => None,
-    })?;
+    let final_sigmas_type = r.pick::<FinalSigma>("final_sigmas_type")?;
     let lower_order_final = r.bool("lower_order_final")?;
     if !lower_order_final && solver_order > 1 && final_sigmas_type == FinalSigma::Zero {
         warnings.push("UniPC with lower_order_final false and final_sigmas_type \"zero\": diffusers' last step is infinite there; difflab takes it first order".into());

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use super::config::{Common, ConfigError, Parsed, Reader, read_clip, read_thresholding};
 use super::dpm_singlestep::{SinglestepAlgorithm, SinglestepConfig};
-use super::dpm_solver::SolverType;
 use super::kfamilies::read_ramp;
 use super::lcm::LcmConfig;
+use super::settings::{FinalSigma, SolverType};
 use super::sigmas::SigmaRamp;
 
 pub(super) fn singlestep_defaults() -> Value {
@@ -50,11 +50,7 @@ fn refuse_true(r: &mut Reader, keys: &[&str], reason: &str) -> Result<(), Config
 
 /// `final_sigmas_type`: true for "sigma_min", false for "zero".
 fn read_final_sigma_min(r: &mut Reader) -> Result<bool, ConfigError> {
-    r.choice("final_sigmas_type", &["zero", "sigma_min"], |s| match s {
-        "zero" => Some(false),
-        "sigma_min" => Some(true),
-        _ => None,
-    })
+    Ok(r.pick::<FinalSigma>("final_sigmas_type")? == FinalSigma::SigmaMin)
 }
 
 pub(super) fn parse_singlestep(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {
@@ -84,11 +80,7 @@ pub(super) fn parse_singlestep(r: &mut Reader, c: Common, _warnings: &mut Vec<St
         &SinglestepAlgorithm::NAMES,
         SinglestepAlgorithm::from_name,
     )?;
-    let solver_type = r.choice("solver_type", &SolverType::NAMES, |s| match s {
-        "midpoint" => Some(SolverType::Midpoint),
-        "heun" => Some(SolverType::Heun),
-        _ => None,
-    })?;
+    let solver_type = r.pick::<SolverType>("solver_type")?;
     let final_sigma_min = read_final_sigma_min(r)?;
     if algorithm == SinglestepAlgorithm::DpmSolver && !final_sigma_min {
         // diffusers refuses this pair: the noise-prediction step to sigma 0 divides by zero.

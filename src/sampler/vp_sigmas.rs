@@ -9,14 +9,7 @@ use super::sigmas::{SigmaRamp, log_sigmas_f32, sigma_to_t};
 use super::spacing::{TimestepSpacing, dpm_timesteps};
 use super::{ConfigError, PredictionType};
 
-/// Where the last step lands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinalSigma {
-    /// sigma 0, the clean sample (UniPC's `final_sigmas_type = "zero"`).
-    Zero,
-    /// The smallest training sigma, or the ramp's last sigma repeated (UniPC's "sigma_min"; DEIS always).
-    SigmaMin,
-}
+pub use super::settings::FinalSigma;
 
 /// The settings the schedule reads.
 #[derive(Debug, Clone, PartialEq)]
