@@ -6,58 +6,16 @@
 //! `from_config` does), then the short name's preset, then the user's keys (unknown ones are reported
 //! as warnings and ignored; invalid values are errors naming the key and what is allowed).
 
-use std::any::Any;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
-use super::ddim::DdimConfig;
-use super::ddpm::{DdpmConfig, DdpmVariance};
-use super::dpm_solver::{DpmAlgorithm, DpmSolverConfig, FinalSigma, SolverType};
-use super::prediction::X0Clip;
+use super::family::{ConfigError, FamilyConfig, Reader, read_common};
 use super::registry;
-use super::schedule::{BetaSchedule, ScheduleConfig};
-use super::sigmas::SigmaRamp;
-use super::spacing::TimestepSpacing;
+use super::schedule::ScheduleConfig;
 use super::{PredictionType, Scheduler};
-
-#[derive(Debug, thiserror::Error, Clone, PartialEq)]
-pub enum ConfigError {
-    #[error("cannot read scheduler config {path}: {message}")]
-    Io { path: String, message: String },
-    #[error("{source_name} is not valid JSON: {message}")]
-    Json {
-        source_name: String,
-        message: String,
-    },
-    #[error("{source_name} must be a JSON object of scheduler settings")]
-    NotAnObject { source_name: String },
-    #[error(
-        "{source_name}: scheduler class {name:?} {}",
-        unknown_class_advice(name)
-    )]
-    UnknownClass { name: String, source_name: String },
-    #[error("{source_name} has no \"_class_name\"; set it to one of {}", registry::class_names().join(", "))]
-    MissingClass { source_name: String },
-    #[error("unknown sampler {name:?}{}", unknown_sampler_advice(name))]
-    UnknownSampler { name: String },
-    #[error("scheduler setting `{key}`: got {got}, expected {expected}")]
-    InvalidValue {
-        key: String,
-        got: String,
-        expected: String,
-    },
-    #[error("scheduler setting `{key}` = {got} is not supported by difflab: {reason}")]
-    Unsupported {
-        key: String,
-        got: String,
-        reason: String,
-    },
-    #[error("{steps} inference steps cannot be used: {reason}")]
-    Steps { steps: usize, reason: String },
-}
 
 /// Why a class cannot be used and what to do: flow-matching models (SD3, Flux) need a sampler of their own.
 fn unknown_class_advice(name: &str) -> String {
@@ -101,34 +59,6 @@ pub fn short_names() -> Vec<&'static str> {
 pub struct SamplerConfig {
     class: &'static str,
     family: Arc<dyn FamilyConfig>,
-}
-
-/// What a family's resolved settings give the lab. A new sampler is its file (the scheduler, its
-/// settings type implementing this, its defaults and parser) and its line in the registry.
-pub trait FamilyConfig: DynEq + std::fmt::Debug + Send + Sync {
-    /// A ready-to-run scheduler (call `set_steps` next).
-    fn build(&self) -> Box<dyn Scheduler>;
-    fn schedule(&self) -> &ScheduleConfig;
-    fn prediction_type(&self) -> PredictionType;
-}
-
-/// What a family's settings parser gives.
-pub type Parsed = Result<Arc<dyn FamilyConfig>, ConfigError>;
-
-/// Equality between settings of any family (false across families).
-pub trait DynEq: Any {
-    fn as_any(&self) -> &dyn Any;
-    fn dyn_eq(&self, other: &dyn Any) -> bool;
-}
-
-impl<T: PartialEq + Any> DynEq for T {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn dyn_eq(&self, other: &dyn Any) -> bool {
-        other.downcast_ref::<T>() == Some(self)
-    }
 }
 
 impl PartialEq for SamplerConfig {
@@ -249,6 +179,7 @@ impl SamplerConfig {
         }
         Err(ConfigError::UnknownSampler {
             name: spec.to_string(),
+            advice: unknown_sampler_advice(spec),
         })
     }
 }
@@ -295,6 +226,7 @@ fn class_of(
             registry::family(name).ok_or_else(|| ConfigError::UnknownClass {
                 name: name.clone(),
                 source_name: source_name.to_string(),
+                advice: unknown_class_advice(name),
             })
         }
         Some(other) => Err(ConfigError::InvalidValue {
@@ -304,80 +236,9 @@ fn class_of(
         }),
         None => Err(ConfigError::MissingClass {
             source_name: source_name.to_string(),
+            known: registry::class_names().join(", "),
         }),
     }
-}
-
-/// The settings DDPM, DDIM and DPM-Solver share beyond the training schedule.
-fn vp_defaults() -> Map<String, Value> {
-    let Value::Object(map) = json!({
-        "thresholding": false,
-        "dynamic_thresholding_ratio": 0.995,
-        "sample_max_value": 1.0,
-        "rescale_betas_zero_snr": false,
-    }) else {
-        unreachable!("a literal object")
-    };
-    map
-}
-
-fn with_vp(specific: Value) -> Value {
-    let mut map = vp_defaults();
-    if let Value::Object(extra) = specific {
-        map.extend(extra);
-    }
-    Value::Object(map)
-}
-
-pub(super) fn ddpm_defaults() -> Value {
-    with_vp(json!({
-        "variance_type": "fixed_small",
-        "clip_sample": true,
-        "clip_sample_range": 1.0,
-        "timestep_spacing": "leading",
-    }))
-}
-
-pub(super) fn ddim_defaults() -> Value {
-    with_vp(json!({
-        "clip_sample": true,
-        "clip_sample_range": 1.0,
-        "set_alpha_to_one": true,
-        "timestep_spacing": "leading",
-        "eta": 0.0,
-        "use_clipped_model_output": false,
-    }))
-}
-
-pub(super) fn dpm_defaults() -> Value {
-    with_vp(json!({
-        "solver_order": 2,
-        "algorithm_type": "dpmsolver++",
-        "solver_type": "midpoint",
-        "lower_order_final": true,
-        "euler_at_final": false,
-        "use_karras_sigmas": false,
-        "use_exponential_sigmas": false,
-        "use_beta_sigmas": false,
-        "use_lu_lambdas": false,
-        "use_flow_sigmas": false,
-        "flow_shift": 1.0,
-        "final_sigmas_type": "zero",
-        "lambda_min_clipped": "-inf",
-        "variance_type": null,
-        "timestep_spacing": "linspace",
-        "use_dynamic_shifting": false,
-        "time_shift_type": "exponential",
-    }))
-}
-
-/// What every class reads: the training schedule, the prediction type and the timestep spacing.
-#[derive(Debug, Clone)]
-pub struct Common {
-    pub schedule: ScheduleConfig,
-    pub prediction_type: PredictionType,
-    pub timestep_spacing: TimestepSpacing,
-    pub steps_offset: i64,
 }
 
 /// Resolves `family` from its defaults, the quiet `base`, then `preset` and the reported `user` keys.
@@ -405,7 +266,7 @@ fn resolve(
             ));
         }
     }
-    let mut r = Reader { map: &settings };
+    let mut r = Reader::new(&settings);
     let common = read_common(&mut r, &mut warnings)?;
     let config = SamplerConfig {
         class: family.class,
@@ -428,333 +289,15 @@ fn resolve(
     })
 }
 
-fn read_common(r: &mut Reader, warnings: &mut Vec<String>) -> Result<Common, ConfigError> {
-    let mut schedule = ScheduleConfig {
-        num_train_timesteps: r.count("num_train_timesteps", 1)?,
-        beta_start: r.unit("beta_start")?,
-        beta_end: r.unit("beta_end")?,
-        beta_schedule: r.choice(
-            "beta_schedule",
-            BetaSchedule::NAMES,
-            BetaSchedule::from_name,
-        )?,
-        trained_betas: r.betas("trained_betas")?,
-        // Classes without the key (LMS, Heun) never rescale.
-        rescale_betas_zero_snr: if r.value("rescale_betas_zero_snr").is_null() {
-            false
-        } else {
-            r.bool("rescale_betas_zero_snr")?
-        },
-    };
-    if let Some(betas) = &schedule.trained_betas
-        && betas.len() != schedule.num_train_timesteps
-    {
-        warnings.push(format!(
-            "trained_betas has {} values; num_train_timesteps {} is replaced by that",
-            betas.len(),
-            schedule.num_train_timesteps
-        ));
-        schedule.num_train_timesteps = betas.len();
-    }
-    Ok(Common {
-        schedule,
-        prediction_type: r.choice(
-            "prediction_type",
-            PredictionType::NAMES,
-            PredictionType::from_name,
-        )?,
-        // Classes without the key (DPMSolverSinglestep, the EDM classes) space their own way.
-        timestep_spacing: if r.value("timestep_spacing").is_null() {
-            TimestepSpacing::Linspace
-        } else {
-            r.choice(
-                "timestep_spacing",
-                TimestepSpacing::NAMES,
-                TimestepSpacing::from_name,
-            )?
-        },
-        steps_offset: r.count("steps_offset", 0)? as i64,
-    })
-}
-
-/// Dynamic thresholding, when on (DDPM, DDIM, DPM-Solver).
-pub(super) fn read_thresholding(r: &mut Reader) -> Result<X0Clip, ConfigError> {
-    Ok(if r.bool("thresholding")? {
-        X0Clip::Threshold {
-            ratio: r.in_range("dynamic_thresholding_ratio", 0.0, 1.0)?,
-            max: r.positive("sample_max_value")?,
-        }
-    } else {
-        X0Clip::None
-    })
-}
-
-/// `clip_sample`, unless thresholding is on (thresholding wins, as in diffusers).
-pub(super) fn read_clip(r: &mut Reader, thresholding: X0Clip) -> Result<X0Clip, ConfigError> {
-    Ok(if thresholding != X0Clip::None {
-        thresholding
-    } else if r.bool("clip_sample")? {
-        X0Clip::Clip {
-            range: r.positive("clip_sample_range")?,
-        }
-    } else {
-        X0Clip::None
-    })
-}
-
-pub(super) fn parse_ddpm(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {
-    let thresholding = read_thresholding(r)?;
-    Ok(Arc::new(DdpmConfig {
-        clip: read_clip(r, thresholding)?,
-        variance_type: r.variance_type()?,
-        schedule: c.schedule,
-        prediction_type: c.prediction_type,
-        timestep_spacing: c.timestep_spacing,
-        steps_offset: c.steps_offset,
-    }))
-}
-
-pub(super) fn parse_ddim(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {
-    let thresholding = read_thresholding(r)?;
-    Ok(Arc::new(DdimConfig {
-        clip: read_clip(r, thresholding)?,
-        set_alpha_to_one: r.bool("set_alpha_to_one")?,
-        eta: r.non_negative("eta")?,
-        use_clipped_model_output: r.bool("use_clipped_model_output")?,
-        schedule: c.schedule,
-        prediction_type: c.prediction_type,
-        timestep_spacing: c.timestep_spacing,
-        steps_offset: c.steps_offset,
-    }))
-}
-
-pub(super) fn parse_dpm(r: &mut Reader, c: Common, warnings: &mut Vec<String>) -> Parsed {
-    let thresholding = read_thresholding(r)?;
-    for key in ["use_lu_lambdas", "use_flow_sigmas", "use_dynamic_shifting"] {
-        if r.bool(key)? {
-            return Err(ConfigError::Unsupported {
-                key: key.into(),
-                got: "true".into(),
-                reason: "difflab implements the default, Karras, exponential and beta sigmas"
-                    .into(),
-            });
-        }
-    }
-    // Only the learned variances change what DPM-Solver does (a DDPM config's
-    // "fixed_small" carried over by from_config is ignored there, as in diffusers).
-    if let Some(v @ ("learned" | "learned_range")) = r.value("variance_type").as_str() {
-        return Err(ConfigError::Unsupported {
-            key: "variance_type".into(),
-            got: format!("{v:?}"),
-            reason: "learned variances need a model that predicts them; use null".into(),
-        });
-    }
-    let solver_order = r.count("solver_order", 1)?;
-    if solver_order > 3 {
-        return Err(ConfigError::InvalidValue {
-            key: "solver_order".into(),
-            got: solver_order.to_string(),
-            expected: "1, 2 or 3".into(),
-        });
-    }
-    let algorithm = match r.string("algorithm_type")? {
-        "dpmsolver++" => DpmAlgorithm::DpmSolverPlusPlus,
-        "sde-dpmsolver++" => DpmAlgorithm::SdeDpmSolverPlusPlus,
-        other @ ("dpmsolver" | "sde-dpmsolver") => {
-            return Err(ConfigError::Unsupported {
-                key: "algorithm_type".into(),
-                got: format!("{other:?}"),
-                reason: "the deprecated noise-prediction solvers are not implemented; use \"dpmsolver++\" or \"sde-dpmsolver++\"".into(),
-            });
-        }
-        other => {
-            return Err(ConfigError::InvalidValue {
-                key: "algorithm_type".into(),
-                got: format!("{other:?}"),
-                expected: format!("one of {}", DpmAlgorithm::NAMES.join(", ")),
-            });
-        }
-    };
-    let solver_type = r.pick::<SolverType>("solver_type")?;
-    let final_sigmas_type = r.pick::<FinalSigma>("final_sigmas_type")?;
-    if algorithm == DpmAlgorithm::SdeDpmSolverPlusPlus && solver_order == 3 {
-        warnings.push(
-            "sde-dpmsolver++ with solver_order 3 follows diffusers, whose third-order SDE term has the opposite sign of k-diffusion's DPM++ 3M SDE".into(),
-        );
-    }
-    let ramp = super::kfamilies::read_ramp(r)?;
-    if ramp != SigmaRamp::Interpolated && c.schedule.num_train_timesteps < 2 {
-        return Err(ConfigError::Unsupported {
-            key: "use_karras_sigmas".into(),
-            got: "true".into(),
-            reason: "sigma ramps convert back to training timesteps, so num_train_timesteps must be at least 2".into(),
-        });
-    }
-    Ok(Arc::new(DpmSolverConfig {
-        thresholding,
-        solver_order,
-        algorithm,
-        solver_type,
-        lower_order_final: r.bool("lower_order_final")?,
-        euler_at_final: r.bool("euler_at_final")?,
-        ramp,
-        final_sigmas_type,
-        lambda_min_clipped: r.lambda("lambda_min_clipped")?,
-        schedule: c.schedule,
-        prediction_type: c.prediction_type,
-        timestep_spacing: c.timestep_spacing,
-        steps_offset: c.steps_offset,
-    }))
-}
-
-/// Typed access to resolved settings with errors that name the key.
-pub struct Reader<'a> {
-    map: &'a Map<String, Value>,
-}
-
-impl Reader<'_> {
-    // Read by the families in the registry.
-
-    /// The setting `key`; null when the class has no such key (every read key is in its defaults).
-    pub(super) fn value(&self, key: &str) -> &Value {
-        self.map.get(key).unwrap_or(&Value::Null)
-    }
-
-    pub(super) fn invalid(&self, key: &str, expected: &str) -> ConfigError {
-        ConfigError::InvalidValue {
-            key: key.to_string(),
-            got: self.value(key).to_string(),
-            expected: expected.to_string(),
-        }
-    }
-
-    pub(super) fn bool(&mut self, key: &str) -> Result<bool, ConfigError> {
-        self.value(key)
-            .as_bool()
-            .ok_or_else(|| self.invalid(key, "true or false"))
-    }
-
-    pub(super) fn string(&mut self, key: &str) -> Result<&str, ConfigError> {
-        let map = self.map;
-        map[key]
-            .as_str()
-            .ok_or_else(|| self.invalid(key, "a string"))
-    }
-
-    pub(super) fn choice<T>(
-        &mut self,
-        key: &str,
-        names: &[&str],
-        parse: impl Fn(&str) -> Option<T>,
-    ) -> Result<T, ConfigError> {
-        let expected = format!("one of {}", names.join(", "));
-        self.value(key)
-            .as_str()
-            .and_then(parse)
-            .ok_or_else(|| self.invalid(key, &expected))
-    }
-
-    /// A setting whose values are an enum's variants, by their config names.
-    pub(super) fn pick<T: std::str::FromStr + strum::VariantNames>(
-        &mut self,
-        key: &str,
-    ) -> Result<T, ConfigError> {
-        self.choice(key, T::VARIANTS, |s| s.parse().ok())
-    }
-
-    pub(super) fn number(&self, key: &str) -> Option<f64> {
-        self.value(key).as_f64().filter(|v| v.is_finite())
-    }
-
-    /// A whole number in `min..=1_000_000` (larger values are mistakes and would exhaust memory).
-    pub(super) fn count(&mut self, key: &str, min: u64) -> Result<usize, ConfigError> {
-        const MAX: u64 = 1_000_000;
-        let v = self.value(key);
-        let n = v.as_u64().or_else(|| {
-            // 1000.0 is accepted as 1000.
-            v.as_f64()
-                .filter(|f| f.fract() == 0.0 && *f >= 0.0)
-                .map(|f| f as u64)
-        });
-        match n {
-            Some(n) if (min..=MAX).contains(&n) => Ok(n as usize),
-            _ => Err(self.invalid(key, &format!("an integer from {min} to {MAX}"))),
-        }
-    }
-
-    pub(super) fn unit(&mut self, key: &str) -> Result<f64, ConfigError> {
-        match self.number(key) {
-            Some(v) if v > 0.0 && v < 1.0 => Ok(v),
-            _ => Err(self.invalid(key, "a number between 0 and 1 (exclusive)")),
-        }
-    }
-
-    pub(super) fn in_range(&mut self, key: &str, lo: f64, hi: f64) -> Result<f64, ConfigError> {
-        match self.number(key) {
-            Some(v) if v > lo && v <= hi => Ok(v),
-            _ => Err(self.invalid(key, &format!("a number in ({lo}, {hi}]"))),
-        }
-    }
-
-    pub(super) fn positive(&mut self, key: &str) -> Result<f64, ConfigError> {
-        match self.number(key) {
-            Some(v) if v > 0.0 => Ok(v),
-            _ => Err(self.invalid(key, "a positive number")),
-        }
-    }
-
-    pub(super) fn non_negative(&mut self, key: &str) -> Result<f64, ConfigError> {
-        match self.number(key) {
-            Some(v) if v >= 0.0 => Ok(v),
-            _ => Err(self.invalid(key, "a number of at least 0")),
-        }
-    }
-
-    pub(super) fn lambda(&mut self, key: &str) -> Result<f64, ConfigError> {
-        match self.value(key) {
-            Value::String(s) if s == "-inf" => Ok(f64::NEG_INFINITY),
-            Value::Number(n) => n
-                .as_f64()
-                .ok_or_else(|| self.invalid(key, "a number or \"-inf\"")),
-            _ => Err(self.invalid(key, "a number or \"-inf\"")),
-        }
-    }
-
-    pub(super) fn betas(&mut self, key: &str) -> Result<Option<Vec<f64>>, ConfigError> {
-        let expected = "null or a non-empty list of numbers between 0 and 1";
-        match self.value(key) {
-            Value::Null => Ok(None),
-            Value::Array(items) if !items.is_empty() => items
-                .iter()
-                .map(|v| v.as_f64().filter(|b| *b > 0.0 && *b < 1.0))
-                .collect::<Option<Vec<f64>>>()
-                .map(Some)
-                .ok_or_else(|| self.invalid(key, expected)),
-            _ => Err(self.invalid(key, expected)),
-        }
-    }
-
-    pub(super) fn variance_type(&mut self) -> Result<DdpmVariance, ConfigError> {
-        let key = "variance_type";
-        match self.value(key).as_str() {
-            Some(s @ ("learned" | "learned_range")) => Err(ConfigError::Unsupported {
-                key: key.into(),
-                got: format!("{s:?}"),
-                reason: format!(
-                    "learned variances need a model that predicts them; use one of {}",
-                    DdpmVariance::NAMES.join(", ")
-                ),
-            }),
-            Some(s) => DdpmVariance::from_name(s).ok_or_else(|| {
-                self.invalid(key, &format!("one of {}", DdpmVariance::NAMES.join(", ")))
-            }),
-            None => Err(self.invalid(key, &format!("one of {}", DdpmVariance::NAMES.join(", ")))),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
+    use super::super::ddim::DdimConfig;
+    use super::super::dpm_solver::DpmSolverConfig;
+    use super::super::prediction::X0Clip;
+    use super::super::schedule::BetaSchedule;
+    use super::super::sigmas::SigmaRamp;
     use super::*;
 
     fn user(v: Value) -> Map<String, Value> {

@@ -1,11 +1,17 @@
 //! DDIMScheduler (Song et al. 2021): deterministic at eta = 0, DDPM-like at eta = 1.
 
-use super::config::FamilyConfig;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
 use super::ddpm::checked_timesteps;
+use super::family::{
+    Common, ConfigError, FamilyConfig, Parsed, Reader, read_clip, read_thresholding, with_vp,
+};
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
 use super::spacing::TimestepSpacing;
-use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
+use super::{NoiseSource, PredictionType, Scheduler, StepError, check_step};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DdimConfig {
@@ -164,4 +170,29 @@ impl FamilyConfig for DdimConfig {
     fn prediction_type(&self) -> PredictionType {
         self.prediction_type
     }
+}
+
+pub(super) fn ddim_defaults() -> Value {
+    with_vp(json!({
+        "clip_sample": true,
+        "clip_sample_range": 1.0,
+        "set_alpha_to_one": true,
+        "timestep_spacing": "leading",
+        "eta": 0.0,
+        "use_clipped_model_output": false,
+    }))
+}
+
+pub(super) fn parse_ddim(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {
+    let thresholding = read_thresholding(r)?;
+    Ok(Arc::new(DdimConfig {
+        clip: read_clip(r, thresholding)?,
+        set_alpha_to_one: r.bool("set_alpha_to_one")?,
+        eta: r.non_negative("eta")?,
+        use_clipped_model_output: r.bool("use_clipped_model_output")?,
+        schedule: c.schedule,
+        prediction_type: c.prediction_type,
+        timestep_spacing: c.timestep_spacing,
+        steps_offset: c.steps_offset,
+    }))
 }

@@ -1,10 +1,16 @@
 //! DDPMScheduler: ancestral sampling (Ho et al. 2020), with diffusers' strided posterior.
 
-use super::config::FamilyConfig;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::family::{
+    Common, ConfigError, FamilyConfig, Parsed, Reader, read_clip, read_thresholding, with_vp,
+};
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
 use super::spacing::{TimestepSpacing, ddpm_ddim_timesteps};
-use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
+use super::{NoiseSource, PredictionType, Scheduler, StepError, check_step};
 
 /// diffusers' `variance_type` (the learned variants need a model with twice the channels and are not
 /// supported).
@@ -235,5 +241,45 @@ impl FamilyConfig for DdpmConfig {
 
     fn prediction_type(&self) -> PredictionType {
         self.prediction_type
+    }
+}
+
+/// diffusers' defaults for DDPMScheduler.
+pub(super) fn ddpm_defaults() -> Value {
+    with_vp(json!({
+        "variance_type": "fixed_small",
+        "clip_sample": true,
+        "clip_sample_range": 1.0,
+        "timestep_spacing": "leading",
+    }))
+}
+
+pub(super) fn parse_ddpm(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {
+    let thresholding = read_thresholding(r)?;
+    Ok(Arc::new(DdpmConfig {
+        clip: read_clip(r, thresholding)?,
+        variance_type: read_variance_type(r)?,
+        schedule: c.schedule,
+        prediction_type: c.prediction_type,
+        timestep_spacing: c.timestep_spacing,
+        steps_offset: c.steps_offset,
+    }))
+}
+
+/// diffusers' `variance_type`; the learned kinds need a model that predicts variances.
+fn read_variance_type(r: &mut Reader) -> Result<DdpmVariance, ConfigError> {
+    let key = "variance_type";
+    match r.value(key).as_str() {
+        Some(s @ ("learned" | "learned_range")) => Err(ConfigError::Unsupported {
+            key: key.into(),
+            got: format!("{s:?}"),
+            reason: format!(
+                "learned variances need a model that predicts them; use one of {}",
+                DdpmVariance::NAMES.join(", ")
+            ),
+        }),
+        Some(s) => DdpmVariance::from_name(s)
+            .ok_or_else(|| r.invalid(key, &format!("one of {}", DdpmVariance::NAMES.join(", ")))),
+        None => Err(r.invalid(key, &format!("one of {}", DdpmVariance::NAMES.join(", ")))),
     }
 }

@@ -2,8 +2,8 @@
 //! with the exponential integrator's weights from polynomials in log rho (rho = sigma / alpha), orders
 //! 1–3. It never reaches sigma 0: the last step lands on the smallest training sigma.
 
-use super::config::FamilyConfig;
 use super::dpm_solver::alpha_sigma_lambda;
+use super::family::FamilyConfig;
 use super::prediction::X0Clip;
 use super::schedule::ScheduleConfig;
 use super::vp_sigmas::{FinalSigma, VpSchedule, data_prediction};

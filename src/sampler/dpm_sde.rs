@@ -4,7 +4,7 @@
 //! one Brownian path (see [`NoiseSource::brownian`]). The last interval is one Euler call to 0.
 
 use super::PredictionType;
-use super::config::FamilyConfig;
+use super::family::FamilyConfig;
 use super::kdiff::{KConfig, denoised, init_noise_sigma, input_divisor};
 use super::schedule::ScheduleConfig;
 use super::sigmas::sigma_to_t;

@@ -2,9 +2,9 @@
 //! grouped into single steps of order 1–3 from one anchor sample, each stage a model call. Orders
 //! follow diffusers' `order_list`; DPM++ 2S / 3S, the noise-prediction `dpmsolver` and the SDE variant.
 
-use super::config::FamilyConfig;
 use super::ddpm::{check_step_count, check_timesteps};
 use super::dpm_solver::{SolverType, lambda_clipped_end};
+use super::family::FamilyConfig;
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
 use super::sigmas::{SigmaRamp, log_sigmas_f32, sigma_to_t};

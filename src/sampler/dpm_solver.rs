@@ -1,13 +1,19 @@
 //! DPMSolverMultistepScheduler with the DPM-Solver++ data-prediction updates (Lu et al. 2022):
 //! orders 1–3, midpoint and heun, Karras sigmas, and the SDE variant (DPM++ 2M SDE).
 
-use super::config::FamilyConfig;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
 use super::ddpm::{check_step_count, check_timesteps};
+use super::family::{
+    Common, ConfigError, FamilyConfig, Parsed, Reader, read_thresholding, with_vp,
+};
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
 use super::sigmas::{SigmaRamp, sigma_to_t};
 use super::spacing::{TimestepSpacing, dpm_timesteps};
-use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
+use super::{NoiseSource, PredictionType, Scheduler, StepError, check_step};
 
 /// diffusers' `algorithm_type` (the deprecated noise-prediction variants are not supported).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -349,4 +355,105 @@ impl FamilyConfig for DpmSolverConfig {
     fn prediction_type(&self) -> PredictionType {
         self.prediction_type
     }
+}
+
+pub(super) fn dpm_defaults() -> Value {
+    with_vp(json!({
+        "solver_order": 2,
+        "algorithm_type": "dpmsolver++",
+        "solver_type": "midpoint",
+        "lower_order_final": true,
+        "euler_at_final": false,
+        "use_karras_sigmas": false,
+        "use_exponential_sigmas": false,
+        "use_beta_sigmas": false,
+        "use_lu_lambdas": false,
+        "use_flow_sigmas": false,
+        "flow_shift": 1.0,
+        "final_sigmas_type": "zero",
+        "lambda_min_clipped": "-inf",
+        "variance_type": null,
+        "timestep_spacing": "linspace",
+        "use_dynamic_shifting": false,
+        "time_shift_type": "exponential",
+    }))
+}
+
+pub(super) fn parse_dpm(r: &mut Reader, c: Common, warnings: &mut Vec<String>) -> Parsed {
+    let thresholding = read_thresholding(r)?;
+    for key in ["use_lu_lambdas", "use_flow_sigmas", "use_dynamic_shifting"] {
+        if r.bool(key)? {
+            return Err(ConfigError::Unsupported {
+                key: key.into(),
+                got: "true".into(),
+                reason: "difflab implements the default, Karras, exponential and beta sigmas"
+                    .into(),
+            });
+        }
+    }
+    // Only the learned variances change what DPM-Solver does (a DDPM config's
+    // "fixed_small" carried over by from_config is ignored there, as in diffusers).
+    if let Some(v @ ("learned" | "learned_range")) = r.value("variance_type").as_str() {
+        return Err(ConfigError::Unsupported {
+            key: "variance_type".into(),
+            got: format!("{v:?}"),
+            reason: "learned variances need a model that predicts them; use null".into(),
+        });
+    }
+    let solver_order = r.count("solver_order", 1)?;
+    if solver_order > 3 {
+        return Err(ConfigError::InvalidValue {
+            key: "solver_order".into(),
+            got: solver_order.to_string(),
+            expected: "1, 2 or 3".into(),
+        });
+    }
+    let algorithm = match r.string("algorithm_type")? {
+        "dpmsolver++" => DpmAlgorithm::DpmSolverPlusPlus,
+        "sde-dpmsolver++" => DpmAlgorithm::SdeDpmSolverPlusPlus,
+        other @ ("dpmsolver" | "sde-dpmsolver") => {
+            return Err(ConfigError::Unsupported {
+                key: "algorithm_type".into(),
+                got: format!("{other:?}"),
+                reason: "the deprecated noise-prediction solvers are not implemented; use \"dpmsolver++\" or \"sde-dpmsolver++\"".into(),
+            });
+        }
+        other => {
+            return Err(ConfigError::InvalidValue {
+                key: "algorithm_type".into(),
+                got: format!("{other:?}"),
+                expected: format!("one of {}", DpmAlgorithm::NAMES.join(", ")),
+            });
+        }
+    };
+    let solver_type = r.pick::<SolverType>("solver_type")?;
+    let final_sigmas_type = r.pick::<FinalSigma>("final_sigmas_type")?;
+    if algorithm == DpmAlgorithm::SdeDpmSolverPlusPlus && solver_order == 3 {
+        warnings.push(
+            "sde-dpmsolver++ with solver_order 3 follows diffusers, whose third-order SDE term has the opposite sign of k-diffusion's DPM++ 3M SDE".into(),
+        );
+    }
+    let ramp = super::kfamilies::read_ramp(r)?;
+    if ramp != SigmaRamp::Interpolated && c.schedule.num_train_timesteps < 2 {
+        return Err(ConfigError::Unsupported {
+            key: "use_karras_sigmas".into(),
+            got: "true".into(),
+            reason: "sigma ramps convert back to training timesteps, so num_train_timesteps must be at least 2".into(),
+        });
+    }
+    Ok(Arc::new(DpmSolverConfig {
+        thresholding,
+        solver_order,
+        algorithm,
+        solver_type,
+        lower_order_final: r.bool("lower_order_final")?,
+        euler_at_final: r.bool("euler_at_final")?,
+        ramp,
+        final_sigmas_type,
+        lambda_min_clipped: r.lambda("lambda_min_clipped")?,
+        schedule: c.schedule,
+        prediction_type: c.prediction_type,
+        timestep_spacing: c.timestep_spacing,
+        steps_offset: c.steps_offset,
+    }))
 }

@@ -3,9 +3,9 @@
 //! output F becomes the denoised sample `c_skip(σ)·x + c_out(σ)·F` inside `step` (so the Scheduler
 //! trait needs nothing more than its input divisor and timesteps).
 
-use super::config::FamilyConfig;
 use super::dpm_solver::multistep_order;
 use super::euler::Churn;
+use super::family::FamilyConfig;
 use super::prediction::X0Clip;
 use super::schedule::ScheduleConfig;
 use super::sigmas::karras;

@@ -1,7 +1,7 @@
 //! EulerDiscreteScheduler: the first-order step in sigma space (A1111 "Euler", ComfyUI `euler`), with
 //! diffusers' optional churn (noise added after the model call, so not Karras' Algorithm 2).
 
-use super::config::FamilyConfig;
+use super::family::FamilyConfig;
 use super::kdiff::{KConfig, denoised, f32_round, init_noise_sigma, input_divisor};
 use super::schedule::ScheduleConfig;
 use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};

@@ -2,7 +2,7 @@
 //! sigma_down, then fresh noise of std sigma_up, at every step (sigma_up is 0 at the last).
 
 use super::PredictionType;
-use super::config::FamilyConfig;
+use super::family::FamilyConfig;
 use super::kdiff::{KConfig, denoised, f32_round, init_noise_sigma, input_divisor};
 use super::schedule::ScheduleConfig;
 use super::{ConfigError, NoiseSource, Scheduler, StepError, check_step};

@@ -3,7 +3,7 @@
 //! model call, `[t0, t1, t1, ..., t_{n-1}, t_{n-1}]`, and each `step` is one call.
 
 use super::PredictionType;
-use super::config::FamilyConfig;
+use super::family::FamilyConfig;
 use super::kdiff::{KConfig, denoised, f32_round, init_noise_sigma, input_divisor};
 use super::prediction::X0Clip;
 use super::schedule::ScheduleConfig;

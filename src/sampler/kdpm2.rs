@@ -3,8 +3,8 @@
 //! calls per interval except the last. One `step` per model call; the timesteps list both calls.
 
 use super::PredictionType;
-use super::config::FamilyConfig;
 use super::euler_ancestral::ancestral_sigmas;
+use super::family::FamilyConfig;
 use super::kdiff::{KConfig, KSchedule, denoised, f32_round, init_noise_sigma, input_divisor};
 use super::schedule::ScheduleConfig;
 use super::sigmas::{SigmaRamp, sigma_to_t};

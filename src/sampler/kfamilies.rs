@@ -7,11 +7,11 @@ use serde_json::{Value, json};
 use super::PredictionType;
 use std::sync::Arc;
 
-use super::config::{Common, ConfigError, Parsed, Reader, read_clip, read_thresholding};
 use super::dpm_sde::DpmSdeConfig;
 use super::edm::{EdmConfig, EdmDpmConfig, EdmEulerConfig, EdmSchedule};
 use super::euler::{Churn, EulerConfig};
 use super::euler_ancestral::EulerAncestralConfig;
+use super::family::{Common, ConfigError, Parsed, Reader, read_clip, read_thresholding};
 use super::heun::HeunConfig;
 use super::kdiff::{KConfig, unsupported_prediction};
 use super::kdpm2::Kdpm2Config;

@@ -2,8 +2,8 @@
 //! maps the sample to the consistency function's clean estimate and, except at the last step, noises
 //! it again to the next timestep with fresh Gaussian noise.
 
-use super::config::FamilyConfig;
 use super::ddpm::{check_step_count, check_timesteps};
+use super::family::FamilyConfig;
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
 use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};

@@ -2,7 +2,7 @@
 //! derivatives weighted by the integrals of their Lagrange basis polynomials over the step.
 
 use super::PredictionType;
-use super::config::FamilyConfig;
+use super::family::FamilyConfig;
 use super::kdiff::{KConfig, denoised, f32_round, init_noise_sigma, input_divisor};
 use super::schedule::ScheduleConfig;
 use super::{ConfigError, NoiseSource, Scheduler, StepError, check_step};

@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use super::PredictionType;
 use std::sync::Arc;
 
-use super::config::{Common, ConfigError, Parsed, Reader, read_thresholding};
 use super::deis::DeisConfig;
+use super::family::{Common, ConfigError, Parsed, Reader, read_thresholding};
 use super::kdiff::unsupported_prediction;
 use super::kfamilies::read_ramp;
 use super::pndm::PndmConfig;

@@ -3,8 +3,8 @@
 //! taken with DDIM's transfer from t to t'. With `skip_prk_steps` the warm-up is a Heun-like redo of
 //! the first step instead (what A1111 calls PLMS).
 
-use super::config::FamilyConfig;
 use super::ddpm::checked_timesteps;
+use super::family::FamilyConfig;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
 use super::spacing::TimestepSpacing;
 use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};

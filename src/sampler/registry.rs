@@ -4,8 +4,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::config::{Common, Parsed, Reader};
-use super::{config, kfamilies, multistep_families, solver_families};
+use super::family::{Common, Parsed, Reader};
+use super::{ddim, ddpm, dpm_solver, kfamilies, multistep_families, solver_families};
 
 /// Where a name comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,8 +45,8 @@ const KARRAS: &str = r#"{"use_karras_sigmas": true}"#;
 pub const FAMILIES: &[Family] = &[
     Family {
         class: "DDPMScheduler",
-        defaults: config::ddpm_defaults,
-        parse: config::parse_ddpm,
+        defaults: ddpm::ddpm_defaults,
+        parse: ddpm::parse_ddpm,
         names: &[Name {
             name: "ddpm",
             ui: D,
@@ -55,8 +55,8 @@ pub const FAMILIES: &[Family] = &[
     },
     Family {
         class: "DDIMScheduler",
-        defaults: config::ddim_defaults,
-        parse: config::parse_ddim,
+        defaults: ddim::ddim_defaults,
+        parse: ddim::parse_ddim,
         names: &[Name {
             name: "ddim",
             ui: ALL,
@@ -65,8 +65,8 @@ pub const FAMILIES: &[Family] = &[
     },
     Family {
         class: "DPMSolverMultistepScheduler",
-        defaults: config::dpm_defaults,
-        parse: config::parse_dpm,
+        defaults: dpm_solver::dpm_defaults,
+        parse: dpm_solver::parse_dpm,
         names: &[
             Name {
                 name: "dpm++2m",

@@ -1,5 +1,5 @@
 //! Settings several sampler families read under the same diffusers key, each one enum whose variants are its
-//! config values ([`Reader::pick`](super::config::Reader::pick) parses any of them by key).
+//! config values ([`Reader::pick`](super::family::Reader::pick) parses any of them by key).
 
 /// diffusers' `final_sigmas_type`: where the last step lands.
 #[derive(

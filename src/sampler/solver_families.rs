@@ -5,8 +5,8 @@ use serde_json::{Value, json};
 
 use std::sync::Arc;
 
-use super::config::{Common, ConfigError, Parsed, Reader, read_clip, read_thresholding};
 use super::dpm_singlestep::{SinglestepAlgorithm, SinglestepConfig};
+use super::family::{Common, ConfigError, Parsed, Reader, read_clip, read_thresholding};
 use super::kfamilies::read_ramp;
 use super::lcm::LcmConfig;
 use super::settings::{FinalSigma, SolverType};

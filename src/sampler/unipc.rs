@@ -4,8 +4,8 @@
 //! Each step first corrects the sample the previous predictor produced, with the model output that
 //! sample was given (UniC needs no extra model call), then predicts the next sample.
 
-use super::config::FamilyConfig;
 use super::dpm_solver::alpha_sigma_lambda;
+use super::family::FamilyConfig;
 use super::prediction::X0Clip;
 use super::schedule::ScheduleConfig;
 use super::vp_sigmas::{FinalSigma, VpSchedule, data_prediction};
