@@ -13,9 +13,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::family::{ConfigError, FamilyConfig, Reader, read_common};
-use super::registry;
 use super::schedule::ScheduleConfig;
-use super::{PredictionType, Scheduler};
+use super::{PredictionType, Scheduler, registry};
 
 /// Why a class cannot be used and what to do: flow-matching models (SD3, Flux) need a sampler of their own.
 fn unknown_class_advice(name: &str) -> String {

@@ -2,11 +2,18 @@
 //! with the exponential integrator's weights from polynomials in log rho (rho = sigma / alpha), orders
 //! 1–3. It never reaches sigma 0: the last step lands on the smallest training sigma.
 
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
 use super::dpm_solver::alpha_sigma_lambda;
-use super::family::FamilyConfig;
+use super::family::{Common, FamilyConfig, Parsed, Reader, read_thresholding};
 use super::prediction::X0Clip;
 use super::schedule::ScheduleConfig;
-use super::vp_sigmas::{FinalSigma, VpSchedule, data_prediction};
+use super::vp_sigmas::{
+    FinalSigma, VpSchedule, data_prediction, one_of, reject_flow, solver_order, vp_multistep_keys,
+    vp_schedule,
+};
 use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -178,6 +185,42 @@ impl FamilyConfig for DeisConfig {
     fn prediction_type(&self) -> PredictionType {
         self.prediction_type
     }
+}
+
+// Settings: the class's defaults and parser.
+
+pub(super) fn deis_defaults() -> Value {
+    let mut map = vp_multistep_keys();
+    map.insert("algorithm_type".into(), json!("deis"));
+    map.insert("solver_type".into(), json!("logrho"));
+    Value::Object(map)
+}
+
+pub(super) fn parse_deis(r: &mut Reader, c: Common, warnings: &mut Vec<String>) -> Parsed {
+    let thresholding = read_thresholding(r)?;
+    reject_flow(r, &[])?;
+    let solver_order = solver_order(r)?;
+    one_of(
+        r,
+        "algorithm_type",
+        &["deis"],
+        &["dpmsolver", "dpmsolver++"],
+        warnings,
+    )?;
+    one_of(
+        r,
+        "solver_type",
+        &["logrho"],
+        &["midpoint", "heun", "bh1", "bh2"],
+        warnings,
+    )?;
+    Ok(Arc::new(DeisConfig {
+        vp: vp_schedule(r, &c, false)?,
+        prediction_type: c.prediction_type,
+        thresholding,
+        solver_order,
+        lower_order_final: r.bool("lower_order_final")?,
+    }))
 }
 
 #[cfg(test)]

@@ -3,12 +3,17 @@
 //! there, and an ancestral step over the whole interval from the stored sample. The noise of both is
 //! one Brownian path (see [`NoiseSource::brownian`]). The last interval is one Euler call to 0.
 
-use super::PredictionType;
-use super::family::FamilyConfig;
-use super::kdiff::{KConfig, denoised, init_noise_sigma, input_divisor};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::family::{Common, FamilyConfig, Parsed, Reader, merged, read_ramp, sigma_keys};
+use super::kdiff::{
+    KConfig, denoised, init_noise_sigma, input_divisor, k_config, unsupported_prediction,
+};
 use super::schedule::ScheduleConfig;
 use super::sigmas::sigma_to_t;
-use super::{ConfigError, NoiseSource, Scheduler, StepError, check_step};
+use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DpmSdeConfig {
@@ -190,6 +195,32 @@ impl FamilyConfig for DpmSdeConfig {
     fn prediction_type(&self) -> PredictionType {
         self.k.prediction_type
     }
+}
+
+// Settings: the class's defaults and parser.
+
+pub(super) fn dpm_sde_defaults() -> Value {
+    merged(
+        sigma_keys(),
+        json!({"beta_start": 0.00085, "beta_end": 0.012, "noise_sampler_seed": null, "s_noise": 1.0}),
+    )
+}
+
+pub(super) fn parse_dpm_sde(r: &mut Reader, c: Common, warnings: &mut Vec<String>) -> Parsed {
+    if c.prediction_type == PredictionType::Sample {
+        return Err(unsupported_prediction(
+            "DPMSolverSDEScheduler",
+            c.prediction_type,
+        ));
+    }
+    if !r.value("noise_sampler_seed").is_null() {
+        warnings.push("noise_sampler_seed is ignored: difflab draws each sample's Brownian noise from that sample's own seed".into());
+    }
+    let ramp = read_ramp(r)?;
+    Ok(Arc::new(DpmSdeConfig {
+        k: k_config(c, ramp),
+        s_noise: r.non_negative("s_noise")?,
+    }))
 }
 
 #[cfg(test)]

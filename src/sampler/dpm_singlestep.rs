@@ -2,11 +2,16 @@
 //! grouped into single steps of order 1–3 from one anchor sample, each stage a model call. Orders
 //! follow diffusers' `order_list`; DPM++ 2S / 3S, the noise-prediction `dpmsolver` and the SDE variant.
 
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
 use super::ddpm::{check_step_count, check_timesteps};
 use super::dpm_solver::{SolverType, lambda_clipped_end};
-use super::family::FamilyConfig;
+use super::family::{Common, FamilyConfig, Parsed, Reader, read_ramp, read_thresholding};
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
+use super::settings::FinalSigma;
 use super::sigmas::{SigmaRamp, log_sigmas_f32, sigma_to_t};
 use super::spacing::{TimestepSpacing, dpm_timesteps};
 use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
@@ -368,6 +373,108 @@ impl FamilyConfig for SinglestepConfig {
     fn prediction_type(&self) -> PredictionType {
         self.prediction_type
     }
+}
+
+// Settings: the class's defaults and parser.
+
+pub(super) fn singlestep_defaults() -> Value {
+    json!({
+        "solver_order": 2,
+        "thresholding": false,
+        "dynamic_thresholding_ratio": 0.995,
+        "sample_max_value": 1.0,
+        "algorithm_type": "dpmsolver++",
+        "solver_type": "midpoint",
+        "lower_order_final": false,
+        "use_karras_sigmas": false,
+        "use_exponential_sigmas": false,
+        "use_beta_sigmas": false,
+        "use_flow_sigmas": false,
+        "flow_shift": 1.0,
+        "final_sigmas_type": "zero",
+        "lambda_min_clipped": "-inf",
+        "variance_type": null,
+        "use_dynamic_shifting": false,
+        "time_shift_type": "exponential",
+    })
+}
+
+/// Rejects a `true` for settings difflab does not implement.
+pub(super) fn refuse_true(r: &mut Reader, keys: &[&str], reason: &str) -> Result<(), ConfigError> {
+    for &key in keys {
+        if r.bool(key)? {
+            return Err(ConfigError::Unsupported {
+                key: key.into(),
+                got: "true".into(),
+                reason: reason.into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `final_sigmas_type`: true for "sigma_min", false for "zero".
+pub(super) fn read_final_sigma_min(r: &mut Reader) -> Result<bool, ConfigError> {
+    Ok(r.pick::<FinalSigma>("final_sigmas_type")? == FinalSigma::SigmaMin)
+}
+
+pub(super) fn parse_singlestep(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {
+    refuse_true(
+        r,
+        &["use_flow_sigmas", "use_dynamic_shifting"],
+        "difflab implements the VP sigmas (default, Karras, exponential, beta)",
+    )?;
+    if let Some(v @ ("learned" | "learned_range")) = r.value("variance_type").as_str() {
+        return Err(ConfigError::Unsupported {
+            key: "variance_type".into(),
+            got: format!("{v:?}"),
+            reason: "learned variances need a model that predicts them; use null".into(),
+        });
+    }
+    let thresholding = read_thresholding(r)?;
+    let solver_order = r.count("solver_order", 1)?;
+    if solver_order > 3 {
+        return Err(ConfigError::InvalidValue {
+            key: "solver_order".into(),
+            got: solver_order.to_string(),
+            expected: "1, 2 or 3".into(),
+        });
+    }
+    let algorithm = r.choice(
+        "algorithm_type",
+        &SinglestepAlgorithm::NAMES,
+        SinglestepAlgorithm::from_name,
+    )?;
+    let solver_type = r.pick::<SolverType>("solver_type")?;
+    let final_sigma_min = read_final_sigma_min(r)?;
+    if algorithm == SinglestepAlgorithm::DpmSolver && !final_sigma_min {
+        // diffusers refuses this pair: the noise-prediction step to sigma 0 divides by zero.
+        return Err(ConfigError::InvalidValue {
+            key: "final_sigmas_type".into(),
+            got: "\"zero\"".into(),
+            expected: "\"sigma_min\" with algorithm_type \"dpmsolver\"".into(),
+        });
+    }
+    let ramp = read_ramp(r)?;
+    if ramp != SigmaRamp::Interpolated && c.schedule.num_train_timesteps < 2 {
+        return Err(ConfigError::Unsupported {
+            key: "use_karras_sigmas".into(),
+            got: "true".into(),
+            reason: "sigma ramps convert back to training timesteps, so num_train_timesteps must be at least 2".into(),
+        });
+    }
+    Ok(Arc::new(SinglestepConfig {
+        schedule: c.schedule,
+        prediction_type: c.prediction_type,
+        thresholding,
+        solver_order,
+        algorithm,
+        solver_type,
+        lower_order_final: r.bool("lower_order_final")?,
+        ramp,
+        final_sigma_min,
+        lambda_min_clipped: r.lambda("lambda_min_clipped")?,
+    }))
 }
 
 #[cfg(test)]

@@ -433,7 +433,7 @@ pub(super) fn parse_dpm(r: &mut Reader, c: Common, warnings: &mut Vec<String>) -
             "sde-dpmsolver++ with solver_order 3 follows diffusers, whose third-order SDE term has the opposite sign of k-diffusion's DPM++ 3M SDE".into(),
         );
     }
-    let ramp = super::kfamilies::read_ramp(r)?;
+    let ramp = super::family::read_ramp(r)?;
     if ramp != SigmaRamp::Interpolated && c.schedule.num_train_timesteps < 2 {
         return Err(ConfigError::Unsupported {
             key: "use_karras_sigmas".into(),

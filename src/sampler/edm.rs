@@ -3,11 +3,17 @@
 //! output F becomes the denoised sample `c_skip(σ)·x + c_out(σ)·F` inside `step` (so the Scheduler
 //! trait needs nothing more than its input divisor and timesteps).
 
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
 use super::dpm_solver::multistep_order;
 use super::euler::Churn;
-use super::family::FamilyConfig;
+use super::family::{Common, FamilyConfig, Parsed, Reader, merged, read_thresholding};
+use super::kdiff::{number_or_inf, unsupported_prediction};
 use super::prediction::X0Clip;
 use super::schedule::ScheduleConfig;
+use super::settings::{FinalSigma, SolverType};
 use super::sigmas::karras;
 use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
 
@@ -453,6 +459,117 @@ impl FamilyConfig for EdmDpmConfig {
     fn prediction_type(&self) -> PredictionType {
         self.edm.prediction_type
     }
+}
+
+// Settings: the class's defaults and parser.
+
+pub(super) fn edm_keys() -> Value {
+    json!({
+        "sigma_min": 0.002,
+        "sigma_max": 80.0,
+        "sigma_data": 0.5,
+        "sigma_schedule": "karras",
+        "rho": 7.0,
+        "final_sigmas_type": "zero",
+    })
+}
+
+pub(super) fn edm_euler_defaults() -> Value {
+    merged(
+        edm_keys(),
+        json!({"s_churn": 0.0, "s_tmin": 0.0, "s_tmax": "inf", "s_noise": 1.0}),
+    )
+}
+
+pub(super) fn edm_dpm_defaults() -> Value {
+    merged(
+        edm_keys(),
+        json!({
+            "solver_order": 2,
+            "thresholding": false,
+            "dynamic_thresholding_ratio": 0.995,
+            "sample_max_value": 1.0,
+            "algorithm_type": "dpmsolver++",
+            "solver_type": "midpoint",
+            "lower_order_final": true,
+            "euler_at_final": false,
+        }),
+    )
+}
+
+/// The settings both EDM classes read; `sample` prediction is refused as diffusers does.
+pub(super) fn edm_config(
+    r: &mut Reader,
+    c: &Common,
+    class: &str,
+) -> Result<EdmConfig, ConfigError> {
+    if c.prediction_type == PredictionType::Sample {
+        return Err(unsupported_prediction(class, c.prediction_type));
+    }
+    let sigma_min = r.positive("sigma_min")?;
+    let sigma_max = r.positive("sigma_max")?;
+    if sigma_max <= sigma_min {
+        return Err(r.invalid("sigma_max", "a number above sigma_min"));
+    }
+    Ok(EdmConfig {
+        sigma_min,
+        sigma_max,
+        sigma_data: r.positive("sigma_data")?,
+        rho: r.positive("rho")?,
+        sigma_schedule: r.choice("sigma_schedule", &["karras", "exponential"], |s| match s {
+            "karras" => Some(EdmSchedule::Karras),
+            "exponential" => Some(EdmSchedule::Exponential),
+            _ => None,
+        })?,
+        prediction_type: c.prediction_type,
+        schedule: c.schedule.clone(),
+        final_sigma_min: r.pick::<FinalSigma>("final_sigmas_type")? == FinalSigma::SigmaMin,
+    })
+}
+
+pub(super) fn parse_edm_euler(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {
+    let edm = edm_config(r, &c, "EDMEulerScheduler")?;
+    let churn = Churn {
+        s_churn: r.non_negative("s_churn")?,
+        s_tmin: r.non_negative("s_tmin")?,
+        s_tmax: number_or_inf(r, "s_tmax")?,
+        s_noise: r.non_negative("s_noise")?,
+    };
+    Ok(Arc::new(EdmEulerConfig { edm, churn }))
+}
+
+pub(super) fn parse_edm_dpm(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {
+    let edm = edm_config(r, &c, "EDMDPMSolverMultistepScheduler")?;
+    let solver_order = r.count("solver_order", 1)?;
+    if solver_order > 3 {
+        return Err(r.invalid("solver_order", "1, 2 or 3"));
+    }
+    let sde = r.choice(
+        "algorithm_type",
+        &["dpmsolver++", "sde-dpmsolver++"],
+        |s| match s {
+            "dpmsolver++" => Some(false),
+            "sde-dpmsolver++" => Some(true),
+            _ => None,
+        },
+    )?;
+    if sde && solver_order == 3 {
+        return Err(ConfigError::Unsupported {
+            key: "solver_order".into(),
+            got: "3".into(),
+            reason: "diffusers' EDM third-order update exists for \"dpmsolver++\" only".into(),
+        });
+    }
+    let heun = r.pick::<SolverType>("solver_type")? == SolverType::Heun;
+    Ok(Arc::new(EdmDpmConfig {
+        edm,
+        thresholding: read_thresholding(r)?,
+        solver_order,
+        sde,
+        heun,
+        lower_order_final: r.bool("lower_order_final")?,
+        euler_at_final: r.bool("euler_at_final")?,
+    }))
 }
 
 #[cfg(test)]

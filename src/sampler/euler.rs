@@ -1,9 +1,16 @@
 //! EulerDiscreteScheduler: the first-order step in sigma space (A1111 "Euler", ComfyUI `euler`), with
 //! diffusers' optional churn (noise added after the model call, so not Karras' Algorithm 2).
 
-use super::family::FamilyConfig;
-use super::kdiff::{KConfig, denoised, f32_round, init_noise_sigma, input_divisor};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::family::{Common, FamilyConfig, Parsed, Reader, merged, read_ramp, sigma_keys};
+use super::kdiff::{
+    KConfig, denoised, f32_round, init_noise_sigma, input_divisor, k_config, number_or_inf,
+};
 use super::schedule::ScheduleConfig;
+use super::settings::FinalSigma;
 use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
 
 /// diffusers' step keywords `s_churn`, `s_tmin`, `s_tmax`, `s_noise`.
@@ -198,4 +205,65 @@ impl FamilyConfig for EulerConfig {
     fn prediction_type(&self) -> PredictionType {
         self.k.prediction_type
     }
+}
+
+// Settings: the class's defaults and parser.
+
+pub(super) fn euler_defaults() -> Value {
+    merged(
+        sigma_keys(),
+        json!({
+            "interpolation_type": "linear",
+            "sigma_min": null,
+            "sigma_max": null,
+            "timestep_type": "discrete",
+            "rescale_betas_zero_snr": false,
+            "final_sigmas_type": "zero",
+            "s_churn": 0.0,
+            "s_tmin": 0.0,
+            "s_tmax": "inf",
+            "s_noise": 1.0,
+        }),
+    )
+}
+
+pub(super) fn parse_euler(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {
+    for key in ["sigma_min", "sigma_max"] {
+        if !r.value(key).is_null() {
+            return Err(ConfigError::Unsupported {
+                key: key.into(),
+                got: r.value(key).to_string(),
+                reason: "difflab takes the sigma range from the training schedule; use null".into(),
+            });
+        }
+    }
+    let ramp = read_ramp(r)?;
+    let log_linear = r.choice(
+        "interpolation_type",
+        &["linear", "log_linear"],
+        |s| match s {
+            "linear" => Some(false),
+            "log_linear" => Some(true),
+            _ => None,
+        },
+    )?;
+    let continuous = r.choice("timestep_type", &["discrete", "continuous"], |s| match s {
+        "discrete" => Some(false),
+        "continuous" => Some(true),
+        _ => None,
+    })?;
+    let final_sigma_min = r.pick::<FinalSigma>("final_sigmas_type")? == FinalSigma::SigmaMin;
+    let churn = Churn {
+        s_churn: r.non_negative("s_churn")?,
+        s_tmin: r.non_negative("s_tmin")?,
+        s_tmax: number_or_inf(r, "s_tmax")?,
+        s_noise: r.non_negative("s_noise")?,
+    };
+    Ok(Arc::new(EulerConfig {
+        k: k_config(c, ramp),
+        log_linear,
+        final_sigma_min,
+        continuous,
+        churn,
+    }))
 }

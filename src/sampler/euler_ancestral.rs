@@ -1,11 +1,17 @@
 //! EulerAncestralDiscreteScheduler (A1111 "Euler a", ComfyUI `euler_ancestral`): an Euler step down to
 //! sigma_down, then fresh noise of std sigma_up, at every step (sigma_up is 0 at the last).
 
-use super::PredictionType;
-use super::family::FamilyConfig;
-use super::kdiff::{KConfig, denoised, f32_round, init_noise_sigma, input_divisor};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::family::{Common, FamilyConfig, Parsed, Reader};
+use super::kdiff::{
+    KConfig, denoised, f32_round, init_noise_sigma, input_divisor, k_config, unsupported_prediction,
+};
 use super::schedule::ScheduleConfig;
-use super::{ConfigError, NoiseSource, Scheduler, StepError, check_step};
+use super::sigmas::SigmaRamp;
+use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
 
 /// Euler a's settings: the k-diffusion ones, nothing of its own.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,4 +132,27 @@ impl FamilyConfig for EulerAncestralConfig {
     fn prediction_type(&self) -> PredictionType {
         self.0.prediction_type
     }
+}
+
+// Settings: the class's defaults and parser.
+
+pub(super) fn euler_ancestral_defaults() -> Value {
+    json!({"timestep_spacing": "linspace", "rescale_betas_zero_snr": false})
+}
+
+pub(super) fn parse_euler_ancestral(
+    _r: &mut Reader,
+    c: Common,
+    _warnings: &mut Vec<String>,
+) -> Parsed {
+    if c.prediction_type == PredictionType::Sample {
+        return Err(unsupported_prediction(
+            "EulerAncestralDiscreteScheduler",
+            c.prediction_type,
+        ));
+    }
+    Ok(Arc::new(EulerAncestralConfig(k_config(
+        c,
+        SigmaRamp::Interpolated,
+    ))))
 }

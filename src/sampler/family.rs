@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::prediction::X0Clip;
 use super::schedule::{BetaSchedule, ScheduleConfig};
+use super::sigmas::SigmaRamp;
 use super::spacing::TimestepSpacing;
 use super::{PredictionType, Scheduler};
 
@@ -319,4 +320,46 @@ impl<'a> Reader<'a> {
             _ => Err(self.invalid(key, expected)),
         }
     }
+}
+
+// Settings: the class's defaults and parser.
+
+pub(super) fn sigma_keys() -> Value {
+    json!({
+        "use_karras_sigmas": false,
+        "use_exponential_sigmas": false,
+        "use_beta_sigmas": false,
+        "timestep_spacing": "linspace",
+    })
+}
+
+pub(super) fn merged(a: Value, b: Value) -> Value {
+    let (Value::Object(mut a), Value::Object(b)) = (a, b) else {
+        unreachable!("literal objects")
+    };
+    a.extend(b);
+    Value::Object(a)
+}
+
+/// The sigma ramp chosen by `use_karras_sigmas` / `use_exponential_sigmas` / `use_beta_sigmas`.
+pub(super) fn read_ramp(r: &mut Reader) -> Result<SigmaRamp, ConfigError> {
+    let ramps = [
+        ("use_karras_sigmas", SigmaRamp::Karras),
+        ("use_exponential_sigmas", SigmaRamp::Exponential),
+        ("use_beta_sigmas", SigmaRamp::Beta),
+    ];
+    let mut chosen = SigmaRamp::Interpolated;
+    for (key, ramp) in ramps {
+        if r.bool(key)? {
+            if chosen != SigmaRamp::Interpolated {
+                return Err(ConfigError::InvalidValue {
+                    key: key.into(),
+                    got: "true".into(),
+                    expected: "false: only one of use_karras_sigmas, use_exponential_sigmas and use_beta_sigmas can be true".into(),
+                });
+            }
+            chosen = ramp;
+        }
+    }
+    Ok(chosen)
 }

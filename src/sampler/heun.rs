@@ -2,12 +2,17 @@
 //! interval except the last (an Euler step to sigma 0). As in diffusers, the timesteps list one entry per
 //! model call, `[t0, t1, t1, ..., t_{n-1}, t_{n-1}]`, and each `step` is one call.
 
-use super::PredictionType;
-use super::family::FamilyConfig;
-use super::kdiff::{KConfig, denoised, f32_round, init_noise_sigma, input_divisor};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::family::{
+    Common, FamilyConfig, Parsed, Reader, merged, read_clip, read_ramp, sigma_keys,
+};
+use super::kdiff::{KConfig, denoised, f32_round, init_noise_sigma, input_divisor, k_config};
 use super::prediction::X0Clip;
 use super::schedule::ScheduleConfig;
-use super::{ConfigError, NoiseSource, Scheduler, StepError, check_step};
+use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeunConfig {
@@ -152,4 +157,22 @@ impl FamilyConfig for HeunConfig {
     fn prediction_type(&self) -> PredictionType {
         self.k.prediction_type
     }
+}
+
+// Settings: the class's defaults and parser.
+
+pub(super) fn heun_defaults() -> Value {
+    merged(
+        sigma_keys(),
+        json!({"beta_start": 0.00085, "beta_end": 0.012, "clip_sample": false, "clip_sample_range": 1.0}),
+    )
+}
+
+pub(super) fn parse_heun(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {
+    let ramp = read_ramp(r)?;
+    let clip = read_clip(r, X0Clip::None)?;
+    Ok(Arc::new(HeunConfig {
+        k: k_config(c, ramp),
+        clip,
+    }))
 }

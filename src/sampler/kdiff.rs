@@ -2,7 +2,10 @@
 //! spaced fractional timesteps, the training sigmas interpolated there (optionally replaced by a
 //! Karras or exponential ramp), and the sigma-space helpers of their steps. f32 where diffusers is f32.
 
+use serde_json::Value;
+
 use super::ddpm::check_step_count;
+use super::family::{Common, Reader};
 use super::schedule::{NoiseSchedule, ScheduleConfig};
 use super::sigmas::{SigmaRamp, interp, log_sigmas_f32, sigma_to_t};
 use super::spacing::{TimestepSpacing, arange, linspace};
@@ -153,5 +156,25 @@ pub fn unsupported_prediction(class: &str, prediction: PredictionType) -> Config
         key: "prediction_type".into(),
         got: format!("{:?}", prediction.to_string()),
         reason: format!("{class} implements \"epsilon\" and \"v_prediction\""),
+    }
+}
+
+// Settings: the class's defaults and parser.
+
+pub(super) fn k_config(c: Common, ramp: SigmaRamp) -> KConfig {
+    KConfig {
+        schedule: c.schedule,
+        prediction_type: c.prediction_type,
+        timestep_spacing: c.timestep_spacing,
+        steps_offset: c.steps_offset,
+        ramp,
+    }
+}
+
+/// A number setting that may be the string "inf".
+pub(super) fn number_or_inf(r: &mut Reader, key: &str) -> Result<f64, ConfigError> {
+    match r.value(key) {
+        Value::String(s) if s == "inf" => Ok(f64::INFINITY),
+        _ => r.non_negative(key),
     }
 }

@@ -2,13 +2,19 @@
 //! `dpm_2_ancestral`): k-diffusion's DPM-Solver-2, a midpoint step at the log-sigma midpoint, two model
 //! calls per interval except the last. One `step` per model call; the timesteps list both calls.
 
-use super::PredictionType;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
 use super::euler_ancestral::ancestral_sigmas;
-use super::family::FamilyConfig;
-use super::kdiff::{KConfig, KSchedule, denoised, f32_round, init_noise_sigma, input_divisor};
+use super::family::{Common, FamilyConfig, Parsed, Reader, merged, read_ramp, sigma_keys};
+use super::kdiff::{
+    KConfig, KSchedule, denoised, f32_round, init_noise_sigma, input_divisor, k_config,
+    unsupported_prediction,
+};
 use super::schedule::ScheduleConfig;
 use super::sigmas::{SigmaRamp, sigma_to_t};
-use super::{ConfigError, NoiseSource, Scheduler, StepError, check_step};
+use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
 
 /// `exp(torch.lerp(log a, log b, 0.5))` as torch computes it (`b - (b - a)·0.5` in log space), so a
 /// zero end gives 0 and the rounding is torch's.
@@ -236,4 +242,40 @@ impl FamilyConfig for Kdpm2Config {
     fn prediction_type(&self) -> PredictionType {
         self.k.prediction_type
     }
+}
+
+// Settings: the class's defaults and parser.
+
+pub(super) fn kdpm2_defaults() -> Value {
+    merged(
+        sigma_keys(),
+        json!({"beta_start": 0.00085, "beta_end": 0.012}),
+    )
+}
+
+/// KDPM2 and KDPM2 a: no `sample` prediction (diffusers raises there).
+pub(super) fn kdpm2_config(r: &mut Reader, c: Common, class: &str) -> Result<KConfig, ConfigError> {
+    if c.prediction_type == PredictionType::Sample {
+        return Err(unsupported_prediction(class, c.prediction_type));
+    }
+    let ramp = read_ramp(r)?;
+    Ok(k_config(c, ramp))
+}
+
+pub(super) fn parse_kdpm2(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {
+    Ok(Arc::new(Kdpm2Config {
+        k: kdpm2_config(r, c, "KDPM2DiscreteScheduler")?,
+        ancestral: false,
+    }))
+}
+
+pub(super) fn parse_kdpm2_ancestral(
+    r: &mut Reader,
+    c: Common,
+    _warnings: &mut Vec<String>,
+) -> Parsed {
+    Ok(Arc::new(Kdpm2Config {
+        k: kdpm2_config(r, c, "KDPM2AncestralDiscreteScheduler")?,
+        ancestral: true,
+    }))
 }

@@ -2,8 +2,12 @@
 //! maps the sample to the consistency function's clean estimate and, except at the last step, noises
 //! it again to the next timestep with fresh Gaussian noise.
 
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
 use super::ddpm::{check_step_count, check_timesteps};
-use super::family::FamilyConfig;
+use super::family::{Common, FamilyConfig, Parsed, Reader, read_clip, read_thresholding};
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
 use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
@@ -152,6 +156,40 @@ impl FamilyConfig for LcmConfig {
     fn prediction_type(&self) -> PredictionType {
         self.prediction_type
     }
+}
+
+// Settings: the class's defaults and parser.
+
+pub(super) fn lcm_defaults() -> Value {
+    json!({
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "original_inference_steps": 50,
+        "clip_sample": false,
+        "clip_sample_range": 1.0,
+        "set_alpha_to_one": true,
+        "thresholding": false,
+        "dynamic_thresholding_ratio": 0.995,
+        "sample_max_value": 1.0,
+        "timestep_spacing": "leading",
+        "timestep_scaling": 10.0,
+        "rescale_betas_zero_snr": false,
+    })
+}
+
+/// LCM reads `set_alpha_to_one`, `timestep_spacing` and `steps_offset` but never uses them (its last
+/// step stays at its own timestep); they are checked, not reported.
+pub(super) fn parse_lcm(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {
+    r.bool("set_alpha_to_one")?;
+    let thresholding = read_thresholding(r)?;
+    Ok(Arc::new(LcmConfig {
+        clip: read_clip(r, thresholding)?,
+        original_inference_steps: r.count("original_inference_steps", 1)?,
+        timestep_scaling: r.positive("timestep_scaling")?,
+        schedule: c.schedule,
+        prediction_type: c.prediction_type,
+    }))
 }
 
 #[cfg(test)]

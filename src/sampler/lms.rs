@@ -1,11 +1,14 @@
 //! LMSDiscreteScheduler (A1111 "LMS", ComfyUI `lms`): linear multistep in sigma, with the last `order`
 //! derivatives weighted by the integrals of their Lagrange basis polynomials over the step.
 
-use super::PredictionType;
-use super::family::FamilyConfig;
-use super::kdiff::{KConfig, denoised, f32_round, init_noise_sigma, input_divisor};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::family::{Common, FamilyConfig, Parsed, Reader, merged, read_ramp, sigma_keys};
+use super::kdiff::{KConfig, denoised, f32_round, init_noise_sigma, input_divisor, k_config};
 use super::schedule::ScheduleConfig;
-use super::{ConfigError, NoiseSource, Scheduler, StepError, check_step};
+use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LmsConfig {
@@ -153,6 +156,28 @@ impl FamilyConfig for LmsConfig {
     fn prediction_type(&self) -> PredictionType {
         self.k.prediction_type
     }
+}
+
+// Settings: the class's defaults and parser.
+
+pub(super) fn lms_defaults() -> Value {
+    merged(sigma_keys(), json!({"order": 4}))
+}
+
+pub(super) fn parse_lms(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {
+    let ramp = read_ramp(r)?;
+    let order = r.count("order", 1)?;
+    if order > 4 {
+        return Err(ConfigError::InvalidValue {
+            key: "order".into(),
+            got: order.to_string(),
+            expected: "1, 2, 3 or 4".into(),
+        });
+    }
+    Ok(Arc::new(LmsConfig {
+        k: k_config(c, ramp),
+        order,
+    }))
 }
 
 #[cfg(test)]

@@ -3,8 +3,13 @@
 //! taken with DDIM's transfer from t to t'. With `skip_prk_steps` the warm-up is a Heun-like redo of
 //! the first step instead (what A1111 calls PLMS).
 
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
 use super::ddpm::checked_timesteps;
-use super::family::FamilyConfig;
+use super::family::{Common, FamilyConfig, Parsed, Reader};
+use super::kdiff::unsupported_prediction;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
 use super::spacing::TimestepSpacing;
 use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
@@ -264,6 +269,26 @@ impl FamilyConfig for PndmConfig {
     fn prediction_type(&self) -> PredictionType {
         self.prediction_type
     }
+}
+
+// Settings: the class's defaults and parser.
+
+pub(super) fn pndm_defaults() -> Value {
+    json!({"skip_prk_steps": false, "set_alpha_to_one": false, "timestep_spacing": "leading"})
+}
+
+pub(super) fn parse_pndm(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {
+    if c.prediction_type == PredictionType::Sample {
+        return Err(unsupported_prediction("PNDMScheduler", c.prediction_type));
+    }
+    Ok(Arc::new(PndmConfig {
+        schedule: c.schedule,
+        prediction_type: c.prediction_type,
+        timestep_spacing: c.timestep_spacing,
+        steps_offset: c.steps_offset,
+        skip_prk_steps: r.bool("skip_prk_steps")?,
+        set_alpha_to_one: r.bool("set_alpha_to_one")?,
+    }))
 }
 
 #[cfg(test)]

@@ -5,7 +5,10 @@
 use serde_json::{Map, Value, json};
 
 use super::family::{Common, Parsed, Reader};
-use super::{ddim, ddpm, dpm_solver, kfamilies, multistep_families, solver_families};
+use super::{
+    ddim, ddpm, deis, dpm_sde, dpm_singlestep, dpm_solver, edm, euler, euler_ancestral, heun,
+    kdpm2, lcm, lms, pndm, unipc,
+};
 
 /// Where a name comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,8 +110,8 @@ pub const FAMILIES: &[Family] = &[
     },
     Family {
         class: "EulerDiscreteScheduler",
-        defaults: kfamilies::euler_defaults,
-        parse: kfamilies::parse_euler,
+        defaults: euler::euler_defaults,
+        parse: euler::parse_euler,
         names: &[
             Name {
                 name: "euler",
@@ -124,8 +127,8 @@ pub const FAMILIES: &[Family] = &[
     },
     Family {
         class: "EulerAncestralDiscreteScheduler",
-        defaults: kfamilies::euler_ancestral_defaults,
-        parse: kfamilies::parse_euler_ancestral,
+        defaults: euler_ancestral::euler_ancestral_defaults,
+        parse: euler_ancestral::parse_euler_ancestral,
         names: &[
             Name {
                 name: "euler-a",
@@ -141,8 +144,8 @@ pub const FAMILIES: &[Family] = &[
     },
     Family {
         class: "HeunDiscreteScheduler",
-        defaults: kfamilies::heun_defaults,
-        parse: kfamilies::parse_heun,
+        defaults: heun::heun_defaults,
+        parse: heun::parse_heun,
         names: &[
             Name {
                 name: "heun",
@@ -158,8 +161,8 @@ pub const FAMILIES: &[Family] = &[
     },
     Family {
         class: "LMSDiscreteScheduler",
-        defaults: kfamilies::lms_defaults,
-        parse: kfamilies::parse_lms,
+        defaults: lms::lms_defaults,
+        parse: lms::parse_lms,
         names: &[
             Name {
                 name: "lms",
@@ -175,8 +178,8 @@ pub const FAMILIES: &[Family] = &[
     },
     Family {
         class: "KDPM2DiscreteScheduler",
-        defaults: kfamilies::kdpm2_defaults,
-        parse: kfamilies::parse_kdpm2,
+        defaults: kdpm2::kdpm2_defaults,
+        parse: kdpm2::parse_kdpm2,
         names: &[
             Name {
                 name: "dpm2",
@@ -197,8 +200,8 @@ pub const FAMILIES: &[Family] = &[
     },
     Family {
         class: "KDPM2AncestralDiscreteScheduler",
-        defaults: kfamilies::kdpm2_defaults,
-        parse: kfamilies::parse_kdpm2_ancestral,
+        defaults: kdpm2::kdpm2_defaults,
+        parse: kdpm2::parse_kdpm2_ancestral,
         names: &[
             Name {
                 name: "dpm2-a",
@@ -219,8 +222,8 @@ pub const FAMILIES: &[Family] = &[
     },
     Family {
         class: "UniPCMultistepScheduler",
-        defaults: multistep_families::unipc_defaults,
-        parse: multistep_families::parse_unipc,
+        defaults: unipc::unipc_defaults,
+        parse: unipc::parse_unipc,
         names: &[
             // A1111's UniPC runs bh1 at order 3 by default (its "UniPC variant" and "UniPC order"
             // options), as ComfyUI's uni_pc does; the difflab name keeps diffusers' defaults.
@@ -243,8 +246,8 @@ pub const FAMILIES: &[Family] = &[
     },
     Family {
         class: "DEISMultistepScheduler",
-        defaults: multistep_families::deis_defaults,
-        parse: multistep_families::parse_deis,
+        defaults: deis::deis_defaults,
+        parse: deis::parse_deis,
         names: &[Name {
             name: "deis",
             ui: &[Ui::Difflab, Ui::ComfyUi],
@@ -253,8 +256,8 @@ pub const FAMILIES: &[Family] = &[
     },
     Family {
         class: "PNDMScheduler",
-        defaults: multistep_families::pndm_defaults,
-        parse: multistep_families::parse_pndm,
+        defaults: pndm::pndm_defaults,
+        parse: pndm::parse_pndm,
         names: &[
             Name {
                 name: "plms",
@@ -270,8 +273,8 @@ pub const FAMILIES: &[Family] = &[
     },
     Family {
         class: "DPMSolverSinglestepScheduler",
-        defaults: solver_families::singlestep_defaults,
-        parse: solver_families::parse_singlestep,
+        defaults: dpm_singlestep::singlestep_defaults,
+        parse: dpm_singlestep::parse_singlestep,
         names: &[
             Name {
                 name: "dpm++2s",
@@ -297,8 +300,8 @@ pub const FAMILIES: &[Family] = &[
     },
     Family {
         class: "LCMScheduler",
-        defaults: solver_families::lcm_defaults,
-        parse: solver_families::parse_lcm,
+        defaults: lcm::lcm_defaults,
+        parse: lcm::parse_lcm,
         names: &[Name {
             name: "lcm",
             ui: ALL,
@@ -307,8 +310,8 @@ pub const FAMILIES: &[Family] = &[
     },
     Family {
         class: "EDMEulerScheduler",
-        defaults: kfamilies::edm_euler_defaults,
-        parse: kfamilies::parse_edm_euler,
+        defaults: edm::edm_euler_defaults,
+        parse: edm::parse_edm_euler,
         names: &[Name {
             name: "edm-euler",
             ui: D,
@@ -317,8 +320,8 @@ pub const FAMILIES: &[Family] = &[
     },
     Family {
         class: "EDMDPMSolverMultistepScheduler",
-        defaults: kfamilies::edm_dpm_defaults,
-        parse: kfamilies::parse_edm_dpm,
+        defaults: edm::edm_dpm_defaults,
+        parse: edm::parse_edm_dpm,
         names: &[Name {
             name: "edm-dpm++2m",
             ui: D,
@@ -327,8 +330,8 @@ pub const FAMILIES: &[Family] = &[
     },
     Family {
         class: "DPMSolverSDEScheduler",
-        defaults: kfamilies::dpm_sde_defaults,
-        parse: kfamilies::parse_dpm_sde,
+        defaults: dpm_sde::dpm_sde_defaults,
+        parse: dpm_sde::parse_dpm_sde,
         names: &[
             Name {
                 name: "dpm++sde",

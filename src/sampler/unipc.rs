@@ -4,11 +4,18 @@
 //! Each step first corrects the sample the previous predictor produced, with the model output that
 //! sample was given (UniC needs no extra model call), then predicts the next sample.
 
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
 use super::dpm_solver::alpha_sigma_lambda;
-use super::family::FamilyConfig;
+use super::family::{Common, FamilyConfig, Parsed, Reader, read_thresholding};
 use super::prediction::X0Clip;
 use super::schedule::ScheduleConfig;
-use super::vp_sigmas::{FinalSigma, VpSchedule, data_prediction};
+use super::vp_sigmas::{
+    FinalSigma, VpSchedule, data_prediction, one_of, reject_flow, solver_order, step_list,
+    vp_multistep_keys, vp_schedule,
+};
 use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
 
 /// diffusers' `solver_type`: how B(h) is chosen.
@@ -320,6 +327,61 @@ impl FamilyConfig for UniPcConfig {
     fn prediction_type(&self) -> PredictionType {
         self.prediction_type
     }
+}
+
+// Settings: the class's defaults and parser.
+
+pub(super) fn unipc_defaults() -> Value {
+    let mut map = vp_multistep_keys();
+    let Value::Object(own) = json!({
+        "predict_x0": true,
+        "solver_type": "bh2",
+        "disable_corrector": [],
+        "solver_p": null,
+        "final_sigmas_type": "zero",
+        "rescale_betas_zero_snr": false,
+        "sigma_min": null,
+        "sigma_max": null,
+        "shift_terminal": null,
+    }) else {
+        unreachable!("a literal object")
+    };
+    map.extend(own);
+    Value::Object(map)
+}
+
+pub(super) fn parse_unipc(r: &mut Reader, c: Common, warnings: &mut Vec<String>) -> Parsed {
+    let thresholding = read_thresholding(r)?;
+    reject_flow(r, &["solver_p", "sigma_min", "sigma_max", "shift_terminal"])?;
+    let solver_order = solver_order(r)?;
+    let variant = match one_of(
+        r,
+        "solver_type",
+        &["bh1", "bh2"],
+        &["midpoint", "heun", "logrho"],
+        warnings,
+    )?
+    .as_str()
+    {
+        "bh1" => Variant::Bh1,
+        _ => Variant::Bh2,
+    };
+    let final_sigmas_type = r.pick::<FinalSigma>("final_sigmas_type")?;
+    let lower_order_final = r.bool("lower_order_final")?;
+    if !lower_order_final && solver_order > 1 && final_sigmas_type == FinalSigma::Zero {
+        warnings.push("UniPC with lower_order_final false and final_sigmas_type \"zero\": diffusers' last step is infinite there; difflab takes it first order".into());
+    }
+    Ok(Arc::new(UniPcConfig {
+        vp: vp_schedule(r, &c, true)?,
+        prediction_type: c.prediction_type,
+        thresholding,
+        solver_order,
+        predict_x0: r.bool("predict_x0")?,
+        variant,
+        lower_order_final,
+        disable_corrector: step_list(r, "disable_corrector")?,
+        final_sigmas_type,
+    }))
 }
 
 #[cfg(test)]

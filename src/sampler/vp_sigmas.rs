@@ -3,6 +3,7 @@
 //! the training extremes), and the final sigma each class appends.
 
 use super::ddpm::{check_step_count, check_timesteps};
+use super::family::{Common, Reader, read_ramp};
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
 use super::sigmas::{SigmaRamp, log_sigmas_f32, sigma_to_t};
@@ -10,6 +11,7 @@ use super::spacing::{TimestepSpacing, dpm_timesteps};
 use super::{ConfigError, PredictionType};
 
 pub use super::settings::FinalSigma;
+use serde_json::{Value, json};
 
 /// The settings the schedule reads.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,6 +114,119 @@ pub fn data_prediction(
     wide
 }
 
+// Settings: the class's defaults and parser.
+
+/// The keys UniPC and DEIS share.
+pub(super) fn vp_multistep_keys() -> serde_json::Map<String, Value> {
+    let Value::Object(map) = json!({
+        "thresholding": false,
+        "dynamic_thresholding_ratio": 0.995,
+        "sample_max_value": 1.0,
+        "solver_order": 2,
+        "lower_order_final": true,
+        "use_karras_sigmas": false,
+        "use_exponential_sigmas": false,
+        "use_beta_sigmas": false,
+        "use_flow_sigmas": false,
+        "flow_shift": 1.0,
+        "timestep_spacing": "linspace",
+        "use_dynamic_shifting": false,
+        "time_shift_type": "exponential",
+    }) else {
+        unreachable!("a literal object")
+    };
+    map
+}
+
+/// Rejects the flow-matching and dynamic-shifting switches, and settings that must stay null.
+pub(super) fn reject_flow(r: &mut Reader, nulls: &[&str]) -> Result<(), ConfigError> {
+    for key in ["use_flow_sigmas", "use_dynamic_shifting"] {
+        if r.bool(key)? {
+            return Err(ConfigError::Unsupported {
+                key: key.into(),
+                got: "true".into(),
+                reason: "difflab implements the VP (DDPM-trained) schedules".into(),
+            });
+        }
+    }
+    for &key in nulls {
+        if !r.value(key).is_null() {
+            return Err(ConfigError::Unsupported {
+                key: key.into(),
+                got: r.value(key).to_string(),
+                reason: "use null".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn solver_order(r: &mut Reader) -> Result<usize, ConfigError> {
+    let order = r.count("solver_order", 1)?;
+    if order > 3 {
+        return Err(ConfigError::InvalidValue {
+            key: "solver_order".into(),
+            got: order.to_string(),
+            expected: "1, 2 or 3".into(),
+        });
+    }
+    Ok(order)
+}
+
+/// A string setting whose `replaced` values diffusers quietly rewrites to `value` (warned here).
+pub(super) fn one_of(
+    r: &mut Reader,
+    key: &str,
+    values: &[&str],
+    replaced: &[&str],
+    warnings: &mut Vec<String>,
+) -> Result<String, ConfigError> {
+    let expected = format!("one of {}", values.join(", "));
+    let got = r
+        .value(key)
+        .as_str()
+        .ok_or_else(|| r.invalid(key, &expected))?
+        .to_string();
+    if values.contains(&got.as_str()) {
+        return Ok(got);
+    }
+    if replaced.contains(&got.as_str()) {
+        let value = values[values.len() - 1];
+        warnings.push(format!(
+            "{key} {got:?} is replaced by {value:?}, as diffusers does"
+        ));
+        return Ok(value.to_string());
+    }
+    Err(r.invalid(key, &expected))
+}
+
+pub(super) fn vp_schedule(
+    r: &mut Reader,
+    c: &Common,
+    nudge_zero_snr: bool,
+) -> Result<VpSchedule, ConfigError> {
+    Ok(VpSchedule {
+        schedule: c.schedule.clone(),
+        timestep_spacing: c.timestep_spacing,
+        steps_offset: c.steps_offset,
+        ramp: read_ramp(r)?,
+        nudge_zero_snr,
+    })
+}
+
+/// `disable_corrector`: a list of step indices.
+pub(super) fn step_list(r: &mut Reader, key: &str) -> Result<Vec<usize>, ConfigError> {
+    let expected = "a list of step indices (integers from 0)";
+    match r.value(key) {
+        Value::Array(items) => items
+            .iter()
+            .map(|v| v.as_u64().map(|i| i as usize))
+            .collect::<Option<Vec<usize>>>()
+            .ok_or_else(|| r.invalid(key, expected)),
+        _ => Err(r.invalid(key, expected)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +267,61 @@ mod tests {
             .unwrap();
         assert_eq!(s.timesteps[..4], [999, 933, 854, 761]);
         assert_eq!(s.sigmas[11], s.sigmas[12]);
+    }
+}
+
+#[cfg(test)]
+mod multistep_settings_tests {
+    use serde_json::{Map, json};
+
+    use super::*;
+    use crate::sampler::SamplerConfig;
+
+    fn resolve(name: &str, settings: Value) -> Result<SamplerConfig, ConfigError> {
+        let settings: Map<String, Value> = settings.as_object().cloned().unwrap_or_default();
+        SamplerConfig::resolve(name, None, &settings).map(|r| r.config)
+    }
+
+    #[test]
+    fn bad_settings_are_errors_naming_the_key() {
+        for (name, settings, key) in [
+            ("unipc", json!({"solver_order": 4}), "`solver_order`"),
+            ("unipc", json!({"solver_type": "bh3"}), "`solver_type`"),
+            (
+                "unipc",
+                json!({"disable_corrector": [-1]}),
+                "`disable_corrector`",
+            ),
+            ("unipc", json!({"solver_p": {}}), "`solver_p`"),
+            (
+                "unipc",
+                json!({"use_flow_sigmas": true}),
+                "`use_flow_sigmas`",
+            ),
+            (
+                "deis",
+                json!({"algorithm_type": "unipc"}),
+                "`algorithm_type`",
+            ),
+            ("deis", json!({"final_sigmas_type": "zero"}), ""),
+            (
+                "plms",
+                json!({"prediction_type": "sample"}),
+                "`prediction_type`",
+            ),
+        ] {
+            match resolve(name, settings.clone()) {
+                Err(e) => assert!(e.to_string().contains(key), "{name} {settings}: {e}"),
+                // DEIS has no final_sigmas_type: an unknown key is a warning, not an error.
+                Ok(_) => assert!(key.is_empty(), "{name} {settings} accepted"),
+            }
+        }
+    }
+
+    #[test]
+    fn rewritten_values_warn() {
+        let settings = json!({"solver_type": "midpoint"});
+        let r = SamplerConfig::resolve("unipc", None, settings.as_object().unwrap()).unwrap();
+        assert!(r.warnings[0].contains("\"bh2\""), "{:?}", r.warnings);
     }
 }
