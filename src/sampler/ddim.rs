@@ -4,13 +4,13 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::ddpm::checked_timesteps;
 use super::family::{
     Common, ConfigError, FamilyConfig, Parsed, Reader, read_clip, read_thresholding, with_vp,
 };
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
 use super::spacing::TimestepSpacing;
+use super::step_checks::checked_timesteps;
 use super::{NoiseSource, PredictionType, Scheduler, StepError, check_step};
 
 #[derive(Debug, Clone, PartialEq)]

@@ -9,7 +9,8 @@ use super::family::{
 };
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
-use super::spacing::{TimestepSpacing, ddpm_ddim_timesteps};
+use super::spacing::TimestepSpacing;
+use super::step_checks::checked_timesteps;
 use super::{NoiseSource, PredictionType, Scheduler, StepError, check_step};
 
 /// diffusers' `variance_type` (the learned variants need a model with twice the channels and are not
@@ -167,67 +168,6 @@ impl Scheduler for Ddpm {
         self.index += 1;
         Ok(())
     }
-}
-
-/// DDPM's and DDIM's timesteps for `steps` steps, or why that step count cannot be used.
-pub(super) fn checked_timesteps(
-    spacing: TimestepSpacing,
-    train_steps: usize,
-    steps: usize,
-    steps_offset: i64,
-) -> Result<Vec<i64>, ConfigError> {
-    let timesteps = ddpm_ddim_timesteps(
-        spacing,
-        train_steps,
-        check_step_count(steps, train_steps)?,
-        steps_offset,
-    );
-    check_timesteps(&timesteps, train_steps, steps)?;
-    Ok(timesteps)
-}
-
-/// Rejects step counts diffusers rejects: zero, or more than the training steps.
-pub(super) fn check_step_count(steps: usize, train_steps: usize) -> Result<usize, ConfigError> {
-    if steps == 0 {
-        return Err(ConfigError::Steps {
-            steps,
-            reason: "at least one step is needed".into(),
-        });
-    }
-    if steps > train_steps {
-        return Err(ConfigError::Steps {
-            steps,
-            reason: format!("the model was trained with num_train_timesteps = {train_steps}"),
-        });
-    }
-    Ok(steps)
-}
-
-/// Rejects timestep arrays that leave the training range (e.g. leading spacing with steps_offset 1 and
-/// as many steps as training steps gives t = 1000; diffusers issue 10003).
-pub(super) fn check_timesteps(
-    timesteps: &[i64],
-    train_steps: usize,
-    steps: usize,
-) -> Result<(), ConfigError> {
-    if let Some(&bad) = timesteps
-        .iter()
-        .find(|&&t| t < 0 || t >= train_steps as i64)
-    {
-        return Err(ConfigError::Steps {
-            steps,
-            reason: format!(
-                "it gives timestep {bad}, outside 0..{train_steps} (lower steps_offset or use timestep_spacing \"trailing\")"
-            ),
-        });
-    }
-    if timesteps.len() != steps {
-        return Err(ConfigError::Steps {
-            steps,
-            reason: format!("the spacing gives {} timesteps", timesteps.len()),
-        });
-    }
-    Ok(())
 }
 
 impl FamilyConfig for DdpmConfig {

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::dpm_solver::alpha_sigma_lambda;
 use super::family::{Common, FamilyConfig, Parsed, Reader, read_thresholding};
 use super::prediction::X0Clip;
 use super::schedule::ScheduleConfig;
+use super::sigmas::alpha_sigma_lambda;
 use super::vp_sigmas::{
     FinalSigma, VpSchedule, data_prediction, one_of, reject_flow, solver_order, vp_multistep_keys,
     vp_schedule,

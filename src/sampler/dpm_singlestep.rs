@@ -6,14 +6,15 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::ddpm::{check_step_count, check_timesteps};
-use super::dpm_solver::{SolverType, lambda_clipped_end};
 use super::family::{Common, FamilyConfig, Parsed, Reader, read_ramp, read_thresholding};
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
 use super::settings::FinalSigma;
+use super::settings::SolverType;
 use super::sigmas::{SigmaRamp, log_sigmas_f32, sigma_to_t};
+use super::sigmas::{alpha_sigma_lambda, lambda_clipped_end};
 use super::spacing::{TimestepSpacing, dpm_timesteps};
+use super::step_checks::{check_step_count, check_timesteps};
 use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
 
 /// diffusers' `algorithm_type` of the singlestep solver.
@@ -264,13 +265,6 @@ fn combine(a: f64, u: [f64; 3], b: f64, v: [f64; 3]) -> [f64; 3] {
         a * u[1] + b * v[1],
         a * u[2] + b * v[2],
     ]
-}
-
-/// alpha, sigma and lambda = log(alpha / sigma) of a VP sigma s = sqrt((1 − ᾱ)/ᾱ).
-fn alpha_sigma_lambda(s: f64) -> (f64, f64, f64) {
-    let alpha = 1.0 / (s * s + 1.0).sqrt();
-    let sigma = s * alpha;
-    (alpha, sigma, alpha.ln() - sigma.ln())
 }
 
 impl Scheduler for DpmSinglestep {

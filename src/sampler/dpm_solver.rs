@@ -5,14 +5,16 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::ddpm::{check_step_count, check_timesteps};
 use super::family::{
     Common, ConfigError, FamilyConfig, Parsed, Reader, read_thresholding, with_vp,
 };
+use super::multistep::multistep_order;
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
 use super::sigmas::{SigmaRamp, sigma_to_t};
+use super::sigmas::{alpha_sigma_lambda, lambda_clipped_end};
 use super::spacing::{TimestepSpacing, dpm_timesteps};
+use super::step_checks::{check_step_count, check_timesteps};
 use super::{NoiseSource, PredictionType, Scheduler, StepError, check_step};
 
 /// diffusers' `algorithm_type` (the deprecated noise-prediction variants are not supported).
@@ -163,49 +165,6 @@ impl DpmSolver {
         };
         (cx, c, cz)
     }
-}
-
-/// The order DPM-Solver multistep (and EDM's) uses at step `i` of `n`, from the position alone: lower while
-/// the history fills, first order at a final step to 0 or with `euler_at_final`, and lower at the last
-/// two steps of short runs (< 15) with `lower_order_final`.
-pub(super) fn multistep_order(
-    i: usize,
-    n: usize,
-    solver_order: usize,
-    lower_order_final: bool,
-    euler_at_final: bool,
-    final_zero: bool,
-) -> usize {
-    let warm = i.min(solver_order);
-    let last = i + 1 == n && (euler_at_final || (lower_order_final && n < 15) || final_zero);
-    let second = i + 2 == n && lower_order_final && n < 15;
-    if solver_order == 1 || warm < 1 || last {
-        1
-    } else if solver_order == 2 || warm < 2 || second {
-        2
-    } else {
-        3
-    }
-}
-
-/// The last training timestep that `lambda_min_clipped` allows, plus one.
-pub(super) fn lambda_clipped_end(schedule: &NoiseSchedule, clip: f64) -> usize {
-    // lambda decreases with t; count the timesteps (from the end) whose lambda is below the clip.
-    let below = schedule
-        .alphas_cumprod()
-        .iter()
-        .rev()
-        .map(|&a| (a.sqrt() as f64).ln() - ((1.0 - a).sqrt() as f64).ln())
-        .take_while(|&lambda| lambda < clip)
-        .count();
-    schedule.num_train_timesteps() - below
-}
-
-/// alpha, sigma and lambda = log(alpha / sigma) of a DPM sigma (sigma = sqrt((1 − ᾱ)/ᾱ)).
-pub(super) fn alpha_sigma_lambda(s: f64) -> (f64, f64, f64) {
-    let alpha = 1.0 / (s * s + 1.0).sqrt();
-    let sigma = s * alpha;
-    (alpha, sigma, alpha.ln() - sigma.ln())
 }
 
 impl Scheduler for DpmSolver {

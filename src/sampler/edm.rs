@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::dpm_solver::multistep_order;
-use super::euler::Churn;
 use super::family::{Common, FamilyConfig, Parsed, Reader, merged, read_thresholding};
+use super::kdiff::Churn;
 use super::kdiff::{number_or_inf, unsupported_prediction};
+use super::multistep::multistep_order;
 use super::prediction::X0Clip;
 use super::schedule::ScheduleConfig;
 use super::settings::{FinalSigma, SolverType};

@@ -6,55 +6,13 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::family::{Common, FamilyConfig, Parsed, Reader, merged, read_ramp, sigma_keys};
+use super::kdiff::Churn;
 use super::kdiff::{
     KConfig, denoised, f32_round, init_noise_sigma, input_divisor, k_config, number_or_inf,
 };
 use super::schedule::ScheduleConfig;
 use super::settings::FinalSigma;
 use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
-
-/// diffusers' step keywords `s_churn`, `s_tmin`, `s_tmax`, `s_noise`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Churn {
-    pub s_churn: f64,
-    pub s_tmin: f64,
-    pub s_tmax: f64,
-    pub s_noise: f64,
-}
-
-impl Churn {
-    /// diffusers' churn factor at sigma `s` for a run of `steps` steps (0 outside [s_tmin, s_tmax]).
-    pub fn gamma(&self, s: f64, steps: usize) -> f64 {
-        if self.s_tmin <= s && s <= self.s_tmax {
-            (self.s_churn / steps as f64).min(2f64.sqrt() - 1.0)
-        } else {
-            0.0
-        }
-    }
-
-    /// Raises `sample` from sigma `s` to `sigma_hat = s·(gamma + 1)` with fresh noise of step `step` (none
-    /// when gamma is 0), and returns sigma_hat. `buf` holds the noise between calls.
-    pub fn add_noise(
-        &self,
-        step: usize,
-        s: f32,
-        gamma: f64,
-        sample: &mut [f32],
-        buf: &mut Vec<f32>,
-        noise: &mut dyn NoiseSource,
-    ) -> f32 {
-        let sigma_hat = (s as f64 * (gamma + 1.0)) as f32;
-        if gamma > 0.0 {
-            buf.resize(sample.len(), 0.0);
-            noise.fill(step, buf);
-            let eps = (sigma_hat * sigma_hat - s * s).sqrt() as f64 * self.s_noise;
-            for (x, &z) in sample.iter_mut().zip(buf.iter()) {
-                *x = (*x as f64 + z as f64 * eps) as f32;
-            }
-        }
-        sigma_hat
-    }
-}
 
 impl Default for Churn {
     fn default() -> Self {

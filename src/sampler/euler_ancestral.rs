@@ -11,6 +11,7 @@ use super::kdiff::{
 };
 use super::schedule::ScheduleConfig;
 use super::sigmas::SigmaRamp;
+use super::sigmas::ancestral_sigmas;
 use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
 
 /// Euler a's settings: the k-diffusion ones, nothing of its own.
@@ -37,20 +38,6 @@ impl EulerAncestral {
             noise: Vec::new(),
         }
     }
-}
-
-/// sigma_up and sigma_down of the step from `s` to `next` (eta 1), f32 as in diffusers.
-pub fn ancestral_sigmas(s: f32, next: f32) -> (f32, f32) {
-    let up = (next * next * (s * s - next * next) / (s * s)).sqrt();
-    let down = (next * next - up * up).max(0.0).sqrt();
-    // With a huge sigma_max (cosine: 2e4) the f32 difference cancels to 0 for a small next sigma;
-    // its exact value next²/s keeps DPM2 a's log-midpoint finite (diffusers gives NaN there).
-    let down = if down == 0.0 && next > 0.0 {
-        next * next / s
-    } else {
-        down
-    };
-    (up, down)
 }
 
 impl Scheduler for EulerAncestral {

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::euler_ancestral::ancestral_sigmas;
 use super::family::{Common, FamilyConfig, Parsed, Reader, merged, read_ramp, sigma_keys};
 use super::kdiff::{
     KConfig, KSchedule, denoised, f32_round, init_noise_sigma, input_divisor, k_config,
     unsupported_prediction,
 };
 use super::schedule::ScheduleConfig;
+use super::sigmas::ancestral_sigmas;
 use super::sigmas::{SigmaRamp, sigma_to_t};
 use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
 

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::ddpm::{check_step_count, check_timesteps};
 use super::family::{Common, FamilyConfig, Parsed, Reader, read_clip, read_thresholding};
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
+use super::step_checks::{check_step_count, check_timesteps};
 use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
 
 #[derive(Debug, Clone, PartialEq)]

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::ddpm::checked_timesteps;
 use super::family::{Common, FamilyConfig, Parsed, Reader};
 use super::kdiff::unsupported_prediction;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
 use super::spacing::TimestepSpacing;
+use super::step_checks::checked_timesteps;
 use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
 
 #[derive(Debug, Clone, PartialEq)]

@@ -1,6 +1,7 @@
 //! Sigma-space helpers shared by the k-diffusion style samplers (as k-diffusion keeps them): Karras and
 //! exponential sigma ramps, numpy's `interp` on the training sigmas, and sigma → fractional timestep.
 
+use super::schedule::NoiseSchedule;
 use super::spacing::linspace;
 
 /// Which ramp replaces the interpolated sigmas (diffusers' `use_karras_sigmas` / `use_exponential_sigmas`).
@@ -186,6 +187,40 @@ pub fn sigma_to_t(sigma: f64, log_sigmas: &[f64]) -> f64 {
     let (low, high) = (log_sigmas[lo], log_sigmas[lo + 1]);
     let w = ((low - log_sigma) / (low - high)).clamp(0.0, 1.0);
     (1.0 - w) * lo as f64 + w * (lo + 1) as f64
+}
+
+/// alpha, sigma and lambda = log(alpha / sigma) of a DPM sigma (sigma = sqrt((1 − ᾱ)/ᾱ)).
+pub(super) fn alpha_sigma_lambda(s: f64) -> (f64, f64, f64) {
+    let alpha = 1.0 / (s * s + 1.0).sqrt();
+    let sigma = s * alpha;
+    (alpha, sigma, alpha.ln() - sigma.ln())
+}
+
+/// The last training timestep that `lambda_min_clipped` allows, plus one.
+pub(super) fn lambda_clipped_end(schedule: &NoiseSchedule, clip: f64) -> usize {
+    // lambda decreases with t; count the timesteps (from the end) whose lambda is below the clip.
+    let below = schedule
+        .alphas_cumprod()
+        .iter()
+        .rev()
+        .map(|&a| (a.sqrt() as f64).ln() - ((1.0 - a).sqrt() as f64).ln())
+        .take_while(|&lambda| lambda < clip)
+        .count();
+    schedule.num_train_timesteps() - below
+}
+
+/// sigma_up and sigma_down of the step from `s` to `next` (eta 1), f32 as in diffusers.
+pub(super) fn ancestral_sigmas(s: f32, next: f32) -> (f32, f32) {
+    let up = (next * next * (s * s - next * next) / (s * s)).sqrt();
+    let down = (next * next - up * up).max(0.0).sqrt();
+    // With a huge sigma_max (cosine: 2e4) the f32 difference cancels to 0 for a small next sigma;
+    // its exact value next²/s keeps DPM2 a's log-midpoint finite (diffusers gives NaN there).
+    let down = if down == 0.0 && next > 0.0 {
+        next * next / s
+    } else {
+        down
+    };
+    (up, down)
 }
 
 #[cfg(test)]

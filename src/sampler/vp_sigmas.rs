@@ -2,12 +2,12 @@
 //! DPM-Solver spacing, the f32 training sigmas at them (or a Karras / exponential / beta ramp between
 //! the training extremes), and the final sigma each class appends.
 
-use super::ddpm::{check_step_count, check_timesteps};
 use super::family::{Common, Reader, read_ramp};
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
 use super::sigmas::{SigmaRamp, log_sigmas_f32, sigma_to_t};
 use super::spacing::{TimestepSpacing, dpm_timesteps};
+use super::step_checks::{check_step_count, check_timesteps};
 use super::{ConfigError, PredictionType};
 
 pub use super::settings::FinalSigma;
