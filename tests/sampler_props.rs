@@ -12,6 +12,30 @@ use difflab::sampler::{InjectedNoise, SamplerConfig, registry};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
+/// Settings keys of diffusers' scheduler classes.
+const KEYS: [&str; 20] = [
+    "num_train_timesteps",
+    "beta_start",
+    "beta_end",
+    "beta_schedule",
+    "trained_betas",
+    "prediction_type",
+    "timestep_spacing",
+    "steps_offset",
+    "clip_sample",
+    "clip_sample_range",
+    "thresholding",
+    "solver_order",
+    "algorithm_type",
+    "solver_type",
+    "final_sigmas_type",
+    "variance_type",
+    "set_alpha_to_one",
+    "eta",
+    "lambda_min_clipped",
+    "use_karras_sigmas",
+];
+
 const NAMES: [&str; 9] = [
     "ddpm",
     "ddim",
@@ -164,15 +188,11 @@ proptest! {
         prop_assert!(s.step(&out, &mut x, &mut x0, 2, &mut noise).is_err());
     }
 
+    /// Any value of any key, then any step count: an error or a schedule, never a panic.
     #[test]
-    fn wrong_values_are_errors(
+    fn odd_values_never_panic(
         name in prop::sample::select(NAMES.to_vec()),
-        key in prop::sample::select(vec![
-            "num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
-            "prediction_type", "timestep_spacing", "steps_offset", "clip_sample", "clip_sample_range",
-            "thresholding", "solver_order", "algorithm_type", "solver_type", "final_sigmas_type",
-            "variance_type", "set_alpha_to_one", "eta", "lambda_min_clipped", "use_karras_sigmas",
-        ]),
+        key in prop::sample::select(KEYS.to_vec()),
         value in prop_oneof![
             Just(json!("nonsense")), Just(json!(-1)), Just(json!(0)), Just(json!(4)), Just(json!(1.5)),
             Just(json!([1, 2])), Just(json!({"a": 1})), Just(json!(null)), Just(json!(true)),
@@ -182,7 +202,6 @@ proptest! {
     ) {
         let mut settings = Map::new();
         settings.insert(key.to_string(), value);
-        // Either rejected with an error or accepted; then any step count is checked, never panics.
         if let Ok(resolved) = SamplerConfig::resolve(name, None, &settings) {
             let mut s = resolved.config.build();
             match s.set_steps(steps) {
@@ -266,4 +285,41 @@ fn invalid_configs_name_the_problem() {
     .build();
     let err = s.set_steps(1000).unwrap_err().to_string();
     assert!(err.contains("timestep 1000"), "{err}");
+}
+
+/// A value no setting takes (an object, a word where a number or a known name belongs) is an error naming the
+/// key wherever the class reads that key, and a warning that the key is ignored where it does not: every
+/// class, every key it has and the common ones, both values.
+#[test]
+fn wrong_values_are_errors() {
+    for family in registry::FAMILIES {
+        let defaults = registry::defaults(family);
+        let keys: std::collections::BTreeSet<&str> =
+            defaults.keys().map(String::as_str).chain(KEYS).collect();
+        for key in keys {
+            let reads_key = defaults.contains_key(key);
+            for value in [json!("nonsense"), json!({"a": 1})] {
+                let config = json!({"_class_name": family.class, key: value.clone()}).to_string();
+                let class = family.class;
+                match SamplerConfig::from_json_str(&config, "test.json") {
+                    Err(e) => {
+                        assert!(
+                            reads_key,
+                            "{class} does not read `{key}`, yet {value} is an error: {e}"
+                        );
+                        assert!(e.to_string().contains(&format!("`{key}`")), "{class}: {e}");
+                    }
+                    Ok(resolved) => {
+                        assert!(!reads_key, "{class} reads `{key}` and took {value}");
+                        let ignored = format!("unknown key `{key}` ignored");
+                        assert!(
+                            resolved.warnings.iter().any(|w| w.contains(&ignored)),
+                            "{class} {key}: {:?}",
+                            resolved.warnings
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

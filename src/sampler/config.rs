@@ -248,7 +248,8 @@ fn resolve(
     user: &Map<String, Value>,
 ) -> Result<Resolved, ConfigError> {
     let class = family.class;
-    let mut settings = registry::defaults(family);
+    let defaults = registry::defaults(family);
+    let mut settings = defaults.clone();
     let known: BTreeSet<String> = settings.keys().cloned().collect();
     let mut warnings = Vec::new();
     for (k, v) in base.into_iter().flatten() {
@@ -265,6 +266,7 @@ fn resolve(
             ));
         }
     }
+    check_kinds(&settings, &defaults)?;
     let mut r = Reader::new(&settings);
     let common = read_common(&mut r, &mut warnings)?;
     let config = SamplerConfig {
@@ -286,6 +288,47 @@ fn resolve(
         settings,
         warnings,
     })
+}
+
+/// Every setting is of its default's kind (a number, a flag, a name, a list), so a value the class reads only
+/// in some configurations (a thresholding ratio while thresholding is off) is still never a silent mistake.
+/// Numbers may be written as strings ("inf"), and names as numbers where the default is a string of one
+/// ("-inf"); a key whose default is null takes what its parser allows.
+fn check_kinds(
+    settings: &Map<String, Value>,
+    defaults: &Map<String, Value>,
+) -> Result<(), ConfigError> {
+    for (key, value) in settings {
+        let Some(default) = defaults.get(key) else {
+            continue;
+        };
+        let fits = match (default, value) {
+            (Value::Null, _) => true,
+            (_, Value::Null) => true,
+            (Value::Number(_), Value::Number(_)) => true,
+            (Value::Number(_), Value::String(s)) => s.trim().parse::<f64>().is_ok(),
+            (Value::String(d), Value::Number(_)) => d.trim().parse::<f64>().is_ok(),
+            (Value::Bool(_), Value::Bool(_))
+            | (Value::String(_), Value::String(_))
+            | (Value::Array(_), Value::Array(_)) => true,
+            _ => false,
+        };
+        if !fits {
+            let kind = match default {
+                Value::Number(_) => "a number",
+                Value::Bool(_) => "true or false",
+                Value::String(_) => "a string",
+                Value::Array(_) => "a list",
+                _ => "a value",
+            };
+            return Err(ConfigError::InvalidValue {
+                key: key.clone(),
+                got: value.to_string(),
+                expected: kind.into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

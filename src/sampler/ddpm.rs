@@ -13,35 +13,7 @@ use super::spacing::TimestepSpacing;
 use super::step_checks::checked_timesteps;
 use super::{NoiseSource, PredictionType, Scheduler, StepError, check_step};
 
-/// diffusers' `variance_type` (the learned variants need a model with twice the channels and are not
-/// supported).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr, strum::VariantNames,
-)]
-#[strum(serialize_all = "snake_case")]
-#[allow(
-    clippy::enum_variant_names,
-    reason = "the names are diffusers' variance_type values"
-)]
-pub enum DdpmVariance {
-    FixedSmall,
-    FixedSmallLog,
-    FixedLarge,
-    FixedLargeLog,
-}
-
-impl DdpmVariance {
-    /// Every name, as diffusers' configs spell them.
-    pub const NAMES: &'static [&'static str] = <Self as strum::VariantNames>::VARIANTS;
-
-    pub fn name(self) -> &'static str {
-        self.into()
-    }
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        name.parse().ok()
-    }
-}
+pub use super::settings::DdpmVariance;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DdpmConfig {

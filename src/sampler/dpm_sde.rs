@@ -213,6 +213,10 @@ pub(super) fn parse_dpm_sde(r: &mut Reader, c: Common, warnings: &mut Vec<String
             c.prediction_type,
         ));
     }
+    let seed = r.value("noise_sampler_seed");
+    if !seed.is_null() && !seed.is_u64() {
+        return Err(r.invalid("noise_sampler_seed", "null or a whole-number seed"));
+    }
     if !r.value("noise_sampler_seed").is_null() {
         warnings.push("noise_sampler_seed is ignored: difflab draws each sample's Brownian noise from that sample's own seed".into());
     }

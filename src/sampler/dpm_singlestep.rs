@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::family::{Common, FamilyConfig, Parsed, Reader, read_ramp, read_thresholding};
+use super::family::{
+    Common, FamilyConfig, Parsed, Reader, check_time_shift_type, check_unused_variance_type,
+    read_ramp, read_thresholding,
+};
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
 use super::settings::FinalSigma;
@@ -418,13 +421,8 @@ pub(super) fn parse_singlestep(r: &mut Reader, c: Common, _warnings: &mut Vec<St
         &["use_flow_sigmas", "use_dynamic_shifting"],
         "difflab implements the VP sigmas (default, Karras, exponential, beta)",
     )?;
-    if let Some(v @ ("learned" | "learned_range")) = r.value("variance_type").as_str() {
-        return Err(ConfigError::Unsupported {
-            key: "variance_type".into(),
-            got: format!("{v:?}"),
-            reason: "learned variances need a model that predicts them; use null".into(),
-        });
-    }
+    check_unused_variance_type(r)?;
+    check_time_shift_type(r)?;
     let thresholding = read_thresholding(r)?;
     let solver_order = r.count("solver_order", 1)?;
     if solver_order > 3 {

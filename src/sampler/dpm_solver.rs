@@ -6,7 +6,8 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::family::{
-    Common, ConfigError, FamilyConfig, Parsed, Reader, read_thresholding, with_vp,
+    Common, ConfigError, FamilyConfig, Parsed, Reader, check_time_shift_type,
+    check_unused_variance_type, read_thresholding, with_vp,
 };
 use super::multistep::multistep_order;
 use super::prediction::X0Clip;
@@ -350,15 +351,8 @@ pub(super) fn parse_dpm(r: &mut Reader, c: Common, warnings: &mut Vec<String>) -
             });
         }
     }
-    // Only the learned variances change what DPM-Solver does (a DDPM config's
-    // "fixed_small" carried over by from_config is ignored there, as in diffusers).
-    if let Some(v @ ("learned" | "learned_range")) = r.value("variance_type").as_str() {
-        return Err(ConfigError::Unsupported {
-            key: "variance_type".into(),
-            got: format!("{v:?}"),
-            reason: "learned variances need a model that predicts them; use null".into(),
-        });
-    }
+    check_unused_variance_type(r)?;
+    check_time_shift_type(r)?;
     let solver_order = r.count("solver_order", 1)?;
     if solver_order > 3 {
         return Err(ConfigError::InvalidValue {

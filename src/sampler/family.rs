@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::prediction::X0Clip;
 use super::schedule::{BetaSchedule, ScheduleConfig};
+use super::settings::DdpmVariance;
 use super::sigmas::SigmaRamp;
 use super::spacing::TimestepSpacing;
 use super::{PredictionType, Scheduler};
@@ -362,4 +363,36 @@ pub(super) fn read_ramp(r: &mut Reader) -> Result<SigmaRamp, ConfigError> {
         }
     }
     Ok(chosen)
+}
+
+/// `variance_type` for the DPM-Solvers, which only learned variances would change: null, or a DDPM value
+/// carried over from a DDPM config (ignored there, as in diffusers); learned variances and anything else
+/// are errors.
+pub(super) fn check_unused_variance_type(r: &mut Reader) -> Result<(), ConfigError> {
+    match r.value("variance_type") {
+        Value::Null => Ok(()),
+        Value::String(v) if DdpmVariance::from_name(v).is_some() => Ok(()),
+        Value::String(v) if v == "learned" || v == "learned_range" => {
+            Err(ConfigError::Unsupported {
+                key: "variance_type".into(),
+                got: format!("{v:?}"),
+                reason: "learned variances need a model that predicts them; use null".into(),
+            })
+        }
+        _ => {
+            let known = DdpmVariance::NAMES.join(", ");
+            Err(r.invalid("variance_type", &format!("null (or one of DDPM's {known})")))
+        }
+    }
+}
+
+/// `time_shift_type` of the flow-matching shifts difflab refuses (`use_dynamic_shifting`): still one of
+/// diffusers' two values, so a typo is named rather than ignored.
+pub(super) fn check_time_shift_type(r: &mut Reader) -> Result<(), ConfigError> {
+    if r.value("time_shift_type").is_null() {
+        return Ok(());
+    }
+    r.choice("time_shift_type", &["exponential", "linear"], |s| {
+        matches!(s, "exponential" | "linear").then_some(())
+    })
 }

@@ -245,7 +245,7 @@ mod tests {
 #[cfg(test)]
 mod name_tests {
     use crate::sampler::PredictionType;
-    use crate::sampler::ddpm::DdpmVariance;
+    use crate::sampler::settings::DdpmVariance;
     use crate::sampler::spacing::TimestepSpacing;
 
     use super::BetaSchedule;

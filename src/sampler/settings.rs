@@ -22,3 +22,33 @@ pub enum SolverType {
     Midpoint,
     Heun,
 }
+
+/// diffusers' `variance_type` (the learned variants need a model with twice the channels and are not
+/// supported).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr, strum::VariantNames,
+)]
+#[strum(serialize_all = "snake_case")]
+#[allow(
+    clippy::enum_variant_names,
+    reason = "the names are diffusers' variance_type values"
+)]
+pub enum DdpmVariance {
+    FixedSmall,
+    FixedSmallLog,
+    FixedLarge,
+    FixedLargeLog,
+}
+
+impl DdpmVariance {
+    /// Every name, as diffusers' configs spell them.
+    pub const NAMES: &'static [&'static str] = <Self as strum::VariantNames>::VARIANTS;
+
+    pub fn name(self) -> &'static str {
+        self.into()
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        name.parse().ok()
+    }
+}

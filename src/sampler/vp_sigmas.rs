@@ -2,7 +2,7 @@
 //! DPM-Solver spacing, the f32 training sigmas at them (or a Karras / exponential / beta ramp between
 //! the training extremes), and the final sigma each class appends.
 
-use super::family::{Common, Reader, read_ramp};
+use super::family::{Common, Reader, check_time_shift_type, read_ramp};
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
 use super::sigmas::{SigmaRamp, log_sigmas_f32, sigma_to_t};
@@ -149,6 +149,7 @@ pub(super) fn reject_flow(r: &mut Reader, nulls: &[&str]) -> Result<(), ConfigEr
             });
         }
     }
+    check_time_shift_type(r)?;
     for &key in nulls {
         if !r.value(key).is_null() {
             return Err(ConfigError::Unsupported {
