@@ -434,6 +434,60 @@ pub fn assign_roles(
     overrides: &RoleOverrides,
     sample_shape: Option<[usize; 3]>,
 ) -> Result<ModelRoles, RoleError> {
+    let Inputs {
+        sample,
+        timestep,
+        class_labels,
+        conditioning,
+        text_embeds,
+        time_ids,
+        timestep_cond,
+    } = pick_inputs(inputs, overrides)?;
+    let output = pick_output(outputs, overrides)?;
+    let (sample_shape, fixed_batch) = check_sample(&sample, sample_shape)?;
+    let timestep_per_item = check_timestep(&timestep, &sample, fixed_batch)?;
+    if let Some(labels) = &class_labels {
+        check_class_labels(labels, &sample, fixed_batch)?;
+    }
+    for (role, cond) in [
+        (Role::Conditioning, &conditioning),
+        (Role::TextEmbeds, &text_embeds),
+        (Role::TimeIds, &time_ids),
+        (Role::TimestepCond, &timestep_cond),
+    ] {
+        if let Some(cond) = cond {
+            check_float_condition(role, cond, &sample, fixed_batch)?;
+        }
+    }
+
+    check_output(&output, &sample, fixed_batch, sample_shape)?;
+    Ok(ModelRoles {
+        sample,
+        timestep,
+        class_labels,
+        conditioning,
+        text_embeds,
+        time_ids,
+        timestep_cond,
+        output,
+        sample_shape,
+        fixed_batch,
+        timestep_per_item,
+    })
+}
+
+/// The inputs by role: each found by name (or as overridden), every input claimed by exactly one role.
+struct Inputs {
+    sample: TensorSpec,
+    timestep: TensorSpec,
+    class_labels: Option<TensorSpec>,
+    conditioning: Option<TensorSpec>,
+    text_embeds: Option<TensorSpec>,
+    time_ids: Option<TensorSpec>,
+    timestep_cond: Option<TensorSpec>,
+}
+
+fn pick_inputs(inputs: &[TensorSpec], overrides: &RoleOverrides) -> Result<Inputs, RoleError> {
     let described: Vec<String> = inputs.iter().map(TensorSpec::describe).collect();
     let mut taken: Vec<&str> = Vec::new();
     let mut pick = |role: Role, required: bool| -> Result<Option<TensorSpec>, RoleError> {
@@ -501,9 +555,23 @@ pub fn assign_roles(
         });
     }
 
-    let output = pick_output(outputs, overrides)?;
+    Ok(Inputs {
+        sample,
+        timestep,
+        class_labels,
+        conditioning,
+        text_embeds,
+        time_ids,
+        timestep_cond,
+    })
+}
 
-    // The sample: B×C×H×W float.
+/// The sample input is B×C×H×W float; returns one sample's C, H, W (the given shape where the model leaves
+/// them dynamic) and the batch size a fixed-batch model takes.
+fn check_sample(
+    sample: &TensorSpec,
+    sample_shape: Option<[usize; 3]>,
+) -> Result<([usize; 3], Option<usize>), RoleError> {
     if !sample.is_tensor || sample.rank() != 4 {
         return Err(RoleError::WrongRank {
             role: Role::Sample,
@@ -533,7 +601,7 @@ pub fn assign_roles(
             Dim::Symbolic(_) => dynamic = true,
         }
     }
-    let sample_shape = match (dynamic, sample_shape) {
+    let shape = match (dynamic, sample_shape) {
         (false, None) => chw,
         (false, Some(given)) if given == chw => chw,
         (true, Some(given))
@@ -559,7 +627,15 @@ pub fn assign_roles(
         }
     };
 
-    // The timestep: scalar, [1] or [B]; int or float.
+    Ok((shape, fixed_batch))
+}
+
+/// The timestep is a scalar, [1] or [B], int or float; returns whether it takes one timestep per item.
+fn check_timestep(
+    timestep: &TensorSpec,
+    sample: &TensorSpec,
+    fixed_batch: Option<usize>,
+) -> Result<bool, RoleError> {
     if !timestep.is_tensor || timestep.rank() > 1 {
         return Err(RoleError::WrongRank {
             role: Role::Timestep,
@@ -585,7 +661,7 @@ pub fn assign_roles(
             expected: "int64, int32, float32, float16 or float64",
         });
     }
-    let timestep_per_item = match timestep.dims.first() {
+    let per_item = match timestep.dims.first() {
         None => false,
         Some(Dim::Fixed(1)) => fixed_batch.is_some_and(|b| b == 1),
         Some(Dim::Fixed(n)) if fixed_batch == Some(*n) => true,
@@ -600,38 +676,42 @@ pub fn assign_roles(
         Some(Dim::Symbolic(_)) => true,
     };
 
-    if let Some(labels) = &class_labels {
-        if !labels.is_tensor || labels.rank() != 1 {
-            return Err(RoleError::WrongRank {
-                role: Role::ClassLabels,
-                name: labels.name.clone(),
-                rank: labels.rank(),
-                shape: shape_text(&labels.dims),
-                expected: "one label per batch item ([batch])",
-            });
-        }
-        if !matches!(labels.elem, ElemType::I64 | ElemType::I32) {
-            return Err(RoleError::WrongType {
-                role: Role::ClassLabels,
-                name: labels.name.clone(),
-                found: labels.elem,
-                expected: "int64 or int32",
-            });
-        }
-        check_batch_dim(Role::ClassLabels, labels, &sample, fixed_batch)?;
-    }
-    for (role, cond) in [
-        (Role::Conditioning, &conditioning),
-        (Role::TextEmbeds, &text_embeds),
-        (Role::TimeIds, &time_ids),
-        (Role::TimestepCond, &timestep_cond),
-    ] {
-        if let Some(cond) = cond {
-            check_float_condition(role, cond, &sample, fixed_batch)?;
-        }
-    }
+    Ok(per_item)
+}
 
-    // The output: the sample's shape, float.
+/// Class labels: one int per batch item.
+fn check_class_labels(
+    labels: &TensorSpec,
+    sample: &TensorSpec,
+    fixed_batch: Option<usize>,
+) -> Result<(), RoleError> {
+    if !labels.is_tensor || labels.rank() != 1 {
+        return Err(RoleError::WrongRank {
+            role: Role::ClassLabels,
+            name: labels.name.clone(),
+            rank: labels.rank(),
+            shape: shape_text(&labels.dims),
+            expected: "one label per batch item ([batch])",
+        });
+    }
+    if !matches!(labels.elem, ElemType::I64 | ElemType::I32) {
+        return Err(RoleError::WrongType {
+            role: Role::ClassLabels,
+            name: labels.name.clone(),
+            found: labels.elem,
+            expected: "int64 or int32",
+        });
+    }
+    check_batch_dim(Role::ClassLabels, labels, sample, fixed_batch)
+}
+
+/// The output has the sample's shape and a float type.
+fn check_output(
+    output: &TensorSpec,
+    sample: &TensorSpec,
+    fixed_batch: Option<usize>,
+    sample_shape: [usize; 3],
+) -> Result<(), RoleError> {
     let expected = shape_text(&sample.dims);
     if !output.is_tensor || output.rank() != 4 {
         return Err(RoleError::OutputShape {
@@ -666,19 +746,7 @@ pub fn assign_roles(
         }
     }
 
-    Ok(ModelRoles {
-        sample,
-        timestep,
-        class_labels,
-        conditioning,
-        text_embeds,
-        time_ids,
-        timestep_cond,
-        output,
-        sample_shape,
-        fixed_batch,
-        timestep_per_item,
-    })
+    Ok(())
 }
 
 /// A float conditioning input: batch first, float.
