@@ -140,22 +140,26 @@ pub fn plot_to_file(path: &Path, panels: &[Panel], options: &PlotOptions) -> Res
             },
         ));
     }
-    let (w, h) = figure_size(panels.len(), options);
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase);
-    match ext.as_deref() {
+    // Drawn in memory and written whole, so a reader never sees half a plot.
+    let bytes = match ext.as_deref() {
         Some("png") => {
-            let backend = BitMapBackend::new(path, (w, h));
-            draw(backend.into_drawing_area(), panels, options)
+            let (rgb, w, h) = plot_to_rgb(panels, options)?;
+            let image = image::RgbImage::from_raw(w, h, rgb)
+                .ok_or_else(|| PlotError::Drawing("the bitmap has the wrong size".into()))?;
+            let mut png = Vec::new();
+            image
+                .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+                .map_err(|e| PlotError::Drawing(e.to_string()))?;
+            png
         }
-        Some("svg") => {
-            let backend = SVGBackend::new(path, (w, h));
-            draw(backend.into_drawing_area(), panels, options)
-        }
-        _ => Err(PlotError::UnsupportedFormat(path.display().to_string())),
-    }
+        Some("svg") => plot_to_svg_string(panels, options)?.into_bytes(),
+        _ => return Err(PlotError::UnsupportedFormat(path.display().to_string())),
+    };
+    crate::atomic_file::write_atomic(path, &bytes).map_err(|e| PlotError::Drawing(e.reason))
 }
 
 /// Renders `panels` as an SVG document.

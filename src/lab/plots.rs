@@ -9,7 +9,8 @@ use plotters::prelude::*;
 
 use super::images::{GAP, grid, save_png, upscale_factor};
 use super::results::CellResult;
-use crate::path_error::{PathError, at};
+use crate::atomic_file::write_atomic;
+use crate::path_error::PathError;
 use crate::plot::{FONT_NAME, PALETTE as COLOURS, plot_reason, register_font};
 
 /// One column of the comparison: a cell's name and its preview images (model space, [-1, 1]).
@@ -144,7 +145,7 @@ fn guidance_is_an_axis(cells: &[CellResult]) -> bool {
     scored().any(|c| scored().any(|d| d.guidance != c.guidance))
 }
 
-/// Draws a figure into a PNG or SVG (by extension) through a temp file renamed into place.
+/// Draws a figure as a PNG or SVG (by extension) in memory, then writes it atomically.
 fn render(
     path: &Path,
     size: (u32, u32),
@@ -156,27 +157,38 @@ fn render(
         .and_then(|e| e.to_str())
         .unwrap_or("png")
         .to_string();
-    let tmp = path.with_extension(format!("tmp{}.{ext}", std::process::id()));
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).map_err(at("create the folder for the plot", path))?;
-    }
+    // Drawn in memory and written whole: readers never see a half-drawn plot.
     let drawn = if ext == "svg" {
-        let area = SVGBackend::new(&tmp, size).into_drawing_area();
-        figure
-            .draw(&area, cells)
-            .and_then(|()| area.present().map_err(|e| e.to_string()))
+        let mut svg = String::new();
+        {
+            let area = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+            figure
+                .draw(&area, cells)
+                .and_then(|()| area.present().map_err(|e| e.to_string()))
+        }
+        .map(|()| svg.into_bytes())
     } else {
-        let area = BitMapBackend::new(&tmp, size).into_drawing_area();
-        figure
-            .draw(&area, cells)
-            .and_then(|()| area.present().map_err(|e| e.to_string()))
+        let mut rgb = vec![0u8; size.0 as usize * size.1 as usize * 3];
+        {
+            let area = BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area();
+            figure
+                .draw(&area, cells)
+                .and_then(|()| area.present().map_err(|e| e.to_string()))
+        }
+        .map(|()| rgb)
     };
-    if let Err(e) = drawn {
-        let _ = std::fs::remove_file(&tmp);
-        // plotters wraps the I/O error in its own words; the file it could not write is `path`.
-        return Err(PathError::other("write the plot", path, plot_reason(&e)));
+    let bytes = drawn.map_err(|e| PathError::other("draw the plot", path, plot_reason(&e)))?;
+    match ext.as_str() {
+        "svg" => write_atomic(path, &bytes),
+        _ => match RgbImage::from_raw(size.0, size.1, bytes) {
+            Some(img) => save_png(&img, path),
+            None => Err(PathError::other(
+                "draw the plot",
+                path,
+                "the bitmap has the wrong size",
+            )),
+        },
     }
-    std::fs::rename(&tmp, path).map_err(at("write the plot", path))
 }
 
 impl Figure {

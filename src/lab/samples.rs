@@ -9,6 +9,7 @@ use ndarray::{ArrayD, Dimension, IxDyn};
 use ndarray_npy::{ReadNpyError, write_zeroed_npy};
 
 use super::plan::Cell;
+use crate::atomic_file::temp_path;
 use crate::engine::NonFinite;
 use crate::path_error::{PathError, at};
 
@@ -111,7 +112,7 @@ impl SampleFile {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(at("create", dir))?;
         }
-        let tmp = path.with_extension(format!("npy.tmp{}", std::process::id()));
+        let tmp = temp_path(path);
         let file = File::create(&tmp).map_err(at("create", &tmp))?;
         let dims = [order.len(), shape[0], shape[1], shape[2]];
         write_zeroed_npy::<f32, _>(&file, IxDyn(&dims))
