@@ -9,7 +9,7 @@
 //! Parsing is `csv_core`'s (the engine of the `csv` crate), fed as bytes arrive, so that a row
 //! being written waits until it is complete, quoted newlines included.
 
-use super::{Point, ScalarSink, Skipped};
+use super::{LogDecoder, Point, ScalarSink, Skipped};
 
 const STEP_KEYS: [&str; 3] = ["step", "global_step", "iter"];
 const TIME_KEYS: [&str; 3] = ["time", "wall_time", "timestamp"];
@@ -80,57 +80,6 @@ impl CsvDecoder {
         CsvDecoder::default()
     }
 
-    pub fn skipped(&self) -> Skipped {
-        self.skipped
-    }
-
-    /// See [`super::Decoder::decode`]. The CSV parser keeps its state between calls, so all
-    /// of `buf` is consumed: a row being written is held, parsed so far, until its terminator
-    /// arrives (a newline inside a quoted field does not end it).
-    pub fn decode(&mut self, buf: &[u8], eof: bool, sink: &mut dyn ScalarSink) -> usize {
-        use csv_core::ReadRecordResult as R;
-        const BOM: &[u8] = b"\xef\xbb\xbf";
-        if !self.started {
-            // The parser drops a byte-order mark only when it sees all of it at once.
-            if !eof && buf.len() < BOM.len() && BOM.starts_with(buf) {
-                return 0;
-            }
-            self.started = !buf.is_empty();
-        }
-        let mut pos = 0;
-        loop {
-            if pos >= buf.len() && !eof {
-                // Empty input would mean the end of the file to the parser.
-                return pos;
-            }
-            let (res, i, o, e) = self.reader.read_record(
-                &buf[pos..],
-                &mut self.out[self.nout..],
-                &mut self.ends[self.nends..],
-            );
-            pos += i;
-            self.nout += o;
-            self.nends += e;
-            match res {
-                R::InputEmpty => {}
-                R::OutputFull => {
-                    let n = self.out.len() * 2;
-                    self.out.resize(n, 0);
-                }
-                R::OutputEndsFull => {
-                    let n = self.ends.len() * 2;
-                    self.ends.resize(n, 0);
-                }
-                R::Record => {
-                    self.record(self.nout, self.nends, sink);
-                    self.nout = 0;
-                    self.nends = 0;
-                }
-                R::End => return buf.len(),
-            }
-        }
-    }
-
     fn record(&mut self, nout: usize, nends: usize, sink: &mut dyn ScalarSink) {
         let out = &self.out[..nout];
         let mut fields: Vec<&[u8]> = Vec::with_capacity(nends);
@@ -179,6 +128,58 @@ impl CsvDecoder {
                 sink.scalar(&header.names[i], Point::new(step, wall_time, value));
             }
         }
+    }
+}
+
+impl LogDecoder for CsvDecoder {
+    /// See [`super::Decoder::decode`]. The CSV parser keeps its state between calls, so all
+    /// of `buf` is consumed: a row being written is held, parsed so far, until its terminator
+    /// arrives (a newline inside a quoted field does not end it).
+    fn decode(&mut self, buf: &[u8], eof: bool, sink: &mut dyn ScalarSink) -> usize {
+        use csv_core::ReadRecordResult as R;
+        const BOM: &[u8] = b"\xef\xbb\xbf";
+        if !self.started {
+            // The parser drops a byte-order mark only when it sees all of it at once.
+            if !eof && buf.len() < BOM.len() && BOM.starts_with(buf) {
+                return 0;
+            }
+            self.started = !buf.is_empty();
+        }
+        let mut pos = 0;
+        loop {
+            if pos >= buf.len() && !eof {
+                // Empty input would mean the end of the file to the parser.
+                return pos;
+            }
+            let (res, i, o, e) = self.reader.read_record(
+                &buf[pos..],
+                &mut self.out[self.nout..],
+                &mut self.ends[self.nends..],
+            );
+            pos += i;
+            self.nout += o;
+            self.nends += e;
+            match res {
+                R::InputEmpty => {}
+                R::OutputFull => {
+                    let n = self.out.len() * 2;
+                    self.out.resize(n, 0);
+                }
+                R::OutputEndsFull => {
+                    let n = self.ends.len() * 2;
+                    self.ends.resize(n, 0);
+                }
+                R::Record => {
+                    self.record(self.nout, self.nends, sink);
+                    self.nout = 0;
+                    self.nends = 0;
+                }
+                R::End => return buf.len(),
+            }
+        }
+    }
+    fn skipped(&self) -> Skipped {
+        self.skipped
     }
 }
 

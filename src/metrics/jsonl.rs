@@ -16,7 +16,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
-use super::{Point, ScalarSink, Skipped};
+use super::{LogDecoder, Point, ScalarSink, Skipped};
 
 const STEP_KEYS: [&str; 3] = ["step", "global_step", "iter"];
 const TIME_KEYS: [&str; 3] = ["time", "wall_time", "timestamp"];
@@ -54,12 +54,63 @@ impl JsonlDecoder {
         JsonlDecoder::default()
     }
 
-    pub fn skipped(&self) -> Skipped {
-        self.skipped
+    fn line_complete(&mut self, line: &[u8], sink: &mut dyn ScalarSink) {
+        let index = self.line;
+        self.line += 1;
+        if is_blank(line) {
+            return;
+        }
+        if self.parse(line) {
+            self.emit_at(index, sink);
+        } else {
+            self.skipped.bad_records += 1;
+        }
     }
 
+    /// Parses one line into `self.fields`; false if it is not a JSON object.
+    fn parse(&mut self, line: &[u8]) -> bool {
+        self.fields.lenient = false;
+        if parse_object(line, &mut self.fields) {
+            return true;
+        }
+        // Python's json.dumps writes NaN and Infinity bare; rewrite them as strings and retry.
+        if contains(line, b"NaN") || contains(line, b"Infinity") {
+            self.patched.clear();
+            if quote_non_finite(line, &mut self.patched) {
+                self.fields.lenient = true;
+                let patched = std::mem::take(&mut self.patched);
+                let ok = parse_object(&patched, &mut self.fields);
+                self.patched = patched;
+                return ok;
+            }
+        }
+        false
+    }
+
+    fn emit(&mut self, sink: &mut dyn ScalarSink) {
+        self.emit_at(self.line, sink)
+    }
+
+    fn emit_at(&mut self, index: u64, sink: &mut dyn ScalarSink) {
+        let f = &self.fields;
+        let step = f
+            .step
+            .iter()
+            .flatten()
+            .copied()
+            .find(|s| s.is_finite())
+            .map(|s| s.round() as i64)
+            .unwrap_or(index as i64);
+        let wall_time = f.time.iter().flatten().copied().next().unwrap_or(f64::NAN);
+        for &(start, end, value) in &f.entries {
+            sink.scalar(&f.keys[start..end], Point::new(step, wall_time, value));
+        }
+    }
+}
+
+impl LogDecoder for JsonlDecoder {
     /// See [`super::Decoder::decode`].
-    pub fn decode(&mut self, buf: &[u8], eof: bool, sink: &mut dyn ScalarSink) -> usize {
+    fn decode(&mut self, buf: &[u8], eof: bool, sink: &mut dyn ScalarSink) -> usize {
         let mut pos = 0;
         if self.open_line {
             // The rest of a line whose object was already taken: whitespace up to the newline
@@ -121,58 +172,8 @@ impl JsonlDecoder {
         }
         pos
     }
-
-    fn line_complete(&mut self, line: &[u8], sink: &mut dyn ScalarSink) {
-        let index = self.line;
-        self.line += 1;
-        if is_blank(line) {
-            return;
-        }
-        if self.parse(line) {
-            self.emit_at(index, sink);
-        } else {
-            self.skipped.bad_records += 1;
-        }
-    }
-
-    /// Parses one line into `self.fields`; false if it is not a JSON object.
-    fn parse(&mut self, line: &[u8]) -> bool {
-        self.fields.lenient = false;
-        if parse_object(line, &mut self.fields) {
-            return true;
-        }
-        // Python's json.dumps writes NaN and Infinity bare; rewrite them as strings and retry.
-        if contains(line, b"NaN") || contains(line, b"Infinity") {
-            self.patched.clear();
-            if quote_non_finite(line, &mut self.patched) {
-                self.fields.lenient = true;
-                let patched = std::mem::take(&mut self.patched);
-                let ok = parse_object(&patched, &mut self.fields);
-                self.patched = patched;
-                return ok;
-            }
-        }
-        false
-    }
-
-    fn emit(&mut self, sink: &mut dyn ScalarSink) {
-        self.emit_at(self.line, sink)
-    }
-
-    fn emit_at(&mut self, index: u64, sink: &mut dyn ScalarSink) {
-        let f = &self.fields;
-        let step = f
-            .step
-            .iter()
-            .flatten()
-            .copied()
-            .find(|s| s.is_finite())
-            .map(|s| s.round() as i64)
-            .unwrap_or(index as i64);
-        let wall_time = f.time.iter().flatten().copied().next().unwrap_or(f64::NAN);
-        for &(start, end, value) in &f.entries {
-            sink.scalar(&f.keys[start..end], Point::new(step, wall_time, value));
-        }
+    fn skipped(&self) -> Skipped {
+        self.skipped
     }
 }
 

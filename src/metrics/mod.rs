@@ -60,7 +60,7 @@ impl MetricsError {
     }
 }
 
-/// The log formats difflab reads.
+/// The log formats difflab reads. A new format is its decoder's file and one row of [`FORMATS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
     /// One JSON object per line (`*.jsonl`, `*.ndjson`).
@@ -71,40 +71,63 @@ pub enum Format {
     TfEvents,
 }
 
+/// A log format: its name, which files are in it, and a fresh decoder.
+pub struct FormatEntry {
+    pub format: Format,
+    pub name: &'static str,
+    /// Whether a file with this name is a log of the format.
+    pub matches: fn(&str) -> bool,
+    pub decoder: fn() -> Decoder,
+}
+
+/// Every format, in the order a file name is tried against them.
+pub const FORMATS: &[FormatEntry] = &[
+    FormatEntry {
+        format: Format::TfEvents,
+        name: "tfevents",
+        matches: |name| name.starts_with("events.out.tfevents."),
+        decoder: || Box::new(tfevents::EventDecoder::new()),
+    },
+    FormatEntry {
+        format: Format::JsonLines,
+        name: "jsonl",
+        matches: |name| {
+            let lower = name.to_ascii_lowercase();
+            lower.ends_with(".jsonl") || lower.ends_with(".ndjson")
+        },
+        decoder: || Box::new(jsonl::JsonlDecoder::new()),
+    },
+    FormatEntry {
+        format: Format::Csv,
+        name: "csv",
+        matches: |name| name.to_ascii_lowercase().ends_with(".csv"),
+        decoder: || Box::new(csv::CsvDecoder::new()),
+    },
+];
+
 impl Format {
     /// The format of a file, from its name; `None` for files that are not logs.
     pub fn detect(path: &Path) -> Option<Format> {
         let name = path.file_name()?.to_str()?;
-        if name.starts_with("events.out.tfevents.") {
-            return Some(Format::TfEvents);
-        }
-        let lower = name.to_ascii_lowercase();
-        if lower.ends_with(".jsonl") || lower.ends_with(".ndjson") {
-            Some(Format::JsonLines)
-        } else if lower.ends_with(".csv") {
-            Some(Format::Csv)
-        } else {
-            None
-        }
+        FORMATS.iter().find(|f| (f.matches)(name)).map(|f| f.format)
+    }
+
+    fn entry(self) -> &'static FormatEntry {
+        FORMATS
+            .iter()
+            .find(|f| f.format == self)
+            .unwrap_or(&FORMATS[0])
     }
 
     /// A fresh decoder for this format.
     pub fn decoder(self) -> Decoder {
-        match self {
-            Format::JsonLines => Decoder::JsonLines(Box::new(jsonl::JsonlDecoder::new())),
-            Format::Csv => Decoder::Csv(Box::new(csv::CsvDecoder::new())),
-            Format::TfEvents => Decoder::TfEvents(tfevents::EventDecoder::new()),
-        }
+        (self.entry().decoder)()
     }
 }
 
 impl fmt::Display for Format {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Format::JsonLines => "jsonl",
-            Format::Csv => "csv",
-            Format::TfEvents => "tfevents",
-        })
+        f.write_str(self.entry().name)
     }
 }
 
@@ -188,14 +211,7 @@ impl<F: FnMut(&str, Point)> ScalarSink for F {
 }
 
 /// An incremental decoder for one log file.
-#[derive(Debug)]
-pub enum Decoder {
-    JsonLines(Box<jsonl::JsonlDecoder>),
-    Csv(Box<csv::CsvDecoder>),
-    TfEvents(tfevents::EventDecoder),
-}
-
-impl Decoder {
+pub trait LogDecoder: fmt::Debug + Send {
     /// Decodes the complete lines or records at the start of `buf`, sends their scalars to
     /// `sink`, and returns how many bytes were consumed. The rest of `buf` (an incomplete last
     /// line or record) must be passed again, followed by newer bytes, on the next call.
@@ -203,23 +219,14 @@ impl Decoder {
     /// With `eof` set the file is taken as finished: a last line without a newline is decoded
     /// if it can be, and an incomplete tail is counted in [`Skipped::partial_tail_bytes`]; all
     /// of `buf` is then consumed.
-    pub fn decode(&mut self, buf: &[u8], eof: bool, sink: &mut dyn ScalarSink) -> usize {
-        match self {
-            Decoder::JsonLines(d) => d.decode(buf, eof, sink),
-            Decoder::Csv(d) => d.decode(buf, eof, sink),
-            Decoder::TfEvents(d) => d.decode(buf, eof, sink),
-        }
-    }
+    fn decode(&mut self, buf: &[u8], eof: bool, sink: &mut dyn ScalarSink) -> usize;
 
     /// What was skipped so far.
-    pub fn skipped(&self) -> Skipped {
-        match self {
-            Decoder::JsonLines(d) => d.skipped(),
-            Decoder::Csv(d) => d.skipped(),
-            Decoder::TfEvents(d) => d.skipped(),
-        }
-    }
+    fn skipped(&self) -> Skipped;
 }
+
+/// A decoder of whichever format a file is in.
+pub type Decoder = Box<dyn LogDecoder>;
 
 /// Decodes a whole in-memory log, as if it were a complete file. Handy for tests and fuzzing.
 pub fn decode_bytes(format: Format, bytes: &[u8]) -> (Vec<Scalar>, Skipped) {

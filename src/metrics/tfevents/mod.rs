@@ -15,7 +15,7 @@ pub mod record;
 
 use prost::Message;
 
-use super::{Point, ScalarSink, Skipped};
+use super::{LogDecoder, Point, ScalarSink, Skipped};
 use record::Frame;
 
 /// Incremental event-file decoder.
@@ -31,12 +31,18 @@ impl EventDecoder {
         EventDecoder::default()
     }
 
-    pub fn skipped(&self) -> Skipped {
-        self.skipped
+    fn skip(&mut self, bytes: usize) {
+        if !self.resyncing {
+            self.skipped.bad_records += 1;
+            self.resyncing = true;
+        }
+        self.skipped.skipped_bytes += bytes as u64;
     }
+}
 
+impl LogDecoder for EventDecoder {
     /// See [`super::Decoder::decode`].
-    pub fn decode(&mut self, buf: &[u8], eof: bool, sink: &mut dyn ScalarSink) -> usize {
+    fn decode(&mut self, buf: &[u8], eof: bool, sink: &mut dyn ScalarSink) -> usize {
         let mut pos = 0;
         while pos < buf.len() {
             let rest = &buf[pos..];
@@ -83,13 +89,8 @@ impl EventDecoder {
         }
         pos
     }
-
-    fn skip(&mut self, bytes: usize) {
-        if !self.resyncing {
-            self.skipped.bad_records += 1;
-            self.resyncing = true;
-        }
-        self.skipped.skipped_bytes += bytes as u64;
+    fn skipped(&self) -> Skipped {
+        self.skipped
     }
 }
 
