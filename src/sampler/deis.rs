@@ -6,13 +6,12 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::family::{Common, FamilyConfig, Parsed, Reader, read_thresholding};
+use super::family::{Common, FamilyConfig, Parsed, Reader, read_solver_order, read_thresholding};
 use super::prediction::X0Clip;
 use super::schedule::ScheduleConfig;
 use super::sigmas::alpha_sigma_lambda;
 use super::vp_sigmas::{
-    FinalSigma, VpSchedule, data_prediction, one_of, reject_flow, solver_order, vp_multistep_keys,
-    vp_schedule,
+    FinalSigma, VpSchedule, data_prediction, one_of, reject_flow, vp_multistep_keys, vp_schedule,
 };
 use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
 
@@ -199,7 +198,7 @@ pub(super) fn deis_defaults() -> Value {
 pub(super) fn parse_deis(r: &mut Reader, c: Common, warnings: &mut Vec<String>) -> Parsed {
     let thresholding = read_thresholding(r)?;
     reject_flow(r, &[])?;
-    let solver_order = solver_order(r)?;
+    let solver_order = read_solver_order(r)?;
     one_of(
         r,
         "algorithm_type",

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::family::{
     Common, FamilyConfig, Parsed, Reader, check_time_shift_type, check_unused_variance_type,
-    read_ramp, read_thresholding,
+    read_ramp_for, read_solver_order, read_thresholding,
 };
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
@@ -424,14 +424,7 @@ pub(super) fn parse_singlestep(r: &mut Reader, c: Common, _warnings: &mut Vec<St
     check_unused_variance_type(r)?;
     check_time_shift_type(r)?;
     let thresholding = read_thresholding(r)?;
-    let solver_order = r.count("solver_order", 1)?;
-    if solver_order > 3 {
-        return Err(ConfigError::InvalidValue {
-            key: "solver_order".into(),
-            got: solver_order.to_string(),
-            expected: "1, 2 or 3".into(),
-        });
-    }
+    let solver_order = read_solver_order(r)?;
     let algorithm = r.choice(
         "algorithm_type",
         &SinglestepAlgorithm::NAMES,
@@ -447,14 +440,7 @@ pub(super) fn parse_singlestep(r: &mut Reader, c: Common, _warnings: &mut Vec<St
             expected: "\"sigma_min\" with algorithm_type \"dpmsolver\"".into(),
         });
     }
-    let ramp = read_ramp(r)?;
-    if ramp != SigmaRamp::Interpolated && c.schedule.num_train_timesteps < 2 {
-        return Err(ConfigError::Unsupported {
-            key: "use_karras_sigmas".into(),
-            got: "true".into(),
-            reason: "sigma ramps convert back to training timesteps, so num_train_timesteps must be at least 2".into(),
-        });
-    }
+    let ramp = read_ramp_for(r, &c.schedule)?;
     Ok(Arc::new(SinglestepConfig {
         schedule: c.schedule,
         prediction_type: c.prediction_type,

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::family::{
     Common, ConfigError, FamilyConfig, Parsed, Reader, check_time_shift_type,
-    check_unused_variance_type, read_thresholding, with_vp,
+    check_unused_variance_type, read_ramp_for, read_solver_order, read_thresholding, with_vp,
 };
 use super::multistep::multistep_order;
 use super::prediction::X0Clip;
@@ -353,14 +353,7 @@ pub(super) fn parse_dpm(r: &mut Reader, c: Common, warnings: &mut Vec<String>) -
     }
     check_unused_variance_type(r)?;
     check_time_shift_type(r)?;
-    let solver_order = r.count("solver_order", 1)?;
-    if solver_order > 3 {
-        return Err(ConfigError::InvalidValue {
-            key: "solver_order".into(),
-            got: solver_order.to_string(),
-            expected: "1, 2 or 3".into(),
-        });
-    }
+    let solver_order = read_solver_order(r)?;
     let algorithm = match r.string("algorithm_type")? {
         "dpmsolver++" => DpmAlgorithm::DpmSolverPlusPlus,
         "sde-dpmsolver++" => DpmAlgorithm::SdeDpmSolverPlusPlus,
@@ -386,14 +379,7 @@ pub(super) fn parse_dpm(r: &mut Reader, c: Common, warnings: &mut Vec<String>) -
             "sde-dpmsolver++ with solver_order 3 follows diffusers, whose third-order SDE term has the opposite sign of k-diffusion's DPM++ 3M SDE".into(),
         );
     }
-    let ramp = super::family::read_ramp(r)?;
-    if ramp != SigmaRamp::Interpolated && c.schedule.num_train_timesteps < 2 {
-        return Err(ConfigError::Unsupported {
-            key: "use_karras_sigmas".into(),
-            got: "true".into(),
-            reason: "sigma ramps convert back to training timesteps, so num_train_timesteps must be at least 2".into(),
-        });
-    }
+    let ramp = read_ramp_for(r, &c.schedule)?;
     Ok(Arc::new(DpmSolverConfig {
         thresholding,
         solver_order,

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::family::{Common, FamilyConfig, Parsed, Reader, merged, read_thresholding};
+use super::family::{
+    Common, FamilyConfig, Parsed, Reader, merged, read_solver_order, read_thresholding,
+};
 use super::kdiff::Churn;
 use super::kdiff::{number_or_inf, unsupported_prediction};
 use super::multistep::multistep_order;
@@ -540,10 +542,7 @@ pub(super) fn parse_edm_euler(r: &mut Reader, c: Common, _warnings: &mut Vec<Str
 
 pub(super) fn parse_edm_dpm(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {
     let edm = edm_config(r, &c, "EDMDPMSolverMultistepScheduler")?;
-    let solver_order = r.count("solver_order", 1)?;
-    if solver_order > 3 {
-        return Err(r.invalid("solver_order", "1, 2 or 3"));
-    }
+    let solver_order = read_solver_order(r)?;
     let sde = r.choice(
         "algorithm_type",
         &["dpmsolver++", "sde-dpmsolver++"],

@@ -396,3 +396,29 @@ pub(super) fn check_time_shift_type(r: &mut Reader) -> Result<(), ConfigError> {
         matches!(s, "exponential" | "linear").then_some(())
     })
 }
+
+/// `solver_order`: 1, 2 or 3, as every multistep and singlestep solver takes it.
+pub(super) fn read_solver_order(r: &mut Reader) -> Result<usize, ConfigError> {
+    let order = r.count("solver_order", 1)?;
+    if order > 3 {
+        return Err(r.invalid("solver_order", "1, 2 or 3"));
+    }
+    Ok(order)
+}
+
+/// The sigma ramp, which converts back to training timesteps and so needs at least two of them.
+pub(super) fn read_ramp_for(
+    r: &mut Reader,
+    schedule: &ScheduleConfig,
+) -> Result<SigmaRamp, ConfigError> {
+    let ramp = read_ramp(r)?;
+    if ramp != SigmaRamp::Interpolated && schedule.num_train_timesteps < 2 {
+        return Err(ConfigError::Unsupported {
+            key: "use_karras_sigmas".into(),
+            got: "true".into(),
+            reason: "sigma ramps convert back to training timesteps, so num_train_timesteps must be at least 2"
+                .into(),
+        });
+    }
+    Ok(ramp)
+}

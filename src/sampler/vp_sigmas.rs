@@ -162,18 +162,6 @@ pub(super) fn reject_flow(r: &mut Reader, nulls: &[&str]) -> Result<(), ConfigEr
     Ok(())
 }
 
-pub(super) fn solver_order(r: &mut Reader) -> Result<usize, ConfigError> {
-    let order = r.count("solver_order", 1)?;
-    if order > 3 {
-        return Err(ConfigError::InvalidValue {
-            key: "solver_order".into(),
-            got: order.to_string(),
-            expected: "1, 2 or 3".into(),
-        });
-    }
-    Ok(order)
-}
-
 /// A string setting whose `replaced` values diffusers quietly rewrites to `value` (warned here).
 pub(super) fn one_of(
     r: &mut Reader,
