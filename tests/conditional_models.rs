@@ -215,8 +215,8 @@ fn lab_run(name: &str, experiment: &str) -> Vec<CellResult> {
         println!(
             "{name} g {}: FID {:.2}, accuracy {:.3}, per digit {:?}",
             c.guidance,
-            c.fid.unwrap(),
-            c.accuracy.unwrap(),
+            c.score("fid").unwrap(),
+            c.score("accuracy").unwrap(),
             c.accuracies
                 .iter()
                 .map(|a| format!("{a:.2}"))
@@ -257,14 +257,20 @@ fn guidance_raises_prompt_accuracy_and_fid_improves_then_worsens() {
     let cells = lab_run("prompts", &text);
     let (g1, g3, g7) = (&cells[0], &cells[1], &cells[2]);
     let (acc1, acc3, acc7) = (
-        g1.accuracy.unwrap(),
-        g3.accuracy.unwrap(),
-        g7.accuracy.unwrap(),
+        g1.score("accuracy").unwrap(),
+        g3.score("accuracy").unwrap(),
+        g7.score("accuracy").unwrap(),
     );
     assert!(acc3 > acc1 + 0.2, "accuracy g3 {acc3} vs g1 {acc1}");
     assert!(acc7 >= acc3 - 0.02, "accuracy g7.5 {acc7} vs g3 {acc3}");
-    assert!(g3.fid.unwrap() < 0.8 * g1.fid.unwrap(), "FID g3 vs g1");
-    assert!(g7.fid.unwrap() > 1.3 * g3.fid.unwrap(), "FID g7.5 vs g3");
+    assert!(
+        g3.score("fid").unwrap() < 0.8 * g1.score("fid").unwrap(),
+        "FID g3 vs g1"
+    );
+    assert!(
+        g7.score("fid").unwrap() > 1.3 * g3.score("fid").unwrap(),
+        "FID g7.5 vs g3"
+    );
     // "a handwritten N" gives an N for most seeds, for every N, once guided.
     for (digit, a) in DIGITS.iter().zip(&g7.accuracies) {
         assert!(*a > 0.5, "digit {digit}: accuracy {a} at g = 7.5");
@@ -283,7 +289,10 @@ fn guidance_raises_class_accuracy_of_the_class_conditional_model() {
         quality("mnist16-features.onnx", 200),
     );
     let cells = lab_run("classes", &text);
-    let (acc1, acc3) = (cells[0].accuracy.unwrap(), cells[1].accuracy.unwrap());
+    let (acc1, acc3) = (
+        cells[0].score("accuracy").unwrap(),
+        cells[1].score("accuracy").unwrap(),
+    );
     assert!(acc3 > acc1 + 0.05, "accuracy g3 {acc3} vs g1 {acc1}");
     assert!(acc3 > 0.9, "accuracy g3 {acc3}");
     for (class, a) in cells[1].accuracies.iter().enumerate() {
@@ -327,16 +336,15 @@ fn a_latent_model_is_compared_with_its_reference_in_latents_and_decoded_images()
     let _ = std::fs::remove_dir_all(&dir);
     let get = |name: &str| {
         let c = cells.iter().find(|c| c.name == name).unwrap();
-        let r = c.against_reference.clone();
         println!(
             "{name}: latents RMSE {:.3e} PSNR {:.1}; images RMSE {:.3e} PSNR {:.1} ({:?})",
-            r.ref_rmse.unwrap(),
-            r.ref_psnr.unwrap(),
-            r.ref_rmse_decoded.unwrap(),
-            r.ref_psnr_decoded.unwrap(),
-            r.reference.as_deref().unwrap()
+            c.score("ref_rmse").unwrap(),
+            c.score("ref_psnr").unwrap(),
+            c.score("ref_rmse_decoded").unwrap(),
+            c.score("ref_psnr_decoded").unwrap(),
+            c.reference.as_deref().unwrap()
         );
-        r
+        c
     };
     for g in [1, 4] {
         let (coarse, fine) = (
@@ -348,15 +356,16 @@ fn a_latent_model_is_compared_with_its_reference_in_latents_and_decoded_images()
             Some(format!("reference dpm++3m 200 g{g}").as_str())
         );
         assert!(
-            fine.ref_rmse.unwrap() < 0.5 * coarse.ref_rmse.unwrap(),
+            fine.score("ref_rmse").unwrap() < 0.5 * coarse.score("ref_rmse").unwrap(),
             "g{g} latents"
         );
         assert!(
-            fine.ref_rmse_decoded.unwrap() < 0.5 * coarse.ref_rmse_decoded.unwrap(),
+            fine.score("ref_rmse_decoded").unwrap()
+                < 0.5 * coarse.score("ref_rmse_decoded").unwrap(),
             "g{g} images"
         );
         assert!(
-            fine.ref_psnr_decoded.unwrap() > 25.0,
+            fine.score("ref_psnr_decoded").unwrap() > 25.0,
             "g{g}: 25 steps look like the reference"
         );
     }

@@ -364,7 +364,7 @@ fn quality_scores_decoded_images_resized_to_the_feature_network() {
         let results = run(&dir, &text).unwrap();
         let cell = &results.cells[0];
         assert!(cell.error.is_none(), "{folder}: {:?}", cell.error);
-        let fid = cell.fid.unwrap_or(f64::NAN);
+        let fid = cell.score("fid").unwrap_or(f64::NAN);
         assert!(fid.is_finite() && fid > 0.0, "{folder}: FID {fid}");
         assert_eq!(cell.samples, 8);
     }
@@ -491,7 +491,7 @@ fn prompt_accuracy_is_the_classifiers_share_of_the_expected_classes() {
             let file = dir.join(format!("out/samples/{}.npy", cell.name.replace(' ', "_")));
             let v = verdicts(&file, expected_of);
             let hits = v.iter().filter(|(p, e)| p == e).count();
-            let accuracy = cell.accuracy.unwrap();
+            let accuracy = cell.score("accuracy").unwrap();
             assert!(
                 (accuracy - hits as f64 / v.len() as f64).abs() < 1e-12,
                 "{folder} {}",

@@ -50,8 +50,7 @@ fn cell<'a>(results: &'a Results, name: &str) -> &'a CellResult {
 
 fn rmse(results: &Results, name: &str) -> f64 {
     cell(results, name)
-        .against_reference
-        .ref_rmse
+        .score("ref_rmse")
         .unwrap_or_else(|| panic!("{name} has no ref_rmse"))
 }
 
@@ -69,13 +68,13 @@ fn cells_are_ranked_against_a_reference_solve_that_is_kept_and_reused() {
     );
     for c in &results.cells {
         assert_eq!(
-            c.against_reference.reference.as_deref(),
+            c.reference.as_deref(),
             Some("reference dpm++3m 300"),
             "{}",
             c.name
         );
         // Without a feature network a cell draws only its previews and has no FID.
-        assert_eq!((c.samples, c.fid), (8, None), "{}", c.name);
+        assert_eq!((c.samples, c.score("fid")), (8, None), "{}", c.name);
     }
     let e = |n| rmse(&results, n);
     eprintln!(
@@ -94,12 +93,9 @@ fn cells_are_ranked_against_a_reference_solve_that_is_kept_and_reused() {
     );
     // The reference's own sampler and steps reproduce it exactly: the samples line up seed by seed.
     let same = cell(&results, "dpm++3m 300");
-    assert_eq!(same.against_reference.ref_rmse, Some(0.0));
-    assert_eq!(same.against_reference.ref_psnr, None);
-    let psnr = cell(&results, "dpm++2m 160")
-        .against_reference
-        .ref_psnr
-        .unwrap();
+    assert_eq!(same.score("ref_rmse"), Some(0.0));
+    assert_eq!(same.score("ref_psnr"), None);
+    let psnr = cell(&results, "dpm++2m 160").score("ref_psnr").unwrap();
     assert!(
         (psnr - 20.0 * (2.0 / e("dpm++2m 160")).log10()).abs() < 1e-9,
         "{psnr}"

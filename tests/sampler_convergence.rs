@@ -10,8 +10,8 @@
     reason = "tests and benchmarks report failure by panicking"
 )]
 
-use difflab::engine::{AnalyticDenoiser, Denoiser, GaussianMixture};
-use difflab::lab::denoise;
+use difflab::engine::{AnalyticDenoiser, GaussianMixture};
+use difflab::lab::{LabError, denoise};
 use difflab::sampler::{NoiseSchedule, PredictionType, SamplerConfig, SeededNoise};
 use serde_json::{Map, Value, json};
 
@@ -81,28 +81,17 @@ fn errors_before_end(name: &str, settings: Value, steps: &[usize], skip: usize) 
         let mut x: Vec<f32> = initial.iter().map(|&v| v * ins).collect();
         let batch = seeds.seeds().len();
         let mut noise = seeds.clone();
-        if skip == 0 {
-            denoise(
-                &mut *scheduler,
-                &mut denoiser,
-                &mut x,
-                batch,
-                &mut noise,
-                |_, _| true,
-            )
-            .unwrap();
-        } else {
-            // lab::denoise's loop, stopped early.
-            let (mut out, mut x0) = (vec![0.0; x.len()], vec![0.0; x.len()]);
-            for i in 0..calls {
-                let t = vec![scheduler.timesteps()[i]; batch];
-                let divisor = scheduler.model_input_divisor();
-                let input: Vec<f32> = x.iter().map(|v| v / divisor).collect();
-                denoiser.predict(&input, &t, &mut out).unwrap();
-                scheduler
-                    .step(&out, &mut x, &mut x0, batch, &mut noise)
-                    .unwrap();
-            }
+        // The lab's loop, stopped after `calls` model calls (before the end when `skip` > 0).
+        match denoise(
+            &mut *scheduler,
+            &mut denoiser,
+            &mut x,
+            batch,
+            &mut noise,
+            |i, _| i + 1 < calls,
+        ) {
+            Ok(_) | Err(LabError::Cancelled) => {}
+            Err(e) => panic!("{e}"),
         }
         let mut worst = 0.0f64;
         for (item, got) in initial.chunks(d).zip(x.chunks(d)) {

@@ -108,14 +108,16 @@ fn three_shards_merge_into_what_one_machine_writes() {
     for a in &one.cells {
         let b = cell(&many, &a.name);
         assert_eq!((a.samples, a.nfe, &a.key), (b.samples, b.nfe, &b.key));
-        let (fa, fb) = (a.fid.unwrap(), b.fid.unwrap());
+        let (fa, fb) = (a.score("fid").unwrap(), b.score("fid").unwrap());
         println!("{}: FID {fa} vs merged {fb}", a.name);
         assert!((fa - fb).abs() <= 1e-9 * fa.abs(), "{}: {fa} {fb}", a.name);
-        assert_eq!((a.kid, a.kid_std), (b.kid, b.kid_std), "{}", a.name);
-        let (ra, rb) = (
-            a.against_reference.ref_rmse.unwrap(),
-            b.against_reference.ref_rmse.unwrap(),
+        assert_eq!(
+            (a.score("kid"), a.score("kid_std")),
+            (b.score("kid"), b.score("kid_std")),
+            "{}",
+            a.name
         );
+        let (ra, rb) = (a.score("ref_rmse").unwrap(), b.score("ref_rmse").unwrap());
         assert!((ra - rb).abs() <= 1e-12 * ra, "{}: {ra} {rb}", a.name);
         let grid = |root: &Path| std::fs::read(root.join(&a.grid)).unwrap();
         assert!(

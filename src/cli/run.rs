@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::Receiver;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
@@ -10,6 +11,8 @@ use crate::experiment::Experiment;
 use crate::lab::display::{display_shape, for_display};
 use crate::lab::merge::{MergedCell, merge, shard_counts};
 use crate::lab::plots::{Column, comparison_grid, write_plots};
+use crate::lab::progress::{CellView, Change, Outcome, Progress};
+use crate::lab::scores::METRICS;
 use crate::lab::shard::{Shard, shard_folder};
 use crate::lab::{CellResult, LabEvent, RunOptions, start};
 
@@ -90,137 +93,28 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             models: None,
         },
     );
-    let fancy = std::io::stderr().is_terminal();
-    let bars = MultiProgress::new();
-    let mut cell_bars: BTreeMap<usize, ProgressBar> = BTreeMap::new();
-    let mut names = Vec::new();
-    let mut row_labels = Vec::new();
-    let mut done = Vec::new();
-    let mut images: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
-    let mut shape = [1, 1, 1];
-    let mut outcome = None;
-    let mut quarters: BTreeMap<usize, usize> = BTreeMap::new();
-    for event in lab.events.iter() {
-        match event {
-            LabEvent::Loading(what) => eprintln!("{what}"),
-            LabEvent::Planned {
-                cells,
-                provider,
-                providers_note,
-                sample_shape,
-                ..
-            } => {
-                shape = sample_shape;
-                eprintln!(
-                    "{}: {} cells, model on {provider} ({providers_note})",
-                    experiment.path.display(),
-                    cells.len()
-                );
-                row_labels = cells
-                    .first()
-                    .map(|c| c.preview_labels())
-                    .unwrap_or_default();
-                for (i, c) in cells.iter().enumerate() {
-                    names.push(c.name.clone());
-                    if fancy {
-                        let bar = bars.add(ProgressBar::new(c.steps as u64));
-                        bar.set_style(
-                            ProgressStyle::with_template("{prefix:>22} {bar:30} {pos}/{len} {msg}")
-                                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-                        );
-                        bar.set_prefix(c.name.clone());
-                        cell_bars.insert(i, bar);
-                    }
-                }
-            }
-            LabEvent::Progress {
-                cell,
-                step,
-                steps,
-                samples_done,
-                samples_total,
-                ..
-            } => {
-                if let Some(bar) = cell_bars.get(&cell) {
-                    bar.set_position(step as u64);
-                    bar.set_message(format!(
-                        "steps, samples from {samples_done} of {samples_total}"
-                    ));
-                } else if step == steps {
-                    // Without a terminal: a line per quarter of a cell's samples, not one per batch.
-                    let quarter = 4 * samples_done / samples_total.max(1);
-                    if quarters.get(&cell).is_none_or(|&q| quarter > q) {
-                        quarters.insert(cell, quarter);
-                        eprintln!(
-                            "{}: samples {samples_done}.. of {samples_total} done ({steps} steps)",
-                            names[cell]
-                        );
-                    }
-                }
-            }
-            LabEvent::CellDone {
-                cell,
-                result,
-                cached,
-                images: cell_images,
-            } => {
-                images.insert(cell, cell_images);
-                let line = cell_line(&result, cached);
-                match cell_bars.get(&cell) {
-                    Some(bar) => bar.finish_with_message(line.clone()),
-                    None => eprintln!("{line}"),
-                }
-                done.push(*result);
-            }
-            LabEvent::Log(line) => eprintln!("{line}"),
-            LabEvent::ShardProgress { .. } => {}
-            LabEvent::Finished {
-                cancelled,
-                error,
-                model_calls,
-                unbatched_model_calls,
-                wall_s,
-            } => {
-                outcome = Some((cancelled, error, model_calls, unbatched_model_calls, wall_s));
-            }
-        }
-    }
+    let progress = follow(&lab.events, &experiment.path);
     lab.join();
-    let Some((cancelled, error, calls, unbatched, wall)) = outcome else {
+    let Some(outcome) = progress.outcome.clone() else {
         anyhow::bail!("the lab stopped without a result");
     };
-    if let Some(e) = error {
-        anyhow::bail!("{e}");
-    }
-    if cancelled {
-        anyhow::bail!(
-            "cancelled; finished cells are kept in {}",
-            out_dir.display()
-        );
-    }
-    if calls > 0 {
-        eprintln!(
-            "{calls} model calls for {unbatched} cell steps ({:.1}x fewer by batching across samplers), {wall:.1} s",
-            unbatched as f64 / calls as f64
-        );
-    }
+    closing_line(&outcome, &out_dir)?;
+    let results = progress.cells.iter().filter_map(|c| c.result.as_ref());
     if let Some(shard) = shard {
-        return shard_done(shard, &out_dir, &done);
+        return shard_done(shard, &out_dir, &results.cloned().collect::<Vec<_>>());
     }
     // The figures: every finished cell of this experiment side by side, and the plots.
-    let failed: Vec<CellResult> = done.iter().filter(|r| r.failed()).cloned().collect();
-    done.retain(|r| !r.failed());
-    let total = done.len() + failed.len();
-    done.sort_by_key(|r| names.iter().position(|n| *n == r.name));
-    let images: Vec<Option<&Vec<f32>>> = (done.iter())
-        .map(|r| {
-            names
-                .iter()
-                .position(|n| *n == r.name)
-                .and_then(|i| images.get(&i))
-        })
+    let (failed, mut done): (Vec<CellResult>, Vec<CellResult>) =
+        results.cloned().partition(|r| r.failed());
+    let images: Vec<Option<&Vec<f32>>> = (progress.cells.iter())
+        .filter(|c| c.result.as_ref().is_some_and(|r| !r.failed()))
+        .map(|c| Some(&c.images))
         .collect();
-    figures(&out_dir, &done, &images, shape, &row_labels)?;
+    let row_labels = (progress.cells.first())
+        .map(|c| c.cell.preview_labels())
+        .unwrap_or_default();
+    figures(&out_dir, &done, &images, progress.sample_shape, &row_labels)?;
+    let total = done.len() + failed.len();
     if args.json {
         done.extend(failed.iter().cloned());
         println!("{}", serde_json::to_string_pretty(&done)?);
@@ -235,6 +129,118 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Prints the run as it goes (see [`Printer`]) and returns it folded.
+fn follow(events: &Receiver<LabEvent>, experiment: &Path) -> Progress {
+    let mut progress = Progress::default();
+    let mut printer = Printer::new(std::io::stderr().is_terminal());
+    for event in events.iter() {
+        let change = progress.apply(event);
+        printer.show(&progress, change, experiment);
+    }
+    progress
+}
+
+/// An error or a cancel as the run's error; otherwise how many model calls batching saved.
+fn closing_line(outcome: &Outcome, out_dir: &Path) -> anyhow::Result<()> {
+    if let Some(e) = &outcome.error {
+        anyhow::bail!("{e}");
+    }
+    if outcome.cancelled {
+        anyhow::bail!(
+            "cancelled; finished cells are kept in {}",
+            out_dir.display()
+        );
+    }
+    let (calls, unbatched) = (outcome.model_calls, outcome.unbatched_model_calls);
+    if calls > 0 {
+        eprintln!(
+            "{calls} model calls for {unbatched} cell steps ({:.1}x fewer by batching across samplers), {:.1} s",
+            unbatched as f64 / calls as f64,
+            outcome.wall_s
+        );
+    }
+    Ok(())
+}
+
+/// A run's progress on stderr: a bar per cell on a terminal, else a line per quarter of a cell's
+/// samples; a line per finished cell.
+struct Printer {
+    fancy: bool,
+    bars: MultiProgress,
+    cell_bars: BTreeMap<usize, ProgressBar>,
+    quarters: BTreeMap<usize, usize>,
+}
+
+impl Printer {
+    fn new(fancy: bool) -> Self {
+        Printer {
+            fancy,
+            bars: MultiProgress::new(),
+            cell_bars: BTreeMap::new(),
+            quarters: BTreeMap::new(),
+        }
+    }
+
+    fn show(&mut self, run: &Progress, change: Change, experiment: &Path) {
+        match change {
+            Change::Loading => eprintln!("{}", run.loading.as_deref().unwrap_or_default()),
+            Change::Log(line) => eprintln!("{line}"),
+            Change::Planned { .. } => {
+                eprintln!(
+                    "{}: {} cells, model on {} ({})",
+                    experiment.display(),
+                    run.cells.len(),
+                    run.provider,
+                    run.providers_note
+                );
+                if self.fancy {
+                    self.add_bars(run);
+                }
+            }
+            Change::Stepped(i) => self.stepped(i, &run.cells[i]),
+            Change::Done(i) => {
+                let c = &run.cells[i];
+                let Some(result) = &c.result else { return };
+                let line = cell_line(result, c.cached);
+                match self.cell_bars.get(&i) {
+                    Some(bar) => bar.finish_with_message(line),
+                    None => eprintln!("{line}"),
+                }
+            }
+            Change::Finished | Change::Nothing => {}
+        }
+    }
+
+    fn add_bars(&mut self, run: &Progress) {
+        let style = ProgressStyle::with_template("{prefix:>22} {bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+        for (i, c) in run.cells.iter().enumerate() {
+            let bar = self.bars.add(ProgressBar::new(c.steps as u64));
+            bar.set_style(style.clone());
+            bar.set_prefix(c.cell.name.clone());
+            self.cell_bars.insert(i, bar);
+        }
+    }
+
+    fn stepped(&mut self, i: usize, c: &CellView) {
+        let (done, total) = (c.samples_done, c.samples_total);
+        if let Some(bar) = self.cell_bars.get(&i) {
+            bar.set_position(c.step as u64);
+            bar.set_message(format!("steps, samples from {done} of {total}"));
+        } else if c.step == c.steps {
+            // Without a terminal: a line per quarter of a cell's samples, not one per batch.
+            let quarter = 4 * done / total.max(1);
+            if self.quarters.get(&i).is_none_or(|&q| quarter > q) {
+                self.quarters.insert(i, quarter);
+                eprintln!(
+                    "{}: samples {done}.. of {total} done ({} steps)",
+                    c.cell.name, c.steps
+                );
+            }
+        }
+    }
 }
 
 /// Writes comparison.png (the finished cells side by side, `images` each one's display previews) and
@@ -377,17 +383,11 @@ pub fn report_merged(
 
 /// A finished cell in one line: its samples, time and scores, or why it failed.
 fn cell_line(result: &CellResult, cached: bool) -> String {
-    let mut quality = match (result.fid, result.kid) {
-        (Some(f), Some(k)) => format!(
-            "FID {f:.2}, KID {k:.4} ± {:.4}",
-            result.kid_std.unwrap_or(0.0)
-        ),
-        _ => String::new(),
-    };
-    if let Some(rmse) = result.against_reference.ref_rmse {
-        let sep = if quality.is_empty() { "" } else { ", " };
-        quality.push_str(&format!("{sep}RMSE to reference {rmse:.3e}"));
-    }
+    let quality: Vec<String> = METRICS
+        .iter()
+        .filter_map(|m| m.summary(&result.scores))
+        .collect();
+    let quality = quality.join(", ");
     match &result.error {
         Some(e) => format!("{}: failed: {e}", result.name),
         None => format!(

@@ -9,8 +9,9 @@ use super::images::{grid, save_png, upscale, upscale_factor};
 use super::latent_preview::LatentPreview;
 use super::plan::Cell;
 use super::reference::{self, Solution};
-use super::results::{AgainstReference, CellResult};
+use super::results::CellResult;
 use super::samples::SampleFile;
+use super::scores::Inputs;
 use super::scoring::Quality;
 use super::tally::{Against, Tally};
 use crate::engine::VaeDecoder;
@@ -88,11 +89,15 @@ impl Finish<'_> {
                 tally.save(&self.out.join(tally_path(cell)), &cell.key, shape)?;
             }
             (Ok(m), false) => {
-                if let Some(((features, hits), q)) = m {
-                    let scores = q.scores(&features, hits.as_ref());
-                    scores.fill(&mut result);
-                }
-                result.against_reference = AgainstReference::of(tally.against.as_ref());
+                let against = tally.against.as_ref();
+                let inputs = match &m {
+                    Some(((features, hits), q)) => q.inputs(features, hits.as_ref(), against),
+                    None => Inputs {
+                        against,
+                        ..Inputs::default()
+                    },
+                };
+                result.put_scores(&inputs);
             }
         }
         Ok((result, for_display(images, shape)))
@@ -137,12 +142,9 @@ impl Finish<'_> {
             model_ms_per_step: state.model_s * 1e3 / cell.steps.max(1) as f64,
             sampler_ms_per_step: state.sampler_s * 1e3 / cell.steps.max(1) as f64,
             ms_per_sample: wall * 1e3 / samples.max(1) as f64,
-            fid: None,
-            kid: None,
-            kid_std: None,
-            accuracy: None,
+            scores: Default::default(),
             accuracies: Vec::new(),
-            against_reference: Default::default(),
+            reference: None,
             provider: self.provenance.provider.clone(),
             tf32: self.provenance.tf32,
             grid,

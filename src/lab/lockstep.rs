@@ -9,13 +9,14 @@ use super::cell_output::CellOutput;
 use super::events::LabEvent;
 use super::finish::{CellState, Finish};
 use super::guidance::guide;
+use super::lane_step::{Halt, advance, model_input};
 use super::plan::{Cell, Item};
 use super::reference::{self, Solution};
 use super::results::{CellResult, Results};
 use super::runner::Stop;
 use super::scoring::Quality;
 use super::shard_watch::ProgressWriter;
-use crate::engine::{Denoiser, NonFinite};
+use crate::engine::Denoiser;
 use crate::sampler::torch_noise::torch_randn;
 use crate::sampler::{Scheduler, SeededNoise};
 
@@ -260,6 +261,24 @@ impl<'a> Batch<'a> {
         x
     }
 
+    /// The shared model call's inputs, timesteps and condition rows: every lane's samples, a guided
+    /// lane's twice (unconditional, then conditional, as diffusers batches them).
+    fn model_batch(&self) -> (Vec<f32>, Vec<f64>, Vec<usize>) {
+        let (mut inputs, mut timesteps, mut rows) = (Vec::new(), Vec::new(), Vec::new());
+        for lane in &self.lanes {
+            let t = lane.scheduler.timesteps()[lane.step];
+            if let Some(uncond) = lane.uncond {
+                model_input(&*lane.scheduler, &lane.x, &mut inputs);
+                timesteps.extend(std::iter::repeat_n(t, lane.items));
+                rows.extend(std::iter::repeat_n(uncond, lane.items));
+            }
+            model_input(&*lane.scheduler, &lane.x, &mut inputs);
+            timesteps.extend(std::iter::repeat_n(t, lane.items));
+            rows.extend_from_slice(&lane.rows);
+        }
+        (inputs, timesteps, rows)
+    }
+
     /// One shared model call for every lane (a guided lane's samples twice: unconditional, then conditional,
     /// as diffusers batches them), then each lane's sampler step. A lane whose model output is not finite
     /// fails its cell; the other cells go on.
@@ -268,20 +287,7 @@ impl<'a> Batch<'a> {
         denoiser: &mut dyn Denoiser,
         calls: &mut (usize, usize),
     ) -> Result<(), Stop> {
-        let (mut inputs, mut timesteps, mut rows) = (Vec::new(), Vec::new(), Vec::new());
-        for lane in &self.lanes {
-            let t = lane.scheduler.timesteps()[lane.step];
-            let divisor = lane.scheduler.model_input_divisor();
-            let input = || lane.x.iter().map(move |&v| v / divisor);
-            if let Some(uncond) = lane.uncond {
-                inputs.extend(input());
-                timesteps.extend(std::iter::repeat_n(t, lane.items));
-                rows.extend(std::iter::repeat_n(uncond, lane.items));
-            }
-            inputs.extend(input());
-            timesteps.extend(std::iter::repeat_n(t, lane.items));
-            rows.extend_from_slice(&lane.rows);
-        }
+        let (inputs, timesteps, rows) = self.model_batch();
         let mut outputs = vec![0.0; inputs.len()];
         let call = Instant::now();
         let runs_before = denoiser.runs();
@@ -318,39 +324,23 @@ impl<'a> Batch<'a> {
             offset += calls_of_lane * len;
             let state = &mut self.states[lane.cell];
             state.model_s += model_s * (calls_of_lane * lane.items) as f64 / total_items;
-            if let Some(bad) = NonFinite::count(output) {
-                let steps = lane.scheduler.timesteps().len();
-                let t = lane.scheduler.timesteps()[lane.step];
-                failed.push((
-                    lane.cell,
-                    format!(
-                        "model output is not finite at step {}/{steps}, t = {t}: {bad}",
-                        lane.step + 1
-                    ),
-                ));
-                continue;
-            }
             let step_start = Instant::now();
-            lane.scheduler.step(
+            let advanced = advance(
+                &mut *lane.scheduler,
+                lane.step,
                 output,
                 &mut lane.x,
                 &mut lane.x0,
                 lane.items,
                 &mut lane.noise,
-            )?;
-            // A schedule at the edge of what diffusers accepts (betas near 1) can turn finite model
-            // output into NaN: that fails the cell too, never a "finished" cell of garbage.
-            if let Some(bad) = NonFinite::count(&lane.x) {
-                let steps = lane.scheduler.timesteps().len();
-                let t = lane.scheduler.timesteps()[lane.step];
-                failed.push((
-                    lane.cell,
-                    format!(
-                        "the sampler's result is not finite after step {}/{steps}, t = {t}: {bad}; check the noise schedule (beta_start, beta_end, num_train_timesteps)",
-                        lane.step + 1
-                    ),
-                ));
-                continue;
+            );
+            match advanced {
+                Err(Halt::NotFinite(why)) => {
+                    failed.push((lane.cell, why));
+                    continue;
+                }
+                Err(Halt::Step(e)) => return Err(e.into()),
+                Ok(()) => {}
             }
             lane.step += 1;
             state.sampler_s += step_start.elapsed().as_secs_f64();

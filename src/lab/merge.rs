@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::finish::{tally_path, write_grid};
 use super::plan::{Cell, Plan, plan_run};
-use super::results::{AgainstReference, CellResult, Results};
-use super::scoring::score;
+use super::results::{CellResult, Results};
+use super::scores::{Features, Inputs};
 use super::shard::{Manifest, Shard, shard_folder};
 use super::tally::Tally;
 use crate::experiment::Experiment;
@@ -213,12 +213,19 @@ fn merge_cell(
                 cell.samples()
             ));
         }
-        if let (Some(reference), Some(spec), Some(features)) =
-            (reference, experiment.quality.as_ref(), &tally.features)
-        {
-            score(reference, spec, features, tally.hits.as_ref()).fill(&mut result);
-        }
-        result.against_reference = AgainstReference::of(tally.against.as_ref());
+        let features = match (reference, experiment.quality.as_ref(), &tally.features) {
+            (Some(reference), Some(spec), Some(tally)) => Some(Features {
+                tally,
+                reference,
+                spec,
+            }),
+            _ => None,
+        };
+        result.put_scores(&Inputs {
+            features,
+            hits: features.and(tally.hits.as_ref()),
+            against: tally.against.as_ref(),
+        });
     }
     Ok(MergedCell {
         cell: cell.clone(),

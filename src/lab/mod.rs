@@ -8,6 +8,7 @@ mod events;
 pub mod finish;
 pub mod guidance;
 pub mod images;
+mod lane_step;
 pub mod latent_preview;
 mod lockstep;
 pub mod merge;
@@ -15,12 +16,14 @@ pub mod model;
 pub mod model_cache;
 pub mod plan;
 pub mod plots;
+pub mod progress;
 pub mod reference;
 pub mod resize;
 pub mod results;
 mod reuse;
 pub mod runner;
 pub mod samples;
+pub mod scores;
 pub mod scoring;
 pub mod shard;
 pub mod shard_watch;
@@ -30,13 +33,14 @@ pub mod tensorrt;
 pub use crate::path_error::PathError;
 pub use events::{CancelSwitch, LabEvent, LabHandle, RunOptions, start};
 pub use plan::{Cell, Plan, plan, plan_run};
-pub use results::{AgainstReference, CellResult, Results};
+pub use results::{CellResult, Results};
 pub use runner::run;
 
 use std::time::{Duration, Instant};
 
 use crate::engine::{DenoiseError, Denoiser};
 use crate::sampler::{ConfigError, NoiseSource, Scheduler, StepError};
+use lane_step::{Halt, advance, model_input};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
@@ -46,8 +50,20 @@ pub enum LabError {
     Step(#[from] StepError),
     #[error(transparent)]
     Denoise(#[from] DenoiseError),
+    /// The model's output or the sampler's result is not finite.
+    #[error("{0}")]
+    NotFinite(String),
     #[error("cancelled")]
     Cancelled,
+}
+
+impl From<Halt> for LabError {
+    fn from(halt: Halt) -> Self {
+        match halt {
+            Halt::NotFinite(why) => LabError::NotFinite(why),
+            Halt::Step(e) => LabError::Step(e),
+        }
+    }
 }
 
 /// Where the time of one run went.
@@ -78,17 +94,11 @@ pub fn denoise(
     for i in 0..scheduler.timesteps().len() {
         t.fill(scheduler.timesteps()[i]);
         let start = Instant::now();
-        let divisor = scheduler.model_input_divisor();
-        if divisor == 1.0 {
-            denoiser.predict(x, &t, &mut out)?;
-        } else {
-            // diffusers' scale_model_input: the sigma-space samplers' x is scaled back to unit variance.
-            input.clear();
-            input.extend(x.iter().map(|&v| v / divisor));
-            denoiser.predict(&input, &t, &mut out)?;
-        }
+        input.clear();
+        model_input(scheduler, x, &mut input);
+        denoiser.predict(&input, &t, &mut out)?;
         let model_done = Instant::now();
-        scheduler.step(&out, x, &mut x0, batch, noise)?;
+        advance(scheduler, i, &out, x, &mut x0, batch, noise)?;
         timing.model_calls += 1;
         timing.model_time += model_done - start;
         timing.sampler_time += model_done.elapsed();

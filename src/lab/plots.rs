@@ -9,6 +9,8 @@ use plotters::prelude::*;
 
 use super::images::{GAP, grid, save_png, upscale_factor};
 use super::results::CellResult;
+use super::scores::reference_error::{PSNR, PSNR_DECODED, RMSE};
+use super::scores::{Chart, charts};
 use crate::atomic_file::write_atomic;
 use crate::path_error::PathError;
 use crate::plot::{FONT_NAME, PALETTE as COLOURS, plot_reason, register_font};
@@ -102,15 +104,12 @@ pub fn write_plots(cells: &[CellResult], dir: &Path) -> Result<Vec<String>, Path
     register_font();
     let mut written = Vec::new();
     for ext in ["png", "svg"] {
-        if cells.iter().any(|c| c.fid.is_some()) {
+        if !nfe_charts(cells).is_empty() {
             let path = dir.join(format!("quality_vs_nfe.{ext}"));
             render(&path, (800, 500), Figure::QualityVsNfe, cells)?;
             written.push(path.display().to_string());
         }
-        if cells
-            .iter()
-            .any(|c| c.against_reference.ref_rmse.is_some_and(|e| e > 0.0))
-        {
+        if cells.iter().any(|c| c.score(RMSE).is_some_and(|e| e > 0.0)) {
             let path = dir.join(format!("accuracy_vs_nfe.{ext}"));
             render(&path, (1000, 460), Figure::AccuracyVsNfe, cells)?;
             written.push(path.display().to_string());
@@ -137,12 +136,23 @@ enum Figure {
 
 /// Whether the cells were scored at more than one guidance scale.
 fn guidance_is_an_axis(cells: &[CellResult]) -> bool {
+    let keys: Vec<&str> = charts()
+        .filter(|c| c.against_guidance)
+        .map(|c| c.key)
+        .collect();
     let scored = || {
         cells
             .iter()
-            .filter(|c| c.fid.is_some() || c.accuracy.is_some())
+            .filter(|c| keys.iter().any(|k| c.scores.has(k)))
     };
     scored().any(|c| scored().any(|d| d.guidance != c.guidance))
+}
+
+/// The charted metrics against NFE that some cell has.
+fn nfe_charts(cells: &[CellResult]) -> Vec<Chart> {
+    charts()
+        .filter(|c| c.against_nfe && cells.iter().any(|r| r.scores.has(c.key)))
+        .collect()
 }
 
 /// Draws a figure as a PNG or SVG (by extension) in memory, then writes it atomically.
@@ -213,7 +223,7 @@ impl Figure {
 
 type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
 
-/// FID against NFE, one line per sampler (label), log-x.
+/// Each charted metric (FID) against NFE, one line per sampler (label), log-x, side by side.
 fn quality_vs_nfe<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     cells: &[CellResult],
@@ -224,28 +234,45 @@ fn quality_vs_nfe<DB: DrawingBackend>(
         true => format!("{} g{}", c.label, c.guidance),
         false => c.label.clone(),
     };
-    let families = lines(cells, family, |c| Some((c.nfe as f64, c.fid?)));
-    let all = families.iter().flat_map(|(_, p)| p.iter());
-    let (lo, hi) = all.clone().fold((f64::MAX, f64::MIN), |(lo, hi), p| {
-        (lo.min(p.0), hi.max(p.0))
-    });
-    let top = all.fold(0.0f64, |m, p| m.max(p.1)) * 1.1;
-    let mut chart = ChartBuilder::on(area)
-        .caption("Sample quality against cost", (FONT_NAME, 20))
-        .margin(14)
-        .x_label_area_size(44)
-        .y_label_area_size(60)
-        .build_cartesian_2d((lo * 0.8..hi * 1.25).log_scale(), 0.0..top.max(1e-9))?;
-    chart
-        .configure_mesh()
-        .x_desc("NFE (model evaluations per sample)")
-        .x_label_formatter(&|v| format!("{v:.0}"))
-        .y_desc("FID (lower is better)")
-        .label_style((FONT_NAME, 13))
-        .axis_desc_style((FONT_NAME, 14))
-        .draw()?;
-    draw_lines(&mut chart, &families)?;
-    draw_legend(&mut chart, SeriesLabelPosition::MiddleRight)
+    let charts = nfe_charts(cells);
+    let panels = area.split_evenly((1, charts.len().max(1)));
+    for (chart, panel) in charts.iter().zip(&panels) {
+        let families = lines(cells, family, |c| Some((c.nfe as f64, c.score(chart.key)?)));
+        let all = families.iter().flat_map(|(_, p)| p.iter());
+        let (lo, hi) = all.clone().fold((f64::MAX, f64::MIN), |(lo, hi), p| {
+            (lo.min(p.0), hi.max(p.0))
+        });
+        let y = y_range(chart, &families);
+        let mut plot = ChartBuilder::on(panel)
+            .caption("Sample quality against cost", (FONT_NAME, 20))
+            .margin(14)
+            .x_label_area_size(44)
+            .y_label_area_size(60)
+            .build_cartesian_2d((lo * 0.8..hi * 1.25).log_scale(), y)?;
+        plot.configure_mesh()
+            .x_desc("NFE (model evaluations per sample)")
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_desc(chart.y_desc)
+            .label_style((FONT_NAME, 13))
+            .axis_desc_style((FONT_NAME, 14))
+            .draw()?;
+        draw_lines(&mut plot, &families)?;
+        draw_legend(&mut plot, SeriesLabelPosition::MiddleRight)?;
+    }
+    Ok(())
+}
+
+/// A chart's y range: the unit interval, or from zero to a bit above its largest value.
+fn y_range(chart: &Chart, series: &[(String, Vec<(f64, f64)>)]) -> std::ops::Range<f64> {
+    if chart.unit_interval {
+        return 0.0..1.05;
+    }
+    let top = series
+        .iter()
+        .flat_map(|(_, p)| p)
+        .fold(0.0f64, |m, p| m.max(p.1))
+        * 1.1;
+    0.0..top.max(1e-9)
 }
 
 /// Error against the reference solve (RMSE, log-log, left) and PSNR of the images (decoded for latent
@@ -262,23 +289,12 @@ fn accuracy_vs_nfe<DB: DrawingBackend>(
         false => c.label.clone(),
     };
     let nfe = |c: &CellResult| c.nfe as f64;
-    let decoded = cells
-        .iter()
-        .any(|c| c.against_reference.ref_psnr_decoded.is_some());
+    let decoded = cells.iter().any(|c| c.scores.has(PSNR_DECODED));
     let rmse = lines(cells, name, |c| {
-        Some((nfe(c), c.against_reference.ref_rmse.filter(|&e| e > 0.0)?))
+        Some((nfe(c), c.score(RMSE).filter(|&e| e > 0.0)?))
     });
-    let psnr = lines(cells, name, |c| {
-        let r = &c.against_reference;
-        Some((
-            nfe(c),
-            if decoded {
-                r.ref_psnr_decoded
-            } else {
-                r.ref_psnr
-            }?,
-        ))
-    });
+    let psnr_key = if decoded { PSNR_DECODED } else { PSNR };
+    let psnr = lines(cells, name, |c| Some((nfe(c), c.score(psnr_key)?)));
     let points = || rmse.iter().chain(&psnr).flat_map(|(_, p)| p.iter());
     let (x_lo, x_hi) = points().fold((f64::MAX, f64::MIN), |(lo, hi), p| {
         (lo.min(p.0), hi.max(p.0))
@@ -382,51 +398,27 @@ fn quality_vs_guidance<DB: DrawingBackend>(
     });
     let span = (g_hi - g_lo).max(1e-9);
     let x = (g_lo - span * 0.05)..(g_hi + span * 0.05);
-    let [left, right] = {
-        let (l, r) = area.split_horizontally(area.dim_in_pixel().0 / 2);
-        [l, r]
-    };
-    let fid = lines(cells, name, |c| Some((c.guidance, c.fid?)));
-    let top = fid
-        .iter()
-        .flat_map(|(_, p)| p)
-        .fold(0.0f64, |m, p| m.max(p.1))
-        * 1.1;
-    let panels = [
-        (
-            &left,
-            fid,
-            "FID against guidance",
-            "FID (lower is better)",
-            0.0..top.max(1e-9),
-        ),
-        (
-            &right,
-            lines(cells, name, |c| Some((c.guidance, c.accuracy?))),
-            "Prompt accuracy against guidance",
-            "share of samples classified as asked",
-            0.0..1.05,
-        ),
-    ];
-    for (panel, series, title, y_desc, y) in panels {
-        let mut chart = ChartBuilder::on(panel)
-            .caption(title, (FONT_NAME, 18))
+    let charts: Vec<Chart> = charts().filter(|c| c.against_guidance).collect();
+    let panels = area.split_evenly((1, charts.len().max(1)));
+    for (chart, panel) in charts.iter().zip(&panels) {
+        let series = lines(cells, name, |c| Some((c.guidance, c.score(chart.key)?)));
+        let mut plot = ChartBuilder::on(panel)
+            .caption(format!("{} against guidance", chart.name), (FONT_NAME, 18))
             .margin(14)
             .x_label_area_size(44)
             .y_label_area_size(60)
-            .build_cartesian_2d(x.clone(), y)?;
-        chart
-            .configure_mesh()
+            .build_cartesian_2d(x.clone(), y_range(chart, &series))?;
+        plot.configure_mesh()
             .x_desc("guidance scale g")
-            .y_desc(y_desc)
+            .y_desc(chart.y_desc)
             .label_style((FONT_NAME, 13))
             .axis_desc_style((FONT_NAME, 14))
             .draw()?;
         if series.is_empty() {
             continue;
         }
-        draw_lines(&mut chart, &series)?;
-        draw_legend(&mut chart, SeriesLabelPosition::MiddleRight)?;
+        draw_lines(&mut plot, &series)?;
+        draw_legend(&mut plot, SeriesLabelPosition::MiddleRight)?;
     }
     Ok(())
 }

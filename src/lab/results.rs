@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::tally::Against;
+use super::scores::{Csv, Inputs, Scores, columns, score_all};
 use crate::atomic_file::write_atomic;
 use crate::path_error::{PathError, at};
 
@@ -24,9 +24,9 @@ pub struct CellResult {
     pub model_ms_per_step: f64,
     pub sampler_ms_per_step: f64,
     pub ms_per_sample: f64,
-    pub fid: Option<f64>,
-    pub kid: Option<f64>,
-    pub kid_std: Option<f64>,
+    /// Every metric's value by its key ("fid", "kid", …), flat in results.json.
+    #[serde(flatten)]
+    pub scores: Scores,
     pub provider: String,
     /// Whether fp32 math on the GPU could use TF32 (`[model.cuda] tf32`; TensorRT's own default is on);
     /// absent off the GPU.
@@ -55,50 +55,12 @@ pub struct CellResult {
     /// The classes its seeds cycle through (class-conditional runs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub classes: Vec<i64>,
-    /// The share of samples the feature network's classifier assigns to the class asked for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub accuracy: Option<f64>,
     /// The accuracy of each prompt's (or class's) samples, in the order of `prompts` (or `classes`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub accuracies: Vec<f64>,
-    /// How far the preview samples are from the reference solve (`[quality] reference_sampler`).
-    #[serde(flatten)]
-    pub against_reference: AgainstReference,
-}
-
-/// A cell's error against the reference solve of its preview samples.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct AgainstReference {
-    /// The reference cell's name ("reference dpm++3m 500").
+    /// The reference solve's cell name ("reference dpm++3m 500") the `ref_*` scores compare with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
-    /// RMSE and PSNR (data in [-1, 1]) in model space: latents for latent models.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ref_rmse: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ref_psnr: Option<f64>,
-    /// The same on the decoded images of a latent model.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ref_rmse_decoded: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ref_psnr_decoded: Option<f64>,
-}
-
-impl AgainstReference {
-    /// RMSE and PSNR from a cell's squared errors against its reference.
-    pub fn of(against: Option<&Against>) -> Self {
-        let Some(a) = against else {
-            return Self::default();
-        };
-        let (data, decoded) = (a.data.error(), a.decoded.and_then(|d| d.error()));
-        Self {
-            reference: Some(a.reference.clone()),
-            ref_rmse: data.map(|e| e.rmse),
-            ref_psnr: data.and_then(|e| e.psnr),
-            ref_rmse_decoded: decoded.map(|e| e.rmse),
-            ref_psnr_decoded: decoded.and_then(|e| e.psnr),
-        }
-    }
 }
 
 fn no_guidance() -> f64 {
@@ -108,6 +70,20 @@ fn no_guidance() -> f64 {
 impl CellResult {
     pub fn failed(&self) -> bool {
         self.error.is_some()
+    }
+
+    /// A metric's value by its key ("fid", "ref_rmse", …).
+    pub fn score(&self, key: &str) -> Option<f64> {
+        self.scores.get(key)
+    }
+
+    /// Puts a finished cell's scores, its per-prompt accuracies and its reference's name into it.
+    pub fn put_scores(&mut self, inputs: &Inputs) {
+        self.scores = score_all(inputs);
+        if let Some(h) = inputs.hits {
+            self.accuracies = h.accuracy().per_condition;
+        }
+        self.reference = inputs.against.map(|a| a.reference.clone());
     }
 }
 
@@ -183,44 +159,59 @@ impl Results {
     }
 
     fn csv(&self) -> String {
-        let mut out = String::from(
-            "name,sampler,class,steps,nfe,samples,wall_s,model_ms_per_step,sampler_ms_per_step,ms_per_sample,fid,kid,kid_std,accuracy,ref_rmse,ref_psnr,guidance,guidance_rescale,prompt,classes,provider,status,error\n",
-        );
-        let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
+        let scores = || columns().filter(|c| c.csv != Csv::Omit);
+        let mut header = vec![
+            "name",
+            "sampler",
+            "class",
+            "steps",
+            "nfe",
+            "samples",
+            "wall_s",
+            "model_ms_per_step",
+            "sampler_ms_per_step",
+            "ms_per_sample",
+        ];
+        header.extend(scores().map(|c| c.key));
+        header.extend([
+            "guidance",
+            "guidance_rescale",
+            "prompt",
+            "classes",
+            "provider",
+            "status",
+            "error",
+        ]);
+        let mut out = header.join(",") + "\n";
         for c in &self.cells {
-            out.push_str(&format!(
-                "{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            let mut row = vec![
                 csv_field(&c.name),
                 csv_field(&c.label),
-                c.class,
-                c.steps,
-                c.nfe,
-                c.samples,
-                c.wall_s,
-                c.model_ms_per_step,
-                c.sampler_ms_per_step,
-                c.ms_per_sample,
-                opt(c.fid),
-                opt(c.kid),
-                opt(c.kid_std),
-                opt(c.accuracy),
-                // Errors of converged samplers are far below 1e-6.
-                c.against_reference
-                    .ref_rmse
-                    .map_or(String::new(), |v| format!("{v:.6e}")),
-                opt(c.against_reference.ref_psnr),
-                c.guidance,
-                c.guidance_rescale,
+                c.class.clone(),
+                c.steps.to_string(),
+                c.nfe.to_string(),
+                c.samples.to_string(),
+                format!("{:.6}", c.wall_s),
+                format!("{:.6}", c.model_ms_per_step),
+                format!("{:.6}", c.sampler_ms_per_step),
+                format!("{:.6}", c.ms_per_sample),
+            ];
+            row.extend(scores().map(|col| match (c.score(col.key), col.csv) {
+                (None, _) => String::new(),
+                (Some(v), Csv::Scientific) => format!("{v:.6e}"),
+                (Some(v), _) => format!("{v:.6}"),
+            }));
+            let classes: Vec<String> = c.classes.iter().map(i64::to_string).collect();
+            row.extend([
+                c.guidance.to_string(),
+                c.guidance_rescale.to_string(),
                 csv_field(&c.prompts.join(" | ")),
-                c.classes
-                    .iter()
-                    .map(i64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                classes.join(" "),
                 csv_field(&c.provider),
-                if c.failed() { "failed" } else { "done" },
-                csv_field(c.error.as_deref().unwrap_or(""))
-            ));
+                (if c.failed() { "failed" } else { "done" }).to_string(),
+                csv_field(c.error.as_deref().unwrap_or("")),
+            ]);
+            out.push_str(&(row.join(",") + "\n"));
         }
         out
     }

@@ -1,16 +1,13 @@
-//! A finished cell's quality: FID and KID of its images against the reference statistics, and prompt
-//! accuracy from the feature network's class logits.
+//! The feature network a cell's images go through: their features and class logits, tallied for the
+//! cell's scores (`scores`).
 
 use super::plan::Cell;
 use super::resize::fit;
-use super::results::CellResult;
-use super::tally::FeatureTally;
+use super::scores::{Features, Inputs};
+use super::tally::{Against, FeatureTally};
 use crate::engine::{EngineError, OnnxFeatures};
 use crate::experiment::QualitySpec;
-use crate::quality::{
-    Accuracy, FeatureSums, Hits, Kid, ReferenceStats, frechet_distance, kernel_inception_distance,
-    predicted_classes,
-};
+use crate::quality::{FeatureSums, Hits, ReferenceStats, predicted_classes};
 
 /// The feature network, the reference statistics and the settings scoring needs.
 pub struct Quality<'a> {
@@ -25,14 +22,6 @@ pub struct CellFeatures {
     pub features: Vec<f32>,
     pub logits: Vec<f32>,
     pub classes: usize,
-}
-
-/// A cell's scores.
-pub struct Scores {
-    pub fid: f64,
-    pub kid: Kid,
-    /// `None` when nothing says which class a sample should be, or the network has no logits.
-    pub accuracy: Option<Accuracy>,
 }
 
 impl<'a> Quality<'a> {
@@ -122,44 +111,22 @@ impl<'a> Quality<'a> {
         Ok((features, hits))
     }
 
-    /// FID and KID of a cell's features against the reference, and its accuracy from its hits.
-    pub fn scores(&self, features: &FeatureTally, hits: Option<&Hits>) -> Scores {
-        score(&self.reference, self.spec, features, hits)
-    }
-}
-
-/// FID and KID of `features` against `reference`, with the KID subsets `spec` asks for, and the
-/// accuracy the hits give.
-pub fn score(
-    reference: &ReferenceStats,
-    spec: &QualitySpec,
-    features: &FeatureTally,
-    hits: Option<&Hits>,
-) -> Scores {
-    let kid = kernel_inception_distance(
-        &features.rows,
-        &reference.features,
-        reference.dim,
-        spec.kid_subsets,
-        spec.kid_subset_size,
-        0,
-    );
-    Scores {
-        fid: frechet_distance(&features.sums.stats(), &reference.stats),
-        kid,
-        accuracy: hits.map(Hits::accuracy),
-    }
-}
-
-impl Scores {
-    /// Puts the scores into a cell's result.
-    pub fn fill(&self, result: &mut CellResult) {
-        result.fid = Some(self.fid);
-        result.kid = Some(self.kid.mean);
-        result.kid_std = Some(self.kid.std);
-        if let Some(a) = &self.accuracy {
-            result.accuracy = Some(a.overall);
-            result.accuracies = a.per_condition.clone();
+    /// What a cell's scores are computed from: its features and hits, and its error against the
+    /// reference solve.
+    pub fn inputs<'b>(
+        &'b self,
+        features: &'b FeatureTally,
+        hits: Option<&'b Hits>,
+        against: Option<&'b Against>,
+    ) -> Inputs<'b> {
+        Inputs {
+            features: Some(Features {
+                tally: features,
+                reference: &self.reference,
+                spec: self.spec,
+            }),
+            hits,
+            against,
         }
     }
 }

@@ -12,7 +12,8 @@ use strum::VariantArray;
 use super::keys::{Action, action_of};
 use super::training::TrainingState;
 use crate::experiment::Experiment;
-use crate::lab::{Cell, CellResult, LabEvent};
+use crate::lab::LabEvent;
+use crate::lab::progress::{Change, Progress};
 
 /// The views, in tab order: a new view is a variant here (its tab, digit key and help line follow) and an
 /// arm in `view::draw`.
@@ -36,45 +37,6 @@ impl View {
     fn step(self, by: isize) -> View {
         let n = View::VARIANTS.len() as isize;
         View::VARIANTS[(self.index() as isize + by).rem_euclid(n) as usize]
-    }
-}
-
-/// One column of the comparison as the dashboard shows it.
-#[derive(Debug, Clone)]
-pub struct CellView {
-    pub cell: Cell,
-    /// Steps taken by the lane shown, and the cell's step count.
-    pub step: usize,
-    pub steps: usize,
-    pub samples_done: usize,
-    pub samples_total: usize,
-    /// The preview seeds' images, (C, H, W) each: the x0 prediction while it runs, the samples after.
-    pub images: Vec<f32>,
-    pub result: Option<CellResult>,
-    pub cached: bool,
-    /// A sharded run being watched: shards that finished this cell, of all.
-    pub shards: Option<(usize, usize)>,
-    /// Set from the dashboard's counter whenever `images` changes, so stale encodings are noticed.
-    pub version: u64,
-    /// Encodings older than this belong to whatever was in this column before.
-    pub first_version: u64,
-}
-
-impl CellView {
-    fn new(cell: Cell) -> Self {
-        CellView {
-            steps: cell.steps,
-            step: 0,
-            samples_done: 0,
-            samples_total: cell.samples(),
-            images: Vec::new(),
-            result: None,
-            shards: None,
-            cached: false,
-            version: 0,
-            first_version: 0,
-            cell,
-        }
     }
 }
 
@@ -116,15 +78,9 @@ pub struct State {
     pub experiment: Option<Experiment>,
     /// Why the file on disk does not load now.
     pub file_error: Option<String>,
-    pub cells: Vec<CellView>,
-    pub sample_shape: [usize; 3],
-    pub provider: String,
-    pub providers_note: String,
-    /// The providers that did not run, in a few words, for the status line.
-    pub providers_summary: String,
+    /// The current run's cells and providers, folded from its events.
+    pub lab: Progress,
     pub run: RunState,
-    /// The network the lab is loading, until the run is planned ("loading unet (3.4 GB)…").
-    pub loading: Option<String>,
     /// The lab run whose events count; events of older runs are dropped.
     pub generation: u64,
     /// A run to start once the current one has stopped (force flag).
@@ -138,8 +94,6 @@ pub struct State {
     pub images: HashMap<ImageSlot, Encoded>,
     /// The image protocol in use ("halfblocks", "sixel", ...).
     pub image_mode: String,
-    /// Source of image versions: every change of any cell's images gets a new one.
-    pub image_counter: u64,
     pub quit: bool,
 }
 
@@ -200,13 +154,8 @@ impl State {
             experiment_path,
             experiment,
             file_error,
-            cells: Vec::new(),
-            sample_shape: [1, 1, 1],
-            provider: String::new(),
-            providers_note: String::new(),
-            providers_summary: String::new(),
+            lab: Progress::default(),
             run: RunState::Idle,
-            loading: None,
             generation: 0,
             pending_start: None,
             view: View::Samplers,
@@ -217,7 +166,6 @@ impl State {
             training,
             images: HashMap::new(),
             image_mode: image_mode.to_string(),
-            image_counter: 0,
             quit: false,
         };
         if let Some(e) = &state.file_error {
@@ -303,6 +251,7 @@ impl State {
             }
             Msg::Encoded { slot, encoded } => {
                 let current = self
+                    .lab
                     .cells
                     .get(slot.cell)
                     .is_some_and(|c| encoded.version >= c.first_version);
@@ -374,11 +323,11 @@ impl State {
             Action::PreviousView => self.view = self.view.step(-1),
             Action::ShowView(view) => self.view = view,
             Action::SelectPrevious => self.selected = self.selected.saturating_sub(1),
-            Action::SelectNext if self.selected + 1 < self.cells.len() => self.selected += 1,
+            Action::SelectNext if self.selected + 1 < self.lab.cells.len() => self.selected += 1,
             Action::SelectNext => {}
             Action::Focus => {
                 self.view = View::Samplers;
-                self.focused = !self.focused && !self.cells.is_empty();
+                self.focused = !self.focused && !self.lab.cells.is_empty();
             }
             Action::Unfocus => self.focused = false,
             Action::RunOrCancel => {
@@ -452,136 +401,47 @@ impl State {
     }
 
     fn lab(&mut self, event: LabEvent) -> Vec<Effect> {
-        match event {
-            LabEvent::Planned {
-                cells,
-                sample_shape,
-                provider,
-                providers_note,
-                providers_summary,
-            } => {
-                self.loading = None;
-                // Keep what the previous run showed for cells that are still there, until they report.
-                let old = std::mem::take(&mut self.cells);
-                self.image_counter += 1;
-                let version = self.image_counter;
-                self.cells = cells
-                    .into_iter()
-                    .map(|cell| {
-                        let mut view = CellView::new(cell);
-                        if let Some(prev) = old.iter().find(|o| o.cell.key == view.cell.key) {
-                            view.images = prev.images.clone();
-                            view.result = prev.result.clone();
-                            view.step = prev.step;
-                        }
-                        view.version = version;
-                        view.first_version = version;
-                        view
-                    })
-                    .collect();
+        match self.lab.apply(event) {
+            Change::Planned { providers_changed } => {
+                self.selected = self.selected.min(self.lab.cells.len().saturating_sub(1));
                 self.images.clear();
-                self.selected = self.selected.min(self.cells.len().saturating_sub(1));
-                self.sample_shape = sample_shape;
-                self.provider = provider;
-                if providers_note != self.providers_note {
-                    self.push_log(format!("providers: {providers_note}"));
-                }
-                self.providers_note = providers_note;
-                self.providers_summary = providers_summary;
-            }
-            LabEvent::Progress {
-                cell,
-                step,
-                steps,
-                samples_done,
-                samples_total,
-                preview,
-            } => {
-                if let Some(c) = self.cells.get_mut(cell) {
-                    c.step = step;
-                    c.steps = steps;
-                    c.samples_done = samples_done;
-                    c.samples_total = samples_total;
-                    c.result = None;
-                    c.cached = false;
-                    if let Some(p) = preview {
-                        let len = c.cell.preview * item(self.sample_shape);
-                        if c.images.len() != len {
-                            c.images = vec![0.0; len];
-                        }
-                        let at = (samples_done * item(self.sample_shape)).min(len);
-                        let end = (at + p.len()).min(len);
-                        c.images[at..end].copy_from_slice(&p[..end - at]);
-                        self.image_counter += 1;
-                        c.version = self.image_counter;
-                    }
+                if providers_changed {
+                    self.push_log(format!("providers: {}", self.lab.providers_note));
                 }
             }
-            LabEvent::CellDone {
-                cell,
-                result,
-                images,
-                cached,
-            } => {
-                if let Some(c) = self.cells.get_mut(cell) {
-                    c.step = c.steps;
-                    c.samples_done = c.samples_total;
-                    c.cached = cached;
-                    if !images.is_empty() {
-                        c.images = images;
-                    }
-                    self.image_counter += 1;
-                    c.version = self.image_counter;
-                    c.result = Some(*result);
-                }
-            }
-            LabEvent::ShardProgress {
-                cell,
-                samples_done,
-                samples_total,
-                shards_done,
-                shards,
-            } => {
-                if let Some(c) = self.cells.get_mut(cell) {
-                    c.samples_done = samples_done;
-                    c.samples_total = samples_total;
-                    c.shards = Some((shards_done, shards));
-                }
-            }
-            LabEvent::Loading(what) => self.loading = Some(what),
-            LabEvent::Log(line) => self.push_log(line),
-            LabEvent::Finished {
-                cancelled,
-                error,
-                model_calls,
-                unbatched_model_calls,
-                wall_s,
-            } => {
-                self.loading = None;
-                if let Some(e) = &error {
-                    self.push_log(format!("error: {e}"));
-                } else if cancelled {
-                    self.push_log("cancelled");
-                } else if model_calls > 0 {
-                    self.push_log(format!(
-                        "done in {wall_s:.1} s: {model_calls} model calls for {unbatched_model_calls} cell steps"
-                    ));
-                }
-                self.run = RunState::Finished {
-                    cancelled,
-                    error,
-                    wall_s,
-                    model_calls,
-                    unbatched_model_calls,
-                };
-                if let Some(force) = self.pending_start.take()
-                    && !self.quit
-                {
-                    return self.start_lab(force);
-                }
-            }
+            Change::Log(line) => self.push_log(line),
+            Change::Finished => return self.finished(),
+            Change::Stepped(_) | Change::Done(_) | Change::Loading | Change::Nothing => {}
         }
         Vec::new()
+    }
+
+    /// The run ended: say how, and start the one asked for meanwhile.
+    fn finished(&mut self) -> Vec<Effect> {
+        let Some(o) = self.lab.outcome.clone() else {
+            return Vec::new();
+        };
+        if let Some(e) = &o.error {
+            self.push_log(format!("error: {e}"));
+        } else if o.cancelled {
+            self.push_log("cancelled");
+        } else if o.model_calls > 0 {
+            self.push_log(format!(
+                "done in {:.1} s: {} model calls for {} cell steps",
+                o.wall_s, o.model_calls, o.unbatched_model_calls
+            ));
+        }
+        self.run = RunState::Finished {
+            cancelled: o.cancelled,
+            error: o.error,
+            wall_s: o.wall_s,
+            model_calls: o.model_calls,
+            unbatched_model_calls: o.unbatched_model_calls,
+        };
+        match self.pending_start.take() {
+            Some(force) if !self.quit => self.start_lab(force),
+            _ => Vec::new(),
+        }
     }
 }
 

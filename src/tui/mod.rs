@@ -26,7 +26,7 @@ use crossterm::event::{Event, EventStream};
 use futures::StreamExt;
 use ratatui::layout::Rect;
 use ratatui_image::picker::ProtocolType;
-use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use app::{Effect, ImageSlot, Msg, State};
 use images::ImageMode;
@@ -91,32 +91,9 @@ async fn main_loop(
             tx.send(Msg::Encoded { slot, encoded }).is_ok()
         })?
     };
-    let _watcher = {
-        let tx = tx.clone();
-        match watch::watch(&options.experiment, move |r| {
-            tx.send(Msg::Reloaded(r)).is_ok()
-        }) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                state.push_log(format!("error: cannot watch the experiment file: {e}"));
-                None
-            }
-        }
-    };
+    let _watcher = watch_experiment(&tx, &options, &mut state);
     spawn_signal_handlers(&tx);
-    let _follower = match &training_roots {
-        roots if !roots.is_empty() => {
-            let tx = tx.clone();
-            match training::follow(roots, move |update| tx.send(Msg::Training(update)).is_ok()) {
-                Ok(f) => Some(f),
-                Err(e) => {
-                    state.push_log(format!("error: cannot follow the training logs: {e}"));
-                    None
-                }
-            }
-        }
-        _ => None,
-    };
+    let _follower = follow_training(&tx, &training_roots, &mut state);
     state.push_log(format!(
         "first frame after {:.0} ms; images as {}",
         first_frame.as_secs_f64() * 1e3,
@@ -133,67 +110,145 @@ async fn main_loop(
     };
     let effects = state.start();
     runner.apply(&state, effects);
+    let mut screen = Screen::new(term, &state);
+    event_loop(&mut state, &mut runner, &mut rx, &mut screen, &encoder).await?;
+    stop_lab(&mut state, &runner, &mut rx).await;
+    Ok(())
+}
 
-    let mut events = EventStream::new();
-    let mut requested: HashMap<ImageSlot, (u64, (u16, u16))> = HashMap::new();
-    let mut dirty = true;
-    let graphics = state.image_mode != images::protocol_name(ProtocolType::Halfblocks);
-    let mut overlay_drawn = false;
-    let mut last_draw = Instant::now() - FRAME_INTERVAL;
-    loop {
-        if state.quit {
-            break;
+/// Reloads come in as messages; a file that cannot be watched is an error in the log.
+fn watch_experiment(
+    tx: &UnboundedSender<Msg>,
+    options: &Options,
+    state: &mut State,
+) -> Option<watch::Watcher> {
+    let tx = tx.clone();
+    match watch::watch(&options.experiment, move |r| {
+        tx.send(Msg::Reloaded(r)).is_ok()
+    }) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            state.push_log(format!("error: cannot watch the experiment file: {e}"));
+            None
         }
-        let next_draw = tokio::time::Instant::from_std(last_draw + FRAME_INTERVAL);
+    }
+}
+
+/// New training-log records come in as messages, when the experiment names training runs.
+fn follow_training(
+    tx: &UnboundedSender<Msg>,
+    roots: &[PathBuf],
+    state: &mut State,
+) -> Option<crate::metrics::Follower> {
+    if roots.is_empty() {
+        return None;
+    }
+    let tx = tx.clone();
+    match training::follow(roots, move |update| tx.send(Msg::Training(update)).is_ok()) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            state.push_log(format!("error: cannot follow the training logs: {e}"));
+            None
+        }
+    }
+}
+
+/// The terminal and what was last drawn on it: frames at most every [`FRAME_INTERVAL`], only when
+/// something changed.
+struct Screen {
+    term: terminal::Term,
+    requested: HashMap<ImageSlot, (u64, (u16, u16))>,
+    dirty: bool,
+    graphics: bool,
+    overlay_drawn: bool,
+    last_draw: Instant,
+}
+
+impl Screen {
+    fn new(term: terminal::Term, state: &State) -> Self {
+        Screen {
+            term,
+            requested: HashMap::new(),
+            dirty: true,
+            graphics: state.image_mode != images::protocol_name(ProtocolType::Halfblocks),
+            overlay_drawn: false,
+            last_draw: Instant::now() - FRAME_INTERVAL,
+        }
+    }
+
+    fn draw(
+        &mut self,
+        state: &State,
+        encoder: &std::sync::mpsc::Sender<images::Request>,
+    ) -> anyhow::Result<()> {
+        let overlay = view::overlay_shown(state);
+        if self.graphics && self.overlay_drawn && !overlay {
+            repaint(&mut self.term)?;
+        }
+        self.overlay_drawn = overlay;
+        self.term.draw(|f| view::draw(f, state))?;
+        self.last_draw = Instant::now();
+        self.dirty = false;
+        let size = self.term.size()?;
+        let area = Rect::new(0, 0, size.width, size.height);
+        request_images(state, area, encoder, &mut self.requested);
+        Ok(())
+    }
+}
+
+/// Keys, messages and frames until the user quits or the terminal is gone.
+async fn event_loop(
+    state: &mut State,
+    runner: &mut Runner,
+    rx: &mut UnboundedReceiver<Msg>,
+    screen: &mut Screen,
+    encoder: &std::sync::mpsc::Sender<images::Request>,
+) -> anyhow::Result<()> {
+    let mut events = EventStream::new();
+    while !state.quit {
+        let next_draw = tokio::time::Instant::from_std(screen.last_draw + FRAME_INTERVAL);
         tokio::select! {
             event = events.next() => match event {
                 Some(Ok(Event::Key(key))) => {
                     let effects = state.update(Msg::Key(key));
-                    runner.apply(&state, effects);
-                    dirty = true;
+                    runner.apply(state, effects);
+                    screen.dirty = true;
                 }
                 // The next draw picks the new size up.
-                Some(Ok(Event::Resize(..))) => dirty = true,
+                Some(Ok(Event::Resize(..))) => screen.dirty = true,
                 Some(Ok(_)) => {}
                 // The terminal is gone.
                 Some(Err(_)) | None => break,
             },
             Some(msg) = rx.recv() => {
                 let effects = state.update(msg);
-                runner.apply(&state, effects);
-                dirty = true;
+                runner.apply(state, effects);
+                screen.dirty = true;
             }
-            _ = tokio::time::sleep_until(next_draw), if dirty => {
-                let overlay = view::overlay_shown(&state);
-                if graphics && overlay_drawn && !overlay {
-                    repaint(&mut term)?;
-                }
-                overlay_drawn = overlay;
-                term.draw(|f| view::draw(f, &state))?;
-                last_draw = Instant::now();
-                dirty = false;
-                let size = term.size()?;
-                request_images(&state, Rect::new(0, 0, size.width, size.height), &encoder, &mut requested);
-            }
-        }
-    }
-    // Let a running lab stop before the process ends, so no cell is left half-written.
-    if state.is_running() {
-        if let Some(lab) = &runner.lab {
-            lab.cancel();
-        }
-        let deadline = tokio::time::Instant::now() + QUIT_WAIT;
-        while state.is_running() {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(msg @ Msg::Lab { .. })) => {
-                    state.update(msg);
-                }
-                Ok(Some(_)) => {}
-                _ => break,
-            }
+            _ = tokio::time::sleep_until(next_draw), if screen.dirty => screen.draw(state, encoder)?,
         }
     }
     Ok(())
+}
+
+/// Lets a running lab stop before the process ends, so no cell is left half-written.
+async fn stop_lab(state: &mut State, runner: &Runner, rx: &mut UnboundedReceiver<Msg>) {
+    if !state.is_running() {
+        return;
+    }
+    if let Some(lab) = &runner.lab {
+        lab.cancel();
+    }
+    let deadline = tokio::time::Instant::now() + QUIT_WAIT;
+    while state.is_running() {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(msg @ Msg::Lab { .. })) => {
+                state.update(msg);
+            }
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
 }
 
 /// Clears the screen and makes the next frame send every cell. Graphics under an overlay are gone
@@ -213,7 +268,7 @@ fn request_images(
     requested: &mut HashMap<ImageSlot, (u64, (u16, u16))>,
 ) {
     for (slot, rect) in view::image_slots(state, area) {
-        let Some(cell) = state.cells.get(slot.cell) else {
+        let Some(cell) = state.lab.cells.get(slot.cell) else {
             continue;
         };
         if cell.images.is_empty() || rect.width == 0 || rect.height == 0 {
@@ -229,7 +284,7 @@ fn request_images(
             version: cell.version,
             size: wanted.1,
             samples: Arc::new(cell.images.clone()),
-            shape: state.sample_shape,
+            shape: state.lab.sample_shape,
             count: cell.cell.preview,
             columns: cell.cell.preview_rows(),
         });
@@ -314,7 +369,8 @@ impl Runner {
         let Some(experiment) = &state.experiment else {
             return;
         };
-        let rows: Vec<&app::CellView> = state
+        let rows: Vec<&crate::lab::progress::CellView> = state
+            .lab
             .cells
             .iter()
             .filter(|c| c.result.as_ref().is_some_and(|r| !r.failed()) && !c.images.is_empty())
@@ -333,7 +389,7 @@ impl Runner {
             .map(|c| c.cell.name.as_str())
             .collect::<Vec<_>>()
             .join(", ");
-        let shape = state.sample_shape;
+        let shape = state.lab.sample_shape;
         let labels = rows[0].cell.preview_labels();
         let path = experiment.output_dir.join("comparison.png");
         std::thread::spawn(move || {

@@ -9,6 +9,8 @@ use ratatui::widgets::{Axis, Block, Cell, Chart, Dataset, GraphType, Paragraph, 
 
 use super::run_list;
 use crate::lab::CellResult;
+use crate::lab::scores::reference_error::RMSE;
+use crate::lab::scores::{METRICS, TableColumn, charts};
 use crate::tui::app::State;
 use crate::tui::training::{Curve, Panel};
 
@@ -190,7 +192,7 @@ pub fn draw_training(frame: &mut Frame, state: &State, area: Rect) {
 }
 
 pub fn draw_quality(frame: &mut Frame, state: &State, area: Rect) {
-    let rows = state.cells.len() as u16 + 3;
+    let rows = state.lab.cells.len() as u16 + 3;
     let [top, bottom] = Layout::vertical([
         Constraint::Min(6),
         Constraint::Length(rows.min(area.height / 2)),
@@ -203,13 +205,12 @@ pub fn draw_quality(frame: &mut Frame, state: &State, area: Rect) {
 fn draw_fid_chart(frame: &mut Frame, state: &State, area: Rect) {
     // FID when cells have it, else the error against the reference solve (log y): one series per
     // sampler label through (log10 NFE, score).
-    let results = || state.cells.iter().filter_map(|c| c.result.as_ref());
-    let by_fid = results().any(|r| r.fid.is_some());
-    let score = |r: &CellResult| match by_fid {
-        true => r.fid,
-        false => (r.against_reference.ref_rmse)
-            .filter(|e| *e > 0.0)
-            .map(f64::log10),
+    let results = || state.lab.cells.iter().filter_map(|c| c.result.as_ref());
+    let chart = charts().find(|c| c.against_nfe && results().any(|r| r.scores.has(c.key)));
+    let by_metric = chart.is_some();
+    let score = |r: &CellResult| match &chart {
+        Some(c) => r.score(c.key),
+        None => r.score(RMSE).filter(|e| *e > 0.0).map(f64::log10),
     };
     let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     for r in results() {
@@ -220,9 +221,10 @@ fn draw_fid_chart(frame: &mut Frame, state: &State, area: Rect) {
             None => series.push((r.label.clone(), vec![point])),
         }
     }
-    let title = match by_fid || series.is_empty() {
-        true => " FID against NFE (log x) ",
-        false => " RMSE to the reference solve against NFE (log-log) ",
+    let title = match (&chart, series.is_empty()) {
+        (Some(c), _) => format!(" {} against NFE (log x) ", c.name),
+        (None, true) => " FID against NFE (log x) ".to_string(),
+        (None, false) => " RMSE to the reference solve against NFE (log-log) ".to_string(),
     };
     if series.is_empty() {
         let text = if state
@@ -274,7 +276,10 @@ fn draw_fid_chart(frame: &mut Frame, state: &State, area: Rect) {
     let xl: Vec<Line> = (xb[0] as i32..=xb[1] as i32)
         .map(|e| Line::from(format!("{}", 10f64.powi(e))))
         .collect();
-    let (yb, yl) = axis(series.iter().flat_map(|s| s.1.iter().map(|p| p.1)), !by_fid);
+    let (yb, yl) = axis(
+        series.iter().flat_map(|s| s.1.iter().map(|p| p.1)),
+        !by_metric,
+    );
     let chart = Chart::new(datasets)
         .block(Block::bordered().title(title))
         // No axis titles: the block's title names both, and a title would cover the point at the
@@ -288,45 +293,40 @@ fn draw_fid_chart(frame: &mut Frame, state: &State, area: Rect) {
 fn draw_table(frame: &mut Frame, state: &State, area: Rect) {
     // Scores in at most 7 characters, so a large KID is never cut to wrong digits.
     let opt = |v: Option<f64>| v.map_or("–".to_string(), short);
-    // The reference column only where there is a reference solve: narrow terminals keep the names.
-    let against_reference = state
-        .cells
+    // Optional columns only where a cell has them or the experiment asks: narrow terminals keep the
+    // names.
+    let spec = state.experiment.as_ref().and_then(|e| e.quality.as_ref());
+    let columns: Vec<TableColumn> = METRICS
         .iter()
-        .any(|c| (c.result.as_ref()).is_some_and(|r| r.against_reference.ref_rmse.is_some()))
-        || (state.experiment.as_ref())
-            .and_then(|e| e.quality.as_ref())
-            .is_some_and(|q| q.reference_solve.is_some());
-    let reference = |cell: Cell<'static>| against_reference.then_some(cell);
-    let mut header = vec![
-        "cell",
-        "NFE",
-        "model ms/st",
-        "step ms",
-        "ms/sample",
-        "FID",
-        "KID",
-    ];
-    header.extend(against_reference.then_some("ref RMSE"));
+        .filter(|m| {
+            m.table().is_some_and(|t| {
+                t.always
+                    || spec.is_some_and(|q| m.asked(q))
+                    || (state.lab.cells.iter())
+                        .any(|c| (c.result.as_ref()).is_some_and(|r| r.scores.has(t.key)))
+            })
+        })
+        .filter_map(|m| m.table())
+        .collect();
+    let mut header = vec!["cell", "NFE", "model ms/st", "step ms", "ms/sample"];
+    header.extend(columns.iter().map(|c| c.header));
     header.push("provider");
     let header = Row::new(header).style(Style::new().bold());
-    let rows = state.cells.iter().enumerate().map(|(i, c)| {
+    let rows = state.lab.cells.iter().enumerate().map(|(i, c)| {
         let name = Cell::from(c.cell.name.clone());
         let row = match &c.result {
-            Some(r) => Row::new(
-                [
-                    Some(name),
-                    Some(Cell::from(r.nfe.to_string())),
-                    Some(Cell::from(format!("{:.3}", r.model_ms_per_step))),
-                    Some(Cell::from(format!("{:.3}", r.sampler_ms_per_step))),
-                    Some(Cell::from(format!("{:.2}", r.ms_per_sample))),
-                    Some(Cell::from(opt(r.fid))),
-                    Some(Cell::from(opt(r.kid))),
-                    reference(Cell::from(opt(r.against_reference.ref_rmse))),
-                    Some(Cell::from(r.provider.clone())),
-                ]
-                .into_iter()
-                .flatten(),
-            ),
+            Some(r) => {
+                let mut cells = vec![
+                    name,
+                    Cell::from(r.nfe.to_string()),
+                    Cell::from(format!("{:.3}", r.model_ms_per_step)),
+                    Cell::from(format!("{:.3}", r.sampler_ms_per_step)),
+                    Cell::from(format!("{:.2}", r.ms_per_sample)),
+                ];
+                cells.extend(columns.iter().map(|t| Cell::from(opt(r.score(t.key)))));
+                cells.push(Cell::from(r.provider.clone()));
+                Row::new(cells)
+            }
             // Progress in the two timing columns, so "968/1000" is never cut.
             None => Row::new([
                 name,
@@ -347,10 +347,8 @@ fn draw_table(frame: &mut Frame, state: &State, area: Rect) {
         Constraint::Length(11),
         Constraint::Length(7),
         Constraint::Length(9),
-        Constraint::Length(7),
-        Constraint::Length(7),
     ];
-    widths.extend(against_reference.then_some(Constraint::Length(8)));
+    widths.extend(columns.iter().map(|c| Constraint::Length(c.width)));
     widths.push(Constraint::Length(8));
     let table = Table::new(rows, widths)
         .header(header)

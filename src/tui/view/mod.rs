@@ -164,13 +164,18 @@ fn draw_status(frame: &mut Frame, state: &State, area: Rect) {
         format!(" {} ", state.file_name()),
         Style::new().reversed(),
     )];
-    let done = state.cells.iter().filter(|c| c.result.is_some()).count();
+    let done = state
+        .lab
+        .cells
+        .iter()
+        .filter(|c| c.result.is_some())
+        .count();
     let run = match &state.run {
         RunState::Idle => Span::raw(" idle").dim(),
-        RunState::Running => match &state.loading {
+        RunState::Running => match &state.lab.loading {
             Some(what) => Span::styled(format!(" {what}"), Color::Yellow),
             None => Span::styled(
-                format!(" running {done}/{}", state.cells.len()),
+                format!(" running {done}/{}", state.lab.cells.len()),
                 Color::Yellow,
             ),
         },
@@ -179,11 +184,11 @@ fn draw_status(frame: &mut Frame, state: &State, area: Rect) {
         RunState::Finished {
             cancelled: true, ..
         } => Span::styled(
-            format!(" cancelled {done}/{}", state.cells.len()),
+            format!(" cancelled {done}/{}", state.lab.cells.len()),
             Color::Yellow,
         ),
         RunState::Finished { wall_s, .. } => Span::styled(
-            format!(" done {done}/{} in {wall_s:.1} s", state.cells.len()),
+            format!(" done {done}/{} in {wall_s:.1} s", state.lab.cells.len()),
             Color::Green,
         ),
     };
@@ -206,10 +211,10 @@ fn draw_status(frame: &mut Frame, state: &State, area: Rect) {
         };
         spans.push(Span::raw(format!(" · {model}")));
     }
-    if !state.provider.is_empty() {
-        spans.push(Span::raw(format!(" on {}", state.provider)));
-        if !state.providers_summary.is_empty() {
-            let text = format!(" ({}; see the log)", state.providers_summary);
+    if !state.lab.provider.is_empty() {
+        spans.push(Span::raw(format!(" on {}", state.lab.provider)));
+        if !state.lab.providers_summary.is_empty() {
+            let text = format!(" ({}; see the log)", state.lab.providers_summary);
             spans.push(Span::raw(text).dim());
         }
     }

@@ -10,7 +10,9 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block, Paragraph, Wrap};
 use ratatui_image::Image;
 
-use crate::tui::app::{CellView, ImageSlot, State};
+use crate::lab::progress::CellView;
+use crate::lab::scores::METRICS;
+use crate::tui::app::{ImageSlot, State};
 
 /// Narrowest column that still reads.
 const MIN_COLUMN: u16 = 18;
@@ -25,6 +27,7 @@ const MAX_GUTTER: u16 = 16;
 /// has the experiment's prompts); no gutter otherwise.
 fn split_gutter(state: &State, area: Rect) -> (Rect, Rect) {
     let rows = state
+        .lab
         .cells
         .first()
         .filter(|c| c.cell.preview_rows().is_some());
@@ -72,7 +75,7 @@ fn distinct_parts(labels: &[String], room: usize) -> Vec<String> {
 
 /// Each prompt beside its row of the encoded previews in `image` (nothing until they are encoded).
 fn draw_row_labels(frame: &mut Frame, state: &State, gutter: Rect, slot: ImageSlot, image: Rect) {
-    let (Some(cell), Some(enc)) = (state.cells.get(slot.cell), state.images.get(&slot)) else {
+    let (Some(cell), Some(enc)) = (state.lab.cells.get(slot.cell), state.images.get(&slot)) else {
         return;
     };
     let labels = &cell.cell.conditions;
@@ -102,7 +105,7 @@ fn draw_row_labels(frame: &mut Frame, state: &State, gutter: Rect, slot: ImageSl
 
 /// Each visible cell and its column, keeping the selected cell in view.
 fn columns(state: &State, area: Rect) -> Vec<(usize, Rect)> {
-    let n = state.cells.len();
+    let n = state.lab.cells.len();
     if n == 0 {
         return Vec::new();
     }
@@ -133,7 +136,7 @@ fn focus_rects(state: &State, area: Rect) -> (Rect, Rect, Rect) {
 
 pub fn image_slots(state: &State, area: Rect) -> Vec<(ImageSlot, Rect)> {
     if state.focused {
-        if state.cells.get(state.selected).is_none() {
+        if state.lab.cells.get(state.selected).is_none() {
             return Vec::new();
         }
         let slot = ImageSlot {
@@ -149,7 +152,7 @@ pub fn image_slots(state: &State, area: Rect) -> Vec<(ImageSlot, Rect)> {
 }
 
 pub fn draw(frame: &mut Frame, state: &State, area: Rect) {
-    if state.cells.is_empty() {
+    if state.lab.cells.is_empty() {
         let text = if state.experiment.is_none() {
             "no experiment loaded: fix the file and save it"
         } else {
@@ -164,12 +167,12 @@ pub fn draw(frame: &mut Frame, state: &State, area: Rect) {
         return;
     }
     if state.focused
-        && let Some(cell) = state.cells.get(state.selected)
+        && let Some(cell) = state.lab.cells.get(state.selected)
     {
         draw_focused(frame, state, cell, area);
         return;
     }
-    let n = state.cells.len();
+    let n = state.lab.cells.len();
     let gutter = split_gutter(state, area).0;
     let visible = columns(state, area);
     if let Some(&(first, rect)) = visible.first() {
@@ -180,7 +183,7 @@ pub fn draw(frame: &mut Frame, state: &State, area: Rect) {
         draw_row_labels(frame, state, gutter, slot, image_rect(rect));
     }
     for (i, rect) in visible.iter().copied() {
-        let cell = &state.cells[i];
+        let cell = &state.lab.cells[i];
         let selected = i == state.selected;
         let more_left = i > 0 && i == visible[0].0;
         let title = column_title(cell, rect.width.saturating_sub(2) as usize, more_left);
@@ -297,7 +300,7 @@ fn info_lines(state: &State, cell: &CellView, long: bool, width: u16) -> Vec<Lin
     let provider = cell
         .result
         .as_ref()
-        .map_or(state.provider.clone(), |r| r.provider.clone());
+        .map_or(state.lab.provider.clone(), |r| r.provider.clone());
     let mut lines = vec![status(cell)];
     let nfe = cell.result.as_ref().map_or(cell.steps, |r| r.nfe);
     if long {
@@ -320,28 +323,15 @@ fn info_lines(state: &State, cell: &CellView, long: bool, width: u16) -> Vec<Lin
                 r.ms_per_sample
             )));
             lines.push(Line::from(format!("samples  {}", r.samples)));
-            if let Some(fid) = r.fid {
-                lines.push(Line::from(format!("FID      {fid:.3}")));
-            }
-            if let Some(kid) = r.kid {
-                lines.push(Line::from(format!(
-                    "KID      {kid:.4} ± {:.4}",
-                    r.kid_std.unwrap_or(0.0)
-                )));
-            }
-            let against = &r.against_reference;
-            if let Some(rmse) = against.ref_rmse {
-                lines.push(Line::from(format!("ref RMSE {rmse:.3e}")));
-                let psnr = against.ref_psnr_decoded.or(against.ref_psnr);
-                if let Some(psnr) = psnr {
-                    lines.push(Line::from(format!("ref PSNR {psnr:.1} dB")));
-                }
-            }
-            if let Some(acc) = r.accuracy {
-                lines.push(Line::from(format!("accuracy {:.0}%", acc * 100.0)));
-                let labels = cell.cell.conditions.iter();
-                for (label, a) in labels.zip(&r.accuracies) {
-                    lines.push(Line::from(format!("  {:>4.0}% {label}", a * 100.0)).dim());
+            for metric in METRICS {
+                let detail = metric.detail(&r.scores);
+                let breakdown = metric.per_condition() && !detail.is_empty();
+                lines.extend(detail.into_iter().map(Line::from));
+                if breakdown {
+                    let labels = cell.cell.conditions.iter();
+                    for (label, a) in labels.zip(&r.accuracies) {
+                        lines.push(Line::from(format!("  {:>4.0}% {label}", a * 100.0)).dim());
+                    }
                 }
             }
         }
@@ -352,10 +342,7 @@ fn info_lines(state: &State, cell: &CellView, long: bool, width: u16) -> Vec<Lin
         Some(r) => {
             let time = format!("{:.3} ms/step", r.model_ms_per_step + r.sampler_ms_per_step);
             let mut parts = Vec::new();
-            parts.extend(r.fid.map(|fid| format!("FID {fid:.2}")));
-            parts.extend(r.accuracy.map(|a| format!("acc {:.0}%", a * 100.0)));
-            let rmse = r.against_reference.ref_rmse;
-            parts.extend(rmse.map(|e| format!("rmse {e:.1e}")));
+            parts.extend(METRICS.iter().filter_map(|m| m.brief(&r.scores)));
             parts.push(time);
             lines.push(Line::from(fit(&parts, width)).dim());
         }
@@ -427,6 +414,7 @@ fn draw_image(frame: &mut Frame, state: &State, slot: ImageSlot, rect: Rect) {
         return;
     }
     let empty = state
+        .lab
         .cells
         .get(slot.cell)
         .is_none_or(|c| c.images.is_empty());

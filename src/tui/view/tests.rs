@@ -12,7 +12,7 @@ use ratatui_image::picker::{Picker, ProtocolType};
 
 use super::{draw, image_slots};
 use crate::experiment::Experiment;
-use crate::lab::{AgainstReference, CellResult, LabEvent, plan};
+use crate::lab::{CellResult, LabEvent, plan};
 use crate::tui::app::{Msg, State, View, item};
 use crate::tui::images::{Request, encode};
 use crate::tui::training::{Series, TrainingUpdate};
@@ -75,10 +75,11 @@ fn result(name: &str, label: &str, steps: usize, fid: Option<f64>) -> CellResult
         model_ms_per_step: 0.125,
         sampler_ms_per_step: 0.0125,
         ms_per_sample: 0.25 * steps as f64,
-        fid,
-        kid: fid.map(|f| f / 1000.0),
-        kid_std: fid.map(|_| 0.0005),
-        accuracy: None,
+        scores: fid
+            .map(|f| [("fid", f), ("kid", f / 1000.0), ("kid_std", 0.0005)])
+            .into_iter()
+            .flatten()
+            .collect(),
         accuracies: Vec::new(),
         provider: "cpu".into(),
         tf32: None,
@@ -89,7 +90,7 @@ fn result(name: &str, label: &str, steps: usize, fid: Option<f64>) -> CellResult
         guidance_rescale: 0.0,
         prompts: Vec::new(),
         classes: Vec::new(),
-        against_reference: Default::default(),
+        reference: None,
     }
 }
 
@@ -175,7 +176,7 @@ fn encode_images(state: &mut State, width: u16, height: u16) {
 
 fn encode_images_as(picker: &Picker, state: &mut State, width: u16, height: u16) {
     for (slot, rect) in image_slots(state, Rect::new(0, 0, width, height)) {
-        let cell = &state.cells[slot.cell];
+        let cell = &state.lab.cells[slot.cell];
         if cell.images.is_empty() {
             continue;
         }
@@ -184,7 +185,7 @@ fn encode_images_as(picker: &Picker, state: &mut State, width: u16, height: u16)
             version: cell.version,
             size: (rect.width, rect.height),
             samples: std::sync::Arc::new(cell.images.clone()),
-            shape: state.sample_shape,
+            shape: state.lab.sample_shape,
             count: cell.cell.preview,
             columns: cell.cell.preview_rows(),
         };
@@ -255,17 +256,14 @@ guidance = [1, 7.5]
         providers_summary: String::new(),
     });
     for (i, c) in cells.iter().enumerate() {
-        let scored = CellResult {
-            accuracy: Some(0.5 + 0.25 * i as f64),
+        let mut scored = CellResult {
             accuracies: vec![1.0, 0.5 * i as f64],
-            against_reference: AgainstReference {
-                reference: Some("reference dpm++3m 500".into()),
-                ref_rmse: Some(0.02 / (i + 1) as f64),
-                ref_psnr: Some(40.0 + 6.0 * i as f64),
-                ..Default::default()
-            },
+            reference: Some("reference dpm++3m 500".into()),
             ..result(&c.name, &c.label, c.steps, Some(40.0 - 10.0 * i as f64))
         };
+        scored.scores.set("accuracy", 0.5 + 0.25 * i as f64);
+        scored.scores.set("ref_rmse", 0.02 / (i + 1) as f64);
+        scored.scores.set("ref_psnr", 40.0 + 6.0 * i as f64);
         lab(LabEvent::CellDone {
             cell: i,
             result: Box::new(scored),
@@ -279,7 +277,7 @@ guidance = [1, 7.5]
 #[test]
 fn samplers_view_one_row_per_prompt_labelled() {
     let mut s = prompt_state();
-    assert_eq!(s.cells[0].cell.preview_rows(), Some(4));
+    assert_eq!(s.lab.cells[0].cell.preview_rows(), Some(4));
     snapshots("samplers_prompts", &mut s);
     key(&mut s, KeyCode::Enter);
     assert!(s.focused);
@@ -480,15 +478,10 @@ fn quality_view_without_scores() {
 #[test]
 fn quality_view_against_a_reference_solve() {
     let mut s = state(false);
-    let cells: Vec<_> = s.cells.iter().map(|c| c.cell.clone()).collect();
+    let cells: Vec<_> = s.lab.cells.iter().map(|c| c.cell.clone()).collect();
     for (i, c) in cells.iter().enumerate() {
-        let result = CellResult {
-            against_reference: AgainstReference {
-                ref_rmse: Some(0.5 / c.steps as f64),
-                ..Default::default()
-            },
-            ..result(&c.name, &c.label, c.steps, None)
-        };
+        let mut result = result(&c.name, &c.label, c.steps, None);
+        result.scores.set("ref_rmse", 0.5 / c.steps as f64);
         let generation = s.generation;
         s.update(Msg::Lab {
             generation,
@@ -538,7 +531,7 @@ fn frame_time_at_160x48() {
     let per_frame = start.elapsed().as_secs_f64() * 1e3 / frames as f64;
     println!("samplers view at 160x48: {per_frame:.3} ms per frame (draw and diff)");
     assert!(per_frame < 50.0, "a frame takes {per_frame} ms");
-    assert_eq!(item(s.sample_shape), 64);
+    assert_eq!(item(s.lab.sample_shape), 64);
 }
 
 /// The cells a frame sends after `previous`, with their positions.
@@ -570,7 +563,7 @@ fn every_column_image_is_sent_in_every_graphics_protocol() {
         encode_images_as(&picker, &mut s, 160, 48);
         let with_images = image_slots(&s, Rect::new(0, 0, 160, 48))
             .into_iter()
-            .filter(|(slot, _)| !s.cells[slot.cell].images.is_empty())
+            .filter(|(slot, _)| !s.lab.cells[slot.cell].images.is_empty())
             .collect::<Vec<_>>();
         assert_eq!(with_images.len(), 3, "{protocol:?}");
         let mut terminal = Terminal::new(TestBackend::new(160, 48)).unwrap();
