@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::metrics::series::{Ema, Summary, XAxis, YScale};
-use crate::metrics::{FollowEvent, FollowOptions, Follower, Store, tag_matches};
+use crate::metrics::{FollowEvent, FollowOptions, Follower, Point, Store, tag_matches};
 use crate::plot::{PlotOptions, panels_from_store, plot_to_file};
 
 /// Read training logs (JSON lines, CSV, TensorBoard event files): summary, plots, live follow.
@@ -250,12 +250,7 @@ fn follow(args: &MetricsArgs, out: &mut dyn Write) -> Result<()> {
     let deadline = args
         .follow_for
         .map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
-    let mut store = Store::new();
-    let mut caught_up = false;
-    let mut emas: HashMap<(String, String), Ema> = HashMap::new();
-    let mut last_plot: Option<Instant> = None;
-    let mut plot_dirty = false;
-    let matches = |tag: &str| args.tags.is_empty() || args.tags.iter().any(|p| tag_matches(p, tag));
+    let mut tail = Tail::new(args);
     loop {
         let wait = match deadline {
             Some(d) => match d.checked_duration_since(Instant::now()) {
@@ -265,91 +260,143 @@ fn follow(args: &MetricsArgs, out: &mut dyn Write) -> Result<()> {
             None => Duration::from_millis(250),
         };
         match rx.recv_timeout(wait) {
-            Ok(event) => {
-                store.apply(&event);
-                match &event {
-                    FollowEvent::CaughtUp => {
-                        caught_up = true;
-                        write_summary(out, &store, args)?;
-                        writeln!(out, "following {} (Ctrl-C to stop)", paths_list(args))?;
-                        // Start the running averages from what was there.
-                        if args.smooth > 0.0 {
-                            for run in store.runs() {
-                                for tag in run.tags() {
-                                    let mut ema = Ema::new(args.smooth);
-                                    if let Some(s) = run.series(tag) {
-                                        for p in &s.points {
-                                            ema.next(p.value);
-                                        }
-                                    }
-                                    emas.insert((run.name.clone(), tag.to_owned()), ema);
-                                }
-                            }
-                        }
-                        plot_dirty = true;
-                    }
-                    FollowEvent::Points { run, series, .. } if caught_up => {
-                        for (tag, points) in series {
-                            if !matches(tag) {
-                                continue;
-                            }
-                            for p in points {
-                                let mut line = format!(
-                                    "{run}  {tag}  step={}  value={}",
-                                    p.step,
-                                    format_value(p.value)
-                                );
-                                if args.smooth > 0.0 {
-                                    let ema = emas
-                                        .entry((run.clone(), tag.clone()))
-                                        .or_insert_with(|| Ema::new(args.smooth));
-                                    line.push_str(&format!(
-                                        "  smoothed={}",
-                                        format_value(ema.next(p.value))
-                                    ));
-                                }
-                                writeln!(out, "{line}")?;
-                            }
-                        }
-                        out.flush()?;
-                        plot_dirty = true;
-                    }
-                    FollowEvent::Reset { run, path, .. } if caught_up => {
-                        eprintln!(
-                            "{run}: {} was truncated or replaced; rereading",
-                            path.display()
-                        );
-                        emas.retain(|(r, _), _| r != run);
-                        plot_dirty = true;
-                    }
-                    FollowEvent::Skipped {
-                        run, path, skipped, ..
-                    } if caught_up => {
-                        eprintln!("{run}: {}: skipped {skipped}", path.display());
-                    }
-                    FollowEvent::Error { path, message } => {
-                        eprintln!("{}: {message}", path.display());
-                    }
-                    FollowEvent::PassedBy(p) => eprintln!("note: {p}"),
-                    _ => {}
-                }
-            }
+            Ok(event) => tail.apply(&event, out)?,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        if plot_dirty && caught_up && args.plot.is_some() {
-            let due = last_plot.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
-            if due && !store.is_empty() {
-                if let Err(e) = plot(&store, args) {
-                    eprintln!("plot: {e:#}");
-                }
-                last_plot = Some(Instant::now());
-                plot_dirty = false;
-            }
-        }
+        tail.plot_if_due();
     }
     follower.stop();
     Ok(())
+}
+
+/// `metrics --follow`: the logs read so far, and what has been printed and plotted of them.
+struct Tail<'a> {
+    args: &'a MetricsArgs,
+    store: Store,
+    caught_up: bool,
+    emas: HashMap<(String, String), Ema>,
+    last_plot: Option<Instant>,
+    plot_dirty: bool,
+}
+
+impl<'a> Tail<'a> {
+    fn new(args: &'a MetricsArgs) -> Self {
+        Tail {
+            args,
+            store: Store::new(),
+            caught_up: false,
+            emas: HashMap::new(),
+            last_plot: None,
+            plot_dirty: false,
+        }
+    }
+
+    /// Takes one event in: once the logs are read up to their ends, the summary, then a line per new
+    /// point of a matching tag.
+    fn apply(&mut self, event: &FollowEvent, out: &mut dyn Write) -> Result<()> {
+        self.store.apply(event);
+        match event {
+            FollowEvent::CaughtUp => {
+                self.caught_up = true;
+                write_summary(out, &self.store, self.args)?;
+                writeln!(out, "following {} (Ctrl-C to stop)", paths_list(self.args))?;
+                self.start_averages();
+                self.plot_dirty = true;
+            }
+            FollowEvent::Points { run, series, .. } if self.caught_up => {
+                for (tag, points) in series {
+                    if self.matches(tag) {
+                        self.print_points(run, tag, points, out)?;
+                    }
+                }
+                out.flush()?;
+                self.plot_dirty = true;
+            }
+            FollowEvent::Reset { run, path, .. } if self.caught_up => {
+                eprintln!(
+                    "{run}: {} was truncated or replaced; rereading",
+                    path.display()
+                );
+                self.emas.retain(|(r, _), _| r != run);
+                self.plot_dirty = true;
+            }
+            FollowEvent::Skipped {
+                run, path, skipped, ..
+            } if self.caught_up => {
+                eprintln!("{run}: {}: skipped {skipped}", path.display());
+            }
+            FollowEvent::Error { path, message } => {
+                eprintln!("{}: {message}", path.display());
+            }
+            FollowEvent::PassedBy(p) => eprintln!("note: {p}"),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn matches(&self, tag: &str) -> bool {
+        self.args.tags.is_empty() || self.args.tags.iter().any(|p| tag_matches(p, tag))
+    }
+
+    /// The running averages start from what was there.
+    fn start_averages(&mut self) {
+        if self.args.smooth <= 0.0 {
+            return;
+        }
+        for run in self.store.runs() {
+            for tag in run.tags() {
+                let mut ema = Ema::new(self.args.smooth);
+                if let Some(s) = run.series(tag) {
+                    for p in &s.points {
+                        ema.next(p.value);
+                    }
+                }
+                self.emas.insert((run.name.clone(), tag.to_owned()), ema);
+            }
+        }
+    }
+
+    fn print_points(
+        &mut self,
+        run: &str,
+        tag: &str,
+        points: &[Point],
+        out: &mut dyn Write,
+    ) -> Result<()> {
+        for p in points {
+            let mut line = format!(
+                "{run}  {tag}  step={}  value={}",
+                p.step,
+                format_value(p.value)
+            );
+            if self.args.smooth > 0.0 {
+                let ema = (self.emas)
+                    .entry((run.to_owned(), tag.to_owned()))
+                    .or_insert_with(|| Ema::new(self.args.smooth));
+                line.push_str(&format!("  smoothed={}", format_value(ema.next(p.value))));
+            }
+            writeln!(out, "{line}")?;
+        }
+        Ok(())
+    }
+
+    /// `--plot` redrawn at most once a second, when there is something new.
+    fn plot_if_due(&mut self) {
+        if !(self.plot_dirty && self.caught_up && self.args.plot.is_some()) {
+            return;
+        }
+        let due = self
+            .last_plot
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if due && !self.store.is_empty() {
+            if let Err(e) = plot(&self.store, self.args) {
+                eprintln!("plot: {e:#}");
+            }
+            self.last_plot = Some(Instant::now());
+            self.plot_dirty = false;
+        }
+    }
 }
 
 fn paths_list(args: &MetricsArgs) -> String {

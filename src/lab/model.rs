@@ -324,12 +324,7 @@ fn assemble(
                 sample: Some(sample_shape),
                 sequence: None,
             };
-            let (options, note) = with_profile(&part_options, &v.model, hints);
-            loading(loading_line(&v.model));
-            let vae = VaeDecoder::load(&v.model, v.scaling_factor, v.shift_factor, &options)?;
-            note_if_tensorrt(vae.model().provider(), note, &mut notes);
-            notes.extend(upcast_note(v, &vae));
-            Some(vae)
+            Some(load_vae(v, &part_options, hints, loading, &mut notes)?)
         }
         None => None,
     };
@@ -346,17 +341,13 @@ fn assemble(
         sample: None,
         sequence,
     };
-    let encoders = parts
-        .encoders
-        .iter()
-        .map(|(model, tokenizer)| {
-            let (options, note) = with_profile(&part_options, model, text_hints);
-            loading(loading_line(model));
-            let encoder = TextEncoder::load(model, tokenizer, &options)?;
-            note_if_tensorrt(encoder.model().provider(), note, &mut notes);
-            Ok(encoder)
-        })
-        .collect::<Result<Vec<_>, EngineError>>()?;
+    let encoders = load_text_encoders(
+        &parts.encoders,
+        &part_options,
+        text_hints,
+        loading,
+        &mut notes,
+    )?;
     notes.extend(timestep_note(&model));
     let mut loaded = LoadedModel {
         sample_shape,
@@ -385,6 +376,42 @@ fn assemble(
     let cut = loaded.condition(experiment)?;
     loaded.notes.extend(cut);
     Ok(loaded)
+}
+
+/// The pipeline's VAE decoder, with a note when TensorRT or an fp32 upcast is involved.
+fn load_vae(
+    vae: &VaeDecoderPart,
+    options: &OnnxOptions,
+    hints: ShapeHints,
+    loading: &dyn Fn(String),
+    notes: &mut Vec<String>,
+) -> Result<VaeDecoder, EngineError> {
+    let (options, note) = with_profile(options, &vae.model, hints);
+    loading(loading_line(&vae.model));
+    let decoder = VaeDecoder::load(&vae.model, vae.scaling_factor, vae.shift_factor, &options)?;
+    note_if_tensorrt(decoder.model().provider(), note, notes);
+    notes.extend(upcast_note(vae, &decoder));
+    Ok(decoder)
+}
+
+/// The pipeline's text encoders (model and tokenizer each), in order.
+fn load_text_encoders(
+    encoders: &[(PathBuf, PathBuf)],
+    options: &OnnxOptions,
+    hints: ShapeHints,
+    loading: &dyn Fn(String),
+    notes: &mut Vec<String>,
+) -> Result<Vec<TextEncoder>, EngineError> {
+    encoders
+        .iter()
+        .map(|(model, tokenizer)| {
+            let (options, note) = with_profile(options, model, hints);
+            loading(loading_line(model));
+            let encoder = TextEncoder::load(model, tokenizer, &options)?;
+            note_if_tensorrt(encoder.model().provider(), note, notes);
+            Ok(encoder)
+        })
+        .collect()
 }
 
 /// Images per VAE decoder call when the experiment does not say: about a megapixel per call (1 at 1024²,

@@ -2,6 +2,7 @@
 //! solve the references the pending cells need, then step the pending cells in lockstep (`lockstep`), and
 //! say how it ended. A cancel takes effect before the next model call.
 
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
 use std::time::Instant;
@@ -139,38 +140,11 @@ fn run_with(
     } = run;
     let out = out.as_path();
     let tallied = shard_items.is_some();
-    let mut notes = match reused {
-        true => vec![format!(
-            "the model is unchanged: its networks stay loaded ({})",
-            model.provider
-        )],
-        false => std::mem::take(&mut model.notes),
-    };
-    notes.extend(model.condition(experiment)?);
-    check_guidance(&cells, &model.conditions, model.denoiser.is_conditional())?;
-    let decode_every = match experiment.preview {
-        Preview::Decode { .. } if model.decoder.is_none() => {
-            let _ = tx.send(LabEvent::Log(
-                "[sampling] preview = \"decode\": the model has no VAE decoder; its previews are its samples"
-                    .into(),
-            ));
-            None
-        }
-        Preview::Decode { every } => Some(every),
-        Preview::Approx => None,
-    };
+    let notes = condition(experiment, model, reused, &cells)?;
+    let decode_every = decode_every(experiment, model, tx);
     let (sample_shape, image_shape) = (model.sample_shape, model.image_shape);
     let item: usize = sample_shape.iter().product();
-    if experiment.noise == NoiseKind::Torch && item < 16 && experiment.init_noise.is_none() {
-        return Err(Stop::Error(format!(
-            "[sampling] noise = \"torch\" reproduces torch.randn for samples of 16 values or more; this \
-             model's sample has {item} ({sample_shape:?})"
-        )));
-    }
-    let init_noise = match &experiment.init_noise {
-        Some(path) => Some(read_init_noise(path, sample_shape, &cells)?),
-        None => None,
-    };
+    let init_noise = initial_noise(experiment, sample_shape, &cells)?;
     let _ = tx.send(LabEvent::Planned {
         cells: cells.clone(),
         sample_shape: display_shape(image_shape),
@@ -184,13 +158,7 @@ fn run_with(
     if let Some(count) = watched {
         return watch_and_merge(experiment, &cells, count, cancel, tx);
     }
-    std::fs::create_dir_all(out).map_err(at("create the output folder", out))?;
-    let (mut results, warning) = Results::open(&out.join("results.json"))?;
-    if let Some(w) = warning {
-        let _ = tx.send(LabEvent::Log(w));
-    }
-    results.experiment = experiment.name.clone();
-    results.image_shape = Some(image_shape);
+    let results = open_results(experiment, out, image_shape, tx)?;
     let pending = reuse_cached(
         &cells,
         &results,
@@ -255,6 +223,83 @@ fn run_with(
     );
     model.decoder = lab.ctx.pictures.decoder.take();
     result
+}
+
+/// Sets the model's conditioning for the experiment and checks the cells' guidance against it; returns
+/// what loading and conditioning have to say.
+fn condition(
+    experiment: &Experiment,
+    model: &mut LoadedModel,
+    reused: bool,
+    cells: &[Cell],
+) -> Result<Vec<String>, Stop> {
+    let mut notes = match reused {
+        true => vec![format!(
+            "the model is unchanged: its networks stay loaded ({})",
+            model.provider
+        )],
+        false => std::mem::take(&mut model.notes),
+    };
+    notes.extend(model.condition(experiment)?);
+    check_guidance(cells, &model.conditions, model.denoiser.is_conditional())?;
+    Ok(notes)
+}
+
+/// How often previews are decoded by the VAE (`None`: the fast approximation); a model without a decoder
+/// previews its samples, and the log says so.
+fn decode_every(
+    experiment: &Experiment,
+    model: &LoadedModel,
+    tx: &Sender<LabEvent>,
+) -> Option<usize> {
+    match experiment.preview {
+        Preview::Decode { .. } if model.decoder.is_none() => {
+            let _ = tx.send(LabEvent::Log(
+                "[sampling] preview = \"decode\": the model has no VAE decoder; its previews are its samples"
+                    .into(),
+            ));
+            None
+        }
+        Preview::Decode { every } => Some(every),
+        Preview::Approx => None,
+    }
+}
+
+/// The experiment's `init_noise` file, read for the cells; refuses torch noise for samples too small to
+/// reproduce it.
+fn initial_noise(
+    experiment: &Experiment,
+    sample_shape: [usize; 3],
+    cells: &[Cell],
+) -> Result<Option<Vec<f32>>, Stop> {
+    let item: usize = sample_shape.iter().product();
+    if experiment.noise == NoiseKind::Torch && item < 16 && experiment.init_noise.is_none() {
+        return Err(Stop::Error(format!(
+            "[sampling] noise = \"torch\" reproduces torch.randn for samples of 16 values or more; this \
+             model's sample has {item} ({sample_shape:?})"
+        )));
+    }
+    match &experiment.init_noise {
+        Some(path) => Ok(Some(read_init_noise(path, sample_shape, cells)?)),
+        None => Ok(None),
+    }
+}
+
+/// The output folder's results file, for this run to update.
+fn open_results(
+    experiment: &Experiment,
+    out: &Path,
+    image_shape: [usize; 3],
+    tx: &Sender<LabEvent>,
+) -> Result<Results, Stop> {
+    std::fs::create_dir_all(out).map_err(at("create the output folder", out))?;
+    let (mut results, warning) = Results::open(&out.join("results.json"))?;
+    if let Some(w) = warning {
+        let _ = tx.send(LabEvent::Log(w));
+    }
+    results.experiment = experiment.name.clone();
+    results.image_shape = Some(image_shape);
+    Ok(results)
 }
 
 /// The reference solves the pending cells are compared with come first, so each cell is scored as soon as
