@@ -5,6 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use ratatui::layout::Rect;
 use ratatui_image::protocol::Protocol;
 
 use strum::VariantArray;
@@ -57,11 +58,13 @@ pub enum RunState {
     },
 }
 
-/// Which image of a cell: its column thumbnail or the focused view's large grid.
+/// One preview tile: a cell's preview sample `item`, encoded at `size` (columns, rows). Encodings stay
+/// cached by slot, so paging and zooming back never encode a tile twice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ImageSlot {
     pub cell: usize,
-    pub large: bool,
+    pub item: usize,
+    pub size: (u16, u16),
 }
 
 /// An image encoded for the terminal at one size.
@@ -88,6 +91,15 @@ pub struct State {
     pub view: View,
     pub selected: usize,
     pub focused: bool,
+    /// The Samplers view's first grid row and column shown (prompts or samples, seeds).
+    pub page: (usize, usize),
+    /// The preview tiles' zoom (an index into the view's zoom steps); `None`: the largest that shows
+    /// everything.
+    pub zoom: Option<usize>,
+    /// One terminal cell in pixels when images are graphics (sixel, kitty); `None` for half blocks.
+    pub font: Option<(u16, u16)>,
+    /// The terminal's size at the last frame: how far a page goes.
+    pub screen: Rect,
     pub help: bool,
     pub log: VecDeque<String>,
     pub training: TrainingState,
@@ -161,6 +173,10 @@ impl State {
             view: View::Samplers,
             selected: 0,
             focused: false,
+            page: (0, 0),
+            zoom: None,
+            font: None,
+            screen: Rect::new(0, 0, 160, 48),
             help: false,
             log: VecDeque::new(),
             training,
@@ -224,6 +240,34 @@ impl State {
             force,
             generation: self.generation,
         }]
+    }
+
+    /// Moves the Samplers view a page of rows or seeds on (or back), as far as there are more.
+    fn turn_page(&mut self, rows: isize, cols: isize) {
+        self.view = View::Samplers;
+        let Some(page) = crate::tui::view::samplers_page(self, self.screen) else {
+            return;
+        };
+        let step = |first: usize, shown: usize, total: usize, by: isize| {
+            let last = total.saturating_sub(shown.max(1));
+            first
+                .min(last)
+                .saturating_add_signed(by * shown.max(1) as isize)
+                .min(last)
+        };
+        self.page.0 = step(page.rows.start, page.rows.len(), page.grid.rows, rows);
+        self.page.1 = step(page.cols.start, page.cols.len(), page.grid.cols, cols);
+    }
+
+    /// One zoom step larger or smaller tiles, from what the view shows now; never below legible.
+    fn zoom_by(&mut self, larger: bool) {
+        self.view = View::Samplers;
+        let now = crate::tui::view::samplers_page(self, self.screen).map_or(0, |p| p.zoom);
+        let top = crate::tui::view::page::ZOOMS.len() - 1;
+        self.zoom = Some(match larger {
+            true => (now + 1).min(top),
+            false => now.saturating_sub(1),
+        });
     }
 
     /// Applies one message.
@@ -347,6 +391,11 @@ impl State {
                 return self.start_lab(true);
             }
             Action::SaveGrid => return vec![Effect::SaveGrid],
+            Action::NextRows => self.turn_page(1, 0),
+            Action::PreviousRows => self.turn_page(-1, 0),
+            Action::NextSeeds => self.turn_page(0, 1),
+            Action::PreviousSeeds => self.turn_page(0, -1),
+            Action::ZoomIn | Action::ZoomOut => self.zoom_by(action == Action::ZoomIn),
             Action::LogY => self.training.log_y = !self.training.log_y,
             Action::TimeAxis => self.training.x_time = !self.training.x_time,
             Action::Smoother => self.training.smoother(),

@@ -13,7 +13,7 @@ use ratatui_image::picker::{Capability, Picker, ProtocolType, cap_parser::QueryS
 
 use super::app::{Encoded, ImageSlot};
 use super::probe;
-use crate::lab::images::{grid, upscale};
+use crate::lab::images::{GAP, grid, upscale};
 
 /// `--images`: how samples are drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -125,7 +125,12 @@ pub fn encode(picker: &Picker, r: &Request) -> Option<Encoded> {
     let best = r
         .columns
         .unwrap_or_else(|| best_columns(r.count, pw, ph, gw, gh));
-    let img = grid(&r.samples, r.shape, r.count, best);
+    let mut img = grid(&r.samples, r.shape, r.count, best);
+    if r.count == 1 {
+        // A lone tile needs no gutter: the layout spaces the tiles.
+        img =
+            image::imageops::crop_imm(&img, GAP as u32, GAP as u32, w as u32, h as u32).to_image();
+    }
     let factor = (pw / img.width() as f64)
         .min(ph / img.height() as f64)
         .floor()

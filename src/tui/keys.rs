@@ -28,6 +28,12 @@ pub enum Action {
     Rougher,
     NextTagPage,
     PreviousTagPage,
+    NextRows,
+    PreviousRows,
+    NextSeeds,
+    PreviousSeeds,
+    ZoomIn,
+    ZoomOut,
 }
 
 /// A key as the table names it: its code, and whether Ctrl is held.
@@ -119,6 +125,24 @@ pub fn key_rows() -> Vec<KeyRow> {
             "Esc",
             "back from the focused cell",
             &[(plain(KeyCode::Esc), Unfocus)],
+        ),
+        row(
+            "PgDn / PgUp",
+            "samplers: next / previous rows (prompts, or samples)",
+            &[
+                (plain(KeyCode::PageDown), NextRows),
+                (plain(KeyCode::PageUp), PreviousRows),
+            ],
+        ),
+        row(
+            "> / <",
+            "samplers: next / previous seeds",
+            &[(char('>'), NextSeeds), (char('<'), PreviousSeeds)],
+        ),
+        row(
+            "z / Z",
+            "samplers: larger / smaller previews (never below legible)",
+            &[(char('z'), ZoomIn), (char('Z'), ZoomOut)],
         ),
         row(
             "Space",

@@ -85,6 +85,10 @@ async fn main_loop(
 
     let (picker, image_note) = images::picker(options.images);
     state.image_mode = images::protocol_name(picker.protocol_type()).to_string();
+    if picker.protocol_type() != ProtocolType::Halfblocks {
+        state.font = Some(picker.font_size());
+    }
+    state.screen = term.size()?.into();
     let encoder = {
         let tx = tx.clone();
         images::spawn_encoder(picker, move |slot, encoded| {
@@ -180,7 +184,7 @@ impl Screen {
         &mut self,
         state: &State,
         encoder: &std::sync::mpsc::Sender<images::Request>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Rect> {
         let overlay = view::overlay_shown(state);
         if self.graphics && self.overlay_drawn && !overlay {
             repaint(&mut self.term)?;
@@ -192,7 +196,7 @@ impl Screen {
         let size = self.term.size()?;
         let area = Rect::new(0, 0, size.width, size.height);
         request_images(state, area, encoder, &mut self.requested);
-        Ok(())
+        Ok(area)
     }
 }
 
@@ -225,7 +229,9 @@ async fn event_loop(
                 runner.apply(state, effects);
                 screen.dirty = true;
             }
-            _ = tokio::time::sleep_until(next_draw), if screen.dirty => screen.draw(state, encoder)?,
+            _ = tokio::time::sleep_until(next_draw), if screen.dirty => {
+                state.screen = screen.draw(state, encoder)?;
+            }
         }
     }
     Ok(())
@@ -268,27 +274,35 @@ fn request_images(
     requested: &mut HashMap<ImageSlot, (u64, (u16, u16))>,
 ) {
     for (slot, rect) in view::image_slots(state, area) {
-        let Some(cell) = state.lab.cells.get(slot.cell) else {
+        let Some(request) = tile_request(state, slot, rect) else {
             continue;
         };
-        if cell.images.is_empty() || rect.width == 0 || rect.height == 0 {
-            continue;
-        }
-        let wanted = (cell.version, (rect.width, rect.height));
+        let wanted = (request.version, request.size);
         if requested.get(&slot) == Some(&wanted) {
             continue;
         }
         requested.insert(slot, wanted);
-        let _ = encoder.send(images::Request {
-            slot,
-            version: cell.version,
-            size: wanted.1,
-            samples: Arc::new(cell.images.clone()),
-            shape: state.lab.sample_shape,
-            count: cell.cell.preview,
-            columns: cell.cell.preview_rows(),
-        });
+        let _ = encoder.send(request);
     }
+}
+
+/// The encoding of one preview tile into `rect`; `None` while the cell has no images.
+pub(crate) fn tile_request(state: &State, slot: ImageSlot, rect: Rect) -> Option<images::Request> {
+    let cell = state.lab.cells.get(slot.cell)?;
+    let item = state.lab.sample_shape.iter().product::<usize>();
+    let sample = cell.images.get(slot.item * item..(slot.item + 1) * item)?;
+    if rect.width == 0 || rect.height == 0 {
+        return None;
+    }
+    Some(images::Request {
+        slot,
+        version: cell.version,
+        size: (rect.width, rect.height),
+        samples: Arc::new(sample.to_vec()),
+        shape: state.lab.sample_shape,
+        count: 1,
+        columns: Some(1),
+    })
 }
 
 /// Carries out effects: starts and cancels labs, saves grids.

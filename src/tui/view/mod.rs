@@ -2,6 +2,7 @@
 //! which images the next frame needs ([`image_slots`]) without drawing.
 
 mod charts;
+pub mod page;
 mod run_list;
 mod samplers;
 
@@ -54,6 +55,14 @@ pub fn image_slots(state: &State, area: Rect) -> Vec<(ImageSlot, Rect)> {
         return Vec::new();
     }
     samplers::image_slots(state, areas(area).main)
+}
+
+/// The Samplers view's layout for a screen of `area`: what a page of rows or seeds is.
+pub fn samplers_page(state: &State, area: Rect) -> Option<page::Page> {
+    if too_small(area) {
+        return None;
+    }
+    page::page(state, areas(area).main)
 }
 
 /// Whether something is drawn over the images (the help).

@@ -4,49 +4,17 @@ use std::num::NonZeroU16;
 
 use ratatui::Frame;
 use ratatui::buffer::{Buffer, CellDiffOption};
-use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::layout::Rect;
 use ratatui::style::{Color, Style, Stylize};
 use ratatui::text::Line;
 use ratatui::widgets::{Block, Paragraph, Wrap};
 use ratatui_image::Image;
 
+use super::page::{FOCUS_INFO, INFO_LINES, Page, ZOOMS, page};
+use crate::lab::Cell;
 use crate::lab::progress::CellView;
 use crate::lab::scores::METRICS;
 use crate::tui::app::{ImageSlot, State};
-
-/// Narrowest column that still reads.
-const MIN_COLUMN: u16 = 18;
-/// Text lines above a column's image.
-const INFO_LINES: u16 = 3;
-/// Width of the focused cell's info panel.
-const FOCUS_INFO: u16 = 30;
-/// The widest row-label gutter (prompts, left of the previews).
-const MAX_GUTTER: u16 = 16;
-
-/// The row-label gutter at the left of `area` and the rest, when the previews' rows are prompts (every cell
-/// has the experiment's prompts); no gutter otherwise.
-fn split_gutter(state: &State, area: Rect) -> (Rect, Rect) {
-    let rows = state
-        .lab
-        .cells
-        .first()
-        .filter(|c| c.cell.preview_rows().is_some());
-    let widest = rows.map_or(0, |c| {
-        c.cell
-            .conditions
-            .iter()
-            .map(|p| p.chars().count())
-            .max()
-            .unwrap_or(0)
-    });
-    let width = match widest {
-        0 => 0,
-        w => (w as u16 + 2).min(MAX_GUTTER).min(area.width / 4),
-    };
-    let [gutter, rest] =
-        Layout::horizontal([Constraint::Length(width), Constraint::Min(0)]).areas(area);
-    (gutter, rest)
-}
 
 /// The labels as shown in `room` columns: when none fits and they share leading words ("a handwritten 0",
 /// "a handwritten 1"), what differs, after "…" ("…0", "…1").
@@ -73,24 +41,22 @@ fn distinct_parts(labels: &[String], room: usize) -> Vec<String> {
     labels.iter().map(|l| format!("…{}", &l[cut..])).collect()
 }
 
-/// Each prompt beside its row of the encoded previews in `image` (nothing until they are encoded).
-fn draw_row_labels(frame: &mut Frame, state: &State, gutter: Rect, slot: ImageSlot, image: Rect) {
-    let (Some(cell), Some(enc)) = (state.lab.cells.get(slot.cell), state.images.get(&slot)) else {
+/// Each prompt beside its row of tiles.
+fn draw_row_labels(frame: &mut Frame, state: &State, page: &Page, tiles: Rect) {
+    let Some(cell) = state.lab.cells.first() else {
         return;
     };
-    let labels = &cell.cell.conditions;
-    if gutter.width == 0 || labels.is_empty() || enc.size.1 > image.height {
+    let gutter = page.gutter;
+    if gutter.width == 0 || !page.grid.prompt_rows {
         return;
     }
     let room = gutter.width.saturating_sub(2) as usize;
-    let labels = distinct_parts(labels, room);
-    let row_height = f64::from(enc.size.1) / labels.len() as f64;
-    for (k, label) in labels.iter().enumerate() {
-        let y = image.y + ((k as f64 + 0.5) * row_height) as u16;
-        if y >= gutter.bottom() {
-            break;
-        }
-        // One blank column each side keeps the label off the text before it and the image after it.
+    let labels = distinct_parts(&cell.cell.conditions, room);
+    for (row, y) in page.row_centres(tiles) {
+        let Some(label) = labels.get(row) else {
+            continue;
+        };
+        // One blank column each side keeps the label off the text before it and the tiles after it.
         let text: String = if label.chars().count() > room {
             let mut t: String = label.chars().take(room.saturating_sub(1)).collect();
             t.push('…');
@@ -103,56 +69,27 @@ fn draw_row_labels(frame: &mut Frame, state: &State, gutter: Rect, slot: ImageSl
     }
 }
 
-/// Each visible cell and its column, keeping the selected cell in view.
-fn columns(state: &State, area: Rect) -> Vec<(usize, Rect)> {
-    let n = state.lab.cells.len();
-    if n == 0 {
-        return Vec::new();
-    }
-    let area = split_gutter(state, area).1;
-    let fit = ((area.width / MIN_COLUMN) as usize).clamp(1, n);
-    let first = state.selected.saturating_sub(fit - 1).min(n - fit);
-    let rects = Layout::horizontal(vec![Constraint::Ratio(1, fit as u32); fit]).split(area);
-    (first..first + fit).zip(rects.iter().copied()).collect()
-}
-
-fn image_rect(column: Rect) -> Rect {
-    let inner = Block::bordered().inner(column);
-    Rect {
-        y: inner.y + INFO_LINES,
-        height: inner.height.saturating_sub(INFO_LINES),
-        ..inner
-    }
-}
-
-/// The focused cell's info panel, row-label gutter and image.
-fn focus_rects(state: &State, area: Rect) -> (Rect, Rect, Rect) {
-    let inner = Block::bordered().inner(area);
-    let [info, image] =
-        Layout::horizontal([Constraint::Length(FOCUS_INFO), Constraint::Min(10)]).areas(inner);
-    let (gutter, image) = split_gutter(state, image);
-    (info, gutter, image)
-}
-
+/// Every tile the frame shows: its image slot and where it goes.
 pub fn image_slots(state: &State, area: Rect) -> Vec<(ImageSlot, Rect)> {
-    if state.focused {
-        if state.lab.cells.get(state.selected).is_none() {
-            return Vec::new();
+    let Some(page) = page(state, area) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for &(cell, column) in &page.columns {
+        for (item, rect) in page.tiles(page.tile_area(column, state.focused)) {
+            let slot = ImageSlot {
+                cell,
+                item,
+                size: page.tile,
+            };
+            out.push((slot, rect));
         }
-        let slot = ImageSlot {
-            cell: state.selected,
-            large: true,
-        };
-        return vec![(slot, focus_rects(state, area).2)];
     }
-    columns(state, area)
-        .into_iter()
-        .map(|(cell, rect)| (ImageSlot { cell, large: false }, image_rect(rect)))
-        .collect()
+    out
 }
 
 pub fn draw(frame: &mut Frame, state: &State, area: Rect) {
-    if state.lab.cells.is_empty() {
+    let Some(page) = page(state, area) else {
         let text = if state.experiment.is_none() {
             "no experiment loaded: fix the file and save it"
         } else {
@@ -165,34 +102,26 @@ pub fn draw(frame: &mut Frame, state: &State, area: Rect) {
             area,
         );
         return;
-    }
+    };
+    frame.render_widget(Paragraph::new(header(state, &page)).dim(), page.header);
     if state.focused
         && let Some(cell) = state.lab.cells.get(state.selected)
     {
-        draw_focused(frame, state, cell, area);
+        draw_focused(frame, state, &page, cell);
         return;
     }
     let n = state.lab.cells.len();
-    let gutter = split_gutter(state, area).0;
-    let visible = columns(state, area);
-    if let Some(&(first, rect)) = visible.first() {
-        let slot = ImageSlot {
-            cell: first,
-            large: false,
-        };
-        draw_row_labels(frame, state, gutter, slot, image_rect(rect));
-    }
-    for (i, rect) in visible.iter().copied() {
+    let titles = titles(state, &page);
+    for (k, &(i, rect)) in page.columns.iter().enumerate() {
         let cell = &state.lab.cells[i];
-        let selected = i == state.selected;
-        let more_left = i > 0 && i == visible[0].0;
-        let title = column_title(cell, rect.width.saturating_sub(2) as usize, more_left);
-        let border = if selected {
+        let border = if i == state.selected {
             Style::new().fg(Color::Cyan).bold()
         } else {
             Style::new().dim()
         };
-        let mut block = Block::bordered().title(title).border_style(border);
+        let mut block = Block::bordered()
+            .title(titles[k].clone())
+            .border_style(border);
         if i + 1 < n && rect.right() >= area.right() {
             block = block.title_bottom(Line::from("›").right_aligned());
         }
@@ -206,43 +135,144 @@ pub fn draw(frame: &mut Frame, state: &State, area: Rect) {
             Paragraph::new(info_lines(state, cell, false, info.width)),
             info,
         );
-        draw_image(
-            frame,
-            state,
-            ImageSlot {
-                cell: i,
-                large: false,
-            },
-            image_rect(rect),
-        );
+        let tiles = page.tile_area(rect, false);
+        if k == 0 {
+            draw_row_labels(frame, state, &page, tiles);
+        }
+        draw_tiles(frame, state, &page, i, tiles);
     }
 }
 
-/// " label steps " (" label · steps · g7.5 " when the run is conditional), the label shortened with "…" so
-/// the step count and guidance always show.
-fn column_title(cell: &CellView, width: usize, more_left: bool) -> String {
-    let steps = match cell.cell.conditions.is_empty() {
-        true => format!(" {}", cell.steps),
-        false => format!(" · {} · g{}", cell.steps, cell.cell.guidance),
+/// What the page shows of the experiment: "prompts 1–3 of 10 · seeds 0–1 of 4 · cells 1–4 of 8 · 1×".
+fn header(state: &State, page: &Page) -> String {
+    let n = state.lab.cells.len();
+    let range = |r: &std::ops::Range<usize>, of: usize| match r.len() {
+        0 => format!("0 of {of}"),
+        1 => format!("{} of {of}", r.start + 1),
+        _ => format!("{}–{} of {of}", r.start + 1, r.end,),
     };
-    let lead = if more_left { "‹" } else { " " };
-    let room = width.saturating_sub(steps.chars().count() + 2);
-    let label: String = if cell.cell.label.chars().count() > room {
-        let mut l: String = cell
-            .cell
-            .label
-            .chars()
-            .take(room.saturating_sub(1))
-            .collect();
-        l.push('…');
-        l
+    let mut parts = Vec::new();
+    let first = &state.lab.cells[0].cell;
+    let seed = |i: usize| first.items.get(i).map_or(0, |it| it.seed);
+    if page.grid.prompt_rows {
+        parts.push(format!("prompts {}", range(&page.rows, page.grid.rows)));
+        let (a, b) = (page.cols.start, page.cols.end.saturating_sub(1));
+        parts.push(seed_range(seed(a), seed(b), page.grid.cols));
     } else {
-        cell.cell.label.clone()
-    };
-    format!("{lead}{label}{steps} ")
+        let shown: Vec<usize> = page.tiles_items();
+        let (a, b) = (shown.first().copied(), shown.last().copied());
+        if let (Some(a), Some(b)) = (a, b) {
+            parts.push(seed_range(seed(a), seed(b), page.grid.count));
+        }
+    }
+    if !state.focused {
+        let (a, b) = (page.columns.first(), page.columns.last());
+        if let (Some(&(a, _)), Some(&(b, _))) = (a, b) {
+            parts.push(format!("cells {}", range(&(a..b + 1), n)));
+        }
+    }
+    parts.push(format!("{}×", ZOOMS[page.zoom]));
+    let mut hints = vec!["z/Z zoom"];
+    if page.rows.len() < page.grid.rows {
+        hints.push("PgDn/PgUp rows");
+    }
+    if page.cols.len() < page.grid.cols {
+        hints.push(">/< seeds");
+    }
+    // The keys only where they fit whole.
+    let mut line = format!(" {}", parts.join(" · "));
+    for hint in hints {
+        if line.chars().count() + hint.len() + 3 <= page.header.width as usize {
+            line = format!("{line} · {hint}");
+        }
+    }
+    line
 }
 
-fn draw_focused(frame: &mut Frame, state: &State, cell: &CellView, area: Rect) {
+fn seed_range(a: u64, b: u64, of: usize) -> String {
+    match a == b {
+        true => format!("seed {a} of {of}"),
+        false => format!("seeds {a}–{b} of {of}"),
+    }
+}
+
+/// The column titles: what tells the shown cells apart, as short as keeps them apart (the focused cell's
+/// title has the full name).
+fn titles(state: &State, page: &Page) -> Vec<String> {
+    let cells: Vec<&Cell> = state.lab.cells.iter().map(|c| &c.cell).collect();
+    page.columns
+        .iter()
+        .map(|&(i, rect)| {
+            let more_left = i > 0 && Some(&(i, rect)) == page.columns.first();
+            let lead = if more_left { "‹" } else { " " };
+            let room = rect.width.saturating_sub(4) as usize;
+            format!("{lead}{} ", short_name(&cells, i, room))
+        })
+        .collect()
+}
+
+/// Cell `i`'s name as a column title in `room` characters: label and steps, and the guidance when it
+/// differs between the cells; the label cut no shorter than what tells it from the other labels.
+fn short_name(cells: &[&Cell], i: usize, room: usize) -> String {
+    let cell = cells[i];
+    let mut tail = cell.steps.to_string();
+    let guidance_varies = cells.iter().any(|c| c.guidance != cell.guidance);
+    if !cell.conditions.is_empty() && guidance_varies {
+        tail.push_str(&format!(" g{}", cell.guidance));
+    }
+    let labels: Vec<&str> = cells.iter().map(|c| c.label.as_str()).collect();
+    let room = room.saturating_sub(tail.chars().count() + 1);
+    format!("{} {tail}", abbreviate(&cell.label, &labels, room))
+}
+
+/// `label` in `room` characters, ending in "…" when cut, but never shorter than the prefix that no other
+/// of `labels` shares.
+fn abbreviate(label: &str, labels: &[&str], room: usize) -> String {
+    let chars: Vec<char> = label.chars().collect();
+    if chars.len() <= room {
+        return label.to_string();
+    }
+    let unique = (1..=chars.len())
+        .find(|&k| {
+            let prefix: String = chars[..k].iter().collect();
+            labels
+                .iter()
+                .all(|&l| l == label || !l.starts_with(&prefix))
+        })
+        .unwrap_or(chars.len());
+    let keep = room.saturating_sub(1).max(unique).min(chars.len());
+    if keep >= chars.len() {
+        return label.to_string();
+    }
+    let mut cut: String = chars[..keep].iter().collect();
+    cut.push('…');
+    cut
+}
+
+fn draw_tiles(frame: &mut Frame, state: &State, page: &Page, cell: usize, area: Rect) {
+    let empty = state
+        .lab
+        .cells
+        .get(cell)
+        .is_none_or(|c| c.images.is_empty());
+    if empty {
+        frame.render_widget(Paragraph::new("·".dim()).centered(), area);
+        return;
+    }
+    for (item, rect) in page.tiles(area) {
+        let slot = ImageSlot {
+            cell,
+            item,
+            size: page.tile,
+        };
+        draw_image(frame, state, slot, rect);
+    }
+}
+
+fn draw_focused(frame: &mut Frame, state: &State, page: &Page, cell: &CellView) {
+    let Some(&(_, area)) = page.columns.first() else {
+        return;
+    };
     let block = Block::bordered()
         .title(format!(
             " {} · {} {} · Enter/Esc back ",
@@ -255,19 +285,20 @@ fn draw_focused(frame: &mut Frame, state: &State, cell: &CellView, area: Rect) {
             }
         ))
         .border_style(Style::new().fg(Color::Cyan));
+    let inner = block.inner(area);
     frame.render_widget(block, area);
-    let (info, gutter, image) = focus_rects(state, area);
+    let info = Rect {
+        width: FOCUS_INFO.min(inner.width),
+        ..inner
+    };
     // Long prompt lists wrap rather than run under the row labels.
     frame.render_widget(
         Paragraph::new(info_lines(state, cell, true, info.width)).wrap(Wrap { trim: false }),
         info,
     );
-    let slot = ImageSlot {
-        cell: state.selected,
-        large: true,
-    };
-    draw_image(frame, state, slot, image);
-    draw_row_labels(frame, state, gutter, slot, image);
+    let tiles = page.tile_area(area, true);
+    draw_row_labels(frame, state, page, tiles);
+    draw_tiles(frame, state, page, state.selected, tiles);
 }
 
 fn status(cell: &CellView) -> Line<'static> {
@@ -410,28 +441,20 @@ fn fit(parts: &[String], width: u16) -> String {
 }
 
 fn draw_image(frame: &mut Frame, state: &State, slot: ImageSlot, rect: Rect) {
-    if rect.width == 0 || rect.height == 0 {
+    let Some(enc) = state.images.get(&slot) else {
+        return;
+    };
+    if enc.size.0 > rect.width || enc.size.1 > rect.height {
         return;
     }
-    let empty = state
-        .lab
-        .cells
-        .get(slot.cell)
-        .is_none_or(|c| c.images.is_empty());
-    match state.images.get(&slot) {
-        Some(enc) if !empty && enc.size.0 <= rect.width && enc.size.1 <= rect.height => {
-            let at = Rect {
-                x: rect.x + (rect.width - enc.size.0) / 2,
-                y: rect.y,
-                width: enc.size.0,
-                height: enc.size.1,
-            };
-            frame.render_widget(Image::new(&enc.protocol), at);
-            pin_sequence_widths(frame.buffer_mut(), at);
-        }
-        _ if empty => frame.render_widget(Paragraph::new("·".dim()).centered(), rect),
-        _ => {}
-    }
+    let at = Rect {
+        x: rect.x + (rect.width - enc.size.0) / 2,
+        y: rect.y,
+        width: enc.size.0,
+        height: enc.size.1,
+    };
+    frame.render_widget(Image::new(&enc.protocol), at);
+    pin_sequence_widths(frame.buffer_mut(), at);
 }
 
 /// Sixel, kitty and iTerm2 put an image's escape sequence into one cell (kitty: one per row), and
@@ -456,7 +479,17 @@ fn pin_sequence_widths(buf: &mut Buffer, at: Rect) {
 
 #[cfg(test)]
 mod tests {
-    use super::distinct_parts;
+    use super::{abbreviate, distinct_parts};
+
+    #[test]
+    fn a_cut_label_keeps_what_tells_it_apart() {
+        let labels = ["dpm++2m-karras", "dpm++2m-sde", "ddim"];
+        assert_eq!(abbreviate("ddim", &labels, 10), "ddim");
+        assert_eq!(abbreviate("dpm++2m-karras", &labels, 12), "dpm++2m-kar…");
+        // Never shorter than the unique prefix, even when the room is smaller.
+        assert_eq!(abbreviate("dpm++2m-karras", &labels, 3), "dpm++2m-k…");
+        assert_eq!(abbreviate("ddim", &labels, 1), "dd…");
+    }
 
     fn owned(labels: &[&str]) -> Vec<String> {
         labels.iter().map(|l| l.to_string()).collect()

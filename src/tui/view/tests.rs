@@ -14,7 +14,8 @@ use super::{draw, image_slots};
 use crate::experiment::Experiment;
 use crate::lab::{CellResult, LabEvent, plan};
 use crate::tui::app::{Msg, State, View, item};
-use crate::tui::images::{Request, encode};
+use crate::tui::images::encode;
+use crate::tui::tile_request;
 use crate::tui::training::{Series, TrainingUpdate};
 
 /// Hands the view each series as the log reader would: as new points of its run.
@@ -175,19 +176,10 @@ fn encode_images(state: &mut State, width: u16, height: u16) {
 }
 
 fn encode_images_as(picker: &Picker, state: &mut State, width: u16, height: u16) {
-    for (slot, rect) in image_slots(state, Rect::new(0, 0, width, height)) {
-        let cell = &state.lab.cells[slot.cell];
-        if cell.images.is_empty() {
+    state.screen = Rect::new(0, 0, width, height);
+    for (slot, rect) in image_slots(state, state.screen) {
+        let Some(request) = tile_request(state, slot, rect) else {
             continue;
-        }
-        let request = Request {
-            slot,
-            version: cell.version,
-            size: (rect.width, rect.height),
-            samples: std::sync::Arc::new(cell.images.clone()),
-            shape: state.lab.sample_shape,
-            count: cell.cell.preview,
-            columns: cell.cell.preview_rows(),
         };
         let encoded = encode(picker, &request).expect("encodes");
         state.update(Msg::Encoded { slot, encoded });
@@ -565,7 +557,9 @@ fn every_column_image_is_sent_in_every_graphics_protocol() {
             .into_iter()
             .filter(|(slot, _)| !s.lab.cells[slot.cell].images.is_empty())
             .collect::<Vec<_>>();
-        assert_eq!(with_images.len(), 3, "{protocol:?}");
+        let mut cells_shown: Vec<usize> = with_images.iter().map(|(slot, _)| slot.cell).collect();
+        cells_shown.dedup();
+        assert_eq!(cells_shown.len(), 3, "{protocol:?}");
         let mut terminal = Terminal::new(TestBackend::new(160, 48)).unwrap();
         let first = draw_buffer(&mut terminal, &s);
         let cells = sent(&Buffer::empty(first.area), &first);
@@ -594,4 +588,60 @@ fn every_column_image_is_sent_in_every_graphics_protocol() {
             "{protocol:?}: the new log line is not sent: {text:?}"
         );
     }
+}
+
+/// The line above the Samplers view's columns, at 80×24.
+fn page_header(state: &mut State) -> String {
+    let screen = render(state, 80, 24);
+    screen.lines().nth(1).unwrap_or_default().to_string()
+}
+
+#[test]
+fn previews_page_and_zoom_but_never_shrink_below_legible() {
+    let mut s = state(false);
+    // At 80×24 one 16-column tile of the eight seeds fits under each cell.
+    assert!(page_header(&mut s).contains("seed 0 of 8 · cells 1–4 of 4 · 1×"));
+    key(&mut s, KeyCode::PageDown);
+    assert!(page_header(&mut s).contains("seed 1 of 8"));
+    for _ in 0..20 {
+        key(&mut s, KeyCode::PageDown);
+    }
+    assert!(
+        page_header(&mut s).contains("seed 7 of 8"),
+        "stops at the last"
+    );
+    key(&mut s, KeyCode::PageUp);
+    assert!(page_header(&mut s).contains("seed 6 of 8"));
+    key(&mut s, KeyCode::Char('z'));
+    let zoomed = page_header(&mut s);
+    assert!(
+        zoomed.contains("1.5×") && zoomed.contains("cells 1–3 of 4"),
+        "{zoomed}"
+    );
+    for _ in 0..3 {
+        key(&mut s, KeyCode::Char('Z'));
+    }
+    assert!(
+        page_header(&mut s).contains(" 1× "),
+        "no smaller than legible"
+    );
+    for (w, h) in [(80, 24), (160, 48)] {
+        for (slot, rect) in image_slots(&s, Rect::new(0, 0, w, h)) {
+            assert!(slot.size.0 >= 16 && slot.size.1 >= 8, "{slot:?} at {w}×{h}");
+            assert_eq!((rect.width, rect.height), slot.size);
+        }
+    }
+}
+
+#[test]
+fn everything_that_fits_is_shown_as_large_as_it_fits() {
+    let mut s = state(false);
+    s.focused = true;
+    let screen = render(&mut s, 160, 48);
+    let header = screen.lines().nth(1).unwrap_or_default();
+    // The focused cell's eight previews all fit at 160×48, larger than the smallest tiles.
+    assert!(header.contains("seeds 0–7 of 8"), "{header}");
+    let slots = image_slots(&s, Rect::new(0, 0, 160, 48));
+    assert_eq!(slots.len(), 8);
+    assert!(slots.iter().all(|(slot, _)| slot.size.0 > 16), "{slots:?}");
 }
