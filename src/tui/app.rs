@@ -98,6 +98,8 @@ pub struct State {
     pub zoom: Option<usize>,
     /// One terminal cell in pixels when images are graphics (sixel, kitty); `None` for half blocks.
     pub font: Option<(u16, u16)>,
+    /// Which of the charted metrics the Quality view plots (`m` steps through them).
+    pub quality_metric: usize,
     /// The terminal's size at the last frame: how far a page goes.
     pub screen: Rect,
     pub help: bool,
@@ -176,6 +178,7 @@ impl State {
             page: (0, 0),
             zoom: None,
             font: None,
+            quality_metric: 0,
             screen: Rect::new(0, 0, 160, 48),
             help: false,
             log: VecDeque::new(),
@@ -395,6 +398,10 @@ impl State {
             Action::PreviousRows => self.turn_page(-1, 0),
             Action::NextSeeds => self.turn_page(0, 1),
             Action::PreviousSeeds => self.turn_page(0, -1),
+            Action::NextMetric => {
+                self.view = View::Quality;
+                self.quality_metric = self.quality_metric.wrapping_add(1);
+            }
             Action::ZoomIn | Action::ZoomOut => self.zoom_by(action == Action::ZoomIn),
             Action::LogY => self.training.log_y = !self.training.log_y,
             Action::TimeAxis => self.training.x_time = !self.training.x_time,

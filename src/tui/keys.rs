@@ -34,6 +34,7 @@ pub enum Action {
     PreviousSeeds,
     ZoomIn,
     ZoomOut,
+    NextMetric,
 }
 
 /// A key as the table names it: its code, and whether Ctrl is held.
@@ -128,7 +129,7 @@ pub fn key_rows() -> Vec<KeyRow> {
         ),
         row(
             "PgDn / PgUp",
-            "samplers: next / previous rows (prompts, or samples)",
+            "samplers: next / previous rows",
             &[
                 (plain(KeyCode::PageDown), NextRows),
                 (plain(KeyCode::PageUp), PreviousRows),
@@ -141,7 +142,7 @@ pub fn key_rows() -> Vec<KeyRow> {
         ),
         row(
             "z / Z",
-            "samplers: larger / smaller previews (never below legible)",
+            "samplers: larger / smaller previews",
             &[(char('z'), ZoomIn), (char('Z'), ZoomOut)],
         ),
         row(
@@ -159,6 +160,7 @@ pub fn key_rows() -> Vec<KeyRow> {
             "save the comparison grid (PNG)",
             &[(char('s'), SaveGrid)],
         ),
+        row("m", "quality: next metric", &[(char('m'), NextMetric)]),
         row("l", "training: log-y on/off", &[(char('l'), LogY)]),
         row(
             "+ / -",

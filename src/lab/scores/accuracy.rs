@@ -1,7 +1,7 @@
 //! Prompt accuracy: the share of samples the feature network's classifier assigns to the class asked
 //! for (the per-prompt shares are the result's `accuracies`).
 
-use super::{Chart, Column, Csv, Inputs, Metric, Scores};
+use super::{Chart, Column, Csv, Inputs, Metric, Scores, TableColumn};
 use crate::experiment::QualitySpec;
 use crate::quality::Hits;
 
@@ -45,6 +45,16 @@ impl Metric for PromptAccuracy {
             .map(|a| format!("accuracy {:.0}%", a * 100.0))
     }
 
+    fn table(&self) -> Option<TableColumn> {
+        Some(TableColumn {
+            header: "acc",
+            key: KEY,
+            width: 4,
+            always: false,
+            percent: true,
+        })
+    }
+
     fn per_condition(&self) -> bool {
         true
     }
@@ -55,6 +65,7 @@ impl Metric for PromptAccuracy {
             name: "Prompt accuracy",
             y_desc: "share of samples classified as asked",
             unit_interval: true,
+            log_y: false,
             against_nfe: false,
             against_guidance: true,
         })

@@ -51,6 +51,7 @@ impl Metric for Fid {
             key: KEY,
             width: 7,
             always: true,
+            percent: false,
         })
     }
 
@@ -60,6 +61,7 @@ impl Metric for Fid {
             name: "FID",
             y_desc: "FID (lower is better)",
             unit_interval: false,
+            log_y: false,
             against_nfe: true,
             against_guidance: true,
         })

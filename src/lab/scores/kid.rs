@@ -1,7 +1,7 @@
 //! KID: the kernel inception distance to the reference features, mean and standard deviation over the
 //! `[quality]` subsets.
 
-use super::{Column, Csv, Inputs, Metric, Scores, TableColumn};
+use super::{Chart, Column, Csv, Inputs, Metric, Scores, TableColumn};
 use crate::experiment::QualitySpec;
 use crate::quality::kernel_inception_distance;
 
@@ -66,6 +66,19 @@ impl Metric for Kid {
             key: MEAN,
             width: 7,
             always: true,
+            percent: false,
+        })
+    }
+
+    fn chart(&self) -> Option<Chart> {
+        Some(Chart {
+            key: MEAN,
+            name: "KID",
+            y_desc: "KID (lower is better)",
+            unit_interval: false,
+            log_y: false,
+            against_nfe: false,
+            against_guidance: false,
         })
     }
 }

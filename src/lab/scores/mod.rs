@@ -61,6 +61,8 @@ pub struct TableColumn {
     pub width: u16,
     /// Shown even before any cell has it (otherwise only when a cell has it or the experiment asks for it).
     pub always: bool,
+    /// A share, shown as a percentage.
+    pub percent: bool,
 }
 
 /// A metric as a panel of the quality figures, against NFE and/or the guidance scale.
@@ -71,6 +73,8 @@ pub struct Chart {
     pub y_desc: &'static str,
     /// The y range: from zero to a bit above the largest value, or the unit interval.
     pub unit_interval: bool,
+    /// Plotted on a log scale (errors spanning decades).
+    pub log_y: bool,
     pub against_nfe: bool,
     pub against_guidance: bool,
 }

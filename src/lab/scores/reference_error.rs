@@ -1,7 +1,7 @@
 //! The error against the reference solve (`[quality] reference_sampler`): RMSE and PSNR (data in
 //! [-1, 1]) of the preview samples in model space, and of their decoded images for a latent model.
 
-use super::{Column, Csv, Inputs, Metric, Scores, TableColumn};
+use super::{Chart, Column, Csv, Inputs, Metric, Scores, TableColumn};
 use crate::experiment::QualitySpec;
 
 pub struct ReferenceError;
@@ -82,6 +82,20 @@ impl Metric for ReferenceError {
             key: RMSE,
             width: 8,
             always: false,
+            percent: false,
+        })
+    }
+
+    // The run's figures draw it in accuracy_vs_nfe.png; the dashboard charts it like the others.
+    fn chart(&self) -> Option<Chart> {
+        Some(Chart {
+            key: RMSE,
+            name: "RMSE to the reference solve",
+            y_desc: "RMSE of the samples (lower is better)",
+            unit_interval: false,
+            log_y: true,
+            against_nfe: false,
+            against_guidance: false,
         })
     }
 }

@@ -1,20 +1,17 @@
-//! The Training view (loss curves) and the Quality view (FID against NFE, and the results table).
+//! The Training view: loss curves, a panel per tag; and the chart helpers the Quality view shares.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style, Stylize};
 use ratatui::symbols::Marker;
 use ratatui::text::Line;
-use ratatui::widgets::{Axis, Block, Cell, Chart, Dataset, GraphType, Paragraph, Row, Table, Wrap};
+use ratatui::widgets::{Axis, Block, Chart, Dataset, GraphType, Paragraph, Wrap};
 
 use super::run_list;
-use crate::lab::CellResult;
-use crate::lab::scores::reference_error::RMSE;
-use crate::lab::scores::{METRICS, TableColumn, charts};
 use crate::tui::app::State;
 use crate::tui::training::{Curve, Panel};
 
-const PALETTE: [Color; 8] = [
+pub const PALETTE: [Color; 8] = [
     Color::Cyan,
     Color::Yellow,
     Color::Magenta,
@@ -26,7 +23,7 @@ const PALETTE: [Color; 8] = [
 ];
 
 /// Axis bounds with a little room, and three labels; `log` labels show 10^v.
-fn axis(values: impl Iterator<Item = f64>, log: bool) -> ([f64; 2], Vec<Line<'static>>) {
+pub fn axis(values: impl Iterator<Item = f64>, log: bool) -> ([f64; 2], Vec<Line<'static>>) {
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
     for v in values.filter(|v| v.is_finite()) {
         lo = lo.min(v);
@@ -46,7 +43,7 @@ fn axis(values: impl Iterator<Item = f64>, log: bool) -> ([f64; 2], Vec<Line<'st
 }
 
 /// A number in at most about 7 characters.
-fn short(v: f64) -> String {
+pub fn short(v: f64) -> String {
     let a = v.abs();
     if a == 0.0 {
         "0".into()
@@ -189,170 +186,4 @@ pub fn draw_training(frame: &mut Frame, state: &State, area: Rect) {
         let chart = chart_curves(&panel.curves, panel_title(panel), x_title, t.log_y, &colour);
         frame.render_widget(chart, cells[i % cols]);
     }
-}
-
-pub fn draw_quality(frame: &mut Frame, state: &State, area: Rect) {
-    let rows = state.lab.cells.len() as u16 + 3;
-    let [top, bottom] = Layout::vertical([
-        Constraint::Min(6),
-        Constraint::Length(rows.min(area.height / 2)),
-    ])
-    .areas(area);
-    draw_fid_chart(frame, state, top);
-    draw_table(frame, state, bottom);
-}
-
-fn draw_fid_chart(frame: &mut Frame, state: &State, area: Rect) {
-    // FID when cells have it, else the error against the reference solve (log y): one series per
-    // sampler label through (log10 NFE, score).
-    let results = || state.lab.cells.iter().filter_map(|c| c.result.as_ref());
-    let chart = charts().find(|c| c.against_nfe && results().any(|r| r.scores.has(c.key)));
-    let by_metric = chart.is_some();
-    let score = |r: &CellResult| match &chart {
-        Some(c) => r.score(c.key),
-        None => r.score(RMSE).filter(|e| *e > 0.0).map(f64::log10),
-    };
-    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-    for r in results() {
-        let Some(y) = score(r) else { continue };
-        let point = ((r.nfe.max(1) as f64).log10(), y);
-        match series.iter_mut().find(|s| s.0 == r.label) {
-            Some(s) => s.1.push(point),
-            None => series.push((r.label.clone(), vec![point])),
-        }
-    }
-    let title = match (&chart, series.is_empty()) {
-        (Some(c), _) => format!(" {} against NFE (log x) ", c.name),
-        (None, true) => " FID against NFE (log x) ".to_string(),
-        (None, false) => " RMSE to the reference solve against NFE (log-log) ".to_string(),
-    };
-    if series.is_empty() {
-        let text = if state
-            .experiment
-            .as_ref()
-            .is_some_and(|e| e.quality.is_some())
-        {
-            "no scored cells yet"
-        } else {
-            "no quality scores: add a [quality] section (features and reference, or reference_sampler) \
-             to the experiment file"
-        };
-        frame.render_widget(
-            Paragraph::new(text)
-                .dim()
-                .wrap(Wrap { trim: false })
-                .block(Block::bordered().title(title)),
-            area,
-        );
-        return;
-    }
-    for s in &mut series {
-        s.1.sort_by(|a, b| a.0.total_cmp(&b.0));
-    }
-    // Each sampler is a line through its step counts, and a dot on each: a sampler with one step
-    // count is then a visible mark, not a single Braille dot.
-    let datasets = series
-        .iter()
-        .enumerate()
-        .flat_map(|(i, (label, points))| {
-            let style = Style::new().fg(PALETTE[i % PALETTE.len()]);
-            [
-                Dataset::default()
-                    .name(label.clone())
-                    .marker(Marker::Braille)
-                    .graph_type(GraphType::Line)
-                    .style(style)
-                    .data(points),
-                Dataset::default()
-                    .marker(Marker::Dot)
-                    .graph_type(GraphType::Scatter)
-                    .style(style.bold())
-                    .data(points),
-            ]
-        })
-        .collect();
-    let (mut xb, _) = axis(series.iter().flat_map(|s| s.1.iter().map(|p| p.0)), true);
-    xb = [xb[0].floor(), xb[1].ceil()];
-    let xl: Vec<Line> = (xb[0] as i32..=xb[1] as i32)
-        .map(|e| Line::from(format!("{}", 10f64.powi(e))))
-        .collect();
-    let (yb, yl) = axis(
-        series.iter().flat_map(|s| s.1.iter().map(|p| p.1)),
-        !by_metric,
-    );
-    let chart = Chart::new(datasets)
-        .block(Block::bordered().title(title))
-        // No axis titles: the block's title names both, and a title would cover the point at the
-        // axis' end (the x title sits where the largest NFE is drawn).
-        .x_axis(Axis::default().bounds(xb).labels(xl))
-        .y_axis(Axis::default().bounds(yb).labels(yl))
-        .hidden_legend_constraints((Constraint::Ratio(1, 2), Constraint::Ratio(1, 1)));
-    frame.render_widget(chart, area);
-}
-
-fn draw_table(frame: &mut Frame, state: &State, area: Rect) {
-    // Scores in at most 7 characters, so a large KID is never cut to wrong digits.
-    let opt = |v: Option<f64>| v.map_or("–".to_string(), short);
-    // Optional columns only where a cell has them or the experiment asks: narrow terminals keep the
-    // names.
-    let spec = state.experiment.as_ref().and_then(|e| e.quality.as_ref());
-    let columns: Vec<TableColumn> = METRICS
-        .iter()
-        .filter(|m| {
-            m.table().is_some_and(|t| {
-                t.always
-                    || spec.is_some_and(|q| m.asked(q))
-                    || (state.lab.cells.iter())
-                        .any(|c| (c.result.as_ref()).is_some_and(|r| r.scores.has(t.key)))
-            })
-        })
-        .filter_map(|m| m.table())
-        .collect();
-    let mut header = vec!["cell", "NFE", "model ms/st", "step ms", "ms/sample"];
-    header.extend(columns.iter().map(|c| c.header));
-    header.push("provider");
-    let header = Row::new(header).style(Style::new().bold());
-    let rows = state.lab.cells.iter().enumerate().map(|(i, c)| {
-        let name = Cell::from(c.cell.name.clone());
-        let row = match &c.result {
-            Some(r) => {
-                let mut cells = vec![
-                    name,
-                    Cell::from(r.nfe.to_string()),
-                    Cell::from(format!("{:.3}", r.model_ms_per_step)),
-                    Cell::from(format!("{:.3}", r.sampler_ms_per_step)),
-                    Cell::from(format!("{:.2}", r.ms_per_sample)),
-                ];
-                cells.extend(columns.iter().map(|t| Cell::from(opt(r.score(t.key)))));
-                cells.push(Cell::from(r.provider.clone()));
-                Row::new(cells)
-            }
-            // Progress in the two timing columns, so "968/1000" is never cut.
-            None => Row::new([
-                name,
-                Cell::from(c.steps.to_string()),
-                Cell::from(format!("{}/{}", c.step, c.steps)).dim(),
-                Cell::from("running").dim(),
-            ]),
-        };
-        if i == state.selected {
-            row.style(Style::new().fg(Color::Cyan))
-        } else {
-            row
-        }
-    });
-    let mut widths = vec![
-        Constraint::Min(10),
-        Constraint::Length(4),
-        Constraint::Length(11),
-        Constraint::Length(7),
-        Constraint::Length(9),
-    ];
-    widths.extend(columns.iter().map(|c| Constraint::Length(c.width)));
-    widths.push(Constraint::Length(8));
-    let table = Table::new(rows, widths)
-        .header(header)
-        .column_spacing(1)
-        .block(Block::bordered().title(" results "));
-    frame.render_widget(table, area);
 }

@@ -3,6 +3,7 @@
 
 mod charts;
 pub mod page;
+mod quality;
 mod run_list;
 mod samplers;
 
@@ -86,7 +87,7 @@ pub fn draw(frame: &mut Frame, state: &State) {
     match state.view {
         View::Samplers => samplers::draw(frame, state, a.main),
         View::Training => charts::draw_training(frame, state, a.main),
-        View::Quality => charts::draw_quality(frame, state, a.main),
+        View::Quality => quality::draw(frame, state, a.main),
     }
     draw_log(frame, state, a.log);
     draw_status(frame, state, a.status);

@@ -251,6 +251,7 @@ guidance = [1, 7.5]
         let mut scored = CellResult {
             accuracies: vec![1.0, 0.5 * i as f64],
             reference: Some("reference dpm++3m 500".into()),
+            guidance: c.guidance,
             ..result(&c.name, &c.label, c.steps, Some(40.0 - 10.0 * i as f64))
         };
         scored.scores.set("accuracy", 0.5 + 0.25 * i as f64);
@@ -644,4 +645,32 @@ fn everything_that_fits_is_shown_as_large_as_it_fits() {
     let slots = image_slots(&s, Rect::new(0, 0, 160, 48));
     assert_eq!(slots.len(), 8);
     assert!(slots.iter().all(|(slot, _)| slot.size.0 > 16), "{slots:?}");
+}
+
+#[test]
+fn quality_along_the_swept_guidance_and_every_metric() {
+    let mut s = prompt_state();
+    key(&mut s, KeyCode::Char('3'));
+    let screen = render(&mut s, 80, 24);
+    assert!(
+        screen.contains("FID against guidance · m: next of 4 metrics"),
+        "{screen}"
+    );
+    // The table has results.csv's score columns: accuracy as a share, the reference error.
+    assert!(screen.contains("acc") && screen.contains("75%") && screen.contains("ref RMSE"));
+    let mut titles = Vec::new();
+    for _ in 0..4 {
+        let screen = render(&mut s, 80, 24);
+        titles.push(screen.lines().nth(1).unwrap_or_default().to_string());
+        key(&mut s, KeyCode::Char('m'));
+    }
+    for (title, name) in titles.iter().zip([
+        "FID against guidance",
+        "KID against guidance",
+        "Prompt accuracy against guidance",
+        "RMSE to the reference solve against guidance",
+    ]) {
+        assert!(title.contains(name), "{title} should name {name}");
+    }
+    snapshots("quality_guidance", &mut s);
 }
