@@ -267,6 +267,48 @@ guidance = [1, 7.5]
     state
 }
 
+/// As experiments/default.toml: eight cells (two samplers × four guidance scales), ten prompts × four
+/// seeds of 32×32 digits each, every cell done.
+fn default_like_state() -> State {
+    let path = Path::new("default.toml");
+    let prompts: Vec<String> = (0..10).map(|d| format!("\"a handwritten {d}\"")).collect();
+    let text = format!(
+        "[model]\npath = \"tests/data/pipelines/sd1\"\n[conditioning]\nprompts = [{}]\n[sampling]\n\
+         seeds = 4\n[[sampler]]\nname = \"ddim\"\nsteps = 50\nguidance = [1, 2, 4, 7.5]\n\
+         [[sampler]]\nname = \"dpm++2m\"\nsteps = 20\nguidance = [1, 2, 4, 7.5]\n",
+        prompts.join(", ")
+    );
+    let experiment = Experiment::parse(path, &text).expect("the experiment parses");
+    let cells = plan(&experiment, None).expect("plan");
+    let shape = [1, 32, 32];
+    let mut state = State::new(path.to_path_buf(), Ok(experiment), "halfblocks");
+    state.start();
+    let generation = state.generation;
+    let mut lab = |event| {
+        state.update(Msg::Lab {
+            generation,
+            event: Box::new(event),
+        })
+    };
+    lab(LabEvent::Planned {
+        cells: cells.clone(),
+        sample_shape: shape,
+        provider: "cpu".into(),
+        providers_note: String::new(),
+        providers_summary: String::new(),
+    });
+    for (i, c) in cells.iter().enumerate() {
+        assert_eq!(c.preview, 40);
+        lab(LabEvent::CellDone {
+            cell: i,
+            result: Box::new(result(&c.name, &c.label, c.steps, Some(10.0))),
+            images: (0..40).flat_map(|s| pattern(i, s, shape)).collect(),
+            cached: false,
+        });
+    }
+    state
+}
+
 #[test]
 fn samplers_view_one_row_per_prompt_labelled() {
     let mut s = prompt_state();
@@ -513,6 +555,18 @@ fn too_small_terminal() {
 
 #[test]
 fn frame_time_at_160x48() {
+    let mut s = default_like_state();
+    encode_images(&mut s, 160, 48);
+    let mut terminal = Terminal::new(TestBackend::new(160, 48)).unwrap();
+    let frames = 200;
+    let start = Instant::now();
+    for _ in 0..frames {
+        terminal.draw(|f| draw(f, &s)).unwrap();
+    }
+    let per_frame = start.elapsed().as_secs_f64() * 1e3 / frames as f64;
+    println!("320 previews at 160x48: {per_frame:.3} ms per frame (draw and diff)");
+    // Debug builds are several times slower than release; 5 ms is the release budget.
+    assert!(per_frame < 25.0, "a frame takes {per_frame} ms");
     let mut s = state(true);
     encode_images(&mut s, 160, 48);
     let mut terminal = Terminal::new(TestBackend::new(160, 48)).unwrap();
@@ -613,6 +667,14 @@ fn previews_page_and_zoom_but_never_shrink_below_legible() {
     );
     key(&mut s, KeyCode::PageUp);
     assert!(page_header(&mut s).contains("seed 6 of 8"));
+    // Back on a page seen before, every tile is already encoded at its size.
+    key(&mut s, KeyCode::PageDown);
+    let cached: Vec<_> = image_slots(&s, Rect::new(0, 0, 80, 24))
+        .into_iter()
+        .filter(|(slot, _)| !s.lab.cells[slot.cell].images.is_empty())
+        .collect();
+    assert_eq!(cached.len(), 3, "three cells have images");
+    assert!(cached.iter().all(|(slot, _)| s.images.contains_key(slot)));
     key(&mut s, KeyCode::Char('z'));
     let zoomed = page_header(&mut s);
     assert!(
