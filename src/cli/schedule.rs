@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde_json::json;
 
+use crate::sampler::SamplerConfig;
 use crate::sampler::config::read_training_schedule;
-use crate::sampler::{NoiseSchedule, SamplerConfig};
+use crate::sampler::step_table::step_rows;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -36,42 +37,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .transpose()?;
     let overrides = super::parse_overrides(&args.overrides)?;
     let resolved = SamplerConfig::resolve(&args.sampler, base.as_ref(), &overrides)?;
-    let mut scheduler = resolved.config.build();
-    scheduler
-        .set_steps(args.steps)
+    let rows = step_rows(&resolved.config, args.steps)
         .with_context(|| format!("{} with {} steps", args.sampler, args.steps))?;
-    let schedule = NoiseSchedule::new(resolved.config.schedule());
-    let sigma_of = |t: Option<f64>| match t {
-        Some(t) => {
-            let a = schedule.alpha_bar(t as usize);
-            ((1.0 - a) / a).sqrt()
-        }
-        None => 0.0,
-    };
-    let rows: Vec<_> = (0..scheduler.timesteps().len())
-        .map(|i| {
-            let t = scheduler.timesteps()[i];
-            let (from, to) = match scheduler.sigmas() {
-                Some(s) => (s[i] as f64, s[i + 1] as f64),
-                None => (sigma_of(Some(t)), sigma_of(scheduler.previous_timestep(i))),
-            };
-            (
-                i,
-                t,
-                scheduler.previous_timestep(i),
-                from,
-                to,
-                scheduler.order_at(i),
-                scheduler.draws_noise_at(i),
-            )
-        })
-        .collect();
     if args.json {
         let steps: Vec<_> = rows
             .iter()
-            .map(|&(i, t, prev, from, to, order, noise)| {
-                json!({"step": i, "timestep": timestep_json(t), "next_timestep": prev.map(timestep_json), "sigma": from,
-                       "next_sigma": to, "order": order, "noise": noise})
+            .map(|r| {
+                json!({"step": r.step, "timestep": timestep_json(r.timestep),
+                       "next_timestep": r.next_timestep.map(timestep_json), "sigma": r.sigma,
+                       "next_sigma": r.next_sigma, "order": r.order, "noise": r.noise})
             })
             .collect();
         let out =
@@ -93,12 +67,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "{:>5} {:>9} {:>9} {:>12} {:>12} {:>6} {:>6}",
         "step", "timestep", "next t", "sigma", "next sigma", "order", "noise"
     );
-    for (i, t, prev, from, to, order, noise) in rows {
+    for r in rows {
         let (t, prev) = (
-            timestep_text(t),
-            prev.map_or("-".to_string(), timestep_text),
+            timestep_text(r.timestep),
+            r.next_timestep.map_or("-".to_string(), timestep_text),
         );
-        let noise = if noise { "yes" } else { "" };
+        let noise = if r.noise { "yes" } else { "" };
+        let (i, from, to, order) = (r.step, r.sigma, r.next_sigma, r.order);
         println!("{i:>5} {t:>9} {prev:>9} {from:>12.6} {to:>12.6} {order:>6} {noise:>6}");
     }
     Ok(())

@@ -31,6 +31,7 @@ mod settings;
 pub mod sigmas;
 mod spacing;
 mod step_checks;
+pub mod step_table;
 pub mod torch_noise;
 mod unipc;
 mod vp_sigmas;

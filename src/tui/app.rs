@@ -23,6 +23,7 @@ pub enum View {
     Samplers,
     Training,
     Quality,
+    Schedules,
 }
 
 impl View {

@@ -6,6 +6,7 @@ pub mod page;
 mod quality;
 mod run_list;
 mod samplers;
+mod schedules;
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -88,6 +89,7 @@ pub fn draw(frame: &mut Frame, state: &State) {
         View::Samplers => samplers::draw(frame, state, a.main),
         View::Training => charts::draw_training(frame, state, a.main),
         View::Quality => quality::draw(frame, state, a.main),
+        View::Schedules => schedules::draw(frame, state, a.main),
     }
     draw_log(frame, state, a.log);
     draw_status(frame, state, a.status);

@@ -736,3 +736,31 @@ fn quality_along_the_swept_guidance_and_every_metric() {
     }
     snapshots("quality_guidance", &mut s);
 }
+
+#[test]
+fn schedules_view_plots_each_distinct_schedule() {
+    let mut s = state(false);
+    key(&mut s, KeyCode::Char('4'));
+    assert_eq!(s.view, View::Schedules);
+    let cells: Vec<&crate::lab::Cell> = s.lab.cells.iter().map(|c| &c.cell).collect();
+    let lines = super::schedules::schedules(&cells);
+    let names: Vec<&str> = lines.iter().map(|l| l.0.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "ddim 10",
+            "ddim 50",
+            "dpm++2m-karras 10",
+            "dpm++2m-sde-karras 20"
+        ]
+    );
+    for (name, points) in &lines {
+        // σ falls step by step (log10 σ decreasing), one point per model call with σ > 0.
+        assert!(
+            points.windows(2).all(|w| w[1].1 < w[0].1),
+            "{name}: {points:?}"
+        );
+        assert!(points.len() >= 9, "{name}");
+    }
+    snapshots("schedules", &mut s);
+}
