@@ -3,6 +3,7 @@
 
 mod cell_output;
 pub mod conditioning;
+pub mod difference;
 pub mod display;
 mod events;
 pub mod finish;

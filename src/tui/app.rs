@@ -15,6 +15,7 @@ use super::training::TrainingState;
 use crate::experiment::Experiment;
 use crate::lab::LabEvent;
 use crate::lab::progress::{Change, Progress};
+use crate::quality::{SolveError, solve_error};
 
 /// The views, in tab order: a new view is a variant here (its tab, digit key and help line follow) and an
 /// arm in `view::draw`.
@@ -66,6 +67,20 @@ pub struct ImageSlot {
     pub cell: usize,
     pub item: usize,
     pub size: (u16, u16),
+    /// The baseline cell whose sample this tile shows the difference from; `None`: the sample itself.
+    pub diff: Option<usize>,
+}
+
+/// What the Samplers view's tiles show once a baseline cell is marked (`d` steps through them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compare {
+    /// Each cell's own samples.
+    #[default]
+    Images,
+    /// Each cell's difference from the baseline's sample of the same seed, as a heat map.
+    Difference,
+    /// The baseline's samples in every column, to flip back and forth with `d`.
+    Flip,
 }
 
 /// An image encoded for the terminal at one size.
@@ -99,6 +114,11 @@ pub struct State {
     pub zoom: Option<usize>,
     /// One terminal cell in pixels when images are graphics (sixel, kitty); `None` for half blocks.
     pub font: Option<(u16, u16)>,
+    /// The cell (by key) the others are compared with, and how.
+    pub baseline: Option<String>,
+    pub compare: Compare,
+    /// Each cell's preview samples against the baseline's (by cell index).
+    pub baseline_errors: HashMap<usize, SolveError>,
     /// Which of the charted metrics the Quality view plots (`m` steps through them).
     pub quality_metric: usize,
     /// The terminal's size at the last frame: how far a page goes.
@@ -180,6 +200,9 @@ impl State {
             zoom: None,
             font: None,
             quality_metric: 0,
+            baseline: None,
+            compare: Compare::Images,
+            baseline_errors: HashMap::new(),
             screen: Rect::new(0, 0, 160, 48),
             help: false,
             log: VecDeque::new(),
@@ -399,6 +422,15 @@ impl State {
             Action::PreviousRows => self.turn_page(-1, 0),
             Action::NextSeeds => self.turn_page(0, 1),
             Action::PreviousSeeds => self.turn_page(0, -1),
+            Action::Baseline => self.toggle_baseline(),
+            Action::Compare => {
+                self.view = View::Samplers;
+                self.compare = match self.compare {
+                    Compare::Images => Compare::Difference,
+                    Compare::Difference => Compare::Flip,
+                    Compare::Flip => Compare::Images,
+                };
+            }
             Action::NextMetric => {
                 self.view = View::Quality;
                 self.quality_metric = self.quality_metric.wrapping_add(1);
@@ -465,12 +497,57 @@ impl State {
                 if providers_changed {
                     self.push_log(format!("providers: {}", self.lab.providers_note));
                 }
+                self.compare_with_baseline();
             }
             Change::Log(line) => self.push_log(line),
             Change::Finished => return self.finished(),
-            Change::Stepped(_) | Change::Done(_) | Change::Loading | Change::Nothing => {}
+            Change::Done(_) => self.compare_with_baseline(),
+            Change::Stepped(_) | Change::Loading | Change::Nothing => {}
         }
         Vec::new()
+    }
+
+    /// The baseline's index among the planned cells.
+    pub fn baseline_cell(&self) -> Option<usize> {
+        let key = self.baseline.as_deref()?;
+        self.lab.cells.iter().position(|c| c.cell.key == key)
+    }
+
+    /// Marks the selected cell as the baseline, or unmarks it.
+    fn toggle_baseline(&mut self) {
+        self.view = View::Samplers;
+        let Some(cell) = self.lab.cells.get(self.selected) else {
+            return;
+        };
+        let key = cell.cell.key.clone();
+        self.baseline = match self.baseline.as_deref() == Some(key.as_str()) {
+            true => None,
+            false => Some(key),
+        };
+        if self.baseline.is_some() && self.compare == Compare::Images {
+            self.compare = Compare::Difference;
+        }
+        self.compare_with_baseline();
+    }
+
+    /// Recomputes every finished cell's error against the baseline's preview samples.
+    fn compare_with_baseline(&mut self) {
+        self.baseline_errors.clear();
+        let Some(b) = self.baseline_cell() else {
+            return;
+        };
+        let done = |i: usize| {
+            let c = &self.lab.cells[i];
+            (c.result.is_some() && !c.images.is_empty()).then_some(&c.images)
+        };
+        let Some(base) = done(b) else {
+            return;
+        };
+        for i in 0..self.lab.cells.len() {
+            if let Some(e) = done(i).and_then(|images| solve_error(images, base)) {
+                self.baseline_errors.insert(i, e);
+            }
+        }
     }
 
     /// The run ended: say how, and start the one asked for meanwhile.

@@ -13,6 +13,7 @@ use ratatui_image::picker::{Capability, Picker, ProtocolType, cap_parser::QueryS
 
 use super::app::{Encoded, ImageSlot};
 use super::probe;
+use crate::lab::difference::heat_map;
 use crate::lab::images::{GAP, grid, upscale};
 
 /// `--images`: how samples are drawn.
@@ -109,6 +110,8 @@ pub struct Request {
     pub count: usize,
     /// Columns of the grid when its rows mean something (one row per prompt); `None`: the largest fit.
     pub columns: Option<usize>,
+    /// The baseline's sample: the tile shows the difference from it as a heat map.
+    pub baseline: Option<Arc<Vec<f32>>>,
 }
 
 /// Encodes a grid for the terminal: the column count that makes the samples largest in `size`,
@@ -120,12 +123,20 @@ pub fn encode(picker: &Picker, r: &Request) -> Option<Encoded> {
     }
     let (fw, fh) = picker.font_size();
     let (pw, ph) = (cols as f64 * fw as f64, rows as f64 * fh as f64);
-    let [_, h, w] = r.shape;
+    let heat = match &r.baseline {
+        Some(b) => Some(heat_map(&r.samples, b, r.shape)?),
+        None => None,
+    };
+    let (samples, shape) = match &heat {
+        Some(h) => (h.as_slice(), [3, r.shape[1], r.shape[2]]),
+        None => (r.samples.as_slice(), r.shape),
+    };
+    let [_, h, w] = shape;
     let (gw, gh) = ((w + 2) as f64, (h + 2) as f64);
     let best = r
         .columns
         .unwrap_or_else(|| best_columns(r.count, pw, ph, gw, gh));
-    let mut img = grid(&r.samples, r.shape, r.count, best);
+    let mut img = grid(samples, shape, r.count, best);
     if r.count == 1 {
         // A lone tile needs no gutter: the layout spaces the tiles.
         img =

@@ -35,6 +35,8 @@ pub enum Action {
     ZoomIn,
     ZoomOut,
     NextMetric,
+    Baseline,
+    Compare,
 }
 
 /// A key as the table names it: its code, and whether Ctrl is held.
@@ -144,6 +146,16 @@ pub fn key_rows() -> Vec<KeyRow> {
             "z / Z",
             "samplers: larger / smaller previews",
             &[(char('z'), ZoomIn), (char('Z'), ZoomOut)],
+        ),
+        row(
+            "b",
+            "samplers: mark the cell as the baseline (again: unmark)",
+            &[(char('b'), Baseline)],
+        ),
+        row(
+            "d",
+            "samplers: images, difference from the baseline, baseline",
+            &[(char('d'), Compare)],
         ),
         row(
             "Space",

@@ -288,20 +288,32 @@ fn request_images(
 
 /// The encoding of one preview tile into `rect`; `None` while the cell has no images.
 pub(crate) fn tile_request(state: &State, slot: ImageSlot, rect: Rect) -> Option<images::Request> {
-    let cell = state.lab.cells.get(slot.cell)?;
     let item = state.lab.sample_shape.iter().product::<usize>();
-    let sample = cell.images.get(slot.item * item..(slot.item + 1) * item)?;
+    let sample = |cell: usize| {
+        let c = state.lab.cells.get(cell)?;
+        let s = c.images.get(slot.item * item..(slot.item + 1) * item)?;
+        Some((c.version, s))
+    };
+    let (version, own) = sample(slot.cell)?;
+    let (version, baseline) = match slot.diff {
+        Some(b) => {
+            let (v, s) = sample(b)?;
+            (version.max(v), Some(Arc::new(s.to_vec())))
+        }
+        None => (version, None),
+    };
     if rect.width == 0 || rect.height == 0 {
         return None;
     }
     Some(images::Request {
         slot,
-        version: cell.version,
+        version,
         size: (rect.width, rect.height),
-        samples: Arc::new(sample.to_vec()),
+        samples: Arc::new(own.to_vec()),
         shape: state.lab.sample_shape,
         count: 1,
         columns: Some(1),
+        baseline,
     })
 }
 

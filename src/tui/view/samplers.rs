@@ -6,15 +6,16 @@ use ratatui::Frame;
 use ratatui::buffer::{Buffer, CellDiffOption};
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Style, Stylize};
-use ratatui::text::Line;
+use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Wrap};
 use ratatui_image::Image;
 
+use super::charts::short;
 use super::page::{FOCUS_INFO, INFO_LINES, Page, ZOOMS, page};
-use crate::lab::Cell;
 use crate::lab::progress::CellView;
 use crate::lab::scores::METRICS;
-use crate::tui::app::{ImageSlot, State};
+use crate::lab::{Cell, difference};
+use crate::tui::app::{Compare, ImageSlot, State};
 
 /// The labels as shown in `room` columns: when none fits and they share leading words ("a handwritten 0",
 /// "a handwritten 1"), what differs, after "…" ("…0", "…1").
@@ -69,6 +70,25 @@ fn draw_row_labels(frame: &mut Frame, state: &State, page: &Page, tiles: Rect) {
     }
 }
 
+/// The image a tile of `cell` shows: its sample, its difference from the baseline's, or (flipped) the
+/// baseline's.
+fn tile_slot(state: &State, cell: usize, item: usize, size: (u16, u16)) -> ImageSlot {
+    let own = ImageSlot {
+        cell,
+        item,
+        size,
+        diff: None,
+    };
+    match (state.baseline_cell(), state.compare) {
+        (Some(b), Compare::Difference) if b != cell => ImageSlot {
+            diff: Some(b),
+            ..own
+        },
+        (Some(b), Compare::Flip) => ImageSlot { cell: b, ..own },
+        _ => own,
+    }
+}
+
 /// Every tile the frame shows: its image slot and where it goes.
 pub fn image_slots(state: &State, area: Rect) -> Vec<(ImageSlot, Rect)> {
     let Some(page) = page(state, area) else {
@@ -77,12 +97,7 @@ pub fn image_slots(state: &State, area: Rect) -> Vec<(ImageSlot, Rect)> {
     let mut out = Vec::new();
     for &(cell, column) in &page.columns {
         for (item, rect) in page.tiles(page.tile_area(column, state.focused)) {
-            let slot = ImageSlot {
-                cell,
-                item,
-                size: page.tile,
-            };
-            out.push((slot, rect));
+            out.push((tile_slot(state, cell, item, page.tile), rect));
         }
     }
     out
@@ -103,7 +118,16 @@ pub fn draw(frame: &mut Frame, state: &State, area: Rect) {
         );
         return;
     };
-    frame.render_widget(Paragraph::new(header(state, &page)).dim(), page.header);
+    let (shown, hints) = header(state, &page);
+    let mut line = Line::from(shown).dim();
+    line.extend(compare_legend(state));
+    // The keys only where they fit whole.
+    for hint in hints {
+        if line.width() + hint.len() + 3 <= page.header.width as usize {
+            line.push_span(Span::from(format!(" · {hint}")).dim());
+        }
+    }
+    frame.render_widget(Paragraph::new(line), page.header);
     if state.focused
         && let Some(cell) = state.lab.cells.get(state.selected)
     {
@@ -143,8 +167,9 @@ pub fn draw(frame: &mut Frame, state: &State, area: Rect) {
     }
 }
 
-/// What the page shows of the experiment: "prompts 1–3 of 10 · seeds 0–1 of 4 · cells 1–4 of 8 · 1×".
-fn header(state: &State, page: &Page) -> String {
+/// What the page shows of the experiment ("prompts 1–3 of 10 · seeds 0–1 of 4 · cells 1–4 of 8 · 1×"),
+/// and the keys that move it.
+fn header(state: &State, page: &Page) -> (String, Vec<&'static str>) {
     let n = state.lab.cells.len();
     let range = |r: &std::ops::Range<usize>, of: usize| match r.len() {
         0 => format!("0 of {of}"),
@@ -179,14 +204,29 @@ fn header(state: &State, page: &Page) -> String {
     if page.cols.len() < page.grid.cols {
         hints.push(">/< seeds");
     }
-    // The keys only where they fit whole.
-    let mut line = format!(" {}", parts.join(" · "));
-    for hint in hints {
-        if line.chars().count() + hint.len() + 3 <= page.header.width as usize {
-            line = format!("{line} · {hint}");
+    (format!(" {}", parts.join(" · ")), hints)
+}
+
+/// With a baseline: which cell it is and what the tiles show; for differences, the colour scale.
+fn compare_legend(state: &State) -> Vec<Span<'static>> {
+    let Some(b) = state.baseline_cell() else {
+        return Vec::new();
+    };
+    let name = &state.lab.cells[b].cell.name;
+    let shown = match state.compare {
+        Compare::Images => format!(" · baseline {name}"),
+        Compare::Difference => format!(" · |Δ| from {name} 0"),
+        Compare::Flip => format!(" · {name} in every column"),
+    };
+    let mut spans = vec![Span::from(shown).dim()];
+    if state.compare == Compare::Difference {
+        for k in 0..8 {
+            let [r, g, b] = difference::colour(difference::FULL_SCALE * k as f32 / 7.0);
+            spans.push(Span::from("█").fg(Color::Rgb(r, g, b)));
         }
+        spans.push(Span::from(format!("{}", difference::FULL_SCALE)).dim());
     }
-    line
+    spans
 }
 
 fn seed_range(a: u64, b: u64, of: usize) -> String {
@@ -206,9 +246,30 @@ fn titles(state: &State, page: &Page) -> Vec<String> {
             let more_left = i > 0 && Some(&(i, rect)) == page.columns.first();
             let lead = if more_left { "‹" } else { " " };
             let room = rect.width.saturating_sub(4) as usize;
-            format!("{lead}{} ", short_name(&cells, i, room))
+            // The comparison with the baseline where the whole name leaves room; the info lines have it too.
+            let against = against_baseline(state, i);
+            let whole = short_name(&cells, i, usize::MAX);
+            match whole.chars().count() + against.chars().count() <= room {
+                true => format!("{lead}{whole}{against} "),
+                false => format!("{lead}{} ", short_name(&cells, i, room)),
+            }
         })
         .collect()
+}
+
+/// Cell `i` against the baseline, for its title: " · baseline" for the baseline itself, its RMSE and
+/// PSNR on the preview samples for the others.
+fn against_baseline(state: &State, i: usize) -> String {
+    if state.baseline_cell() == Some(i) {
+        return " · baseline".into();
+    }
+    match state.baseline_errors.get(&i) {
+        Some(e) => match e.psnr {
+            Some(p) => format!(" · Δ{} {p:.0}dB", short(e.rmse)),
+            None => " · =".into(),
+        },
+        None => String::new(),
+    }
 }
 
 /// Cell `i`'s name as a column title in `room` characters: label and steps, and the guidance when it
@@ -260,12 +321,7 @@ fn draw_tiles(frame: &mut Frame, state: &State, page: &Page, cell: usize, area: 
         return;
     }
     for (item, rect) in page.tiles(area) {
-        let slot = ImageSlot {
-            cell,
-            item,
-            size: page.tile,
-        };
-        draw_image(frame, state, slot, rect);
+        draw_image(frame, state, tile_slot(state, cell, item, page.tile), rect);
     }
 }
 
@@ -373,6 +429,13 @@ fn info_lines(state: &State, cell: &CellView, long: bool, width: u16) -> Vec<Lin
         Some(r) => {
             let time = format!("{:.3} ms/step", r.model_ms_per_step + r.sampler_ms_per_step);
             let mut parts = Vec::new();
+            let index = (state.lab.cells.iter()).position(|c| c.cell.key == cell.cell.key);
+            let against = index
+                .map(|i| against_baseline(state, i))
+                .unwrap_or_default();
+            if let Some(against) = against.strip_prefix(" · ") {
+                parts.push(against.to_string());
+            }
             parts.extend(METRICS.iter().filter_map(|m| m.brief(&r.scores)));
             parts.push(time);
             lines.push(Line::from(fit(&parts, width)).dim());

@@ -764,3 +764,47 @@ fn schedules_view_plots_each_distinct_schedule() {
     }
     snapshots("schedules", &mut s);
 }
+
+#[test]
+fn a_baseline_cell_shows_differences_and_flips() {
+    let mut s = state(false);
+    // ddim 10 (done) as the baseline; dpm++2m-karras 10 (done) is compared with it.
+    key(&mut s, KeyCode::Char('b'));
+    assert_eq!(s.baseline_cell(), Some(0));
+    let screen = render(&mut s, 160, 48);
+    assert!(screen.contains("|Δ| from ddim 10 0████████1"), "{screen}");
+    assert!(screen.contains("ddim 10 · baseline"), "{screen}");
+    let error = s
+        .baseline_errors
+        .get(&2)
+        .expect("the other finished cell has an error");
+    assert!(error.rmse > 0.0);
+    assert!(
+        screen.contains(&format!("Δ{}", super::charts::short(error.rmse))),
+        "{screen}"
+    );
+    let slots = image_slots(&s, Rect::new(0, 0, 160, 48));
+    assert!(
+        slots
+            .iter()
+            .any(|(slot, _)| slot.cell == 2 && slot.diff == Some(0))
+    );
+    assert!(
+        slots
+            .iter()
+            .all(|(slot, _)| slot.cell != 0 || slot.diff.is_none())
+    );
+    snapshots("samplers_difference", &mut s);
+    key(&mut s, KeyCode::Char('d'));
+    let slots = image_slots(&s, Rect::new(0, 0, 160, 48));
+    assert!(
+        slots
+            .iter()
+            .all(|(slot, _)| slot.cell == 0 && slot.diff.is_none()),
+        "flipped"
+    );
+    key(&mut s, KeyCode::Char('d'));
+    key(&mut s, KeyCode::Char('b'));
+    assert_eq!(s.baseline_cell(), None);
+    assert!(s.baseline_errors.is_empty());
+}
