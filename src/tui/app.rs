@@ -16,6 +16,7 @@ use crate::experiment::Experiment;
 use crate::lab::LabEvent;
 use crate::lab::progress::{Change, Progress};
 use crate::quality::{SolveError, solve_error};
+use crate::tui::xy::XyChoice;
 
 /// The views, in tab order: a new view is a variant here (its tab, digit key and help line follow) and an
 /// arm in `view::draw`.
@@ -24,6 +25,8 @@ pub enum View {
     Samplers,
     Training,
     Quality,
+    #[strum(serialize = "X/Y")]
+    Xy,
     Schedules,
 }
 
@@ -119,6 +122,8 @@ pub struct State {
     pub compare: Compare,
     /// Each cell's preview samples against the baseline's (by cell index).
     pub baseline_errors: HashMap<usize, SolveError>,
+    /// The X/Y view's axes and held values.
+    pub xy: XyChoice,
     /// Which of the charted metrics the Quality view plots (`m` steps through them).
     pub quality_metric: usize,
     /// The terminal's size at the last frame: how far a page goes.
@@ -144,6 +149,8 @@ pub enum Effect {
     CancelLab,
     /// Write the comparison grid of every finished cell.
     SaveGrid,
+    /// Write the X/Y view's grid.
+    SaveXy,
 }
 
 /// What arrives at the dashboard.
@@ -200,6 +207,7 @@ impl State {
             zoom: None,
             font: None,
             quality_metric: 0,
+            xy: XyChoice::default(),
             baseline: None,
             compare: Compare::Images,
             baseline_errors: HashMap::new(),
@@ -271,6 +279,9 @@ impl State {
 
     /// Moves the Samplers view a page of rows or seeds on (or back), as far as there are more.
     fn turn_page(&mut self, rows: isize, cols: isize) {
+        if self.view == View::Xy {
+            return self.turn_xy_page(rows, cols);
+        }
         self.view = View::Samplers;
         let Some(page) = crate::tui::view::samplers_page(self, self.screen) else {
             return;
@@ -284,6 +295,24 @@ impl State {
         };
         self.page.0 = step(page.rows.start, page.rows.len(), page.grid.rows, rows);
         self.page.1 = step(page.cols.start, page.cols.len(), page.grid.cols, cols);
+    }
+
+    /// The X/Y view's page of rows or columns on (or back).
+    fn turn_xy_page(&mut self, rows: isize, cols: isize) {
+        let Some(l) = crate::tui::view::xy_layout(self, self.screen) else {
+            return;
+        };
+        let step = |shown: &std::ops::Range<usize>, total: usize, by: isize| {
+            let last = total.saturating_sub(shown.len().max(1));
+            (shown
+                .start
+                .saturating_add_signed(by * shown.len().max(1) as isize))
+            .min(last)
+        };
+        self.xy.first = (
+            step(&l.shown.0, l.grid.columns.len(), cols),
+            step(&l.shown.1, l.grid.rows.len(), rows),
+        );
     }
 
     /// One zoom step larger or smaller tiles, from what the view shows now; never below legible.
@@ -417,7 +446,9 @@ impl State {
                 self.push_log("rerunning every cell");
                 return self.start_lab(true);
             }
+            Action::SaveGrid if self.view == View::Xy => return vec![Effect::SaveXy],
             Action::SaveGrid => return vec![Effect::SaveGrid],
+            Action::NextX | Action::NextY | Action::NextHeld => self.xy_key(action),
             Action::NextRows => self.turn_page(1, 0),
             Action::PreviousRows => self.turn_page(-1, 0),
             Action::NextSeeds => self.turn_page(0, 1),
@@ -511,6 +542,22 @@ impl State {
     pub fn baseline_cell(&self) -> Option<usize> {
         let key = self.baseline.as_deref()?;
         self.lab.cells.iter().position(|c| c.cell.key == key)
+    }
+
+    /// `x`, `y` and `v` in the X/Y view: the next axis for x or y, the next held value.
+    fn xy_key(&mut self, action: Action) {
+        self.view = View::Xy;
+        let cells: Vec<&crate::lab::Cell> = self.lab.cells.iter().map(|c| &c.cell).collect();
+        let n = crate::tui::xy::swept(&cells).len().max(1);
+        match action {
+            Action::NextX => self.xy.x = (self.xy.x + 1) % n,
+            Action::NextY => self.xy.y = (self.xy.y + 1) % n,
+            _ => crate::tui::xy::next_held(&cells, &mut self.xy),
+        }
+        // x and y are two different axes.
+        if self.xy.x == self.xy.y {
+            self.xy.y = (self.xy.y + 1) % n;
+        }
     }
 
     /// Marks the selected cell as the baseline, or unmarks it.

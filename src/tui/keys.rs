@@ -37,6 +37,9 @@ pub enum Action {
     NextMetric,
     Baseline,
     Compare,
+    NextX,
+    NextY,
+    NextHeld,
 }
 
 /// A key as the table names it: its code, and whether Ctrl is held.
@@ -169,8 +172,17 @@ pub fn key_rows() -> Vec<KeyRow> {
         ),
         row(
             "s",
-            "save the comparison grid (PNG)",
+            "save the comparison grid (PNG; in X/Y, the X/Y grid)",
             &[(char('s'), SaveGrid)],
+        ),
+        row(
+            "x / y / v",
+            "x/y: next axis across / down, next held value",
+            &[
+                (char('x'), NextX),
+                (char('y'), NextY),
+                (char('v'), NextHeld),
+            ],
         ),
         row("m", "quality: next metric", &[(char('m'), NextMetric)]),
         row("l", "training: log-y on/off", &[(char('l'), LogY)]),

@@ -16,6 +16,7 @@ pub mod terminal;
 pub mod training;
 pub mod view;
 pub mod watch;
+pub mod xy;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -386,6 +387,7 @@ impl Runner {
                     }
                 }
                 Effect::SaveGrid => self.save_grid(state),
+                Effect::SaveXy => self.save_xy(state),
             }
         }
     }
@@ -425,6 +427,51 @@ impl Runner {
                 .collect();
             let result = lab::plots::comparison_grid(&columns, shape, &labels, &path)
                 .map(|()| format!("{} (columns: {names})", path.display()))
+                .map_err(|e| e.to_string());
+            let _ = tx.send(Msg::Saved(result));
+        });
+    }
+}
+
+impl Runner {
+    /// Writes the X/Y view's grid as `<output>/xy_grid.png`: its columns and rows, labelled; a
+    /// combination the experiment lacks is left blank.
+    fn save_xy(&self, state: &State) {
+        let tx = self.tx.clone();
+        let cells: Vec<&lab::Cell> = state.lab.cells.iter().map(|c| &c.cell).collect();
+        let (Some(experiment), Some(grid)) = (&state.experiment, xy::grid(&cells, &state.xy))
+        else {
+            let _ = tx.send(Msg::Saved(Err("the X/Y grid needs two swept axes".into())));
+            return;
+        };
+        let shape = state.lab.sample_shape;
+        let item: usize = shape.iter().product();
+        let sample = |t: Option<(usize, usize)>| -> Vec<f32> {
+            t.and_then(|(c, i)| state.lab.cells[c].images.get(i * item..(i + 1) * item))
+                .map_or_else(|| vec![0.0; item], <[f32]>::to_vec)
+        };
+        let columns: Vec<(String, Vec<f32>)> = (0..grid.columns.len())
+            .map(|c| {
+                let images = grid
+                    .rows
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(r, _)| sample(grid.tiles[r][c]));
+                (
+                    format!("{} {}", grid.x.name(), grid.columns[c]),
+                    images.collect(),
+                )
+            })
+            .collect();
+        let rows = grid.rows.clone();
+        let path = experiment.output_dir.join("xy_grid.png");
+        std::thread::spawn(move || {
+            let columns: Vec<lab::plots::Column> = columns
+                .iter()
+                .map(|(name, images)| lab::plots::Column { name, images })
+                .collect();
+            let result = lab::plots::comparison_grid(&columns, shape, &rows, &path)
+                .map(|()| format!("{}", path.display()))
                 .map_err(|e| e.to_string());
             let _ = tx.send(Msg::Saved(result));
         });

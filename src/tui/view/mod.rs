@@ -7,6 +7,7 @@ mod quality;
 mod run_list;
 mod samplers;
 mod schedules;
+pub mod xy_grid;
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -53,10 +54,14 @@ fn too_small(area: Rect) -> bool {
 
 /// The images the frame for `area` shows, and where.
 pub fn image_slots(state: &State, area: Rect) -> Vec<(ImageSlot, Rect)> {
-    if too_small(area) || state.view != View::Samplers {
+    if too_small(area) {
         return Vec::new();
     }
-    samplers::image_slots(state, areas(area).main)
+    match state.view {
+        View::Samplers => samplers::image_slots(state, areas(area).main),
+        View::Xy => xy_grid::layout(state, areas(area).main).map_or(Vec::new(), |l| l.tiles),
+        _ => Vec::new(),
+    }
 }
 
 /// The Samplers view's layout for a screen of `area`: what a page of rows or seeds is.
@@ -65,6 +70,14 @@ pub fn samplers_page(state: &State, area: Rect) -> Option<page::Page> {
         return None;
     }
     page::page(state, areas(area).main)
+}
+
+/// The X/Y view's layout for a screen of `area`.
+pub fn xy_layout(state: &State, area: Rect) -> Option<xy_grid::XyLayout> {
+    if too_small(area) {
+        return None;
+    }
+    xy_grid::layout(state, areas(area).main)
 }
 
 /// Whether something is drawn over the images (the help).
@@ -90,6 +103,7 @@ pub fn draw(frame: &mut Frame, state: &State) {
         View::Training => charts::draw_training(frame, state, a.main),
         View::Quality => quality::draw(frame, state, a.main),
         View::Schedules => schedules::draw(frame, state, a.main),
+        View::Xy => xy_grid::draw(frame, state, a.main),
     }
     draw_log(frame, state, a.log);
     draw_status(frame, state, a.status);

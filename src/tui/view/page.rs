@@ -229,7 +229,7 @@ impl Fitted {
 }
 
 /// `shown` of `total` starting at `first`, moved back so the last page is full.
-fn window(first: usize, shown: usize, total: usize) -> Range<usize> {
+pub fn window(first: usize, shown: usize, total: usize) -> Range<usize> {
     let start = first.min(total.saturating_sub(shown));
     start..(start + shown).min(total)
 }

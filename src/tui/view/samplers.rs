@@ -321,7 +321,7 @@ fn draw_tiles(frame: &mut Frame, state: &State, page: &Page, cell: usize, area: 
         return;
     }
     for (item, rect) in page.tiles(area) {
-        draw_image(frame, state, tile_slot(state, cell, item, page.tile), rect);
+        draw_tile(frame, state, tile_slot(state, cell, item, page.tile), rect);
     }
 }
 
@@ -503,7 +503,8 @@ fn fit(parts: &[String], width: u16) -> String {
     line
 }
 
-fn draw_image(frame: &mut Frame, state: &State, slot: ImageSlot, rect: Rect) {
+/// One encoded tile in `rect` (nothing until it is encoded).
+pub fn draw_tile(frame: &mut Frame, state: &State, slot: ImageSlot, rect: Rect) {
     let Some(enc) = state.images.get(&slot) else {
         return;
     };

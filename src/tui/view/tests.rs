@@ -740,7 +740,7 @@ fn quality_along_the_swept_guidance_and_every_metric() {
 #[test]
 fn schedules_view_plots_each_distinct_schedule() {
     let mut s = state(false);
-    key(&mut s, KeyCode::Char('4'));
+    key(&mut s, KeyCode::Char('5'));
     assert_eq!(s.view, View::Schedules);
     let cells: Vec<&crate::lab::Cell> = s.lab.cells.iter().map(|c| &c.cell).collect();
     let lines = super::schedules::schedules(&cells);
@@ -807,4 +807,47 @@ fn a_baseline_cell_shows_differences_and_flips() {
     key(&mut s, KeyCode::Char('b'));
     assert_eq!(s.baseline_cell(), None);
     assert!(s.baseline_errors.is_empty());
+}
+
+#[test]
+fn xy_grid_of_two_swept_axes() {
+    let mut s = default_like_state();
+    key(&mut s, KeyCode::Char('4'));
+    assert_eq!(s.view, View::Xy);
+    use crate::tui::xy::{Axis, grid, swept};
+    let planned: Vec<crate::lab::Cell> = s.lab.cells.iter().map(|c| c.cell.clone()).collect();
+    let cells: Vec<&crate::lab::Cell> = planned.iter().collect();
+    assert_eq!(
+        swept(&cells),
+        [
+            Axis::Sampler,
+            Axis::Steps,
+            Axis::Guidance,
+            Axis::Prompt,
+            Axis::Seed
+        ]
+    );
+    // Samplers across, steps down: held at g1, the first prompt, seed 0.
+    let g = grid(&cells, &s.xy).expect("two swept axes");
+    assert_eq!((g.x, g.y), (Axis::Sampler, Axis::Steps));
+    assert_eq!(g.held, ["g1", "prompt a handwritten 0", "seed 0"]);
+    // ddim runs 50 steps and dpm++2m 20: two of the four tiles exist.
+    assert_eq!(g.tiles.iter().flatten().flatten().count(), 2);
+    key(&mut s, KeyCode::Char('y'));
+    key(&mut s, KeyCode::Char('y'));
+    let g = grid(&cells, &s.xy).expect("two swept axes");
+    assert_eq!((g.x, g.y), (Axis::Sampler, Axis::Prompt));
+    assert_eq!(g.rows.len(), 10);
+    // Steps follow from the sampler: not held.
+    assert_eq!(g.held, ["g1", "seed 0"]);
+    assert_eq!(g.tiles.iter().flatten().flatten().count(), 20);
+    key(&mut s, KeyCode::Char('v'));
+    let g = grid(&cells, &s.xy).expect("two swept axes");
+    assert_eq!(g.held, ["g2", "seed 0"]);
+    let screen = render(&mut s, 160, 48);
+    assert!(
+        screen.contains("x: sampler · y: prompt · g2 · seed 0 (v: next)"),
+        "{screen}"
+    );
+    snapshots("xy", &mut s);
 }
