@@ -275,7 +275,7 @@ fn dashboard_in_tmux() {
     });
     tmux.send(&["s"]);
     tmux.wait_for("the saved grid", Duration::from_secs(10), |s| {
-        s.contains("comparison grid saved")
+        s.contains("saved ") && s.contains("comparison.png")
     });
     assert!(dir.path().join("out/comparison.png").is_file());
 

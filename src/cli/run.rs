@@ -36,13 +36,17 @@ pub struct Args {
     /// (decoded for latent models), in seed order, prompt-major when there are prompts.
     #[arg(long)]
     pub save_samples: bool,
+    /// Also write each cell's preview samples at every step as steps/<cell>.png: a row per preview
+    /// sample, a column per step (the x0 prediction), thumbnails at most 64 px.
+    #[arg(long)]
+    pub save_steps: bool,
     /// Run shard I of N (I from 0) of every cell into <out>/shards/I-of-N; without it, a job-array task
     /// reads its shard from SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX or RANK. Merge with `difflab merge`.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
     /// Load the networks and stop: TensorRT builds and caches its engines for the experiment's shapes, so
     /// the tasks of a job array that follow load them instead of each building them.
-    #[arg(long, conflicts_with_all = ["only", "json", "force", "save_samples", "shard"])]
+    #[arg(long, conflicts_with_all = ["only", "json", "force", "save_samples", "save_steps", "shard"])]
     pub load_only: bool,
 }
 
@@ -93,7 +97,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             models: None,
         },
     );
-    let progress = follow(&lab.events, &experiment.path);
+    let progress = follow(&lab.events, &experiment.path, args.save_steps);
     lab.join();
     let Some(outcome) = progress.outcome.clone() else {
         anyhow::bail!("the lab stopped without a result");
@@ -114,6 +118,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .map(|c| c.cell.preview_labels())
         .unwrap_or_default();
     figures(&out_dir, &done, &images, progress.sample_shape, &row_labels)?;
+    if args.save_steps {
+        save_steps(&out_dir, &progress)?;
+    }
     let total = done.len() + failed.len();
     if args.json {
         done.extend(failed.iter().cloned());
@@ -131,9 +138,48 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--save-steps`: each cell's trajectory as steps/<cell>.png, a row per preview sample, a column per
+/// step kept.
+fn save_steps(out_dir: &Path, progress: &Progress) -> anyhow::Result<()> {
+    let mut written = 0;
+    for c in &progress.cells {
+        let t = &c.trajectory;
+        if t.frames.is_empty() || c.result.as_ref().is_none_or(|r| r.failed()) {
+            continue;
+        }
+        let images: Vec<Vec<f32>> = (0..t.frames.len())
+            .map(|k| {
+                (0..c.cell.preview)
+                    .flat_map(|i| t.sample(k, i).unwrap_or_default())
+                    .collect()
+            })
+            .collect();
+        let names: Vec<String> = t
+            .frames
+            .iter()
+            .map(|f| format!("step {}", f.step))
+            .collect();
+        let columns: Vec<Column> = (names.iter().zip(&images))
+            .map(|(name, images)| Column { name, images })
+            .collect();
+        let path = out_dir.join(format!("steps/{}.png", c.cell.file_stem()));
+        std::fs::create_dir_all(out_dir.join("steps"))?;
+        comparison_grid(&columns, t.shape, &c.cell.preview_labels(), &path)?;
+        written += 1;
+    }
+    eprintln!(
+        "{written} step strips in {}",
+        out_dir.join("steps").display()
+    );
+    Ok(())
+}
+
 /// Prints the run as it goes (see [`Printer`]) and returns it folded.
-fn follow(events: &Receiver<LabEvent>, experiment: &Path) -> Progress {
-    let mut progress = Progress::default();
+fn follow(events: &Receiver<LabEvent>, experiment: &Path, trajectories: bool) -> Progress {
+    let mut progress = Progress {
+        trajectories,
+        ..Progress::default()
+    };
     let mut printer = Printer::new(std::io::stderr().is_terminal());
     for event in events.iter() {
         let change = progress.apply(event);
@@ -291,9 +337,14 @@ fn which_shard(args: &Args) -> anyhow::Result<Option<Shard>> {
     if args.only.is_some() {
         anyhow::bail!("--only and a shard ({source}) together: a sharded run runs every cell");
     }
-    if args.save_samples {
+    if args.save_samples || args.save_steps {
+        let flag = if args.save_samples {
+            "--save-samples"
+        } else {
+            "--save-steps"
+        };
         anyhow::bail!(
-            "--save-samples and a shard ({source}) together: a shard keeps its tallies, not its samples"
+            "{flag} and a shard ({source}) together: a shard keeps its tallies, not its samples"
         );
     }
     eprintln!("shard {shard} (from {source})");

@@ -30,6 +30,7 @@ pub mod shard;
 pub mod shard_watch;
 pub mod tally;
 pub mod tensorrt;
+pub mod trajectory;
 
 pub use crate::path_error::PathError;
 pub use events::{CancelSwitch, LabEvent, LabHandle, RunOptions, start};

@@ -5,6 +5,7 @@
 use super::events::LabEvent;
 use super::plan::Cell;
 use super::results::CellResult;
+use super::trajectory::Trajectory;
 
 /// One cell as its events report it.
 #[derive(Debug, Clone)]
@@ -25,6 +26,8 @@ pub struct CellView {
     pub version: u64,
     /// Encodings older than this belong to whatever was in this column before.
     pub first_version: u64,
+    /// The preview samples at each step, for stepping back through the run.
+    pub trajectory: Trajectory,
 }
 
 impl CellView {
@@ -40,6 +43,7 @@ impl CellView {
             cached: false,
             version: 0,
             first_version: 0,
+            trajectory: Trajectory::default(),
             cell,
         }
     }
@@ -70,6 +74,8 @@ pub struct Progress {
     pub outcome: Option<Outcome>,
     /// Source of image versions: every change of any cell's images gets a new one.
     pub image_counter: u64,
+    /// Whether each cell keeps its preview samples at every step ([`CellView::trajectory`]).
+    pub trajectories: bool,
 }
 
 impl Default for Progress {
@@ -83,6 +89,7 @@ impl Default for Progress {
             loading: None,
             outcome: None,
             image_counter: 0,
+            trajectories: true,
         }
     }
 }
@@ -213,6 +220,10 @@ impl Progress {
         c.result = None;
         c.cached = false;
         if let Some(p) = preview {
+            let shape = self.sample_shape;
+            if self.trajectories {
+                (c.trajectory).record(c.step, c.steps, c.samples_done, &p, shape, c.cell.preview);
+            }
             let len = c.cell.preview * item;
             if c.images.len() != len {
                 c.images = vec![0.0; len];
@@ -234,6 +245,10 @@ impl Progress {
         c.samples_done = c.samples_total;
         c.cached = cached;
         if !images.is_empty() {
+            let shape = self.sample_shape;
+            if self.trajectories {
+                (c.trajectory).record(c.steps, c.steps, 0, &images, shape, c.cell.preview);
+            }
             c.images = images;
         }
         self.image_counter += 1;

@@ -72,6 +72,8 @@ pub struct ImageSlot {
     pub size: (u16, u16),
     /// The baseline cell whose sample this tile shows the difference from; `None`: the sample itself.
     pub diff: Option<usize>,
+    /// A frame of the cell's trajectory (an earlier step) instead of its latest images.
+    pub frame: Option<usize>,
 }
 
 /// What the Samplers view's tiles show once a baseline cell is marked (`d` steps through them).
@@ -122,6 +124,8 @@ pub struct State {
     pub compare: Compare,
     /// Each cell's preview samples against the baseline's (by cell index).
     pub baseline_errors: HashMap<usize, SolveError>,
+    /// The focused cell's trajectory frame shown (`,` and `.` step through it); `None`: its latest images.
+    pub scrub: Option<usize>,
     /// The X/Y view's axes and held values.
     pub xy: XyChoice,
     /// Which of the charted metrics the Quality view plots (`m` steps through them).
@@ -208,6 +212,7 @@ impl State {
             font: None,
             quality_metric: 0,
             xy: XyChoice::default(),
+            scrub: None,
             baseline: None,
             compare: Compare::Images,
             baseline_errors: HashMap::new(),
@@ -365,11 +370,11 @@ impl State {
                 Vec::new()
             }
             Msg::Saved(Ok(what)) => {
-                self.push_log(format!("comparison grid saved: {what}"));
+                self.push_log(format!("saved {what}"));
                 Vec::new()
             }
             Msg::Saved(Err(e)) => {
-                self.push_log(format!("error: cannot save the comparison grid: {e}"));
+                self.push_log(format!("error: cannot save the grid: {e}"));
                 Vec::new()
             }
             Msg::Training(update) => {
@@ -429,7 +434,11 @@ impl State {
                 self.view = View::Samplers;
                 self.focused = !self.focused && !self.lab.cells.is_empty();
             }
-            Action::Unfocus => self.focused = false,
+            Action::Unfocus => {
+                self.focused = false;
+                self.scrub = None;
+            }
+            Action::StepBack | Action::StepForward => self.scrub_by(action == Action::StepForward),
             Action::RunOrCancel => {
                 return match self.run {
                     RunState::Running => {
@@ -542,6 +551,24 @@ impl State {
     pub fn baseline_cell(&self) -> Option<usize> {
         let key = self.baseline.as_deref()?;
         self.lab.cells.iter().position(|c| c.cell.key == key)
+    }
+
+    /// Steps the focused cell's shown frame back or forward; past the last frame, the latest images.
+    fn scrub_by(&mut self, forward: bool) {
+        self.view = View::Samplers;
+        let Some(cell) = self.lab.cells.get(self.selected) else {
+            return;
+        };
+        self.focused = true;
+        let last = cell.trajectory.frames.len().checked_sub(1);
+        self.scrub = match (self.scrub, forward, last) {
+            (_, _, None) => None,
+            (None, false, Some(l)) => Some(l.saturating_sub(1)),
+            (None, true, Some(_)) => None,
+            (Some(k), false, _) => Some(k.saturating_sub(1)),
+            (Some(k), true, Some(l)) if k < l => Some(k + 1),
+            (Some(_), true, _) => None,
+        };
     }
 
     /// `x`, `y` and `v` in the X/Y view: the next axis for x or y, the next held value.

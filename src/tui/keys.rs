@@ -40,6 +40,8 @@ pub enum Action {
     NextX,
     NextY,
     NextHeld,
+    StepBack,
+    StepForward,
 }
 
 /// A key as the table names it: its code, and whether Ctrl is held.
@@ -126,6 +128,11 @@ pub fn key_rows() -> Vec<KeyRow> {
             "Enter",
             "focus the cell: all its seeds, larger",
             &[(plain(KeyCode::Enter), Focus)],
+        ),
+        row(
+            ", / .",
+            "focused cell: a step back / forward through the run",
+            &[(char(','), StepBack), (char('.'), StepForward)],
         ),
         row(
             "Esc",

@@ -289,6 +289,9 @@ fn request_images(
 
 /// The encoding of one preview tile into `rect`; `None` while the cell has no images.
 pub(crate) fn tile_request(state: &State, slot: ImageSlot, rect: Rect) -> Option<images::Request> {
+    if let Some(k) = slot.frame {
+        return frame_request(state, slot, k, rect);
+    }
     let item = state.lab.sample_shape.iter().product::<usize>();
     let sample = |cell: usize| {
         let c = state.lab.cells.get(cell)?;
@@ -315,6 +318,25 @@ pub(crate) fn tile_request(state: &State, slot: ImageSlot, rect: Rect) -> Option
         count: 1,
         columns: Some(1),
         baseline,
+    })
+}
+
+/// The encoding of a tile of an earlier step of the cell's run.
+fn frame_request(state: &State, slot: ImageSlot, k: usize, rect: Rect) -> Option<images::Request> {
+    let cell = state.lab.cells.get(slot.cell)?;
+    let sample = cell.trajectory.sample(k, slot.item)?;
+    if rect.width == 0 || rect.height == 0 {
+        return None;
+    }
+    Some(images::Request {
+        slot,
+        version: cell.version,
+        size: (rect.width, rect.height),
+        samples: Arc::new(sample),
+        shape: cell.trajectory.shape,
+        count: 1,
+        columns: Some(1),
+        baseline: None,
     })
 }
 
@@ -471,7 +493,7 @@ impl Runner {
                 .map(|(name, images)| lab::plots::Column { name, images })
                 .collect();
             let result = lab::plots::comparison_grid(&columns, shape, &rows, &path)
-                .map(|()| format!("{}", path.display()))
+                .map(|()| format!("{} (the X/Y grid)", path.display()))
                 .map_err(|e| e.to_string());
             let _ = tx.send(Msg::Saved(result));
         });

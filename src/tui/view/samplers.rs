@@ -15,6 +15,7 @@ use super::page::{FOCUS_INFO, INFO_LINES, Page, ZOOMS, page};
 use crate::lab::progress::CellView;
 use crate::lab::scores::METRICS;
 use crate::lab::{Cell, difference};
+use crate::sampler::step_table::step_rows;
 use crate::tui::app::{Compare, ImageSlot, State};
 
 /// The labels as shown in `room` columns: when none fits and they share leading words ("a handwritten 0",
@@ -78,7 +79,14 @@ fn tile_slot(state: &State, cell: usize, item: usize, size: (u16, u16)) -> Image
         item,
         size,
         diff: None,
+        frame: None,
     };
+    if state.focused && cell == state.selected && state.scrub.is_some() {
+        return ImageSlot {
+            frame: state.scrub,
+            ..own
+        };
+    }
     match (state.baseline_cell(), state.compare) {
         (Some(b), Compare::Difference) if b != cell => ImageSlot {
             diff: Some(b),
@@ -197,7 +205,11 @@ fn header(state: &State, page: &Page) -> (String, Vec<&'static str>) {
         }
     }
     parts.push(format!("{}×", ZOOMS[page.zoom]));
+    parts.extend(scrubbed_step(state));
     let mut hints = vec!["z/Z zoom"];
+    if state.focused {
+        hints.push(",/. steps");
+    }
     if page.rows.len() < page.grid.rows {
         hints.push("PgDn/PgUp rows");
     }
@@ -227,6 +239,23 @@ fn compare_legend(state: &State) -> Vec<Span<'static>> {
         spans.push(Span::from(format!("{}", difference::FULL_SCALE)).dim());
     }
     spans
+}
+
+/// The focused cell's step shown, when stepping back through its run: the step, its timestep and σ.
+fn scrubbed_step(state: &State) -> Option<String> {
+    let k = state.scrub?;
+    let cell = state.lab.cells.get(state.selected)?;
+    let frame = cell.trajectory.frames.get(k)?;
+    let mut text = format!("x0 after step {} of {}", frame.step, cell.steps);
+    let rows = step_rows(&cell.cell.config, cell.steps).ok()?;
+    if let Some(row) = frame.step.checked_sub(1).and_then(|i| rows.get(i)) {
+        text.push_str(&format!(
+            " · t {} · σ {}",
+            short(row.timestep),
+            short(row.sigma)
+        ));
+    }
+    Some(text)
 }
 
 fn seed_range(a: u64, b: u64, of: usize) -> String {

@@ -851,3 +851,37 @@ fn xy_grid_of_two_swept_axes() {
     );
     snapshots("xy", &mut s);
 }
+
+#[test]
+fn the_focused_cell_steps_back_through_its_run() {
+    let mut s = state(false);
+    // ddim 50 is mid-run: frames of its x0 at the steps it reported.
+    let running = 1;
+    s.selected = running;
+    let frames = s.lab.cells[running].trajectory.frames.len();
+    assert!(frames >= 1, "the running cell recorded its steps");
+    key(&mut s, KeyCode::Char(','));
+    assert!(s.focused);
+    assert_eq!(s.scrub, Some(frames.saturating_sub(2)));
+    let header = render(&mut s, 160, 48)
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        header.contains("x0 after step") && header.contains(" · σ "),
+        "{header}"
+    );
+    let slots = image_slots(&s, Rect::new(0, 0, 160, 48));
+    assert!(!slots.is_empty() && slots.iter().all(|(slot, _)| slot.frame == s.scrub));
+    assert!(
+        slots.iter().all(|(slot, _)| s.images.contains_key(slot)),
+        "encoded from the frame"
+    );
+    for _ in 0..frames + 1 {
+        key(&mut s, KeyCode::Char('.'));
+    }
+    assert_eq!(s.scrub, None, "past the last frame: the latest images");
+    key(&mut s, KeyCode::Esc);
+    assert!(!s.focused);
+}

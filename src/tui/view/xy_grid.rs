@@ -83,6 +83,7 @@ pub fn layout(state: &State, area: Rect) -> Option<XyLayout> {
                 item,
                 size: tile,
                 diff: None,
+                frame: None,
             };
             tiles.push((slot, Rect::new(x_of(k), y, tile.0, tile.1)));
         }
