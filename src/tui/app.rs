@@ -576,15 +576,20 @@ impl State {
         self.view = View::Xy;
         let cells: Vec<&crate::lab::Cell> = self.lab.cells.iter().map(|c| &c.cell).collect();
         let n = crate::tui::xy::swept(&cells).len().max(1);
-        match action {
-            Action::NextX => self.xy.x = (self.xy.x + 1) % n,
-            Action::NextY => self.xy.y = (self.xy.y + 1) % n,
-            _ => crate::tui::xy::next_held(&cells, &mut self.xy),
+        let shown = |choice: &XyChoice| crate::tui::xy::grid(&cells, choice).map(|g| (g.x, g.y));
+        let before = shown(&self.xy);
+        // Each press shows another axis (the grid skips axes that would leave it a diagonal).
+        for _ in 0..n {
+            match action {
+                Action::NextX => self.xy.x = (self.xy.x + 1) % n,
+                Action::NextY => self.xy.y = (self.xy.y + 1) % n,
+                _ => return crate::tui::xy::next_held(&cells, &mut self.xy),
+            }
+            if shown(&self.xy) != before {
+                break;
+            }
         }
-        // x and y are two different axes.
-        if self.xy.x == self.xy.y {
-            self.xy.y = (self.xy.y + 1) % n;
-        }
+        self.xy.first = (0, 0);
     }
 
     /// Marks the selected cell as the baseline, or unmarks it.

@@ -109,10 +109,13 @@ pub fn grid(cells: &[&Cell], choice: &XyChoice) -> Option<XyGrid> {
         return None;
     }
     let x = swept[choice.x % swept.len()];
-    let mut y = swept[choice.y % swept.len()];
-    if y == x {
-        y = swept[(choice.y + 1) % swept.len()];
-    }
+    // Down, the chosen axis or the next one that varies independently of x (samplers across and
+    // their own step counts down would fill only a diagonal).
+    let candidates = (0..swept.len()).map(|k| swept[(choice.y + k) % swept.len()]);
+    let y = candidates
+        .clone()
+        .find(|&a| a != x && !determined(cells, x, a) && !determined(cells, a, x))
+        .or_else(|| candidates.clone().find(|&a| a != x))?;
     let all: Vec<Vec<String>> = (Axis::VARIANTS.iter()).map(|&a| values(cells, a)).collect();
     let held_at = |a: Axis| {
         let k = a as usize;
@@ -152,6 +155,18 @@ pub fn grid(cells: &[&Cell], choice: &XyChoice) -> Option<XyGrid> {
         rows,
         held,
         tiles,
+    })
+}
+
+/// Whether `b`'s value follows from `a`'s (one value of `b` for each of `a`).
+fn determined(cells: &[&Cell], a: Axis, b: Axis) -> bool {
+    let mut seen: HashMap<String, String> = HashMap::new();
+    samples(cells).all(|(c, i)| {
+        let v = value(b, cells[c], i);
+        *seen
+            .entry(value(a, cells[c], i))
+            .or_insert_with(|| v.clone())
+            == v
     })
 }
 

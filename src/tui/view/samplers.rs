@@ -54,6 +54,10 @@ fn draw_row_labels(frame: &mut Frame, state: &State, page: &Page, tiles: Rect) {
     }
     let room = gutter.width.saturating_sub(2) as usize;
     let labels = distinct_parts(&cell.cell.conditions, room);
+    // Right up to the tiles, which are centred in their area.
+    let first_tile = page.tiles(tiles).iter().map(|(_, r)| r.x).min();
+    let end = first_tile.map_or(gutter.right(), |x| x.saturating_sub(1));
+    let x = end.saturating_sub(room as u16 + 1).max(gutter.x + 1);
     for (row, y) in page.row_centres(tiles) {
         let Some(label) = labels.get(row) else {
             continue;
@@ -66,7 +70,7 @@ fn draw_row_labels(frame: &mut Frame, state: &State, page: &Page, tiles: Rect) {
         } else {
             label.clone()
         };
-        let at = Rect::new(gutter.x + 1, y, room as u16, 1);
+        let at = Rect::new(x, y, room as u16, 1);
         frame.render_widget(Paragraph::new(text).right_aligned().dim(), at);
     }
 }
@@ -227,14 +231,15 @@ fn compare_legend(state: &State) -> Vec<Span<'static>> {
     let name = &state.lab.cells[b].cell.name;
     let shown = match state.compare {
         Compare::Images => format!(" · baseline {name}"),
-        Compare::Difference => format!(" · |Δ| from {name} 0"),
+        Compare::Difference => format!(" · |difference| from {name} 0"),
         Compare::Flip => format!(" · {name} in every column"),
     };
     let mut spans = vec![Span::from(shown).dim()];
     if state.compare == Compare::Difference {
+        // Coloured spaces: the scale shows in any font.
         for k in 0..8 {
             let [r, g, b] = difference::colour(difference::FULL_SCALE * k as f32 / 7.0);
-            spans.push(Span::from("█").fg(Color::Rgb(r, g, b)));
+            spans.push(Span::from(" ").bg(Color::Rgb(r, g, b)));
         }
         spans.push(Span::from(format!("{}", difference::FULL_SCALE)).dim());
     }
@@ -250,7 +255,7 @@ fn scrubbed_step(state: &State) -> Option<String> {
     let rows = step_rows(&cell.cell.config, cell.steps).ok()?;
     if let Some(row) = frame.step.checked_sub(1).and_then(|i| rows.get(i)) {
         text.push_str(&format!(
-            " · t {} · σ {}",
+            " · t {} · sigma {}",
             short(row.timestep),
             short(row.sigma)
         ));
@@ -294,7 +299,7 @@ fn against_baseline(state: &State, i: usize) -> String {
     }
     match state.baseline_errors.get(&i) {
         Some(e) => match e.psnr {
-            Some(p) => format!(" · Δ{} {p:.0}dB", short(e.rmse)),
+            Some(p) => format!(" · rmse {} {p:.0}dB", short(e.rmse)),
             None => " · =".into(),
         },
         None => String::new(),

@@ -772,7 +772,10 @@ fn a_baseline_cell_shows_differences_and_flips() {
     key(&mut s, KeyCode::Char('b'));
     assert_eq!(s.baseline_cell(), Some(0));
     let screen = render(&mut s, 160, 48);
-    assert!(screen.contains("|Δ| from ddim 10 0████████1"), "{screen}");
+    assert!(
+        screen.contains("|difference| from ddim 10 0        1"),
+        "{screen}"
+    );
     assert!(screen.contains("ddim 10 · baseline"), "{screen}");
     let error = s
         .baseline_errors
@@ -780,7 +783,7 @@ fn a_baseline_cell_shows_differences_and_flips() {
         .expect("the other finished cell has an error");
     assert!(error.rmse > 0.0);
     assert!(
-        screen.contains(&format!("Δ{}", super::charts::short(error.rmse))),
+        screen.contains(&format!("rmse {}", super::charts::short(error.rmse))),
         "{screen}"
     );
     let slots = image_slots(&s, Rect::new(0, 0, 160, 48));
@@ -827,13 +830,12 @@ fn xy_grid_of_two_swept_axes() {
             Axis::Seed
         ]
     );
-    // Samplers across, steps down: held at g1, the first prompt, seed 0.
+    // Samplers across and guidance down (not steps: each sampler has its own), held at the first
+    // prompt and seed 0.
     let g = grid(&cells, &s.xy).expect("two swept axes");
-    assert_eq!((g.x, g.y), (Axis::Sampler, Axis::Steps));
-    assert_eq!(g.held, ["g1", "prompt a handwritten 0", "seed 0"]);
-    // ddim runs 50 steps and dpm++2m 20: two of the four tiles exist.
-    assert_eq!(g.tiles.iter().flatten().flatten().count(), 2);
-    key(&mut s, KeyCode::Char('y'));
+    assert_eq!((g.x, g.y), (Axis::Sampler, Axis::Guidance));
+    assert_eq!(g.held, ["prompt a handwritten 0", "seed 0"]);
+    assert_eq!(g.tiles.iter().flatten().flatten().count(), 8);
     key(&mut s, KeyCode::Char('y'));
     let g = grid(&cells, &s.xy).expect("two swept axes");
     assert_eq!((g.x, g.y), (Axis::Sampler, Axis::Prompt));
@@ -869,7 +871,7 @@ fn the_focused_cell_steps_back_through_its_run() {
         .unwrap_or_default()
         .to_string();
     assert!(
-        header.contains("x0 after step") && header.contains(" · σ "),
+        header.contains("x0 after step") && header.contains(" · sigma "),
         "{header}"
     );
     let slots = image_slots(&s, Rect::new(0, 0, 160, 48));
