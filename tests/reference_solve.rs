@@ -295,3 +295,48 @@ fn a_wrong_reference_setting_is_named_at_its_key_without_a_sampler_suggestion() 
     );
     assert!(!e.contains("did you mean"), "{e}");
 }
+
+/// `[quality] baseline`: every cell's preview samples against one cell's, seed by seed, in results.json
+/// and difference.png; a name that is no cell is one clear error naming the cells.
+#[test]
+fn cells_are_compared_with_the_baseline_cell() {
+    let dir = temp_dir("baseline");
+    let text = format!(
+        "{ANALYTIC}[[sampler]]\nname = \"ddim\"\nsteps = [5, 50]\n[[sampler]]\nname = \"dpm++2m\"\nsteps = 20\n\
+         [quality]\nbaseline = \"ddim 50\"\n"
+    );
+    let (stderr, results) = run(&dir, &text);
+    let coarse = cell(&results, "ddim 5").score("baseline_rmse").unwrap();
+    let close = cell(&results, "dpm++2m 20").score("baseline_rmse").unwrap();
+    // Converged samplers agree with the 50-step baseline far better than 5 DDIM steps.
+    assert!(
+        close < 0.5 * coarse,
+        "dpm++2m 20 {close} vs ddim 5 {coarse}"
+    );
+    assert!(cell(&results, "dpm++2m 20").score("baseline_psnr").unwrap() > 20.0);
+    let base = cell(&results, "ddim 50");
+    assert_eq!(
+        (base.score("baseline_rmse"), base.score("baseline_psnr")),
+        (Some(0.0), None)
+    );
+    assert!(stderr.contains("ddim 5: RMSE to the baseline"), "{stderr}");
+    let png = image::open(dir.join("out/exp/difference.png")).unwrap();
+    assert!(
+        png.width() > 3 * 64 && png.height() > 8 * 32,
+        "{}×{}",
+        png.width(),
+        png.height()
+    );
+
+    let wrong = text.replace("baseline = \"ddim 50\"", "baseline = \"ddim 500\"");
+    std::fs::write(dir.join("exp.toml"), &wrong).unwrap();
+    let error = Experiment::load(&dir.join("exp.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("quality.baseline")
+            && error.contains("its cells are ddim 5, ddim 50, dpm++2m 20"),
+        "{error}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -8,11 +8,13 @@ use std::sync::mpsc::Receiver;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::experiment::Experiment;
+use crate::lab::difference::heat_map;
 use crate::lab::display::{display_shape, for_display};
 use crate::lab::merge::{MergedCell, merge, shard_counts};
 use crate::lab::plots::{Column, comparison_grid, write_plots};
 use crate::lab::progress::{CellView, Change, Outcome, Progress};
 use crate::lab::scores::METRICS;
+use crate::lab::scores::{Metric, baseline::Baseline};
 use crate::lab::shard::{Shard, shard_folder};
 use crate::lab::{CellResult, LabEvent, RunOptions, start};
 
@@ -118,6 +120,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .map(|c| c.cell.preview_labels())
         .unwrap_or_default();
     figures(&out_dir, &done, &images, progress.sample_shape, &row_labels)?;
+    if let Some(name) = experiment
+        .quality
+        .as_ref()
+        .and_then(|q| q.baseline.as_deref())
+    {
+        difference_figure(&out_dir, &progress, name, &row_labels)?;
+    }
     if args.save_steps {
         save_steps(&out_dir, &progress)?;
     }
@@ -135,6 +144,67 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             names.join(", ")
         );
     }
+    Ok(())
+}
+
+/// difference.png: a column per finished cell, a row per preview sample; the baseline's own samples,
+/// and for every other cell its absolute difference from the baseline's sample of the same seed as a
+/// heat map (black: none; pale yellow: 1 and more, data in [-1, 1]).
+fn difference_figure(
+    out_dir: &Path,
+    progress: &Progress,
+    baseline: &str,
+    row_labels: &[String],
+) -> anyhow::Result<()> {
+    let done =
+        |c: &&CellView| c.result.as_ref().is_some_and(|r| !r.failed()) && !c.images.is_empty();
+    let Some(base) = progress
+        .cells
+        .iter()
+        .filter(done)
+        .find(|c| c.cell.name == baseline)
+    else {
+        eprintln!("difference.png: the baseline {baseline} did not run in this run; not written");
+        return Ok(());
+    };
+    let shape = progress.sample_shape;
+    let item = shape.iter().product::<usize>().max(1);
+    let [c, h, w] = shape;
+    let as_rgb = |sample: &[f32]| -> Vec<f32> {
+        match c {
+            3 => sample.to_vec(),
+            _ => sample[..h * w].repeat(3),
+        }
+    };
+    let columns: Vec<(String, Vec<f32>)> = (progress.cells.iter().filter(done))
+        .map(|cell| {
+            let pairs = cell.images.chunks(item).zip(base.images.chunks(item));
+            let images = pairs
+                .flat_map(|(s, b)| match cell.cell.name == baseline {
+                    true => as_rgb(s),
+                    false => heat_map(s, b, shape).unwrap_or_else(|| vec![-1.0; 3 * h * w]),
+                })
+                .collect();
+            let name = match cell.cell.name == baseline {
+                true => format!("{} (baseline)", cell.cell.name),
+                false => cell.cell.name.clone(),
+            };
+            (name, images)
+        })
+        .collect();
+    let columns: Vec<Column> = (columns.iter())
+        .map(|(name, images)| Column { name, images })
+        .collect();
+    comparison_grid(
+        &columns,
+        [3, h, w],
+        row_labels,
+        &out_dir.join("difference.png"),
+    )?;
+    eprintln!(
+        "difference from {baseline}: {}",
+        out_dir.join("difference.png").display()
+    );
     Ok(())
 }
 
@@ -253,6 +323,13 @@ impl Printer {
                 match self.cell_bars.get(&i) {
                     Some(bar) => bar.finish_with_message(line),
                     None => eprintln!("{line}"),
+                }
+            }
+            Change::Rescored(i) => {
+                let c = &run.cells[i];
+                let summary = (c.result.as_ref()).and_then(|r| Baseline.summary(&r.scores));
+                if let Some(summary) = summary {
+                    eprintln!("{}: {summary}", c.cell.name);
                 }
             }
             Change::Finished | Change::Nothing => {}

@@ -15,7 +15,7 @@ use toml::Spanned;
 
 pub use conditioning::ConditioningSpec;
 pub use diagnostic::{ExperimentError, ExperimentWarning, closest, line_column};
-pub use quality::{FeatureSpec, QualitySpec, ReferenceSolve};
+pub use quality::{FeatureSpec, QualitySpec, ReferenceSolve, cell_name};
 pub use schema::NoiseKind;
 
 use crate::engine::{ProviderKind, RoleOverrides};

@@ -27,6 +27,17 @@ pub struct QualitySpec {
     pub logits: Option<String>,
     /// The sampler whose long solve of the preview samples every cell is compared with.
     pub reference_solve: Option<ReferenceSolve>,
+    /// `baseline = "ddim 50"`: the cell every other cell's preview samples are compared with, seed by
+    /// seed (difference.png, and `baseline_rmse`/`baseline_psnr` in results.json).
+    pub baseline: Option<String>,
+}
+
+/// "ddim 50", or "ddim 50 g7.5" when the experiment is conditional (guidance is then an axis).
+pub fn cell_name(conditional: bool, label: &str, steps: usize, guidance: f64) -> String {
+    match conditional {
+        true => format!("{label} {steps} g{guidance}"),
+        false => format!("{label} {steps}"),
+    }
 }
 
 /// The feature network and the statistics of the real data it is compared with.
@@ -89,6 +100,10 @@ impl Reading<'_> {
             }
             None => None,
         };
+        let baseline = match &q.baseline {
+            Some(b) => Some(self.baseline(b, conditioning.is_some(), samplers)?),
+            None => None,
+        };
         let default_samples = if features.is_some() {
             DEFAULT_SAMPLES
         } else {
@@ -102,7 +117,37 @@ impl Reading<'_> {
             expected_classes,
             logits: q.logits.as_ref().map(|l| l.get_ref().clone()),
             reference_solve,
+            baseline,
         })
+    }
+
+    /// `baseline = "<cell>"`: one of the experiment's cells, by name.
+    fn baseline(
+        &self,
+        name: &Spanned<String>,
+        conditional: bool,
+        samplers: &[SamplerSpec],
+    ) -> Result<String, ExperimentError> {
+        let names: Vec<String> = samplers
+            .iter()
+            .flat_map(|s| {
+                s.steps.iter().flat_map(move |&steps| {
+                    (s.guidance.iter()).map(move |&g| cell_name(conditional, &s.label, steps, g))
+                })
+            })
+            .collect();
+        if names.iter().any(|n| n == name.get_ref()) {
+            return Ok(name.get_ref().clone());
+        }
+        Err(self.error(
+            name.span(),
+            "quality.baseline",
+            format!(
+                "\"{}\" is not a cell of this experiment; its cells are {}",
+                name.get_ref(),
+                names.join(", ")
+            ),
+        ))
     }
 
     /// `features` and `reference` come together; neither is fine when a reference solve is asked for.
@@ -126,11 +171,12 @@ impl Reading<'_> {
                 "quality.features",
                 "FID needs the feature network too: add features = \"<network>.onnx\"",
             )),
-            (None, None) if q.reference_sampler.is_none() => Err(self.error(
+            (None, None) if q.reference_sampler.is_none() && q.baseline.is_none() => Err(self.error(
                 table,
                 "quality",
                 "give features and reference (FID, KID), or reference_sampler = \"dpm++3m:500\" \
-                 (accuracy against a reference solve), or both",
+                 (accuracy against a reference solve), or baseline = \"<cell>\" (differences from one \
+                 cell), or any of them together",
             )),
             (None, None) => Ok(None),
         }

@@ -150,6 +150,7 @@ pub(super) struct SamplerSection {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct QualitySection {
+    pub baseline: Option<Spanned<String>>,
     pub features: Option<Spanned<String>>,
     pub reference: Option<Spanned<String>>,
     pub reference_sampler: Option<Spanned<String>>,

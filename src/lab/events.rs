@@ -37,6 +37,12 @@ pub enum LabEvent {
         samples_total: usize,
         preview: Option<Vec<f32>>,
     },
+    /// A finished cell's result again, with scores added once every cell was done (the difference from
+    /// the baseline cell).
+    Rescored {
+        cell: usize,
+        result: Box<CellResult>,
+    },
     /// A cell finished (or was reused from an earlier run): its result and final preview images.
     CellDone {
         cell: usize,

@@ -1,6 +1,7 @@
 //! Running samplers on models: the denoising loop that drives a [`Scheduler`] with a [`Denoiser`],
 //! and the lab that turns an experiment into cells and runs them.
 
+mod baseline;
 mod cell_output;
 pub mod conditioning;
 pub mod difference;

@@ -217,12 +217,8 @@ fn plan_cells(
     Ok(cells)
 }
 
-/// "ddim 50", or "ddim 50 g7.5" when the experiment is conditional (guidance is then an axis).
 fn cell_name(experiment: &Experiment, label: &str, steps: usize, guidance: f64) -> String {
-    match experiment.conditioning {
-        Some(_) => format!("{label} {steps} g{guidance}"),
-        None => format!("{label} {steps}"),
-    }
+    crate::experiment::cell_name(experiment.conditioning.is_some(), label, steps, guidance)
 }
 
 fn cell_key(inputs: &[u8], cell: &Cell) -> String {

@@ -105,6 +105,8 @@ pub enum Change {
     Stepped(usize),
     /// A cell finished (or was reused).
     Done(usize),
+    /// A finished cell's result gained scores.
+    Rescored(usize),
     Loading,
     Log(String),
     Finished,
@@ -146,6 +148,13 @@ impl Progress {
                 images,
                 cached,
             } => self.done(cell, *result, images, cached),
+            LabEvent::Rescored { cell, result } => match self.cells.get_mut(cell) {
+                Some(c) => {
+                    c.result = Some(*result);
+                    Change::Rescored(cell)
+                }
+                None => Change::Nothing,
+            },
             LabEvent::ShardProgress {
                 cell,
                 samples_done,

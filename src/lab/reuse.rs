@@ -93,7 +93,7 @@ pub(super) fn reuse_cached(
 }
 
 /// The preview images back from a cell's grid (for reused cells).
-fn read_grid(path: &std::path::Path, shape: [usize; 3], cell: &Cell) -> Vec<f32> {
+pub(super) fn read_grid(path: &std::path::Path, shape: [usize; 3], cell: &Cell) -> Vec<f32> {
     let count = cell.preview;
     let [c, h, w] = shape;
     let Ok(img) = image::open(path).map(|i| i.to_rgb8()) else {

@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
 use std::time::Instant;
 
+use super::baseline;
 use super::conditioning::RunConditions;
 use super::display::{display_shape, for_display};
 use super::events::{LabEvent, RunOptions};
@@ -73,6 +74,25 @@ fn run_inner(
         .then(|| shards_of(&experiment.output_dir, &planned))
         .flatten();
     let run = shard_plan(experiment, planned, options.shard)?;
+    let (cells, out) = (run.cells.clone(), run.out.clone());
+    run_planned(experiment, options, cancel, tx, calls, run, watched)?;
+    // A shard's cells are compared once merged.
+    match options.shard {
+        None => baseline::compare(experiment, &cells, &out, tx),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The planned run: reused when every cell is up to date, watched when shards run it, else run.
+fn run_planned(
+    experiment: &Experiment,
+    options: &RunOptions,
+    cancel: &AtomicBool,
+    tx: &Sender<LabEvent>,
+    calls: &mut (usize, usize),
+    run: ShardPlan,
+    watched: Option<usize>,
+) -> Result<(), Stop> {
     let tallied = run.items.is_some();
     let loading = |what: String| {
         let _ = tx.send(LabEvent::Loading(format!("{what}…")));

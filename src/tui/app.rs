@@ -537,11 +537,15 @@ impl State {
                 if providers_changed {
                     self.push_log(format!("providers: {}", self.lab.providers_note));
                 }
+                if self.baseline.is_none() {
+                    self.baseline = self.experiment_baseline();
+                }
                 self.compare_with_baseline();
             }
             Change::Log(line) => self.push_log(line),
             Change::Finished => return self.finished(),
             Change::Done(_) => self.compare_with_baseline(),
+            Change::Rescored(_) => {}
             Change::Stepped(_) | Change::Loading | Change::Nothing => {}
         }
         Vec::new()
@@ -590,6 +594,19 @@ impl State {
             }
         }
         self.xy.first = (0, 0);
+    }
+
+    /// The key of the cell the experiment names as its baseline (`[quality] baseline`).
+    fn experiment_baseline(&self) -> Option<String> {
+        let name = self
+            .experiment
+            .as_ref()?
+            .quality
+            .as_ref()?
+            .baseline
+            .as_deref()?;
+        let cell = self.lab.cells.iter().find(|c| c.cell.name == name)?;
+        Some(cell.cell.key.clone())
     }
 
     /// Marks the selected cell as the baseline, or unmarks it.

@@ -4,6 +4,7 @@
 //! that shows scores iterates the list.
 
 mod accuracy;
+pub mod baseline;
 mod fid;
 mod kid;
 pub mod reference_error;
@@ -21,6 +22,7 @@ pub static METRICS: &[&dyn Metric] = &[
     &kid::Kid,
     &accuracy::PromptAccuracy,
     &reference_error::ReferenceError,
+    &baseline::Baseline,
 ];
 
 /// What a cell's scores are computed from: its feature tally against the reference statistics (when the

@@ -23,6 +23,10 @@ impl Scores {
         self.0.insert(key, value);
     }
 
+    pub fn remove(&mut self, key: &str) {
+        self.0.remove(key);
+    }
+
     pub fn has(&self, key: &str) -> bool {
         self.0.contains_key(key)
     }
