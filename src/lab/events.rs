@@ -36,6 +36,9 @@ pub enum LabEvent {
         samples_done: usize,
         samples_total: usize,
         preview: Option<Vec<f32>>,
+        /// The preview samples' noisy state x_t after the step (display space), where it can be shown
+        /// without a VAE decode.
+        noisy: Option<Vec<f32>>,
     },
     /// A finished cell's result again, with scores added once every cell was done (the difference from
     /// the baseline cell).

@@ -231,6 +231,13 @@ impl Pictures {
         Some(for_display(images, self.image_shape))
     }
 
+    /// A preview of the noisy samples x_t (the model's input, scaled back by `divisor` as diffusers'
+    /// scale_model_input does) at the display size; `None` where only a VAE decode could show them.
+    pub fn noisy_preview(&self, x: &[f32], divisor: f32) -> Option<Vec<f32>> {
+        let scaled: Vec<f32> = x.iter().map(|&v| v / divisor).collect();
+        Some(self.preview(&scaled)).filter(|p| !p.is_empty())
+    }
+
     /// Previews of x0 at the display size: the cheap latent→RGB map for latent models.
     fn preview(&self, x0: &[f32]) -> Vec<f32> {
         let display = display_shape(self.image_shape);

@@ -372,12 +372,13 @@ impl<'a> Batch<'a> {
             self.reference_progress(l)?;
             return Ok(None);
         }
-        let preview = (lane.first < cell.preview)
-            .then(|| {
-                let n = (cell.preview - lane.first).min(lane.items);
-                let x0 = &lane.x0[..n * item];
-                self.ctx.pictures.preview_at(x0, lane.step, calls_total)
-            })
+        let shown = (cell.preview.saturating_sub(lane.first)).min(lane.items) * item;
+        let preview = (shown > 0)
+            .then(|| (self.ctx.pictures).preview_at(&lane.x0[..shown], lane.step, calls_total))
+            .flatten();
+        let divisor = lane.scheduler.model_input_divisor();
+        let noisy = (shown > 0)
+            .then(|| self.ctx.pictures.noisy_preview(&lane.x[..shown], divisor))
             .flatten();
         let _ = self.tx.send(LabEvent::Progress {
             cell: c,
@@ -386,6 +387,7 @@ impl<'a> Batch<'a> {
             samples_done: lane.first,
             samples_total: cell.samples(),
             preview: preview.filter(|p| !p.is_empty()),
+            noisy,
         });
         if lane.step < calls_total {
             return Ok(None);

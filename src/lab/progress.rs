@@ -26,8 +26,10 @@ pub struct CellView {
     pub version: u64,
     /// Encodings older than this belong to whatever was in this column before.
     pub first_version: u64,
-    /// The preview samples at each step, for stepping back through the run.
+    /// The preview samples at each step (the x0 prediction), for stepping back through the run.
     pub trajectory: Trajectory,
+    /// The same for the noisy samples x_t.
+    pub noisy_trajectory: Trajectory,
 }
 
 impl CellView {
@@ -44,6 +46,7 @@ impl CellView {
             version: 0,
             first_version: 0,
             trajectory: Trajectory::default(),
+            noisy_trajectory: Trajectory::default(),
             cell,
         }
     }
@@ -141,7 +144,13 @@ impl Progress {
                 samples_done,
                 samples_total,
                 preview,
-            } => self.stepped(cell, [step, steps, samples_done, samples_total], preview),
+                noisy,
+            } => self.stepped(
+                cell,
+                [step, steps, samples_done, samples_total],
+                preview,
+                noisy,
+            ),
             LabEvent::CellDone {
                 cell,
                 result,
@@ -219,8 +228,14 @@ impl Progress {
     }
 
     /// A lane's step: `counts` are step, steps, samples done and samples in all; `preview` the x0
-    /// prediction of the preview samples in the lane.
-    fn stepped(&mut self, cell: usize, counts: [usize; 4], preview: Option<Vec<f32>>) -> Change {
+    /// prediction of the preview samples in the lane, `noisy` their x_t.
+    fn stepped(
+        &mut self,
+        cell: usize,
+        counts: [usize; 4],
+        preview: Option<Vec<f32>>,
+        noisy: Option<Vec<f32>>,
+    ) -> Change {
         let item = self.sample_shape.iter().product::<usize>();
         let Some(c) = self.cells.get_mut(cell) else {
             return Change::Nothing;
@@ -228,6 +243,10 @@ impl Progress {
         [c.step, c.steps, c.samples_done, c.samples_total] = counts;
         c.result = None;
         c.cached = false;
+        if let (Some(x), true) = (noisy, self.trajectories) {
+            let (shape, first) = (self.sample_shape, c.samples_done);
+            (c.noisy_trajectory).record(c.step, c.steps, first, &x, shape, c.cell.preview);
+        }
         if let Some(p) = preview {
             let shape = self.sample_shape;
             if self.trajectories {

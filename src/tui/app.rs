@@ -74,6 +74,8 @@ pub struct ImageSlot {
     pub diff: Option<usize>,
     /// A frame of the cell's trajectory (an earlier step) instead of its latest images.
     pub frame: Option<usize>,
+    /// With a frame: the noisy samples x_t rather than the x0 prediction.
+    pub noisy: bool,
 }
 
 /// What the Samplers view's tiles show once a baseline cell is marked (`d` steps through them).
@@ -126,6 +128,8 @@ pub struct State {
     pub baseline_errors: HashMap<usize, SolveError>,
     /// The focused cell's trajectory frame shown (`,` and `.` step through it); `None`: its latest images.
     pub scrub: Option<usize>,
+    /// Whether stepping through the run shows x_t (`n`) rather than the x0 prediction.
+    pub noisy: bool,
     /// The X/Y view's axes and held values.
     pub xy: XyChoice,
     /// Which of the charted metrics the Quality view plots (`m` steps through them).
@@ -213,6 +217,7 @@ impl State {
             quality_metric: 0,
             xy: XyChoice::default(),
             scrub: None,
+            noisy: false,
             baseline: None,
             compare: Compare::Images,
             baseline_errors: HashMap::new(),
@@ -439,6 +444,12 @@ impl State {
                 self.scrub = None;
             }
             Action::StepBack | Action::StepForward => self.scrub_by(action == Action::StepForward),
+            Action::Noisy => {
+                self.noisy = !self.noisy;
+                if self.scrub.is_none() {
+                    self.scrub_by(false);
+                }
+            }
             Action::RunOrCancel => {
                 return match self.run {
                     RunState::Running => {
@@ -564,7 +575,11 @@ impl State {
             return;
         };
         self.focused = true;
-        let last = cell.trajectory.frames.len().checked_sub(1);
+        let frames = match self.noisy {
+            true => &cell.noisy_trajectory.frames,
+            false => &cell.trajectory.frames,
+        };
+        let last = frames.len().checked_sub(1);
         self.scrub = match (self.scrub, forward, last) {
             (_, _, None) => None,
             (None, false, Some(l)) => Some(l.saturating_sub(1)),

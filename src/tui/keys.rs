@@ -42,6 +42,7 @@ pub enum Action {
     NextHeld,
     StepBack,
     StepForward,
+    Noisy,
 }
 
 /// A key as the table names it: its code, and whether Ctrl is held.
@@ -133,6 +134,11 @@ pub fn key_rows() -> Vec<KeyRow> {
             ", / .",
             "focused cell: a step back / forward through the run",
             &[(char(','), StepBack), (char('.'), StepForward)],
+        ),
+        row(
+            "n",
+            "focused cell: x_t or the x0 prediction at each step",
+            &[(char('n'), Noisy)],
         ),
         row(
             "Esc",

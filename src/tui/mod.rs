@@ -324,7 +324,11 @@ pub(crate) fn tile_request(state: &State, slot: ImageSlot, rect: Rect) -> Option
 /// The encoding of a tile of an earlier step of the cell's run.
 fn frame_request(state: &State, slot: ImageSlot, k: usize, rect: Rect) -> Option<images::Request> {
     let cell = state.lab.cells.get(slot.cell)?;
-    let sample = cell.trajectory.sample(k, slot.item)?;
+    let trajectory = match slot.noisy {
+        true => &cell.noisy_trajectory,
+        false => &cell.trajectory,
+    };
+    let sample = trajectory.sample(k, slot.item)?;
     if rect.width == 0 || rect.height == 0 {
         return None;
     }
@@ -333,7 +337,7 @@ fn frame_request(state: &State, slot: ImageSlot, k: usize, rect: Rect) -> Option
         version: cell.version,
         size: (rect.width, rect.height),
         samples: Arc::new(sample),
-        shape: cell.trajectory.shape,
+        shape: trajectory.shape,
         count: 1,
         columns: Some(1),
         baseline: None,

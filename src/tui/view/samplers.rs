@@ -84,10 +84,12 @@ fn tile_slot(state: &State, cell: usize, item: usize, size: (u16, u16)) -> Image
         size,
         diff: None,
         frame: None,
+        noisy: false,
     };
     if state.focused && cell == state.selected && state.scrub.is_some() {
         return ImageSlot {
             frame: state.scrub,
+            noisy: state.noisy,
             ..own
         };
     }
@@ -250,15 +252,21 @@ fn compare_legend(state: &State) -> Vec<Span<'static>> {
 fn scrubbed_step(state: &State) -> Option<String> {
     let k = state.scrub?;
     let cell = state.lab.cells.get(state.selected)?;
-    let frame = cell.trajectory.frames.get(k)?;
-    let mut text = format!("x0 after step {} of {}", frame.step, cell.steps);
+    let (trajectory, what) = match state.noisy {
+        true => (&cell.noisy_trajectory, "x_t"),
+        false => (&cell.trajectory, "x0"),
+    };
+    let frame = trajectory.frames.get(k)?;
+    let mut text = format!("{what} after step {} of {}", frame.step, cell.steps);
     let rows = step_rows(&cell.cell.config, cell.steps).ok()?;
+    // x0 came from the model call at the step's start; x_t is where the step ended.
     if let Some(row) = frame.step.checked_sub(1).and_then(|i| rows.get(i)) {
-        text.push_str(&format!(
-            " · t {} · sigma {}",
-            short(row.timestep),
-            short(row.sigma)
-        ));
+        let (t, sigma) = match state.noisy {
+            true => (row.next_timestep, row.next_sigma),
+            false => (Some(row.timestep), row.sigma),
+        };
+        let t = t.map_or("end".to_string(), short);
+        text.push_str(&format!(" · t {t} · sigma {}", short(sigma)));
     }
     Some(text)
 }

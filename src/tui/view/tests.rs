@@ -145,6 +145,7 @@ fn state(with_fid: bool) -> State {
             samples_done: 0,
             samples_total: 8,
             preview: Some(images(1)),
+            noisy: Some(images(3)),
         },
     );
     lab(
@@ -879,6 +880,19 @@ fn the_focused_cell_steps_back_through_its_run() {
     assert!(
         slots.iter().all(|(slot, _)| s.images.contains_key(slot)),
         "encoded from the frame"
+    );
+    key(&mut s, KeyCode::Char('n'));
+    let header = render(&mut s, 160, 48)
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    assert!(header.contains("x_t after step"), "{header}");
+    let slots = image_slots(&s, Rect::new(0, 0, 160, 48));
+    assert!(
+        slots
+            .iter()
+            .all(|(slot, _)| slot.noisy && s.images.contains_key(slot))
     );
     for _ in 0..frames + 1 {
         key(&mut s, KeyCode::Char('.'));

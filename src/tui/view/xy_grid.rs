@@ -84,6 +84,7 @@ pub fn layout(state: &State, area: Rect) -> Option<XyLayout> {
                 size: tile,
                 diff: None,
                 frame: None,
+                noisy: false,
             };
             tiles.push((slot, Rect::new(x_of(k), y, tile.0, tile.1)));
         }
