@@ -7,29 +7,58 @@ use std::sync::mpsc::Sender;
 
 use super::events::LabEvent;
 use super::plan::Cell;
-use super::results::Results;
+use super::results::{CellResult, Results};
 use super::reuse::read_grid;
 use super::runner::Stop;
 use super::scores::baseline::{PSNR, RMSE};
 use crate::experiment::Experiment;
+use crate::path_error::PathError;
 use crate::quality::solve_error;
 
-/// Compares the cells with the experiment's baseline cell, if it names one and the baseline finished.
+/// Compares the cells with the experiment's baseline cell, if it names one and the baseline finished,
+/// and sends the updated results.
 pub(super) fn compare(
     experiment: &Experiment,
     cells: &[Cell],
     out: &Path,
     tx: &Sender<LabEvent>,
 ) -> Result<(), Stop> {
+    match compare_results(experiment, cells, out)? {
+        Compared::Updated(updated) => {
+            for (cell, result) in updated {
+                let result = Box::new(result);
+                let _ = tx.send(LabEvent::Rescored { cell, result });
+            }
+        }
+        Compared::NoBaseline(line) => {
+            let _ = tx.send(LabEvent::Log(line));
+        }
+        Compared::NotAsked => {}
+    }
+    Ok(())
+}
+
+/// What comparing with the baseline did.
+pub(super) enum Compared {
+    NotAsked,
+    /// Why nothing was compared.
+    NoBaseline(String),
+    /// The cells (by index) whose results gained the comparison, as written to results.json.
+    Updated(Vec<(usize, CellResult)>),
+}
+
+/// Every finished cell's preview samples against the baseline's, into results.json.
+pub(super) fn compare_results(
+    experiment: &Experiment,
+    cells: &[Cell],
+    out: &Path,
+) -> Result<Compared, PathError> {
     let Some(name) = (experiment.quality.as_ref()).and_then(|q| q.baseline.as_deref()) else {
-        return Ok(());
+        return Ok(Compared::NotAsked);
     };
     let (mut results, _) = Results::open(&out.join("results.json"))?;
-    let Some(shape) = results.image_shape else {
-        return Ok(());
-    };
-    let Some(layout) = cells.first() else {
-        return Ok(());
+    let (Some(shape), Some(layout)) = (results.image_shape, cells.first()) else {
+        return Ok(Compared::NotAsked);
     };
     let previews = |cell: &Cell| {
         let r = (results.cells.iter())
@@ -42,11 +71,9 @@ pub(super) fn compare(
         .find(|r| r.name == name && !r.failed())
         .map(|r| read_grid(&out.join(&r.grid), shape, layout));
     let Some(base) = base else {
-        let line = format!(
+        return Ok(Compared::NoBaseline(format!(
             "[quality] baseline \"{name}\" has no finished samples: nothing compared with it"
-        );
-        let _ = tx.send(LabEvent::Log(line));
-        return Ok(());
+        )));
     };
     let errors: Vec<(usize, _)> = (cells.iter().enumerate())
         .filter_map(|(i, cell)| Some((i, solve_error(&previews(cell)?, &base)?)))
@@ -65,11 +92,5 @@ pub(super) fn compare(
         updated.push((i, r.clone()));
     }
     results.save(out)?;
-    for (cell, result) in updated {
-        let _ = tx.send(LabEvent::Rescored {
-            cell,
-            result: Box::new(result),
-        });
-    }
-    Ok(())
+    Ok(Compared::Updated(updated))
 }

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::baseline::{Compared, compare_results};
 use super::finish::{tally_path, write_grid};
 use super::plan::{Cell, Plan, plan_run};
 use super::results::{CellResult, Results};
@@ -92,6 +93,13 @@ pub fn merge(experiment: &Experiment, count: usize) -> Result<Vec<MergedCell>, S
         merged.push(merge_cell(experiment, cell, &shards, reference.as_ref())?);
     }
     write(out, &merged, &shards)?;
+    if let Compared::Updated(updated) =
+        compare_results(experiment, &plan.cells, out).map_err(|e| e.to_string())?
+    {
+        for (i, result) in updated {
+            merged[i].result = result;
+        }
+    }
     Ok(merged)
 }
 
