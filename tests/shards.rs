@@ -28,7 +28,7 @@ fn experiment(dir: &Path, steps: &str) -> PathBuf {
          [sampling]\nseeds = 8\nbatch = 16\n\
          [[sampler]]\nname = \"dpm++2m\"\nsteps = {steps}\n[[sampler]]\nname = \"euler-a\"\nsteps = 8\n\
          [quality]\nfeatures = {:?}\nreference = {:?}\nsamples = 160\nkid_subsets = 10\n\
-         kid_subset_size = 50\nreference_sampler = \"dpm++3m:100\"\n",
+         kid_subset_size = 50\nreference_sampler = \"dpm++3m:100\"\nbaseline = \"euler-a 8\"\n",
         models().join("mnist16-features.onnx"),
         models().join("mnist16-reference.npz"),
     );
@@ -119,6 +119,14 @@ fn three_shards_merge_into_what_one_machine_writes() {
         );
         let (ra, rb) = (a.score("ref_rmse").unwrap(), b.score("ref_rmse").unwrap());
         assert!((ra - rb).abs() <= 1e-12 * ra, "{}: {ra} {rb}", a.name);
+        // The same grids give the same difference from the baseline cell.
+        assert!(a.score("baseline_rmse").is_some(), "{}", a.name);
+        assert_eq!(
+            a.score("baseline_rmse"),
+            b.score("baseline_rmse"),
+            "{}",
+            a.name
+        );
         let grid = |root: &Path| std::fs::read(root.join(&a.grid)).unwrap();
         assert!(
             grid(&single) == grid(&out),
@@ -130,6 +138,7 @@ fn three_shards_merge_into_what_one_machine_writes() {
         "comparison.png",
         "quality_vs_nfe.png",
         "accuracy_vs_nfe.png",
+        "difference.png",
     ] {
         assert!(out.join(figure).is_file(), "{figure}");
     }

@@ -8,10 +8,9 @@ use std::sync::mpsc::Receiver;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::experiment::Experiment;
-use crate::lab::difference::heat_map;
 use crate::lab::display::{display_shape, for_display};
 use crate::lab::merge::{MergedCell, merge, shard_counts};
-use crate::lab::plots::{Column, comparison_grid, write_plots};
+use crate::lab::plots::{Column, comparison_grid, difference_grid, write_plots};
 use crate::lab::progress::{CellView, Change, Outcome, Progress};
 use crate::lab::scores::METRICS;
 use crate::lab::scores::{Metric, baseline::Baseline};
@@ -125,7 +124,20 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .as_ref()
         .and_then(|q| q.baseline.as_deref())
     {
-        difference_figure(&out_dir, &progress, name, &row_labels)?;
+        let finished: Vec<Column> = (progress.cells.iter())
+            .filter(|c| c.result.as_ref().is_some_and(|r| !r.failed()) && !c.images.is_empty())
+            .map(|c| Column {
+                name: &c.cell.name,
+                images: &c.images,
+            })
+            .collect();
+        difference_figure(
+            &out_dir,
+            &finished,
+            progress.sample_shape,
+            name,
+            &row_labels,
+        )?;
     }
     if args.save_steps {
         save_steps(&out_dir, &progress)?;
@@ -147,64 +159,21 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// difference.png: a column per finished cell, a row per preview sample; the baseline's own samples,
-/// and for every other cell its absolute difference from the baseline's sample of the same seed as a
-/// heat map (black: none; pale yellow: 1 and more, data in [-1, 1]).
+/// difference.png from the finished cells' preview images, when the baseline is among them.
 fn difference_figure(
     out_dir: &Path,
-    progress: &Progress,
+    finished: &[Column],
+    shape: [usize; 3],
     baseline: &str,
     row_labels: &[String],
 ) -> anyhow::Result<()> {
-    let done =
-        |c: &&CellView| c.result.as_ref().is_some_and(|r| !r.failed()) && !c.images.is_empty();
-    let Some(base) = progress
-        .cells
-        .iter()
-        .filter(done)
-        .find(|c| c.cell.name == baseline)
-    else {
-        eprintln!("difference.png: the baseline {baseline} did not run in this run; not written");
-        return Ok(());
-    };
-    let shape = progress.sample_shape;
-    let item = shape.iter().product::<usize>().max(1);
-    let [c, h, w] = shape;
-    let as_rgb = |sample: &[f32]| -> Vec<f32> {
-        match c {
-            3 => sample.to_vec(),
-            _ => sample[..h * w].repeat(3),
-        }
-    };
-    let columns: Vec<(String, Vec<f32>)> = (progress.cells.iter().filter(done))
-        .map(|cell| {
-            let pairs = cell.images.chunks(item).zip(base.images.chunks(item));
-            let images = pairs
-                .flat_map(|(s, b)| match cell.cell.name == baseline {
-                    true => as_rgb(s),
-                    false => heat_map(s, b, shape).unwrap_or_else(|| vec![-1.0; 3 * h * w]),
-                })
-                .collect();
-            let name = match cell.cell.name == baseline {
-                true => format!("{} (baseline)", cell.cell.name),
-                false => cell.cell.name.clone(),
-            };
-            (name, images)
-        })
-        .collect();
-    let columns: Vec<Column> = (columns.iter())
-        .map(|(name, images)| Column { name, images })
-        .collect();
-    comparison_grid(
-        &columns,
-        [3, h, w],
-        row_labels,
-        &out_dir.join("difference.png"),
-    )?;
-    eprintln!(
-        "difference from {baseline}: {}",
-        out_dir.join("difference.png").display()
-    );
+    let path = out_dir.join("difference.png");
+    match difference_grid(finished, shape, baseline, row_labels, &path)? {
+        true => eprintln!("difference from {baseline}: {}", path.display()),
+        false => eprintln!(
+            "difference.png: the baseline {baseline} did not finish in this run; not written"
+        ),
+    }
     Ok(())
 }
 
@@ -490,6 +459,19 @@ pub fn report_merged(
         .map(|m| m.cell.preview_labels())
         .unwrap_or_default();
     figures(out_dir, &done_ok, &images, shape, &row_labels)?;
+    if let Some(name) = experiment
+        .quality
+        .as_ref()
+        .and_then(|q| q.baseline.as_deref())
+    {
+        let finished: Vec<Column> = (finished.iter().zip(&display))
+            .map(|(m, images)| Column {
+                name: &m.cell.name,
+                images,
+            })
+            .collect();
+        difference_figure(out_dir, &finished, shape, name, &row_labels)?;
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&done)?);
     }

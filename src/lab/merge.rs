@@ -269,6 +269,8 @@ fn write(out: &Path, merged: &[MergedCell], shards: &[ShardFiles]) -> Result<(),
     results.experiment = shards[0].results.experiment.clone();
     results.model_calls = shards.iter().map(|s| s.results.model_calls).sum();
     results.unbatched_model_calls = shards.iter().map(|s| s.results.unbatched_model_calls).sum();
+    // What reading the grids back needs (a later run that reuses the cells, the baseline comparison).
+    results.image_shape = merged.first().map(|m| m.image_shape);
     for m in merged {
         if m.result.error.is_none() {
             write_grid(out, &m.cell, &m.images, m.image_shape).map_err(|e| e.to_string())?;

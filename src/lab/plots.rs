@@ -7,6 +7,7 @@ use image::RgbImage;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use super::difference::heat_map;
 use super::images::{GAP, grid, save_png, upscale_factor};
 use super::results::CellResult;
 use super::scores::reference_error::{PSNR, PSNR_DECODED, RMSE};
@@ -86,6 +87,51 @@ pub fn comparison_grid(
             .map_err(|e| PathError::other("draw the labels of", path, e))?;
     }
     save_png(&canvas, path)
+}
+
+/// difference.png: a column per cell, a row per preview sample; the baseline's own samples in its
+/// column, and for every other cell its absolute difference from the baseline's sample of the same seed
+/// as a heat map (black: none; pale yellow: 1 and more, data in [-1, 1]). False (nothing written) when the
+/// baseline is not among `columns`.
+pub fn difference_grid(
+    columns: &[Column],
+    shape: [usize; 3],
+    baseline: &str,
+    rows: &[String],
+    path: &Path,
+) -> Result<bool, PathError> {
+    let Some(base) = columns.iter().find(|c| c.name == baseline) else {
+        return Ok(false);
+    };
+    let [c, h, w] = shape;
+    let item = (c * h * w).max(1);
+    let as_rgb = |sample: &[f32]| match c {
+        3 => sample.to_vec(),
+        _ => sample[..h * w].repeat(3),
+    };
+    let heat: Vec<(String, Vec<f32>)> = columns
+        .iter()
+        .map(|col| {
+            let pairs = col.images.chunks(item).zip(base.images.chunks(item));
+            let is_base = col.name == baseline;
+            let images = pairs
+                .flat_map(|(s, b)| match is_base {
+                    true => as_rgb(s),
+                    false => heat_map(s, b, shape).unwrap_or_else(|| vec![-1.0; 3 * h * w]),
+                })
+                .collect();
+            let name = match is_base {
+                true => format!("{} (baseline)", col.name),
+                false => col.name.to_string(),
+            };
+            (name, images)
+        })
+        .collect();
+    let heat: Vec<Column> = (heat.iter())
+        .map(|(name, images)| Column { name, images })
+        .collect();
+    comparison_grid(&heat, [3, h, w], rows, path)?;
+    Ok(true)
 }
 
 fn draw_text<DB: DrawingBackend>(
