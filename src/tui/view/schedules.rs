@@ -5,6 +5,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::{Style, Stylize};
 use ratatui::symbols::Marker;
+use ratatui::text::Line;
 use ratatui::widgets::{Axis, Block, Chart, Dataset, GraphType, Paragraph};
 
 use super::charts::{PALETTE, axis};
@@ -68,7 +69,12 @@ pub fn draw(frame: &mut Frame, state: &State, area: Rect) {
             ]
         })
         .collect();
-    let (xb, xl) = axis(series.iter().flat_map(|s| s.1.iter().map(|p| p.0)), false);
+    let (xb, _) = axis(series.iter().flat_map(|s| s.1.iter().map(|p| p.0)), false);
+    // Steps are whole.
+    let xl: Vec<Line> = [xb[0], (xb[0] + xb[1]) / 2.0, xb[1]]
+        .iter()
+        .map(|v| Line::from(format!("{}", v.round())))
+        .collect();
     let (yb, yl) = axis(series.iter().flat_map(|s| s.1.iter().map(|p| p.1)), true);
     let chart = Chart::new(datasets)
         .block(Block::bordered().title(title))
