@@ -80,6 +80,19 @@ pub fn xy_layout(state: &State, area: Rect) -> Option<xy_grid::XyLayout> {
     xy_grid::layout(state, areas(area).main)
 }
 
+/// A label cut to `width` characters, ending in "…" when cut.
+fn cut(label: &str, width: u16) -> String {
+    let width = width as usize;
+    match label.chars().count() > width {
+        true => {
+            let mut t: String = label.chars().take(width.saturating_sub(1)).collect();
+            t.push('…');
+            t
+        }
+        false => label.to_string(),
+    }
+}
+
 /// Whether something is drawn over the images (the help).
 pub fn overlay_shown(state: &State) -> bool {
     state.help

@@ -11,6 +11,7 @@ use ratatui::widgets::{Block, Paragraph, Wrap};
 use ratatui_image::Image;
 
 use super::charts::short;
+use super::cut;
 use super::page::{FOCUS_INFO, INFO_LINES, Page, ZOOMS, page};
 use crate::lab::progress::CellView;
 use crate::lab::scores::METRICS;
@@ -63,13 +64,7 @@ fn draw_row_labels(frame: &mut Frame, state: &State, page: &Page, tiles: Rect) {
             continue;
         };
         // One blank column each side keeps the label off the text before it and the tiles after it.
-        let text: String = if label.chars().count() > room {
-            let mut t: String = label.chars().take(room.saturating_sub(1)).collect();
-            t.push('…');
-            t
-        } else {
-            label.clone()
-        };
+        let text = cut(label, room as u16);
         let at = Rect::new(x, y, room as u16, 1);
         frame.render_widget(Paragraph::new(text).right_aligned().dim(), at);
     }

@@ -8,6 +8,7 @@ use ratatui::widgets::{Block, Paragraph, Wrap};
 
 use std::ops::Range;
 
+use super::cut;
 use super::page::{ZOOMS, tile_size, window};
 use crate::lab::Cell;
 use crate::tui::app::{ImageSlot, State};
@@ -97,19 +98,6 @@ pub fn layout(state: &State, area: Rect) -> Option<XyLayout> {
         row_labels,
         shown: (shown_cols, shown_rows),
     })
-}
-
-/// A label cut to `width` characters with "…".
-fn cut(label: &str, width: u16) -> String {
-    let width = width as usize;
-    match label.chars().count() > width {
-        true => {
-            let mut t: String = label.chars().take(width.saturating_sub(1)).collect();
-            t.push('…');
-            t
-        }
-        false => label.to_string(),
-    }
 }
 
 pub fn draw(frame: &mut Frame, state: &State, area: Rect) {
