@@ -42,6 +42,31 @@ pub fn axis(values: impl Iterator<Item = f64>, log: bool) -> ([f64; 2], Vec<Line
     ([lo, hi], vec![label(lo), label((lo + hi) / 2.0), label(hi)])
 }
 
+/// Each named series as a line through its points with a dot on each, in the palette's colours: a
+/// series of one point is then a visible mark, not a single Braille dot.
+pub fn marked_lines(series: &[(String, Vec<(f64, f64)>)]) -> Vec<Dataset<'_>> {
+    series
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (label, points))| {
+            let style = Style::new().fg(PALETTE[i % PALETTE.len()]);
+            [
+                Dataset::default()
+                    .name(label.clone())
+                    .marker(Marker::Braille)
+                    .graph_type(GraphType::Line)
+                    .style(style)
+                    .data(points),
+                Dataset::default()
+                    .marker(Marker::Dot)
+                    .graph_type(GraphType::Scatter)
+                    .style(style.bold())
+                    .data(points),
+            ]
+        })
+        .collect()
+}
+
 /// A number in at most about 7 characters.
 pub fn short(v: f64) -> String {
     let a = v.abs();

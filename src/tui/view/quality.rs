@@ -5,11 +5,10 @@
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style, Stylize};
-use ratatui::symbols::Marker;
 use ratatui::text::Line;
-use ratatui::widgets::{Axis, Block, Cell, Chart, Dataset, GraphType, Paragraph, Row, Table, Wrap};
+use ratatui::widgets::{Axis, Block, Cell, Chart, Paragraph, Row, Table, Wrap};
 
-use super::charts::{PALETTE, axis, short};
+use super::charts::{axis, marked_lines, short};
 use crate::lab::CellResult;
 use crate::lab::scores::{self, METRICS, TableColumn};
 use crate::tui::app::State;
@@ -101,28 +100,7 @@ fn draw_chart(frame: &mut Frame, state: &State, area: Rect) {
         Swept::Guidance => format!(" {} against guidance{next} ", chart.name),
         Swept::Nfe => format!(" {} against NFE (log x){next} ", chart.name),
     };
-    // Each sampler is a line through its points, and a dot on each: a sampler with one point is then a
-    // visible mark, not a single Braille dot.
-    let datasets = series
-        .iter()
-        .enumerate()
-        .flat_map(|(i, (label, points))| {
-            let style = Style::new().fg(PALETTE[i % PALETTE.len()]);
-            [
-                Dataset::default()
-                    .name(label.clone())
-                    .marker(Marker::Braille)
-                    .graph_type(GraphType::Line)
-                    .style(style)
-                    .data(points),
-                Dataset::default()
-                    .marker(Marker::Dot)
-                    .graph_type(GraphType::Scatter)
-                    .style(style.bold())
-                    .data(points),
-            ]
-        })
-        .collect();
+    let datasets = marked_lines(&series);
     let xs = || series.iter().flat_map(|s| s.1.iter().map(|p| p.0));
     let (xb, xl) = match swept {
         Swept::Guidance => axis(xs(), false),

@@ -3,12 +3,11 @@
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Rect};
-use ratatui::style::{Style, Stylize};
-use ratatui::symbols::Marker;
+use ratatui::style::Stylize;
 use ratatui::text::Line;
-use ratatui::widgets::{Axis, Block, Chart, Dataset, GraphType, Paragraph};
+use ratatui::widgets::{Axis, Block, Chart, Paragraph};
 
-use super::charts::{PALETTE, axis};
+use super::charts::{axis, marked_lines};
 use crate::lab::Cell;
 use crate::sampler::step_table::step_rows;
 use crate::tui::app::State;
@@ -49,26 +48,7 @@ pub fn draw(frame: &mut Frame, state: &State, area: Rect) {
         );
         return;
     }
-    let datasets = series
-        .iter()
-        .enumerate()
-        .flat_map(|(i, (name, points))| {
-            let style = Style::new().fg(PALETTE[i % PALETTE.len()]);
-            [
-                Dataset::default()
-                    .name(name.clone())
-                    .marker(Marker::Braille)
-                    .graph_type(GraphType::Line)
-                    .style(style)
-                    .data(points),
-                Dataset::default()
-                    .marker(Marker::Dot)
-                    .graph_type(GraphType::Scatter)
-                    .style(style.bold())
-                    .data(points),
-            ]
-        })
-        .collect();
+    let datasets = marked_lines(&series);
     let (xb, _) = axis(series.iter().flat_map(|s| s.1.iter().map(|p| p.0)), false);
     // Steps are whole.
     let xl: Vec<Line> = [xb[0], (xb[0] + xb[1]) / 2.0, xb[1]]

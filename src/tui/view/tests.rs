@@ -214,9 +214,46 @@ fn samplers_view_focused_cell() {
     snapshots("samplers_focused", &mut s);
 }
 
+/// The experiment `text` planned and every cell finished, its previews `shape` patterns and its result
+/// what `result_of` gives.
+fn finished_state(
+    path: &str,
+    text: &str,
+    shape: [usize; 3],
+    result_of: impl Fn(usize, &crate::lab::Cell) -> CellResult,
+) -> State {
+    let path = Path::new(path);
+    let experiment = Experiment::parse(path, text).expect("the experiment parses");
+    let cells = plan(&experiment, None).expect("plan");
+    let mut state = State::new(path.to_path_buf(), Ok(experiment), "halfblocks");
+    state.start();
+    let generation = state.generation;
+    let mut lab = |event| {
+        state.update(Msg::Lab {
+            generation,
+            event: Box::new(event),
+        })
+    };
+    lab(LabEvent::Planned {
+        cells: cells.clone(),
+        sample_shape: shape,
+        provider: "cpu".into(),
+        providers_note: String::new(),
+        providers_summary: String::new(),
+    });
+    for (i, c) in cells.iter().enumerate() {
+        lab(LabEvent::CellDone {
+            cell: i,
+            result: Box::new(result_of(i, c)),
+            images: (0..c.preview).flat_map(|s| pattern(i, s, shape)).collect(),
+            cached: false,
+        });
+    }
+    state
+}
+
 /// Two prompts × four seeds on the SD-1 test export, two guidance scales, both cells done.
 fn prompt_state() -> State {
-    let path = Path::new("prompts.toml");
     let text = r#"
 [model]
 path = "tests/data/pipelines/sd1"
@@ -229,26 +266,7 @@ name = "ddim"
 steps = [10]
 guidance = [1, 7.5]
 "#;
-    let experiment = Experiment::parse(path, text).expect("the prompt experiment parses");
-    let cells = plan(&experiment, None).expect("plan");
-    let shape = [1, 8, 8];
-    let mut state = State::new(path.to_path_buf(), Ok(experiment), "halfblocks");
-    state.start();
-    let generation = state.generation;
-    let mut lab = |event| {
-        state.update(Msg::Lab {
-            generation,
-            event: Box::new(event),
-        })
-    };
-    lab(LabEvent::Planned {
-        cells: cells.clone(),
-        sample_shape: shape,
-        provider: "cpu".into(),
-        providers_note: String::new(),
-        providers_summary: String::new(),
-    });
-    for (i, c) in cells.iter().enumerate() {
+    finished_state("prompts.toml", text, [1, 8, 8], |i, c| {
         let mut scored = CellResult {
             accuracies: vec![1.0, 0.5 * i as f64],
             reference: Some("reference dpm++3m 500".into()),
@@ -258,20 +276,13 @@ guidance = [1, 7.5]
         scored.scores.set("accuracy", 0.5 + 0.25 * i as f64);
         scored.scores.set("ref_rmse", 0.02 / (i + 1) as f64);
         scored.scores.set("ref_psnr", 40.0 + 6.0 * i as f64);
-        lab(LabEvent::CellDone {
-            cell: i,
-            result: Box::new(scored),
-            images: (0..8).flat_map(|s| pattern(i, s, shape)).collect(),
-            cached: false,
-        });
-    }
-    state
+        scored
+    })
 }
 
 /// As experiments/default.toml: eight cells (two samplers × four guidance scales), ten prompts × four
 /// seeds of 32×32 digits each, every cell done.
 fn default_like_state() -> State {
-    let path = Path::new("default.toml");
     let prompts: Vec<String> = (0..10).map(|d| format!("\"a handwritten {d}\"")).collect();
     let text = format!(
         "[model]\npath = \"tests/data/pipelines/sd1\"\n[conditioning]\nprompts = [{}]\n[sampling]\n\
@@ -279,34 +290,10 @@ fn default_like_state() -> State {
          [[sampler]]\nname = \"dpm++2m\"\nsteps = 20\nguidance = [1, 2, 4, 7.5]\n",
         prompts.join(", ")
     );
-    let experiment = Experiment::parse(path, &text).expect("the experiment parses");
-    let cells = plan(&experiment, None).expect("plan");
-    let shape = [1, 32, 32];
-    let mut state = State::new(path.to_path_buf(), Ok(experiment), "halfblocks");
-    state.start();
-    let generation = state.generation;
-    let mut lab = |event| {
-        state.update(Msg::Lab {
-            generation,
-            event: Box::new(event),
-        })
-    };
-    lab(LabEvent::Planned {
-        cells: cells.clone(),
-        sample_shape: shape,
-        provider: "cpu".into(),
-        providers_note: String::new(),
-        providers_summary: String::new(),
+    let state = finished_state("default.toml", &text, [1, 32, 32], |_, c| {
+        result(&c.name, &c.label, c.steps, Some(10.0))
     });
-    for (i, c) in cells.iter().enumerate() {
-        assert_eq!(c.preview, 40);
-        lab(LabEvent::CellDone {
-            cell: i,
-            result: Box::new(result(&c.name, &c.label, c.steps, Some(10.0))),
-            images: (0..40).flat_map(|s| pattern(i, s, shape)).collect(),
-            cached: false,
-        });
-    }
+    assert!(state.lab.cells.iter().all(|c| c.cell.preview == 40));
     state
 }
 
