@@ -1,5 +1,5 @@
-//! The k-diffusion style and other samplers against diffusers 0.42.1 (tests/data/goldens/samplers2, or
-//! the folder named by DIFFLAB_GOLDENS2): timesteps, sigmas, init_noise_sigma, model input scales,
+//! The k-diffusion style, flow-matching and other samplers against diffusers 0.42.1
+//! (tests/data/goldens/samplers2 and flow, or the folders named by DIFFLAB_GOLDENS2 and DIFFLAB_GOLDENS_FLOW): timesteps, sigmas, init_noise_sigma, model input scales,
 //! per-call samples and the final sample, each case replayed with its analytic model and recorded noise.
 
 #![allow(
@@ -70,8 +70,11 @@ fn scheduler_for(case: &Value, file: &str) -> Result<Box<dyn Scheduler>, String>
     let class = case["class"].as_str().ok_or("no class")?;
     let mut config = case["config"].as_object().ok_or("no config")?.clone();
     config.insert("_class_name".into(), Value::String(class.into()));
-    if let Some(kwargs) = case["step_kwargs"].as_object() {
-        config.extend(kwargs.clone());
+    // step() and set_timesteps() arguments (s_churn, mu, sigmas) are settings in difflab.
+    for kwargs in ["step_kwargs", "set_timesteps_kwargs"] {
+        if let Some(kwargs) = case[kwargs].as_object() {
+            config.extend(kwargs.clone());
+        }
     }
     let resolved = SamplerConfig::from_json_str(&Value::Object(config).to_string(), file)
         .map_err(|e| format!("config rejected: {e}"))?;
@@ -195,6 +198,16 @@ fn implemented_classes_match_diffusers() {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/goldens/samplers2")
         });
     check_folder(&dir, false);
+}
+
+/// The flow-matching samplers against diffusers 0.42.1 (tests/data/goldens/flow, or the folder named by
+/// DIFFLAB_GOLDENS_FLOW): FlowMatchEuler and FlowMatchHeun, DPM-Solver++ and UniPC with flow sigmas.
+#[test]
+fn flow_samplers_match_diffusers() {
+    let dir = std::env::var_os("DIFFLAB_GOLDENS_FLOW")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/goldens/flow"));
+    check_folder(&dir, true);
 }
 
 /// Karras, exponential and beta sigmas at 50 to 500 steps, where the rounded timesteps repeat but the sigmas

@@ -201,6 +201,22 @@ impl AnalyticDenoiser {
     pub fn mixture(&self) -> &GaussianMixture {
         &self.mixture
     }
+
+    /// x = alpha·x0 + sigma·eps at model timestep `t`, with the variance-preserving ᾱ and the norm
+    /// |(alpha, sigma)| that x is divided by to be on that path: the training schedule's (norm 1), or the
+    /// rectified flow's (sigma = t/N, alpha = 1 − sigma) for a flow-prediction model.
+    fn path_at(&self, t: f64) -> (f64, f64, f64, f64) {
+        if self.prediction_type == PredictionType::FlowPrediction {
+            let n = self.schedule.num_train_timesteps() as f64;
+            // Flow timesteps stop short of 0; the clamp keeps eps finite for any input.
+            let s = (t / n).clamp(1e-6, 1.0);
+            let norm = (1.0 - s).hypot(s);
+            (1.0 - s, s, ((1.0 - s) / norm).powi(2), norm)
+        } else {
+            let a = self.schedule.alpha_bar_at(t);
+            (a.sqrt(), (1.0 - a).sqrt(), a, 1.0)
+        }
+    }
 }
 
 impl Denoiser for AnalyticDenoiser {
@@ -224,16 +240,18 @@ impl Denoiser for AnalyticDenoiser {
         let mut x = vec![0.0; d];
         let mut x0 = vec![0.0; d];
         for ((item, o), &t) in sample.chunks(d).zip(out.chunks_mut(d)).zip(timesteps) {
-            let a = self.schedule.alpha_bar_at(t);
-            let (alpha, sigma) = (a.sqrt(), (1.0 - a).sqrt());
-            x.iter_mut().zip(item).for_each(|(x, &v)| *x = v as f64);
-            self.mixture.posterior_mean(&x, a, &mut x0);
-            for ((o, x), x0) in o.iter_mut().zip(&x).zip(&x0) {
-                let eps = (x - alpha * x0) / sigma;
+            let (alpha, sigma, alpha_bar, norm) = self.path_at(t);
+            x.iter_mut()
+                .zip(item)
+                .for_each(|(x, &v)| *x = v as f64 / norm);
+            self.mixture.posterior_mean(&x, alpha_bar, &mut x0);
+            for ((o, &v), x0) in o.iter_mut().zip(item).zip(&x0) {
+                let eps = (v as f64 - alpha * x0) / sigma;
                 *o = match self.prediction_type {
                     PredictionType::Epsilon => eps,
                     PredictionType::VPrediction => alpha * eps - sigma * x0,
                     PredictionType::Sample => *x0,
+                    PredictionType::FlowPrediction => eps - x0,
                 } as f32;
             }
         }

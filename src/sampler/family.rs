@@ -117,6 +117,18 @@ pub(super) fn read_common(
     r: &mut Reader,
     warnings: &mut Vec<String>,
 ) -> Result<Common, ConfigError> {
+    // Flow-matching classes have no betas: only the number of training steps.
+    if r.value("beta_schedule").is_null() {
+        return Ok(Common {
+            schedule: ScheduleConfig {
+                num_train_timesteps: r.count("num_train_timesteps", 1)?,
+                ..ScheduleConfig::default()
+            },
+            prediction_type: PredictionType::FlowPrediction,
+            timestep_spacing: TimestepSpacing::Linspace,
+            steps_offset: 0,
+        });
+    }
     let mut schedule = ScheduleConfig {
         num_train_timesteps: r.count("num_train_timesteps", 1)?,
         beta_start: r.unit("beta_start")?,

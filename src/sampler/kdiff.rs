@@ -147,6 +147,8 @@ pub fn denoised(prediction: PredictionType, out: f64, x: f64, s: f64) -> f64 {
         PredictionType::Epsilon => x - s * out,
         PredictionType::VPrediction => out * (-s / (s * s + 1.0).sqrt()) + x / (s * s + 1.0),
         PredictionType::Sample => out,
+        // Refused for these classes when their settings are read; the flow form at s, for completeness.
+        PredictionType::FlowPrediction => x - s * out,
     }
 }
 

@@ -23,6 +23,8 @@ pub enum PredictionType {
     VPrediction,
     /// The clean sample x0 itself.
     Sample,
+    /// The flow velocity eps − x0 of rectified-flow models (SD3, Flux), with x = (1 − s)·x0 + s·eps.
+    FlowPrediction,
 }
 
 impl PredictionType {
@@ -109,6 +111,8 @@ impl PredictionType {
             Self::Epsilon => ((x - sigma * out) / alpha, out),
             Self::VPrediction => (alpha * x - sigma * out, alpha * out + sigma * x),
             Self::Sample => (out, (x - alpha * out) / sigma),
+            // alpha = 1 − s, sigma = s on the flow path.
+            Self::FlowPrediction => (x - sigma * out, x + alpha * out),
         }
     }
 }

@@ -6,8 +6,8 @@ use serde_json::{Map, Value, json};
 
 use super::family::{Common, Parsed, Reader};
 use super::{
-    ddim, ddpm, deis, dpm_sde, dpm_singlestep, dpm_solver, edm, euler, euler_ancestral, heun,
-    kdpm2, lcm, lms, pndm, unipc,
+    ddim, ddpm, deis, dpm_sde, dpm_singlestep, dpm_solver, edm, euler, euler_ancestral, flow_euler,
+    flow_heun, heun, kdpm2, lcm, lms, pndm, unipc,
 };
 
 /// Where a name comes from.
@@ -345,6 +345,33 @@ pub const FAMILIES: &[Family] = &[
             },
         ],
     },
+    Family {
+        class: "FlowMatchEulerDiscreteScheduler",
+        defaults: flow_euler::flow_euler_defaults,
+        parse: flow_euler::parse_flow_euler,
+        names: &[
+            Name {
+                name: "flow-euler",
+                ui: D,
+                preset: "{}",
+            },
+            Name {
+                name: "flow-euler-karras",
+                ui: D,
+                preset: KARRAS,
+            },
+        ],
+    },
+    Family {
+        class: "FlowMatchHeunDiscreteScheduler",
+        defaults: flow_heun::flow_heun_defaults,
+        parse: flow_heun::parse_flow_heun,
+        names: &[Name {
+            name: "flow-heun",
+            ui: D,
+            preset: "{}",
+        }],
+    },
 ];
 
 /// Names users know for samplers difflab does not implement, and what to use instead.
@@ -413,6 +440,13 @@ pub fn lookup(name: &str) -> Option<(&'static Family, &'static str)> {
 
 /// The settings every class has, with diffusers' defaults, plus the family's own.
 pub fn defaults(family: &Family) -> Map<String, Value> {
+    if is_flow_match(family.class) {
+        // No betas and no prediction type: these classes only know the velocity of a flow.
+        let Value::Object(map) = (family.defaults)() else {
+            unreachable!("a literal object")
+        };
+        return map;
+    }
     let common = json!({
         "num_train_timesteps": 1000,
         "beta_start": 0.0001,
@@ -427,6 +461,11 @@ pub fn defaults(family: &Family) -> Map<String, Value> {
     };
     map.extend(extra);
     map
+}
+
+/// diffusers' flow-matching classes (FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler).
+pub fn is_flow_match(class: &str) -> bool {
+    class.starts_with("FlowMatch")
 }
 
 /// The README's table of names: each name, where users know it from, and the class and settings it

@@ -191,9 +191,38 @@ pub fn sigma_to_t(sigma: f64, log_sigmas: &[f64]) -> f64 {
 
 /// alpha, sigma and lambda = log(alpha / sigma) of a DPM sigma (sigma = sqrt((1 − ᾱ)/ᾱ)).
 pub(super) fn alpha_sigma_lambda(s: f64) -> (f64, f64, f64) {
-    let alpha = 1.0 / (s * s + 1.0).sqrt();
-    let sigma = s * alpha;
-    (alpha, sigma, alpha.ln() - sigma.ln())
+    SigmaSpace::Vp.alpha_sigma_lambda(s)
+}
+
+/// What a multistep solver's sigma means: diffusers' `_sigma_to_alpha_sigma_t`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigmaSpace {
+    /// Variance preserving: x = alpha·x0 + sigma·eps with sigma_here = sigma/alpha.
+    Vp,
+    /// Rectified flow (`use_flow_sigmas`): x = (1 − s)·x0 + s·eps.
+    Flow,
+}
+
+impl SigmaSpace {
+    /// alpha, sigma and lambda = log(alpha / sigma) at the solver's sigma `s`.
+    pub fn alpha_sigma_lambda(self, s: f64) -> (f64, f64, f64) {
+        let (alpha, sigma) = match self {
+            Self::Vp => {
+                let alpha = 1.0 / (s * s + 1.0).sqrt();
+                (alpha, s * alpha)
+            }
+            Self::Flow => (1.0 - s, s),
+        };
+        (alpha, sigma, alpha.ln() - sigma.ln())
+    }
+
+    /// DEIS's rho = sigma / alpha (the VP sigma itself).
+    pub fn rho(self, s: f64) -> f64 {
+        match self {
+            Self::Vp => s,
+            Self::Flow => s / (1.0 - s),
+        }
+    }
 }
 
 /// The last training timestep that `lambda_min_clipped` allows, plus one.
