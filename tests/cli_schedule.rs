@@ -23,8 +23,10 @@ fn schedule(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// On a flow-matching base config `euler` is flow Euler (timesteps σ·1000 on SD3's shifted grid) and `ddim`,
+/// which has no flow form, is refused naming the samplers that have one.
 #[test]
-fn a_flow_matching_base_config_is_refused_naming_the_file() {
+fn a_flow_matching_base_config_makes_short_names_flow_samplers() {
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("scheduler_config.json");
     std::fs::write(
@@ -35,14 +37,26 @@ fn a_flow_matching_base_config_is_refused_naming_the_file() {
     let c = config.to_str().unwrap();
     let (ok, stderr) = schedule(&["ddim", "--steps", "5", "--base", c]);
     assert!(!ok, "{stderr}");
-    let expected = format!(
-        "{c}: scheduler class \"FlowMatchEulerDiscreteScheduler\" is a flow-matching scheduler"
-    );
-    assert!(stderr.contains(&expected), "{stderr}");
     assert!(
-        stderr.contains("flow-matching schedulers are not implemented in difflab yet"),
+        stderr.contains("`ddim` has no flow-matching form"),
         "{stderr}"
     );
+    let out = Command::new(env!("CARGO_BIN_EXE_difflab"))
+        .args(["schedule", "euler", "--steps", "28", "--base", c])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("FlowMatchEulerDiscreteScheduler"),
+        "{stdout}"
+    );
+    // SD3's 28-step grid: 1000, 987.3806, ..., 8.9286 (diffusers).
+    assert!(stdout.contains("987.38"), "{stdout}");
 }
 
 /// An unknown name points to the one meant instead of listing them all; A1111's DPM++ 2S a, which difflab

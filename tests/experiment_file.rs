@@ -680,35 +680,43 @@ fn karras_sigmas_run_at_any_step_count_and_only_real_repeats_are_refused() {
 /// SD3's scheduler config, as a flow-matching pipeline ships it.
 const FLOW_MATCH: &str = r#"{"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0}"#;
 
-/// A flow-matching model's schedule is not a set of betas: a pipeline folder that ships one, and a sampler
-/// named by such a file, are refused naming the class and the file rather than run on DDPM's defaults.
+/// On a flow-matching model (its scheduler config a FlowMatch class) short names are flow samplers, as in
+/// ComfyUI: `euler` is flow Euler with the model's shift, `dpm++2m` DPM-Solver++ with flow sigmas; a sampler
+/// without a flow form is refused at its name, listing those that have one.
 #[test]
-fn a_flow_matching_scheduler_is_refused_naming_the_class_and_the_file() {
+fn short_names_on_a_flow_matching_model_are_its_flow_samplers() {
     let tmp = tempfile::tempdir().unwrap();
-    let pipeline = tmp.path().join("sd3");
-    std::fs::create_dir_all(pipeline.join("scheduler")).unwrap();
-    std::fs::copy(
-        dir().join(SD1).join("model_index.json"),
-        pipeline.join("model_index.json"),
-    )
-    .unwrap();
-    let config = pipeline.join("scheduler/scheduler_config.json");
+    let config = tmp.path().join("scheduler_config.json");
     std::fs::write(&config, FLOW_MATCH).unwrap();
-    let flow = format!(
-        "{}: scheduler class \"FlowMatchEulerDiscreteScheduler\" is a flow-matching scheduler (SD3 and Flux ship one); \
-         flow-matching schedulers are not implemented in difflab yet",
-        config.display()
+    let with = |name: &str| {
+        format!(
+            "[model]\npath = \"analytic\"\nprediction_type = \"flow_prediction\"\nscheduler_config = \"{}\"\n\
+             [[sampler]]\nname = \"{name}\"\nsteps = 10\n",
+            config.display()
+        )
+    };
+    let e = Experiment::parse(&dir().join("test.toml"), &with("euler")).unwrap();
+    let resolved = &e.samplers[0].resolved;
+    assert_eq!(
+        resolved.config.class_name(),
+        "FlowMatchEulerDiscreteScheduler"
     );
-    let err = error_of(&on(&pipeline.display().to_string(), "", ""));
-    assert!(err.contains("`model.scheduler_config`"), "{err}");
-    assert!(err.contains(&flow), "{err}");
-    let named = format!(
-        "[model]\npath = \"analytic\"\n[[sampler]]\nname = \"{}\"\nsteps = 10\n",
-        config.display()
+    assert_eq!(resolved.settings["shift"], serde_json::json!(3.0));
+    let e = Experiment::parse(&dir().join("test.toml"), &with("dpm++2m")).unwrap();
+    let resolved = &e.samplers[0].resolved;
+    assert_eq!(resolved.config.class_name(), "DPMSolverMultistepScheduler");
+    assert_eq!(resolved.settings["flow_shift"], serde_json::json!(3.0));
+    assert_eq!(
+        resolved.settings["use_flow_sigmas"],
+        serde_json::json!(true)
     );
-    let err = error_of(&named);
+    let err = error_of(&with("ddim"));
     assert!(err.contains("`sampler[0].name`"), "{err}");
-    assert!(err.contains(&flow), "{err}");
+    assert!(
+        err.contains("`ddim` has no flow-matching form, and the model is a flow-matching one"),
+        "{err}"
+    );
+    assert!(err.contains("euler, euler-karras, heun"), "{err}");
 }
 
 /// EDM samplers precondition for EDM-trained models; on a variance-preserving model they run but give

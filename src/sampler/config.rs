@@ -14,15 +14,10 @@ use serde_json::{Map, Value};
 
 use super::family::{ConfigError, FamilyConfig, Reader, read_common};
 use super::schedule::ScheduleConfig;
-use super::{PredictionType, Scheduler, registry};
+use super::{PredictionType, Scheduler, flow_names, registry};
 
-/// Why a class cannot be used and what to do: flow-matching models (SD3, Flux) need a sampler of their own.
-fn unknown_class_advice(name: &str) -> String {
-    if name.starts_with("FlowMatch") {
-        return "is a flow-matching scheduler (SD3 and Flux ship one); flow-matching schedulers are not \
-                implemented in difflab yet, and its samplers would give such a model wrong results"
-            .into();
-    }
+/// What to use instead of a class difflab does not implement.
+fn unknown_class_advice() -> String {
     format!(
         "is not supported; use one of {}",
         registry::class_names().join(", ")
@@ -162,6 +157,13 @@ impl SamplerConfig {
         base: Option<&Map<String, Value>>,
         overrides: &Map<String, Value>,
     ) -> Result<Resolved, ConfigError> {
+        if let Some(found) = base
+            .filter(|b| flow_names::is_flow_base(b))
+            .and_then(|b| flow_names::flow_form(spec, b))
+        {
+            let (family, preset) = found?;
+            return resolve(family, base, &preset, overrides);
+        }
         if let Some((family, preset)) = registry::lookup(spec) {
             // Presets are constants, checked by a test; a broken one reads as no preset.
             let preset: Map<String, Value> = serde_json::from_str(preset).unwrap_or_default();
@@ -225,7 +227,7 @@ fn class_of(
             registry::family(name).ok_or_else(|| ConfigError::UnknownClass {
                 name: name.clone(),
                 source_name: source_name.to_string(),
-                advice: unknown_class_advice(name),
+                advice: unknown_class_advice(),
             })
         }
         Some(other) => Err(ConfigError::InvalidValue {

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::family::{Common, FamilyConfig, Parsed, Reader, read_solver_order, read_thresholding};
+use super::flow_shift::{FlowGrid, read_flow_mode};
 use super::prediction::X0Clip;
 use super::schedule::ScheduleConfig;
-use super::sigmas::alpha_sigma_lambda;
+use super::sigmas::SigmaSpace;
 use super::vp_sigmas::{
-    FinalSigma, VpSchedule, data_prediction, one_of, reject_flow, vp_multistep_keys, vp_schedule,
+    FinalSigma, VpSchedule, data_prediction, one_of, vp_multistep_keys, vp_schedule,
 };
 use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
 
@@ -59,13 +60,19 @@ impl Deis {
     }
 
     /// Weights of `x_next = alpha_t (x / alpha_s0 + c[0] m0 + c[1] m1 + c[2] m2)` at step `i`.
+    fn space(&self) -> SigmaSpace {
+        SigmaSpace::of(self.config.vp.flow.is_some())
+    }
+
     fn weights(&self, i: usize, order: usize) -> [f64; 3] {
-        let rho = |k: usize| self.sigmas[k] as f64;
+        let space = self.space();
+        let sigma = |k: usize| self.sigmas[k] as f64;
+        let rho = |k: usize| space.rho(sigma(k));
         let (rt, r0) = (rho(i + 1), rho(i));
         match order {
             1 => {
-                let (alpha_t, sigma_t, lambda_t) = alpha_sigma_lambda(rt);
-                let lambda_s = alpha_sigma_lambda(r0).2;
+                let (alpha_t, sigma_t, lambda_t) = space.alpha_sigma_lambda(sigma(i + 1));
+                let lambda_s = space.alpha_sigma_lambda(sigma(i)).2;
                 [
                     -sigma_t * (lambda_t - lambda_s).exp_m1() / alpha_t,
                     0.0,
@@ -135,7 +142,7 @@ impl Scheduler for Deis {
         let i = self.index;
         let n = self.timesteps.len();
         check_step(i, n, model_output, sample, x0, batch)?;
-        let (alpha, sigma, _) = alpha_sigma_lambda(self.sigmas[i] as f64);
+        let (alpha, sigma, _) = self.space().alpha_sigma_lambda(self.sigmas[i] as f64);
         let wide = data_prediction(
             self.config.prediction_type,
             self.config.thresholding,
@@ -158,7 +165,7 @@ impl Scheduler for Deis {
         self.history.push(eps);
         let order = self.order_for(i, n);
         let c = self.weights(i, order);
-        let alpha_t = alpha_sigma_lambda(self.sigmas[i + 1] as f64).0;
+        let alpha_t = self.space().alpha_sigma_lambda(self.sigmas[i + 1] as f64).0;
         let k = self.history.len();
         for (j, x) in sample.iter_mut().enumerate() {
             let mut v = *x as f64 / alpha;
@@ -197,7 +204,7 @@ pub(super) fn deis_defaults() -> Value {
 
 pub(super) fn parse_deis(r: &mut Reader, c: Common, warnings: &mut Vec<String>) -> Parsed {
     let thresholding = read_thresholding(r)?;
-    reject_flow(r, &[])?;
+    let flow = read_flow_mode(r, &c, FlowGrid::Multistep, warnings)?;
     let solver_order = read_solver_order(r)?;
     one_of(
         r,
@@ -214,7 +221,7 @@ pub(super) fn parse_deis(r: &mut Reader, c: Common, warnings: &mut Vec<String>) 
         warnings,
     )?;
     Ok(Arc::new(DeisConfig {
-        vp: vp_schedule(r, &c, false)?,
+        vp: vp_schedule(r, &c, false, flow)?,
         prediction_type: c.prediction_type,
         thresholding,
         solver_order,
@@ -268,7 +275,7 @@ mod tests {
                     .unwrap_or_else(|e| panic!("{e}"));
             }
             let invariant = |x: f64, s: f32| {
-                let (alpha, sigma, _) = alpha_sigma_lambda(s as f64);
+                let (alpha, sigma, _) = SigmaSpace::Vp.alpha_sigma_lambda(s as f64);
                 x / alpha - 0.3 * sigma / alpha
             };
             for (&start, &end) in [0.7f64, -1.2, 0.1, 2.0].iter().zip(&x) {

@@ -6,14 +6,15 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::family::{
-    Common, ConfigError, FamilyConfig, Parsed, Reader, check_time_shift_type,
-    check_unused_variance_type, read_ramp_for, read_solver_order, read_thresholding, with_vp,
+    Common, ConfigError, FamilyConfig, Parsed, Reader, check_unused_variance_type, read_ramp_for,
+    read_solver_order, read_thresholding, with_vp,
 };
+use super::flow_shift::{FlowGrid, FlowSigmas, read_flow_mode, truncated_timesteps};
 use super::multistep::multistep_order;
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
 use super::sigmas::{SigmaRamp, sigma_to_t};
-use super::sigmas::{alpha_sigma_lambda, lambda_clipped_end};
+use super::sigmas::{SigmaSpace, lambda_clipped_end};
 use super::spacing::{TimestepSpacing, dpm_timesteps};
 use super::step_checks::{check_step_count, check_timesteps};
 use super::{NoiseSource, PredictionType, Scheduler, StepError, check_step};
@@ -50,6 +51,8 @@ pub struct DpmSolverConfig {
     pub ramp: SigmaRamp,
     pub final_sigmas_type: FinalSigma,
     pub lambda_min_clipped: f64,
+    /// `use_flow_sigmas`: a flow-matching model's sigmas and their shift.
+    pub flow: Option<FlowSigmas>,
 }
 
 pub struct DpmSolver {
@@ -89,6 +92,10 @@ impl DpmSolver {
         }
     }
 
+    fn space(&self) -> SigmaSpace {
+        SigmaSpace::of(self.config.flow.is_some())
+    }
+
     /// The last training timestep that `lambda_min_clipped` allows, plus one.
     fn last_timestep(&self) -> usize {
         lambda_clipped_end(&self.schedule, self.config.lambda_min_clipped)
@@ -112,6 +119,7 @@ impl DpmSolver {
     /// (m0 the newest x0 prediction).
     fn update_coefficients(&self, i: usize, order: usize) -> (f64, [f64; 3], f64) {
         let sigma = |k: usize| self.sigmas[k] as f64;
+        let alpha_sigma_lambda = |s: f64| self.space().alpha_sigma_lambda(s);
         let (alpha_t, sigma_t, lambda_t) = alpha_sigma_lambda(sigma(i + 1));
         let (_, sigma_s0, lambda_s0) = alpha_sigma_lambda(sigma(i));
         let h = lambda_t - lambda_s0;
@@ -177,7 +185,11 @@ impl Scheduler for DpmSolver {
         let ramp = c
             .ramp
             .ramp(train_sigmas[0] as f64, train_sigmas[n - 1] as f64, steps);
-        let (timesteps, mut sigmas): (Vec<i64>, Vec<f32>) = if let Some(ramp) = ramp {
+        let (timesteps, mut sigmas): (Vec<i64>, Vec<f32>) = if let Some(flow) = &c.flow {
+            let sigmas = flow.sigmas(steps, n);
+            let timesteps = truncated_timesteps(&sigmas, n);
+            (timesteps, sigmas.iter().map(|&s| s as f32).collect())
+        } else if let Some(ramp) = ramp {
             let log_sigmas: Vec<f64> = train_sigmas.iter().map(|&s| (s as f64).ln()).collect();
             // diffusers rounds Karras timesteps, except on the cosine schedule, and truncates the others
             // (its int64 cast).
@@ -214,6 +226,7 @@ impl Scheduler for DpmSolver {
         check_timesteps(&timesteps, n, steps)?;
         sigmas.push(match c.final_sigmas_type {
             FinalSigma::Zero => 0.0,
+            // With flow sigmas too diffusers ends at the VP training schedule's smallest sigma.
             FinalSigma::SigmaMin if c.ramp != SigmaRamp::Interpolated => {
                 *sigmas.last().unwrap_or(&0.0)
             }
@@ -255,7 +268,7 @@ impl Scheduler for DpmSolver {
     ) -> Result<(), StepError> {
         let i = self.index;
         check_step(i, self.timesteps.len(), model_output, sample, x0, batch)?;
-        let (alpha_s0, sigma_s0, _) = alpha_sigma_lambda(self.sigmas[i] as f64);
+        let (alpha_s0, sigma_s0, _) = self.space().alpha_sigma_lambda(self.sigmas[i] as f64);
         let prediction = self.config.prediction_type;
         for ((x0, &out), &x) in x0.iter_mut().zip(model_output).zip(sample.iter()) {
             *x0 = prediction
@@ -336,23 +349,23 @@ pub(super) fn dpm_defaults() -> Value {
         "timestep_spacing": "linspace",
         "use_dynamic_shifting": false,
         "time_shift_type": "exponential",
+        // set_timesteps' argument: flow_shift = exp(mu) under use_dynamic_shifting.
+        "mu": null,
     }))
 }
 
 pub(super) fn parse_dpm(r: &mut Reader, c: Common, warnings: &mut Vec<String>) -> Parsed {
     let thresholding = read_thresholding(r)?;
-    for key in ["use_lu_lambdas", "use_flow_sigmas", "use_dynamic_shifting"] {
-        if r.bool(key)? {
-            return Err(ConfigError::Unsupported {
-                key: key.into(),
-                got: "true".into(),
-                reason: "difflab implements the default, Karras, exponential and beta sigmas"
-                    .into(),
-            });
-        }
+    if r.bool("use_lu_lambdas")? {
+        return Err(ConfigError::Unsupported {
+            key: "use_lu_lambdas".into(),
+            got: "true".into(),
+            reason: "difflab implements the default, Karras, exponential, beta and flow sigmas"
+                .into(),
+        });
     }
     check_unused_variance_type(r)?;
-    check_time_shift_type(r)?;
+    let flow = read_flow_mode(r, &c, FlowGrid::Multistep, warnings)?;
     let solver_order = read_solver_order(r)?;
     let algorithm = match r.string("algorithm_type")? {
         "dpmsolver++" => DpmAlgorithm::DpmSolverPlusPlus,
@@ -390,6 +403,7 @@ pub(super) fn parse_dpm(r: &mut Reader, c: Common, warnings: &mut Vec<String>) -
         ramp,
         final_sigmas_type,
         lambda_min_clipped: r.lambda("lambda_min_clipped")?,
+        flow,
         schedule: c.schedule,
         prediction_type: c.prediction_type,
         timestep_spacing: c.timestep_spacing,

@@ -51,6 +51,10 @@ pub enum ConfigError {
         got: String,
         reason: String,
     },
+    #[error(
+        "`{name}` has no flow-matching form, and the model is a flow-matching one; use one of {names}"
+    )]
+    NoFlowForm { name: String, names: String },
     #[error("{steps} inference steps cannot be used: {reason}")]
     Steps { steps: usize, reason: String },
 }

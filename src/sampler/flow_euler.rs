@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::family::{Common, FamilyConfig, Parsed, Reader, read_ramp};
-use super::flow_shift::{FlowShift, Precision, TimeShiftType, constant_shift};
+use super::flow_shift::{FlowShift, Precision, constant_shift, read_flow_shift};
 use super::schedule::ScheduleConfig;
 use super::sigmas::SigmaRamp;
 use super::spacing::linspace;
@@ -249,62 +249,4 @@ fn sigma_list(r: &Reader, key: &str) -> Result<Vec<f64>, ConfigError> {
             .ok_or_else(|| r.invalid(key, expected)),
         _ => Err(r.invalid(key, expected)),
     }
-}
-
-/// The shift settings every flow class reads: `shift_key` (`shift` or `flow_shift`), `use_dynamic_shifting`
-/// with `mu` and `time_shift_type`, and `shift_terminal` where the class has it.
-pub(super) fn read_flow_shift(
-    r: &mut Reader,
-    shift_key: &str,
-    linear_allowed: bool,
-    warnings: &mut Vec<String>,
-) -> Result<FlowShift, ConfigError> {
-    let shift = r.positive(shift_key)?;
-    let mu = match r.value("mu") {
-        Value::Null => None,
-        _ => Some(
-            r.number("mu")
-                .ok_or_else(|| r.invalid("mu", "a number (the shift of the image size)"))?,
-        ),
-    };
-    // Classes without a key (FlowMatchHeun has only `shift`) read it as off.
-    let has = |r: &Reader, key: &str| !r.value(key).is_null();
-    let kind = if has(r, "time_shift_type") {
-        Some(r.pick::<TimeShiftType>("time_shift_type")?)
-    } else {
-        None
-    };
-    let dynamic = if has(r, "use_dynamic_shifting") && r.bool("use_dynamic_shifting")? {
-        let kind = kind.unwrap_or(TimeShiftType::Exponential);
-        if kind == TimeShiftType::Linear && !linear_allowed {
-            return Err(r.invalid(
-                "time_shift_type",
-                "\"exponential\" (this class sets flow_shift = exp(mu))",
-            ));
-        }
-        let mu = mu.ok_or_else(|| ConfigError::InvalidValue {
-            key: "mu".into(),
-            got: "nothing".into(),
-            expected: "a number: use_dynamic_shifting shifts by the image size's mu, which a pipeline \
-                       computes from its resolution (FLUX: 0.5 at 256 tokens to 1.15 at 4096)"
-                .into(),
-        })?;
-        Some((kind, mu))
-    } else {
-        if mu.is_some() {
-            warnings.push(format!(
-                "mu is used only with use_dynamic_shifting; the constant {shift_key} applies"
-            ));
-        }
-        None
-    };
-    let terminal = match r.value("shift_terminal") {
-        Value::Null => None,
-        _ => Some(r.in_range("shift_terminal", 0.0, 1.0 - f64::EPSILON)?),
-    };
-    Ok(FlowShift {
-        shift,
-        dynamic,
-        terminal,
-    })
 }

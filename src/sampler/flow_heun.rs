@@ -85,7 +85,8 @@ impl Scheduler for FlowHeun {
     }
 
     fn draws_noise_at(&self, i: usize) -> bool {
-        let s = if i % 2 == 0 { i } else { i - 1 };
+        // Odd calls finish the interval their even call started.
+        let s = i - i % 2;
         self.sigmas
             .get(s)
             .is_some_and(|&s| self.config.churn.gamma(s as f64, self.sigmas.len() - 1) > 0.0)
@@ -110,10 +111,10 @@ impl Scheduler for FlowHeun {
         let gamma = self.config.churn.gamma(sigma as f64, self.sigmas.len() - 1);
         // Both stages churn, as diffusers does; the second stage's noise only moves the x its velocity is
         // read at, which cancels.
-        let sigma_hat = self
-            .config
-            .churn
-            .add_noise(c, sigma, gamma, sample, &mut self.noise, noise);
+        let sigma_hat =
+            self.config
+                .churn
+                .add_noise(c, sigma, gamma, sample, &mut self.noise, noise);
         let at = if first { sigma } else { next } as f64;
         for ((d, &x), &v) in x0.iter_mut().zip(sample.iter()).zip(model_output) {
             *d = (x as f64 - v as f64 * at) as f32;

@@ -5,6 +5,11 @@
 //! diffusers evaluates the shift in float64 on its own grids but in float32 on sigmas a pipeline passes
 //! (NumPy 2 keeps float32 with Python scalars); [`Precision`] reproduces both, one rounding per operation.
 
+use serde_json::Value;
+
+use super::PredictionType;
+use super::family::{Common, ConfigError, Reader, check_time_shift_type, read_ramp};
+use super::sigmas::SigmaRamp;
 use super::spacing::linspace;
 
 /// diffusers' `time_shift_type`: how `mu` shifts the sigmas under `use_dynamic_shifting`.
@@ -127,6 +132,167 @@ pub fn truncated_timesteps(sigmas: &[f64], train_steps: usize) -> Vec<i64> {
         .collect()
 }
 
+/// Which grid a multistep class builds with `use_flow_sigmas`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowGrid {
+    /// DPM-Solver and DEIS: [`multistep_flow_sigmas`] with `flow_shift` (or exp(mu)).
+    Multistep,
+    /// UniPC: [`unipc_flow_sigmas`].
+    UniPc,
+}
+
+/// The flow mode of a multistep class: its grid and shift.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FlowSigmas {
+    pub grid: FlowGrid,
+    pub shift: FlowShift,
+}
+
+impl FlowSigmas {
+    /// The `steps` f64 sigmas the class starts from (before its f32 cast).
+    pub fn sigmas(&self, steps: usize, train_steps: usize) -> Vec<f64> {
+        match self.grid {
+            FlowGrid::Multistep => {
+                // diffusers sets flow_shift = exp(mu) when given mu.
+                let shift = self
+                    .shift
+                    .dynamic
+                    .map_or(self.shift.shift, |(_, mu)| mu.exp());
+                multistep_flow_sigmas(steps, train_steps, shift)
+            }
+            FlowGrid::UniPc => unipc_flow_sigmas(steps, train_steps, &self.shift),
+        }
+    }
+}
+
+// Settings.
+
+/// The shift settings every flow class reads: `shift_key` (`shift` or `flow_shift`), `use_dynamic_shifting`
+/// with `mu` and `time_shift_type`, and `shift_terminal` where the class has it.
+///
+/// FlowMatchEuler and UniPC need `mu` under dynamic shifting (`mu_required`) and take either
+/// `time_shift_type`; DPM-Solver and DEIS set `flow_shift = exp(mu)` when given one and keep `flow_shift`
+/// otherwise, as diffusers does.
+pub(super) fn read_flow_shift(
+    r: &mut Reader,
+    shift_key: &str,
+    mu_required: bool,
+    warnings: &mut Vec<String>,
+) -> Result<FlowShift, ConfigError> {
+    let linear_allowed = mu_required;
+    let shift = r.positive(shift_key)?;
+    let mu = match r.value("mu") {
+        Value::Null => None,
+        _ => Some(
+            r.number("mu")
+                .ok_or_else(|| r.invalid("mu", "a number (the shift of the image size)"))?,
+        ),
+    };
+    // Classes without a key (FlowMatchHeun has only `shift`) read it as off.
+    let has = |r: &Reader, key: &str| !r.value(key).is_null();
+    let kind = if has(r, "time_shift_type") {
+        Some(r.pick::<TimeShiftType>("time_shift_type")?)
+    } else {
+        None
+    };
+    let dynamic = if has(r, "use_dynamic_shifting") && r.bool("use_dynamic_shifting")? {
+        let kind = kind.unwrap_or(TimeShiftType::Exponential);
+        if kind == TimeShiftType::Linear && !linear_allowed {
+            return Err(r.invalid(
+                "time_shift_type",
+                "\"exponential\" (this class sets flow_shift = exp(mu))",
+            ));
+        }
+        match mu {
+            Some(mu) => Some((kind, mu)),
+            None if !mu_required => None,
+            None => {
+                return Err(ConfigError::InvalidValue {
+                    key: "mu".into(),
+                    got: "nothing".into(),
+                    expected: "a number: use_dynamic_shifting shifts by the image size's mu, which a \
+                               pipeline computes from its resolution (FLUX: 0.5 at 256 tokens to 1.15 at 4096)"
+                        .into(),
+                });
+            }
+        }
+    } else {
+        if mu.is_some() {
+            warnings.push(format!(
+                "mu is used only with use_dynamic_shifting; the constant {shift_key} applies"
+            ));
+        }
+        None
+    };
+    let terminal = match r.value("shift_terminal") {
+        Value::Null => None,
+        _ => Some(r.in_range("shift_terminal", 0.0, 1.0 - f64::EPSILON)?),
+    };
+    Ok(FlowShift {
+        shift,
+        dynamic,
+        terminal,
+    })
+}
+
+/// `use_flow_sigmas`: the flow-matching mode of DPM-Solver, UniPC and DEIS (what Sana and Wan ship), with its
+/// shift; `None` on the variance-preserving schedules, where the flow switches must be off.
+pub(super) fn read_flow_mode(
+    r: &mut Reader,
+    c: &Common,
+    grid: FlowGrid,
+    warnings: &mut Vec<String>,
+) -> Result<Option<FlowSigmas>, ConfigError> {
+    let flow_prediction = c.prediction_type == PredictionType::FlowPrediction;
+    let unsupported = |key: &str, reason: &str| ConfigError::Unsupported {
+        key: key.into(),
+        got: if key == "prediction_type" {
+            "\"flow_prediction\""
+        } else {
+            "true"
+        }
+        .into(),
+        reason: reason.into(),
+    };
+    if !r.bool("use_flow_sigmas")? {
+        if flow_prediction {
+            return Err(unsupported(
+                "prediction_type",
+                "a flow-prediction model needs use_flow_sigmas = true here (or a flow sampler: flow-euler, flow-heun)",
+            ));
+        }
+        if r.bool("use_dynamic_shifting")? {
+            return Err(unsupported(
+                "use_dynamic_shifting",
+                "dynamic shifting moves flow sigmas; set use_flow_sigmas = true for a flow-matching model",
+            ));
+        }
+        if !r.value("mu").is_null() {
+            return Err(unsupported(
+                "mu",
+                "mu shifts flow sigmas under use_dynamic_shifting; this is a variance-preserving schedule",
+            ));
+        }
+        check_time_shift_type(r)?;
+        return Ok(None);
+    }
+    if !flow_prediction {
+        return Err(unsupported(
+            "use_flow_sigmas",
+            "flow sigmas are for flow-matching models, which predict the velocity: set prediction_type = \"flow_prediction\"",
+        ));
+    }
+    if read_ramp(r)? != SigmaRamp::Interpolated {
+        return Err(unsupported(
+            "use_flow_sigmas",
+            "with Karras, exponential or beta sigmas diffusers builds them from the VP training schedule and \
+             reads them as flow sigmas; for those ramps on a flow model use flow-euler (use_karras_sigmas, ...)",
+        ));
+    }
+    let shift = read_flow_shift(r, "flow_shift", grid == FlowGrid::UniPc, warnings)?;
+    Ok(Some(FlowSigmas { grid, shift }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,9 +306,9 @@ mod tests {
 
     #[test]
     fn flux_mu_at_its_reference_sizes() {
-        // 1024² → 4096 tokens → 1.15; 512² → 1024 tokens → 0.6625.
+        // 1024² → 4096 tokens → 1.15; 512² → 1024 tokens → 0.63.
         assert!((calculate_shift(4096, 256, 4096, 0.5, 1.15) - 1.15).abs() < 1e-12);
-        assert!((calculate_shift(1024, 256, 4096, 0.5, 1.15) - 0.6625).abs() < 1e-12);
+        assert!((calculate_shift(1024, 256, 4096, 0.5, 1.15) - 0.63).abs() < 1e-12);
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod euler_ancestral;
 pub mod family;
 mod flow_euler;
 mod flow_heun;
+pub mod flow_names;
 pub mod flow_shift;
 mod heun;
 mod kdiff;

@@ -471,8 +471,9 @@ pub fn is_flow_match(class: &str) -> bool {
 /// The README's table of names: each name, where users know it from, and the class and settings it
 /// stands for (README.md carries exactly this text; a test checks it).
 pub fn markdown_table() -> String {
-    let mut out =
-        String::from("| name | known in | diffusers class | settings |\n|---|---|---|---|\n");
+    let mut out = String::from(
+        "| name | known in | diffusers class | settings | on a flow model |\n|---|---|---|---|---|\n",
+    );
     for (n, f) in names() {
         let ui: Vec<&str> =
             n.ui.iter()
@@ -488,8 +489,15 @@ pub fn markdown_table() -> String {
         } else {
             format!("`{preset}`")
         };
+        let flow = match super::flow_names::flow_class_of(n.name) {
+            Some(c) if c == f.class => "as is",
+            Some("FlowMatchEulerDiscreteScheduler") => "flow Euler",
+            Some("FlowMatchHeunDiscreteScheduler") => "flow Heun",
+            Some(_) => "flow sigmas",
+            None => "—",
+        };
         out.push_str(&format!(
-            "| `{}` | {} | `{}` | {preset} |\n",
+            "| `{}` | {} | `{}` | {preset} | {flow} |\n",
             n.name,
             ui.join(", "),
             f.class

@@ -258,7 +258,10 @@ mod name_tests {
             BetaSchedule::NAMES,
             ["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"]
         );
-        assert_eq!(PredictionType::NAMES, ["epsilon", "v_prediction", "sample"]);
+        assert_eq!(
+            PredictionType::NAMES,
+            ["epsilon", "v_prediction", "sample", "flow_prediction"]
+        );
         assert_eq!(TimestepSpacing::NAMES, ["leading", "trailing", "linspace"]);
         assert_eq!(
             DdpmVariance::NAMES,

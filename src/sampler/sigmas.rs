@@ -204,6 +204,11 @@ pub enum SigmaSpace {
 }
 
 impl SigmaSpace {
+    /// Flow sigmas when a class runs with `use_flow_sigmas`, else the VP ones.
+    pub fn of(flow: bool) -> Self {
+        if flow { Self::Flow } else { Self::Vp }
+    }
+
     /// alpha, sigma and lambda = log(alpha / sigma) at the solver's sigma `s`.
     pub fn alpha_sigma_lambda(self, s: f64) -> (f64, f64, f64) {
         let (alpha, sigma) = match self {

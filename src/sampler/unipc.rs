@@ -9,11 +9,12 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::family::{Common, FamilyConfig, Parsed, Reader, read_solver_order, read_thresholding};
+use super::flow_shift::{FlowGrid, read_flow_mode};
 use super::prediction::X0Clip;
 use super::schedule::ScheduleConfig;
-use super::sigmas::alpha_sigma_lambda;
+use super::sigmas::SigmaSpace;
 use super::vp_sigmas::{
-    FinalSigma, VpSchedule, data_prediction, one_of, reject_flow, step_list, vp_multistep_keys,
+    FinalSigma, VpSchedule, data_prediction, one_of, require_null, step_list, vp_multistep_keys,
     vp_schedule,
 };
 use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
@@ -91,8 +92,12 @@ impl UniPc {
         order
     }
 
+    fn space(&self) -> SigmaSpace {
+        SigmaSpace::of(self.config.vp.flow.is_some())
+    }
+
     fn lambda(&self, k: usize) -> f64 {
-        alpha_sigma_lambda(self.sigmas[k] as f64).2
+        self.space().alpha_sigma_lambda(self.sigmas[k] as f64).2
     }
 
     /// The coefficients of a step of size `h` with the ratios `rks` (older points, then 1).
@@ -125,8 +130,8 @@ impl UniPc {
     /// The first-order part from sigma index `s` to `t`: (weight of x, weight of m0, weight of the
     /// corrections).
     fn base(&self, s: usize, t: usize, c: &Coefficients) -> (f64, f64, f64) {
-        let (alpha_s, sigma_s, _) = alpha_sigma_lambda(self.sigmas[s] as f64);
-        let (alpha_t, sigma_t, _) = alpha_sigma_lambda(self.sigmas[t] as f64);
+        let (alpha_s, sigma_s, _) = self.space().alpha_sigma_lambda(self.sigmas[s] as f64);
+        let (alpha_t, sigma_t, _) = self.space().alpha_sigma_lambda(self.sigmas[t] as f64);
         if self.config.predict_x0 {
             (sigma_t / sigma_s, -alpha_t * c.hphi1, -alpha_t * c.b_h)
         } else {
@@ -269,7 +274,7 @@ impl Scheduler for UniPc {
         let i = self.index;
         let n = self.timesteps.len();
         check_step(i, n, model_output, sample, x0, batch)?;
-        let (alpha, sigma, _) = alpha_sigma_lambda(self.sigmas[i] as f64);
+        let (alpha, sigma, _) = self.space().alpha_sigma_lambda(self.sigmas[i] as f64);
         // The model output converted on the uncorrected sample, as diffusers does.
         let wide = data_prediction(
             self.config.prediction_type,
@@ -352,7 +357,14 @@ pub(super) fn unipc_defaults() -> Value {
 
 pub(super) fn parse_unipc(r: &mut Reader, c: Common, warnings: &mut Vec<String>) -> Parsed {
     let thresholding = read_thresholding(r)?;
-    reject_flow(r, &["solver_p", "sigma_min", "sigma_max", "shift_terminal"])?;
+    let flow = read_flow_mode(r, &c, FlowGrid::UniPc, warnings)?;
+    // sigma_min and sigma_max bound Karras-type ramps, which flow mode refuses.
+    let nulls: &[&str] = if flow.is_some() {
+        &["solver_p", "sigma_min", "sigma_max"]
+    } else {
+        &["solver_p", "sigma_min", "sigma_max", "shift_terminal"]
+    };
+    require_null(r, nulls)?;
     let solver_order = read_solver_order(r)?;
     let variant = match one_of(
         r,
@@ -372,7 +384,7 @@ pub(super) fn parse_unipc(r: &mut Reader, c: Common, warnings: &mut Vec<String>)
         warnings.push("UniPC with lower_order_final false and final_sigmas_type \"zero\": diffusers' last step is infinite there; difflab takes it first order".into());
     }
     Ok(Arc::new(UniPcConfig {
-        vp: vp_schedule(r, &c, true)?,
+        vp: vp_schedule(r, &c, true, flow)?,
         prediction_type: c.prediction_type,
         thresholding,
         solver_order,
@@ -442,7 +454,7 @@ mod tests {
             let (x, _) = run(s.as_mut(), 12, 0.4);
             let sig = s.sigmas().map(<[f32]>::to_vec).unwrap_or_default();
             let invariant = |x: f64, s: f32| {
-                let (alpha, sigma, _) = alpha_sigma_lambda(s as f64);
+                let (alpha, sigma, _) = SigmaSpace::Vp.alpha_sigma_lambda(s as f64);
                 x / sigma - 0.4 * alpha / sigma
             };
             for (&start, &end) in [0.7f64, -1.2, 0.1, 2.0].iter().zip(&x) {

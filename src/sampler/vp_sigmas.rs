@@ -2,7 +2,8 @@
 //! DPM-Solver spacing, the f32 training sigmas at them (or a Karras / exponential / beta ramp between
 //! the training extremes), and the final sigma each class appends.
 
-use super::family::{Common, Reader, check_time_shift_type, read_ramp};
+use super::family::{Common, Reader, read_ramp};
+use super::flow_shift::{FlowSigmas, truncated_timesteps};
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
 use super::sigmas::{SigmaRamp, log_sigmas_f32, sigma_to_t};
@@ -22,6 +23,8 @@ pub struct VpSchedule {
     pub ramp: SigmaRamp,
     /// Zero-SNR tables set ᾱ_T = 2^-24 so sigma_max is finite (UniPC does, DEIS has no such key).
     pub nudge_zero_snr: bool,
+    /// `use_flow_sigmas`: a flow-matching model's sigmas instead of the training schedule's.
+    pub flow: Option<FlowSigmas>,
 }
 
 /// One run: `steps` timesteps and `steps + 1` f32 sigmas.
@@ -40,6 +43,9 @@ impl VpSchedule {
             && let Some(last) = alphas_cumprod.last_mut()
         {
             *last = 2f32.powi(-24);
+        }
+        if let Some(flow) = &self.flow {
+            return Ok(flow_steps(flow, n, steps, last));
         }
         let train = NoiseSchedule::from_alphas_cumprod(alphas_cumprod).train_sigmas();
         let (sigma_min, sigma_max) = (train[0] as f64, train[n - 1] as f64);
@@ -79,6 +85,18 @@ impl VpSchedule {
         });
         Ok(VpSteps { timesteps, sigmas })
     }
+}
+
+/// The flow grid's truncated timesteps and f32 sigmas, ending at 0 or at the last sigma repeated.
+fn flow_steps(flow: &FlowSigmas, train_steps: usize, steps: usize, last: FinalSigma) -> VpSteps {
+    let wide = flow.sigmas(steps, train_steps);
+    let timesteps = truncated_timesteps(&wide, train_steps);
+    let mut sigmas: Vec<f32> = wide.iter().map(|&s| s as f32).collect();
+    sigmas.push(match last {
+        FinalSigma::Zero => 0.0,
+        FinalSigma::SigmaMin => sigmas[sigmas.len() - 1],
+    });
+    VpSteps { timesteps, sigmas }
 }
 
 /// The x0 prediction of a model output at (alpha, sigma), thresholded when configured, in f64 (written
@@ -132,24 +150,16 @@ pub(super) fn vp_multistep_keys() -> serde_json::Map<String, Value> {
         "timestep_spacing": "linspace",
         "use_dynamic_shifting": false,
         "time_shift_type": "exponential",
+        // set_timesteps' argument: the image size's shift under use_dynamic_shifting.
+        "mu": null,
     }) else {
         unreachable!("a literal object")
     };
     map
 }
 
-/// Rejects the flow-matching and dynamic-shifting switches, and settings that must stay null.
-pub(super) fn reject_flow(r: &mut Reader, nulls: &[&str]) -> Result<(), ConfigError> {
-    for key in ["use_flow_sigmas", "use_dynamic_shifting"] {
-        if r.bool(key)? {
-            return Err(ConfigError::Unsupported {
-                key: key.into(),
-                got: "true".into(),
-                reason: "difflab implements the VP (DDPM-trained) schedules".into(),
-            });
-        }
-    }
-    check_time_shift_type(r)?;
+/// Rejects settings that must stay null.
+pub(super) fn require_null(r: &mut Reader, nulls: &[&str]) -> Result<(), ConfigError> {
     for &key in nulls {
         if !r.value(key).is_null() {
             return Err(ConfigError::Unsupported {
@@ -193,6 +203,7 @@ pub(super) fn vp_schedule(
     r: &mut Reader,
     c: &Common,
     nudge_zero_snr: bool,
+    flow: Option<FlowSigmas>,
 ) -> Result<VpSchedule, ConfigError> {
     Ok(VpSchedule {
         schedule: c.schedule.clone(),
@@ -200,6 +211,7 @@ pub(super) fn vp_schedule(
         steps_offset: c.steps_offset,
         ramp: read_ramp(r)?,
         nudge_zero_snr,
+        flow,
     })
 }
 
@@ -233,6 +245,7 @@ mod tests {
             steps_offset: 0,
             ramp,
             nudge_zero_snr: true,
+            flow: None,
         }
     }
 
