@@ -210,6 +210,14 @@ fn flow_samplers_match_diffusers() {
     check_folder(&dir, true);
 }
 
+/// DEIS with flow sigmas, which the public flow set leaves out (tests/data/goldens/flow_deis, written by its
+/// gen_deis.py through the flow set's generator).
+#[test]
+fn deis_with_flow_sigmas_matches_diffusers() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/goldens/flow_deis");
+    check_folder(&dir, true);
+}
+
 /// Karras, exponential and beta sigmas at 50 to 500 steps, where the rounded timesteps repeat but the sigmas
 /// do not (tests/data/goldens/long, written by samplers2/gen2.py from its spec.json).
 #[test]

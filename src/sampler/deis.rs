@@ -59,48 +59,61 @@ impl Deis {
         }
     }
 
-    /// Weights of `x_next = alpha_t (x / alpha_s0 + c[0] m0 + c[1] m1 + c[2] m2)` at step `i`.
     fn space(&self) -> SigmaSpace {
         SigmaSpace::of(self.config.vp.flow.is_some())
     }
 
-    fn weights(&self, i: usize, order: usize) -> [f64; 3] {
-        let space = self.space();
-        let sigma = |k: usize| self.sigmas[k] as f64;
-        let rho = |k: usize| space.rho(sigma(k));
-        let (rt, r0) = (rho(i + 1), rho(i));
-        match order {
-            1 => {
-                let (alpha_t, sigma_t, lambda_t) = space.alpha_sigma_lambda(sigma(i + 1));
-                let lambda_s = space.alpha_sigma_lambda(sigma(i)).2;
-                [
-                    -sigma_t * (lambda_t - lambda_s).exp_m1() / alpha_t,
-                    0.0,
-                    0.0,
-                ]
+    /// alpha and sigma at sigma index `k`, in f32 as diffusers' 0-dim tensors hold them.
+    fn alpha_sigma(&self, k: usize) -> (f32, f32) {
+        let s = self.sigmas[k];
+        match self.space() {
+            SigmaSpace::Vp => {
+                let alpha = 1.0 / (s * s + 1.0).sqrt();
+                (alpha, s * alpha)
             }
-            2 => {
-                let r1 = rho(i - 1);
-                let f = |t: f64, b: f64, c: f64| t * (-c.ln() + t.ln() - 1.0) / (b.ln() - c.ln());
-                [
-                    f(rt, r0, r1) - f(r0, r0, r1),
-                    f(rt, r1, r0) - f(r0, r1, r0),
-                    0.0,
-                ]
-            }
-            _ => {
-                let (r1, r2) = (rho(i - 1), rho(i - 2));
-                let w =
-                    |b: f64, c: f64, d: f64| cubic_weight(rt, b, c, d) - cubic_weight(r0, b, c, d);
-                [w(r0, r1, r2), w(r1, r2, r0), w(r2, r0, r1)]
-            }
+            SigmaSpace::Flow => (1.0 - s, s),
         }
+    }
+
+    /// The update at step `i`: `x_next = cx·x + c[0] m0 + c[1] m1 + c[2] m2` (m0 the newest noise prediction).
+    /// The scalars are f32 as in diffusers: near sigma 1 on flow sigmas the first-order step is the difference
+    /// of two terms ~1/alpha large, so their f32 rounding shows in the result.
+    fn weights(&self, i: usize, order: usize) -> (f64, [f64; 3]) {
+        let (alpha_t, sigma_t) = self.alpha_sigma(i + 1);
+        let (alpha_s, sigma_s) = self.alpha_sigma(i);
+        if order == 1 {
+            let lambda = |a: f32, s: f32| a.ln() - s.ln();
+            let h = lambda(alpha_t, sigma_t) - lambda(alpha_s, sigma_s);
+            let c = -(sigma_t * (h.exp() - 1.0)) as f64;
+            return ((alpha_t / alpha_s) as f64, [c, 0.0, 0.0]);
+        }
+        let rho = |k: usize| {
+            let (a, s) = self.alpha_sigma(k);
+            s / a
+        };
+        let (rt, r0) = (rho(i + 1), rho(i));
+        let c = if order == 2 {
+            let r1 = rho(i - 1);
+            let f = |t: f32, b: f32, c: f32| t * (-c.ln() + t.ln() - 1.0) / (b.ln() - c.ln());
+            [
+                f(rt, r0, r1) - f(r0, r0, r1),
+                f(rt, r1, r0) - f(r0, r1, r0),
+                0.0,
+            ]
+        } else {
+            let (r1, r2) = (rho(i - 1), rho(i - 2));
+            let w = |b: f32, c: f32, d: f32| cubic_weight(rt, b, c, d) - cubic_weight(r0, b, c, d);
+            [w(r0, r1, r2), w(r1, r2, r0), w(r2, r0, r1)]
+        };
+        // x_next = alpha_t (x / alpha_s + Σ c m).
+        let a = alpha_t as f64;
+        (a / alpha_s as f64, c.map(|c| a * c as f64))
     }
 }
 
 /// The integral weight of the third-order Lagrange basis polynomial in log rho through b (with c, d),
 /// evaluated at rho = t.
-fn cubic_weight(t: f64, b: f64, c: f64, d: f64) -> f64 {
+fn cubic_weight(t: f32, b: f32, c: f32, d: f32) -> f32 {
     let (lt, lb, lc, ld) = (t.ln(), b.ln(), c.ln(), d.ln());
     t * (lc * (ld - lt + 1.0) - ld * lt + ld + lt * lt - 2.0 * lt + 2.0) / ((lb - lc) * (lb - ld))
 }
@@ -164,15 +177,14 @@ impl Scheduler for Deis {
         }
         self.history.push(eps);
         let order = self.order_for(i, n);
-        let c = self.weights(i, order);
-        let alpha_t = self.space().alpha_sigma_lambda(self.sigmas[i + 1] as f64).0;
+        let (cx, c) = self.weights(i, order);
         let k = self.history.len();
         for (j, x) in sample.iter_mut().enumerate() {
-            let mut v = *x as f64 / alpha;
+            let mut v = cx * *x as f64;
             for (q, &w) in c[..order].iter().enumerate() {
                 v += w * self.history[k - 1 - q][j];
             }
-            *x = (alpha_t * v) as f32;
+            *x = v as f32;
         }
         self.index += 1;
         Ok(())
