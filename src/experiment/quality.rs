@@ -9,6 +9,7 @@ use toml::Spanned;
 
 use super::schema::QualitySection;
 use super::{ConditioningSpec, ExperimentError, Reading, SamplerSpec};
+use crate::sampler::PredictionType;
 use crate::sampler::SamplerConfig;
 use crate::sampler::config::Resolved;
 
@@ -280,10 +281,18 @@ impl Reading<'_> {
             if off.is_empty() {
                 continue;
             }
+            // Flow samplers start where their class does: flow Euler and Heun at σ = 1, the multistep
+            // solvers just below it.
+            let advice =
+                if solve.resolved.config.prediction_type() == PredictionType::FlowPrediction {
+                    "use a reference of the same kind (flow Euler and Heun start at σ = 1: \
+                 reference_sampler = \"heun:200\"; DPM-Solver++, UniPC and DEIS just below)"
+                } else {
+                    "give both timestep_spacing = \"trailing\" (settings and reference_settings)"
+                };
             let message = format!(
                 "{} starts from {} but the reference from t={start}, so its error to the reference \
-                 includes the different start; give both timestep_spacing = \"trailing\" (settings and \
-                 reference_settings)",
+                 includes the different start; {advice}",
                 sampler.label,
                 off.join(", ")
             );
