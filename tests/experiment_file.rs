@@ -719,6 +719,34 @@ fn short_names_on_a_flow_matching_model_are_its_flow_samplers() {
     assert!(err.contains("euler, euler-karras, heun"), "{err}");
 }
 
+/// `[[sampler]] shift` is the flow sampler's shift: `shift` for flow Euler and Heun, `flow_shift` for the
+/// multistep solvers; on a sampler that is not a flow one it is an error at that key.
+#[test]
+fn shift_sets_each_flow_samplers_own_key() {
+    let with = |prediction: &str, name: &str| {
+        format!(
+            "[model]\npath = \"analytic\"\n{prediction}[[sampler]]\nname = \"{name}\"\nsteps = 10\nshift = 3\n"
+        )
+    };
+    let flow = "prediction_type = \"flow_prediction\"\n";
+    for (name, key) in [
+        ("euler", "shift"),
+        ("heun", "shift"),
+        ("unipc", "flow_shift"),
+    ] {
+        let e = Experiment::parse(&dir().join("test.toml"), &with(flow, name)).unwrap();
+        let resolved = &e.samplers[0].resolved;
+        assert_eq!(resolved.settings[key], serde_json::json!(3.0), "{name}");
+        assert!(e.warnings.is_empty(), "{name}: {:?}", e.warnings);
+    }
+    let err = error_of(&with("", "euler"));
+    assert!(err.contains("`sampler[0].shift`"), "{err}");
+    assert!(
+        err.contains("EulerDiscreteScheduler here is not one"),
+        "{err}"
+    );
+}
+
 /// EDM samplers precondition for EDM-trained models; on a variance-preserving model they run but give
 /// nothing meaningful, and the sampler's name says so. A model whose own config is an EDM class is not warned.
 #[test]

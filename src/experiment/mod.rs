@@ -416,8 +416,14 @@ impl Reading<'_> {
         } else {
             spec.clone()
         };
-        let resolved = SamplerConfig::resolve(&name, Some(base), &settings)
+        let mut resolved = SamplerConfig::resolve(&name, Some(base), &settings)
             .map_err(|e| self.sampler_error(i, s, e))?;
+        if let Some(shift) = &s.shift {
+            let key = self.shift_key(i, shift, &resolved, &settings)?;
+            settings.insert(key.into(), (*shift.get_ref()).into());
+            resolved = SamplerConfig::resolve(&name, Some(base), &settings)
+                .map_err(|e| self.sampler_error(i, s, e))?;
+        }
         if let Some((sched, k, v)) = schedule_key {
             // A class without the setting reports it as unknown; that combination is an error here.
             if resolved.settings.get(k) != Some(&v) {
@@ -459,6 +465,41 @@ impl Reading<'_> {
             samples: s.samples.as_ref().map(|n| *n.get_ref()),
             resolved,
         })
+    }
+
+    /// The setting `[[sampler]] shift` stands for: `shift` for the FlowMatch classes, `flow_shift` for the
+    /// multistep solvers in flow mode; an error on a sampler that is not a flow one, or when `settings` sets
+    /// it too.
+    fn shift_key(
+        &self,
+        i: usize,
+        shift: &Spanned<f64>,
+        resolved: &Resolved,
+        settings: &Map<String, Value>,
+    ) -> Result<&'static str, ExperimentError> {
+        let place = format!("sampler[{i}].shift");
+        let class = resolved.config.class_name();
+        if resolved.config.prediction_type() != PredictionType::FlowPrediction {
+            let message = format!(
+                "shift moves a flow-matching sampler's sigmas; {class} here is not one (on a flow model, or with \
+                 prediction_type = \"flow_prediction\", the samplers are)"
+            );
+            return Err(self.error(shift.span(), &place, message));
+        }
+        if !(shift.get_ref().is_finite() && *shift.get_ref() > 0.0) {
+            let message = "shift must be a positive number (1 = no shift; SD3 uses 3)";
+            return Err(self.error(shift.span(), &place, message));
+        }
+        let key = if crate::sampler::registry::is_flow_match(class) {
+            "shift"
+        } else {
+            "flow_shift"
+        };
+        if settings.contains_key(key) {
+            let message = format!("shift is given twice: here and as settings.{key}; keep one");
+            return Err(self.error(shift.span(), &place, message));
+        }
+        Ok(key)
     }
 
     /// An EDM sampler preconditions the model's input and output for an EDM-trained model; on a

@@ -272,10 +272,19 @@ impl Reading<'_> {
         let Some(start) = solve.resolved.config.first_timestep(solve.steps) else {
             return;
         };
+        let flow = solve.resolved.config.prediction_type() == PredictionType::FlowPrediction;
+        // Flow samplers are compared by sigma: DPM-Solver++ starts at σ = shift(0.999) and UniPC 1e-6 below
+        // 1 (integer timestep 999), which moves the start by under 0.1% of the path.
+        let start_sigma = solve.resolved.config.first_sigma(solve.steps);
+        let differs = |config: &crate::sampler::SamplerConfig, n: usize, t: f64| match start_sigma {
+            Some(s0) if flow => config.first_sigma(n).is_none_or(|s| (s - s0).abs() > 1e-3),
+            _ => (t - start).abs() > 1e-6,
+        };
         for (i, sampler) in samplers.iter().enumerate() {
+            let config = &sampler.resolved.config;
             let off: Vec<String> = (sampler.steps.iter())
-                .filter_map(|&n| Some((n, sampler.resolved.config.first_timestep(n)?)))
-                .filter(|(_, t)| (t - start).abs() > 1e-6)
+                .filter_map(|&n| Some((n, config.first_timestep(n)?)))
+                .filter(|&(n, t)| differs(config, n, t))
                 .map(|(n, t)| format!("t={t} at {n} steps"))
                 .collect();
             if off.is_empty() {

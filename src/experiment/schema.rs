@@ -145,6 +145,9 @@ pub(super) struct SamplerSection {
     pub samples: Option<Spanned<usize>>,
     pub guidance: Option<Spanned<Guidance>>,
     pub guidance_rescale: Option<Spanned<f64>>,
+    /// A flow-matching sampler's timestep shift (`shift` of the FlowMatch classes, `flow_shift` of the
+    /// multistep ones in flow mode).
+    pub shift: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]

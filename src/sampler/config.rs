@@ -113,6 +113,13 @@ impl SamplerConfig {
         scheduler.timesteps().first().copied()
     }
 
+    /// The sigma the first step of `steps` starts from, where the scheduler has sigmas.
+    pub fn first_sigma(&self, steps: usize) -> Option<f64> {
+        let mut scheduler = self.build();
+        scheduler.set_steps(steps).ok()?;
+        scheduler.sigmas()?.first().map(|&s| s as f64)
+    }
+
     /// Builds a ready-to-run scheduler (call `set_steps` next).
     pub fn build(&self) -> Box<dyn Scheduler> {
         self.family.build()
