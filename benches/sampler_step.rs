@@ -1,4 +1,5 @@
-//! One step of every sampler family in the registry on a 64×3×32×32 batch, against a plain copy of the
+//! One step of every sampler family in the registry (and of the multistep solvers in flow mode) on a
+//! 64×3×32×32 batch, against a plain copy of the
 //! same bytes measured in the same round: the ratio shows how far a step is from the memory floor.
 //!
 //! This machine's speed drifts from minute to minute, so each round times the copy and then every
@@ -75,14 +76,20 @@ fn main() {
     let model_output: Vec<f32> = (0..LEN).map(|i| ((i % 97) as f32 - 48.0) / 50.0).collect();
     // Inside the range every sampler accepts (the EDM classes precondition by sigma).
     let start: Vec<f32> = (0..LEN).map(|i| ((i % 89) as f32 - 44.0) / 40.0).collect();
-    let samplers: Vec<(&str, SamplerConfig)> = FAMILIES
+    let mut samplers: Vec<(String, SamplerConfig)> = FAMILIES
         .iter()
         .flat_map(|f| f.names.first())
         .map(|n| {
             let resolved = SamplerConfig::resolve(n.name, None, &Map::new()).unwrap();
-            (n.name, resolved.config)
+            (n.name.to_string(), resolved.config)
         })
         .collect();
+    // The multistep solvers in their flow mode, as on SD3's scheduler config.
+    let sd3 = serde_json::json!({"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0});
+    for name in ["dpm++2m", "unipc", "deis"] {
+        let resolved = SamplerConfig::resolve(name, sd3.as_object(), &Map::new()).unwrap();
+        samplers.push((format!("{name} (flow)"), resolved.config));
+    }
     let mut ratios = vec![Vec::new(); samplers.len()];
     let mut copies = Vec::new();
     for _ in 0..rounds {
