@@ -745,6 +745,32 @@ fn shift_sets_each_flow_samplers_own_key() {
         err.contains("EulerDiscreteScheduler here is not one"),
         "{err}"
     );
+    // A list is an axis: a variant per value, labelled by it.
+    let e = Experiment::parse(
+        &dir().join("test.toml"),
+        &with(flow, "dpm++2m").replace("shift = 3", "shift = [1, 3.5]"),
+    )
+    .unwrap();
+    let variants: Vec<(&str, Option<f64>)> = (e.samplers[0].variants.iter())
+        .map(|v| (v.label.as_str(), v.shift))
+        .collect();
+    assert_eq!(
+        variants,
+        [("dpm++2m s1", Some(1.0)), ("dpm++2m s3.5", Some(3.5))]
+    );
+    assert_eq!(
+        e.samplers[0].variants[1].resolved.settings["flow_shift"],
+        serde_json::json!(3.5)
+    );
+    for (list, says) in [
+        ("[]", "non-empty list"),
+        ("[1, 0]", "positive number"),
+        ("[2, 2]", "shift 2 is listed twice"),
+        ("\"3\"", "must be a flow shift or a list of them"),
+    ] {
+        let err = error_of(&with(flow, "euler").replace("shift = 3", &format!("shift = {list}")));
+        assert!(err.contains(says), "{list}: {err}");
+    }
 }
 
 /// EDM samplers precondition for EDM-trained models; on a variance-preserving model they run but give

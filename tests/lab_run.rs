@@ -114,6 +114,72 @@ fn cells_run_batched_and_are_reused_when_unchanged() {
     assert_eq!(fresh, ["dpm++2m-karras 12"]);
 }
 
+/// A label edit reuses the samples but not the old name: results.json and the reported results carry the
+/// cell's name now, with its grid under that name, and the old entry is gone.
+#[test]
+fn a_relabelled_cell_is_reused_under_its_new_name() {
+    let dir = temp_dir("relabel");
+    let e = experiment(&dir, THREE);
+    run_to_end(&e);
+    let relabelled = experiment(
+        &dir,
+        &THREE.replace("steps = 10", "steps = 10\nlabel = \"K\""),
+    );
+    let events = run_to_end(&relabelled);
+    let reused: Vec<&str> = events
+        .iter()
+        .filter_map(|ev| match ev {
+            LabEvent::CellDone {
+                cached: true,
+                result,
+                ..
+            } => Some(result.name.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reused, ["ddim 5", "ddim 20", "K 10"]);
+    let results = Results::load(&e.output_dir.join("results.json"));
+    let names: Vec<&str> = results.cells.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["ddim 5", "ddim 20", "K 10"]);
+    let k = &results.cells[2];
+    assert_eq!((k.label.as_str(), k.grid.as_str()), ("K", "cells/K_10.png"));
+    assert!(e.output_dir.join(&k.grid).is_file());
+}
+
+/// A list of flow shifts is an axis: one cell per shift and step count, named by it, with the shift in
+/// results.json.
+#[test]
+fn a_shift_list_makes_a_cell_per_shift() {
+    let dir = temp_dir("shift");
+    let text = "[model]\npath = \"analytic\"\nsample_shape = [1, 4, 4]\nprediction_type = \"flow_prediction\"\n\
+                [sampling]\nseeds = 2\n[[sampler]]\nname = \"euler\"\nsteps = [4, 8]\nshift = [1, 3]\n";
+    let path = dir.join("lab.toml");
+    std::fs::write(&path, text).unwrap();
+    let e = Experiment::load(&path).unwrap();
+    run_to_end(&e);
+    let results = Results::load(&e.output_dir.join("results.json"));
+    let cells: Vec<(&str, Option<f64>)> = results
+        .cells
+        .iter()
+        .map(|c| (c.name.as_str(), c.shift))
+        .collect();
+    assert_eq!(
+        cells,
+        [
+            ("euler s1 4", Some(1.0)),
+            ("euler s3 4", Some(3.0)),
+            ("euler s1 8", Some(1.0)),
+            ("euler s3 8", Some(3.0)),
+        ]
+    );
+    assert!(
+        results
+            .cells
+            .iter()
+            .all(|c| c.class == "FlowMatchEulerDiscreteScheduler")
+    );
+}
+
 #[test]
 fn a_cancelled_run_keeps_its_finished_cells() {
     let dir = temp_dir("cancel");

@@ -22,7 +22,7 @@ use crate::engine::{ProviderKind, RoleOverrides};
 use crate::sampler::config::Resolved;
 use crate::sampler::{ConfigError, PredictionType, SamplerConfig};
 use schema::{
-    ExperimentFile, Guidance, PreviewKind, SamplerSection, Seeds, Steps, TrainingSection,
+    ExperimentFile, Guidance, PreviewKind, SamplerSection, Seeds, Shift, Steps, TrainingSection,
 };
 
 /// A validated experiment with every path resolved.
@@ -125,7 +125,19 @@ pub struct SamplerSpec {
     pub guidance_rescale: f64,
     /// Samples per cell for quality; overrides `[quality] samples`.
     pub samples: Option<usize>,
-    /// The resolved scheduler.
+    /// The resolved scheduler (the first variant's).
+    pub resolved: Resolved,
+    /// One per value of the sampler's setting axes (`shift`), each its own cells; one when nothing varies.
+    pub variants: Vec<SamplerVariant>,
+}
+
+/// A sampler at one value of its setting axes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplerVariant {
+    /// The sampler's label, with what varies appended (`euler s3`).
+    pub label: String,
+    /// The flow shift, where `shift` is set.
+    pub shift: Option<f64>,
     pub resolved: Resolved,
 }
 
@@ -416,14 +428,36 @@ impl Reading<'_> {
         } else {
             spec.clone()
         };
-        let mut resolved = SamplerConfig::resolve(&name, Some(base), &settings)
+        let resolved = SamplerConfig::resolve(&name, Some(base), &settings)
             .map_err(|e| self.sampler_error(i, s, e))?;
-        if let Some(shift) = &s.shift {
-            let key = self.shift_key(i, shift, &resolved, &settings)?;
-            settings.insert(key.into(), (*shift.get_ref()).into());
-            resolved = SamplerConfig::resolve(&name, Some(base), &settings)
-                .map_err(|e| self.sampler_error(i, s, e))?;
-        }
+        let label = s.label.clone().unwrap_or_else(|| spec.clone());
+        let variants = match &s.shift {
+            None => vec![SamplerVariant {
+                label: label.clone(),
+                shift: None,
+                resolved: resolved.clone(),
+            }],
+            Some(shift) => {
+                let key = self.shift_key(i, shift, &resolved, &settings)?;
+                let shifts = self.shifts(i, shift)?;
+                let mut variants = Vec::new();
+                for &v in &shifts {
+                    let mut with = settings.clone();
+                    with.insert(key.into(), v.into());
+                    variants.push(SamplerVariant {
+                        label: match shifts.len() {
+                            1 => label.clone(),
+                            _ => format!("{label} s{v}"),
+                        },
+                        shift: Some(v),
+                        resolved: SamplerConfig::resolve(&name, Some(base), &with)
+                            .map_err(|e| self.sampler_error(i, s, e))?,
+                    });
+                }
+                variants
+            }
+        };
+        let resolved = variants[0].resolved.clone();
         if let Some((sched, k, v)) = schedule_key {
             // A class without the setting reports it as unknown; that combination is an error here.
             if resolved.settings.get(k) != Some(&v) {
@@ -456,7 +490,7 @@ impl Reading<'_> {
             self.check_samples(n, &key("samples"), seeds)?;
         }
         Ok(SamplerSpec {
-            label: s.label.clone().unwrap_or_else(|| spec.clone()),
+            label,
             name,
             settings,
             steps,
@@ -464,6 +498,7 @@ impl Reading<'_> {
             guidance_rescale,
             samples: s.samples.as_ref().map(|n| *n.get_ref()),
             resolved,
+            variants,
         })
     }
 
@@ -473,7 +508,7 @@ impl Reading<'_> {
     fn shift_key(
         &self,
         i: usize,
-        shift: &Spanned<f64>,
+        shift: &Spanned<Shift>,
         resolved: &Resolved,
         settings: &Map<String, Value>,
     ) -> Result<&'static str, ExperimentError> {
@@ -486,10 +521,6 @@ impl Reading<'_> {
             );
             return Err(self.error(shift.span(), &place, message));
         }
-        if !(shift.get_ref().is_finite() && *shift.get_ref() > 0.0) {
-            let message = "shift must be a positive number (1 = no shift; SD3 uses 3)";
-            return Err(self.error(shift.span(), &place, message));
-        }
         let key = if crate::sampler::registry::is_flow_match(class) {
             "shift"
         } else {
@@ -500,6 +531,28 @@ impl Reading<'_> {
             return Err(self.error(shift.span(), &place, message));
         }
         Ok(key)
+    }
+
+    /// `shift`'s values: at least one, each positive, none twice.
+    fn shifts(&self, i: usize, shift: &Spanned<Shift>) -> Result<Vec<f64>, ExperimentError> {
+        let place = format!("sampler[{i}].shift");
+        let values = match shift.get_ref() {
+            Shift::One(v) => vec![*v],
+            Shift::Many(list) => list.clone(),
+        };
+        if values.is_empty() || values.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+            let message = "shift must be a positive number or a non-empty list of them (1 = no shift; SD3 uses 3)";
+            return Err(self.error(shift.span(), &place, message));
+        }
+        if let Some(v) = values
+            .iter()
+            .enumerate()
+            .find_map(|(k, v)| values[..k].contains(v).then_some(v))
+        {
+            let message = format!("shift {v} is listed twice; each value is a column");
+            return Err(self.error(shift.span(), &place, message));
+        }
+        Ok(values)
     }
 
     /// An EDM sampler preconditions the model's input and output for an EDM-trained model; on a

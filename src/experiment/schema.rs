@@ -134,6 +134,16 @@ pub(super) enum Guidance {
 }
 
 #[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "`shift` must be a flow shift or a list of them, e.g. 3.0 or [1.0, 3.0, 6.0]"
+)]
+pub(super) enum Shift {
+    One(f64),
+    Many(Vec<f64>),
+}
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SamplerSection {
     pub name: Spanned<String>,
@@ -146,8 +156,8 @@ pub(super) struct SamplerSection {
     pub guidance: Option<Spanned<Guidance>>,
     pub guidance_rescale: Option<Spanned<f64>>,
     /// A flow-matching sampler's timestep shift (`shift` of the FlowMatch classes, `flow_shift` of the
-    /// multistep ones in flow mode).
-    pub shift: Option<Spanned<f64>>,
+    /// multistep ones in flow mode), or a list of them.
+    pub shift: Option<Spanned<Shift>>,
 }
 
 #[derive(Deserialize)]

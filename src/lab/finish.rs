@@ -158,6 +158,7 @@ impl Finish<'_> {
                 .collect(),
             guidance: cell.guidance,
             guidance_rescale: cell.guidance_rescale,
+            shift: cell.shift,
             prompts: match cell.is_class_conditional() {
                 true => Vec::new(),
                 false => cell.conditions.clone(),

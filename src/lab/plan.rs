@@ -1,5 +1,5 @@
-//! An experiment becomes cells: one per (sampler, step count, guidance scale), all on the same seeds and
-//! conditions (prompts or classes).
+//! An experiment becomes cells: one per (sampler, shift, step count, guidance scale), all on the same seeds
+//! and conditions (prompts or classes).
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +25,8 @@ pub struct Cell {
     pub guidance: f64,
     /// diffusers' `guidance_rescale` (φ).
     pub guidance_rescale: f64,
+    /// A flow sampler's shift, where the experiment sets one.
+    pub shift: Option<f64>,
     /// The samples this cell draws, in draw order: the previews (the experiment's seeds under every condition)
     /// first, then more for quality.
     pub items: Vec<Item>,
@@ -166,6 +168,8 @@ fn reference_cells(
             steps: solve.steps,
             items: cell.items[..cell.preview].to_vec(),
             warnings: Vec::new(),
+            // Its shift, if any, is in its own settings.
+            shift: None,
             ..cell.clone()
         };
         reference.key = cell_key(inputs, &reference);
@@ -181,22 +185,33 @@ fn plan_cells(
 ) -> std::io::Result<Vec<Cell>> {
     let axis = condition_axis(experiment)?;
     let mut cells = Vec::new();
-    for (index, sampler) in experiment.samplers.iter().enumerate() {
+    let settings = experiment
+        .samplers
+        .iter()
+        .enumerate()
+        .flat_map(|(index, sampler)| {
+            sampler
+                .variants
+                .iter()
+                .map(move |variant| (index, sampler, variant))
+        });
+    for (index, sampler, variant) in settings {
         for &steps in &sampler.steps {
             for &guidance in &sampler.guidance {
-                let name = cell_name(experiment, &sampler.label, steps, guidance);
-                if only.is_some_and(|only| !selects(only, &sampler.label, &name)) {
+                let name = cell_name(experiment, &variant.label, steps, guidance);
+                if only.is_some_and(|only| !selects(only, &variant.label, &name)) {
                     continue;
                 }
                 let mut cell = Cell {
                     name,
-                    label: sampler.label.clone(),
-                    class: sampler.resolved.config.class_name().to_string(),
-                    config: sampler.resolved.config.clone(),
-                    settings: sampler.resolved.settings.clone(),
+                    label: variant.label.clone(),
+                    class: variant.resolved.config.class_name().to_string(),
+                    config: variant.resolved.config.clone(),
+                    settings: variant.resolved.settings.clone(),
                     steps,
                     guidance,
                     guidance_rescale: sampler.guidance_rescale,
+                    shift: variant.shift,
                     items: Vec::new(),
                     preview: 0,
                     conditions: axis.labels.clone(),

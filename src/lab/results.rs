@@ -49,6 +49,9 @@ pub struct CellResult {
     /// diffusers' `guidance_rescale` (φ).
     #[serde(default)]
     pub guidance_rescale: f64,
+    /// A flow sampler's shift, where the experiment sets one (`[[sampler]] shift`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shift: Option<f64>,
     /// The prompts of the cell's rows (text-conditional runs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prompts: Vec<String>,
@@ -176,6 +179,7 @@ impl Results {
         header.extend([
             "guidance",
             "guidance_rescale",
+            "shift",
             "prompt",
             "classes",
             "provider",
@@ -205,6 +209,7 @@ impl Results {
             row.extend([
                 c.guidance.to_string(),
                 c.guidance_rescale.to_string(),
+                c.shift.map_or(String::new(), |s| s.to_string()),
                 csv_field(&c.prompts.join(" | ")),
                 classes.join(" "),
                 csv_field(&c.provider),

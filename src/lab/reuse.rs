@@ -15,7 +15,7 @@ use super::tally::Tally;
 /// When every cell is up to date and the results say what their images look like, reports them all as
 /// reused without loading the model (a multi-gigabyte load for nothing to do).
 pub(super) fn reuse_all(cells: &[Cell], out: &Path, tallied: bool, tx: &Sender<LabEvent>) -> bool {
-    let results = Results::load(&out.join("results.json"));
+    let mut results = Results::load(&out.join("results.json"));
     let Some(image_shape) = results.image_shape else {
         return false;
     };
@@ -36,7 +36,7 @@ pub(super) fn reuse_all(cells: &[Cell], out: &Path, tallied: bool, tx: &Sender<L
         ),
         providers_summary: String::new(),
     });
-    reuse_cached(cells, &results, out, image_shape, false, tallied, tx);
+    reuse_cached(cells, &mut results, out, image_shape, false, tallied, tx);
     let _ = tx.send(LabEvent::Log("every cell is up to date".into()));
     true
 }
@@ -61,7 +61,7 @@ fn earlier_result<'r>(
 /// tallies, for a shard), and returns the indices of the others. A failed cell is never up to date.
 pub(super) fn reuse_cached(
     cells: &[Cell],
-    results: &Results,
+    results: &mut Results,
     out: &Path,
     sample_shape: [usize; 3],
     force: bool,
@@ -69,19 +69,26 @@ pub(super) fn reuse_cached(
     tx: &Sender<LabEvent>,
 ) -> Vec<usize> {
     let mut pending = Vec::new();
+    let mut renamed = false;
     for (i, cell) in cells.iter().enumerate() {
-        match earlier_result(cell, results, out, tallied) {
+        match earlier_result(cell, results, out, tallied).cloned() {
             Some(r) if !force => {
                 let images = for_display(
                     read_grid(&out.join(&r.grid), sample_shape, cell),
                     sample_shape,
                 );
+                let result = as_current(cell, &r, out);
+                if result.name != r.name || result.label != r.label || result.shift != r.shift {
+                    // The old name goes unless another cell of this run now has it.
+                    if !cells.iter().any(|c| c.name == r.name) {
+                        results.cells.retain(|c| c.name != r.name);
+                    }
+                    results.put(result.clone());
+                    renamed = true;
+                }
                 let _ = tx.send(LabEvent::CellDone {
                     cell: i,
-                    result: Box::new(CellResult {
-                        warnings: cell.warnings.clone(),
-                        ..r.clone()
-                    }),
+                    result: Box::new(result),
                     images,
                     cached: true,
                 });
@@ -89,7 +96,31 @@ pub(super) fn reuse_cached(
             _ => pending.push(i),
         }
     }
+    if renamed && let Err(e) = results.save(out) {
+        let _ = tx.send(LabEvent::Log(format!("warning: {e}")));
+    }
     pending
+}
+
+/// An earlier result as the experiment names its cell now (a label edit reuses the samples but not the
+/// name): the cell's name, label and shift, and its grid under the cell's own file name.
+fn as_current(cell: &Cell, earlier: &CellResult, out: &Path) -> CellResult {
+    let grid = format!("cells/{}.png", cell.file_stem());
+    let moved = grid != earlier.grid
+        && std::fs::read(out.join(&earlier.grid))
+            .and_then(|png| {
+                crate::atomic_file::write_atomic(&out.join(&grid), &png)
+                    .map_err(std::io::Error::other)
+            })
+            .is_ok();
+    CellResult {
+        name: cell.name.clone(),
+        label: cell.label.clone(),
+        shift: cell.shift,
+        warnings: cell.warnings.clone(),
+        grid: if moved { grid } else { earlier.grid.clone() },
+        ..earlier.clone()
+    }
 }
 
 /// The preview images back from a cell's grid (for reused cells).

@@ -178,10 +178,10 @@ fn run_with(
     if let Some(count) = watched {
         return watch_and_merge(experiment, &cells, count, cancel, tx);
     }
-    let results = open_results(experiment, out, image_shape, tx)?;
+    let mut results = open_results(experiment, out, image_shape, tx)?;
     let pending = reuse_cached(
         &cells,
-        &results,
+        &mut results,
         out,
         image_shape,
         options.force,

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use num_traits::Float;
 use serde_json::{Value, json};
 
 use super::family::{Common, FamilyConfig, Parsed, Reader, read_solver_order, read_thresholding};
@@ -63,59 +64,69 @@ impl Deis {
         SigmaSpace::of(self.config.vp.flow.is_some())
     }
 
-    /// alpha and sigma at sigma index `k`, in f32 as diffusers' 0-dim tensors hold them.
-    fn alpha_sigma(&self, k: usize) -> (f32, f32) {
-        let s = self.sigmas[k];
+    /// alpha and sigma at sigma index `k`, in `T`.
+    fn alpha_sigma<T: Float>(&self, k: usize) -> (T, T) {
+        let s = T::from(self.sigmas[k]).unwrap_or_else(T::nan);
         match self.space() {
             SigmaSpace::Vp => {
-                let alpha = 1.0 / (s * s + 1.0).sqrt();
+                let alpha = T::one() / (s * s + T::one()).sqrt();
                 (alpha, s * alpha)
             }
-            SigmaSpace::Flow => (1.0 - s, s),
+            SigmaSpace::Flow => (T::one() - s, s),
         }
     }
 
     /// The update at step `i`: `x_next = cx·x + c[0] m0 + c[1] m1 + c[2] m2` (m0 the newest noise prediction).
-    /// The scalars are f32 as in diffusers: near sigma 1 on flow sigmas the first-order step is the difference
-    /// of two terms ~1/alpha large, so their f32 rounding shows in the result.
+    /// On flow sigmas the scalars are f32, as diffusers' 0-dim tensors hold them: near σ = 1 the first-order
+    /// step is the difference of two terms ~1/alpha large, so their rounding shows in the result. On VP
+    /// sigmas f64 keeps the weights' small differences exact at hundreds of steps (diffusers' f32 loses them).
     fn weights(&self, i: usize, order: usize) -> (f64, [f64; 3]) {
-        let (alpha_t, sigma_t) = self.alpha_sigma(i + 1);
-        let (alpha_s, sigma_s) = self.alpha_sigma(i);
+        match self.space() {
+            SigmaSpace::Flow => self.weights_in::<f32>(i, order),
+            SigmaSpace::Vp => self.weights_in::<f64>(i, order),
+        }
+    }
+
+    fn weights_in<T: Float>(&self, i: usize, order: usize) -> (f64, [f64; 3]) {
+        let wide = |v: T| v.to_f64().unwrap_or(f64::NAN);
+        let (alpha_t, sigma_t) = self.alpha_sigma::<T>(i + 1);
+        let (alpha_s, sigma_s) = self.alpha_sigma::<T>(i);
         if order == 1 {
-            let lambda = |a: f32, s: f32| a.ln() - s.ln();
+            let lambda = |a: T, s: T| a.ln() - s.ln();
             let h = lambda(alpha_t, sigma_t) - lambda(alpha_s, sigma_s);
-            let c = -(sigma_t * (h.exp() - 1.0)) as f64;
-            return ((alpha_t / alpha_s) as f64, [c, 0.0, 0.0]);
+            let c = -(sigma_t * (h.exp() - T::one()));
+            return (wide(alpha_t / alpha_s), [wide(c), 0.0, 0.0]);
         }
         let rho = |k: usize| {
-            let (a, s) = self.alpha_sigma(k);
+            let (a, s) = self.alpha_sigma::<T>(k);
             s / a
         };
         let (rt, r0) = (rho(i + 1), rho(i));
         let c = if order == 2 {
             let r1 = rho(i - 1);
-            let f = |t: f32, b: f32, c: f32| t * (-c.ln() + t.ln() - 1.0) / (b.ln() - c.ln());
+            let f = |t: T, b: T, c: T| t * (-c.ln() + t.ln() - T::one()) / (b.ln() - c.ln());
             [
                 f(rt, r0, r1) - f(r0, r0, r1),
                 f(rt, r1, r0) - f(r0, r1, r0),
-                0.0,
+                T::zero(),
             ]
         } else {
             let (r1, r2) = (rho(i - 1), rho(i - 2));
-            let w = |b: f32, c: f32, d: f32| cubic_weight(rt, b, c, d) - cubic_weight(r0, b, c, d);
+            let w = |b: T, c: T, d: T| cubic_weight(rt, b, c, d) - cubic_weight(r0, b, c, d);
             [w(r0, r1, r2), w(r1, r2, r0), w(r2, r0, r1)]
         };
         // x_next = alpha_t (x / alpha_s + Σ c m).
-        let a = alpha_t as f64;
-        (a / alpha_s as f64, c.map(|c| a * c as f64))
+        let a = wide(alpha_t);
+        (a / wide(alpha_s), c.map(|c| a * wide(c)))
     }
 }
 
 /// The integral weight of the third-order Lagrange basis polynomial in log rho through b (with c, d),
 /// evaluated at rho = t.
-fn cubic_weight(t: f32, b: f32, c: f32, d: f32) -> f32 {
+fn cubic_weight<T: Float>(t: T, b: T, c: T, d: T) -> T {
     let (lt, lb, lc, ld) = (t.ln(), b.ln(), c.ln(), d.ln());
-    t * (lc * (ld - lt + 1.0) - ld * lt + ld + lt * lt - 2.0 * lt + 2.0) / ((lb - lc) * (lb - ld))
+    let (one, two) = (T::one(), T::one() + T::one());
+    t * (lc * (ld - lt + one) - ld * lt + ld + lt * lt - two * lt + two) / ((lb - lc) * (lb - ld))
 }
 
 impl Scheduler for Deis {

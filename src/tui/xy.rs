@@ -1,5 +1,5 @@
 //! The X/Y grid, as the web UIs' X/Y plot: two of the axes the experiment sweeps (sampler, steps,
-//! guidance, prompt, seed) as columns and rows, every other axis at one value. Pure: which cell's which
+//! guidance, shift, prompt, seed) as columns and rows, every other axis at one value. Pure: which cell's which
 //! preview sample goes where, and the labels.
 
 use std::collections::HashMap;
@@ -15,6 +15,7 @@ pub enum Axis {
     Sampler,
     Steps,
     Guidance,
+    Shift,
     Prompt,
     Seed,
 }
@@ -31,7 +32,7 @@ impl Axis {
 pub struct XyChoice {
     pub x: usize,
     pub y: usize,
-    pub held: [usize; 5],
+    pub held: [usize; Axis::VARIANTS.len()],
     /// The first column and row shown when not all fit.
     pub first: (usize, usize),
 }
@@ -42,7 +43,7 @@ impl Default for XyChoice {
         XyChoice {
             x: 0,
             y: 1,
-            held: [0; 5],
+            held: [0; Axis::VARIANTS.len()],
             first: (0, 0),
         }
     }
@@ -65,9 +66,16 @@ pub struct XyGrid {
 fn value(axis: Axis, cell: &Cell, item: usize) -> String {
     let it = &cell.items[item];
     match axis {
-        Axis::Sampler => cell.label.clone(),
+        // A shift sweep appends " s<shift>" to the label; the sampler axis is the label without it.
+        Axis::Sampler => match cell.shift {
+            Some(shift) => (cell.label.strip_suffix(&format!(" s{shift}")))
+                .unwrap_or(&cell.label)
+                .to_string(),
+            None => cell.label.clone(),
+        },
         Axis::Steps => cell.steps.to_string(),
         Axis::Guidance => format!("g{}", cell.guidance),
+        Axis::Shift => cell.shift.map_or(String::new(), |s| format!("s{s}")),
         Axis::Prompt => cell
             .conditions
             .get(it.condition)
@@ -198,5 +206,28 @@ pub fn next_held(cells: &[&Cell], choice: &mut XyChoice) {
         if choice.held[k] != 0 {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiment::Experiment;
+
+    /// A shift sweep is its own axis: the sampler axis keeps the label without the shift.
+    #[test]
+    fn shift_is_an_axis_of_its_own() {
+        let text = "[model]\npath = \"analytic\"\nsample_shape = [1, 4, 4]\nprediction_type = \"flow_prediction\"\n\
+                    [sampling]\nseeds = 2\n[[sampler]]\nname = \"euler\"\nsteps = 4\nshift = [1, 3]\n\
+                    [[sampler]]\nname = \"heun\"\nsteps = 4\nshift = [1, 3]\n";
+        let e = Experiment::parse(std::path::Path::new("xy.toml"), text).expect("parses");
+        let planned = crate::lab::plan(&e, None).expect("plans");
+        let cells: Vec<&Cell> = planned.iter().collect();
+        assert_eq!(swept(&cells), [Axis::Sampler, Axis::Shift, Axis::Seed]);
+        assert_eq!(values(&cells, Axis::Sampler), ["euler", "heun"]);
+        assert_eq!(values(&cells, Axis::Shift), ["s1", "s3"]);
+        let g = grid(&cells, &XyChoice::default()).expect("two swept axes");
+        assert_eq!((g.x, g.y), (Axis::Sampler, Axis::Shift));
+        assert_eq!(g.tiles.iter().flatten().flatten().count(), 4);
     }
 }

@@ -89,6 +89,7 @@ fn result(name: &str, label: &str, steps: usize, fid: Option<f64>) -> CellResult
         error: None,
         guidance: 1.0,
         guidance_rescale: 0.0,
+        shift: None,
         prompts: Vec::new(),
         classes: Vec::new(),
         reference: None,
