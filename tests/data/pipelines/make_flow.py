@@ -33,7 +33,6 @@ Run it from the repository root:
 
 import argparse
 import itertools
-import json
 import math
 import os
 import re
@@ -782,8 +781,8 @@ def tokenizer_references(dst, tokenizers):
             untruncated = tok(p, truncation=False).input_ids
             row = {
                 "prompt": p,
-                "ids": enc.input_ids.tolist(),
-                "attention_mask": enc.attention_mask.tolist(),
+                "ids": enc.input_ids[0].tolist(),
+                "attention_mask": enc.attention_mask[0].tolist(),
                 "untruncated_length": len(untruncated),
                 "untruncated_ids": untruncated,
                 "tokens": tok.convert_ids_to_tokens(untruncated),
