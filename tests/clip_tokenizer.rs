@@ -72,3 +72,32 @@ fn a_folder_without_its_files_is_an_error_naming_it() {
     let err = ClipTokenizer::from_folder(&dir).err().unwrap().to_string();
     assert!(err.contains("vocab.json"), "{err}");
 }
+
+/// SD3's three tokenizers (two CLIPs and T5) from its folder equal transformers' on the same prompts: T5 cut at
+/// `max_sequence_length` keeping `</s>`, padded with `<pad>`, special tokens kept whole, no HTML unescaping.
+#[test]
+fn sd3_tokenizers_equal_transformers_t5_at_max_sequence_length() {
+    let path = pipelines().join("sd3/reference/reference.json");
+    let reference: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut checked = 0;
+    for (name, t) in reference["tokenizers"].as_object().unwrap() {
+        let mut tokenizer =
+            ClipTokenizer::from_folder(&pipelines().join("sd3").join(name)).unwrap();
+        if t["class"].as_str().unwrap().starts_with("T5") {
+            assert!(tokenizer.is_t5(), "{name}");
+            tokenizer.set_max_length(reference["max_sequence_length"].as_u64().unwrap() as usize);
+        }
+        for case in t["prompts"].as_array().unwrap() {
+            let prompt = case["prompt"].as_str().unwrap();
+            let tokens = tokenizer.encode(prompt).unwrap();
+            assert_eq!(tokens.ids, ids(&case["ids"]), "{name} {prompt:?}");
+            assert_eq!(
+                tokens.attention_mask,
+                ids(&case["attention_mask"]),
+                "{name} {prompt:?}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 36, "three tokenizers × twelve prompts");
+}

@@ -220,9 +220,14 @@ fn pipeline(args: &InfoArgs) -> anyhow::Result<String> {
     }
     let mut options = args.options();
     options.sample_shape = options.sample_shape.or(folder.latent_shape());
-    text.push_str("\nunet\n");
+    text.push_str(&format!("\n{}\n", folder.denoiser_name()));
     let no_shape = folder.no_latent_shape();
-    text.push_str(&model(&folder.unet, args, &options, no_shape.as_deref())?);
+    text.push_str(&model(
+        &folder.denoiser,
+        args,
+        &options,
+        no_shape.as_deref(),
+    )?);
     let mut plain = args.options();
     plain.profile_nodes = false;
     plain.roles.clear();

@@ -1,8 +1,9 @@
-//! CLIP's tokenizer, from a pipeline's own `tokenizer/` folder: `tokenizer.json` when the export has
-//! one, else the files transformers' `CLIPTokenizer` reads (vocab.json, merges.txt and
-//! tokenizer_config.json), put together as transformers' converter does for `CLIPTokenizerFast`.
-//! Max length, padding, BOS and EOS come from the folder, never from constants: SD 1.x pads with
-//! `<|endoftext|>`, SD 2.x and SDXL's second tokenizer with `!`.
+//! CLIP's tokenizer (and T5's, which SD3 and Flux pair with it), from a pipeline's own tokenizer folder:
+//! `tokenizer.json` when the export has one, else the files transformers' `CLIPTokenizer` reads
+//! (vocab.json, merges.txt and tokenizer_config.json), put together as transformers' converter does for
+//! `CLIPTokenizerFast`. Max length, padding, BOS and EOS come from the folder, never from constants: SD 1.x
+//! pads with `<|endoftext|>`, SD 2.x and SDXL's second tokenizer with `!`, T5 with `<pad>`; a pipeline may
+//! set T5's length (`max_sequence_length`).
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +34,8 @@ pub struct ClipTokenizer {
     max_length: usize,
     pad_id: u32,
     eos_id: u32,
+    /// CLIP's tokenizers undo HTML entities first (ftfy); T5's do not.
+    unescape: bool,
 }
 
 impl ClipTokenizer {
@@ -69,16 +72,29 @@ impl ClipTokenizer {
             .ok_or_else(|| {
                 fail("tokenizer_config.json gives no model_max_length (77 for CLIP)".into())
             })?;
+        let class = config.get("tokenizer_class").and_then(Value::as_str);
         Ok(Self {
             max_length: max_length as usize,
             pad_id: token("pad_token")?,
             eos_id: token("eos_token")?,
+            unescape: !class.is_some_and(|c| c.starts_with("T5")),
             tokenizer,
         })
     }
 
     pub fn max_length(&self) -> usize {
         self.max_length
+    }
+
+    /// Pads and truncates to `max_length` tokens instead of the folder's (a pipeline's
+    /// `max_sequence_length` for T5).
+    pub fn set_max_length(&mut self, max_length: usize) {
+        self.max_length = max_length.max(2);
+    }
+
+    /// Whether this is a T5 tokenizer (no BOS, `</s>` at the end, padded with `<pad>`).
+    pub fn is_t5(&self) -> bool {
+        !self.unescape
     }
 
     pub fn pad_id(&self) -> u32 {
@@ -123,9 +139,14 @@ impl ClipTokenizer {
 
     /// BOS, the prompt's tokens and EOS, however many.
     fn untruncated(&self, prompt: &str) -> Result<Vec<u32>, String> {
+        let text = if self.unescape {
+            unescape_html(prompt)
+        } else {
+            prompt.into()
+        };
         let encoding = self
             .tokenizer
-            .encode(unescape_html(prompt), true)
+            .encode(text, true)
             .map_err(|e| format!("cannot tokenize {prompt:?}: {e}"))?;
         Ok(encoding.get_ids().to_vec())
     }

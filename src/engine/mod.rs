@@ -37,7 +37,7 @@ pub use denoiser::{DenoiseError, Denoiser, DenoiserInfo, NonFinite};
 pub use error::{EngineError, open_sample_shape};
 pub use features::OnnxFeatures;
 pub use onnx::{OnnxDenoiser, PredictionSource};
-pub use prompts::{PromptEmbedding, encode_prompts};
+pub use prompts::{PromptEmbedding, default_t5_length, encode_prompts};
 pub use providers::{
     AttemptOutcome, ProviderAttempt, ProviderKind, ProviderOptions, describe_attempts,
     summarize_attempts,

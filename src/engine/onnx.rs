@@ -517,12 +517,14 @@ impl Denoiser for OnnxDenoiser {
     }
 }
 
-/// The scheduler config beside a model file, or a pipeline folder's `scheduler/` for its `unet/model.onnx`.
+/// The scheduler config beside a model file, or a pipeline folder's `scheduler/` for its `unet/model.onnx`
+/// (or `transformer/model.onnx`).
 fn scheduler_config_of(model: &Path) -> PathBuf {
     let beside = model.with_file_name("scheduler_config.json");
-    let unet_dir = model
-        .parent()
-        .filter(|d| d.file_name().is_some_and(|n| n == "unet"));
+    let unet_dir = model.parent().filter(|d| {
+        d.file_name()
+            .is_some_and(|n| n == "unet" || n == "transformer")
+    });
     match unet_dir.and_then(Path::parent) {
         Some(root) if !beside.is_file() => root.join("scheduler").join("scheduler_config.json"),
         _ => beside,
@@ -545,6 +547,14 @@ fn prediction_type(
     let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
         EngineError::Options(format!("{} is not valid JSON: {e}", config.display()))
     })?;
+    // A flow-matching scheduler class (SD3, Flux) has no prediction_type: the model predicts the velocity.
+    let class = json.get("_class_name").and_then(serde_json::Value::as_str);
+    if class.is_some_and(crate::sampler::registry::is_flow_match) {
+        return Ok((
+            PredictionType::FlowPrediction,
+            PredictionSource::SchedulerConfig(config),
+        ));
+    }
     match json.get("prediction_type") {
         None | Some(serde_json::Value::Null) => Ok((
             PredictionType::Epsilon,

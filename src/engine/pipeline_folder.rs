@@ -17,14 +17,18 @@ type Object = Map<String, Value>;
 const EXPORT: &str =
     "export the pipeline again with `optimum-cli export onnx --task text-to-image`";
 const PROJECTION: &str = "CLIPTextModelWithProjection";
-/// Each text encoder and the tokenizer folder that feeds it.
-const ENCODERS: [(&str, &str); 2] = [
+/// Each text encoder and the tokenizer folder that feeds it (SD3's third is T5).
+const ENCODERS: [(&str, &str); 3] = [
     ("text_encoder", "tokenizer"),
     ("text_encoder_2", "tokenizer_2"),
+    ("text_encoder_3", "tokenizer_3"),
 ];
 /// Keys of model_index.json that difflab reads (the vae_encoder is known and quietly unused).
-const USED: [&str; 9] = [
+const USED: [&str; 12] = [
     "unet",
+    "transformer",
+    "text_encoder_3",
+    "tokenizer_3",
     "vae",
     "vae_decoder",
     "vae_encoder",
@@ -42,11 +46,11 @@ pub struct PipelineFolder {
     /// model_index.json's `_class_name`, e.g. "StableDiffusionXLPipeline".
     pub class_name: String,
     pub family: Family,
-    /// root/unet/model.onnx
-    pub unet: PathBuf,
-    pub unet_config: UnetConfig,
+    /// root/unet/model.onnx, or root/transformer/model.onnx (SD3, Flux)
+    pub denoiser: PathBuf,
+    pub denoiser_config: DenoiserConfig,
     pub vae_decoder: Option<VaeDecoderPart>,
-    /// text_encoder then text_encoder_2, as listed.
+    /// text_encoder, text_encoder_2 and text_encoder_3, as listed.
     pub text_encoders: Vec<TextEncoderPart>,
     /// root/scheduler/scheduler_config.json
     pub scheduler_config: Option<PathBuf>,
@@ -60,13 +64,15 @@ pub struct PipelineFolder {
 pub enum Family {
     StableDiffusion,
     StableDiffusionXl,
+    /// StableDiffusion3Pipeline: a transformer on two CLIPs and T5, flow matching.
+    StableDiffusion3,
     /// DDPMPipeline and other unet-only pipelines
     UnetOnly,
 }
 
-/// What difflab needs from unet/config.json; all None when the file is absent.
+/// What difflab needs from the U-Net's or transformer's config.json; all None when the file is absent.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UnetConfig {
+pub struct DenoiserConfig {
     /// The config's `_class_name`, e.g. "UNet2DConditionModel".
     pub class_name: Option<String>,
     pub in_channels: Option<usize>,
@@ -76,6 +82,12 @@ pub struct UnetConfig {
     pub addition_embed_type: Option<String>,
     pub addition_time_embed_dim: Option<usize>,
     pub time_cond_proj_dim: Option<usize>,
+    /// A transformer's patch size (2 for SD3).
+    pub patch_size: Option<usize>,
+    /// SD3's pooled text width (both CLIPs' projections side by side).
+    pub pooled_projection_dim: Option<usize>,
+    /// A transformer's text-state width (SD3: T5's).
+    pub joint_attention_dim: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -117,7 +129,7 @@ pub enum PipelineError {
     Json { path: PathBuf, message: String },
     #[error("{}: {message}", path.display())]
     Invalid { path: PathBuf, message: String },
-    #[error("{} lists no unet: difflab runs U-Net pipelines, and this {class_name} has none", path.display())]
+    #[error("{} lists no unet or transformer: difflab runs the denoiser of a pipeline, and this {class_name} has none", path.display())]
     NoUnet { path: PathBuf, class_name: String },
     #[error("{} is missing: model_index.json lists {component}, so difflab needs it; {hint}", path.display())]
     Missing {
@@ -165,14 +177,23 @@ pub fn read_pipeline(root: &Path) -> Result<PipelineFolder, PipelineError> {
             ));
         }
     };
-    if listed(&index, "unet", &index_path)?.is_none() {
-        return Err(PipelineError::NoUnet {
-            path: index_path,
-            class_name,
-        });
-    }
-    let unet = model_file(root, "unet", "unet")?;
-    let unet_config = read_unet_config(&root.join("unet").join("config.json"))?;
+    let folder = match ["unet", "transformer"]
+        .into_iter()
+        .map(|key| Ok((key, listed(&index, key, &index_path)?)))
+        .collect::<Result<Vec<_>, PipelineError>>()?
+        .into_iter()
+        .find(|(_, entry)| entry.is_some())
+    {
+        Some((key, _)) => key,
+        None => {
+            return Err(PipelineError::NoUnet {
+                path: index_path,
+                class_name,
+            });
+        }
+    };
+    let denoiser = model_file(root, folder, folder)?;
+    let denoiser_config = read_denoiser_config(&root.join(folder).join("config.json"))?;
     let vae_decoder = read_vae(root, &index, &index_path)?;
     let text_encoders = read_text_encoders(root, &index, &index_path)?;
     let scheduler_config = read_scheduler(root, &index, &index_path)?;
@@ -184,8 +205,8 @@ pub fn read_pipeline(root: &Path) -> Result<PipelineFolder, PipelineError> {
         root: root.to_path_buf(),
         class_name,
         family,
-        unet,
-        unet_config,
+        denoiser,
+        denoiser_config,
         vae_decoder,
         text_encoders,
         scheduler_config,
@@ -199,9 +220,10 @@ impl PipelineFolder {
     /// "unet: unet/model.onnx (UNet2DConditionModel, latents 4×8×8, cross-attention 8)".
     pub fn describe(&self) -> Vec<String> {
         let mut lines = vec![format!(
-            "unet: {} ({})",
-            self.shown(&self.unet),
-            unet_summary(&self.unet_config)
+            "{}: {} ({})",
+            self.denoiser_name(),
+            self.shown(&self.denoiser),
+            denoiser_summary(&self.denoiser_config)
         )];
         if let Some(vae) = &self.vae_decoder {
             lines.push(format!(
@@ -229,10 +251,20 @@ impl PipelineFolder {
         lines
     }
 
-    /// Latent C, H, W from the unet config (in_channels, sample_size) when both are known.
+    /// The denoiser's folder name: "unet", or "transformer" for SD3 and Flux.
+    pub fn denoiser_name(&self) -> String {
+        self.relative(&self.denoiser)
+            .components()
+            .next()
+            .map_or("unet".into(), |c| {
+                c.as_os_str().to_string_lossy().into_owned()
+            })
+    }
+
+    /// Latent C, H, W from the denoiser's config (in_channels, sample_size) when both are known.
     pub fn latent_shape(&self) -> Option<[usize; 3]> {
-        let channels = self.unet_config.in_channels?;
-        let size = self.unet_config.sample_size?;
+        let channels = self.denoiser_config.in_channels?;
+        let size = self.denoiser_config.sample_size?;
         Some([channels, size, size])
     }
 
@@ -241,7 +273,7 @@ impl PipelineFolder {
         if self.latent_shape().is_some() {
             return None;
         }
-        let config = self.root.join("unet").join("config.json");
+        let config = self.denoiser.with_file_name("config.json");
         Some(if config.is_file() {
             format!(
                 "{} gives no in_channels and sample_size, which fix them",
@@ -275,7 +307,7 @@ impl PipelineFolder {
     }
 }
 
-fn unet_summary(config: &UnetConfig) -> String {
+fn denoiser_summary(config: &DenoiserConfig) -> String {
     let mut parts: Vec<String> = config.class_name.iter().cloned().collect();
     match (config.in_channels, config.sample_size) {
         (Some(c), Some(s)) => parts.push(format!("latents {c}×{s}×{s}")),
@@ -293,6 +325,15 @@ fn unet_summary(config: &UnetConfig) -> String {
     }
     if let Some(dim) = config.time_cond_proj_dim {
         parts.push(format!("guidance embedding {dim}"));
+    }
+    if let Some(p) = config.patch_size {
+        parts.push(format!("patch {p}"));
+    }
+    if let Some(dim) = config.joint_attention_dim {
+        parts.push(format!("text width {dim}"));
+    }
+    if let Some(dim) = config.pooled_projection_dim {
+        parts.push(format!("pooled {dim}"));
     }
     if parts.is_empty() {
         return "no config.json".into();
@@ -435,11 +476,11 @@ fn holds_pytorch_weights(dir: &Path) -> bool {
     })
 }
 
-fn read_unet_config(path: &Path) -> Result<UnetConfig, PipelineError> {
+fn read_denoiser_config(path: &Path) -> Result<DenoiserConfig, PipelineError> {
     let Some(config) = read_optional_object(path)? else {
-        return Ok(UnetConfig::default());
+        return Ok(DenoiserConfig::default());
     };
-    Ok(UnetConfig {
+    Ok(DenoiserConfig {
         class_name: text(&config, "_class_name", path)?,
         in_channels: whole(&config, "in_channels", path)?,
         sample_size: per_block(&config, "sample_size", path)?,
@@ -448,6 +489,9 @@ fn read_unet_config(path: &Path) -> Result<UnetConfig, PipelineError> {
         addition_embed_type: text(&config, "addition_embed_type", path)?,
         addition_time_embed_dim: whole(&config, "addition_time_embed_dim", path)?,
         time_cond_proj_dim: whole(&config, "time_cond_proj_dim", path)?,
+        patch_size: whole(&config, "patch_size", path)?,
+        pooled_projection_dim: whole(&config, "pooled_projection_dim", path)?,
+        joint_attention_dim: whole(&config, "joint_attention_dim", path)?,
     })
 }
 
@@ -715,7 +759,9 @@ fn unused_components(index: &Object, path: &Path) -> Vec<String> {
 
 /// The family from the pipeline's class, and a warning when the class is one difflab does not know.
 fn family(class_name: &str, has_text_encoders: bool) -> (Family, Option<String>) {
-    if class_name.contains("XL") {
+    if class_name.starts_with("StableDiffusion3") {
+        (Family::StableDiffusion3, None)
+    } else if class_name.contains("XL") {
         (Family::StableDiffusionXl, None)
     } else if class_name.contains("StableDiffusion")
         || class_name == "LatentConsistencyModelPipeline"
@@ -790,15 +836,15 @@ mod tests {
         let p = read("sd1");
         assert_eq!(p.class_name, "StableDiffusionPipeline");
         assert_eq!(p.family, Family::StableDiffusion);
-        assert_eq!(p.unet, root.join("unet/model.onnx"));
+        assert_eq!(p.denoiser, root.join("unet/model.onnx"));
         assert_eq!(
-            p.unet_config,
-            UnetConfig {
+            p.denoiser_config,
+            DenoiserConfig {
                 class_name: Some("UNet2DConditionModel".into()),
                 in_channels: Some(4),
                 sample_size: Some(8),
                 cross_attention_dim: Some(8),
-                ..UnetConfig::default()
+                ..DenoiserConfig::default()
             }
         );
         let vae = p.vae_decoder.clone().unwrap();
@@ -854,7 +900,7 @@ mod tests {
         assert_eq!(second.model, root.join("text_encoder_2/model.onnx"));
         assert_eq!(second.tokenizer, root.join("tokenizer_2"));
         assert!(second.with_projection && !p.text_encoders[0].with_projection);
-        let unet = &p.unet_config;
+        let unet = &p.denoiser_config;
         assert_eq!(unet.cross_attention_dim, Some(16));
         assert_eq!(unet.addition_embed_type.as_deref(), Some("text_time"));
         assert_eq!(unet.addition_time_embed_dim, Some(4));
@@ -867,9 +913,9 @@ mod tests {
         let p = read("classcond");
         assert_eq!(p.class_name, "DDPMPipeline");
         assert_eq!(p.family, Family::UnetOnly);
-        assert_eq!(p.unet_config.num_class_embeds, Some(11));
-        assert_eq!(p.unet_config.sample_size, Some(16));
-        assert_eq!(p.unet_config.cross_attention_dim, None);
+        assert_eq!(p.denoiser_config.num_class_embeds, Some(11));
+        assert_eq!(p.denoiser_config.sample_size, Some(16));
+        assert_eq!(p.denoiser_config.cross_attention_dim, None);
         assert_eq!(p.latent_shape(), Some([3, 16, 16]));
         assert!(p.vae_decoder.is_none() && p.text_encoders.is_empty());
         assert_eq!(p.vae_scale_factor(), 8);
@@ -1078,9 +1124,9 @@ mod tests {
         std::fs::remove_file(&config).unwrap();
         let p = read_pipeline(dir.path()).unwrap();
         assert_eq!(
-            (p.unet_config.clone(), p.describe()[0].as_str()),
+            (p.denoiser_config.clone(), p.describe()[0].as_str()),
             (
-                UnetConfig::default(),
+                DenoiserConfig::default(),
                 "unet: unet/model.onnx (no config.json)"
             )
         );

@@ -1,6 +1,8 @@
-//! Prompts to U-Net conditioning as each pipeline family computes it. Stable Diffusion 1.x/2.x: the text
+//! Prompts to denoiser conditioning as each pipeline family computes it. Stable Diffusion 1.x/2.x: the text
 //! encoder's last hidden state. SDXL: the penultimate hidden states of both encoders side by side on the
 //! feature axis, text_encoder_2's pooled projection as `text_embeds`, and `time_ids` from the image size.
+//! SD3: both CLIPs' penultimate states side by side, zero-padded to T5's width, then T5's states after them
+//! on the token axis; both CLIPs' pooled projections side by side as `pooled_projections`.
 
 use std::collections::BTreeMap;
 
@@ -13,8 +15,10 @@ use super::text_encoder::{EncoderOutput, TextEncoder};
 pub struct PromptEmbedding {
     /// `encoder_hidden_states`: tokens × width.
     pub hidden_states: ItemTensor,
-    /// SDXL's pooled `text_embeds`.
+    /// SDXL's pooled `text_embeds` (SD3's `pooled_projections`).
     pub pooled: Option<ItemTensor>,
+    /// Whether the denoiser also takes SDXL's `time_ids`.
+    pub time_ids: bool,
 }
 
 impl PromptEmbedding {
@@ -26,13 +30,14 @@ impl PromptEmbedding {
                 .pooled
                 .as_ref()
                 .map(|p| ItemTensor::zeros(p.shape.clone())),
+            time_ids: self.time_ids,
         }
     }
 
-    /// The U-Net condition, with SDXL's `time_ids` for an image of `height` × `width` pixels when the
-    /// embedding is SDXL's (has a pooled part).
+    /// The denoiser's condition, with SDXL's `time_ids` for an image of `height` × `width` pixels when the
+    /// embedding is SDXL's.
     pub fn condition(&self, height: usize, width: usize) -> Condition {
-        let time_ids = self.pooled.as_ref().map(|_| {
+        let time_ids = self.time_ids.then(|| {
             let (h, w) = (height as f32, width as f32);
             ItemTensor::new(vec![6], vec![h, w, 0.0, 0.0, h, w])
         });
@@ -45,7 +50,14 @@ impl PromptEmbedding {
     }
 }
 
-/// Encodes `prompts` with the pipeline's text encoders: one encoder is SD 1.x/2.x, two are SDXL.
+/// T5's token count when the experiment sets none: each pipeline's default `max_sequence_length`
+/// (SD3 256, Flux 512).
+pub fn default_t5_length(encoders: &[TextEncoder]) -> usize {
+    if encoders.len() == 3 { 256 } else { 512 }
+}
+
+/// Encodes `prompts` with the pipeline's text encoders: one encoder is SD 1.x/2.x, two are SDXL, two CLIPs
+/// and a T5 are SD3.
 pub fn encode_prompts(
     encoders: &mut [TextEncoder],
     prompts: &[&str],
@@ -58,15 +70,91 @@ pub fn encode_prompts(
                 .map(|i| PromptEmbedding {
                     hidden_states: item(hidden, i),
                     pooled: None,
+                    time_ids: false,
                 })
                 .collect())
         }
-        [first, second] => encode_xl(first, second, prompts),
+        [first, second] if !second.tokenizer().is_t5() => encode_xl(first, second, prompts),
+        [first, second, t5] if t5.tokenizer().is_t5() => encode_sd3(first, second, t5, prompts),
         _ => Err(EngineError::Options(format!(
-            "a pipeline has one text encoder (Stable Diffusion) or two (SDXL), not {}",
+            "a pipeline has one text encoder (Stable Diffusion), two (SDXL) or two CLIPs and a T5 (SD3), not {}",
             encoders.len()
         ))),
     }
+}
+
+/// Both CLIPs' penultimate states side by side on the feature axis, each item tokens × width.
+fn clip_pair(
+    first: &mut TextEncoder,
+    second: &mut TextEncoder,
+    prompts: &[&str],
+) -> Result<
+    (
+        Vec<ItemTensor>,
+        BTreeMap<String, EncoderOutput>,
+        BTreeMap<String, EncoderOutput>,
+    ),
+    EngineError,
+> {
+    let a = first.encode(prompts)?;
+    let b = second.encode(prompts)?;
+    let hidden_a = output(&a, &penultimate(&a, first)?, first)?;
+    let hidden_b = output(&b, &penultimate(&b, second)?, second)?;
+    let side_by_side = (0..prompts.len())
+        .map(|i| {
+            let (ia, ib) = (item(hidden_a, i), item(hidden_b, i));
+            let (tokens, wa, wb) = (ia.shape[0], ia.shape[1], ib.shape[1]);
+            let mut data = Vec::with_capacity(tokens * (wa + wb));
+            for t in 0..tokens {
+                data.extend_from_slice(&ia.data[t * wa..(t + 1) * wa]);
+                data.extend_from_slice(&ib.data[t * wb..(t + 1) * wb]);
+            }
+            ItemTensor::new(vec![tokens, wa + wb], data)
+        })
+        .collect();
+    Ok((side_by_side, a, b))
+}
+
+/// diffusers' `StableDiffusion3Pipeline.encode_prompt`.
+fn encode_sd3(
+    first: &mut TextEncoder,
+    second: &mut TextEncoder,
+    t5: &mut TextEncoder,
+    prompts: &[&str],
+) -> Result<Vec<PromptEmbedding>, EngineError> {
+    let (clip, a, b) = clip_pair(first, second, prompts)?;
+    let pooled_a = output(&a, "text_embeds", first)?;
+    let pooled_b = output(&b, "text_embeds", second)?;
+    let t5_out = t5.encode(prompts)?;
+    let t5_states = output(&t5_out, "last_hidden_state", t5)?;
+    let mut embeddings = Vec::new();
+    for (i, clip) in clip.into_iter().enumerate() {
+        let t5_item = item(t5_states, i);
+        let (width, clip_width) = (t5_item.shape[1], clip.shape[1]);
+        if clip_width > width {
+            return Err(EngineError::Options(format!(
+                "{}: T5's states are {width} wide, narrower than the two CLIPs' {clip_width}; SD3 pads the CLIP states                  to T5's width, so these encoders do not belong together",
+                t5.model().path().display()
+            )));
+        }
+        let tokens = clip.shape[0] + t5_item.shape[0];
+        let mut data = Vec::with_capacity(tokens * width);
+        for row in clip.data.chunks(clip_width) {
+            data.extend_from_slice(row);
+            data.resize(data.len() + width - clip_width, 0.0);
+        }
+        data.extend_from_slice(&t5_item.data);
+        let (pa, pb) = (pooled_a.item(i), pooled_b.item(i));
+        embeddings.push(PromptEmbedding {
+            hidden_states: ItemTensor::new(vec![tokens, width], data),
+            pooled: Some(ItemTensor::new(
+                vec![pa.len() + pb.len()],
+                [pa, pb].concat(),
+            )),
+            time_ids: false,
+        });
+    }
+    Ok(embeddings)
 }
 
 fn encode_xl(
@@ -74,26 +162,17 @@ fn encode_xl(
     second: &mut TextEncoder,
     prompts: &[&str],
 ) -> Result<Vec<PromptEmbedding>, EngineError> {
-    let a = first.encode(prompts)?;
-    let b = second.encode(prompts)?;
-    let hidden_a = output(&a, &penultimate(&a, first)?, first)?;
-    let hidden_b = output(&b, &penultimate(&b, second)?, second)?;
+    let (clip, _, b) = clip_pair(first, second, prompts)?;
     let pooled = output(&b, "text_embeds", second)?;
-    let mut embeddings = Vec::new();
-    for i in 0..prompts.len() {
-        let (ia, ib) = (item(hidden_a, i), item(hidden_b, i));
-        let (tokens, wa, wb) = (ia.shape[0], ia.shape[1], ib.shape[1]);
-        let mut data = Vec::with_capacity(tokens * (wa + wb));
-        for t in 0..tokens {
-            data.extend_from_slice(&ia.data[t * wa..(t + 1) * wa]);
-            data.extend_from_slice(&ib.data[t * wb..(t + 1) * wb]);
-        }
-        embeddings.push(PromptEmbedding {
-            hidden_states: ItemTensor::new(vec![tokens, wa + wb], data),
+    Ok(clip
+        .into_iter()
+        .enumerate()
+        .map(|(i, hidden_states)| PromptEmbedding {
+            hidden_states,
             pooled: Some(item(pooled, i)),
-        });
-    }
-    Ok(embeddings)
+            time_ids: true,
+        })
+        .collect())
 }
 
 /// `hidden_states.{N-1}` of an encoder exported with hidden states `hidden_states.0` … `hidden_states.N`:

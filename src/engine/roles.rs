@@ -88,6 +88,8 @@ impl Role {
                 "z_t",
                 "input",
                 "inputs",
+                // Optimum's name for a transformer's latents (SD3, Flux).
+                "hidden_states",
             ],
             Role::Timestep => &[
                 "timestep",
@@ -120,11 +122,17 @@ impl Role {
                 "prompt_embeds",
                 "c_crossattn",
             ],
-            Role::TextEmbeds => &["text_embeds", "add_text_embeds", "pooled_prompt_embeds"],
+            Role::TextEmbeds => &[
+                "text_embeds",
+                "add_text_embeds",
+                "pooled_prompt_embeds",
+                "pooled_projections",
+            ],
             Role::TimeIds => &["time_ids", "add_time_ids"],
             Role::TimestepCond => &["timestep_cond", "w_embedding", "guidance_embedding"],
             Role::Output => &[
                 "out_sample",
+                "out_hidden_states",
                 "output",
                 "out",
                 "eps",

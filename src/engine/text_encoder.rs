@@ -1,4 +1,4 @@
-//! A CLIP text encoder exported to ONNX, with the tokenizer from its pipeline folder: prompts in, every
+//! A CLIP (or T5) text encoder exported to ONNX, with the tokenizer from its pipeline folder: prompts in, every
 //! output of the encoder out (hidden states, pooled embeddings), as ONNX Runtime gives them.
 
 use std::collections::BTreeMap;
@@ -76,6 +76,11 @@ impl TextEncoder {
 
     pub fn tokenizer(&self) -> &ClipTokenizer {
         &self.tokenizer
+    }
+
+    /// Pads and truncates prompts to `max_length` tokens (T5's `max_sequence_length`).
+    pub fn set_max_length(&mut self, max_length: usize) {
+        self.tokenizer.set_max_length(max_length);
     }
 
     /// Tokenizes the prompts (padded to the tokenizer's max length) and runs the encoder on them: every float

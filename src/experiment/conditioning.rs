@@ -20,6 +20,8 @@ pub struct ConditioningSpec {
     pub classes: Vec<i64>,
     /// The unconditional class for classifier-free guidance.
     pub null_class: Option<i64>,
+    /// T5's token count for SD3 and Flux prompts (`None`: the pipeline's default, 256 or 512).
+    pub max_sequence_length: Option<usize>,
 }
 
 impl Reading<'_> {
@@ -60,6 +62,7 @@ impl Reading<'_> {
             embeddings,
             classes: self.classes(s)?,
             null_class: s.null_class.as_ref().map(|n| *n.get_ref()),
+            max_sequence_length: self.max_sequence_length(s)?,
         }))
     }
 
@@ -84,6 +87,25 @@ impl Reading<'_> {
             return Err(self.error(n.span(), "conditioning.null_class", message));
         }
         Ok(())
+    }
+
+    /// `max_sequence_length`: T5's tokens per prompt, from 2 (its `</s>` and one more) to 4096, with prompts.
+    fn max_sequence_length(
+        &self,
+        s: &ConditioningSection,
+    ) -> Result<Option<usize>, ExperimentError> {
+        let Some(n) = &s.max_sequence_length else {
+            return Ok(None);
+        };
+        let key = "conditioning.max_sequence_length";
+        if s.prompts.is_none() {
+            return Err(self.error(n.span(), key, "max_sequence_length goes with `prompts`"));
+        }
+        if !(2..=4096).contains(n.get_ref()) {
+            let message = "T5's tokens per prompt, from 2 to 4096 (SD3 uses 256, Flux 512)";
+            return Err(self.error(n.span(), key, message));
+        }
+        Ok(Some(*n.get_ref()))
     }
 
     /// `classes` and `null_class`: labels are ≥ 0, and a list has at least one.

@@ -49,6 +49,8 @@ pub(super) struct ConditioningSection {
     pub embeddings: Option<Spanned<String>>,
     pub classes: Option<Spanned<Vec<Spanned<i64>>>>,
     pub null_class: Option<Spanned<i64>>,
+    /// T5's token count (SD3, Flux).
+    pub max_sequence_length: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize)]

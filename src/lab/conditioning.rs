@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use super::samples::read_f32_npy;
-use crate::engine::{Condition, ItemTensor, PromptEmbedding, TextEncoder, encode_prompts};
+use crate::engine::{
+    Condition, ItemTensor, PromptEmbedding, TextEncoder, default_t5_length, encode_prompts,
+};
 use crate::experiment::ConditioningSpec;
 
 /// A run's conditions: one per grid row (a prompt or a class), each a row of the condition table (the plan
@@ -111,6 +113,12 @@ fn prompts(
             );
         }
         None => {
+            let t5_length = spec
+                .max_sequence_length
+                .unwrap_or_else(|| default_t5_length(encoders));
+            for e in encoders.iter_mut().filter(|e| e.tokenizer().is_t5()) {
+                e.set_max_length(t5_length);
+            }
             let texts: Vec<&str> = spec.prompts.iter().map(String::as_str).collect();
             encode_prompts(encoders, &texts).map_err(|e| e.to_string())?
         }
@@ -203,6 +211,7 @@ fn read_embeddings(path: &Path, prompts: usize) -> Result<Vec<PromptEmbedding>, 
         .map(|d| PromptEmbedding {
             hidden_states: ItemTensor::new(shape[1..].to_vec(), d.to_vec()),
             pooled: None,
+            time_ids: false,
         })
         .collect())
 }

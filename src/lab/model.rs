@@ -127,7 +127,7 @@ pub fn load_model(
         }
         ModelSource::Pipeline(dir) => {
             let folder = read_pipeline(dir).map_err(|e| EngineError::Options(e.to_string()))?;
-            let unet = folder.unet.clone();
+            let unet = folder.denoiser.clone();
             let mut parts = Parts::of_folder(folder);
             // A pipeline's U-Net predicts what its scheduler/ config says.
             parts.prediction_type = Some(experiment.samplers[0].resolved.config.prediction_type());
@@ -250,7 +250,7 @@ impl Parts {
         Parts {
             latent_shape: folder.latent_shape(),
             no_latent_shape: folder.no_latent_shape(),
-            num_class_embeds: folder.unet_config.num_class_embeds,
+            num_class_embeds: folder.denoiser_config.num_class_embeds,
             xl: folder.family == Family::StableDiffusionXl,
             force_zeros: folder.force_zeros_for_empty_prompt,
             encoders: folder
