@@ -83,19 +83,16 @@ pub fn encode_prompts(
     }
 }
 
-/// Both CLIPs' penultimate states side by side on the feature axis, each item tokens × width.
+/// Every output of a text encoder by name.
+type Outputs = BTreeMap<String, EncoderOutput>;
+
+/// Both CLIPs' penultimate states side by side on the feature axis (each item tokens × width), and both
+/// encoders' outputs.
 fn clip_pair(
     first: &mut TextEncoder,
     second: &mut TextEncoder,
     prompts: &[&str],
-) -> Result<
-    (
-        Vec<ItemTensor>,
-        BTreeMap<String, EncoderOutput>,
-        BTreeMap<String, EncoderOutput>,
-    ),
-    EngineError,
-> {
+) -> Result<(Vec<ItemTensor>, Outputs, Outputs), EngineError> {
     let a = first.encode(prompts)?;
     let b = second.encode(prompts)?;
     let hidden_a = output(&a, &penultimate(&a, first)?, first)?;
