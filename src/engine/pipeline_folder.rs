@@ -60,8 +60,10 @@ pub struct PipelineFolder {
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A bare U-Net given with its parts is taken as Stable Diffusion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Family {
+    #[default]
     StableDiffusion,
     StableDiffusionXl,
     /// StableDiffusion3Pipeline: a transformer on two CLIPs and T5, flow matching.

@@ -1,6 +1,8 @@
-//! Cheap previews of latent x0: the per-family 4×3 linear map from SD latents to RGB that web UIs use for
+//! Cheap previews of latent x0: the per-family linear map from latents to RGB that web UIs use for
 //! their "approx cheap" previews (AUTOMATIC1111's `sd_samplers_common`, ComfyUI's `latent_formats`), so a
 //! live preview never costs a VAE decode.
+
+use crate::engine::pipeline_folder::Family;
 
 /// A linear map from latent channels to RGB in [-1, 1].
 #[derive(Debug, Clone, PartialEq)]
@@ -27,22 +29,39 @@ const SDXL: [[f32; 3]; 4] = [
 ];
 const SDXL_BIAS: [f32; 3] = [0.1084, -0.0175, -0.0011];
 
+/// SD3's 16-channel factors and bias (ComfyUI's `SD3.latent_rgb_factors`).
+const SD3: [[f32; 3]; 16] = [
+    [-0.0922, -0.0175, 0.0749],
+    [0.0311, 0.0633, 0.0954],
+    [0.1994, 0.0927, 0.0458],
+    [0.0856, 0.0339, 0.0902],
+    [0.0587, 0.0272, -0.0496],
+    [-0.0006, 0.1104, 0.0309],
+    [0.0978, 0.0306, 0.0427],
+    [-0.0042, 0.1038, 0.1358],
+    [-0.0194, 0.0020, 0.0669],
+    [-0.0488, 0.0130, -0.0268],
+    [0.0922, 0.0988, 0.0951],
+    [-0.0278, 0.0524, -0.0542],
+    [0.0332, 0.0456, 0.0895],
+    [-0.0069, -0.0030, -0.0810],
+    [-0.0596, -0.0465, -0.0293],
+    [-0.1448, -0.1463, -0.1189],
+];
+const SD3_BIAS: [f32; 3] = [0.2394, 0.2135, 0.1925];
+
 impl LatentPreview {
-    /// The map for a pipeline family's 4-channel latents; `None` for latents it does not know.
-    pub fn for_family(xl: bool, channels: usize) -> Option<Self> {
-        if channels != 4 {
-            return None;
-        }
-        Some(if xl {
-            Self {
-                factors: SDXL.to_vec(),
-                bias: SDXL_BIAS,
-            }
-        } else {
-            Self {
-                factors: SD15.to_vec(),
-                bias: [0.0; 3],
-            }
+    /// The map for a pipeline family's latents (4 channels for SD and SDXL, 16 for SD3); `None` for latents
+    /// it does not know.
+    pub fn for_family(family: Family, channels: usize) -> Option<Self> {
+        let (factors, bias): (&[[f32; 3]], [f32; 3]) = match family {
+            Family::StableDiffusionXl => (&SDXL, SDXL_BIAS),
+            Family::StableDiffusion3 => (&SD3, SD3_BIAS),
+            Family::StableDiffusion | Family::UnetOnly => (&SD15, [0.0; 3]),
+        };
+        (factors.len() == channels).then(|| Self {
+            factors: factors.to_vec(),
+            bias,
         })
     }
 
@@ -72,20 +91,26 @@ impl LatentPreview {
 #[cfg(test)]
 mod tests {
     use super::LatentPreview;
+    use crate::engine::pipeline_folder::Family;
 
     #[test]
     fn maps_channels_to_rgb_and_upsamples() {
-        let map = LatentPreview::for_family(false, 4).unwrap();
+        let map = LatentPreview::for_family(Family::StableDiffusion, 4).unwrap();
         // One 1×1 latent with only channel 0 set: RGB is channel 0's factors.
         let rgb = map.rgb(&[1.0, 0.0, 0.0, 0.0], [4, 1, 1], 2);
         assert_eq!(rgb.len(), 12);
         assert_eq!(&rgb[..4], &[0.3512; 4]);
         assert_eq!(&rgb[8..], &[0.3227; 4]);
-        let xl = LatentPreview::for_family(true, 4).unwrap();
+        let xl = LatentPreview::for_family(Family::StableDiffusionXl, 4).unwrap();
         assert_eq!(
             xl.rgb(&[0.0; 4], [4, 1, 1], 1),
             vec![0.1084, -0.0175, -0.0011]
         );
-        assert!(LatentPreview::for_family(false, 16).is_none());
+        assert!(LatentPreview::for_family(Family::StableDiffusion, 16).is_none());
+        let sd3 = LatentPreview::for_family(Family::StableDiffusion3, 16).unwrap();
+        assert_eq!(
+            sd3.rgb(&[0.0; 16], [16, 1, 1], 1),
+            vec![0.2394, 0.2135, 0.1925]
+        );
     }
 }

@@ -236,7 +236,7 @@ struct Parts {
     /// (encoder model, its tokenizer folder), in the pipeline's order.
     encoders: Vec<(PathBuf, PathBuf)>,
     force_zeros: bool,
-    xl: bool,
+    family: Family,
     num_class_embeds: Option<usize>,
     latent_shape: Option<[usize; 3]>,
     /// Why a pipeline folder gives no latent shape.
@@ -251,7 +251,7 @@ impl Parts {
             latent_shape: folder.latent_shape(),
             no_latent_shape: folder.no_latent_shape(),
             num_class_embeds: folder.denoiser_config.num_class_embeds,
-            xl: folder.family == Family::StableDiffusionXl,
+            family: folder.family,
             force_zeros: folder.force_zeros_for_empty_prompt,
             encoders: folder
                 .text_encoders
@@ -356,7 +356,7 @@ fn assemble(
         providers_summary: summarize_attempts(model.attempts()),
         preview: decoder
             .as_ref()
-            .and_then(|_| LatentPreview::for_family(parts.xl, c)),
+            .and_then(|_| LatentPreview::for_family(parts.family, c)),
         decoder,
         image_shape,
         vae_batch,
