@@ -160,8 +160,13 @@ fn check_models_against(
         None => negative,
     };
     let g = case["guidance_scale"].as_f64().unwrap();
+    // FLUX has no sample size in its config: the reference's latent shape.
+    let shape = match reference["initial_latents"]["shape"].as_array() {
+        Some(s) if models == "flux" => format!("sample_shape = [{}, {}, {}]\n", s[1], s[2], s[3]),
+        _ => String::new(),
+    };
     let text = format!(
-        "output = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\n[conditioning]\nprompts = [{prompt:?}]\n{negative}\
+        "output = \"out\"\n[model]\npath = {:?}\n{shape}providers = [\"cpu\"]\n[conditioning]\nprompts = [{prompt:?}]\n{negative}\
          [sampling]\n{sampling}[[sampler]]\n{}\nsteps = 4\nguidance = [{g}]\n",
         data().join(models),
         sampler_of(case),
@@ -218,6 +223,14 @@ fn sd3_equals_optimum_with_and_without_guidance() {
     check_case("sd3", "g1", 0);
     check_case("sd3", "g5", 1);
     check_case("sd3", "g5_noneg", 0);
+}
+
+/// FLUX.1-dev's form (2×2-packed latents, int64 ids, the timestep over 1000, guidance embedded rather than
+/// classifier-free, its own sigmas shifted by the image size's mu) equals Optimum's `ORTFluxPipeline`.
+#[test]
+fn flux_with_embedded_guidance_equals_optimum() {
+    check_case("flux", "g3.5", 0);
+    check_case("flux", "g3.5", 1);
 }
 
 #[test]

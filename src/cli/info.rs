@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::engine::describe::describe_onnx;
 use crate::engine::limits::{cap_threads, check_sample_shape};
-use crate::engine::pipeline_folder::read_pipeline;
+use crate::engine::pipeline_folder::{Family, read_pipeline};
 use crate::engine::trt_profile::ShapeHints;
 use crate::engine::{
     EngineError, OnnxOptions, ProviderKind, ProviderOptions, RoleOverrides, TimingPlan, inspect,
@@ -220,17 +220,22 @@ fn pipeline(args: &InfoArgs) -> anyhow::Result<String> {
     }
     let mut options = args.options();
     options.sample_shape = options.sample_shape.or(folder.latent_shape());
-    text.push_str(&format!("\n{}\n", folder.denoiser_name()));
-    let no_shape = folder.no_latent_shape();
-    text.push_str(&model(
-        &folder.denoiser,
-        args,
-        &options,
-        no_shape.as_deref(),
-    )?);
     let mut plain = args.options();
     plain.profile_nodes = false;
     plain.roles.clear();
+    text.push_str(&format!("\n{}\n", folder.denoiser_name()));
+    if folder.family == Family::Flux {
+        // FLUX's inputs (packed latents, ids, guidance) are not the roles info times: it lists them.
+        text.push_str(&describe_onnx(&folder.denoiser, &plain)?.0);
+    } else {
+        let no_shape = folder.no_latent_shape();
+        text.push_str(&model(
+            &folder.denoiser,
+            args,
+            &options,
+            no_shape.as_deref(),
+        )?);
+    }
     let others = folder
         .vae_decoder
         .iter()

@@ -68,6 +68,15 @@ pub trait Denoiser: Send {
         false
     }
 
+    /// Whether the model takes the guidance scale as an input (guidance-distilled FLUX) instead of
+    /// classifier-free guidance's two predictions.
+    fn embeds_guidance(&self) -> bool {
+        false
+    }
+
+    /// The embedded guidance scale of each item of the next call (models that embed guidance).
+    fn set_guidance(&mut self, _per_item: &[f32]) {}
+
     /// Sets the table of conditions that [`Denoiser::predict_with`]'s rows name. A model without conditioning
     /// inputs accepts only empty conditions.
     fn set_conditions(&mut self, conditions: Vec<Condition>) -> Result<(), DenoiseError> {

@@ -14,9 +14,16 @@ pub fn use_of(inputs: &[TensorSpec], outputs: &[TensorSpec]) -> Option<&'static 
     let (ins, outs) = (names(inputs), names(outputs));
     let has = |list: &[String], name: &str| list.iter().any(|n| n == name);
     let image_in = matches!(inputs, [one] if one.rank() == 4 && one.elem.is_float());
-    let job = if has(&ins, "input_ids") {
+    let job = if has(&ins, "img_ids") && has(&ins, "txt_ids") {
+        "a FLUX transformer: difflab packs the latents 2×2 into its tokens, feeds the ids, the timestep / 1000 \
+         and the embedded guidance"
+    } else if has(&ins, "input_ids") {
         if has(&outs, "text_embeds") {
-            "a text encoder with a projection (SDXL's text_encoder_2): prompts → hidden states and pooled text_embeds"
+            "a text encoder with a projection (SDXL's text_encoder_2, SD3's CLIPs): prompts → hidden states and pooled text_embeds"
+        } else if has(&outs, "pooler_output") {
+            "a text encoder (FLUX's CLIP): prompts → its pooled output"
+        } else if outputs.len() == 1 {
+            "a text encoder (T5 for SD3 and FLUX): prompts → hidden states"
         } else {
             "a text encoder: prompts → hidden states (encoder_hidden_states for the U-Net)"
         }

@@ -14,6 +14,7 @@ mod error;
 mod features;
 pub mod fingerprint;
 mod floats;
+pub mod flux;
 pub mod graph_io;
 pub mod limits;
 mod model_file;

@@ -39,6 +39,9 @@ const USED: [&str; 12] = [
     "scheduler",
 ];
 
+/// FluxPipeline's default latent size: 128 × its VAE's 8 = 1024 pixels.
+const FLUX_DEFAULT_LATENT: usize = 128;
+
 /// A pipeline folder's parts, checked to be on disk.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PipelineFolder {
@@ -68,6 +71,8 @@ pub enum Family {
     StableDiffusionXl,
     /// StableDiffusion3Pipeline: a transformer on two CLIPs and T5, flow matching.
     StableDiffusion3,
+    /// FluxPipeline: a transformer on 2×2-packed latents, CLIP's pooled output and T5, flow matching.
+    Flux,
     /// DDPMPipeline and other unet-only pipelines
     UnetOnly,
 }
@@ -263,8 +268,14 @@ impl PipelineFolder {
             })
     }
 
-    /// Latent C, H, W from the denoiser's config (in_channels, sample_size) when both are known.
+    /// Latent C, H, W from the denoiser's config (in_channels, sample_size) when both are known. FLUX packs
+    /// 2×2 latent pixels into its 64 channels and has no sample size: 16 channels at diffusers' default 1024²
+    /// (128×128 latents).
     pub fn latent_shape(&self) -> Option<[usize; 3]> {
+        if self.family == Family::Flux {
+            let channels = self.denoiser_config.in_channels? / 4;
+            return Some([channels, FLUX_DEFAULT_LATENT, FLUX_DEFAULT_LATENT]);
+        }
         let channels = self.denoiser_config.in_channels?;
         let size = self.denoiser_config.sample_size?;
         Some([channels, size, size])
@@ -763,6 +774,8 @@ fn unused_components(index: &Object, path: &Path) -> Vec<String> {
 fn family(class_name: &str, has_text_encoders: bool) -> (Family, Option<String>) {
     if class_name.starts_with("StableDiffusion3") {
         (Family::StableDiffusion3, None)
+    } else if class_name.starts_with("Flux") {
+        (Family::Flux, None)
     } else if class_name.contains("XL") {
         (Family::StableDiffusionXl, None)
     } else if class_name.contains("StableDiffusion")

@@ -2,7 +2,8 @@
 //! encoder's last hidden state. SDXL: the penultimate hidden states of both encoders side by side on the
 //! feature axis, text_encoder_2's pooled projection as `text_embeds`, and `time_ids` from the image size.
 //! SD3: both CLIPs' penultimate states side by side, zero-padded to T5's width, then T5's states after them
-//! on the token axis; both CLIPs' pooled projections side by side as `pooled_projections`.
+//! on the token axis; both CLIPs' pooled projections side by side as `pooled_projections`. FLUX: T5's states,
+//! and CLIP's pooled output as `pooled_projections`.
 
 use std::collections::BTreeMap;
 
@@ -74,10 +75,12 @@ pub fn encode_prompts(
                 })
                 .collect())
         }
-        [first, second] if !second.tokenizer().is_t5() => encode_xl(first, second, prompts),
+        [clip, t5] if t5.tokenizer().is_t5() => encode_flux(clip, t5, prompts),
+        [first, second] => encode_xl(first, second, prompts),
         [first, second, t5] if t5.tokenizer().is_t5() => encode_sd3(first, second, t5, prompts),
         _ => Err(EngineError::Options(format!(
-            "a pipeline has one text encoder (Stable Diffusion), two (SDXL) or two CLIPs and a T5 (SD3), not {}",
+            "a pipeline has one text encoder (Stable Diffusion), two (SDXL, or FLUX's CLIP and T5) or two CLIPs and a \
+             T5 (SD3), not {}",
             encoders.len()
         ))),
     }
@@ -110,6 +113,25 @@ fn clip_pair(
         })
         .collect();
     Ok((side_by_side, a, b))
+}
+
+/// diffusers' `FluxPipeline.encode_prompt`: T5's states, and CLIP's pooled output (its states are unused).
+fn encode_flux(
+    clip: &mut TextEncoder,
+    t5: &mut TextEncoder,
+    prompts: &[&str],
+) -> Result<Vec<PromptEmbedding>, EngineError> {
+    let c = clip.encode(prompts)?;
+    let pooled = output(&c, "pooler_output", clip)?;
+    let t = t5.encode(prompts)?;
+    let states = output(&t, "last_hidden_state", t5)?;
+    Ok((0..prompts.len())
+        .map(|i| PromptEmbedding {
+            hidden_states: item(states, i),
+            pooled: Some(item(pooled, i)),
+            time_ids: false,
+        })
+        .collect())
 }
 
 /// diffusers' `StableDiffusion3Pipeline.encode_prompt`.

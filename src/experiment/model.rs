@@ -137,6 +137,13 @@ impl Reading<'_> {
         if let Some(p) = prediction_type {
             base.insert("prediction_type".into(), p.name().into());
         }
+        if let ModelSource::Pipeline(dir) = source {
+            flux_timesteps(
+                dir,
+                m.sample_shape.as_ref().map(|s| *s.get_ref()),
+                &mut base,
+            );
+        }
         Ok((scheduler_config, base))
     }
 
@@ -338,4 +345,34 @@ impl Reading<'_> {
         }
         Ok(roles)
     }
+}
+
+/// What `FluxPipeline` passes its scheduler besides the config: its own sigmas, `linspace(1, 1/n, n)`, and
+/// under dynamic shifting the `mu` of the image size, from the packed token count (H/16 · W/16) as its
+/// `calculate_shift`. Added to the base config of a FLUX pipeline folder, where the sampler's keys take them.
+fn flux_timesteps(
+    dir: &std::path::Path,
+    sample_shape: Option<[usize; 3]>,
+    base: &mut Map<String, Value>,
+) {
+    let is_flux = crate::engine::pipeline_folder::read_pipeline(dir)
+        .is_ok_and(|p| p.family == crate::engine::pipeline_folder::Family::Flux);
+    if !is_flux {
+        return;
+    }
+    base.insert("sigmas".into(), "flux".into());
+    if base.get("use_dynamic_shifting") != Some(&Value::Bool(true)) {
+        return;
+    }
+    let number = |key: &str, default: f64| base.get(key).and_then(Value::as_f64).unwrap_or(default);
+    // FluxPipeline's default image is 1024², latents 128×128.
+    let [_, h, w] = sample_shape.unwrap_or([16, 128, 128]);
+    let mu = crate::sampler::flow_shift::calculate_shift(
+        (h / 2) * (w / 2),
+        number("base_image_seq_len", 256.0) as usize,
+        number("max_image_seq_len", 4096.0) as usize,
+        number("base_shift", 0.5),
+        number("max_shift", 1.15),
+    );
+    base.insert("mu".into(), mu.into());
 }

@@ -50,13 +50,35 @@ const SD3: [[f32; 3]; 16] = [
 ];
 const SD3_BIAS: [f32; 3] = [0.2394, 0.2135, 0.1925];
 
+/// FLUX's 16-channel factors and bias (ComfyUI's `Flux.latent_rgb_factors`).
+const FLUX: [[f32; 3]; 16] = [
+    [-0.0346, 0.0244, 0.0681],
+    [0.0034, 0.0210, 0.0687],
+    [0.0275, -0.0668, -0.0433],
+    [-0.0174, 0.0160, 0.0617],
+    [0.0859, 0.0721, 0.0329],
+    [0.0004, 0.0383, 0.0115],
+    [0.0405, 0.0861, 0.0915],
+    [-0.0236, -0.0185, -0.0259],
+    [-0.0245, 0.0250, 0.1180],
+    [0.1008, 0.0755, -0.0421],
+    [-0.0515, 0.0201, 0.0011],
+    [0.0428, -0.0012, -0.0036],
+    [0.0817, 0.0765, 0.0749],
+    [-0.1264, -0.0522, -0.1103],
+    [-0.0280, -0.0881, -0.0499],
+    [-0.1262, -0.0982, -0.0778],
+];
+const FLUX_BIAS: [f32; 3] = [-0.0329, -0.0718, -0.0851];
+
 impl LatentPreview {
-    /// The map for a pipeline family's latents (4 channels for SD and SDXL, 16 for SD3); `None` for latents
+    /// The map for a pipeline family's latents (4 channels for SD and SDXL, 16 for SD3 and FLUX); `None` for latents
     /// it does not know.
     pub fn for_family(family: Family, channels: usize) -> Option<Self> {
         let (factors, bias): (&[[f32; 3]], [f32; 3]) = match family {
             Family::StableDiffusionXl => (&SDXL, SDXL_BIAS),
             Family::StableDiffusion3 => (&SD3, SD3_BIAS),
+            Family::Flux => (&FLUX, FLUX_BIAS),
             Family::StableDiffusion | Family::UnetOnly => (&SD15, [0.0; 3]),
         };
         (factors.len() == channels).then(|| Self {

@@ -33,8 +33,11 @@ pub(super) struct Lane {
     /// The condition-table row of each sample, and the unconditional row when the cell guides.
     pub(super) rows: Vec<usize>,
     pub(super) uncond: Option<usize>,
+    /// The classifier-free guidance scale (1 for a model that embeds guidance).
     pub(super) guidance: f32,
     pub(super) guidance_rescale: f32,
+    /// The guidance scale fed to a model that embeds it (guidance-distilled FLUX).
+    pub(super) embedded_guidance: f32,
     pub(super) step: usize,
 }
 
@@ -55,6 +58,9 @@ pub(super) struct Batch<'a> {
     pub(super) torch_noise: bool,
     /// The unconditional condition-table row, for guided cells.
     pub(super) uncond: Option<usize>,
+    /// The model takes each item's guidance scale as an input: cells' guidance goes there, not into
+    /// classifier-free guidance.
+    pub(super) embedded_guidance: bool,
     pub(super) ctx: Finish<'a>,
     /// The run's reference solves and those finished (or read back), by index.
     pub(super) references: &'a [Cell],
@@ -217,7 +223,12 @@ impl<'a> Batch<'a> {
             let noise = SeededNoise::new(items.iter().map(|i| i.seed).collect());
             let mut scheduler = cell.config.build();
             scheduler.set_steps(cell.steps)?;
-            let guided = cell.guidance != 1.0;
+            // A model that embeds guidance takes the cell's scale as its input, one prediction per item.
+            let (cfg, embedded) = match self.embedded_guidance {
+                true => (1.0, cell.guidance as f32),
+                false => (cell.guidance as f32, 1.0),
+            };
+            let guided = cfg != 1.0;
             let nfe = scheduler.timesteps().len();
             state.nfe = nfe;
             self.lanes.push(Lane {
@@ -230,8 +241,9 @@ impl<'a> Batch<'a> {
                 items: items.len(),
                 rows: items.iter().map(|i| i.condition).collect(),
                 uncond: if guided { self.uncond } else { None },
-                guidance: cell.guidance as f32,
+                guidance: cfg,
                 guidance_rescale: cell.guidance_rescale as f32,
+                embedded_guidance: embedded,
                 step: 0,
             });
             unbatched += nfe;
@@ -261,12 +273,14 @@ impl<'a> Batch<'a> {
         x
     }
 
-    /// The shared model call's inputs, timesteps and condition rows: every lane's samples, a guided
-    /// lane's twice (unconditional, then conditional, as diffusers batches them).
-    fn model_batch(&self) -> (Vec<f32>, Vec<f64>, Vec<usize>) {
+    /// The shared model call's inputs, timesteps, condition rows and embedded guidance scales: every lane's
+    /// samples, a guided lane's twice (unconditional, then conditional, as diffusers batches them).
+    fn model_batch(&self) -> (Vec<f32>, Vec<f64>, Vec<usize>, Vec<f32>) {
         let (mut inputs, mut timesteps, mut rows) = (Vec::new(), Vec::new(), Vec::new());
+        let mut guidance = Vec::new();
         for lane in &self.lanes {
             let t = lane.scheduler.timesteps()[lane.step];
+            let calls = if lane.uncond.is_some() { 2 } else { 1 };
             if let Some(uncond) = lane.uncond {
                 model_input(&*lane.scheduler, &lane.x, &mut inputs);
                 timesteps.extend(std::iter::repeat_n(t, lane.items));
@@ -275,8 +289,12 @@ impl<'a> Batch<'a> {
             model_input(&*lane.scheduler, &lane.x, &mut inputs);
             timesteps.extend(std::iter::repeat_n(t, lane.items));
             rows.extend_from_slice(&lane.rows);
+            guidance.extend(std::iter::repeat_n(
+                lane.embedded_guidance,
+                calls * lane.items,
+            ));
         }
-        (inputs, timesteps, rows)
+        (inputs, timesteps, rows, guidance)
     }
 
     /// One shared model call for every lane (a guided lane's samples twice: unconditional, then conditional,
@@ -287,10 +305,13 @@ impl<'a> Batch<'a> {
         denoiser: &mut dyn Denoiser,
         calls: &mut (usize, usize),
     ) -> Result<(), Stop> {
-        let (inputs, timesteps, rows) = self.model_batch();
+        let (inputs, timesteps, rows, guidance) = self.model_batch();
         let mut outputs = vec![0.0; inputs.len()];
         let call = Instant::now();
         let runs_before = denoiser.runs();
+        if self.embedded_guidance {
+            denoiser.set_guidance(&guidance);
+        }
         denoiser.predict_with(&inputs, &timesteps, &rows, &mut outputs)?;
         let model_s = call.elapsed().as_secs_f64();
         // A scalar-timestep model may run several times for one call: count what really ran.

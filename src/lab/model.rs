@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use super::conditioning::{ConditionSources, RunConditions, build, truncation_notes};
 use super::latent_preview::LatentPreview;
 use super::tensorrt::{note_if_tensorrt, sequence_length, unet_batch, with_profile};
+use crate::engine::flux::FluxDenoiser;
 use crate::engine::pipeline_folder::{
     Family, PipelineFolder, VaeDecoderPart, read_pipeline, read_vae_decoder,
 };
@@ -302,14 +303,9 @@ fn assemble(
     };
     let (options, unet_note) = with_profile(&options, unet, hints);
     loading(loading_line(unet));
-    let model = OnnxDenoiser::load(unet, &options).map_err(|e| {
-        let setting = "`[model] sample_shape = [C, H, W]` in the experiment";
-        open_sample_shape(e, parts.no_latent_shape.as_deref(), setting)
-    })?;
-    // Before the text encoders load: prompts for a U-Net that takes none would fail there, unexplained.
-    check_conditional(&model, experiment.conditioning.as_ref())?;
-    note_if_tensorrt(model.provider(), unet_note, &mut notes);
-    let sample_shape = model.info().sample_shape;
+    let model = load_denoiser(experiment, unet, &parts, &options)?;
+    note_if_tensorrt(model.provider, unet_note, &mut notes);
+    let sample_shape = model.denoiser.info().sample_shape;
     let part_options = parts_options(experiment);
     let scale = parts.vae.as_ref().map_or(1, |v| v.scale_factor);
     let [c, h, w] = sample_shape;
@@ -348,12 +344,12 @@ fn assemble(
         loading,
         &mut notes,
     )?;
-    notes.extend(timestep_note(&model));
+    notes.extend(model.timestep_note);
     let mut loaded = LoadedModel {
         sample_shape,
-        provider: model.provider().to_string(),
-        providers_note: describe_attempts(model.attempts()),
-        providers_summary: summarize_attempts(model.attempts()),
+        provider: model.provider.to_string(),
+        providers_note: model.providers_note,
+        providers_summary: model.providers_summary,
         preview: decoder
             .as_ref()
             .and_then(|_| LatentPreview::for_family(parts.family, c)),
@@ -363,8 +359,8 @@ fn assemble(
         conditions: RunConditions::default(),
         notes,
         runtime_warnings: Vec::new(),
-        tf32: tf32_of(model.provider(), &options.providers),
-        denoiser: Box::new(model),
+        tf32: tf32_of(model.provider, &options.providers),
+        denoiser: model.denoiser,
         conditioner: Some(Conditioner {
             encoders,
             force_zeros: parts.force_zeros,
@@ -376,6 +372,59 @@ fn assemble(
     let cut = loaded.condition(experiment)?;
     loaded.notes.extend(cut);
     Ok(loaded)
+}
+
+/// The denoiser, loaded, and what the rest of the loading needs to know of it.
+struct LoadedDenoiser {
+    denoiser: Box<dyn Denoiser>,
+    provider: ProviderKind,
+    providers_note: String,
+    providers_summary: String,
+    /// Why cells at different timesteps run in separate calls, when they do.
+    timestep_note: Option<String>,
+}
+
+/// A FLUX transformer (packed latents, ids, embedded guidance), or any other denoiser by its inputs' roles.
+fn load_denoiser(
+    experiment: &Experiment,
+    path: &Path,
+    parts: &Parts,
+    options: &OnnxOptions,
+) -> Result<LoadedDenoiser, EngineError> {
+    if parts.family == Family::Flux {
+        let shape = options.sample_shape.unwrap_or([16, 128, 128]);
+        let model = FluxDenoiser::load(path, shape, options)?;
+        if experiment
+            .conditioning
+            .as_ref()
+            .is_none_or(|c| c.prompts.is_empty())
+        {
+            return Err(EngineError::Options(format!(
+                "{} is a FLUX transformer, which takes prompts: give [conditioning] prompts",
+                path.display()
+            )));
+        }
+        return Ok(LoadedDenoiser {
+            provider: model.model().provider(),
+            providers_note: describe_attempts(model.model().attempts()),
+            providers_summary: summarize_attempts(model.model().attempts()),
+            timestep_note: None,
+            denoiser: Box::new(model),
+        });
+    }
+    let model = OnnxDenoiser::load(path, options).map_err(|e| {
+        let setting = "`[model] sample_shape = [C, H, W]` in the experiment";
+        open_sample_shape(e, parts.no_latent_shape.as_deref(), setting)
+    })?;
+    // Before the text encoders load: prompts for a U-Net that takes none would fail there, unexplained.
+    check_conditional(&model, experiment.conditioning.as_ref())?;
+    Ok(LoadedDenoiser {
+        provider: model.provider(),
+        providers_note: describe_attempts(model.attempts()),
+        providers_summary: summarize_attempts(model.attempts()),
+        timestep_note: timestep_note(&model),
+        denoiser: Box::new(model),
+    })
 }
 
 /// The pipeline's VAE decoder, with a note when TensorRT or an fp32 upcast is involved.

@@ -208,6 +208,7 @@ fn run_with(
         init_noise,
         torch_noise: experiment.noise == NoiseKind::Torch,
         uncond: model.conditions.uncond,
+        embedded_guidance: model.denoiser.embeds_guidance(),
         ctx: Finish {
             out,
             pictures: Pictures {
