@@ -871,3 +871,33 @@ fn cuda_and_tensorrt_options_use_onnx_runtimes_keys() {
         "{e}"
     );
 }
+
+/// `true_cfg_scale` is FLUX's classifier-free guidance beside the guidance it embeds: on another model it is
+/// an error naming `guidance`, and without a negative prompt an error, as FluxPipeline ignores it then.
+#[test]
+fn true_cfg_scale_is_for_flux_with_a_negative_prompt() {
+    let flux = "../tests/data/pipelines/flux";
+    let with = |path: &str, negative: &str| {
+        format!(
+            "[model]\npath = \"{path}\"\n[conditioning]\nprompts = [\"a cat\"]\n{negative}[[sampler]]\nname = \"euler\"\n\
+             steps = 4\nguidance = 3.5\ntrue_cfg_scale = 4\n"
+        )
+    };
+    let e = Experiment::parse(
+        &dir().join("test.toml"),
+        &with(flux, "negative_prompt = \"blurry\"\n"),
+    )
+    .unwrap();
+    assert_eq!(e.samplers[0].true_cfg_scale, 4.0);
+    let err = error_of(&with(flux, ""));
+    assert!(err.contains("`sampler[0].true_cfg_scale`"), "{err}");
+    assert!(
+        err.contains("needs [conditioning] negative_prompt"),
+        "{err}"
+    );
+    let err = error_of(&with(SD1, "negative_prompt = \"blurry\"\n"));
+    assert!(
+        err.contains("`guidance` is classifier-free guidance"),
+        "{err}"
+    );
+}

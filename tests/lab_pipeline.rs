@@ -160,6 +160,10 @@ fn check_models_against(
         None => negative,
     };
     let g = case["guidance_scale"].as_f64().unwrap();
+    let true_cfg = match case["true_cfg_scale"].as_f64() {
+        Some(t) if t != 1.0 => format!("true_cfg_scale = {t}\n"),
+        _ => String::new(),
+    };
     // FLUX has no sample size in its config: the reference's latent shape.
     let shape = match reference["initial_latents"]["shape"].as_array() {
         Some(s) if models == "flux" => format!("sample_shape = [{}, {}, {}]\n", s[1], s[2], s[3]),
@@ -167,7 +171,7 @@ fn check_models_against(
     };
     let text = format!(
         "output = \"out\"\n[model]\npath = {:?}\n{shape}providers = [\"cpu\"]\n[conditioning]\nprompts = [{prompt:?}]\n{negative}\
-         [sampling]\n{sampling}[[sampler]]\n{}\nsteps = 4\nguidance = [{g}]\n",
+         [sampling]\n{sampling}[[sampler]]\n{}\nsteps = 4\nguidance = [{g}]\n{true_cfg}",
         data().join(models),
         sampler_of(case),
     );
@@ -231,6 +235,14 @@ fn sd3_equals_optimum_with_and_without_guidance() {
 fn flux_with_embedded_guidance_equals_optimum() {
     check_case("flux", "g3.5", 0);
     check_case("flux", "g3.5", 1);
+}
+
+/// FLUX's true CFG (`true_cfg_scale` with a negative prompt: a second prediction on the negative prompt,
+/// `neg + s·(pos − neg)`) on top of its embedded guidance equals Optimum's.
+#[test]
+fn flux_true_cfg_equals_optimum() {
+    check_case("flux", "g3.5_truecfg4", 0);
+    check_case("flux", "g3.5_truecfg4", 1);
 }
 
 #[test]

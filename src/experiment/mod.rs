@@ -123,6 +123,8 @@ pub struct SamplerSpec {
     pub guidance: Vec<f64>,
     /// How far guided predictions are rescaled toward the conditional one's spread, from 0 to 1.
     pub guidance_rescale: f64,
+    /// FLUX's true classifier-free guidance scale (1: none), beside the guidance it embeds.
+    pub true_cfg_scale: f64,
     /// Samples per cell for quality; overrides `[quality] samples`.
     pub samples: Option<usize>,
     /// The resolved scheduler (the first variant's).
@@ -161,6 +163,7 @@ impl Experiment {
             text,
             dir: path.parent().unwrap_or(Path::new(".")),
             warnings: Vec::new(),
+            has_negative_prompt: false,
         };
         let name = file.name.clone().unwrap_or_else(|| {
             path.file_stem()
@@ -171,6 +174,9 @@ impl Experiment {
             Some(c) => cx.conditioning(c, &model.source)?,
             None => None,
         };
+        cx.has_negative_prompt = conditioning
+            .as_ref()
+            .is_some_and(|c| c.negative_prompt.is_some());
         let (seeds, batch) = cx.sampling(&file)?;
         let init_noise = file
             .sampling
@@ -230,6 +236,8 @@ struct Reading<'a> {
     text: &'a str,
     dir: &'a Path,
     warnings: Vec<ExperimentWarning>,
+    /// Whether `[conditioning]` gives a negative prompt (FLUX's true CFG needs one).
+    has_negative_prompt: bool,
 }
 
 impl Reading<'_> {
@@ -486,6 +494,7 @@ impl Reading<'_> {
         self.edm_on_vp(i, s, &resolved, base, source);
         let steps = self.steps(i, s, &resolved)?;
         let (guidance, guidance_rescale) = self.guidance(i, s, source)?;
+        let true_cfg_scale = self.true_cfg_scale(i, s, source)?;
         if let Some(n) = &s.samples {
             self.check_samples(n, &key("samples"), seeds)?;
         }
@@ -496,6 +505,7 @@ impl Reading<'_> {
             steps,
             guidance,
             guidance_rescale,
+            true_cfg_scale,
             samples: s.samples.as_ref().map(|n| *n.get_ref()),
             resolved,
             variants,
@@ -685,6 +695,43 @@ impl Reading<'_> {
             }
         })?;
         Ok((scales, rescale))
+    }
+
+    /// `true_cfg_scale`: FLUX's classifier-free guidance on top of the guidance it embeds, as FluxPipeline runs it
+    /// (a finite scale ≥ 1, with a negative prompt, on a FLUX pipeline folder).
+    fn true_cfg_scale(
+        &self,
+        i: usize,
+        s: &SamplerSection,
+        source: &ModelSource,
+    ) -> Result<f64, ExperimentError> {
+        let Some(t) = &s.true_cfg_scale else {
+            return Ok(1.0);
+        };
+        let key = format!("sampler[{i}].true_cfg_scale");
+        let flux = match source {
+            ModelSource::Pipeline(dir) => crate::engine::pipeline_folder::read_pipeline(dir)
+                .is_ok_and(|p| p.family == crate::engine::pipeline_folder::Family::Flux),
+            _ => false,
+        };
+        let problem = if !flux {
+            Some(
+                "true_cfg_scale is FLUX's classifier-free guidance beside the guidance it embeds; on this model \
+                  `guidance` is classifier-free guidance",
+            )
+        } else if !(t.get_ref().is_finite() && *t.get_ref() >= 1.0) {
+            Some("true_cfg_scale must be a finite number ≥ 1 (1 = off)")
+        } else if *t.get_ref() > 1.0 && !self.has_negative_prompt {
+            Some(
+                "true_cfg_scale needs [conditioning] negative_prompt: FluxPipeline runs true CFG only with one",
+            )
+        } else {
+            None
+        };
+        match problem {
+            Some(message) => Err(self.error(t.span(), &key, message)),
+            None => Ok(*t.get_ref()),
+        }
     }
 
     /// A sampler that does not resolve: the error at its settings or its name.

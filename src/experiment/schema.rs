@@ -160,6 +160,8 @@ pub(super) struct SamplerSection {
     /// A flow-matching sampler's timestep shift (`shift` of the FlowMatch classes, `flow_shift` of the
     /// multistep ones in flow mode), or a list of them.
     pub shift: Option<Spanned<Shift>>,
+    /// FLUX's true classifier-free guidance beside its embedded guidance (needs a negative prompt).
+    pub true_cfg_scale: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]

@@ -159,6 +159,7 @@ impl Finish<'_> {
             guidance: cell.guidance,
             guidance_rescale: cell.guidance_rescale,
             shift: cell.shift,
+            true_cfg_scale: (cell.true_cfg_scale != 1.0).then_some(cell.true_cfg_scale),
             prompts: match cell.is_class_conditional() {
                 true => Vec::new(),
                 false => cell.conditions.clone(),

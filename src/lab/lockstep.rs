@@ -224,8 +224,9 @@ impl<'a> Batch<'a> {
             let mut scheduler = cell.config.build();
             scheduler.set_steps(cell.steps)?;
             // A model that embeds guidance takes the cell's scale as its input, one prediction per item.
+            // Its classifier-free guidance is then FLUX's true CFG.
             let (cfg, embedded) = match self.embedded_guidance {
-                true => (1.0, cell.guidance as f32),
+                true => (cell.true_cfg_scale as f32, cell.guidance as f32),
                 false => (cell.guidance as f32, 1.0),
             };
             let guided = cfg != 1.0;

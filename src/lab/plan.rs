@@ -27,6 +27,8 @@ pub struct Cell {
     pub guidance_rescale: f64,
     /// A flow sampler's shift, where the experiment sets one.
     pub shift: Option<f64>,
+    /// FLUX's true classifier-free guidance scale beside its embedded `guidance` (1: none).
+    pub true_cfg_scale: f64,
     /// The samples this cell draws, in draw order: the previews (the experiment's seeds under every condition)
     /// first, then more for quality.
     pub items: Vec<Item>,
@@ -82,7 +84,9 @@ impl Cell {
     /// The reference solve among `references` this cell is compared with: the one at its guidance.
     pub fn reference_in(&self, references: &[Cell]) -> Option<usize> {
         references.iter().position(|r| {
-            r.guidance == self.guidance && r.guidance_rescale == self.guidance_rescale
+            r.guidance == self.guidance
+                && r.guidance_rescale == self.guidance_rescale
+                && r.true_cfg_scale == self.true_cfg_scale
         })
     }
 }
@@ -198,7 +202,10 @@ fn plan_cells(
     for (index, sampler, variant) in settings {
         for &steps in &sampler.steps {
             for &guidance in &sampler.guidance {
-                let name = cell_name(experiment, &variant.label, steps, guidance);
+                let mut name = cell_name(experiment, &variant.label, steps, guidance);
+                if sampler.true_cfg_scale != 1.0 {
+                    name.push_str(&format!(" tcfg{}", sampler.true_cfg_scale));
+                }
                 if only.is_some_and(|only| !selects(only, &variant.label, &name)) {
                     continue;
                 }
@@ -212,6 +219,7 @@ fn plan_cells(
                     guidance,
                     guidance_rescale: sampler.guidance_rescale,
                     shift: variant.shift,
+                    true_cfg_scale: sampler.true_cfg_scale,
                     items: Vec::new(),
                     preview: 0,
                     conditions: axis.labels.clone(),
@@ -245,6 +253,9 @@ fn cell_key(inputs: &[u8], cell: &Cell) -> String {
     if cell.guidance != 1.0 || cell.guidance_rescale != 0.0 {
         hash.update(cell.guidance.to_le_bytes());
         hash.update(cell.guidance_rescale.to_le_bytes());
+    }
+    if cell.true_cfg_scale != 1.0 {
+        hash.update(cell.true_cfg_scale.to_le_bytes());
     }
     for item in &cell.items {
         hash.update(item.seed.to_le_bytes());

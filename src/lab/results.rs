@@ -52,6 +52,9 @@ pub struct CellResult {
     /// A flow sampler's shift, where the experiment sets one (`[[sampler]] shift`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shift: Option<f64>,
+    /// FLUX's true classifier-free guidance scale, where it is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub true_cfg_scale: Option<f64>,
     /// The prompts of the cell's rows (text-conditional runs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prompts: Vec<String>,
