@@ -29,6 +29,8 @@ pub struct Page {
     pub tile: (u16, u16),
     /// Index into [`ZOOMS`].
     pub zoom: usize,
+    /// Whether the tiles are smaller than `zoom` gives, to fit the panel's height (at least legible).
+    pub shrunk: bool,
     /// The one-line summary of what is shown ("prompts 1–3 of 10 · …").
     pub header: Rect,
     /// The row-label gutter (zero wide without prompts as rows).
@@ -100,6 +102,15 @@ pub fn tile_size(shape: [usize; 3], font: Option<(u16, u16)>, zoom: f64) -> (u16
     }
 }
 
+/// The smallest legible tile for the run's images: 16 columns in half blocks, 64 pixels wide in graphics.
+fn legible(state: &State) -> (u16, u16) {
+    let [c, h, w] = state.lab.sample_shape;
+    // The size whose own tile is the minimum: half blocks show 16-pixel-wide images at 16 columns, graphics
+    // 64-pixel-wide ones at 64 px.
+    let small = if state.font.is_none() { 16 } else { 64 };
+    tile_size([c, (h * small).div_ceil(w.max(1)), small], state.font, 1.0)
+}
+
 /// How many tiles of `tile` fit in `room` cells along one side.
 fn fit(room: u16, tile: u16) -> usize {
     ((room + GAP) / (tile + GAP).max(1)) as usize
@@ -153,7 +164,17 @@ pub fn page(state: &State, area: Rect) -> Option<Page> {
             .find(|&z| fits(z).shows_all())
             .unwrap_or(0),
     };
-    let f = fits(zoom);
+    let mut f = fits(zoom);
+    // A large image whose smallest zoom does not fit the panel's height shrinks to the smallest legible tile
+    // (16 columns, 64 px) rather than drawing nothing.
+    let shrunk = !f.one && state.zoom.is_none() && {
+        let small = Fitted::sized(&first.cell, tiles, cells, focused, legible(state));
+        let fits = small.one && small.tile != f.tile;
+        if fits {
+            f = small;
+        }
+        fits
+    };
     let columns = match focused {
         true => vec![(state.selected, body)],
         false => visible_columns(state, tiles, f.cells_fit),
@@ -163,6 +184,7 @@ pub fn page(state: &State, area: Rect) -> Option<Page> {
     Some(Page {
         tile: f.tile,
         zoom,
+        shrunk,
         header,
         gutter,
         columns,
@@ -194,6 +216,11 @@ impl Fitted {
         zoom: usize,
     ) -> Self {
         let tile = tile_size(state.lab.sample_shape, state.font, ZOOMS[zoom]);
+        Self::sized(cell, area, cells, focused, tile)
+    }
+
+    /// What fits with tiles of `tile` cells.
+    fn sized(cell: &Cell, area: Rect, cells: usize, focused: bool, tile: (u16, u16)) -> Self {
         let column = (tile.0 + 2).max(MIN_COLUMN);
         let cells_fit = match focused {
             true => 1,

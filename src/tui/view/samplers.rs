@@ -55,9 +55,14 @@ fn draw_row_labels(frame: &mut Frame, state: &State, page: &Page, tiles: Rect) {
     }
     let room = gutter.width.saturating_sub(2) as usize;
     let labels = distinct_parts(&cell.cell.conditions, room);
-    // Right up to the tiles, which are centred in their area.
+    // Right up to the tiles, which are centred in their area; the cell columns' borders stay whole (the
+    // focused cell's panel has none between its labels and tiles).
     let first_tile = page.tiles(tiles).iter().map(|(_, r)| r.x).min();
-    let end = first_tile.map_or(gutter.right(), |x| x.saturating_sub(1));
+    let beside = first_tile.map_or(gutter.right(), |x| x.saturating_sub(1));
+    let end = match page.columns.len() == 1 && state.focused {
+        true => beside,
+        false => beside.min(gutter.right()),
+    };
     let x = end.saturating_sub(room as u16 + 1).max(gutter.x + 1);
     for (row, y) in page.row_centres(tiles) {
         let Some(label) = labels.get(row) else {
@@ -205,7 +210,10 @@ fn header(state: &State, page: &Page) -> (String, Vec<&'static str>) {
             parts.push(format!("cells {}", range(&(a..b + 1), n)));
         }
     }
-    parts.push(format!("{}×", ZOOMS[page.zoom]));
+    parts.push(match page.shrunk {
+        true => "fit".to_string(),
+        false => format!("{}×", ZOOMS[page.zoom]),
+    });
     parts.extend(scrubbed_step(state));
     let mut hints = vec!["z/Z zoom"];
     if state.focused {

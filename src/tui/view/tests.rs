@@ -890,3 +890,24 @@ fn the_focused_cell_steps_back_through_its_run() {
     key(&mut s, KeyCode::Esc);
     assert!(!s.focused);
 }
+
+/// Images too large for the panel's height at their smallest zoom (64 px at 80×24) shrink to the smallest
+/// legible tile, 16 columns, instead of drawing nothing; the header says so.
+#[test]
+fn large_images_shrink_to_the_smallest_legible_tile() {
+    let mut s = state(false);
+    s.lab.sample_shape = [3, 64, 64];
+    let area = Rect::new(0, 0, 80, 24);
+    let page = super::samplers_page(&s, area).expect("a page");
+    assert!(page.shrunk);
+    assert_eq!(page.tile, (16, 8));
+    assert!(
+        page_header(&mut s).contains("· fit ·"),
+        "{}",
+        page_header(&mut s)
+    );
+    // At 160×48 the 32-column tile fits: no shrinking.
+    let page = super::samplers_page(&s, Rect::new(0, 0, 160, 48)).expect("a page");
+    assert!(!page.shrunk);
+    assert_eq!(page.tile, (32, 16));
+}
