@@ -269,10 +269,10 @@ fn guidance_is_an_axis_and_prompts_are_rows() {
         csv.lines()
             .next()
             .unwrap()
-            .contains(",guidance,guidance_rescale,shift,prompt,classes,")
+            .contains(",guidance,guidance_rescale,shift,true_cfg_scale,prompt,classes,")
     );
     assert!(
-        csv.contains(",4.5,0.5,,a red circle | a cat,,cpu,done,"),
+        csv.contains(",4.5,0.5,,,a red circle | a cat,,cpu,done,"),
         "{csv}"
     );
 }
