@@ -91,7 +91,7 @@ fn samples(cells: &[&Cell]) -> impl Iterator<Item = (usize, usize)> {
         .flat_map(|(c, cell)| (0..cell.preview.min(cell.items.len())).map(move |i| (c, i)))
 }
 
-/// The distinct values of `axis`, in first-seen order.
+/// The distinct values of `axis`: in first-seen order, numbers (steps, guidance, shift) ascending.
 pub fn values(cells: &[&Cell], axis: Axis) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for (c, i) in samples(cells) {
@@ -99,6 +99,14 @@ pub fn values(cells: &[&Cell], axis: Axis) -> Vec<String> {
         if !out.contains(&v) {
             out.push(v);
         }
+    }
+    if matches!(axis, Axis::Steps | Axis::Guidance | Axis::Shift) {
+        let number = |v: &String| {
+            v.trim_start_matches(['g', 's'])
+                .parse::<f64>()
+                .unwrap_or(f64::MAX)
+        };
+        out.sort_by(|a, b| number(a).total_cmp(&number(b)));
     }
     out
 }
@@ -219,13 +227,18 @@ mod tests {
     fn shift_is_an_axis_of_its_own() {
         let text = "[model]\npath = \"analytic\"\nsample_shape = [1, 4, 4]\nprediction_type = \"flow_prediction\"\n\
                     [sampling]\nseeds = 2\n[[sampler]]\nname = \"euler\"\nsteps = 4\nshift = [1, 3]\n\
-                    [[sampler]]\nname = \"heun\"\nsteps = 4\nshift = [1, 3]\n";
+                    [[sampler]]\nname = \"heun\"\nsteps = 2\nshift = [3, 1]\n";
         let e = Experiment::parse(std::path::Path::new("xy.toml"), text).expect("parses");
         let planned = crate::lab::plan(&e, None).expect("plans");
         let cells: Vec<&Cell> = planned.iter().collect();
-        assert_eq!(swept(&cells), [Axis::Sampler, Axis::Shift, Axis::Seed]);
+        assert_eq!(
+            swept(&cells),
+            [Axis::Sampler, Axis::Steps, Axis::Shift, Axis::Seed]
+        );
         assert_eq!(values(&cells, Axis::Sampler), ["euler", "heun"]);
         assert_eq!(values(&cells, Axis::Shift), ["s1", "s3"]);
+        // Numbers ascend whatever order the cells come in.
+        assert_eq!(values(&cells, Axis::Steps), ["2", "4"]);
         let g = grid(&cells, &XyChoice::default()).expect("two swept axes");
         assert_eq!((g.x, g.y), (Axis::Sampler, Axis::Shift));
         assert_eq!(g.tiles.iter().flatten().flatten().count(), 4);
