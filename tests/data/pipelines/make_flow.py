@@ -23,8 +23,10 @@ fixed initial latents (see README-style notes in reference/reference.json), ever
 makes to the transformer (first step) and the VAE decoder recorded with its exact feed, text-encoder outputs, and
 tokenizer ids.
 
-It also builds a tiny SanaPipeline, exports it into the work folder only and runs ORTSanaPipeline on it once
-(`--skip-sana-check` skips this); the outcome goes to manifest_flow.json ("sana_check"). No sana/ folder is written.
+  sana  SanaPipeline: SanaTransformer2DModel, Gemma2Model text encoder, AutoencoderDC (DC-AE, spatial factor 2),
+        a GemmaTokenizerFast over the same T5 Unigram model (BOS = id 2 "<unk>", no EOS), FlowMatchEulerDiscreteScheduler
+        (shift 3.0). References: ORTSanaPipeline (optimum.onnxruntime.modeling_diffusion) with use_resolution_binning
+        False and the pipeline's default complex_human_instruction, at 32x64 (latents 4x16x32). `--skip-sana` skips it.
 
 Run it from the repository root:
 
@@ -40,7 +42,6 @@ import shutil
 import sys
 import tempfile
 import time
-import traceback
 from collections import Counter
 from pathlib import Path
 
@@ -312,9 +313,9 @@ def build_flux(work, vocab_dir, t5_tok, t5, tower_l):
     return work / "flux"
 
 
-def check_sana(work, t5_tok):
-    """Tiny SanaPipeline (SanaTransformer2DModel, Gemma2 text encoder, DC-AE) exported like the others, into the work
-    folder only. Returns what happened."""
+def build_sana(work, t5_tok):
+    """Tiny SanaPipeline: SanaTransformer2DModel, Gemma2 text encoder, DC-AE (spatial factor 2), a GemmaTokenizerFast
+    over the T5 Unigram model (BOS = id 2, no EOS), FlowMatchEulerDiscreteScheduler (shift 3.0)."""
     from diffusers import AutoencoderDC, FlowMatchEulerDiscreteScheduler, SanaPipeline, SanaTransformer2DModel
     from transformers import Gemma2Config, Gemma2Model, GemmaTokenizerFast
 
@@ -380,32 +381,7 @@ def check_sana(work, t5_tok):
     )
     src = work / "sana"
     pipe.save_pretrained(src, safe_serialization=True)
-    out = work / "sana-onnx"
-    result = {"pipeline": "SanaPipeline", "exported_to": "(work folder only)"}
-    try:
-        base.export_optimum(src, out)
-        result["exported"] = True
-        result["files"] = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    except Exception as e:  # noqa: BLE001 - the error is the finding
-        result["exported"] = False
-        result["error"] = f"{type(e).__name__}: {e}"
-        result["traceback_tail"] = traceback.format_exc().strip().splitlines()[-12:]
-    if result.get("exported"):
-        try:
-            from optimum.onnxruntime.modeling_diffusion import ORTSanaPipeline  # not exported by optimum.onnxruntime
-
-            p = ORTSanaPipeline.from_pretrained(str(out), provider="CPUExecutionProvider")
-            p.set_progress_bar_config(disable=True)
-            img = p(
-                prompt="a red circle", num_inference_steps=2, height=64, width=64, output_type="np",
-                use_resolution_binning=False,  # binning only knows sample sizes 16/32/64/128
-                complex_human_instruction=None, max_sequence_length=16,
-            ).images
-            result["ort_run"] = f"ok, images {list(np.asarray(img).shape)}"
-        except Exception as e:  # noqa: BLE001
-            result["ort_run"] = f"{type(e).__name__}: {e}"
-            result["ort_traceback_tail"] = traceback.format_exc().strip().splitlines()[-12:]
-    return result
+    return src
 
 
 # ----------------------------------------------------------------------------------------------- references
@@ -671,6 +647,273 @@ def flux_references(dst):
     base.write_json(ref / "reference.json", out)
 
 
+SANA_HEIGHT, SANA_WIDTH = 32, 64  # Sana wants multiples of 32; latents [4, 16, 32] (DC-AE factor 2), not square
+SANA_LATENT_CHANNELS = 4
+SANA_GUIDANCE = 4.5
+
+
+def sana_default_chi():
+    """SanaPipeline.__call__'s default complex_human_instruction (pipeline_sana.py:755-764)."""
+    import inspect
+
+    from diffusers import SanaPipeline
+
+    return list(inspect.signature(SanaPipeline.__call__).parameters["complex_human_instruction"].default)
+
+
+def sana_tokenize(tok, prompts, chi, max_sequence_length):
+    """What SanaPipeline._get_gemma_prompt_embeds tokenizes (pipeline_sana.py:300-326): lower().strip() of each
+    prompt, the complex human instruction joined with "\n" and prepended, right padding to max_length_all."""
+    tok.padding_side = "right"
+    texts = [p.lower().strip() for p in prompts]  # _text_preprocessing with clean_caption=False
+    info = {"prompts": list(prompts), "preprocessed": list(texts), "complex_human_instruction": chi or None}
+    if not chi:
+        max_length_all = max_sequence_length
+    else:
+        chi_prompt = "\n".join(chi)
+        chi_ids = tok.encode(chi_prompt)  # with the BOS the tokenizer adds
+        texts = [chi_prompt + t for t in texts]
+        max_length_all = len(chi_ids) + max_sequence_length - 2
+        info.update(chi_prompt=chi_prompt, num_chi_prompt_tokens=len(chi_ids), chi_prompt_ids=chi_ids)
+    enc = tok(texts, padding="max_length", max_length=max_length_all, truncation=True, add_special_tokens=True,
+              return_tensors="np")
+    ids, mask = enc.input_ids.astype(np.int64), enc.attention_mask.astype(np.int64)
+    info.update(texts_tokenized=texts, max_length=max_length_all)
+    return info, ids, mask
+
+
+def sana_select_index(max_sequence_length):
+    """encode_prompt's select_index (pipeline_sana.py:407-408): the first position and the last max_length-1."""
+    return [0] + list(range(-max_sequence_length + 1, 0))
+
+
+def sana_text_encoder_references(dst, src, ref, chi):
+    """The text encoder (ONNX Runtime) on the exact ids/masks that the pipeline feeds: 'prompts' (with the complex
+    human instruction, before select_index), 'prompts_no_chi' (complex_human_instruction=None) and 'negative'
+    (["blurry", ""], no instruction, no select_index, as the pipeline encodes negatives). Also compared with the torch
+    Gemma2Model the export came from."""
+    import onnxruntime as ort
+    from transformers import Gemma2Model, GemmaTokenizerFast
+
+    tok = GemmaTokenizerFast.from_pretrained(str(dst / "tokenizer"))
+    sess = ort.InferenceSession(str(dst / "text_encoder" / "model.onnx"), providers=["CPUExecutionProvider"])
+    torch_te = Gemma2Model.from_pretrained(str(src / "text_encoder")).eval() if src is not None else None
+    sel = sana_select_index(T5_MAX_LENGTH)
+    result = {
+        "note": (
+            "input_ids/attention_mask are what the pipeline feeds (int64, right padded). 'prompts' is before "
+            "select_index; the transformer gets last_hidden_state[:, select_index] and attention_mask[:, "
+            "select_index]. 'negative' is fed to the transformer as is (no select_index)."
+        ),
+        "select_index": sel,
+        "batches": {},
+    }
+    batches = [("prompts", PROMPTS, chi), ("prompts_no_chi", PROMPTS, None), ("negative", [NEGATIVE_PROMPT, ""], None)]
+    for label, prompts, c in batches:
+        info, ids, mask = sana_tokenize(tok, prompts, c, T5_MAX_LENGTH)
+        outs = dict(zip([o.name for o in sess.get_outputs()],
+                        sess.run(None, {"input_ids": ids, "attention_mask": mask})))
+        entry = {k: v for k, v in info.items() if k not in ("chi_prompt", "complex_human_instruction", "chi_prompt_ids")}
+        if c:
+            n = info["num_chi_prompt_tokens"]
+            entry["chi_prompt_ids_are_the_prefix"] = all(row[:n] == info["chi_prompt_ids"] for row in ids.tolist())
+            entry["chi_prompt_last_tokens"] = tok.convert_ids_to_tokens(info["chi_prompt_ids"][-3:])
+        entry["input_ids"] = ids.tolist()
+        entry["attention_mask"] = mask.tolist()
+        entry["outputs"] = {k: base.save_npy(ref / f"text_encoder_{label}_{k}.npy", v) for k, v in outs.items()}
+        if label.startswith("prompts"):
+            entry["selected_positions"] = [i % ids.shape[1] for i in sel]
+            entry["selected_input_ids"] = ids[:, sel].tolist()
+            entry["selected_attention_mask"] = mask[:, sel].tolist()
+        if torch_te is not None:
+            with torch.no_grad():
+                t = torch_te(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).last_hidden_state.numpy()
+            d = np.abs(t - outs["last_hidden_state"])
+            real = mask.astype(bool)
+            entry["onnx_vs_torch_max_abs_diff"] = {
+                "real_tokens": float(d[real].max()),
+                "padding": float(d[~real].max()) if (~real).any() else None,
+            }
+        result["batches"][label] = entry
+    return result, tok
+
+
+def sana_tokenizer_references(tok, dst):
+    from tokenizers import Tokenizer
+
+    raw = Tokenizer.from_file(str(dst / "tokenizer" / "tokenizer.json"))
+    tok.padding_side = "right"
+    rows = []
+    for p in TOKENIZER_PROMPTS:
+        enc = tok(p, padding="max_length", max_length=T5_MAX_LENGTH, truncation=True)
+        untruncated = tok(p, truncation=False).input_ids
+        pipe_text = p.lower().strip()
+        pipe_enc = tok(pipe_text, padding="max_length", max_length=T5_MAX_LENGTH, truncation=True)
+        rows.append({
+            "prompt": p,
+            "ids": enc.input_ids,
+            "attention_mask": enc.attention_mask,
+            "untruncated_length": len(untruncated),
+            "untruncated_ids": untruncated,
+            "tokens": tok.convert_ids_to_tokens(untruncated),
+            "tokenizers_lib_ids": raw.encode(p).ids,
+            "tokenizers_lib_equal": raw.encode(p).ids == untruncated,
+            "pipeline_text": pipe_text,
+            "pipeline_ids": pipe_enc.input_ids,
+            "pipeline_attention_mask": pipe_enc.attention_mask,
+        })
+    return {
+        "tokenizer": {
+            "class": type(tok).__name__,
+            "call": f"tokenizer(prompt, padding='max_length', max_length={T5_MAX_LENGTH}, truncation=True), "
+                    "padding_side='right' (the pipeline sets it; GemmaTokenizerFast's class default is 'left')",
+            "pipeline_text": "prompt.lower().strip() (SanaPipeline._text_preprocessing, clean_caption=False)",
+            "pad_token": tok.pad_token,
+            "pad_token_id": tok.pad_token_id,
+            "bos_token": tok.bos_token,
+            "bos_token_id": tok.bos_token_id,
+            "eos_token_id": tok.eos_token_id,
+            "unk_token_id": tok.unk_token_id,
+            "add_bos_token": tok.add_bos_token,
+            "add_eos_token": tok.add_eos_token,
+            "default_padding_side": type(tok).padding_side,
+            "truncation_side": tok.truncation_side,
+            "vocab_size": len(tok),
+            "prompts": rows,
+        }
+    }
+
+
+def sana_references(dst, src):
+    from optimum.onnxruntime.modeling_diffusion import ORTSanaPipeline  # not exported by optimum.onnxruntime
+
+    pipe = ORTSanaPipeline.from_pretrained(str(dst), provider="CPUExecutionProvider")
+    pipe.set_progress_bar_config(disable=True)
+    ref = fresh_ref(dst)
+    chi = sana_default_chi()
+    vsf = pipe.vae_scale_factor
+    g = torch.Generator().manual_seed(SEED + 707)
+    latents = torch.randn(len(PROMPTS), SANA_LATENT_CHANNELS, SANA_HEIGHT // vsf, SANA_WIDTH // vsf, generator=g,
+                          dtype=torch.float32)
+    rec = Recorder(pipe, ["text_encoder", "transformer", "vae_decoder"])
+    out = {
+        "pipeline": type(pipe).__name__,
+        "prompts": PROMPTS,
+        "negative_prompt": NEGATIVE_PROMPT,
+        "num_inference_steps": STEPS,
+        "height": SANA_HEIGHT,
+        "width": SANA_WIDTH,
+        "max_sequence_length": T5_MAX_LENGTH,
+        "use_resolution_binning": False,
+        "complex_human_instruction": chi,
+        "complex_human_instruction_note": "the pipeline's default (pipeline_sana.py:755-764), passed explicitly",
+        "chi_prompt": "\n".join(chi),
+        "scheduler": base.plain_config(pipe.scheduler.config),
+        "vae": {
+            "scaling_factor": pipe.vae.config["scaling_factor"],
+            "shift_factor": pipe.vae.config.get("shift_factor"),
+            "latent_channels": pipe.vae.config["latent_channels"],
+            "encoder_block_out_channels": list(pipe.vae.config["encoder_block_out_channels"]),
+            "decoder_block_out_channels": list(pipe.vae.config["decoder_block_out_channels"]),
+            "vae_scale_factor": vsf,
+            "decode": "vae_decoder(latent_sample = latents / scaling_factor); no shift",
+        },
+        "transformer_timestep_scale": pipe.transformer.config["timestep_scale"],
+        "initial_latents": base.save_npy(ref / "initial_latents.npy", latents.numpy()),
+        "note": (
+            "latents= is initial_latents [2,4,16,32] as is. use_resolution_binning=False. guidance_scale 1.0 runs no "
+            "CFG (batch 2); 4.5 runs CFG with batch 4 = [negative x2, prompt x2], the negative encoded without the "
+            "complex human instruction and without select_index. images: output_type='np', NHWC, "
+            "clamp(decoded/2+0.5, 0, 1), [2,32,64,3]. final_latents: output_type='latent' [2,4,16,32]. "
+            "step_latents[i]: latents after step i. transformer_step0: the exact ORT feed and output at step 0. "
+            "vae_decoder_call (case g4.5): feed = final_latents / scaling_factor."
+        ),
+        "cases": [],
+    }
+    te_calls = None
+    for tag, gs in [("g1", 1.0), (f"g{SANA_GUIDANCE:g}", SANA_GUIDANCE)]:
+        steps = []
+
+        def grab(p, i, t, kw, steps=steps):
+            steps.append((float(t), kw["latents"].detach().clone().numpy()))
+            return kw
+
+        kwargs = dict(
+            prompt=PROMPTS,
+            negative_prompt=NEGATIVE_PROMPT,
+            num_inference_steps=STEPS,
+            guidance_scale=gs,
+            height=SANA_HEIGHT,
+            width=SANA_WIDTH,
+            max_sequence_length=T5_MAX_LENGTH,
+            complex_human_instruction=chi,
+            use_resolution_binning=False,
+            latents=latents.clone(),
+        )
+        rec.clear()
+        images = pipe(**kwargs, output_type="np", callback_on_step_end=grab).images
+        calls = {k: list(v) for k, v in rec.calls.items()}
+        sched = sched_state(pipe)
+        final = pipe(**kwargs, output_type="latent").images
+        final = final.numpy() if isinstance(final, torch.Tensor) else np.asarray(final)
+        assert np.array_equal(final, steps[-1][1]), "latent run differs from the image run's last step"
+        cfg = gs > 1
+        assert len(calls["text_encoder"]) == (2 if cfg else 1)
+        assert len(calls["transformer"]) == STEPS and len(calls["vae_decoder"]) == 1
+        case = {
+            "name": tag,
+            "guidance_scale": gs,
+            "do_classifier_free_guidance": cfg,
+            **sched,
+            "images": base.save_npy(ref / f"{tag}_images.npy", np.asarray(images, dtype=np.float32)),
+            "final_latents": base.save_npy(ref / f"{tag}_final_latents.npy", final),
+            "step_latents": base.save_npy(ref / f"{tag}_step_latents.npy", np.stack([s for _, s in steps])),
+            "transformer_timesteps_fed": [float(c[0]["timestep"].reshape(-1)[0]) for c in calls["transformer"]],
+            "transformer_step0": save_call(ref, f"{tag}_transformer_step0", calls["transformer"][0]),
+            "image_stats": {"min": float(np.min(images)), "max": float(np.max(images)), "mean": float(np.mean(images))},
+        }
+        if cfg:
+            te_calls = calls["text_encoder"]
+            case["vae_decoder_call"] = save_call(ref, f"{tag}_vae_decoder", calls["vae_decoder"][0])
+            expect = final / pipe.vae.config["scaling_factor"]
+            assert np.allclose(calls["vae_decoder"][0][0]["latent_sample"], expect, rtol=1e-6, atol=1e-6)
+        out["cases"].append(case)
+        print(f"  sana {tag}: timesteps {[round(t, 2) for t in sched['timesteps']]}, images in "
+              f"[{case['image_stats']['min']:.3f}, {case['image_stats']['max']:.3f}]")
+    rec.restore()
+    out["text_encoders"], tok = sana_text_encoder_references(dst, src, ref, chi)
+    check_sana_feeds(out, latents.numpy(), te_calls)
+    out["tokenizers"] = sana_tokenizer_references(tok, dst)
+    base.write_json(ref / "reference.json", out)
+
+
+def check_sana_feeds(out, latents, te_calls):
+    """The pipeline's text-encoder feeds are what sana_tokenize builds; the transformer gets [negative x2 (no select),
+    prompts[:, select_index]] (CFG) or the prompts alone, masks the same way, timestep = t * timestep_scale."""
+    b = out["text_encoders"]["batches"]
+    sel = out["text_encoders"]["select_index"]
+    pos_feed, neg_feed = te_calls[0][0], te_calls[1][0]
+    assert np.array_equal(pos_feed["input_ids"], np.array(b["prompts"]["input_ids"]))
+    assert np.array_equal(pos_feed["attention_mask"], np.array(b["prompts"]["attention_mask"]))
+    assert np.array_equal(neg_feed["input_ids"], np.array(b["negative"]["input_ids"])[[0, 0]])
+    assert np.array_equal(neg_feed["attention_mask"], np.array(b["negative"]["attention_mask"])[[0, 0]])
+    pos = _load(b["prompts"]["outputs"]["last_hidden_state"])[:, sel]
+    pos_mask = np.array(b["prompts"]["attention_mask"])[:, sel]
+    neg = _load(b["negative"]["outputs"]["last_hidden_state"])[[0, 0]]
+    neg_mask = np.array(b["negative"]["attention_mask"])[[0, 0]]
+    for case in out["cases"]:
+        feed = {k: _load(v) for k, v in case["transformer_step0"]["inputs"].items()}
+        if case["do_classifier_free_guidance"]:
+            ehs, mask, x = np.concatenate([neg, pos]), np.concatenate([neg_mask, pos_mask]), np.concatenate([latents] * 2)
+        else:
+            ehs, mask, x = pos, pos_mask, latents
+        assert np.allclose(feed["encoder_hidden_states"], ehs, rtol=0, atol=1e-6), case["name"]
+        assert np.array_equal(feed["encoder_attention_mask"], mask) and feed["encoder_attention_mask"].dtype == np.int64
+        assert np.array_equal(feed["hidden_states"], x)
+        t0 = np.float32(case["timesteps"][0] * out["transformer_timestep_scale"])
+        assert feed["timestep"].shape == (x.shape[0],) and np.all(feed["timestep"] == t0)
+
+
 def _load(entry):
     return np.load(HERE / entry["file"])
 
@@ -819,7 +1062,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", type=Path, default=None, help="where the diffusers pipelines are saved (a temp dir)")
     ap.add_argument("--skip-references", action="store_true")
-    ap.add_argument("--skip-sana-check", action="store_true", help="do not try to export a tiny SanaPipeline")
+    ap.add_argument("--skip-sana", "--skip-sana-check", action="store_true", help="do not build/export sana/")
     args = ap.parse_args()
     torch.set_num_threads(min(4, os.cpu_count() or 1))
     started = time.time()
@@ -848,11 +1091,16 @@ def main():
         flux_references(HERE / "flux")
     ref_seconds = time.time() - started - export_seconds
 
-    sana = None
-    if not args.skip_sana_check:
-        print("checking Sana")
-        sana = check_sana(work, t5_tok)
-        print("  sana:", "exported" if sana.get("exported") else sana.get("error"))
+    names = ["sd3", "flux"]
+    if not args.skip_sana:
+        print("exporting sana")
+        sana_src = build_sana(work, t5_tok)
+        base.export_optimum(sana_src, HERE / "sana")
+        names.append("sana")
+        if not args.skip_references:
+            print("references (sana)")
+            sana_references(HERE / "sana", sana_src)
+    sana_seconds = time.time() - started - export_seconds - ref_seconds
 
     manifest = {
         "generated_by": "tests/data/pipelines/make_flow.py",
@@ -862,7 +1110,7 @@ def main():
         "pipelines": {},
     }
     total = 0
-    for name in ["sd3", "flux"]:
+    for name in names:
         files, models = base.describe_dir(HERE / name)
         ref_files = file_table(HERE / name / "reference")
         ref_files = {f"reference/{k}": v for k, v in ref_files.items()}
@@ -876,14 +1124,12 @@ def main():
             "reference_files": ref_files,
         }
     manifest["total_bytes"] = total
-    if sana is not None:
-        manifest["sana_check"] = sana
     base.write_json(HERE / "manifest_flow.json", manifest)
     if args.work is None:
         shutil.rmtree(work)
     print(
         f"done in {time.time() - started:.0f} s (build and export {export_seconds:.0f} s, references "
-        f"{ref_seconds:.0f} s); {total / 1e6:.2f} MB here"
+        f"{ref_seconds:.0f} s, sana {sana_seconds:.0f} s); {total / 1e6:.2f} MB here"
     )
 
 
