@@ -103,6 +103,23 @@ pub trait Denoiser: Send {
     }
 }
 
+/// [`batch_size`], and that `out` holds as many values as `sample`.
+pub(crate) fn checked_batch(
+    sample: &[f32],
+    out: &[f32],
+    shape: [usize; 3],
+    timesteps: usize,
+) -> Result<usize, DenoiseError> {
+    let b = batch_size(sample.len(), shape, timesteps)?;
+    if out.len() != sample.len() {
+        return Err(DenoiseError::OutputLength {
+            expected: sample.len(),
+            got: out.len(),
+        });
+    }
+    Ok(b)
+}
+
 /// Checks that `sample` is a whole batch of `shape` with one timestep per item; returns the batch size.
 pub(crate) fn batch_size(
     sample_len: usize,

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use super::condition::Condition;
-use super::denoiser::{DenoiseError, Denoiser, DenoiserInfo, batch_size};
+use super::denoiser::{DenoiseError, Denoiser, DenoiserInfo, checked_batch};
 use super::error::EngineError;
 use super::floats::read_floats;
 use super::packing::TypedBuf;
@@ -204,13 +204,7 @@ impl Denoiser for FluxDenoiser {
         rows: &[usize],
         out: &mut [f32],
     ) -> Result<(), DenoiseError> {
-        let b = batch_size(sample.len(), self.shape, timesteps.len())?;
-        if out.len() != sample.len() {
-            return Err(DenoiseError::OutputLength {
-                expected: sample.len(),
-                got: out.len(),
-            });
-        }
+        let b = checked_batch(sample, out, self.shape, timesteps.len())?;
         let Text {
             states,
             tokens,

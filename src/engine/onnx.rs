@@ -8,7 +8,7 @@ use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, SessionOutputs};
 
 use super::condition::{Condition, ItemTensor, check_fits, fixed_item_shape};
-use super::denoiser::{DenoiseError, Denoiser, DenoiserInfo, batch_size};
+use super::denoiser::{DenoiseError, Denoiser, DenoiserInfo, checked_batch};
 use super::error::EngineError;
 use super::floats::read_floats;
 use super::model_file::check_model_file;
@@ -492,13 +492,7 @@ impl Denoiser for OnnxDenoiser {
         rows: &[usize],
         out: &mut [f32],
     ) -> Result<(), DenoiseError> {
-        batch_size(sample.len(), self.roles.sample_shape, timesteps.len())?;
-        if out.len() != sample.len() {
-            return Err(DenoiseError::OutputLength {
-                expected: sample.len(),
-                got: out.len(),
-            });
-        }
+        checked_batch(sample, out, self.roles.sample_shape, timesteps.len())?;
         let available = self.conditions.len().max(1);
         if rows.len() != timesteps.len() || rows.iter().any(|&r| r >= available) {
             return Err(DenoiseError::Condition(format!(

@@ -164,6 +164,7 @@ impl Experiment {
             dir: path.parent().unwrap_or(Path::new(".")),
             warnings: Vec::new(),
             has_negative_prompt: false,
+            flux: false,
         };
         let name = file.name.clone().unwrap_or_else(|| {
             path.file_stem()
@@ -238,6 +239,8 @@ struct Reading<'a> {
     warnings: Vec<ExperimentWarning>,
     /// Whether `[conditioning]` gives a negative prompt (FLUX's true CFG needs one).
     has_negative_prompt: bool,
+    /// Whether the model is a FLUX pipeline folder.
+    flux: bool,
 }
 
 impl Reading<'_> {
@@ -494,7 +497,7 @@ impl Reading<'_> {
         self.edm_on_vp(i, s, &resolved, base, source);
         let steps = self.steps(i, s, &resolved)?;
         let (guidance, guidance_rescale) = self.guidance(i, s, source)?;
-        let true_cfg_scale = self.true_cfg_scale(i, s, source)?;
+        let true_cfg_scale = self.true_cfg_scale(i, s)?;
         if let Some(n) = &s.samples {
             self.check_samples(n, &key("samples"), seeds)?;
         }
@@ -699,22 +702,12 @@ impl Reading<'_> {
 
     /// `true_cfg_scale`: FLUX's classifier-free guidance on top of the guidance it embeds, as FluxPipeline runs it
     /// (a finite scale ≥ 1, with a negative prompt, on a FLUX pipeline folder).
-    fn true_cfg_scale(
-        &self,
-        i: usize,
-        s: &SamplerSection,
-        source: &ModelSource,
-    ) -> Result<f64, ExperimentError> {
+    fn true_cfg_scale(&self, i: usize, s: &SamplerSection) -> Result<f64, ExperimentError> {
         let Some(t) = &s.true_cfg_scale else {
             return Ok(1.0);
         };
         let key = format!("sampler[{i}].true_cfg_scale");
-        let flux = match source {
-            ModelSource::Pipeline(dir) => crate::engine::pipeline_folder::read_pipeline(dir)
-                .is_ok_and(|p| p.family == crate::engine::pipeline_folder::Family::Flux),
-            _ => false,
-        };
-        let problem = if !flux {
+        let problem = if !self.flux {
             Some(
                 "true_cfg_scale is FLUX's classifier-free guidance beside the guidance it embeds; on this model \
                   `guidance` is classifier-free guidance",

@@ -24,6 +24,7 @@ impl Reading<'_> {
     ) -> Result<(ModelSpec, Map<String, Value>), ExperimentError> {
         let source = self.source(m)?;
         let prediction_type = self.prediction_type(m)?;
+        self.flux = is_flux(&source);
         let (scheduler_config, base) = self.schedule(m, &source, prediction_type)?;
         let sample_shape = match &m.sample_shape {
             Some(s) => {
@@ -137,12 +138,8 @@ impl Reading<'_> {
         if let Some(p) = prediction_type {
             base.insert("prediction_type".into(), p.name().into());
         }
-        if let ModelSource::Pipeline(dir) = source {
-            flux_timesteps(
-                dir,
-                m.sample_shape.as_ref().map(|s| *s.get_ref()),
-                &mut base,
-            );
+        if self.flux {
+            flux_timesteps(m.sample_shape.as_ref().map(|s| *s.get_ref()), &mut base);
         }
         Ok((scheduler_config, base))
     }
@@ -347,19 +344,19 @@ impl Reading<'_> {
     }
 }
 
+/// Whether the model is a FLUX pipeline folder.
+fn is_flux(source: &ModelSource) -> bool {
+    match source {
+        ModelSource::Pipeline(dir) => crate::engine::pipeline_folder::read_pipeline(dir)
+            .is_ok_and(|p| p.family == crate::engine::pipeline_folder::Family::Flux),
+        _ => false,
+    }
+}
+
 /// What `FluxPipeline` passes its scheduler besides the config: its own sigmas, `linspace(1, 1/n, n)`, and
 /// under dynamic shifting the `mu` of the image size, from the packed token count (H/16 · W/16) as its
 /// `calculate_shift`. Added to the base config of a FLUX pipeline folder, where the sampler's keys take them.
-fn flux_timesteps(
-    dir: &std::path::Path,
-    sample_shape: Option<[usize; 3]>,
-    base: &mut Map<String, Value>,
-) {
-    let is_flux = crate::engine::pipeline_folder::read_pipeline(dir)
-        .is_ok_and(|p| p.family == crate::engine::pipeline_folder::Family::Flux);
-    if !is_flux {
-        return;
-    }
+fn flux_timesteps(sample_shape: Option<[usize; 3]>, base: &mut Map<String, Value>) {
     base.insert("sigmas".into(), "flux".into());
     if base.get("use_dynamic_shifting") != Some(&Value::Bool(true)) {
         return;
