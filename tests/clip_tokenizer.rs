@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use difflab::engine::clip_tokenizer::ClipTokenizer;
+use difflab::engine::clip_tokenizer::{ClipTokenizer, TokenizerKind};
 use serde_json::Value;
 
 fn pipelines() -> PathBuf {
@@ -100,4 +100,41 @@ fn sd3_tokenizers_equal_transformers_t5_at_max_sequence_length() {
         }
     }
     assert_eq!(checked, 36, "three tokenizers × twelve prompts");
+}
+
+/// Sana's Gemma tokenizer from its folder equals transformers' `GemmaTokenizerFast` as the pipeline calls it
+/// (BOS, no EOS, right padding to 16, truncation keeping the first tokens), on the raw prompts and on the
+/// pipeline's lowercased, stripped text.
+#[test]
+fn sana_gemma_tokenizer_equals_transformers() {
+    let path = pipelines().join("sana/reference/reference.json");
+    let reference: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut tokenizer = ClipTokenizer::from_folder(&pipelines().join("sana/tokenizer")).unwrap();
+    assert_eq!(tokenizer.kind(), TokenizerKind::Gemma);
+    tokenizer.set_max_length(reference["max_sequence_length"].as_u64().unwrap() as usize);
+    let cases = reference["tokenizers"]["tokenizer"]["prompts"]
+        .as_array()
+        .unwrap();
+    for case in cases {
+        for (text, ids_key, mask_key) in [
+            (&case["prompt"], "ids", "attention_mask"),
+            (
+                &case["pipeline_text"],
+                "pipeline_ids",
+                "pipeline_attention_mask",
+            ),
+        ] {
+            let text = text.as_str().unwrap();
+            let tokens = tokenizer.encode(text).unwrap();
+            assert_eq!(tokens.ids, ids(&case[ids_key]), "{text:?}");
+            assert_eq!(tokens.attention_mask, ids(&case[mask_key]), "{text:?}");
+        }
+    }
+    assert_eq!(cases.len(), 12);
+    let long = cases
+        .iter()
+        .find(|c| c["untruncated_length"].as_u64() > Some(16))
+        .unwrap();
+    let cut = tokenizer.cut_off(long["prompt"].as_str().unwrap()).unwrap();
+    assert!(cut.is_some_and(|c| !c.is_empty()));
 }

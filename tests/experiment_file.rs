@@ -175,7 +175,7 @@ fn values_out_of_bounds_and_jargon_become_plain_errors() {
         (
             format!("{GOOD}[model.roles]\nsampel = \"x\"\n"),
             format!("{p}:15:1: `model.roles`"),
-            "unknown role `sampel`; the roles are sample, timestep, class_labels, conditioning, text_embeds, time_ids, timestep_cond, output; did you mean `sample`?",
+            "unknown role `sampel`; the roles are sample, timestep, class_labels, conditioning, text_embeds, time_ids, timestep_cond, text_mask, output; did you mean `sample`?",
         ),
         (
             GOOD.replace("steps = 8", "steps = 8\nsamples = 1"),

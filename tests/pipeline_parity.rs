@@ -12,8 +12,8 @@
 use std::path::{Path, PathBuf};
 
 use difflab::engine::{
-    Condition, Denoiser, OnnxDenoiser, OnnxOptions, PromptEmbedding, TextEncoder, VaeDecoder,
-    encode_prompts,
+    Condition, Denoiser, OnnxDenoiser, OnnxOptions, PromptEmbedding, PromptOptions, PromptSide,
+    TextEncoder, VaeDecoder, encode_prompts,
 };
 use difflab::lab::guidance::guide;
 use difflab::sampler::{SamplerConfig, SeededNoise};
@@ -105,9 +105,12 @@ fn text_encoders_match_onnx_runtime_in_python() {
 /// Prompt embeddings and the unconditional one as the pipelines make them.
 fn conditions(folder: &str, case: &Value, prompts: &[&str]) -> (Vec<Condition>, usize) {
     let mut encoders = encoders(folder);
-    let embeds = encode_prompts(&mut encoders, prompts).unwrap();
+    let options = PromptOptions::default();
+    let embeds = encode_prompts(&mut encoders, prompts, &options, PromptSide::Prompt).unwrap();
     let uncond: PromptEmbedding = match case["negative_prompt"].as_str() {
-        Some(neg) => encode_prompts(&mut encoders, &[neg]).unwrap().remove(0),
+        Some(neg) => encode_prompts(&mut encoders, &[neg], &options, PromptSide::Negative)
+            .unwrap()
+            .remove(0),
         None => embeds[0].zeros_like(),
     };
     let mut table: Vec<Condition> = embeds.iter().map(|e| e.condition(64, 64)).collect();
@@ -356,4 +359,112 @@ fn a_tokenizer_larger_than_an_encoder_without_config_is_named_at_encode_time() {
         encoder.encode(&["a cat"]).is_ok(),
         "ids within the table still encode"
     );
+}
+
+/// Sana's prompts (the default complex human instruction, lowercased, BOS and the last 15 of 867 tokens kept)
+/// and its negative prompt (no instruction, 16 tokens as they are) give exactly the states and masks
+/// ORTSanaPipeline fed its transformer: [negative ×2, prompt ×2] in the guided case.
+#[test]
+fn sana_prompts_and_negative_prompt_are_the_transformers_feed() {
+    let reference = reference("sana");
+    let case = &reference["cases"][1];
+    let feed = &case["transformer_step0"]["inputs"];
+    let states = npy(&data().join(feed["encoder_hidden_states"]["file"].as_str().unwrap()));
+    let mask: ArrayD<i64> =
+        read_npy(data().join(feed["encoder_attention_mask"]["file"].as_str().unwrap())).unwrap();
+    let prompts: Vec<&str> = reference["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    let options = PromptOptions {
+        max_sequence_length: Some(16),
+        instruction: Some(difflab::engine::DEFAULT_INSTRUCTION.join("\n")),
+    };
+    let mut encoders = encoders("sana");
+    let negative = reference["negative_prompt"].as_str().unwrap();
+    let neg = encode_prompts(&mut encoders, &[negative], &options, PromptSide::Negative).unwrap();
+    let pos = encode_prompts(&mut encoders, &prompts, &options, PromptSide::Prompt).unwrap();
+    let rows = [&neg[0], &neg[0], &pos[0], &pos[1]];
+    let per = 16 * 8;
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row.hidden_states.shape, vec![16, 8]);
+        let diff = max_abs_diff(&row.hidden_states.data, &states[i * per..(i + 1) * per]);
+        assert!(diff < 1e-5, "row {i}: states differ by {diff}");
+        let got: Vec<i64> = row
+            .text_mask
+            .as_ref()
+            .unwrap()
+            .data
+            .iter()
+            .map(|&m| m as i64)
+            .collect();
+        let want: Vec<i64> = mask.iter().skip(i * 16).take(16).copied().collect();
+        assert_eq!(got, want, "row {i}: mask");
+    }
+}
+
+/// With `complex_human_instruction = false` Sana's prompts go to Gemma as they are (lowercased, 16 tokens, all
+/// kept), as the pipeline encodes them with `complex_human_instruction=None`.
+#[test]
+fn sana_prompts_without_the_instruction_are_encoded_as_they_are() {
+    let reference = reference("sana");
+    let batch = &reference["text_encoders"]["batches"]["prompts_no_chi"];
+    let want = npy(&data().join(
+        batch["outputs"]["last_hidden_state"]["file"]
+            .as_str()
+            .unwrap(),
+    ));
+    let options = PromptOptions {
+        max_sequence_length: Some(16),
+        instruction: None,
+    };
+    let mut encoders = encoders("sana");
+    let got = encode_prompts(
+        &mut encoders,
+        &["A Red Circle ", "a cat"],
+        &options,
+        PromptSide::Prompt,
+    )
+    .unwrap();
+    let got: Vec<f32> = got
+        .iter()
+        .flat_map(|e| e.hidden_states.data.clone())
+        .collect();
+    assert!(max_abs_diff(&got, &want) < 1e-5);
+}
+
+/// A Sana prompt is cut where the pipeline cuts it, after the instruction: the instruction's tokens (with BOS)
+/// plus `max_sequence_length - 2`, and the instruction's trailing space joins the prompt's first word, so a
+/// prompt keeps 15 tokens of its own with or without the instruction, as a negative prompt does (BOS and 15).
+#[test]
+fn sana_prompts_are_cut_after_the_instruction() {
+    let mut encoders = encoders("sana");
+    let words = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen";
+    let with = PromptOptions {
+        max_sequence_length: Some(16),
+        instruction: Some(difflab::engine::DEFAULT_INSTRUCTION.join("\n")),
+    };
+    let without = PromptOptions {
+        instruction: None,
+        ..with.clone()
+    };
+    let cut = |options: &PromptOptions, side| {
+        let (max, cut) = difflab::engine::cut_off(&encoders, words, options, side).unwrap();
+        assert_eq!(max, 16);
+        cut
+    };
+    let prompt_cut = cut(&with, PromptSide::Prompt);
+    let negative_cut = cut(&with, PromptSide::Negative);
+    let bare_cut = cut(&without, PromptSide::Prompt);
+    assert_eq!(negative_cut, bare_cut);
+    assert_eq!(prompt_cut, bare_cut);
+    assert!(
+        words.ends_with(&prompt_cut) && prompt_cut.len() < words.len() / 2,
+        "{prompt_cut:?}"
+    );
+    // What is cut is what the transformer does not see.
+    let kept = encode_prompts(&mut encoders, &[words], &without, PromptSide::Prompt).unwrap();
+    assert_eq!(kept[0].text_mask.as_ref().unwrap().data, vec![1.0; 16]);
 }

@@ -1,9 +1,11 @@
-//! CLIP's tokenizer (and T5's, which SD3 and Flux pair with it), from a pipeline's own tokenizer folder:
+//! CLIP's tokenizer (and T5's, which SD3 and Flux pair with it, and Gemma's, Sana's), from a pipeline's own
+//! tokenizer folder:
 //! `tokenizer.json` when the export has one, else the files transformers' `CLIPTokenizer` reads
 //! (vocab.json, merges.txt and tokenizer_config.json), put together as transformers' converter does for
 //! `CLIPTokenizerFast`. Max length, padding, BOS and EOS come from the folder, never from constants: SD 1.x
 //! pads with `<|endoftext|>`, SD 2.x and SDXL's second tokenizer with `!`, T5 with `<pad>`; a pipeline may
-//! set T5's length (`max_sequence_length`).
+//! set T5's length (`max_sequence_length`). Gemma adds a BOS and no EOS, so truncation keeps the first tokens;
+//! its folder gives no usable length, which Sana's pipeline always sets.
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +29,21 @@ pub struct Tokens {
     pub attention_mask: Vec<i64>,
 }
 
+/// Which tokenizer family a folder holds, from its `tokenizer_class`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenizerKind {
+    /// BOS, tokens, EOS; HTML entities undone first (ftfy), as transformers' `CLIPTokenizer` does.
+    Clip,
+    /// Tokens and `</s>`, padded with `<pad>`.
+    T5,
+    /// BOS and tokens, no EOS (Sana's Gemma 2).
+    Gemma,
+}
+
+/// Sana's default `max_sequence_length`, for a Gemma folder whose `model_max_length` is transformers' "no
+/// limit" sentinel.
+const GEMMA_DEFAULT_LENGTH: usize = 300;
+
 /// A CLIP tokenizer padding and truncating to the model's length, as diffusers calls it
 /// (`padding="max_length", truncation=True`).
 pub struct ClipTokenizer {
@@ -34,8 +51,7 @@ pub struct ClipTokenizer {
     max_length: usize,
     pad_id: u32,
     eos_id: u32,
-    /// CLIP's tokenizers undo HTML entities first (ftfy); T5's do not.
-    unescape: bool,
+    kind: TokenizerKind,
 }
 
 impl ClipTokenizer {
@@ -65,21 +81,37 @@ impl ClipTokenizer {
                 .token_to_id(&text)
                 .ok_or_else(|| fail(format!("its {key} {text:?} is not in the vocabulary")))
         };
+        let class = config.get("tokenizer_class").and_then(Value::as_str);
+        let kind = match class {
+            Some(c) if c.starts_with("T5") => TokenizerKind::T5,
+            Some(c) if c.starts_with("Gemma") => TokenizerKind::Gemma,
+            _ => TokenizerKind::Clip,
+        };
         let max_length = config
             .get("model_max_length")
             .and_then(Value::as_u64)
             .filter(|&n| (2..=1 << 16).contains(&n))
-            .ok_or_else(|| {
-                fail("tokenizer_config.json gives no model_max_length (77 for CLIP)".into())
-            })?;
-        let class = config.get("tokenizer_class").and_then(Value::as_str);
+            .map(|n| n as usize);
+        let max_length = match (max_length, kind) {
+            (Some(n), _) => n,
+            (None, TokenizerKind::Gemma) => GEMMA_DEFAULT_LENGTH,
+            (None, _) => {
+                return Err(fail(
+                    "tokenizer_config.json gives no model_max_length (77 for CLIP)".into(),
+                ));
+            }
+        };
         Ok(Self {
-            max_length: max_length as usize,
+            max_length,
             pad_id: token("pad_token")?,
             eos_id: token("eos_token")?,
-            unescape: !class.is_some_and(|c| c.starts_with("T5")),
+            kind,
             tokenizer,
         })
+    }
+
+    pub fn kind(&self) -> TokenizerKind {
+        self.kind
     }
 
     pub fn max_length(&self) -> usize {
@@ -94,7 +126,12 @@ impl ClipTokenizer {
 
     /// Whether this is a T5 tokenizer (no BOS, `</s>` at the end, padded with `<pad>`).
     pub fn is_t5(&self) -> bool {
-        !self.unescape
+        self.kind == TokenizerKind::T5
+    }
+
+    /// Whether truncation keeps the EOS at the end (CLIP and T5; Gemma adds none).
+    fn ends_with_eos(&self) -> bool {
+        self.kind != TokenizerKind::Gemma
     }
 
     pub fn pad_id(&self) -> u32 {
@@ -110,8 +147,12 @@ impl ClipTokenizer {
     pub fn encode(&self, prompt: &str) -> Result<Tokens, String> {
         let mut ids = self.untruncated(prompt)?;
         if ids.len() > self.max_length {
-            ids.truncate(self.max_length - 1);
-            ids.push(self.eos_id);
+            if self.ends_with_eos() {
+                ids.truncate(self.max_length - 1);
+                ids.push(self.eos_id);
+            } else {
+                ids.truncate(self.max_length);
+            }
         }
         let real = ids.len();
         ids.resize(self.max_length, self.pad_id);
@@ -124,11 +165,19 @@ impl ClipTokenizer {
     /// The text `encode` cuts off a prompt longer than the max length, as diffusers shows it in its
     /// warning (the tokens between the kept ones and the EOS, decoded); `None` when the prompt fits.
     pub fn cut_off(&self, prompt: &str) -> Result<Option<String>, String> {
+        self.cut_off_at(prompt, self.max_length)
+    }
+
+    /// [`Self::cut_off`] at `max_length` tokens.
+    pub fn cut_off_at(&self, prompt: &str, max_length: usize) -> Result<Option<String>, String> {
         let ids = self.untruncated(prompt)?;
-        if ids.len() <= self.max_length {
+        if ids.len() <= max_length {
             return Ok(None);
         }
-        let cut = &ids[self.max_length - 1..ids.len() - 1];
+        let cut = match self.ends_with_eos() {
+            true => &ids[max_length - 1..ids.len() - 1],
+            false => &ids[max_length..],
+        };
         let text = self
             .tokenizer
             .decode(cut, true)
@@ -137,12 +186,16 @@ impl ClipTokenizer {
         Ok(Some(text.replace("</w>", " ").trim().to_string()))
     }
 
+    /// The number of tokens `text` takes with its special tokens, untruncated (Sana's instruction prefix).
+    pub fn count(&self, text: &str) -> Result<usize, String> {
+        self.untruncated(text).map(|ids| ids.len())
+    }
+
     /// BOS, the prompt's tokens and EOS, however many.
     fn untruncated(&self, prompt: &str) -> Result<Vec<u32>, String> {
-        let text = if self.unescape {
-            unescape_html(prompt)
-        } else {
-            prompt.into()
+        let text = match self.kind {
+            TokenizerKind::Clip => unescape_html(prompt),
+            _ => prompt.into(),
         };
         let encoding = self
             .tokenizer

@@ -1,5 +1,5 @@
 //! What a batch item is conditioned on besides its sample and timestep: a class label, text-encoder hidden
-//! states, SDXL's pooled text embeddings and time ids, an LCM guidance embedding. A denoiser holds a table of
+//! states and their attention mask, SDXL's pooled text embeddings and time ids, an LCM guidance embedding. A denoiser holds a table of
 //! [`Condition`]s and each batch item names its row, so a classifier-free-guidance batch [uncond; cond] is
 //! two rows, not two copies of every tensor.
 
@@ -41,23 +41,26 @@ pub struct Condition {
     pub time_ids: Option<ItemTensor>,
     /// LCM's guidance-scale embedding (`timestep_cond`).
     pub timestep_cond: Option<ItemTensor>,
+    /// Which tokens of `hidden_states` are real (1.0) or padding (0.0), for models that take the mask (Sana).
+    pub text_mask: Option<ItemTensor>,
 }
 
 impl Condition {
-    /// The value for a float conditioning role.
+    /// The value for a tensor conditioning role.
     pub fn tensor(&self, role: Role) -> Option<&ItemTensor> {
         match role {
             Role::Conditioning => self.hidden_states.as_ref(),
             Role::TextEmbeds => self.text_embeds.as_ref(),
             Role::TimeIds => self.time_ids.as_ref(),
             Role::TimestepCond => self.timestep_cond.as_ref(),
+            Role::TextMask => self.text_mask.as_ref(),
             _ => None,
         }
     }
 
     /// The roles this condition gives a value for.
     pub fn roles(&self) -> Vec<Role> {
-        let mut roles: Vec<Role> = Role::FLOAT_CONDITIONS
+        let mut roles: Vec<Role> = Role::TENSOR_CONDITIONS
             .into_iter()
             .filter(|&r| self.tensor(r).is_some())
             .collect();

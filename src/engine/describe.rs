@@ -23,7 +23,7 @@ pub fn use_of(inputs: &[TensorSpec], outputs: &[TensorSpec]) -> Option<&'static 
         } else if has(&outs, "pooler_output") {
             "a text encoder (FLUX's CLIP): prompts → its pooled output"
         } else if outputs.len() == 1 {
-            "a text encoder (T5 for SD3 and FLUX): prompts → hidden states"
+            "a text encoder (T5 for SD3 and FLUX, Gemma 2 for Sana): prompts → hidden states"
         } else {
             "a text encoder: prompts → hidden states (encoder_hidden_states for the U-Net)"
         }

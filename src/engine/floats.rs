@@ -8,7 +8,8 @@ use ort::value::{DynValue, TensorElementType, ValueType};
 use super::packing::{tensor_owned, tensor_view};
 use super::roles::ElemType;
 
-/// A float tensor being packed item by item in the element type of the input it feeds.
+/// A float tensor being packed item by item in the element type of the input it feeds; an integer input (a
+/// text attention mask) gets the values rounded.
 #[derive(Default)]
 pub(super) struct FloatBuf {
     elem: Option<ElemType>,
@@ -16,16 +17,20 @@ pub(super) struct FloatBuf {
     f16: Vec<f16>,
     bf16: Vec<bf16>,
     f64: Vec<f64>,
+    i64: Vec<i64>,
+    i32: Vec<i32>,
 }
 
 impl FloatBuf {
-    /// Empties the buffer for an input of element type `elem` (a non-float type packs as float32).
+    /// Empties the buffer for an input of element type `elem` (an unknown type packs as float32).
     pub fn reset(&mut self, elem: ElemType) {
         self.elem = Some(elem);
         self.f32.clear();
         self.f16.clear();
         self.bf16.clear();
         self.f64.clear();
+        self.i64.clear();
+        self.i32.clear();
     }
 
     pub fn push(&mut self, values: &[f32]) {
@@ -33,6 +38,8 @@ impl FloatBuf {
             Some(ElemType::F16) => self.f16.extend(values.iter().map(|&v| f16::from_f32(v))),
             Some(ElemType::Bf16) => self.bf16.extend(values.iter().map(|&v| bf16::from_f32(v))),
             Some(ElemType::F64) => self.f64.extend(values.iter().map(|&v| f64::from(v))),
+            Some(ElemType::I64) => self.i64.extend(values.iter().map(|&v| v.round() as i64)),
+            Some(ElemType::I32) => self.i32.extend(values.iter().map(|&v| v.round() as i32)),
             _ => self.f32.extend_from_slice(values),
         }
     }
@@ -42,6 +49,8 @@ impl FloatBuf {
             Some(ElemType::F16) => self.f16.resize(self.f16.len() + n, f16::ZERO),
             Some(ElemType::Bf16) => self.bf16.resize(self.bf16.len() + n, bf16::ZERO),
             Some(ElemType::F64) => self.f64.resize(self.f64.len() + n, 0.0),
+            Some(ElemType::I64) => self.i64.resize(self.i64.len() + n, 0),
+            Some(ElemType::I32) => self.i32.resize(self.i32.len() + n, 0),
             _ => self.f32.resize(self.f32.len() + n, 0.0),
         }
     }
@@ -52,6 +61,8 @@ impl FloatBuf {
             Some(ElemType::F16) => self.f16.extend_from_within(range),
             Some(ElemType::Bf16) => self.bf16.extend_from_within(range),
             Some(ElemType::F64) => self.f64.extend_from_within(range),
+            Some(ElemType::I64) => self.i64.extend_from_within(range),
+            Some(ElemType::I32) => self.i32.extend_from_within(range),
             _ => self.f32.extend_from_within(range),
         }
     }
@@ -61,6 +72,8 @@ impl FloatBuf {
             Some(ElemType::F16) => tensor_view(dims, &self.f16),
             Some(ElemType::Bf16) => tensor_view(dims, &self.bf16),
             Some(ElemType::F64) => tensor_view(dims, &self.f64),
+            Some(ElemType::I64) => tensor_view(dims, &self.i64),
+            Some(ElemType::I32) => tensor_view(dims, &self.i32),
             _ => tensor_view(dims, &self.f32),
         }
     }
@@ -71,6 +84,8 @@ impl FloatBuf {
             Some(ElemType::F16) => tensor_owned(dims, &self.f16),
             Some(ElemType::Bf16) => tensor_owned(dims, &self.bf16),
             Some(ElemType::F64) => tensor_owned(dims, &self.f64),
+            Some(ElemType::I64) => tensor_owned(dims, &self.i64),
+            Some(ElemType::I32) => tensor_owned(dims, &self.i32),
             _ => tensor_owned(dims, &self.f32),
         }
     }

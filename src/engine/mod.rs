@@ -27,6 +27,7 @@ pub mod providers;
 mod report;
 pub mod roles;
 pub mod runtime;
+mod sana_prompts;
 mod session;
 pub mod text_encoder;
 pub mod trt_profile;
@@ -38,7 +39,7 @@ pub use denoiser::{DenoiseError, Denoiser, DenoiserInfo, NonFinite};
 pub use error::{EngineError, open_sample_shape};
 pub use features::OnnxFeatures;
 pub use onnx::{OnnxDenoiser, PredictionSource};
-pub use prompts::{PromptEmbedding, default_t5_length, encode_prompts};
+pub use prompts::{PromptEmbedding, PromptOptions, PromptSide, cut_off, encode_prompts, is_sana};
 pub use providers::{
     AttemptOutcome, ProviderAttempt, ProviderKind, ProviderOptions, describe_attempts,
     summarize_attempts,
@@ -46,6 +47,7 @@ pub use providers::{
 pub use report::{InfoReport, Timing, TimingPlan, inspect};
 pub use roles::{Dim, ElemType, ModelRoles, Role, RoleError, RoleOverrides, TensorSpec};
 pub use runtime::{RuntimeError, RuntimeInfo, RuntimeSource, runtime};
+pub use sana_prompts::DEFAULT_INSTRUCTION;
 pub use session::{OnnxModel, OnnxOptions};
 pub use text_encoder::{EncoderOutput, TextEncoder};
 pub use vae::VaeDecoder;

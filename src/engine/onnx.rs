@@ -244,7 +244,7 @@ impl OnnxDenoiser {
                     self.input_names()
                 )));
             }
-            for role in Role::FLOAT_CONDITIONS {
+            for role in Role::TENSOR_CONDITIONS {
                 let Some(value) = condition.tensor(role) else {
                     continue;
                 };

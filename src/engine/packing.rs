@@ -144,7 +144,7 @@ impl Scratch {
             self.labels.fill(spec.elem, labels);
             self.labels_dims = vec![rows.len() as i64];
         }
-        let specs: Vec<(Role, &TensorSpec)> = roles.float_conditions().collect();
+        let specs: Vec<(Role, &TensorSpec)> = roles.tensor_conditions().collect();
         self.floats.resize_with(specs.len(), || {
             (Role::Conditioning, FloatBuf::default(), Vec::new())
         });

@@ -49,7 +49,7 @@ pub struct PipelineFolder {
     /// model_index.json's `_class_name`, e.g. "StableDiffusionXLPipeline".
     pub class_name: String,
     pub family: Family,
-    /// root/unet/model.onnx, or root/transformer/model.onnx (SD3, Flux)
+    /// root/unet/model.onnx, or root/transformer/model.onnx (SD3, Flux, Sana)
     pub denoiser: PathBuf,
     pub denoiser_config: DenoiserConfig,
     pub vae_decoder: Option<VaeDecoderPart>,
@@ -73,6 +73,8 @@ pub enum Family {
     StableDiffusion3,
     /// FluxPipeline: a transformer on 2×2-packed latents, CLIP's pooled output and T5, flow matching.
     Flux,
+    /// SanaPipeline: a linear-attention transformer on Gemma 2's states and their mask, a DC-AE, flow matching.
+    Sana,
     /// DDPMPipeline and other unet-only pipelines
     UnetOnly,
 }
@@ -258,7 +260,7 @@ impl PipelineFolder {
         lines
     }
 
-    /// The denoiser's folder name: "unet", or "transformer" for SD3 and Flux.
+    /// The denoiser's folder name: "unet", or "transformer" for SD3, Flux and Sana.
     pub fn denoiser_name(&self) -> String {
         self.relative(&self.denoiser)
             .components()
@@ -623,10 +625,12 @@ fn number(config: &Object, key: &str, path: &Path) -> Result<Option<f64>, Pipeli
     }
 }
 
-/// Each VAE block but the last halves the resolution.
+/// Each VAE block but the last halves the resolution; Sana's DC-AE names its blocks
+/// `encoder_block_out_channels`, as its pipeline reads them.
 fn vae_scale(config: &Object, path: &Path) -> Result<usize, PipelineError> {
-    let value = match config.get("block_out_channels") {
-        None | Some(Value::Null) => return Ok(8),
+    let present = |key: &str| config.get(key).filter(|v| !v.is_null());
+    let value = match present("block_out_channels").or(present("encoder_block_out_channels")) {
+        None => return Ok(8),
         Some(value) => value,
     };
     let blocks = value.as_array().map_or(0, Vec::len);
@@ -776,6 +780,8 @@ fn family(class_name: &str, has_text_encoders: bool) -> (Family, Option<String>)
         (Family::StableDiffusion3, None)
     } else if class_name.starts_with("Flux") {
         (Family::Flux, None)
+    } else if class_name.starts_with("Sana") {
+        (Family::Sana, None)
     } else if class_name.contains("XL") {
         (Family::StableDiffusionXl, None)
     } else if class_name.contains("StableDiffusion")

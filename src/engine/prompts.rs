@@ -3,13 +3,31 @@
 //! feature axis, text_encoder_2's pooled projection as `text_embeds`, and `time_ids` from the image size.
 //! SD3: both CLIPs' penultimate states side by side, zero-padded to T5's width, then T5's states after them
 //! on the token axis; both CLIPs' pooled projections side by side as `pooled_projections`. FLUX: T5's states,
-//! and CLIP's pooled output as `pooled_projections`.
+//! and CLIP's pooled output as `pooled_projections`. Sana: Gemma 2's states and their mask (`sana_prompts`).
 
 use std::collections::BTreeMap;
 
+use super::clip_tokenizer::TokenizerKind;
 use super::condition::{Condition, ItemTensor};
 use super::error::EngineError;
+use super::sana_prompts::{DEFAULT_MAX_SEQUENCE_LENGTH, SanaFraming, encode_sana, sana_cut_off};
 use super::text_encoder::{EncoderOutput, TextEncoder};
+
+/// Whether text is a prompt or the negative prompt: Sana frames them differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptSide {
+    Prompt,
+    Negative,
+}
+
+/// What the experiment sets about prompts beyond the pipeline's own files.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PromptOptions {
+    /// T5's (SD3, Flux) or Gemma's (Sana) tokens per prompt; `None`: the pipeline's default.
+    pub max_sequence_length: Option<usize>,
+    /// Sana's complex human instruction (its lines joined with newlines); `None`: no instruction.
+    pub instruction: Option<String>,
+}
 
 /// What the U-Net takes for one prompt.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,6 +38,8 @@ pub struct PromptEmbedding {
     pub pooled: Option<ItemTensor>,
     /// Whether the denoiser also takes SDXL's `time_ids`.
     pub time_ids: bool,
+    /// Which tokens are real (Sana's `encoder_attention_mask`), for models that take it.
+    pub text_mask: Option<ItemTensor>,
 }
 
 impl PromptEmbedding {
@@ -32,6 +52,7 @@ impl PromptEmbedding {
                 .as_ref()
                 .map(|p| ItemTensor::zeros(p.shape.clone())),
             time_ids: self.time_ids,
+            text_mask: self.text_mask.clone(),
         }
     }
 
@@ -46,6 +67,7 @@ impl PromptEmbedding {
             hidden_states: Some(self.hidden_states.clone()),
             text_embeds: self.pooled.clone(),
             time_ids,
+            text_mask: self.text_mask.clone(),
             ..Condition::default()
         }
     }
@@ -53,16 +75,32 @@ impl PromptEmbedding {
 
 /// T5's token count when the experiment sets none: each pipeline's default `max_sequence_length`
 /// (SD3 256, Flux 512).
-pub fn default_t5_length(encoders: &[TextEncoder]) -> usize {
+fn default_t5_length(encoders: &[TextEncoder]) -> usize {
     if encoders.len() == 3 { 256 } else { 512 }
 }
 
-/// Encodes `prompts` with the pipeline's text encoders: one encoder is SD 1.x/2.x, two are SDXL, two CLIPs
-/// and a T5 are SD3.
+/// Whether the pipeline's text encoder is Sana's Gemma.
+pub fn is_sana(encoders: &[TextEncoder]) -> bool {
+    matches!(encoders, [one] if one.tokenizer().kind() == TokenizerKind::Gemma)
+}
+
+/// Encodes `prompts` with the pipeline's text encoders: one encoder is SD 1.x/2.x (or Sana's Gemma), two are
+/// SDXL (or FLUX's CLIP and T5), two CLIPs and a T5 are SD3.
 pub fn encode_prompts(
     encoders: &mut [TextEncoder],
     prompts: &[&str],
+    options: &PromptOptions,
+    side: PromptSide,
 ) -> Result<Vec<PromptEmbedding>, EngineError> {
+    if is_sana(encoders) {
+        return encode_sana(&mut encoders[0], prompts, &sana_framing(options), side);
+    }
+    let t5_length = options
+        .max_sequence_length
+        .unwrap_or_else(|| default_t5_length(encoders));
+    for e in encoders.iter_mut().filter(|e| e.tokenizer().is_t5()) {
+        e.set_max_length(t5_length);
+    }
     match encoders {
         [one] => {
             let outputs = one.encode(prompts)?;
@@ -72,6 +110,7 @@ pub fn encode_prompts(
                     hidden_states: item(hidden, i),
                     pooled: None,
                     time_ids: false,
+                    text_mask: None,
                 })
                 .collect())
         }
@@ -84,6 +123,38 @@ pub fn encode_prompts(
             encoders.len()
         ))),
     }
+}
+
+fn sana_framing(options: &PromptOptions) -> SanaFraming {
+    SanaFraming {
+        instruction: options.instruction.clone(),
+        max_sequence_length: options
+            .max_sequence_length
+            .unwrap_or(DEFAULT_MAX_SEQUENCE_LENGTH),
+    }
+}
+
+/// The end of `text` a tokenizer cuts off, as diffusers warns of it, with the token count it is cut at (for
+/// SDXL, the first of its tokenizers that cuts); `None` when it fits. Run after `encode_prompts`, which sets T5's
+/// length.
+pub fn cut_off(
+    encoders: &[TextEncoder],
+    text: &str,
+    options: &PromptOptions,
+    side: PromptSide,
+) -> Option<(usize, String)> {
+    if is_sana(encoders) {
+        let framing = sana_framing(options);
+        let cut = sana_cut_off(&encoders[0], text, &framing, side)
+            .ok()
+            .flatten()?;
+        return Some((framing.max_sequence_length, cut));
+    }
+    encoders.iter().find_map(|e| {
+        let tokenizer = e.tokenizer();
+        let cut = tokenizer.cut_off(text).ok().flatten()?;
+        Some((tokenizer.max_length(), cut))
+    })
 }
 
 /// Every output of a text encoder by name.
@@ -130,6 +201,7 @@ fn encode_flux(
             hidden_states: item(states, i),
             pooled: Some(item(pooled, i)),
             time_ids: false,
+            text_mask: None,
         })
         .collect())
 }
@@ -171,6 +243,7 @@ fn encode_sd3(
                 [pa, pb].concat(),
             )),
             time_ids: false,
+            text_mask: None,
         });
     }
     Ok(embeddings)
@@ -190,6 +263,7 @@ fn encode_xl(
             hidden_states,
             pooled: Some(item(pooled, i)),
             time_ids: true,
+            text_mask: None,
         })
         .collect())
 }

@@ -302,7 +302,7 @@ fn write_tensors(
 /// symbolic dim 1, so a text-conditional U-Net can be called without a prompt.
 fn timing_condition(roles: &ModelRoles) -> Condition {
     let mut condition = Condition::default();
-    for (role, spec) in roles.float_conditions() {
+    for (role, spec) in roles.tensor_conditions() {
         let rank = spec.dims.len();
         let shape: Vec<usize> = spec.dims[1..]
             .iter()
@@ -318,6 +318,11 @@ fn timing_condition(roles: &ModelRoles) -> Condition {
             Role::Conditioning => condition.hidden_states = value,
             Role::TextEmbeds => condition.text_embeds = value,
             Role::TimeIds => condition.time_ids = value,
+            // A mask of zeros hides every token, which attention turns into NaN.
+            Role::TextMask => {
+                condition.text_mask =
+                    value.map(|m| ItemTensor::new(m.shape, vec![1.0; m.data.len()]))
+            }
             _ => condition.timestep_cond = value,
         }
     }

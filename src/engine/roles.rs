@@ -2,7 +2,8 @@
 //!
 //! A denoiser takes a noisy sample (B×C×H×W, float), a timestep (a scalar or one per batch item), and maybe
 //! class labels (int, one per item) or float conditioning (`encoder_hidden_states` B×…, SDXL's `text_embeds` and
-//! `time_ids`, LCM's `timestep_cond`); it returns a tensor
+//! `time_ids`, LCM's `timestep_cond`) and a text attention mask (Sana's `encoder_attention_mask`, int B×tokens);
+//! it returns a tensor
 //! shaped like the sample. Roles are recognised by name (diffusers / Optimum exports: `sample`, `timestep`,
 //! `encoder_hidden_states` → `out_sample`, and the usual alternatives); a caller's [`RoleOverrides`] wins.
 
@@ -26,12 +27,14 @@ pub enum Role {
     TimeIds,
     /// LCM's guidance-scale embedding, B×D.
     TimestepCond,
+    /// Which text tokens are real (1) or padding (0), B×tokens (Sana's `encoder_attention_mask`).
+    TextMask,
     /// The model's prediction, shaped like the sample.
     Output,
 }
 
 impl Role {
-    pub const ALL: [Role; 8] = [
+    pub const ALL: [Role; 9] = [
         Role::Sample,
         Role::Timestep,
         Role::ClassLabels,
@@ -39,19 +42,22 @@ impl Role {
         Role::TextEmbeds,
         Role::TimeIds,
         Role::TimestepCond,
+        Role::TextMask,
         Role::Output,
     ];
 
-    /// The float inputs a batch item is conditioned on, besides class labels.
-    pub const FLOAT_CONDITIONS: [Role; 4] = [
+    /// The tensor inputs a batch item is conditioned on besides class labels: floats, and the text mask (kept as
+    /// 0/1 floats and fed in the input's integer type).
+    pub const TENSOR_CONDITIONS: [Role; 5] = [
         Role::Conditioning,
         Role::TextEmbeds,
         Role::TimeIds,
         Role::TimestepCond,
+        Role::TextMask,
     ];
 
     /// The key used in override maps and on the command line (`sample`, `timestep`, `class_labels`,
-    /// `conditioning`, `text_embeds`, `time_ids`, `timestep_cond`, `output`).
+    /// `conditioning`, `text_embeds`, `time_ids`, `timestep_cond`, `text_mask`, `output`).
     pub fn key(self) -> &'static str {
         match self {
             Role::Sample => "sample",
@@ -61,6 +67,7 @@ impl Role {
             Role::TextEmbeds => "text_embeds",
             Role::TimeIds => "time_ids",
             Role::TimestepCond => "timestep_cond",
+            Role::TextMask => "text_mask",
             Role::Output => "output",
         }
     }
@@ -130,6 +137,12 @@ impl Role {
             ],
             Role::TimeIds => &["time_ids", "add_time_ids"],
             Role::TimestepCond => &["timestep_cond", "w_embedding", "guidance_embedding"],
+            Role::TextMask => &[
+                "encoder_attention_mask",
+                "prompt_attention_mask",
+                "context_mask",
+                "text_mask",
+            ],
             Role::Output => &[
                 "out_sample",
                 "out_hidden_states",
@@ -162,6 +175,7 @@ impl fmt::Display for Role {
             Role::TextEmbeds => "pooled text embeddings",
             Role::TimeIds => "time ids",
             Role::TimestepCond => "guidance embedding",
+            Role::TextMask => "text attention mask",
             Role::Output => "output",
         })
     }
@@ -284,6 +298,7 @@ pub struct ModelRoles {
     pub text_embeds: Option<TensorSpec>,
     pub time_ids: Option<TensorSpec>,
     pub timestep_cond: Option<TensorSpec>,
+    pub text_mask: Option<TensorSpec>,
     pub output: TensorSpec,
     /// One sample's C, H, W.
     pub sample_shape: [usize; 3],
@@ -312,20 +327,21 @@ impl ModelRoles {
             Role::TextEmbeds => self.text_embeds.as_ref(),
             Role::TimeIds => self.time_ids.as_ref(),
             Role::TimestepCond => self.timestep_cond.as_ref(),
+            Role::TextMask => self.text_mask.as_ref(),
             Role::Output => Some(&self.output),
         }
     }
 
-    /// The float conditioning inputs the model has, with their roles.
-    pub fn float_conditions(&self) -> impl Iterator<Item = (Role, &TensorSpec)> {
-        Role::FLOAT_CONDITIONS
+    /// The tensor conditioning inputs the model has, with their roles.
+    pub fn tensor_conditions(&self) -> impl Iterator<Item = (Role, &TensorSpec)> {
+        Role::TENSOR_CONDITIONS
             .into_iter()
             .filter_map(|role| self.spec(role).map(|s| (role, s)))
     }
 
     /// Whether the model takes any conditioning (class labels or float conditions).
     pub fn is_conditional(&self) -> bool {
-        self.class_labels.is_some() || self.float_conditions().next().is_some()
+        self.class_labels.is_some() || self.tensor_conditions().next().is_some()
     }
 }
 
@@ -450,6 +466,7 @@ pub fn assign_roles(
         text_embeds,
         time_ids,
         timestep_cond,
+        text_mask,
     } = pick_inputs(inputs, overrides)?;
     let output = pick_output(outputs, overrides)?;
     let (sample_shape, fixed_batch) = check_sample(&sample, sample_shape)?;
@@ -467,6 +484,9 @@ pub fn assign_roles(
             check_float_condition(role, cond, &sample, fixed_batch)?;
         }
     }
+    if let Some(mask) = &text_mask {
+        check_text_mask(mask, &sample, fixed_batch)?;
+    }
 
     check_output(&output, &sample, fixed_batch, sample_shape)?;
     Ok(ModelRoles {
@@ -477,6 +497,7 @@ pub fn assign_roles(
         text_embeds,
         time_ids,
         timestep_cond,
+        text_mask,
         output,
         sample_shape,
         fixed_batch,
@@ -493,6 +514,7 @@ struct Inputs {
     text_embeds: Option<TensorSpec>,
     time_ids: Option<TensorSpec>,
     timestep_cond: Option<TensorSpec>,
+    text_mask: Option<TensorSpec>,
 }
 
 fn pick_inputs(inputs: &[TensorSpec], overrides: &RoleOverrides) -> Result<Inputs, RoleError> {
@@ -543,6 +565,7 @@ fn pick_inputs(inputs: &[TensorSpec], overrides: &RoleOverrides) -> Result<Input
     let text_embeds = pick(Role::TextEmbeds, false)?;
     let time_ids = pick(Role::TimeIds, false)?;
     let timestep_cond = pick(Role::TimestepCond, false)?;
+    let text_mask = pick(Role::TextMask, false)?;
 
     let used = [
         Some(&sample),
@@ -552,6 +575,7 @@ fn pick_inputs(inputs: &[TensorSpec], overrides: &RoleOverrides) -> Result<Input
         text_embeds.as_ref(),
         time_ids.as_ref(),
         timestep_cond.as_ref(),
+        text_mask.as_ref(),
     ];
     if let Some(extra) = inputs
         .iter()
@@ -571,6 +595,7 @@ fn pick_inputs(inputs: &[TensorSpec], overrides: &RoleOverrides) -> Result<Input
         text_embeds,
         time_ids,
         timestep_cond,
+        text_mask,
     })
 }
 
@@ -784,6 +809,32 @@ fn check_float_condition(
     check_batch_dim(role, cond, sample, fixed_batch)
 }
 
+/// A text mask is one 0/1 per token: rank 2, batch first, integer (or float, as some exports take it).
+fn check_text_mask(
+    mask: &TensorSpec,
+    sample: &TensorSpec,
+    fixed_batch: Option<usize>,
+) -> Result<(), RoleError> {
+    if !mask.is_tensor || mask.rank() != 2 {
+        return Err(RoleError::WrongRank {
+            role: Role::TextMask,
+            name: mask.name.clone(),
+            rank: mask.rank(),
+            shape: shape_text(&mask.dims),
+            expected: "rank 2 (batch × tokens)",
+        });
+    }
+    if matches!(mask.elem, ElemType::Other(_)) {
+        return Err(RoleError::WrongType {
+            role: Role::TextMask,
+            name: mask.name.clone(),
+            found: mask.elem,
+            expected: "int64, int32 or a float type",
+        });
+    }
+    check_batch_dim(Role::TextMask, mask, sample, fixed_batch)
+}
+
 fn check_batch_dim(
     role: Role,
     spec: &TensorSpec,
@@ -967,5 +1018,47 @@ mod tests {
                 .contains("unknown role")
         );
         assert!(parse_override("sample").is_err());
+    }
+
+    /// Sana's transformer: the text mask is an int64 [batch, tokens] input of its own role; a mask of another
+    /// rank is refused by name.
+    #[test]
+    fn sanas_encoder_attention_mask_is_the_text_mask() {
+        let batch = || Dim::Symbolic("batch".into());
+        let tokens = || Dim::Symbolic("sequence_length".into());
+        let states = TensorSpec::tensor(
+            "encoder_hidden_states",
+            ElemType::F32,
+            vec![batch(), tokens(), Dim::Fixed(8)],
+        );
+        let mask = TensorSpec::tensor(
+            "encoder_attention_mask",
+            ElemType::I64,
+            vec![batch(), tokens()],
+        );
+        let inputs = vec![
+            f32_sample("hidden_states"),
+            states.clone(),
+            t("timestep", ElemType::F32),
+            mask,
+        ];
+        let out = vec![f32_sample("out_hidden_states")];
+        let roles = assign_roles(&inputs, &out, &RoleOverrides::new(), None).unwrap();
+        assert_eq!(
+            roles.role_of("encoder_attention_mask"),
+            Some(Role::TextMask)
+        );
+        assert_eq!(
+            roles.role_of("encoder_hidden_states"),
+            Some(Role::Conditioning)
+        );
+        let mut bad = inputs.clone();
+        bad[3] = TensorSpec::tensor(
+            "encoder_attention_mask",
+            ElemType::I64,
+            vec![batch(), tokens(), Dim::Fixed(1)],
+        );
+        let err = assign_roles(&bad, &out, &RoleOverrides::new(), None).unwrap_err();
+        assert!(err.to_string().contains("rank 2 (batch × tokens)"), "{err}");
     }
 }

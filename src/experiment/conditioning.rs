@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use toml::Spanned;
 
-use super::schema::ConditioningSection;
+use super::schema::{ConditioningSection, Instruction};
 use super::{ExperimentError, ModelSource, Reading};
 
 /// What every sample is conditioned on: prompt rows (or precomputed embedding rows), or class labels.
@@ -20,8 +20,22 @@ pub struct ConditioningSpec {
     pub classes: Vec<i64>,
     /// The unconditional class for classifier-free guidance.
     pub null_class: Option<i64>,
-    /// T5's token count for SD3 and Flux prompts (`None`: the pipeline's default, 256 or 512).
+    /// T5's token count for SD3 and Flux prompts, Gemma's for Sana (`None`: the pipeline's default, 256, 512
+    /// or 300).
     pub max_sequence_length: Option<usize>,
+    /// Sana's complex human instruction, when the experiment sets it (`None`: the pipeline's default).
+    pub complex_human_instruction: Option<HumanInstruction>,
+}
+
+/// `complex_human_instruction` as the experiment gives it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HumanInstruction {
+    /// `true`: SanaPipeline's own default lines.
+    PipelineDefault,
+    /// `false`: prompts go to Gemma as they are.
+    Off,
+    /// The lines, joined with newlines before each prompt, as the pipeline joins them.
+    Lines(Vec<String>),
 }
 
 impl Reading<'_> {
@@ -63,6 +77,7 @@ impl Reading<'_> {
             classes: self.classes(s)?,
             null_class: s.null_class.as_ref().map(|n| *n.get_ref()),
             max_sequence_length: self.max_sequence_length(s)?,
+            complex_human_instruction: self.complex_human_instruction(s)?,
         }))
     }
 
@@ -102,10 +117,34 @@ impl Reading<'_> {
             return Err(self.error(n.span(), key, "max_sequence_length goes with `prompts`"));
         }
         if !(2..=4096).contains(n.get_ref()) {
-            let message = "T5's tokens per prompt, from 2 to 4096 (SD3 uses 256, Flux 512)";
+            let message = "T5's or Gemma's tokens per prompt, from 2 to 4096 (SD3 uses 256, Flux 512, Sana 300)";
             return Err(self.error(n.span(), key, message));
         }
         Ok(Some(*n.get_ref()))
+    }
+
+    /// `complex_human_instruction`: goes with prompts; a list has at least one line.
+    fn complex_human_instruction(
+        &self,
+        s: &ConditioningSection,
+    ) -> Result<Option<HumanInstruction>, ExperimentError> {
+        let Some(i) = &s.complex_human_instruction else {
+            return Ok(None);
+        };
+        let key = "conditioning.complex_human_instruction";
+        if s.prompts.is_none() {
+            let message = "complex_human_instruction goes with `prompts`";
+            return Err(self.error(i.span(), key, message));
+        }
+        Ok(Some(match i.get_ref() {
+            Instruction::On(true) => HumanInstruction::PipelineDefault,
+            Instruction::On(false) => HumanInstruction::Off,
+            Instruction::Lines(lines) if lines.is_empty() => {
+                let message = "list at least one line, or write false for no instruction";
+                return Err(self.error(i.span(), key, message));
+            }
+            Instruction::Lines(lines) => HumanInstruction::Lines(lines.clone()),
+        }))
     }
 
     /// `classes` and `null_class`: labels are ≥ 0, and a list has at least one.

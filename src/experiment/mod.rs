@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 use toml::Spanned;
 
-pub use conditioning::ConditioningSpec;
+pub use conditioning::{ConditioningSpec, HumanInstruction};
 pub use diagnostic::{ExperimentError, ExperimentWarning, closest, line_column};
 pub use quality::{FeatureSpec, QualitySpec, ReferenceSolve, cell_name};
 pub use schema::NoiseKind;

@@ -49,8 +49,20 @@ pub(super) struct ConditioningSection {
     pub embeddings: Option<Spanned<String>>,
     pub classes: Option<Spanned<Vec<Spanned<i64>>>>,
     pub null_class: Option<Spanned<i64>>,
-    /// T5's token count (SD3, Flux).
+    /// T5's (SD3, Flux) or Gemma's (Sana) token count.
     pub max_sequence_length: Option<Spanned<usize>>,
+    /// Sana's instruction before each prompt: on (the pipeline's own), off, or its lines.
+    pub complex_human_instruction: Option<Spanned<Instruction>>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "`complex_human_instruction` must be true (Sana's own), false (none) or a list of lines"
+)]
+pub(super) enum Instruction {
+    On(bool),
+    Lines(Vec<String>),
 }
 
 #[derive(Deserialize)]

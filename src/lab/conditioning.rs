@@ -6,9 +6,10 @@ use std::path::Path;
 
 use super::samples::read_f32_npy;
 use crate::engine::{
-    Condition, ItemTensor, PromptEmbedding, TextEncoder, default_t5_length, encode_prompts,
+    Condition, DEFAULT_INSTRUCTION, ItemTensor, PromptEmbedding, PromptOptions, PromptSide,
+    TextEncoder, cut_off, encode_prompts, is_sana,
 };
-use crate::experiment::ConditioningSpec;
+use crate::experiment::{ConditioningSpec, HumanInstruction};
 
 /// A run's conditions: one per grid row (a prompt or a class), each a row of the condition table (the plan
 /// labels them, see `plan::condition_axis`).
@@ -113,14 +114,10 @@ fn prompts(
             );
         }
         None => {
-            let t5_length = spec
-                .max_sequence_length
-                .unwrap_or_else(|| default_t5_length(encoders));
-            for e in encoders.iter_mut().filter(|e| e.tokenizer().is_t5()) {
-                e.set_max_length(t5_length);
-            }
             let texts: Vec<&str> = spec.prompts.iter().map(String::as_str).collect();
-            encode_prompts(encoders, &texts).map_err(|e| e.to_string())?
+            let options = prompt_options(spec, encoders)?;
+            encode_prompts(encoders, &texts, &options, PromptSide::Prompt)
+                .map_err(|e| e.to_string())?
         }
     };
     let uncond = match spec.negative_prompt.as_deref() {
@@ -132,9 +129,17 @@ fn prompts(
                     .into(),
             );
         }
-        negative => encode_prompts(encoders, &[negative.unwrap_or("")])
+        negative => {
+            let options = prompt_options(spec, encoders)?;
+            encode_prompts(
+                encoders,
+                &[negative.unwrap_or("")],
+                &options,
+                PromptSide::Negative,
+            )
             .map_err(|e| e.to_string())?
-            .remove(0),
+            .remove(0)
+        }
     };
     let mut table: Vec<Condition> = embeddings.iter().map(|e| e.condition(h, w)).collect();
     table.push(uncond.condition(h, w));
@@ -152,10 +157,40 @@ fn prompts(
     Ok((table, conditions))
 }
 
+/// The experiment's settings for the encoders: Sana's instruction is the pipeline's own unless the experiment
+/// turns it off or gives its lines, and no other pipeline takes one.
+fn prompt_options(
+    spec: &ConditioningSpec,
+    encoders: &[TextEncoder],
+) -> Result<PromptOptions, String> {
+    let sana = is_sana(encoders);
+    let lines: Option<Vec<String>> = match &spec.complex_human_instruction {
+        Some(_) if !sana => {
+            return Err(
+                "[conditioning] complex_human_instruction is Sana's (a Gemma text encoder); this pipeline's \
+                 prompts take none: remove it"
+                    .into(),
+            );
+        }
+        None | Some(HumanInstruction::PipelineDefault) if sana => {
+            Some(DEFAULT_INSTRUCTION.iter().map(|l| l.to_string()).collect())
+        }
+        Some(HumanInstruction::Lines(lines)) => Some(lines.clone()),
+        _ => None,
+    };
+    Ok(PromptOptions {
+        max_sequence_length: spec.max_sequence_length,
+        instruction: lines.map(|l| l.join("\n")),
+    })
+}
+
 /// A prompt longer than a tokenizer's max length is cut, as diffusers cuts it; like diffusers, say which
 /// part, once per prompt (for SDXL's two tokenizers too).
 pub fn truncation_notes(encoders: &[TextEncoder], spec: Option<&ConditioningSpec>) -> Vec<String> {
     let Some(spec) = spec else {
+        return Vec::new();
+    };
+    let Ok(options) = prompt_options(spec, encoders) else {
         return Vec::new();
     };
     // Precomputed embeddings stand for the prompts, which are then only labels.
@@ -166,20 +201,15 @@ pub fn truncation_notes(encoders: &[TextEncoder], spec: Option<&ConditioningSpec
     let named = prompts
         .iter()
         .enumerate()
-        .map(|(i, p)| (format!("prompts[{i}]"), p))
+        .map(|(i, p)| (format!("prompts[{i}]"), p, PromptSide::Prompt))
         .chain(
             spec.negative_prompt
                 .iter()
-                .map(|p| ("negative_prompt".into(), p)),
+                .map(|p| ("negative_prompt".into(), p, PromptSide::Negative)),
         );
     let mut notes = Vec::new();
-    for (key, prompt) in named {
-        let cut = encoders.iter().find_map(|e| {
-            let tokenizer = e.tokenizer();
-            let cut = tokenizer.cut_off(prompt).ok().flatten()?;
-            Some((tokenizer.max_length(), cut))
-        });
-        if let Some((max, cut)) = cut {
+    for (key, prompt, side) in named {
+        if let Some((max, cut)) = cut_off(encoders, prompt, &options, side) {
             notes.push(format!(
                 "warning: [conditioning] {key} is longer than the tokenizer's {max} tokens; this part was cut \
                  off, as diffusers cuts it: {cut:?}"
@@ -212,6 +242,7 @@ fn read_embeddings(path: &Path, prompts: usize) -> Result<Vec<PromptEmbedding>, 
             hidden_states: ItemTensor::new(shape[1..].to_vec(), d.to_vec()),
             pooled: None,
             time_ids: false,
+            text_mask: None,
         })
         .collect())
 }

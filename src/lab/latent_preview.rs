@@ -73,13 +73,15 @@ const FLUX_BIAS: [f32; 3] = [-0.0329, -0.0718, -0.0851];
 
 impl LatentPreview {
     /// The map for a pipeline family's latents (4 channels for SD and SDXL, 16 for SD3 and FLUX); `None` for latents
-    /// it does not know.
+    /// it does not know (Sana's).
     pub fn for_family(family: Family, channels: usize) -> Option<Self> {
         let (factors, bias): (&[[f32; 3]], [f32; 3]) = match family {
             Family::StableDiffusionXl => (&SDXL, SDXL_BIAS),
             Family::StableDiffusion3 => (&SD3, SD3_BIAS),
             Family::Flux => (&FLUX, FLUX_BIAS),
             Family::StableDiffusion | Family::UnetOnly => (&SD15, [0.0; 3]),
+            // No published latent→RGB map for Sana's DC-AE: its previews are decoded.
+            Family::Sana => return None,
         };
         (factors.len() == channels).then(|| Self {
             factors: factors.to_vec(),

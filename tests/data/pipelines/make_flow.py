@@ -154,13 +154,14 @@ def t5_unigram_vocab(corpus):
     return pieces
 
 
-def t5_tokenizer():
+def t5_tokenizer(corpus=None):
+    """A T5TokenizerFast over the Unigram vocabulary of `corpus` (default: this file's caption corpus)."""
     from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import Unigram
     from transformers import T5TokenizerFast
 
     extra_ids = 100
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + t5_unigram_vocab(t5_corpus())
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + t5_unigram_vocab(corpus or t5_corpus())
     vocab += [(f"<extra_id_{i}>", 0.0) for i in range(extra_ids - 1, -1, -1)]  # as T5Converter orders them
     tok = Tokenizer(Unigram(vocab, unk_id=2, byte_fallback=False))
     # As transformers' SpmConverter writes T5's tokenizer.json, with NFKC (+ tab/newline -> space) in place of the
