@@ -451,6 +451,25 @@ fn previews(dir: &Path, text: &str) -> Vec<(usize, usize, Vec<f32>)> {
     out
 }
 
+/// Sana's latents have no cheap latent→RGB map: without `preview = "decode"` they are decoded anyway, every 5
+/// steps, rather than shown as nothing.
+#[test]
+fn latents_without_a_cheap_map_are_previewed_through_the_decoder() {
+    let dir = temp_dir("preview-sana");
+    let text = format!(
+        "output = \"out\"\n[model]\npath = {:?}\nsample_shape = [4, 16, 32]\n[conditioning]\nprompts = [\"a cat\"]\n\
+         max_sequence_length = 16\n[sampling]\nseeds = 1\n[[sampler]]\nname = \"euler\"\nsteps = 11\n",
+        data().join("sana")
+    );
+    let shown = previews(&dir, &text);
+    assert_eq!(shown.iter().map(|p| p.1).collect::<Vec<_>>(), [5, 10]);
+    for (_, _, p) in &shown {
+        assert_eq!(p.len(), 3 * 32 * 64);
+        assert!(p.iter().all(|v| (-1.0..=1.0).contains(v)));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn previews_decode_every_k_steps_when_asked_and_use_the_cheap_map_otherwise() {
     let dir = temp_dir("preview");

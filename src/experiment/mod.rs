@@ -55,6 +55,9 @@ pub struct Experiment {
     pub warnings: Vec<ExperimentWarning>,
 }
 
+/// Steps between decoded previews when `preview_every` is not given.
+pub const DEFAULT_PREVIEW_EVERY: usize = 5;
+
 /// Live previews of a latent model's x0 prediction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Preview {
@@ -364,7 +367,7 @@ impl Reading<'_> {
         };
         match sampling.preview.as_ref().map(|p| *p.get_ref()) {
             Some(PreviewKind::Decode) => Ok(Preview::Decode {
-                every: every.map_or(5, |e| e.0),
+                every: every.map_or(DEFAULT_PREVIEW_EVERY, |e| e.0),
             }),
             _ => {
                 if let Some((_, span)) = every {

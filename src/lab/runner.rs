@@ -23,7 +23,7 @@ use super::samples::read_init_noise;
 use super::scoring::Quality;
 use super::shard::{ShardPlan, shard_plan};
 use super::shard_watch::{ProgressWriter, shards_of, watch};
-use crate::experiment::{Experiment, NoiseKind, Preview};
+use crate::experiment::{DEFAULT_PREVIEW_EVERY, Experiment, NoiseKind, Preview};
 use crate::path_error::at;
 use crate::quality::ReferenceStats;
 
@@ -267,7 +267,8 @@ fn condition(
 }
 
 /// How often previews are decoded by the VAE (`None`: the fast approximation); a model without a decoder
-/// previews its samples, and the log says so.
+/// previews its samples, and latents the cheap map does not know (Sana's, a 4-channel SD3 layout's) are
+/// decoded; the log says so.
 fn decode_every(
     experiment: &Experiment,
     model: &LoadedModel,
@@ -282,6 +283,13 @@ fn decode_every(
             None
         }
         Preview::Decode { every } => Some(every),
+        Preview::Approx if model.preview.is_none() && model.decoder.is_some() => {
+            let _ = tx.send(LabEvent::Log(format!(
+                "no cheap latent→RGB map for this model's latents: previews are decoded by the VAE every \
+                 {DEFAULT_PREVIEW_EVERY} steps (set [sampling] preview = \"decode\" and preview_every to choose)"
+            )));
+            Some(DEFAULT_PREVIEW_EVERY)
+        }
         Preview::Approx => None,
     }
 }
