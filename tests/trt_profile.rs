@@ -12,10 +12,11 @@
 use std::path::{Path, PathBuf};
 
 use difflab::engine::graph_io::declared_io;
+use difflab::engine::pipeline_folder::Family;
 use difflab::engine::trt_profile::ShapeHints;
 use difflab::engine::{OnnxModel, OnnxOptions, ProviderOptions};
 use difflab::experiment::Experiment;
-use difflab::lab::tensorrt::{sequence_length, unet_batch, with_profile};
+use difflab::lab::tensorrt::{text_lengths, unet_batch, with_profile};
 use difflab::lab::{LabEvent, RunOptions, start};
 
 fn root() -> PathBuf {
@@ -119,7 +120,7 @@ fn each_network_of_a_pipeline_gets_the_profile_of_what_the_lab_feeds_it() {
     let hints = ShapeHints {
         batch,
         sample: Some([4, 8, 8]),
-        sequence: sequence_length(&e, Some(&sd1.join("tokenizer"))),
+        sequence: text_lengths(&e, Family::StableDiffusion, &[&sd1.join("tokenizer")]).denoiser,
     };
     let (options, note) =
         with_profile(&OnnxOptions::default(), &sd1.join("unet/model.onnx"), hints);
@@ -159,6 +160,92 @@ fn each_network_of_a_pipeline_gets_the_profile_of_what_the_lab_feeds_it() {
     };
     let (options, note) = with_profile(&cpu, &sd1.join("unet/model.onnx"), hints);
     assert_eq!((options.providers.trt_profile, note), (None, None));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The experiment text with `model` and `conditioning` lines, loaded.
+fn experiment_with(dir: &Path, model: &str, conditioning: &str) -> Experiment {
+    let text = format!(
+        "output = \"out\"\n[model]\npath = {model:?}\nproviders = [\"tensorrt\", \"cpu\"]\n[conditioning]\n\
+         {conditioning}\n[[sampler]]\nname = \"euler\"\nsteps = 2\n"
+    );
+    std::fs::write(dir.join("exp.toml"), text).unwrap();
+    Experiment::load(&dir.join("exp.toml")).unwrap()
+}
+
+/// SD3's transformer takes 77 CLIP tokens and T5's after them, each encoder its own length; Sana's Gemma takes
+/// the negative prompt's 16 tokens and the prompts' 867 (the instruction's 853 + 16 − 2), its transformer 16.
+#[test]
+fn each_text_network_gets_the_length_it_is_fed() {
+    let dir = temp_dir("lengths");
+    let pipelines = root().join("tests/data/pipelines");
+    let sd3 = pipelines.join("sd3");
+    let e = experiment_with(
+        &dir,
+        sd3.to_str().unwrap(),
+        "prompts = [\"a cat\"]\nmax_sequence_length = 32",
+    );
+    let tokenizers = ["tokenizer", "tokenizer_2", "tokenizer_3"].map(|t| sd3.join(t));
+    let refs: Vec<&Path> = tokenizers.iter().map(PathBuf::as_path).collect();
+    let lengths = text_lengths(&e, Family::StableDiffusion3, &refs);
+    assert_eq!(
+        lengths.encoders,
+        vec![Some([77; 3]), Some([77; 3]), Some([32; 3])]
+    );
+    assert_eq!(lengths.denoiser, Some([109; 3]));
+    let hints = ShapeHints {
+        batch: [1, 2, 2],
+        sample: Some([16, 8, 8]),
+        sequence: lengths.denoiser,
+    };
+    let (options, _) = with_profile(
+        &OnnxOptions::default(),
+        &sd3.join("transformer/model.onnx"),
+        hints,
+    );
+    assert!(
+        options
+            .providers
+            .trt_profile
+            .unwrap()
+            .max
+            .contains("encoder_hidden_states:2x109x")
+    );
+
+    let sana = pipelines.join("sana");
+    let e = experiment_with(
+        &dir,
+        sana.to_str().unwrap(),
+        "prompts = [\"a cat\"]\nmax_sequence_length = 16",
+    );
+    let lengths = text_lengths(&e, Family::Sana, &[&sana.join("tokenizer")]);
+    assert_eq!(lengths.encoders, vec![Some([16, 867, 867])]);
+    assert_eq!(lengths.denoiser, Some([16; 3]));
+    let hints = ShapeHints {
+        batch: [1, 2, 2],
+        sample: Some([4, 16, 32]),
+        sequence: lengths.encoders[0],
+    };
+    let (options, _) = with_profile(
+        &OnnxOptions::default(),
+        &sana.join("text_encoder/model.onnx"),
+        hints,
+    );
+    let profile = options.providers.trt_profile.unwrap();
+    assert_eq!(
+        (profile.min.as_str(), profile.max.as_str()),
+        (
+            "input_ids:1x16,attention_mask:1x16",
+            "input_ids:2x867,attention_mask:2x867"
+        )
+    );
+    let e = experiment_with(
+        &dir,
+        sana.to_str().unwrap(),
+        "prompts = [\"a cat\"]\nmax_sequence_length = 16\ncomplex_human_instruction = false",
+    );
+    let lengths = text_lengths(&e, Family::Sana, &[&sana.join("tokenizer")]);
+    assert_eq!(lengths.encoders, vec![Some([16; 3])]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -47,7 +47,7 @@ pub use providers::{
 pub use report::{InfoReport, Timing, TimingPlan, inspect};
 pub use roles::{Dim, ElemType, ModelRoles, Role, RoleError, RoleOverrides, TensorSpec};
 pub use runtime::{RuntimeError, RuntimeInfo, RuntimeSource, runtime};
-pub use sana_prompts::DEFAULT_INSTRUCTION;
+pub use sana_prompts::{DEFAULT_INSTRUCTION, DEFAULT_MAX_SEQUENCE_LENGTH};
 pub use session::{OnnxModel, OnnxOptions};
 pub use text_encoder::{EncoderOutput, TextEncoder};
 pub use vae::VaeDecoder;

@@ -6,13 +6,14 @@ use sha2::{Digest, Sha256};
 use super::roles::{Dim, TensorSpec};
 
 /// What the caller will feed: batch sizes and, for dynamic dimensions, one sample's C, H, W (rank-4 inputs)
-/// and the text sequence length (dimension 1 of rank-2 and rank-3 inputs: token ids, hidden states).
+/// and the text sequence length (dimension 1 of rank-2 and rank-3 inputs: token ids, hidden states, masks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShapeHints {
     /// Smallest, most common and largest batch of one call.
     pub batch: [usize; 3],
     pub sample: Option<[usize; 3]>,
-    pub sequence: Option<usize>,
+    /// Shortest, most common and longest text (Sana's negative prompt is shorter than its prompts).
+    pub sequence: Option<[usize; 3]>,
 }
 
 /// The three shape lists in TensorRT's option syntax (`name:1x4x64x64,other:1x77x768`).
@@ -81,7 +82,10 @@ fn dim_size(
             .sample
             .map(|s| s[axis - 1])
             .ok_or_else(|| unknown("sample size")),
-        (2 | 3, 1) => hints.sequence.ok_or_else(|| unknown("sequence length")),
+        (2 | 3, 1) => hints
+            .sequence
+            .map(|s| s[k])
+            .ok_or_else(|| unknown("sequence length")),
         _ => Err(unknown("size")),
     }
 }
@@ -115,7 +119,7 @@ mod tests {
     const HINTS: ShapeHints = ShapeHints {
         batch: [1, 8, 16],
         sample: Some([4, 64, 64]),
-        sequence: Some(77),
+        sequence: Some([77; 3]),
     };
 
     #[test]

@@ -115,7 +115,7 @@ fn prompts(
         }
         None => {
             let texts: Vec<&str> = spec.prompts.iter().map(String::as_str).collect();
-            let options = prompt_options(spec, encoders)?;
+            let options = prompt_options(spec, is_sana(encoders))?;
             encode_prompts(encoders, &texts, &options, PromptSide::Prompt)
                 .map_err(|e| e.to_string())?
         }
@@ -130,7 +130,7 @@ fn prompts(
             );
         }
         negative => {
-            let options = prompt_options(spec, encoders)?;
+            let options = prompt_options(spec, is_sana(encoders))?;
             encode_prompts(
                 encoders,
                 &[negative.unwrap_or("")],
@@ -159,11 +159,7 @@ fn prompts(
 
 /// The experiment's settings for the encoders: Sana's instruction is the pipeline's own unless the experiment
 /// turns it off or gives its lines, and no other pipeline takes one.
-fn prompt_options(
-    spec: &ConditioningSpec,
-    encoders: &[TextEncoder],
-) -> Result<PromptOptions, String> {
-    let sana = is_sana(encoders);
+pub fn prompt_options(spec: &ConditioningSpec, sana: bool) -> Result<PromptOptions, String> {
     let lines: Option<Vec<String>> = match &spec.complex_human_instruction {
         Some(_) if !sana => {
             return Err(
@@ -190,7 +186,7 @@ pub fn truncation_notes(encoders: &[TextEncoder], spec: Option<&ConditioningSpec
     let Some(spec) = spec else {
         return Vec::new();
     };
-    let Ok(options) = prompt_options(spec, encoders) else {
+    let Ok(options) = prompt_options(spec, is_sana(encoders)) else {
         return Vec::new();
     };
     // Precomputed embeddings stand for the prompts, which are then only labels.

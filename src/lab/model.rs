@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::conditioning::{ConditionSources, RunConditions, build, truncation_notes};
 use super::latent_preview::LatentPreview;
-use super::tensorrt::{note_if_tensorrt, sequence_length, unet_batch, with_profile};
+use super::tensorrt::{note_if_tensorrt, text_lengths, unet_batch, with_profile};
 use crate::engine::flux::FluxDenoiser;
 use crate::engine::pipeline_folder::{
     Family, PipelineFolder, VaeDecoderPart, read_pipeline, read_vae_decoder,
@@ -295,11 +295,12 @@ fn assemble(
     let mut options = onnx_options(experiment);
     options.sample_shape = options.sample_shape.or(parts.latent_shape);
     options.prediction_type = options.prediction_type.or(parts.prediction_type);
-    let sequence = sequence_length(experiment, parts.encoders.first().map(|e| e.1.as_path()));
+    let tokenizers: Vec<&Path> = parts.encoders.iter().map(|e| e.1.as_path()).collect();
+    let lengths = text_lengths(experiment, parts.family, &tokenizers);
     let hints = ShapeHints {
         batch: unet_batch(experiment),
         sample: options.sample_shape,
-        sequence,
+        sequence: lengths.denoiser,
     };
     let (options, unet_note) = with_profile(&options, unet, hints);
     loading(loading_line(unet));
@@ -335,12 +336,12 @@ fn assemble(
     let text_hints = ShapeHints {
         batch: [1, prompts, prompts],
         sample: None,
-        sequence,
+        sequence: None,
     };
     let encoders = load_text_encoders(
         &parts.encoders,
         &part_options,
-        text_hints,
+        (text_hints, &lengths.encoders),
         loading,
         &mut notes,
     )?;
@@ -444,16 +445,22 @@ fn load_vae(
 }
 
 /// The pipeline's text encoders (model and tokenizer each), in order.
+/// The text encoders, each with the shape profile of its own text length.
 fn load_text_encoders(
     encoders: &[(PathBuf, PathBuf)],
     options: &OnnxOptions,
-    hints: ShapeHints,
+    (hints, lengths): (ShapeHints, &[Option<[usize; 3]>]),
     loading: &dyn Fn(String),
     notes: &mut Vec<String>,
 ) -> Result<Vec<TextEncoder>, EngineError> {
     encoders
         .iter()
-        .map(|(model, tokenizer)| {
+        .enumerate()
+        .map(|(i, (model, tokenizer))| {
+            let hints = ShapeHints {
+                sequence: lengths.get(i).copied().flatten(),
+                ..hints
+            };
             let (options, note) = with_profile(options, model, hints);
             loading(loading_line(model));
             let encoder = TextEncoder::load(model, tokenizer, &options)?;
