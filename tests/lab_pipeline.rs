@@ -451,6 +451,26 @@ fn previews(dir: &Path, text: &str) -> Vec<(usize, usize, Vec<f32>)> {
     out
 }
 
+/// Precomputed embeddings on Sana's transformer, which also takes a text mask: every token is taken as real.
+#[test]
+fn precomputed_embeddings_on_sana_take_every_token_as_real() {
+    let dir = temp_dir("sana-embeddings");
+    let feed = data().join("sana/reference/g1_transformer_step0_in_encoder_hidden_states.npy");
+    let text = format!(
+        "output = \"out\"\n[model]\npath = {:?}\nsample_shape = [4, 16, 32]\n[conditioning]\nembeddings = {feed:?}\n\
+         [sampling]\nseeds = 1\n[[sampler]]\nname = \"euler\"\nsteps = 3\n",
+        data().join("sana")
+    );
+    let results = run(&dir, &text).unwrap();
+    assert!(
+        results.cells[0].error.is_none(),
+        "{:?}",
+        results.cells[0].error
+    );
+    assert_eq!(results.cells[0].prompts, vec!["embedding 0", "embedding 1"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Sana's latents have no cheap latent→RGB map: without `preview = "decode"` they are decoded anyway, every 5
 /// steps, rather than shown as nothing.
 #[test]

@@ -7,7 +7,7 @@ use half::{bf16, f16};
 use ort::session::{IoBinding, SessionInputValue};
 use ort::value::{DynValue, PrimitiveTensorElementType, Shape, Tensor, TensorRef};
 
-use super::condition::{Condition, fixed_item_shape};
+use super::condition::{Condition, ItemTensor, fixed_item_shape};
 use super::denoiser::DenoiseError;
 use super::floats::FloatBuf;
 use super::roles::{ElemType, ModelRoles, Role, TensorSpec};
@@ -175,7 +175,8 @@ impl Scratch {
 }
 
 /// Packs one float conditioning input for the items of `rows`; returns its dims. A row without a value feeds
-/// zeros, which needs the input's dims after the batch to be fixed.
+/// zeros, which needs the input's dims after the batch to be fixed; a row without a text mask (precomputed
+/// embeddings) marks every token of its hidden states real.
 fn pack_float(
     buf: &mut FloatBuf,
     role: Role,
@@ -186,7 +187,14 @@ fn pack_float(
     buf.reset(spec.elem);
     let mut shape: Option<Vec<usize>> = None;
     for &row in rows {
-        let value = conditions.get(row).and_then(|c| c.tensor(role));
+        let all_real = (role == Role::TextMask)
+            .then(|| conditions.get(row)?.hidden_states.as_ref())
+            .flatten()
+            .map(|h| ItemTensor::new(vec![h.shape[0]], vec![1.0; h.shape[0]]));
+        let value = conditions
+            .get(row)
+            .and_then(|c| c.tensor(role))
+            .or(all_real.as_ref());
         let item_shape = match value {
             Some(v) => v.shape.clone(),
             None => fixed_item_shape(spec).ok_or_else(|| {
