@@ -14,7 +14,7 @@ use super::kdiff::Churn;
 use super::kdiff::{number_or_inf, unsupported_prediction};
 use super::multistep::multistep_order;
 use super::prediction::X0Clip;
-use super::schedule::ScheduleConfig;
+use super::schedule::{ScheduleConfig, torch_linspace_f32};
 use super::settings::{FinalSigma, SolverType};
 use super::sigmas::karras;
 use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
@@ -43,23 +43,6 @@ pub struct EdmConfig {
     pub schedule: ScheduleConfig,
 }
 
-/// `torch.linspace(start, end, n)` in f32 (fused multiply-adds from both ends, as torch on CPU).
-fn linspace_f32(start: f32, end: f32, n: usize) -> Vec<f32> {
-    if n == 1 {
-        return vec![start];
-    }
-    let step = (end - start) / (n - 1) as f32;
-    (0..n)
-        .map(|i| {
-            if i < n / 2 {
-                step.mul_add(i as f32, start)
-            } else {
-                (-step).mul_add((n - 1 - i) as f32, end)
-            }
-        })
-        .collect()
-}
-
 impl EdmConfig {
     /// The `steps` sigmas, descending, in f32. `f32_ramp`: EDM-DPM's Karras ramp is f32 torch arithmetic,
     /// EDMEuler's is f64 numpy.
@@ -71,7 +54,7 @@ impl EdmConfig {
                     self.sigma_max.powf(1.0 / self.rho),
                 );
                 let (lo, hi) = (lo as f32, hi as f32);
-                linspace_f32(0.0, 1.0, steps)
+                torch_linspace_f32(0.0, 1.0, steps)
                     .into_iter()
                     .map(|r| (hi + r * (lo - hi)).powf(self.rho as f32))
                     .collect()
@@ -82,7 +65,7 @@ impl EdmConfig {
                 .collect(),
             EdmSchedule::Exponential => {
                 let (lo, hi) = (self.sigma_min.ln() as f32, self.sigma_max.ln() as f32);
-                linspace_f32(lo, hi, steps)
+                torch_linspace_f32(lo, hi, steps)
                     .into_iter()
                     .rev()
                     .map(f32::exp)

@@ -32,6 +32,7 @@ mod prediction;
 pub mod registry;
 pub mod schedule;
 mod settings;
+pub mod sigma_schedule;
 pub mod sigmas;
 mod spacing;
 mod step_checks;

@@ -160,7 +160,7 @@ impl NoiseSchedule {
 
 /// `torch.linspace(start, end, steps, dtype=float32)` on CPU: float32 fused multiply-adds from both
 /// ends towards the middle (this reproduces torch's tables bit for bit).
-fn torch_linspace_f32(start: f32, end: f32, steps: usize) -> Vec<f32> {
+pub(crate) fn torch_linspace_f32(start: f32, end: f32, steps: usize) -> Vec<f32> {
     if steps == 1 {
         return vec![start];
     }
