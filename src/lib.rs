@@ -13,6 +13,7 @@ pub mod cache_dir;
 pub mod cli;
 pub mod engine;
 pub mod experiment;
+pub mod guidance;
 pub mod lab;
 pub mod metrics;
 pub mod path_error;

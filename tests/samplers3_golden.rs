@@ -3,7 +3,9 @@
 //! `DIFFLAB_GOLDENS3` names.
 //!
 //! Schedules: every `kind = "schedule"` case, by ComfyUI's scheduler name and parameters, on ComfyUI's SD 1.x
-//! sigma table, within each case's suggested tolerance (relative to max(1, max |expected|)).
+//! sigma table. Guidance: every `kind = "guidance"` case but CFG++ (a sampler run, checked with the samplers),
+//! call by call with fresh state at the first. Each within its suggested tolerance (relative to
+//! max(1, max |expected|)).
 
 #![allow(
     clippy::unwrap_used,
@@ -14,6 +16,10 @@
 
 use std::path::{Path, PathBuf};
 
+use difflab::guidance::{
+    ApgComfy, ApgDiffusers, Call, Cfg, CfgNorm, CfgZeroStarComfy, CfgZeroStarDiffusers, Guide,
+    Interval, PerpNeg, RescaleCfg, Window,
+};
 use difflab::sampler::sigma_schedule::{ModelSigmas, ScheduleParams, SigmaSchedule};
 use serde_json::Value;
 
@@ -128,4 +134,119 @@ fn every_schedule_case_equals_comfyui() {
     }
     println!("checked {checked} of {} schedule cases", cases.len());
     assert!(checked > 0, "no schedule cases in {}", folder().display());
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+/// The method a guidance case names, with its parameters, and its scale.
+fn guide_of(case: &Value) -> (Box<dyn Guide + Send>, f64) {
+    let p = &case["params"];
+    let n = |key: &str| number(p, key).unwrap_or_else(|| panic!("{}: no {key}", case["name"]));
+    let scale = number(p, "cfg_scale")
+        .or(number(p, "guidance_scale"))
+        .unwrap();
+    let cfg = || -> Box<dyn Guide + Send> {
+        Box::new(Cfg {
+            original_formulation: p["use_original_formulation"].as_bool().unwrap_or(false),
+            rescale: number(p, "guidance_rescale").unwrap_or(0.0),
+        })
+    };
+    let guide: Box<dyn Guide + Send> = match case["method"].as_str().unwrap() {
+        "cfg_comfy" | "cfg_diffusers" => cfg(),
+        "rescale_cfg_comfy" => Box::new(RescaleCfg {
+            multiplier: n("multiplier"),
+        }),
+        "apg_comfy" => Box::new(ApgComfy::new(n("eta"), n("norm_threshold"), n("momentum"))),
+        "apg_diffusers" => Box::new(ApgDiffusers::new(
+            n("eta"),
+            n("adaptive_projected_guidance_rescale"),
+            n("adaptive_projected_guidance_momentum"),
+        )),
+        "cfg_zero_star_comfy" => Box::new(CfgZeroStarComfy),
+        "cfg_zero_star_diffusers" => Box::new(CfgZeroStarDiffusers {
+            zero_init_steps: n("zero_init_steps") as usize,
+        }),
+        "cfg_norm_comfy" => Box::new(CfgNorm {
+            strength: n("strength"),
+        }),
+        "perp_neg_comfy" => Box::new(PerpNeg {
+            neg_scale: n("neg_scale"),
+        }),
+        "guidance_interval_sigma" => Box::new(Interval {
+            window: Window::Sigma {
+                lo: n("sigma_lo"),
+                hi: n("sigma_hi"),
+            },
+            inner: cfg(),
+        }),
+        "guidance_interval_steps_diffusers" => Box::new(Interval {
+            window: Window::Steps {
+                start: n("start"),
+                stop: n("stop"),
+            },
+            inner: cfg(),
+        }),
+        other => panic!("{}: no guidance method {other:?}", case["name"]),
+    };
+    (guide, scale)
+}
+
+#[test]
+fn every_guidance_case_equals_its_reference() {
+    let all = cases("guidance");
+    let cases: Vec<&Value> = all
+        .iter()
+        .filter(|c| !c["method"].as_str().unwrap().starts_with("cfg_pp"))
+        .collect();
+    for &case in &cases {
+        let name = case["name"].as_str().unwrap();
+        let shape = floats(&case["shape"]);
+        let item_shape = [shape[1] as usize, shape[2] as usize, shape[3] as usize];
+        let (mut guide, scale) = guide_of(case);
+        let steps = case["steps"].as_array().unwrap();
+        let tolerance = case["suggested_tolerance"]["rel"].as_f64().unwrap();
+        for (k, step) in steps.iter().enumerate() {
+            let (x, cond, uncond) = (
+                floats(&step["x"]),
+                floats(&step["cond"]),
+                floats(&step["uncond"]),
+            );
+            let empty = step.get("empty").map(floats);
+            let call = Call {
+                cond: &cond,
+                uncond: &uncond,
+                empty: empty.as_deref(),
+                x: &x,
+                sigma: step["sigma"].as_f64().unwrap(),
+                step: k,
+                steps: steps.len(),
+                item_shape,
+            };
+            let got = guide.guide(&call, scale);
+            let want = floats(&step["output"]);
+            let scale_of = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+            let diff = got
+                .iter()
+                .zip(&want)
+                .map(|(g, w)| (g - w).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                diff / scale_of <= tolerance,
+                "{name} call {k}: relative difference {:.3e} > {tolerance:e}",
+                diff / scale_of
+            );
+        }
+    }
+    println!(
+        "checked {} of {} guidance cases (the rest, CFG++, are sampler runs)",
+        cases.len(),
+        all.len()
+    );
+    assert!(!cases.is_empty());
 }
