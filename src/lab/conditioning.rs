@@ -104,6 +104,7 @@ fn prompts(
         image_hw: (h, w),
         ..
     } = sources;
+    let options = prompt_options(spec, is_sana(encoders))?;
     let embeddings = match &spec.embeddings {
         Some(path) => read_embeddings(path, spec.prompts.len())?,
         None if encoders.is_empty() => {
@@ -115,7 +116,6 @@ fn prompts(
         }
         None => {
             let texts: Vec<&str> = spec.prompts.iter().map(String::as_str).collect();
-            let options = prompt_options(spec, is_sana(encoders))?;
             encode_prompts(encoders, &texts, &options, PromptSide::Prompt)
                 .map_err(|e| e.to_string())?
         }
@@ -129,17 +129,14 @@ fn prompts(
                     .into(),
             );
         }
-        negative => {
-            let options = prompt_options(spec, is_sana(encoders))?;
-            encode_prompts(
-                encoders,
-                &[negative.unwrap_or("")],
-                &options,
-                PromptSide::Negative,
-            )
-            .map_err(|e| e.to_string())?
-            .remove(0)
-        }
+        negative => encode_prompts(
+            encoders,
+            &[negative.unwrap_or("")],
+            &options,
+            PromptSide::Negative,
+        )
+        .map_err(|e| e.to_string())?
+        .remove(0),
     };
     let mut table: Vec<Condition> = embeddings.iter().map(|e| e.condition(h, w)).collect();
     table.push(uncond.condition(h, w));
