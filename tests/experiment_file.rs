@@ -615,7 +615,24 @@ fn schedule_is_a_key_of_its_own_like_comfyuis_scheduler() {
         e.samplers[0].resolved.settings["timestep_spacing"],
         serde_json::json!("trailing")
     );
+    // The web UIs' other schedules are difflab's `sigma_schedule`, by ComfyUI's names (AYS as "ays" too).
+    for (schedule, name) in [
+        ("kl_optimal", "kl_optimal"),
+        ("AYS", "align_your_steps"),
+        ("Linear Quadratic", "linear_quadratic"),
+    ] {
+        let e = Experiment::parse(&path, &table("Euler a", schedule)).unwrap();
+        assert_eq!(
+            e.samplers[0].resolved.settings["sigma_schedule"],
+            serde_json::json!(name)
+        );
+    }
     assert_errors(&[
+        (
+            table("dpm++2m", "kl_optimal"),
+            format!("{p}:7:12: `sampler[0].schedule`"),
+            "has no \"kl_optimal\" schedule",
+        ),
         (
             table("ddim", "karras"),
             format!("{p}:7:12: `sampler[0].schedule`"),
@@ -624,7 +641,9 @@ fn schedule_is_a_key_of_its_own_like_comfyuis_scheduler() {
         (
             table("euler", "cosine"),
             format!("{p}:7:12: `sampler[0].schedule`"),
-            "unknown schedule \"cosine\"; use one of karras, exponential, beta, sgm_uniform",
+            "unknown schedule \"cosine\"; use one of karras, exponential, beta, sgm_uniform, simple, normal, \
+             ddim_uniform, linear_quadratic, polyexponential, kl_optimal, laplace, vp, align_your_steps (ays), gits, \
+             optimal_steps",
         ),
     ]);
 }

@@ -250,3 +250,64 @@ fn every_guidance_case_equals_its_reference() {
     );
     assert!(!cases.is_empty());
 }
+
+/// `sigma_schedule` (what an experiment's `schedule = "kl_optimal"` sets) makes a k-diffusion style sampler step
+/// through the web UI's schedule on the model's own sigma table: on SD 1.x's scaled-linear schedule, the sigmas
+/// ComfyUI gives (within float32 rounding of the two tables), then the final 0.
+#[test]
+fn a_web_ui_schedule_drives_the_k_diffusion_samplers() {
+    use difflab::sampler::SamplerConfig;
+    use difflab::sampler::step_table::step_rows;
+    use serde_json::{Map, json};
+
+    let base: Map<String, Value> = json!({
+        "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+        "beta_schedule": "scaled_linear", "prediction_type": "epsilon"
+    })
+    .as_object()
+    .unwrap()
+    .clone();
+    let model = ModelSigmas::sd1();
+    for (sampler, schedule) in [
+        ("euler", "kl_optimal"),
+        ("Euler a", "ays"),
+        ("heun", "simple"),
+        ("lms", "vp"),
+    ] {
+        let settings: Map<String, Value> = json!({"sigma_schedule": schedule})
+            .as_object()
+            .unwrap()
+            .clone();
+        let resolved = SamplerConfig::resolve(sampler, Some(&base), &settings).unwrap();
+        let steps = 10;
+        let rows = step_rows(&resolved.config, steps).unwrap();
+        let want = SigmaSchedule::from_name(schedule)
+            .unwrap()
+            .sigmas(steps, &model, &ScheduleParams::default())
+            .unwrap();
+        let mut got: Vec<f64> = rows.iter().map(|r| r.sigma).collect();
+        got.dedup_by(|a, b| (*a - *b).abs() < 1e-9); // Heun visits each sigma twice
+        got.push(0.0);
+        assert_eq!(got.len(), want.len(), "{sampler} {schedule}: {got:?}");
+        for (g, &w) in got.iter().zip(&want) {
+            assert!(
+                (g - f64::from(w)).abs() <= 1e-5 * f64::from(w).max(1.0),
+                "{sampler} {schedule}: {got:?} vs {want:?}"
+            );
+        }
+    }
+    // Classes without it say so; a count the schedule cannot give is refused, not run with other steps.
+    let settings: Map<String, Value> = json!({"sigma_schedule": "ddim_uniform"})
+        .as_object()
+        .unwrap()
+        .clone();
+    let resolved = SamplerConfig::resolve("euler", Some(&base), &settings).unwrap();
+    let err = step_rows(&resolved.config, 7).unwrap_err().to_string();
+    assert!(err.contains("8 noise levels for 7 steps"), "{err}");
+    let settings: Map<String, Value> =
+        json!({"sigma_schedule": "simple", "use_karras_sigmas": true})
+            .as_object()
+            .unwrap()
+            .clone();
+    assert!(SamplerConfig::resolve("euler", Some(&base), &settings).is_err());
+}

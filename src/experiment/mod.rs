@@ -20,6 +20,7 @@ pub use schema::NoiseKind;
 
 use crate::engine::{ProviderKind, RoleOverrides};
 use crate::sampler::config::Resolved;
+use crate::sampler::sigma_schedule::SigmaSchedule;
 use crate::sampler::{ConfigError, PredictionType, SamplerConfig};
 use schema::{
     ExperimentFile, Guidance, PreviewKind, SamplerSection, Seeds, Shift, Steps, TrainingSection,
@@ -426,7 +427,7 @@ impl Reading<'_> {
                         format!(
                             "unknown schedule {:?}; use one of {}",
                             sched.get_ref(),
-                            SCHEDULES.map(|(n, _, _)| n).join(", ")
+                            schedule_names()
                         ),
                     )
                 })?;
@@ -800,11 +801,32 @@ const SCHEDULES: [(&str, &str, &str); 4] = [
     ("sgm_uniform", "timestep_spacing", "\"trailing\""),
 ];
 
-/// The setting a schedule name stands for; case, spaces, `-` and `_` do not matter ("SGM Uniform").
+/// The setting a schedule name stands for; case, spaces, `-` and `_` do not matter ("SGM Uniform"). The four
+/// names diffusers has flags for keep them; the web UIs' other schedules are difflab's `sigma_schedule`.
 fn schedule_setting(name: &str) -> Option<(&'static str, Value)> {
     let norm = crate::sampler::registry::normalize;
-    SCHEDULES
+    let diffusers = SCHEDULES
         .iter()
         .find(|(n, _, _)| norm(n) == norm(name))
-        .map(|&(_, k, v)| (k, serde_json::from_str(v).unwrap_or(Value::Null)))
+        .map(|&(_, k, v)| (k, serde_json::from_str(v).unwrap_or(Value::Null)));
+    diffusers.or_else(|| {
+        SigmaSchedule::NAMES
+            .iter()
+            .find(|n| norm(n) == norm(name))
+            .and_then(|n| SigmaSchedule::from_name(n))
+            .or_else(|| SigmaSchedule::from_name(&name.trim().to_lowercase()))
+            .map(|s| ("sigma_schedule", Value::String(s.name().into())))
+    })
+}
+
+/// Every name `schedule` takes, for messages.
+fn schedule_names() -> String {
+    let diffusers: Vec<&str> = SCHEDULES.iter().map(|(n, _, _)| *n).collect();
+    let others = SigmaSchedule::NAMES
+        .iter()
+        .filter(|n| !diffusers.contains(n));
+    let names: Vec<&str> = diffusers.iter().chain(others).copied().collect();
+    names
+        .join(", ")
+        .replace("align_your_steps", "align_your_steps (ays)")
 }

@@ -222,7 +222,7 @@ pub(super) fn parse_dpm_sde(r: &mut Reader, c: Common, warnings: &mut Vec<String
     }
     let ramp = read_ramp(r)?;
     Ok(Arc::new(DpmSdeConfig {
-        k: k_config(c, ramp),
+        k: k_config(c, ramp, r)?,
         s_noise: r.non_negative("s_noise")?,
     }))
 }

@@ -218,7 +218,7 @@ pub(super) fn parse_euler(r: &mut Reader, c: Common, _warnings: &mut Vec<String>
         s_noise: r.non_negative("s_noise")?,
     };
     Ok(Arc::new(EulerConfig {
-        k: k_config(c, ramp),
+        k: k_config(c, ramp, r)?,
         log_linear,
         final_sigma_min,
         continuous,

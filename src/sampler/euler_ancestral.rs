@@ -124,11 +124,11 @@ impl FamilyConfig for EulerAncestralConfig {
 // Settings: the class's defaults and parser.
 
 pub(super) fn euler_ancestral_defaults() -> Value {
-    json!({"timestep_spacing": "linspace", "rescale_betas_zero_snr": false})
+    json!({"timestep_spacing": "linspace", "rescale_betas_zero_snr": false, "sigma_schedule": null})
 }
 
 pub(super) fn parse_euler_ancestral(
-    _r: &mut Reader,
+    r: &mut Reader,
     c: Common,
     _warnings: &mut Vec<String>,
 ) -> Parsed {
@@ -141,5 +141,6 @@ pub(super) fn parse_euler_ancestral(
     Ok(Arc::new(EulerAncestralConfig(k_config(
         c,
         SigmaRamp::Interpolated,
-    ))))
+        r,
+    )?)))
 }

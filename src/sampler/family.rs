@@ -347,6 +347,7 @@ pub(super) fn sigma_keys() -> Value {
         "use_exponential_sigmas": false,
         "use_beta_sigmas": false,
         "timestep_spacing": "linspace",
+        "sigma_schedule": null,
     })
 }
 

@@ -172,7 +172,7 @@ pub(super) fn parse_heun(r: &mut Reader, c: Common, _warnings: &mut Vec<String>)
     let ramp = read_ramp(r)?;
     let clip = read_clip(r, X0Clip::None)?;
     Ok(Arc::new(HeunConfig {
-        k: k_config(c, ramp),
+        k: k_config(c, ramp, r)?,
         clip,
     }))
 }

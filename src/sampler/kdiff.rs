@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::family::{Common, Reader};
 use super::schedule::{NoiseSchedule, ScheduleConfig};
+use super::sigma_schedule::{ModelSigmas, ScheduleParams, SigmaSchedule};
 use super::sigmas::{SigmaRamp, interp, log_sigmas_f32, sigma_to_t};
 use super::spacing::{TimestepSpacing, arange, linspace};
 use super::step_checks::check_step_count;
@@ -19,6 +20,8 @@ pub struct KConfig {
     pub timestep_spacing: TimestepSpacing,
     pub steps_offset: i64,
     pub ramp: SigmaRamp,
+    /// A web-UI schedule (`sigma_schedule`, ComfyUI's names) in place of the interpolated sigmas.
+    pub sigma_schedule: Option<SigmaSchedule>,
 }
 
 /// One run's schedule before the final sigma is appended.
@@ -94,8 +97,46 @@ impl KConfig {
             s.timesteps = ramp.iter().map(|&x| sigma_to_t(x, &s.log_sigmas)).collect();
             s.sigmas = ramp;
         }
+        if let Some(schedule) = self.sigma_schedule {
+            let sigmas = web_ui_sigmas(schedule, steps, &s.train_sigmas)?;
+            s.timesteps = sigmas
+                .iter()
+                .map(|&x| sigma_to_t(x, &s.log_sigmas))
+                .collect();
+            s.sigmas = sigmas;
+        }
         Ok(s)
     }
+}
+
+/// `steps` sigmas of a web-UI schedule on the model's training sigmas, the final 0 left to the class (which
+/// appends its own); a schedule that gives another count for these steps is an error, not a silent change of
+/// the step count.
+fn web_ui_sigmas(
+    schedule: SigmaSchedule,
+    steps: usize,
+    train_sigmas: &[f32],
+) -> Result<Vec<f64>, ConfigError> {
+    let model = ModelSigmas::from_sigmas(train_sigmas);
+    let fail = |reason: String| ConfigError::Unsupported {
+        key: "sigma_schedule".into(),
+        got: format!("{:?}", schedule.name()),
+        reason,
+    };
+    let mut sigmas = schedule
+        .sigmas(steps, &model, &ScheduleParams::default())
+        .map_err(fail)?;
+    if sigmas.last() == Some(&0.0) {
+        sigmas.pop();
+    }
+    if sigmas.len() != steps {
+        return Err(fail(format!(
+            "it gives {} noise levels for {steps} steps (ComfyUI would run {} steps); choose another step count",
+            sigmas.len(),
+            sigmas.len()
+        )));
+    }
+    Ok(sigmas.iter().map(|&v| f64::from(v)).collect())
 }
 
 /// The k-diffusion family's spacing: `steps` descending timesteps (fractional for linspace).
@@ -163,14 +204,36 @@ pub fn unsupported_prediction(class: &str, prediction: PredictionType) -> Config
 
 // Settings: the class's defaults and parser.
 
-pub(super) fn k_config(c: Common, ramp: SigmaRamp) -> KConfig {
-    KConfig {
+/// The family's settings, with `sigma_schedule` (difflab's key: a web-UI schedule by ComfyUI's name), which
+/// replaces a diffusers ramp rather than combining with one.
+pub(super) fn k_config(c: Common, ramp: SigmaRamp, r: &mut Reader) -> Result<KConfig, ConfigError> {
+    let sigma_schedule = match r.value("sigma_schedule") {
+        Value::Null => None,
+        Value::String(name) => Some(SigmaSchedule::from_name(name).ok_or_else(|| {
+            r.invalid(
+                "sigma_schedule",
+                &format!("one of {}", SigmaSchedule::NAMES.join(", ")),
+            )
+        })?),
+        _ => return Err(r.invalid("sigma_schedule", "a schedule's name, e.g. \"kl_optimal\"")),
+    };
+    if sigma_schedule.is_some() && ramp != SigmaRamp::Interpolated {
+        return Err(ConfigError::InvalidValue {
+            key: "sigma_schedule".into(),
+            got: format!("{:?}", sigma_schedule.map(SigmaSchedule::name)),
+            expected:
+                "null when use_karras_sigmas, use_exponential_sigmas or use_beta_sigmas is true"
+                    .into(),
+        });
+    }
+    Ok(KConfig {
         schedule: c.schedule,
         prediction_type: c.prediction_type,
         timestep_spacing: c.timestep_spacing,
         steps_offset: c.steps_offset,
         ramp,
-    }
+        sigma_schedule,
+    })
 }
 
 /// A number setting that may be the string "inf".

@@ -259,7 +259,7 @@ pub(super) fn kdpm2_config(r: &mut Reader, c: Common, class: &str) -> Result<KCo
         return Err(unsupported_prediction(class, c.prediction_type));
     }
     let ramp = read_ramp(r)?;
-    Ok(k_config(c, ramp))
+    k_config(c, ramp, r)
 }
 
 pub(super) fn parse_kdpm2(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {

@@ -175,7 +175,7 @@ pub(super) fn parse_lms(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) 
         });
     }
     Ok(Arc::new(LmsConfig {
-        k: k_config(c, ramp),
+        k: k_config(c, ramp, r)?,
         order,
     }))
 }

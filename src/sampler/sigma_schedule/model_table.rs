@@ -26,6 +26,14 @@ impl ModelSigmas {
         }
     }
 
+    /// From a model's training sigmas (ascending, f32), their logs taken in f64.
+    pub fn from_sigmas(sigmas: &[f32]) -> Self {
+        Self {
+            sigmas: sigmas.to_vec(),
+            log_sigmas: sigmas.iter().map(|&s| f64::from(s).ln() as f32).collect(),
+        }
+    }
+
     /// Stable Diffusion 1.x's table as ComfyUI builds it: betas `linspace(√0.00085, √0.012, 1000)²` in f64.
     pub fn sd1() -> Self {
         let mut product = 1.0;
