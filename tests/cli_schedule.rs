@@ -78,3 +78,30 @@ fn an_unknown_sampler_points_to_the_closest_name() {
         "error: unknown sampler \"DPM++ 2M Karas\"; did you mean `dpm++2m-karras`?"
     );
 }
+
+/// `--schedule` takes an experiment's schedule names: Align Your Steps' SD 1.x table on Euler a starts at
+/// 14.614641 and takes 6.474576 next; a class without sigma schedules says so, as does an unknown name.
+#[test]
+fn a_web_ui_schedule_is_printed_step_by_step() {
+    let out = Command::new(env!("CARGO_BIN_EXE_difflab"))
+        .args(["schedule", "Euler a", "--schedule", "ays", "--steps", "10"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("14.614641     6.474576"), "{stdout}");
+    let (ok, stderr) = schedule(&["ddim", "--schedule", "kl_optimal", "--steps", "10"]);
+    assert!(
+        !ok && stderr.contains("ddim (DDIMScheduler) has no \"kl_optimal\" schedule"),
+        "{stderr}"
+    );
+    let (ok, stderr) = schedule(&["euler", "--schedule", "cosine", "--steps", "10"]);
+    assert!(
+        !ok && stderr.contains("unknown schedule \"cosine\"; use one of karras"),
+        "{stderr}"
+    );
+}

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde_json::json;
 
+use crate::experiment::{schedule_names, schedule_setting};
 use crate::sampler::SamplerConfig;
 use crate::sampler::config::read_training_schedule;
 use crate::sampler::step_table::step_rows;
@@ -24,6 +25,10 @@ pub struct Args {
     /// Override a setting with diffusers' key name, e.g. --set timestep_spacing=trailing.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
+    /// The sigma schedule, as an experiment's `schedule` names it: karras, exponential, beta, sgm_uniform, or a
+    /// web UI's (simple, normal, kl_optimal, ays, gits, ...).
+    #[arg(long)]
+    pub schedule: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -35,8 +40,27 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .as_deref()
         .map(read_training_schedule)
         .transpose()?;
-    let overrides = super::parse_overrides(&args.overrides)?;
+    let mut overrides = super::parse_overrides(&args.overrides)?;
+    let schedule = match &args.schedule {
+        Some(name) => Some(schedule_setting(name).with_context(|| {
+            format!("unknown schedule {name:?}; use one of {}", schedule_names())
+        })?),
+        None => None,
+    };
+    if let Some((key, value)) = &schedule {
+        overrides.insert((*key).into(), value.clone());
+    }
     let resolved = SamplerConfig::resolve(&args.sampler, base.as_ref(), &overrides)?;
+    if let Some((key, value)) = &schedule
+        && resolved.settings.get(*key) != Some(value)
+    {
+        anyhow::bail!(
+            "{} ({}) has no {:?} schedule",
+            args.sampler,
+            resolved.config.class_name(),
+            args.schedule.as_deref().unwrap_or_default()
+        );
+    }
     let rows = step_rows(&resolved.config, args.steps)
         .with_context(|| format!("{} with {} steps", args.sampler, args.steps))?;
     if args.json {

@@ -803,7 +803,7 @@ const SCHEDULES: [(&str, &str, &str); 4] = [
 
 /// The setting a schedule name stands for; case, spaces, `-` and `_` do not matter ("SGM Uniform"). The four
 /// names diffusers has flags for keep them; the web UIs' other schedules are difflab's `sigma_schedule`.
-fn schedule_setting(name: &str) -> Option<(&'static str, Value)> {
+pub fn schedule_setting(name: &str) -> Option<(&'static str, Value)> {
     let norm = crate::sampler::registry::normalize;
     let diffusers = SCHEDULES
         .iter()
@@ -820,7 +820,7 @@ fn schedule_setting(name: &str) -> Option<(&'static str, Value)> {
 }
 
 /// Every name `schedule` takes, for messages.
-fn schedule_names() -> String {
+pub fn schedule_names() -> String {
     let diffusers: Vec<&str> = SCHEDULES.iter().map(|(n, _, _)| *n).collect();
     let others = SigmaSchedule::NAMES
         .iter()
