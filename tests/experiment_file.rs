@@ -648,6 +648,42 @@ fn schedule_is_a_key_of_its_own_like_comfyuis_scheduler() {
     ]);
 }
 
+/// `sigmas = [...]`: a sampler's own noise levels, one per step (a final 0 allowed), as ComfyUI's custom SIGMAS;
+/// a count that is not the step count, a class without the setting, or a schedule beside it is refused.
+#[test]
+fn a_sampler_can_step_through_a_list_of_sigmas() {
+    let path = dir().join("test.toml");
+    let p = path.display().to_string();
+    let table = |name: &str, steps: usize, extra: &str| {
+        format!(
+            "[model]\npath = \"analytic\"\nsample_shape = [1, 4, 4]\n[[sampler]]\nname = \"{name}\"\nsteps = {steps}\n\
+             sigmas = [14.6, 3.0, 0.5, 0.0]\n{extra}"
+        )
+    };
+    let e = Experiment::parse(&path, &table("euler", 3, "")).unwrap();
+    assert_eq!(
+        e.samplers[0].resolved.settings["sigmas"],
+        serde_json::json!([14.6, 3.0, 0.5, 0.0])
+    );
+    assert_errors(&[
+        (
+            table("euler", 4, ""),
+            format!("{p}:7:10: `sampler[0].sigmas`"),
+            "4 sigmas (a final 0 aside) make 3 steps, but `steps` asks for 4",
+        ),
+        (
+            table("ddim", 3, ""),
+            format!("{p}:7:10: `sampler[0].sigmas`"),
+            "ddim (DDIMScheduler) takes no list of sigmas",
+        ),
+        (
+            table("euler", 3, "schedule = \"karras\"\n"),
+            format!("{p}:7:10: `sampler[0].sigmas`"),
+            "give `schedule` or `sigmas`, not both",
+        ),
+    ]);
+}
+
 /// Every shipped experiment loads, with nothing to warn about.
 #[test]
 fn every_shipped_experiment_loads_without_warnings() {

@@ -436,6 +436,18 @@ impl Reading<'_> {
             }
             None => None,
         };
+        let sigmas_key = match (&s.sigmas, &s.schedule) {
+            (Some(list), Some(_)) => {
+                let message = "give `schedule` or `sigmas`, not both: the list is the schedule";
+                return Err(self.error(list.span(), &key("sigmas"), message));
+            }
+            (Some(list), None) => {
+                let value = serde_json::json!(list.get_ref());
+                settings.insert("sigmas".into(), value.clone());
+                Some((list.span(), value))
+            }
+            (None, _) => None,
+        };
         let spec = s.name.get_ref();
         // A scheduler_config.json named here resolves relative to the experiment.
         let name = if spec.ends_with(".json") {
@@ -488,6 +500,16 @@ impl Reading<'_> {
                 ));
             }
         }
+        if let Some((span, value)) = sigmas_key
+            && resolved.settings.get("sigmas") != Some(&value)
+        {
+            let message = format!(
+                "{spec} ({}) takes no list of sigmas; the k-diffusion style samplers (euler, heun, lms, dpm2, \
+                 ...) and flow Euler do",
+                resolved.config.class_name()
+            );
+            return Err(self.error(span, &key("sigmas"), message));
+        }
         // Warnings about settings point at the settings, others at the name.
         let span = s.settings.as_ref().map_or(s.name.span(), Spanned::span);
         let place = if s.settings.is_some() {
@@ -500,6 +522,17 @@ impl Reading<'_> {
         }
         self.edm_on_vp(i, s, &resolved, base, source);
         let steps = self.steps(i, s, &resolved)?;
+        if let Some(list) = &s.sigmas {
+            let given = list.get_ref();
+            let per_run = given.len() - usize::from(given.last() == Some(&0.0));
+            if let Some(n) = steps.iter().find(|&&n| n != per_run) {
+                let message = format!(
+                    "{} sigmas (a final 0 aside) make {per_run} steps, but `steps` asks for {n}",
+                    given.len()
+                );
+                return Err(self.error(list.span(), &key("sigmas"), message));
+            }
+        }
         let (guidance, guidance_rescale) = self.guidance(i, s, source)?;
         let true_cfg_scale = self.true_cfg_scale(i, s)?;
         if let Some(n) = &s.samples {

@@ -166,6 +166,8 @@ pub(super) struct SamplerSection {
     pub settings: Option<Spanned<toml::Table>>,
     /// The sigma schedule, as ComfyUI's scheduler beside its sampler ("karras", "exponential", "beta", "sgm_uniform").
     pub schedule: Option<Spanned<String>>,
+    /// The sampler's own sigmas, one per step (a final 0 allowed), instead of a schedule.
+    pub sigmas: Option<Spanned<Vec<f64>>>,
     pub samples: Option<Spanned<usize>>,
     pub guidance: Option<Spanned<Guidance>>,
     pub guidance_rescale: Option<Spanned<f64>>,

@@ -124,7 +124,7 @@ impl FamilyConfig for EulerAncestralConfig {
 // Settings: the class's defaults and parser.
 
 pub(super) fn euler_ancestral_defaults() -> Value {
-    json!({"timestep_spacing": "linspace", "rescale_betas_zero_snr": false, "sigma_schedule": null})
+    json!({"timestep_spacing": "linspace", "rescale_betas_zero_snr": false, "sigma_schedule": null, "sigmas": null})
 }
 
 pub(super) fn parse_euler_ancestral(

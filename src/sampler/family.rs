@@ -348,6 +348,7 @@ pub(super) fn sigma_keys() -> Value {
         "use_beta_sigmas": false,
         "timestep_spacing": "linspace",
         "sigma_schedule": null,
+        "sigmas": null,
     })
 }
 

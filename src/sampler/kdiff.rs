@@ -22,6 +22,8 @@ pub struct KConfig {
     pub ramp: SigmaRamp,
     /// A web-UI schedule (`sigma_schedule`, ComfyUI's names) in place of the interpolated sigmas.
     pub sigma_schedule: Option<SigmaSchedule>,
+    /// The user's own sigmas (`sigmas`, as ComfyUI's custom SIGMAS input), one per step.
+    pub sigmas: Option<Vec<f64>>,
 }
 
 /// One run's schedule before the final sigma is appended.
@@ -97,8 +99,12 @@ impl KConfig {
             s.timesteps = ramp.iter().map(|&x| sigma_to_t(x, &s.log_sigmas)).collect();
             s.sigmas = ramp;
         }
-        if let Some(schedule) = self.sigma_schedule {
-            let sigmas = web_ui_sigmas(schedule, steps, &s.train_sigmas)?;
+        let replaced = match (&self.sigmas, self.sigma_schedule) {
+            (Some(list), _) => Some(custom_sigmas(list, steps)?),
+            (None, Some(schedule)) => Some(web_ui_sigmas(schedule, steps, &s.train_sigmas)?),
+            (None, None) => None,
+        };
+        if let Some(sigmas) = replaced {
             s.timesteps = sigmas
                 .iter()
                 .map(|&x| sigma_to_t(x, &s.log_sigmas))
@@ -137,6 +143,22 @@ fn web_ui_sigmas(
         )));
     }
     Ok(sigmas.iter().map(|&v| f64::from(v)).collect())
+}
+
+/// The user's sigmas for `steps` steps: one per step, a final 0 allowed (the class appends its own).
+fn custom_sigmas(list: &[f64], steps: usize) -> Result<Vec<f64>, ConfigError> {
+    let body = match list.last() {
+        Some(0.0) => &list[..list.len() - 1],
+        _ => list,
+    };
+    if body.len() != steps {
+        return Err(ConfigError::InvalidValue {
+            key: "sigmas".into(),
+            got: format!("{} sigmas", body.len()),
+            expected: format!("{steps}, one per step (and a final 0 if you like), as `steps` says"),
+        });
+    }
+    Ok(body.to_vec())
 }
 
 /// The k-diffusion family's spacing: `steps` descending timesteps (fractional for linspace).
@@ -217,7 +239,15 @@ pub(super) fn k_config(c: Common, ramp: SigmaRamp, r: &mut Reader) -> Result<KCo
         })?),
         _ => return Err(r.invalid("sigma_schedule", "a schedule's name, e.g. \"kl_optimal\"")),
     };
-    if sigma_schedule.is_some() && ramp != SigmaRamp::Interpolated {
+    let sigmas = read_sigmas(r)?;
+    if sigmas.is_some() && sigma_schedule.is_some() {
+        return Err(ConfigError::InvalidValue {
+            key: "sigmas".into(),
+            got: "a list".into(),
+            expected: "null when sigma_schedule is set: the list is the schedule".into(),
+        });
+    }
+    if (sigma_schedule.is_some() || sigmas.is_some()) && ramp != SigmaRamp::Interpolated {
         return Err(ConfigError::InvalidValue {
             key: "sigma_schedule".into(),
             got: format!("{:?}", sigma_schedule.map(SigmaSchedule::name)),
@@ -233,7 +263,30 @@ pub(super) fn k_config(c: Common, ramp: SigmaRamp, r: &mut Reader) -> Result<KCo
         steps_offset: c.steps_offset,
         ramp,
         sigma_schedule,
+        sigmas,
     })
+}
+
+/// `sigmas`: null, or positive finite sigmas that never rise, a final 0 allowed.
+fn read_sigmas(r: &Reader) -> Result<Option<Vec<f64>>, ConfigError> {
+    let expected = "null or a list of sigmas from high to low, each positive (a final 0 allowed)";
+    let items = match r.value("sigmas") {
+        Value::Null => return Ok(None),
+        Value::Array(items) if !items.is_empty() => items,
+        _ => return Err(r.invalid("sigmas", expected)),
+    };
+    let list: Option<Vec<f64>> = items.iter().map(Value::as_f64).collect();
+    let list = list.ok_or_else(|| r.invalid("sigmas", expected))?;
+    let last = list.len() - 1;
+    let valid = list
+        .iter()
+        .enumerate()
+        .all(|(i, &s)| s.is_finite() && (s > 0.0 || (i == last && s == 0.0)))
+        && list.windows(2).all(|w| w[1] <= w[0]);
+    match valid {
+        true => Ok(Some(list)),
+        false => Err(r.invalid("sigmas", expected)),
+    }
 }
 
 /// A number setting that may be the string "inf".
