@@ -137,8 +137,8 @@ fn web_ui_sigmas(
     }
     if sigmas.len() != steps {
         return Err(fail(format!(
-            "it gives {} noise levels for {steps} steps (ComfyUI would run {} steps); choose another step count",
-            sigmas.len(),
+            "it gives {} noise levels for {steps} steps (ComfyUI would run that many steps); choose another \
+             step count",
             sigmas.len()
         )));
     }
@@ -248,9 +248,13 @@ pub(super) fn k_config(c: Common, ramp: SigmaRamp, r: &mut Reader) -> Result<KCo
         });
     }
     if (sigma_schedule.is_some() || sigmas.is_some()) && ramp != SigmaRamp::Interpolated {
+        let (key, got) = match sigma_schedule {
+            Some(schedule) => ("sigma_schedule", format!("{:?}", schedule.name())),
+            None => ("sigmas", "a list".to_string()),
+        };
         return Err(ConfigError::InvalidValue {
-            key: "sigma_schedule".into(),
-            got: format!("{:?}", sigma_schedule.map(SigmaSchedule::name)),
+            key: key.into(),
+            got,
             expected:
                 "null when use_karras_sigmas, use_exponential_sigmas or use_beta_sigmas is true"
                     .into(),
