@@ -626,18 +626,18 @@ def train_text_to_image(train_z_mean, train_z_std, train_y, vae, tokenizer, extr
 # 3. export and checks of digits-sd
 
 
-def export_sd(pipe, dst: Path, work: Path) -> dict:
-    """save_pretrained into work/digits-sd, then Optimum's main_export (text-to-image) into dst."""
+def optimum_export(pipe, dst: Path, work: Path) -> None:
+    """save_pretrained into work/<dst's name>, then Optimum's main_export (text-to-image) into dst."""
     from optimum.exporters.onnx import main_export
 
-    src = work / "digits-sd"
+    src = work / dst.name
     if src.exists():
         shutil.rmtree(src)
     pipe.save_pretrained(src, safe_serialization=True)
     if dst.exists():
         shutil.rmtree(dst)
     here = os.getcwd()
-    os.chdir(src.parent)  # a relative name, so the configs' _name_or_path is "digits-sd/..." and not a temp path
+    os.chdir(src.parent)  # a relative name, so the configs' _name_or_path is "<name>/..." and not a temp path
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -645,6 +645,11 @@ def export_sd(pipe, dst: Path, work: Path) -> dict:
                         library_name="diffusers", device="cpu", do_validation=True)
     finally:
         os.chdir(here)
+
+
+def export_sd(pipe, dst: Path, work: Path) -> dict:
+    """Optimum's export into dst, less what difflab does not read."""
+    optimum_export(pipe, dst, work)
     dropped = []
     # difflab and text-to-image need no VAE encoder; the fast tokenizer's tokenizer.json is not ours.
     if (dst / "vae_encoder").exists():

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -289,35 +287,6 @@ def train_flow(z_mean, z_std, train_y, vae, tokenizers, extractor, args, run: co
 # export and checks
 
 
-def export_flow(pipe, dst: Path, work: Path) -> dict:
-    """save_pretrained into work/digits-flow, then Optimum's main_export (text-to-image) into dst."""
-    from optimum.exporters.onnx import main_export
-
-    src = work / "digits-flow"
-    if src.exists():
-        shutil.rmtree(src)
-    pipe.save_pretrained(src, safe_serialization=True)
-    if dst.exists():
-        shutil.rmtree(dst)
-    here = os.getcwd()
-    os.chdir(src.parent)  # a relative name, so the configs' _name_or_path is "digits-flow/..."
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            main_export(model_name_or_path=src.name, output=str(dst), task="text-to-image",
-                        library_name="diffusers", device="cpu", do_validation=True)
-    finally:
-        os.chdir(here)
-    # The CLIP tokenizers' tokenizer.json is a second copy of vocab.json and merges.txt (difflab reads either).
-    dropped = []
-    for name in ("tokenizer", "tokenizer_2"):
-        p = dst / name / "tokenizer.json"
-        if p.exists():
-            p.unlink()
-            dropped.append(str(p.relative_to(dst)))
-    return {"dropped": dropped}
-
-
 @torch.inference_mode()
 def check_flow(pipe, dst: Path, tokenizers, args, out_checks: Path) -> dict:
     """ONNX Runtime against PyTorch for every network; check vectors from PyTorch."""
@@ -529,7 +498,7 @@ def main() -> None:
     fig["weights_choice"] = {**choice, "exported": chosen_name}
     pipe = make_pipeline(vae, ema_model if chosen_name == "ema" else raw, tokenizers)
     dst = out / "digits-flow"
-    fig["export"] = export_flow(pipe, dst, work)
+    cond.optimum_export(pipe, dst, work)
     fig["onnx"] = check_flow(pipe, dst, tokenizers, args, out / "checks")
     fig["onnx"]["ort_pipeline_vs_torch"] = check_ort_pipeline(pipe, dst, args)
     fig["folder_bytes"] = cond.dir_bytes(dst)

@@ -99,7 +99,7 @@ pub fn encode_sana(
     let texts: Vec<String> = prompts.iter().map(|p| framing.text(p, side)).collect();
     gemma.set_max_length(framing.padded_length(gemma, side)?);
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let outputs = gemma.encode(&refs)?;
+    let (outputs, masks) = gemma.encode_masked(&refs)?;
     let states = outputs.get("last_hidden_state").ok_or_else(|| {
         EngineError::Options(format!(
             "{}: Sana's text encoder has no output `last_hidden_state`; its outputs are {}",
@@ -110,12 +110,7 @@ pub fn encode_sana(
     let (length, width) = (states.shape[1], states.shape[2]);
     let positions = framing.selected(length, side);
     let mut embeddings = Vec::with_capacity(texts.len());
-    for (i, text) in texts.iter().enumerate() {
-        let mask = gemma
-            .tokenizer()
-            .encode(text)
-            .map_err(EngineError::Options)?
-            .attention_mask;
+    for (i, mask) in masks.chunks(length).enumerate() {
         let item = states.item(i);
         let mut hidden = Vec::with_capacity(positions.len() * width);
         for &p in &positions {

@@ -89,6 +89,14 @@ impl TextEncoder {
         &mut self,
         prompts: &[&str],
     ) -> Result<BTreeMap<String, EncoderOutput>, EngineError> {
+        self.encode_masked(prompts).map(|(outputs, _)| outputs)
+    }
+
+    /// [`Self::encode`], with the attention mask of each prompt's tokens (1 real, 0 padding), prompt after prompt.
+    pub fn encode_masked(
+        &mut self,
+        prompts: &[&str],
+    ) -> Result<(BTreeMap<String, EncoderOutput>, Vec<i64>), EngineError> {
         let (mut ids, mut mask) = (Vec::new(), Vec::new());
         for prompt in prompts {
             let tokens = self
@@ -96,7 +104,7 @@ impl TextEncoder {
                 .encode(prompt)
                 .map_err(EngineError::Options)?;
             ids.extend(tokens.ids.iter().map(|&i| i as f64));
-            mask.extend(tokens.attention_mask.iter().map(|&i| i as f64));
+            mask.extend_from_slice(&tokens.attention_mask);
         }
         let largest_id = ids.iter().copied().fold(0.0, f64::max) as usize;
         let dims = [prompts.len() as i64, self.tokenizer.max_length() as i64];
@@ -107,7 +115,7 @@ impl TextEncoder {
             ids_buf.view(&dims).map_err(ort_error)?,
         )];
         if let Some(spec) = &self.attention_mask {
-            mask_buf.fill(spec.elem, mask.into_iter());
+            mask_buf.fill(spec.elem, mask.iter().map(|&m| m as f64));
             inputs.push((spec.name.clone(), mask_buf.view(&dims).map_err(ort_error)?));
         }
         let path = self.model.path().to_path_buf();
@@ -133,7 +141,7 @@ impl TextEncoder {
             let shape = shape.iter().map(|&d| d as usize).collect();
             all.insert(name.to_string(), EncoderOutput { shape, data });
         }
-        Ok(all)
+        Ok((all, mask))
     }
 }
 

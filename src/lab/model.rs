@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::conditioning::{ConditionSources, RunConditions, build, truncation_notes};
 use super::latent_preview::LatentPreview;
-use super::tensorrt::{note_if_tensorrt, text_lengths, unet_batch, with_profile};
+use super::tensorrt::{TextLengths, note_if_tensorrt, text_lengths, unet_batch, with_profile};
 use crate::engine::flux::FluxDenoiser;
 use crate::engine::pipeline_folder::{
     Family, PipelineFolder, VaeDecoderPart, read_pipeline, read_vae_decoder,
@@ -295,8 +295,18 @@ fn assemble(
     let mut options = onnx_options(experiment);
     options.sample_shape = options.sample_shape.or(parts.latent_shape);
     options.prediction_type = options.prediction_type.or(parts.prediction_type);
-    let tokenizers: Vec<&Path> = parts.encoders.iter().map(|e| e.1.as_path()).collect();
-    let lengths = text_lengths(experiment, parts.family, &tokenizers);
+    // Only TensorRT's shape profiles need the text lengths, which read the tokenizer files.
+    let lengths = match options
+        .providers
+        .preference
+        .contains(&ProviderKind::TensorRt)
+    {
+        true => {
+            let tokenizers: Vec<&Path> = parts.encoders.iter().map(|e| e.1.as_path()).collect();
+            text_lengths(experiment, parts.family, &tokenizers)
+        }
+        false => TextLengths::default(),
+    };
     let hints = ShapeHints {
         batch: unet_batch(experiment),
         sample: options.sample_shape,
