@@ -20,6 +20,7 @@ use difflab::guidance::{
     ApgComfy, ApgDiffusers, Call, Cfg, CfgNorm, CfgZeroStarComfy, CfgZeroStarDiffusers, Guide,
     Interval, PerpNeg, RescaleCfg, Window,
 };
+use difflab::sampler::ksampling;
 use difflab::sampler::sigma_schedule::{ModelSigmas, ScheduleParams, SigmaSchedule};
 use serde_json::Value;
 
@@ -244,7 +245,7 @@ fn every_guidance_case_equals_its_reference() {
         }
     }
     println!(
-        "checked {} of {} guidance cases (the rest, CFG++, are sampler runs)",
+        "checked {} of {} guidance cases (the rest, CFG++, are sampler runs: see the next test)",
         cases.len(),
         all.len()
     );
@@ -310,4 +311,285 @@ fn a_web_ui_schedule_drives_the_k_diffusion_samplers() {
             .unwrap()
             .clone();
     assert!(SamplerConfig::resolve("euler", Some(&base), &settings).is_err());
+}
+
+// Samplers: each case's loop driven call by call with the toy model of the README (section 2) and the recorded
+// noise fed to its draws in order.
+
+/// The toy model's denoised prediction `x − s·eps(x/sqrt(s² + 1), s)`, conditional or unconditional.
+fn toy_denoised(x: &[f64], s: f64, cond: bool) -> Vec<f64> {
+    let l = s.ln();
+    x.iter()
+        .map(|&x| {
+            let u = x / (s * s + 1.0).sqrt();
+            let eps = match cond {
+                true => 0.5 * u * l.cos() + 0.1 * (u + 0.5 * l).sin(),
+                false => 0.4 * u * (0.8 * l).cos() + 0.1 * (u - 0.3 * l).sin() - 0.05,
+            };
+            x - s * eps
+        })
+        .collect()
+}
+
+/// The sampler a case's function names and the case's settings; ComfyUI's `_gpu` forms are the same loops
+/// with another Brownian generator.
+fn sampler_of(case: &Value) -> Option<(&'static ksampling::KSampler, ksampling::Settings)> {
+    let function = case["function"].as_str().unwrap();
+    let mut kwargs = case["kwargs"].as_object().unwrap().clone();
+    let name = function
+        .trim_start_matches("sample_")
+        .trim_end_matches("_gpu");
+    let name = match name {
+        "dpmpp_2m_sde_heun" => {
+            kwargs.insert("solver_type".into(), "heun".into());
+            "dpmpp_2m_sde"
+        }
+        "restart_sampler" => "restart",
+        other => other,
+    };
+    if let Some(restart_list) = kwargs.get("restart_list").cloned() {
+        kwargs.insert("restart_list".into(), restart_list.to_string().into());
+    }
+    // SA-Solver's noise interval and ER-SDE's noise scaler as ComfyUI's SamplerSASolver / SamplerER_SDE nodes
+    // take them.
+    if let Some(tau) = case.get("tau_interval").filter(|t| t["default"].is_null()) {
+        for key in ["eta", "sde_start_percent", "sde_end_percent"] {
+            kwargs.insert(key.into(), tau[key].clone());
+        }
+    }
+    if let Some(scaler) = case.get("noise_scaler").filter(|s| !s.is_null()) {
+        kwargs.insert("noise_scaler".into(), scaler["type"].clone());
+        kwargs.insert("eta".into(), scaler["eta"].clone());
+    }
+    let sampler = ksampling::sampler(name)?;
+    let settings =
+        ksampling::settings(sampler, &kwargs).unwrap_or_else(|e| panic!("{}: {e:?}", case["name"]));
+    Some((sampler, settings))
+}
+
+/// The sigmas a case's sampler steps through; DPM fast and adaptive take ComfyUI's form of their bounds
+/// (`sigmas[0]`, the last non-zero sigma, `len − 1` intervals).
+fn sigmas_of(case: &Value) -> Vec<f64> {
+    if let Some(dpm) = case.get("dpm").filter(|d| !d.is_null()) {
+        let n = dpm["n"].as_u64().unwrap_or(1) as usize;
+        let (lo, hi) = (
+            dpm["sigma_min"].as_f64().unwrap(),
+            dpm["sigma_max"].as_f64().unwrap(),
+        );
+        let mut sigmas = vec![hi];
+        sigmas.extend(std::iter::repeat_n(lo, n - 1));
+        sigmas.push(0.0);
+        if n == 1 {
+            sigmas.insert(1, lo);
+        }
+        return sigmas;
+    }
+    floats(&case["sigmas"])
+}
+
+fn relative(got: &[f64], want: &[f64]) -> f64 {
+    let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+    let diff = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0, f64::max);
+    diff / scale
+}
+
+/// Runs one sampler case; the first difference from the reference, if any.
+fn run_sampler_case(
+    case: &Value,
+    sampler: &ksampling::KSampler,
+    settings: &ksampling::Settings,
+) -> Result<(), String> {
+    use ksampling::{Denoised, Run, State};
+    let tolerance = case["suggested_tolerance"]["rel"].as_f64().unwrap();
+    let call_sigmas = floats(&case["call_sigmas"]);
+    let noise = case["noise"].as_array().cloned().unwrap_or_default();
+    let recorded_calls = case.get("calls").and_then(Value::as_array);
+    let cfg_scale = case["model"]["cfg_scale"].as_f64();
+    let model = ModelSigmas::sd1();
+    let start = ksampling::Start {
+        x: floats(&case["x_init"]),
+        sigmas: sigmas_of(case),
+        settings: settings.clone(),
+        percent_to_sigma: std::sync::Arc::new(move |p| model.percent_to_sigma(p)),
+    };
+    let mut run = Run::new(sampler, start);
+    let (mut calls, mut draws) = (0usize, 0usize);
+    let mut problem: Option<String> = None;
+    let final_sample = loop {
+        let mut feed = |draw: ksampling::Draw| {
+            let Some(record) = noise.get(draws) else {
+                problem.get_or_insert(format!("draw {draws} was not recorded"));
+                return vec![0.0; floats(&case["x_init"]).len()];
+            };
+            let after = record["after_calls"].as_u64().unwrap() as usize;
+            if after != calls {
+                problem.get_or_insert(format!(
+                    "draw {draws} after {calls} calls, recorded after {after}"
+                ));
+            }
+            if record["source"] == "noise_sampler" {
+                let want = [
+                    record["sigma"].as_f64().unwrap(),
+                    record["sigma_next"].as_f64().unwrap(),
+                ];
+                if relative(&[draw.sigma, draw.sigma_next], &want) > 1e-6 {
+                    problem.get_or_insert(format!(
+                        "draw {draws} between {} and {}, recorded {want:?}",
+                        draw.sigma, draw.sigma_next
+                    ));
+                }
+            }
+            draws += 1;
+            floats(&record["values"])
+        };
+        match run.resume(&mut feed) {
+            State::Done(x) => break x,
+            State::Call { x, sigma } => {
+                let Some(&want) = call_sigmas.get(calls) else {
+                    return Err(format!(
+                        "call {calls} at sigma {sigma}: the reference made {}",
+                        call_sigmas.len()
+                    ));
+                };
+                if relative(&[sigma], &[want]) > 1e-6 {
+                    return Err(format!("call {calls} at sigma {sigma}, recorded {want}"));
+                }
+                if let Some(record) = recorded_calls.and_then(|c| c.get(calls)) {
+                    let diff = relative(&x, &floats(&record["x"]));
+                    if diff > tolerance {
+                        return Err(format!("call {calls}: x differs by {diff:.3e}"));
+                    }
+                }
+                let cond = toy_denoised(&x, sigma, true);
+                let answer = match cfg_scale {
+                    Some(scale) => {
+                        let uncond = toy_denoised(&x, sigma, false);
+                        let guided = uncond
+                            .iter()
+                            .zip(&cond)
+                            .map(|(u, c)| u + (c - u) * scale)
+                            .collect();
+                        Denoised {
+                            guided,
+                            uncond: Some(uncond),
+                        }
+                    }
+                    None => Denoised {
+                        guided: cond,
+                        uncond: None,
+                    },
+                };
+                run.answer(answer);
+                calls += 1;
+            }
+        }
+    };
+    if let Some(problem) = problem {
+        return Err(problem);
+    }
+    if calls != call_sigmas.len() || draws != noise.len() {
+        return Err(format!(
+            "{calls} calls and {draws} draws, the reference {} and {}",
+            call_sigmas.len(),
+            noise.len()
+        ));
+    }
+    let diff = relative(&final_sample, &floats(&case["final_sample"]));
+    match diff <= tolerance {
+        true => Ok(()),
+        false => Err(format!(
+            "final sample differs by {diff:.3e} > {tolerance:e}"
+        )),
+    }
+}
+
+#[test]
+fn every_sampler_case_equals_its_reference() {
+    let cases = cases("sampler");
+    let mut failures = Vec::new();
+    for case in &cases {
+        let name = case["name"].as_str().unwrap();
+        match sampler_of(case) {
+            None => failures.push(format!("{name}: no sampler for {}", case["function"])),
+            Some((sampler, settings)) => {
+                if let Err(e) = run_sampler_case(case, sampler, &settings) {
+                    failures.push(format!("{name}: {e}"));
+                }
+            }
+        }
+    }
+    let checked = cases.len() - failures.len();
+    println!("checked {checked} of {} sampler cases", cases.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        !cases.is_empty(),
+        "no sampler cases in {}",
+        folder().display()
+    );
+}
+
+/// The CFG++ guidance case: a whole `euler_cfg_pp` run whose model returns the recorded conditional and
+/// unconditional predictions, call by call.
+#[test]
+fn cfg_pp_guidance_cases_are_euler_cfg_pp_runs() {
+    use ksampling::{Denoised, Run, State};
+    let all = cases("guidance");
+    let runs: Vec<&Value> = all
+        .iter()
+        .filter(|c| c["method"].as_str().unwrap().starts_with("cfg_pp"))
+        .collect();
+    for case in &runs {
+        let name = case["name"].as_str().unwrap();
+        let steps = case["steps"].as_array().unwrap();
+        let scale = case["params"]["cfg_scale"].as_f64().unwrap();
+        let sampler = ksampling::sampler("euler_cfg_pp").unwrap();
+        let start = ksampling::Start {
+            x: floats(&steps[0]["x"]),
+            sigmas: floats(&case["params"]["sigma_schedule"]),
+            settings: ksampling::settings(sampler, &serde_json::Map::new()).unwrap(),
+            percent_to_sigma: std::sync::Arc::new(|p| p),
+        };
+        let mut run = Run::new(sampler, start);
+        let mut call = 0;
+        let got = loop {
+            match run.resume(&mut |_| panic!("{name}: euler_cfg_pp draws no noise")) {
+                State::Done(x) => break x,
+                State::Call { x, sigma } => {
+                    let step = &steps[call];
+                    if let Some(want) = step.get("x") {
+                        assert!(relative(&x, &floats(want)) < 1e-10, "{name}: call {call} x");
+                    }
+                    assert!((sigma - step["sigma"].as_f64().unwrap()).abs() < 1e-6);
+                    let (cond, uncond) = (floats(&step["cond"]), floats(&step["uncond"]));
+                    let guided = uncond
+                        .iter()
+                        .zip(&cond)
+                        .map(|(u, c)| u + (c - u) * scale)
+                        .collect();
+                    run.answer(Denoised {
+                        guided,
+                        uncond: Some(uncond),
+                    });
+                    call += 1;
+                }
+            }
+        };
+        let tolerance = case["suggested_tolerance"]["rel"].as_f64().unwrap();
+        let diff = relative(&got, &floats(&case["final_sample"]));
+        assert!(
+            diff <= tolerance,
+            "{name}: final sample differs by {diff:.3e}"
+        );
+        assert_eq!(call, steps.len(), "{name}: calls");
+    }
+    println!(
+        "checked {} of {} CFG++ guidance runs",
+        runs.len(),
+        runs.len()
+    );
+    assert!(!runs.is_empty());
 }

@@ -281,7 +281,8 @@ pub(super) struct CellState {
     pub output: CellOutput,
     pub model_s: f64,
     pub sampler_s: f64,
-    pub lanes_left: usize,
+    /// Samples whose lanes have not finished.
+    pub samples_left: usize,
     /// The first sample of the next lane to start.
     pub next_first: usize,
     /// The cell stopped on an error: no more lanes start.
@@ -292,13 +293,13 @@ pub(super) struct CellState {
 
 impl CellState {
     /// `finals` holds `kept` samples of `item` values (a reference solve's; 0 for a cell).
-    pub fn new(cell: &Cell, kept: usize, item: usize, per_lane: usize, output: CellOutput) -> Self {
+    pub fn new(cell: &Cell, kept: usize, item: usize, output: CellOutput) -> Self {
         CellState {
             finals: vec![0.0; kept * item],
             output,
             model_s: 0.0,
             sampler_s: 0.0,
-            lanes_left: cell.samples().div_ceil(per_lane),
+            samples_left: cell.samples(),
             next_first: 0,
             failed: false,
             nfe: cell.steps,

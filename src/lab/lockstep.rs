@@ -39,6 +39,8 @@ pub(super) struct Lane {
     /// The guidance scale fed to a model that embeds it (guidance-distilled FLUX).
     pub(super) embedded_guidance: f32,
     pub(super) step: usize,
+    /// The model calls of this lane counted so far (an adaptive sampler's grow as it runs).
+    pub(super) counted: usize,
 }
 
 /// The pending cells of a run and their lanes, stepped together.
@@ -88,19 +90,13 @@ impl<'a> Batch<'a> {
         for &c in &pending {
             let cell = &cells[c];
             let state = match solving {
-                true => CellState::new(
-                    cell,
-                    cell.samples(),
-                    self.item,
-                    self.per_lane,
-                    CellOutput::new(0, None),
-                ),
+                true => CellState::new(cell, cell.samples(), self.item, CellOutput::new(0, None)),
                 false => {
                     let solution = cell
                         .reference_in(self.references)
                         .and_then(|r| self.solutions[r].as_ref());
                     let output = self.ctx.output_for(cell, solution)?;
-                    CellState::new(cell, 0, self.item, self.per_lane, output)
+                    CellState::new(cell, 0, self.item, output)
                 }
             };
             states.push(state);
@@ -217,24 +213,39 @@ impl<'a> Batch<'a> {
             {
                 continue;
             }
-            let first = state.next_first;
-            let items = &cell.items[first..(first + self.per_lane).min(cell.samples())];
-            state.next_first += items.len();
-            let noise = SeededNoise::new(items.iter().map(|i| i.seed).collect());
             let mut scheduler = cell.config.build();
             scheduler.set_steps(cell.steps)?;
+            // A sampler whose calls depend on the sample (DPM adaptive) runs each sample alone, so that
+            // a sample never depends on its batch.
+            let per_lane = match scheduler.calls_depend_on_sample() {
+                true => 1,
+                false => self.per_lane,
+            };
+            let first = state.next_first;
+            let items = &cell.items[first..(first + per_lane).min(cell.samples())];
+            state.next_first += items.len();
+            let items = items.to_vec();
+            let noise = SeededNoise::new(items.iter().map(|i| i.seed).collect());
             // A model that embeds guidance takes the cell's scale as its input, one prediction per item.
             // Its classifier-free guidance is then FLUX's true CFG.
             let (cfg, embedded) = match self.embedded_guidance {
                 true => (cell.true_cfg_scale as f32, cell.guidance as f32),
                 false => (cell.guidance as f32, 1.0),
             };
-            let guided = cfg != 1.0;
+            // The CFG++ samplers take the unconditional prediction even at scale 1.
+            let guided = cfg != 1.0 || scheduler.takes_uncond();
+            let mut noise = noise;
+            let mut x = self.initial_noise(&noise, &items, scheduler.init_noise_sigma());
+            scheduler.prepare(&mut x, items.len(), &mut noise);
             let nfe = scheduler.timesteps().len();
-            state.nfe = nfe;
+            let state = &mut self.states[slot];
+            state.nfe = match first {
+                0 => nfe,
+                _ => state.nfe.max(nfe),
+            };
             self.lanes.push(Lane {
                 cell: slot,
-                x: self.initial_noise(&noise, items, scheduler.init_noise_sigma()),
+                x,
                 x0: vec![0.0; items.len() * self.item],
                 scheduler,
                 noise,
@@ -246,6 +257,7 @@ impl<'a> Batch<'a> {
                 guidance_rescale: cell.guidance_rescale as f32,
                 embedded_guidance: embedded,
                 step: 0,
+                counted: nfe,
             });
             unbatched += nfe;
         }
@@ -330,6 +342,9 @@ impl<'a> Batch<'a> {
             let calls_of_lane = if lane.uncond.is_some() { 2 } else { 1 };
             let output = if lane.uncond.is_some() {
                 let (u, c) = outputs[offset..offset + 2 * len].split_at(len);
+                if lane.scheduler.takes_uncond() {
+                    lane.scheduler.set_uncond(u);
+                }
                 guided.resize(len, 0.0);
                 guide(
                     u,
@@ -365,6 +380,11 @@ impl<'a> Batch<'a> {
                 Ok(()) => {}
             }
             lane.step += 1;
+            let calls_now = lane.scheduler.timesteps().len();
+            if calls_now > lane.counted {
+                calls.1 += calls_now - lane.counted;
+                lane.counted = calls_now;
+            }
             state.sampler_s += step_start.elapsed().as_secs_f64();
             if let Some(failure) = self.progress(l, calls)? {
                 failed.push(failure);
@@ -414,6 +434,9 @@ impl<'a> Batch<'a> {
         if lane.step < calls_total {
             return Ok(None);
         }
+        // An adaptive sampler's count is known at the end: the cell reports its most expensive sample.
+        let state = &mut self.states[lane.cell];
+        state.nfe = state.nfe.max(calls_total);
         let images = match self.ctx.pictures.images(&lane.x) {
             Ok(images) => images,
             Err(e) => return Ok(Some((lane.cell, e))),
@@ -424,11 +447,11 @@ impl<'a> Batch<'a> {
         state
             .output
             .take(lane.first, &lane.x, &images, shape, quality, self.ctx.batch)?;
-        state.lanes_left -= 1;
+        state.samples_left -= lane.items;
         if let Some(file) = &mut self.progress_file {
-            file.record(&cell.key, lane.first + lane.items, state.lanes_left == 0);
+            file.record(&cell.key, lane.first + lane.items, state.samples_left == 0);
         }
-        if state.lanes_left > 0 {
+        if state.samples_left > 0 {
             return Ok(None);
         }
         // The cell is complete: score, write and report it now, not at the end of the run.
@@ -474,8 +497,8 @@ impl<'a> Batch<'a> {
         let (slot, first) = (lane.cell, lane.first * self.item);
         let state = &mut self.states[slot];
         state.finals[first..first + lane.x.len()].copy_from_slice(&lane.x);
-        state.lanes_left -= 1;
-        match state.lanes_left {
+        state.samples_left -= lane.items;
+        match state.samples_left {
             0 => self.solved(slot),
             _ => Ok(()),
         }

@@ -94,7 +94,10 @@ pub fn denoise(
     let mut x0 = vec![0.0; x.len()];
     let mut t = vec![0.0; batch];
     let mut input = Vec::with_capacity(x.len());
-    for i in 0..scheduler.timesteps().len() {
+    scheduler.prepare(x, batch, noise);
+    // The count is re-read each step: an adaptive sampler's grows as it runs.
+    let mut i = 0;
+    while i < scheduler.timesteps().len() {
         t.fill(scheduler.timesteps()[i]);
         let start = Instant::now();
         input.clear();
@@ -108,6 +111,7 @@ pub fn denoise(
         if !on_step(i, &x0) {
             return Err(LabError::Cancelled);
         }
+        i += 1;
     }
     Ok(timing)
 }

@@ -21,8 +21,10 @@ mod flow_heun;
 pub mod flow_names;
 pub mod flow_shift;
 mod heun;
+mod k_sampler;
 mod kdiff;
 mod kdpm2;
+pub mod ksampling;
 mod lcm;
 mod lms;
 mod multistep;
@@ -85,6 +87,26 @@ pub trait Scheduler: Send {
 
     /// Whether any step draws noise.
     fn is_stochastic(&self) -> bool;
+
+    /// Called once with the initial sample before the first model call: a sampler that changes the sample
+    /// before its first call (or runs its own loop) starts here.
+    fn prepare(&mut self, _sample: &mut [f32], _batch: usize, _noise: &mut dyn NoiseSource) {}
+
+    /// Whether the sampler takes the unconditional model output beside the guided one (the CFG++ family):
+    /// the caller then evaluates it even at guidance scale 1 and hands it over with [`Self::set_uncond`]
+    /// before each `step`.
+    fn takes_uncond(&self) -> bool {
+        false
+    }
+
+    /// Whether the model calls depend on the sample (an adaptive step size): their count is known only as
+    /// the run goes (`timesteps` grows), and each sample must run alone.
+    fn calls_depend_on_sample(&self) -> bool {
+        false
+    }
+
+    /// The unconditional model output of the call the next `step` gets the guided output of.
+    fn set_uncond(&mut self, _uncond: &[f32]) {}
 
     /// Whether step `i` draws noise.
     fn draws_noise_at(&self, _i: usize) -> bool {

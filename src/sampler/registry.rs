@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use super::family::{Common, Parsed, Reader};
 use super::{
     ddim, ddpm, deis, dpm_sde, dpm_singlestep, dpm_solver, edm, euler, euler_ancestral, flow_euler,
-    flow_heun, heun, kdpm2, lcm, lms, pndm, unipc,
+    flow_heun, heun, k_sampler, kdpm2, lcm, lms, pndm, unipc,
 };
 
 /// Where a name comes from.
@@ -43,6 +43,7 @@ pub struct Family {
 const D: &[Ui] = &[Ui::Difflab];
 const ALL: &[Ui] = &[Ui::Difflab, Ui::A1111, Ui::ComfyUi];
 const COMFY: &[Ui] = &[Ui::ComfyUi];
+const DC: &[Ui] = &[Ui::Difflab, Ui::ComfyUi];
 const KARRAS: &str = r#"{"use_karras_sigmas": true}"#;
 
 pub const FAMILIES: &[Family] = &[
@@ -372,6 +373,163 @@ pub const FAMILIES: &[Family] = &[
             preset: "{}",
         }],
     },
+    Family {
+        class: k_sampler::CLASS,
+        defaults: k_sampler::k_sampler_defaults,
+        parse: k_sampler::parse_k_sampler,
+        names: &[
+            Name {
+                name: "dpm++2s-a",
+                ui: &[Ui::Difflab, Ui::A1111],
+                preset: r#"{"sampler": "dpmpp_2s_ancestral"}"#,
+            },
+            Name {
+                name: "dpm++2s-a-karras",
+                ui: &[Ui::Difflab, Ui::A1111],
+                preset: r#"{"sampler": "dpmpp_2s_ancestral", "use_karras_sigmas": true}"#,
+            },
+            Name {
+                name: "dpmpp_2s_ancestral",
+                ui: COMFY,
+                preset: r#"{"sampler": "dpmpp_2s_ancestral"}"#,
+            },
+            Name {
+                name: "dpm++3m-sde",
+                ui: ALL,
+                preset: r#"{"sampler": "dpmpp_3m_sde"}"#,
+            },
+            Name {
+                name: "dpm++3m-sde-karras",
+                ui: &[Ui::Difflab, Ui::A1111],
+                preset: r#"{"sampler": "dpmpp_3m_sde", "use_karras_sigmas": true}"#,
+            },
+            Name {
+                name: "dpm++3m-sde-exponential",
+                ui: &[Ui::Difflab, Ui::A1111],
+                preset: r#"{"sampler": "dpmpp_3m_sde", "use_exponential_sigmas": true}"#,
+            },
+            Name {
+                name: "dpmpp_3m_sde_gpu",
+                ui: COMFY,
+                preset: r#"{"sampler": "dpmpp_3m_sde"}"#,
+            },
+            Name {
+                name: "dpmpp_2m_sde_gpu",
+                ui: COMFY,
+                preset: r#"{"sampler": "dpmpp_2m_sde"}"#,
+            },
+            Name {
+                name: "dpmpp_2m_sde_heun_gpu",
+                ui: COMFY,
+                preset: r#"{"sampler": "dpmpp_2m_sde", "solver_type": "heun"}"#,
+            },
+            Name {
+                name: "dpm-fast",
+                ui: ALL,
+                preset: r#"{"sampler": "dpm_fast"}"#,
+            },
+            Name {
+                name: "dpm-adaptive",
+                ui: ALL,
+                preset: r#"{"sampler": "dpm_adaptive"}"#,
+            },
+            Name {
+                name: "restart",
+                ui: &[Ui::Difflab, Ui::A1111],
+                preset: r#"{"sampler": "restart"}"#,
+            },
+            Name {
+                name: "ipndm",
+                ui: DC,
+                preset: r#"{"sampler": "ipndm"}"#,
+            },
+            Name {
+                name: "ipndm_v",
+                ui: DC,
+                preset: r#"{"sampler": "ipndm_v"}"#,
+            },
+            Name {
+                name: "res_multistep",
+                ui: DC,
+                preset: r#"{"sampler": "res_multistep"}"#,
+            },
+            Name {
+                name: "res_multistep_ancestral",
+                ui: DC,
+                preset: r#"{"sampler": "res_multistep_ancestral"}"#,
+            },
+            Name {
+                name: "res_multistep_cfg_pp",
+                ui: DC,
+                preset: r#"{"sampler": "res_multistep_cfg_pp"}"#,
+            },
+            Name {
+                name: "res_multistep_ancestral_cfg_pp",
+                ui: DC,
+                preset: r#"{"sampler": "res_multistep_ancestral_cfg_pp"}"#,
+            },
+            Name {
+                name: "er_sde",
+                ui: DC,
+                preset: r#"{"sampler": "er_sde"}"#,
+            },
+            Name {
+                name: "seeds_2",
+                ui: DC,
+                preset: r#"{"sampler": "seeds_2"}"#,
+            },
+            Name {
+                name: "seeds_3",
+                ui: DC,
+                preset: r#"{"sampler": "seeds_3"}"#,
+            },
+            Name {
+                name: "sa_solver",
+                ui: DC,
+                preset: r#"{"sampler": "sa_solver"}"#,
+            },
+            Name {
+                name: "sa_solver_pece",
+                ui: DC,
+                preset: r#"{"sampler": "sa_solver_pece"}"#,
+            },
+            Name {
+                name: "gradient_estimation",
+                ui: DC,
+                preset: r#"{"sampler": "gradient_estimation"}"#,
+            },
+            Name {
+                name: "gradient_estimation_cfg_pp",
+                ui: DC,
+                preset: r#"{"sampler": "gradient_estimation_cfg_pp"}"#,
+            },
+            Name {
+                name: "heunpp2",
+                ui: DC,
+                preset: r#"{"sampler": "heunpp2"}"#,
+            },
+            Name {
+                name: "euler_cfg_pp",
+                ui: DC,
+                preset: r#"{"sampler": "euler_cfg_pp"}"#,
+            },
+            Name {
+                name: "euler_ancestral_cfg_pp",
+                ui: DC,
+                preset: r#"{"sampler": "euler_ancestral_cfg_pp"}"#,
+            },
+            Name {
+                name: "dpmpp_2m_cfg_pp",
+                ui: DC,
+                preset: r#"{"sampler": "dpmpp_2m_cfg_pp"}"#,
+            },
+            Name {
+                name: "dpmpp_2s_ancestral_cfg_pp",
+                ui: DC,
+                preset: r#"{"sampler": "dpmpp_2s_ancestral_cfg_pp"}"#,
+            },
+        ],
+    },
 ];
 
 /// Names users know for samplers difflab does not implement, and what to use instead.
@@ -381,18 +539,7 @@ pub struct NotImplemented {
     pub advice: &'static str,
 }
 
-pub const NOT_IMPLEMENTED: &[NotImplemented] = &[
-    NotImplemented {
-        names: &["DPM++ 2S a", "dpmpp_2s_ancestral"],
-        advice: "A1111's DPM++ 2S a (ancestral; ComfyUI's dpmpp_2s_ancestral) is not implemented yet; the closest \
-                 difflab sampler is `dpm++2s` (second order through an intermediate point, without the ancestral noise)",
-    },
-    NotImplemented {
-        names: &["DPM++ 2S a Karras"],
-        advice: "A1111's DPM++ 2S a Karras (ancestral) is not implemented yet; the closest difflab sampler is \
-                 `dpm++2s-karras` (second order through an intermediate point, without the ancestral noise)",
-    },
-];
+pub const NOT_IMPLEMENTED: &[NotImplemented] = &[];
 
 /// What to use instead of a known sampler name that difflab does not implement.
 pub fn not_implemented(name: &str) -> Option<&'static str> {

@@ -72,6 +72,18 @@ impl ModelSigmas {
         ((1.0 - w) * self.log_sigmas[low] + w * self.log_sigmas[high]).exp()
     }
 
+    /// ComfyUI's `percent_to_sigma`: the sigma at fraction `p` of the way from the noisiest end (0) to the
+    /// clean one (1); beyond the ends, a sigma above every noise level or 0.
+    pub fn percent_to_sigma(&self, p: f64) -> f64 {
+        if p <= 0.0 {
+            return 999_999_999.9;
+        }
+        if p >= 1.0 {
+            return 0.0;
+        }
+        f64::from(self.sigma(((1.0 - p) * 999.0) as f32))
+    }
+
     /// The timestep whose log σ is nearest.
     pub fn timestep(&self, sigma: f32) -> usize {
         let log = sigma.ln();

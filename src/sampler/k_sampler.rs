@@ -1,0 +1,354 @@
+//! The samplers of k-diffusion, A1111 and ComfyUI that have no diffusers class ([`super::ksampling`]) as
+//! one family, `KDiffusionSampler`, whose `sampler` setting names the loop: the schedule is the k-diffusion
+//! family's (spacing, ramps, `sigma_schedule`, `sigmas`) with a final 0, the model's output becomes the
+//! denoised prediction the loop awaits, and each model call is one `step`. The loop runs in f64; the sample
+//! the lab sees is the next call's input in f32.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::family::{Common, FamilyConfig, Parsed, Reader, merged, read_ramp, sigma_keys};
+use super::kdiff::{KConfig, denoised, init_noise_sigma, k_config, unsupported_prediction};
+use super::ksampling::{self, Denoised, Draw, KSampler, Run, Settings, Start, State};
+use super::schedule::ScheduleConfig;
+use super::sigma_schedule::ModelSigmas;
+use super::sigmas::sigma_to_t;
+use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
+
+pub const CLASS: &str = "KDiffusionSampler";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KSamplerConfig {
+    pub k: KConfig,
+    pub sampler: &'static str,
+    /// The loop's settings, its defaults filled in.
+    pub settings: Settings,
+}
+
+impl KSamplerConfig {
+    fn loop_def(&self) -> &'static KSampler {
+        match ksampling::sampler(self.sampler) {
+            Some(s) => s,
+            None => unreachable!("the sampler name is checked when the settings are read"),
+        }
+    }
+}
+
+/// One run of a loop, driven by the lab one model call at a time.
+pub struct KLoop {
+    config: KSamplerConfig,
+    /// The schedule's sigmas and the final 0.
+    sigmas: Vec<f32>,
+    /// One per model call (the calls known so far, for an adaptive loop).
+    timesteps: Vec<f64>,
+    /// The sigma of each model call, then the last sigma of the schedule.
+    call_sigmas: Vec<f32>,
+    log_sigmas: Vec<f64>,
+    train_sigmas: Vec<f32>,
+    init_noise_sigma: f32,
+    run: Option<Run>,
+    /// The call the loop waits on: its input in f64 and its sigma.
+    pending: Option<(Vec<f64>, f64)>,
+    uncond: Option<Vec<f32>>,
+    calls: usize,
+    draws: usize,
+}
+
+impl KLoop {
+    pub fn new(config: KSamplerConfig) -> Self {
+        Self {
+            config,
+            sigmas: Vec::new(),
+            timesteps: Vec::new(),
+            call_sigmas: Vec::new(),
+            log_sigmas: Vec::new(),
+            train_sigmas: Vec::new(),
+            init_noise_sigma: 1.0,
+            run: None,
+            pending: None,
+            uncond: None,
+            calls: 0,
+            draws: 0,
+        }
+    }
+
+    fn start(&self, x: Vec<f64>) -> Start {
+        let model = ModelSigmas::from_sigmas(&self.train_sigmas);
+        Start {
+            x,
+            sigmas: self.sigmas.iter().map(|&s| f64::from(s)).collect(),
+            settings: self.config.settings.clone(),
+            percent_to_sigma: Arc::new(move |p| model.percent_to_sigma(p)),
+        }
+    }
+
+    fn timestep(&self, sigma: f64) -> f64 {
+        sigma_to_t(sigma, &self.log_sigmas)
+    }
+
+    /// Runs the loop to its next call, drawing its noise from `noise`; writes that call's input (or the
+    /// finished sample) into `sample`.
+    fn resume(&mut self, sample: &mut [f32], batch: usize, noise: &mut dyn NoiseSource) {
+        let Some(run) = self.run.as_mut() else { return };
+        let draws = &mut self.draws;
+        let mut draw = |d: Draw| {
+            let mut buf = vec![0.0f32; sample.len()];
+            if d.brownian {
+                noise.brownian(*draws, d.sigma, d.sigma_next, &mut buf);
+            } else {
+                noise.fill(*draws, &mut buf);
+            }
+            *draws += 1;
+            buf.into_iter().map(f64::from).collect()
+        };
+        let _ = batch;
+        match run.resume(&mut draw) {
+            State::Call { x, sigma } => {
+                write(sample, &x);
+                self.record_call(sigma);
+                self.pending = Some((x, sigma));
+            }
+            State::Done(x) => {
+                write(sample, &x);
+                let done = self.call_sigmas[..self.calls.min(self.call_sigmas.len())].to_vec();
+                self.set_calls(&done);
+                self.pending = None;
+            }
+        }
+    }
+
+    /// The model calls, by sigma: their timesteps, and the call sigmas with the schedule's end.
+    fn set_calls(&mut self, sigmas: &[f32]) {
+        self.timesteps = sigmas
+            .iter()
+            .map(|&s| self.timestep(f64::from(s)))
+            .collect();
+        self.call_sigmas = sigmas.to_vec();
+        self.call_sigmas
+            .push(self.sigmas.last().copied().unwrap_or(0.0));
+    }
+
+    /// Notes the sigma of the coming call (known in advance, except for an adaptive loop).
+    fn record_call(&mut self, sigma: f64) {
+        let mut calls = self.call_sigmas[..self.call_sigmas.len().saturating_sub(1)].to_vec();
+        calls.truncate(self.calls);
+        calls.push(sigma as f32);
+        if self.call_sigmas.len() > self.calls + 2 {
+            // The rest as planned.
+            calls.extend_from_slice(&self.call_sigmas[self.calls + 1..self.call_sigmas.len() - 1]);
+        }
+        self.set_calls(&calls);
+    }
+
+    /// The denoised prediction from a model output at the pending call.
+    fn denoised(&self, output: &[f32], x: &[f64], sigma: f64) -> Vec<f64> {
+        let prediction = self.config.k.prediction_type;
+        output
+            .iter()
+            .zip(x)
+            .map(|(&o, &x)| denoised(prediction, f64::from(o), x, sigma))
+            .collect()
+    }
+}
+
+fn write(sample: &mut [f32], x: &[f64]) {
+    for (s, &v) in sample.iter_mut().zip(x) {
+        *s = v as f32;
+    }
+}
+
+impl Scheduler for KLoop {
+    fn set_steps(&mut self, steps: usize) -> Result<(), ConfigError> {
+        let s = self.config.k.schedule(steps, false, false)?;
+        let mut sigmas: Vec<f32> = s.sigmas.iter().map(|&x| x as f32).collect();
+        sigmas.push(0.0);
+        self.init_noise_sigma = init_noise_sigma(&sigmas, self.config.k.timestep_spacing);
+        self.sigmas = sigmas;
+        self.log_sigmas = s.log_sigmas;
+        self.train_sigmas = s.train_sigmas;
+        let sampler = self.config.loop_def();
+        let mut calls = ksampling::call_sigmas(sampler, &self.start(vec![0.0]));
+        if calls.is_empty() {
+            return Err(ConfigError::Steps {
+                steps,
+                reason: format!(
+                    "{} makes no model call over these sigmas (DPM fast and adaptive need two noise levels \
+                     above 0); take more steps",
+                    sampler.name
+                ),
+            });
+        }
+        if sampler.adaptive {
+            // Known as the run goes: the first call is at the first sigma.
+            calls.truncate(1);
+        }
+        let calls: Vec<f32> = calls.iter().map(|&s| s as f32).collect();
+        self.set_calls(&calls);
+        self.run = None;
+        self.pending = None;
+        self.calls = 0;
+        self.draws = 0;
+        Ok(())
+    }
+
+    fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    fn init_noise_sigma(&self) -> f32 {
+        self.init_noise_sigma
+    }
+
+    fn model_input_divisor(&self) -> f32 {
+        let sigma = self
+            .pending
+            .as_ref()
+            .map_or(self.sigmas.first().copied().unwrap_or(0.0), |p| p.1 as f32);
+        (sigma * sigma + 1.0).sqrt()
+    }
+
+    fn sigmas(&self) -> Option<&[f32]> {
+        Some(&self.call_sigmas)
+    }
+
+    fn is_stochastic(&self) -> bool {
+        (self.config.loop_def().stochastic)(&self.config.settings)
+    }
+
+    fn prepare(&mut self, sample: &mut [f32], batch: usize, noise: &mut dyn NoiseSource) {
+        let x = sample.iter().map(|&v| f64::from(v)).collect();
+        self.run = Some(Run::new(self.config.loop_def(), self.start(x)));
+        self.resume(sample, batch, noise);
+    }
+
+    fn calls_depend_on_sample(&self) -> bool {
+        self.config.loop_def().adaptive
+    }
+
+    fn takes_uncond(&self) -> bool {
+        self.config.loop_def().takes_uncond
+    }
+
+    fn set_uncond(&mut self, uncond: &[f32]) {
+        self.uncond = Some(uncond.to_vec());
+    }
+
+    fn step(
+        &mut self,
+        model_output: &[f32],
+        sample: &mut [f32],
+        x0: &mut [f32],
+        batch: usize,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<(), StepError> {
+        check_step(
+            self.calls,
+            self.timesteps.len(),
+            model_output,
+            sample,
+            x0,
+            batch,
+        )?;
+        if self.run.is_none() {
+            // A driver that skipped `prepare`: exact only when the first call is at the sample as given.
+            let given = sample.to_vec();
+            self.prepare(sample, batch, noise);
+            if sample != &given[..] {
+                return Err(StepError::NotReady);
+            }
+        }
+        let (Some(run), Some((x, sigma))) = (self.run.as_ref(), self.pending.take()) else {
+            return Err(StepError::NotReady);
+        };
+        let _ = run;
+        let guided = self.denoised(model_output, &x, sigma);
+        let uncond = self.uncond.take().map(|u| self.denoised(&u, &x, sigma));
+        write(x0, &guided);
+        if let Some(run) = self.run.as_mut() {
+            run.answer(Denoised { guided, uncond });
+        }
+        self.calls += 1;
+        self.resume(sample, batch, noise);
+        Ok(())
+    }
+}
+
+impl FamilyConfig for KSamplerConfig {
+    fn build(&self) -> Box<dyn Scheduler> {
+        Box::new(KLoop::new(self.clone()))
+    }
+
+    fn schedule(&self) -> &ScheduleConfig {
+        &self.k.schedule
+    }
+
+    fn prediction_type(&self) -> PredictionType {
+        self.k.prediction_type
+    }
+}
+
+// Settings: the family's defaults and parser.
+
+/// The k-diffusion schedule keys, `sampler`, and every loop's settings (null: the loop's own default).
+pub(super) fn k_sampler_defaults() -> Value {
+    let mut loops = Map::new();
+    loops.insert("sampler".into(), Value::Null);
+    for sampler in ksampling::SAMPLERS {
+        if let Ok(Value::Object(keys)) = serde_json::from_str::<Value>(sampler.defaults) {
+            for key in keys.keys() {
+                loops.insert(key.clone(), Value::Null);
+            }
+        }
+    }
+    merged(
+        merged(
+            sigma_keys(),
+            serde_json::json!({"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}),
+        ),
+        Value::Object(loops),
+    )
+}
+
+pub(super) fn parse_k_sampler(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {
+    if !matches!(
+        c.prediction_type,
+        PredictionType::Epsilon | PredictionType::VPrediction
+    ) {
+        return Err(unsupported_prediction(CLASS, c.prediction_type));
+    }
+    let names: Vec<&str> = ksampling::SAMPLERS.iter().map(|s| s.name).collect();
+    let sampler = r.choice("sampler", &names, ksampling::sampler)?;
+    let mut given = Map::new();
+    for sampler_key in all_loop_keys() {
+        let value = r.value(&sampler_key);
+        if !value.is_null() {
+            given.insert(sampler_key, value.clone());
+        }
+    }
+    let settings = ksampling::settings(sampler, &given).map_err(|e| ConfigError::Unsupported {
+        got: r.value(&e.key).to_string(),
+        key: e.key,
+        reason: e.reason,
+    })?;
+    let ramp = read_ramp(r)?;
+    Ok(Arc::new(KSamplerConfig {
+        k: k_config(c, ramp, r)?,
+        sampler: sampler.name,
+        settings,
+    }))
+}
+
+fn all_loop_keys() -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    for sampler in ksampling::SAMPLERS {
+        if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(sampler.defaults) {
+            for key in map.keys() {
+                if !keys.contains(key) {
+                    keys.push(key.clone());
+                }
+            }
+        }
+    }
+    keys
+}
