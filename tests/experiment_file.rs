@@ -956,3 +956,115 @@ fn true_cfg_scale_is_for_flux_with_a_negative_prompt() {
         "{err}"
     );
 }
+
+/// Any sampler setting given as a list, a list of schedules and a list of guidance methods are axes: every
+/// combination is a variant, labelled by the values that vary, each value its own results column.
+#[test]
+fn setting_lists_are_axes_of_every_combination() {
+    let text = "[model]\npath = \"analytic\"\n[[sampler]]\nname = \"dpm++2s-a\"\nsteps = 10\n\
+                schedule = [\"karras\", \"kl_optimal\"]\nsettings = { eta = [0.5, 1.0], s_noise = 1.0 }\n\
+                guidance_method = [\"cfg\", \"apg\"]\nguidance_settings = { momentum = -0.5 }\n";
+    let e = Experiment::parse(&dir().join("test.toml"), text).unwrap();
+    let labels: Vec<&str> = e.samplers[0]
+        .variants
+        .iter()
+        .map(|v| v.label.as_str())
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            "dpm++2s-a karras eta=0.5 cfg",
+            "dpm++2s-a karras eta=0.5 apg momentum=-0.5",
+            "dpm++2s-a karras eta=1.0 cfg",
+            "dpm++2s-a karras eta=1.0 apg momentum=-0.5",
+            "dpm++2s-a kl_optimal eta=0.5 cfg",
+            "dpm++2s-a kl_optimal eta=0.5 apg momentum=-0.5",
+            "dpm++2s-a kl_optimal eta=1.0 cfg",
+            "dpm++2s-a kl_optimal eta=1.0 apg momentum=-0.5",
+        ]
+    );
+    let last = &e.samplers[0].variants[7];
+    assert_eq!(last.resolved.settings["eta"], serde_json::json!(1.0));
+    assert_eq!(last.resolved.settings["s_noise"], serde_json::json!(1.0));
+    assert_eq!(
+        last.resolved.settings["sigma_schedule"],
+        serde_json::json!("kl_optimal")
+    );
+    let columns: Vec<&str> = last.axes.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(columns, ["schedule", "eta", "guidance_method"]);
+    // Settings whose value is a list are not axes.
+    let sigmas = "[model]\npath = \"analytic\"\n[[sampler]]\nname = \"euler\"\nsteps = 2\n\
+                  settings = { sigmas = [10.0, 1.0] }\n";
+    let e = Experiment::parse(&dir().join("test.toml"), sigmas).unwrap();
+    assert_eq!(e.samplers[0].variants.len(), 1);
+}
+
+/// Guidance methods, their settings and intervals are checked where they are written.
+#[test]
+fn guidance_methods_and_intervals_are_checked() {
+    let with = |extra: &str| {
+        format!(
+            "[model]\npath = \"analytic\"\n[[sampler]]\nname = \"euler\"\nsteps = 10\nguidance = 3\n{extra}"
+        )
+    };
+    for (extra, place, says) in [
+        (
+            "guidance_method = \"apj\"",
+            "sampler[0].guidance_method",
+            "unknown guidance method \"apj\"; use one of cfg, apg,",
+        ),
+        (
+            "guidance_method = \"apg\"\nguidance_settings = { etta = 1 }",
+            "sampler[0].guidance_settings",
+            "apg has no setting \"etta\"; it has eta, momentum, norm_threshold",
+        ),
+        (
+            "guidance_method = \"cfg-norm\"\nguidance_settings = { strength = \"x\" }",
+            "sampler[0].guidance_settings",
+            "must be a number",
+        ),
+        (
+            "guidance_method = [\"cfg\", \"cfg-norm\"]\nguidance_settings = { momentum = 1 }",
+            "sampler[0].guidance_settings",
+            "no guidance method named here has the setting \"momentum\"",
+        ),
+        (
+            "guidance_method = [\"apg\", \"apg\"]",
+            "sampler[0].guidance_method",
+            "\"apg\" is listed twice",
+        ),
+        (
+            "guidance_interval = [5, 1]",
+            "sampler[0].guidance_interval",
+            "[lo, hi] (sigmas, lo ≤ hi)",
+        ),
+        (
+            "guidance_interval = { start = 0.2 }",
+            "sampler[0].guidance_interval",
+            "{ start = 0.2, stop = 0.8 }",
+        ),
+        (
+            "settings = { eta = [] }",
+            "sampler[0].settings.eta",
+            "list at least one value",
+        ),
+        (
+            "settings = { s_churn = [1, 1] }",
+            "sampler[0].settings.s_churn",
+            "1 is listed twice",
+        ),
+    ] {
+        let err = error_of(&with(extra));
+        assert!(err.contains(&format!("`{place}`")), "{extra}: {err}");
+        assert!(err.contains(says), "{extra}: {err}");
+    }
+    let e = Experiment::parse(
+        &dir().join("test.toml"),
+        &with("guidance_interval = { start = 0.2, stop = 0.8 }"),
+    )
+    .unwrap();
+    assert_eq!(
+        e.samplers[0].variants[0].guidance_method.label(),
+        "cfg steps 0.2–0.8"
+    );
+}

@@ -273,16 +273,77 @@ fn guidance_is_an_axis_and_prompts_are_rows() {
         );
     }
     let csv = std::fs::read_to_string(dir.join("out/results.csv")).unwrap();
+    assert!(csv.lines().next().unwrap().contains(
+        ",guidance,guidance_rescale,guidance_method,shift,true_cfg_scale,prompt,classes,"
+    ));
     assert!(
-        csv.lines()
-            .next()
-            .unwrap()
-            .contains(",guidance,guidance_rescale,shift,true_cfg_scale,prompt,classes,")
-    );
-    assert!(
-        csv.contains(",4.5,0.5,,,a red circle | a cat,,cpu,done,"),
+        csv.contains(",4.5,0.5,cfg,,,a red circle | a cat,,cpu,done,"),
         "{csv}"
     );
+}
+
+/// Guidance methods run on a real pipeline, each a column: ComfyUI's APG with eta 1, no momentum and no norm
+/// clipping is CFG at scale g + 1 (`cond + g·(cond − uncond)`), made on the denoised predictions and turned
+/// back into the U-Net's ε, so its samples equal plain CFG's at 4.5 for g = 3.5; a guidance interval that
+/// covers every σ changes nothing, one that covers none leaves the conditional prediction alone (g = 1).
+#[test]
+fn guidance_methods_are_an_axis_equal_to_cfg_where_they_should_be() {
+    let dir = temp_dir("methods");
+    let sampler = |g: f64, extra: &str| {
+        format!("[[sampler]]\nname = \"dpm++2m\"\nsteps = 4\nguidance = {g}\n{extra}")
+    };
+    let text = format!(
+        "output = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\n[conditioning]\nprompts = [\"a cat\"]\n\
+         [sampling]\nseeds = 2\n{}{}{}{}",
+        data().join("sd1"),
+        sampler(4.5, "label = \"cfg\"\n"),
+        sampler(1.0, "label = \"plain\"\n"),
+        sampler(
+            3.5,
+            "label = \"m\"\nguidance_method = [\"apg\", \"cfg-norm\"]\n\
+             guidance_settings = { eta = 1.0, norm_threshold = 1e9, momentum = 0.0 }\n"
+        ),
+        sampler(4.5, "label = \"window\"\nguidance_interval = [0, 1e6]\n")
+            + &sampler(4.5, "label = \"never\"\nguidance_interval = [1e6, 1e7]\n"),
+    );
+    let results = run(&dir, &text).unwrap();
+    let names: Vec<&str> = results.cells.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "cfg 4 g4.5",
+            "plain 4 g1",
+            "m apg norm_threshold=1000000000.0 4 g3.5",
+            "m cfg-norm 4 g3.5",
+            "window 4 g4.5",
+            "never 4 g4.5"
+        ]
+    );
+    let samples = |name: &str| -> ArrayD<f32> {
+        let cell = results.cells.iter().find(|c| c.name == name).unwrap();
+        let stem = cell
+            .grid
+            .trim_start_matches("cells/")
+            .trim_end_matches(".png");
+        read_npy(dir.join(format!("out/samples/{stem}.npy"))).unwrap()
+    };
+    let close = |a: &ArrayD<f32>, b: &ArrayD<f32>| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max)
+    };
+    let cfg = samples("cfg 4 g4.5");
+    assert!(close(&samples("m apg norm_threshold=1000000000.0 4 g3.5"), &cfg) < 1e-4);
+    assert!(
+        close(&samples("m cfg-norm 4 g3.5"), &cfg) > 1e-3,
+        "CFG-Norm changes the samples"
+    );
+    assert!(close(&samples("window 4 g4.5"), &cfg) < 1e-6);
+    assert!(close(&samples("never 4 g4.5"), &samples("plain 4 g1")) < 1e-6);
+    let csv = std::fs::read_to_string(dir.join("out/results.csv")).unwrap();
+    assert!(csv.contains(",cfg-norm,"), "{csv}");
+    assert!(csv.contains(",\"cfg σ∈[1000000,10000000]\","), "{csv}");
 }
 
 #[test]

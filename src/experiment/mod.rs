@@ -1,6 +1,7 @@
 //! Experiment files (TOML): the model, the samplers and step counts to compare, the seeds, how quality
 //! is judged, the training runs to show and where results go. Paths resolve relative to the file.
 
+mod axes;
 mod conditioning;
 mod diagnostic;
 mod model;
@@ -19,9 +20,11 @@ pub use quality::{FeatureSpec, QualitySpec, ReferenceSolve, cell_name};
 pub use schema::NoiseKind;
 
 use crate::engine::{ProviderKind, RoleOverrides};
+use crate::guidance::{GuidanceMethod, MethodName, Window};
 use crate::sampler::config::Resolved;
 use crate::sampler::sigma_schedule::SigmaSchedule;
 use crate::sampler::{ConfigError, PredictionType, SamplerConfig};
+use axes::{Apply, Axis, AxisValue};
 use schema::{
     ExperimentFile, Guidance, PreviewKind, SamplerSection, Seeds, Shift, Steps, TrainingSection,
 };
@@ -140,11 +143,44 @@ pub struct SamplerSpec {
 /// A sampler at one value of its setting axes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplerVariant {
-    /// The sampler's label, with what varies appended (`euler s3`).
+    /// The sampler's label, with what varies appended (`euler s3`, `euler_ancestral eta=0.5 karras`).
     pub label: String,
     /// The flow shift, where `shift` is set.
     pub shift: Option<f64>,
+    /// How its guided predictions are made.
+    pub guidance_method: GuidanceMethod,
+    /// The value of each axis that varies, by results column (`schedule`, `eta`, `guidance_method`, `shift`).
+    pub axes: Vec<(String, Value)>,
     pub resolved: Resolved,
+}
+
+/// Settings whose value is a list (not an axis).
+const LIST_SETTINGS: [&str; 3] = ["sigmas", "trained_betas", "restart_list"];
+
+/// `guidance_interval`: `[lo, hi]` in sigmas, or `{ start, stop }` as fractions of the steps.
+fn interval(value: &toml::Value) -> Result<Window, String> {
+    let expected = "guidance_interval is [lo, hi] (sigmas, lo ≤ hi) or { start = 0.2, stop = 0.8 } (fractions of the steps)";
+    let number = |v: &toml::Value| v.as_float().or_else(|| v.as_integer().map(|i| i as f64));
+    match value {
+        toml::Value::Array(pair) if pair.len() == 2 => match (number(&pair[0]), number(&pair[1])) {
+            (Some(lo), Some(hi)) if lo.is_finite() && hi.is_finite() && 0.0 <= lo && lo <= hi => {
+                Ok(Window::Sigma { lo, hi })
+            }
+            _ => Err(expected.into()),
+        },
+        toml::Value::Table(t) if t.len() == 2 => match (
+            t.get("start").and_then(number),
+            t.get("stop").and_then(number),
+        ) {
+            (Some(start), Some(stop))
+                if (0.0..=1.0).contains(&start) && (0.0..=1.0).contains(&stop) && start <= stop =>
+            {
+                Ok(Window::Steps { start, stop })
+            }
+            _ => Err(expected.into()),
+        },
+        _ => Err(expected.into()),
+    }
 }
 
 /// The most samples one cell may draw for quality.
@@ -411,31 +447,10 @@ impl Reading<'_> {
         source: &ModelSource,
     ) -> Result<SamplerSpec, ExperimentError> {
         let key = |k: &str| format!("sampler[{i}].{k}");
-        let mut settings: Map<String, Value> = match &s.settings {
-            Some(t) => serde_json::to_value(t.get_ref())
-                .ok()
-                .and_then(|v| v.as_object().cloned())
-                .unwrap_or_default(),
-            None => Map::new(),
-        };
-        let schedule_key = match &s.schedule {
-            Some(sched) => {
-                let (k, v) = schedule_setting(sched.get_ref()).ok_or_else(|| {
-                    self.error(
-                        sched.span(),
-                        &key("schedule"),
-                        format!(
-                            "unknown schedule {:?}; use one of {}",
-                            sched.get_ref(),
-                            schedule_names()
-                        ),
-                    )
-                })?;
-                settings.insert(k.into(), v.clone());
-                Some((sched, k, v))
-            }
-            None => None,
-        };
+        let (mut settings, mut axes) = self.setting_axes(i, s)?;
+        if let Some(axis) = self.schedule_axis(i, s)? {
+            axes.insert(0, axis);
+        }
         let sigmas_key = match (&s.sigmas, &s.schedule) {
             (Some(list), Some(_)) => {
                 let message = "give `schedule` or `sigmas`, not both: the list is the schedule";
@@ -448,6 +463,7 @@ impl Reading<'_> {
             }
             (None, _) => None,
         };
+        axes.push(self.method_axis(i, s)?);
         let spec = s.name.get_ref();
         // A scheduler_config.json named here resolves relative to the experiment.
         let name = if spec.ends_with(".json") {
@@ -457,49 +473,30 @@ impl Reading<'_> {
         };
         let resolved = SamplerConfig::resolve(&name, Some(base), &settings)
             .map_err(|e| self.sampler_error(i, s, e))?;
-        let label = s.label.clone().unwrap_or_else(|| spec.clone());
-        let variants = match &s.shift {
-            None => vec![SamplerVariant {
-                label: label.clone(),
-                shift: None,
-                resolved: resolved.clone(),
-            }],
-            Some(shift) => {
-                let key = self.shift_key(i, shift, &resolved, &settings)?;
-                let shifts = self.shifts(i, shift)?;
-                let mut variants = Vec::new();
-                for &v in &shifts {
-                    let mut with = settings.clone();
-                    with.insert(key.into(), v.into());
-                    variants.push(SamplerVariant {
-                        label: match shifts.len() {
-                            1 => label.clone(),
-                            _ => format!("{label} s{v}"),
-                        },
-                        shift: Some(v),
-                        resolved: SamplerConfig::resolve(&name, Some(base), &with)
-                            .map_err(|e| self.sampler_error(i, s, e))?,
-                    });
-                }
-                variants
-            }
-        };
-        let resolved = variants[0].resolved.clone();
-        if let Some((sched, k, v)) = schedule_key {
-            // A class without the setting reports it as unknown; that combination is an error here.
-            if resolved.settings.get(k) != Some(&v) {
-                return Err(self.error(
-                    sched.span(),
-                    &key("schedule"),
-                    format!(
-                        "{} ({}) has no {:?} schedule",
-                        spec,
-                        resolved.config.class_name(),
-                        sched.get_ref()
-                    ),
-                ));
-            }
+        if let Some(shift) = &s.shift {
+            let shift_key = self.shift_key(i, shift, &resolved, &settings)?;
+            axes.push(self.shift_axis(i, shift, shift_key)?);
         }
+        let label = s.label.clone().unwrap_or_else(|| spec.clone());
+        let mut variants = Vec::new();
+        for combination in axes::combinations(&axes, &settings) {
+            let resolved = SamplerConfig::resolve(&name, Some(base), &combination.settings)
+                .map_err(|e| self.sampler_error(i, s, e))?;
+            self.check_schedule(i, s, &resolved, &combination.settings)?;
+            let mut label = label.clone();
+            for suffix in &combination.suffixes {
+                label.push(' ');
+                label.push_str(suffix);
+            }
+            variants.push(SamplerVariant {
+                label,
+                shift: combination.shift,
+                guidance_method: combination.method,
+                axes: combination.columns,
+                resolved,
+            });
+        }
+        let resolved = variants[0].resolved.clone();
         if let Some((span, value)) = sigmas_key
             && resolved.settings.get("sigmas") != Some(&value)
         {
@@ -549,6 +546,222 @@ impl Reading<'_> {
             samples: s.samples.as_ref().map(|n| *n.get_ref()),
             resolved,
             variants,
+        })
+    }
+
+    /// `settings` without its lists, and an axis for each setting given as a list (but the settings whose
+    /// value is a list: `sigmas`, `trained_betas`).
+    fn setting_axes(
+        &self,
+        i: usize,
+        s: &SamplerSection,
+    ) -> Result<(Map<String, Value>, Vec<Axis>), ExperimentError> {
+        let Some(table) = &s.settings else {
+            return Ok((Map::new(), Vec::new()));
+        };
+        let given = serde_json::to_value(table.get_ref())
+            .ok()
+            .and_then(|v| v.as_object().cloned())
+            .unwrap_or_default();
+        let (mut settings, mut axes) = (Map::new(), Vec::new());
+        for (k, v) in given {
+            match v {
+                Value::Array(values) if !LIST_SETTINGS.contains(&k.as_str()) => {
+                    let place = format!("sampler[{i}].settings.{k}");
+                    self.check_axis(table.span(), &place, &values)?;
+                    let values = values
+                        .into_iter()
+                        .map(|v| AxisValue {
+                            suffix: format!("{k}={}", axes::show(&v)),
+                            column: v.clone(),
+                            apply: Apply::Settings(vec![(k.clone(), v)]),
+                        })
+                        .collect();
+                    axes.push(Axis { column: k, values });
+                }
+                other => {
+                    settings.insert(k, other);
+                }
+            }
+        }
+        Ok((settings, axes))
+    }
+
+    /// An axis's values: at least one, none a list or table, none twice.
+    fn check_axis(
+        &self,
+        span: Range<usize>,
+        place: &str,
+        values: &[Value],
+    ) -> Result<(), ExperimentError> {
+        if values.is_empty() {
+            return Err(self.error(span, place, "list at least one value"));
+        }
+        if values.iter().any(|v| v.is_array() || v.is_object()) {
+            let message =
+                "a list of settings takes numbers, booleans or names: each one is a column";
+            return Err(self.error(span, place, message));
+        }
+        if let Some(v) = values
+            .iter()
+            .enumerate()
+            .find_map(|(k, v)| values[..k].contains(v).then_some(v))
+        {
+            return Err(self.error(
+                span,
+                place,
+                format!("{v} is listed twice; each value is a column"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `schedule`'s values as an axis (one value: a schedule for every cell, named nowhere).
+    fn schedule_axis(&self, i: usize, s: &SamplerSection) -> Result<Option<Axis>, ExperimentError> {
+        let Some(sched) = &s.schedule else {
+            return Ok(None);
+        };
+        let place = format!("sampler[{i}].schedule");
+        let names = sched.get_ref().list();
+        let as_values: Vec<Value> = names.iter().map(|n| Value::String(n.clone())).collect();
+        self.check_axis(sched.span(), &place, &as_values)?;
+        let mut values = Vec::new();
+        for name in names {
+            let (k, v) = schedule_setting(&name).ok_or_else(|| {
+                let message = format!("unknown schedule {name:?}; use one of {}", schedule_names());
+                self.error(sched.span(), &place, message)
+            })?;
+            values.push(AxisValue {
+                suffix: name.clone(),
+                column: Value::String(name),
+                apply: Apply::Settings(vec![(k.into(), v)]),
+            });
+        }
+        Ok(Some(Axis {
+            column: "schedule".into(),
+            values,
+        }))
+    }
+
+    /// A schedule the class does not take shows in its resolved settings as missing: an error at `schedule`.
+    fn check_schedule(
+        &self,
+        i: usize,
+        s: &SamplerSection,
+        resolved: &Resolved,
+        settings: &Map<String, Value>,
+    ) -> Result<(), ExperimentError> {
+        let Some(sched) = &s.schedule else {
+            return Ok(());
+        };
+        for name in sched.get_ref().list() {
+            let Some((k, v)) = schedule_setting(&name) else {
+                continue;
+            };
+            if settings.get(k) == Some(&v) && resolved.settings.get(k) != Some(&v) {
+                let message = format!(
+                    "{} ({}) has no {name:?} schedule",
+                    s.name.get_ref(),
+                    resolved.config.class_name()
+                );
+                return Err(self.error(sched.span(), &format!("sampler[{i}].schedule"), message));
+            }
+        }
+        Ok(())
+    }
+
+    /// `guidance_method` (default "cfg") with `guidance_settings` and `guidance_interval`, as an axis.
+    fn method_axis(&self, i: usize, s: &SamplerSection) -> Result<Axis, ExperimentError> {
+        let place = |k: &str| format!("sampler[{i}].{k}");
+        let window = match &s.guidance_interval {
+            Some(w) => Some(
+                interval(w.get_ref())
+                    .map_err(|m| self.error(w.span(), &place("guidance_interval"), m))?,
+            ),
+            None => None,
+        };
+        let given: Map<String, Value> = s
+            .guidance_settings
+            .as_ref()
+            .and_then(|t| serde_json::to_value(t.get_ref()).ok())
+            .and_then(|v| v.as_object().cloned())
+            .unwrap_or_default();
+        let names = match &s.guidance_method {
+            Some(m) => m.get_ref().list(),
+            None => vec!["cfg".into()],
+        };
+        let span = s
+            .guidance_method
+            .as_ref()
+            .map_or(s.name.span(), Spanned::span);
+        let as_values: Vec<Value> = names.iter().map(|n| Value::String(n.clone())).collect();
+        self.check_axis(span.clone(), &place("guidance_method"), &as_values)?;
+        let mut values = Vec::new();
+        for name in names {
+            let method = name.parse::<MethodName>().map_err(|_| {
+                let message = format!(
+                    "unknown guidance method {name:?}; use one of {}",
+                    MethodName::NAMES.join(", ")
+                );
+                self.error(span.clone(), &place("guidance_method"), message)
+            })?;
+            // With several methods, each takes the settings it has.
+            let own: Map<String, Value> = match as_values.len() {
+                1 => given.clone(),
+                _ => given
+                    .iter()
+                    .filter(|(k, _)| method.has_setting(k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            };
+            let method = GuidanceMethod::new(method, &own, window).map_err(|m| {
+                let at = s
+                    .guidance_settings
+                    .as_ref()
+                    .map_or(span.clone(), Spanned::span);
+                self.error(at, &place("guidance_settings"), m)
+            })?;
+            values.push(AxisValue {
+                suffix: method.label(),
+                column: Value::String(method.label()),
+                apply: Apply::Method(method),
+            });
+        }
+        if let Some(k) = given.keys().find(|k| {
+            !values.iter().any(|v| match &v.apply {
+                Apply::Method(m) => m.name.has_setting(k),
+                _ => false,
+            })
+        }) {
+            let at = s.guidance_settings.as_ref().map_or(span, Spanned::span);
+            let message = format!("no guidance method named here has the setting {k:?}");
+            return Err(self.error(at, &place("guidance_settings"), message));
+        }
+        Ok(Axis {
+            column: "guidance_method".into(),
+            values,
+        })
+    }
+
+    /// `shift`'s values as an axis, under the key the class reads.
+    fn shift_axis(
+        &self,
+        i: usize,
+        shift: &Spanned<Shift>,
+        key: &'static str,
+    ) -> Result<Axis, ExperimentError> {
+        let values = self
+            .shifts(i, shift)?
+            .into_iter()
+            .map(|v| AxisValue {
+                suffix: format!("s{v}"),
+                column: v.into(),
+                apply: Apply::Shift { key, value: v },
+            })
+            .collect();
+        Ok(Axis {
+            column: "shift".into(),
+            values,
         })
     }
 

@@ -147,6 +147,25 @@ pub(super) enum Guidance {
     Many(Vec<f64>),
 }
 
+#[derive(Deserialize, Clone)]
+#[serde(
+    untagged,
+    expecting = "a name or a list of names, e.g. \"karras\" or [\"karras\", \"kl_optimal\"]"
+)]
+pub(super) enum Names {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Names {
+    pub fn list(&self) -> Vec<String> {
+        match self {
+            Self::One(n) => vec![n.clone()],
+            Self::Many(list) => list.clone(),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(
     untagged,
@@ -164,13 +183,20 @@ pub(super) struct SamplerSection {
     pub steps: Spanned<Steps>,
     pub label: Option<String>,
     pub settings: Option<Spanned<toml::Table>>,
-    /// The sigma schedule, as ComfyUI's scheduler beside its sampler ("karras", "exponential", "beta", "sgm_uniform").
-    pub schedule: Option<Spanned<String>>,
+    /// The sigma schedule, as ComfyUI's scheduler beside its sampler ("karras", "kl_optimal", ...), or a list
+    /// of them (an axis).
+    pub schedule: Option<Spanned<Names>>,
     /// The sampler's own sigmas, one per step (a final 0 allowed), instead of a schedule.
     pub sigmas: Option<Spanned<Vec<f64>>>,
     pub samples: Option<Spanned<usize>>,
     pub guidance: Option<Spanned<Guidance>>,
     pub guidance_rescale: Option<Spanned<f64>>,
+    /// How the guided prediction is made ("cfg", "apg", "cfg-zero-star", ...), or a list of them (an axis).
+    pub guidance_method: Option<Spanned<Names>>,
+    /// The guidance method's parameters.
+    pub guidance_settings: Option<Spanned<toml::Table>>,
+    /// Guidance only inside `[lo, hi]` (sigmas) or `{ start, stop }` (fractions of the steps).
+    pub guidance_interval: Option<Spanned<toml::Value>>,
     /// A flow-matching sampler's timestep shift (`shift` of the FlowMatch classes, `flow_shift` of the
     /// multistep ones in flow mode), or a list of them.
     pub shift: Option<Spanned<Shift>>,

@@ -10,6 +10,7 @@ mod cfg;
 mod cfg_norm;
 mod cfg_zero_star;
 mod interval;
+mod method;
 mod perp_neg;
 mod rescale_cfg;
 
@@ -18,6 +19,7 @@ pub use cfg::Cfg;
 pub use cfg_norm::CfgNorm;
 pub use cfg_zero_star::{CfgZeroStarComfy, CfgZeroStarDiffusers};
 pub use interval::{Interval, Window};
+pub use method::{GuidanceMethod, MethodName};
 pub use perp_neg::PerpNeg;
 pub use rescale_cfg::RescaleCfg;
 

@@ -159,6 +159,9 @@ impl Finish<'_> {
             guidance: cell.guidance,
             guidance_rescale: cell.guidance_rescale,
             shift: cell.shift,
+            guidance_method: (!cell.guidance_method.is_plain())
+                .then(|| cell.guidance_method.label()),
+            axes: cell.axes.iter().cloned().collect(),
             true_cfg_scale: (cell.true_cfg_scale != 1.0).then_some(cell.true_cfg_scale),
             prompts: match cell.is_class_conditional() {
                 true => Vec::new(),

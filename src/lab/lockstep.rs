@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::cell_output::CellOutput;
 use super::events::LabEvent;
 use super::finish::{CellState, Finish};
-use super::guidance::guide;
+use super::guidance::{MethodCall, guide, guide_method};
 use super::lane_step::{Halt, advance, model_input};
 use super::plan::{Cell, Item};
 use super::reference::{self, Solution};
@@ -17,8 +17,9 @@ use super::runner::Stop;
 use super::scoring::Quality;
 use super::shard_watch::ProgressWriter;
 use crate::engine::Denoiser;
+use crate::guidance::Guide;
 use crate::sampler::torch_noise::torch_randn;
-use crate::sampler::{Scheduler, SeededNoise};
+use crate::sampler::{NoiseSchedule, PredictionType, Scheduler, SeededNoise};
 
 /// One batch of one cell, stepping through its schedule.
 pub(super) struct Lane {
@@ -38,6 +39,12 @@ pub(super) struct Lane {
     pub(super) guidance_rescale: f32,
     /// The guidance scale fed to a model that embeds it (guidance-distilled FLUX).
     pub(super) embedded_guidance: f32,
+    /// A guidance method other than plain CFG, with this lane's state (APG's momentum), and whether it guides
+    /// denoised predictions.
+    pub(super) method: Option<(Box<dyn Guide + Send>, bool)>,
+    pub(super) prediction: PredictionType,
+    /// The noise schedule, for the σ of samplers that step through timesteps only.
+    pub(super) schedule: NoiseSchedule,
     pub(super) step: usize,
     /// The model calls of this lane counted so far (an adaptive sampler's grow as it runs).
     pub(super) counted: usize,
@@ -258,6 +265,14 @@ impl<'a> Batch<'a> {
                 embedded_guidance: embedded,
                 step: 0,
                 counted: nfe,
+                method: (!cell.guidance_method.is_plain()).then(|| {
+                    (
+                        cell.guidance_method.build(),
+                        cell.guidance_method.name.on_denoised(),
+                    )
+                }),
+                prediction: cell.config.prediction_type(),
+                schedule: NoiseSchedule::new(cell.config.schedule()),
             });
             unbatched += nfe;
         }
@@ -346,14 +361,38 @@ impl<'a> Batch<'a> {
                     lane.scheduler.set_uncond(u);
                 }
                 guided.resize(len, 0.0);
-                guide(
-                    u,
-                    c,
-                    lane.guidance,
-                    lane.guidance_rescale,
-                    self.item,
-                    &mut guided,
-                );
+                match lane.method.as_mut() {
+                    None => guide(
+                        u,
+                        c,
+                        lane.guidance,
+                        lane.guidance_rescale,
+                        self.item,
+                        &mut guided,
+                    ),
+                    Some((method, on_denoised)) => {
+                        let mut input = Vec::with_capacity(len);
+                        model_input(&*lane.scheduler, &lane.x, &mut input);
+                        let call = MethodCall {
+                            uncond: u,
+                            cond: c,
+                            input: &input,
+                            sigma: call_sigma(&*lane.scheduler, lane.step, &lane.schedule),
+                            prediction: lane.prediction,
+                            step: lane.step,
+                            steps: lane.scheduler.timesteps().len(),
+                            item_shape: self.ctx.pictures.sample_shape,
+                        };
+                        guide_method(
+                            method.as_mut(),
+                            *on_denoised,
+                            lane.guidance,
+                            lane.guidance_rescale,
+                            &call,
+                            &mut guided,
+                        );
+                    }
+                }
                 &guided[..]
             } else {
                 &outputs[offset..offset + len]
@@ -555,4 +594,14 @@ impl<'a> Batch<'a> {
         });
         Ok(())
     }
+}
+
+/// The noise level σ of a lane's call `step`: the sampler's own, or the schedule's at its timestep.
+fn call_sigma(scheduler: &dyn Scheduler, step: usize, schedule: &NoiseSchedule) -> f64 {
+    if let Some(&s) = scheduler.sigmas().and_then(|s| s.get(step)) {
+        return f64::from(s);
+    }
+    let t = scheduler.timesteps().get(step).copied().unwrap_or(0.0);
+    let alpha_bar = schedule.alpha_bar_at(t);
+    ((1.0 - alpha_bar) / alpha_bar).sqrt()
 }

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use super::samples::read_f32_npy;
 use crate::engine::fingerprint;
 use crate::experiment::{Experiment, ModelSource, ReferenceSolve};
+use crate::guidance::GuidanceMethod;
 use crate::sampler::SamplerConfig;
 
 /// One column of the comparison.
@@ -27,6 +28,10 @@ pub struct Cell {
     pub guidance_rescale: f64,
     /// A flow sampler's shift, where the experiment sets one.
     pub shift: Option<f64>,
+    /// How its guided predictions are made.
+    pub guidance_method: GuidanceMethod,
+    /// The value of each of its sampler's axes that varies, by results column.
+    pub axes: Vec<(String, serde_json::Value)>,
     /// FLUX's true classifier-free guidance scale beside its embedded `guidance` (1: none).
     pub true_cfg_scale: f64,
     /// The samples this cell draws, in draw order: the previews (the experiment's seeds under every condition)
@@ -86,6 +91,7 @@ impl Cell {
         references.iter().position(|r| {
             r.guidance == self.guidance
                 && r.guidance_rescale == self.guidance_rescale
+                && r.guidance_method == self.guidance_method
                 && r.true_cfg_scale == self.true_cfg_scale
         })
     }
@@ -174,6 +180,7 @@ fn reference_cells(
             warnings: Vec::new(),
             // Its shift, if any, is in its own settings.
             shift: None,
+            axes: Vec::new(),
             ..cell.clone()
         };
         reference.key = cell_key(inputs, &reference);
@@ -219,6 +226,8 @@ fn plan_cells(
                     guidance,
                     guidance_rescale: sampler.guidance_rescale,
                     shift: variant.shift,
+                    guidance_method: variant.guidance_method.clone(),
+                    axes: variant.axes.clone(),
                     true_cfg_scale: sampler.true_cfg_scale,
                     items: Vec::new(),
                     preview: 0,
@@ -256,6 +265,10 @@ fn cell_key(inputs: &[u8], cell: &Cell) -> String {
     }
     if cell.true_cfg_scale != 1.0 {
         hash.update(cell.true_cfg_scale.to_le_bytes());
+    }
+    // Plain CFG keeps the keys cells had before guidance methods existed.
+    if !cell.guidance_method.is_plain() {
+        hash.update(cell.guidance_method.label());
     }
     for item in &cell.items {
         hash.update(item.seed.to_le_bytes());

@@ -1,6 +1,7 @@
 //! What a cell produced, and the results files: results.json (read back to skip unchanged cells) and
 //! results.csv, both written atomically.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -52,6 +53,12 @@ pub struct CellResult {
     /// A flow sampler's shift, where the experiment sets one (`[[sampler]] shift`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shift: Option<f64>,
+    /// The guidance method and its parameters, where it is not plain CFG (`apg eta=0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guidance_method: Option<String>,
+    /// The value of each sampler axis that varies across the sampler's cells (`schedule`, `eta`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub axes: BTreeMap<String, serde_json::Value>,
     /// FLUX's true classifier-free guidance scale, where it is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub true_cfg_scale: Option<f64>,
@@ -179,9 +186,15 @@ impl Results {
             "ms_per_sample",
         ];
         header.extend(scores().map(|c| c.key));
+        // Every sampler axis some cell has, but those with columns of their own.
+        let axes: BTreeSet<&str> = (self.cells.iter())
+            .flat_map(|c| c.axes.keys().map(String::as_str))
+            .filter(|k| !["shift", "guidance_method"].contains(k))
+            .collect();
         header.extend([
             "guidance",
             "guidance_rescale",
+            "guidance_method",
             "shift",
             "true_cfg_scale",
             "prompt",
@@ -190,6 +203,7 @@ impl Results {
             "status",
             "error",
         ]);
+        header.extend(axes.iter().copied());
         let mut out = header.join(",") + "\n";
         for c in &self.cells {
             let mut row = vec![
@@ -213,6 +227,7 @@ impl Results {
             row.extend([
                 c.guidance.to_string(),
                 c.guidance_rescale.to_string(),
+                csv_field(c.guidance_method.as_deref().unwrap_or("cfg")),
                 c.shift.map_or(String::new(), |s| s.to_string()),
                 c.true_cfg_scale.map_or(String::new(), |s| s.to_string()),
                 csv_field(&c.prompts.join(" | ")),
@@ -221,6 +236,11 @@ impl Results {
                 (if c.failed() { "failed" } else { "done" }).to_string(),
                 csv_field(c.error.as_deref().unwrap_or("")),
             ]);
+            row.extend(axes.iter().map(|k| match c.axes.get(*k) {
+                Some(serde_json::Value::String(v)) => csv_field(v.as_str()),
+                Some(v) => v.to_string(),
+                None => String::new(),
+            }));
             out.push_str(&(row.join(",") + "\n"));
         }
         out

@@ -78,7 +78,11 @@ pub(super) fn reuse_cached(
                     sample_shape,
                 );
                 let result = as_current(cell, &r, out);
-                if result.name != r.name || result.label != r.label || result.shift != r.shift {
+                if result.name != r.name
+                    || result.label != r.label
+                    || result.shift != r.shift
+                    || result.axes != r.axes
+                {
                     // The old name goes unless another cell of this run now has it.
                     if !cells.iter().any(|c| c.name == r.name) {
                         results.cells.retain(|c| c.name != r.name);
@@ -117,6 +121,7 @@ fn as_current(cell: &Cell, earlier: &CellResult, out: &Path) -> CellResult {
         name: cell.name.clone(),
         label: cell.label.clone(),
         shift: cell.shift,
+        axes: cell.axes.iter().cloned().collect(),
         warnings: cell.warnings.clone(),
         grid: if moved { grid } else { earlier.grid.clone() },
         ..earlier.clone()
