@@ -629,7 +629,7 @@ fn schedule_is_a_key_of_its_own_like_comfyuis_scheduler() {
     }
     assert_errors(&[
         (
-            table("dpm++2m", "kl_optimal"),
+            table("ddim", "kl_optimal"),
             format!("{p}:7:12: `sampler[0].schedule`"),
             "has no \"kl_optimal\" schedule",
         ),

@@ -252,8 +252,8 @@ fn every_guidance_case_equals_its_reference() {
     assert!(!cases.is_empty());
 }
 
-/// `sigma_schedule` (what an experiment's `schedule = "kl_optimal"` sets) makes a k-diffusion style sampler step
-/// through the web UI's schedule on the model's own sigma table: on SD 1.x's scaled-linear schedule, the sigmas
+/// `sigma_schedule` (what an experiment's `schedule = "kl_optimal"` sets) makes a k-diffusion style sampler, a
+/// multistep or singlestep solver, or a web UI's own loop step through the web UI's schedule on the model's own sigma table: on SD 1.x's scaled-linear schedule, the sigmas
 /// ComfyUI gives (within float32 rounding of the two tables), then the final 0.
 #[test]
 fn a_web_ui_schedule_drives_the_k_diffusion_samplers() {
@@ -274,6 +274,11 @@ fn a_web_ui_schedule_drives_the_k_diffusion_samplers() {
         ("Euler a", "ays"),
         ("heun", "simple"),
         ("lms", "vp"),
+        ("dpm++2m", "kl_optimal"),
+        ("unipc", "ays"),
+        ("deis", "simple"),
+        ("dpm++2s", "normal"),
+        ("dpm++2s-a", "beta"),
     ] {
         let settings: Map<String, Value> = json!({"sigma_schedule": schedule})
             .as_object()

@@ -113,10 +113,7 @@ impl DpmSinglestep {
     fn schedule_for(&self, steps: usize) -> Result<(Vec<i64>, Vec<f32>), ConfigError> {
         let n = self.schedule.num_train_timesteps();
         let train = self.schedule.train_sigmas();
-        let ramp = self
-            .config
-            .ramp
-            .ramp(train[0] as f64, train[n - 1] as f64, steps);
+        let ramp = self.config.ramp.ramp_on(&train, steps)?;
         let (timesteps, sigmas): (Vec<i64>, Vec<f32>) = match ramp {
             None => {
                 let end = lambda_clipped_end(&self.schedule, self.config.lambda_min_clipped);
@@ -386,6 +383,7 @@ pub(super) fn singlestep_defaults() -> Value {
         "use_karras_sigmas": false,
         "use_exponential_sigmas": false,
         "use_beta_sigmas": false,
+        "sigma_schedule": null,
         "use_flow_sigmas": false,
         "flow_shift": 1.0,
         "final_sigmas_type": "zero",

@@ -182,9 +182,7 @@ impl Scheduler for DpmSolver {
         check_step_count(steps, n)?;
         let train_sigmas = self.schedule.train_sigmas();
         let c = &self.config;
-        let ramp = c
-            .ramp
-            .ramp(train_sigmas[0] as f64, train_sigmas[n - 1] as f64, steps);
+        let ramp = c.ramp.ramp_on(&train_sigmas, steps)?;
         let (timesteps, mut sigmas): (Vec<i64>, Vec<f32>) = if let Some(flow) = &c.flow {
             let sigmas = flow.sigmas(steps, n);
             let timesteps = truncated_timesteps(&sigmas, n);
@@ -340,6 +338,7 @@ pub(super) fn dpm_defaults() -> Value {
         "use_karras_sigmas": false,
         "use_exponential_sigmas": false,
         "use_beta_sigmas": false,
+        "sigma_schedule": null,
         "use_lu_lambdas": false,
         "use_flow_sigmas": false,
         "flow_shift": 1.0,

@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 use super::prediction::X0Clip;
 use super::schedule::{BetaSchedule, ScheduleConfig};
 use super::settings::DdpmVariance;
+use super::sigma_schedule::SigmaSchedule;
 use super::sigmas::SigmaRamp;
 use super::spacing::TimestepSpacing;
 use super::{PredictionType, Scheduler};
@@ -383,6 +384,32 @@ pub(super) fn read_ramp(r: &mut Reader) -> Result<SigmaRamp, ConfigError> {
     Ok(chosen)
 }
 
+/// The ramp, or a web UI's schedule by ComfyUI's name (`sigma_schedule`), which replaces a ramp rather than
+/// combining with one (the multistep and singlestep solvers, which step between sigmas on the training table).
+pub(super) fn read_ramp_or_schedule(r: &mut Reader) -> Result<SigmaRamp, ConfigError> {
+    let ramp = read_ramp(r)?;
+    let schedule = match r.value("sigma_schedule") {
+        Value::Null => return Ok(ramp),
+        Value::String(name) => SigmaSchedule::from_name(name).ok_or_else(|| {
+            r.invalid(
+                "sigma_schedule",
+                &format!("one of {}", SigmaSchedule::NAMES.join(", ")),
+            )
+        })?,
+        _ => return Err(r.invalid("sigma_schedule", "a schedule's name, e.g. \"kl_optimal\"")),
+    };
+    if ramp != SigmaRamp::Interpolated {
+        return Err(ConfigError::InvalidValue {
+            key: "sigma_schedule".into(),
+            got: format!("{:?}", schedule.name()),
+            expected:
+                "null when use_karras_sigmas, use_exponential_sigmas or use_beta_sigmas is true"
+                    .into(),
+        });
+    }
+    Ok(SigmaRamp::Schedule(schedule))
+}
+
 /// `variance_type` for the DPM-Solvers, which only learned variances would change: null, or a DDPM value
 /// carried over from a DDPM config (ignored there, as in diffusers); learned variances and anything else
 /// are errors.
@@ -429,7 +456,7 @@ pub(super) fn read_ramp_for(
     r: &mut Reader,
     schedule: &ScheduleConfig,
 ) -> Result<SigmaRamp, ConfigError> {
-    let ramp = read_ramp(r)?;
+    let ramp = read_ramp_or_schedule(r)?;
     if ramp != SigmaRamp::Interpolated && schedule.num_train_timesteps < 2 {
         return Err(ConfigError::Unsupported {
             key: "use_karras_sigmas".into(),

@@ -6,8 +6,8 @@ use serde_json::Value;
 
 use super::family::{Common, Reader};
 use super::schedule::{NoiseSchedule, ScheduleConfig};
-use super::sigma_schedule::{ModelSigmas, ScheduleParams, SigmaSchedule};
-use super::sigmas::{SigmaRamp, interp, log_sigmas_f32, sigma_to_t};
+use super::sigma_schedule::SigmaSchedule;
+use super::sigmas::{SigmaRamp, interp, log_sigmas_f32, sigma_to_t, web_ui_sigmas};
 use super::spacing::{TimestepSpacing, arange, linspace};
 use super::step_checks::check_step_count;
 use super::{ConfigError, NoiseSource, PredictionType};
@@ -113,36 +113,6 @@ impl KConfig {
         }
         Ok(s)
     }
-}
-
-/// `steps` sigmas of a web-UI schedule on the model's training sigmas, the final 0 left to the class (which
-/// appends its own); a schedule that gives another count for these steps is an error, not a silent change of
-/// the step count.
-fn web_ui_sigmas(
-    schedule: SigmaSchedule,
-    steps: usize,
-    train_sigmas: &[f32],
-) -> Result<Vec<f64>, ConfigError> {
-    let model = ModelSigmas::from_sigmas(train_sigmas);
-    let fail = |reason: String| ConfigError::Unsupported {
-        key: "sigma_schedule".into(),
-        got: format!("{:?}", schedule.name()),
-        reason,
-    };
-    let mut sigmas = schedule
-        .sigmas(steps, &model, &ScheduleParams::default())
-        .map_err(fail)?;
-    if sigmas.last() == Some(&0.0) {
-        sigmas.pop();
-    }
-    if sigmas.len() != steps {
-        return Err(fail(format!(
-            "it gives {} noise levels for {steps} steps (ComfyUI would run that many steps); choose another \
-             step count",
-            sigmas.len()
-        )));
-    }
-    Ok(sigmas.iter().map(|&v| f64::from(v)).collect())
 }
 
 /// The user's sigmas for `steps` steps: one per step, a final 0 allowed (the class appends its own).

@@ -125,7 +125,9 @@ impl Scheduler for Kdpm2 {
             SigmaRamp::Interpolated => s.timesteps.iter().map(|&v| f32_round(v)).collect(),
             // diffusers rounds the Karras timesteps of these two classes (not the exponential ones).
             SigmaRamp::Karras => s.timesteps.iter().map(|v| v.round_ties_even()).collect(),
-            SigmaRamp::Exponential | SigmaRamp::Beta => s.timesteps.clone(),
+            SigmaRamp::Exponential | SigmaRamp::Beta | SigmaRamp::Schedule(_) => {
+                s.timesteps.clone()
+            }
         };
         let mut timesteps = Vec::with_capacity(2 * steps - 1);
         for (i, &t_outer) in outer.iter().enumerate() {

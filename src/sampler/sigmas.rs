@@ -1,7 +1,9 @@
 //! Sigma-space helpers shared by the k-diffusion style samplers (as k-diffusion keeps them): Karras and
 //! exponential sigma ramps, numpy's `interp` on the training sigmas, and sigma → fractional timestep.
 
+use super::ConfigError;
 use super::schedule::NoiseSchedule;
+use super::sigma_schedule::{ModelSigmas, ScheduleParams, SigmaSchedule};
 use super::spacing::linspace;
 
 /// Which ramp replaces the interpolated sigmas (diffusers' `use_karras_sigmas` / `use_exponential_sigmas`).
@@ -13,18 +15,62 @@ pub enum SigmaRamp {
     Exponential,
     /// `use_beta_sigmas`: the Beta(0.6, 0.6) quantiles between the bounds (Lee et al. 2024).
     Beta,
+    /// A web UI's schedule (`sigma_schedule`) on the model's own sigma table.
+    Schedule(SigmaSchedule),
 }
 
 impl SigmaRamp {
-    /// `steps` sigmas from `sigma_max` down to `sigma_min` (`None` for `Interpolated`).
+    /// `steps` sigmas from `sigma_max` down to `sigma_min` (`None` for `Interpolated` and for a web UI's
+    /// schedule, which [`Self::ramp_on`] makes).
     pub fn ramp(self, sigma_min: f64, sigma_max: f64, steps: usize) -> Option<Vec<f64>> {
         match self {
-            Self::Interpolated => None,
+            Self::Interpolated | Self::Schedule(_) => None,
             Self::Karras => Some(karras(sigma_min, sigma_max, steps, 7.0)),
             Self::Exponential => Some(exponential(sigma_min, sigma_max, steps)),
             Self::Beta => Some(beta(sigma_min, sigma_max, steps, 0.6, 0.6)),
         }
     }
+}
+
+impl SigmaRamp {
+    /// `steps` sigmas of the ramp on the training sigmas `train` (ascending), bounded by its ends.
+    pub fn ramp_on(self, train: &[f32], steps: usize) -> Result<Option<Vec<f64>>, ConfigError> {
+        match (self, train.first(), train.last()) {
+            (Self::Schedule(schedule), _, _) => web_ui_sigmas(schedule, steps, train).map(Some),
+            (_, Some(&lo), Some(&hi)) => Ok(self.ramp(f64::from(lo), f64::from(hi), steps)),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// `steps` sigmas of a web-UI schedule on the model's training sigmas, the final 0 left to the class (which
+/// appends its own); a schedule that gives another count for these steps is an error, not a silent change of
+/// the step count.
+pub fn web_ui_sigmas(
+    schedule: SigmaSchedule,
+    steps: usize,
+    train_sigmas: &[f32],
+) -> Result<Vec<f64>, ConfigError> {
+    let model = ModelSigmas::from_sigmas(train_sigmas);
+    let fail = |reason: String| ConfigError::Unsupported {
+        key: "sigma_schedule".into(),
+        got: format!("{:?}", schedule.name()),
+        reason,
+    };
+    let mut sigmas = schedule
+        .sigmas(steps, &model, &ScheduleParams::default())
+        .map_err(fail)?;
+    if sigmas.last() == Some(&0.0) {
+        sigmas.pop();
+    }
+    if sigmas.len() != steps {
+        return Err(fail(format!(
+            "it gives {} noise levels for {steps} steps (ComfyUI would run that many steps); choose another \
+             step count",
+            sigmas.len()
+        )));
+    }
+    Ok(sigmas.iter().map(|&v| f64::from(v)).collect())
 }
 
 /// Karras et al. 2022 sigmas: `steps` points from sigma_max to sigma_min, uniform in sigma^(1/rho).

@@ -2,7 +2,7 @@
 //! DPM-Solver spacing, the f32 training sigmas at them (or a Karras / exponential / beta ramp between
 //! the training extremes), and the final sigma each class appends.
 
-use super::family::{Common, Reader, read_ramp};
+use super::family::{Common, Reader, read_ramp_or_schedule};
 use super::flow_shift::{FlowSigmas, truncated_timesteps};
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
@@ -49,7 +49,8 @@ impl VpSchedule {
         }
         let train = NoiseSchedule::from_alphas_cumprod(alphas_cumprod).train_sigmas();
         let (sigma_min, sigma_max) = (train[0] as f64, train[n - 1] as f64);
-        let (timesteps, mut sigmas) = match self.ramp.ramp(sigma_min, sigma_max, steps) {
+        let _ = (sigma_min, sigma_max);
+        let (timesteps, mut sigmas) = match self.ramp.ramp_on(&train, steps)? {
             Some(ramp) => {
                 let log_sigmas = log_sigmas_f32(&train);
                 // Karras timesteps are rounded; the others are truncated by diffusers' int64 cast.
@@ -145,6 +146,7 @@ pub(super) fn vp_multistep_keys() -> serde_json::Map<String, Value> {
         "use_karras_sigmas": false,
         "use_exponential_sigmas": false,
         "use_beta_sigmas": false,
+        "sigma_schedule": null,
         "use_flow_sigmas": false,
         "flow_shift": 1.0,
         "timestep_spacing": "linspace",
@@ -209,7 +211,7 @@ pub(super) fn vp_schedule(
         schedule: c.schedule.clone(),
         timestep_spacing: c.timestep_spacing,
         steps_offset: c.steps_offset,
-        ramp: read_ramp(r)?,
+        ramp: read_ramp_or_schedule(r)?,
         nudge_zero_snr,
         flow,
     })
