@@ -1,6 +1,6 @@
-//! One step of every sampler family in the registry (and of the multistep solvers in flow mode) on a
-//! 64×3×32×32 batch, against a plain copy of the
-//! same bytes measured in the same round: the ratio shows how far a step is from the memory floor.
+//! One step of every sampler family in the registry (every loop of the web UIs' family, and the multistep
+//! solvers in flow mode) on a 64×3×32×32 batch, and each guidance method's guided prediction, against a plain
+//! copy of the same bytes measured in the same round: the ratio shows how far a step is from the memory floor.
 //!
 //! This machine's speed drifts from minute to minute, so each round times the copy and then every
 //! sampler, and the report is the median ratio over the rounds with its min–max.
@@ -15,8 +15,10 @@
 
 use std::time::Instant;
 
+use difflab::guidance::{GuidanceMethod, MethodName};
+use difflab::lab::guidance::{MethodCall, guide, guide_method};
 use difflab::sampler::registry::FAMILIES;
-use difflab::sampler::{SamplerConfig, SeededNoise};
+use difflab::sampler::{PredictionType, SamplerConfig, SeededNoise};
 use serde_json::Map;
 
 const LEN: usize = 64 * 3 * 32 * 32;
@@ -52,6 +54,7 @@ fn step_seconds(config: &SamplerConfig, model_output: &[f32], start: &[f32]) -> 
             let mut s = config.build();
             s.set_steps(20).unwrap();
             let (mut x, mut x0, mut noise) = (start.to_vec(), vec![0.0; LEN], noise.clone());
+            s.prepare(&mut x, BATCH, &mut noise);
             for _ in 0..WARM_CALLS {
                 s.step(model_output, &mut x, &mut x0, BATCH, &mut noise)
                     .unwrap();
@@ -78,7 +81,15 @@ fn main() {
     let start: Vec<f32> = (0..LEN).map(|i| ((i % 89) as f32 - 44.0) / 40.0).collect();
     let mut samplers: Vec<(String, SamplerConfig)> = FAMILIES
         .iter()
-        .flat_map(|f| f.names.first())
+        // One name a family, but every loop of the web UIs' family.
+        .flat_map(|f| match f.class {
+            "KDiffusionSampler" => f
+                .names
+                .iter()
+                .filter(|n| n.ui.contains(&difflab::sampler::registry::Ui::Difflab))
+                .collect(),
+            _ => f.names.first().into_iter().collect::<Vec<_>>(),
+        })
         .map(|n| {
             let resolved = SamplerConfig::resolve(n.name, None, &Map::new()).unwrap();
             (n.name.to_string(), resolved.config)
@@ -90,13 +101,22 @@ fn main() {
         let resolved = SamplerConfig::resolve(name, sd3.as_object(), &Map::new()).unwrap();
         samplers.push((format!("{name} (flow)"), resolved.config));
     }
+    let methods: Vec<MethodName> = MethodName::NAMES
+        .iter()
+        .map(|n| n.parse().unwrap())
+        .collect();
     let mut ratios = vec![Vec::new(); samplers.len()];
+    let mut guide_ratios = vec![Vec::new(); methods.len() + 1];
     let mut copies = Vec::new();
     for _ in 0..rounds {
         let copy = copy_seconds(&start);
         copies.push(copy);
         for (i, (_, config)) in samplers.iter().enumerate() {
             ratios[i].push(step_seconds(config, &model_output, &start) / copy);
+        }
+        guide_ratios[0].push(plain_cfg_seconds(&model_output, &start) / copy);
+        for (i, &m) in methods.iter().enumerate() {
+            guide_ratios[i + 1].push(method_seconds(m, &model_output, &start) / copy);
         }
     }
     println!(
@@ -109,10 +129,67 @@ fn main() {
         "sampler", "step / copy", "min – max"
     );
     for ((name, _), r) in samplers.iter().zip(ratios.iter_mut()) {
-        let (lo, hi) = (
-            r.iter().copied().fold(f64::INFINITY, f64::min),
-            r.iter().copied().fold(0.0, f64::max),
-        );
-        println!("{name:<16} {:>13.2}× {lo:>7.2} – {hi:.2}", median(r));
+        report(name, r);
     }
+    println!("\nguided prediction of 64 items (uncond and cond given), per method");
+    report("cfg (the lab's)", &mut guide_ratios[0]);
+    for (m, r) in methods.iter().zip(&mut guide_ratios[1..]) {
+        report(m.name(), r);
+    }
+}
+
+fn report(name: &str, r: &mut [f64]) {
+    let (lo, hi) = (
+        r.iter().copied().fold(f64::INFINITY, f64::min),
+        r.iter().copied().fold(0.0, f64::max),
+    );
+    println!("{name:<26} {:>13.2}× {lo:>7.2} – {hi:.2}", median(r));
+}
+
+/// Median seconds of the lab's plain classifier-free guidance of the batch.
+fn plain_cfg_seconds(cond: &[f32], uncond: &[f32]) -> f64 {
+    let mut out = vec![0.0f32; LEN];
+    let mut times: Vec<f64> = (0..REPEATS)
+        .map(|_| {
+            let t = Instant::now();
+            guide(uncond, cond, 4.0, 0.0, LEN / BATCH, &mut out);
+            std::hint::black_box(&out);
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    median(&mut times)
+}
+
+/// Median seconds of `method`'s guided prediction of the batch, as a lane makes it (f64, through the
+/// denoised prediction for ComfyUI's nodes).
+fn method_seconds(method: MethodName, cond: &[f32], uncond: &[f32]) -> f64 {
+    let spec = GuidanceMethod::new(method, &Map::new(), None).unwrap();
+    let mut guide = spec.build();
+    let mut out = vec![0.0f32; LEN];
+    let call = MethodCall {
+        uncond,
+        cond,
+        input: uncond,
+        sigma: 3.0,
+        prediction: PredictionType::Epsilon,
+        step: 3,
+        steps: 20,
+        item_shape: [3, 32, 32],
+    };
+    let mut times: Vec<f64> = (0..REPEATS)
+        .map(|_| {
+            let t = Instant::now();
+            guide_method(
+                guide.as_mut(),
+                method.on_denoised(),
+                4.0,
+                0.0,
+                &call,
+                &mut out,
+            );
+            std::hint::black_box(&out);
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    median(&mut times)
 }

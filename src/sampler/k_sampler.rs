@@ -301,13 +301,8 @@ pub(super) fn k_sampler_defaults() -> Value {
             }
         }
     }
-    merged(
-        merged(
-            sigma_keys(),
-            serde_json::json!({"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}),
-        ),
-        Value::Object(loops),
-    )
+    // The training schedule is diffusers' default, as Euler's: a model's own config replaces it.
+    merged(sigma_keys(), Value::Object(loops))
 }
 
 pub(super) fn parse_k_sampler(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {
