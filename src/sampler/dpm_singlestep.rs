@@ -124,7 +124,8 @@ impl DpmSinglestep {
             }
             Some(ramp) => {
                 let log_sigmas = log_sigmas_f32(&train);
-                let karras = self.config.ramp == SigmaRamp::Karras;
+                // A web UI's schedule calls the model at the nearest timestep, as ComfyUI does.
+                let karras = matches!(self.config.ramp, SigmaRamp::Karras | SigmaRamp::Schedule(_));
                 // Karras timesteps are rounded; the others are truncated by the int64 cast.
                 let t = ramp
                     .iter()

@@ -190,10 +190,10 @@ impl Scheduler for DpmSolver {
         } else if let Some(ramp) = ramp {
             let log_sigmas: Vec<f64> = train_sigmas.iter().map(|&s| (s as f64).ln()).collect();
             // diffusers rounds Karras timesteps, except on the cosine schedule, and truncates the others
-            // (its int64 cast).
+            // (its int64 cast); a web UI's schedule calls the model at the nearest timestep, as ComfyUI does.
             let cosine = c.schedule.beta_schedule == super::schedule::BetaSchedule::SquaredcosCapV2
                 && c.schedule.trained_betas.is_none();
-            let round = c.ramp == SigmaRamp::Karras && !cosine;
+            let round = matches!(c.ramp, SigmaRamp::Karras | SigmaRamp::Schedule(_)) && !cosine;
             let timesteps = ramp
                 .iter()
                 .map(|&s| {

@@ -54,7 +54,8 @@ impl VpSchedule {
             Some(ramp) => {
                 let log_sigmas = log_sigmas_f32(&train);
                 // Karras timesteps are rounded; the others are truncated by diffusers' int64 cast.
-                let karras = self.ramp == SigmaRamp::Karras;
+                // A web UI's schedule calls the model at the nearest timestep, as ComfyUI does.
+                let karras = matches!(self.ramp, SigmaRamp::Karras | SigmaRamp::Schedule(_));
                 let timesteps = ramp
                     .iter()
                     .map(|&s| {
