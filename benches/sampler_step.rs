@@ -166,9 +166,12 @@ fn method_seconds(method: MethodName, cond: &[f32], uncond: &[f32]) -> f64 {
     let spec = GuidanceMethod::new(method, &Map::new(), None).unwrap();
     let mut guide = spec.build();
     let mut out = vec![0.0f32; LEN];
+    // Perp-Neg's empty-prompt prediction: any third batch.
+    let empty: Vec<f32> = cond.iter().map(|v| 0.5 * v).collect();
     let call = MethodCall {
         uncond,
         cond,
+        empty: method.needs_empty().then_some(&empty[..]),
         input: uncond,
         sigma: 3.0,
         prediction: PredictionType::Epsilon,

@@ -1014,11 +1014,6 @@ fn guidance_methods_and_intervals_are_checked() {
             "unknown guidance method \"apj\"; use one of cfg, apg,",
         ),
         (
-            "guidance_method = \"Perp-Neg\"",
-            "sampler[0].guidance_method",
-            "needs a third prediction each step, of the empty prompt",
-        ),
-        (
             "guidance_method = \"apg\"\nguidance_settings = { etta = 1 }",
             "sampler[0].guidance_settings",
             "apg has no setting \"etta\"; it has eta, momentum, norm_threshold",

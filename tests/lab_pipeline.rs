@@ -346,6 +346,52 @@ fn guidance_methods_are_an_axis_equal_to_cfg_where_they_should_be() {
     assert!(csv.contains(",\"cfg σ∈[1000000,10000000]\","), "{csv}");
 }
 
+/// Perp-Neg makes a third prediction a step, of the empty prompt: without a negative prompt the unconditional
+/// prediction is the empty prompt's and Perp-Neg is CFG; with one it differs from CFG with that negative prompt,
+/// and each sample is projected on its own (its batch does not change it).
+#[test]
+fn perp_neg_guides_from_the_empty_prompt() {
+    let dir = temp_dir("perpneg");
+    let text = |negative: &str, seeds: &str| {
+        format!(
+            "output = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\n[conditioning]\nprompts = [\"a cat\"]\n\
+             {negative}[sampling]\nseeds = {seeds}\n[[sampler]]\nname = \"dpm++2m\"\nsteps = 4\nguidance = 4\n\
+             guidance_method = [\"cfg\", \"perp-neg\"]\n",
+            data().join("sd1")
+        )
+    };
+    let samples = |results: &Results, name: &str| -> ArrayD<f32> {
+        let cell = results.cells.iter().find(|c| c.name == name).unwrap();
+        let stem = cell
+            .grid
+            .trim_start_matches("cells/")
+            .trim_end_matches(".png");
+        read_npy(dir.join(format!("out/samples/{stem}.npy"))).unwrap()
+    };
+    let close = |a: &ArrayD<f32>, b: &ArrayD<f32>| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max)
+    };
+    let plain = run(&dir, &text("", "2")).unwrap();
+    assert_eq!(plain.cells[1].name, "dpm++2m perp-neg 4 g4");
+    assert!(
+        close(
+            &samples(&plain, "dpm++2m perp-neg 4 g4"),
+            &samples(&plain, "dpm++2m cfg 4 g4")
+        ) < 1e-5
+    );
+    let negative = run(&dir, &text("negative_prompt = \"a red circle\"\n", "2")).unwrap();
+    let perp = samples(&negative, "dpm++2m perp-neg 4 g4");
+    assert!(close(&perp, &samples(&negative, "dpm++2m cfg 4 g4")) > 1e-3);
+    // Seed 1 alone gives the second sample of the pair.
+    let alone = run(&dir, &text("negative_prompt = \"a red circle\"\n", "[1]")).unwrap();
+    let one = samples(&alone, "dpm++2m perp-neg 4 g4");
+    let second = perp.index_axis(Axis(0), 1).to_owned().into_dyn();
+    assert!(close(&one.index_axis(Axis(0), 0).to_owned().into_dyn(), &second) < 1e-5);
+}
+
 #[test]
 fn class_conditional_model_cycles_classes_and_guides_from_the_null_class() {
     let dir = temp_dir("classes");

@@ -178,6 +178,7 @@ fn guide_of(case: &Value) -> (Box<dyn Guide + Send>, f64) {
         }),
         "perp_neg_comfy" => Box::new(PerpNeg {
             neg_scale: n("neg_scale"),
+            per_item: false,
         }),
         "guidance_interval_sigma" => Box::new(Interval {
             window: Window::Sigma {

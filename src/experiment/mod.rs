@@ -700,13 +700,7 @@ impl Reading<'_> {
         for name in names {
             let method = name.parse::<MethodName>().map_err(|_| {
                 let names = MethodName::NAMES.join(", ");
-                let message = match crate::sampler::registry::normalize(&name).as_str() {
-                    "perp-neg" | "perpneg" => format!(
-                        "perp-neg (perpendicular negative guidance) needs a third prediction each step, of the \
-                         empty prompt, which difflab does not make yet; use one of {names}"
-                    ),
-                    _ => format!("unknown guidance method {name:?}; use one of {names}"),
-                };
+                let message = format!("unknown guidance method {name:?}; use one of {names}");
                 self.error(span.clone(), &place("guidance_method"), message)
             })?;
             // With several methods, each takes the settings it has.

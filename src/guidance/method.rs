@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::{
     ApgComfy, ApgDiffusers, Cfg, CfgNorm, CfgZeroStarComfy, CfgZeroStarDiffusers, Guide, Interval,
-    RescaleCfg, Window,
+    PerpNeg, RescaleCfg, Window,
 };
 
 /// A method by its experiment name.
@@ -29,6 +29,9 @@ pub enum MethodName {
     CfgNorm,
     /// ComfyUI's RescaleCFG node.
     RescaleCfg,
+    /// ComfyUI's PerpNegGuider: the negative prompt's direction, less its part along the positive one, with
+    /// the empty prompt's prediction as the base (a third model call a step).
+    PerpNeg,
 }
 
 impl MethodName {
@@ -48,12 +51,18 @@ impl MethodName {
             Self::CfgZeroStarDiffusers => r#"{"zero_init_steps": 1}"#,
             Self::CfgNorm => r#"{"strength": 1.0}"#,
             Self::RescaleCfg => r#"{"multiplier": 0.7}"#,
+            Self::PerpNeg => r#"{"neg_scale": 1.0}"#,
         }
     }
 
     /// Whether the method has the parameter `key`.
     pub fn has_setting(self, key: &str) -> bool {
         serde_json::from_str::<Value>(self.defaults()).is_ok_and(|d| d.get(key).is_some())
+    }
+
+    /// Whether the method needs the empty prompt's prediction beside the conditional and unconditional ones.
+    pub fn needs_empty(self) -> bool {
+        self == Self::PerpNeg
     }
 
     /// Whether the method guides the denoised prediction (ComfyUI's nodes) rather than the model's output.
@@ -156,6 +165,10 @@ impl GuidanceMethod {
             }),
             MethodName::RescaleCfg => Box::new(RescaleCfg {
                 multiplier: n("multiplier"),
+            }),
+            MethodName::PerpNeg => Box::new(PerpNeg {
+                neg_scale: n("neg_scale"),
+                per_item: true,
             }),
         };
         match self.window {

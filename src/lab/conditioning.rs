@@ -21,6 +21,9 @@ pub struct RunConditions {
     pub classes: Vec<i64>,
     /// The unconditional row for classifier-free guidance, when there is one.
     pub uncond: Option<usize>,
+    /// The empty prompt's row (Perp-Neg's base), when the run is text-conditional: the unconditional row
+    /// unless a negative prompt takes that.
+    pub empty: Option<usize>,
 }
 
 impl RunConditions {
@@ -90,6 +93,7 @@ fn classes(
         prompts: Vec::new(),
         classes: spec.classes.clone(),
         uncond,
+        empty: None,
     };
     Ok((table, conditions))
 }
@@ -140,6 +144,17 @@ fn prompts(
     };
     let mut table: Vec<Condition> = embeddings.iter().map(|e| e.condition(h, w)).collect();
     table.push(uncond.condition(h, w));
+    let uncond_row = table.len() - 1;
+    let empty = match spec.negative_prompt.as_deref() {
+        Some(negative) if !negative.is_empty() && !encoders.is_empty() => {
+            let empty = encode_prompts(encoders, &[""], &options, PromptSide::Prompt)
+                .map_err(|e| e.to_string())?
+                .remove(0);
+            table.push(empty.condition(h, w));
+            table.len() - 1
+        }
+        _ => uncond_row,
+    };
     let prompts = match spec.prompts.is_empty() {
         true => (0..embeddings.len())
             .map(|i| format!("embedding {i}"))
@@ -149,7 +164,8 @@ fn prompts(
     let conditions = RunConditions {
         prompts,
         classes: Vec::new(),
-        uncond: Some(table.len() - 1),
+        uncond: Some(uncond_row),
+        empty: Some(empty),
     };
     Ok((table, conditions))
 }

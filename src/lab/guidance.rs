@@ -28,6 +28,8 @@ fn rescale_all(out: &mut [f32], cond: &[f32], rescale: f32, item: usize) {
 pub struct MethodCall<'a> {
     pub uncond: &'a [f32],
     pub cond: &'a [f32],
+    /// The empty prompt's prediction, for the methods that take it (Perp-Neg).
+    pub empty: Option<&'a [f32]>,
     /// What the model was given (the sample scaled to unit variance) and the call's noise level σ.
     pub input: &'a [f32],
     pub sigma: f64,
@@ -60,6 +62,7 @@ pub fn guide_method(
             .collect()
     };
     let (cond, uncond) = (space(call.cond), space(call.uncond));
+    let empty = call.empty.map(space);
     let scale = (1.0 + call.sigma * call.sigma).sqrt();
     let x: Vec<f64> = call
         .input
@@ -70,7 +73,7 @@ pub fn guide_method(
         &Call {
             cond: &cond,
             uncond: &uncond,
-            empty: None,
+            empty: empty.as_deref(),
             x: &x,
             sigma: call.sigma,
             step: call.step,

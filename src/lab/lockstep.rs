@@ -34,6 +34,8 @@ pub(super) struct Lane {
     /// The condition-table row of each sample, and the unconditional row when the cell guides.
     pub(super) rows: Vec<usize>,
     pub(super) uncond: Option<usize>,
+    /// The empty prompt's row when the lane's guidance method takes its prediction too.
+    pub(super) empty: Option<usize>,
     /// The classifier-free guidance scale (1 for a model that embeds guidance).
     pub(super) guidance: f32,
     pub(super) guidance_rescale: f32,
@@ -67,6 +69,8 @@ pub(super) struct Batch<'a> {
     pub(super) torch_noise: bool,
     /// The unconditional condition-table row, for guided cells.
     pub(super) uncond: Option<usize>,
+    /// The empty prompt's row, for the guidance methods that take its prediction (Perp-Neg).
+    pub(super) empty: Option<usize>,
     /// The model takes each item's guidance scale as an input: cells' guidance goes there, not into
     /// classifier-free guidance.
     pub(super) embedded_guidance: bool,
@@ -260,6 +264,10 @@ impl<'a> Batch<'a> {
                 items: items.len(),
                 rows: items.iter().map(|i| i.condition).collect(),
                 uncond: if guided { self.uncond } else { None },
+                empty: match guided && cell.guidance_method.name.needs_empty() {
+                    true => self.empty,
+                    false => None,
+                },
                 guidance: cfg,
                 guidance_rescale: cell.guidance_rescale as f32,
                 embedded_guidance: embedded,
@@ -308,7 +316,7 @@ impl<'a> Batch<'a> {
         let mut guidance = Vec::new();
         for lane in &self.lanes {
             let t = lane.scheduler.timesteps()[lane.step];
-            let calls = if lane.uncond.is_some() { 2 } else { 1 };
+            let calls = lane.calls_per_step();
             if let Some(uncond) = lane.uncond {
                 model_input(&*lane.scheduler, &lane.x, &mut inputs);
                 timesteps.extend(std::iter::repeat_n(t, lane.items));
@@ -317,6 +325,11 @@ impl<'a> Batch<'a> {
             model_input(&*lane.scheduler, &lane.x, &mut inputs);
             timesteps.extend(std::iter::repeat_n(t, lane.items));
             rows.extend_from_slice(&lane.rows);
+            if let Some(empty) = lane.empty {
+                model_input(&*lane.scheduler, &lane.x, &mut inputs);
+                timesteps.extend(std::iter::repeat_n(t, lane.items));
+                rows.extend(std::iter::repeat_n(empty, lane.items));
+            }
             guidance.extend(std::iter::repeat_n(
                 lane.embedded_guidance,
                 calls * lane.items,
@@ -354,9 +367,11 @@ impl<'a> Batch<'a> {
         for l in 0..self.lanes.len() {
             let lane = &mut self.lanes[l];
             let len = lane.items * self.item;
-            let calls_of_lane = if lane.uncond.is_some() { 2 } else { 1 };
+            let calls_of_lane = lane.calls_per_step();
             let output = if lane.uncond.is_some() {
-                let (u, c) = outputs[offset..offset + 2 * len].split_at(len);
+                let (u, rest) = outputs[offset..offset + calls_of_lane * len].split_at(len);
+                let (c, e) = rest.split_at(len);
+                let empty = lane.empty.map(|_| &e[..len]);
                 if lane.scheduler.takes_uncond() {
                     lane.scheduler.set_uncond(u);
                 }
@@ -376,6 +391,7 @@ impl<'a> Batch<'a> {
                         let call = MethodCall {
                             uncond: u,
                             cond: c,
+                            empty,
                             input: &input,
                             sigma: call_sigma(&*lane.scheduler, lane.step, &lane.schedule),
                             prediction: lane.prediction,
@@ -593,6 +609,14 @@ impl<'a> Batch<'a> {
             cached: false,
         });
         Ok(())
+    }
+}
+
+impl Lane {
+    /// The model's predictions a step of this lane takes per sample: conditional, and the unconditional and the
+    /// empty prompt's where its guidance takes them.
+    fn calls_per_step(&self) -> usize {
+        1 + usize::from(self.uncond.is_some()) + usize::from(self.empty.is_some())
     }
 }
 

@@ -208,6 +208,7 @@ fn run_with(
         init_noise,
         torch_noise: experiment.noise == NoiseKind::Torch,
         uncond: model.conditions.uncond,
+        empty: model.conditions.empty,
         embedded_guidance: model.denoiser.embeds_guidance(),
         ctx: Finish {
             out,
@@ -397,6 +398,17 @@ fn check_guidance(
     conditions: &RunConditions,
     conditional: bool,
 ) -> Result<(), Stop> {
+    if let Some(cell) = cells
+        .iter()
+        .find(|c| c.guidance != 1.0 && c.guidance_method.name.needs_empty())
+        && conditions.empty.is_none()
+    {
+        return Err(Stop::Error(format!(
+            "{}: perp-neg guides from the empty prompt's prediction, and this run has no prompts; give \
+             [conditioning] prompts or use another guidance_method",
+            cell.name
+        )));
+    }
     let Some(cell) = cells.iter().find(|c| c.guidance != 1.0) else {
         return Ok(());
     };
