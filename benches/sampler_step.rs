@@ -54,7 +54,7 @@ fn step_seconds(config: &SamplerConfig, model_output: &[f32], start: &[f32]) -> 
             let mut s = config.build();
             s.set_steps(20).unwrap();
             let (mut x, mut x0, mut noise) = (start.to_vec(), vec![0.0; LEN], noise.clone());
-            s.prepare(&mut x, BATCH, &mut noise);
+            s.prepare(&mut x, &mut noise);
             for _ in 0..WARM_CALLS {
                 s.step(model_output, &mut x, &mut x0, BATCH, &mut noise)
                     .unwrap();

@@ -158,7 +158,7 @@ proptest! {
         let mut x0 = vec![0.0; 16];
         let noise: Vec<Option<Vec<f32>>> = (0..calls).map(|_| Some(outputs.clone())).collect();
         let mut noise = InjectedNoise::new(noise);
-        s.prepare(&mut x, 2, &mut noise);
+        s.prepare(&mut x, &mut noise);
         // An adaptive sampler's calls grow as it runs.
         let mut i = 0;
         while i < s.timesteps().len() {

@@ -247,7 +247,7 @@ impl<'a> Batch<'a> {
             let guided = cfg != 1.0 || scheduler.takes_uncond();
             let mut noise = noise;
             let mut x = self.initial_noise(&noise, &items, scheduler.init_noise_sigma());
-            scheduler.prepare(&mut x, items.len(), &mut noise);
+            scheduler.prepare(&mut x, &mut noise);
             let nfe = scheduler.timesteps().len();
             let state = &mut self.states[slot];
             state.nfe = match first {

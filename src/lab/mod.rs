@@ -94,7 +94,7 @@ pub fn denoise(
     let mut x0 = vec![0.0; x.len()];
     let mut t = vec![0.0; batch];
     let mut input = Vec::with_capacity(x.len());
-    scheduler.prepare(x, batch, noise);
+    scheduler.prepare(x, noise);
     // The count is re-read each step: an adaptive sampler's grows as it runs.
     let mut i = 0;
     while i < scheduler.timesteps().len() {

@@ -89,7 +89,7 @@ impl KLoop {
 
     /// Runs the loop to its next call, drawing its noise from `noise`; writes that call's input (or the
     /// finished sample) into `sample`.
-    fn resume(&mut self, sample: &mut [f32], batch: usize, noise: &mut dyn NoiseSource) {
+    fn resume(&mut self, sample: &mut [f32], noise: &mut dyn NoiseSource) {
         let Some(run) = self.run.as_mut() else { return };
         let draws = &mut self.draws;
         let mut draw = |d: Draw| {
@@ -102,7 +102,6 @@ impl KLoop {
             *draws += 1;
             buf.into_iter().map(f64::from).collect()
         };
-        let _ = batch;
         match run.resume(&mut draw) {
             State::Call { x, sigma } => {
                 write(sample, &x);
@@ -216,10 +215,10 @@ impl Scheduler for KLoop {
         (self.config.loop_def().stochastic)(&self.config.settings)
     }
 
-    fn prepare(&mut self, sample: &mut [f32], batch: usize, noise: &mut dyn NoiseSource) {
+    fn prepare(&mut self, sample: &mut [f32], noise: &mut dyn NoiseSource) {
         let x = sample.iter().map(|&v| f64::from(v)).collect();
         self.run = Some(Run::new(self.config.loop_def(), self.start(x)));
-        self.resume(sample, batch, noise);
+        self.resume(sample, noise);
     }
 
     fn calls_depend_on_sample(&self) -> bool {
@@ -253,15 +252,14 @@ impl Scheduler for KLoop {
         if self.run.is_none() {
             // A driver that skipped `prepare`: exact only when the first call is at the sample as given.
             let given = sample.to_vec();
-            self.prepare(sample, batch, noise);
+            self.prepare(sample, noise);
             if sample != &given[..] {
                 return Err(StepError::NotReady);
             }
         }
-        let (Some(run), Some((x, sigma))) = (self.run.as_ref(), self.pending.take()) else {
+        let Some((x, sigma)) = self.pending.take() else {
             return Err(StepError::NotReady);
         };
-        let _ = run;
         let guided = self.denoised(model_output, &x, sigma);
         let uncond = self.uncond.take().map(|u| self.denoised(&u, &x, sigma));
         write(x0, &guided);
@@ -269,7 +267,7 @@ impl Scheduler for KLoop {
             run.answer(Denoised { guided, uncond });
         }
         self.calls += 1;
-        self.resume(sample, batch, noise);
+        self.resume(sample, noise);
         Ok(())
     }
 }

@@ -90,7 +90,7 @@ pub trait Scheduler: Send {
 
     /// Called once with the initial sample before the first model call: a sampler that changes the sample
     /// before its first call (or runs its own loop) starts here.
-    fn prepare(&mut self, _sample: &mut [f32], _batch: usize, _noise: &mut dyn NoiseSource) {}
+    fn prepare(&mut self, _sample: &mut [f32], _noise: &mut dyn NoiseSource) {}
 
     /// Whether the sampler takes the unconditional model output beside the guided one (the CFG++ family):
     /// the caller then evaluates it even at guidance scale 1 and hands it over with [`Self::set_uncond`]

@@ -48,8 +48,6 @@ impl VpSchedule {
             return Ok(flow_steps(flow, n, steps, last));
         }
         let train = NoiseSchedule::from_alphas_cumprod(alphas_cumprod).train_sigmas();
-        let (sigma_min, sigma_max) = (train[0] as f64, train[n - 1] as f64);
-        let _ = (sigma_min, sigma_max);
         let (timesteps, mut sigmas) = match self.ramp.ramp_on(&train, steps)? {
             Some(ramp) => {
                 let log_sigmas = log_sigmas_f32(&train);
