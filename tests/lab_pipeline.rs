@@ -29,6 +29,23 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// The samples `--save-samples` wrote for the cell called `name`.
+fn cell_samples(dir: &Path, results: &Results, name: &str) -> ArrayD<f32> {
+    let cell = results.cells.iter().find(|c| c.name == name).unwrap();
+    let stem = cell
+        .grid
+        .trim_start_matches("cells/")
+        .trim_end_matches(".png");
+    read_npy(dir.join(format!("out/samples/{stem}.npy"))).unwrap()
+}
+
+fn max_difference(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
+}
+
 /// Runs the experiment text (written into `dir`) with `--save-samples`; returns its events' error, if any.
 fn run(dir: &Path, text: &str) -> Result<Results, String> {
     let path = dir.join("exp.toml");
@@ -319,20 +336,8 @@ fn guidance_methods_are_an_axis_equal_to_cfg_where_they_should_be() {
             "never 4 g4.5"
         ]
     );
-    let samples = |name: &str| -> ArrayD<f32> {
-        let cell = results.cells.iter().find(|c| c.name == name).unwrap();
-        let stem = cell
-            .grid
-            .trim_start_matches("cells/")
-            .trim_end_matches(".png");
-        read_npy(dir.join(format!("out/samples/{stem}.npy"))).unwrap()
-    };
-    let close = |a: &ArrayD<f32>, b: &ArrayD<f32>| {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max)
-    };
+    let samples = |name: &str| cell_samples(&dir, &results, name);
+    let close = max_difference;
     let cfg = samples("cfg 4 g4.5");
     assert!(close(&samples("m apg norm_threshold=1000000000.0 4 g3.5"), &cfg) < 1e-4);
     assert!(
@@ -360,20 +365,8 @@ fn perp_neg_guides_from_the_empty_prompt() {
             data().join("sd1")
         )
     };
-    let samples = |results: &Results, name: &str| -> ArrayD<f32> {
-        let cell = results.cells.iter().find(|c| c.name == name).unwrap();
-        let stem = cell
-            .grid
-            .trim_start_matches("cells/")
-            .trim_end_matches(".png");
-        read_npy(dir.join(format!("out/samples/{stem}.npy"))).unwrap()
-    };
-    let close = |a: &ArrayD<f32>, b: &ArrayD<f32>| {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max)
-    };
+    let samples = |results: &Results, name: &str| cell_samples(&dir, results, name);
+    let close = max_difference;
     let plain = run(&dir, &text("", "2")).unwrap();
     assert_eq!(plain.cells[1].name, "dpm++2m perp-neg 4 g4");
     assert!(

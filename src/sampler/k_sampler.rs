@@ -292,12 +292,8 @@ impl FamilyConfig for KSamplerConfig {
 pub(super) fn k_sampler_defaults() -> Value {
     let mut loops = Map::new();
     loops.insert("sampler".into(), Value::Null);
-    for sampler in ksampling::SAMPLERS {
-        if let Ok(Value::Object(keys)) = serde_json::from_str::<Value>(sampler.defaults) {
-            for key in keys.keys() {
-                loops.insert(key.clone(), Value::Null);
-            }
-        }
+    for key in all_loop_keys() {
+        loops.insert(key, Value::Null);
     }
     // The training schedule is diffusers' default, as Euler's: a model's own config replaces it.
     merged(sigma_keys(), Value::Object(loops))
@@ -332,6 +328,7 @@ pub(super) fn parse_k_sampler(r: &mut Reader, c: Common, _warnings: &mut Vec<Str
     }))
 }
 
+/// Every setting some loop has, once.
 fn all_loop_keys() -> Vec<String> {
     let mut keys: Vec<String> = Vec::new();
     for sampler in ksampling::SAMPLERS {
