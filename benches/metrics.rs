@@ -16,7 +16,7 @@ use difflab::metrics::series::{DisplaySeries, Point, XAxis, downsample_minmax};
 use difflab::metrics::tail::SeriesBuilder;
 use difflab::metrics::tfevents::proto;
 use difflab::metrics::tfevents::record::encode_record;
-use difflab::metrics::{Format, ScalarSink};
+use difflab::metrics::{Format, LogSink};
 use difflab::plot::{Curve, Panel, PlotOptions, plot_to_rgb};
 use prost::Message;
 use std::hint::black_box;
@@ -57,7 +57,7 @@ fn events(n: usize) -> Vec<u8> {
 }
 
 struct Count(usize);
-impl ScalarSink for Count {
+impl LogSink for Count {
     fn scalar(&mut self, _: &str, _: Point) {
         self.0 += 1;
     }
@@ -70,7 +70,7 @@ fn readers(c: &mut Criterion) {
     g.throughput(Throughput::Elements(N as u64));
     g.bench_function("jsonl lines", |b| {
         b.iter(|| {
-            let mut d = Format::JsonLines.decoder();
+            let mut d = Format::JsonLines.decoder().expect("a byte-stream format");
             let mut n = Count(0);
             d.decode(black_box(&text), true, &mut n);
             assert_eq!(n.0, 2 * N);
@@ -79,7 +79,7 @@ fn readers(c: &mut Criterion) {
     let ev = events(N);
     g.bench_function("tfevents records", |b| {
         b.iter(|| {
-            let mut d = Format::TfEvents.decoder();
+            let mut d = Format::TfEvents.decoder().expect("a byte-stream format");
             let mut n = Count(0);
             d.decode(black_box(&ev), true, &mut n);
             assert_eq!(n.0, N);
@@ -87,7 +87,7 @@ fn readers(c: &mut Criterion) {
     });
     g.bench_function("tfevents records into series", |b| {
         b.iter(|| {
-            let mut d = Format::TfEvents.decoder();
+            let mut d = Format::TfEvents.decoder().expect("a byte-stream format");
             let mut series = SeriesBuilder::new();
             d.decode(black_box(&ev), true, &mut series);
             series.finish()

@@ -9,7 +9,24 @@
 //! Parsing is `csv_core`'s (the engine of the `csv` crate), fed as bytes arrive, so that a row
 //! being written waits until it is complete, quoted newlines included.
 
-use super::{LogDecoder, Point, ScalarSink, Skipped};
+use super::{Decoder, LogDecoder, LogFormat, LogSink, Point, Skipped};
+
+/// CSV logs with a header row (`*.csv`), in the format table.
+pub struct Csv;
+
+impl LogFormat for Csv {
+    fn name(&self) -> &'static str {
+        "csv"
+    }
+
+    fn is_log_file(&self, name: &str) -> bool {
+        name.to_ascii_lowercase().ends_with(".csv")
+    }
+
+    fn decoder(&self) -> Option<Decoder> {
+        Some(Box::new(CsvDecoder::new()))
+    }
+}
 
 const STEP_KEYS: [&str; 3] = ["step", "global_step", "iter"];
 const TIME_KEYS: [&str; 3] = ["time", "wall_time", "timestamp"];
@@ -80,7 +97,7 @@ impl CsvDecoder {
         CsvDecoder::default()
     }
 
-    fn record(&mut self, nout: usize, nends: usize, sink: &mut dyn ScalarSink) {
+    fn record(&mut self, nout: usize, nends: usize, sink: &mut dyn LogSink) {
         let out = &self.out[..nout];
         let mut fields: Vec<&[u8]> = Vec::with_capacity(nends);
         let mut start = 0;
@@ -135,7 +152,7 @@ impl LogDecoder for CsvDecoder {
     /// See [`super::Decoder::decode`]. The CSV parser keeps its state between calls, so all
     /// of `buf` is consumed: a row being written is held, parsed so far, until its terminator
     /// arrives (a newline inside a quoted field does not end it).
-    fn decode(&mut self, buf: &[u8], eof: bool, sink: &mut dyn ScalarSink) -> usize {
+    fn decode(&mut self, buf: &[u8], eof: bool, sink: &mut dyn LogSink) -> usize {
         use csv_core::ReadRecordResult as R;
         const BOM: &[u8] = b"\xef\xbb\xbf";
         if !self.started {

@@ -19,8 +19,12 @@ use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
 
-use super::tail::FileTail;
-use super::{Format, MetricsError, PassedBy, Point, ScalarSink, Skipped, discover, root_labels};
+use serde_json::Value;
+
+use super::{
+    FactKind, Format, LogImage, LogReader, LogSink, MetricsError, PassedBy, Point, Skipped,
+    discover, join_run, root_labels,
+};
 
 /// What a follower reports.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,8 +36,22 @@ pub enum FollowEvent {
         format: Format,
         series: Vec<(String, Vec<Point>)>,
     },
-    /// `path` shrank, was replaced or rewritten: drop what was read from it; it is being read
-    /// again from the start (its points follow).
+    /// Images newly read from `path`, by tag.
+    Images {
+        run: String,
+        path: PathBuf,
+        format: Format,
+        images: Vec<(String, Vec<LogImage>)>,
+    },
+    /// Facts about `run` newly read from `path` (each replaces the fact of its kind and key).
+    Facts {
+        run: String,
+        path: PathBuf,
+        format: Format,
+        facts: Vec<(FactKind, String, Value)>,
+    },
+    /// `path` shrank, was replaced or rewritten: drop what was read from it, in every run it fed; it
+    /// is being read again from the start (its points follow).
     Reset {
         run: String,
         path: PathBuf,
@@ -204,7 +222,8 @@ impl Drop for Follower {
 
 struct Followed {
     run: String,
-    tail: FileTail,
+    format: Format,
+    reader: Box<dyn LogReader>,
     skipped: Skipped,
 }
 
@@ -245,12 +264,17 @@ impl<F: FnMut(FollowEvent) -> bool> State<F> {
                     changed.sort();
                     changed.dedup();
                     let mut rescan = false;
+                    let mut owners = BTreeSet::new();
                     for path in changed {
-                        if self.tails.contains_key(&path) {
-                            self.poll(&path);
-                        } else {
-                            rescan = true;
+                        match self.owner(&path) {
+                            Some(owner) => {
+                                owners.insert(owner);
+                            }
+                            None => rescan = true,
                         }
+                    }
+                    for owner in owners {
+                        self.poll(&owner);
                     }
                     if rescan {
                         self.discover(true);
@@ -263,6 +287,23 @@ impl<F: FnMut(FollowEvent) -> bool> State<F> {
                 }
             }
         }
+    }
+
+    /// The log a changed path belongs to: the log itself, a file inside a folder read as one log (an
+    /// MLflow file store), or a database's journal beside it (`mlflow.db-wal`).
+    fn owner(&self, path: &Path) -> Option<PathBuf> {
+        if self.tails.contains_key(path) {
+            return Some(path.to_path_buf());
+        }
+        let name = path.file_name()?.to_string_lossy();
+        self.tails.keys().find_map(|log| {
+            let journal = log.parent() == path.parent()
+                && log.file_name().is_some_and(|n| {
+                    let n = n.to_string_lossy();
+                    name.starts_with(&*n) && name[n.len()..].starts_with('-')
+                });
+            (journal || (path.starts_with(log) && log.is_dir())).then(|| log.clone())
+        })
     }
 
     /// Finds log files not followed yet. Files present at the start are skipped to their end
@@ -282,17 +323,18 @@ impl<F: FnMut(FollowEvent) -> bool> State<F> {
                 if self.tails.contains_key(&f.path) {
                     continue;
                 }
-                let mut tail = FileTail::new(&f.path, f.format);
+                let mut reader = f.format.open(&f.path);
                 if !from_start {
                     // Read to the end without reporting.
-                    let _ = tail.poll(&mut |_: &str, _: Point| {}, false);
+                    let _ = reader.poll(&mut |_: &str, _: Point| {}, false);
                 }
                 self.tails.insert(
                     f.path.clone(),
                     Followed {
                         run: f.run,
-                        skipped: tail.skipped(),
-                        tail,
+                        format: f.format,
+                        skipped: reader.skipped(),
+                        reader,
                     },
                 );
             }
@@ -310,7 +352,7 @@ impl<F: FnMut(FollowEvent) -> bool> State<F> {
         let paths: Vec<PathBuf> = self
             .tails
             .iter()
-            .filter(|(_, f)| f.tail.offset() == 0)
+            .filter(|(_, f)| !f.reader.started())
             .map(|(p, _)| p.clone())
             .collect();
         for p in paths {
@@ -330,20 +372,23 @@ impl<F: FnMut(FollowEvent) -> bool> State<F> {
             return;
         };
         let mut sink = BatchSink {
-            run: &followed.run,
+            base: &followed.run,
+            run: followed.run.clone(),
             path,
-            format: followed.tail.format(),
+            format: followed.format,
             batch: options.batch.max(1),
             pending: Vec::new(),
             index: HashMap::new(),
+            images: Vec::new(),
+            facts: Vec::new(),
             count: 0,
             on_event,
             alive,
         };
-        let result = followed.tail.poll(&mut sink, false);
+        let result = followed.reader.poll(&mut sink, false);
         sink.flush();
         let run = followed.run.clone();
-        let format = followed.tail.format();
+        let format = followed.format;
         let reset = match result {
             Ok(status) => status.reset,
             Err(e) => {
@@ -357,7 +402,7 @@ impl<F: FnMut(FollowEvent) -> bool> State<F> {
         let Some(followed) = self.tails.get_mut(path) else {
             return;
         };
-        let skipped = followed.tail.skipped();
+        let skipped = followed.reader.skipped();
         if skipped != followed.skipped || (reset && !skipped.is_empty()) {
             followed.skipped = skipped;
             self.emit(FollowEvent::Skipped {
@@ -373,12 +418,16 @@ impl<F: FnMut(FollowEvent) -> bool> State<F> {
 /// Groups scalars by tag into [`FollowEvent::Points`] of at most `batch` points, sent as they
 /// fill so that a large first read does not pile up in memory.
 struct BatchSink<'a, F> {
-    run: &'a str,
+    /// The log's own run; `run` is the part being read below it.
+    base: &'a str,
+    run: String,
     path: &'a Path,
     format: Format,
     batch: usize,
     pending: Vec<(String, Vec<Point>)>,
     index: HashMap<String, usize>,
+    images: Vec<(String, Vec<LogImage>)>,
+    facts: Vec<(FactKind, String, Value)>,
     count: usize,
     on_event: &'a mut F,
     alive: &'a mut bool,
@@ -392,22 +441,41 @@ impl<F: FnMut(FollowEvent) -> bool> BatchSink<'_, F> {
     }
 
     fn flush(&mut self) {
-        if self.pending.is_empty() {
-            return;
+        let (run, path, format) = (self.run.clone(), self.path.to_path_buf(), self.format);
+        if !self.pending.is_empty() {
+            self.index.clear();
+            self.count = 0;
+            let series = std::mem::take(&mut self.pending);
+            self.send(FollowEvent::Points {
+                run: run.clone(),
+                path: path.clone(),
+                format,
+                series,
+            });
         }
-        self.index.clear();
-        self.count = 0;
-        let series = std::mem::take(&mut self.pending);
-        self.send(FollowEvent::Points {
-            run: self.run.to_owned(),
-            path: self.path.to_path_buf(),
-            format: self.format,
-            series,
-        });
+        if !self.images.is_empty() {
+            let images = std::mem::take(&mut self.images);
+            let (run, path) = (run.clone(), path.clone());
+            self.send(FollowEvent::Images {
+                run,
+                path,
+                format,
+                images,
+            });
+        }
+        if !self.facts.is_empty() {
+            let facts = std::mem::take(&mut self.facts);
+            self.send(FollowEvent::Facts {
+                run,
+                path,
+                format,
+                facts,
+            });
+        }
     }
 }
 
-impl<F: FnMut(FollowEvent) -> bool> ScalarSink for BatchSink<'_, F> {
+impl<F: FnMut(FollowEvent) -> bool> LogSink for BatchSink<'_, F> {
     fn scalar(&mut self, tag: &str, point: Point) {
         let i = match self.index.get(tag) {
             Some(&i) => i,
@@ -421,6 +489,29 @@ impl<F: FnMut(FollowEvent) -> bool> ScalarSink for BatchSink<'_, F> {
         self.count += 1;
         if self.count >= self.batch {
             self.flush();
+        }
+    }
+
+    fn image(&mut self, tag: &str, image: LogImage) {
+        match self.images.iter_mut().find(|(t, _)| t == tag) {
+            Some((_, list)) => list.push(image),
+            None => self.images.push((tag.to_owned(), vec![image])),
+        }
+        self.count += 1;
+        if self.count >= self.batch {
+            self.flush();
+        }
+    }
+
+    fn fact(&mut self, kind: FactKind, key: &str, value: Value) {
+        self.facts.push((kind, key.to_owned(), value));
+    }
+
+    fn part(&mut self, part: &str) {
+        let run = join_run(self.base, part);
+        if run != self.run {
+            self.flush();
+            self.run = run;
         }
     }
 

@@ -16,7 +16,25 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
-use super::{LogDecoder, Point, ScalarSink, Skipped};
+use super::{Decoder, LogDecoder, LogFormat, LogSink, Point, Skipped};
+
+/// JSON lines logs (`*.jsonl`, `*.ndjson`), in the format table.
+pub struct JsonLines;
+
+impl LogFormat for JsonLines {
+    fn name(&self) -> &'static str {
+        "jsonl"
+    }
+
+    fn is_log_file(&self, name: &str) -> bool {
+        let lower = name.to_ascii_lowercase();
+        lower.ends_with(".jsonl") || lower.ends_with(".ndjson")
+    }
+
+    fn decoder(&self) -> Option<Decoder> {
+        Some(Box::new(JsonlDecoder::new()))
+    }
+}
 
 const STEP_KEYS: [&str; 3] = ["step", "global_step", "iter"];
 const TIME_KEYS: [&str; 3] = ["time", "wall_time", "timestamp"];
@@ -54,7 +72,7 @@ impl JsonlDecoder {
         JsonlDecoder::default()
     }
 
-    fn line_complete(&mut self, line: &[u8], sink: &mut dyn ScalarSink) {
+    fn line_complete(&mut self, line: &[u8], sink: &mut dyn LogSink) {
         let index = self.line;
         self.line += 1;
         if is_blank(line) {
@@ -87,11 +105,11 @@ impl JsonlDecoder {
         false
     }
 
-    fn emit(&mut self, sink: &mut dyn ScalarSink) {
+    fn emit(&mut self, sink: &mut dyn LogSink) {
         self.emit_at(self.line, sink)
     }
 
-    fn emit_at(&mut self, index: u64, sink: &mut dyn ScalarSink) {
+    fn emit_at(&mut self, index: u64, sink: &mut dyn LogSink) {
         let f = &self.fields;
         let step = f
             .step
@@ -110,7 +128,7 @@ impl JsonlDecoder {
 
 impl LogDecoder for JsonlDecoder {
     /// See [`super::Decoder::decode`].
-    fn decode(&mut self, buf: &[u8], eof: bool, sink: &mut dyn ScalarSink) -> usize {
+    fn decode(&mut self, buf: &[u8], eof: bool, sink: &mut dyn LogSink) -> usize {
         let mut pos = 0;
         if self.open_line {
             // The rest of a line whose object was already taken: whitespace up to the newline

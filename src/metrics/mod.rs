@@ -11,6 +11,8 @@
 
 pub mod csv;
 pub mod follow;
+pub mod format;
+pub mod item;
 pub mod jsonl;
 pub mod series;
 pub mod store;
@@ -21,6 +23,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use follow::{FollowEvent, FollowOptions, Follower};
+pub use format::{FORMATS, Format, LogFormat, LogReader};
+pub use item::{FactKind, ImageSource, LogImage};
 pub use series::{Point, Series};
 pub use store::{Run, Source, Store};
 
@@ -57,77 +61,6 @@ impl MetricsError {
             path: path.into(),
             error,
         }
-    }
-}
-
-/// The log formats difflab reads. A new format is its decoder's file and one row of [`FORMATS`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Format {
-    /// One JSON object per line (`*.jsonl`, `*.ndjson`).
-    JsonLines,
-    /// Comma-separated values with a header row (`*.csv`).
-    Csv,
-    /// TensorBoard event files (`events.out.tfevents.*`).
-    TfEvents,
-}
-
-/// A log format: its name, which files are in it, and a fresh decoder.
-pub struct FormatEntry {
-    pub format: Format,
-    pub name: &'static str,
-    /// Whether a file with this name is a log of the format.
-    pub matches: fn(&str) -> bool,
-    pub decoder: fn() -> Decoder,
-}
-
-/// Every format, in the order a file name is tried against them.
-pub const FORMATS: &[FormatEntry] = &[
-    FormatEntry {
-        format: Format::TfEvents,
-        name: "tfevents",
-        matches: |name| name.starts_with("events.out.tfevents."),
-        decoder: || Box::new(tfevents::EventDecoder::new()),
-    },
-    FormatEntry {
-        format: Format::JsonLines,
-        name: "jsonl",
-        matches: |name| {
-            let lower = name.to_ascii_lowercase();
-            lower.ends_with(".jsonl") || lower.ends_with(".ndjson")
-        },
-        decoder: || Box::new(jsonl::JsonlDecoder::new()),
-    },
-    FormatEntry {
-        format: Format::Csv,
-        name: "csv",
-        matches: |name| name.to_ascii_lowercase().ends_with(".csv"),
-        decoder: || Box::new(csv::CsvDecoder::new()),
-    },
-];
-
-impl Format {
-    /// The format of a file, from its name; `None` for files that are not logs.
-    pub fn detect(path: &Path) -> Option<Format> {
-        let name = path.file_name()?.to_str()?;
-        FORMATS.iter().find(|f| (f.matches)(name)).map(|f| f.format)
-    }
-
-    fn entry(self) -> &'static FormatEntry {
-        FORMATS
-            .iter()
-            .find(|f| f.format == self)
-            .unwrap_or(&FORMATS[0])
-    }
-
-    /// A fresh decoder for this format.
-    pub fn decoder(self) -> Decoder {
-        (self.entry().decoder)()
-    }
-}
-
-impl fmt::Display for Format {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.entry().name)
     }
 }
 
@@ -194,17 +127,27 @@ pub struct Scalar {
     pub point: Point,
 }
 
-/// Receives what a decoder reads. Tags are borrowed so that a sink that already knows a tag
-/// (the usual case: a handful of tags, millions of points) need not allocate.
-pub trait ScalarSink {
+/// Receives what a reader reads. Tags are borrowed so that a sink that already knows a tag (the usual
+/// case: a handful of tags, millions of points) need not allocate.
+pub trait LogSink {
     fn scalar(&mut self, tag: &str, point: Point);
 
-    /// The file being read shrank, was replaced or rewritten: what was sent from it before is
-    /// void, and it is read again from its start (its scalars follow).
+    /// An image logged under `tag`.
+    fn image(&mut self, _tag: &str, _image: LogImage) {}
+
+    /// A run-level fact; a later fact with the same kind and key replaces the earlier one.
+    fn fact(&mut self, _kind: FactKind, _key: &str, _value: serde_json::Value) {}
+
+    /// What follows belongs to the run `part` below the run of the file read (an `mlflow.db` holds many
+    /// runs: `part` is "EXPERIMENT/RUN_NAME"); "" is the file's own run, where every reader starts.
+    fn part(&mut self, _part: &str) {}
+
+    /// The file being read shrank, was replaced or rewritten: what was sent from it before is void, and
+    /// it is read again from its start (its items follow).
     fn reset(&mut self) {}
 }
 
-impl<F: FnMut(&str, Point)> ScalarSink for F {
+impl<F: FnMut(&str, Point)> LogSink for F {
     fn scalar(&mut self, tag: &str, point: Point) {
         self(tag, point)
     }
@@ -219,7 +162,7 @@ pub trait LogDecoder: fmt::Debug + Send {
     /// With `eof` set the file is taken as finished: a last line without a newline is decoded
     /// if it can be, and an incomplete tail is counted in [`Skipped::partial_tail_bytes`]; all
     /// of `buf` is then consumed.
-    fn decode(&mut self, buf: &[u8], eof: bool, sink: &mut dyn ScalarSink) -> usize;
+    fn decode(&mut self, buf: &[u8], eof: bool, sink: &mut dyn LogSink) -> usize;
 
     /// What was skipped so far.
     fn skipped(&self) -> Skipped;
@@ -230,7 +173,9 @@ pub type Decoder = Box<dyn LogDecoder>;
 
 /// Decodes a whole in-memory log, as if it were a complete file. Handy for tests and fuzzing.
 pub fn decode_bytes(format: Format, bytes: &[u8]) -> (Vec<Scalar>, Skipped) {
-    let mut decoder = format.decoder();
+    let Some(mut decoder) = format.decoder() else {
+        return (Vec::new(), Skipped::default());
+    };
     let mut out = Vec::new();
     let mut sink = |tag: &str, point: Point| {
         out.push(Scalar {
@@ -246,7 +191,9 @@ pub fn decode_bytes(format: Format, bytes: &[u8]) -> (Vec<Scalar>, Skipped) {
 /// Decodes `bytes` fed in pieces of the given sizes (cycled), the way a growing file is read,
 /// then finishes as at the end of a file.
 pub fn decode_chunked(format: Format, bytes: &[u8], sizes: &[usize]) -> (Vec<Scalar>, Skipped) {
-    let mut decoder = format.decoder();
+    let Some(mut decoder) = format.decoder() else {
+        return (Vec::new(), Skipped::default());
+    };
     let mut out = Vec::new();
     let mut sink = |tag: &str, point: Point| {
         out.push(Scalar {
@@ -323,11 +270,21 @@ pub fn load<P: AsRef<Path>>(roots: &[P]) -> Result<Store, MetricsError> {
     // Files are independent: decode them on a few threads, then merge in a stable order.
     let results = tail::read_files_parallel(&files);
     for (file, result) in files.iter().zip(results) {
-        let source = result?;
-        store.insert_source(&file.run, source);
+        for (part, source) in result? {
+            store.insert_source(&join_run(&file.run, &part), source);
+        }
     }
     store.passed_by = passed_by;
     Ok(store)
+}
+
+/// The name of the run `part` below `run` (an MLflow run below the folder of its `mlflow.db`).
+pub fn join_run(run: &str, part: &str) -> String {
+    match (run, part) {
+        (run, "") => run.to_owned(),
+        (".", part) => part.to_owned(),
+        (run, part) => format!("{}/{part}", run.trim_end_matches('/')),
+    }
 }
 
 /// A log file found under a root, with the run it belongs to.
@@ -440,9 +397,10 @@ pub fn discover(root: &Path, label: Option<&str>) -> Result<Found, MetricsError>
     }
     if meta.is_file() {
         let format = Format::detect(root).ok_or_else(|| MetricsError::NoLogs(root.into()))?;
-        let run = match label {
-            Some(l) => l.to_string(),
-            None => run_folder(root)
+        let run = match (label, format.entry().run_of_file(root)) {
+            (Some(l), _) => l.to_string(),
+            (None, Some(run)) => run,
+            (None, None) => run_folder(root)
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| ".".into()),
@@ -471,7 +429,15 @@ pub fn discover(root: &Path, label: Option<&str>) -> Result<Found, MetricsError>
                 continue;
             };
             if kind.is_dir() {
-                stack.push(path);
+                match Format::detect_folder(&path) {
+                    // A folder that is one log (an MLflow file store) is read as a whole.
+                    Some(format) => out.push(LogFile {
+                        run: run_of(root, &path, format, label),
+                        path,
+                        format,
+                    }),
+                    None => stack.push(path),
+                }
             } else if let Some(format) = Format::detect(&path) {
                 // Only regular files, through symlinks too: a FIFO would block the reader forever,
                 // and a symlinked folder could make a cycle.
@@ -480,7 +446,7 @@ pub fn discover(root: &Path, label: Option<&str>) -> Result<Found, MetricsError>
                     continue;
                 }
                 out.push(LogFile {
-                    run: run_name(root, &dir, label),
+                    run: run_of(root, &path, format, label),
                     path,
                     format,
                 });
@@ -493,6 +459,19 @@ pub fn discover(root: &Path, label: Option<&str>) -> Result<Found, MetricsError>
         files: out,
         passed_by,
     })
+}
+
+/// The run of the log at `path` under `root`, as its format names it, after the root's label.
+fn run_of(root: &Path, path: &Path, format: Format, label: Option<&str>) -> String {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    let parts = format.entry().run_path(rel);
+    let rel = parts.join("/");
+    match (label, rel.is_empty()) {
+        (None, true) => ".".into(),
+        (None, false) => rel,
+        (Some(l), true) => l.to_string(),
+        (Some(l), false) => format!("{}/{rel}", l.trim_end_matches('/')),
+    }
 }
 
 /// The name of the run in `dir` under `root`: its path below the root, after the root's label.

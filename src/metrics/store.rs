@@ -4,8 +4,13 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use serde_json::Value;
+
 use super::series::Resumed;
-use super::{FollowEvent, Format, PassedBy, Series, Skipped};
+use super::{FactKind, FollowEvent, Format, LogImage, PassedBy, Series, Skipped};
+
+/// Run-level facts by kind and key.
+pub type Facts = BTreeMap<(FactKind, String), Value>;
 
 /// The series read from one log file.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,6 +21,10 @@ pub struct Source {
     pub skipped: Skipped,
     /// Where the file's steps went back and points were dropped.
     pub resumed: Resumed,
+    /// Images by tag, in the order logged.
+    pub images: BTreeMap<String, Vec<LogImage>>,
+    /// What the file says of its run: name, state, config, summary.
+    pub facts: Facts,
 }
 
 impl Source {
@@ -26,6 +35,8 @@ impl Source {
             series: BTreeMap::new(),
             skipped: Skipped::default(),
             resumed: Resumed::default(),
+            images: BTreeMap::new(),
+            facts: Facts::new(),
         }
     }
 }
@@ -86,6 +97,35 @@ impl Run {
             total.add(&s.skipped);
         }
         total
+    }
+
+    /// Every image tag of the run, sorted.
+    pub fn image_tags(&self) -> BTreeSet<&str> {
+        self.sources
+            .values()
+            .flat_map(|s| s.images.keys().map(String::as_str))
+            .collect()
+    }
+
+    /// The images of `tag` with the file each is in, files in order (a resumed run's parts in turn).
+    pub fn images(&self, tag: &str) -> Vec<(&Path, Format, &LogImage)> {
+        self.sources
+            .values()
+            .flat_map(|s| {
+                let images = s.images.get(tag).map(Vec::as_slice).unwrap_or_default();
+                images.iter().map(|i| (s.path.as_path(), s.format, i))
+            })
+            .collect()
+    }
+
+    /// The run's facts, its files read in order: a later file's fact replaces an earlier one's (the
+    /// summary of a resumed run is its last part's).
+    pub fn facts(&self) -> Facts {
+        let mut all = Facts::new();
+        for s in self.sources.values() {
+            all.extend(s.facts.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        all
     }
 
     /// Total points in the run.
@@ -161,11 +201,39 @@ impl Store {
                     }
                 }
             }
-            FollowEvent::Reset { run, path, format } => {
+            FollowEvent::Images {
+                run,
+                path,
+                format,
+                images,
+            } => {
                 let source = self.source_mut(run, path, *format);
-                source.series.clear();
-                source.skipped = Skipped::default();
-                source.resumed = Resumed::default();
+                for (tag, list) in images {
+                    source
+                        .images
+                        .entry(tag.clone())
+                        .or_default()
+                        .extend(list.iter().cloned());
+                }
+            }
+            FollowEvent::Facts {
+                run,
+                path,
+                format,
+                facts,
+            } => {
+                let source = self.source_mut(run, path, *format);
+                for (kind, key, value) in facts {
+                    source.facts.insert((*kind, key.clone()), value.clone());
+                }
+            }
+            FollowEvent::Reset { path, .. } => {
+                // Every run the file fed (an mlflow.db feeds many) starts again.
+                for run in self.runs.values_mut() {
+                    if let Some(source) = run.sources.get_mut(path) {
+                        *source = Source::new(path, source.format);
+                    }
+                }
             }
             FollowEvent::Skipped {
                 run,

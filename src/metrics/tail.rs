@@ -11,8 +11,14 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use serde_json::Value;
+
 use super::series::Resumed;
-use super::{Decoder, Format, LogFile, MetricsError, Point, ScalarSink, Series, Skipped, Source};
+use super::store::Facts;
+use super::{
+    Decoder, FactKind, Format, LogDecoder, LogFile, LogImage, LogReader, LogSink, MetricsError,
+    Point, Series, Skipped, Source,
+};
 
 /// Bytes read from a file per step.
 const CHUNK: u64 = 1 << 20;
@@ -52,7 +58,7 @@ impl FileTail {
         FileTail {
             path: path.into(),
             format,
-            decoder: format.decoder(),
+            decoder: decoder_of(format),
             offset: 0,
             pending: Vec::new(),
             identity: None,
@@ -78,23 +84,28 @@ impl FileTail {
         self.pending.len()
     }
 
-    /// What the decoder skipped so far.
-    pub fn skipped(&self) -> Skipped {
-        self.decoder.skipped()
-    }
-
     fn reset(&mut self) {
-        self.decoder = self.format.decoder();
+        self.decoder = decoder_of(self.format);
         self.offset = 0;
         self.pending.clear();
         self.prefix.clear();
     }
+}
 
-    /// Reads what was appended since the last poll and sends its scalars to `sink`.
+impl LogReader for FileTail {
+    fn skipped(&self) -> Skipped {
+        self.decoder.skipped()
+    }
+
+    fn started(&self) -> bool {
+        self.offset > 0
+    }
+
+    /// Reads what was appended since the last poll and sends what it holds to `sink`.
     ///
     /// With `finish` set, the file is taken as complete: an incomplete last line or record is
     /// decoded if it can be, or counted as skipped (use this to read a file once).
-    pub fn poll(&mut self, sink: &mut dyn ScalarSink, finish: bool) -> io::Result<PollStatus> {
+    fn poll(&mut self, sink: &mut dyn LogSink, finish: bool) -> io::Result<PollStatus> {
         let mut status = PollStatus::default();
         let mut file = match File::open(&self.path) {
             Ok(f) => f,
@@ -148,6 +159,28 @@ impl FileTail {
             self.pending.drain(..used);
         }
         Ok(status)
+    }
+}
+
+/// The byte-stream decoder of `format`; a format read otherwise gets one that reads nothing from it.
+fn decoder_of(format: Format) -> Decoder {
+    format
+        .decoder()
+        .unwrap_or_else(|| Box::new(NotAStream::default()))
+}
+
+/// Counts every byte as skipped: a [`FileTail`] is only opened on byte-stream formats.
+#[derive(Debug, Default)]
+struct NotAStream(Skipped);
+
+impl LogDecoder for NotAStream {
+    fn decode(&mut self, buf: &[u8], _eof: bool, _sink: &mut dyn LogSink) -> usize {
+        self.0.skipped_bytes += buf.len() as u64;
+        buf.len()
+    }
+
+    fn skipped(&self) -> Skipped {
+        self.0
     }
 }
 
@@ -224,7 +257,7 @@ impl SeriesBuilder {
     }
 }
 
-impl ScalarSink for SeriesBuilder {
+impl LogSink for SeriesBuilder {
     fn scalar(&mut self, tag: &str, point: Point) {
         self.push(tag, point)
     }
@@ -234,11 +267,98 @@ impl ScalarSink for SeriesBuilder {
     }
 }
 
-/// Reads a whole log file into a [`Source`].
-pub fn read_file(path: &Path, format: Format) -> Result<Source, MetricsError> {
-    let mut tail = FileTail::new(path, format);
-    let mut builder = SeriesBuilder::new();
-    let status = tail
+/// What a reader reported for one run part, collected.
+#[derive(Debug, Default)]
+struct PartBuilder {
+    series: SeriesBuilder,
+    images: BTreeMap<String, Vec<LogImage>>,
+    facts: Facts,
+}
+
+/// Collects everything a reader reports, by run part ("" for the file's own run).
+#[derive(Debug, Default)]
+pub struct SourceBuilder {
+    parts: Vec<(String, PartBuilder)>,
+    current: usize,
+}
+
+impl SourceBuilder {
+    fn part_mut(&mut self) -> &mut PartBuilder {
+        if self.parts.is_empty() {
+            self.parts.push((String::new(), PartBuilder::default()));
+            self.current = 0;
+        }
+        let last = self.parts.len() - 1;
+        &mut self.parts[self.current.min(last)].1
+    }
+
+    /// One [`Source`] of `path` per run part, with what the reader skipped on the first.
+    pub fn finish(self, path: &Path, format: Format, skipped: Skipped) -> PartSources {
+        let mut out = Vec::new();
+        for (i, (part, builder)) in self.parts.into_iter().enumerate() {
+            let (series, resumed) = builder.series.finish();
+            let mut source = Source::new(path, format);
+            source.series = series;
+            source.resumed = resumed;
+            source.images = builder.images;
+            source.facts = builder.facts;
+            if i == 0 {
+                source.skipped = skipped;
+            }
+            out.push((part, source));
+        }
+        if out.is_empty() {
+            let mut source = Source::new(path, format);
+            source.skipped = skipped;
+            out.push((String::new(), source));
+        }
+        out
+    }
+}
+
+impl LogSink for SourceBuilder {
+    fn scalar(&mut self, tag: &str, point: Point) {
+        self.part_mut().series.push(tag, point)
+    }
+
+    fn image(&mut self, tag: &str, image: LogImage) {
+        let images = &mut self.part_mut().images;
+        match images.get_mut(tag) {
+            Some(list) => list.push(image),
+            None => {
+                images.insert(tag.to_owned(), vec![image]);
+            }
+        }
+    }
+
+    fn fact(&mut self, kind: FactKind, key: &str, value: Value) {
+        self.part_mut().facts.insert((kind, key.to_owned()), value);
+    }
+
+    fn part(&mut self, part: &str) {
+        self.current = match self.parts.iter().position(|(p, _)| p == part) {
+            Some(i) => i,
+            None => {
+                self.parts.push((part.to_owned(), PartBuilder::default()));
+                self.parts.len() - 1
+            }
+        };
+    }
+
+    fn reset(&mut self) {
+        *self = SourceBuilder::default();
+    }
+}
+
+/// The sources read from one log, by the run part each belongs to.
+pub type PartSources = Vec<(String, Source)>;
+
+/// Reads a whole log into one [`Source`] per run it feeds, with the run part each belongs to ("" for
+/// the log's own run; an `mlflow.db` feeds one run per MLflow run).
+pub fn read_file(path: &Path, format: Format) -> Result<PartSources, MetricsError> {
+    let mut reader = format.open(path);
+    let mut builder = SourceBuilder::default();
+    let status = reader
         .poll(&mut builder, true)
         .map_err(|e| MetricsError::io(path, e))?;
     if status.gone {
@@ -247,21 +367,14 @@ pub fn read_file(path: &Path, format: Format) -> Result<Source, MetricsError> {
             io::Error::new(io::ErrorKind::NotFound, "file vanished"),
         ));
     }
-    if tail.skipped().missing_header {
+    if reader.skipped().missing_header {
         return Err(MetricsError::MissingHeader(path.to_path_buf()));
     }
-    let (series, resumed) = builder.finish();
-    Ok(Source {
-        path: path.to_path_buf(),
-        format,
-        series,
-        skipped: tail.skipped(),
-        resumed,
-    })
+    Ok(builder.finish(path, format, reader.skipped()))
 }
 
 /// Reads `files` on up to as many threads as there are cores; results in the order given.
-pub fn read_files_parallel(files: &[LogFile]) -> Vec<Result<Source, MetricsError>> {
+pub fn read_files_parallel(files: &[LogFile]) -> Vec<Result<PartSources, MetricsError>> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -270,7 +383,7 @@ pub fn read_files_parallel(files: &[LogFile]) -> Vec<Result<Source, MetricsError
         return files.iter().map(|f| read_file(&f.path, f.format)).collect();
     }
     // Each thread reads every `threads`-th file; the results go back in file order.
-    let mut read: Vec<(usize, Result<Source, MetricsError>)> = std::thread::scope(|scope| {
+    let mut read: Vec<(usize, Result<PartSources, MetricsError>)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|first| {
                 scope.spawn(move || {

@@ -260,16 +260,25 @@ pub fn follow(
         store.apply(&event);
         match event {
             FollowEvent::Points { run, series, .. } => send(TrainingUpdate::Points { run, series }),
-            FollowEvent::Reset { run, .. } => {
-                let series = store.run(&run).map(run_series).unwrap_or_default();
-                send(TrainingUpdate::Replace { run, series })
+            FollowEvent::Reset { path, .. } => {
+                // Every run the file fed starts again (an mlflow.db feeds many).
+                let runs: Vec<(String, RunSeries)> = store
+                    .runs()
+                    .filter(|r| r.sources.contains_key(&path))
+                    .map(|r| (r.name.clone(), run_series(r)))
+                    .collect();
+                runs.into_iter()
+                    .all(|(run, series)| send(TrainingUpdate::Replace { run, series }))
             }
             FollowEvent::Error { path, message } => send(TrainingUpdate::Note(format!(
                 "training: {}: {message}",
                 path.display()
             ))),
             FollowEvent::PassedBy(p) => send(TrainingUpdate::Note(format!("training: {p}"))),
-            FollowEvent::Skipped { .. } | FollowEvent::CaughtUp => true,
+            FollowEvent::Skipped { .. }
+            | FollowEvent::CaughtUp
+            | FollowEvent::Images { .. }
+            | FollowEvent::Facts { .. } => true,
         }
     })
 }
@@ -309,8 +318,11 @@ fn thin(points: &[Point], max: usize) -> Vec<Point> {
         .collect()
 }
 
+/// A run's series: each tag's points.
+type RunSeries = Vec<(String, Vec<Point>)>;
+
 /// Every series of a run, merged across its files.
-fn run_series(run: &crate::metrics::Run) -> Vec<(String, Vec<Point>)> {
+fn run_series(run: &crate::metrics::Run) -> RunSeries {
     run.tags()
         .into_iter()
         .filter_map(|tag| Some((tag.to_string(), run.series(tag)?.points.clone())))

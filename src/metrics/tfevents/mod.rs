@@ -15,8 +15,25 @@ pub mod record;
 
 use prost::Message;
 
-use super::{LogDecoder, Point, ScalarSink, Skipped};
+use super::{Decoder, LogDecoder, LogFormat, LogSink, Point, Skipped};
 use record::Frame;
+
+/// TensorBoard's event files, in the format table.
+pub struct TfEvents;
+
+impl LogFormat for TfEvents {
+    fn name(&self) -> &'static str {
+        "tfevents"
+    }
+
+    fn is_log_file(&self, name: &str) -> bool {
+        name.starts_with("events.out.tfevents.")
+    }
+
+    fn decoder(&self) -> Option<Decoder> {
+        Some(Box::new(EventDecoder::new()))
+    }
+}
 
 /// Incremental event-file decoder.
 #[derive(Debug, Default)]
@@ -42,7 +59,7 @@ impl EventDecoder {
 
 impl LogDecoder for EventDecoder {
     /// See [`super::Decoder::decode`].
-    fn decode(&mut self, buf: &[u8], eof: bool, sink: &mut dyn ScalarSink) -> usize {
+    fn decode(&mut self, buf: &[u8], eof: bool, sink: &mut dyn LogSink) -> usize {
         let mut pos = 0;
         while pos < buf.len() {
             let rest = &buf[pos..];
@@ -95,7 +112,7 @@ impl LogDecoder for EventDecoder {
 }
 
 /// Sends the scalars of one serialized `Event` to `sink`.
-pub fn decode_event(data: &[u8], sink: &mut dyn ScalarSink) -> Result<(), prost::DecodeError> {
+pub fn decode_event(data: &[u8], sink: &mut dyn LogSink) -> Result<(), prost::DecodeError> {
     let event = proto::Event::decode(data)?;
     let Some(summary) = event.summary else {
         return Ok(());
