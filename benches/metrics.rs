@@ -47,6 +47,7 @@ fn events(n: usize) -> Vec<u8> {
                     tag: "train/loss".into(),
                     simple_value: Some(1.0 / (1.0 + i as f32)),
                     tensor: None,
+                    image: None,
                     metadata: None,
                 }],
             }),

@@ -138,6 +138,7 @@ fn event_records_cut_mid_write_wait_until_complete() {
                     tag: "loss".into(),
                     simple_value: Some(value),
                     tensor: None,
+                    image: None,
                     metadata: None,
                 }],
             }),

@@ -11,7 +11,8 @@ use crate::metrics::series::{Ema, Summary, XAxis, YScale};
 use crate::metrics::{FollowEvent, FollowOptions, Follower, Point, Store, tag_matches};
 use crate::plot::{PlotOptions, panels_from_store, plot_to_file};
 
-/// Read training logs (JSON lines, CSV, TensorBoard event files): summary, plots, live follow.
+/// Read training logs (JSON lines, CSV, TensorBoard event files, W&B offline runs, MLflow stores):
+/// summary, plots, images, what differs between runs, live follow.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MetricsArgs {
     /// Run directories or log files. Each folder holding logs is a run, named by its path
@@ -40,6 +41,15 @@ pub struct MetricsArgs {
     /// Keep running and print new values as they are written, one line each.
     #[arg(long)]
     pub follow: bool,
+    /// Print what the runs hold as JSON instead of the table: per run, each tag's point count and
+    /// first and last [step, value] (non-finite values as "NaN", "Infinity", "-Infinity"), and each
+    /// image tag's images as [step, width, height].
+    #[arg(long, conflicts_with = "follow")]
+    pub json: bool,
+    /// Write each image tag's images to DIR/RUN/TAG.png: a row per step (at most 32, evenly spaced),
+    /// the step's images side by side.
+    #[arg(long, value_name = "DIR", conflicts_with = "follow")]
+    pub images: Option<PathBuf>,
     /// Stop following after this many seconds.
     #[arg(long, value_name = "SECONDS", hide = true)]
     pub follow_for: Option<f64>,
@@ -99,7 +109,16 @@ pub fn run(args: MetricsArgs) -> Result<()> {
     for p in &store.passed_by {
         eprintln!("note: {p}");
     }
+    if args.json {
+        let json = crate::metrics::report::runs_json(&store, &args.tags);
+        serde_json::to_writer_pretty(&mut out, &json)?;
+        writeln!(out)?;
+        return Ok(());
+    }
     write_summary(&mut out, &store, &args)?;
+    if let Some(dir) = &args.images {
+        super::metrics_images::write_strips(&store, dir, &args.tags, &mut out)?;
+    }
     if let Some(path) = &args.plot {
         plot(&store, &args)?;
         writeln!(out, "plot written to {}", path.display())?;

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod info;
 pub mod merge;
 pub mod metrics;
+pub mod metrics_images;
 pub mod run;
 pub mod schedule;
 pub mod slurm;

@@ -12,8 +12,10 @@
 pub mod csv;
 pub mod follow;
 pub mod format;
+pub mod image_strip;
 pub mod item;
 pub mod jsonl;
+pub mod report;
 pub mod series;
 pub mod store;
 pub mod tail;

@@ -15,7 +15,11 @@ pub mod record;
 
 use prost::Message;
 
-use super::{Decoder, LogDecoder, LogFormat, LogSink, Point, Skipped};
+use std::io;
+use std::path::Path;
+
+use super::item::png_size;
+use super::{Decoder, ImageSource, LogDecoder, LogFormat, LogImage, LogSink, Point, Skipped};
 use record::Frame;
 
 /// TensorBoard's event files, in the format table.
@@ -33,12 +37,26 @@ impl LogFormat for TfEvents {
     fn decoder(&self) -> Option<Decoder> {
         Some(Box::new(EventDecoder::new()))
     }
+
+    fn load_image(&self, path: &Path, source: &ImageSource) -> io::Result<Vec<u8>> {
+        match source {
+            ImageSource::Record { offset, len, index } => {
+                load_record_image(path, *offset, *len, *index)
+            }
+            ImageSource::File(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "TensorBoard images are inside their event file",
+            )),
+        }
+    }
 }
 
 /// Incremental event-file decoder.
 #[derive(Debug, Default)]
 pub struct EventDecoder {
     skipped: Skipped,
+    /// Bytes of the file consumed before the current call: where each record starts.
+    consumed: u64,
     /// In the middle of skipping garbage after a bad header: the bad record is already counted.
     resyncing: bool,
 }
@@ -70,7 +88,12 @@ impl LogDecoder for EventDecoder {
                     data_ok,
                 } => {
                     self.resyncing = false;
-                    if !data_ok || decode_event(data, sink).is_err() {
+                    let at = self.consumed + pos as u64;
+                    let record = Record {
+                        offset: at,
+                        len: size as u64,
+                    };
+                    if !data_ok || decode_event(data, record, sink).is_err() {
                         self.skipped.bad_records += 1;
                     }
                     pos += size;
@@ -104,19 +127,33 @@ impl LogDecoder for EventDecoder {
                 },
             }
         }
+        self.consumed += pos as u64;
         pos
     }
+
     fn skipped(&self) -> Skipped {
         self.skipped
     }
 }
 
-/// Sends the scalars of one serialized `Event` to `sink`.
-pub fn decode_event(data: &[u8], sink: &mut dyn LogSink) -> Result<(), prost::DecodeError> {
+/// Where a record is in its file.
+#[derive(Debug, Clone, Copy)]
+pub struct Record {
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// Sends the scalars and images of one serialized `Event`, read from `record`, to `sink`.
+pub fn decode_event(
+    data: &[u8],
+    record: Record,
+    sink: &mut dyn LogSink,
+) -> Result<(), prost::DecodeError> {
     let event = proto::Event::decode(data)?;
     let Some(summary) = event.summary else {
         return Ok(());
     };
+    let mut index = 0;
     for value in &summary.value {
         let scalar = match (&value.simple_value, &value.tensor) {
             (Some(v), _) => Some(*v as f64),
@@ -126,8 +163,76 @@ pub fn decode_event(data: &[u8], sink: &mut dyn LogSink) -> Result<(), prost::De
         if let Some(v) = scalar {
             sink.scalar(&value.tag, Point::new(event.step, event.wall_time, v));
         }
+        for (width, height) in value_images(value).map(|(w, h, _)| (w, h)) {
+            let source = ImageSource::Record {
+                offset: record.offset,
+                len: record.len,
+                index,
+            };
+            index += 1;
+            let image = LogImage {
+                step: event.step,
+                wall_time: event.wall_time,
+                width,
+                height,
+                caption: None,
+                source,
+            };
+            sink.image(&value.tag, image);
+        }
     }
     Ok(())
+}
+
+/// The images of one summary value, with their sizes: a legacy image (one, often a grid of a batch), or the
+/// images plugin's string tensor (several).
+fn value_images(value: &proto::SummaryValue) -> impl Iterator<Item = (u32, u32, &[u8])> {
+    let legacy = value.image.as_ref().map(|i| {
+        let size = (i.width.max(0) as u32, i.height.max(0) as u32);
+        let size = png_size(&i.encoded_image_string).unwrap_or(size);
+        (size.0, size.1, i.encoded_image_string.as_slice())
+    });
+    let plugin = value
+        .tensor
+        .as_ref()
+        .and_then(proto::tensor_images)
+        .into_iter()
+        .flat_map(|(w, h, images)| images.iter().map(move |png| (w, h, png.as_slice())));
+    legacy.into_iter().chain(plugin)
+}
+
+/// The PNG of image `index` of the event record at `offset` (`len` bytes with its framing) of `path`.
+fn load_record_image(path: &Path, offset: u64, len: u64, index: u32) -> io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let invalid = |why: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {why}", path.display()),
+        )
+    };
+    let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::new();
+    file.take(len).read_to_end(&mut buf)?;
+    let Frame::Record {
+        data,
+        data_ok: true,
+        ..
+    } = record::frame(&buf)
+    else {
+        return Err(invalid(
+            "the image's record changed since it was read; read the log again",
+        ));
+    };
+    let event = proto::Event::decode(data).map_err(|e| invalid(&e.to_string()))?;
+    let summary = event.summary.unwrap_or_default();
+    let png = summary
+        .value
+        .iter()
+        .flat_map(value_images)
+        .nth(index as usize)
+        .map(|(_, _, png)| png.to_vec());
+    png.ok_or_else(|| invalid("no such image in its record; read the log again"))
 }
 
 #[cfg(test)]
@@ -145,6 +250,7 @@ mod tests {
                     tag: tag.into(),
                     simple_value: Some(value),
                     tensor: None,
+                    image: None,
                     metadata: None,
                 }],
             }),

@@ -1,7 +1,7 @@
-//! The parts of TensorFlow's `Event`, `Summary` and `TensorProto` messages that hold scalars.
+//! The parts of TensorFlow's `Event`, `Summary` and `TensorProto` messages that hold scalars and images.
 //!
 //! Field numbers follow `tensorflow/core/util/event.proto`, `summary.proto`, `tensor.proto`,
-//! `tensor_shape.proto` and `types.proto`. Fields difflab does not use (graphs, images,
+//! `tensor_shape.proto` and `types.proto`. Fields difflab does not use (graphs,
 //! histograms, audio...) are not declared, so prost skips their bytes without decoding them.
 
 /// `tensorflow.Event`.
@@ -34,11 +34,28 @@ pub struct SummaryValue {
     /// `oneof value`: `simple_value` (2).
     #[prost(float, optional, tag = "2")]
     pub simple_value: Option<f32>,
+    /// `oneof value`: `image` (4), a legacy image summary (TF 1.x, tensorboardX, torch `add_image(s)`).
+    #[prost(message, optional, tag = "4")]
+    pub image: Option<Image>,
     /// `oneof value`: `tensor` (8).
     #[prost(message, optional, tag = "8")]
     pub tensor: Option<TensorProto>,
     #[prost(message, optional, tag = "9")]
     pub metadata: Option<SummaryMetadata>,
+}
+
+/// `tensorflow.Summary.Image`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Image {
+    #[prost(int32, tag = "1")]
+    pub height: i32,
+    #[prost(int32, tag = "2")]
+    pub width: i32,
+    /// 1 grayscale, 2 grayscale and alpha, 3 RGB, 4 RGBA.
+    #[prost(int32, tag = "3")]
+    pub colorspace: i32,
+    #[prost(bytes = "vec", tag = "4")]
+    pub encoded_image_string: Vec<u8>,
 }
 
 /// `tensorflow.SummaryMetadata`.
@@ -70,6 +87,9 @@ pub struct TensorProto {
     pub double_val: Vec<f64>,
     #[prost(int32, repeated, tag = "7")]
     pub int_val: Vec<i32>,
+    /// DT_STRING values: the images plugin's `[width, height, png, png, …]`.
+    #[prost(bytes = "vec", repeated, tag = "8")]
+    pub string_val: Vec<Vec<u8>>,
     #[prost(int64, repeated, tag = "10")]
     pub int64_val: Vec<i64>,
     /// DT_HALF and DT_BFLOAT16 values, one 16-bit pattern per element.
@@ -99,6 +119,7 @@ pub mod dtype {
     pub const INT64: i32 = 9;
     pub const BFLOAT16: i32 = 14;
     pub const HALF: i32 = 19;
+    pub const STRING: i32 = 7;
 }
 
 /// The value of a rank-0 numeric tensor (or one with every dimension of size 1), or `None`.
@@ -140,6 +161,19 @@ pub fn tensor_scalar(t: &TensorProto) -> Option<f64> {
             .or_else(|| Some(i64::from_le_bytes(content.try_into().ok()?) as f64)),
         _ => None,
     }
+}
+
+/// The images of a TF 2.x image summary: a string tensor `[width, height, png, png, …]` (the images plugin's
+/// layout, width first), each with that size; `None` for any other tensor.
+pub fn tensor_images(t: &TensorProto) -> Option<(u32, u32, &[Vec<u8>])> {
+    if t.dtype != dtype::STRING {
+        return None;
+    }
+    let [width, height, images @ ..] = t.string_val.as_slice() else {
+        return None;
+    };
+    let number = |b: &[u8]| std::str::from_utf8(b).ok()?.trim().parse::<u32>().ok();
+    Some((number(width)?, number(height)?, images))
 }
 
 /// IEEE 754 binary16 to f64.
