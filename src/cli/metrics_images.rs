@@ -78,25 +78,6 @@ fn strip_path(dir: &Path, run: &str, tag: &str) -> PathBuf {
     path
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn strip_paths_stay_in_their_folder_and_keep_dots() {
-        let dir = Path::new("out");
-        assert_eq!(
-            strip_path(dir, ".", "noise/gray"),
-            Path::new("out/noise/gray.png")
-        );
-        assert_eq!(
-            strip_path(dir, "runs/a", "eval.fid"),
-            Path::new("out/runs/a/eval.fid.png")
-        );
-        assert_eq!(strip_path(dir, "..", "../x"), Path::new("out/_/_/x.png"));
-    }
-}
-
 fn load(
     path: &Path,
     format: crate::metrics::Format,
@@ -119,4 +100,23 @@ fn save(strip: &RgbaImage, path: &Path) -> Result<()> {
     strip.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
     crate::atomic_file::write_atomic(path, &png)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_paths_stay_in_their_folder_and_keep_dots() {
+        let dir = Path::new("out");
+        assert_eq!(
+            strip_path(dir, ".", "noise/gray"),
+            Path::new("out/noise/gray.png")
+        );
+        assert_eq!(
+            strip_path(dir, "runs/a", "eval.fid"),
+            Path::new("out/runs/a/eval.fid.png")
+        );
+        assert_eq!(strip_path(dir, "..", "../x"), Path::new("out/_/_/x.png"));
+    }
 }
