@@ -46,11 +46,11 @@ pub fn compose(rows: &[Vec<RgbaImage>]) -> Option<RgbaImage> {
     Some(strip)
 }
 
-/// The images of `tag` in `run` grouped by the steps a strip draws, each with the log it is in.
-pub fn rows_of<'a>(
-    run: &'a Run,
-    tag: &str,
-) -> Vec<(i64, Vec<(&'a std::path::Path, super::Format, &'a LogImage)>)> {
+/// An image with the log it is in.
+pub type Located<'a> = (&'a std::path::Path, super::Format, &'a LogImage);
+
+/// The images of `tag` in `run` grouped by the steps a strip draws.
+pub fn rows_of<'a>(run: &'a Run, tag: &str) -> Vec<(i64, Vec<Located<'a>>)> {
     let images = run.images(tag);
     let all: Vec<&LogImage> = images.iter().map(|(_, _, i)| *i).collect();
     strip_steps(&all)
