@@ -50,6 +50,10 @@ pub struct MetricsArgs {
     /// the step's images side by side.
     #[arg(long, value_name = "DIR", conflicts_with = "follow")]
     pub images: Option<PathBuf>,
+    /// Print the config keys (W&B config, MLflow params, TensorBoard hparams) whose values differ
+    /// between the runs, a column per run, instead of the table.
+    #[arg(long, conflicts_with_all = ["follow", "json"])]
+    pub diff: bool,
     /// Stop following after this many seconds.
     #[arg(long, value_name = "SECONDS", hide = true)]
     pub follow_for: Option<f64>,
@@ -114,6 +118,9 @@ pub fn run(args: MetricsArgs) -> Result<()> {
         serde_json::to_writer_pretty(&mut out, &json)?;
         writeln!(out)?;
         return Ok(());
+    }
+    if args.diff {
+        return write_diff(&mut out, &store);
     }
     write_summary(&mut out, &store, &args)?;
     if let Some(dir) = &args.images {
@@ -214,7 +221,7 @@ pub fn write_summary(out: &mut dyn Write, store: &Store, args: &MetricsArgs) -> 
             writeln!(out, "no tag matches {}", args.tags.join(", "))?;
         }
     } else {
-        write_table(out, &header, &rows)?;
+        write_table(out, &header, &rows, 2)?;
     }
     for run in store.runs() {
         let resumed = run.resumed();
@@ -234,7 +241,38 @@ pub fn write_summary(out: &mut dyn Write, store: &Store, args: &MetricsArgs) -> 
     Ok(())
 }
 
-fn write_table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> Result<()> {
+/// `--diff`: the config keys whose values differ, a column per run.
+fn write_diff(out: &mut dyn Write, store: &Store) -> Result<()> {
+    use crate::metrics::diff::{differing_config, short_value};
+    let (runs, differing) = differing_config(store);
+    if runs.len() < 2 {
+        writeln!(out, "one run: nothing to compare")?;
+        return Ok(());
+    }
+    if differing.is_empty() {
+        writeln!(out, "the {} runs have the same config", runs.len())?;
+        return Ok(());
+    }
+    let mut header = vec!["key"];
+    header.extend(runs.iter().map(String::as_str));
+    let rows: Vec<Vec<String>> = differing
+        .iter()
+        .map(|d| {
+            let mut row = vec![d.key.clone()];
+            row.extend(d.values.iter().map(|v| short_value(v.as_ref(), 24)));
+            row
+        })
+        .collect();
+    write_table(out, &header, &rows, 1)
+}
+
+/// A table of text columns left-aligned, then columns from `first_numeric` on right-aligned.
+fn write_table(
+    out: &mut dyn Write,
+    header: &[&str],
+    rows: &[Vec<String>],
+    first_numeric: usize,
+) -> Result<()> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -242,7 +280,7 @@ fn write_table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> Re
         }
     }
     // Text columns left-aligned, numbers right-aligned.
-    let numeric = |i: usize| i >= 2;
+    let numeric = |i: usize| i >= first_numeric;
     let line = |cells: &mut dyn Iterator<Item = &str>| -> String {
         let mut s = String::new();
         for (i, (cell, w)) in cells.zip(&widths).enumerate() {

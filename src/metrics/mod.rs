@@ -10,6 +10,7 @@
 //! named by its path relative to the root given.
 
 pub mod csv;
+pub mod diff;
 pub mod follow;
 pub mod format;
 pub mod image_strip;

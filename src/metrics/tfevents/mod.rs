@@ -19,7 +19,9 @@ use std::io;
 use std::path::Path;
 
 use super::item::png_size;
-use super::{Decoder, ImageSource, LogDecoder, LogFormat, LogImage, LogSink, Point, Skipped};
+use super::{
+    Decoder, FactKind, ImageSource, LogDecoder, LogFormat, LogImage, LogSink, Point, Skipped,
+};
 use record::Frame;
 
 /// TensorBoard's event files, in the format table.
@@ -155,6 +157,7 @@ pub fn decode_event(
     };
     let mut index = 0;
     for value in &summary.value {
+        hparams(value, sink);
         let scalar = match (&value.simple_value, &value.tensor) {
             (Some(v), _) => Some(*v as f64),
             (None, Some(t)) => proto::tensor_scalar(t),
@@ -182,6 +185,32 @@ pub fn decode_event(
         }
     }
     Ok(())
+}
+
+/// The hyperparameters an hparams-plugin summary holds, as config facts.
+fn hparams(value: &proto::SummaryValue, sink: &mut dyn LogSink) {
+    let Some(plugin) = value.metadata.as_ref().and_then(|m| m.plugin_data.as_ref()) else {
+        return;
+    };
+    if plugin.plugin_name != "hparams" {
+        return;
+    }
+    let Ok(data) = proto::HParamsPluginData::decode(plugin.content.as_slice()) else {
+        return;
+    };
+    for (key, v) in data
+        .session_start_info
+        .map(|s| s.hparams)
+        .unwrap_or_default()
+    {
+        let value = match (v.number_value, v.string_value, v.bool_value) {
+            (Some(n), _, _) => crate::metrics::report::json_number(n),
+            (_, Some(s), _) => serde_json::Value::String(s),
+            (_, _, Some(b)) => serde_json::Value::Bool(b),
+            _ => serde_json::Value::Null,
+        };
+        sink.fact(FactKind::Config, &key, value);
+    }
 }
 
 /// The images of one summary value, with their sizes: a legacy image (one, often a grid of a batch), or the
@@ -310,6 +339,62 @@ mod tests {
         assert_eq!(s.len(), 4);
         assert_eq!(skipped.bad_records, 1);
         assert_eq!(skipped.skipped_bytes, 0);
+    }
+
+    #[test]
+    fn hparams_are_config_facts() {
+        let data = proto::HParamsPluginData {
+            session_start_info: Some(proto::SessionStartInfo {
+                hparams: [
+                    (
+                        "lr".to_string(),
+                        proto::ProtoValue {
+                            number_value: Some(1e-4),
+                            ..Default::default()
+                        },
+                    ),
+                    (
+                        "sched".to_string(),
+                        proto::ProtoValue {
+                            string_value: Some("ddim".into()),
+                            ..Default::default()
+                        },
+                    ),
+                ]
+                .into(),
+            }),
+        };
+        let value = proto::SummaryValue {
+            tag: "_hparams_/session_start_info".into(),
+            metadata: Some(proto::SummaryMetadata {
+                plugin_data: Some(proto::PluginData {
+                    plugin_name: "hparams".into(),
+                    content: data.encode_to_vec(),
+                }),
+            }),
+            ..Default::default()
+        };
+        let event = proto::Event {
+            summary: Some(proto::Summary { value: vec![value] }),
+            ..Default::default()
+        };
+        let mut facts = crate::metrics::tail::SourceBuilder::default();
+        let record = Record { offset: 0, len: 0 };
+        decode_event(&event.encode_to_vec(), record, &mut facts).unwrap();
+        let sources = facts.finish(
+            Path::new("x"),
+            crate::metrics::Format::TfEvents,
+            Skipped::default(),
+        );
+        let facts = &sources[0].1.facts;
+        assert_eq!(
+            facts[&(FactKind::Config, "lr".into())],
+            serde_json::json!(1e-4)
+        );
+        assert_eq!(
+            facts[&(FactKind::Config, "sched".into())],
+            serde_json::json!("ddim")
+        );
     }
 
     #[test]

@@ -70,6 +70,35 @@ pub struct SummaryMetadata {
 pub struct PluginData {
     #[prost(string, tag = "1")]
     pub plugin_name: String,
+    /// The plugin's own message (the hparams plugin's `HParamsPluginData`).
+    #[prost(bytes = "vec", tag = "2")]
+    pub content: Vec<u8>,
+}
+
+/// `tensorboard.hparams.HParamsPluginData`: only its `session_start_info`, which holds a run's
+/// hyperparameters (torch's `add_hparams`, accelerate's `init_trackers(config=...)`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HParamsPluginData {
+    #[prost(message, optional, tag = "3")]
+    pub session_start_info: Option<SessionStartInfo>,
+}
+
+/// `tensorboard.hparams.SessionStartInfo`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SessionStartInfo {
+    #[prost(map = "string, message", tag = "1")]
+    pub hparams: std::collections::HashMap<String, ProtoValue>,
+}
+
+/// `google.protobuf.Value`, the scalar kinds (a struct or list hyperparameter is shown as absent).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ProtoValue {
+    #[prost(double, optional, tag = "2")]
+    pub number_value: Option<f64>,
+    #[prost(string, optional, tag = "3")]
+    pub string_value: Option<String>,
+    #[prost(bool, optional, tag = "4")]
+    pub bool_value: Option<bool>,
 }
 
 /// `tensorflow.TensorProto`, numeric parts.
