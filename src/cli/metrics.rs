@@ -224,6 +224,25 @@ pub fn write_summary(out: &mut dyn Write, store: &Store, args: &MetricsArgs) -> 
         write_table(out, &header, &rows, 2)?;
     }
     for run in store.runs() {
+        let images: Vec<String> = run
+            .image_tags()
+            .into_iter()
+            .filter(|tag| args.tags.is_empty() || args.tags.iter().any(|p| tag_matches(p, tag)))
+            .map(|tag| {
+                let list = run.images(tag);
+                let steps = list.iter().map(|(_, _, i)| i.step);
+                let (lo, hi) = (steps.clone().min().unwrap_or(0), steps.max().unwrap_or(0));
+                format!("{tag} ×{} (steps {lo}–{hi})", list.len())
+            })
+            .collect();
+        if !images.is_empty() {
+            writeln!(
+                out,
+                "{}: images: {} (--images DIR writes them)",
+                run.name,
+                images.join(", ")
+            )?;
+        }
         let resumed = run.resumed();
         if !resumed.is_empty() {
             writeln!(out, "{}: {resumed}", run.name)?;

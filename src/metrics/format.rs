@@ -82,6 +82,8 @@ pub enum Format {
     JsonLines,
     /// Comma-separated values with a header row (`*.csv`).
     Csv,
+    /// W&B offline runs (`wandb/offline-run-*/run-<id>.wandb`).
+    Wandb,
 }
 
 /// Every format, in the order a file name is tried against them.
@@ -89,6 +91,7 @@ pub const FORMATS: &[(Format, &dyn LogFormat)] = &[
     (Format::TfEvents, &super::tfevents::TfEvents),
     (Format::JsonLines, &super::jsonl::JsonLines),
     (Format::Csv, &super::csv::Csv),
+    (Format::Wandb, &super::wandb::Wandb),
 ];
 
 impl Format {

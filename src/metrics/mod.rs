@@ -21,6 +21,7 @@ pub mod series;
 pub mod store;
 pub mod tail;
 pub mod tfevents;
+pub mod wandb;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
