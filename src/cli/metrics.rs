@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::metrics::report::format_value;
 use crate::metrics::series::{Ema, Summary, XAxis, YScale};
 use crate::metrics::{FollowEvent, FollowOptions, Follower, Point, Store, tag_matches};
 use crate::plot::{PlotOptions, panels_from_store, plot_to_file};
@@ -156,24 +157,6 @@ fn plot(store: &Store, args: &MetricsArgs) -> Result<()> {
     }
     plot_to_file(path, &panels, &plot_options(args))
         .with_context(|| format!("cannot write the plot {}", path.display()))
-}
-
-/// A value for the table: compact but exact enough to compare runs.
-pub fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 { "inf" } else { "-inf" }.into();
-    }
-    let a = v.abs();
-    if v == 0.0 || (1e-4..1e7).contains(&a) {
-        let s = format!("{v:.6}");
-        let s = s.trim_end_matches('0').trim_end_matches('.');
-        s.to_string()
-    } else {
-        format!("{v:.4e}")
-    }
 }
 
 /// Writes the summary table: per run and tag, the point count, the last value and its step,

@@ -1,10 +1,11 @@
 //! What differs between runs: the config keys (W&B config, MLflow params, TensorBoard hparams) whose values
 //! are not the same in every run shown, a key missing from a run counting as a difference.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
+use super::store::Facts;
 use super::{FactKind, Store};
 
 /// A config key and its value in each run (`None` where the run does not have it).
@@ -14,23 +15,22 @@ pub struct Differing {
     pub values: Vec<Option<Value>>,
 }
 
-/// The run names, and the config keys whose values differ between them, sorted by key. Keys W&B keeps for
-/// itself (`_wandb`) are left out.
-pub fn differing_config(store: &Store) -> (Vec<String>, Vec<Differing>) {
-    let runs: Vec<_> = store.runs().collect();
-    let configs: Vec<_> = runs
+/// A run's config: its config facts by key, without the keys W&B keeps for itself (`_wandb`).
+pub type Config = BTreeMap<String, Value>;
+
+/// The config facts of `facts`.
+pub fn config_of(facts: &Facts) -> Config {
+    facts
         .iter()
-        .map(|r| {
-            r.facts()
-                .into_iter()
-                .filter(|((kind, key), _)| *kind == FactKind::Config && !key.starts_with('_'))
-                .map(|((_, key), value)| (key, value))
-                .collect::<std::collections::BTreeMap<String, Value>>()
-        })
-        .collect();
+        .filter(|((kind, key), _)| *kind == FactKind::Config && !key.starts_with('_'))
+        .map(|((_, key), value)| (key.clone(), value.clone()))
+        .collect()
+}
+
+/// The keys whose values are not the same in every config (a missing key counts), sorted.
+pub fn differing(configs: &[Config]) -> Vec<Differing> {
     let keys: BTreeSet<&String> = configs.iter().flat_map(|c| c.keys()).collect();
-    let differing = keys
-        .into_iter()
+    keys.into_iter()
         .filter_map(|key| {
             let values: Vec<Option<Value>> = configs.iter().map(|c| c.get(key).cloned()).collect();
             let first = values.first()?;
@@ -39,8 +39,17 @@ pub fn differing_config(store: &Store) -> (Vec<String>, Vec<Differing>) {
                 values,
             })
         })
-        .collect();
-    (runs.iter().map(|r| r.name.clone()).collect(), differing)
+        .collect()
+}
+
+/// The run names, and the config keys whose values differ between them.
+pub fn differing_config(store: &Store) -> (Vec<String>, Vec<Differing>) {
+    let runs: Vec<_> = store.runs().collect();
+    let configs: Vec<Config> = runs.iter().map(|r| config_of(&r.facts())).collect();
+    (
+        runs.iter().map(|r| r.name.clone()).collect(),
+        differing(&configs),
+    )
 }
 
 /// A config value in a few characters: strings bare, long lists and objects by their size.
@@ -48,6 +57,9 @@ pub fn short_value(value: Option<&Value>, max: usize) -> String {
     let text = match value {
         None => return "-".into(),
         Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) if !n.is_i64() && !n.is_u64() => n
+            .as_f64()
+            .map_or_else(|| n.to_string(), super::report::format_value),
         Some(Value::Array(a)) if a.len() > 8 => format!("[{} items]", a.len()),
         Some(Value::Object(o)) if o.len() > 4 => format!("{{{} keys}}", o.len()),
         Some(v) => v.to_string(),

@@ -39,6 +39,12 @@ pub trait LogFormat: Sync {
         false
     }
 
+    /// Whether the folder `dir`, given as a root, is one log of this format (as [`Self::is_log_folder`],
+    /// where a walk may look less closely).
+    fn is_log_root(&self, dir: &Path) -> bool {
+        self.is_log_folder(dir)
+    }
+
     /// The run folder of the log at `rel` (relative to the root given, never empty), as path components;
     /// the log's own folder unless the format names its runs otherwise.
     fn run_path(&self, rel: &Path) -> Vec<String> {
@@ -84,6 +90,10 @@ pub enum Format {
     Csv,
     /// W&B offline runs (`wandb/offline-run-*/run-<id>.wandb`).
     Wandb,
+    /// MLflow's SQLite tracking store (`mlflow.db`).
+    MlflowSqlite,
+    /// MLflow's file store (an `mlruns/` folder).
+    MlflowFiles,
 }
 
 /// Every format, in the order a file name is tried against them.
@@ -92,6 +102,8 @@ pub const FORMATS: &[(Format, &dyn LogFormat)] = &[
     (Format::JsonLines, &super::jsonl::JsonLines),
     (Format::Csv, &super::csv::Csv),
     (Format::Wandb, &super::wandb::Wandb),
+    (Format::MlflowSqlite, &super::mlflow::MlflowSqlite),
+    (Format::MlflowFiles, &super::mlflow::MlflowFiles),
 ];
 
 impl Format {
@@ -109,6 +121,14 @@ impl Format {
         FORMATS
             .iter()
             .find(|(_, f)| f.is_log_folder(dir))
+            .map(|(format, _)| *format)
+    }
+
+    /// The format a folder given as a root is one log of, if any.
+    pub fn detect_root(dir: &Path) -> Option<Format> {
+        FORMATS
+            .iter()
+            .find(|(_, f)| f.is_log_root(dir))
             .map(|(format, _)| *format)
     }
 

@@ -16,6 +16,7 @@ pub mod format;
 pub mod image_strip;
 pub mod item;
 pub mod jsonl;
+pub mod mlflow;
 pub mod report;
 pub mod series;
 pub mod store;
@@ -411,6 +412,18 @@ pub fn discover(root: &Path, label: Option<&str>) -> Result<Found, MetricsError>
         };
         out.push(LogFile {
             run,
+            path: root.to_path_buf(),
+            format,
+        });
+        return Ok(Found {
+            files: out,
+            passed_by,
+        });
+    }
+    if let Some(format) = Format::detect_root(root) {
+        // The root is one log (an MLflow file store): its runs are named below it.
+        out.push(LogFile {
+            run: label.unwrap_or(".").to_string(),
             path: root.to_path_buf(),
             format,
         });

@@ -15,6 +15,24 @@ pub fn json_number(v: f64) -> Value {
     }
 }
 
+/// A value for the table: compact but exact enough to compare runs.
+pub fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    let a = v.abs();
+    if v == 0.0 || (1e-4..1e7).contains(&a) {
+        let s = format!("{v:.6}");
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        s.to_string()
+    } else {
+        format!("{v:.4e}")
+    }
+}
+
 /// `{"runs": {RUN: {"scalars": {...}, "images": {...}}}}` for the tags matching `patterns` (all when empty).
 pub fn runs_json(store: &Store, patterns: &[String]) -> Value {
     let wanted = |tag: &str| patterns.is_empty() || patterns.iter().any(|p| tag_matches(p, tag));

@@ -76,6 +76,8 @@ pub struct ImageSlot {
     pub frame: Option<usize>,
     /// With a frame: the noisy samples x_t rather than the x0 prediction.
     pub noisy: bool,
+    /// A logged training image instead: (image tag, image) in [`super::training_media::TrainingMedia`].
+    pub training: Option<(usize, usize)>,
 }
 
 /// What the Samplers view's tiles show once a baseline cell is marked (`d` steps through them).
@@ -360,11 +362,11 @@ impl State {
                 Vec::new()
             }
             Msg::Encoded { slot, encoded } => {
-                let current = self
-                    .lab
-                    .cells
-                    .get(slot.cell)
-                    .is_some_and(|c| encoded.version >= c.first_version);
+                let current = match slot.training {
+                    Some(_) => encoded.version >= self.training.media.version,
+                    None => (self.lab.cells.get(slot.cell))
+                        .is_some_and(|c| encoded.version >= c.first_version),
+                };
                 let newer = self
                     .images
                     .get(&slot)
@@ -443,6 +445,8 @@ impl State {
                 self.focused = false;
                 self.scrub = None;
             }
+            Action::StepBack if self.training_images_shown() => self.training.media.earlier(),
+            Action::StepForward if self.training_images_shown() => self.training.media.later(),
             Action::StepBack | Action::StepForward => self.scrub_by(action == Action::StepForward),
             Action::Noisy => {
                 self.noisy = !self.noisy;
@@ -493,8 +497,17 @@ impl State {
             Action::Rougher => self.training.rougher(),
             Action::NextTagPage => self.training.tag_page += 1,
             Action::PreviousTagPage => self.training.tag_page -= 1,
+            Action::TrainingPane => {
+                self.view = View::Training;
+                self.training.pane = self.training.pane.next();
+            }
         }
         Vec::new()
+    }
+
+    /// Whether the Training view shows its image panels (where `,` and `.` step through logged steps).
+    fn training_images_shown(&self) -> bool {
+        self.view == View::Training && self.training.pane == super::training::Pane::Images
     }
 
     /// Keys of the Training view: typing a filter after `/`, and the run list (↑/↓, Space, `p`).
@@ -544,7 +557,8 @@ impl State {
         match self.lab.apply(event) {
             Change::Planned { providers_changed } => {
                 self.selected = self.selected.min(self.lab.cells.len().saturating_sub(1));
-                self.images.clear();
+                // Training images keep their encodings: a new plan changes none of them.
+                self.images.retain(|slot, _| slot.training.is_some());
                 if providers_changed {
                     self.push_log(format!("providers: {}", self.lab.providers_note));
                 }

@@ -112,11 +112,24 @@ pub struct Request {
     pub columns: Option<usize>,
     /// The baseline's sample: the tile shows the difference from it as a heat map.
     pub baseline: Option<Arc<Vec<f32>>>,
+    /// A logged training image to read, decode and show instead of samples.
+    pub log_image: Option<LogImageAt>,
+}
+
+/// Where a logged training image is.
+#[derive(Debug, Clone)]
+pub struct LogImageAt {
+    pub log: Arc<std::path::Path>,
+    pub format: crate::metrics::Format,
+    pub source: crate::metrics::ImageSource,
 }
 
 /// Encodes a grid for the terminal: the column count that makes the samples largest in `size`,
 /// scaled up by whole pixels, then fitted by the picker.
 pub fn encode(picker: &Picker, r: &Request) -> Option<Encoded> {
+    if let Some(at) = &r.log_image {
+        return encode_log_image(picker, r, at);
+    }
     let (cols, rows) = r.size;
     if cols == 0 || rows == 0 || r.count == 0 || r.samples.is_empty() {
         return None;
@@ -149,6 +162,35 @@ pub fn encode(picker: &Picker, r: &Request) -> Option<Encoded> {
     let img = DynamicImage::ImageRgb8(upscale(&img, factor));
     let area = Rect::new(0, 0, cols, rows);
     let protocol = picker.new_protocol(img, area, Resize::Fit(None)).ok()?;
+    let got = protocol.area();
+    Some(Encoded {
+        version: r.version,
+        size: (got.width.min(cols), got.height.min(rows)),
+        protocol,
+    })
+}
+
+/// Reads a logged image from its log (here, on the encoder thread, never on the UI task), scales it up
+/// by whole pixels to fill `size` as far as it goes, and fits it.
+fn encode_log_image(picker: &Picker, r: &Request, at: &LogImageAt) -> Option<Encoded> {
+    let (cols, rows) = r.size;
+    if cols == 0 || rows == 0 {
+        return None;
+    }
+    let png = at.format.load_image(&at.log, &at.source).ok()?;
+    let img = image::load_from_memory_with_format(&png, image::ImageFormat::Png)
+        .ok()?
+        .to_rgb8();
+    let (fw, fh) = picker.font_size();
+    let (pw, ph) = (cols as f64 * fw as f64, rows as f64 * fh as f64);
+    let factor = (pw / img.width().max(1) as f64)
+        .min(ph / img.height().max(1) as f64)
+        .floor()
+        .max(1.0) as u32;
+    let img = DynamicImage::ImageRgb8(upscale(&img, factor));
+    let protocol = picker
+        .new_protocol(img, Rect::new(0, 0, cols, rows), Resize::Fit(None))
+        .ok()?;
     let got = protocol.area();
     Some(Encoded {
         version: r.version,

@@ -43,6 +43,7 @@ pub enum Action {
     StepBack,
     StepForward,
     Noisy,
+    TrainingPane,
 }
 
 /// A key as the table names it: its code, and whether Ctrl is held.
@@ -132,7 +133,7 @@ pub fn key_rows() -> Vec<KeyRow> {
         ),
         row(
             ", / .",
-            "focused cell: a step back / forward through the run",
+            "focused cell, training images: a step back / forward",
             &[(char(','), StepBack), (char('.'), StepForward)],
         ),
         row(
@@ -207,6 +208,11 @@ pub fn key_rows() -> Vec<KeyRow> {
                 (char('='), Smoother),
                 (char('-'), Rougher),
             ],
+        ),
+        row(
+            "i",
+            "training: curves, images, run overview and what differs",
+            &[(char('i'), TrainingPane)],
         ),
         row(
             "t",

@@ -14,6 +14,7 @@ pub mod probe;
 pub mod run_filter;
 pub mod terminal;
 pub mod training;
+pub mod training_media;
 pub mod view;
 pub mod watch;
 pub mod xy;
@@ -289,6 +290,9 @@ fn request_images(
 
 /// The encoding of one preview tile into `rect`; `None` while the cell has no images.
 pub(crate) fn tile_request(state: &State, slot: ImageSlot, rect: Rect) -> Option<images::Request> {
+    if let Some(at) = slot.training {
+        return training_request(state, slot, at, rect);
+    }
     if let Some(k) = slot.frame {
         return frame_request(state, slot, k, rect);
     }
@@ -318,6 +322,7 @@ pub(crate) fn tile_request(state: &State, slot: ImageSlot, rect: Rect) -> Option
         count: 1,
         columns: Some(1),
         baseline,
+        log_image: None,
     })
 }
 
@@ -341,6 +346,36 @@ fn frame_request(state: &State, slot: ImageSlot, k: usize, rect: Rect) -> Option
         count: 1,
         columns: Some(1),
         baseline: None,
+        log_image: None,
+    })
+}
+
+/// The encoding of a logged training image into `rect`.
+fn training_request(
+    state: &State,
+    slot: ImageSlot,
+    (tag, index): (usize, usize),
+    rect: Rect,
+) -> Option<images::Request> {
+    let media = &state.training.media;
+    let image = media.image(tag, index)?;
+    if rect.width == 0 || rect.height == 0 {
+        return None;
+    }
+    Some(images::Request {
+        slot,
+        version: media.version,
+        size: (rect.width, rect.height),
+        samples: Arc::new(Vec::new()),
+        shape: [0, 0, 0],
+        count: 1,
+        columns: Some(1),
+        baseline: None,
+        log_image: Some(images::LogImageAt {
+            log: image.log.clone(),
+            format: image.format,
+            source: image.source.clone(),
+        }),
     })
 }
 

@@ -2,11 +2,40 @@
 //! readers live elsewhere; whatever reads training logs hands the dashboard [`Series`] through a
 //! [`TrainingSource`] (polled off the UI task) or as `Msg::Training` messages.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
 
 use crate::metrics::series::{Series as Points, ema_smooth};
-use crate::metrics::{FollowEvent, Point};
+use crate::metrics::store::Facts;
+use crate::metrics::{FactKind, FollowEvent, Point};
 use crate::tui::run_filter::RunFilter;
+use crate::tui::training_media::{TrainingImage, TrainingMedia};
+
+/// What the Training view's main area shows (`i` steps through them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pane {
+    /// A chart per scalar tag.
+    #[default]
+    Curves,
+    /// A panel per image tag and run, at one logged step (`,` and `.` step through them).
+    Images,
+    /// The selected run: its state, name, config and summary, each log file of it, and the config keys
+    /// that differ between the runs shown.
+    Overview,
+}
+
+impl Pane {
+    pub fn next(self) -> Pane {
+        match self {
+            Pane::Curves => Pane::Images,
+            Pane::Images => Pane::Overview,
+            Pane::Overview => Pane::Curves,
+        }
+    }
+}
 
 /// One curve: a tag (e.g. "loss") of one run, its points in step order as read (step, wall time,
 /// value), at most [`MAX_POINTS`] of them kept for display.
@@ -77,10 +106,24 @@ pub enum TrainingUpdate {
         run: String,
         series: Vec<(String, Vec<Point>)>,
     },
-    /// A file of `run` was rewritten: these are its series now, replacing what was shown.
+    /// New images of `run`, by tag.
+    Images {
+        run: String,
+        images: Vec<(String, Vec<TrainingImage>)>,
+    },
+    /// What the log file `log` says of `run` (its state, name, config, summary), newly read.
+    Facts {
+        run: String,
+        log: PathBuf,
+        facts: Vec<(FactKind, String, Value)>,
+    },
+    /// A file of `run` was rewritten: these are its series, images and facts now, replacing what was
+    /// shown.
     Replace {
         run: String,
         series: Vec<(String, Vec<Point>)>,
+        images: Vec<(String, Vec<TrainingImage>)>,
+        facts: BTreeMap<PathBuf, Facts>,
     },
     /// Something worth a line in the log (a file that cannot be read, ...).
     Note(String),
@@ -114,6 +157,9 @@ pub struct TrainingState {
     pub resumed_runs: BTreeSet<String>,
     /// Which runs and tags are shown.
     pub filter: RunFilter,
+    /// Images and run facts.
+    pub media: TrainingMedia,
+    pub pane: Pane,
 }
 
 const SMOOTHING_STEPS: [f64; 7] = [0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99];
@@ -159,11 +205,25 @@ impl TrainingState {
                 }
                 Vec::new()
             }
-            TrainingUpdate::Replace { run, series } => {
+            TrainingUpdate::Images { run, images } => {
+                self.media.add_images(&run, images);
+                Vec::new()
+            }
+            TrainingUpdate::Facts { run, log, facts } => {
+                self.media.add_facts(&run, log, facts);
+                Vec::new()
+            }
+            TrainingUpdate::Replace {
+                run,
+                series,
+                images,
+                facts,
+            } => {
                 self.series.retain(|s| s.run != run);
                 for (tag, points) in series {
                     self.series_mut(&run, &tag).extend(&points);
                 }
+                self.media.replace(&run, images, facts);
                 Vec::new()
             }
             TrainingUpdate::Note(line) => vec![line],
@@ -191,8 +251,8 @@ impl TrainingState {
 
     /// Every run, as the run list shows them (pinned first).
     pub fn runs(&self) -> Vec<String> {
-        self.filter
-            .order(self.series.iter().map(|s| s.run.as_str()))
+        let curves = self.series.iter().map(|s| s.run.as_str());
+        self.filter.order(curves.chain(self.media.runs()))
     }
 
     /// Tags in the order they were first seen, each with the curves of every run that logs it.
@@ -260,25 +320,46 @@ pub fn follow(
         store.apply(&event);
         match event {
             FollowEvent::Points { run, series, .. } => send(TrainingUpdate::Points { run, series }),
+            FollowEvent::Images {
+                run,
+                path,
+                format,
+                images,
+            } => {
+                let log: Arc<Path> = Arc::from(path.as_path());
+                let images = images
+                    .iter()
+                    .map(|(tag, list)| {
+                        let list = list
+                            .iter()
+                            .map(|i| TrainingImage::new(i, log.clone(), format));
+                        (tag.clone(), list.collect())
+                    })
+                    .collect();
+                send(TrainingUpdate::Images { run, images })
+            }
+            FollowEvent::Facts {
+                run, path, facts, ..
+            } => send(TrainingUpdate::Facts {
+                run,
+                log: path,
+                facts,
+            }),
             FollowEvent::Reset { path, .. } => {
                 // Every run the file fed starts again (an mlflow.db feeds many).
-                let runs: Vec<(String, RunSeries)> = store
+                let runs: Vec<TrainingUpdate> = store
                     .runs()
                     .filter(|r| r.sources.contains_key(&path))
-                    .map(|r| (r.name.clone(), run_series(r)))
+                    .map(replacement)
                     .collect();
-                runs.into_iter()
-                    .all(|(run, series)| send(TrainingUpdate::Replace { run, series }))
+                runs.into_iter().all(&mut send)
             }
             FollowEvent::Error { path, message } => send(TrainingUpdate::Note(format!(
                 "training: {}: {message}",
                 path.display()
             ))),
             FollowEvent::PassedBy(p) => send(TrainingUpdate::Note(format!("training: {p}"))),
-            FollowEvent::Skipped { .. }
-            | FollowEvent::CaughtUp
-            | FollowEvent::Images { .. }
-            | FollowEvent::Facts { .. } => true,
+            FollowEvent::Skipped { .. } | FollowEvent::CaughtUp => true,
         }
     })
 }
@@ -318,11 +399,35 @@ fn thin(points: &[Point], max: usize) -> Vec<Point> {
         .collect()
 }
 
-/// A run's series: each tag's points.
-type RunSeries = Vec<(String, Vec<Point>)>;
+/// All of a run, as it is read now: its series, images and facts.
+fn replacement(run: &crate::metrics::Run) -> TrainingUpdate {
+    let mut images: Vec<(String, Vec<TrainingImage>)> = Vec::new();
+    let mut facts = BTreeMap::new();
+    for source in run.sources.values() {
+        let log: Arc<Path> = Arc::from(source.path.as_path());
+        for (tag, list) in &source.images {
+            let list = list
+                .iter()
+                .map(|i| TrainingImage::new(i, log.clone(), source.format));
+            match images.iter_mut().find(|(t, _)| t == tag) {
+                Some((_, held)) => held.extend(list),
+                None => images.push((tag.clone(), list.collect())),
+            }
+        }
+        if !source.facts.is_empty() {
+            facts.insert(source.path.clone(), source.facts.clone());
+        }
+    }
+    TrainingUpdate::Replace {
+        run: run.name.clone(),
+        series: run_series(run),
+        images,
+        facts,
+    }
+}
 
 /// Every series of a run, merged across its files.
-fn run_series(run: &crate::metrics::Run) -> RunSeries {
+fn run_series(run: &crate::metrics::Run) -> Vec<(String, Vec<Point>)> {
     run.tags()
         .into_iter()
         .filter_map(|tag| Some((tag.to_string(), run.series(tag)?.points.clone())))
@@ -441,6 +546,8 @@ mod tests {
         t.apply(TrainingUpdate::Replace {
             run: "a".into(),
             series: vec![("loss".into(), points(0..3, 2.0))],
+            images: Vec::new(),
+            facts: BTreeMap::new(),
         });
         let lens: Vec<(String, usize)> = t
             .series

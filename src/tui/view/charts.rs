@@ -7,9 +7,9 @@ use ratatui::symbols::Marker;
 use ratatui::text::Line;
 use ratatui::widgets::{Axis, Block, Chart, Dataset, GraphType, Paragraph, Wrap};
 
-use super::run_list;
+use super::{run_list, run_overview, training_images};
 use crate::tui::app::State;
-use crate::tui::training::{Curve, Panel};
+use crate::tui::training::{Curve, Pane, Panel};
 
 pub const PALETTE: [Color; 8] = [
     Color::Cyan,
@@ -138,6 +138,15 @@ fn panel_title(panel: &Panel) -> String {
     }
 }
 
+/// The image tiles of the Training view in `area` (the view's whole area), when it shows its images.
+pub fn training_image_slots(state: &State, area: Rect) -> Vec<(crate::tui::app::ImageSlot, Rect)> {
+    if state.training.pane != Pane::Images || state.training.runs().is_empty() {
+        return Vec::new();
+    }
+    let [_, area] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
+    training_images::image_slots(state, area)
+}
+
 /// One panel per tag, like TensorBoard: each has its own y range, so a loss near 0.03 and a FID near
 /// 100 both read well. Tags that do not fit are on further pages (`[` and `]`).
 pub fn draw_training(frame: &mut Frame, state: &State, area: Rect) {
@@ -148,7 +157,8 @@ pub fn draw_training(frame: &mut Frame, state: &State, area: Rect) {
         if t.log_y { "log" } else { "linear" },
         if t.x_time { "time" } else { "step" }
     );
-    if t.series.is_empty() {
+    let runs = t.runs();
+    if runs.is_empty() {
         let text = if t.configured_runs == 0 {
             "training curves: no runs configured\n\nadd [training] runs = [\"path/to/logs\"] to the experiment file"
                 .to_string()
@@ -167,16 +177,20 @@ pub fn draw_training(frame: &mut Frame, state: &State, area: Rect) {
         );
         return;
     }
-    let runs = t.runs();
     let colour =
         |run: &str| PALETTE[runs.iter().position(|r| r == run).unwrap_or(0) % PALETTE.len()];
     let [list, area] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
     run_list::draw(frame, t, &runs, colour, list);
+    match t.pane {
+        Pane::Images => return training_images::draw(frame, state, area, &settings),
+        Pane::Overview => return run_overview::draw(frame, state, area, &settings),
+        Pane::Curves => {}
+    }
     let panels = t.panels();
     if panels.is_empty() {
         frame.render_widget(
             Paragraph::new(
-                "no curve matches the filter and the runs shown (/ to change it, ␣ to show a run)",
+                "no curve matches the filter and the runs shown (/ to change it, ␣ to show a run; i: images, run overview)",
             )
             .dim()
             .wrap(Wrap { trim: false })

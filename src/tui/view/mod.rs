@@ -5,8 +5,10 @@ mod charts;
 pub mod page;
 mod quality;
 mod run_list;
+mod run_overview;
 mod samplers;
 mod schedules;
+mod training_images;
 pub mod xy_grid;
 
 use ratatui::Frame;
@@ -60,6 +62,7 @@ pub fn image_slots(state: &State, area: Rect) -> Vec<(ImageSlot, Rect)> {
     match state.view {
         View::Samplers => samplers::image_slots(state, areas(area).main),
         View::Xy => xy_grid::layout(state, areas(area).main).map_or(Vec::new(), |l| l.tiles),
+        View::Training => charts::training_image_slots(state, areas(area).main),
         _ => Vec::new(),
     }
 }

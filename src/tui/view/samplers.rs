@@ -85,6 +85,7 @@ fn tile_slot(state: &State, cell: usize, item: usize, size: (u16, u16)) -> Image
         diff: None,
         frame: None,
         noisy: false,
+        training: None,
     };
     if state.focused && cell == state.selected && state.scrub.is_some() {
         return ImageSlot {

@@ -86,6 +86,7 @@ pub fn layout(state: &State, area: Rect) -> Option<XyLayout> {
                 diff: None,
                 frame: None,
                 noisy: false,
+                training: None,
             };
             tiles.push((slot, Rect::new(x_of(k), y, tile.0, tile.1)));
         }
