@@ -321,9 +321,10 @@ proptest! {
 
     #[test]
     fn decoders_never_panic_and_agree_in_pieces(data in proptest::collection::vec(any::<u8>(), 0..600)) {
-        for format in [Format::JsonLines, Format::Csv, Format::TfEvents] {
+        for format in [Format::JsonLines, Format::Csv, Format::TfEvents, Format::Wandb] {
             check_decoder(format, &data);
         }
+        difflab::metrics::mlflow::check_metric_file(&data);
     }
 
     #[test]

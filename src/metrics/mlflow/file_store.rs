@@ -517,6 +517,33 @@ fn decode_lines(
     used
 }
 
+/// The invariants the fuzz target checks on arbitrary bytes as a metric file and as a `meta.yaml`: never
+/// a panic, and a metric file read in two pieces (cut where its first byte says) gives the points it gives
+/// read whole.
+#[doc(hidden)]
+pub fn check_metric_file(data: &[u8]) {
+    let _ = Meta::parse(&String::from_utf8_lossy(data));
+    let read = |pieces: &[&[u8]]| {
+        let (mut points, mut skipped, mut buf) = (Vec::new(), Skipped::default(), Vec::new());
+        for piece in pieces {
+            buf.extend_from_slice(piece);
+            let mut sink = |_: &str, p: super::Point| {
+                points.push((p.step, p.wall_time.to_bits(), p.value.to_bits()))
+            };
+            let used = decode_lines(&buf, "key", &mut sink, &mut skipped);
+            buf.drain(..used.min(buf.len()));
+        }
+        (points, skipped.bad_records)
+    };
+    let cut = data.first().map_or(0, |&b| usize::from(b)).min(data.len());
+    let (head, tail) = data.split_at(cut);
+    assert_eq!(
+        read(&[data]),
+        read(&[head, tail]),
+        "read in pieces differs from read whole"
+    );
+}
+
 /// One metric line: (timestamp ms, value, step).
 fn parse_line(line: &[u8]) -> Option<(i64, f64, i64)> {
     let text = std::str::from_utf8(line).ok()?;

@@ -33,7 +33,7 @@ mod reader;
 use std::path::{Path, PathBuf};
 
 pub use db::MlflowDb;
-pub use file_store::FileStore;
+pub use file_store::{FileStore, check_metric_file};
 pub use reader::{MlflowFiles, MlflowSqlite};
 
 use super::{FactKind, LogSink, Point, Skipped};
