@@ -11,7 +11,10 @@ use ratatui_image::protocol::Protocol;
 use strum::VariantArray;
 
 use super::keys::{Action, action_of};
-use super::training::TrainingState;
+use super::training::{Pane, TrainingState};
+
+/// Lines the run overview scrolls by a page key.
+const OVERVIEW_PAGE: u16 = 10;
 use crate::experiment::Experiment;
 use crate::lab::LabEvent;
 use crate::lab::progress::{Change, Progress};
@@ -445,8 +448,12 @@ impl State {
                 self.focused = false;
                 self.scrub = None;
             }
-            Action::StepBack if self.training_images_shown() => self.training.media.earlier(),
-            Action::StepForward if self.training_images_shown() => self.training.media.later(),
+            Action::StepBack if self.training_pane_shown(Pane::Images) => {
+                self.training.media.earlier()
+            }
+            Action::StepForward if self.training_pane_shown(Pane::Images) => {
+                self.training.media.later()
+            }
             Action::StepBack | Action::StepForward => self.scrub_by(action == Action::StepForward),
             Action::Noisy => {
                 self.noisy = !self.noisy;
@@ -473,6 +480,13 @@ impl State {
             Action::SaveGrid if self.view == View::Xy => return vec![Effect::SaveXy],
             Action::SaveGrid => return vec![Effect::SaveGrid],
             Action::NextX | Action::NextY | Action::NextHeld => self.xy_key(action),
+            Action::NextRows if self.training_pane_shown(Pane::Overview) => {
+                self.training.overview_scroll += OVERVIEW_PAGE;
+            }
+            Action::PreviousRows if self.training_pane_shown(Pane::Overview) => {
+                self.training.overview_scroll =
+                    self.training.overview_scroll.saturating_sub(OVERVIEW_PAGE);
+            }
             Action::NextRows => self.turn_page(1, 0),
             Action::PreviousRows => self.turn_page(-1, 0),
             Action::NextSeeds => self.turn_page(0, 1),
@@ -505,9 +519,9 @@ impl State {
         Vec::new()
     }
 
-    /// Whether the Training view shows its image panels (where `,` and `.` step through logged steps).
-    fn training_images_shown(&self) -> bool {
-        self.view == View::Training && self.training.pane == super::training::Pane::Images
+    /// Whether the Training view shows `pane` (its image panels take `,` and `.`, its overview PgUp/PgDn).
+    fn training_pane_shown(&self, pane: Pane) -> bool {
+        self.view == View::Training && self.training.pane == pane
     }
 
     /// Keys of the Training view: typing a filter after `/`, and the run list (↑/↓, Space, `p`).

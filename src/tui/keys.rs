@@ -148,7 +148,7 @@ pub fn key_rows() -> Vec<KeyRow> {
         ),
         row(
             "PgDn / PgUp",
-            "samplers: next / previous rows",
+            "samplers: next / previous rows; run overview: scroll",
             &[
                 (plain(KeyCode::PageDown), NextRows),
                 (plain(KeyCode::PageUp), PreviousRows),

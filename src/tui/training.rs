@@ -160,6 +160,8 @@ pub struct TrainingState {
     /// Images and run facts.
     pub media: TrainingMedia,
     pub pane: Pane,
+    /// Lines the run overview is scrolled down by (PgDn / PgUp).
+    pub overview_scroll: u16,
 }
 
 const SMOOTHING_STEPS: [f64; 7] = [0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99];
@@ -400,7 +402,7 @@ fn thin(points: &[Point], max: usize) -> Vec<Point> {
 }
 
 /// All of a run, as it is read now: its series, images and facts.
-fn replacement(run: &crate::metrics::Run) -> TrainingUpdate {
+pub(crate) fn replacement(run: &crate::metrics::Run) -> TrainingUpdate {
     let mut images: Vec<(String, Vec<TrainingImage>)> = Vec::new();
     let mut facts = BTreeMap::new();
     for source in run.sources.values() {

@@ -60,17 +60,25 @@ pub fn draw(frame: &mut Frame, state: &State, area: Rect, title: &str) {
     left.extend(differing_lines(&shown, &differing));
     let mut right = section("config", &facts, FactKind::Config, &differing);
     right.extend(section("summary", &facts, FactKind::Summary, &[]));
-    let block = Block::bordered().title(format!("{title}· run overview (i) "));
+    let block = Block::bordered()
+        .title(format!("{title}· run overview (i) "))
+        .title_bottom(" PgDn / PgUp scroll ");
     let inner = block.inner(area);
     frame.render_widget(block, area);
+    let scroll = (t.overview_scroll, 0);
+    let text = |lines| {
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .scroll(scroll)
+    };
     if inner.width >= 100 {
         let [l, r] = Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)])
             .areas(inner);
-        frame.render_widget(Paragraph::new(left).wrap(Wrap { trim: false }), l);
-        frame.render_widget(Paragraph::new(right).wrap(Wrap { trim: false }), r);
+        frame.render_widget(text(left), l);
+        frame.render_widget(text(right), r);
     } else {
         left.extend(right);
-        frame.render_widget(Paragraph::new(left).wrap(Wrap { trim: false }), inner);
+        frame.render_widget(text(left), inner);
     }
 }
 
@@ -143,9 +151,9 @@ fn differing_lines(shown: &[String], differing: &[String]) -> Vec<Line<'static>>
     if differing.is_empty() {
         lines.push(Line::from("  nothing: the same config".dim()));
     } else {
-        lines.push(Line::from(
-            Span::from(format!("  {}", differing.join(", "))).fg(Color::Yellow),
-        ));
+        for key in differing {
+            lines.push(Line::from(Span::from(format!("  {key}")).fg(Color::Yellow)));
+        }
     }
     lines
 }

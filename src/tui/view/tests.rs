@@ -369,6 +369,89 @@ fn training_view_with_curves() {
     snapshots("training_curves", &mut s);
 }
 
+/// The training-record fixtures (TensorBoard with images, W&B offline runs) as the follower hands them over.
+fn feed_training_records(s: &mut State) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/runs");
+    let store =
+        crate::metrics::load(&[root.join("tb_images"), root.join("wandb_offline")]).unwrap();
+    for run in store.runs() {
+        s.update(Msg::Training(crate::tui::training::replacement(run)));
+    }
+}
+
+#[test]
+fn training_view_images_step_through_logged_steps() {
+    let mut s = state(false);
+    feed_training_records(&mut s);
+    key(&mut s, KeyCode::Char('2'));
+    key(&mut s, KeyCode::Char('i'));
+    assert_eq!(s.training.pane, crate::tui::training::Pane::Images);
+    let steps = |s: &State| -> Vec<i64> {
+        s.training
+            .media
+            .panels(|_, _| true)
+            .iter()
+            .map(|p| p.step)
+            .collect()
+    };
+    assert_eq!(steps(&s), [40, 40, 40, 20, 20]);
+    snapshots("training_images", &mut s);
+    key(&mut s, KeyCode::Char(','));
+    assert_eq!(steps(&s), [0, 20, 20, 10, 10]);
+    key(&mut s, KeyCode::Char(','));
+    key(&mut s, KeyCode::Char(','));
+    assert_eq!(
+        steps(&s),
+        [0, 0, 0, 10, 10],
+        "each tag stops at its first step"
+    );
+    key(&mut s, KeyCode::Char('.'));
+    assert_eq!(steps(&s), [0, 20, 20, 10, 10]);
+}
+
+#[test]
+fn training_view_run_overview_shows_facts_and_what_differs() {
+    let mut s = state(false);
+    feed_training_records(&mut s);
+    key(&mut s, KeyCode::Char('2'));
+    key(&mut s, KeyCode::Char('i'));
+    key(&mut s, KeyCode::Char('i'));
+    key(&mut s, KeyCode::Down);
+    assert_eq!(s.training.pane, crate::tui::training::Pane::Overview);
+    let differing: Vec<String> = s
+        .training
+        .media
+        .differing(&s.training.runs())
+        .into_iter()
+        .map(|d| d.key)
+        .collect();
+    assert!(
+        differing.contains(&"learning_rate".to_string()),
+        "{differing:?}"
+    );
+    snapshots("training_overview", &mut s);
+    let screen = render(&mut s, 160, 48);
+    for text in [
+        "ddpm-base",
+        "finished",
+        "fixture, ddpm",
+        "learning_rate",
+        "validation_prompts",
+        "best_fid",
+    ] {
+        assert!(screen.contains(text), "{text} missing from the overview");
+    }
+    // At 80×24 the config is below the fold: PgDn scrolls to it.
+    assert!(!render(&mut s, 80, 24).contains("validation_prompts"));
+    key(&mut s, KeyCode::PageDown);
+    assert!(render(&mut s, 80, 24).contains("validation_prompts"));
+    key(&mut s, KeyCode::PageUp);
+    // A resumed run lists both its segments.
+    key(&mut s, KeyCode::Down);
+    let screen = render(&mut s, 160, 48);
+    assert!(screen.contains("2 segments (resumed)"), "{screen}");
+}
+
 #[test]
 fn training_view_one_panel_per_tag_and_pages() {
     let mut s = state(false);
