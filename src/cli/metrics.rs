@@ -372,6 +372,25 @@ impl<'a> Tail<'a> {
                 out.flush()?;
                 self.plot_dirty = true;
             }
+            FollowEvent::Images { run, images, .. } if self.caught_up => {
+                for (tag, list) in images.iter().filter(|(tag, _)| self.matches(tag)) {
+                    let mut steps: Vec<i64> = list.iter().map(|i| i.step).collect();
+                    steps.dedup();
+                    for step in steps {
+                        let n = list.iter().filter(|i| i.step == step).count();
+                        writeln!(out, "{run}  {tag}  step={step}  images={n}")?;
+                    }
+                }
+                out.flush()?;
+            }
+            FollowEvent::Facts { run, facts, .. } if self.caught_up => {
+                for (_, key, value) in facts.iter().filter(|(kind, key, _)| {
+                    *kind == crate::metrics::FactKind::Info && key == "state"
+                }) {
+                    writeln!(out, "{run}  {key}={}", value.as_str().unwrap_or("?"))?;
+                }
+                out.flush()?;
+            }
             FollowEvent::Reset { run, path, .. } if self.caught_up => {
                 eprintln!(
                     "{run}: {} was truncated or replaced; rereading",

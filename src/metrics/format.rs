@@ -34,6 +34,12 @@ pub trait LogFormat: Sync {
         false
     }
 
+    /// Whether a file named `name` is read as part of a run when its folder holds a log of another format
+    /// (a `config.json` beside an event file), and never alone.
+    fn is_companion_file(&self, _name: &str) -> bool {
+        false
+    }
+
     /// Whether the folder `dir` is, as a whole, one log of this format (read as one, not walked).
     fn is_log_folder(&self, _dir: &Path) -> bool {
         false
@@ -94,6 +100,8 @@ pub enum Format {
     MlflowSqlite,
     /// MLflow's file store (an `mlruns/` folder).
     MlflowFiles,
+    /// A run's config beside its logs (`config.json`, `args.json`, `hparams.json`).
+    RunConfig,
 }
 
 /// Every format, in the order a file name is tried against them.
@@ -104,6 +112,7 @@ pub const FORMATS: &[(Format, &dyn LogFormat)] = &[
     (Format::Wandb, &super::wandb::Wandb),
     (Format::MlflowSqlite, &super::mlflow::MlflowSqlite),
     (Format::MlflowFiles, &super::mlflow::MlflowFiles),
+    (Format::RunConfig, &super::run_config::RunConfig),
 ];
 
 impl Format {
@@ -114,6 +123,12 @@ impl Format {
             .iter()
             .find(|(_, f)| f.is_log_file(name))
             .map(|(format, _)| *format)
+    }
+
+    /// The format a file is read in as part of the run of its folder, if that folder holds a log.
+    pub fn detect_companion(path: &Path) -> Option<Format> {
+        let name = path.file_name()?.to_str()?;
+        FORMATS.iter().find(|(_, f)| f.is_companion_file(name)).map(|(format, _)| *format)
     }
 
     /// The format a folder is one log of, if any.

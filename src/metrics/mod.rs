@@ -18,6 +18,7 @@ pub mod item;
 pub mod jsonl;
 pub mod mlflow;
 pub mod report;
+pub mod run_config;
 pub mod series;
 pub mod store;
 pub mod tail;
@@ -440,6 +441,8 @@ pub fn discover(root: &Path, label: Option<&str>) -> Result<Found, MetricsError>
             Err(e) if dir == root => return Err(MetricsError::io(&dir, e)),
             Err(_) => continue,
         };
+        let logs_before = out.len();
+        let mut companions = Vec::new();
         for entry in entries.flatten() {
             let path = entry.path();
             let Ok(kind) = entry.file_type() else {
@@ -467,7 +470,19 @@ pub fn discover(root: &Path, label: Option<&str>) -> Result<Found, MetricsError>
                     path,
                     format,
                 });
+            } else if let Some(format) = Format::detect_companion(&path)
+                && not_regular(&path, kind).is_none()
+            {
+                companions.push(LogFile {
+                    run: run_of(root, &path, format, label),
+                    path,
+                    format,
+                });
             }
+        }
+        // A run's config.json is read only beside its logs: elsewhere it is likely a model's.
+        if out.len() > logs_before {
+            out.extend(companions);
         }
     }
     out.sort_by(|a, b| (&a.run, &a.path).cmp(&(&b.run, &b.path)));
