@@ -177,3 +177,66 @@ fn follow_streams_new_values() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+fn runs() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/runs")
+}
+
+#[test]
+fn json_diff_and_image_strips_of_wandb_mlflow_and_tensorboard_runs() {
+    let out = difflab()
+        .args(["metrics", "--json"])
+        .arg(runs())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let grad = &json["runs"]["wandb_offline/dlabwb01"]["scalars"]["train/grad_norm"];
+    assert_eq!(grad["nan"], 1, "{grad}");
+    let inf =
+        &json["runs"]["mlflow_sqlite/difflab-fixtures/ddpm-base"]["scalars"]["train/grad_norm"];
+    assert_eq!(inf["inf"], 1, "{inf}");
+
+    let out = difflab()
+        .args(["metrics", "--diff"])
+        .arg(runs().join("mlflow_sqlite"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("learning_rate"))
+        .expect(&text);
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>(),
+        ["learning_rate", "5e-05", "0.0001"]
+    );
+    assert!(!text.contains("train_batch_size  16  16"), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = difflab()
+        .args(["metrics", "--images"])
+        .arg(dir.path())
+        .arg(runs().join("tb_images"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // validation: a 64×16 grid at steps 0, 20 and 40, rows 2 pixels apart.
+    let strip = image::open(dir.path().join("validation.png")).unwrap();
+    assert_eq!((strip.width(), strip.height()), (64, 3 * 16 + 2 * 2));
+    // validation_tf: 4 images of 16×16 a step, 2 pixels apart.
+    let strip = image::open(dir.path().join("validation_tf.png")).unwrap();
+    assert_eq!(
+        (strip.width(), strip.height()),
+        (4 * 16 + 3 * 2, 3 * 16 + 2 * 2)
+    );
+    assert!(dir.path().join("noise/gray.png").is_file());
+}

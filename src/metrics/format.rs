@@ -128,7 +128,10 @@ impl Format {
     /// The format a file is read in as part of the run of its folder, if that folder holds a log.
     pub fn detect_companion(path: &Path) -> Option<Format> {
         let name = path.file_name()?.to_str()?;
-        FORMATS.iter().find(|(_, f)| f.is_companion_file(name)).map(|(format, _)| *format)
+        FORMATS
+            .iter()
+            .find(|(_, f)| f.is_companion_file(name))
+            .map(|(format, _)| *format)
     }
 
     /// The format a folder is one log of, if any.

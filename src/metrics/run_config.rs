@@ -72,15 +72,23 @@ mod tests {
             let used = decoder.decode(&buf, i + 1 == pieces.len(), &mut sink);
             buf.drain(..used);
         }
-        let sources = sink.finish(std::path::Path::new("args.json"), Format::RunConfig, decoder.skipped());
+        let sources = sink.finish(
+            std::path::Path::new("args.json"),
+            Format::RunConfig,
+            decoder.skipped(),
+        );
         (sources[0].1.facts.clone(), decoder.skipped())
     }
 
     #[test]
     fn a_config_is_read_once_whole() {
-        let (facts, skipped) = read(&[b"{\"learning_rate\": 1e-4, \"sched", b"uler\": \"ddim\"}\n"]);
+        let (facts, skipped) =
+            read(&[b"{\"learning_rate\": 1e-4, \"sched", b"uler\": \"ddim\"}\n"]);
         assert!(skipped.is_empty());
-        assert_eq!(facts[&(FactKind::Config, "scheduler".into())], serde_json::json!("ddim"));
+        assert_eq!(
+            facts[&(FactKind::Config, "scheduler".into())],
+            serde_json::json!("ddim")
+        );
         assert_eq!(facts.len(), 2);
         let (_, skipped) = read(&[b"[1, 2]"]);
         assert_eq!(skipped.bad_records, 1);
