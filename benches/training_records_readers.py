@@ -14,18 +14,20 @@ import os
 import sys
 import time
 
-MLFLOW_KEYS = ["train/loss", "train/lr", "train/grad_norm", "train/ema_decay"]
+WANDB_KEYS = ["train/loss", "train/lr", "train/grad_norm"]
+MLFLOW_KEYS = WANDB_KEYS + ["train/ema_decay"]
 
 
-def training_row(step):
-    """The scalars a diffusion training loop logs at `step`: loss, warm-up learning rate, gradient norm
-    and the EMA decay of diffusers' EMAModel warm-up."""
-    return {
+def training_row(step, keys):
+    """The scalars named by `keys` that a diffusion training loop logs at `step`: loss, warm-up learning
+    rate, gradient norm and the EMA decay of diffusers' EMAModel warm-up."""
+    row = {
         "train/loss": 0.05 + 1.0 / (1.0 + step / 1000.0),
         "train/lr": 1e-4 * min(1.0, (step + 1) / 1000.0),
         "train/grad_norm": 1.0 + 1.0 / (step + 1),
         "train/ema_decay": min(0.9999, (1.0 + step) / (10.0 + step)),
     }
+    return {key: row[key] for key in keys}
 
 
 def summarise(series):
@@ -48,9 +50,7 @@ def wandb_write(directory, rows):
                               disable_git=True, save_code=False, silent=True)
     run = wandb.init(project="difflab-bench", id=f"bench{rows}", dir=directory, settings=settings)
     for step in range(rows):
-        row = training_row(step)
-        del row["train/ema_decay"]
-        run.log(row, step=step)
+        run.log(training_row(step, WANDB_KEYS), step=step)
     path = run.settings.sync_file
     run.finish()
     return {"wandb": wandb.__version__, "seconds": time.perf_counter() - start, "path": path}
@@ -89,17 +89,16 @@ def wandb_read(path):
 
 def mlflow_read(db, run_id):
     """Reads the run's metrics with MLflow's client: `MlflowClient(tracking_uri="sqlite:///DB")` (which
-    opens the store and checks its schema), then `get_metric_history` for each key. Both are timed."""
+    opens the store and checks its schema), then `get_metric_history` for each key; each is timed."""
     import mlflow
     from mlflow import MlflowClient
 
     start = time.perf_counter()
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     opened = time.perf_counter()
-    series = {}
-    for key in MLFLOW_KEYS:
-        series[key] = [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+    histories = {key: client.get_metric_history(run_id, key) for key in MLFLOW_KEYS}
     done = time.perf_counter()
+    series = {key: [(m.step, m.value) for m in history] for key, history in histories.items()}
     return {"mlflow": mlflow.__version__, "open_seconds": opened - start,
             "history_seconds": done - opened, "scalars": summarise(series)}
 

@@ -180,6 +180,40 @@ fn a_shift_list_makes_a_cell_per_shift() {
     );
 }
 
+/// On a flow model the web UIs' deterministic loops solve the flow's own ODE: on the analytic model in
+/// rectified-flow form they converge to the flow Heun reference, res_multistep (order 2) faster than flow
+/// Euler, whatever the schedule.
+#[test]
+fn web_ui_loops_converge_on_a_flow_model() {
+    let dir = temp_dir("flow-loops");
+    let text = "[model]\npath = \"analytic\"\nsample_shape = [1, 4, 4]\nprediction_type = \"flow_prediction\"\n\
+                [sampling]\nseeds = 4\n\
+                [[sampler]]\nname = \"euler\"\nsteps = [16, 64]\nshift = 3\n\
+                [[sampler]]\nname = \"res_multistep\"\nsteps = [16, 64]\nshift = 3\n\
+                [[sampler]]\nname = \"ipndm\"\nsteps = 64\nshift = 3\nschedule = \"simple\"\n\
+                [quality]\nreference_sampler = \"heun:500\"\nreference_settings = { shift = 3.0 }\n";
+    let path = dir.join("lab.toml");
+    std::fs::write(&path, text).unwrap();
+    let e = Experiment::load(&path).unwrap();
+    run_to_end(&e);
+    let results = Results::load(&e.output_dir.join("results.json"));
+    let error = |name: &str| {
+        let cell = results.cells.iter().find(|c| c.name == name).unwrap();
+        cell.score("ref_rmse").unwrap()
+    };
+    let classes: Vec<&str> = results.cells.iter().map(|c| c.class.as_str()).collect();
+    assert!(classes.contains(&"KDiffusionSampler"), "{classes:?}");
+    // 16 → 64 steps: order 1.5 or more for res_multistep (6.0e-2 → 6.9e-3 measured), 1 for Euler.
+    assert!(error("res_multistep 64") < 0.25 * error("res_multistep 16"));
+    assert!(error("res_multistep 64") < 0.85 * error("euler 64"));
+    assert!(error("ipndm 64") < error("euler 64"));
+    assert!(
+        error("res_multistep 64") < 1e-2,
+        "{}",
+        error("res_multistep 64")
+    );
+}
+
 #[test]
 fn a_cancelled_run_keeps_its_finished_cells() {
     let dir = temp_dir("cancel");

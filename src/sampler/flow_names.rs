@@ -1,6 +1,7 @@
 //! Short names on a flow-matching model (SD3, Flux, Sana): `euler` is flow Euler there and `heun` flow Heun,
-//! as in ComfyUI and Forge; DPM-Solver++, UniPC and DEIS run in their flow mode (`use_flow_sigmas`) with the
-//! model's shift; the other samplers have no flow form and are refused by name.
+//! as in ComfyUI and Forge; DPM-Solver++, UniPC, DEIS and the web UIs' deterministic loops (ipndm,
+//! res_multistep, …) run in their flow mode (`use_flow_sigmas`) with the model's shift; the other samplers
+//! have no flow form and are refused by name.
 
 use serde_json::{Map, Value, json};
 
@@ -28,6 +29,7 @@ fn flow_class(class: &str) -> Option<&'static str> {
         "DPMSolverMultistepScheduler" => "DPMSolverMultistepScheduler",
         "UniPCMultistepScheduler" => "UniPCMultistepScheduler",
         "DEISMultistepScheduler" => "DEISMultistepScheduler",
+        super::k_sampler::CLASS => super::k_sampler::CLASS,
         _ => return None,
     })
 }
@@ -53,6 +55,10 @@ fn target_of(name: &str) -> Option<(&'static Family, Map<String, Value>)> {
     let target = flow_class(family.class)?;
     // Only flow Euler has Karras sigmas on flow models.
     if karras && target != "FlowMatchEulerDiscreteScheduler" {
+        return None;
+    }
+    let web_ui_loop = preset.get("sampler").and_then(Value::as_str);
+    if web_ui_loop.is_some_and(|l| !super::k_sampler::FLOW_LOOPS.contains(&l)) {
         return None;
     }
     Some((registry::family(target)?, preset))
@@ -151,7 +157,15 @@ mod tests {
 
     #[test]
     fn samplers_without_a_flow_form_are_refused_by_name() {
-        for name in ["ddim", "euler-a", "dpm++2m-karras", "lms"] {
+        for name in [
+            "ddim",
+            "euler-a",
+            "dpm++2m-karras",
+            "lms",
+            "DPM++ 2S a",
+            "dpmpp_3m_sde",
+            "restart",
+        ] {
             let Some(Err(e)) = flow_form(name, &sd3()) else {
                 panic!("{name} has no flow form")
             };
@@ -159,5 +173,24 @@ mod tests {
             assert!(e.to_string().contains("euler"), "{e}");
         }
         assert!(flow_form("my_scheduler.json", &sd3()).is_none());
+    }
+
+    #[test]
+    fn the_web_uis_deterministic_loops_run_in_flow_mode() {
+        for name in [
+            "res_multistep",
+            "ipndm",
+            "ipndm_v",
+            "gradient_estimation",
+            "heunpp2",
+            "dpm-fast",
+        ] {
+            let Some(Ok((family, preset))) = flow_form(name, &sd3()) else {
+                panic!("{name} has a flow form")
+            };
+            assert_eq!(family.class, super::super::k_sampler::CLASS);
+            assert_eq!(preset["use_flow_sigmas"], json!(true));
+            assert_eq!(preset["flow_shift"], json!(3.0));
+        }
     }
 }

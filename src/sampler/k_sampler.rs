@@ -3,24 +3,46 @@
 //! family's (spacing, ramps, `sigma_schedule`, `sigmas`) with a final 0, the model's output becomes the
 //! denoised prediction the loop awaits, and each model call is one `step`. The loop runs in f64; the sample
 //! the lab sees is the next call's input in f32.
+//!
+//! On a flow-matching model (`use_flow_sigmas`, as ComfyUI's CONST model sampling) the sigmas are the flow
+//! sigmas with the model's shift, the model sees the sample unscaled at timestep σ·N, and its velocity v
+//! gives the denoised x − σ·v: the ODE the loops solve, dx/dσ = (x − x0)/σ, is then the flow's own. Only
+//! the loops ComfyUI runs unchanged on such models have this form; the ancestral and SDE loops, whose noise
+//! steps ComfyUI rewrites for flow models, do not.
 
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
 use super::family::{Common, FamilyConfig, Parsed, Reader, merged, read_ramp, sigma_keys};
+use super::flow_euler::flow_timestep;
+use super::flow_shift::{FlowGrid, FlowSigmas, Precision, constant_shift, read_flow_mode};
 use super::kdiff::{KConfig, denoised, init_noise_sigma, k_config, unsupported_prediction};
 use super::ksampling::{self, Denoised, Draw, KSampler, Run, Settings, Start, State};
 use super::schedule::ScheduleConfig;
 use super::sigma_schedule::ModelSigmas;
 use super::sigmas::sigma_to_t;
+use super::sigmas::web_ui_sigmas;
 use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
 
 pub const CLASS: &str = "KDiffusionSampler";
 
+/// The loops that run on a flow model as they are: ComfyUI gives these no flow branch of their own.
+pub const FLOW_LOOPS: &[&str] = &[
+    "ipndm",
+    "ipndm_v",
+    "res_multistep",
+    "gradient_estimation",
+    "heunpp2",
+    "dpm_fast",
+    "dpm_adaptive",
+];
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct KSamplerConfig {
     pub k: KConfig,
+    /// `use_flow_sigmas`: a flow-matching model's sigmas and shift.
+    pub flow: Option<FlowSigmas>,
     pub sampler: &'static str,
     /// The loop's settings, its defaults filled in.
     pub settings: Settings,
@@ -84,7 +106,34 @@ impl KLoop {
     }
 
     fn timestep(&self, sigma: f64) -> f64 {
-        sigma_to_t(sigma, &self.log_sigmas)
+        match self.config.flow {
+            Some(_) => flow_timestep(sigma as f32, self.config.k.schedule.num_train_timesteps),
+            None => sigma_to_t(sigma, &self.log_sigmas),
+        }
+    }
+
+    /// A flow model's sigmas for `steps` steps (its own grid, or a web UI's schedule over its training
+    /// sigmas), and those training sigmas, ascending.
+    fn flow_schedule(
+        &self,
+        flow: &FlowSigmas,
+        steps: usize,
+    ) -> Result<(Vec<f64>, Vec<f32>), ConfigError> {
+        let n = self.config.k.schedule.num_train_timesteps;
+        // ComfyUI's flow model sampling: σ(k/N) shifted, k = 1..N.
+        let shift = flow
+            .shift
+            .dynamic
+            .map_or(flow.shift.shift, |(_, mu)| mu.exp());
+        let train: Vec<f32> = (1..=n)
+            .map(|k| constant_shift(shift, k as f64 / n as f64, Precision::F64) as f32)
+            .collect();
+        let sigmas = match (&self.config.k.sigmas, self.config.k.sigma_schedule) {
+            (Some(list), _) => list.clone(),
+            (None, Some(schedule)) => web_ui_sigmas(schedule, steps, &train)?,
+            (None, None) => flow.sigmas(steps, n),
+        };
+        Ok((sigmas, train))
     }
 
     /// Runs the loop to its next call, drawing its noise from `noise`; writes that call's input (or the
@@ -159,13 +208,23 @@ fn write(sample: &mut [f32], x: &[f64]) {
 
 impl Scheduler for KLoop {
     fn set_steps(&mut self, steps: usize) -> Result<(), ConfigError> {
-        let s = self.config.k.schedule(steps, false, false)?;
-        let mut sigmas: Vec<f32> = s.sigmas.iter().map(|&x| x as f32).collect();
-        sigmas.push(0.0);
-        self.init_noise_sigma = init_noise_sigma(&sigmas, self.config.k.timestep_spacing);
-        self.sigmas = sigmas;
-        self.log_sigmas = s.log_sigmas;
-        self.train_sigmas = s.train_sigmas;
+        if let Some(flow) = self.config.flow {
+            let (sigmas, train) = self.flow_schedule(&flow, steps)?;
+            let mut sigmas: Vec<f32> = sigmas.iter().map(|&x| x as f32).collect();
+            sigmas.push(0.0);
+            self.init_noise_sigma = 1.0;
+            self.sigmas = sigmas;
+            self.log_sigmas = Vec::new();
+            self.train_sigmas = train;
+        } else {
+            let s = self.config.k.schedule(steps, false, false)?;
+            let mut sigmas: Vec<f32> = s.sigmas.iter().map(|&x| x as f32).collect();
+            sigmas.push(0.0);
+            self.init_noise_sigma = init_noise_sigma(&sigmas, self.config.k.timestep_spacing);
+            self.sigmas = sigmas;
+            self.log_sigmas = s.log_sigmas;
+            self.train_sigmas = s.train_sigmas;
+        }
         let sampler = self.config.loop_def();
         let mut calls = ksampling::call_sigmas(sampler, &self.start(vec![0.0]));
         if calls.is_empty() {
@@ -200,6 +259,10 @@ impl Scheduler for KLoop {
     }
 
     fn model_input_divisor(&self) -> f32 {
+        if self.config.flow.is_some() {
+            // A flow model takes the sample as it is.
+            return 1.0;
+        }
         let sigma = self
             .pending
             .as_ref()
@@ -292,6 +355,16 @@ impl FamilyConfig for KSamplerConfig {
 pub(super) fn k_sampler_defaults() -> Value {
     let mut loops = Map::new();
     loops.insert("sampler".into(), Value::Null);
+    // A flow model's mode, with the keys diffusers' multistep solvers give it.
+    for (key, value) in [
+        ("use_flow_sigmas", Value::Bool(false)),
+        ("flow_shift", serde_json::json!(1.0)),
+        ("use_dynamic_shifting", Value::Bool(false)),
+        ("time_shift_type", serde_json::json!("exponential")),
+        ("mu", Value::Null),
+    ] {
+        loops.insert(key.into(), value);
+    }
     for key in all_loop_keys() {
         loops.insert(key, Value::Null);
     }
@@ -299,11 +372,14 @@ pub(super) fn k_sampler_defaults() -> Value {
     merged(sigma_keys(), Value::Object(loops))
 }
 
-pub(super) fn parse_k_sampler(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {
-    if !matches!(
-        c.prediction_type,
-        PredictionType::Epsilon | PredictionType::VPrediction
-    ) {
+pub(super) fn parse_k_sampler(r: &mut Reader, c: Common, warnings: &mut Vec<String>) -> Parsed {
+    let flow = read_flow_mode(r, &c, FlowGrid::Multistep, warnings)?;
+    if flow.is_none()
+        && !matches!(
+            c.prediction_type,
+            PredictionType::Epsilon | PredictionType::VPrediction
+        )
+    {
         return Err(unsupported_prediction(CLASS, c.prediction_type));
     }
     let names: Vec<&str> = ksampling::SAMPLERS.iter().map(|s| s.name).collect();
@@ -320,12 +396,40 @@ pub(super) fn parse_k_sampler(r: &mut Reader, c: Common, _warnings: &mut Vec<Str
         key: e.key,
         reason: e.reason,
     })?;
+    if flow.is_some() {
+        check_flow_form(sampler, &settings)?;
+    }
     let ramp = read_ramp(r)?;
     Ok(Arc::new(KSamplerConfig {
         k: k_config(c, ramp, r)?,
+        flow,
         sampler: sampler.name,
         settings,
     }))
+}
+
+/// Refuses a loop on a flow model unless it runs there as it is, deterministically.
+fn check_flow_form(sampler: &KSampler, settings: &Settings) -> Result<(), ConfigError> {
+    let reason = if !FLOW_LOOPS.contains(&sampler.name) {
+        format!(
+            "{} has no flow form: ComfyUI rewrites its noise steps for flow models; on a flow model the web UIs' \
+             loops are {}",
+            sampler.name,
+            FLOW_LOOPS.join(", ")
+        )
+    } else if (sampler.stochastic)(settings) {
+        format!(
+            "{} adds noise here, which has no flow form; set its eta (or s_noise) to 0",
+            sampler.name
+        )
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError::Unsupported {
+        key: "sampler".into(),
+        got: format!("{:?}", sampler.name),
+        reason,
+    })
 }
 
 /// Every setting some loop has, once.
