@@ -35,17 +35,11 @@ impl StoreReader {
         }
     }
 
-    fn open(&mut self) -> Result<&mut Store, MlflowError> {
-        if self.store.is_none() {
-            self.store = Some(match self.folder {
-                true => Store::Files(FileStore::open(&self.path)?),
-                false => Store::Db(Box::new(MlflowDb::open(&self.path)?)),
-            });
-        }
-        match &mut self.store {
-            Some(store) => Ok(store),
-            None => unreachable!("opened above"),
-        }
+    fn open(&self) -> Result<Store, MlflowError> {
+        Ok(match self.folder {
+            true => Store::Files(FileStore::open(&self.path)?),
+            false => Store::Db(Box::new(MlflowDb::open(&self.path)?)),
+        })
     }
 }
 
@@ -58,7 +52,12 @@ impl LogReader for StoreReader {
             });
         }
         let to_io = |e: MlflowError| io::Error::other(e.to_string());
-        let store = self.open().map_err(to_io)?;
+        if self.store.is_none() {
+            self.store = Some(self.open().map_err(to_io)?);
+        }
+        let Some(store) = self.store.as_mut() else {
+            return Ok(PollStatus::default());
+        };
         let reported = match store {
             Store::Db(db) => db.poll(sink).map_err(to_io)?,
             Store::Files(files) => {
