@@ -145,6 +145,8 @@ pub struct SamplerSpec {
 pub struct SamplerVariant {
     /// The sampler's label, with what varies appended (`euler s3`, `euler_ancestral eta=0.5 karras`).
     pub label: String,
+    /// The sampler's label alone (`euler_ancestral`).
+    pub sampler_label: String,
     /// The flow shift, where `shift` is set.
     pub shift: Option<f64>,
     /// How its guided predictions are made.
@@ -483,13 +485,14 @@ impl Reading<'_> {
             let resolved = SamplerConfig::resolve(&name, Some(base), &combination.settings)
                 .map_err(|e| self.sampler_error(i, s, e))?;
             self.check_schedule(i, s, &resolved, &combination.settings)?;
-            let mut label = label.clone();
+            let mut named = label.clone();
             for suffix in &combination.suffixes {
-                label.push(' ');
-                label.push_str(suffix);
+                named.push(' ');
+                named.push_str(suffix);
             }
             variants.push(SamplerVariant {
-                label,
+                sampler_label: label.clone(),
+                label: named,
                 shift: combination.shift,
                 guidance_method: combination.method,
                 axes: combination.columns,

@@ -32,6 +32,8 @@ pub struct Cell {
     pub guidance_method: GuidanceMethod,
     /// The value of each of its sampler's axes that varies, by results column.
     pub axes: Vec<(String, serde_json::Value)>,
+    /// Its sampler's label without the axes' values (`dpm++2s-a` of `dpm++2s-a karras eta=0.5`).
+    pub sampler_label: String,
     /// FLUX's true classifier-free guidance scale beside its embedded `guidance` (1: none).
     pub true_cfg_scale: f64,
     /// The samples this cell draws, in draw order: the previews (the experiment's seeds under every condition)
@@ -181,6 +183,7 @@ fn reference_cells(
             // Its shift, if any, is in its own settings.
             shift: None,
             axes: Vec::new(),
+            sampler_label: format!("reference {}", solve.name),
             ..cell.clone()
         };
         reference.key = cell_key(inputs, &reference);
@@ -228,6 +231,7 @@ fn plan_cells(
                     shift: variant.shift,
                     guidance_method: variant.guidance_method.clone(),
                     axes: variant.axes.clone(),
+                    sampler_label: variant.sampler_label.clone(),
                     true_cfg_scale: sampler.true_cfg_scale,
                     items: Vec::new(),
                     preview: 0,

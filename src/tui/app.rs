@@ -220,7 +220,7 @@ impl State {
             zoom: None,
             font: None,
             quality_metric: 0,
-            xy: XyChoice::default(),
+            xy: XyChoice::new(),
             scrub: None,
             noisy: false,
             baseline: None,

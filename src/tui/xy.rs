@@ -1,16 +1,14 @@
 //! The X/Y grid, as the web UIs' X/Y plot: two of the axes the experiment sweeps (sampler, steps,
-//! guidance, shift, prompt, seed) as columns and rows, every other axis at one value. Pure: which cell's which
-//! preview sample goes where, and the labels.
+//! guidance, shift, prompt, seed, and each sampler setting given as a list: schedule, guidance method, eta,
+//! …) as columns and rows, every other axis at one value. Pure: which cell's which preview sample goes
+//! where, and the labels.
 
-use std::collections::HashMap;
-
-use strum::VariantArray;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::lab::Cell;
 
 /// An axis an experiment can sweep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::VariantArray, strum::IntoStaticStr)]
-#[strum(serialize_all = "lowercase")]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Axis {
     Sampler,
     Steps,
@@ -18,34 +16,74 @@ pub enum Axis {
     Shift,
     Prompt,
     Seed,
+    /// A sampler setting given as a list, by its results column (`schedule`, `eta`, `guidance_method`).
+    Setting(String),
 }
 
+/// A setting axis's value for a sampler that does not have it.
+const ABSENT: &str = "—";
+
+/// The axes every experiment has.
+const FIXED: [Axis; 6] = [
+    Axis::Sampler,
+    Axis::Steps,
+    Axis::Guidance,
+    Axis::Shift,
+    Axis::Prompt,
+    Axis::Seed,
+];
+
 impl Axis {
-    pub fn name(self) -> &'static str {
-        self.into()
+    pub fn name(&self) -> &str {
+        match self {
+            Axis::Sampler => "sampler",
+            Axis::Steps => "steps",
+            Axis::Guidance => "guidance",
+            Axis::Shift => "shift",
+            Axis::Prompt => "prompt",
+            Axis::Seed => "seed",
+            Axis::Setting(column) => column,
+        }
+    }
+
+    /// Whether its values are numbers, ordered as numbers.
+    fn numeric(&self, values: &[String]) -> bool {
+        match self {
+            Axis::Steps | Axis::Guidance | Axis::Shift => true,
+            Axis::Setting(_) => values.iter().all(|v| v == ABSENT || number(v).is_some()),
+            _ => false,
+        }
     }
 }
 
+/// A value's number: `g4` → 4, `s3` → 3, `eta=0.5` → 0.5.
+fn number(v: &str) -> Option<f64> {
+    let v = v.rsplit('=').next().unwrap_or(v);
+    v.trim_start_matches(['g', 's']).parse::<f64>().ok()
+}
+
 /// Which axes are x and y (indices into the swept axes), and the value each other axis is held at
-/// (indices into its values, by [`Axis`] order).
-#[derive(Debug, Clone, PartialEq)]
+/// (an index into its values, by axis name).
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct XyChoice {
     pub x: usize,
     pub y: usize,
-    pub held: [usize; Axis::VARIANTS.len()],
+    pub held: BTreeMap<String, usize>,
     /// The first column and row shown when not all fit.
     pub first: (usize, usize),
 }
 
-impl Default for XyChoice {
+impl XyChoice {
     /// The first two swept axes across and down.
-    fn default() -> Self {
+    pub fn new() -> Self {
         XyChoice {
-            x: 0,
             y: 1,
-            held: [0; Axis::VARIANTS.len()],
-            first: (0, 0),
+            ..XyChoice::default()
         }
+    }
+
+    fn held(&self, axis: &Axis) -> usize {
+        self.held.get(axis.name()).copied().unwrap_or(0)
     }
 }
 
@@ -63,16 +101,11 @@ pub struct XyGrid {
 }
 
 /// One axis value of a cell's preview sample.
-fn value(axis: Axis, cell: &Cell, item: usize) -> String {
+fn value(axis: &Axis, cell: &Cell, item: usize) -> String {
     let it = &cell.items[item];
     match axis {
-        // A shift sweep appends " s<shift>" to the label; the sampler axis is the label without it.
-        Axis::Sampler => match cell.shift {
-            Some(shift) => (cell.label.strip_suffix(&format!(" s{shift}")))
-                .unwrap_or(&cell.label)
-                .to_string(),
-            None => cell.label.clone(),
-        },
+        // The sampler axis is the sampler's label without its swept settings (each an axis of its own).
+        Axis::Sampler => cell.sampler_label.clone(),
         Axis::Steps => cell.steps.to_string(),
         Axis::Guidance => format!("g{}", cell.guidance),
         Axis::Shift => cell.shift.map_or(String::new(), |s| format!("s{s}")),
@@ -82,6 +115,11 @@ fn value(axis: Axis, cell: &Cell, item: usize) -> String {
             .cloned()
             .unwrap_or_default(),
         Axis::Seed => format!("seed {}", it.seed),
+        Axis::Setting(column) => match cell.axes.iter().find(|(c, _)| c == column) {
+            Some((_, serde_json::Value::String(s))) => s.clone(),
+            Some((_, v)) => format!("{column}={v}"),
+            None => ABSENT.into(),
+        },
     }
 }
 
@@ -91,8 +129,9 @@ fn samples(cells: &[&Cell]) -> impl Iterator<Item = (usize, usize)> {
         .flat_map(|(c, cell)| (0..cell.preview.min(cell.items.len())).map(move |i| (c, i)))
 }
 
-/// The distinct values of `axis`: in first-seen order, numbers (steps, guidance, shift) ascending.
-pub fn values(cells: &[&Cell], axis: Axis) -> Vec<String> {
+/// The distinct values of `axis`: in first-seen order, numbers (steps, guidance, shift, numeric settings)
+/// ascending.
+pub fn values(cells: &[&Cell], axis: &Axis) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for (c, i) in samples(cells) {
         let v = value(axis, cells[c], i);
@@ -100,21 +139,35 @@ pub fn values(cells: &[&Cell], axis: Axis) -> Vec<String> {
             out.push(v);
         }
     }
-    if matches!(axis, Axis::Steps | Axis::Guidance | Axis::Shift) {
-        let number = |v: &String| {
-            v.trim_start_matches(['g', 's'])
-                .parse::<f64>()
-                .unwrap_or(f64::MAX)
-        };
-        out.sort_by(|a, b| number(a).total_cmp(&number(b)));
+    if axis.numeric(&out) {
+        out.sort_by(|a, b| {
+            let n = |v: &String| number(v).unwrap_or(f64::MAX);
+            n(a).total_cmp(&n(b))
+        });
     }
     out
 }
 
+/// Every axis of the experiment: the fixed ones, then its setting axes in the order first seen (the shift
+/// is an axis of its own).
+fn all_axes(cells: &[&Cell]) -> Vec<Axis> {
+    let mut axes = FIXED.to_vec();
+    for cell in cells {
+        for (column, _) in &cell.axes {
+            let axis = Axis::Setting(column.clone());
+            if column != "shift" && !axes.contains(&axis) {
+                axes.push(axis);
+            }
+        }
+    }
+    axes
+}
+
 /// The axes with more than one value.
 pub fn swept(cells: &[&Cell]) -> Vec<Axis> {
-    (Axis::VARIANTS.iter().copied())
-        .filter(|&a| values(cells, a).len() > 1)
+    all_axes(cells)
+        .into_iter()
+        .filter(|a| values(cells, a).len() > 1)
         .collect()
 }
 
@@ -124,42 +177,44 @@ pub fn grid(cells: &[&Cell], choice: &XyChoice) -> Option<XyGrid> {
     if swept.len() < 2 {
         return None;
     }
-    let x = swept[choice.x % swept.len()];
+    let x = swept[choice.x % swept.len()].clone();
     // Down, the chosen axis or the next one that varies independently of x (samplers across and
     // their own step counts down would fill only a diagonal).
-    let candidates = (0..swept.len()).map(|k| swept[(choice.y + k) % swept.len()]);
+    let candidates = (0..swept.len()).map(|k| &swept[(choice.y + k) % swept.len()]);
     let y = candidates
         .clone()
-        .find(|&a| a != x && !determined(cells, x, a) && !determined(cells, a, x))
-        .or_else(|| candidates.clone().find(|&a| a != x))?;
-    let all: Vec<Vec<String>> = (Axis::VARIANTS.iter()).map(|&a| values(cells, a)).collect();
-    let held_at = |a: Axis| {
-        let k = a as usize;
-        all[k].get(choice.held[k] % all[k].len().max(1)).cloned()
+        .find(|&a| *a != x && !determined(cells, &x, a) && !determined(cells, a, &x))
+        .or_else(|| candidates.clone().find(|&a| *a != x))?
+        .clone();
+    let held_at = |a: &Axis| {
+        let all = values(cells, a);
+        all.get(choice.held(a) % all.len().max(1)).cloned()
     };
-    let others = held_axes(cells, x, y);
-    let (columns, rows) = (all[x as usize].clone(), all[y as usize].clone());
+    let others = held_axes(cells, &x, &y);
+    let held_values: Vec<(Axis, Option<String>)> =
+        others.iter().map(|a| (a.clone(), held_at(a))).collect();
+    let (columns, rows) = (values(cells, &x), values(cells, &y));
     let mut tiles = vec![vec![None; columns.len()]; rows.len()];
     for (c, i) in samples(cells) {
         let cell = cells[c];
-        if !others
+        if !held_values
             .iter()
-            .all(|&a| Some(value(a, cell, i)) == held_at(a))
+            .all(|(a, v)| Some(value(a, cell, i)) == *v)
         {
             continue;
         }
-        let col = columns.iter().position(|v| *v == value(x, cell, i));
-        let row = rows.iter().position(|v| *v == value(y, cell, i));
+        let col = columns.iter().position(|v| *v == value(&x, cell, i));
+        let row = rows.iter().position(|v| *v == value(&y, cell, i));
         if let (Some(col), Some(row)) = (col, row) {
             tiles[row][col].get_or_insert((c, i));
         }
     }
-    let held = others
-        .iter()
-        .filter_map(|&a| {
-            let v = held_at(a)?;
+    let held = held_values
+        .into_iter()
+        .filter_map(|(a, v)| {
+            let v = v?;
             Some(match a {
-                Axis::Seed | Axis::Guidance => v,
+                Axis::Seed | Axis::Guidance | Axis::Setting(_) => v,
                 _ => format!("{} {v}", a.name()),
             })
         })
@@ -175,7 +230,7 @@ pub fn grid(cells: &[&Cell], choice: &XyChoice) -> Option<XyGrid> {
 }
 
 /// Whether `b`'s value follows from `a`'s (one value of `b` for each of `a`).
-fn determined(cells: &[&Cell], a: Axis, b: Axis) -> bool {
+fn determined(cells: &[&Cell], a: &Axis, b: &Axis) -> bool {
     let mut seen: HashMap<String, String> = HashMap::new();
     samples(cells).all(|(c, i)| {
         let v = value(b, cells[c], i);
@@ -188,10 +243,11 @@ fn determined(cells: &[&Cell], a: Axis, b: Axis) -> bool {
 
 /// The axes besides `x` and `y` that must be held at one value: those with several values at one
 /// (x, y). An axis the two decide (a sampler's step count, with samplers across) is not held.
-fn held_axes(cells: &[&Cell], x: Axis, y: Axis) -> Vec<Axis> {
-    (Axis::VARIANTS.iter().copied())
-        .filter(|&a| a != x && a != y)
-        .filter(|&a| {
+fn held_axes(cells: &[&Cell], x: &Axis, y: &Axis) -> Vec<Axis> {
+    all_axes(cells)
+        .into_iter()
+        .filter(|a| a != x && a != y)
+        .filter(|a| {
             let mut seen: HashMap<(String, String), String> = HashMap::new();
             samples(cells).any(|(c, i)| {
                 let at = (value(x, cells[c], i), value(y, cells[c], i));
@@ -207,11 +263,11 @@ pub fn next_held(cells: &[&Cell], choice: &mut XyChoice) {
     let Some(g) = grid(cells, choice) else {
         return;
     };
-    for a in held_axes(cells, g.x, g.y) {
-        let n = values(cells, a).len();
-        let k = a as usize;
-        choice.held[k] = (choice.held[k] + 1) % n;
-        if choice.held[k] != 0 {
+    for a in held_axes(cells, &g.x, &g.y) {
+        let n = values(cells, &a).len().max(1);
+        let k = (choice.held(&a) + 1) % n;
+        choice.held.insert(a.name().to_string(), k);
+        if k != 0 {
             return;
         }
     }
@@ -235,12 +291,41 @@ mod tests {
             swept(&cells),
             [Axis::Sampler, Axis::Steps, Axis::Shift, Axis::Seed]
         );
-        assert_eq!(values(&cells, Axis::Sampler), ["euler", "heun"]);
-        assert_eq!(values(&cells, Axis::Shift), ["s1", "s3"]);
+        assert_eq!(values(&cells, &Axis::Sampler), ["euler", "heun"]);
+        assert_eq!(values(&cells, &Axis::Shift), ["s1", "s3"]);
         // Numbers ascend whatever order the cells come in.
-        assert_eq!(values(&cells, Axis::Steps), ["2", "4"]);
-        let g = grid(&cells, &XyChoice::default()).expect("two swept axes");
+        assert_eq!(values(&cells, &Axis::Steps), ["2", "4"]);
+        let g = grid(&cells, &XyChoice::new()).expect("two swept axes");
         assert_eq!((g.x, g.y), (Axis::Sampler, Axis::Shift));
         assert_eq!(g.tiles.iter().flatten().flatten().count(), 4);
+    }
+
+    /// Any setting given as a list is an axis: eta across and the schedule down, the sampler held.
+    #[test]
+    fn sampler_settings_are_axes() {
+        let text = "[model]\npath = \"analytic\"\nsample_shape = [1, 4, 4]\n[sampling]\nseeds = 1\n\
+                    [[sampler]]\nname = \"DPM++ 2S a\"\nsteps = 4\nsettings = { eta = [1, 0, 0.5] }\n\
+                    schedule = [\"karras\", \"kl_optimal\"]\n[[sampler]]\nname = \"ddim\"\nsteps = 4\n";
+        let e = Experiment::parse(std::path::Path::new("xy.toml"), text).expect("parses");
+        let planned = crate::lab::plan(&e, None).expect("plans");
+        let cells: Vec<&Cell> = planned.iter().collect();
+        let eta = Axis::Setting("eta".into());
+        let schedule = Axis::Setting("schedule".into());
+        assert_eq!(
+            swept(&cells),
+            [Axis::Sampler, schedule.clone(), eta.clone()]
+        );
+        assert_eq!(values(&cells, &Axis::Sampler), ["DPM++ 2S a", "ddim"]);
+        assert_eq!(values(&cells, &eta), ["eta=0", "eta=0.5", "eta=1", "—"]);
+        let choice = XyChoice {
+            x: 2,
+            y: 1,
+            ..XyChoice::new()
+        };
+        let g = grid(&cells, &choice).expect("a grid");
+        assert_eq!((&g.x, &g.y), (&eta, &schedule));
+        assert_eq!(g.rows, ["karras", "kl_optimal", "—"]);
+        // DPM++ 2S a's six cells fill eta × schedule; ddim, without either, is the corner.
+        assert_eq!(g.tiles.iter().flatten().flatten().count(), 7);
     }
 }
