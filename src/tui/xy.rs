@@ -214,7 +214,9 @@ pub fn grid(cells: &[&Cell], choice: &XyChoice) -> Option<XyGrid> {
         .filter_map(|(a, v)| {
             let v = v?;
             Some(match a {
-                Axis::Seed | Axis::Guidance | Axis::Setting(_) => v,
+                // "seed 3", "g4", "eta=0.5" say what they are.
+                Axis::Seed | Axis::Guidance => v,
+                Axis::Setting(_) if v.contains('=') => v,
                 _ => format!("{} {v}", a.name()),
             })
         })
