@@ -351,6 +351,34 @@ mod tests {
     use super::super::sigmas::SigmaRamp;
     use super::*;
 
+    /// `sigmas = [...]` steps the solvers on the training table through one's own sigmas, the model called
+    /// at the nearest timestep; a list of another length, or one beside a ramp, is refused.
+    #[test]
+    fn solvers_on_the_training_table_take_their_own_sigmas() {
+        let list = [14.6, 5.0, 2.0, 0.8, 0.1];
+        for name in ["dpm++2m", "dpm++2s", "unipc", "deis"] {
+            let resolved =
+                SamplerConfig::resolve(name, None, &user(json!({"sigmas": list}))).unwrap();
+            let mut s = resolved.config.build();
+            s.set_steps(5).unwrap();
+            let sigmas: Vec<f64> = s.sigmas().unwrap()[..5]
+                .iter()
+                .map(|&v| f64::from(v))
+                .collect();
+            for (got, want) in sigmas.iter().zip(list) {
+                assert!((got - want).abs() < 1e-5 * want, "{name}: {sigmas:?}");
+            }
+            let e = s.set_steps(4).unwrap_err();
+            assert!(e.to_string().contains("`sigmas` list has 5"), "{name}: {e}");
+            let e = SamplerConfig::resolve(
+                name,
+                None,
+                &user(json!({"sigmas": list, "use_karras_sigmas": true})),
+            );
+            assert!(e.is_err(), "{name}: a list beside a Karras ramp");
+        }
+    }
+
     fn user(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
     }

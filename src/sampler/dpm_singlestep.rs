@@ -8,13 +8,13 @@ use serde_json::{Value, json};
 
 use super::family::{
     Common, FamilyConfig, Parsed, Reader, check_time_shift_type, check_unused_variance_type,
-    read_ramp_for, read_solver_order, read_thresholding,
+    read_ramp_for, read_sigma_list, read_solver_order, read_thresholding,
 };
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
 use super::settings::FinalSigma;
 use super::settings::SolverType;
-use super::sigmas::{SigmaRamp, log_sigmas_f32, sigma_to_t};
+use super::sigmas::{SigmaRamp, log_sigmas_f32, nearest_timestep, ramp_or_list, sigma_to_t};
 use super::sigmas::{alpha_sigma_lambda, lambda_clipped_end};
 use super::spacing::{TimestepSpacing, dpm_timesteps};
 use super::step_checks::{check_step_count, check_timesteps};
@@ -55,6 +55,8 @@ pub struct SinglestepConfig {
     pub solver_type: SolverType,
     pub lower_order_final: bool,
     pub ramp: SigmaRamp,
+    /// `sigmas`: the user's own, one per step.
+    pub sigmas: Option<Vec<f64>>,
     /// `final_sigmas_type = "sigma_min"`: the last step lands on the smallest training sigma, not 0.
     pub final_sigma_min: bool,
     pub lambda_min_clipped: f64,
@@ -113,7 +115,12 @@ impl DpmSinglestep {
     fn schedule_for(&self, steps: usize) -> Result<(Vec<i64>, Vec<f32>), ConfigError> {
         let n = self.schedule.num_train_timesteps();
         let train = self.schedule.train_sigmas();
-        let ramp = self.config.ramp.ramp_on(&train, steps)?;
+        let ramp = ramp_or_list(
+            self.config.ramp,
+            self.config.sigmas.as_deref(),
+            &train,
+            steps,
+        )?;
         let (timesteps, sigmas): (Vec<i64>, Vec<f32>) = match ramp {
             None => {
                 let end = lambda_clipped_end(&self.schedule, self.config.lambda_min_clipped);
@@ -125,7 +132,7 @@ impl DpmSinglestep {
             Some(ramp) => {
                 let log_sigmas = log_sigmas_f32(&train);
                 // A web UI's schedule calls the model at the nearest timestep, as ComfyUI does.
-                let karras = matches!(self.config.ramp, SigmaRamp::Karras | SigmaRamp::Schedule(_));
+                let karras = nearest_timestep(self.config.ramp, self.config.sigmas.is_some());
                 // Karras timesteps are rounded; the others are truncated by the int64 cast.
                 let t = ramp
                     .iter()
@@ -385,6 +392,7 @@ pub(super) fn singlestep_defaults() -> Value {
         "use_exponential_sigmas": false,
         "use_beta_sigmas": false,
         "sigma_schedule": null,
+        "sigmas": null,
         "use_flow_sigmas": false,
         "flow_shift": 1.0,
         "final_sigmas_type": "zero",
@@ -440,6 +448,7 @@ pub(super) fn parse_singlestep(r: &mut Reader, c: Common, _warnings: &mut Vec<St
         });
     }
     let ramp = read_ramp_for(r, &c.schedule)?;
+    let sigmas = read_sigma_list(r, ramp, false)?;
     Ok(Arc::new(SinglestepConfig {
         schedule: c.schedule,
         prediction_type: c.prediction_type,
@@ -449,6 +458,7 @@ pub(super) fn parse_singlestep(r: &mut Reader, c: Common, _warnings: &mut Vec<St
         solver_type,
         lower_order_final: r.bool("lower_order_final")?,
         ramp,
+        sigmas,
         final_sigma_min,
         lambda_min_clipped: r.lambda("lambda_min_clipped")?,
     }))

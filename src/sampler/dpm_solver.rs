@@ -7,13 +7,13 @@ use serde_json::{Value, json};
 
 use super::family::{
     Common, ConfigError, FamilyConfig, Parsed, Reader, check_unused_variance_type, read_ramp_for,
-    read_solver_order, read_thresholding, with_vp,
+    read_sigma_list, read_solver_order, read_thresholding, with_vp,
 };
 use super::flow_shift::{FlowGrid, FlowSigmas, read_flow_mode, truncated_timesteps};
 use super::multistep::multistep_order;
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
-use super::sigmas::{SigmaRamp, sigma_to_t};
+use super::sigmas::{SigmaRamp, nearest_timestep, ramp_or_list, sigma_to_t};
 use super::sigmas::{SigmaSpace, lambda_clipped_end};
 use super::spacing::{TimestepSpacing, dpm_timesteps};
 use super::step_checks::{check_step_count, check_timesteps};
@@ -49,6 +49,8 @@ pub struct DpmSolverConfig {
     pub euler_at_final: bool,
     /// Karras, exponential or beta sigmas instead of the training sigmas at the spaced timesteps.
     pub ramp: SigmaRamp,
+    /// `sigmas`: the user's own, one per step.
+    pub sigmas: Option<Vec<f64>>,
     pub final_sigmas_type: FinalSigma,
     pub lambda_min_clipped: f64,
     /// `use_flow_sigmas`: a flow-matching model's sigmas and their shift.
@@ -182,7 +184,7 @@ impl Scheduler for DpmSolver {
         check_step_count(steps, n)?;
         let train_sigmas = self.schedule.train_sigmas();
         let c = &self.config;
-        let ramp = c.ramp.ramp_on(&train_sigmas, steps)?;
+        let ramp = ramp_or_list(c.ramp, c.sigmas.as_deref(), &train_sigmas, steps)?;
         let (timesteps, mut sigmas): (Vec<i64>, Vec<f32>) = if let Some(flow) = &c.flow {
             let sigmas = flow.sigmas(steps, n);
             let timesteps = truncated_timesteps(&sigmas, n);
@@ -193,7 +195,7 @@ impl Scheduler for DpmSolver {
             // (its int64 cast); a web UI's schedule calls the model at the nearest timestep, as ComfyUI does.
             let cosine = c.schedule.beta_schedule == super::schedule::BetaSchedule::SquaredcosCapV2
                 && c.schedule.trained_betas.is_none();
-            let round = matches!(c.ramp, SigmaRamp::Karras | SigmaRamp::Schedule(_)) && !cosine;
+            let round = nearest_timestep(c.ramp, c.sigmas.is_some()) && !cosine;
             let timesteps = ramp
                 .iter()
                 .map(|&s| {
@@ -225,7 +227,7 @@ impl Scheduler for DpmSolver {
         sigmas.push(match c.final_sigmas_type {
             FinalSigma::Zero => 0.0,
             // With flow sigmas too diffusers ends at the VP training schedule's smallest sigma.
-            FinalSigma::SigmaMin if c.ramp != SigmaRamp::Interpolated => {
+            FinalSigma::SigmaMin if c.ramp != SigmaRamp::Interpolated || c.sigmas.is_some() => {
                 *sigmas.last().unwrap_or(&0.0)
             }
             FinalSigma::SigmaMin => train_sigmas[0],
@@ -339,6 +341,7 @@ pub(super) fn dpm_defaults() -> Value {
         "use_exponential_sigmas": false,
         "use_beta_sigmas": false,
         "sigma_schedule": null,
+        "sigmas": null,
         "use_lu_lambdas": false,
         "use_flow_sigmas": false,
         "flow_shift": 1.0,
@@ -392,6 +395,7 @@ pub(super) fn parse_dpm(r: &mut Reader, c: Common, warnings: &mut Vec<String>) -
         );
     }
     let ramp = read_ramp_for(r, &c.schedule)?;
+    let sigmas = read_sigma_list(r, ramp, flow.is_some())?;
     Ok(Arc::new(DpmSolverConfig {
         thresholding,
         solver_order,
@@ -400,6 +404,7 @@ pub(super) fn parse_dpm(r: &mut Reader, c: Common, warnings: &mut Vec<String>) -
         lower_order_final: r.bool("lower_order_final")?,
         euler_at_final: r.bool("euler_at_final")?,
         ramp,
+        sigmas,
         final_sigmas_type,
         lambda_min_clipped: r.lambda("lambda_min_clipped")?,
         flow,

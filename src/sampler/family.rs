@@ -410,6 +410,33 @@ pub(super) fn read_ramp_or_schedule(r: &mut Reader) -> Result<SigmaRamp, ConfigE
     Ok(SigmaRamp::Schedule(schedule))
 }
 
+/// `sigmas`, the user's own list, for the solvers that step on the training table; it replaces a ramp or a
+/// web UI's schedule rather than combining with one, and is not for flow sigmas (flow Euler's `sigmas` is).
+pub(super) fn read_sigma_list(
+    r: &mut Reader,
+    ramp: SigmaRamp,
+    flow: bool,
+) -> Result<Option<Vec<f64>>, ConfigError> {
+    let list = super::kdiff::read_sigmas(r)?;
+    if list.is_some() && flow {
+        return Err(ConfigError::InvalidValue {
+            key: "sigmas".into(),
+            got: "a list".into(),
+            expected: "null with use_flow_sigmas: on a flow model flow-euler (euler) takes a list"
+                .into(),
+        });
+    }
+    if list.is_some() && ramp != SigmaRamp::Interpolated {
+        return Err(ConfigError::InvalidValue {
+            key: "sigmas".into(),
+            got: "a list".into(),
+            expected: "null when a sigma ramp or sigma_schedule is set: the list is the schedule"
+                .into(),
+        });
+    }
+    Ok(list)
+}
+
 /// `variance_type` for the DPM-Solvers, which only learned variances would change: null, or a DDPM value
 /// carried over from a DDPM config (ignored there, as in diffusers); learned variances and anything else
 /// are errors.

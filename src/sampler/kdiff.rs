@@ -242,7 +242,7 @@ pub(super) fn k_config(c: Common, ramp: SigmaRamp, r: &mut Reader) -> Result<KCo
 }
 
 /// `sigmas`: null, or positive finite sigmas that never rise, a final 0 allowed.
-fn read_sigmas(r: &Reader) -> Result<Option<Vec<f64>>, ConfigError> {
+pub(super) fn read_sigmas(r: &Reader) -> Result<Option<Vec<f64>>, ConfigError> {
     let expected = "null or a list of sigmas from high to low, each positive (a final 0 allowed)";
     let items = match r.value("sigmas") {
         Value::Null => return Ok(None),

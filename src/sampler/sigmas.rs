@@ -43,6 +43,39 @@ impl SigmaRamp {
     }
 }
 
+/// The sigmas a solver stepping on the training table runs through: the user's own list (`sigmas`, one per
+/// step; a final 0 is the solver's own end and is dropped), else the ramp's (`None`: the class's own).
+pub fn ramp_or_list(
+    ramp: SigmaRamp,
+    list: Option<&[f64]>,
+    train: &[f32],
+    steps: usize,
+) -> Result<Option<Vec<f64>>, ConfigError> {
+    let Some(list) = list else {
+        return ramp.ramp_on(train, steps);
+    };
+    let given = match list.split_last() {
+        Some((&0.0, rest)) => rest,
+        _ => list,
+    };
+    if given.len() != steps {
+        return Err(ConfigError::Steps {
+            steps,
+            reason: format!(
+                "the sampler's `sigmas` list has {} sigmas above 0",
+                given.len()
+            ),
+        });
+    }
+    Ok(Some(given.to_vec()))
+}
+
+/// Whether the model is called at the nearest timestep to each sigma (Karras ramps, a web UI's schedule or
+/// one's own sigmas, as ComfyUI does) rather than the truncated one (diffusers' int64 cast).
+pub fn nearest_timestep(ramp: SigmaRamp, list: bool) -> bool {
+    list || matches!(ramp, SigmaRamp::Karras | SigmaRamp::Schedule(_))
+}
+
 /// `steps` sigmas of a web-UI schedule on the model's training sigmas, the final 0 left to the class (which
 /// appends its own); a schedule that gives another count for these steps is an error, not a silent change of
 /// the step count.

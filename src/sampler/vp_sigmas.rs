@@ -2,11 +2,11 @@
 //! DPM-Solver spacing, the f32 training sigmas at them (or a Karras / exponential / beta ramp between
 //! the training extremes), and the final sigma each class appends.
 
-use super::family::{Common, Reader, read_ramp_or_schedule};
+use super::family::{Common, Reader, read_ramp_or_schedule, read_sigma_list};
 use super::flow_shift::{FlowSigmas, truncated_timesteps};
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
-use super::sigmas::{SigmaRamp, log_sigmas_f32, sigma_to_t};
+use super::sigmas::{SigmaRamp, log_sigmas_f32, nearest_timestep, ramp_or_list, sigma_to_t};
 use super::spacing::{TimestepSpacing, dpm_timesteps};
 use super::step_checks::{check_step_count, check_timesteps};
 use super::{ConfigError, PredictionType};
@@ -21,6 +21,8 @@ pub struct VpSchedule {
     pub timestep_spacing: TimestepSpacing,
     pub steps_offset: i64,
     pub ramp: SigmaRamp,
+    /// `sigmas`: the user's own, one per step.
+    pub sigmas: Option<Vec<f64>>,
     /// Zero-SNR tables set ᾱ_T = 2^-24 so sigma_max is finite (UniPC does, DEIS has no such key).
     pub nudge_zero_snr: bool,
     /// `use_flow_sigmas`: a flow-matching model's sigmas instead of the training schedule's.
@@ -48,12 +50,13 @@ impl VpSchedule {
             return Ok(flow_steps(flow, n, steps, last));
         }
         let train = NoiseSchedule::from_alphas_cumprod(alphas_cumprod).train_sigmas();
-        let (timesteps, mut sigmas) = match self.ramp.ramp_on(&train, steps)? {
+        let list = self.sigmas.as_deref();
+        let (timesteps, mut sigmas) = match ramp_or_list(self.ramp, list, &train, steps)? {
             Some(ramp) => {
                 let log_sigmas = log_sigmas_f32(&train);
                 // Karras timesteps are rounded; the others are truncated by diffusers' int64 cast.
                 // A web UI's schedule calls the model at the nearest timestep, as ComfyUI does.
-                let karras = matches!(self.ramp, SigmaRamp::Karras | SigmaRamp::Schedule(_));
+                let karras = nearest_timestep(self.ramp, list.is_some());
                 let timesteps = ramp
                     .iter()
                     .map(|&s| {
@@ -77,7 +80,7 @@ impl VpSchedule {
             }
         };
         check_timesteps(&timesteps, n, steps)?;
-        let repeat = self.ramp != SigmaRamp::Interpolated;
+        let repeat = self.ramp != SigmaRamp::Interpolated || self.sigmas.is_some();
         sigmas.push(match last {
             FinalSigma::Zero => 0.0,
             FinalSigma::SigmaMin if repeat => sigmas[sigmas.len() - 1],
@@ -146,6 +149,7 @@ pub(super) fn vp_multistep_keys() -> serde_json::Map<String, Value> {
         "use_exponential_sigmas": false,
         "use_beta_sigmas": false,
         "sigma_schedule": null,
+        "sigmas": null,
         "use_flow_sigmas": false,
         "flow_shift": 1.0,
         "timestep_spacing": "linspace",
@@ -206,11 +210,13 @@ pub(super) fn vp_schedule(
     nudge_zero_snr: bool,
     flow: Option<FlowSigmas>,
 ) -> Result<VpSchedule, ConfigError> {
+    let ramp = read_ramp_or_schedule(r)?;
     Ok(VpSchedule {
         schedule: c.schedule.clone(),
         timestep_spacing: c.timestep_spacing,
         steps_offset: c.steps_offset,
-        ramp: read_ramp_or_schedule(r)?,
+        ramp,
+        sigmas: read_sigma_list(r, ramp, flow.is_some())?,
         nudge_zero_snr,
         flow,
     })
@@ -245,6 +251,7 @@ mod tests {
             timestep_spacing: TimestepSpacing::Linspace,
             steps_offset: 0,
             ramp,
+            sigmas: None,
             nudge_zero_snr: true,
             flow: None,
         }
