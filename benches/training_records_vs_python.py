@@ -1,6 +1,6 @@
 """difflab's W&B and MLflow readers against the libraries' own Python readers, on 1 million rows each.
 
-    cd /work/main && cargo build --release
+    cargo build --release        # in the repository root
     python3 -m venv /work/venvs/wandb && /work/venvs/wandb/bin/pip install wandb==0.29.0 protobuf==7.36.2
     python3 -m venv /work/venvs/mlflow && /work/venvs/mlflow/bin/pip install mlflow==3.17.2
     python3 benches/training_records_vs_python.py [--rounds 7] [--only wandb|mlflow]
@@ -10,13 +10,13 @@
 Any Python 3.9+ runs this script (it needs only the standard library); it starts the two venvs'
 interpreters for the Python side, with `training_records_readers.py` beside it. wandb is pinned to
 0.29.0, the last release that ships W&B's Python reader of `.wandb` files
-(`wandb.sdk.internal.datastore.DataStore`, used by `wandb sync` until 0.30.0 removed it).
+(`wandb.sdk.internal.datastore.DataStore`, used by the legacy `wandb sync`; 0.30.0 removed it).
 
 The inputs are made once under --data (outside the repository) and reused; a missing one is remade:
   wandb/rows-1000000/  an offline run written by wandb itself (`WANDB_MODE=offline`, `wandb.init`,
                        `run.log` of train/loss, train/lr, train/grad_norm for steps 0..999,999)
   wandb/rows-1/        the same with one row
-  mlflow/rows-1000000/mlflow.db  a copy of tests/data/runs/mlflow_sqlite/mlflow.db (MLflow 3.17's schema
+  mlflow/steps-250000/mlflow.db  a copy of tests/data/runs/mlflow_sqlite/mlflow.db (MLflow 3.17's schema
                        and indexes) plus one run with 4 keys x 250,000 steps, inserted with sqlite3's
                        executemany in logging order (every key at each step)
   mlflow/fixture/mlflow.db       the fixture copy alone
@@ -37,14 +37,11 @@ import argparse
 import json
 import os
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
-
-from training_records_readers import MLFLOW_KEYS, WANDB_KEYS, training_row
 
 BENCHES = Path(__file__).resolve().parent
 READERS = BENCHES / "training_records_readers.py"
@@ -82,48 +79,22 @@ def wandb_input(python, data, rows):
     return path
 
 
-def mlflow_input(data, steps):
-    """`data/mlflow/rows-N/mlflow.db`: the fixture database plus a finished run logging MLFLOW_KEYS at
-    `steps` steps (none for `steps=0`, under `fixture/`), made the first time."""
-    path = data / "mlflow" / (f"rows-{steps * len(MLFLOW_KEYS)}" if steps else "fixture") / "mlflow.db"
+def mlflow_input(python, data, steps):
+    """`data/mlflow/steps-N/mlflow.db`: a copy of the fixture database plus the benchmark run of 4 keys
+    x `steps` steps (the copy alone, under `fixture/`, for `steps=0`), made the first time."""
+    path = data / "mlflow" / (f"steps-{steps}" if steps else "fixture") / "mlflow.db"
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name("mlflow.db.partial")
     shutil.copyfile(FIXTURE_DB, partial)
     if steps:
-        start = time.perf_counter()
-        fill_mlflow_run(partial, steps)
-        print(f"wrote {path}: {steps * len(MLFLOW_KEYS):,} metric rows, "
-              f"{partial.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - start:.1f} s")
+        _, made = python_side(python, "mlflow-write", str(partial), str(steps), MLFLOW_RUN,
+                              MLFLOW_RUN_NAME, MLFLOW_EXPERIMENT)
+        print(f"wrote {path}: {made['rows']:,} metric rows, {partial.stat().st_size / 1e6:.1f} MB "
+              f"in {made['seconds']:.1f} s")
     partial.rename(path)
     return path
-
-
-def fill_mlflow_run(db, steps):
-    """Adds run MLFLOW_RUN to the fixture's experiment, with its rows in `metrics` (every key at each
-    step, 10 ms apart) and `latest_metrics`, the run-name tag, as MLflow's `log_batch` leaves them."""
-    t0 = 1_700_000_000_000
-    with sqlite3.connect(db) as conn:
-        (experiment,) = conn.execute("SELECT experiment_id FROM experiments WHERE name = ?",
-                                     (MLFLOW_EXPERIMENT,)).fetchone()
-        conn.execute(
-            "INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, "
-            "status, start_time, end_time, source_version, lifecycle_stage, artifact_uri, experiment_id) "
-            "VALUES (?, ?, 'LOCAL', '', '', 'bench', 'FINISHED', ?, ?, '', 'active', ?, ?)",
-            (MLFLOW_RUN, MLFLOW_RUN_NAME, t0, t0 + 10 * steps, str(db.parent / "artifacts"), experiment))
-        conn.execute("INSERT INTO tags (key, value, run_uuid) VALUES ('mlflow.runName', ?, ?)",
-                     (MLFLOW_RUN_NAME, MLFLOW_RUN))
-        conn.executemany(
-            "INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) VALUES (?, ?, ?, ?, ?, 0)",
-            ((key, value, t0 + 10 * step, MLFLOW_RUN, step)
-             for step in range(steps) for key, value in training_row(step, MLFLOW_KEYS).items()))
-        last = steps - 1
-        conn.executemany(
-            "INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid) "
-            "VALUES (?, ?, ?, ?, 0, ?)",
-            ((key, value, t0 + 10 * last, last, MLFLOW_RUN)
-             for key, value in training_row(last, MLFLOW_KEYS).items()))
 
 
 def difflab_seconds(exe, path):
@@ -183,8 +154,9 @@ def bench_wandb(args):
     _, python = python_side(args.wandb_python, "wandb-read", str(big))
     check_same("W&B", difflab_scalars(args.difflab, big.parent, run), python["scalars"], WANDB_ROWS)
 
+    keys = len(python["scalars"])
     print(f"\n== W&B: {big} ({big.stat().st_size / 1e6:.1f} MB), {WANDB_ROWS:,} history rows x "
-          f"{len(WANDB_KEYS)} keys; wandb {python['wandb']}; load average {load()}")
+          f"{keys} keys; wandb {python['wandb']}; load average {load()}")
 
     def difflab_round():
         return difflab_seconds(args.difflab, big.parent), difflab_seconds(args.difflab, small.parent)
@@ -204,7 +176,7 @@ def bench_wandb(args):
     start = statistics.median(x for _, x in ours)
     p = statistics.median(x for x, _ in theirs)
     p_wall = statistics.median(x for _, x in theirs)
-    points = WANDB_ROWS * len(WANDB_KEYS)
+    points = WANDB_ROWS * keys
     print(f"difflab: median {d:.3f} s = {WANDB_ROWS / d / 1e6:.2f} M rows/s ({points / d / 1e6:.2f} M "
           f"points/s), process start included; on the 1-row run {start:.3f} s")
     print(f"python:  median {p:.2f} s = {WANDB_ROWS / p / 1e6:.3f} M rows/s ({points / p / 1e6:.3f} M "
@@ -214,14 +186,15 @@ def bench_wandb(args):
 
 def bench_mlflow(args):
     """MLflow: 1 million metric rows, difflab against MlflowClient.get_metric_history."""
-    big = mlflow_input(args.data, MLFLOW_STEPS)
-    small = mlflow_input(args.data, 0)
-    rows = MLFLOW_STEPS * len(MLFLOW_KEYS)
+    big = mlflow_input(args.mlflow_python, args.data, MLFLOW_STEPS)
+    small = mlflow_input(args.mlflow_python, args.data, 0)
     _, python = python_side(args.mlflow_python, "mlflow-read", str(big), MLFLOW_RUN)
     difflab = difflab_scalars(args.difflab, big, f"{MLFLOW_EXPERIMENT}/{MLFLOW_RUN_NAME}")
     check_same("MLflow", difflab, python["scalars"], MLFLOW_STEPS)
+    keys = len(python["scalars"])
+    rows = MLFLOW_STEPS * keys
 
-    print(f"\n== MLflow: {big} ({big.stat().st_size / 1e6:.1f} MB), one run of {len(MLFLOW_KEYS)} keys x "
+    print(f"\n== MLflow: {big} ({big.stat().st_size / 1e6:.1f} MB), one run of {keys} keys x "
           f"{MLFLOW_STEPS:,} steps = {rows:,} rows; mlflow {python['mlflow']}; load average {load()}")
 
     def difflab_round():
@@ -256,7 +229,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--only", choices=["wandb", "mlflow"])
-    ap.add_argument("--data", type=Path, default=Path("/work/bench"))
+    ap.add_argument("--data", type=lambda p: Path(p).resolve(), default="/work/bench")
     ap.add_argument("--wandb-python", default="/work/venvs/wandb/bin/python")
     ap.add_argument("--mlflow-python", default="/work/venvs/mlflow/bin/python")
     ap.add_argument("--difflab", default=str(BENCHES.parent / "target" / "release" / "difflab"))
