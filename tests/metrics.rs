@@ -419,3 +419,77 @@ fn a_resumed_run_keeps_what_tensorboard_keeps_in_one_file_and_across_files() {
         "{text}"
     );
 }
+
+/// An event file holding `scalar` at step 0, or a run's hyperparameters as torch's `add_hparams` writes them.
+fn event_file(scalar: Option<(&str, f32)>, hparams: &[(&str, f64)]) -> Vec<u8> {
+    use difflab::metrics::tfevents::proto;
+    use difflab::metrics::tfevents::record::encode_record;
+    use prost::Message;
+    let mut value = proto::SummaryValue::default();
+    if let Some((tag, v)) = scalar {
+        value.tag = tag.into();
+        value.simple_value = Some(v);
+    } else {
+        let info = proto::SessionStartInfo {
+            hparams: hparams
+                .iter()
+                .map(|(k, v)| {
+                    let v = proto::ProtoValue {
+                        number_value: Some(*v),
+                        ..Default::default()
+                    };
+                    (k.to_string(), v)
+                })
+                .collect(),
+        };
+        let data = proto::HParamsPluginData {
+            session_start_info: Some(info),
+        };
+        value.tag = "_hparams_/session_start_info".into();
+        value.metadata = Some(proto::SummaryMetadata {
+            plugin_data: Some(proto::PluginData {
+                plugin_name: "hparams".into(),
+                content: data.encode_to_vec(),
+            }),
+        });
+    }
+    let event = proto::Event {
+        wall_time: 1.0,
+        summary: Some(proto::Summary { value: vec![value] }),
+        ..Default::default()
+    };
+    let mut buf = Vec::new();
+    encode_record(&event.encode_to_vec(), &mut buf);
+    buf
+}
+
+/// accelerate's TensorBoard tracker logs a run's config through torch's `add_hparams`, which writes it into
+/// a sub-folder named by the time: it is the run's config, not a run of its own, and runs differ by it.
+#[test]
+fn hparams_in_a_timestamp_folder_are_the_runs_config() {
+    let dir = tempfile::tempdir().unwrap();
+    for (run, lr) in [("a", 1e-4), ("b", 5e-5)] {
+        let folder = dir.path().join(run);
+        std::fs::create_dir_all(folder.join("1700000000.123456")).unwrap();
+        std::fs::write(
+            folder.join("events.out.tfevents.1.host"),
+            event_file(Some(("loss", 0.5)), &[]),
+        )
+        .unwrap();
+        let hparams = event_file(None, &[("learning_rate", lr), ("train_batch_size", 16.0)]);
+        std::fs::write(
+            folder.join("1700000000.123456/events.out.tfevents.2.host"),
+            hparams,
+        )
+        .unwrap();
+    }
+    let store = difflab::metrics::load(&[dir.path()]).unwrap();
+    let (runs, differing) = difflab::metrics::diff::differing_config(&store);
+    assert_eq!(runs, ["a", "b"]);
+    let keys: Vec<&str> = differing.iter().map(|d| d.key.as_str()).collect();
+    assert_eq!(keys, ["learning_rate"]);
+    assert_eq!(
+        differing[0].values,
+        [Some(serde_json::json!(1e-4)), Some(serde_json::json!(5e-5))]
+    );
+}

@@ -54,10 +54,7 @@ pub trait LogFormat: Sync {
     /// The run folder of the log at `rel` (relative to the root given, never empty), as path components;
     /// the log's own folder unless the format names its runs otherwise.
     fn run_path(&self, rel: &Path) -> Vec<String> {
-        let dir = rel.parent().unwrap_or(Path::new(""));
-        dir.components()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-            .collect()
+        folder_parts(rel)
     }
 
     /// The run a log given directly (not found in a folder) is named by, when the format names it (a
@@ -83,6 +80,14 @@ pub trait LogFormat: Sync {
             format!("{} logs hold no images", self.name()),
         ))
     }
+}
+
+/// The folders of the log at `rel`, as path components.
+pub fn folder_parts(rel: &Path) -> Vec<String> {
+    let dir = rel.parent().unwrap_or(Path::new(""));
+    dir.components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect()
 }
 
 /// A format's name in events and sources: an index into [`FORMATS`], cheap to copy and compare.

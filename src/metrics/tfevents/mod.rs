@@ -18,6 +18,7 @@ use prost::Message;
 use std::io;
 use std::path::Path;
 
+use super::format::folder_parts;
 use super::item::png_size;
 use super::{
     Decoder, FactKind, ImageSource, LogDecoder, LogFormat, LogImage, LogSink, Point, Skipped,
@@ -36,6 +37,16 @@ impl LogFormat for TfEvents {
         name.starts_with("events.out.tfevents.")
     }
 
+    /// Its folder; but torch's `add_hparams` (which accelerate's `init_trackers(config=...)` calls) writes the
+    /// hyperparameters into a sub-folder named by the time (`1700000000.123`): they belong to the run above.
+    fn run_path(&self, rel: &Path) -> Vec<String> {
+        let mut parts = folder_parts(rel);
+        if parts.last().is_some_and(|p| is_time_folder(p)) {
+            parts.pop();
+        }
+        parts
+    }
+
     fn decoder(&self) -> Option<Decoder> {
         Some(Box::new(EventDecoder::new()))
     }
@@ -51,6 +62,13 @@ impl LogFormat for TfEvents {
             )),
         }
     }
+}
+
+/// Whether a folder name is a Unix time with a fraction, as `str(time.time())` writes it.
+fn is_time_folder(name: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    name.split_once('.')
+        .is_some_and(|(secs, frac)| (9..=11).contains(&secs.len()) && digits(secs) && digits(frac))
 }
 
 /// Incremental event-file decoder.
