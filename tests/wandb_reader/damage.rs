@@ -34,11 +34,7 @@ fn records_of(bytes: &[u8]) -> Vec<Vec<(usize, usize, u8)>> {
 
 /// A history row at `step` with one scalar `x` and `pad` bytes of filler.
 fn row(step: i64, pad: usize) -> Vec<u8> {
-    let item = |key: &str, json: String| Item {
-        key: key.into(),
-        nested_key: vec![],
-        value_json: json,
-    };
+    let item = |key: &str, json: String| Item::new(key, &[], &json);
     Record {
         history: Some(HistoryRecord {
             item: vec![

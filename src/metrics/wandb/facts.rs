@@ -52,7 +52,7 @@ pub fn exit(r: &RunExitRecord, sink: &mut dyn LogSink) {
 pub fn config(c: &ConfigRecord, sink: &mut dyn LogSink) -> usize {
     let mut bad = 0;
     for item in &c.update {
-        match json::parse(&item.value_json) {
+        match item.json().and_then(json::parse) {
             Some(v) => sink.fact(FactKind::Config, &key(item), json::for_fact(v)),
             None => bad += 1,
         }
@@ -78,7 +78,7 @@ pub fn summary(s: &SummaryRecord, sink: &mut dyn LogSink) -> usize {
         if top.starts_with('_') || media.contains(top) {
             continue;
         }
-        match json::parse(&item.value_json) {
+        match item.json().and_then(json::parse) {
             Some(Value::Object(dict)) if dict.contains_key("_type") => {}
             Some(v) => sink.fact(FactKind::Summary, &path.join("."), json::for_fact(v)),
             None => bad += 1,
@@ -125,11 +125,7 @@ mod tests {
     }
 
     fn item(key: &str, nested: &[&str], json: &str) -> Item {
-        Item {
-            key: key.into(),
-            nested_key: nested.iter().map(|s| s.to_string()).collect(),
-            value_json: json.into(),
-        }
+        Item::new(key, nested, json)
     }
 
     #[test]

@@ -26,10 +26,15 @@ pub struct Rows {
 /// The path of an item: its key, or its nested key.
 pub fn item_path(item: &Item) -> Vec<&str> {
     if item.key.is_empty() {
-        item.nested_key.iter().map(String::as_str).collect()
+        item.nested_key.iter().map(|k| text(k)).collect()
     } else {
-        vec![item.key.as_str()]
+        vec![text(&item.key)]
     }
+}
+
+/// A key's text: protobuf strings are UTF-8; bytes that are not (a damaged record) read as U+FFFD.
+fn text(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or("\u{fffd}")
 }
 
 /// Sends the scalars and images of one row to `sink`; returns how many items did not parse.
@@ -40,7 +45,7 @@ pub fn row(h: &HistoryRecord, rows: &mut Rows, sink: &mut dyn LogSink) -> usize 
     let mut bad = 0;
     for item in &h.item {
         let path = item_path(item);
-        let Some(value) = json::parse(&item.value_json) else {
+        let Some(value) = item.json().and_then(json::parse) else {
             bad += 1;
             continue;
         };
@@ -174,14 +179,9 @@ mod tests {
     }
 
     fn item(path: &[&str], json: &str) -> Item {
-        let (key, nested_key) = match path {
-            [one] => (one.to_string(), vec![]),
-            _ => (String::new(), path.iter().map(|s| s.to_string()).collect()),
-        };
-        Item {
-            key,
-            nested_key,
-            value_json: json.into(),
+        match path {
+            [one] => Item::new(one, &[], json),
+            _ => Item::new("", path, json),
         }
     }
 

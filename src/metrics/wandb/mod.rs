@@ -108,7 +108,8 @@ impl LogDecoder for WandbDecoder {
 /// Sends what one serialized `Record` holds to `sink`; false if it does not decode or some of its
 /// values do not parse (the others are still sent).
 fn decode_record(payload: &[u8], rows: &mut Rows, sink: &mut dyn LogSink) -> bool {
-    let Ok(record) = proto::Record::decode(payload) else {
+    // Decoded from a buffer of its own, the record's strings are views into it, not copies.
+    let Ok(record) = proto::Record::decode(bytes::Bytes::copy_from_slice(payload)) else {
         return false;
     };
     let mut bad = 0;

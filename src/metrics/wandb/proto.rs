@@ -42,15 +42,33 @@ pub struct HistoryStep {
 }
 
 /// `HistoryItem`, `ConfigItem` and `SummaryItem`, which have the same fields: a key (or the path of
-/// a nested key) and its value as JSON.
+/// a nested key) and its value as JSON. The strings are views into the record read (every `run.log`
+/// writes two records of several items: one allocation a string would dominate reading a long run).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Item {
-    #[prost(string, tag = "1")]
-    pub key: String,
-    #[prost(string, repeated, tag = "2")]
-    pub nested_key: Vec<String>,
-    #[prost(string, tag = "16")]
-    pub value_json: String,
+    #[prost(bytes = "bytes", tag = "1")]
+    pub key: bytes::Bytes,
+    #[prost(bytes = "bytes", repeated, tag = "2")]
+    pub nested_key: Vec<bytes::Bytes>,
+    #[prost(bytes = "bytes", tag = "16")]
+    pub value_json: bytes::Bytes,
+}
+
+impl Item {
+    /// An item from text (for building records).
+    pub fn new(key: &str, nested_key: &[&str], value_json: &str) -> Self {
+        let text = |s: &str| bytes::Bytes::copy_from_slice(s.as_bytes());
+        Item {
+            key: text(key),
+            nested_key: nested_key.iter().map(|s| text(s)).collect(),
+            value_json: text(value_json),
+        }
+    }
+
+    /// The value's JSON text; `None` when it is not UTF-8 (a damaged record).
+    pub fn json(&self) -> Option<&str> {
+        std::str::from_utf8(&self.value_json).ok()
+    }
 }
 
 /// `wandb_internal.ConfigRecord`.
