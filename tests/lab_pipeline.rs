@@ -216,6 +216,34 @@ fn check_models_against(
         diff < tolerance,
         "{models} on {folder} {case_name}: image differs by {diff}"
     );
+    check_final_latents(&file, case, row, tolerance);
+}
+
+/// `--save-samples` writes a latent model's final latents beside its images (`latents/<cell>.npy`, [N, C, H,
+/// W]): they equal the reference pipeline's where it keeps them in that layout (FLUX packs its own).
+fn check_final_latents(images: &Path, case: &Value, row: usize, tolerance: f32) {
+    let file = images
+        .parent()
+        .unwrap()
+        .with_file_name("latents")
+        .join(images.file_name().unwrap());
+    let ours: ArrayD<f32> = read_npy(&file).unwrap();
+    assert_eq!(ours.ndim(), 4, "{}", file.display());
+    let want: ArrayD<f32> =
+        read_npy(data().join(case["final_latents"]["file"].as_str().unwrap())).unwrap();
+    if want.shape()[1..] != ours.shape()[1..] {
+        return;
+    }
+    let want = want
+        .index_axis(Axis(0), row)
+        .insert_axis(Axis(0))
+        .to_owned();
+    let diff = max_difference(&ours, &want);
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1.0);
+    assert!(
+        diff < tolerance * scale,
+        "final latents differ by {diff} (largest {scale})"
+    );
 }
 
 #[test]

@@ -34,7 +34,8 @@ pub struct Args {
     #[arg(long)]
     pub force: bool,
     /// Also write each cell's finished samples as samples/<cell>.npy: float32 [N, C, H, W] images in [0, 1]
-    /// (decoded for latent models), in seed order, prompt-major when there are prompts.
+    /// (decoded for latent models), in seed order, prompt-major when there are prompts; and a latent model's
+    /// final latents, undecoded, as latents/<cell>.npy in the same order.
     #[arg(long)]
     pub save_samples: bool,
     /// Also write each cell's preview samples at every step as steps/<cell>.png: a row per preview

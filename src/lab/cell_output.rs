@@ -16,10 +16,16 @@ pub(super) struct CellOutput {
     /// Why the features could not be computed; the cell's samples go on being taken.
     pub quality_error: Option<String>,
     pub sample_file: Option<SampleFile>,
+    /// A latent model's final latents (`latents/<cell>.npy`).
+    pub latent_file: Option<SampleFile>,
 }
 
 impl CellOutput {
-    pub fn new(keep: usize, sample_file: Option<SampleFile>) -> Self {
+    pub fn new(
+        keep: usize,
+        sample_file: Option<SampleFile>,
+        latent_file: Option<SampleFile>,
+    ) -> Self {
         CellOutput {
             keep,
             kept_samples: Vec::new(),
@@ -27,6 +33,7 @@ impl CellOutput {
             features: CellFeatures::default(),
             quality_error: None,
             sample_file,
+            latent_file,
         }
     }
 
@@ -52,6 +59,9 @@ impl CellOutput {
         }
         if let Some(file) = &mut self.sample_file {
             file.write(first, images)?;
+        }
+        if let Some(file) = &mut self.latent_file {
+            file.write(first, samples)?;
         }
         if let (Some(q), None) = (quality, &self.quality_error) {
             let scored = q.run(images, image_shape, batch, &mut self.features);

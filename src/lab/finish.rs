@@ -53,10 +53,13 @@ impl Finish<'_> {
     ) -> Result<(CellResult, Vec<f32>), PathError> {
         let shape = self.pictures.image_shape;
         let item = shape.iter().product::<usize>();
-        let mut output = std::mem::replace(&mut state.output, CellOutput::new(0, None));
+        let mut output = std::mem::replace(&mut state.output, CellOutput::new(0, None, None));
         let images = output.kept_images[..cell.preview * item].to_vec();
         let grid_path = write_grid(self.out, cell, &images, shape)?;
-        if let Some(file) = output.sample_file.take() {
+        for file in [output.sample_file.take(), output.latent_file.take()]
+            .into_iter()
+            .flatten()
+        {
             file.finish()?;
         }
         let mut result = self.result(cell, state, grid_path);
@@ -124,7 +127,20 @@ impl Finish<'_> {
             }
             false => None,
         };
-        Ok(CellOutput::new(keep, file))
+        // A latent model's final latents too, for another tool to decode or compare.
+        let latents = match self.save_samples && self.pictures.decoder.is_some() {
+            true => {
+                let path = self.out.join(format!("latents/{}.npy", cell.file_stem()));
+                let shape = self.pictures.sample_shape;
+                Some(SampleFile::create_latents(
+                    &path,
+                    shape,
+                    &cell.output_order(),
+                )?)
+            }
+            false => None,
+        };
+        Ok(CellOutput::new(keep, file, latents))
     }
 
     /// A cell's result without scores: its timing so far and where its grid is.

@@ -101,7 +101,12 @@ impl<'a> Batch<'a> {
         for &c in &pending {
             let cell = &cells[c];
             let state = match solving {
-                true => CellState::new(cell, cell.samples(), self.item, CellOutput::new(0, None)),
+                true => CellState::new(
+                    cell,
+                    cell.samples(),
+                    self.item,
+                    CellOutput::new(0, None, None),
+                ),
                 false => {
                     let solution = cell
                         .reference_in(self.references)

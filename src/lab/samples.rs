@@ -93,10 +93,13 @@ fn dtype_name(desc: &str) -> &'static str {
 }
 
 /// `samples/<cell>.npy` written as the cell's lanes finish: float32 [N, C, H, W] in [0, 1], rows in the
-/// cell's output order, each lane's images written at their rows. It is a temporary file until `finish`
-/// renames it into place, so readers never see a part and a failed cell leaves none.
+/// cell's output order, each lane's images written at their rows (or, for `latents/<cell>.npy`, a latent
+/// model's final latents as they are). It is a temporary file until `finish` renames it into place, so
+/// readers never see a part and a failed cell leaves none.
 pub struct SampleFile {
     path: PathBuf,
+    /// Images in model space [-1, 1] are written in [0, 1]; latents as they are.
+    images: bool,
     tmp: PathBuf,
     file: Option<File>,
     /// Where the array's data starts in the file.
@@ -107,8 +110,26 @@ pub struct SampleFile {
 }
 
 impl SampleFile {
-    /// Creates the (zeroed) file for `order.len()` samples of `shape`; `order[r]` is the item at row r.
+    /// Creates the (zeroed) file for `order.len()` images of `shape`; `order[r]` is the item at row r.
     pub fn create(path: &Path, shape: [usize; 3], order: &[usize]) -> Result<Self, PathError> {
+        Self::create_as(path, shape, order, true)
+    }
+
+    /// As [`Self::create`], for latents written as they are.
+    pub fn create_latents(
+        path: &Path,
+        shape: [usize; 3],
+        order: &[usize],
+    ) -> Result<Self, PathError> {
+        Self::create_as(path, shape, order, false)
+    }
+
+    fn create_as(
+        path: &Path,
+        shape: [usize; 3],
+        order: &[usize],
+        images: bool,
+    ) -> Result<Self, PathError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(at("create", dir))?;
         }
@@ -126,6 +147,7 @@ impl SampleFile {
         }
         Ok(SampleFile {
             path: path.to_path_buf(),
+            images,
             tmp,
             file: Some(file),
             data_start,
@@ -134,7 +156,7 @@ impl SampleFile {
         })
     }
 
-    /// Writes the images (model space [-1, 1]) of items `first..`, each at its row.
+    /// Writes the images (model space [-1, 1]) or latents of items `first..`, each at its row.
     pub fn write(&mut self, first: usize, images: &[f32]) -> Result<(), PathError> {
         let Some(file) = self.file.as_mut() else {
             return Ok(());
@@ -142,8 +164,13 @@ impl SampleFile {
         let mut bytes = Vec::with_capacity(self.item * 4);
         for (k, image) in images.chunks_exact(self.item).enumerate() {
             bytes.clear();
-            for v in image {
-                bytes.extend_from_slice(&(v / 2.0 + 0.5).clamp(0.0, 1.0).to_le_bytes());
+            for &v in image {
+                let v = if self.images {
+                    (v / 2.0 + 0.5).clamp(0.0, 1.0)
+                } else {
+                    v
+                };
+                bytes.extend_from_slice(&v.to_le_bytes());
             }
             let row = self.row_of[first + k] as u64;
             file.seek(SeekFrom::Start(
