@@ -40,16 +40,6 @@ pub enum FactKind {
     Summary,
 }
 
-impl FactKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            FactKind::Info => "info",
-            FactKind::Config => "config",
-            FactKind::Summary => "summary",
-        }
-    }
-}
-
 /// The width and height a PNG's header gives, if `png` starts like a PNG.
 pub fn png_size(png: &[u8]) -> Option<(u32, u32)> {
     const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";

@@ -60,8 +60,8 @@ impl LogDecoder for ConfigDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Format;
     use crate::metrics::tail::SourceBuilder;
-    use crate::metrics::{Format, Point};
 
     fn read(pieces: &[&[u8]]) -> (crate::metrics::store::Facts, Skipped) {
         let mut decoder = ConfigDecoder::default();
@@ -92,6 +92,5 @@ mod tests {
         assert_eq!(facts.len(), 2);
         let (_, skipped) = read(&[b"[1, 2]"]);
         assert_eq!(skipped.bad_records, 1);
-        let _ = |_: &str, _: Point| {};
     }
 }

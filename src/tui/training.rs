@@ -331,12 +331,7 @@ pub fn follow(
                 let log: Arc<Path> = Arc::from(path.as_path());
                 let images = images
                     .iter()
-                    .map(|(tag, list)| {
-                        let list = list
-                            .iter()
-                            .map(|i| TrainingImage::new(i, log.clone(), format));
-                        (tag.clone(), list.collect())
-                    })
+                    .map(|(tag, list)| (tag.clone(), TrainingImage::all(list, &log, format)))
                     .collect();
                 send(TrainingUpdate::Images { run, images })
             }
@@ -408,12 +403,10 @@ pub(crate) fn replacement(run: &crate::metrics::Run) -> TrainingUpdate {
     for source in run.sources.values() {
         let log: Arc<Path> = Arc::from(source.path.as_path());
         for (tag, list) in &source.images {
-            let list = list
-                .iter()
-                .map(|i| TrainingImage::new(i, log.clone(), source.format));
+            let list = TrainingImage::all(list, &log, source.format);
             match images.iter_mut().find(|(t, _)| t == tag) {
                 Some((_, held)) => held.extend(list),
-                None => images.push((tag.clone(), list.collect())),
+                None => images.push((tag.clone(), list)),
             }
         }
         if !source.facts.is_empty() {

@@ -36,6 +36,14 @@ impl TrainingImage {
             source: image.source.clone(),
         }
     }
+
+    /// The images one log reported, in order.
+    pub fn all(images: &[LogImage], log: &Arc<Path>, format: Format) -> Vec<Self> {
+        images
+            .iter()
+            .map(|i| Self::new(i, log.clone(), format))
+            .collect()
+    }
 }
 
 /// The images one run logged under one tag, in the order read.
