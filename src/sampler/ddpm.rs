@@ -11,7 +11,7 @@ use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
 use super::spacing::TimestepSpacing;
 use super::step_checks::checked_timesteps;
-use super::{NoiseSource, PredictionType, Scheduler, StepError, check_step};
+use super::{NoiseSource, Noising, PredictionType, Scheduler, StepError, check_step};
 
 pub use super::settings::DdpmVariance;
 
@@ -91,6 +91,14 @@ impl Scheduler for Ddpm {
 
     fn timesteps(&self) -> &[f64] {
         &self.model_timesteps
+    }
+
+    fn start_at(&mut self, call: usize) -> Option<Noising> {
+        let t = *self.timesteps.get(call)?;
+        self.index = call;
+        Some(Noising::alpha_bar(
+            self.schedule.alphas_cumprod()[t as usize],
+        ))
     }
 
     fn is_stochastic(&self) -> bool {

@@ -15,7 +15,7 @@ use super::sigmas::SigmaSpace;
 use super::vp_sigmas::{
     FinalSigma, VpSchedule, data_prediction, one_of, vp_multistep_keys, vp_schedule,
 };
-use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
+use super::{ConfigError, NoiseSource, Noising, PredictionType, Scheduler, StepError, check_step};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeisConfig {
@@ -31,6 +31,8 @@ pub struct Deis {
     timesteps: Vec<f64>,
     sigmas: Vec<f32>,
     index: usize,
+    /// The step the run started at (0, or later for img2img).
+    begin: usize,
     /// The last `solver_order` noise predictions, oldest first.
     history: Vec<Vec<f64>>,
 }
@@ -42,6 +44,7 @@ impl Deis {
             timesteps: Vec::new(),
             sigmas: Vec::new(),
             index: 0,
+            begin: 0,
             history: Vec::new(),
         }
     }
@@ -50,7 +53,7 @@ impl Deis {
     fn order_for(&self, i: usize, n: usize) -> usize {
         let c = &self.config;
         let short = c.lower_order_final && n < 15;
-        let warm = c.solver_order.min(i + 1);
+        let warm = c.solver_order.min(i - self.begin + 1);
         if i + 1 == n && short {
             1
         } else if i + 2 == n && short {
@@ -135,6 +138,7 @@ impl Scheduler for Deis {
         self.timesteps = s.timesteps.iter().map(|&t| t as f64).collect();
         self.sigmas = s.sigmas;
         self.index = 0;
+        self.begin = 0;
         self.history.clear();
         Ok(())
     }
@@ -149,6 +153,16 @@ impl Scheduler for Deis {
 
     fn order_at(&self, i: usize) -> usize {
         self.order_for(i, self.timesteps.len())
+    }
+
+    fn start_at(&mut self, call: usize) -> Option<Noising> {
+        let sigma = *self
+            .sigmas
+            .get(call)
+            .filter(|_| call < self.timesteps.len())?;
+        self.index = call;
+        self.begin = call;
+        Some(Noising::solver(self.space(), sigma))
     }
 
     fn is_stochastic(&self) -> bool {

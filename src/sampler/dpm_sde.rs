@@ -13,7 +13,7 @@ use super::kdiff::{
 };
 use super::schedule::ScheduleConfig;
 use super::sigmas::sigma_to_t;
-use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
+use super::{ConfigError, NoiseSource, Noising, PredictionType, Scheduler, StepError, check_step};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DpmSdeConfig {
@@ -126,6 +126,19 @@ impl Scheduler for DpmSde {
 
     fn order_at(&self, i: usize) -> usize {
         if i % 2 == 1 { 2 } else { 1 }
+    }
+
+    fn calls_per_step(&self) -> usize {
+        2
+    }
+
+    fn start_at(&mut self, call: usize) -> Option<Noising> {
+        // A step's two calls go together: a start is always a step's first call.
+        if !call.is_multiple_of(2) || call >= self.timesteps.len() {
+            return None;
+        }
+        self.call = call;
+        Some(Noising::sigma(self.sigmas[call / 2]))
     }
 
     fn is_stochastic(&self) -> bool {

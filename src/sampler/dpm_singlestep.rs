@@ -15,10 +15,10 @@ use super::schedule::{NoiseSchedule, ScheduleConfig};
 use super::settings::FinalSigma;
 use super::settings::SolverType;
 use super::sigmas::{SigmaRamp, log_sigmas_f32, nearest_timestep, ramp_or_list, sigma_to_t};
-use super::sigmas::{alpha_sigma_lambda, lambda_clipped_end};
+use super::sigmas::{SigmaSpace, alpha_sigma_lambda, lambda_clipped_end};
 use super::spacing::{TimestepSpacing, dpm_timesteps};
 use super::step_checks::{check_step_count, check_timesteps};
-use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
+use super::{ConfigError, NoiseSource, Noising, PredictionType, Scheduler, StepError, check_step};
 
 /// diffusers' `algorithm_type` of the singlestep solver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -314,6 +314,15 @@ impl Scheduler for DpmSinglestep {
 
     fn order_at(&self, i: usize) -> usize {
         self.orders.get(i).copied().unwrap_or(1)
+    }
+
+    fn start_at(&mut self, call: usize) -> Option<Noising> {
+        let sigma = *self
+            .sigmas
+            .get(call)
+            .filter(|_| call < self.timesteps.len())?;
+        self.index = call;
+        Some(Noising::solver(SigmaSpace::Vp, sigma))
     }
 
     fn is_stochastic(&self) -> bool {

@@ -17,7 +17,7 @@ use super::sigmas::{SigmaRamp, nearest_timestep, ramp_or_list, sigma_to_t};
 use super::sigmas::{SigmaSpace, lambda_clipped_end};
 use super::spacing::{TimestepSpacing, dpm_timesteps};
 use super::step_checks::{check_step_count, check_timesteps};
-use super::{NoiseSource, PredictionType, Scheduler, StepError, check_step};
+use super::{NoiseSource, Noising, PredictionType, Scheduler, StepError, check_step};
 
 /// diffusers' `algorithm_type` (the deprecated noise-prediction variants are not supported).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +66,8 @@ pub struct DpmSolver {
     /// `steps + 1` sigmas, float32 as in diffusers.
     sigmas: Vec<f32>,
     index: usize,
+    /// The step the run started at (0, or later for img2img).
+    begin: usize,
     /// The last `solver_order` x0 predictions, oldest first.
     history: Vec<Vec<f32>>,
     noise: Vec<f32>,
@@ -90,6 +92,7 @@ impl DpmSolver {
             model_timesteps: Vec::new(),
             sigmas: Vec::new(),
             index: 0,
+            begin: 0,
             noise: Vec::new(),
         }
     }
@@ -109,6 +112,7 @@ impl DpmSolver {
         let final_zero = c.final_sigmas_type == FinalSigma::Zero;
         multistep_order(
             i,
+            self.begin,
             n,
             c.solver_order,
             c.lower_order_final,
@@ -236,6 +240,7 @@ impl Scheduler for DpmSolver {
         self.sigmas = sigmas;
         self.model_timesteps = self.timesteps.iter().map(|&t| t as f64).collect();
         self.index = 0;
+        self.begin = 0;
         for h in &mut self.history {
             h.clear();
         }
@@ -252,6 +257,16 @@ impl Scheduler for DpmSolver {
 
     fn order_at(&self, i: usize) -> usize {
         self.order_for(i, self.timesteps.len())
+    }
+
+    fn start_at(&mut self, call: usize) -> Option<Noising> {
+        let sigma = *self
+            .sigmas
+            .get(call)
+            .filter(|_| call < self.timesteps.len())?;
+        self.index = call;
+        self.begin = call;
+        Some(Noising::solver(self.space(), sigma))
     }
 
     fn is_stochastic(&self) -> bool {

@@ -17,7 +17,7 @@ use super::prediction::X0Clip;
 use super::schedule::{ScheduleConfig, torch_linspace_f32};
 use super::settings::{FinalSigma, SolverType};
 use super::sigmas::karras;
-use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
+use super::{ConfigError, NoiseSource, Noising, PredictionType, Scheduler, StepError, check_step};
 
 /// diffusers' `sigma_schedule`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +177,15 @@ impl Scheduler for EdmEuler {
         Some(&self.sigmas)
     }
 
+    fn start_at(&mut self, call: usize) -> Option<Noising> {
+        let sigma = *self
+            .sigmas
+            .get(call)
+            .filter(|_| call < self.timesteps.len())?;
+        self.index = call;
+        Some(Noising::sigma(sigma))
+    }
+
     fn is_stochastic(&self) -> bool {
         self.config.churn.s_churn > 0.0
     }
@@ -237,6 +246,8 @@ pub struct EdmDpm {
     sigmas: Vec<f32>,
     timesteps: Vec<f64>,
     index: usize,
+    /// The step the run started at (0, or later for img2img).
+    begin: usize,
     /// The last `solver_order` denoised predictions, oldest first.
     history: Vec<Vec<f32>>,
     noise: Vec<f32>,
@@ -259,6 +270,7 @@ impl EdmDpm {
             sigmas: Vec::new(),
             timesteps: Vec::new(),
             index: 0,
+            begin: 0,
             noise: Vec::new(),
         }
     }
@@ -269,6 +281,7 @@ impl EdmDpm {
         let final_zero = !c.edm.final_sigma_min;
         multistep_order(
             i,
+            self.begin,
             n,
             c.solver_order,
             c.lower_order_final,
@@ -333,6 +346,7 @@ impl Scheduler for EdmDpm {
         });
         self.sigmas = sigmas;
         self.index = 0;
+        self.begin = 0;
         for h in &mut self.history {
             h.clear();
         }
@@ -359,6 +373,16 @@ impl Scheduler for EdmDpm {
 
     fn order_at(&self, i: usize) -> usize {
         self.order_for(i, self.timesteps.len())
+    }
+
+    fn start_at(&mut self, call: usize) -> Option<Noising> {
+        let sigma = *self
+            .sigmas
+            .get(call)
+            .filter(|_| call < self.timesteps.len())?;
+        self.index = call;
+        self.begin = call;
+        Some(Noising::sigma(sigma))
     }
 
     fn is_stochastic(&self) -> bool {

@@ -12,7 +12,7 @@ use super::kdiff::{
 };
 use super::schedule::ScheduleConfig;
 use super::settings::FinalSigma;
-use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
+use super::{ConfigError, NoiseSource, Noising, PredictionType, Scheduler, StepError, check_step};
 
 impl Default for Churn {
     fn default() -> Self {
@@ -104,6 +104,15 @@ impl Scheduler for Euler {
 
     fn sigmas(&self) -> Option<&[f32]> {
         Some(&self.sigmas)
+    }
+
+    fn start_at(&mut self, call: usize) -> Option<Noising> {
+        let sigma = *self
+            .sigmas
+            .get(call)
+            .filter(|_| call < self.timesteps.len())?;
+        self.index = call;
+        Some(Noising::sigma(sigma))
     }
 
     fn is_stochastic(&self) -> bool {

@@ -12,7 +12,7 @@ use super::kdiff::{
 use super::schedule::ScheduleConfig;
 use super::sigmas::SigmaRamp;
 use super::sigmas::ancestral_sigmas;
-use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
+use super::{ConfigError, NoiseSource, Noising, PredictionType, Scheduler, StepError, check_step};
 
 /// Euler a's settings: the k-diffusion ones, nothing of its own.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,6 +68,15 @@ impl Scheduler for EulerAncestral {
 
     fn sigmas(&self) -> Option<&[f32]> {
         Some(&self.sigmas)
+    }
+
+    fn start_at(&mut self, call: usize) -> Option<Noising> {
+        let sigma = *self
+            .sigmas
+            .get(call)
+            .filter(|_| call < self.timesteps.len())?;
+        self.index = call;
+        Some(Noising::sigma(sigma))
     }
 
     fn is_stochastic(&self) -> bool {

@@ -13,7 +13,7 @@ use super::schedule::ScheduleConfig;
 use super::sigmas::SigmaRamp;
 use super::spacing::linspace;
 use super::step_checks::check_step_count;
-use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
+use super::{ConfigError, NoiseSource, Noising, PredictionType, Scheduler, StepError, check_step};
 
 /// Sigmas given to `set_timesteps` instead of the class's own grid.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,6 +140,15 @@ impl Scheduler for FlowEuler {
 
     fn sigmas(&self) -> Option<&[f32]> {
         Some(&self.sigmas)
+    }
+
+    fn start_at(&mut self, call: usize) -> Option<Noising> {
+        let sigma = *self
+            .sigmas
+            .get(call)
+            .filter(|_| call < self.timesteps.len())?;
+        self.index = call;
+        Some(Noising::flow(sigma))
     }
 
     fn is_stochastic(&self) -> bool {

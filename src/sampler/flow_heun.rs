@@ -12,7 +12,7 @@ use super::flow_shift::{Precision, constant_shift};
 use super::kdiff::{Churn, number_or_inf};
 use super::schedule::ScheduleConfig;
 use super::step_checks::check_step_count;
-use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
+use super::{ConfigError, NoiseSource, Noising, PredictionType, Scheduler, StepError, check_step};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FlowHeunConfig {
@@ -78,6 +78,19 @@ impl Scheduler for FlowHeun {
 
     fn order_at(&self, i: usize) -> usize {
         if i % 2 == 1 { 2 } else { 1 }
+    }
+
+    fn calls_per_step(&self) -> usize {
+        2
+    }
+
+    fn start_at(&mut self, call: usize) -> Option<Noising> {
+        // A step's two calls go together: a start is always a step's first call.
+        if !call.is_multiple_of(2) || call >= self.timesteps.len() {
+            return None;
+        }
+        self.call = call;
+        Some(Noising::flow(self.sigmas[call]))
     }
 
     fn is_stochastic(&self) -> bool {

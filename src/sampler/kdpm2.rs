@@ -14,7 +14,7 @@ use super::kdiff::{
 use super::schedule::ScheduleConfig;
 use super::sigmas::ancestral_sigmas;
 use super::sigmas::{SigmaRamp, sigma_to_t};
-use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
+use super::{ConfigError, NoiseSource, Noising, PredictionType, Scheduler, StepError, check_step};
 
 /// `exp(torch.lerp(log a, log b, 0.5))` as torch computes it (`b - (b - a)·0.5` in log space), so a
 /// zero end gives 0 and the rounding is torch's.
@@ -171,6 +171,19 @@ impl Scheduler for Kdpm2 {
 
     fn order_at(&self, i: usize) -> usize {
         if i % 2 == 1 { 2 } else { 1 }
+    }
+
+    fn calls_per_step(&self) -> usize {
+        2
+    }
+
+    fn start_at(&mut self, call: usize) -> Option<Noising> {
+        // A step's two calls go together: a start is always a step's first call.
+        if !call.is_multiple_of(2) || call >= self.timesteps.len() {
+            return None;
+        }
+        self.call = call;
+        Some(Noising::sigma(self.t.sigmas[call / 2]))
     }
 
     fn is_stochastic(&self) -> bool {

@@ -10,7 +10,7 @@ use super::family::{Common, FamilyConfig, Parsed, Reader, read_clip, read_thresh
 use super::prediction::X0Clip;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
 use super::step_checks::{check_step_count, check_timesteps};
-use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
+use super::{ConfigError, NoiseSource, Noising, PredictionType, Scheduler, StepError, check_step};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LcmConfig {
@@ -95,6 +95,14 @@ impl Scheduler for Lcm {
 
     fn timesteps(&self) -> &[f64] {
         &self.model_timesteps
+    }
+
+    fn start_at(&mut self, call: usize) -> Option<Noising> {
+        let t = *self.timesteps.get(call)?;
+        self.index = call;
+        Some(Noising::alpha_bar(
+            self.schedule.alphas_cumprod()[t as usize],
+        ))
     }
 
     fn is_stochastic(&self) -> bool {

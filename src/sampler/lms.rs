@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::family::{Common, FamilyConfig, Parsed, Reader, merged, read_ramp, sigma_keys};
 use super::kdiff::{KConfig, denoised, f32_round, init_noise_sigma, input_divisor, k_config};
 use super::schedule::ScheduleConfig;
-use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
+use super::{ConfigError, NoiseSource, Noising, PredictionType, Scheduler, StepError, check_step};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LmsConfig {
@@ -99,6 +99,15 @@ impl Scheduler for Lms {
 
     fn order_at(&self, i: usize) -> usize {
         (i + 1).min(self.config.order)
+    }
+
+    fn start_at(&mut self, call: usize) -> Option<Noising> {
+        let sigma = *self
+            .sigmas
+            .get(call)
+            .filter(|_| call < self.timesteps.len())?;
+        self.index = call;
+        Some(Noising::sigma(sigma))
     }
 
     fn is_stochastic(&self) -> bool {

@@ -37,6 +37,7 @@ mod settings;
 pub mod sigma_schedule;
 pub mod sigmas;
 mod spacing;
+pub mod start;
 mod step_checks;
 pub mod step_table;
 pub mod torch_noise;
@@ -51,6 +52,7 @@ pub use family::{ConfigError, FamilyConfig};
 pub use noise::{InjectedNoise, NoiseSource, SeededNoise};
 pub use prediction::PredictionType;
 pub use schedule::NoiseSchedule;
+pub use start::{Noising, begin_call};
 
 /// One sampler, driven step by step by the caller:
 /// `set_steps(n)`, then for each of `timesteps()`: call the model, then `step`.
@@ -116,6 +118,20 @@ pub trait Scheduler: Send {
     /// The timestep step `i` lands on (`None`: the clean sample).
     fn previous_timestep(&self, i: usize) -> Option<f64> {
         self.timesteps().get(i + 1).copied()
+    }
+
+    /// The model calls one step of the schedule takes (diffusers' `order`: 2 for Heun, DPM2 and flow Heun), the
+    /// unit in which img2img skips steps.
+    fn calls_per_step(&self) -> usize {
+        1
+    }
+
+    /// Starts the schedule set by `set_steps` at model call `call` instead of the first, with no history, as
+    /// the img2img pipelines do (`set_begin_index`); the caller steps from `timesteps()[call]`. Returns how a
+    /// clean sample is noised to where that call expects it (diffusers' `add_noise` or `scale_noise` at that
+    /// timestep), or `None` when the sampler cannot start part-way.
+    fn start_at(&mut self, _call: usize) -> Option<Noising> {
+        None
     }
 
     /// Advances `sample` (a batch of `batch` items) in place by one step given the model output at

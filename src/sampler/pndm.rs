@@ -12,7 +12,7 @@ use super::kdiff::unsupported_prediction;
 use super::schedule::{NoiseSchedule, ScheduleConfig};
 use super::spacing::TimestepSpacing;
 use super::step_checks::checked_timesteps;
-use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
+use super::{ConfigError, NoiseSource, Noising, PredictionType, Scheduler, StepError, check_step};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PndmConfig {
@@ -40,6 +40,8 @@ pub struct Pndm {
     /// N // n: the stride every step takes back, whatever the spacing.
     ratio: i64,
     counter: usize,
+    /// The call the run started at (img2img); `counter` counts from it.
+    offset: usize,
     /// Noise predictions kept for the multistep formulas (the last four).
     ets: Vec<Vec<f64>>,
     /// The Runge–Kutta sum of the current group.
@@ -59,6 +61,7 @@ impl Pndm {
             prk_calls: 0,
             ratio: 0,
             counter: 0,
+            offset: 0,
             ets: Vec::new(),
             rk_sum: Vec::new(),
             anchor: Vec::new(),
@@ -78,7 +81,7 @@ impl Pndm {
     /// What call `c` does: (the timestep the transfer starts from, the one it goes to, whether it
     /// starts from the anchor sample).
     fn transfer(&self, c: usize) -> (i64, i64, bool) {
-        let t = self.calls[c];
+        let t = self.calls[c + self.offset];
         if c < self.prk_calls {
             // Stages 0 and 2 go half a stride, 1 and 3 a whole one, all from the group's anchor.
             let prev = t - if c % 2 == 1 { 0 } else { self.ratio / 2 };
@@ -195,6 +198,7 @@ impl Scheduler for Pndm {
         }
         self.model_timesteps = self.calls.iter().map(|&t| t as f64).collect();
         self.counter = 0;
+        self.offset = 0;
         self.ets.clear();
         Ok(())
     }
@@ -204,21 +208,34 @@ impl Scheduler for Pndm {
     }
 
     fn previous_timestep(&self, i: usize) -> Option<f64> {
-        if i >= self.calls.len() {
+        if i >= self.calls.len() || i < self.offset {
             return None;
         }
-        let prev = self.transfer(i).1;
+        let prev = self.transfer(i - self.offset).1;
         (prev >= 0).then_some(prev as f64)
     }
 
     /// RK4 during the warm-up; then the Adams–Bashforth order the stored predictions allow.
     fn order_at(&self, i: usize) -> usize {
-        match i {
+        match i.saturating_sub(self.offset) {
             _ if self.prk_calls > 0 => 4,
             0 => 1,
             1 => 2,
             _ => i.min(4),
         }
+    }
+
+    /// PLMS started part-way runs as diffusers runs it on the img2img pipelines' cut timesteps: its counter
+    /// restarts, so the second call redoes the first step from the next timestep. The Runge–Kutta warm-up
+    /// reads its own stored timesteps, not the cut ones, and cannot start part-way.
+    fn start_at(&mut self, call: usize) -> Option<Noising> {
+        if (self.prk_calls > 0 && call > 0) || call >= self.calls.len() {
+            return None;
+        }
+        self.offset = call;
+        Some(Noising::alpha_bar(
+            self.schedule.alphas_cumprod()[self.calls[call] as usize],
+        ))
     }
 
     fn is_stochastic(&self) -> bool {
@@ -234,7 +251,14 @@ impl Scheduler for Pndm {
         _noise: &mut dyn NoiseSource,
     ) -> Result<(), StepError> {
         let c = self.counter;
-        check_step(c, self.calls.len(), model_output, sample, x0, batch)?;
+        check_step(
+            c,
+            self.calls.len() - self.offset,
+            model_output,
+            sample,
+            x0,
+            batch,
+        )?;
         let e: Vec<f64> = model_output.iter().map(|&v| v as f64).collect();
         let e = self.combined(c, &e);
         let (t, prev, from_anchor) = self.transfer(c);

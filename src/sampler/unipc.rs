@@ -17,7 +17,7 @@ use super::vp_sigmas::{
     FinalSigma, VpSchedule, data_prediction, one_of, require_null, step_list, vp_multistep_keys,
     vp_schedule,
 };
-use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
+use super::{ConfigError, NoiseSource, Noising, PredictionType, Scheduler, StepError, check_step};
 
 /// diffusers' `solver_type`: how B(h) is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +47,8 @@ pub struct UniPc {
     timesteps: Vec<f64>,
     sigmas: Vec<f32>,
     index: usize,
+    /// The step the run started at (0, or later for img2img).
+    begin: usize,
     /// The last `solver_order` converted model outputs (x0 or eps), oldest first.
     history: Vec<Vec<f64>>,
     /// The sample the last predictor started from (after its correction).
@@ -72,6 +74,7 @@ impl UniPc {
             timesteps: Vec::new(),
             sigmas: Vec::new(),
             index: 0,
+            begin: 0,
             history: Vec::new(),
             last_sample: Vec::new(),
             last_order: 0,
@@ -82,7 +85,7 @@ impl UniPc {
     /// A step that lands on sigma 0 is first order: every higher-order weight is infinite there.
     fn order_for(&self, i: usize, n: usize) -> usize {
         let c = &self.config;
-        let mut order = c.solver_order.min(i + 1);
+        let mut order = c.solver_order.min(i - self.begin + 1);
         if c.lower_order_final {
             order = order.min(n - i);
         }
@@ -241,6 +244,7 @@ impl Scheduler for UniPc {
         self.timesteps = s.timesteps.iter().map(|&t| t as f64).collect();
         self.sigmas = s.sigmas;
         self.index = 0;
+        self.begin = 0;
         self.history.clear();
         self.last_sample.clear();
         self.last_order = 0;
@@ -257,6 +261,16 @@ impl Scheduler for UniPc {
 
     fn order_at(&self, i: usize) -> usize {
         self.order_for(i, self.timesteps.len())
+    }
+
+    fn start_at(&mut self, call: usize) -> Option<Noising> {
+        let sigma = *self
+            .sigmas
+            .get(call)
+            .filter(|_| call < self.timesteps.len())?;
+        self.index = call;
+        self.begin = call;
+        Some(Noising::solver(self.space(), sigma))
     }
 
     fn is_stochastic(&self) -> bool {
@@ -303,7 +317,7 @@ impl Scheduler for UniPc {
                 .collect()
         };
         let mut x: Vec<f64> = sample.iter().map(|&v| v as f64).collect();
-        let corrected = i > 0 && !self.config.disable_corrector.contains(&(i - 1));
+        let corrected = i > self.begin && !self.config.disable_corrector.contains(&(i - 1));
         if corrected {
             self.correct(i, &m, &mut x);
         }
