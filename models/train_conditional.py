@@ -651,10 +651,7 @@ def export_sd(pipe, dst: Path, work: Path) -> dict:
     """Optimum's export into dst, less what difflab does not read."""
     optimum_export(pipe, dst, work)
     dropped = []
-    # difflab and text-to-image need no VAE encoder; the fast tokenizer's tokenizer.json is not ours.
-    if (dst / "vae_encoder").exists():
-        shutil.rmtree(dst / "vae_encoder")
-        dropped.append("vae_encoder/")
+    # The VAE encoder stays: img2img starts from an encoded digit. The fast tokenizer's tokenizer.json is not ours.
     for p in sorted(dst.rglob("tokenizer.json")):
         p.unlink()
         dropped.append(str(p.relative_to(dst)))
@@ -734,6 +731,7 @@ def check_sd(pipe, dst: Path, tokenizer, args, out_checks: Path) -> dict:
     for part, small_d, big_d in [("text_encoder", small["text_encoder"], big_te), ("unet", small["unet"], big_unet),
                                  ("vae_decoder", small["vae_decoder"], big_dec)]:
         res[part]["onnx_vs_torch_max_abs_diff"] = max(small_d, big_d)
+    res["vae_encoder"] = check_vae_encoder(pipe, dst, args)
     res["timing_ms"] = {
         "unet_batch_2": time_ms(lambda: unet.run(None, {"sample": sample.numpy(), "timestep": np.array(500, dtype=np.float32),
                                                         "encoder_hidden_states": hidden})),
@@ -741,6 +739,21 @@ def check_sd(pipe, dst: Path, tokenizer, args, out_checks: Path) -> dict:
         "vae_decoder_batch_1": time_ms(lambda: dec.run(None, {"latent_sample": latent.numpy()})),
     }
     return res
+
+
+def check_vae_encoder(pipe, dst: Path, args) -> dict:
+    """The exported VAE encoder's latent_parameters (mean and log-variance) against PyTorch's on random images."""
+    import onnx
+
+    path = dst / "vae_encoder" / "model.onnx"
+    proto = onnx.load(str(path), load_external_data=False)
+    enc = ort_session(path, args.threads)
+    x = torch.rand((16, 3, 32, 32), generator=torch.Generator().manual_seed(args.seed + 22)) * 2 - 1
+    ref = pipe.vae.encode(x).latent_dist.parameters.numpy()
+    got = enc.run(["latent_parameters"], {"sample": x.numpy()})[0]
+    return {"onnx_bytes": path.stat().st_size, "inputs": [i.name for i in proto.graph.input],
+            "outputs": [o.name for o in proto.graph.output],
+            "onnx_vs_torch_max_abs_diff": float(np.abs(ref - got).max())}
 
 
 def time_ms(fn, repeats: int = 30) -> float:

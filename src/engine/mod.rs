@@ -32,6 +32,7 @@ mod session;
 pub mod text_encoder;
 pub mod trt_profile;
 pub mod vae;
+mod vae_encoder;
 
 pub use analytic::{AnalyticDenoiser, GaussianMixture};
 pub use condition::{Condition, ItemTensor};
@@ -51,3 +52,4 @@ pub use sana_prompts::{DEFAULT_INSTRUCTION, DEFAULT_MAX_SEQUENCE_LENGTH};
 pub use session::{OnnxModel, OnnxOptions};
 pub use text_encoder::{EncoderOutput, TextEncoder};
 pub use vae::VaeDecoder;
+pub use vae_encoder::{EncodedImage, VaeEncoder};

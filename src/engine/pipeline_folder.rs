@@ -52,7 +52,9 @@ pub struct PipelineFolder {
     /// root/unet/model.onnx, or root/transformer/model.onnx (SD3, Flux, Sana)
     pub denoiser: PathBuf,
     pub denoiser_config: DenoiserConfig,
-    pub vae_decoder: Option<VaeDecoderPart>,
+    pub vae_decoder: Option<VaePart>,
+    /// root/vae_encoder/model.onnx where the export has one (img2img and inpainting encode with it).
+    pub vae_encoder: Option<VaePart>,
     /// text_encoder, text_encoder_2 and text_encoder_3, as listed.
     pub text_encoders: Vec<TextEncoderPart>,
     /// root/scheduler/scheduler_config.json
@@ -100,7 +102,7 @@ pub struct DenoiserConfig {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct VaeDecoderPart {
+pub struct VaePart {
     /// root/vae_decoder/model.onnx
     pub model: PathBuf,
     pub scaling_factor: f64,
@@ -204,6 +206,7 @@ pub fn read_pipeline(root: &Path) -> Result<PipelineFolder, PipelineError> {
     let denoiser = model_file(root, folder, folder)?;
     let denoiser_config = read_denoiser_config(&root.join(folder).join("config.json"))?;
     let vae_decoder = read_vae(root, &index, &index_path)?;
+    let vae_encoder = read_vae_encoder(root, vae_decoder.is_some())?;
     let text_encoders = read_text_encoders(root, &index, &index_path)?;
     let scheduler_config = read_scheduler(root, &index, &index_path)?;
     let force_zeros_for_empty_prompt = force_zeros(&index, &index_path)?;
@@ -217,6 +220,7 @@ pub fn read_pipeline(root: &Path) -> Result<PipelineFolder, PipelineError> {
         denoiser,
         denoiser_config,
         vae_decoder,
+        vae_encoder,
         text_encoders,
         scheduler_config,
         force_zeros_for_empty_prompt,
@@ -239,6 +243,13 @@ impl PipelineFolder {
                 "vae_decoder: {} ({})",
                 self.shown(&vae.model),
                 vae_summary(vae)
+            ));
+        }
+        if let Some(vae) = &self.vae_encoder {
+            lines.push(format!(
+                "vae_encoder: {} (images → latents for img2img and inpainting, {}× downscale)",
+                self.shown(&vae.model),
+                vae.scale_factor
             ));
         }
         for encoder in &self.text_encoders {
@@ -356,7 +367,7 @@ fn denoiser_summary(config: &DenoiserConfig) -> String {
     parts.join(", ")
 }
 
-fn vae_summary(vae: &VaeDecoderPart) -> String {
+fn vae_summary(vae: &VaePart) -> String {
     let mut parts = vec![format!("scaling factor {}", vae.scaling_factor)];
     if let Some(shift) = vae.shift_factor {
         parts.push(format!("shift factor {shift}"));
@@ -564,7 +575,7 @@ fn read_vae(
     root: &Path,
     index: &Object,
     index_path: &Path,
-) -> Result<Option<VaeDecoderPart>, PipelineError> {
+) -> Result<Option<VaePart>, PipelineError> {
     let component = if listed(index, "vae", index_path)?.is_some() {
         "vae"
     } else if listed(index, "vae_decoder", index_path)?.is_some() {
@@ -573,12 +584,22 @@ fn read_vae(
         return Ok(None);
     };
     let model = model_file(root, component, "vae_decoder")?;
-    read_vae_decoder(&model).map(Some)
+    read_vae_part(&model).map(Some)
+}
+
+/// Optimum's `vae_encoder/` beside a VAE decoder: the same VAE's config, its other half. A folder without
+/// one is fine until an experiment starts from an image.
+fn read_vae_encoder(root: &Path, has_decoder: bool) -> Result<Option<VaePart>, PipelineError> {
+    let model = root.join("vae_encoder").join("model.onnx");
+    match has_decoder && model.is_file() {
+        true => read_vae_part(&model).map(Some),
+        false => Ok(None),
+    }
 }
 
 /// A VAE decoder's model.onnx and the config.json beside it (which holds the scaling factor), as a pipeline
 /// folder has them or as `[model] vae_decoder` names them.
-pub fn read_vae_decoder(model: &Path) -> Result<VaeDecoderPart, PipelineError> {
+pub fn read_vae_part(model: &Path) -> Result<VaePart, PipelineError> {
     let path = model.with_file_name("config.json");
     let Some(config) = read_optional_object(&path)? else {
         let reason = "no such file, and the VAE's scaling factor is kept there (Optimum writes the whole VAE config)";
@@ -587,7 +608,7 @@ pub fn read_vae_decoder(model: &Path) -> Result<VaeDecoderPart, PipelineError> {
             reason: reason.into(),
         });
     };
-    Ok(VaeDecoderPart {
+    Ok(VaePart {
         model: model.to_path_buf(),
         scaling_factor: scaling_factor(&config, &path)?,
         shift_factor: number(&config, "shift_factor", &path)?,

@@ -16,6 +16,8 @@ pub(super) enum Apply {
         key: &'static str,
         value: f64,
     },
+    /// img2img's strength.
+    Strength(f64),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +42,7 @@ pub(super) struct Combination {
     pub settings: Map<String, Value>,
     pub method: GuidanceMethod,
     pub shift: Option<f64>,
+    pub strength: Option<f64>,
     /// Appended to the sampler's label, one per axis with more than one value.
     pub suffixes: Vec<String>,
     /// The values of the axes with more than one value, by column.
@@ -78,6 +81,7 @@ fn with(mut c: Combination, column: &str, value: &AxisValue, varies: bool) -> Co
             c.settings.insert((*key).into(), (*value).into());
             c.shift = Some(*value);
         }
+        Apply::Strength(value) => c.strength = Some(*value),
     }
     if varies {
         c.suffixes.push(value.suffix.clone());

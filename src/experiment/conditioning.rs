@@ -25,6 +25,33 @@ pub struct ConditioningSpec {
     pub max_sequence_length: Option<usize>,
     /// Sana's complex human instruction, when the experiment sets it (`None`: the pipeline's default).
     pub complex_human_instruction: Option<HumanInstruction>,
+    /// The images img2img starts from (resolved), and which sample takes which.
+    pub init_images: Vec<PathBuf>,
+    pub init_per: InitPer,
+}
+
+/// Which start image a sample takes when `init_image` lists several.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InitPer {
+    /// One image for every sample.
+    #[default]
+    All,
+    /// Image k for prompt (or class) k.
+    Condition,
+    /// Image k for seed k (seeds past the list start again from its first).
+    Seed,
+}
+
+impl ConditioningSpec {
+    /// The start image of a sample drawn under condition `condition` with the seed at `seed_index`.
+    pub fn init_image_index(&self, condition: usize, seed_index: usize) -> Option<usize> {
+        let n = self.init_images.len();
+        (n > 0).then(|| match self.init_per {
+            InitPer::All => 0,
+            InitPer::Condition => condition % n,
+            InitPer::Seed => seed_index % n,
+        })
+    }
 }
 
 /// `complex_human_instruction` as the experiment gives it.
@@ -55,6 +82,7 @@ impl Reading<'_> {
             && s.embeddings.is_none()
             && s.classes.is_none()
             && s.null_class.is_none()
+            && s.init_image.is_none()
         {
             let message = "[conditioning] is empty; the model runs unconditioned".to_string();
             self.warn(None, c.span(), "conditioning", message);
@@ -78,6 +106,8 @@ impl Reading<'_> {
             null_class: s.null_class.as_ref().map(|n| *n.get_ref()),
             max_sequence_length: self.max_sequence_length(s)?,
             complex_human_instruction: self.complex_human_instruction(s)?,
+            init_images: self.init_images(s)?,
+            init_per: InitPer::All,
         }))
     }
 

@@ -7,6 +7,7 @@ mod diagnostic;
 mod model;
 mod quality;
 mod schema;
+mod start_image;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 use toml::Spanned;
 
-pub use conditioning::{ConditioningSpec, HumanInstruction};
+pub use conditioning::{ConditioningSpec, HumanInstruction, InitPer};
 pub use diagnostic::{ExperimentError, ExperimentWarning, closest, line_column};
 pub use quality::{FeatureSpec, QualitySpec, ReferenceSolve, cell_name};
 pub use schema::NoiseKind;
@@ -111,6 +112,8 @@ pub struct ModelSpec {
     pub sample_shape: Option<[usize; 3]>,
     /// The other parts of a pipeline, given beside a bare U-Net file (resolved, existing).
     pub vae_decoder: Option<PathBuf>,
+    /// The VAE encoder img2img encodes start images with (its config.json beside it, as Optimum writes it).
+    pub vae_encoder: Option<PathBuf>,
     /// Images per VAE decoder call; `None`: as many as make about a megapixel (1 at 1024², 4 at 512²).
     pub vae_batch: Option<usize>,
     pub text_encoder: Option<PathBuf>,
@@ -149,6 +152,8 @@ pub struct SamplerVariant {
     pub sampler_label: String,
     /// The flow shift, where `shift` is set.
     pub shift: Option<f64>,
+    /// img2img's strength, where `strength` is set.
+    pub strength: Option<f64>,
     /// How its guided predictions are made.
     pub guidance_method: GuidanceMethod,
     /// The value of each axis that varies, by results column (`schedule`, `eta`, `guidance_method`, `shift`).
@@ -213,7 +218,7 @@ impl Experiment {
                 .map_or("experiment".into(), |s| s.to_string_lossy().into_owned())
         });
         let (model, base) = cx.model(&file.model)?;
-        let conditioning = match &file.conditioning {
+        let mut conditioning = match &file.conditioning {
             Some(c) => cx.conditioning(c, &model.source)?,
             None => None,
         };
@@ -221,6 +226,9 @@ impl Experiment {
             .as_ref()
             .is_some_and(|c| c.negative_prompt.is_some());
         let (seeds, batch) = cx.sampling(&file)?;
+        if let (Some(spec), Some(c)) = (conditioning.as_mut(), &file.conditioning) {
+            cx.init_per(spec, c, seeds.len())?;
+        }
         let init_noise = file
             .sampling
             .as_ref()
@@ -234,6 +242,7 @@ impl Experiment {
             .and_then(|s| s.noise.as_ref())
             .map_or(NoiseKind::Difflab, |n| *n.get_ref());
         let samplers = cx.samplers(&file, &base, seeds.len(), &model.source)?;
+        cx.check_strengths(&file, conditioning.as_ref(), &samplers)?;
         let quality = file
             .quality
             .as_ref()
@@ -479,6 +488,9 @@ impl Reading<'_> {
             let shift_key = self.shift_key(i, shift, &resolved, &settings)?;
             axes.push(self.shift_axis(i, shift, shift_key)?);
         }
+        if let Some(strength) = &s.strength {
+            axes.push(self.strength_axis(i, strength)?);
+        }
         let label = s.label.clone().unwrap_or_else(|| spec.clone());
         let mut variants = Vec::new();
         for combination in axes::combinations(&axes, &settings) {
@@ -494,6 +506,7 @@ impl Reading<'_> {
                 sampler_label: label.clone(),
                 label: named,
                 shift: combination.shift,
+                strength: combination.strength,
                 guidance_method: combination.method,
                 axes: combination.columns,
                 resolved,

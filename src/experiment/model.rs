@@ -14,7 +14,8 @@ use crate::sampler::PredictionType;
 use crate::sampler::config::read_training_schedule;
 
 /// The VAE decoder, text encoder and tokenizer given beside a U-Net file.
-type Parts = (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>);
+/// `vae_decoder`, `vae_encoder`, `text_encoder` and `tokenizer` beside a bare U-Net file.
+type Parts = [Option<PathBuf>; 4];
 
 impl Reading<'_> {
     /// `[model]`, and the model's training schedule that every sampler starts from.
@@ -34,7 +35,7 @@ impl Reading<'_> {
             }
             None => None,
         };
-        let (vae_decoder, text_encoder, tokenizer) = self.parts(m, &source)?;
+        let [vae_decoder, vae_encoder, text_encoder, tokenizer] = self.parts(m, &source)?;
         let trt = m.tensorrt.as_ref();
         let spec = ModelSpec {
             source,
@@ -57,6 +58,7 @@ impl Reading<'_> {
             roles: self.roles(m)?,
             sample_shape,
             vae_decoder,
+            vae_encoder,
             vae_batch: self.vae_batch(m)?,
             text_encoder,
             tokenizer,
@@ -149,6 +151,7 @@ impl Reading<'_> {
     fn parts(&mut self, m: &ModelSection, source: &ModelSource) -> Result<Parts, ExperimentError> {
         let given = [
             ("vae_decoder", &m.vae_decoder),
+            ("vae_encoder", &m.vae_encoder),
             ("text_encoder", &m.text_encoder),
             ("tokenizer", &m.tokenizer),
         ];
@@ -169,6 +172,7 @@ impl Reading<'_> {
                 .transpose()
         };
         let vae_decoder = file(&m.vae_decoder, "model.vae_decoder", "VAE decoder file")?;
+        let vae_encoder = file(&m.vae_encoder, "model.vae_encoder", "VAE encoder file")?;
         let text_encoder = file(&m.text_encoder, "model.text_encoder", "text encoder file")?;
         let tokenizer = m
             .tokenizer
@@ -188,7 +192,7 @@ impl Reading<'_> {
             ),
             _ => {}
         }
-        Ok((vae_decoder, text_encoder, tokenizer))
+        Ok([vae_decoder, vae_encoder, text_encoder, tokenizer])
     }
 
     /// `model.tokenizer`: a folder with a tokenizer.json, or a CLIP vocab.json and merges.txt.

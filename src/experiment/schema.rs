@@ -36,6 +36,7 @@ pub(super) struct ModelSection {
     pub roles: Option<BTreeMap<Spanned<String>, String>>,
     pub sample_shape: Option<Spanned<[usize; 3]>>,
     pub vae_decoder: Option<Spanned<String>>,
+    pub vae_encoder: Option<Spanned<String>>,
     pub vae_batch: Option<Spanned<usize>>,
     pub text_encoder: Option<Spanned<String>>,
     pub tokenizer: Option<Spanned<String>>,
@@ -53,6 +54,27 @@ pub(super) struct ConditioningSection {
     pub max_sequence_length: Option<Spanned<usize>>,
     /// Sana's instruction before each prompt: on (the pipeline's own), off, or its lines.
     pub complex_human_instruction: Option<Spanned<Instruction>>,
+    /// The image(s) img2img starts from: one for every sample, one per prompt (or class), or one per seed.
+    pub init_image: Option<Spanned<ImagePaths>>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "`init_image` must be an image file or a list of them, e.g. \"three.png\" or [\"a.png\", \"b.png\"]"
+)]
+pub(super) enum ImagePaths {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl ImagePaths {
+    pub fn list(&self) -> Vec<String> {
+        match self {
+            Self::One(p) => vec![p.clone()],
+            Self::Many(list) => list.clone(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -177,6 +199,16 @@ pub(super) enum Shift {
 }
 
 #[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "`strength` must be a number in (0, 1] or a list of them, e.g. 0.6 or [0.3, 0.6, 0.9]"
+)]
+pub(super) enum Strength {
+    One(f64),
+    Many(Vec<f64>),
+}
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SamplerSection {
     pub name: Spanned<String>,
@@ -200,6 +232,8 @@ pub(super) struct SamplerSection {
     /// A flow-matching sampler's timestep shift (`shift` of the FlowMatch classes, `flow_shift` of the
     /// multistep ones in flow mode), or a list of them.
     pub shift: Option<Spanned<Shift>>,
+    /// img2img's strength (diffusers' `strength`): how much of the schedule runs from the noised start image.
+    pub strength: Option<Spanned<Strength>>,
     /// FLUX's true classifier-free guidance beside its embedded guidance (needs a negative prompt).
     pub true_cfg_scale: Option<Spanned<f64>>,
 }

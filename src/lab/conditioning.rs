@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use super::samples::read_f32_npy;
+use super::start_images::StartImages;
 use crate::engine::{
     Condition, DEFAULT_INSTRUCTION, ItemTensor, PromptEmbedding, PromptOptions, PromptSide,
     TextEncoder, cut_off, encode_prompts, is_sana,
@@ -24,6 +25,8 @@ pub struct RunConditions {
     /// The empty prompt's row (Perp-Neg's base), when the run is text-conditional: the unconditional row
     /// unless a negative prompt takes that.
     pub empty: Option<usize>,
+    /// The encoded start images, for img2img.
+    pub start: Option<StartImages>,
 }
 
 impl RunConditions {
@@ -94,6 +97,7 @@ fn classes(
         classes: spec.classes.clone(),
         uncond,
         empty: None,
+        start: None,
     };
     Ok((table, conditions))
 }
@@ -166,6 +170,7 @@ fn prompts(
         classes: Vec::new(),
         uncond: Some(uncond_row),
         empty: Some(empty),
+        start: None,
     };
     Ok((table, conditions))
 }

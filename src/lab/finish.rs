@@ -175,6 +175,7 @@ impl Finish<'_> {
             guidance: cell.guidance,
             guidance_rescale: cell.guidance_rescale,
             shift: cell.shift,
+            strength: cell.strength,
             guidance_method: (!cell.guidance_method.is_plain())
                 .then(|| cell.guidance_method.label()),
             axes: cell.axes.iter().cloned().collect(),

@@ -16,10 +16,11 @@ use super::results::{CellResult, Results};
 use super::runner::Stop;
 use super::scoring::Quality;
 use super::shard_watch::ProgressWriter;
+use super::start_images::{StartDraws, StartImages};
 use crate::engine::Denoiser;
 use crate::guidance::Guide;
 use crate::sampler::torch_noise::torch_randn;
-use crate::sampler::{NoiseSchedule, PredictionType, Scheduler, SeededNoise};
+use crate::sampler::{NoiseSchedule, PredictionType, Scheduler, SeededNoise, begin_call};
 
 /// One batch of one cell, stepping through its schedule.
 pub(super) struct Lane {
@@ -48,6 +49,8 @@ pub(super) struct Lane {
     /// The noise schedule, for the σ of samplers that step through timesteps only.
     pub(super) schedule: NoiseSchedule,
     pub(super) step: usize,
+    /// The call it started at: 0, or where img2img's strength cuts in.
+    pub(super) begin: usize,
     /// The model calls of this lane counted so far (an adaptive sampler's grow as it runs).
     pub(super) counted: usize,
 }
@@ -67,6 +70,8 @@ pub(super) struct Batch<'a> {
     pub(super) init_noise: Option<Vec<f32>>,
     /// `noise = "torch"`: seed k's initial noise is `torch.randn` under `manual_seed(k)`.
     pub(super) torch_noise: bool,
+    /// img2img's encoded start images, when the run has them.
+    pub(super) start: Option<StartImages>,
     /// The unconditional condition-table row, for guided cells.
     pub(super) uncond: Option<usize>,
     /// The empty prompt's row, for the guidance methods that take its prediction (Perp-Neg).
@@ -251,9 +256,17 @@ impl<'a> Batch<'a> {
             // The CFG++ samplers take the unconditional prediction even at scale 1.
             let guided = cfg != 1.0 || scheduler.takes_uncond();
             let mut noise = noise;
-            let mut x = self.initial_noise(&noise, &items, scheduler.init_noise_sigma());
+            let (mut x, begin) = match cell.strength {
+                Some(strength) => {
+                    self.start_noised(&mut *scheduler, cell, strength, &noise, &items)?
+                }
+                None => (
+                    self.initial_noise(&noise, &items, scheduler.init_noise_sigma()),
+                    0,
+                ),
+            };
             scheduler.prepare(&mut x, &mut noise);
-            let nfe = scheduler.timesteps().len();
+            let nfe = scheduler.timesteps().len() - begin;
             let state = &mut self.states[slot];
             state.nfe = match first {
                 0 => nfe,
@@ -276,8 +289,9 @@ impl<'a> Batch<'a> {
                 guidance: cfg,
                 guidance_rescale: cell.guidance_rescale as f32,
                 embedded_guidance: embedded,
-                step: 0,
-                counted: nfe,
+                step: begin,
+                begin,
+                counted: nfe + begin,
                 method: (!cell.guidance_method.is_plain()).then(|| {
                     (
                         cell.guidance_method.build(),
@@ -312,6 +326,39 @@ impl<'a> Batch<'a> {
             x.iter_mut().for_each(|v| *v *= sigma);
         }
         x
+    }
+
+    /// An img2img lane's first sample and the call it starts at: its start images' latents noised to where
+    /// the strength cuts into the cell's schedule (checked possible when the experiment was read).
+    fn start_noised(
+        &self,
+        scheduler: &mut dyn Scheduler,
+        cell: &Cell,
+        strength: f64,
+        noise: &SeededNoise,
+        items: &[Item],
+    ) -> Result<(Vec<f32>, usize), Stop> {
+        let start = self
+            .start
+            .as_ref()
+            .ok_or_else(|| Stop::Error(format!("{}: a strength but no start images", cell.name)))?;
+        let begin = begin_call(cell.steps, strength, scheduler.calls_per_step());
+        let noising = begin.and_then(|b| scheduler.start_at(b));
+        let (Some(begin), Some(noising)) = (begin, noising) else {
+            let why = format!(
+                "{}: cannot start part-way at strength {strength}",
+                cell.name
+            );
+            return Err(Stop::Error(why));
+        };
+        let draws = match self.torch_noise && self.init_noise.is_none() {
+            true => StartDraws::Torch,
+            false => StartDraws::Given {
+                noise: self.initial_noise(noise, items, 1.0),
+                encoder: noise.encoder_noise(self.item),
+            },
+        };
+        Ok((start.noised(items, noising, draws), begin))
     }
 
     /// The shared model call's inputs, timesteps, condition rows and embedded guidance scales: every lane's
@@ -468,15 +515,17 @@ impl<'a> Batch<'a> {
         let c = self.pending[lane.cell];
         let cell = &self.cells[c];
         let item = self.item;
-        // Model calls, which is the step count except for samplers that call the model twice a step.
-        let calls_total = lane.scheduler.timesteps().len();
+        // Model calls, which is the step count except for samplers that call the model twice a step (from
+        // where img2img's strength cuts in).
+        let calls_total = lane.scheduler.timesteps().len() - lane.begin;
+        let step = lane.step - lane.begin;
         if self.solving {
             self.reference_progress(l)?;
             return Ok(None);
         }
         let shown = (cell.preview.saturating_sub(lane.first)).min(lane.items) * item;
         let preview = (shown > 0)
-            .then(|| (self.ctx.pictures).preview_at(&lane.x0[..shown], lane.step, calls_total))
+            .then(|| (self.ctx.pictures).preview_at(&lane.x0[..shown], step, calls_total))
             .flatten();
         let divisor = lane.scheduler.model_input_divisor();
         let noisy = (shown > 0)
@@ -484,14 +533,14 @@ impl<'a> Batch<'a> {
             .flatten();
         let _ = self.tx.send(LabEvent::Progress {
             cell: c,
-            step: lane.step,
+            step,
             steps: calls_total,
             samples_done: lane.first,
             samples_total: cell.samples(),
             preview: preview.filter(|p| !p.is_empty()),
             noisy,
         });
-        if lane.step < calls_total {
+        if step < calls_total {
             return Ok(None);
         }
         // An adaptive sampler's count is known at the end: the cell reports its most expensive sample.

@@ -5,16 +5,17 @@ use std::path::{Path, PathBuf};
 
 use super::conditioning::{ConditionSources, RunConditions, build, truncation_notes};
 use super::latent_preview::LatentPreview;
+use super::start_images::{self, StartImages};
 use super::tensorrt::{TextLengths, note_if_tensorrt, text_lengths, unet_batch, with_profile};
 use crate::engine::flux::FluxDenoiser;
 use crate::engine::pipeline_folder::{
-    Family, PipelineFolder, VaeDecoderPart, read_pipeline, read_vae_decoder,
+    Family, PipelineFolder, VaePart, read_pipeline, read_vae_part,
 };
 use crate::engine::trt_profile::ShapeHints;
 use crate::engine::{
     AnalyticDenoiser, Denoiser, ElemType, EngineError, GaussianMixture, OnnxDenoiser, OnnxFeatures,
-    OnnxOptions, ProviderKind, ProviderOptions, TextEncoder, VaeDecoder, describe_attempts,
-    open_sample_shape, summarize_attempts,
+    OnnxOptions, ProviderKind, ProviderOptions, TextEncoder, VaeDecoder, VaeEncoder,
+    describe_attempts, open_sample_shape, summarize_attempts,
 };
 use crate::experiment::{ConditioningSpec, Experiment, ModelSource};
 use crate::sampler::{NoiseSchedule, PredictionType};
@@ -59,6 +60,17 @@ struct Conditioner {
     unet: PathBuf,
     /// The conditioning the U-Net is set up for (`None` inside: none).
     set_for: Option<Option<ConditioningSpec>>,
+    /// What encodes img2img's start images: the VAE encoder (loaded at the first start image) of a latent
+    /// model; a pixel model takes them as they are.
+    start: StartEncoder,
+}
+
+struct StartEncoder {
+    /// Whether samples are latents (a VAE decodes them).
+    latent: bool,
+    part: Option<VaePart>,
+    loaded: Option<VaeEncoder>,
+    options: OnnxOptions,
 }
 
 impl LoadedModel {
@@ -78,13 +90,67 @@ impl LoadedModel {
             image_hw: (self.image_shape[1], self.image_shape[2]),
             num_class_embeds: c.num_class_embeds,
         };
-        let (table, conditions) = build(spec, sources).map_err(EngineError::Options)?;
+        let (table, mut conditions) = build(spec, sources).map_err(EngineError::Options)?;
+        let mut notes = Vec::new();
+        conditions.start = match spec.filter(|s| !s.init_images.is_empty()) {
+            Some(spec) => {
+                Some(
+                    c.start
+                        .encode(spec, self.image_shape, self.sample_shape, &mut notes)?,
+                )
+            }
+            None => None,
+        };
         self.denoiser
             .set_conditions(table)
             .map_err(|e| EngineError::Options(format!("{}: {e}", c.unet.display())))?;
         self.conditions = conditions;
         c.set_for = Some(spec.cloned());
-        Ok(truncation_notes(&c.encoders, spec))
+        notes.extend(truncation_notes(&c.encoders, spec));
+        Ok(notes)
+    }
+}
+
+impl StartEncoder {
+    /// The spec's start images, encoded (the encoder loaded the first time).
+    fn encode(
+        &mut self,
+        spec: &ConditioningSpec,
+        image_shape: [usize; 3],
+        sample_shape: [usize; 3],
+        notes: &mut Vec<String>,
+    ) -> Result<StartImages, EngineError> {
+        if self.latent && self.loaded.is_none() {
+            let Some(part) = &self.part else {
+                return Err(EngineError::Options(
+                    "[conditioning] init_image needs the VAE encoder of this latent model: the pipeline folder has no \
+                     vae_encoder/ (optimum-cli export onnx writes one), or give [model] vae_encoder beside a U-Net file"
+                        .into(),
+                ));
+            };
+            let encoder = VaeEncoder::load(
+                &part.model,
+                part.scaling_factor,
+                part.shift_factor,
+                &self.options,
+            )?;
+            self.loaded = Some(encoder);
+        }
+        let images =
+            start_images::encode(&spec.init_images, image_shape, self.loaded.as_mut(), notes)
+                .map_err(EngineError::Options)?;
+        if let Some(image) = images.iter().find(|i| i.shape != sample_shape) {
+            let [c, h, w] = image.shape;
+            let [sc, sh, sw] = sample_shape;
+            return Err(EngineError::Options(format!(
+                "[conditioning] init_image: the VAE encoder makes {c}×{h}×{w} latents of a start image, the model \
+                 takes {sc}×{sh}×{sw}: the encoder is not this pipeline's"
+            )));
+        }
+        Ok(StartImages {
+            images,
+            per: spec.init_per,
+        })
     }
 }
 
@@ -165,7 +231,7 @@ pub fn image_shape_unloaded(experiment: &Experiment) -> Option<[usize; 3]> {
         }
         ModelSource::Onnx(_) => {
             let vae = match &m.vae_decoder {
-                Some(path) => Some(read_vae_decoder(path).ok()?),
+                Some(path) => Some(read_vae_part(path).ok()?),
                 None => None,
             };
             (m.sample_shape?, vae)
@@ -233,7 +299,8 @@ fn analytic(experiment: &Experiment) -> LoadedModel {
 /// The parts around a U-Net: from a pipeline folder, or given one by one beside a U-Net file.
 #[derive(Default)]
 struct Parts {
-    vae: Option<VaeDecoderPart>,
+    vae: Option<VaePart>,
+    vae_encoder: Option<VaePart>,
     /// (encoder model, its tokenizer folder), in the pipeline's order.
     encoders: Vec<(PathBuf, PathBuf)>,
     force_zeros: bool,
@@ -260,6 +327,7 @@ impl Parts {
                 .map(|t| (t.model.clone(), t.tokenizer.clone()))
                 .collect(),
             vae: folder.vae_decoder,
+            vae_encoder: folder.vae_encoder,
             notes: folder.warnings,
             prediction_type: None,
         }
@@ -270,7 +338,11 @@ impl Parts {
 fn explicit_parts(experiment: &Experiment) -> Result<Parts, String> {
     let m = &experiment.model;
     let vae = match &m.vae_decoder {
-        Some(path) => Some(read_vae_decoder(path).map_err(|e| e.to_string())?),
+        Some(path) => Some(read_vae_part(path).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let vae_encoder = match &m.vae_encoder {
+        Some(path) => Some(read_vae_part(path).map_err(|e| e.to_string())?),
         None => None,
     };
     let encoders = match (&m.text_encoder, &m.tokenizer) {
@@ -279,6 +351,7 @@ fn explicit_parts(experiment: &Experiment) -> Result<Parts, String> {
     };
     Ok(Parts {
         vae,
+        vae_encoder,
         encoders,
         ..Parts::default()
     })
@@ -378,6 +451,12 @@ fn assemble(
             num_class_embeds: parts.num_class_embeds,
             unet: unet.to_path_buf(),
             set_for: None,
+            start: StartEncoder {
+                latent: parts.vae.is_some(),
+                part: parts.vae_encoder.clone(),
+                loaded: None,
+                options: part_options.clone(),
+            },
         }),
     };
     let cut = loaded.condition(experiment)?;
@@ -440,7 +519,7 @@ fn load_denoiser(
 
 /// The pipeline's VAE decoder, with a note when TensorRT or an fp32 upcast is involved.
 fn load_vae(
-    vae: &VaeDecoderPart,
+    vae: &VaePart,
     options: &OnnxOptions,
     hints: ShapeHints,
     loading: &dyn Fn(String),
@@ -528,7 +607,7 @@ fn timestep_note(model: &OnnxDenoiser) -> Option<String> {
 
 /// A VAE whose config asks for float32 (`force_upcast`) but whose graph takes float16 runs as exported: an
 /// ONNX graph's precision is fixed at export. Say so, since such a VAE can return NaN.
-fn upcast_note(part: &VaeDecoderPart, vae: &VaeDecoder) -> Option<String> {
+fn upcast_note(part: &VaePart, vae: &VaeDecoder) -> Option<String> {
     let elem = vae.input_elem();
     (part.force_upcast && elem != ElemType::F32 && elem != ElemType::F64).then(|| {
         format!(

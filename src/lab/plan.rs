@@ -28,6 +28,8 @@ pub struct Cell {
     pub guidance_rescale: f64,
     /// A flow sampler's shift, where the experiment sets one.
     pub shift: Option<f64>,
+    /// img2img's strength: the cell starts from the noised start images, this share of its schedule left.
+    pub strength: Option<f64>,
     /// How its guided predictions are made.
     pub guidance_method: GuidanceMethod,
     /// The value of each of its sampler's axes that varies, by results column.
@@ -90,12 +92,16 @@ impl Cell {
 
     /// The reference solve among `references` this cell is compared with: the one at its guidance.
     pub fn reference_in(&self, references: &[Cell]) -> Option<usize> {
-        references.iter().position(|r| {
-            r.guidance == self.guidance
-                && r.guidance_rescale == self.guidance_rescale
-                && r.guidance_method == self.guidance_method
-                && r.true_cfg_scale == self.true_cfg_scale
-        })
+        references
+            .iter()
+            .position(|r| {
+                r.guidance == self.guidance
+                    && r.guidance_rescale == self.guidance_rescale
+                    && r.guidance_method == self.guidance_method
+                    && r.true_cfg_scale == self.true_cfg_scale
+            })
+            // An img2img cell starts where its own schedule cuts in: no solve from pure noise compares with it.
+            .filter(|_| self.strength.is_none())
     }
 }
 
@@ -167,7 +173,7 @@ fn reference_cells(
 ) -> Vec<Cell> {
     let mut references: Vec<Cell> = Vec::new();
     for cell in cells {
-        if cell.reference_in(&references).is_some() {
+        if cell.reference_in(&references).is_some() || cell.strength.is_some() {
             continue;
         }
         let label = format!("reference {}", solve.name);
@@ -182,6 +188,7 @@ fn reference_cells(
             warnings: Vec::new(),
             // Its shift, if any, is in its own settings.
             shift: None,
+            strength: None,
             axes: Vec::new(),
             sampler_label: format!("reference {}", solve.name),
             ..cell.clone()
@@ -229,6 +236,7 @@ fn plan_cells(
                     guidance,
                     guidance_rescale: sampler.guidance_rescale,
                     shift: variant.shift,
+                    strength: variant.strength,
                     guidance_method: variant.guidance_method.clone(),
                     axes: variant.axes.clone(),
                     sampler_label: variant.sampler_label.clone(),
@@ -269,6 +277,9 @@ fn cell_key(inputs: &[u8], cell: &Cell) -> String {
     }
     if cell.true_cfg_scale != 1.0 {
         hash.update(cell.true_cfg_scale.to_le_bytes());
+    }
+    if let Some(strength) = cell.strength {
+        hash.update(strength.to_le_bytes());
     }
     // Plain CFG keeps the keys cells had before guidance methods existed.
     if !cell.guidance_method.is_plain() {
@@ -414,6 +425,21 @@ fn inputs_hash(experiment: &Experiment) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
         .flatten()
     {
         hash_file(&mut hash, path)?;
+    }
+    // Start images change every img2img cell; runs without them keep their keys.
+    if let Some(c) = experiment
+        .conditioning
+        .as_ref()
+        .filter(|c| !c.init_images.is_empty())
+    {
+        for path in &c.init_images {
+            hash_file(&mut hash, path)?;
+        }
+        let per = format!("init {:?}", c.init_per);
+        sha2::digest::Update::update(&mut hash, per.as_bytes());
+    }
+    for part in [&experiment.model.vae_encoder].into_iter().flatten() {
+        hash_network(&mut hash, part)?;
     }
     // Cells drawn with difflab's own noise keep the keys they had before `noise` existed.
     if experiment.noise != crate::experiment::NoiseKind::Difflab {

@@ -53,6 +53,9 @@ pub struct CellResult {
     /// A flow sampler's shift, where the experiment sets one (`[[sampler]] shift`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shift: Option<f64>,
+    /// img2img's strength, where the cell starts from a start image (`[[sampler]] strength`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strength: Option<f64>,
     /// The guidance method and its parameters, where it is not plain CFG (`apg eta=0`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guidance_method: Option<String>,
@@ -189,8 +192,10 @@ impl Results {
         // Every sampler axis some cell has, but those with columns of their own.
         let axes: BTreeSet<&str> = (self.cells.iter())
             .flat_map(|c| c.axes.keys().map(String::as_str))
-            .filter(|k| !["shift", "guidance_method"].contains(k))
+            .filter(|k| !["shift", "guidance_method", "strength"].contains(k))
             .collect();
+        // img2img runs have a strength column; others keep the columns they had.
+        let img2img = self.cells.iter().any(|c| c.strength.is_some());
         header.extend([
             "guidance",
             "guidance_rescale",
@@ -203,6 +208,9 @@ impl Results {
             "status",
             "error",
         ]);
+        if img2img {
+            header.push("strength");
+        }
         header.extend(axes.iter().copied());
         let mut out = header.join(",") + "\n";
         for c in &self.cells {
@@ -236,6 +244,9 @@ impl Results {
                 (if c.failed() { "failed" } else { "done" }).to_string(),
                 csv_field(c.error.as_deref().unwrap_or("")),
             ]);
+            if img2img {
+                row.push(c.strength.map_or(String::new(), |s| s.to_string()));
+            }
             row.extend(axes.iter().map(|k| match c.axes.get(*k) {
                 Some(serde_json::Value::String(v)) => csv_field(v.as_str()),
                 Some(v) => v.to_string(),

@@ -207,6 +207,7 @@ fn run_with(
         quality: load_quality(experiment)?,
         init_noise,
         torch_noise: experiment.noise == NoiseKind::Torch,
+        start: model.conditions.start.clone(),
         uncond: model.conditions.uncond,
         empty: model.conditions.empty,
         embedded_guidance: model.denoiser.embeds_guidance(),

@@ -23,6 +23,9 @@ pub trait NoiseSource {
 /// and per-step noise).
 const BROWNIAN_STREAM: u64 = u64::MAX;
 
+/// The ChaCha stream of a seed that a VAE's sample of a start image draws from.
+const ENCODER_STREAM: u64 = u64::MAX - 1;
+
 /// Per-item deterministic noise: item `i` of the batch uses `seeds[i]`.
 ///
 /// Stream 0 of a seed is its initial noise; stream `step + 1` is the noise of that step, so the noise
@@ -52,6 +55,14 @@ impl SeededNoise {
     pub fn initial(&self, item_len: usize) -> Vec<f32> {
         let mut out = vec![0.0; self.seeds.len() * item_len];
         self.fill_stream(0, &mut out);
+        out
+    }
+
+    /// The unit noise of a VAE's sample of an image's latent distribution (img2img), `item_len` values per seed:
+    /// a stream of its own, so the initial noise is the same with or without a start image.
+    pub fn encoder_noise(&self, item_len: usize) -> Vec<f32> {
+        let mut out = vec![0.0; self.seeds.len() * item_len];
+        self.fill_stream(ENCODER_STREAM, &mut out);
         out
     }
 

@@ -69,24 +69,43 @@ fn normal_block(v: &mut [f32]) {
     }
 }
 
+/// `torch.Generator().manual_seed(seed)`: successive `randn` calls continue its stream, as a pipeline's draws
+/// from one generator do (img2img: the VAE's sample, then the noise).
+pub struct TorchGenerator {
+    rng: Mt19937,
+}
+
+impl TorchGenerator {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            rng: Mt19937::new(seed as u32),
+        }
+    }
+
+    /// The next `torch.randn(n)`, or `None` below 16 values (PyTorch then takes another path).
+    pub fn randn(&mut self, n: usize) -> Option<Vec<f32>> {
+        if n < 16 {
+            return None;
+        }
+        let rng = &mut self.rng;
+        let mut v: Vec<f32> = (0..n).map(|_| rng.uniform()).collect();
+        for block in v.chunks_exact_mut(16) {
+            normal_block(block);
+        }
+        if !n.is_multiple_of(16) {
+            let tail = &mut v[n - 16..];
+            for x in tail.iter_mut() {
+                *x = rng.uniform();
+            }
+            normal_block(tail);
+        }
+        Some(v)
+    }
+}
+
 /// `torch.randn(n)` under `manual_seed(seed)`, or `None` below 16 values (PyTorch then takes another path).
 pub fn torch_randn(seed: u64, n: usize) -> Option<Vec<f32>> {
-    if n < 16 {
-        return None;
-    }
-    let mut rng = Mt19937::new(seed as u32);
-    let mut v: Vec<f32> = (0..n).map(|_| rng.uniform()).collect();
-    for block in v.chunks_exact_mut(16) {
-        normal_block(block);
-    }
-    if !n.is_multiple_of(16) {
-        let tail = &mut v[n - 16..];
-        for x in tail.iter_mut() {
-            *x = rng.uniform();
-        }
-        normal_block(tail);
-    }
-    Some(v)
+    TorchGenerator::new(seed).randn(n)
 }
 
 #[cfg(test)]
@@ -99,6 +118,14 @@ mod tests {
         let mut rng = Mt19937::new(5489);
         let last = (0..10_000).map(|_| rng.next_u32()).last();
         assert_eq!(last, Some(4_123_659_995));
+    }
+
+    #[test]
+    fn a_generator_continues_its_stream() {
+        // 16 values take 16 uniforms: two draws of 16 are one draw of 32.
+        let mut g = TorchGenerator::new(3);
+        let (a, b) = (g.randn(16).unwrap(), g.randn(16).unwrap());
+        assert_eq!([a, b].concat(), torch_randn(3, 32).unwrap());
     }
 
     #[test]

@@ -90,6 +90,7 @@ fn result(name: &str, label: &str, steps: usize, fid: Option<f64>) -> CellResult
         guidance: 1.0,
         guidance_rescale: 0.0,
         shift: None,
+        strength: None,
         guidance_method: None,
         axes: Default::default(),
         true_cfg_scale: None,

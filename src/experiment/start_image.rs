@@ -1,0 +1,177 @@
+//! img2img in an experiment: `[conditioning] init_image` (the images samples start from) and
+//! `[[sampler]] strength` (how much of each sampler's schedule runs from them).
+
+use std::path::PathBuf;
+
+use toml::Spanned;
+
+use super::axes::{Apply, Axis, AxisValue};
+use super::schema::{ConditioningSection, ExperimentFile, Strength};
+use super::{ConditioningSpec, ExperimentError, InitPer, Reading, SamplerSpec};
+use crate::sampler::begin_call;
+
+/// diffusers' img2img pipelines' default strengths, for the message that asks for one.
+const PIPELINE_STRENGTHS: &str =
+    "diffusers' img2img pipelines default to 0.8 (SD 1.x/2.x), 0.3 (SDXL), 0.6 (SD3, FLUX)";
+
+impl Reading<'_> {
+    /// `init_image`'s files, resolved; each must exist.
+    pub(super) fn init_images(
+        &self,
+        s: &ConditioningSection,
+    ) -> Result<Vec<PathBuf>, ExperimentError> {
+        let Some(given) = &s.init_image else {
+            return Ok(Vec::new());
+        };
+        let key = "conditioning.init_image";
+        let list = given.get_ref().list();
+        if list.is_empty() {
+            return Err(self.error(given.span(), key, "list at least one image"));
+        }
+        list.iter()
+            .map(|p| {
+                let resolved = self.resolve(p);
+                match resolved.is_file() {
+                    true => Ok(resolved),
+                    false => {
+                        let message = format!("no start image at {}", resolved.display());
+                        Err(self.error(given.span(), key, message))
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Which sample takes which start image: one image is every sample's, a list is one per prompt (or class)
+    /// or, failing that, one per seed.
+    pub(super) fn init_per(
+        &self,
+        spec: &mut ConditioningSpec,
+        c: &Spanned<ConditioningSection>,
+        seeds: usize,
+    ) -> Result<(), ExperimentError> {
+        let (n, Some(given)) = (spec.init_images.len(), &c.get_ref().init_image) else {
+            return Ok(());
+        };
+        let conditions = spec.prompts.len().max(spec.classes.len());
+        spec.init_per = match n {
+            1 => InitPer::All,
+            _ if n == conditions => InitPer::Condition,
+            _ if n == seeds => InitPer::Seed,
+            _ => {
+                let message = format!(
+                    "{n} start images: give one, one per prompt or class ({conditions}), or one per seed ({seeds})"
+                );
+                return Err(self.error(given.span(), "conditioning.init_image", message));
+            }
+        };
+        Ok(())
+    }
+
+    /// `strength`'s values as an axis: each in (0, 1], none twice; cells are named `s0.6`.
+    pub(super) fn strength_axis(
+        &self,
+        i: usize,
+        strength: &Spanned<Strength>,
+    ) -> Result<Axis, ExperimentError> {
+        let place = format!("sampler[{i}].strength");
+        let values = match strength.get_ref() {
+            Strength::One(v) => vec![*v],
+            Strength::Many(list) => list.clone(),
+        };
+        if values.is_empty() || values.iter().any(|v| !(*v > 0.0 && *v <= 1.0)) {
+            let message = "strength must be a number in (0, 1] or a non-empty list of them: the share of the \
+                           schedule that runs from the noised start image (1: from pure noise)";
+            return Err(self.error(strength.span(), &place, message));
+        }
+        if let Some(v) = values
+            .iter()
+            .enumerate()
+            .find_map(|(k, v)| values[..k].contains(v).then_some(v))
+        {
+            let message = format!("strength {v} is listed twice; each value is a column");
+            return Err(self.error(strength.span(), &place, message));
+        }
+        let values = values
+            .into_iter()
+            .map(|v| AxisValue {
+                suffix: format!("s{v}"),
+                column: v.into(),
+                apply: Apply::Strength(v),
+            })
+            .collect();
+        Ok(Axis {
+            column: "strength".into(),
+            values,
+        })
+    }
+
+    /// A strength goes with start images and start images with a strength on every sampler; each sampler
+    /// must be able to start part-way at each of its step counts and strengths.
+    pub(super) fn check_strengths(
+        &self,
+        file: &ExperimentFile,
+        conditioning: Option<&ConditioningSpec>,
+        samplers: &[SamplerSpec],
+    ) -> Result<(), ExperimentError> {
+        let images = conditioning.is_some_and(|c| !c.init_images.is_empty());
+        for (i, (section, spec)) in file.samplers.get_ref().iter().zip(samplers).enumerate() {
+            match (&section.strength, images) {
+                (Some(strength), false) => {
+                    let message = "strength goes with [conditioning] init_image, the image img2img starts from";
+                    return Err(self.error(
+                        strength.span(),
+                        &format!("sampler[{i}].strength"),
+                        message,
+                    ));
+                }
+                (None, true) => {
+                    let message = format!(
+                        "[conditioning] init_image is given: give this sampler a strength, e.g. strength = 0.6 \
+                         or [0.3, 0.6, 0.9] ({PIPELINE_STRENGTHS})"
+                    );
+                    return Err(self.error(
+                        section.name.span(),
+                        &format!("sampler[{i}].name"),
+                        message,
+                    ));
+                }
+                (Some(strength), true) => {
+                    let place = format!("sampler[{i}].strength");
+                    self.check_starts(spec)
+                        .map_err(|message| self.error(strength.span(), &place, message))?;
+                }
+                (None, false) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether each variant of `spec` starts part-way at each of its step counts.
+    fn check_starts(&self, spec: &SamplerSpec) -> Result<(), String> {
+        for variant in &spec.variants {
+            let Some(strength) = variant.strength else {
+                continue;
+            };
+            for &steps in &spec.steps {
+                let mut scheduler = variant.resolved.config.build();
+                scheduler.set_steps(steps).map_err(|e| e.to_string())?;
+                let class = variant.resolved.config.class_name();
+                let Some(begin) = begin_call(steps, strength, scheduler.calls_per_step()) else {
+                    return Err(format!(
+                        "strength {strength} at {steps} steps runs no step (int({steps} × {strength}) = 0): raise \
+                         the strength or the steps"
+                    ));
+                };
+                if scheduler.start_at(begin).is_none() {
+                    return Err(format!(
+                        "{} ({class}) cannot start part-way through its schedule, so it cannot run img2img; the \
+                         diffusers samplers can (PNDM with skip_prk_steps = true)",
+                        variant.sampler_label
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""img2img references: Optimum's ORTStableDiffusionImg2ImgPipeline / ORTStableDiffusionXLImg2ImgPipeline on the test
+pipelines make.py exported (sd1/, sdxl/), from one start image, per seed.
+
+Each run is one prompt and one image under `torch.Generator().manual_seed(seed)`, so the generator's draws are the
+VAE encoder's sample of the image's latent distribution, then the noise added at the strength's first timestep:
+a seed alone reproduces the image. Written to <pipeline>/reference/img2img/: `start.png` (64×64), and per case the
+final latents (before the VAE, [seeds, 4, 8, 8]) and the images ([seeds, 64, 64, 3] in [0, 1]), listed in
+img2img.json.
+
+Run from the repository root, after make.py, in the same environment (about 10 s):
+
+    /work/venvs/pipelines/bin/python tests/data/pipelines/make_img2img.py
+"""
+
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+PROMPT = "a red circle"
+STEPS = 10
+GUIDANCE = 7.5
+SEEDS = [0, 1]
+
+
+def start_image():
+    """A 64×64 RGB image: a blue-to-yellow gradient with a red disc, drawn without antialiasing."""
+    x = np.linspace(0, 1, 64, dtype=np.float32)
+    rgb = np.stack([np.tile(x, (64, 1)), np.tile(x[:, None], (1, 64)), 1 - np.tile(x, (64, 1))], axis=-1)
+    image = Image.fromarray((rgb * 255).round().astype(np.uint8))
+    ImageDraw.Draw(image).ellipse((16, 20, 44, 48), fill=(220, 30, 30))
+    return image
+
+
+def schedulers(shipped):
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+
+    return {
+        "shipped": None,
+        "ddim": DDIMScheduler.from_config(shipped, clip_sample=False, set_alpha_to_one=False),
+        "dpmpp_2m": DPMSolverMultistepScheduler.from_config(shipped, algorithm_type="dpmsolver++", solver_order=2),
+        "euler": EulerDiscreteScheduler.from_config(shipped),
+    }
+
+
+def references(name, cls, cases):
+    folder = HERE / name
+    out = folder / "reference" / "img2img"
+    out.mkdir(parents=True, exist_ok=True)
+    image = start_image()
+    image.save(out / "start.png")
+    pipe = cls.from_pretrained(folder, provider="CPUExecutionProvider")
+    shipped = pipe.scheduler
+    listed = []
+    for sched_name, strength in cases:
+        pipe.scheduler = schedulers(shipped.config)[sched_name] or shipped
+        latents, images = [], []
+        for seed in SEEDS:
+            finals = {}
+
+            def grab(p, i, t, kw):
+                finals["latents"] = kw["latents"].detach().clone()
+                return kw
+
+            result = pipe(PROMPT, image=image, strength=strength, num_inference_steps=STEPS,
+                          guidance_scale=GUIDANCE, generator=torch.Generator().manual_seed(seed), output_type="np",
+                          callback_on_step_end=grab, callback_on_step_end_tensor_inputs=["latents"])
+            latents.append(finals["latents"].numpy()[0])
+            images.append(result.images[0])
+        case = f"{sched_name}_s{strength}"
+        np.save(out / f"{case}_final_latents.npy", np.stack(latents).astype(np.float32))
+        np.save(out / f"{case}_images.npy", np.stack(images).astype(np.float32))
+        listed.append({"name": case, "scheduler": type(pipe.scheduler).__name__, "strength": strength,
+                       "final_latents": f"{case}_final_latents.npy", "images": f"{case}_images.npy"})
+    meta = {"pipeline": cls.__name__, "prompt": PROMPT, "steps": STEPS, "guidance_scale": GUIDANCE, "seeds": SEEDS,
+            "start_image": "start.png", "generator": "torch.Generator().manual_seed(seed), one run per seed",
+            "cases": listed}
+    (out / "img2img.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"{name}: {len(listed)} cases -> {out}")
+
+
+def main():
+    from optimum.onnxruntime import ORTStableDiffusionImg2ImgPipeline, ORTStableDiffusionXLImg2ImgPipeline
+
+    references("sd1", ORTStableDiffusionImg2ImgPipeline,
+               [("shipped", 0.75), ("ddim", 0.6), ("dpmpp_2m", 0.75), ("euler", 0.6)])
+    references("sdxl", ORTStableDiffusionXLImg2ImgPipeline, [("shipped", 0.3), ("dpmpp_2m", 0.6)])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+//! img2img through the whole lab on the checked-in exports (tests/data/pipelines/{sd1,sdxl}): a start image
+//! encoded by the folder's `vae_encoder`, each sampler's schedule cut at the strength and the noise added there
+//! reproduce Optimum's img2img pipelines from the seed alone (`noise = "torch"`), final latents and images.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests report failure by panicking"
+)]
+
+use std::path::{Path, PathBuf};
+
+use difflab::experiment::Experiment;
+use difflab::lab::{LabEvent, Results, RunOptions, start};
+use ndarray::ArrayD;
+use ndarray_npy::read_npy;
+use serde_json::Value;
+
+fn data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pipelines")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("difflab-img2img-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs the experiment text with `--save-samples`; the run's error, if any.
+fn run(dir: &Path, text: &str) -> Result<Results, String> {
+    let path = dir.join("exp.toml");
+    std::fs::write(&path, text).unwrap();
+    let experiment = Experiment::load(&path).map_err(|e| e.to_string())?;
+    let options = RunOptions {
+        save_samples: true,
+        ..RunOptions::default()
+    };
+    let lab = start(experiment, options);
+    let mut error = None;
+    for event in lab.events.iter() {
+        if let LabEvent::Finished { error: e, .. } = event {
+            error = e;
+        }
+    }
+    lab.join();
+    match error {
+        Some(e) => Err(e),
+        None => Ok(Results::load(&dir.join("out/results.json"))),
+    }
+}
+
+/// The difflab sampler of a reference case: the pipeline's own scheduler (`shipped`) or one made from its config.
+fn sampler_of(folder: &str, case: &str) -> &'static str {
+    match (folder, case.split("_s").next().unwrap()) {
+        ("sd1", "shipped") => "name = \"plms\"",
+        ("sdxl", "shipped") | (_, "euler") => "name = \"euler\"",
+        (_, "ddim") => {
+            "name = \"ddim\"\nsettings = { clip_sample = false, set_alpha_to_one = false }"
+        }
+        (_, "dpmpp_2m") => "name = \"dpm++2m\"",
+        other => panic!("no sampler for {other:?}"),
+    }
+}
+
+fn max_difference(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
+}
+
+/// Every case of `folder`'s img2img references, both seeds in one cell.
+fn check_folder(folder: &str) {
+    let refs = data().join(folder).join("reference/img2img");
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(refs.join("img2img.json")).unwrap()).unwrap();
+    for case in meta["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let dir = temp_dir(&format!("{folder}-{name}"));
+        let text = format!(
+            "output = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\n[conditioning]\nprompts = [{:?}]\n\
+             init_image = {:?}\n[sampling]\nseeds = {}\nnoise = \"torch\"\n[[sampler]]\n{}\nsteps = {}\n\
+             guidance = {}\nstrength = {}\n",
+            data().join(folder),
+            meta["prompt"].as_str().unwrap(),
+            refs.join("start.png"),
+            meta["seeds"],
+            sampler_of(folder, name),
+            meta["steps"],
+            meta["guidance_scale"],
+            case["strength"],
+        );
+        let results = run(&dir, &text).unwrap();
+        let cell = &results.cells[0];
+        assert!(cell.error.is_none(), "{name}: {:?}", cell.error);
+        assert_eq!(cell.strength, case["strength"].as_f64());
+        let steps = meta["steps"].as_f64().unwrap();
+        let ran = (steps * case["strength"].as_f64().unwrap()).floor() as usize;
+        let per_step = if cell.class == "HeunDiscreteScheduler" {
+            2
+        } else {
+            1
+        };
+        assert!(
+            cell.nfe <= ran * per_step + 1,
+            "{name}: {} calls for {ran} steps",
+            cell.nfe
+        );
+        let stem = cell
+            .grid
+            .trim_start_matches("cells/")
+            .trim_end_matches(".png");
+        let latents: ArrayD<f32> = read_npy(dir.join(format!("out/latents/{stem}.npy"))).unwrap();
+        let want: ArrayD<f32> =
+            read_npy(refs.join(case["final_latents"].as_str().unwrap())).unwrap();
+        let latent_diff = max_difference(&latents, &want);
+        let images: ArrayD<f32> = read_npy(dir.join(format!("out/samples/{stem}.npy"))).unwrap();
+        let want: ArrayD<f32> = read_npy(refs.join(case["images"].as_str().unwrap())).unwrap();
+        let want = want.permuted_axes(vec![0, 3, 1, 2]).to_owned();
+        let image_diff = max_difference(&images, &want);
+        println!(
+            "{folder} {name}: {} calls, max latent diff {latent_diff:.2e}, max image diff {image_diff:.2e}",
+            cell.nfe
+        );
+        assert!(
+            latent_diff < 1e-3,
+            "{folder} {name}: latents differ by {latent_diff}"
+        );
+        assert!(
+            image_diff < 1e-3,
+            "{folder} {name}: images differ by {image_diff}"
+        );
+    }
+}
+
+#[test]
+fn sd1_img2img_equals_optimum_for_four_samplers() {
+    check_folder("sd1");
+}
+
+#[test]
+fn sdxl_img2img_equals_optimum() {
+    check_folder("sdxl");
+}
