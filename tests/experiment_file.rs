@@ -1068,3 +1068,88 @@ fn guidance_methods_and_intervals_are_checked() {
         "cfg steps 0.2–0.8"
     );
 }
+
+/// `init_image` and `strength`: an axis named `s0.6`; each without the other, a value out of (0, 1], a
+/// strength that runs no step, a sampler that cannot start part-way and a list of the wrong length are errors.
+#[test]
+fn init_image_and_strength_make_img2img_cells() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pipelines");
+    let start = data.join("sd1/reference/img2img/start.png");
+    let with = |conditioning: &str, sampler: &str| {
+        format!(
+            "[model]\npath = {:?}\n[conditioning]\nprompts = [\"a\", \"b\"]\n{conditioning}[sampling]\nseeds = 3\n\
+             [[sampler]]\nname = \"ddim\"\nsteps = 10\n{sampler}",
+            data.join("sd1")
+        )
+    };
+    let image = format!("init_image = {start:?}\n");
+    let e = Experiment::parse(
+        &dir().join("test.toml"),
+        &with(&image, "strength = [0.3, 0.6]\n"),
+    )
+    .unwrap();
+    let labels: Vec<(&str, Option<f64>)> = (e.samplers[0].variants.iter())
+        .map(|v| (v.label.as_str(), v.strength))
+        .collect();
+    assert_eq!(labels, [("ddim s0.3", Some(0.3)), ("ddim s0.6", Some(0.6))]);
+    let per = |n: usize| {
+        format!(
+            "init_image = [{}]\n",
+            vec![format!("{start:?}"); n].join(", ")
+        )
+    };
+    let spec = |text: &str| {
+        Experiment::parse(&dir().join("test.toml"), text)
+            .unwrap()
+            .conditioning
+            .unwrap()
+            .init_per
+    };
+    use difflab::experiment::InitPer;
+    assert_eq!(spec(&with(&per(2), "strength = 0.5\n")), InitPer::Condition);
+    assert_eq!(spec(&with(&per(3), "strength = 0.5\n")), InitPer::Seed);
+    let at = format!("{}:", dir().join("test.toml").display());
+    let missing = format!("init_image = {:?}\n", data.join("nothing.png"));
+    assert_errors(&[
+        (
+            with("", "strength = 0.5\n"),
+            at.clone(),
+            "strength goes with [conditioning] init_image",
+        ),
+        (with(&image, ""), at.clone(), "give this sampler a strength"),
+        (
+            with(&image, "strength = 1.5\n"),
+            at.clone(),
+            "strength must be a number in (0, 1]",
+        ),
+        (
+            with(&image, "strength = [0.5, 0.5]\n"),
+            at.clone(),
+            "strength 0.5 is listed twice",
+        ),
+        (
+            with(&image, "strength = 0.05\n"),
+            at.clone(),
+            "runs no step (int(10 × 0.05) = 0)",
+        ),
+        (
+            with(&per(4), "strength = 0.5\n"),
+            at.clone(),
+            "4 start images: give one, one per prompt",
+        ),
+        (
+            with(&missing, "strength = 0.5\n"),
+            at.clone(),
+            "no start image at",
+        ),
+        (
+            with(
+                &image,
+                "strength = 0.5\nsettings = { skip_prk_steps = false }\n",
+            )
+            .replace("ddim", "pndm"),
+            at.clone(),
+            "cannot start part-way",
+        ),
+    ]);
+}

@@ -145,3 +145,43 @@ fn sd1_img2img_equals_optimum_for_four_samplers() {
 fn sdxl_img2img_equals_optimum() {
     check_folder("sdxl");
 }
+
+/// The shipped demonstration in small: a real "3" under "a handwritten 8" stays a 3 at strength 0.3 and becomes
+/// an 8 at 0.9, which also takes it further from the start image; NFE are the steps that run.
+#[test]
+fn digits_sd_turns_a_three_into_an_eight_as_strength_grows() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = temp_dir("digits");
+    let text = format!(
+        "output = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\n[conditioning]\nprompts = [\"a handwritten 8\"]\n\
+         init_image = {:?}\n[sampling]\nseeds = 8\n[[sampler]]\nname = \"ddim\"\nsteps = 20\nguidance = 4\n\
+         strength = [0.3, 0.9]\n[quality]\nfeatures = {:?}\nreference = {:?}\nsamples = 8\nexpected_classes = [8]\n",
+        repo.join("models/digits-sd"),
+        repo.join("experiments/digit-3.png"),
+        repo.join("models/mnist32-features.onnx"),
+        repo.join("models/mnist16-reference.npz"),
+    );
+    let results = run(&dir, &text).unwrap();
+    let by = |name: &str| results.cells.iter().find(|c| c.name == name).unwrap();
+    let (low, high) = (by("ddim s0.3 20 g4"), by("ddim s0.9 20 g4"));
+    assert_eq!((low.nfe, high.nfe), (6, 18));
+    let score = |c: &difflab::lab::CellResult, key: &str| c.score(key).unwrap();
+    println!(
+        "accuracy {} → {}, start RMSE {:.3} → {:.3}",
+        score(low, "accuracy"),
+        score(high, "accuracy"),
+        score(low, "start_rmse"),
+        score(high, "start_rmse")
+    );
+    assert!(score(low, "accuracy") <= 0.25, "a light touch keeps the 3");
+    assert!(score(high, "accuracy") >= 0.75, "a strong one draws the 8");
+    assert!(score(high, "start_rmse") > score(low, "start_rmse") + 0.1);
+    let csv = std::fs::read_to_string(dir.join("out/results.csv")).unwrap();
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .ends_with(",strength,start_rmse"),
+        "{csv}"
+    );
+}

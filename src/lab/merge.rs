@@ -93,6 +93,9 @@ pub fn merge(experiment: &Experiment, count: usize) -> Result<Vec<MergedCell>, S
         merged.push(merge_cell(experiment, cell, &shards, reference.as_ref())?);
     }
     write(out, &merged, &shards)?;
+    for (i, result) in super::start_distance::compare_results(experiment, &plan.cells, out)? {
+        merged[i].result = result;
+    }
     if let Compared::Updated(updated) =
         compare_results(experiment, &plan.cells, out).map_err(|e| e.to_string())?
     {

@@ -29,6 +29,7 @@ pub mod scores;
 pub mod scoring;
 pub mod shard;
 pub mod shard_watch;
+mod start_distance;
 pub mod start_images;
 pub mod tally;
 pub mod tensorrt;

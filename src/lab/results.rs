@@ -209,7 +209,7 @@ impl Results {
             "error",
         ]);
         if img2img {
-            header.push("strength");
+            header.extend(["strength", "start_rmse"]);
         }
         header.extend(axes.iter().copied());
         let mut out = header.join(",") + "\n";
@@ -246,6 +246,8 @@ impl Results {
             ]);
             if img2img {
                 row.push(c.strength.map_or(String::new(), |s| s.to_string()));
+                let rmse = c.score(super::scores::start_distance::RMSE);
+                row.push(rmse.map_or(String::new(), |e| format!("{e:.6}")));
             }
             row.extend(axes.iter().map(|k| match c.axes.get(*k) {
                 Some(serde_json::Value::String(v)) => csv_field(v.as_str()),

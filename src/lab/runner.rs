@@ -7,7 +7,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
 use std::time::Instant;
 
-use super::baseline;
 use super::conditioning::RunConditions;
 use super::display::{display_shape, for_display};
 use super::events::{LabEvent, RunOptions};
@@ -23,6 +22,7 @@ use super::samples::read_init_noise;
 use super::scoring::Quality;
 use super::shard::{ShardPlan, shard_plan};
 use super::shard_watch::{ProgressWriter, shards_of, watch};
+use super::{baseline, start_distance};
 use crate::experiment::{DEFAULT_PREVIEW_EVERY, Experiment, NoiseKind, Preview};
 use crate::path_error::at;
 use crate::quality::ReferenceStats;
@@ -77,10 +77,11 @@ fn run_inner(
     let (cells, out) = (run.cells.clone(), run.out.clone());
     run_planned(experiment, options, cancel, tx, calls, run, watched)?;
     // A shard's cells are compared once merged.
-    match options.shard {
-        None => baseline::compare(experiment, &cells, &out, tx),
-        Some(_) => Ok(()),
+    if options.shard.is_some() {
+        return Ok(());
     }
+    start_distance::compare(experiment, &cells, &out, tx);
+    baseline::compare(experiment, &cells, &out, tx)
 }
 
 /// The planned run: reused when every cell is up to date, watched when shards run it, else run.

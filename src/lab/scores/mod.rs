@@ -8,6 +8,7 @@ pub mod baseline;
 mod fid;
 mod kid;
 pub mod reference_error;
+pub mod start_distance;
 mod values;
 
 pub use values::Scores;
@@ -23,6 +24,7 @@ pub static METRICS: &[&dyn Metric] = &[
     &accuracy::PromptAccuracy,
     &reference_error::ReferenceError,
     &baseline::Baseline,
+    &start_distance::StartDistance,
 ];
 
 /// What a cell's scores are computed from: its feature tally against the reference statistics (when the
