@@ -1,6 +1,7 @@
 //! Every recorded img2img start (tests/data/goldens/img2img, made by its gen.py from diffusers): the call the
 //! run begins at for the strength, the timesteps left, the noised sample (`add_noise` / `scale_noise`) and the
-//! final sample of the loop from there.
+//! final sample of the loop from there, and of the same loop inpainting half the sample as diffusers does with a
+//! plain U-Net.
 
 #![allow(
     clippy::unwrap_used,
@@ -97,7 +98,62 @@ fn check_case(case: &Value) -> Result<String, String> {
     if d.is_nan() || d > 1e-4 {
         return Err(format!("final sample differs by {d:.2e} relative"));
     }
-    Ok(format!("{d:.1e}"))
+    let inpainted = inpaint(case, &resolved.config, steps, begin, &clean, &noise)?;
+    Ok(format!("{d:.1e}, inpainted {inpainted:.1e}"))
+}
+
+/// The same start run as inpainting with a plain U-Net: after every call the known region is the clean sample
+/// noised to the next call's level (`noising_at`), the clean sample after the last.
+fn inpaint(
+    case: &Value,
+    config: &SamplerConfig,
+    steps: usize,
+    begin: usize,
+    clean: &[f32],
+    noise: &[f32],
+) -> Result<f64, String> {
+    let mask = floats(&case["inpaint_mask"]);
+    let mut scheduler = config.build();
+    scheduler.set_steps(steps).map_err(|e| e.to_string())?;
+    let noising = scheduler.start_at(begin).ok_or("no start")?;
+    let mut x = vec![0.0; clean.len()];
+    noising.apply(clean, noise, &mut x);
+    let per_call: Vec<Option<Vec<f32>>> = case["step_noise"]
+        .as_array()
+        .ok_or("no step noise")?
+        .iter()
+        .map(|n| (!n.is_null()).then(|| floats(n)))
+        .collect();
+    let mut injected = InjectedNoise::new(per_call);
+    let batch = case["shape"][0].as_u64().ok_or("no shape")? as usize;
+    let (mut out, mut x0, mut known) = (vec![0.0; x.len()], vec![0.0; x.len()], vec![0.0; x.len()]);
+    let calls = scheduler.timesteps().len();
+    for call in begin..calls {
+        let t = scheduler.timesteps()[call];
+        let divisor = scheduler.model_input_divisor();
+        let input: Vec<f32> = x.iter().map(|&v| v / divisor).collect();
+        golden_model(&input, t, &mut out);
+        scheduler
+            .step(&out, &mut x, &mut x0, batch, &mut injected)
+            .map_err(|e| format!("call {call}: {e}"))?;
+        match call + 1 < calls {
+            true => scheduler
+                .noising_at(call + 1)
+                .ok_or("no noising")?
+                .apply(clean, noise, &mut known),
+            false => known.copy_from_slice(clean),
+        }
+        for ((v, &k), &m) in x.iter_mut().zip(&known).zip(&mask) {
+            *v = (1.0 - m) * k + m * *v;
+        }
+    }
+    let d = max_rel_diff(&x, &floats(&case["inpaint_final_sample"]));
+    if d.is_nan() || d > 1e-4 {
+        return Err(format!(
+            "inpainted final sample differs by {d:.2e} relative"
+        ));
+    }
+    Ok(d)
 }
 
 #[test]

@@ -972,6 +972,7 @@ mod tests {
             [
                 "unet: unet/model.onnx (UNet2DConditionModel, latents 4×8×8, cross-attention 16, added conditioning text_time)",
                 "vae_decoder: vae_decoder/model.onnx (scaling factor 0.13025, 4 latent channels, 8× upscale)",
+                "vae_encoder: vae_encoder/model.onnx (images → latents for img2img and inpainting, 8× downscale)",
                 "text_encoder: text_encoder/model.onnx (tokenizer tokenizer/)",
                 "text_encoder_2: text_encoder_2/model.onnx (with projection, tokenizer tokenizer_2/)",
                 "scheduler: scheduler/scheduler_config.json",

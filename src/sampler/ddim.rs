@@ -69,12 +69,17 @@ impl Scheduler for Ddim {
         &self.model_timesteps
     }
 
-    fn start_at(&mut self, call: usize) -> Option<Noising> {
+    fn noising_at(&self, call: usize) -> Option<Noising> {
         let t = *self.timesteps.get(call)?;
-        self.index = call;
         Some(Noising::alpha_bar(
             self.schedule.alphas_cumprod()[t as usize],
         ))
+    }
+
+    fn start_at(&mut self, call: usize) -> Option<Noising> {
+        let noising = self.noising_at(call)?;
+        self.index = call;
+        Some(noising)
     }
 
     fn is_stochastic(&self) -> bool {

@@ -155,14 +155,19 @@ impl Scheduler for Deis {
         self.order_for(i, self.timesteps.len())
     }
 
-    fn start_at(&mut self, call: usize) -> Option<Noising> {
+    fn noising_at(&self, call: usize) -> Option<Noising> {
         let sigma = *self
             .sigmas
             .get(call)
             .filter(|_| call < self.timesteps.len())?;
+        Some(Noising::solver(self.space(), sigma))
+    }
+
+    fn start_at(&mut self, call: usize) -> Option<Noising> {
+        let noising = self.noising_at(call)?;
         self.index = call;
         self.begin = call;
-        Some(Noising::solver(self.space(), sigma))
+        Some(noising)
     }
 
     fn is_stochastic(&self) -> bool {

@@ -177,13 +177,18 @@ impl Scheduler for EdmEuler {
         Some(&self.sigmas)
     }
 
-    fn start_at(&mut self, call: usize) -> Option<Noising> {
+    fn noising_at(&self, call: usize) -> Option<Noising> {
         let sigma = *self
             .sigmas
             .get(call)
             .filter(|_| call < self.timesteps.len())?;
-        self.index = call;
         Some(Noising::sigma(sigma))
+    }
+
+    fn start_at(&mut self, call: usize) -> Option<Noising> {
+        let noising = self.noising_at(call)?;
+        self.index = call;
+        Some(noising)
     }
 
     fn is_stochastic(&self) -> bool {
@@ -375,14 +380,19 @@ impl Scheduler for EdmDpm {
         self.order_for(i, self.timesteps.len())
     }
 
-    fn start_at(&mut self, call: usize) -> Option<Noising> {
+    fn noising_at(&self, call: usize) -> Option<Noising> {
         let sigma = *self
             .sigmas
             .get(call)
             .filter(|_| call < self.timesteps.len())?;
+        Some(Noising::sigma(sigma))
+    }
+
+    fn start_at(&mut self, call: usize) -> Option<Noising> {
+        let noising = self.noising_at(call)?;
         self.index = call;
         self.begin = call;
-        Some(Noising::sigma(sigma))
+        Some(noising)
     }
 
     fn is_stochastic(&self) -> bool {

@@ -106,13 +106,18 @@ impl Scheduler for Euler {
         Some(&self.sigmas)
     }
 
-    fn start_at(&mut self, call: usize) -> Option<Noising> {
+    fn noising_at(&self, call: usize) -> Option<Noising> {
         let sigma = *self
             .sigmas
             .get(call)
             .filter(|_| call < self.timesteps.len())?;
-        self.index = call;
         Some(Noising::sigma(sigma))
+    }
+
+    fn start_at(&mut self, call: usize) -> Option<Noising> {
+        let noising = self.noising_at(call)?;
+        self.index = call;
+        Some(noising)
     }
 
     fn is_stochastic(&self) -> bool {

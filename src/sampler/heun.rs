@@ -106,13 +106,21 @@ impl Scheduler for Heun {
         2
     }
 
+    fn noising_at(&self, call: usize) -> Option<Noising> {
+        if call >= self.timesteps.len() {
+            return None;
+        }
+        Some(Noising::sigma(self.sigmas[call]))
+    }
+
     fn start_at(&mut self, call: usize) -> Option<Noising> {
         // A step's two calls go together: a start is always a step's first call.
         if !call.is_multiple_of(2) || call >= self.timesteps.len() {
             return None;
         }
+        let noising = self.noising_at(call)?;
         self.call = call;
-        Some(Noising::sigma(self.sigmas[call]))
+        Some(noising)
     }
 
     fn is_stochastic(&self) -> bool {

@@ -134,6 +134,13 @@ pub trait Scheduler: Send {
         None
     }
 
+    /// How a clean sample is noised to where model call `call` of the schedule expects it (diffusers'
+    /// `add_noise` at that call's timestep), without moving the sampler: inpainting re-noises the known region
+    /// to the next call's level after every step. `None` when the sampler cannot say.
+    fn noising_at(&self, _call: usize) -> Option<Noising> {
+        None
+    }
+
     /// Advances `sample` (a batch of `batch` items) in place by one step given the model output at
     /// the current timestep, and writes the prediction of the clean sample (x0) into `x0`.
     /// `noise` is asked for fresh Gaussian noise only when the step needs it.

@@ -225,17 +225,25 @@ impl Scheduler for Pndm {
         }
     }
 
+    fn noising_at(&self, call: usize) -> Option<Noising> {
+        if call >= self.calls.len() {
+            return None;
+        }
+        Some(Noising::alpha_bar(
+            self.schedule.alphas_cumprod()[self.calls[call] as usize],
+        ))
+    }
+
     /// PLMS started part-way runs as diffusers runs it on the img2img pipelines' cut timesteps: its counter
     /// restarts, so the second call redoes the first step from the next timestep. The Runge–Kutta warm-up
     /// reads its own stored timesteps, not the cut ones, and cannot start part-way.
     fn start_at(&mut self, call: usize) -> Option<Noising> {
-        if (self.prk_calls > 0 && call > 0) || call >= self.calls.len() {
+        if self.prk_calls > 0 && call > 0 {
             return None;
         }
+        let noising = self.noising_at(call)?;
         self.offset = call;
-        Some(Noising::alpha_bar(
-            self.schedule.alphas_cumprod()[self.calls[call] as usize],
-        ))
+        Some(noising)
     }
 
     fn is_stochastic(&self) -> bool {

@@ -5,7 +5,9 @@ For each scheduler class and strength: `set_timesteps(n)`, then the pipelines' `
 `int(n * strength)` steps are dropped, `set_begin_index(t_start * order)` where the class has it), then
 `add_noise` (or a flow scheduler's `scale_noise`) of a clean sample at the first remaining timestep, then the
 loop on an analytic model. Noise the steps draw is recorded (float32, indexed by the call of the whole
-schedule, null where none was drawn).
+schedule, null where none was drawn). Each case is also run as StableDiffusionInpaintPipeline runs a plain
+U-Net: after every call the known half of the sample (mask 0) is replaced by the clean sample noised to the
+next call's timestep.
 
 Run from the repository root with diffusers 0.36, torch and scipy (the test pipelines' environment):
 
@@ -123,6 +125,16 @@ def clean_config(cfg):
 
 
 def run(name, cls_name, config, kwargs, strength):
+    case = loop(name, cls_name, config, kwargs, strength, mask=None)
+    # Inpainting with a plain U-Net: after every call the known region (mask 0) is the clean sample noised to
+    # the next call's timestep (the clean sample itself after the last), as StableDiffusionInpaintPipeline blends.
+    mask = (torch.arange(SHAPE[-1]) % 2).to(torch.float64).expand(SHAPE)
+    case["inpaint_mask"] = flat(mask)
+    case["inpaint_final_sample"] = loop(name, cls_name, config, kwargs, strength, mask)["final_sample"]
+    return case
+
+
+def loop(name, cls_name, config, kwargs, strength, mask):
     sched = getattr(diffusers, cls_name)(**config)
     sched.set_timesteps(STEPS)
     all_timesteps = flat(sched.timesteps)
@@ -143,6 +155,12 @@ def run(name, cls_name, config, kwargs, strength):
             rec.call = begin + i
             xin = sched.scale_model_input(x, t) if hasattr(sched, "scale_model_input") else x
             x = sched.step(model(xin, t), t, x, **kwargs).prev_sample
+            if mask is not None:
+                known = clean
+                if i < len(timesteps) - 1:
+                    after = timesteps[i + 1 : i + 2]
+                    known = sched.scale_noise(clean, after, noise) if hasattr(sched, "scale_noise") else sched.add_noise(clean, noise, after)
+                x = (1 - mask) * known + mask * x
     finally:
         for m, f in saved:
             m.randn_tensor = f
