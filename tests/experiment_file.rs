@@ -1143,6 +1143,19 @@ fn init_image_and_strength_make_img2img_cells() {
             "no start image at",
         ),
         (
+            with(&format!("mask = {start:?}\n"), "strength = 0.5\n"),
+            at.clone(),
+            "a mask goes with `init_image`",
+        ),
+        (
+            with(
+                &format!("{}mask = [{start:?}, {start:?}]\n", per(3)),
+                "strength = 0.5\n",
+            ),
+            at.clone(),
+            "2 masks for 3 start images",
+        ),
+        (
             with(
                 &image,
                 "strength = 0.5\nsettings = { skip_prk_steps = false }\n",

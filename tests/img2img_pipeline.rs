@@ -1,6 +1,7 @@
 //! img2img through the whole lab on the checked-in exports (tests/data/pipelines/{sd1,sdxl}): a start image
 //! encoded by the folder's `vae_encoder`, each sampler's schedule cut at the strength and the noise added there
-//! reproduce Optimum's img2img pipelines from the seed alone (`noise = "torch"`), final latents and images.
+//! reproduce Optimum's img2img pipelines from the seed alone (`noise = "torch"`), final latents and images; with
+//! a mask, Optimum's inpainting pipeline.
 
 #![allow(
     clippy::unwrap_used,
@@ -72,17 +73,22 @@ fn max_difference(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
         .fold(0.0f32, f32::max)
 }
 
-/// Every case of `folder`'s img2img references, both seeds in one cell.
-fn check_folder(folder: &str) {
-    let refs = data().join(folder).join("reference/img2img");
+/// Every case of `folder`'s img2img (or inpainting) references, both seeds in one cell.
+fn check_folder(folder: &str, kind: &str) {
+    let refs = data().join(folder).join("reference").join(kind);
     let meta: Value =
-        serde_json::from_str(&std::fs::read_to_string(refs.join("img2img.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(refs.join(format!("{kind}.json"))).unwrap())
+            .unwrap();
+    let mask = match meta["mask"].as_str() {
+        Some(m) => format!("mask = {:?}\n", refs.join(m)),
+        None => String::new(),
+    };
     for case in meta["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
-        let dir = temp_dir(&format!("{folder}-{name}"));
+        let dir = temp_dir(&format!("{folder}-{kind}-{name}"));
         let text = format!(
             "output = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\n[conditioning]\nprompts = [{:?}]\n\
-             init_image = {:?}\n[sampling]\nseeds = {}\nnoise = \"torch\"\n[[sampler]]\n{}\nsteps = {}\n\
+             init_image = {:?}\n{mask}[sampling]\nseeds = {}\nnoise = \"torch\"\n[[sampler]]\n{}\nsteps = {}\n\
              guidance = {}\nstrength = {}\n",
             data().join(folder),
             meta["prompt"].as_str().unwrap(),
@@ -122,7 +128,7 @@ fn check_folder(folder: &str) {
         let want = want.permuted_axes(vec![0, 3, 1, 2]).to_owned();
         let image_diff = max_difference(&images, &want);
         println!(
-            "{folder} {name}: {} calls, max latent diff {latent_diff:.2e}, max image diff {image_diff:.2e}",
+            "{folder} {kind} {name}: {} calls, max latent diff {latent_diff:.2e}, max image diff {image_diff:.2e}",
             cell.nfe
         );
         assert!(
@@ -138,12 +144,19 @@ fn check_folder(folder: &str) {
 
 #[test]
 fn sd1_img2img_equals_optimum_for_four_samplers() {
-    check_folder("sd1");
+    check_folder("sd1", "img2img");
 }
 
 #[test]
 fn sdxl_img2img_equals_optimum() {
-    check_folder("sdxl");
+    check_folder("sdxl", "img2img");
+}
+
+/// A plain (4-channel) U-Net inpaints as StableDiffusionInpaintPipeline runs it: the known region blended back
+/// after every step, strength 1 starting from pure noise.
+#[test]
+fn sd1_inpainting_with_a_plain_unet_equals_optimum() {
+    check_folder("sd1", "inpaint");
 }
 
 /// The shipped demonstration in small: a real "3" under "a handwritten 8" stays a 3 at strength 0.3 and becomes

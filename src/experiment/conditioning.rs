@@ -28,6 +28,8 @@ pub struct ConditioningSpec {
     /// The images img2img starts from (resolved), and which sample takes which.
     pub init_images: Vec<PathBuf>,
     pub init_per: InitPer,
+    /// Inpainting masks (resolved): none, one for every start image, or one per start image.
+    pub masks: Vec<PathBuf>,
 }
 
 /// Which start image a sample takes when `init_image` lists several.
@@ -83,6 +85,7 @@ impl Reading<'_> {
             && s.classes.is_none()
             && s.null_class.is_none()
             && s.init_image.is_none()
+            && s.mask.is_none()
         {
             let message = "[conditioning] is empty; the model runs unconditioned".to_string();
             self.warn(None, c.span(), "conditioning", message);
@@ -108,6 +111,7 @@ impl Reading<'_> {
             complex_human_instruction: self.complex_human_instruction(s)?,
             init_images: self.init_images(s)?,
             init_per: InitPer::All,
+            masks: self.masks(s)?,
         }))
     }
 

@@ -56,6 +56,8 @@ pub(super) struct ConditioningSection {
     pub complex_human_instruction: Option<Spanned<Instruction>>,
     /// The image(s) img2img starts from: one for every sample, one per prompt (or class), or one per seed.
     pub init_image: Option<Spanned<ImagePaths>>,
+    /// Inpainting: white repaints, black keeps (one mask, or one per start image).
+    pub mask: Option<Spanned<ImagePaths>>,
 }
 
 #[derive(Deserialize)]

@@ -11,8 +11,8 @@ use super::{ConditioningSpec, ExperimentError, InitPer, Reading, SamplerSpec};
 use crate::sampler::begin_call;
 
 /// diffusers' img2img pipelines' default strengths, for the message that asks for one.
-const PIPELINE_STRENGTHS: &str =
-    "diffusers' img2img pipelines default to 0.8 (SD 1.x/2.x), 0.3 (SDXL), 0.6 (SD3, FLUX)";
+const PIPELINE_STRENGTHS: &str = "diffusers' img2img pipelines default to 0.8 (SD 1.x/2.x), 0.3 (SDXL), 0.6 \
+     (SD3, FLUX), the inpainting ones to 1 (SD) and 0.9999 (SDXL)";
 
 impl Reading<'_> {
     /// `init_image`'s files, resolved; each must exist.
@@ -35,6 +35,44 @@ impl Reading<'_> {
                     true => Ok(resolved),
                     false => {
                         let message = format!("no start image at {}", resolved.display());
+                        Err(self.error(given.span(), key, message))
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// `mask`'s files, resolved: they go with start images, one for all of them or one each.
+    pub(super) fn masks(&self, s: &ConditioningSection) -> Result<Vec<PathBuf>, ExperimentError> {
+        let Some(given) = &s.mask else {
+            return Ok(Vec::new());
+        };
+        let key = "conditioning.mask";
+        let list = given.get_ref().list();
+        let images = s
+            .init_image
+            .as_ref()
+            .map_or(0, |i| i.get_ref().list().len());
+        let message = match (images, list.len()) {
+            (0, _) => {
+                Some("a mask goes with `init_image`, the image it repaints part of".to_string())
+            }
+            (_, 0) => Some("list at least one mask".into()),
+            (n, m) if m != 1 && m != n => Some(format!(
+                "{m} masks for {n} start images: give one mask, or one per start image"
+            )),
+            _ => None,
+        };
+        if let Some(message) = message {
+            return Err(self.error(given.span(), key, message));
+        }
+        list.iter()
+            .map(|p| {
+                let resolved = self.resolve(p);
+                match resolved.is_file() {
+                    true => Ok(resolved),
+                    false => {
+                        let message = format!("no mask at {}", resolved.display());
                         Err(self.error(given.span(), key, message))
                     }
                 }

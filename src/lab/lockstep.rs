@@ -16,7 +16,7 @@ use super::results::{CellResult, Results};
 use super::runner::Stop;
 use super::scoring::Quality;
 use super::shard_watch::ProgressWriter;
-use super::start_images::{StartDraws, StartImages};
+use super::start_images::{Inpaint, LaneStart, StartDraws, StartImages};
 use crate::engine::Denoiser;
 use crate::guidance::Guide;
 use crate::sampler::torch_noise::torch_randn;
@@ -51,6 +51,8 @@ pub(super) struct Lane {
     pub(super) step: usize,
     /// The call it started at: 0, or where img2img's strength cuts in.
     pub(super) begin: usize,
+    /// Inpainting: what each step blends the known region from.
+    pub(super) inpaint: Option<Inpaint>,
     /// The model calls of this lane counted so far (an adaptive sampler's grow as it runs).
     pub(super) counted: usize,
 }
@@ -256,15 +258,16 @@ impl<'a> Batch<'a> {
             // The CFG++ samplers take the unconditional prediction even at scale 1.
             let guided = cfg != 1.0 || scheduler.takes_uncond();
             let mut noise = noise;
-            let (mut x, begin) = match cell.strength {
+            let (start, begin) = match cell.strength {
                 Some(strength) => {
                     self.start_noised(&mut *scheduler, cell, strength, &noise, &items)?
                 }
-                None => (
-                    self.initial_noise(&noise, &items, scheduler.init_noise_sigma()),
-                    0,
-                ),
+                None => {
+                    let x = self.initial_noise(&noise, &items, scheduler.init_noise_sigma());
+                    (LaneStart { x, inpaint: None }, 0)
+                }
             };
+            let LaneStart { mut x, inpaint } = start;
             scheduler.prepare(&mut x, &mut noise);
             let nfe = scheduler.timesteps().len() - begin;
             let state = &mut self.states[slot];
@@ -291,6 +294,7 @@ impl<'a> Batch<'a> {
                 embedded_guidance: embedded,
                 step: begin,
                 begin,
+                inpaint,
                 counted: nfe + begin,
                 method: (!cell.guidance_method.is_plain()).then(|| {
                     (
@@ -329,7 +333,8 @@ impl<'a> Batch<'a> {
     }
 
     /// An img2img lane's first sample and the call it starts at: its start images' latents noised to where
-    /// the strength cuts into the cell's schedule (checked possible when the experiment was read).
+    /// the strength cuts into the cell's schedule (checked possible when the experiment was read); inpainting at
+    /// strength 1 starts from pure noise, as the inpainting pipelines do.
     fn start_noised(
         &self,
         scheduler: &mut dyn Scheduler,
@@ -337,7 +342,7 @@ impl<'a> Batch<'a> {
         strength: f64,
         noise: &SeededNoise,
         items: &[Item],
-    ) -> Result<(Vec<f32>, usize), Stop> {
+    ) -> Result<(LaneStart, usize), Stop> {
         let start = self
             .start
             .as_ref()
@@ -358,7 +363,12 @@ impl<'a> Batch<'a> {
                 encoder: noise.encoder_noise(self.item),
             },
         };
-        Ok((start.noised(items, noising, draws), begin))
+        let noising = match start.masks.is_empty() || strength < 1.0 {
+            true => Some(noising),
+            false => None,
+        };
+        let sigma = scheduler.init_noise_sigma();
+        Ok((start.start(items, noising, sigma, draws), begin))
     }
 
     /// The shared model call's inputs, timesteps, condition rows and embedded guidance scales: every lane's
@@ -487,6 +497,11 @@ impl<'a> Batch<'a> {
                 Ok(()) => {}
             }
             lane.step += 1;
+            if let Some(inpaint) = &lane.inpaint {
+                let noising = lane.scheduler.noising_at(lane.step);
+                let last = lane.step == lane.scheduler.timesteps().len();
+                inpaint.blend(noising.filter(|_| !last), &mut lane.x);
+            }
             let calls_now = lane.scheduler.timesteps().len();
             if calls_now > lane.counted {
                 calls.1 += calls_now - lane.counted;

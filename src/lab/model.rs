@@ -147,9 +147,15 @@ impl StartEncoder {
                  takes {sc}×{sh}×{sw}: the encoder is not this pipeline's"
             )));
         }
+        let [_, h, w] = sample_shape;
+        let masks = (spec.masks.iter())
+            .map(|p| start_images::read_mask(p, [image_shape[1], image_shape[2]], [h, w]))
+            .collect::<Result<_, _>>()
+            .map_err(EngineError::Options)?;
         Ok(StartImages {
             images,
             per: spec.init_per,
+            masks,
         })
     }
 }

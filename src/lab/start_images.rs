@@ -1,6 +1,7 @@
-//! img2img's start images: read, fitted to the run's image size, encoded by the VAE encoder (a pixel model takes
-//! them as they are), and each lane's noised start as diffusers makes it: the VAE's sample of the image's
-//! latent distribution, then the sampler's `add_noise` at the strength's first timestep.
+//! img2img's and inpainting's start images: read, fitted to the run's image size, encoded by the VAE encoder (a
+//! pixel model takes them as they are), and each lane's noised start as diffusers makes it: the VAE's sample of
+//! the image's latent distribution, then the sampler's `add_noise` at the strength's first timestep. Inpainting
+//! masks are binarized and brought to the latents' size as diffusers does.
 
 use std::path::Path;
 
@@ -17,6 +18,35 @@ use crate::sampler::torch_noise::TorchGenerator;
 pub struct StartImages {
     pub images: Vec<EncodedImage>,
     pub per: InitPer,
+    /// Inpainting masks at the latents' size (1: repaint, 0: keep), one for every start image or one each.
+    pub masks: Vec<Vec<f32>>,
+}
+
+/// A lane's first sample, and for inpainting what every step blends the known region from.
+pub struct LaneStart {
+    pub x: Vec<f32>,
+    pub inpaint: Option<Inpaint>,
+}
+
+/// Inpainting with a plain U-Net: after each step the known region (mask 0) is the clean latents noised to the
+/// next call's level, as StableDiffusionInpaintPipeline blends them.
+pub struct Inpaint {
+    pub clean: Vec<f32>,
+    pub noise: Vec<f32>,
+    pub mask: Vec<f32>,
+}
+
+impl Inpaint {
+    /// Blends `x` with the known region, noised by `noising` (`None`: the clean latents, after the last call).
+    pub fn blend(&self, noising: Option<crate::sampler::Noising>, x: &mut [f32]) {
+        let mut known = self.clean.clone();
+        if let Some(n) = noising {
+            n.apply(&self.clean, &self.noise, &mut known);
+        }
+        for ((v, &k), &m) in x.iter_mut().zip(&known).zip(&self.mask) {
+            *v = (1.0 - m) * k + m * *v;
+        }
+    }
 }
 
 /// Where a lane's draws come from: torch's generator per seed (the VAE's sample, then the noise, as one
@@ -27,23 +57,42 @@ pub enum StartDraws {
 }
 
 impl StartImages {
-    /// The start image of `item`.
-    pub fn of(&self, item: &Item) -> &EncodedImage {
+    /// The start image of `item`, by index.
+    fn index_of(&self, item: &Item) -> usize {
         let n = self.images.len();
-        &self.images[match self.per {
+        match self.per {
             InitPer::All => 0,
             InitPer::Condition => item.condition % n,
             InitPer::Seed => item.seed_index % n,
-        }]
+        }
     }
 
-    /// The lane's first sample: each item's latents (a sample of its image's distribution) noised by
-    /// `noising`.
-    pub fn noised(&self, items: &[Item], noising: Noising, draws: StartDraws) -> Vec<f32> {
+    /// The start image of `item`.
+    pub fn of(&self, item: &Item) -> &EncodedImage {
+        &self.images[self.index_of(item)]
+    }
+
+    /// The mask of `item`'s start image, when the run inpaints.
+    fn mask_of(&self, item: &Item) -> Option<&[f32]> {
+        let n = self.masks.len();
+        (n > 0).then(|| self.masks[self.index_of(item) % n].as_slice())
+    }
+
+    /// The lane's first sample: each item's latents (a sample of its image's distribution) noised by `noising`,
+    /// or for inpainting from pure noise (`None`: strength 1) the noise times `init_sigma`, as the pipeline
+    /// starts; with masks, what its steps blend from.
+    pub fn start(
+        &self,
+        items: &[Item],
+        noising: Option<Noising>,
+        init_sigma: f32,
+        draws: StartDraws,
+    ) -> LaneStart {
         let len = self.images[0].len();
-        let mut x = vec![0.0; items.len() * len];
+        let (mut x, mut clean, mut noises) = (Vec::new(), Vec::new(), Vec::new());
         let mut latents = Vec::with_capacity(len);
-        for (k, (item, out)) in items.iter().zip(x.chunks_mut(len)).enumerate() {
+        let mut out = vec![0.0; len];
+        for (k, item) in items.iter().enumerate() {
             let image = self.of(item);
             let (encoder, noise) = match &draws {
                 StartDraws::Torch => {
@@ -58,9 +107,32 @@ impl StartImages {
                 ),
             };
             image.latents(&encoder, &mut latents);
-            noising.apply(&latents, &noise, out);
+            match noising {
+                Some(n) => n.apply(&latents, &noise, &mut out),
+                None => out
+                    .iter_mut()
+                    .zip(&noise)
+                    .for_each(|(o, &z)| *o = z * init_sigma),
+            }
+            x.extend_from_slice(&out);
+            clean.extend_from_slice(&latents);
+            noises.extend_from_slice(&noise);
         }
-        x
+        let inpaint = (!self.masks.is_empty()).then(|| Inpaint {
+            // The mask holds for every channel of the latents.
+            mask: items
+                .iter()
+                .flat_map(|i| {
+                    let mask = self.mask_of(i).unwrap_or_default();
+                    std::iter::repeat_n(mask, len / mask.len().max(1))
+                        .flatten()
+                        .copied()
+                })
+                .collect(),
+            clean,
+            noise: noises,
+        });
+        LaneStart { x, inpaint }
     }
 }
 
@@ -92,6 +164,46 @@ pub fn encode(
             }
         })
         .collect()
+}
+
+/// An inpainting mask at the latents' `[h, w]`: gray as PIL converts it, binarized at one half (white
+/// repaints), sampled at every `H/h`-th pixel (torch's nearest interpolation), as diffusers' mask processor and
+/// `prepare_mask_latents` make it. The mask is first resized to the run's `[H, W]` like a start image.
+pub fn read_mask(
+    path: &Path,
+    image_hw: [usize; 2],
+    latent_hw: [usize; 2],
+) -> Result<Vec<f32>, String> {
+    let [h, w] = image_hw;
+    let image = image::open(path).map_err(|e| {
+        format!(
+            "[conditioning] mask {}: {e}; give a PNG or JPEG image",
+            path.display()
+        )
+    })?;
+    let image = match (image.width() as usize, image.height() as usize) == (w, h) {
+        true => image,
+        false => image.resize_exact(w as u32, h as u32, FilterType::Lanczos3),
+    };
+    let rgb = image.to_rgb8();
+    // PIL's "L": (19595 R + 38470 G + 7471 B + 2^15) >> 16.
+    let gray = |x: u32, y: u32| {
+        let [r, g, b] = rgb.get_pixel(x, y).0.map(u32::from);
+        ((19595 * r + 38470 * g + 7471 * b + 0x8000) >> 16) as f32 / 255.0
+    };
+    let [lh, lw] = latent_hw;
+    let mut out = Vec::with_capacity(lh * lw);
+    for i in 0..lh {
+        for j in 0..lw {
+            let (y, x) = (i * h / lh, j * w / lw);
+            out.push(if gray(x as u32, y as u32) < 0.5 {
+                0.0
+            } else {
+                1.0
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// An image file as C × H × W values in [-1, 1] (`v / 255 · 2 − 1`, as diffusers' image processor makes them),

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""img2img references: Optimum's ORTStableDiffusionImg2ImgPipeline / ORTStableDiffusionXLImg2ImgPipeline on the test
-pipelines make.py exported (sd1/, sdxl/), from one start image, per seed.
+"""img2img and inpainting references: Optimum's ORTStableDiffusionImg2ImgPipeline / ORTStableDiffusionXLImg2ImgPipeline
+and ORTStableDiffusionInpaintPipeline (a plain 4-channel U-Net: the known region blended back after every step) on
+the test pipelines make.py exported (sd1/, sdxl/), from one start image (and one mask), per seed.
 
 Each run is one prompt and one image under `torch.Generator().manual_seed(seed)`, so the generator's draws are the
 VAE encoder's sample of the image's latent distribution, then the noise added at the strength's first timestep:
 a seed alone reproduces the image. Written to <pipeline>/reference/img2img/: `start.png` (64×64), and per case the
 final latents (before the VAE, [seeds, 4, 8, 8]) and the images ([seeds, 64, 64, 3] in [0, 1]), listed in
-img2img.json.
+img2img.json; the inpainting runs likewise in <pipeline>/reference/inpaint/ with `mask.png` (white repaints).
 
 Run from the repository root, after make.py, in the same environment (about 10 s):
 
@@ -39,6 +40,13 @@ def start_image():
     return image
 
 
+def mask_image():
+    """A 64×64 mask: white (repaint) over the disc's right half and a band below it, black elsewhere."""
+    mask = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(mask).rectangle((30, 16, 50, 56), fill=255)
+    return mask
+
+
 def schedulers(shipped):
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
@@ -50,12 +58,16 @@ def schedulers(shipped):
     }
 
 
-def references(name, cls, cases):
+def references(name, cls, cases, kind="img2img"):
     folder = HERE / name
-    out = folder / "reference" / "img2img"
+    out = folder / "reference" / kind
     out.mkdir(parents=True, exist_ok=True)
     image = start_image()
     image.save(out / "start.png")
+    extra = {}
+    if kind == "inpaint":
+        mask_image().save(out / "mask.png")
+        extra["mask_image"] = mask_image()
     pipe = cls.from_pretrained(folder, provider="CPUExecutionProvider")
     shipped = pipe.scheduler
     listed = []
@@ -69,7 +81,7 @@ def references(name, cls, cases):
                 finals["latents"] = kw["latents"].detach().clone()
                 return kw
 
-            result = pipe(PROMPT, image=image, strength=strength, num_inference_steps=STEPS,
+            result = pipe(PROMPT, image=image, strength=strength, **extra, num_inference_steps=STEPS,
                           guidance_scale=GUIDANCE, generator=torch.Generator().manual_seed(seed), output_type="np",
                           callback_on_step_end=grab, callback_on_step_end_tensor_inputs=["latents"])
             latents.append(finals["latents"].numpy()[0])
@@ -80,18 +92,24 @@ def references(name, cls, cases):
         listed.append({"name": case, "scheduler": type(pipe.scheduler).__name__, "strength": strength,
                        "final_latents": f"{case}_final_latents.npy", "images": f"{case}_images.npy"})
     meta = {"pipeline": cls.__name__, "prompt": PROMPT, "steps": STEPS, "guidance_scale": GUIDANCE, "seeds": SEEDS,
-            "start_image": "start.png", "generator": "torch.Generator().manual_seed(seed), one run per seed",
+            "start_image": "start.png", **({"mask": "mask.png"} if extra else {}), "generator": "torch.Generator().manual_seed(seed), one run per seed",
             "cases": listed}
-    (out / "img2img.json").write_text(json.dumps(meta, indent=1) + "\n")
+    (out / f"{kind}.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(f"{name}: {len(listed)} cases -> {out}")
 
 
 def main():
-    from optimum.onnxruntime import ORTStableDiffusionImg2ImgPipeline, ORTStableDiffusionXLImg2ImgPipeline
+    from optimum.onnxruntime import (
+        ORTStableDiffusionImg2ImgPipeline,
+        ORTStableDiffusionInpaintPipeline,
+        ORTStableDiffusionXLImg2ImgPipeline,
+    )
 
     references("sd1", ORTStableDiffusionImg2ImgPipeline,
                [("shipped", 0.75), ("ddim", 0.6), ("dpmpp_2m", 0.75), ("euler", 0.6)])
     references("sdxl", ORTStableDiffusionXLImg2ImgPipeline, [("shipped", 0.3), ("dpmpp_2m", 0.6)])
+    references("sd1", ORTStableDiffusionInpaintPipeline,
+               [("shipped", 1.0), ("ddim", 1.0), ("dpmpp_2m", 0.75), ("euler", 1.0), ("euler", 0.6)], "inpaint")
 
 
 if __name__ == "__main__":
