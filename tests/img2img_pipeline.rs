@@ -55,7 +55,7 @@ fn run(dir: &Path, text: &str) -> Result<Results, String> {
 /// The difflab sampler of a reference case: the pipeline's own scheduler (`shipped`) or one made from its config.
 fn sampler_of(folder: &str, case: &str) -> &'static str {
     match (folder, case.split("_s").next().unwrap()) {
-        ("sd1", "shipped") => "name = \"plms\"",
+        ("sd1" | "sd1-inpaint", "shipped") => "name = \"plms\"",
         ("sdxl", "shipped") | (_, "euler") => "name = \"euler\"",
         (_, "ddim") => {
             "name = \"ddim\"\nsettings = { clip_sample = false, set_alpha_to_one = false }"
@@ -159,6 +159,13 @@ fn sd1_inpainting_with_a_plain_unet_equals_optimum() {
     check_folder("sd1", "inpaint");
 }
 
+/// An inpainting U-Net (9 input channels: latents, the mask at the latents' size, the masked image's latents) as
+/// StableDiffusionInpaintPipeline runs it: no blend, the masked image encoded with the seed's third draw.
+#[test]
+fn an_inpainting_unet_equals_optimum() {
+    check_folder("sd1-inpaint", "inpaint");
+}
+
 /// The shipped demonstration in small: a real "3" under "a handwritten 8" stays a 3 at strength 0.3 and becomes
 /// an 8 at 0.9, which also takes it further from the start image; NFE are the steps that run.
 #[test]
@@ -196,5 +203,21 @@ fn digits_sd_turns_a_three_into_an_eight_as_strength_grows() {
             .unwrap()
             .ends_with(",strength,start_rmse"),
         "{csv}"
+    );
+}
+
+/// An inpainting U-Net asked for text-to-image says what it needs instead of failing inside ONNX Runtime.
+#[test]
+fn an_inpainting_unet_without_image_and_mask_says_what_it_needs() {
+    let dir = temp_dir("inpaint-needs");
+    let text = format!(
+        "output = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\n[conditioning]\nprompts = [\"a cat\"]\n\
+         [sampling]\nseeds = 1\n[[sampler]]\nname = \"ddim\"\nsteps = 2\n",
+        data().join("sd1-inpaint")
+    );
+    let error = run(&dir, &text).unwrap_err();
+    assert!(
+        error.contains("inpainting U-Net") && error.contains("init_image and mask"),
+        "{error}"
     );
 }

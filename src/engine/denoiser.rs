@@ -10,6 +10,9 @@ pub struct DenoiserInfo {
     pub provider: String,
     /// One sample's shape: channels, height, width.
     pub sample_shape: [usize; 3],
+    /// Input channels fed beside each sample (an inpainting U-Net's mask and masked-image latents), 0 for most:
+    /// each item of the model's input is then the sample followed by these channels.
+    pub extra_channels: usize,
     pub prediction_type: PredictionType,
 }
 

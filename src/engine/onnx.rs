@@ -8,7 +8,7 @@ use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, SessionOutputs};
 
 use super::condition::{Condition, ItemTensor, check_fits, fixed_item_shape};
-use super::denoiser::{DenoiseError, Denoiser, DenoiserInfo, checked_batch};
+use super::denoiser::{DenoiseError, Denoiser, DenoiserInfo, batch_size, checked_batch};
 use super::error::EngineError;
 use super::floats::read_floats;
 use super::model_file::check_model_file;
@@ -274,13 +274,14 @@ impl OnnxDenoiser {
         rows: &[usize],
         out: &mut [f32],
     ) -> Result<(), DenoiseError> {
+        let per_input: usize = self.roles.input_shape().iter().product();
         let per_item: usize = self.roles.sample_shape.iter().product();
         let chunk = self.roles.fixed_batch.unwrap_or(usize::MAX).max(1);
         let mut start = 0;
         while start < timesteps.len() {
             let end = (start + chunk).min(timesteps.len());
             self.run_chunk(
-                &sample[start * per_item..end * per_item],
+                &sample[start * per_input..end * per_input],
                 &timesteps[start..end],
                 &rows[start..end],
                 &mut out[start * per_item..end * per_item],
@@ -299,6 +300,7 @@ impl OnnxDenoiser {
         rows: &[usize],
         out: &mut [f32],
     ) -> Result<(), DenoiseError> {
+        let per_input: usize = self.roles.input_shape().iter().product();
         let per_item: usize = self.roles.sample_shape.iter().product();
         let mut done = vec![false; timesteps.len()];
         for first in 0..timesteps.len() {
@@ -309,13 +311,13 @@ impl OnnxDenoiser {
             let group: Vec<usize> = (first..timesteps.len())
                 .filter(|&i| !done[i] && timesteps[i] == t)
                 .collect();
-            let mut part = Vec::with_capacity(group.len() * per_item);
+            let mut part = Vec::with_capacity(group.len() * per_input);
             for &i in &group {
-                part.extend_from_slice(&sample[i * per_item..(i + 1) * per_item]);
+                part.extend_from_slice(&sample[i * per_input..(i + 1) * per_input]);
                 done[i] = true;
             }
             let part_rows: Vec<usize> = group.iter().map(|&i| rows[i]).collect();
-            let mut part_out = vec![0.0; part.len()];
+            let mut part_out = vec![0.0; group.len() * per_item];
             self.run_batch(&part, &vec![t; group.len()], &part_rows, &mut part_out)?;
             for (k, &i) in group.iter().enumerate() {
                 out[i * per_item..(i + 1) * per_item]
@@ -362,7 +364,7 @@ impl OnnxDenoiser {
             scratch.bind_conditions(roles, binding).map_err(model_err)?;
             *bound_rows = Some(rows);
         }
-        let [c, h, w] = roles.sample_shape;
+        let [c, h, w] = roles.input_shape();
         let sample_dims = [m as i64, c as i64, h as i64, w as i64];
         let sample_value = if roles.sample.elem == ElemType::F32 && m == n {
             tensor_owned(&sample_dims, sample)
@@ -437,6 +439,7 @@ impl Denoiser for OnnxDenoiser {
             name: self.model.file_name(),
             provider: self.model.provider().ort_name().to_string(),
             sample_shape: self.roles.sample_shape,
+            extra_channels: self.roles.extra_channels,
             prediction_type: self.prediction_type,
         }
     }
@@ -492,7 +495,21 @@ impl Denoiser for OnnxDenoiser {
         rows: &[usize],
         out: &mut [f32],
     ) -> Result<(), DenoiseError> {
-        checked_batch(sample, out, self.roles.sample_shape, timesteps.len())?;
+        match self.roles.extra_channels {
+            0 => checked_batch(sample, out, self.roles.sample_shape, timesteps.len())?,
+            // The input carries the extra channels beside each sample; the prediction has the sample's.
+            _ => {
+                let n = batch_size(sample.len(), self.roles.input_shape(), timesteps.len())?;
+                let expected = n * self.roles.sample_shape.iter().product::<usize>();
+                if out.len() != expected {
+                    return Err(DenoiseError::OutputLength {
+                        expected,
+                        got: out.len(),
+                    });
+                }
+                n
+            }
+        };
         let available = self.conditions.len().max(1);
         if rows.len() != timesteps.len() || rows.iter().any(|&r| r >= available) {
             return Err(DenoiseError::Condition(format!(

@@ -110,7 +110,7 @@ pub(super) struct Scratch {
 
 impl Scratch {
     pub fn pack_sample(&mut self, roles: &ModelRoles, sample: &[f32], m: usize) {
-        let per_item: usize = roles.sample_shape.iter().product();
+        let per_item: usize = roles.input_shape().iter().product();
         let n = sample.len() / per_item;
         self.sample.reset(roles.sample.elem);
         self.sample.push(sample);

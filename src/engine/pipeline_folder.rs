@@ -87,6 +87,8 @@ pub struct DenoiserConfig {
     /// The config's `_class_name`, e.g. "UNet2DConditionModel".
     pub class_name: Option<String>,
     pub in_channels: Option<usize>,
+    /// The prediction's channels where they differ from the input's (an inpainting U-Net takes 9, gives 4).
+    pub out_channels: Option<usize>,
     pub sample_size: Option<usize>,
     pub cross_attention_dim: Option<usize>,
     pub num_class_embeds: Option<usize>,
@@ -289,8 +291,10 @@ impl PipelineFolder {
             let channels = self.denoiser_config.in_channels? / 4;
             return Some([channels, FLUX_DEFAULT_LATENT, FLUX_DEFAULT_LATENT]);
         }
-        let channels = self.denoiser_config.in_channels?;
-        let size = self.denoiser_config.sample_size?;
+        // The sample has the prediction's channels: an inpainting U-Net's other inputs ride on its channels.
+        let config = &self.denoiser_config;
+        let channels = config.out_channels.or(config.in_channels)?;
+        let size = config.sample_size?;
         Some([channels, size, size])
     }
 
@@ -336,9 +340,15 @@ impl PipelineFolder {
 fn denoiser_summary(config: &DenoiserConfig) -> String {
     let mut parts: Vec<String> = config.class_name.iter().cloned().collect();
     match (config.in_channels, config.sample_size) {
-        (Some(c), Some(s)) => parts.push(format!("latents {c}×{s}×{s}")),
+        (Some(c), Some(s)) => {
+            let c = config.out_channels.unwrap_or(c);
+            parts.push(format!("latents {c}×{s}×{s}"))
+        }
         (Some(c), None) => parts.push(format!("{c} input channels")),
         _ => {}
+    }
+    if let (Some(9), Some(4)) = (config.in_channels, config.out_channels) {
+        parts.push("inpainting: latents, mask and masked-image latents on 9 input channels".into());
     }
     if let Some(dim) = config.cross_attention_dim {
         parts.push(format!("cross-attention {dim}"));
@@ -509,6 +519,7 @@ fn read_denoiser_config(path: &Path) -> Result<DenoiserConfig, PipelineError> {
     Ok(DenoiserConfig {
         class_name: text(&config, "_class_name", path)?,
         in_channels: whole(&config, "in_channels", path)?,
+        out_channels: whole(&config, "out_channels", path)?,
         sample_size: per_block(&config, "sample_size", path)?,
         cross_attention_dim: per_block(&config, "cross_attention_dim", path)?,
         num_class_embeds: whole(&config, "num_class_embeds", path)?,

@@ -52,6 +52,8 @@ pub struct InfoReport {
     pub inputs: Vec<(TensorSpec, Option<Role>)>,
     pub outputs: Vec<(TensorSpec, Option<Role>)>,
     pub sample_shape: [usize; 3],
+    /// Input channels beside the sample's (an inpainting U-Net's mask and masked-image latents).
+    pub extra_channels: usize,
     pub fixed_batch: Option<usize>,
     pub timestep_per_item: bool,
     pub prediction_type: PredictionType,
@@ -84,16 +86,18 @@ pub fn inspect(
     model.set_conditions(vec![timing_condition(model.roles())])?;
     let info = model.info();
     let per_item: usize = info.sample_shape.iter().product();
+    // An inpainting U-Net takes its extra channels beside each sample.
+    let per_input = per_item / info.sample_shape[0] * (info.sample_shape[0] + info.extra_channels);
 
     let input = |batch: usize| -> (Vec<f32>, Vec<f64>) {
-        let sample = (0..batch * per_item)
+        let sample = (0..batch * per_input)
             .map(|i| ((i as f32) * 0.618).sin())
             .collect();
         (sample, vec![500.0; batch])
     };
 
     let (sample, timesteps) = input(1);
-    let mut out = vec![0.0; sample.len()];
+    let mut out = vec![0.0; per_item];
     model.predict(&sample, &timesteps, &mut out)?;
     let mut non_finite = non_finite_note(&out, 1);
     let nodes = model.nodes_per_provider()?;
@@ -101,7 +105,7 @@ pub fn inspect(
     let mut timings = Vec::new();
     if plan.batch > 0 {
         let (sample, timesteps) = input(plan.batch);
-        let mut out = vec![0.0; sample.len()];
+        let mut out = vec![0.0; plan.batch * per_item];
         if plan.batch > 1 {
             model.predict(&sample, &timesteps, &mut out)?;
         }
@@ -137,6 +141,7 @@ pub fn inspect(
         inputs: with_roles(model.inputs()),
         outputs: with_roles(model.outputs()),
         sample_shape: roles.sample_shape,
+        extra_channels: roles.extra_channels,
         fixed_batch: roles.fixed_batch,
         timestep_per_item: roles.timestep_per_item,
         prediction_type: info.prediction_type,
@@ -214,6 +219,13 @@ impl fmt::Display for InfoReport {
             "one timestep per call (split where timesteps differ)"
         };
         writeln!(f, "sample    {c}×{h}×{w}, {batch}, {timestep}")?;
+        if self.extra_channels > 0 {
+            let extra = self.extra_channels;
+            writeln!(
+                f,
+                "          and {extra} more input channels beside it: an inpainting U-Net's mask and masked-image latents"
+            )?;
+        }
         writeln!(
             f,
             "predicts  {} ({})",

@@ -302,6 +302,9 @@ pub struct ModelRoles {
     pub output: TensorSpec,
     /// One sample's C, H, W.
     pub sample_shape: [usize; 3],
+    /// Input channels beyond the sample's, fed with it on its channel axis (an inpainting U-Net's mask and
+    /// masked-image latents: 9 input channels for 4 predicted); 0 for most models.
+    pub extra_channels: usize,
     /// The batch size the model was exported with, if fixed.
     pub fixed_batch: Option<usize>,
     /// True when the model takes one timestep per batch item; false for a scalar (or `[1]`) timestep, which then
@@ -310,6 +313,12 @@ pub struct ModelRoles {
 }
 
 impl ModelRoles {
+    /// One item of the sample input: the sample's C, H, W with the extra channels beside it.
+    pub fn input_shape(&self) -> [usize; 3] {
+        let [c, h, w] = self.sample_shape;
+        [c + self.extra_channels, h, w]
+    }
+
     /// The role of the input or output `name`.
     pub fn role_of(&self, name: &str) -> Option<Role> {
         Role::ALL
@@ -469,7 +478,8 @@ pub fn assign_roles(
         text_mask,
     } = pick_inputs(inputs, overrides)?;
     let output = pick_output(outputs, overrides)?;
-    let (sample_shape, fixed_batch) = check_sample(&sample, sample_shape)?;
+    let extra_channels = extra_channels(&sample, &output);
+    let (sample_shape, fixed_batch) = check_sample(&sample, sample_shape, extra_channels)?;
     let timestep_per_item = check_timestep(&timestep, &sample, fixed_batch)?;
     if let Some(labels) = &class_labels {
         check_class_labels(labels, &sample, fixed_batch)?;
@@ -500,9 +510,18 @@ pub fn assign_roles(
         text_mask,
         output,
         sample_shape,
+        extra_channels,
         fixed_batch,
         timestep_per_item,
     })
+}
+
+/// The sample input's channels beyond the output's, where the graph fixes both (an inpainting U-Net's 9 for 4).
+fn extra_channels(sample: &TensorSpec, output: &TensorSpec) -> usize {
+    match (sample.dims.get(1), output.dims.get(1)) {
+        (Some(Dim::Fixed(input)), Some(Dim::Fixed(out))) if input > out => input - out,
+        _ => 0,
+    }
 }
 
 /// The inputs by role: each found by name (or as overridden), every input claimed by exactly one role.
@@ -604,7 +623,10 @@ fn pick_inputs(inputs: &[TensorSpec], overrides: &RoleOverrides) -> Result<Input
 fn check_sample(
     sample: &TensorSpec,
     sample_shape: Option<[usize; 3]>,
+    extra_channels: usize,
 ) -> Result<([usize; 3], Option<usize>), RoleError> {
+    // The given shape is the sample's; the input takes the extra channels beside it.
+    let sample_shape = sample_shape.map(|[c, h, w]| [c + extra_channels, h, w]);
     if !sample.is_tensor || sample.rank() != 4 {
         return Err(RoleError::WrongRank {
             role: Role::Sample,
@@ -659,8 +681,8 @@ fn check_sample(
             });
         }
     };
-
-    Ok((shape, fixed_batch))
+    let [c, h, w] = shape;
+    Ok(([c - extra_channels, h, w], fixed_batch))
 }
 
 /// The timestep is a scalar, [1] or [B], int or float; returns whether it takes one timestep per item.

@@ -51,8 +51,10 @@ pub(super) struct Lane {
     pub(super) step: usize,
     /// The call it started at: 0, or where img2img's strength cuts in.
     pub(super) begin: usize,
-    /// Inpainting: what each step blends the known region from.
+    /// Inpainting: what each step blends the known region from (a plain U-Net).
     pub(super) inpaint: Option<Inpaint>,
+    /// An inpainting U-Net's mask and masked-image latents, fed beside each sample.
+    pub(super) concat: Option<Vec<f32>>,
     /// The model calls of this lane counted so far (an adaptive sampler's grow as it runs).
     pub(super) counted: usize,
 }
@@ -74,6 +76,8 @@ pub(super) struct Batch<'a> {
     pub(super) torch_noise: bool,
     /// img2img's encoded start images, when the run has them.
     pub(super) start: Option<StartImages>,
+    /// Input channels the model takes beside each sample (an inpainting U-Net's 5), 0 for most.
+    pub(super) extra_channels: usize,
     /// The unconditional condition-table row, for guided cells.
     pub(super) uncond: Option<usize>,
     /// The empty prompt's row, for the guidance methods that take its prediction (Perp-Neg).
@@ -264,10 +268,26 @@ impl<'a> Batch<'a> {
                 }
                 None => {
                     let x = self.initial_noise(&noise, &items, scheduler.init_noise_sigma());
-                    (LaneStart { x, inpaint: None }, 0)
+                    let start = LaneStart {
+                        x,
+                        inpaint: None,
+                        concat: None,
+                    };
+                    (start, 0)
                 }
             };
-            let LaneStart { mut x, inpaint } = start;
+            let LaneStart {
+                mut x,
+                inpaint,
+                concat,
+            } = start;
+            if self.extra_channels > 0 && concat.is_none() {
+                return Err(Stop::Error(format!(
+                    "{}: the model is an inpainting U-Net ({} input channels beside the sample's: the mask and the \
+                     masked image's latents); give [conditioning] init_image and mask, and each sampler a strength",
+                    cell.name, self.extra_channels
+                )));
+            }
             scheduler.prepare(&mut x, &mut noise);
             let nfe = scheduler.timesteps().len() - begin;
             let state = &mut self.states[slot];
@@ -295,6 +315,7 @@ impl<'a> Batch<'a> {
                 step: begin,
                 begin,
                 inpaint,
+                concat,
                 counted: nfe + begin,
                 method: (!cell.guidance_method.is_plain()).then(|| {
                     (
@@ -361,6 +382,7 @@ impl<'a> Batch<'a> {
             false => StartDraws::Given {
                 noise: self.initial_noise(noise, items, 1.0),
                 encoder: noise.encoder_noise(self.item),
+                masked: noise.masked_encoder_noise(self.item),
             },
         };
         let noising = match start.masks.is_empty() || strength < 1.0 {
@@ -380,15 +402,15 @@ impl<'a> Batch<'a> {
             let t = lane.scheduler.timesteps()[lane.step];
             let calls = lane.calls_per_step();
             if let Some(uncond) = lane.uncond {
-                model_input(&*lane.scheduler, &lane.x, &mut inputs);
+                lane.push_input(self.item, &mut inputs);
                 timesteps.extend(std::iter::repeat_n(t, lane.items));
                 rows.extend(std::iter::repeat_n(uncond, lane.items));
             }
-            model_input(&*lane.scheduler, &lane.x, &mut inputs);
+            lane.push_input(self.item, &mut inputs);
             timesteps.extend(std::iter::repeat_n(t, lane.items));
             rows.extend_from_slice(&lane.rows);
             if let Some(empty) = lane.empty {
-                model_input(&*lane.scheduler, &lane.x, &mut inputs);
+                lane.push_input(self.item, &mut inputs);
                 timesteps.extend(std::iter::repeat_n(t, lane.items));
                 rows.extend(std::iter::repeat_n(empty, lane.items));
             }
@@ -409,7 +431,8 @@ impl<'a> Batch<'a> {
         calls: &mut (usize, usize),
     ) -> Result<(), Stop> {
         let (inputs, timesteps, rows, guidance) = self.model_batch();
-        let mut outputs = vec![0.0; inputs.len()];
+        // One prediction of a sample's size per item (an inpainting U-Net's input is larger).
+        let mut outputs = vec![0.0; timesteps.len() * self.item];
         let call = Instant::now();
         let runs_before = denoiser.runs();
         if self.embedded_guidance {
@@ -682,6 +705,20 @@ impl<'a> Batch<'a> {
 }
 
 impl Lane {
+    /// Appends the model's input for this lane's samples: each scaled sample, followed by an inpainting U-Net's
+    /// mask and masked-image latents for it.
+    fn push_input(&self, item: usize, inputs: &mut Vec<f32>) {
+        let Some(extra) = &self.concat else {
+            return model_input(&*self.scheduler, &self.x, inputs);
+        };
+        let per = extra.len() / self.items.max(1);
+        let divisor = self.scheduler.model_input_divisor();
+        for (x, e) in self.x.chunks(item).zip(extra.chunks(per)) {
+            inputs.extend(x.iter().map(|&v| v / divisor));
+            inputs.extend_from_slice(e);
+        }
+    }
+
     /// The model's predictions a step of this lane takes per sample: conditional, and the unconditional and the
     /// empty prompt's where its guidance takes them.
     fn calls_per_step(&self) -> usize {

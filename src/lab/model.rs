@@ -94,9 +94,11 @@ impl LoadedModel {
         let mut notes = Vec::new();
         conditions.start = match spec.filter(|s| !s.init_images.is_empty()) {
             Some(spec) => {
+                let concat = self.denoiser.info().extra_channels > 0;
+                let shapes = (self.image_shape, self.sample_shape);
                 Some(
                     c.start
-                        .encode(spec, self.image_shape, self.sample_shape, &mut notes)?,
+                        .encode(spec, shapes.0, shapes.1, concat, &mut notes)?,
                 )
             }
             None => None,
@@ -118,6 +120,7 @@ impl StartEncoder {
         spec: &ConditioningSpec,
         image_shape: [usize; 3],
         sample_shape: [usize; 3],
+        concat: bool,
         notes: &mut Vec<String>,
     ) -> Result<StartImages, EngineError> {
         if self.latent && self.loaded.is_none() {
@@ -136,10 +139,11 @@ impl StartEncoder {
             )?;
             self.loaded = Some(encoder);
         }
-        let images =
-            start_images::encode(&spec.init_images, image_shape, self.loaded.as_mut(), notes)
-                .map_err(EngineError::Options)?;
-        if let Some(image) = images.iter().find(|i| i.shape != sample_shape) {
+        let [_, h, w] = sample_shape;
+        let loaded = self.loaded.as_mut();
+        let start = start_images::prepare(spec, image_shape, [h, w], loaded, concat, notes)
+            .map_err(EngineError::Options)?;
+        if let Some(image) = start.images.iter().find(|i| i.shape != sample_shape) {
             let [c, h, w] = image.shape;
             let [sc, sh, sw] = sample_shape;
             return Err(EngineError::Options(format!(
@@ -147,16 +151,7 @@ impl StartEncoder {
                  takes {sc}×{sh}×{sw}: the encoder is not this pipeline's"
             )));
         }
-        let [_, h, w] = sample_shape;
-        let masks = (spec.masks.iter())
-            .map(|p| start_images::read_mask(p, [image_shape[1], image_shape[2]], [h, w]))
-            .collect::<Result<_, _>>()
-            .map_err(EngineError::Options)?;
-        Ok(StartImages {
-            images,
-            per: spec.init_per,
-            masks,
-        })
+        Ok(start)
     }
 }
 

@@ -209,6 +209,7 @@ fn run_with(
         init_noise,
         torch_noise: experiment.noise == NoiseKind::Torch,
         start: model.conditions.start.clone(),
+        extra_channels: model.denoiser.info().extra_channels,
         uncond: model.conditions.uncond,
         empty: model.conditions.empty,
         embedded_guidance: model.denoiser.embeds_guidance(),

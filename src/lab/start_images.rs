@@ -9,7 +9,7 @@ use image::imageops::FilterType;
 
 use super::plan::Item;
 use crate::engine::{EncodedImage, VaeEncoder};
-use crate::experiment::InitPer;
+use crate::experiment::{ConditioningSpec, InitPer};
 use crate::sampler::Noising;
 use crate::sampler::torch_noise::TorchGenerator;
 
@@ -20,12 +20,17 @@ pub struct StartImages {
     pub per: InitPer,
     /// Inpainting masks at the latents' size (1: repaint, 0: keep), one for every start image or one each.
     pub masks: Vec<Vec<f32>>,
+    /// For an inpainting U-Net (9 input channels), each start image with its mask's region blanked, encoded:
+    /// the model takes the mask and a sample of these latents beside each sample. Empty for a plain U-Net.
+    pub masked: Vec<EncodedImage>,
 }
 
-/// A lane's first sample, and for inpainting what every step blends the known region from.
+/// A lane's first sample, and for inpainting what every step blends the known region from (a plain U-Net) or
+/// what the model takes beside each sample (an inpainting U-Net: mask, then masked-image latents, per item).
 pub struct LaneStart {
     pub x: Vec<f32>,
     pub inpaint: Option<Inpaint>,
+    pub concat: Option<Vec<f32>>,
 }
 
 /// Inpainting with a plain U-Net: after each step the known region (mask 0) is the clean latents noised to the
@@ -49,11 +54,16 @@ impl Inpaint {
     }
 }
 
-/// Where a lane's draws come from: torch's generator per seed (the VAE's sample, then the noise, as one
-/// `torch.Generator` gives them to the pipeline), or difflab's streams (unit noise and the VAE's noise).
+/// Where a lane's draws come from: torch's generator per seed (the VAE's sample of the start image, the noise,
+/// then the VAE's sample of the masked image, as one `torch.Generator` gives them to the pipeline), or
+/// difflab's streams (unit noise and the VAE's noises).
 pub enum StartDraws {
     Torch,
-    Given { noise: Vec<f32>, encoder: Vec<f32> },
+    Given {
+        noise: Vec<f32>,
+        encoder: Vec<f32>,
+        masked: Vec<f32>,
+    },
 }
 
 impl StartImages {
@@ -79,8 +89,8 @@ impl StartImages {
     }
 
     /// The lane's first sample: each item's latents (a sample of its image's distribution) noised by `noising`,
-    /// or for inpainting from pure noise (`None`: strength 1) the noise times `init_sigma`, as the pipeline
-    /// starts; with masks, what its steps blend from.
+    /// or for inpainting from pure noise (`None`: strength 1) the noise times `init_sigma`, as the pipelines
+    /// start; with masks, what its steps blend from or what its model takes beside it.
     pub fn start(
         &self,
         items: &[Item],
@@ -89,21 +99,35 @@ impl StartImages {
         draws: StartDraws,
     ) -> LaneStart {
         let len = self.images[0].len();
-        let (mut x, mut clean, mut noises) = (Vec::new(), Vec::new(), Vec::new());
+        let concat = !self.masked.is_empty();
+        let (mut x, mut clean, mut noises, mut extra) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut latents = Vec::with_capacity(len);
         let mut out = vec![0.0; len];
         for (k, item) in items.iter().enumerate() {
             let image = self.of(item);
-            let (encoder, noise) = match &draws {
+            let masked = self
+                .masked
+                .get(self.index_of(item) % self.masked.len().max(1));
+            let (encoder, noise, masked_noise) = match &draws {
                 StartDraws::Torch => {
                     let mut g = TorchGenerator::new(item.seed);
                     let mut draw = || g.randn(len).unwrap_or_else(|| vec![0.0; len]);
-                    let encoder = image.std.as_ref().map(|_| draw());
-                    (encoder.unwrap_or_default(), draw())
+                    // An inpainting U-Net at strength 1 starts from noise alone: the image is not encoded then.
+                    let encoded = image.std.is_some() && !(concat && noising.is_none());
+                    let encoder = encoded.then(&mut draw).unwrap_or_default();
+                    let noise = draw();
+                    let masked_noise = masked.and_then(|m| m.std.as_ref()).map(|_| draw());
+                    (encoder, noise, masked_noise.unwrap_or_default())
                 }
-                StartDraws::Given { noise, encoder } => (
+                StartDraws::Given {
+                    noise,
+                    encoder,
+                    masked,
+                } => (
                     encoder[k * len..(k + 1) * len].to_vec(),
                     noise[k * len..(k + 1) * len].to_vec(),
+                    masked[k * len..(k + 1) * len].to_vec(),
                 ),
             };
             image.latents(&encoder, &mut latents);
@@ -117,8 +141,14 @@ impl StartImages {
             x.extend_from_slice(&out);
             clean.extend_from_slice(&latents);
             noises.extend_from_slice(&noise);
+            if let Some(m) = masked {
+                extra.extend_from_slice(self.mask_of(item).unwrap_or_default());
+                m.latents(&masked_noise, &mut latents);
+                extra.extend_from_slice(&latents);
+            }
         }
-        let inpaint = (!self.masks.is_empty()).then(|| Inpaint {
+        let blend = !self.masks.is_empty() && !concat;
+        let inpaint = blend.then(|| Inpaint {
             // The mask holds for every channel of the latents.
             mask: items
                 .iter()
@@ -132,49 +162,75 @@ impl StartImages {
             clean,
             noise: noises,
         });
-        LaneStart { x, inpaint }
+        LaneStart {
+            x,
+            inpaint,
+            concat: concat.then_some(extra),
+        }
     }
 }
 
-/// Reads every start image, fits it to `image_shape` (C × H × W of the run's images) and encodes it; `notes`
-/// hears of images resized.
-pub fn encode(
-    paths: &[impl AsRef<Path>],
+/// The run's start images (and masks) ready for its lanes: each image read and fitted to `image_shape` (C × H × W
+/// of the run's images) and encoded; masks at the latents' `[h, w]`; for an inpainting U-Net (`concat`) the masked
+/// images encoded too. `notes` hears of images resized.
+pub fn prepare(
+    spec: &ConditioningSpec,
     image_shape: [usize; 3],
+    latent_hw: [usize; 2],
     mut encoder: Option<&mut VaeEncoder>,
+    concat: bool,
     notes: &mut Vec<String>,
-) -> Result<Vec<EncodedImage>, String> {
-    paths
-        .iter()
-        .map(|path| {
-            let path = path.as_ref();
-            let (pixels, note) = read_image(path, image_shape)?;
-            notes.extend(note);
-            match encoder.as_deref_mut() {
-                Some(e) => e
-                    .encode(&pixels, image_shape)
-                    .map_err(|e| format!("{}: {e}", path.display())),
-                None => Ok(EncodedImage {
-                    shape: image_shape,
-                    mean: pixels,
-                    std: None,
-                    scaling_factor: 1.0,
-                    shift_factor: 0.0,
-                }),
-            }
-        })
-        .collect()
+) -> Result<StartImages, String> {
+    let image_hw = [image_shape[1], image_shape[2]];
+    let mut pixels = Vec::new();
+    for path in &spec.init_images {
+        let (p, note) = read_image(path, image_shape)?;
+        notes.extend(note);
+        pixels.push(p);
+    }
+    let mut encode = |p: &[f32]| encode_pixels(p, image_shape, encoder.as_deref_mut());
+    let images = pixels.iter().map(|p| encode(p)).collect::<Result<_, _>>()?;
+    let full: Vec<Vec<f32>> = (spec.masks.iter())
+        .map(|p| read_mask(p, image_hw))
+        .collect::<Result<_, _>>()?;
+    let masked = match concat && !full.is_empty() {
+        true => (pixels.iter().enumerate())
+            .map(|(k, p)| encode(&masked_image(p, &full[k % full.len()])))
+            .collect::<Result<_, _>>()?,
+        false => Vec::new(),
+    };
+    Ok(StartImages {
+        images,
+        per: spec.init_per,
+        masks: full
+            .iter()
+            .map(|m| latent_mask(m, image_hw, latent_hw))
+            .collect(),
+        masked,
+    })
 }
 
-/// An inpainting mask at the latents' `[h, w]`: gray as PIL converts it, binarized at one half (white
-/// repaints), sampled at every `H/h`-th pixel (torch's nearest interpolation), as diffusers' mask processor and
-/// `prepare_mask_latents` make it. The mask is first resized to the run's `[H, W]` like a start image.
-pub fn read_mask(
-    path: &Path,
-    image_hw: [usize; 2],
-    latent_hw: [usize; 2],
-) -> Result<Vec<f32>, String> {
-    let [h, w] = image_hw;
+/// One image's pixels through the VAE encoder, or as they are for a pixel model.
+fn encode_pixels(
+    pixels: &[f32],
+    image_shape: [usize; 3],
+    encoder: Option<&mut VaeEncoder>,
+) -> Result<EncodedImage, String> {
+    match encoder {
+        Some(e) => e.encode(pixels, image_shape).map_err(|e| e.to_string()),
+        None => Ok(EncodedImage {
+            shape: image_shape,
+            mean: pixels.to_vec(),
+            std: None,
+            scaling_factor: 1.0,
+            shift_factor: 0.0,
+        }),
+    }
+}
+
+/// An inpainting mask at the run's `[H, W]`: gray as PIL converts it, binarized at one half (1: repaint), as
+/// diffusers' mask processor makes it; resized like a start image when its size differs.
+pub fn read_mask(path: &Path, [h, w]: [usize; 2]) -> Result<Vec<f32>, String> {
     let image = image::open(path).map_err(|e| {
         format!(
             "[conditioning] mask {}: {e}; give a PNG or JPEG image",
@@ -185,25 +241,35 @@ pub fn read_mask(
         true => image,
         false => image.resize_exact(w as u32, h as u32, FilterType::Lanczos3),
     };
-    let rgb = image.to_rgb8();
     // PIL's "L": (19595 R + 38470 G + 7471 B + 2^15) >> 16.
-    let gray = |x: u32, y: u32| {
-        let [r, g, b] = rgb.get_pixel(x, y).0.map(u32::from);
+    let gray = |[r, g, b]: [u8; 3]| {
+        let [r, g, b] = [r, g, b].map(u32::from);
         ((19595 * r + 38470 * g + 7471 * b + 0x8000) >> 16) as f32 / 255.0
     };
-    let [lh, lw] = latent_hw;
-    let mut out = Vec::with_capacity(lh * lw);
-    for i in 0..lh {
-        for j in 0..lw {
-            let (y, x) = (i * h / lh, j * w / lw);
-            out.push(if gray(x as u32, y as u32) < 0.5 {
-                0.0
-            } else {
-                1.0
-            });
-        }
-    }
-    Ok(out)
+    Ok(image
+        .to_rgb8()
+        .pixels()
+        .map(|p| if gray(p.0) < 0.5 { 0.0 } else { 1.0 })
+        .collect())
+}
+
+/// A mask at the latents' `[h, w]`: every `H/h`-th pixel, torch's nearest interpolation in
+/// `prepare_mask_latents`.
+pub fn latent_mask(mask: &[f32], [h, w]: [usize; 2], [lh, lw]: [usize; 2]) -> Vec<f32> {
+    (0..lh)
+        .flat_map(|i| (0..lw).map(move |j| mask[(i * h / lh) * w + j * w / lw]))
+        .collect()
+}
+
+/// The start image with the mask's region blanked (0, mid-gray in [-1, 1]), as the inpainting pipeline makes
+/// the masked image an inpainting U-Net takes.
+pub fn masked_image(pixels: &[f32], mask: &[f32]) -> Vec<f32> {
+    let plane = mask.len();
+    pixels
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| if mask[i % plane] < 0.5 { v } else { 0.0 })
+        .collect()
 }
 
 /// An image file as C × H × W values in [-1, 1] (`v / 255 · 2 − 1`, as diffusers' image processor makes them),

@@ -23,7 +23,8 @@ pub trait NoiseSource {
 /// and per-step noise).
 const BROWNIAN_STREAM: u64 = u64::MAX;
 
-/// The ChaCha stream of a seed that a VAE's sample of a start image draws from.
+/// The ChaCha stream of a seed that a VAE's sample of a start image draws from (the one below it: of a masked
+/// start image).
 const ENCODER_STREAM: u64 = u64::MAX - 1;
 
 /// Per-item deterministic noise: item `i` of the batch uses `seeds[i]`.
@@ -63,6 +64,13 @@ impl SeededNoise {
     pub fn encoder_noise(&self, item_len: usize) -> Vec<f32> {
         let mut out = vec![0.0; self.seeds.len() * item_len];
         self.fill_stream(ENCODER_STREAM, &mut out);
+        out
+    }
+
+    /// The unit noise of a VAE's sample of a masked start image (an inpainting U-Net's), a stream of its own.
+    pub fn masked_encoder_noise(&self, item_len: usize) -> Vec<f32> {
+        let mut out = vec![0.0; self.seeds.len() * item_len];
+        self.fill_stream(ENCODER_STREAM - 1, &mut out);
         out
     }
 
