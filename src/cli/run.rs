@@ -272,6 +272,7 @@ impl Printer {
     fn show(&mut self, run: &Progress, change: Change, experiment: &Path) {
         match change {
             Change::Loading => eprintln!("{}", run.loading.as_deref().unwrap_or_default()),
+            Change::Starts => {}
             Change::Log(line) => eprintln!("{line}"),
             Change::Planned { .. } => {
                 eprintln!(

@@ -895,6 +895,7 @@ mod tests {
             DenoiserConfig {
                 class_name: Some("UNet2DConditionModel".into()),
                 in_channels: Some(4),
+                out_channels: Some(4),
                 sample_size: Some(8),
                 cross_attention_dim: Some(8),
                 ..DenoiserConfig::default()

@@ -61,6 +61,9 @@ pub enum LabEvent {
         shards_done: usize,
         shards: usize,
     },
+    /// The start image of each preview sample (img2img and inpainting), in display space like the previews;
+    /// `masked`: the region a mask repaints is tinted.
+    StartImages { images: Vec<f32>, masked: bool },
     /// A network's load is starting ("loading unet (3.4 GB)…"): what a status line shows until `Planned`.
     Loading(String),
     /// Something worth a line in the log.

@@ -79,6 +79,17 @@ pub struct Progress {
     pub image_counter: u64,
     /// Whether each cell keeps its preview samples at every step ([`CellView::trajectory`]).
     pub trajectories: bool,
+    /// The start image of each preview sample, when the run starts from images, and whether masks tint them.
+    pub starts: Option<StartTiles>,
+}
+
+/// What the dashboard shows beside the previews of a run that starts from images.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartTiles {
+    /// One image per preview sample, in display space.
+    pub images: std::sync::Arc<Vec<f32>>,
+    pub masked: bool,
+    pub version: u64,
 }
 
 impl Default for Progress {
@@ -93,6 +104,7 @@ impl Default for Progress {
             outcome: None,
             image_counter: 0,
             trajectories: true,
+            starts: None,
         }
     }
 }
@@ -110,6 +122,8 @@ pub enum Change {
     Done(usize),
     /// A finished cell's result gained scores.
     Rescored(usize),
+    /// The start images of the run's previews arrived.
+    Starts,
     Loading,
     Log(String),
     Finished,
@@ -129,6 +143,7 @@ impl Progress {
                 providers_summary,
             } => {
                 self.loading = None;
+                self.starts = None;
                 self.plan(cells);
                 self.sample_shape = sample_shape;
                 self.provider = provider;
@@ -179,6 +194,15 @@ impl Progress {
                 }
                 None => Change::Nothing,
             },
+            LabEvent::StartImages { images, masked } => {
+                self.image_counter += 1;
+                self.starts = Some(StartTiles {
+                    images: std::sync::Arc::new(images),
+                    masked,
+                    version: self.image_counter,
+                });
+                Change::Starts
+            }
             LabEvent::Loading(what) => {
                 self.loading = Some(what);
                 Change::Loading

@@ -22,7 +22,7 @@ use super::samples::read_init_noise;
 use super::scoring::Quality;
 use super::shard::{ShardPlan, shard_plan};
 use super::shard_watch::{ProgressWriter, shards_of, watch};
-use super::{baseline, start_distance};
+use super::{baseline, start_distance, start_images};
 use crate::experiment::{DEFAULT_PREVIEW_EVERY, Experiment, NoiseKind, Preview};
 use crate::path_error::at;
 use crate::quality::ReferenceStats;
@@ -99,6 +99,9 @@ fn run_planned(
         let _ = tx.send(LabEvent::Loading(format!("{what}…")));
     };
     if watched.is_none() && !options.force && reuse_all(&run.cells, &run.out, tallied, tx) {
+        if let Some(shape) = image_shape_unloaded(experiment) {
+            send_start_tiles(experiment, &run.cells, shape, tx);
+        }
         // Where networks are kept (the dashboard), they are loaded now, after every cell is shown, so the
         // first edit that needs a run does not wait for them.
         if let Some(cache) = &options.models {
@@ -176,6 +179,7 @@ fn run_with(
     for note in notes {
         let _ = tx.send(LabEvent::Log(note));
     }
+    send_start_tiles(experiment, &cells, image_shape, tx);
     if let Some(count) = watched {
         return watch_and_merge(experiment, &cells, count, cancel, tx);
     }
@@ -457,4 +461,30 @@ fn load_quality(experiment: &Experiment) -> Result<Option<Quality<'_>>, Stop> {
     let features = features?;
     let reference = ReferenceStats::load(&f.reference)?;
     Ok(Some(Quality::new(features, reference, spec)?))
+}
+
+/// The start image of each preview sample, for the dashboard, when the run starts from images.
+fn send_start_tiles(
+    experiment: &Experiment,
+    cells: &[Cell],
+    image_shape: [usize; 3],
+    tx: &Sender<LabEvent>,
+) {
+    let spec = experiment
+        .conditioning
+        .as_ref()
+        .filter(|c| !c.init_images.is_empty());
+    let (Some(spec), Some(cell)) = (spec, cells.first()) else {
+        return;
+    };
+    match start_images::preview_tiles(spec, &cell.items[..cell.preview], image_shape) {
+        Ok(images) => {
+            let images = for_display(images, image_shape);
+            let masked = !spec.masks.is_empty();
+            let _ = tx.send(LabEvent::StartImages { images, masked });
+        }
+        Err(e) => {
+            let _ = tx.send(LabEvent::Log(e));
+        }
+    }
 }

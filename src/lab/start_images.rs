@@ -210,6 +210,51 @@ pub fn prepare(
     })
 }
 
+/// The start image of each of `items` (display order), at `image_shape`, with the region its mask repaints
+/// tinted red, for the dashboard's start column.
+pub fn preview_tiles(
+    spec: &ConditioningSpec,
+    items: &[Item],
+    image_shape: [usize; 3],
+) -> Result<Vec<f32>, String> {
+    let [c, h, w] = image_shape;
+    let mut images = Vec::new();
+    for path in &spec.init_images {
+        images.push(read_image(path, image_shape)?.0);
+    }
+    let masks: Vec<Vec<f32>> = (spec.masks.iter())
+        .map(|p| read_mask(p, [h, w]))
+        .collect::<Result<_, _>>()?;
+    let mut out = Vec::with_capacity(items.len() * c * h * w);
+    for item in items {
+        let k = spec
+            .init_image_index(item.condition, item.seed_index)
+            .unwrap_or(0);
+        let mut tile = images[k].clone();
+        if let Some(mask) = masks.get(k % masks.len().max(1)) {
+            tint(&mut tile, mask);
+        }
+        out.extend(tile);
+    }
+    Ok(out)
+}
+
+/// Halfway to red (gray's mid-tone for one channel) where `mask` repaints.
+fn tint(pixels: &mut [f32], mask: &[f32]) {
+    let plane = mask.len();
+    let channels = pixels.len() / plane.max(1);
+    for (i, v) in pixels.iter_mut().enumerate() {
+        let to = match (channels, i / plane) {
+            (3, 0) => 1.0,
+            (3, _) => -1.0,
+            _ => 0.0,
+        };
+        if mask[i % plane] >= 0.5 {
+            *v = 0.5 * (*v + to);
+        }
+    }
+}
+
 /// One image's pixels through the VAE encoder, or as they are for a pixel model.
 fn encode_pixels(
     pixels: &[f32],

@@ -81,6 +81,8 @@ pub struct ImageSlot {
     pub noisy: bool,
     /// A logged training image instead: (image tag, image) in [`super::training_media::TrainingMedia`].
     pub training: Option<(usize, usize)>,
+    /// The start image of preview sample `item` (img2img, inpainting) instead of a cell's sample.
+    pub start: bool,
 }
 
 /// What the Samplers view's tiles show once a baseline cell is marked (`d` steps through them).
@@ -585,7 +587,7 @@ impl State {
             Change::Finished => return self.finished(),
             Change::Done(_) => self.compare_with_baseline(),
             Change::Rescored(_) => {}
-            Change::Stepped(_) | Change::Loading | Change::Nothing => {}
+            Change::Stepped(_) | Change::Loading | Change::Starts | Change::Nothing => {}
         }
         Vec::new()
     }

@@ -296,6 +296,9 @@ pub(crate) fn tile_request(state: &State, slot: ImageSlot, rect: Rect) -> Option
     if let Some(k) = slot.frame {
         return frame_request(state, slot, k, rect);
     }
+    if slot.start {
+        return start_request(state, slot, rect);
+    }
     let item = state.lab.sample_shape.iter().product::<usize>();
     let sample = |cell: usize| {
         let c = state.lab.cells.get(cell)?;
@@ -322,6 +325,29 @@ pub(crate) fn tile_request(state: &State, slot: ImageSlot, rect: Rect) -> Option
         count: 1,
         columns: Some(1),
         baseline,
+        log_image: None,
+    })
+}
+
+/// The encoding of a preview sample's start image.
+fn start_request(state: &State, slot: ImageSlot, rect: Rect) -> Option<images::Request> {
+    let starts = state.lab.starts.as_ref()?;
+    let item = state.lab.sample_shape.iter().product::<usize>();
+    let image = starts
+        .images
+        .get(slot.item * item..(slot.item + 1) * item)?;
+    if rect.width == 0 || rect.height == 0 {
+        return None;
+    }
+    Some(images::Request {
+        slot,
+        version: starts.version,
+        size: (rect.width, rect.height),
+        samples: Arc::new(image.to_vec()),
+        shape: state.lab.sample_shape,
+        count: 1,
+        columns: Some(1),
+        baseline: None,
         log_image: None,
     })
 }

@@ -37,6 +37,9 @@ pub struct Page {
     pub gutter: Rect,
     /// The cells shown and their columns (one, the focused cell's panel, when focused).
     pub columns: Vec<(usize, Rect)>,
+    /// The column of the samples' start images, left of the cells, when the run starts from images and
+    /// there is room beside at least one cell.
+    pub start: Option<Rect>,
     /// The grid every cell's previews form (rows × columns), and the part shown.
     pub grid: Grid,
     pub rows: Range<usize>,
@@ -154,7 +157,11 @@ pub fn page(state: &State, area: Rect) -> Option<Page> {
     let gw = gutter_width(state, panel.width);
     let [gutter, tiles] =
         Layout::horizontal([Constraint::Length(gw), Constraint::Min(0)]).areas(panel);
-    let cells = if focused { 1 } else { state.lab.cells.len() };
+    let starts = !focused && state.lab.starts.is_some();
+    let cells = match focused {
+        true => 1,
+        false => state.lab.cells.len() + usize::from(starts),
+    };
     let fits = |zoom: usize| Fitted::new(state, &first.cell, tiles, cells, focused, zoom);
     let zoom = match state.zoom {
         Some(z) => z.min(ZOOMS.len() - 1),
@@ -175,9 +182,20 @@ pub fn page(state: &State, area: Rect) -> Option<Page> {
         }
         fits
     };
-    let columns = match focused {
-        true => vec![(state.selected, body)],
-        false => visible_columns(state, tiles, f.cells_fit),
+    let (start, columns) = match focused {
+        true => (None, vec![(state.selected, body)]),
+        // The start images take the first column's room.
+        false if starts && f.cells_fit >= 2 => {
+            let width = tiles.width / f.cells_fit as u16;
+            let start = Rect { width, ..tiles };
+            let rest = Rect {
+                x: tiles.x + width,
+                width: tiles.width - width,
+                ..tiles
+            };
+            (Some(start), visible_columns(state, rest, f.cells_fit - 1))
+        }
+        false => (None, visible_columns(state, tiles, f.cells_fit)),
     };
     let rows = window(state.page.0, f.rows_fit, f.grid.rows);
     let cols = window(state.page.1, f.cols_fit, f.grid.cols);
@@ -188,6 +206,7 @@ pub fn page(state: &State, area: Rect) -> Option<Page> {
         header,
         gutter,
         columns,
+        start,
         grid: f.grid,
         rows,
         cols,

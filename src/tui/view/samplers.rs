@@ -86,6 +86,7 @@ fn tile_slot(state: &State, cell: usize, item: usize, size: (u16, u16)) -> Image
         frame: None,
         noisy: false,
         training: None,
+        start: false,
     };
     if state.focused && cell == state.selected && state.scrub.is_some() {
         return ImageSlot {
@@ -110,6 +111,11 @@ pub fn image_slots(state: &State, area: Rect) -> Vec<(ImageSlot, Rect)> {
         return Vec::new();
     };
     let mut out = Vec::new();
+    if let Some(column) = page.start {
+        for (item, rect) in page.tiles(page.tile_area(column, false)) {
+            out.push((start_slot(item, page.tile), rect));
+        }
+    }
     for &(cell, column) in &page.columns {
         for (item, rect) in page.tiles(page.tile_area(column, state.focused)) {
             out.push((tile_slot(state, cell, item, page.tile), rect));
@@ -151,6 +157,9 @@ pub fn draw(frame: &mut Frame, state: &State, area: Rect) {
     }
     let n = state.lab.cells.len();
     let titles = titles(state, &page);
+    if let Some(rect) = page.start {
+        draw_start_column(frame, state, &page, rect);
+    }
     for (k, &(i, rect)) in page.columns.iter().enumerate() {
         let cell = &state.lab.cells[i];
         let border = if i == state.selected {
@@ -175,7 +184,7 @@ pub fn draw(frame: &mut Frame, state: &State, area: Rect) {
             info,
         );
         let tiles = page.tile_area(rect, false);
-        if k == 0 {
+        if k == 0 && page.start.is_none() {
             draw_row_labels(frame, state, &page, tiles);
         }
         draw_tiles(frame, state, &page, i, tiles);
@@ -354,6 +363,49 @@ fn abbreviate(label: &str, labels: &[&str], room: usize) -> String {
     let mut cut: String = chars[..keep].iter().collect();
     cut.push('…');
     cut
+}
+
+/// The tile of preview sample `item`'s start image.
+fn start_slot(item: usize, size: (u16, u16)) -> ImageSlot {
+    ImageSlot {
+        cell: 0,
+        item,
+        size,
+        diff: None,
+        frame: None,
+        noisy: false,
+        training: None,
+        start: true,
+    }
+}
+
+/// The column of start images left of the cells: what each row's samples start from (tinted where a mask
+/// repaints), with the rows' labels beside it.
+fn draw_start_column(frame: &mut Frame, state: &State, page: &Page, rect: Rect) {
+    let masked = state.lab.starts.as_ref().is_some_and(|s| s.masked);
+    let title = if masked { " start · mask " } else { " start " };
+    let block = Block::bordered()
+        .title(title)
+        .border_style(Style::new().dim());
+    let inner = block.inner(rect);
+    frame.render_widget(block, rect);
+    let what = match masked {
+        true => vec![
+            Line::from("each sample's image;"),
+            Line::from("red: repainted").dim(),
+        ],
+        false => vec![Line::from("each sample's"), Line::from("start image").dim()],
+    };
+    let info = Rect {
+        height: INFO_LINES.min(inner.height),
+        ..inner
+    };
+    frame.render_widget(Paragraph::new(what), info);
+    let tiles = page.tile_area(rect, false);
+    draw_row_labels(frame, state, page, tiles);
+    for (item, at) in page.tiles(tiles) {
+        draw_tile(frame, state, start_slot(item, page.tile), at);
+    }
 }
 
 fn draw_tiles(frame: &mut Frame, state: &State, page: &Page, cell: usize, area: Rect) {

@@ -997,3 +997,31 @@ fn large_images_shrink_to_the_smallest_legible_tile() {
     assert!(!page.shrunk);
     assert_eq!(page.tile, (32, 16));
 }
+
+/// A run that starts from images shows each preview sample's start image in a column left of the cells,
+/// the rows' labels beside it; with a mask, the repainted region tinted.
+#[test]
+fn start_images_stand_left_of_the_cells() {
+    let mut s = prompt_state();
+    let shape = s.lab.sample_shape;
+    let preview = s.lab.cells[0].cell.preview;
+    let images: Vec<f32> = (0..preview).flat_map(|k| pattern(9, k, shape)).collect();
+    let generation = s.generation;
+    s.update(Msg::Lab {
+        generation,
+        event: Box::new(LabEvent::StartImages {
+            images,
+            masked: true,
+        }),
+    });
+    let page = crate::tui::view::page::page(&s, Rect::new(0, 0, 160, 40)).unwrap();
+    let start = page.start.expect("a start column");
+    assert!(page.columns.iter().all(|(_, r)| r.x >= start.right()));
+    let slots = image_slots(&s, Rect::new(0, 0, 160, 40));
+    assert!(slots.iter().any(|(slot, _)| slot.start));
+    snapshots("samplers_start_images", &mut s);
+    // The focused cell keeps its panel to itself.
+    key(&mut s, KeyCode::Enter);
+    let page = crate::tui::view::page::page(&s, Rect::new(0, 0, 160, 40)).unwrap();
+    assert!(page.start.is_none());
+}

@@ -85,6 +85,7 @@ fn tiles(panel: &ImagePanel, inner: Rect) -> Vec<(ImageSlot, Rect)> {
                 frame: None,
                 noisy: false,
                 training: Some((tag, index)),
+                start: false,
             };
             (slot, rect)
         })

@@ -87,6 +87,7 @@ pub fn layout(state: &State, area: Rect) -> Option<XyLayout> {
                 frame: None,
                 noisy: false,
                 training: None,
+                start: false,
             };
             tiles.push((slot, Rect::new(x_of(k), y, tile.0, tile.1)));
         }
