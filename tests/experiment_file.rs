@@ -1166,3 +1166,58 @@ fn init_image_and_strength_make_img2img_cells() {
         ),
     ]);
 }
+
+/// `control_image`, `control_scale` (an axis, cells named `cs1.5`) and the ControlNet's window; each setting
+/// without a control image, a window out of order and a scale listed twice are errors at the key.
+#[test]
+fn control_images_and_scales_make_controlnet_cells() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pipelines");
+    let control = data.join("sd1-controlnet/reference/controlnet/control.png");
+    let with = |conditioning: &str, sampler: &str| {
+        format!(
+            "[model]\npath = {:?}\n[conditioning]\nprompts = [\"a\"]\n{conditioning}[sampling]\nseeds = 2\n\
+             [[sampler]]\nname = \"ddim\"\nsteps = 10\n{sampler}",
+            data.join("sd1-controlnet")
+        )
+    };
+    let image = format!("control_image = {control:?}\n");
+    let e = Experiment::parse(
+        &dir().join("test.toml"),
+        &with(&image, "control_scale = [0.5, 1.5]\n"),
+    )
+    .unwrap();
+    let labels: Vec<(&str, Option<f64>)> = (e.samplers[0].variants.iter())
+        .map(|v| (v.label.as_str(), v.control_scale))
+        .collect();
+    assert_eq!(
+        labels,
+        [("ddim cs0.5", Some(0.5)), ("ddim cs1.5", Some(1.5))]
+    );
+    assert_eq!(e.samplers[0].control_window, (0.0, 1.0));
+    let at = format!("{}:", dir().join("test.toml").display());
+    assert_errors(&[
+        (
+            with("", "control_scale = 1\n"),
+            at.clone(),
+            "control_scale goes with [conditioning] control_image",
+        ),
+        (
+            with("", "control_guidance_end = 0.5\n"),
+            at.clone(),
+            "control_guidance_end goes with",
+        ),
+        (
+            with(
+                &image,
+                "control_guidance_start = 0.6\ncontrol_guidance_end = 0.4\n",
+            ),
+            at.clone(),
+            "0 ≤ start < end ≤ 1",
+        ),
+        (
+            with(&image, "control_scale = [1, 1]\n"),
+            at.clone(),
+            "control_scale 1 is listed twice",
+        ),
+    ]);
+}

@@ -80,6 +80,15 @@ pub trait Denoiser: Send {
     /// The embedded guidance scale of each item of the next call (models that embed guidance).
     fn set_guidance(&mut self, _per_item: &[f32]) {}
 
+    /// Whether the model is a graph holding a U-Net and its ControlNet, which takes a control image and a
+    /// conditioning scale.
+    fn takes_control(&self) -> bool {
+        false
+    }
+
+    /// Each item's control image (3 × H × W in [0, 1]) and ControlNet scale for the next call.
+    fn set_control(&mut self, _images: &[f32], _scales: &[f32]) {}
+
     /// Sets the table of conditions that [`Denoiser::predict_with`]'s rows name. A model without conditioning
     /// inputs accepts only empty conditions.
     fn set_conditions(&mut self, conditions: Vec<Condition>) -> Result<(), DenoiseError> {

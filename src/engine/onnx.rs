@@ -10,7 +10,7 @@ use ort::session::{IoBinding, SessionOutputs};
 use super::condition::{Condition, ItemTensor, check_fits, fixed_item_shape};
 use super::denoiser::{DenoiseError, Denoiser, DenoiserInfo, batch_size, checked_batch};
 use super::error::EngineError;
-use super::floats::read_floats;
+use super::floats::{FloatBuf, read_floats};
 use super::model_file::check_model_file;
 use super::packing::{Scratch, tensor_owned};
 use super::providers::{ProviderAttempt, ProviderKind};
@@ -71,6 +71,17 @@ pub struct OnnxDenoiser {
     bound_rows: Option<Vec<usize>>,
     /// Session runs so far.
     runs: usize,
+    /// A ControlNet graph's control image and scale for each item of the next call.
+    control: Control,
+}
+
+/// What a ControlNet graph takes beside each item: its control image and scale, and their input buffers.
+#[derive(Default)]
+struct Control {
+    images: Vec<f32>,
+    scales: Vec<f32>,
+    image_buf: FloatBuf,
+    scale_buf: FloatBuf,
 }
 
 impl fmt::Debug for OnnxDenoiser {
@@ -111,6 +122,7 @@ impl OnnxDenoiser {
             binding: None,
             bound_rows: None,
             runs: 0,
+            control: Control::default(),
         })
     }
 
@@ -283,7 +295,7 @@ impl OnnxDenoiser {
             self.run_chunk(
                 &sample[start * per_input..end * per_input],
                 &timesteps[start..end],
-                &rows[start..end],
+                (&rows[start..end], start),
                 &mut out[start * per_item..end * per_item],
             )?;
             start = end;
@@ -308,8 +320,12 @@ impl OnnxDenoiser {
                 continue;
             }
             let t = timesteps[first];
+            // A ControlNet graph takes one scale a call too.
+            let scale = self.control.scales.get(first).copied();
             let group: Vec<usize> = (first..timesteps.len())
-                .filter(|&i| !done[i] && timesteps[i] == t)
+                .filter(|&i| {
+                    !done[i] && timesteps[i] == t && self.control.scales.get(i).copied() == scale
+                })
                 .collect();
             let mut part = Vec::with_capacity(group.len() * per_input);
             for &i in &group {
@@ -318,7 +334,10 @@ impl OnnxDenoiser {
             }
             let part_rows: Vec<usize> = group.iter().map(|&i| rows[i]).collect();
             let mut part_out = vec![0.0; group.len() * per_item];
-            self.run_batch(&part, &vec![t; group.len()], &part_rows, &mut part_out)?;
+            let all = self.control.gather(&group);
+            let ran = self.run_batch(&part, &vec![t; group.len()], &part_rows, &mut part_out);
+            self.control.restore(all);
+            ran?;
             for (k, &i) in group.iter().enumerate() {
                 out[i * per_item..(i + 1) * per_item]
                     .copy_from_slice(&part_out[k * per_item..(k + 1) * per_item]);
@@ -334,7 +353,7 @@ impl OnnxDenoiser {
         &mut self,
         sample: &[f32],
         timesteps: &[f64],
-        rows: &[usize],
+        (rows, first): (&[usize], usize),
         out: &mut [f32],
     ) -> Result<(), DenoiseError> {
         let n = timesteps.len();
@@ -353,6 +372,7 @@ impl OnnxDenoiser {
             binding: Some(binding),
             bound_rows,
             runs,
+            control,
             ..
         } = self
         else {
@@ -376,6 +396,9 @@ impl OnnxDenoiser {
         binding
             .bind_input(roles.sample.name.as_str(), &sample_value)
             .map_err(model_err)?;
+        control
+            .bind(roles, binding, first, n, m)
+            .map_err(model_err)?;
         scratch.pack_timestep(roles, timesteps, m);
         let timestep = scratch.timestep().map_err(model_err)?;
         binding
@@ -385,6 +408,64 @@ impl OnnxDenoiser {
         let outputs = model.session.run_binding(binding).map_err(model_err)?;
         *runs += 1;
         read_output(&outputs, roles, m, n, out)
+    }
+}
+
+impl Control {
+    /// Keeps only the control of the items `group` (in that order); returns everything, for [`Self::restore`].
+    fn gather(&mut self, group: &[usize]) -> (Vec<f32>, Vec<f32>) {
+        if self.scales.is_empty() {
+            return (Vec::new(), Vec::new());
+        }
+        let per = self.images.len() / self.scales.len();
+        let images = group
+            .iter()
+            .flat_map(|&i| self.images[i * per..(i + 1) * per].iter().copied())
+            .collect();
+        let scales = group.iter().map(|&i| self.scales[i]).collect();
+        (
+            std::mem::replace(&mut self.images, images),
+            std::mem::replace(&mut self.scales, scales),
+        )
+    }
+
+    fn restore(&mut self, (images, scales): (Vec<f32>, Vec<f32>)) {
+        if !scales.is_empty() {
+            (self.images, self.scales) = (images, scales);
+        }
+    }
+
+    /// Binds the control images of items `first..first + n` (padded to `m` by repeating the last) and their
+    /// shared scale, for a ControlNet graph.
+    fn bind(
+        &mut self,
+        roles: &ModelRoles,
+        binding: &mut IoBinding,
+        first: usize,
+        n: usize,
+        m: usize,
+    ) -> ort::Result<()> {
+        let (Some(image), Some(scale)) = (&roles.control_image, &roles.control_scale) else {
+            return Ok(());
+        };
+        let per = self.images.len() / self.scales.len().max(1);
+        self.image_buf.reset(image.elem);
+        for i in 0..m {
+            let k = first + i.min(n - 1);
+            self.image_buf.push(&self.images[k * per..(k + 1) * per]);
+        }
+        let [_, h, w] = roles.sample_shape;
+        let side = ((per / 3) as f64 / (h * w) as f64).sqrt().round() as usize;
+        let dims: Vec<i64> = match image.rank() {
+            5 => vec![1, m as i64, 3, (h * side) as i64, (w * side) as i64],
+            _ => vec![m as i64, 3, (h * side) as i64, (w * side) as i64],
+        };
+        binding.bind_input(image.name.as_str(), &self.image_buf.owned(&dims)?)?;
+        self.scale_buf.reset(scale.elem);
+        self.scale_buf.push(&self.scales[first..first + 1]);
+        let dims: Vec<i64> = scale.dims.iter().map(|_| 1).collect();
+        binding.bind_input(scale.name.as_str(), &self.scale_buf.owned(&dims)?)?;
+        Ok(())
     }
 }
 
@@ -485,6 +566,17 @@ impl Denoiser for OnnxDenoiser {
         Some(self.runs)
     }
 
+    fn takes_control(&self) -> bool {
+        self.roles.control_image.is_some()
+    }
+
+    fn set_control(&mut self, images: &[f32], scales: &[f32]) {
+        self.control.images.clear();
+        self.control.images.extend_from_slice(images);
+        self.control.scales.clear();
+        self.control.scales.extend_from_slice(scales);
+    }
+
     /// Batches larger than a fixed-batch model's are split (the last chunk padded); a model with a scalar
     /// timestep runs once per distinct timestep. Integer timestep inputs get the timesteps rounded; float16
     /// models are converted at the boundary.
@@ -520,7 +612,9 @@ impl Denoiser for OnnxDenoiser {
             )));
         }
         let one_timestep = timesteps.iter().all(|&t| t == timesteps[0]);
-        if self.roles.timestep_per_item || one_timestep {
+        let scales = &self.control.scales;
+        let one_scale = scales.iter().all(|&s| Some(&s) == scales.first());
+        if (self.roles.timestep_per_item || one_timestep) && one_scale {
             self.run_batch(sample, timesteps, rows, out)
         } else {
             self.run_grouped(sample, timesteps, rows, out)

@@ -96,7 +96,15 @@ pub fn inspect(
         (sample, vec![500.0; batch])
     };
 
+    // A ControlNet graph times with a blank control image at full scale.
+    let control = |model: &mut OnnxDenoiser, batch: usize| {
+        if model.takes_control() {
+            let [_, h, w] = info.sample_shape;
+            model.set_control(&vec![0.0; batch * 3 * 64 * h * w], &vec![1.0; batch]);
+        }
+    };
     let (sample, timesteps) = input(1);
+    control(&mut model, 1);
     let mut out = vec![0.0; per_item];
     model.predict(&sample, &timesteps, &mut out)?;
     let mut non_finite = non_finite_note(&out, 1);
@@ -105,6 +113,7 @@ pub fn inspect(
     let mut timings = Vec::new();
     if plan.batch > 0 {
         let (sample, timesteps) = input(plan.batch);
+        control(&mut model, plan.batch);
         let mut out = vec![0.0; plan.batch * per_item];
         if plan.batch > 1 {
             model.predict(&sample, &timesteps, &mut out)?;

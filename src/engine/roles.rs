@@ -29,12 +29,17 @@ pub enum Role {
     TimestepCond,
     /// Which text tokens are real (1) or padding (0), B×tokens (Sana's `encoder_attention_mask`).
     TextMask,
+    /// A ControlNet's control image in a graph holding the U-Net and its ControlNet, [1, B, 3, H, W] (diffusers'
+    /// ControlNet-to-ONNX export) or [B, 3, H, W], values in [0, 1].
+    ControlImage,
+    /// The ControlNet's conditioning scale, one per call ([1, 1], [1] or a scalar).
+    ControlScale,
     /// The model's prediction, shaped like the sample.
     Output,
 }
 
 impl Role {
-    pub const ALL: [Role; 9] = [
+    pub const ALL: [Role; 11] = [
         Role::Sample,
         Role::Timestep,
         Role::ClassLabels,
@@ -43,6 +48,8 @@ impl Role {
         Role::TimeIds,
         Role::TimestepCond,
         Role::TextMask,
+        Role::ControlImage,
+        Role::ControlScale,
         Role::Output,
     ];
 
@@ -68,6 +75,8 @@ impl Role {
             Role::TimeIds => "time_ids",
             Role::TimestepCond => "timestep_cond",
             Role::TextMask => "text_mask",
+            Role::ControlImage => "control_image",
+            Role::ControlScale => "control_scale",
             Role::Output => "output",
         }
     }
@@ -143,6 +152,19 @@ impl Role {
                 "context_mask",
                 "text_mask",
             ],
+            Role::ControlImage => &[
+                "controlnet_conds",
+                "controlnet_cond",
+                "controlnet_image",
+                "control_image",
+            ],
+            Role::ControlScale => &[
+                "conditioning_scales",
+                "conditioning_scale",
+                "controlnet_scales",
+                "controlnet_scale",
+                "control_scale",
+            ],
             Role::Output => &[
                 "out_sample",
                 "out_hidden_states",
@@ -176,6 +198,8 @@ impl fmt::Display for Role {
             Role::TimeIds => "time ids",
             Role::TimestepCond => "guidance embedding",
             Role::TextMask => "text attention mask",
+            Role::ControlImage => "ControlNet control image",
+            Role::ControlScale => "ControlNet conditioning scale",
             Role::Output => "output",
         })
     }
@@ -299,6 +323,9 @@ pub struct ModelRoles {
     pub time_ids: Option<TensorSpec>,
     pub timestep_cond: Option<TensorSpec>,
     pub text_mask: Option<TensorSpec>,
+    /// A graph holding a U-Net and its ControlNet: the control image and the conditioning scale.
+    pub control_image: Option<TensorSpec>,
+    pub control_scale: Option<TensorSpec>,
     pub output: TensorSpec,
     /// One sample's C, H, W.
     pub sample_shape: [usize; 3],
@@ -337,6 +364,8 @@ impl ModelRoles {
             Role::TimeIds => self.time_ids.as_ref(),
             Role::TimestepCond => self.timestep_cond.as_ref(),
             Role::TextMask => self.text_mask.as_ref(),
+            Role::ControlImage => self.control_image.as_ref(),
+            Role::ControlScale => self.control_scale.as_ref(),
             Role::Output => Some(&self.output),
         }
     }
@@ -476,6 +505,8 @@ pub fn assign_roles(
         time_ids,
         timestep_cond,
         text_mask,
+        control_image,
+        control_scale,
     } = pick_inputs(inputs, overrides)?;
     let output = pick_output(outputs, overrides)?;
     let extra_channels = extra_channels(&sample, &output);
@@ -497,6 +528,7 @@ pub fn assign_roles(
     if let Some(mask) = &text_mask {
         check_text_mask(mask, &sample, fixed_batch)?;
     }
+    check_control(control_image.as_ref(), control_scale.as_ref())?;
 
     check_output(&output, &sample, fixed_batch, sample_shape)?;
     Ok(ModelRoles {
@@ -508,12 +540,68 @@ pub fn assign_roles(
         time_ids,
         timestep_cond,
         text_mask,
+        control_image,
+        control_scale,
         output,
         sample_shape,
         extra_channels,
         fixed_batch,
         timestep_per_item,
     })
+}
+
+/// A ControlNet graph's control image is float [1, B, 3, H, W] or [B, 3, H, W], its scale float with one value
+/// per call, and neither comes without the other. (Several ControlNets in one graph are not run yet.)
+fn check_control(image: Option<&TensorSpec>, scale: Option<&TensorSpec>) -> Result<(), RoleError> {
+    let (image, scale) = match (image, scale) {
+        (None, None) => return Ok(()),
+        (Some(image), Some(scale)) => (image, scale),
+        (Some(one), None) | (None, Some(one)) => {
+            let missing = match image {
+                Some(_) => Role::ControlScale,
+                None => Role::ControlImage,
+            };
+            return Err(RoleError::MissingRole {
+                role: missing,
+                inputs: vec![one.describe()],
+            });
+        }
+    };
+    let leading = match image.rank() {
+        5 => image.dims[0].clone(),
+        4 => Dim::Fixed(1),
+        rank => {
+            return Err(RoleError::WrongRank {
+                role: Role::ControlImage,
+                name: image.name.clone(),
+                rank,
+                shape: shape_text(&image.dims),
+                expected: "[controlnets, batch, 3, height, width] or [batch, 3, height, width]",
+            });
+        }
+    };
+    let values: usize = scale
+        .dims
+        .iter()
+        .map(|d| match d {
+            Dim::Fixed(n) => *n,
+            Dim::Symbolic(_) => 0,
+        })
+        .product();
+    if leading != Dim::Fixed(1) || values != 1 || !image.elem.is_float() || !scale.elem.is_float() {
+        return Err(RoleError::WrongRank {
+            role: Role::ControlScale,
+            name: scale.name.clone(),
+            rank: scale.rank(),
+            shape: format!(
+                "{} with the control image {}",
+                shape_text(&scale.dims),
+                shape_text(&image.dims)
+            ),
+            expected: "one ControlNet: a float control image [1, batch, 3, height, width] and one float scale",
+        });
+    }
+    Ok(())
 }
 
 /// The sample input's channels beyond the output's, where the graph fixes both (an inpainting U-Net's 9 for 4).
@@ -534,6 +622,8 @@ struct Inputs {
     time_ids: Option<TensorSpec>,
     timestep_cond: Option<TensorSpec>,
     text_mask: Option<TensorSpec>,
+    control_image: Option<TensorSpec>,
+    control_scale: Option<TensorSpec>,
 }
 
 fn pick_inputs(inputs: &[TensorSpec], overrides: &RoleOverrides) -> Result<Inputs, RoleError> {
@@ -585,6 +675,8 @@ fn pick_inputs(inputs: &[TensorSpec], overrides: &RoleOverrides) -> Result<Input
     let time_ids = pick(Role::TimeIds, false)?;
     let timestep_cond = pick(Role::TimestepCond, false)?;
     let text_mask = pick(Role::TextMask, false)?;
+    let control_image = pick(Role::ControlImage, false)?;
+    let control_scale = pick(Role::ControlScale, false)?;
 
     let used = [
         Some(&sample),
@@ -595,6 +687,8 @@ fn pick_inputs(inputs: &[TensorSpec], overrides: &RoleOverrides) -> Result<Input
         time_ids.as_ref(),
         timestep_cond.as_ref(),
         text_mask.as_ref(),
+        control_image.as_ref(),
+        control_scale.as_ref(),
     ];
     if let Some(extra) = inputs
         .iter()
@@ -615,6 +709,8 @@ fn pick_inputs(inputs: &[TensorSpec], overrides: &RoleOverrides) -> Result<Input
         time_ids,
         timestep_cond,
         text_mask,
+        control_image,
+        control_scale,
     })
 }
 

@@ -30,6 +30,9 @@ pub struct ConditioningSpec {
     pub init_per: InitPer,
     /// Inpainting masks (resolved): none, one for every start image, or one per start image.
     pub masks: Vec<PathBuf>,
+    /// A ControlNet's control images (resolved), and which sample takes which.
+    pub control_images: Vec<PathBuf>,
+    pub control_per: InitPer,
 }
 
 /// Which start image a sample takes when `init_image` lists several.
@@ -86,6 +89,7 @@ impl Reading<'_> {
             && s.null_class.is_none()
             && s.init_image.is_none()
             && s.mask.is_none()
+            && s.control_image.is_none()
         {
             let message = "[conditioning] is empty; the model runs unconditioned".to_string();
             self.warn(None, c.span(), "conditioning", message);
@@ -112,6 +116,8 @@ impl Reading<'_> {
             init_images: self.init_images(s)?,
             init_per: InitPer::All,
             masks: self.masks(s)?,
+            control_images: self.control_images(s)?,
+            control_per: InitPer::All,
         }))
     }
 

@@ -3,6 +3,7 @@
 
 mod axes;
 mod conditioning;
+mod control;
 mod diagnostic;
 mod model;
 mod quality;
@@ -137,6 +138,8 @@ pub struct SamplerSpec {
     pub true_cfg_scale: f64,
     /// Samples per cell for quality; overrides `[quality] samples`.
     pub samples: Option<usize>,
+    /// The share of the steps the ControlNet is on: from `control_guidance_start` to `control_guidance_end`.
+    pub control_window: (f64, f64),
     /// The resolved scheduler (the first variant's).
     pub resolved: Resolved,
     /// One per value of the sampler's setting axes (`shift`), each its own cells; one when nothing varies.
@@ -154,6 +157,8 @@ pub struct SamplerVariant {
     pub shift: Option<f64>,
     /// img2img's strength, where `strength` is set.
     pub strength: Option<f64>,
+    /// A ControlNet's conditioning scale, where the experiment has control images.
+    pub control_scale: Option<f64>,
     /// How its guided predictions are made.
     pub guidance_method: GuidanceMethod,
     /// The value of each axis that varies, by results column (`schedule`, `eta`, `guidance_method`, `shift`).
@@ -228,6 +233,7 @@ impl Experiment {
         let (seeds, batch) = cx.sampling(&file)?;
         if let (Some(spec), Some(c)) = (conditioning.as_mut(), &file.conditioning) {
             cx.init_per(spec, c, seeds.len())?;
+            cx.control_per(spec, c, seeds.len())?;
         }
         let init_noise = file
             .sampling
@@ -243,6 +249,7 @@ impl Experiment {
             .map_or(NoiseKind::Difflab, |n| *n.get_ref());
         let samplers = cx.samplers(&file, &base, seeds.len(), &model.source)?;
         cx.check_strengths(&file, conditioning.as_ref(), &samplers)?;
+        cx.check_control(&file, conditioning.as_ref())?;
         let quality = file
             .quality
             .as_ref()
@@ -491,6 +498,9 @@ impl Reading<'_> {
         if let Some(strength) = &s.strength {
             axes.push(self.strength_axis(i, strength)?);
         }
+        if let Some(scale) = &s.control_scale {
+            axes.push(self.control_scale_axis(i, scale)?);
+        }
         let label = s.label.clone().unwrap_or_else(|| spec.clone());
         let mut variants = Vec::new();
         for combination in axes::combinations(&axes, &settings) {
@@ -507,6 +517,7 @@ impl Reading<'_> {
                 label: named,
                 shift: combination.shift,
                 strength: combination.strength,
+                control_scale: combination.control_scale,
                 guidance_method: combination.method,
                 axes: combination.columns,
                 resolved,
@@ -560,6 +571,7 @@ impl Reading<'_> {
             guidance_rescale,
             true_cfg_scale,
             samples: s.samples.as_ref().map(|n| *n.get_ref()),
+            control_window: self.control_window(i, s)?,
             resolved,
             variants,
         })

@@ -58,6 +58,8 @@ pub(super) struct ConditioningSection {
     pub init_image: Option<Spanned<ImagePaths>>,
     /// Inpainting: white repaints, black keeps (one mask, or one per start image).
     pub mask: Option<Spanned<ImagePaths>>,
+    /// A ControlNet's control image: one for every sample, one per prompt (or class), or one per seed.
+    pub control_image: Option<Spanned<ImagePaths>>,
 }
 
 #[derive(Deserialize)]
@@ -211,6 +213,16 @@ pub(super) enum Strength {
 }
 
 #[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "`control_scale` must be a number or a list of them, e.g. 1.0 or [0.5, 1.0, 1.5]"
+)]
+pub(super) enum ControlScale {
+    One(f64),
+    Many(Vec<f64>),
+}
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SamplerSection {
     pub name: Spanned<String>,
@@ -236,6 +248,11 @@ pub(super) struct SamplerSection {
     pub shift: Option<Spanned<Shift>>,
     /// img2img's strength (diffusers' `strength`): how much of the schedule runs from the noised start image.
     pub strength: Option<Spanned<Strength>>,
+    /// A ControlNet's conditioning scale (diffusers' `controlnet_conditioning_scale`), a number or a list.
+    pub control_scale: Option<Spanned<ControlScale>>,
+    /// The share of the steps before which, and after which, the ControlNet is off.
+    pub control_guidance_start: Option<Spanned<f64>>,
+    pub control_guidance_end: Option<Spanned<f64>>,
     /// FLUX's true classifier-free guidance beside its embedded guidance (needs a negative prompt).
     pub true_cfg_scale: Option<Spanned<f64>>,
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use toml::Spanned;
 
 use super::axes::{Apply, Axis, AxisValue};
-use super::schema::{ConditioningSection, ExperimentFile, Strength};
+use super::schema::{ConditioningSection, ExperimentFile, ImagePaths, Strength};
 use super::{ConditioningSpec, ExperimentError, InitPer, Reading, SamplerSpec};
 use crate::sampler::begin_call;
 
@@ -20,26 +20,10 @@ impl Reading<'_> {
         &self,
         s: &ConditioningSection,
     ) -> Result<Vec<PathBuf>, ExperimentError> {
-        let Some(given) = &s.init_image else {
-            return Ok(Vec::new());
-        };
-        let key = "conditioning.init_image";
-        let list = given.get_ref().list();
-        if list.is_empty() {
-            return Err(self.error(given.span(), key, "list at least one image"));
+        match &s.init_image {
+            Some(given) => self.image_files(given, "conditioning.init_image", "start image"),
+            None => Ok(Vec::new()),
         }
-        list.iter()
-            .map(|p| {
-                let resolved = self.resolve(p);
-                match resolved.is_file() {
-                    true => Ok(resolved),
-                    false => {
-                        let message = format!("no start image at {}", resolved.display());
-                        Err(self.error(given.span(), key, message))
-                    }
-                }
-            })
-            .collect()
     }
 
     /// `mask`'s files, resolved: they go with start images, one for all of them or one each.
@@ -88,22 +72,60 @@ impl Reading<'_> {
         c: &Spanned<ConditioningSection>,
         seeds: usize,
     ) -> Result<(), ExperimentError> {
-        let (n, Some(given)) = (spec.init_images.len(), &c.get_ref().init_image) else {
-            return Ok(());
-        };
+        if let Some(given) = &c.get_ref().init_image {
+            let n = spec.init_images.len();
+            spec.init_per =
+                self.images_per(spec, n, given.span(), "conditioning.init_image", seeds)?;
+        }
+        Ok(())
+    }
+
+    /// How `n` images given at `key` go with the samples: one for all, one per prompt (or class), one per seed.
+    pub(super) fn images_per(
+        &self,
+        spec: &ConditioningSpec,
+        n: usize,
+        span: std::ops::Range<usize>,
+        key: &str,
+        seeds: usize,
+    ) -> Result<InitPer, ExperimentError> {
         let conditions = spec.prompts.len().max(spec.classes.len());
-        spec.init_per = match n {
+        Ok(match n {
             1 => InitPer::All,
             _ if n == conditions => InitPer::Condition,
             _ if n == seeds => InitPer::Seed,
             _ => {
                 let message = format!(
-                    "{n} start images: give one, one per prompt or class ({conditions}), or one per seed ({seeds})"
+                    "{n} images: give one, one per prompt or class ({conditions}), or one per seed ({seeds})"
                 );
-                return Err(self.error(given.span(), "conditioning.init_image", message));
+                return Err(self.error(span, key, message));
             }
-        };
-        Ok(())
+        })
+    }
+
+    /// Image files given at `key`, resolved; each must exist.
+    pub(super) fn image_files(
+        &self,
+        given: &Spanned<ImagePaths>,
+        key: &str,
+        what: &str,
+    ) -> Result<Vec<PathBuf>, ExperimentError> {
+        let list = given.get_ref().list();
+        if list.is_empty() {
+            return Err(self.error(given.span(), key, "list at least one image"));
+        }
+        list.iter()
+            .map(|p| {
+                let resolved = self.resolve(p);
+                match resolved.is_file() {
+                    true => Ok(resolved),
+                    false => {
+                        let message = format!("no {what} at {}", resolved.display());
+                        Err(self.error(given.span(), key, message))
+                    }
+                }
+            })
+            .collect()
     }
 
     /// `strength`'s values as an axis: each in (0, 1], none twice; cells are named `s0.6`.

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::samples::read_f32_npy;
-use super::start_images::StartImages;
+use super::start_images::{ControlImages, StartImages};
 use crate::engine::{
     Condition, DEFAULT_INSTRUCTION, ItemTensor, PromptEmbedding, PromptOptions, PromptSide,
     TextEncoder, cut_off, encode_prompts, is_sana,
@@ -27,6 +27,8 @@ pub struct RunConditions {
     pub empty: Option<usize>,
     /// The encoded start images, for img2img.
     pub start: Option<StartImages>,
+    /// A ControlNet's control images.
+    pub control: Option<ControlImages>,
 }
 
 impl RunConditions {
@@ -98,6 +100,7 @@ fn classes(
         uncond,
         empty: None,
         start: None,
+        control: None,
     };
     Ok((table, conditions))
 }
@@ -171,6 +174,7 @@ fn prompts(
         uncond: Some(uncond_row),
         empty: Some(empty),
         start: None,
+        control: None,
     };
     Ok((table, conditions))
 }

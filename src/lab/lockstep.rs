@@ -10,13 +10,13 @@ use super::events::LabEvent;
 use super::finish::{CellState, Finish};
 use super::guidance::{MethodCall, guide, guide_method};
 use super::lane_step::{Halt, advance, model_input};
-use super::plan::{Cell, Item};
+use super::plan::{Cell, ControlSettings, Item};
 use super::reference::{self, Solution};
 use super::results::{CellResult, Results};
 use super::runner::Stop;
 use super::scoring::Quality;
 use super::shard_watch::ProgressWriter;
-use super::start_images::{Inpaint, LaneStart, StartDraws, StartImages};
+use super::start_images::{ControlImages, Inpaint, LaneStart, StartDraws, StartImages};
 use crate::engine::Denoiser;
 use crate::guidance::Guide;
 use crate::sampler::torch_noise::torch_randn;
@@ -55,6 +55,8 @@ pub(super) struct Lane {
     pub(super) inpaint: Option<Inpaint>,
     /// An inpainting U-Net's mask and masked-image latents, fed beside each sample.
     pub(super) concat: Option<Vec<f32>>,
+    /// A ControlNet model's control image of each item, and the cell's scale and window.
+    pub(super) control: Option<(Vec<f32>, ControlSettings)>,
     /// The model calls of this lane counted so far (an adaptive sampler's grow as it runs).
     pub(super) counted: usize,
 }
@@ -78,6 +80,9 @@ pub(super) struct Batch<'a> {
     pub(super) start: Option<StartImages>,
     /// Input channels the model takes beside each sample (an inpainting U-Net's 5), 0 for most.
     pub(super) extra_channels: usize,
+    /// The run's control images, and whether the model holds a ControlNet that takes them.
+    pub(super) control: Option<ControlImages>,
+    pub(super) takes_control: bool,
     /// The unconditional condition-table row, for guided cells.
     pub(super) uncond: Option<usize>,
     /// The empty prompt's row, for the guidance methods that take its prediction (Perp-Neg).
@@ -281,6 +286,16 @@ impl<'a> Batch<'a> {
                 inpaint,
                 concat,
             } = start;
+            let control = match (self.takes_control, cell.control, &self.control) {
+                (false, _, _) => None,
+                (true, Some(settings), Some(images)) => Some((images.of(&items), settings)),
+                _ => {
+                    return Err(Stop::Error(format!(
+                        "{}: the model holds a ControlNet: give [conditioning] control_image",
+                        cell.name
+                    )));
+                }
+            };
             if self.extra_channels > 0 && concat.is_none() {
                 return Err(Stop::Error(format!(
                     "{}: the model is an inpainting U-Net ({} input channels beside the sample's: the mask and the \
@@ -316,6 +331,7 @@ impl<'a> Batch<'a> {
                 begin,
                 inpaint,
                 concat,
+                control,
                 counted: nfe + begin,
                 method: (!cell.guidance_method.is_plain()).then(|| {
                     (
@@ -422,6 +438,24 @@ impl<'a> Batch<'a> {
         (inputs, timesteps, rows, guidance)
     }
 
+    /// The control image and ControlNet scale of every item of the shared call, in its order (each of a lane's
+    /// predictions takes the same).
+    fn control_batch(&self) -> (Vec<f32>, Vec<f32>) {
+        let (mut images, mut scales) = (Vec::new(), Vec::new());
+        for lane in &self.lanes {
+            let Some((per_item, settings)) = &lane.control else {
+                continue;
+            };
+            let calls = lane.scheduler.timesteps().len() - lane.begin;
+            let scale = settings.scale_at(lane.step - lane.begin, calls);
+            for _ in 0..lane.calls_per_step() {
+                images.extend_from_slice(per_item);
+                scales.extend(std::iter::repeat_n(scale, lane.items));
+            }
+        }
+        (images, scales)
+    }
+
     /// One shared model call for every lane (a guided lane's samples twice: unconditional, then conditional,
     /// as diffusers batches them), then each lane's sampler step. A lane whose model output is not finite
     /// fails its cell; the other cells go on.
@@ -437,6 +471,10 @@ impl<'a> Batch<'a> {
         let runs_before = denoiser.runs();
         if self.embedded_guidance {
             denoiser.set_guidance(&guidance);
+        }
+        if self.takes_control {
+            let (images, scales) = self.control_batch();
+            denoiser.set_control(&images, &scales);
         }
         denoiser.predict_with(&inputs, &timesteps, &rows, &mut outputs)?;
         let model_s = call.elapsed().as_secs_f64();

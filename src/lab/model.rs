@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::conditioning::{ConditionSources, RunConditions, build, truncation_notes};
 use super::latent_preview::LatentPreview;
-use super::start_images::{self, StartImages};
+use super::start_images::{self, ControlImages, StartImages};
 use super::tensorrt::{TextLengths, note_if_tensorrt, text_lengths, unet_batch, with_profile};
 use crate::engine::flux::FluxDenoiser;
 use crate::engine::pipeline_folder::{
@@ -103,6 +103,7 @@ impl LoadedModel {
             }
             None => None,
         };
+        conditions.control = control_images(&*self.denoiser, self.image_shape, spec, &mut notes)?;
         self.denoiser
             .set_conditions(table)
             .map_err(|e| EngineError::Options(format!("{}: {e}", c.unet.display())))?;
@@ -110,6 +111,43 @@ impl LoadedModel {
         c.set_for = Some(spec.cloned());
         notes.extend(truncation_notes(&c.encoders, spec));
         Ok(notes)
+    }
+}
+
+/// The experiment's control images, read at the run's image size, for a model with a ControlNet; an error
+/// where one is given without the other.
+fn control_images(
+    denoiser: &dyn Denoiser,
+    image_shape: [usize; 3],
+    spec: Option<&ConditioningSpec>,
+    notes: &mut Vec<String>,
+) -> Result<Option<ControlImages>, EngineError> {
+    let given = spec.filter(|s| !s.control_images.is_empty());
+    let name = denoiser.info().name;
+    match (given, denoiser.takes_control()) {
+        (None, false) => Ok(None),
+        (None, true) => Err(EngineError::Options(format!(
+            "{name} holds a ControlNet (inputs for a control image and its scale): give [conditioning] \
+                 control_image"
+        ))),
+        (Some(_), false) => Err(EngineError::Options(format!(
+            "[conditioning] control_image: {name} has no ControlNet inputs (a control image such as \
+                 `controlnet_conds` and a scale such as `conditioning_scales`, as diffusers' ControlNet-to-ONNX \
+                 export makes them)"
+        ))),
+        (Some(spec), true) => {
+            let mut images = Vec::new();
+            for path in &spec.control_images {
+                let (image, note) = start_images::read_control_image(path, image_shape)
+                    .map_err(EngineError::Options)?;
+                notes.extend(note);
+                images.push(image);
+            }
+            Ok(Some(ControlImages {
+                images,
+                per: spec.control_per,
+            }))
+        }
     }
 }
 

@@ -30,6 +30,8 @@ pub struct Cell {
     pub shift: Option<f64>,
     /// img2img's strength: the cell starts from the noised start images, this share of its schedule left.
     pub strength: Option<f64>,
+    /// A ControlNet's scale and window, when the experiment has control images.
+    pub control: Option<ControlSettings>,
     /// How its guided predictions are made.
     pub guidance_method: GuidanceMethod,
     /// The value of each of its sampler's axes that varies, by results column.
@@ -51,6 +53,23 @@ pub struct Cell {
     pub key: String,
     /// The experiment's warnings that concern this cell.
     pub warnings: Vec<String>,
+}
+
+/// A ControlNet cell's conditioning scale and the share of its steps the ControlNet is on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ControlSettings {
+    pub scale: f64,
+    pub start: f64,
+    pub end: f64,
+}
+
+impl ControlSettings {
+    /// The scale at call `i` of `n`: 0 outside the window (diffusers' `controlnet_keep`).
+    pub fn scale_at(&self, i: usize, n: usize) -> f32 {
+        let (i, n) = (i as f64, n.max(1) as f64);
+        let off = i / n < self.start || (i + 1.0) / n > self.end;
+        if off { 0.0 } else { self.scale as f32 }
+    }
 }
 
 /// One sample of a cell: its seed, the seed's place in the cell's seeds (its row of `init_noise`), and the
@@ -99,6 +118,7 @@ impl Cell {
                     && r.guidance_rescale == self.guidance_rescale
                     && r.guidance_method == self.guidance_method
                     && r.true_cfg_scale == self.true_cfg_scale
+                    && r.control == self.control
             })
             // An img2img cell starts where its own schedule cuts in: no solve from pure noise compares with it.
             .filter(|_| self.strength.is_none())
@@ -189,6 +209,7 @@ fn reference_cells(
             // Its shift, if any, is in its own settings.
             shift: None,
             strength: None,
+            control: cell.control,
             axes: Vec::new(),
             sampler_label: format!("reference {}", solve.name),
             ..cell.clone()
@@ -205,6 +226,8 @@ fn plan_cells(
     inputs: &[u8],
 ) -> std::io::Result<Vec<Cell>> {
     let axis = condition_axis(experiment)?;
+    let has_control =
+        (experiment.conditioning.as_ref()).is_some_and(|c| !c.control_images.is_empty());
     let mut cells = Vec::new();
     let settings = experiment
         .samplers
@@ -237,6 +260,11 @@ fn plan_cells(
                     guidance_rescale: sampler.guidance_rescale,
                     shift: variant.shift,
                     strength: variant.strength,
+                    control: has_control.then(|| ControlSettings {
+                        scale: variant.control_scale.unwrap_or(1.0),
+                        start: sampler.control_window.0,
+                        end: sampler.control_window.1,
+                    }),
                     guidance_method: variant.guidance_method.clone(),
                     axes: variant.axes.clone(),
                     sampler_label: variant.sampler_label.clone(),
@@ -280,6 +308,11 @@ fn cell_key(inputs: &[u8], cell: &Cell) -> String {
     }
     if let Some(strength) = cell.strength {
         hash.update(strength.to_le_bytes());
+    }
+    if let Some(c) = cell.control {
+        for v in [c.scale, c.start, c.end] {
+            hash.update(v.to_le_bytes());
+        }
     }
     // Plain CFG keeps the keys cells had before guidance methods existed.
     if !cell.guidance_method.is_plain() {
@@ -432,10 +465,17 @@ fn inputs_hash(experiment: &Experiment) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
         .as_ref()
         .filter(|c| !c.init_images.is_empty())
     {
-        for path in &c.init_images {
+        for path in c.init_images.iter().chain(&c.masks) {
             hash_file(&mut hash, path)?;
         }
         let per = format!("init {:?}", c.init_per);
+        sha2::digest::Update::update(&mut hash, per.as_bytes());
+    }
+    if let Some(c) = (experiment.conditioning.as_ref()).filter(|c| !c.control_images.is_empty()) {
+        for path in &c.control_images {
+            hash_file(&mut hash, path)?;
+        }
+        let per = format!("control {:?}", c.control_per);
         sha2::digest::Update::update(&mut hash, per.as_bytes());
     }
     for part in [&experiment.model.vae_encoder].into_iter().flatten() {

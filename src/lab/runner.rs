@@ -214,6 +214,8 @@ fn run_with(
         torch_noise: experiment.noise == NoiseKind::Torch,
         start: model.conditions.start.clone(),
         extra_channels: model.denoiser.info().extra_channels,
+        control: model.conditions.control.clone(),
+        takes_control: model.denoiser.takes_control(),
         uncond: model.conditions.uncond,
         empty: model.conditions.empty,
         embedded_guidance: model.denoiser.embeds_guidance(),

@@ -25,6 +25,31 @@ pub struct StartImages {
     pub masked: Vec<EncodedImage>,
 }
 
+/// A run's ControlNet control images (3 × H × W in [0, 1] each) and which sample takes which.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlImages {
+    pub images: Vec<Vec<f32>>,
+    pub per: InitPer,
+}
+
+impl ControlImages {
+    /// The control images of `items`, one after another.
+    pub fn of(&self, items: &[Item]) -> Vec<f32> {
+        let n = self.images.len();
+        items
+            .iter()
+            .flat_map(|item| {
+                let k = match self.per {
+                    InitPer::All => 0,
+                    InitPer::Condition => item.condition % n,
+                    InitPer::Seed => item.seed_index % n,
+                };
+                self.images[k].iter().copied()
+            })
+            .collect()
+    }
+}
+
 /// A lane's first sample, and for inpainting what every step blends the known region from (a plain U-Net) or
 /// what the model takes beside each sample (an inpainting U-Net: mask, then masked-image latents, per item).
 pub struct LaneStart {
@@ -319,13 +344,34 @@ pub fn masked_image(pixels: &[f32], mask: &[f32]) -> Vec<f32> {
 
 /// An image file as C × H × W values in [-1, 1] (`v / 255 · 2 − 1`, as diffusers' image processor makes them),
 /// gray for one channel, resized (Lanczos) when its size is not the run's, with a note saying so.
-pub fn read_image(
+pub fn read_image(path: &Path, shape: [usize; 3]) -> Result<(Vec<f32>, Option<String>), String> {
+    let (planes, note) = read_planes(path, shape, "init_image")?;
+    let pixels = planes
+        .iter()
+        .map(|&v| 2.0 * (v as f32 / 255.0) - 1.0)
+        .collect();
+    Ok((pixels, note))
+}
+
+/// A ControlNet's control image as 3 × H × W values in [0, 1] (`v / 255`: diffusers' control image processor
+/// does not normalize), resized like a start image.
+pub fn read_control_image(
+    path: &Path,
+    [_, h, w]: [usize; 3],
+) -> Result<(Vec<f32>, Option<String>), String> {
+    let (planes, note) = read_planes(path, [3, h, w], "control_image")?;
+    Ok((planes.iter().map(|&v| v as f32 / 255.0).collect(), note))
+}
+
+/// An image file's 8-bit planes (gray for one channel, else RGB) at the run's size, and a note when resized.
+fn read_planes(
     path: &Path,
     [c, h, w]: [usize; 3],
-) -> Result<(Vec<f32>, Option<String>), String> {
+    key: &str,
+) -> Result<(Vec<u8>, Option<String>), String> {
     let image = image::open(path).map_err(|e| {
         format!(
-            "[conditioning] init_image {}: {e}; give a PNG or JPEG image",
+            "[conditioning] {key} {}: {e}; give a PNG or JPEG image",
             path.display()
         )
     })?;
@@ -340,27 +386,22 @@ pub fn read_image(
         Some(_) => image.resize_exact(w as u32, h as u32, FilterType::Lanczos3),
         None => image,
     };
-    let planes: Vec<Vec<u8>> = match c {
-        1 => vec![image.to_luma8().into_raw()],
+    let planes = match c {
+        1 => image.to_luma8().into_raw(),
         3 => {
             let rgb = image.to_rgb8().into_raw();
             (0..3)
-                .map(|k| rgb.iter().skip(k).step_by(3).copied().collect())
+                .flat_map(|k| rgb.iter().skip(k).step_by(3).copied().collect::<Vec<u8>>())
                 .collect()
         }
         _ => {
             return Err(format!(
-                "[conditioning] init_image {}: the model's images have {c} channels; start images are gray (1) or RGB (3)",
+                "[conditioning] {key} {}: the model's images have {c} channels; images are gray (1) or RGB (3)",
                 path.display()
             ));
         }
     };
-    let pixels = planes
-        .iter()
-        .flatten()
-        .map(|&v| 2.0 * (v as f32 / 255.0) - 1.0)
-        .collect();
-    Ok((pixels, note))
+    Ok((planes, note))
 }
 
 #[cfg(test)]

@@ -1,0 +1,136 @@
+//! ControlNet through the whole lab on tests/data/pipelines/sd1-controlnet (a graph holding sd1's U-Net and a
+//! ControlNet, as diffusers' ControlNet-to-ONNX script exports one): the control image, the conditioning scale and
+//! its window reproduce diffusers' StableDiffusionControlNetPipeline from the seed alone, final latents and images.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests report failure by panicking"
+)]
+
+use std::path::{Path, PathBuf};
+
+use difflab::experiment::Experiment;
+use difflab::lab::{LabEvent, Results, RunOptions, start};
+use ndarray::ArrayD;
+use ndarray_npy::read_npy;
+use serde_json::Value;
+
+fn folder() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pipelines/sd1-controlnet")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("difflab-controlnet-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn run(dir: &Path, text: &str) -> Result<Results, String> {
+    let path = dir.join("exp.toml");
+    std::fs::write(&path, text).unwrap();
+    let experiment = Experiment::load(&path).map_err(|e| e.to_string())?;
+    let options = RunOptions {
+        save_samples: true,
+        ..RunOptions::default()
+    };
+    let lab = start(experiment, options);
+    let mut error = None;
+    for event in lab.events.iter() {
+        if let LabEvent::Finished { error: e, .. } = event {
+            error = e;
+        }
+    }
+    lab.join();
+    match error {
+        Some(e) => Err(e),
+        None => Ok(Results::load(&dir.join("out/results.json"))),
+    }
+}
+
+fn max_difference(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
+}
+
+fn sampler_of(case: &Value) -> &'static str {
+    match case["scheduler"].as_str().unwrap() {
+        "DDIMScheduler" => {
+            "name = \"ddim\"\nsettings = { clip_sample = false, set_alpha_to_one = false }"
+        }
+        "DPMSolverMultistepScheduler" => "name = \"dpm++2m\"",
+        "EulerDiscreteScheduler" => "name = \"euler\"",
+        other => panic!("no sampler for {other}"),
+    }
+}
+
+#[test]
+fn a_controlnet_graph_equals_diffusers_controlnet_pipeline() {
+    let refs = folder().join("reference/controlnet");
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(refs.join("controlnet.json")).unwrap())
+            .unwrap();
+    for case in meta["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let dir = temp_dir(name);
+        let text = format!(
+            "output = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\n[conditioning]\nprompts = [{:?}]\n\
+             control_image = {:?}\n[sampling]\nseeds = {}\nnoise = \"torch\"\n[[sampler]]\n{}\nsteps = {}\n\
+             guidance = {}\ncontrol_scale = {}\ncontrol_guidance_start = {}\ncontrol_guidance_end = {}\n",
+            folder(),
+            meta["prompt"].as_str().unwrap(),
+            refs.join(meta["control_image"].as_str().unwrap()),
+            meta["seeds"],
+            sampler_of(case),
+            meta["steps"],
+            case["guidance_scale"],
+            case["controlnet_conditioning_scale"],
+            case["control_guidance_start"],
+            case["control_guidance_end"],
+        );
+        let results = run(&dir, &text).unwrap();
+        let cell = &results.cells[0];
+        assert!(cell.error.is_none(), "{name}: {:?}", cell.error);
+        let stem = cell
+            .grid
+            .trim_start_matches("cells/")
+            .trim_end_matches(".png");
+        let latents: ArrayD<f32> = read_npy(dir.join(format!("out/latents/{stem}.npy"))).unwrap();
+        let want: ArrayD<f32> =
+            read_npy(refs.join(case["final_latents"].as_str().unwrap())).unwrap();
+        let latent_diff = max_difference(&latents, &want);
+        let images: ArrayD<f32> = read_npy(dir.join(format!("out/samples/{stem}.npy"))).unwrap();
+        let want: ArrayD<f32> = read_npy(refs.join(case["images"].as_str().unwrap())).unwrap();
+        let image_diff = max_difference(&images, &want.permuted_axes(vec![0, 3, 1, 2]).to_owned());
+        println!("{name}: max latent diff {latent_diff:.2e}, max image diff {image_diff:.2e}");
+        assert!(
+            latent_diff < 1e-3,
+            "{name}: latents differ by {latent_diff}"
+        );
+        assert!(image_diff < 1e-3, "{name}: images differ by {image_diff}");
+        // The control really steers: off, the same seeds give other latents.
+        let off = text.replace(
+            &format!("control_scale = {}", case["controlnet_conditioning_scale"]),
+            "control_scale = 0",
+        );
+        let dir = temp_dir(&format!("{name}-off"));
+        let results = run(&dir, &off).unwrap();
+        let stem = results.cells[0]
+            .grid
+            .trim_start_matches("cells/")
+            .trim_end_matches(".png");
+        let without: ArrayD<f32> = read_npy(dir.join(format!("out/latents/{stem}.npy"))).unwrap();
+        let moved = max_difference(&without, &latents);
+        println!("{name}: without the control the latents move by {moved:.2e}");
+        assert!(
+            moved > 1e-2,
+            "{name}: the control changes nothing ({moved})"
+        );
+    }
+}

@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Builds sd1-controlnet/: sd1 with a tiny ControlNet, exported as diffusers' ControlNet-to-ONNX script exports one
+(scripts/convert_stable_diffusion_controlnet_to_onnx.py): one graph holding the U-Net and its ControlNet, inputs
+`sample`, `timestep` [1], `encoder_hidden_states`, `controlnet_conds` [1, 2B, 3, 8H, 8W] and `conditioning_scales`
+[1, 1], output `noise_pred`. References come from diffusers' own StableDiffusionControlNetPipeline in PyTorch on the
+same weights.
+
+sd1's parts are rebuilt by make.py's functions from the same seeds (their files are byte for byte sd1's); the
+ControlNet is `ControlNetModel.from_unet` of sd1's U-Net with a small conditioning embedding, and its zero
+convolutions (which a fresh ControlNet starts with, so that it changes nothing) get seeded random weights, so the
+control image really moves the prediction. References (sd1-controlnet/reference/controlnet/): prompt "a red
+circle", a 64×64 control image (`control.png`, a white ring on black), 10 steps, seeds 0 and 1 each under
+`torch.Generator().manual_seed(seed)`; cases vary the scheduler, guidance, `controlnet_conditioning_scale` and
+`control_guidance_start`/`end`; final latents and images, listed in controlnet.json.
+
+Run from the repository root, in the test pipelines' environment (about 20 s):
+
+    /work/venvs/pipelines/bin/python tests/data/pipelines/make_controlnet.py
+"""
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import make  # noqa: E402
+
+NAME = "sd1-controlnet"
+PROMPT = "a red circle"
+STEPS = 10
+SEEDS = [0, 1]
+# (scheduler, guidance, conditioning scale, guidance start, guidance end)
+CASES = [("ddim", 7.5, 1.0, 0.0, 1.0), ("dpmpp_2m", 7.5, 0.5, 0.2, 0.8), ("euler", 1.0, 2.0, 0.0, 1.0)]
+
+
+class UNetWithControlNet(torch.nn.Module):
+    """The U-Net with its ControlNet(s) in one graph, as diffusers' ControlNet-to-ONNX script wraps them."""
+
+    def __init__(self, unet, controlnets):
+        super().__init__()
+        self.unet = unet
+        self.controlnets = torch.nn.ModuleList(controlnets)
+
+    def forward(self, sample, timestep, encoder_hidden_states, controlnet_conds, conditioning_scales):
+        down, mid = None, None
+        for cond, scale, controlnet in zip(controlnet_conds, conditioning_scales, self.controlnets):
+            d, m = controlnet(sample, timestep, encoder_hidden_states=encoder_hidden_states, controlnet_cond=cond,
+                              conditioning_scale=scale, return_dict=False)
+            down = d if down is None else [a + b for a, b in zip(down, d)]
+            mid = m if mid is None else mid + m
+        return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
+                         down_block_additional_residuals=down, mid_block_additional_residual=mid, return_dict=False)[0]
+
+
+def control_image():
+    image = Image.new("RGB", (64, 64), (0, 0, 0))
+    ImageDraw.Draw(image).ellipse((14, 14, 50, 50), outline=(255, 255, 255), width=4)
+    return image
+
+
+def build(work):
+    from diffusers import ControlNetModel, StableDiffusionPipeline
+
+    make.write_clip_vocab(work / "clip-vocab")
+    tower_l, _, _ = make.text_encoders()
+    src = make.build_sd("sd1", work, work / "clip-vocab", False, tower_l)
+    pipe = StableDiffusionPipeline.from_pretrained(src, safety_checker=None, requires_safety_checker=False)
+    make.seeded(601)
+    controlnet = ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=(4, 8, 8, 8))
+    gen = torch.Generator().manual_seed(602)
+    zero_convs = list(controlnet.controlnet_down_blocks) + [controlnet.controlnet_mid_block,
+                                                             controlnet.controlnet_cond_embedding.conv_out]
+    with torch.no_grad():
+        for conv in zero_convs:
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * 0.2)
+            conv.bias.copy_(torch.randn(conv.bias.shape, generator=gen) * 0.05)
+    return src, pipe, controlnet.eval()
+
+
+def export(src, pipe, controlnet, dst):
+    if dst.exists():
+        shutil.rmtree(dst)
+    sd1 = HERE / "sd1"
+    for part in ["text_encoder", "tokenizer", "vae_decoder", "vae_encoder", "scheduler"]:
+        shutil.copytree(sd1 / part, dst / part)
+    index = json.loads((sd1 / "model_index.json").read_text())
+    index["_class_name"] = "StableDiffusionControlNetPipeline"
+    (dst / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    (dst / "unet").mkdir(parents=True)
+    shutil.copyfile(sd1 / "unet" / "config.json", dst / "unet" / "config.json")
+    model = UNetWithControlNet(pipe.unet, [controlnet]).eval()
+    size = make.LATENT_SIZE
+    args = (torch.randn(2, 4, size, size), torch.tensor([1.0]), torch.randn(2, make.MAX_LENGTH, make.TEXT_HIDDEN),
+            torch.rand(1, 2, 3, 8 * size, 8 * size), torch.ones(1, 1))
+    with torch.no_grad():
+        torch.onnx.export(model, args, str(dst / "unet" / "model.onnx"),
+                          input_names=["sample", "timestep", "encoder_hidden_states", "controlnet_conds",
+                                       "conditioning_scales"],
+                          output_names=["noise_pred"],
+                          dynamic_axes={"sample": {0: "2B", 2: "H", 3: "W"}, "encoder_hidden_states": {0: "2B"},
+                                        "controlnet_conds": {1: "2B", 3: "8H", 4: "8W"}, "noise_pred": {0: "2B"}},
+                          opset_version=18, do_constant_folding=True, dynamo=False)
+
+
+def references(pipe, controlnet, dst):
+    from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
+                           StableDiffusionControlNetPipeline)
+
+    out = dst / "reference" / "controlnet"
+    out.mkdir(parents=True, exist_ok=True)
+    image = control_image()
+    image.save(out / "control.png")
+    cn = StableDiffusionControlNetPipeline(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
+                                           unet=pipe.unet, controlnet=controlnet, scheduler=pipe.scheduler,
+                                           safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    shipped = pipe.scheduler.config
+    schedulers = {
+        "ddim": DDIMScheduler.from_config(shipped, clip_sample=False, set_alpha_to_one=False),
+        "dpmpp_2m": DPMSolverMultistepScheduler.from_config(shipped, algorithm_type="dpmsolver++", solver_order=2),
+        "euler": EulerDiscreteScheduler.from_config(shipped),
+    }
+    listed = []
+    for sched, guidance, scale, start, end in CASES:
+        cn.scheduler = schedulers[sched]
+        latents, images = [], []
+        for seed in SEEDS:
+            finals = {}
+
+            def grab(p, i, t, kw):
+                finals["latents"] = kw["latents"].detach().clone()
+                return kw
+
+            result = cn(PROMPT, image=image, num_inference_steps=STEPS, guidance_scale=guidance,
+                        controlnet_conditioning_scale=scale, control_guidance_start=start,
+                        control_guidance_end=end, generator=torch.Generator().manual_seed(seed), output_type="np",
+                        callback_on_step_end=grab, callback_on_step_end_tensor_inputs=["latents"])
+            latents.append(finals["latents"].numpy()[0])
+            images.append(result.images[0])
+        case = f"{sched}_g{guidance}_cs{scale}"
+        np.save(out / f"{case}_final_latents.npy", np.stack(latents).astype(np.float32))
+        np.save(out / f"{case}_images.npy", np.stack(images).astype(np.float32))
+        listed.append({"name": case, "scheduler": type(cn.scheduler).__name__, "guidance_scale": guidance,
+                       "controlnet_conditioning_scale": scale, "control_guidance_start": start,
+                       "control_guidance_end": end, "final_latents": f"{case}_final_latents.npy",
+                       "images": f"{case}_images.npy"})
+    meta = {"pipeline": "StableDiffusionControlNetPipeline (diffusers, PyTorch)", "prompt": PROMPT, "steps": STEPS,
+            "seeds": SEEDS, "control_image": "control.png",
+            "generator": "torch.Generator().manual_seed(seed), one run per seed", "cases": listed}
+    (out / "controlnet.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"{NAME}: {len(listed)} cases -> {out}")
+
+
+def main():
+    work = Path(tempfile.mkdtemp(prefix="difflab-controlnet-"))
+    try:
+        src, pipe, controlnet = build(work)
+        export(src, pipe, controlnet, HERE / NAME)
+        references(pipe, controlnet, HERE / NAME)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
