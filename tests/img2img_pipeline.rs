@@ -56,7 +56,7 @@ fn run(dir: &Path, text: &str) -> Result<Results, String> {
 fn sampler_of(folder: &str, case: &str) -> &'static str {
     match (folder, case.split("_s").next().unwrap()) {
         ("sd1" | "sd1-inpaint", "shipped") => "name = \"plms\"",
-        ("sdxl", "shipped") | (_, "euler") => "name = \"euler\"",
+        ("sdxl" | "sd3" | "flux", "shipped") | (_, "euler") => "name = \"euler\"",
         (_, "ddim") => {
             "name = \"ddim\"\nsettings = { clip_sample = false, set_alpha_to_one = false }"
         }
@@ -83,11 +83,20 @@ fn check_folder(folder: &str, kind: &str) {
         Some(m) => format!("mask = {:?}\n", refs.join(m)),
         None => String::new(),
     };
+    // SD3's and FLUX's references cut T5 at 16 tokens; FLUX has no sample size of its own.
+    let mask = match meta["max_sequence_length"].as_u64() {
+        Some(n) => format!("{mask}max_sequence_length = {n}\n"),
+        None => mask,
+    };
+    let shape = match folder {
+        "flux" => "sample_shape = [16, 8, 8]\n",
+        _ => "",
+    };
     for case in meta["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let dir = temp_dir(&format!("{folder}-{kind}-{name}"));
         let text = format!(
-            "output = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\n[conditioning]\nprompts = [{:?}]\n\
+            "output = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\n{shape}[conditioning]\nprompts = [{:?}]\n\
              init_image = {:?}\n{mask}[sampling]\nseeds = {}\nnoise = \"torch\"\n[[sampler]]\n{}\nsteps = {}\n\
              guidance = {}\nstrength = {}\n",
             data().join(folder),
@@ -150,6 +159,14 @@ fn sd1_img2img_equals_optimum_for_four_samplers() {
 #[test]
 fn sdxl_img2img_equals_optimum() {
     check_folder("sdxl", "img2img");
+}
+
+/// Flow models: the image's latents shifted and scaled by the VAE's factors, `scale_noise` at the cut sigma; FLUX
+/// with its dynamic shift (references: Optimum's SD3 img2img pipeline, diffusers' FluxImg2ImgPipeline on ONNX Runtime).
+#[test]
+fn sd3_and_flux_img2img_equal_their_pipelines() {
+    check_folder("sd3", "img2img");
+    check_folder("flux", "img2img");
 }
 
 /// A plain (4-channel) U-Net inpaints as StableDiffusionInpaintPipeline runs it: the known region blended back

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """img2img and inpainting references: Optimum's ORTStableDiffusionImg2ImgPipeline / ORTStableDiffusionXLImg2ImgPipeline
 and ORTStableDiffusionInpaintPipeline (a plain 4-channel U-Net: the known region blended back after every step) on
-the test pipelines make.py exported (sd1/, sdxl/), from one start image (and one mask), per seed.
+the test pipelines make.py and make_flow.py exported (sd1/, sdxl/, sd3/, flux/; FLUX through the same ORT wrapping of
+diffusers' FluxImg2ImgPipeline, which Optimum lacks), from one start image (and one mask), per seed.
 
 Each run is one prompt and one image under `torch.Generator().manual_seed(seed)`, so the generator's draws are the
 VAE encoder's sample of the image's latent distribution, then the noise added at the strength's first timestep:
@@ -58,7 +59,7 @@ def schedulers(shipped):
     }
 
 
-def references(name, cls, cases, kind="img2img"):
+def references(name, cls, cases, kind="img2img", **call_kwargs):
     folder = HERE / name
     out = folder / "reference" / kind
     out.mkdir(parents=True, exist_ok=True)
@@ -81,17 +82,20 @@ def references(name, cls, cases, kind="img2img"):
                 finals["latents"] = kw["latents"].detach().clone()
                 return kw
 
-            result = pipe(PROMPT, image=image, strength=strength, **extra, num_inference_steps=STEPS,
+            result = pipe(PROMPT, image=image, strength=strength, **extra, **call_kwargs, num_inference_steps=STEPS,
                           guidance_scale=GUIDANCE, generator=torch.Generator().manual_seed(seed), output_type="np",
                           callback_on_step_end=grab, callback_on_step_end_tensor_inputs=["latents"])
-            latents.append(finals["latents"].numpy()[0])
+            final = finals["latents"]
+            if final.dim() == 3:  # FLUX packs its latents 2×2 into tokens: unpacked, as difflab writes them
+                final = pipe._unpack_latents(final, 64, 64, pipe.vae_scale_factor)
+            latents.append(final.numpy()[0])
             images.append(result.images[0])
         case = f"{sched_name}_s{strength}"
         np.save(out / f"{case}_final_latents.npy", np.stack(latents).astype(np.float32))
         np.save(out / f"{case}_images.npy", np.stack(images).astype(np.float32))
         listed.append({"name": case, "scheduler": type(pipe.scheduler).__name__, "strength": strength,
                        "final_latents": f"{case}_final_latents.npy", "images": f"{case}_images.npy"})
-    meta = {"pipeline": cls.__name__, "prompt": PROMPT, "steps": STEPS, "guidance_scale": GUIDANCE, "seeds": SEEDS,
+    meta = {"pipeline": cls.__name__, "prompt": PROMPT, **call_kwargs, "steps": STEPS, "guidance_scale": GUIDANCE, "seeds": SEEDS,
             "start_image": "start.png", **({"mask": "mask.png"} if extra else {}), "generator": "torch.Generator().manual_seed(seed), one run per seed",
             "cases": listed}
     (out / f"{kind}.json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -108,6 +112,19 @@ def main():
     references("sd1", ORTStableDiffusionImg2ImgPipeline,
                [("shipped", 0.75), ("ddim", 0.6), ("dpmpp_2m", 0.75), ("euler", 0.6)])
     references("sdxl", ORTStableDiffusionXLImg2ImgPipeline, [("shipped", 0.3), ("dpmpp_2m", 0.6)])
+    # Optimum has no FLUX img2img pipeline: the same ORT wrapping of diffusers' FluxImg2ImgPipeline as its others.
+    from diffusers import FluxImg2ImgPipeline
+    from optimum.onnxruntime import ORTStableDiffusion3Img2ImgPipeline
+    from optimum.onnxruntime.modeling_diffusion import ORTDiffusionPipeline
+
+    class ORTFluxImg2ImgPipeline(ORTDiffusionPipeline, FluxImg2ImgPipeline):
+        task = "image-to-image"
+        main_input_name = "image"
+        auto_model_class = FluxImg2ImgPipeline
+
+    flow = {"max_sequence_length": 16, "height": 64, "width": 64}
+    references("sd3", ORTStableDiffusion3Img2ImgPipeline, [("shipped", 0.6)], **flow)
+    references("flux", ORTFluxImg2ImgPipeline, [("shipped", 0.6), ("shipped", 1.0)], **flow)
     references("sd1", ORTStableDiffusionInpaintPipeline,
                [("shipped", 1.0), ("ddim", 1.0), ("dpmpp_2m", 0.75), ("euler", 1.0), ("euler", 0.6)], "inpaint")
 
