@@ -97,6 +97,16 @@ fn a_controlnet_graph_equals_diffusers_controlnet_pipeline() {
         let results = run(&dir, &text).unwrap();
         let cell = &results.cells[0];
         assert!(cell.error.is_none(), "{name}: {:?}", cell.error);
+        assert_eq!(
+            cell.control_scale,
+            case["controlnet_conditioning_scale"].as_f64()
+        );
+        let csv = std::fs::read_to_string(dir.join("out/results.csv")).unwrap();
+        let header = csv.lines().next().unwrap();
+        assert!(
+            header.ends_with(",control_scale,control_guidance_start,control_guidance_end"),
+            "{header}"
+        );
         let stem = cell
             .grid
             .trim_start_matches("cells/")

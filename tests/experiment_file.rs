@@ -175,7 +175,7 @@ fn values_out_of_bounds_and_jargon_become_plain_errors() {
         (
             format!("{GOOD}[model.roles]\nsampel = \"x\"\n"),
             format!("{p}:15:1: `model.roles`"),
-            "unknown role `sampel`; the roles are sample, timestep, class_labels, conditioning, text_embeds, time_ids, timestep_cond, text_mask, output; did you mean `sample`?",
+            "unknown role `sampel`; the roles are sample, timestep, class_labels, conditioning, text_embeds, time_ids, timestep_cond, text_mask, control_image, control_scale, output; did you mean `sample`?",
         ),
         (
             GOOD.replace("steps = 8", "steps = 8\nsamples = 1"),
@@ -1135,7 +1135,7 @@ fn init_image_and_strength_make_img2img_cells() {
         (
             with(&per(4), "strength = 0.5\n"),
             at.clone(),
-            "4 start images: give one, one per prompt",
+            "4 images: give one, one per prompt",
         ),
         (
             with(&missing, "strength = 0.5\n"),

@@ -47,7 +47,8 @@ pub struct InfoArgs {
     #[arg(long)]
     pub runtime: Option<PathBuf>,
     /// Name an input's or the output's role: ROLE=NAME with ROLE one of sample, timestep, class_labels,
-    /// conditioning, text_embeds, time_ids, timestep_cond, text_mask, output (repeatable).
+    /// conditioning, text_embeds, time_ids, timestep_cond, text_mask, control_image, control_scale, output
+    /// (repeatable).
     #[arg(long = "role", value_parser = roles::parse_override)]
     pub roles: Vec<(roles::Role, String)>,
     /// One sample's shape C,H,W, for models whose sample input leaves it dynamic.

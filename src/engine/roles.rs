@@ -64,7 +64,8 @@ impl Role {
     ];
 
     /// The key used in override maps and on the command line (`sample`, `timestep`, `class_labels`,
-    /// `conditioning`, `text_embeds`, `time_ids`, `timestep_cond`, `text_mask`, `output`).
+    /// `conditioning`, `text_embeds`, `time_ids`, `timestep_cond`, `text_mask`, `control_image`,
+    /// `control_scale`, `output`).
     pub fn key(self) -> &'static str {
         match self {
             Role::Sample => "sample",

@@ -62,8 +62,8 @@ pub enum LabEvent {
         shards: usize,
     },
     /// The start image of each preview sample (img2img and inpainting), in display space like the previews;
-    /// `masked`: the region a mask repaints is tinted.
-    StartImages { images: Vec<f32>, masked: bool },
+    /// `kind` says what they are: start images (a mask's region tinted) or ControlNet control images.
+    StartImages { images: Vec<f32>, kind: ImageKind },
     /// A network's load is starting ("loading unet (3.4 GB)…"): what a status line shows until `Planned`.
     Loading(String),
     /// Something worth a line in the log.
@@ -76,6 +76,17 @@ pub enum LabEvent {
         unbatched_model_calls: usize,
         wall_s: f64,
     },
+}
+
+/// What the images a run's samples start from or follow are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageKind {
+    /// img2img's start images.
+    Start,
+    /// Inpainting's start images, the region each mask repaints tinted.
+    StartMasked,
+    /// A ControlNet's control images.
+    Control,
 }
 
 #[derive(Debug, Clone, Default)]

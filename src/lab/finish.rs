@@ -176,6 +176,8 @@ impl Finish<'_> {
             guidance_rescale: cell.guidance_rescale,
             shift: cell.shift,
             strength: cell.strength,
+            control_scale: cell.control.map(|c| c.scale),
+            control_window: cell.control.map(|c| [c.start, c.end]),
             guidance_method: (!cell.guidance_method.is_plain())
                 .then(|| cell.guidance_method.label()),
             axes: cell.axes.iter().cloned().collect(),

@@ -36,7 +36,7 @@ pub mod tensorrt;
 pub mod trajectory;
 
 pub use crate::path_error::PathError;
-pub use events::{CancelSwitch, LabEvent, LabHandle, RunOptions, start};
+pub use events::{CancelSwitch, ImageKind, LabEvent, LabHandle, RunOptions, start};
 pub use plan::{Cell, Plan, plan, plan_run};
 pub use results::{CellResult, Results};
 pub use runner::run;

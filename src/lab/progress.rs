@@ -88,7 +88,7 @@ pub struct Progress {
 pub struct StartTiles {
     /// One image per preview sample, in display space.
     pub images: std::sync::Arc<Vec<f32>>,
-    pub masked: bool,
+    pub kind: super::events::ImageKind,
     pub version: u64,
 }
 
@@ -194,11 +194,11 @@ impl Progress {
                 }
                 None => Change::Nothing,
             },
-            LabEvent::StartImages { images, masked } => {
+            LabEvent::StartImages { images, kind } => {
                 self.image_counter += 1;
                 self.starts = Some(StartTiles {
                     images: std::sync::Arc::new(images),
-                    masked,
+                    kind,
                     version: self.image_counter,
                 });
                 Change::Starts

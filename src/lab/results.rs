@@ -56,6 +56,12 @@ pub struct CellResult {
     /// img2img's strength, where the cell starts from a start image (`[[sampler]] strength`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strength: Option<f64>,
+    /// A ControlNet cell's conditioning scale, and the share of the steps it was on (`[[sampler]] control_scale`,
+    /// `control_guidance_start` / `_end`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_scale: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_window: Option<[f64; 2]>,
     /// The guidance method and its parameters, where it is not plain CFG (`apg eta=0`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guidance_method: Option<String>,
@@ -192,7 +198,7 @@ impl Results {
         // Every sampler axis some cell has, but those with columns of their own.
         let axes: BTreeSet<&str> = (self.cells.iter())
             .flat_map(|c| c.axes.keys().map(String::as_str))
-            .filter(|k| !["shift", "guidance_method", "strength"].contains(k))
+            .filter(|k| !["shift", "guidance_method", "strength", "control_scale"].contains(k))
             .collect();
         // img2img runs have a strength column; others keep the columns they had.
         let img2img = self.cells.iter().any(|c| c.strength.is_some());
@@ -210,6 +216,15 @@ impl Results {
         ]);
         if img2img {
             header.extend(["strength", "start_rmse"]);
+        }
+        // ControlNet runs have the scale and its window.
+        let controlnet = self.cells.iter().any(|c| c.control_scale.is_some());
+        if controlnet {
+            header.extend([
+                "control_scale",
+                "control_guidance_start",
+                "control_guidance_end",
+            ]);
         }
         header.extend(axes.iter().copied());
         let mut out = header.join(",") + "\n";
@@ -248,6 +263,11 @@ impl Results {
                 row.push(c.strength.map_or(String::new(), |s| s.to_string()));
                 let rmse = c.score(super::scores::start_distance::RMSE);
                 row.push(rmse.map_or(String::new(), |e| format!("{e:.6}")));
+            }
+            if controlnet {
+                let window = c.control_window.map(|w| w.map(|v| v.to_string()));
+                row.push(c.control_scale.map_or(String::new(), |s| s.to_string()));
+                row.extend(window.unwrap_or_default());
             }
             row.extend(axes.iter().map(|k| match c.axes.get(*k) {
                 Some(serde_json::Value::String(v)) => csv_field(v.as_str()),

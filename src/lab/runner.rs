@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::conditioning::RunConditions;
 use super::display::{display_shape, for_display};
-use super::events::{LabEvent, RunOptions};
+use super::events::{ImageKind, LabEvent, RunOptions};
 use super::finish::{Finish, Pictures, Provenance};
 use super::lockstep::Batch;
 use super::merge::merge;
@@ -472,18 +472,24 @@ fn send_start_tiles(
     image_shape: [usize; 3],
     tx: &Sender<LabEvent>,
 ) {
-    let spec = experiment
-        .conditioning
-        .as_ref()
-        .filter(|c| !c.init_images.is_empty());
-    let (Some(spec), Some(cell)) = (spec, cells.first()) else {
+    let (Some(spec), Some(cell)) = (experiment.conditioning.as_ref(), cells.first()) else {
         return;
     };
-    match start_images::preview_tiles(spec, &cell.items[..cell.preview], image_shape) {
+    let kind = match (spec.init_images.is_empty(), spec.masks.is_empty()) {
+        (false, true) => ImageKind::Start,
+        (false, false) => ImageKind::StartMasked,
+        (true, _) if !spec.control_images.is_empty() => ImageKind::Control,
+        (true, _) => return,
+    };
+    let items = &cell.items[..cell.preview];
+    let tiles = match kind {
+        ImageKind::Control => start_images::control_tiles(spec, items, image_shape),
+        _ => start_images::preview_tiles(spec, items, image_shape),
+    };
+    match tiles {
         Ok(images) => {
             let images = for_display(images, image_shape);
-            let masked = !spec.masks.is_empty();
-            let _ = tx.send(LabEvent::StartImages { images, masked });
+            let _ = tx.send(LabEvent::StartImages { images, kind });
         }
         Err(e) => {
             let _ = tx.send(LabEvent::Log(e));

@@ -264,6 +264,22 @@ pub fn preview_tiles(
     Ok(out)
 }
 
+/// The control image of each of `items` (display order), at `image_shape` in [-1, 1] like the previews, for the
+/// dashboard's control column.
+pub fn control_tiles(
+    spec: &ConditioningSpec,
+    items: &[Item],
+    image_shape: [usize; 3],
+) -> Result<Vec<f32>, String> {
+    let control = ControlImages {
+        images: (spec.control_images.iter())
+            .map(|p| read_image(p, image_shape).map(|(pixels, _)| pixels))
+            .collect::<Result<_, _>>()?,
+        per: spec.control_per,
+    };
+    Ok(control.of(items))
+}
+
 /// Halfway to red (gray's mid-tone for one channel) where `mask` repaints.
 fn tint(pixels: &mut [f32], mask: &[f32]) {
     let plane = mask.len();

@@ -13,6 +13,7 @@ use ratatui_image::Image;
 use super::charts::short;
 use super::cut;
 use super::page::{FOCUS_INFO, INFO_LINES, Page, ZOOMS, page};
+use crate::lab::ImageKind;
 use crate::lab::progress::CellView;
 use crate::lab::scores::METRICS;
 use crate::lab::{Cell, difference};
@@ -382,20 +383,33 @@ fn start_slot(item: usize, size: (u16, u16)) -> ImageSlot {
 /// The column of start images left of the cells: what each row's samples start from (tinted where a mask
 /// repaints), with the rows' labels beside it.
 fn draw_start_column(frame: &mut Frame, state: &State, page: &Page, rect: Rect) {
-    let masked = state.lab.starts.as_ref().is_some_and(|s| s.masked);
-    let title = if masked { " start · mask " } else { " start " };
+    let kind = state.lab.starts.as_ref().map(|s| s.kind);
+    let (title, what) = match kind {
+        Some(ImageKind::StartMasked) => (
+            " start · mask ",
+            [
+                Line::from("each sample's image;"),
+                Line::from("red: repainted").dim(),
+            ],
+        ),
+        Some(ImageKind::Control) => (
+            " control ",
+            [
+                Line::from("what the ControlNet"),
+                Line::from("follows").dim(),
+            ],
+        ),
+        _ => (
+            " start ",
+            [Line::from("each sample's"), Line::from("start image").dim()],
+        ),
+    };
     let block = Block::bordered()
         .title(title)
         .border_style(Style::new().dim());
     let inner = block.inner(rect);
     frame.render_widget(block, rect);
-    let what = match masked {
-        true => vec![
-            Line::from("each sample's image;"),
-            Line::from("red: repainted").dim(),
-        ],
-        false => vec![Line::from("each sample's"), Line::from("start image").dim()],
-    };
+    let what = what.to_vec();
     let info = Rect {
         height: INFO_LINES.min(inner.height),
         ..inner

@@ -91,6 +91,8 @@ fn result(name: &str, label: &str, steps: usize, fid: Option<f64>) -> CellResult
         guidance_rescale: 0.0,
         shift: None,
         strength: None,
+        control_scale: None,
+        control_window: None,
         guidance_method: None,
         axes: Default::default(),
         true_cfg_scale: None,
@@ -1011,7 +1013,7 @@ fn start_images_stand_left_of_the_cells() {
         generation,
         event: Box::new(LabEvent::StartImages {
             images,
-            masked: true,
+            kind: crate::lab::ImageKind::StartMasked,
         }),
     });
     let page = crate::tui::view::page::page(&s, Rect::new(0, 0, 160, 40)).unwrap();
