@@ -11,52 +11,15 @@
 
 use std::path::{Path, PathBuf};
 
-use difflab::experiment::Experiment;
-use difflab::lab::{LabEvent, Results, RunOptions, start};
 use ndarray::ArrayD;
 use ndarray_npy::read_npy;
 use serde_json::Value;
+use support::{max_difference, run, temp_dir};
+
+mod support;
 
 fn folder() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pipelines/sd1-controlnet")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("difflab-controlnet-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn run(dir: &Path, text: &str) -> Result<Results, String> {
-    let path = dir.join("exp.toml");
-    std::fs::write(&path, text).unwrap();
-    let experiment = Experiment::load(&path).map_err(|e| e.to_string())?;
-    let options = RunOptions {
-        save_samples: true,
-        ..RunOptions::default()
-    };
-    let lab = start(experiment, options);
-    let mut error = None;
-    for event in lab.events.iter() {
-        if let LabEvent::Finished { error: e, .. } = event {
-            error = e;
-        }
-    }
-    lab.join();
-    match error {
-        Some(e) => Err(e),
-        None => Ok(Results::load(&dir.join("out/results.json"))),
-    }
-}
-
-fn max_difference(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
-    assert_eq!(a.shape(), b.shape());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max)
 }
 
 fn sampler_of(case: &Value) -> &'static str {
@@ -78,7 +41,7 @@ fn a_controlnet_graph_equals_diffusers_controlnet_pipeline() {
             .unwrap();
     for case in meta["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
-        let dir = temp_dir(name);
+        let dir = temp_dir(&format!("difflab-controlnet-{name}"));
         let text = format!(
             "output = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\n[conditioning]\nprompts = [{:?}]\n\
              control_image = {:?}\n[sampling]\nseeds = {}\nnoise = \"torch\"\n[[sampler]]\n{}\nsteps = {}\n\
@@ -129,7 +92,7 @@ fn a_controlnet_graph_equals_diffusers_controlnet_pipeline() {
             &format!("control_scale = {}", case["controlnet_conditioning_scale"]),
             "control_scale = 0",
         );
-        let dir = temp_dir(&format!("{name}-off"));
+        let dir = temp_dir(&format!("difflab-controlnet-{name}-off"));
         let results = run(&dir, &off).unwrap();
         let stem = results.cells[0]
             .grid

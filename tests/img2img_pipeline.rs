@@ -12,44 +12,15 @@
 
 use std::path::{Path, PathBuf};
 
-use difflab::experiment::Experiment;
-use difflab::lab::{LabEvent, Results, RunOptions, start};
 use ndarray::ArrayD;
 use ndarray_npy::read_npy;
 use serde_json::Value;
+use support::{max_difference, run, temp_dir};
+
+mod support;
 
 fn data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pipelines")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("difflab-img2img-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Runs the experiment text with `--save-samples`; the run's error, if any.
-fn run(dir: &Path, text: &str) -> Result<Results, String> {
-    let path = dir.join("exp.toml");
-    std::fs::write(&path, text).unwrap();
-    let experiment = Experiment::load(&path).map_err(|e| e.to_string())?;
-    let options = RunOptions {
-        save_samples: true,
-        ..RunOptions::default()
-    };
-    let lab = start(experiment, options);
-    let mut error = None;
-    for event in lab.events.iter() {
-        if let LabEvent::Finished { error: e, .. } = event {
-            error = e;
-        }
-    }
-    lab.join();
-    match error {
-        Some(e) => Err(e),
-        None => Ok(Results::load(&dir.join("out/results.json"))),
-    }
 }
 
 /// The difflab sampler of a reference case: the pipeline's own scheduler (`shipped`) or one made from its config.
@@ -63,14 +34,6 @@ fn sampler_of(folder: &str, case: &str) -> &'static str {
         (_, "dpmpp_2m") => "name = \"dpm++2m\"",
         other => panic!("no sampler for {other:?}"),
     }
-}
-
-fn max_difference(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
-    assert_eq!(a.shape(), b.shape());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max)
 }
 
 /// Every case of `folder`'s img2img (or inpainting) references, both seeds in one cell.
@@ -94,7 +57,7 @@ fn check_folder(folder: &str, kind: &str) {
     };
     for case in meta["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
-        let dir = temp_dir(&format!("{folder}-{kind}-{name}"));
+        let dir = temp_dir(&format!("difflab-img2img-{folder}-{kind}-{name}"));
         let text = format!(
             "output = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\n{shape}[conditioning]\nprompts = [{:?}]\n\
              init_image = {:?}\n{mask}[sampling]\nseeds = {}\nnoise = \"torch\"\n[[sampler]]\n{}\nsteps = {}\n\
@@ -188,7 +151,7 @@ fn an_inpainting_unet_equals_optimum() {
 #[test]
 fn digits_sd_turns_a_three_into_an_eight_as_strength_grows() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = temp_dir("digits");
+    let dir = temp_dir("difflab-img2img-digits");
     let text = format!(
         "output = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\n[conditioning]\nprompts = [\"a handwritten 8\"]\n\
          init_image = {:?}\n[sampling]\nseeds = 8\n[[sampler]]\nname = \"ddim\"\nsteps = 20\nguidance = 4\n\
@@ -226,7 +189,7 @@ fn digits_sd_turns_a_three_into_an_eight_as_strength_grows() {
 /// An inpainting U-Net asked for text-to-image says what it needs instead of failing inside ONNX Runtime.
 #[test]
 fn an_inpainting_unet_without_image_and_mask_says_what_it_needs() {
-    let dir = temp_dir("inpaint-needs");
+    let dir = temp_dir("difflab-img2img-inpaint-needs");
     let text = format!(
         "output = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\n[conditioning]\nprompts = [\"a cat\"]\n\
          [sampling]\nseeds = 1\n[[sampler]]\nname = \"ddim\"\nsteps = 2\n",

@@ -17,16 +17,12 @@ use difflab::lab::{LabEvent, Results, RunOptions, start};
 use ndarray::{ArrayD, Axis};
 use ndarray_npy::{read_npy, write_npy};
 use serde_json::Value;
+use support::{max_difference, run, temp_dir};
+
+mod support;
 
 fn data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pipelines")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("difflab-pipe-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// The samples `--save-samples` wrote for the cell called `name`.
@@ -37,36 +33,6 @@ fn cell_samples(dir: &Path, results: &Results, name: &str) -> ArrayD<f32> {
         .trim_start_matches("cells/")
         .trim_end_matches(".png");
     read_npy(dir.join(format!("out/samples/{stem}.npy"))).unwrap()
-}
-
-fn max_difference(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max)
-}
-
-/// Runs the experiment text (written into `dir`) with `--save-samples`; returns its events' error, if any.
-fn run(dir: &Path, text: &str) -> Result<Results, String> {
-    let path = dir.join("exp.toml");
-    std::fs::write(&path, text).unwrap();
-    let experiment = Experiment::load(&path).map_err(|e| e.to_string())?;
-    let options = RunOptions {
-        save_samples: true,
-        ..RunOptions::default()
-    };
-    let lab = start(experiment, options);
-    let mut error = None;
-    for event in lab.events.iter() {
-        if let LabEvent::Finished { error: e, .. } = event {
-            error = e;
-        }
-    }
-    lab.join();
-    match error {
-        Some(e) => Err(e),
-        None => Ok(Results::load(&dir.join("out/results.json"))),
-    }
 }
 
 fn reference(folder: &str) -> Value {
@@ -110,7 +76,7 @@ fn sampler_of(case: &Value) -> &'static str {
 
 /// One prompt of a reference case through the whole lab, compared with Optimum's image.
 fn check_case(folder: &str, case_name: &str, row: usize) {
-    let dir = temp_dir(&format!("{folder}-{case_name}-{row}"));
+    let dir = temp_dir(&format!("difflab-pipe-{folder}-{case_name}-{row}"));
     let sampling = format!(
         "seeds = 1\ninit_noise = {:?}\n",
         init_noise(&dir, folder, row)
@@ -122,7 +88,7 @@ fn check_case(folder: &str, case_name: &str, row: usize) {
 /// `torch.randn([1, 4, 8, 8])` under that seed, so `noise = "torch"` and the seed alone reproduce Optimum's image.
 #[test]
 fn torch_noise_reproduces_optimums_image_from_the_seed_alone() {
-    let dir = temp_dir("torch-noise");
+    let dir = temp_dir("difflab-pipe-torch-noise");
     let sampling = "seeds = [1241]\nnoise = \"torch\"\n";
     check_case_with(&dir, "sd1", "ddim_g7.5", 0, sampling);
 }
@@ -136,7 +102,7 @@ fn check_case_with(dir: &Path, folder: &str, case_name: &str, row: usize, sampli
 #[test]
 fn an_fp16_pipeline_folder_matches_the_fp32_pipelines_images() {
     for (case, row) in [("ddim_g7.5", 0), ("dpmpp_2m_g7.5", 1)] {
-        let dir = temp_dir(&format!("fp16-{case}"));
+        let dir = temp_dir(&format!("difflab-pipe-fp16-{case}"));
         let sampling = format!(
             "seeds = 1\ninit_noise = {:?}\n",
             init_noise(&dir, "sd1", row)
@@ -300,7 +266,7 @@ fn flux_true_cfg_equals_optimum() {
 
 #[test]
 fn guidance_is_an_axis_and_prompts_are_rows() {
-    let dir = temp_dir("axes");
+    let dir = temp_dir("difflab-pipe-axes");
     let text = format!(
         "output = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\n[conditioning]\nprompts = [\"a red circle\", \"a cat\"]\n\
          [sampling]\nseeds = 2\n[[sampler]]\nname = \"ddim\"\nsteps = 3\nguidance = [1, 4.5]\nguidance_rescale = 0.5\n",
@@ -333,7 +299,7 @@ fn guidance_is_an_axis_and_prompts_are_rows() {
 /// covers every σ changes nothing, one that covers none leaves the conditional prediction alone (g = 1).
 #[test]
 fn guidance_methods_are_an_axis_equal_to_cfg_where_they_should_be() {
-    let dir = temp_dir("methods");
+    let dir = temp_dir("difflab-pipe-methods");
     let sampler = |g: f64, extra: &str| {
         format!("[[sampler]]\nname = \"dpm++2m\"\nsteps = 4\nguidance = {g}\n{extra}")
     };
@@ -384,7 +350,7 @@ fn guidance_methods_are_an_axis_equal_to_cfg_where_they_should_be() {
 /// and each sample is projected on its own (its batch does not change it).
 #[test]
 fn perp_neg_guides_from_the_empty_prompt() {
-    let dir = temp_dir("perpneg");
+    let dir = temp_dir("difflab-pipe-perpneg");
     let text = |negative: &str, seeds: &str| {
         format!(
             "output = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\n[conditioning]\nprompts = [\"a cat\"]\n\
@@ -415,7 +381,7 @@ fn perp_neg_guides_from_the_empty_prompt() {
 
 #[test]
 fn class_conditional_model_cycles_classes_and_guides_from_the_null_class() {
-    let dir = temp_dir("classes");
+    let dir = temp_dir("difflab-pipe-classes");
     let text = format!(
         "output = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\n[conditioning]\nclasses = [3, 7]\n\
          [sampling]\nseeds = 4\n[[sampler]]\nname = \"ddim\"\nsteps = 3\nguidance = [1, 3]\n",
@@ -440,7 +406,7 @@ fn class_conditional_model_cycles_classes_and_guides_from_the_null_class() {
 
 #[test]
 fn bad_conditioning_is_one_clear_error() {
-    let dir = temp_dir("bad");
+    let dir = temp_dir("difflab-pipe-bad");
     let classcond = data().join("classcond");
     let sd1 = data().join("sd1");
     let unconditional = data().join("../onnx/tiny_f32.onnx");
@@ -505,7 +471,7 @@ fn shipped_conditional_experiments_run_every_cell() {
     let experiments = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
     for (file, cells, samples) in [("sd-guidance.toml", 6, 8), ("classcond.toml", 4, 8)] {
         let mut experiment = Experiment::load(&experiments.join(file)).unwrap();
-        let dir = temp_dir(file);
+        let dir = temp_dir(&format!("difflab-pipe-{file}"));
         experiment.output_dir = dir.clone();
         let lab = start(experiment, RunOptions::default());
         let mut error = None;
@@ -539,7 +505,7 @@ fn quality_scores_decoded_images_resized_to_the_feature_network() {
         ("sd1", "prompts = [\"a cat\"]"),
         ("classcond", "classes = [3, 7]"),
     ] {
-        let dir = temp_dir(&format!("quality-{folder}"));
+        let dir = temp_dir(&format!("difflab-pipe-quality-{folder}"));
         let text = format!(
             "output = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\n[conditioning]\n{conditioning}\n\
              [sampling]\nseeds = 2\n[[sampler]]\nname = \"ddim\"\nsteps = 2\n\
@@ -582,7 +548,7 @@ fn previews(dir: &Path, text: &str) -> Vec<(usize, usize, Vec<f32>)> {
 /// Precomputed embeddings on Sana's transformer, which also takes a text mask: every token is taken as real.
 #[test]
 fn precomputed_embeddings_on_sana_take_every_token_as_real() {
-    let dir = temp_dir("sana-embeddings");
+    let dir = temp_dir("difflab-pipe-sana-embeddings");
     let feed = data().join("sana/reference/g1_transformer_step0_in_encoder_hidden_states.npy");
     let text = format!(
         "output = \"out\"\n[model]\npath = {:?}\nsample_shape = [4, 16, 32]\n[conditioning]\nembeddings = {feed:?}\n\
@@ -603,7 +569,7 @@ fn precomputed_embeddings_on_sana_take_every_token_as_real() {
 /// steps, rather than shown as nothing.
 #[test]
 fn latents_without_a_cheap_map_are_previewed_through_the_decoder() {
-    let dir = temp_dir("preview-sana");
+    let dir = temp_dir("difflab-pipe-preview-sana");
     let text = format!(
         "output = \"out\"\n[model]\npath = {:?}\nsample_shape = [4, 16, 32]\n[conditioning]\nprompts = [\"a cat\"]\n\
          max_sequence_length = 16\n[sampling]\nseeds = 1\n[[sampler]]\nname = \"euler\"\nsteps = 11\n",
@@ -620,7 +586,7 @@ fn latents_without_a_cheap_map_are_previewed_through_the_decoder() {
 
 #[test]
 fn previews_decode_every_k_steps_when_asked_and_use_the_cheap_map_otherwise() {
-    let dir = temp_dir("preview");
+    let dir = temp_dir("difflab-pipe-preview");
     let exp = |sampling: &str| {
         format!(
             "output = \"out\"\n[model]\npath = {:?}\n[conditioning]\nprompts = [\"a cat\"]\n\
@@ -700,7 +666,7 @@ fn prompt_accuracy_is_the_classifiers_share_of_the_expected_classes() {
         }),
     ];
     for (folder, conditioning, expected, expected_of) in cases {
-        let dir = temp_dir(&format!("accuracy-{folder}"));
+        let dir = temp_dir(&format!("difflab-pipe-accuracy-{folder}"));
         let text = format!(
             "output = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\n[conditioning]\n{conditioning}\n\
              [sampling]\nseeds = 4\n[[sampler]]\nname = \"ddim\"\nsteps = 2\nguidance = [1, 4]\n\
@@ -754,7 +720,7 @@ fn prompt_accuracy_is_the_classifiers_share_of_the_expected_classes() {
 #[test]
 fn accuracy_without_logits_or_with_a_wrong_name_is_one_clear_error() {
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    let dir = temp_dir("accuracy-bad");
+    let dir = temp_dir("difflab-pipe-accuracy-bad");
     let text = |extra: &str| {
         format!(
             "output = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\n[conditioning]\n\
@@ -780,7 +746,7 @@ fn accuracy_without_logits_or_with_a_wrong_name_is_one_clear_error() {
 /// they stand alone or beside prompts.
 #[test]
 fn float64_embeddings_are_refused_with_how_to_convert_them() {
-    let dir = temp_dir("f64-embeddings");
+    let dir = temp_dir("difflab-pipe-f64-embeddings");
     let sd1 = data().join("sd1");
     let path = dir.join("embeddings.npy");
     write_npy(&path, &ndarray::Array3::<f64>::zeros((1, 77, 32))).unwrap();
@@ -803,7 +769,7 @@ fn float64_embeddings_are_refused_with_how_to_convert_them() {
 /// once per prompt; a prompt that fits is not mentioned.
 #[test]
 fn a_prompt_longer_than_the_tokenizer_is_cut_with_a_warning_naming_the_cut() {
-    let dir = temp_dir("long-prompt");
+    let dir = temp_dir("difflab-pipe-long-prompt");
     let sd1 = data().join("sd1");
     let long = format!("{} end of the line", "a cat ".repeat(40));
     let text = format!(
@@ -838,7 +804,7 @@ fn a_prompt_longer_than_the_tokenizer_is_cut_with_a_warning_naming_the_cut() {
 /// in for it, in the experiment and in `difflab info`.
 #[test]
 fn a_pipeline_without_its_unet_config_names_the_file_and_sample_shape() {
-    let dir = temp_dir("no-unet-config");
+    let dir = temp_dir("difflab-pipe-no-unet-config");
     let folder = dir.join("sd1");
     std::fs::create_dir_all(folder.join("unet")).unwrap();
     let sd1 = data().join("sd1");
@@ -907,7 +873,7 @@ fn run_kept(
 /// samples a fresh load gives); a changed model file loads again.
 #[test]
 fn unchanged_networks_stay_loaded_across_runs_and_prompts_are_encoded_again() {
-    let dir = temp_dir("kept");
+    let dir = temp_dir("difflab-pipe-kept");
     let models = difflab::lab::model_cache::ModelCache::default();
     let folder = dir.join("sd1");
     copy_dir(&data().join("sd1"), &folder);
@@ -941,7 +907,7 @@ fn unchanged_networks_stay_loaded_across_runs_and_prompts_are_encoded_again() {
     assert_eq!((loads(&prompt), kept(&prompt)), (0, true), "{prompt:#?}");
     let reencoded: ArrayD<f32> = read_npy(dir.join("out/samples/ddim_3_g7.5.npy")).unwrap();
 
-    let fresh_dir = temp_dir("kept-fresh");
+    let fresh_dir = temp_dir("difflab-pipe-kept-fresh");
     let fresh = run(&fresh_dir, &text(3, "a red circle")).unwrap();
     assert!(fresh.cells[0].error.is_none());
     let want: ArrayD<f32> = read_npy(fresh_dir.join("out/samples/ddim_3_g7.5.npy")).unwrap();

@@ -32,17 +32,16 @@ impl Reading<'_> {
             return Ok(Vec::new());
         };
         let key = "conditioning.mask";
-        let list = given.get_ref().list();
+        let masks = given.get_ref().list().len();
         let images = s
             .init_image
             .as_ref()
             .map_or(0, |i| i.get_ref().list().len());
-        let message = match (images, list.len()) {
+        let message = match (images, masks) {
             (0, _) => {
                 Some("a mask goes with `init_image`, the image it repaints part of".to_string())
             }
-            (_, 0) => Some("list at least one mask".into()),
-            (n, m) if m != 1 && m != n => Some(format!(
+            (n, m) if m > 1 && m != n => Some(format!(
                 "{m} masks for {n} start images: give one mask, or one per start image"
             )),
             _ => None,
@@ -50,18 +49,7 @@ impl Reading<'_> {
         if let Some(message) = message {
             return Err(self.error(given.span(), key, message));
         }
-        list.iter()
-            .map(|p| {
-                let resolved = self.resolve(p);
-                match resolved.is_file() {
-                    true => Ok(resolved),
-                    false => {
-                        let message = format!("no mask at {}", resolved.display());
-                        Err(self.error(given.span(), key, message))
-                    }
-                }
-            })
-            .collect()
+        self.image_files(given, key, "mask")
     }
 
     /// Which sample takes which start image: one image is every sample's, a list is one per prompt (or class)

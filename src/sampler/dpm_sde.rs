@@ -13,6 +13,7 @@ use super::kdiff::{
 };
 use super::schedule::ScheduleConfig;
 use super::sigmas::sigma_to_t;
+use super::start::{call_sigma, starts_a_step};
 use super::{ConfigError, NoiseSource, Noising, PredictionType, Scheduler, StepError, check_step};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -133,15 +134,11 @@ impl Scheduler for DpmSde {
     }
 
     fn noising_at(&self, call: usize) -> Option<Noising> {
-        if call >= self.timesteps.len() {
-            return None;
-        }
-        Some(Noising::sigma(self.interleaved[call]))
+        call_sigma(&self.interleaved, self.timesteps.len(), call).map(Noising::sigma)
     }
 
     fn start_at(&mut self, call: usize) -> Option<Noising> {
-        // A step's two calls go together: a start is always a step's first call.
-        if !call.is_multiple_of(2) || call >= self.timesteps.len() {
+        if !starts_a_step(call, self.timesteps.len()) {
             return None;
         }
         let noising = self.noising_at(call)?;

@@ -17,6 +17,7 @@ use super::settings::SolverType;
 use super::sigmas::{SigmaRamp, log_sigmas_f32, nearest_timestep, ramp_or_list, sigma_to_t};
 use super::sigmas::{SigmaSpace, alpha_sigma_lambda, lambda_clipped_end};
 use super::spacing::{TimestepSpacing, dpm_timesteps};
+use super::start::call_sigma;
 use super::step_checks::{check_step_count, check_timesteps};
 use super::{ConfigError, NoiseSource, Noising, PredictionType, Scheduler, StepError, check_step};
 
@@ -317,11 +318,8 @@ impl Scheduler for DpmSinglestep {
     }
 
     fn noising_at(&self, call: usize) -> Option<Noising> {
-        let sigma = *self
-            .sigmas
-            .get(call)
-            .filter(|_| call < self.timesteps.len())?;
-        Some(Noising::solver(SigmaSpace::Vp, sigma))
+        call_sigma(&self.sigmas, self.timesteps.len(), call)
+            .map(|s| Noising::solver(SigmaSpace::Vp, s))
     }
 
     fn start_at(&mut self, call: usize) -> Option<Noising> {

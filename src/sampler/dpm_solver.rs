@@ -16,6 +16,7 @@ use super::schedule::{NoiseSchedule, ScheduleConfig};
 use super::sigmas::{SigmaRamp, nearest_timestep, ramp_or_list, sigma_to_t};
 use super::sigmas::{SigmaSpace, lambda_clipped_end};
 use super::spacing::{TimestepSpacing, dpm_timesteps};
+use super::start::call_sigma;
 use super::step_checks::{check_step_count, check_timesteps};
 use super::{NoiseSource, Noising, PredictionType, Scheduler, StepError, check_step};
 
@@ -260,11 +261,8 @@ impl Scheduler for DpmSolver {
     }
 
     fn noising_at(&self, call: usize) -> Option<Noising> {
-        let sigma = *self
-            .sigmas
-            .get(call)
-            .filter(|_| call < self.timesteps.len())?;
-        Some(Noising::solver(self.space(), sigma))
+        call_sigma(&self.sigmas, self.timesteps.len(), call)
+            .map(|s| Noising::solver(self.space(), s))
     }
 
     fn start_at(&mut self, call: usize) -> Option<Noising> {

@@ -17,6 +17,7 @@ use super::prediction::X0Clip;
 use super::schedule::{ScheduleConfig, torch_linspace_f32};
 use super::settings::{FinalSigma, SolverType};
 use super::sigmas::karras;
+use super::start::call_sigma;
 use super::{ConfigError, NoiseSource, Noising, PredictionType, Scheduler, StepError, check_step};
 
 /// diffusers' `sigma_schedule`.
@@ -178,11 +179,7 @@ impl Scheduler for EdmEuler {
     }
 
     fn noising_at(&self, call: usize) -> Option<Noising> {
-        let sigma = *self
-            .sigmas
-            .get(call)
-            .filter(|_| call < self.timesteps.len())?;
-        Some(Noising::sigma(sigma))
+        call_sigma(&self.sigmas, self.timesteps.len(), call).map(Noising::sigma)
     }
 
     fn start_at(&mut self, call: usize) -> Option<Noising> {
@@ -381,11 +378,7 @@ impl Scheduler for EdmDpm {
     }
 
     fn noising_at(&self, call: usize) -> Option<Noising> {
-        let sigma = *self
-            .sigmas
-            .get(call)
-            .filter(|_| call < self.timesteps.len())?;
-        Some(Noising::sigma(sigma))
+        call_sigma(&self.sigmas, self.timesteps.len(), call).map(Noising::sigma)
     }
 
     fn start_at(&mut self, call: usize) -> Option<Noising> {

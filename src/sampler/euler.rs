@@ -12,6 +12,7 @@ use super::kdiff::{
 };
 use super::schedule::ScheduleConfig;
 use super::settings::FinalSigma;
+use super::start::call_sigma;
 use super::{ConfigError, NoiseSource, Noising, PredictionType, Scheduler, StepError, check_step};
 
 impl Default for Churn {
@@ -107,11 +108,7 @@ impl Scheduler for Euler {
     }
 
     fn noising_at(&self, call: usize) -> Option<Noising> {
-        let sigma = *self
-            .sigmas
-            .get(call)
-            .filter(|_| call < self.timesteps.len())?;
-        Some(Noising::sigma(sigma))
+        call_sigma(&self.sigmas, self.timesteps.len(), call).map(Noising::sigma)
     }
 
     fn start_at(&mut self, call: usize) -> Option<Noising> {

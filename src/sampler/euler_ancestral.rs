@@ -12,6 +12,7 @@ use super::kdiff::{
 use super::schedule::ScheduleConfig;
 use super::sigmas::SigmaRamp;
 use super::sigmas::ancestral_sigmas;
+use super::start::call_sigma;
 use super::{ConfigError, NoiseSource, Noising, PredictionType, Scheduler, StepError, check_step};
 
 /// Euler a's settings: the k-diffusion ones, nothing of its own.
@@ -71,11 +72,7 @@ impl Scheduler for EulerAncestral {
     }
 
     fn noising_at(&self, call: usize) -> Option<Noising> {
-        let sigma = *self
-            .sigmas
-            .get(call)
-            .filter(|_| call < self.timesteps.len())?;
-        Some(Noising::sigma(sigma))
+        call_sigma(&self.sigmas, self.timesteps.len(), call).map(Noising::sigma)
     }
 
     fn start_at(&mut self, call: usize) -> Option<Noising> {

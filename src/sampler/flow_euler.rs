@@ -12,6 +12,7 @@ use super::flow_shift::{FlowShift, Precision, constant_shift, read_flow_shift};
 use super::schedule::ScheduleConfig;
 use super::sigmas::SigmaRamp;
 use super::spacing::linspace;
+use super::start::call_sigma;
 use super::step_checks::check_step_count;
 use super::{ConfigError, NoiseSource, Noising, PredictionType, Scheduler, StepError, check_step};
 
@@ -143,11 +144,7 @@ impl Scheduler for FlowEuler {
     }
 
     fn noising_at(&self, call: usize) -> Option<Noising> {
-        let sigma = *self
-            .sigmas
-            .get(call)
-            .filter(|_| call < self.timesteps.len())?;
-        Some(Noising::flow(sigma))
+        call_sigma(&self.sigmas, self.timesteps.len(), call).map(Noising::flow)
     }
 
     fn start_at(&mut self, call: usize) -> Option<Noising> {

@@ -11,6 +11,7 @@ use super::flow_euler::{default_grid, flow_timestep};
 use super::flow_shift::{Precision, constant_shift};
 use super::kdiff::{Churn, number_or_inf};
 use super::schedule::ScheduleConfig;
+use super::start::{call_sigma, starts_a_step};
 use super::step_checks::check_step_count;
 use super::{ConfigError, NoiseSource, Noising, PredictionType, Scheduler, StepError, check_step};
 
@@ -85,15 +86,11 @@ impl Scheduler for FlowHeun {
     }
 
     fn noising_at(&self, call: usize) -> Option<Noising> {
-        if call >= self.timesteps.len() {
-            return None;
-        }
-        Some(Noising::flow(self.sigmas[call]))
+        call_sigma(&self.sigmas, self.timesteps.len(), call).map(Noising::flow)
     }
 
     fn start_at(&mut self, call: usize) -> Option<Noising> {
-        // A step's two calls go together: a start is always a step's first call.
-        if !call.is_multiple_of(2) || call >= self.timesteps.len() {
+        if !starts_a_step(call, self.timesteps.len()) {
             return None;
         }
         let noising = self.noising_at(call)?;

@@ -12,6 +12,7 @@ use super::family::{
 use super::kdiff::{KConfig, denoised, f32_round, init_noise_sigma, input_divisor, k_config};
 use super::prediction::X0Clip;
 use super::schedule::ScheduleConfig;
+use super::start::{call_sigma, starts_a_step};
 use super::{ConfigError, NoiseSource, Noising, PredictionType, Scheduler, StepError, check_step};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -107,15 +108,11 @@ impl Scheduler for Heun {
     }
 
     fn noising_at(&self, call: usize) -> Option<Noising> {
-        if call >= self.timesteps.len() {
-            return None;
-        }
-        Some(Noising::sigma(self.sigmas[call]))
+        call_sigma(&self.sigmas, self.timesteps.len(), call).map(Noising::sigma)
     }
 
     fn start_at(&mut self, call: usize) -> Option<Noising> {
-        // A step's two calls go together: a start is always a step's first call.
-        if !call.is_multiple_of(2) || call >= self.timesteps.len() {
+        if !starts_a_step(call, self.timesteps.len()) {
             return None;
         }
         let noising = self.noising_at(call)?;

@@ -14,6 +14,7 @@ use super::kdiff::{
 use super::schedule::ScheduleConfig;
 use super::sigmas::ancestral_sigmas;
 use super::sigmas::{SigmaRamp, sigma_to_t};
+use super::start::{call_sigma, starts_a_step};
 use super::{ConfigError, NoiseSource, Noising, PredictionType, Scheduler, StepError, check_step};
 
 /// `exp(torch.lerp(log a, log b, 0.5))` as torch computes it (`b - (b - a)·0.5` in log space), so a
@@ -178,15 +179,11 @@ impl Scheduler for Kdpm2 {
     }
 
     fn noising_at(&self, call: usize) -> Option<Noising> {
-        if call >= self.timesteps.len() {
-            return None;
-        }
-        Some(Noising::sigma(self.interleaved[call]))
+        call_sigma(&self.interleaved, self.timesteps.len(), call).map(Noising::sigma)
     }
 
     fn start_at(&mut self, call: usize) -> Option<Noising> {
-        // A step's two calls go together: a start is always a step's first call.
-        if !call.is_multiple_of(2) || call >= self.timesteps.len() {
+        if !starts_a_step(call, self.timesteps.len()) {
             return None;
         }
         let noising = self.noising_at(call)?;

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use super::family::{Common, FamilyConfig, Parsed, Reader, merged, read_ramp, sigma_keys};
 use super::kdiff::{KConfig, denoised, f32_round, init_noise_sigma, input_divisor, k_config};
 use super::schedule::ScheduleConfig;
+use super::start::call_sigma;
 use super::{ConfigError, NoiseSource, Noising, PredictionType, Scheduler, StepError, check_step};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -102,11 +103,7 @@ impl Scheduler for Lms {
     }
 
     fn noising_at(&self, call: usize) -> Option<Noising> {
-        let sigma = *self
-            .sigmas
-            .get(call)
-            .filter(|_| call < self.timesteps.len())?;
-        Some(Noising::sigma(sigma))
+        call_sigma(&self.sigmas, self.timesteps.len(), call).map(Noising::sigma)
     }
 
     fn start_at(&mut self, call: usize) -> Option<Noising> {

@@ -61,6 +61,18 @@ pub fn begin_call(steps: usize, strength: f64, calls_per_step: usize) -> Option<
     (run > 0).then(|| (steps - run) * calls_per_step)
 }
 
+/// The sigma of model call `call` in a table of one sigma per call (and a final one after the last call); `None`
+/// past the last call.
+pub(super) fn call_sigma(sigmas: &[f32], calls: usize, call: usize) -> Option<f32> {
+    sigmas.get(call).copied().filter(|_| call < calls)
+}
+
+/// Whether a sampler that calls the model twice a step can start at `call`: a step's first call, inside the
+/// schedule (a step's two calls go together).
+pub(super) fn starts_a_step(call: usize, calls: usize) -> bool {
+    call.is_multiple_of(2) && call < calls
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ use super::flow_shift::{FlowGrid, read_flow_mode};
 use super::prediction::X0Clip;
 use super::schedule::ScheduleConfig;
 use super::sigmas::SigmaSpace;
+use super::start::call_sigma;
 use super::vp_sigmas::{
     FinalSigma, VpSchedule, data_prediction, one_of, require_null, step_list, vp_multistep_keys,
     vp_schedule,
@@ -264,11 +265,8 @@ impl Scheduler for UniPc {
     }
 
     fn noising_at(&self, call: usize) -> Option<Noising> {
-        let sigma = *self
-            .sigmas
-            .get(call)
-            .filter(|_| call < self.timesteps.len())?;
-        Some(Noising::solver(self.space(), sigma))
+        call_sigma(&self.sigmas, self.timesteps.len(), call)
+            .map(|s| Noising::solver(self.space(), s))
     }
 
     fn start_at(&mut self, call: usize) -> Option<Noising> {
