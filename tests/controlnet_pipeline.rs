@@ -1,6 +1,7 @@
 //! ControlNet through the whole lab on tests/data/pipelines/sd1-controlnet (a graph holding sd1's U-Net and a
-//! ControlNet, as diffusers' ControlNet-to-ONNX script exports one): the control image, the conditioning scale and
-//! its window reproduce diffusers' StableDiffusionControlNetPipeline from the seed alone, final latents and images.
+//! ControlNet, as diffusers' ControlNet-to-ONNX script exports one) and sd1-controlnet-split (the same networks
+//! exported apart): the control image, the conditioning scale and its window reproduce diffusers'
+//! StableDiffusionControlNetPipeline from the seed alone, final latents and images.
 
 #![allow(
     clippy::unwrap_used,
@@ -18,8 +19,8 @@ use support::{max_difference, run, temp_dir};
 
 mod support;
 
-fn folder() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pipelines/sd1-controlnet")
+fn data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pipelines")
 }
 
 fn sampler_of(case: &Value) -> &'static str {
@@ -35,18 +36,29 @@ fn sampler_of(case: &Value) -> &'static str {
 
 #[test]
 fn a_controlnet_graph_equals_diffusers_controlnet_pipeline() {
-    let refs = folder().join("reference/controlnet");
+    check_folder("sd1-controlnet");
+}
+
+/// The same networks exported apart: the ControlNet's outputs feed the U-Net's inputs of the same names.
+#[test]
+fn a_controlnet_on_its_own_feeding_the_unet_equals_the_pipeline_too() {
+    check_folder("sd1-controlnet-split");
+}
+
+/// Every reference case on `folder`, and once with the control off.
+fn check_folder(folder: &str) {
+    let refs = data().join("sd1-controlnet/reference/controlnet");
     let meta: Value =
         serde_json::from_str(&std::fs::read_to_string(refs.join("controlnet.json")).unwrap())
             .unwrap();
     for case in meta["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
-        let dir = temp_dir(&format!("difflab-controlnet-{name}"));
+        let dir = temp_dir(&format!("difflab-controlnet-{folder}-{name}"));
         let text = format!(
             "output = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\n[conditioning]\nprompts = [{:?}]\n\
              control_image = {:?}\n[sampling]\nseeds = {}\nnoise = \"torch\"\n[[sampler]]\n{}\nsteps = {}\n\
              guidance = {}\ncontrol_scale = {}\ncontrol_guidance_start = {}\ncontrol_guidance_end = {}\n",
-            folder(),
+            data().join(folder),
             meta["prompt"].as_str().unwrap(),
             refs.join(meta["control_image"].as_str().unwrap()),
             meta["seeds"],
@@ -81,7 +93,9 @@ fn a_controlnet_graph_equals_diffusers_controlnet_pipeline() {
         let images: ArrayD<f32> = read_npy(dir.join(format!("out/samples/{stem}.npy"))).unwrap();
         let want: ArrayD<f32> = read_npy(refs.join(case["images"].as_str().unwrap())).unwrap();
         let image_diff = max_difference(&images, &want.permuted_axes(vec![0, 3, 1, 2]).to_owned());
-        println!("{name}: max latent diff {latent_diff:.2e}, max image diff {image_diff:.2e}");
+        println!(
+            "{folder} {name}: max latent diff {latent_diff:.2e}, max image diff {image_diff:.2e}"
+        );
         assert!(
             latent_diff < 1e-3,
             "{name}: latents differ by {latent_diff}"
@@ -92,7 +106,7 @@ fn a_controlnet_graph_equals_diffusers_controlnet_pipeline() {
             &format!("control_scale = {}", case["controlnet_conditioning_scale"]),
             "control_scale = 0",
         );
-        let dir = temp_dir(&format!("difflab-controlnet-{name}-off"));
+        let dir = temp_dir(&format!("difflab-controlnet-{folder}-{name}-off"));
         let results = run(&dir, &off).unwrap();
         let stem = results.cells[0]
             .grid

@@ -100,6 +100,7 @@ impl InfoArgs {
             output_dir: self.output.clone(),
             intra_threads: self.threads.map(|t| cap_threads(t).0),
             profile_nodes: true,
+            fed_inputs: Vec::new(),
         }
     }
 }
@@ -224,6 +225,11 @@ fn pipeline(args: &InfoArgs) -> anyhow::Result<String> {
     let mut plain = args.options();
     plain.profile_nodes = false;
     plain.roles.clear();
+    // A ControlNet on its own feeds the U-Net's inputs of its outputs' names.
+    if let Some(controlnet) = &folder.controlnet {
+        let model = crate::engine::OnnxModel::open(controlnet, &plain)?;
+        options.fed_inputs = model.outputs().iter().map(|o| o.name.clone()).collect();
+    }
     text.push_str(&format!("\n{}\n", folder.denoiser_name()));
     if folder.family == Family::Flux {
         // FLUX's inputs (packed latents, ids, guidance) are not the roles info times: it lists them.
@@ -237,10 +243,8 @@ fn pipeline(args: &InfoArgs) -> anyhow::Result<String> {
             no_shape.as_deref(),
         )?);
     }
-    let others = folder
-        .vae_decoder
-        .iter()
-        .map(|v| v.model.clone())
+    let others = (folder.controlnet.iter().cloned())
+        .chain(folder.vae_decoder.iter().map(|v| v.model.clone()))
         .chain(folder.text_encoders.iter().map(|t| t.model.clone()));
     for path in others {
         text.push('\n');

@@ -8,6 +8,7 @@ pub mod analytic;
 pub mod build_lock;
 pub mod clip_tokenizer;
 mod condition;
+mod controlnet;
 mod denoiser;
 pub mod describe;
 mod error;
@@ -36,6 +37,7 @@ mod vae_encoder;
 
 pub use analytic::{AnalyticDenoiser, GaussianMixture};
 pub use condition::{Condition, ItemTensor};
+pub use controlnet::ControlNetPair;
 pub use denoiser::{DenoiseError, Denoiser, DenoiserInfo, NonFinite};
 pub use error::{EngineError, open_sample_shape};
 pub use features::OnnxFeatures;

@@ -73,6 +73,51 @@ pub struct OnnxDenoiser {
     runs: usize,
     /// A ControlNet graph's control image and scale for each item of the next call.
     control: Control,
+    /// Inputs another network feeds (a ControlNet's residuals) and their values for the next call.
+    fed: FedInputs,
+}
+
+/// One value another network feeds a denoiser's input: batch first.
+#[derive(Debug, Clone)]
+pub struct Fed {
+    pub name: String,
+    pub dims: Vec<i64>,
+    pub data: Vec<f32>,
+}
+
+#[derive(Default)]
+struct FedInputs {
+    specs: Vec<TensorSpec>,
+    values: Vec<Fed>,
+    buf: FloatBuf,
+}
+
+impl FedInputs {
+    /// Binds items `first..first + n` of each fed value (padded to `m` with the last).
+    fn bind(
+        &mut self,
+        binding: &mut IoBinding,
+        first: usize,
+        n: usize,
+        m: usize,
+    ) -> ort::Result<()> {
+        for value in &self.values {
+            let Some(spec) = self.specs.iter().find(|s| s.name == value.name) else {
+                continue;
+            };
+            let total = value.dims.first().copied().unwrap_or(1).max(1) as usize;
+            let per = value.data.len() / total;
+            self.buf.reset(spec.elem);
+            for i in 0..m {
+                let k = first + i.min(n - 1);
+                self.buf.push(&value.data[k * per..(k + 1) * per]);
+            }
+            let mut dims = value.dims.clone();
+            dims[0] = m as i64;
+            binding.bind_input(value.name.as_str(), &self.buf.owned(&dims)?)?;
+        }
+        Ok(())
+    }
 }
 
 /// What a ControlNet graph takes beside each item: its control image and scale, and their input buffers.
@@ -102,16 +147,14 @@ impl OnnxDenoiser {
         check_model_file(path)?;
         let (prediction_type, prediction_source) = prediction_type(path, options.prediction_type)?;
         let model = OnnxModel::open(path, options)?;
-        let roles = assign_roles(
-            model.inputs(),
-            model.outputs(),
-            &options.roles,
-            options.sample_shape,
-        )
-        .map_err(|problem| EngineError::Roles {
-            path: path.to_path_buf(),
-            problem,
-        })?;
+        // Inputs another network feeds take no role.
+        let (fed, own): (Vec<TensorSpec>, Vec<TensorSpec>) =
+            (model.inputs().iter().cloned()).partition(|s| options.fed_inputs.contains(&s.name));
+        let roles = assign_roles(&own, model.outputs(), &options.roles, options.sample_shape)
+            .map_err(|problem| EngineError::Roles {
+                path: path.to_path_buf(),
+                problem,
+            })?;
         Ok(Self {
             model,
             roles,
@@ -123,7 +166,43 @@ impl OnnxDenoiser {
             bound_rows: None,
             runs: 0,
             control: Control::default(),
+            fed: FedInputs {
+                specs: fed,
+                ..FedInputs::default()
+            },
         })
+    }
+
+    /// The inputs another network feeds.
+    pub fn fed_names(&self) -> Vec<String> {
+        self.fed.specs.iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// Zeros for every fed input at a batch of `batch` (the other dimensions as the graph fixes them), for timing
+    /// the model alone.
+    pub fn fed_zeros(&self, batch: usize) -> Vec<Fed> {
+        (self.fed.specs.iter())
+            .map(|spec| {
+                let dims: Vec<i64> = (spec.dims.iter().enumerate())
+                    .map(|(i, d)| match (i, d) {
+                        (0, _) => batch as i64,
+                        (_, super::roles::Dim::Fixed(n)) => *n as i64,
+                        _ => 1,
+                    })
+                    .collect();
+                let len = dims.iter().product::<i64>().max(0) as usize;
+                Fed {
+                    name: spec.name.clone(),
+                    dims,
+                    data: vec![0.0; len],
+                }
+            })
+            .collect()
+    }
+
+    /// What the fed inputs hold for the next call (batch first, as the call's items).
+    pub fn set_fed(&mut self, values: Vec<Fed>) {
+        self.fed.values = values;
     }
 
     pub fn path(&self) -> &Path {
@@ -373,6 +452,7 @@ impl OnnxDenoiser {
             bound_rows,
             runs,
             control,
+            fed,
             ..
         } = self
         else {
@@ -399,6 +479,7 @@ impl OnnxDenoiser {
         control
             .bind(roles, binding, first, n, m)
             .map_err(model_err)?;
+        fed.bind(binding, first, n, m).map_err(model_err)?;
         scratch.pack_timestep(roles, timesteps, m);
         let timestep = scratch.timestep().map_err(model_err)?;
         binding

@@ -55,6 +55,8 @@ pub struct PipelineFolder {
     pub vae_decoder: Option<VaePart>,
     /// root/vae_encoder/model.onnx where the export has one (img2img and inpainting encode with it).
     pub vae_encoder: Option<VaePart>,
+    /// root/controlnet/model.onnx: a ControlNet exported on its own, whose residuals the U-Net takes.
+    pub controlnet: Option<PathBuf>,
     /// text_encoder, text_encoder_2 and text_encoder_3, as listed.
     pub text_encoders: Vec<TextEncoderPart>,
     /// root/scheduler/scheduler_config.json
@@ -209,6 +211,7 @@ pub fn read_pipeline(root: &Path) -> Result<PipelineFolder, PipelineError> {
     let denoiser_config = read_denoiser_config(&root.join(folder).join("config.json"))?;
     let vae_decoder = read_vae(root, &index, &index_path)?;
     let vae_encoder = read_vae_encoder(root, vae_decoder.is_some())?;
+    let controlnet = Some(root.join("controlnet").join("model.onnx")).filter(|p| p.is_file());
     let text_encoders = read_text_encoders(root, &index, &index_path)?;
     let scheduler_config = read_scheduler(root, &index, &index_path)?;
     let force_zeros_for_empty_prompt = force_zeros(&index, &index_path)?;
@@ -223,6 +226,7 @@ pub fn read_pipeline(root: &Path) -> Result<PipelineFolder, PipelineError> {
         denoiser_config,
         vae_decoder,
         vae_encoder,
+        controlnet,
         text_encoders,
         scheduler_config,
         force_zeros_for_empty_prompt,
@@ -245,6 +249,13 @@ impl PipelineFolder {
                 "vae_decoder: {} ({})",
                 self.shown(&vae.model),
                 vae_summary(vae)
+            ));
+        }
+        if let Some(controlnet) = &self.controlnet {
+            lines.push(format!(
+                "controlnet: {} (a ControlNet on its own: its outputs feed the {}'s inputs of the same names)",
+                self.shown(controlnet),
+                self.denoiser_name()
             ));
         }
         if let Some(vae) = &self.vae_encoder {
@@ -975,6 +986,16 @@ mod tests {
         assert_eq!(p.vae_scale_factor(), 8);
         assert!(p.scheduler_config.is_some());
         assert!(p.warnings.is_empty());
+    }
+
+    #[test]
+    fn a_controlnet_exported_on_its_own_is_part_of_its_folder() {
+        let p = read("sd1-controlnet-split");
+        assert_eq!(
+            p.controlnet,
+            Some(fixture("sd1-controlnet-split").join("controlnet/model.onnx"))
+        );
+        assert!(read("sd1").controlnet.is_none());
     }
 
     #[test]

@@ -98,6 +98,9 @@ pub fn inspect(
 
     // A ControlNet graph times with a blank control image at full scale.
     let control = |model: &mut OnnxDenoiser, batch: usize| {
+        // A U-Net another network feeds (a ControlNet's residuals) times with zeros there.
+        let fed = model.fed_zeros(batch);
+        model.set_fed(fed);
         if model.takes_control() {
             let [_, h, w] = info.sample_shape;
             model.set_control(&vec![0.0; batch * 3 * 64 * h * w], &vec![1.0; batch]);
@@ -215,7 +218,7 @@ impl fmt::Display for InfoReport {
             rt.providers.join(", ")
         )?;
 
-        write_tensors(f, "inputs", &self.inputs, "(no role)")?;
+        write_tensors(f, "inputs", &self.inputs, "(fed by the ControlNet)")?;
         write_tensors(f, "outputs", &self.outputs, "(unused)")?;
         let [c, h, w] = self.sample_shape;
         let batch = match self.fixed_batch {

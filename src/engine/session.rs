@@ -42,6 +42,8 @@ pub struct OnnxOptions {
     pub intra_threads: Option<usize>,
     /// Record which provider runs each node (session profiling), for [`OnnxModel::nodes_per_provider`].
     pub profile_nodes: bool,
+    /// Inputs of a denoiser that another network feeds (a ControlNet's residuals): no role of their own.
+    pub fed_inputs: Vec<String>,
 }
 
 /// An ONNX model open in ONNX Runtime, with its declared inputs and outputs and the provider that runs it.

@@ -115,6 +115,8 @@ pub struct ModelSpec {
     pub vae_decoder: Option<PathBuf>,
     /// The VAE encoder img2img encodes start images with (its config.json beside it, as Optimum writes it).
     pub vae_encoder: Option<PathBuf>,
+    /// A ControlNet exported on its own, whose outputs feed the U-Net's inputs of the same names.
+    pub controlnet: Option<PathBuf>,
     /// Images per VAE decoder call; `None`: as many as make about a megapixel (1 at 1024², 4 at 512²).
     pub vae_batch: Option<usize>,
     pub text_encoder: Option<PathBuf>,

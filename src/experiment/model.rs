@@ -14,8 +14,8 @@ use crate::sampler::PredictionType;
 use crate::sampler::config::read_training_schedule;
 
 /// The VAE decoder, text encoder and tokenizer given beside a U-Net file.
-/// `vae_decoder`, `vae_encoder`, `text_encoder` and `tokenizer` beside a bare U-Net file.
-type Parts = [Option<PathBuf>; 4];
+/// `vae_decoder`, `vae_encoder`, `text_encoder`, `tokenizer` and `controlnet` beside a bare U-Net file.
+type Parts = [Option<PathBuf>; 5];
 
 impl Reading<'_> {
     /// `[model]`, and the model's training schedule that every sampler starts from.
@@ -35,7 +35,13 @@ impl Reading<'_> {
             }
             None => None,
         };
-        let [vae_decoder, vae_encoder, text_encoder, tokenizer] = self.parts(m, &source)?;
+        let [
+            vae_decoder,
+            vae_encoder,
+            text_encoder,
+            tokenizer,
+            controlnet,
+        ] = self.parts(m, &source)?;
         let trt = m.tensorrt.as_ref();
         let spec = ModelSpec {
             source,
@@ -59,6 +65,7 @@ impl Reading<'_> {
             sample_shape,
             vae_decoder,
             vae_encoder,
+            controlnet,
             vae_batch: self.vae_batch(m)?,
             text_encoder,
             tokenizer,
@@ -152,6 +159,7 @@ impl Reading<'_> {
         let given = [
             ("vae_decoder", &m.vae_decoder),
             ("vae_encoder", &m.vae_encoder),
+            ("controlnet", &m.controlnet),
             ("text_encoder", &m.text_encoder),
             ("tokenizer", &m.tokenizer),
         ];
@@ -173,6 +181,7 @@ impl Reading<'_> {
         };
         let vae_decoder = file(&m.vae_decoder, "model.vae_decoder", "VAE decoder file")?;
         let vae_encoder = file(&m.vae_encoder, "model.vae_encoder", "VAE encoder file")?;
+        let controlnet = file(&m.controlnet, "model.controlnet", "ControlNet file")?;
         let text_encoder = file(&m.text_encoder, "model.text_encoder", "text encoder file")?;
         let tokenizer = m
             .tokenizer
@@ -192,7 +201,13 @@ impl Reading<'_> {
             ),
             _ => {}
         }
-        Ok([vae_decoder, vae_encoder, text_encoder, tokenizer])
+        Ok([
+            vae_decoder,
+            vae_encoder,
+            text_encoder,
+            tokenizer,
+            controlnet,
+        ])
     }
 
     /// `model.tokenizer`: a folder with a tokenizer.json, or a CLIP vocab.json and merges.txt.

@@ -37,6 +37,7 @@ pub(super) struct ModelSection {
     pub sample_shape: Option<Spanned<[usize; 3]>>,
     pub vae_decoder: Option<Spanned<String>>,
     pub vae_encoder: Option<Spanned<String>>,
+    pub controlnet: Option<Spanned<String>>,
     pub vae_batch: Option<Spanned<usize>>,
     pub text_encoder: Option<Spanned<String>>,
     pub tokenizer: Option<Spanned<String>>,

@@ -13,9 +13,9 @@ use crate::engine::pipeline_folder::{
 };
 use crate::engine::trt_profile::ShapeHints;
 use crate::engine::{
-    AnalyticDenoiser, Denoiser, ElemType, EngineError, GaussianMixture, OnnxDenoiser, OnnxFeatures,
-    OnnxOptions, ProviderKind, ProviderOptions, TextEncoder, VaeDecoder, VaeEncoder,
-    describe_attempts, open_sample_shape, summarize_attempts,
+    AnalyticDenoiser, ControlNetPair, Denoiser, ElemType, EngineError, GaussianMixture,
+    OnnxDenoiser, OnnxFeatures, OnnxOptions, ProviderKind, ProviderOptions, TextEncoder,
+    VaeDecoder, VaeEncoder, describe_attempts, open_sample_shape, summarize_attempts,
 };
 use crate::experiment::{ConditioningSpec, Experiment, ModelSource};
 use crate::sampler::{NoiseSchedule, PredictionType};
@@ -217,6 +217,7 @@ pub fn onnx_options(experiment: &Experiment) -> OnnxOptions {
         output_dir: Some(experiment.output_dir.clone()),
         intra_threads: m.threads,
         profile_nodes: false,
+        fed_inputs: Vec::new(),
     }
 }
 
@@ -340,6 +341,8 @@ fn analytic(experiment: &Experiment) -> LoadedModel {
 struct Parts {
     vae: Option<VaePart>,
     vae_encoder: Option<VaePart>,
+    /// A ControlNet exported on its own.
+    controlnet: Option<PathBuf>,
     /// (encoder model, its tokenizer folder), in the pipeline's order.
     encoders: Vec<(PathBuf, PathBuf)>,
     force_zeros: bool,
@@ -367,6 +370,7 @@ impl Parts {
                 .collect(),
             vae: folder.vae_decoder,
             vae_encoder: folder.vae_encoder,
+            controlnet: folder.controlnet,
             notes: folder.warnings,
             prediction_type: None,
         }
@@ -391,6 +395,7 @@ fn explicit_parts(experiment: &Experiment) -> Result<Parts, String> {
     Ok(Parts {
         vae,
         vae_encoder,
+        controlnet: m.controlnet.clone(),
         encoders,
         ..Parts::default()
     })
@@ -539,6 +544,17 @@ fn load_denoiser(
             providers_summary: summarize_attempts(model.model().attempts()),
             timestep_note: None,
             denoiser: Box::new(model),
+        });
+    }
+    if let Some(controlnet) = &parts.controlnet {
+        let pair = ControlNetPair::load(path, controlnet, options)?;
+        let unet = pair.unet();
+        return Ok(LoadedDenoiser {
+            provider: unet.provider(),
+            providers_note: describe_attempts(unet.attempts()),
+            providers_summary: summarize_attempts(unet.attempts()),
+            timestep_note: timestep_note(unet),
+            denoiser: Box::new(pair),
         });
     }
     let model = OnnxDenoiser::load(path, options).map_err(|e| {

@@ -2,8 +2,10 @@
 """Builds sd1-controlnet/: sd1 with a tiny ControlNet, exported as diffusers' ControlNet-to-ONNX script exports one
 (scripts/convert_stable_diffusion_controlnet_to_onnx.py): one graph holding the U-Net and its ControlNet, inputs
 `sample`, `timestep` [1], `encoder_hidden_states`, `controlnet_conds` [1, 2B, 3, 8H, 8W] and `conditioning_scales`
-[1, 1], output `noise_pred`. References come from diffusers' own StableDiffusionControlNetPipeline in PyTorch on the
-same weights.
+[1, 1], output `noise_pred`; and sd1-controlnet-split/, the same networks exported apart: `controlnet/model.onnx`
+(residuals `down_block_res_0` … `mid_block_res`) and a `unet/model.onnx` taking them as inputs of those names.
+References come from diffusers' own StableDiffusionControlNetPipeline in PyTorch on the same weights (one set for
+both folders).
 
 sd1's parts are rebuilt by make.py's functions from the same seeds (their files are byte for byte sd1's); the
 ControlNet is `ControlNetModel.from_unet` of sd1's U-Net with a small conditioning embedding, and its zero
@@ -60,6 +62,75 @@ class UNetWithControlNet(torch.nn.Module):
             mid = m if mid is None else mid + m
         return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
                          down_block_additional_residuals=down, mid_block_additional_residual=mid, return_dict=False)[0]
+
+
+class ControlNetAlone(torch.nn.Module):
+    """A ControlNet on its own: its residuals as separate outputs, named as the U-Net's inputs that take them."""
+
+    def __init__(self, controlnet):
+        super().__init__()
+        self.controlnet = controlnet
+
+    def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale):
+        down, mid = self.controlnet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
+                                    controlnet_cond=controlnet_cond, conditioning_scale=conditioning_scale,
+                                    return_dict=False)
+        return (*down, mid)
+
+
+class UNetTakingResiduals(torch.nn.Module):
+    """The U-Net with a ControlNet's residuals as inputs of their own."""
+
+    def __init__(self, unet, downs):
+        super().__init__()
+        self.unet = unet
+        self.downs = downs
+
+    def forward(self, sample, timestep, encoder_hidden_states, *residuals):
+        return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
+                         down_block_additional_residuals=list(residuals[: self.downs]),
+                         mid_block_additional_residual=residuals[self.downs], return_dict=False)[0]
+
+
+def export_split(pipe, controlnet, dst):
+    """sd1-controlnet-split/: the same networks exported apart, `controlnet/model.onnx` and a `unet/model.onnx`
+    taking its residuals (`down_block_res_0` … and `mid_block_res`), as tools that export a ControlNet on its own
+    lay them out."""
+    if dst.exists():
+        shutil.rmtree(dst)
+    src = HERE / NAME
+    for part in ["text_encoder", "tokenizer", "vae_decoder", "vae_encoder", "scheduler"]:
+        shutil.copytree(src / part, dst / part)
+    shutil.copyfile(src / "model_index.json", dst / "model_index.json")
+    size = make.LATENT_SIZE
+    sample, t = torch.randn(2, 4, size, size), torch.tensor([1.0])
+    states = torch.randn(2, make.MAX_LENGTH, make.TEXT_HIDDEN)
+    cond = torch.rand(2, 3, 8 * size, 8 * size)
+    alone = ControlNetAlone(controlnet).eval()
+    with torch.no_grad():
+        residuals = alone(sample, t, states, cond, torch.ones(1))
+    downs = len(residuals) - 1
+    names = [f"down_block_res_{i}" for i in range(downs)] + ["mid_block_res"]
+    batch = {name: {0: "B"} for name in names}
+    (dst / "controlnet").mkdir(parents=True)
+    controlnet.save_config(dst / "controlnet")
+    (dst / "unet").mkdir(parents=True)
+    shutil.copyfile(src / "unet" / "config.json", dst / "unet" / "config.json")
+    with torch.no_grad():
+        torch.onnx.export(alone, (sample, t, states, cond, torch.ones(1)), str(dst / "controlnet" / "model.onnx"),
+                          input_names=["sample", "timestep", "encoder_hidden_states", "controlnet_cond",
+                                       "conditioning_scale"],
+                          output_names=names,
+                          dynamic_axes={"sample": {0: "B", 2: "H", 3: "W"}, "encoder_hidden_states": {0: "B"},
+                                        "controlnet_cond": {0: "B", 2: "8H", 3: "8W"}, **batch},
+                          opset_version=18, do_constant_folding=True, dynamo=False)
+        torch.onnx.export(UNetTakingResiduals(pipe.unet, downs).eval(), (sample, t, states, *residuals),
+                          str(dst / "unet" / "model.onnx"),
+                          input_names=["sample", "timestep", "encoder_hidden_states", *names],
+                          output_names=["out_sample"],
+                          dynamic_axes={"sample": {0: "B", 2: "H", 3: "W"}, "encoder_hidden_states": {0: "B"},
+                                        "out_sample": {0: "B"}, **batch},
+                          opset_version=18, do_constant_folding=True, dynamo=False)
 
 
 def control_image():
@@ -165,6 +236,7 @@ def main():
     try:
         src, pipe, controlnet = build(work)
         export(src, pipe, controlnet, HERE / NAME)
+        export_split(pipe, controlnet, HERE / f"{NAME}-split")
         references(pipe, controlnet, HERE / NAME)
     finally:
         shutil.rmtree(work, ignore_errors=True)
