@@ -553,7 +553,11 @@ fn load_denoiser(
             provider: unet.provider(),
             providers_note: describe_attempts(unet.attempts()),
             providers_summary: summarize_attempts(unet.attempts()),
-            timestep_note: timestep_note(unet),
+            timestep_note: Some(
+                "the ControlNet and the U-Net run once for each group of items at one timestep and one \
+                 ControlNet scale"
+                    .into(),
+            ),
             denoiser: Box::new(pair),
         });
     }
@@ -649,15 +653,23 @@ fn check_conditional(
     )))
 }
 
-/// A U-Net with one timestep per call runs cells at different timesteps in separate calls: say so.
+/// A U-Net with one timestep per call runs cells at different timesteps in separate calls, and a graph holding a
+/// ControlNet cells at different scales: say so.
 fn timestep_note(model: &OnnxDenoiser) -> Option<String> {
     let roles = model.roles();
-    (!roles.timestep_per_item).then(|| {
+    let timesteps = (!roles.timestep_per_item).then(|| {
         format!(
             "the U-Net takes one timestep per call ({}): cells at different timesteps run in separate model calls",
             roles.timestep.describe()
         )
-    })
+    });
+    let scales = (roles.control_image.is_some()).then_some(
+        "the ControlNet takes one scale per call: cells at different ControlNet scales run in separate model calls",
+    );
+    match (timesteps, scales) {
+        (Some(t), Some(s)) => Some(format!("{t}; {s}")),
+        (t, s) => t.or(s.map(String::from)),
+    }
 }
 
 /// A VAE whose config asks for float32 (`force_upcast`) but whose graph takes float16 runs as exported: an
