@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use super::condition::Condition;
-use super::denoiser::{DenoiseError, Denoiser, DenoiserInfo};
+use super::denoiser::{DenoiseError, Denoiser, DenoiserInfo, gather, groups_by, scatter};
 use super::error::EngineError;
 use super::floats::{FloatBuf, read_floats};
 use super::onnx::{Fed, OnnxDenoiser};
@@ -213,36 +213,22 @@ impl Denoiser for ControlNetPair {
             )));
         }
         let (per_in, per_out, per_image) = (sample.len() / n, out.len() / n, self.images.len() / n);
-        let mut done = vec![false; n];
-        for first in 0..n {
-            if done[first] {
-                continue;
-            }
-            let key = (timesteps[first], self.scales[first]);
-            let group: Vec<usize> = (first..n)
-                .filter(|&i| !done[i] && (timesteps[i], self.scales[i]) == key)
-                .collect();
-            let gather = |data: &[f32], per: usize| -> Vec<f32> {
-                group
-                    .iter()
-                    .flat_map(|&i| data[i * per..(i + 1) * per].iter().copied())
-                    .collect()
-            };
-            let (part, images) = (gather(sample, per_in), gather(&self.images, per_image));
+        let scales = self.scales.clone();
+        for group in groups_by(n, |i| (timesteps[i], scales[i])) {
+            let (t, scale) = (timesteps[group[0]], scales[group[0]]);
+            let part = gather(sample, &group, per_in);
+            let images = gather(&self.images, &group, per_image);
             let part_rows: Vec<usize> = group.iter().map(|&i| rows[i]).collect();
-            let fed = self.residuals(&part, key.0, &part_rows, (&images, key.1))?;
+            let fed = self.residuals(&part, t, &part_rows, (&images, scale))?;
             self.unet.set_fed(fed);
             let mut part_out = vec![0.0; group.len() * per_out];
-            let ran =
-                self.unet
-                    .predict_with(&part, &vec![key.0; group.len()], &part_rows, &mut part_out);
+            let ts = vec![t; group.len()];
+            let ran = self
+                .unet
+                .predict_with(&part, &ts, &part_rows, &mut part_out);
             self.unet.set_fed(Vec::new());
             ran?;
-            for (k, &i) in group.iter().enumerate() {
-                out[i * per_out..(i + 1) * per_out]
-                    .copy_from_slice(&part_out[k * per_out..(k + 1) * per_out]);
-                done[i] = true;
-            }
+            scatter(&part_out, &group, per_out, out);
         }
         Ok(())
     }

@@ -115,6 +115,39 @@ pub trait Denoiser: Send {
     }
 }
 
+/// Items `0..n` in groups of equal `key`: each group in item order, the groups in the order of their first items.
+/// A model that takes one timestep (or ControlNet scale) a call runs once per group.
+pub(crate) fn groups_by<K: PartialEq>(n: usize, key: impl Fn(usize) -> K) -> Vec<Vec<usize>> {
+    let mut done = vec![false; n];
+    let mut groups = Vec::new();
+    for first in 0..n {
+        if done[first] {
+            continue;
+        }
+        let k = key(first);
+        let group: Vec<usize> = (first..n).filter(|&i| !done[i] && key(i) == k).collect();
+        for &i in &group {
+            done[i] = true;
+        }
+        groups.push(group);
+    }
+    groups
+}
+
+/// Copies `per` values of each of `group`'s items out of `data`, in the group's order.
+pub(crate) fn gather(data: &[f32], group: &[usize], per: usize) -> Vec<f32> {
+    (group.iter())
+        .flat_map(|&i| data[i * per..(i + 1) * per].iter().copied())
+        .collect()
+}
+
+/// Copies each of `group`'s `per` values of `part` back to its item's place in `out`.
+pub(crate) fn scatter(part: &[f32], group: &[usize], per: usize, out: &mut [f32]) {
+    for (k, &i) in group.iter().enumerate() {
+        out[i * per..(i + 1) * per].copy_from_slice(&part[k * per..(k + 1) * per]);
+    }
+}
+
 /// [`batch_size`], and that `out` holds as many values as `sample`.
 pub(crate) fn checked_batch(
     sample: &[f32],

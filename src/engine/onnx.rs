@@ -8,7 +8,9 @@ use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, SessionOutputs};
 
 use super::condition::{Condition, ItemTensor, check_fits, fixed_item_shape};
-use super::denoiser::{DenoiseError, Denoiser, DenoiserInfo, batch_size, checked_batch};
+use super::denoiser::{
+    DenoiseError, Denoiser, DenoiserInfo, batch_size, checked_batch, gather, groups_by, scatter,
+};
 use super::error::EngineError;
 use super::floats::{FloatBuf, read_floats};
 use super::model_file::check_model_file;
@@ -393,34 +395,19 @@ impl OnnxDenoiser {
     ) -> Result<(), DenoiseError> {
         let per_input: usize = self.roles.input_shape().iter().product();
         let per_item: usize = self.roles.sample_shape.iter().product();
-        let mut done = vec![false; timesteps.len()];
-        for first in 0..timesteps.len() {
-            if done[first] {
-                continue;
-            }
-            let t = timesteps[first];
-            // A ControlNet graph takes one scale a call too.
-            let scale = self.control.scales.get(first).copied();
-            let group: Vec<usize> = (first..timesteps.len())
-                .filter(|&i| {
-                    !done[i] && timesteps[i] == t && self.control.scales.get(i).copied() == scale
-                })
-                .collect();
-            let mut part = Vec::with_capacity(group.len() * per_input);
-            for &i in &group {
-                part.extend_from_slice(&sample[i * per_input..(i + 1) * per_input]);
-                done[i] = true;
-            }
+        // A ControlNet graph takes one scale a call too.
+        let scales = &self.control.scales;
+        let key = |i: usize| (timesteps[i], scales.get(i).copied());
+        for group in groups_by(timesteps.len(), key) {
+            let part = gather(sample, &group, per_input);
             let part_rows: Vec<usize> = group.iter().map(|&i| rows[i]).collect();
             let mut part_out = vec![0.0; group.len() * per_item];
             let all = self.control.gather(&group);
-            let ran = self.run_batch(&part, &vec![t; group.len()], &part_rows, &mut part_out);
+            let t = vec![timesteps[group[0]]; group.len()];
+            let ran = self.run_batch(&part, &t, &part_rows, &mut part_out);
             self.control.restore(all);
             ran?;
-            for (k, &i) in group.iter().enumerate() {
-                out[i * per_item..(i + 1) * per_item]
-                    .copy_from_slice(&part_out[k * per_item..(k + 1) * per_item]);
-            }
+            scatter(&part_out, &group, per_item, out);
         }
         Ok(())
     }
@@ -499,10 +486,7 @@ impl Control {
             return (Vec::new(), Vec::new());
         }
         let per = self.images.len() / self.scales.len();
-        let images = group
-            .iter()
-            .flat_map(|&i| self.images[i * per..(i + 1) * per].iter().copied())
-            .collect();
+        let images = gather(&self.images, group, per);
         let scales = group.iter().map(|&i| self.scales[i]).collect();
         (
             std::mem::replace(&mut self.images, images),

@@ -68,12 +68,15 @@ pub struct Inpaint {
 
 impl Inpaint {
     /// Blends `x` with the known region, noised by `noising` (`None`: the clean latents, after the last call).
-    pub fn blend(&self, noising: Option<crate::sampler::Noising>, x: &mut [f32]) {
-        let mut known = self.clean.clone();
-        if let Some(n) = noising {
-            n.apply(&self.clean, &self.noise, &mut known);
-        }
-        for ((v, &k), &m) in x.iter_mut().zip(&known).zip(&self.mask) {
+    pub fn blend(&self, noising: Option<Noising>, x: &mut [f32]) {
+        // Computed in place, as `Noising::apply` computes it: this runs every step of every inpainting lane.
+        let (a, s) = noising.map_or((1.0, 0.0), |n| (n.signal as f32, n.noise as f32));
+        let known = self
+            .clean
+            .iter()
+            .zip(&self.noise)
+            .map(|(&c, &z)| a * c + s * z);
+        for ((v, k), &m) in x.iter_mut().zip(known).zip(&self.mask) {
             *v = (1.0 - m) * k + m * *v;
         }
     }
