@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use difflab::experiment::{Experiment, ModelSource, NoiseKind, Preview};
+use difflab::experiment::{Experiment, InitPer, ModelSource, NoiseKind, Preview};
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments")
@@ -1186,14 +1186,17 @@ fn control_images_and_scales_make_controlnet_cells() {
         &with(&image, "control_scale = [0.5, 1.5]\n"),
     )
     .unwrap();
-    let labels: Vec<(&str, Option<f64>)> = (e.samplers[0].variants.iter())
-        .map(|v| (v.label.as_str(), v.control_scale))
+    let labels: Vec<(&str, Option<Vec<f64>>)> = (e.samplers[0].variants.iter())
+        .map(|v| (v.label.as_str(), v.control_scale.clone()))
         .collect();
     assert_eq!(
         labels,
-        [("ddim cs0.5", Some(0.5)), ("ddim cs1.5", Some(1.5))]
+        [
+            ("ddim cs0.5", Some(vec![0.5])),
+            ("ddim cs1.5", Some(vec![1.5]))
+        ]
     );
-    assert_eq!(e.samplers[0].control_window, (0.0, 1.0));
+    assert_eq!(e.samplers[0].control_windows, [(0.0, 1.0)]);
     let at = format!("{}:", dir().join("test.toml").display());
     assert_errors(&[
         (
@@ -1218,6 +1221,85 @@ fn control_images_and_scales_make_controlnet_cells() {
             with(&image, "control_scale = [1, 1]\n"),
             at.clone(),
             "control_scale 1 is listed twice",
+        ),
+    ]);
+}
+
+/// Several ControlNets: one `[[conditioning.controlnet]]` table each; a scale or window is one number for all or a
+/// list with one per ControlNet (cells named `cs1+0.5`); a list of another length, both ways of giving control
+/// images, and a scale list inside a one-ControlNet run are errors at the key.
+#[test]
+fn several_controlnets_take_a_table_each_and_scales_per_controlnet() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pipelines");
+    let refs = data.join("sd1-controlnet/reference/controlnet");
+    let ring = refs.join("control.png");
+    let with = |conditioning: &str, sampler: &str| {
+        format!(
+            "[model]\npath = {:?}\n[conditioning]\nprompts = [\"a\"]\n{conditioning}[sampling]\nseeds = 2\n\
+             [[sampler]]\nname = \"ddim\"\nsteps = 10\n{sampler}",
+            data.join("sd1-controlnet")
+        )
+    };
+    let two = format!(
+        "[[conditioning.controlnet]]\nimage = {ring:?}\n[[conditioning.controlnet]]\nimage = [{ring:?}, {ring:?}]\n"
+    );
+    let e = Experiment::parse(
+        &dir().join("test.toml"),
+        &with(
+            &two,
+            "control_scale = [[1, 0.5], 2]\ncontrol_guidance_start = [0, 0.2]\ncontrol_guidance_end = 0.9\n",
+        ),
+    )
+    .unwrap();
+    let controls = &e.conditioning.as_ref().unwrap().controls;
+    assert_eq!(controls.len(), 2);
+    assert_eq!(
+        (controls[0].per, controls[1].per),
+        (InitPer::All, InitPer::Seed)
+    );
+    let labels: Vec<(&str, Option<Vec<f64>>)> = (e.samplers[0].variants.iter())
+        .map(|v| (v.label.as_str(), v.control_scale.clone()))
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            ("ddim cs1+0.5", Some(vec![1.0, 0.5])),
+            ("ddim cs2", Some(vec![2.0]))
+        ]
+    );
+    assert_eq!(e.samplers[0].control_windows, [(0.0, 0.9), (0.2, 0.9)]);
+    let at = format!("{}:", dir().join("test.toml").display());
+    let image = format!("control_image = {ring:?}\n");
+    assert_errors(&[
+        (
+            with(&two, "control_scale = [[1, 0.5, 2]]\n"),
+            at.clone(),
+            "3 values for 2 ControlNet(s)",
+        ),
+        (
+            with(&two, "control_guidance_start = [0, 0.1, 0.2]\n"),
+            at.clone(),
+            "3 values for 2 ControlNet(s)",
+        ),
+        (
+            with(&image, "control_scale = [[1, 0.5]]\n"),
+            at.clone(),
+            "2 values for 1 ControlNet(s)",
+        ),
+        (
+            with(&format!("{image}{two}"), ""),
+            at.clone(),
+            "give control_image (one ControlNet) or [[conditioning.controlnet]] tables",
+        ),
+        (
+            with("controlnet = []\n", ""),
+            at.clone(),
+            "list one [[conditioning.controlnet]] table per ControlNet",
+        ),
+        (
+            with("[[conditioning.controlnet]]\nimage = \"nowhere.png\"\n", ""),
+            at.clone(),
+            "no control image at",
         ),
     ]);
 }

@@ -1,53 +1,58 @@
-//! A ControlNet exported on its own beside a U-Net exported to take its residuals: each call runs the ControlNet on
-//! the noisy sample, the timestep, the text states, the control image and the scale, and feeds its outputs to the
-//! U-Net's inputs of the same names (as `StableDiffusionControlNetPipeline` passes `down_block_res_samples` and
+//! ControlNets exported on their own beside a U-Net exported to take their residuals: each call runs every
+//! ControlNet on the noisy sample, the timestep, the text states, its control image and its scale, sums their
+//! outputs by name (as diffusers' `MultiControlNetModel` sums the residuals) and feeds the sums to the U-Net's
+//! inputs of the same names (as `StableDiffusionControlNetPipeline` passes `down_block_res_samples` and
 //! `mid_block_res_sample`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::condition::Condition;
 use super::denoiser::{DenoiseError, Denoiser, DenoiserInfo, gather, groups_by, scatter};
 use super::error::EngineError;
 use super::floats::{FloatBuf, read_floats};
 use super::onnx::{Fed, OnnxDenoiser};
-use super::roles::{Role, TensorSpec};
+use super::roles::{Dim, Role, TensorSpec};
 use super::session::{OnnxModel, OnnxOptions};
 
-/// The U-Net and the ControlNet that feeds it.
-pub struct ControlNetPair {
-    unet: OnnxDenoiser,
-    controlnet: OnnxModel,
-    /// The ControlNet's inputs: sample, timestep, text states, control image, scale.
+/// One ControlNet exported on its own: its session, its inputs and its outputs.
+struct SeparateControlNet {
+    model: OnnxModel,
+    path: PathBuf,
+    /// Its inputs: sample, timestep, text states, control image, scale.
     inputs: [TensorSpec; 5],
     /// Its outputs, each an input of the U-Net.
     residuals: Vec<String>,
-    conditions: Vec<Condition>,
-    images: Vec<f32>,
-    scales: Vec<f32>,
     bufs: [FloatBuf; 5],
 }
 
-impl ControlNetPair {
-    /// Opens the ControlNet, then the U-Net with the ControlNet's outputs as inputs it is fed.
-    pub fn load(
-        unet: &Path,
-        controlnet: &Path,
-        options: &OnnxOptions,
-    ) -> Result<Self, EngineError> {
-        let model = OnnxModel::open(controlnet, options)?;
-        let problem = |what: String| {
-            EngineError::Options(format!(
-                "{}: a ControlNet takes the noisy sample, the timestep, the text states, the control image and its \
-                 scale, and returns the residuals the U-Net takes; {what}",
-                controlnet.display()
-            ))
-        };
+/// What one group of items takes: its sample, timestep, condition rows, and control images and scale of one
+/// ControlNet.
+struct GroupInput<'a> {
+    sample: &'a [f32],
+    t: f64,
+    states: &'a [&'a Condition],
+    images: &'a [f32],
+    scale: f32,
+}
+
+/// The U-Net and the ControlNets that feed it.
+pub struct ControlNetPair {
+    unet: OnnxDenoiser,
+    nets: Vec<SeparateControlNet>,
+    conditions: Vec<Condition>,
+    images: Vec<f32>,
+    scales: Vec<f32>,
+}
+
+impl SeparateControlNet {
+    fn open(path: &Path, options: &OnnxOptions) -> Result<Self, EngineError> {
+        let model = OnnxModel::open(path, options)?;
         let find = |role: Role| {
             let names = role.known_names();
             (model.inputs().iter())
                 .find(|s| names.iter().any(|n| n.eq_ignore_ascii_case(&s.name)))
                 .cloned()
-                .ok_or_else(|| problem(format!("it has no input for the {role}")))
+                .ok_or_else(|| problem(path, format!("it has no input for the {role}")))
         };
         let inputs = [
             find(Role::Sample)?,
@@ -56,46 +61,25 @@ impl ControlNetPair {
             find(Role::ControlImage)?,
             find(Role::ControlScale)?,
         ];
-        let residuals: Vec<String> = model.outputs().iter().map(|o| o.name.clone()).collect();
-        let mut unet_options = options.clone();
-        unet_options.fed_inputs = residuals.clone();
-        let unet = OnnxDenoiser::load(unet, &unet_options)?;
-        if let Some(missing) = residuals.iter().find(|r| !unet.fed_names().contains(r)) {
-            return Err(problem(format!(
-                "its output '{missing}' is no input of the U-Net {} (its residual inputs must have the same names)",
-                unet.path().display()
-            )));
-        }
+        let residuals = model.outputs().iter().map(|o| o.name.clone()).collect();
         Ok(Self {
-            unet,
-            controlnet: model,
+            model,
+            path: path.to_path_buf(),
             inputs,
             residuals,
-            conditions: Vec::new(),
-            images: Vec::new(),
-            scales: Vec::new(),
             bufs: Default::default(),
         })
     }
 
-    pub fn unet(&self) -> &OnnxDenoiser {
-        &self.unet
-    }
-
-    /// The ControlNet's residuals for `n` items at one timestep and scale.
+    /// Its residuals for one group of items.
     fn residuals(
         &mut self,
-        sample: &[f32],
-        t: f64,
-        rows: &[usize],
-        (images, scale): (&[f32], f32),
+        [c, h, w]: [usize; 3],
+        group: &GroupInput<'_>,
     ) -> Result<Vec<Fed>, DenoiseError> {
-        let n = rows.len();
+        let n = group.states.len();
         let model_err = |e: ort::Error| DenoiseError::Model(e.to_string());
-        let [c, h, w] = self.unet.info().sample_shape;
-        let states: Vec<&Condition> = rows.iter().map(|&r| &self.conditions[r]).collect();
-        let shape = states
-            .first()
+        let shape = (group.states.first())
             .and_then(|s| s.hidden_states.as_ref())
             .map(|s| s.shape.clone());
         let Some(shape) = shape else {
@@ -103,14 +87,13 @@ impl ControlNetPair {
                 "the ControlNet takes text states: give prompts".into(),
             ));
         };
-        let side = ((images.len() / n.max(1) / 3) as f64 / (h * w) as f64)
+        let side = ((group.images.len() / n.max(1) / 3) as f64 / (h * w) as f64)
             .sqrt()
             .round() as i64;
-        let per_call = |spec: &TensorSpec| match spec.dims.first() {
-            Some(super::roles::Dim::Symbolic(_)) => n,
-            _ => 1,
+        let timesteps = match self.inputs[1].dims.first() {
+            Some(Dim::Symbolic(_)) => vec![group.t as f32; n],
+            _ => vec![group.t as f32],
         };
-        let timesteps = vec![t as f32; per_call(&self.inputs[1])];
         let dims: [Vec<i64>; 5] = [
             vec![n as i64, c as i64, h as i64, w as i64],
             (self.inputs[1].dims.iter().map(|_| timesteps.len() as i64)).collect(),
@@ -120,15 +103,14 @@ impl ControlNetPair {
             vec![n as i64, 3, h as i64 * side, w as i64 * side],
             self.inputs[4].dims.iter().map(|_| 1).collect(),
         ];
+        let states = (group.states.iter())
+            .flat_map(|s| s.hidden_states.iter().flat_map(|h| h.data.iter().copied()));
         let data: [Vec<f32>; 5] = [
-            sample.to_vec(),
+            group.sample.to_vec(),
             timesteps,
-            states
-                .iter()
-                .flat_map(|s| s.hidden_states.iter().flat_map(|h| h.data.iter().copied()))
-                .collect(),
-            images.to_vec(),
-            vec![scale],
+            states.collect(),
+            group.images.to_vec(),
+            vec![group.scale],
         ];
         for ((buf, spec), values) in self.bufs.iter_mut().zip(&self.inputs).zip(&data) {
             buf.reset(spec.elem);
@@ -138,24 +120,123 @@ impl ControlNetPair {
             .map(|(buf, dims)| buf.view(dims))
             .collect::<ort::Result<Vec<_>>>()
             .map_err(model_err)?;
-        let feed: Vec<(&str, _)> = self
-            .inputs
-            .iter()
-            .map(|s| s.name.as_str())
-            .zip(values)
-            .collect();
-        let outputs = self.controlnet.session.run(feed).map_err(model_err)?;
-        self.residuals
-            .iter()
+        let names = self.inputs.iter().map(|s| s.name.as_str());
+        let feed: Vec<(&str, _)> = names.zip(values).collect();
+        let outputs = self.model.session.run(feed).map_err(model_err)?;
+        (self.residuals.iter())
             .map(|name| {
                 let (dims, data) = read_floats(&outputs[name.as_str()]).map_err(model_err)?;
-                Ok(Fed {
-                    name: name.clone(),
-                    dims,
-                    data,
-                })
+                let name = name.clone();
+                Ok(Fed { name, dims, data })
             })
             .collect()
+    }
+}
+
+/// What a file that is not a ControlNet the U-Net can take is told.
+fn problem(path: &Path, what: String) -> EngineError {
+    EngineError::Options(format!(
+        "{}: a ControlNet takes the noisy sample, the timestep, the text states, the control image and its scale, \
+         and returns the residuals the U-Net takes; {what}",
+        path.display()
+    ))
+}
+
+impl ControlNetPair {
+    /// Opens the ControlNets, then the U-Net with the ControlNets' outputs as inputs it is fed. Every ControlNet
+    /// returns the same residuals.
+    pub fn load(
+        unet: &Path,
+        controlnets: &[PathBuf],
+        options: &OnnxOptions,
+    ) -> Result<Self, EngineError> {
+        let nets = (controlnets.iter())
+            .map(|path| SeparateControlNet::open(path, options))
+            .collect::<Result<Vec<_>, _>>()?;
+        let residuals = nets[0].residuals.clone();
+        for net in &nets[1..] {
+            let (mut theirs, mut first) = (net.residuals.clone(), residuals.clone());
+            theirs.sort();
+            first.sort();
+            if theirs != first {
+                return Err(problem(
+                    &net.path,
+                    format!(
+                        "its outputs {theirs:?} are not those of {} ({first:?}): ControlNets that feed one U-Net \
+                         return the same residuals",
+                        nets[0].path.display()
+                    ),
+                ));
+            }
+        }
+        let mut unet_options = options.clone();
+        unet_options.fed_inputs = residuals.clone();
+        let unet = OnnxDenoiser::load(unet, &unet_options)?;
+        if let Some(missing) = residuals.iter().find(|r| !unet.fed_names().contains(r)) {
+            return Err(problem(
+                &nets[0].path,
+                format!(
+                    "its output '{missing}' is no input of the U-Net {} (its residual inputs must have the same \
+                     names)",
+                    unet.path().display()
+                ),
+            ));
+        }
+        Ok(Self {
+            unet,
+            nets,
+            conditions: Vec::new(),
+            images: Vec::new(),
+            scales: Vec::new(),
+        })
+    }
+
+    pub fn unet(&self) -> &OnnxDenoiser {
+        &self.unet
+    }
+
+    /// The sum of every ControlNet's residuals for one group of items (`images`: each item's image for every
+    /// ControlNet in turn; `scales`: the group's scale for each ControlNet).
+    fn summed_residuals(
+        &mut self,
+        (sample, t, rows): (&[f32], f64, &[usize]),
+        images: &[f32],
+        scales: &[f32],
+    ) -> Result<Vec<Fed>, DenoiseError> {
+        let shape = self.unet.info().sample_shape;
+        let states: Vec<&Condition> = rows.iter().map(|&r| &self.conditions[r]).collect();
+        let nets = self.nets.len();
+        let per_image = images.len() / rows.len().max(1) / nets;
+        let mut summed: Vec<Fed> = Vec::new();
+        for (k, net) in self.nets.iter_mut().enumerate() {
+            let mine: Vec<f32> = (images.chunks(per_image))
+                .skip(k)
+                .step_by(nets)
+                .flatten()
+                .copied()
+                .collect();
+            let group = GroupInput {
+                sample,
+                t,
+                states: &states,
+                images: &mine,
+                scale: scales[k],
+            };
+            let residuals = net.residuals(shape, &group)?;
+            if summed.is_empty() {
+                summed = residuals;
+                continue;
+            }
+            for fed in residuals {
+                // Every ControlNet returns the same residuals (checked at load).
+                if let Some(to) = summed.iter_mut().find(|s| s.name == fed.name) {
+                    for (a, b) in to.data.iter_mut().zip(&fed.data) {
+                        *a += b;
+                    }
+                }
+            }
+        }
+        Ok(summed)
     }
 }
 
@@ -188,16 +269,16 @@ impl Denoiser for ControlNetPair {
         self.unet.runs()
     }
 
-    fn takes_control(&self) -> bool {
-        true
+    fn controlnets(&self) -> usize {
+        self.nets.len()
     }
 
     fn set_control(&mut self, images: &[f32], scales: &[f32]) {
         (self.images, self.scales) = (images.to_vec(), scales.to_vec());
     }
 
-    /// The items go in groups of one timestep and scale: the ControlNet's residuals for a group, then the U-Net
-    /// on the same group with them.
+    /// The items go in groups of one timestep and one set of scales: the ControlNets' summed residuals for a
+    /// group, then the U-Net on the same group with them.
     fn predict_with(
         &mut self,
         sample: &[f32],
@@ -205,31 +286,43 @@ impl Denoiser for ControlNetPair {
         rows: &[usize],
         out: &mut [f32],
     ) -> Result<(), DenoiseError> {
-        let n = timesteps.len();
-        if self.scales.len() != n || !sample.len().is_multiple_of(n.max(1)) {
+        let (n, nets) = (timesteps.len(), self.nets.len());
+        if self.scales.len() != n * nets || !sample.len().is_multiple_of(n.max(1)) {
             return Err(DenoiseError::Condition(format!(
-                "the ControlNet has control for {} items; the call has {n}",
-                self.scales.len()
+                "the ControlNets have scales for {} items; the call has {n}",
+                self.scales.len() / nets
             )));
         }
-        let (per_in, per_out, per_image) = (sample.len() / n, out.len() / n, self.images.len() / n);
-        let scales = self.scales.clone();
-        for group in groups_by(n, |i| (timesteps[i], scales[i])) {
-            let (t, scale) = (timesteps[group[0]], scales[group[0]]);
+        let (per_in, per_out, per_item) = (sample.len() / n, out.len() / n, self.images.len() / n);
+        let scales = std::mem::take(&mut self.scales);
+        let images = std::mem::take(&mut self.images);
+        let at = |i: usize| &scales[i * nets..(i + 1) * nets];
+        let mut result = Ok(());
+        for group in groups_by(n, |i| (timesteps[i], at(i))) {
+            let t = timesteps[group[0]];
             let part = gather(sample, &group, per_in);
-            let images = gather(&self.images, &group, per_image);
             let part_rows: Vec<usize> = group.iter().map(|&i| rows[i]).collect();
-            let fed = self.residuals(&part, t, &part_rows, (&images, scale))?;
+            let part_images = gather(&images, &group, per_item);
+            let fed = self.summed_residuals((&part, t, &part_rows), &part_images, at(group[0]));
+            let fed = match fed {
+                Ok(fed) => fed,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
             self.unet.set_fed(fed);
             let mut part_out = vec![0.0; group.len() * per_out];
             let ts = vec![t; group.len()];
-            let ran = self
-                .unet
-                .predict_with(&part, &ts, &part_rows, &mut part_out);
+            let ran = (self.unet).predict_with(&part, &ts, &part_rows, &mut part_out);
             self.unet.set_fed(Vec::new());
-            ran?;
+            if let Err(e) = ran {
+                result = Err(e);
+                break;
+            }
             scatter(&part_out, &group, per_out, out);
         }
-        Ok(())
+        (self.scales, self.images) = (scales, images);
+        result
     }
 }

@@ -80,13 +80,14 @@ pub trait Denoiser: Send {
     /// The embedded guidance scale of each item of the next call (models that embed guidance).
     fn set_guidance(&mut self, _per_item: &[f32]) {}
 
-    /// Whether the model is a graph holding a U-Net and its ControlNet, which takes a control image and a
-    /// conditioning scale.
-    fn takes_control(&self) -> bool {
-        false
+    /// How many ControlNets the model holds (a graph holding a U-Net and its ControlNets, or a U-Net fed by
+    /// ControlNets exported on their own), each taking a control image and a conditioning scale; 0 for most.
+    fn controlnets(&self) -> usize {
+        0
     }
 
-    /// Each item's control image (3 × H × W in [0, 1]) and ControlNet scale for the next call.
+    /// Each item's control images (3 × H × W in [0, 1]) and ControlNet scales for the next call: item by item,
+    /// one of each per ControlNet in the model's order.
     fn set_control(&mut self, _images: &[f32], _scales: &[f32]) {}
 
     /// Sets the table of conditions that [`Denoiser::predict_with`]'s rows name. A model without conditioning

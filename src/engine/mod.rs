@@ -41,7 +41,7 @@ pub use controlnet::ControlNetPair;
 pub use denoiser::{DenoiseError, Denoiser, DenoiserInfo, NonFinite};
 pub use error::{EngineError, open_sample_shape};
 pub use features::OnnxFeatures;
-pub use onnx::{OnnxDenoiser, PredictionSource};
+pub use onnx::{OnnxDenoiser, PredictionSource, scheduler_config_of};
 pub use prompts::{PromptEmbedding, PromptOptions, PromptSide, cut_off, encode_prompts, is_sana};
 pub use providers::{
     AttemptOutcome, ProviderAttempt, ProviderKind, ProviderOptions, describe_attempts,

@@ -122,9 +122,11 @@ impl FedInputs {
     }
 }
 
-/// What a ControlNet graph takes beside each item: its control image and scale, and their input buffers.
+/// What a ControlNet graph takes beside each item: its control images and scales (one per ControlNet, item by
+/// item), and their input buffers.
 #[derive(Default)]
 struct Control {
+    nets: usize,
     images: Vec<f32>,
     scales: Vec<f32>,
     image_buf: FloatBuf,
@@ -396,8 +398,8 @@ impl OnnxDenoiser {
         let per_input: usize = self.roles.input_shape().iter().product();
         let per_item: usize = self.roles.sample_shape.iter().product();
         // A ControlNet graph takes one scale a call too.
-        let scales = &self.control.scales;
-        let key = |i: usize| (timesteps[i], scales.get(i).copied());
+        let (scales, nets) = (&self.control.scales, self.control.nets);
+        let key = |i: usize| (timesteps[i], scales.get(i * nets..(i + 1) * nets));
         for group in groups_by(timesteps.len(), key) {
             let part = gather(sample, &group, per_input);
             let part_rows: Vec<usize> = group.iter().map(|&i| rows[i]).collect();
@@ -480,14 +482,19 @@ impl OnnxDenoiser {
 }
 
 impl Control {
+    /// Items the control is set for.
+    fn items(&self) -> usize {
+        self.scales.len() / self.nets.max(1)
+    }
+
     /// Keeps only the control of the items `group` (in that order); returns everything, for [`Self::restore`].
     fn gather(&mut self, group: &[usize]) -> (Vec<f32>, Vec<f32>) {
         if self.scales.is_empty() {
             return (Vec::new(), Vec::new());
         }
-        let per = self.images.len() / self.scales.len();
+        let per = self.images.len() / self.items();
         let images = gather(&self.images, group, per);
-        let scales = group.iter().map(|&i| self.scales[i]).collect();
+        let scales = gather(&self.scales, group, self.nets);
         (
             std::mem::replace(&mut self.images, images),
             std::mem::replace(&mut self.scales, scales),
@@ -500,8 +507,8 @@ impl Control {
         }
     }
 
-    /// Binds the control images of items `first..first + n` (padded to `m` by repeating the last) and their
-    /// shared scale, for a ControlNet graph.
+    /// Binds the control images of items `first..first + n` (padded to `m` by repeating the last), ControlNet by
+    /// ControlNet, and their shared scales, for a ControlNet graph.
     fn bind(
         &mut self,
         roles: &ModelRoles,
@@ -513,22 +520,29 @@ impl Control {
         let (Some(image), Some(scale)) = (&roles.control_image, &roles.control_scale) else {
             return Ok(());
         };
-        let per = self.images.len() / self.scales.len().max(1);
+        let per = self.images.len() / self.items().max(1) / self.nets;
         self.image_buf.reset(image.elem);
-        for i in 0..m {
-            let k = first + i.min(n - 1);
-            self.image_buf.push(&self.images[k * per..(k + 1) * per]);
+        for net in 0..self.nets {
+            for i in 0..m {
+                let at = (first + i.min(n - 1)) * self.nets + net;
+                self.image_buf.push(&self.images[at * per..(at + 1) * per]);
+            }
         }
         let [_, h, w] = roles.sample_shape;
         let side = ((per / 3) as f64 / (h * w) as f64).sqrt().round() as usize;
+        let (h, w) = ((h * side) as i64, (w * side) as i64);
         let dims: Vec<i64> = match image.rank() {
-            5 => vec![1, m as i64, 3, (h * side) as i64, (w * side) as i64],
-            _ => vec![m as i64, 3, (h * side) as i64, (w * side) as i64],
+            5 => vec![self.nets as i64, m as i64, 3, h, w],
+            _ => vec![m as i64, 3, h, w],
         };
         binding.bind_input(image.name.as_str(), &self.image_buf.owned(&dims)?)?;
         self.scale_buf.reset(scale.elem);
-        self.scale_buf.push(&self.scales[first..first + 1]);
-        let dims: Vec<i64> = scale.dims.iter().map(|_| 1).collect();
+        self.scale_buf
+            .push(&self.scales[first * self.nets..(first + 1) * self.nets]);
+        // [N, 1] as the export makes it (any rank: N values, the first axis taking them).
+        let dims: Vec<i64> = (0..scale.rank())
+            .map(|k| if k == 0 { self.nets as i64 } else { 1 })
+            .collect();
         binding.bind_input(scale.name.as_str(), &self.scale_buf.owned(&dims)?)?;
         Ok(())
     }
@@ -631,11 +645,12 @@ impl Denoiser for OnnxDenoiser {
         Some(self.runs)
     }
 
-    fn takes_control(&self) -> bool {
-        self.roles.control_image.is_some()
+    fn controlnets(&self) -> usize {
+        self.roles.controlnets
     }
 
     fn set_control(&mut self, images: &[f32], scales: &[f32]) {
+        self.control.nets = self.roles.controlnets;
         self.control.images.clear();
         self.control.images.extend_from_slice(images);
         self.control.scales.clear();
@@ -677,8 +692,8 @@ impl Denoiser for OnnxDenoiser {
             )));
         }
         let one_timestep = timesteps.iter().all(|&t| t == timesteps[0]);
-        let scales = &self.control.scales;
-        let one_scale = scales.iter().all(|&s| Some(&s) == scales.first());
+        let (scales, nets) = (&self.control.scales, self.control.nets.max(1));
+        let one_scale = (scales.chunks(nets)).all(|s| Some(s) == scales.chunks(nets).next());
         if (self.roles.timestep_per_item || one_timestep) && one_scale {
             self.run_batch(sample, timesteps, rows, out)
         } else {
@@ -689,7 +704,7 @@ impl Denoiser for OnnxDenoiser {
 
 /// The scheduler config beside a model file, or a pipeline folder's `scheduler/` for its `unet/model.onnx`
 /// (or `transformer/model.onnx`).
-fn scheduler_config_of(model: &Path) -> PathBuf {
+pub fn scheduler_config_of(model: &Path) -> PathBuf {
     let beside = model.with_file_name("scheduler_config.json");
     let unet_dir = model.parent().filter(|d| {
         d.file_name()

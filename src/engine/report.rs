@@ -54,6 +54,8 @@ pub struct InfoReport {
     pub sample_shape: [usize; 3],
     /// Input channels beside the sample's (an inpainting U-Net's mask and masked-image latents).
     pub extra_channels: usize,
+    /// ControlNets the graph holds, each taking a control image and a scale.
+    pub controlnets: usize,
     pub fixed_batch: Option<usize>,
     pub timestep_per_item: bool,
     pub prediction_type: PredictionType,
@@ -96,14 +98,18 @@ pub fn inspect(
         (sample, vec![500.0; batch])
     };
 
-    // A ControlNet graph times with a blank control image at full scale.
+    // A ControlNet graph times with blank control images at full scale.
     let control = |model: &mut OnnxDenoiser, batch: usize| {
         // A U-Net another network feeds (a ControlNet's residuals) times with zeros there.
         let fed = model.fed_zeros(batch);
         model.set_fed(fed);
-        if model.takes_control() {
+        let nets = model.controlnets();
+        if nets > 0 {
             let [_, h, w] = info.sample_shape;
-            model.set_control(&vec![0.0; batch * 3 * 64 * h * w], &vec![1.0; batch]);
+            model.set_control(
+                &vec![0.0; nets * batch * 3 * 64 * h * w],
+                &vec![1.0; nets * batch],
+            );
         }
     };
     let (sample, timesteps) = input(1);
@@ -154,6 +160,7 @@ pub fn inspect(
         outputs: with_roles(model.outputs()),
         sample_shape: roles.sample_shape,
         extra_channels: roles.extra_channels,
+        controlnets: roles.controlnets,
         fixed_batch: roles.fixed_batch,
         timestep_per_item: roles.timestep_per_item,
         prediction_type: info.prediction_type,
@@ -237,6 +244,18 @@ impl fmt::Display for InfoReport {
                 f,
                 "          and {extra} more input channels beside it: an inpainting U-Net's mask and masked-image latents"
             )?;
+        }
+        match self.controlnets {
+            0 => {}
+            1 => writeln!(
+                f,
+                "control   1 ControlNet in the graph: [conditioning] control_image, [[sampler]] control_scale"
+            )?,
+            n => writeln!(
+                f,
+                "control   {n} ControlNets in the graph, in this order: one [[conditioning.controlnet]] table each \
+                 (its image); [[sampler]] control_scale per ControlNet as [[a, b]]"
+            )?,
         }
         writeln!(
             f,

@@ -324,9 +324,11 @@ pub struct ModelRoles {
     pub time_ids: Option<TensorSpec>,
     pub timestep_cond: Option<TensorSpec>,
     pub text_mask: Option<TensorSpec>,
-    /// A graph holding a U-Net and its ControlNet: the control image and the conditioning scale.
+    /// A graph holding a U-Net and its ControlNets: the control images and the conditioning scales.
     pub control_image: Option<TensorSpec>,
     pub control_scale: Option<TensorSpec>,
+    /// How many ControlNets the graph holds (the control image's leading dimension); 0 without them.
+    pub controlnets: usize,
     pub output: TensorSpec,
     /// One sample's C, H, W.
     pub sample_shape: [usize; 3],
@@ -529,7 +531,7 @@ pub fn assign_roles(
     if let Some(mask) = &text_mask {
         check_text_mask(mask, &sample, fixed_batch)?;
     }
-    check_control(control_image.as_ref(), control_scale.as_ref())?;
+    let controlnets = check_control(control_image.as_ref(), control_scale.as_ref())?;
 
     check_output(&output, &sample, fixed_batch, sample_shape)?;
     Ok(ModelRoles {
@@ -543,6 +545,7 @@ pub fn assign_roles(
         text_mask,
         control_image,
         control_scale,
+        controlnets,
         output,
         sample_shape,
         extra_channels,
@@ -551,11 +554,14 @@ pub fn assign_roles(
     })
 }
 
-/// A ControlNet graph's control image is float [1, B, 3, H, W] or [B, 3, H, W], its scale float with one value
-/// per call, and neither comes without the other. (Several ControlNets in one graph are not run yet.)
-fn check_control(image: Option<&TensorSpec>, scale: Option<&TensorSpec>) -> Result<(), RoleError> {
+/// A ControlNet graph's control images are float [N, B, 3, H, W] for N ControlNets (or [B, 3, H, W] for one), its
+/// scales float with one value per ControlNet ([N, 1]), and neither comes without the other. Returns N.
+fn check_control(
+    image: Option<&TensorSpec>,
+    scale: Option<&TensorSpec>,
+) -> Result<usize, RoleError> {
     let (image, scale) = match (image, scale) {
-        (None, None) => return Ok(()),
+        (None, None) => return Ok(0),
         (Some(image), Some(scale)) => (image, scale),
         (Some(one), None) | (None, Some(one)) => {
             let missing = match image {
@@ -589,7 +595,11 @@ fn check_control(image: Option<&TensorSpec>, scale: Option<&TensorSpec>) -> Resu
             Dim::Symbolic(_) => 0,
         })
         .product();
-    if leading != Dim::Fixed(1) || values != 1 || !image.elem.is_float() || !scale.elem.is_float() {
+    let nets = match leading {
+        Dim::Fixed(n) if n >= 1 => n,
+        _ => 0,
+    };
+    if nets == 0 || values != nets || !image.elem.is_float() || !scale.elem.is_float() {
         return Err(RoleError::WrongRank {
             role: Role::ControlScale,
             name: scale.name.clone(),
@@ -599,10 +609,11 @@ fn check_control(image: Option<&TensorSpec>, scale: Option<&TensorSpec>) -> Resu
                 shape_text(&scale.dims),
                 shape_text(&image.dims)
             ),
-            expected: "one ControlNet: a float control image [1, batch, 3, height, width] and one float scale",
+            expected: "N ControlNets: float control images [N, batch, 3, height, width] (N fixed) and N float \
+                       scales ([N, 1])",
         });
     }
-    Ok(())
+    Ok(nets)
 }
 
 /// The sample input's channels beyond the output's, where the graph fixes both (an inpainting U-Net's 9 for 4).

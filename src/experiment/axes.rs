@@ -18,8 +18,8 @@ pub(super) enum Apply {
     },
     /// img2img's strength.
     Strength(f64),
-    /// A ControlNet's conditioning scale.
-    ControlScale(f64),
+    /// The ControlNets' conditioning scale: one for all, or one per ControlNet.
+    ControlScale(Vec<f64>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -45,7 +45,7 @@ pub(super) struct Combination {
     pub method: GuidanceMethod,
     pub shift: Option<f64>,
     pub strength: Option<f64>,
-    pub control_scale: Option<f64>,
+    pub control_scale: Option<Vec<f64>>,
     /// Appended to the sampler's label, one per axis with more than one value.
     pub suffixes: Vec<String>,
     /// The values of the axes with more than one value, by column.
@@ -85,7 +85,7 @@ fn with(mut c: Combination, column: &str, value: &AxisValue, varies: bool) -> Co
             c.shift = Some(*value);
         }
         Apply::Strength(value) => c.strength = Some(*value),
-        Apply::ControlScale(value) => c.control_scale = Some(*value),
+        Apply::ControlScale(value) => c.control_scale = Some(value.clone()),
     }
     if varies {
         c.suffixes.push(value.suffix.clone());

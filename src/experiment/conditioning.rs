@@ -30,9 +30,15 @@ pub struct ConditioningSpec {
     pub init_per: InitPer,
     /// Inpainting masks (resolved): none, one for every start image, or one per start image.
     pub masks: Vec<PathBuf>,
-    /// A ControlNet's control images (resolved), and which sample takes which.
-    pub control_images: Vec<PathBuf>,
-    pub control_per: InitPer,
+    /// Each ControlNet's control images, in the order the model takes the ControlNets (none: no ControlNet).
+    pub controls: Vec<ControlImageSet>,
+}
+
+/// One ControlNet's control images (resolved), and which sample takes which.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlImageSet {
+    pub images: Vec<PathBuf>,
+    pub per: InitPer,
 }
 
 /// Which start image a sample takes when `init_image` lists several.
@@ -47,15 +53,22 @@ pub enum InitPer {
     Seed,
 }
 
+impl InitPer {
+    /// Which of `n` images a sample drawn under condition `condition` with the seed at `seed_index` takes.
+    pub fn pick(self, n: usize, condition: usize, seed_index: usize) -> usize {
+        match self {
+            InitPer::All => 0,
+            InitPer::Condition => condition % n,
+            InitPer::Seed => seed_index % n,
+        }
+    }
+}
+
 impl ConditioningSpec {
     /// The start image of a sample drawn under condition `condition` with the seed at `seed_index`.
     pub fn init_image_index(&self, condition: usize, seed_index: usize) -> Option<usize> {
         let n = self.init_images.len();
-        (n > 0).then(|| match self.init_per {
-            InitPer::All => 0,
-            InitPer::Condition => condition % n,
-            InitPer::Seed => seed_index % n,
-        })
+        (n > 0).then(|| self.init_per.pick(n, condition, seed_index))
     }
 }
 
@@ -90,6 +103,7 @@ impl Reading<'_> {
             && s.init_image.is_none()
             && s.mask.is_none()
             && s.control_image.is_none()
+            && s.controlnet.is_none()
         {
             let message = "[conditioning] is empty; the model runs unconditioned".to_string();
             self.warn(None, c.span(), "conditioning", message);
@@ -116,8 +130,7 @@ impl Reading<'_> {
             init_images: self.init_images(s)?,
             init_per: InitPer::All,
             masks: self.masks(s)?,
-            control_images: self.control_images(s)?,
-            control_per: InitPer::All,
+            controls: self.controls(c)?,
         }))
     }
 

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 use toml::Spanned;
 
-pub use conditioning::{ConditioningSpec, HumanInstruction, InitPer};
+pub use conditioning::{ConditioningSpec, ControlImageSet, HumanInstruction, InitPer};
+pub use control::per_controlnet_text;
 pub use diagnostic::{ExperimentError, ExperimentWarning, closest, line_column};
 pub use quality::{FeatureSpec, QualitySpec, ReferenceSolve, cell_name};
 pub use schema::NoiseKind;
@@ -115,8 +116,8 @@ pub struct ModelSpec {
     pub vae_decoder: Option<PathBuf>,
     /// The VAE encoder img2img encodes start images with (its config.json beside it, as Optimum writes it).
     pub vae_encoder: Option<PathBuf>,
-    /// A ControlNet exported on its own, whose outputs feed the U-Net's inputs of the same names.
-    pub controlnet: Option<PathBuf>,
+    /// ControlNets exported on their own, whose outputs (summed) feed the U-Net's inputs of the same names.
+    pub controlnet: Vec<PathBuf>,
     /// Images per VAE decoder call; `None`: as many as make about a megapixel (1 at 1024², 4 at 512²).
     pub vae_batch: Option<usize>,
     pub text_encoder: Option<PathBuf>,
@@ -140,8 +141,9 @@ pub struct SamplerSpec {
     pub true_cfg_scale: f64,
     /// Samples per cell for quality; overrides `[quality] samples`.
     pub samples: Option<usize>,
-    /// The share of the steps the ControlNet is on: from `control_guidance_start` to `control_guidance_end`.
-    pub control_window: (f64, f64),
+    /// The share of the steps each ControlNet is on, from `control_guidance_start` to `control_guidance_end`:
+    /// one window for all, or one per ControlNet.
+    pub control_windows: Vec<(f64, f64)>,
     /// The resolved scheduler (the first variant's).
     pub resolved: Resolved,
     /// One per value of the sampler's setting axes (`shift`), each its own cells; one when nothing varies.
@@ -159,8 +161,8 @@ pub struct SamplerVariant {
     pub shift: Option<f64>,
     /// img2img's strength, where `strength` is set.
     pub strength: Option<f64>,
-    /// A ControlNet's conditioning scale, where the experiment has control images.
-    pub control_scale: Option<f64>,
+    /// The ControlNets' conditioning scale (one for all, or one per ControlNet), where `control_scale` is set.
+    pub control_scale: Option<Vec<f64>>,
     /// How its guided predictions are made.
     pub guidance_method: GuidanceMethod,
     /// The value of each axis that varies, by results column (`schedule`, `eta`, `guidance_method`, `shift`).
@@ -219,6 +221,7 @@ impl Experiment {
             warnings: Vec::new(),
             has_negative_prompt: false,
             flux: false,
+            controlnets: 0,
         };
         let name = file.name.clone().unwrap_or_else(|| {
             path.file_stem()
@@ -236,6 +239,7 @@ impl Experiment {
         if let (Some(spec), Some(c)) = (conditioning.as_mut(), &file.conditioning) {
             cx.init_per(spec, c, seeds.len())?;
             cx.control_per(spec, c, seeds.len())?;
+            cx.controlnets = spec.controls.len();
         }
         let init_noise = file
             .sampling
@@ -301,6 +305,8 @@ struct Reading<'a> {
     has_negative_prompt: bool,
     /// Whether the model is a FLUX pipeline folder.
     flux: bool,
+    /// How many ControlNets `[conditioning]` gives control images for.
+    controlnets: usize,
 }
 
 impl Reading<'_> {
@@ -573,7 +579,7 @@ impl Reading<'_> {
             guidance_rescale,
             true_cfg_scale,
             samples: s.samples.as_ref().map(|n| *n.get_ref()),
-            control_window: self.control_window(i, s)?,
+            control_windows: self.control_windows(i, s)?,
             resolved,
             variants,
         })

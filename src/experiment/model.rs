@@ -5,17 +5,17 @@ use std::path::PathBuf;
 use serde_json::{Map, Value};
 use toml::Spanned;
 
-use super::schema::{ModelSection, TensorRtSection};
+use super::schema::{ModelFiles, ModelSection, TensorRtSection};
 use super::{ExperimentError, ModelSource, ModelSpec, Reading, closest};
 use crate::engine::limits::{cap_threads, check_sample_shape};
 use crate::engine::providers::CudaOptions;
-use crate::engine::{ProviderKind, Role, RoleOverrides};
+use crate::engine::{ProviderKind, Role, RoleOverrides, scheduler_config_of};
 use crate::sampler::PredictionType;
 use crate::sampler::config::read_training_schedule;
 
 /// The VAE decoder, text encoder and tokenizer given beside a U-Net file.
 /// `vae_decoder`, `vae_encoder`, `text_encoder`, `tokenizer` and `controlnet` beside a bare U-Net file.
-type Parts = [Option<PathBuf>; 5];
+type Parts = ([Option<PathBuf>; 4], Vec<PathBuf>);
 
 impl Reading<'_> {
     /// `[model]`, and the model's training schedule that every sampler starts from.
@@ -35,13 +35,8 @@ impl Reading<'_> {
             }
             None => None,
         };
-        let [
-            vae_decoder,
-            vae_encoder,
-            text_encoder,
-            tokenizer,
-            controlnet,
-        ] = self.parts(m, &source)?;
+        let ([vae_decoder, vae_encoder, text_encoder, tokenizer], controlnet) =
+            self.parts(m, &source)?;
         let trt = m.tensorrt.as_ref();
         let spec = ModelSpec {
             source,
@@ -116,7 +111,8 @@ impl Reading<'_> {
     }
 
     /// The training schedule: `model.scheduler_config`, else the one diffusers keeps with the model
-    /// (beside a U-Net file, in a pipeline's scheduler/ folder); a set prediction type wins over it.
+    /// (beside a U-Net file, in a pipeline's scheduler/ folder, also for the pipeline's `unet/model.onnx` given
+    /// as a file); a set prediction type wins over it.
     fn schedule(
         &self,
         m: &ModelSection,
@@ -125,10 +121,9 @@ impl Reading<'_> {
     ) -> Result<(Option<PathBuf>, Map<String, Value>), ExperimentError> {
         let scheduler_config = match (&m.scheduler_config, source) {
             (Some(s), _) => Some(self.existing_file(s, "model.scheduler_config", "file")?),
-            (None, ModelSource::Onnx(model)) => model
-                .parent()
-                .map(|d| d.join("scheduler_config.json"))
-                .filter(|p| p.is_file()),
+            (None, ModelSource::Onnx(model)) => {
+                Some(scheduler_config_of(model)).filter(|p| p.is_file())
+            }
             (None, ModelSource::Pipeline(dir)) => {
                 Some(dir.join("scheduler").join("scheduler_config.json")).filter(|p| p.is_file())
             }
@@ -157,14 +152,14 @@ impl Reading<'_> {
     /// by one beside a bare U-Net file (a pipeline folder holds its own).
     fn parts(&mut self, m: &ModelSection, source: &ModelSource) -> Result<Parts, ExperimentError> {
         let given = [
-            ("vae_decoder", &m.vae_decoder),
-            ("vae_encoder", &m.vae_encoder),
-            ("controlnet", &m.controlnet),
-            ("text_encoder", &m.text_encoder),
-            ("tokenizer", &m.tokenizer),
+            ("vae_decoder", m.vae_decoder.as_ref().map(Spanned::span)),
+            ("vae_encoder", m.vae_encoder.as_ref().map(Spanned::span)),
+            ("controlnet", m.controlnet.as_ref().map(Spanned::span)),
+            ("text_encoder", m.text_encoder.as_ref().map(Spanned::span)),
+            ("tokenizer", m.tokenizer.as_ref().map(Spanned::span)),
         ];
-        for (name, value) in given {
-            let Some(v) = value else { continue };
+        for (name, span) in given {
+            let Some(span) = span else { continue };
             let message = match source {
                 ModelSource::Onnx(_) => continue,
                 ModelSource::Pipeline(_) => format!(
@@ -172,7 +167,7 @@ impl Reading<'_> {
                 ),
                 ModelSource::Analytic => format!("the analytic model has no {name}"),
             };
-            return Err(self.error(v.span(), &format!("model.{name}"), message));
+            return Err(self.error(span, &format!("model.{name}"), message));
         }
         let file = |v: &Option<Spanned<String>>, key: &str, what: &str| {
             v.as_ref()
@@ -181,7 +176,7 @@ impl Reading<'_> {
         };
         let vae_decoder = file(&m.vae_decoder, "model.vae_decoder", "VAE decoder file")?;
         let vae_encoder = file(&m.vae_encoder, "model.vae_encoder", "VAE encoder file")?;
-        let controlnet = file(&m.controlnet, "model.controlnet", "ControlNet file")?;
+        let controlnet = self.controlnet_files(m)?;
         let text_encoder = file(&m.text_encoder, "model.text_encoder", "text encoder file")?;
         let tokenizer = m
             .tokenizer
@@ -201,13 +196,31 @@ impl Reading<'_> {
             ),
             _ => {}
         }
-        Ok([
-            vae_decoder,
-            vae_encoder,
-            text_encoder,
-            tokenizer,
+        Ok((
+            [vae_decoder, vae_encoder, text_encoder, tokenizer],
             controlnet,
-        ])
+        ))
+    }
+
+    /// `model.controlnet`: one file or a list, each existing.
+    fn controlnet_files(&self, m: &ModelSection) -> Result<Vec<PathBuf>, ExperimentError> {
+        let Some(given) = &m.controlnet else {
+            return Ok(Vec::new());
+        };
+        let list = match given.get_ref() {
+            ModelFiles::One(one) => vec![one.clone()],
+            ModelFiles::Many(many) => many.clone(),
+        };
+        if list.is_empty() {
+            let message = "list at least one ControlNet file";
+            return Err(self.error(given.span(), "model.controlnet", message));
+        }
+        list.into_iter()
+            .map(|p| {
+                let p = Spanned::new(given.span(), p);
+                self.existing_file(&p, "model.controlnet", "ControlNet file")
+            })
+            .collect()
     }
 
     /// `model.tokenizer`: a folder with a tokenizer.json, or a CLIP vocab.json and merges.txt.

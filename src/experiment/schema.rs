@@ -37,7 +37,8 @@ pub(super) struct ModelSection {
     pub sample_shape: Option<Spanned<[usize; 3]>>,
     pub vae_decoder: Option<Spanned<String>>,
     pub vae_encoder: Option<Spanned<String>>,
-    pub controlnet: Option<Spanned<String>>,
+    /// ControlNets exported on their own: one file, or a list (their residuals are summed).
+    pub controlnet: Option<Spanned<ModelFiles>>,
     pub vae_batch: Option<Spanned<usize>>,
     pub text_encoder: Option<Spanned<String>>,
     pub tokenizer: Option<Spanned<String>>,
@@ -61,6 +62,26 @@ pub(super) struct ConditioningSection {
     pub mask: Option<Spanned<ImagePaths>>,
     /// A ControlNet's control image: one for every sample, one per prompt (or class), or one per seed.
     pub control_image: Option<Spanned<ImagePaths>>,
+    /// Several ControlNets: one table each, in the order the model takes them.
+    pub controlnet: Option<Spanned<Vec<ControlNetTable>>>,
+}
+
+/// One ControlNet of several (`[[conditioning.controlnet]]`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ControlNetTable {
+    /// Its control image(s), as `control_image` takes them.
+    pub image: Spanned<ImagePaths>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "`controlnet` must be an .onnx file or a list of them, e.g. \"controlnet/model.onnx\""
+)]
+pub(super) enum ModelFiles {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize)]
@@ -216,11 +237,24 @@ pub(super) enum Strength {
 #[derive(Deserialize)]
 #[serde(
     untagged,
-    expecting = "`control_scale` must be a number or a list of them, e.g. 1.0 or [0.5, 1.0, 1.5]"
+    expecting = "`control_scale` must be a number or a list of them, e.g. 1.0 or [0.5, 1.0, 1.5]; with several \
+                 ControlNets an entry may list one scale per ControlNet, e.g. [[1.0, 0.5], [0.5, 1.0]]"
 )]
 pub(super) enum ControlScale {
     One(f64),
-    Many(Vec<f64>),
+    Many(Vec<PerControlNet>),
+}
+
+/// A number for every ControlNet, or one per ControlNet (as diffusers takes `controlnet_conditioning_scale`,
+/// `control_guidance_start` and `_end`).
+#[derive(Deserialize, Clone)]
+#[serde(
+    untagged,
+    expecting = "a number, or a list of numbers, one per ControlNet"
+)]
+pub(super) enum PerControlNet {
+    All(f64),
+    Each(Vec<f64>),
 }
 
 #[derive(Deserialize)]
@@ -252,8 +286,8 @@ pub(super) struct SamplerSection {
     /// A ControlNet's conditioning scale (diffusers' `controlnet_conditioning_scale`), a number or a list.
     pub control_scale: Option<Spanned<ControlScale>>,
     /// The share of the steps before which, and after which, the ControlNet is off.
-    pub control_guidance_start: Option<Spanned<f64>>,
-    pub control_guidance_end: Option<Spanned<f64>>,
+    pub control_guidance_start: Option<Spanned<PerControlNet>>,
+    pub control_guidance_end: Option<Spanned<PerControlNet>>,
     /// FLUX's true classifier-free guidance beside its embedded guidance (needs a negative prompt).
     pub true_cfg_scale: Option<Spanned<f64>>,
 }

@@ -9,7 +9,7 @@ use super::images::{grid, save_png, upscale, upscale_factor};
 use super::latent_preview::LatentPreview;
 use super::plan::Cell;
 use super::reference::{self, Solution};
-use super::results::CellResult;
+use super::results::{CellResult, PerControlNet};
 use super::samples::SampleFile;
 use super::scores::Inputs;
 use super::scoring::Quality;
@@ -176,8 +176,10 @@ impl Finish<'_> {
             guidance_rescale: cell.guidance_rescale,
             shift: cell.shift,
             strength: cell.strength,
-            control_scale: cell.control.map(|c| c.scale),
-            control_window: cell.control.map(|c| [c.start, c.end]),
+            control_scale: (cell.control.as_ref())
+                .map(|c| PerControlNet::of(c.0.iter().map(|u| u.scale).collect())),
+            control_window: (cell.control.as_ref())
+                .map(|c| PerControlNet::of(c.0.iter().map(|u| [u.start, u.end]).collect())),
             guidance_method: (!cell.guidance_method.is_plain())
                 .then(|| cell.guidance_method.label()),
             axes: cell.axes.iter().cloned().collect(),

@@ -55,7 +55,7 @@ pub(super) struct Lane {
     pub(super) inpaint: Option<Inpaint>,
     /// An inpainting U-Net's mask and masked-image latents, fed beside each sample.
     pub(super) concat: Option<Vec<f32>>,
-    /// A ControlNet model's control image of each item, and the cell's scale and window.
+    /// A ControlNet model's control images of each item (one per ControlNet), and the cell's scales and windows.
     pub(super) control: Option<(Vec<f32>, ControlSettings)>,
     /// The model calls of this lane counted so far (an adaptive sampler's grow as it runs).
     pub(super) counted: usize,
@@ -80,9 +80,9 @@ pub(super) struct Batch<'a> {
     pub(super) start: Option<StartImages>,
     /// Input channels the model takes beside each sample (an inpainting U-Net's 5), 0 for most.
     pub(super) extra_channels: usize,
-    /// The run's control images, and whether the model holds a ControlNet that takes them.
+    /// The run's control images, and how many ControlNets the model holds.
     pub(super) control: Option<ControlImages>,
-    pub(super) takes_control: bool,
+    pub(super) controlnets: usize,
     /// The unconditional condition-table row, for guided cells.
     pub(super) uncond: Option<usize>,
     /// The empty prompt's row, for the guidance methods that take its prediction (Perp-Neg).
@@ -286,9 +286,9 @@ impl<'a> Batch<'a> {
                 inpaint,
                 concat,
             } = start;
-            let control = match (self.takes_control, cell.control, &self.control) {
-                (false, _, _) => None,
-                (true, Some(settings), Some(images)) => Some((images.of(&items), settings)),
+            let control = match (self.controlnets, &cell.control, &self.control) {
+                (0, _, _) => None,
+                (_, Some(settings), Some(images)) => Some((images.of(&items), settings.clone())),
                 _ => {
                     return Err(Stop::Error(format!(
                         "{}: the model holds a ControlNet: give [conditioning] control_image",
@@ -438,8 +438,8 @@ impl<'a> Batch<'a> {
         (inputs, timesteps, rows, guidance)
     }
 
-    /// The control image and ControlNet scale of every item of the shared call, in its order (each of a lane's
-    /// predictions takes the same).
+    /// The control images and ControlNet scales of every item of the shared call, in its order, one per
+    /// ControlNet each (each of a lane's predictions takes the same).
     fn control_batch(&self) -> (Vec<f32>, Vec<f32>) {
         let (mut images, mut scales) = (Vec::new(), Vec::new());
         for lane in &self.lanes {
@@ -447,10 +447,14 @@ impl<'a> Batch<'a> {
                 continue;
             };
             let calls = lane.scheduler.timesteps().len() - lane.begin;
-            let scale = settings.scale_at(lane.step - lane.begin, calls);
+            let at: Vec<f32> = (settings.0.iter())
+                .map(|u| u.scale_at(lane.step - lane.begin, calls))
+                .collect();
             for _ in 0..lane.calls_per_step() {
                 images.extend_from_slice(per_item);
-                scales.extend(std::iter::repeat_n(scale, lane.items));
+                for _ in 0..lane.items {
+                    scales.extend_from_slice(&at);
+                }
             }
         }
         (images, scales)
@@ -472,7 +476,7 @@ impl<'a> Batch<'a> {
         if self.embedded_guidance {
             denoiser.set_guidance(&guidance);
         }
-        if self.takes_control {
+        if self.controlnets > 0 {
             let (images, scales) = self.control_batch();
             denoiser.set_control(&images, &scales);
         }

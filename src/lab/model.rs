@@ -114,40 +114,54 @@ impl LoadedModel {
     }
 }
 
-/// The experiment's control images, read at the run's image size, for a model with a ControlNet; an error
-/// where one is given without the other.
+/// The experiment's control images, read at the run's image size, for a model with ControlNets; an error where
+/// one is given without the other, or where their counts differ.
 fn control_images(
     denoiser: &dyn Denoiser,
     image_shape: [usize; 3],
     spec: Option<&ConditioningSpec>,
     notes: &mut Vec<String>,
 ) -> Result<Option<ControlImages>, EngineError> {
-    let given = spec.filter(|s| !s.control_images.is_empty());
+    let given = spec.map_or(0, |s| s.controls.len());
     let name = denoiser.info().name;
-    match (given, denoiser.takes_control()) {
-        (None, false) => Ok(None),
-        (None, true) => Err(EngineError::Options(format!(
-            "{name} holds a ControlNet (inputs for a control image and its scale): give [conditioning] \
-                 control_image"
-        ))),
-        (Some(_), false) => Err(EngineError::Options(format!(
+    let held = denoiser.controlnets();
+    let Some(spec) = spec.filter(|_| given > 0) else {
+        return match held {
+            0 => Ok(None),
+            _ => Err(EngineError::Options(format!(
+                "{name} holds {} (inputs for control images and their scales): give {}",
+                count(held),
+                match held {
+                    1 => "[conditioning] control_image",
+                    _ => "one [[conditioning.controlnet]] table (its image) per ControlNet",
+                }
+            ))),
+        };
+    };
+    match (given, held) {
+        (_, 0) => Err(EngineError::Options(format!(
             "[conditioning] control_image: {name} has no ControlNet inputs (a control image such as \
                  `controlnet_conds` and a scale such as `conditioning_scales`, as diffusers' ControlNet-to-ONNX \
                  export makes them)"
         ))),
-        (Some(spec), true) => {
-            let mut images = Vec::new();
-            for path in &spec.control_images {
-                let (image, note) = start_images::read_control_image(path, image_shape)
-                    .map_err(EngineError::Options)?;
-                notes.extend(note);
-                images.push(image);
-            }
-            Ok(Some(ControlImages {
-                images,
-                per: spec.control_per,
-            }))
+        (given, held) if given != held => Err(EngineError::Options(format!(
+            "[conditioning] gives control images for {}; {name} holds {}: give one [[conditioning.controlnet]] \
+             table per ControlNet, in the order the model takes them",
+            count(given),
+            count(held)
+        ))),
+        _ => {
+            let read = ControlImages::read(&spec.controls, image_shape, notes);
+            Ok(Some(read.map_err(EngineError::Options)?))
         }
+    }
+}
+
+/// "1 ControlNet", "2 ControlNets".
+fn count(n: usize) -> String {
+    match n {
+        1 => "1 ControlNet".into(),
+        n => format!("{n} ControlNets"),
     }
 }
 
@@ -341,8 +355,8 @@ fn analytic(experiment: &Experiment) -> LoadedModel {
 struct Parts {
     vae: Option<VaePart>,
     vae_encoder: Option<VaePart>,
-    /// A ControlNet exported on its own.
-    controlnet: Option<PathBuf>,
+    /// ControlNets exported on their own, in the order their control images are given.
+    controlnet: Vec<PathBuf>,
     /// (encoder model, its tokenizer folder), in the pipeline's order.
     encoders: Vec<(PathBuf, PathBuf)>,
     force_zeros: bool,
@@ -370,7 +384,7 @@ impl Parts {
                 .collect(),
             vae: folder.vae_decoder,
             vae_encoder: folder.vae_encoder,
-            controlnet: folder.controlnet,
+            controlnet: folder.controlnet.into_iter().collect(),
             notes: folder.warnings,
             prediction_type: None,
         }
@@ -546,16 +560,16 @@ fn load_denoiser(
             denoiser: Box::new(model),
         });
     }
-    if let Some(controlnet) = &parts.controlnet {
-        let pair = ControlNetPair::load(path, controlnet, options)?;
+    if !parts.controlnet.is_empty() {
+        let pair = ControlNetPair::load(path, &parts.controlnet, options)?;
         let unet = pair.unet();
         return Ok(LoadedDenoiser {
             provider: unet.provider(),
             providers_note: describe_attempts(unet.attempts()),
             providers_summary: summarize_attempts(unet.attempts()),
             timestep_note: Some(
-                "the ControlNet and the U-Net run once for each group of items at one timestep and one \
-                 ControlNet scale"
+                "the ControlNet(s) and the U-Net run once for each group of items at one timestep and one \
+                 set of ControlNet scales"
                     .into(),
             ),
             denoiser: Box::new(pair),

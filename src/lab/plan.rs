@@ -30,7 +30,7 @@ pub struct Cell {
     pub shift: Option<f64>,
     /// img2img's strength: the cell starts from the noised start images, this share of its schedule left.
     pub strength: Option<f64>,
-    /// A ControlNet's scale and window, when the experiment has control images.
+    /// Each ControlNet's scale and window, when the experiment has control images.
     pub control: Option<ControlSettings>,
     /// How its guided predictions are made.
     pub guidance_method: GuidanceMethod,
@@ -55,20 +55,44 @@ pub struct Cell {
     pub warnings: Vec<String>,
 }
 
-/// A ControlNet cell's conditioning scale and the share of its steps the ControlNet is on.
+/// A ControlNet cell's settings: each ControlNet's conditioning scale and the share of the steps it is on, in
+/// the order the model takes them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlSettings(pub Vec<ControlUnit>);
+
+/// One ControlNet's conditioning scale and window.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ControlSettings {
+pub struct ControlUnit {
     pub scale: f64,
     pub start: f64,
     pub end: f64,
 }
 
-impl ControlSettings {
+impl ControlUnit {
     /// The scale at call `i` of `n`: 0 outside the window (diffusers' `controlnet_keep`).
     pub fn scale_at(&self, i: usize, n: usize) -> f32 {
         let (i, n) = (i as f64, n.max(1) as f64);
         let off = i / n < self.start || (i + 1.0) / n > self.end;
         if off { 0.0 } else { self.scale as f32 }
+    }
+}
+
+impl ControlSettings {
+    /// `nets` ControlNets' settings from a scale and windows given once for all or once per ControlNet.
+    pub fn new(nets: usize, scales: &[f64], windows: &[(f64, f64)]) -> Self {
+        let pick = |k: usize, n: usize| k.min(n.saturating_sub(1));
+        Self(
+            (0..nets)
+                .map(|k| {
+                    let (start, end) = windows[pick(k, windows.len())];
+                    ControlUnit {
+                        scale: scales[pick(k, scales.len())],
+                        start,
+                        end,
+                    }
+                })
+                .collect(),
+        )
     }
 }
 
@@ -209,7 +233,7 @@ fn reference_cells(
             // Its shift, if any, is in its own settings.
             shift: None,
             strength: None,
-            control: cell.control,
+            control: cell.control.clone(),
             axes: Vec::new(),
             sampler_label: format!("reference {}", solve.name),
             ..cell.clone()
@@ -226,8 +250,7 @@ fn plan_cells(
     inputs: &[u8],
 ) -> std::io::Result<Vec<Cell>> {
     let axis = condition_axis(experiment)?;
-    let has_control =
-        (experiment.conditioning.as_ref()).is_some_and(|c| !c.control_images.is_empty());
+    let controlnets = (experiment.conditioning.as_ref()).map_or(0, |c| c.controls.len());
     let mut cells = Vec::new();
     let settings = experiment
         .samplers
@@ -260,10 +283,9 @@ fn plan_cells(
                     guidance_rescale: sampler.guidance_rescale,
                     shift: variant.shift,
                     strength: variant.strength,
-                    control: has_control.then(|| ControlSettings {
-                        scale: variant.control_scale.unwrap_or(1.0),
-                        start: sampler.control_window.0,
-                        end: sampler.control_window.1,
+                    control: (controlnets > 0).then(|| {
+                        let scales = variant.control_scale.as_deref().unwrap_or(&[1.0]);
+                        ControlSettings::new(controlnets, scales, &sampler.control_windows)
                     }),
                     guidance_method: variant.guidance_method.clone(),
                     axes: variant.axes.clone(),
@@ -309,7 +331,7 @@ fn cell_key(inputs: &[u8], cell: &Cell) -> String {
     if let Some(strength) = cell.strength {
         hash.update(strength.to_le_bytes());
     }
-    if let Some(c) = cell.control {
+    for c in cell.control.iter().flat_map(|c| &c.0) {
         for v in [c.scale, c.start, c.end] {
             hash.update(v.to_le_bytes());
         }
@@ -471,11 +493,11 @@ fn inputs_hash(experiment: &Experiment) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
         let per = format!("init {:?}", c.init_per);
         sha2::digest::Update::update(&mut hash, per.as_bytes());
     }
-    if let Some(c) = (experiment.conditioning.as_ref()).filter(|c| !c.control_images.is_empty()) {
-        for path in &c.control_images {
+    for set in (experiment.conditioning.iter()).flat_map(|c| &c.controls) {
+        for path in &set.images {
             hash_file(&mut hash, path)?;
         }
-        let per = format!("control {:?}", c.control_per);
+        let per = format!("control {:?}", set.per);
         sha2::digest::Update::update(&mut hash, per.as_bytes());
     }
     for part in [&experiment.model.vae_encoder].into_iter().flatten() {

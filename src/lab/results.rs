@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::scores::{Csv, Inputs, Scores, columns, score_all};
 use crate::atomic_file::write_atomic;
+use crate::experiment::per_controlnet_text;
 use crate::path_error::{PathError, at};
 
 /// One cell's outcome.
@@ -58,10 +59,11 @@ pub struct CellResult {
     pub strength: Option<f64>,
     /// A ControlNet cell's conditioning scale, and the share of the steps it was on (`[[sampler]] control_scale`,
     /// `control_guidance_start` / `_end`).
+    /// With several ControlNets each is a list, one per ControlNet in the model's order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub control_scale: Option<f64>,
+    pub control_scale: Option<PerControlNet<f64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub control_window: Option<[f64; 2]>,
+    pub control_window: Option<PerControlNet<[f64; 2]>>,
     /// The guidance method and its parameters, where it is not plain CFG (`apg eta=0`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guidance_method: Option<String>,
@@ -265,9 +267,15 @@ impl Results {
                 row.push(rmse.map_or(String::new(), |e| format!("{e:.6}")));
             }
             if controlnet {
-                let window = c.control_window.map(|w| w.map(|v| v.to_string()));
-                row.push(c.control_scale.map_or(String::new(), |s| s.to_string()));
-                row.extend(window.unwrap_or_default());
+                let windows = c.control_window.as_ref().map(PerControlNet::values);
+                let joined = |k: usize| {
+                    let values: Option<Vec<f64>> =
+                        windows.as_ref().map(|w| w.iter().map(|w| w[k]).collect());
+                    values.map_or(String::new(), |v| per_controlnet_text(&v))
+                };
+                let scale = c.control_scale.as_ref().map(PerControlNet::values);
+                row.push(scale.map_or(String::new(), |v| per_controlnet_text(&v)));
+                row.extend([joined(0), joined(1)]);
             }
             row.extend(axes.iter().map(|k| match c.axes.get(*k) {
                 Some(serde_json::Value::String(v)) => csv_field(v.as_str()),
@@ -285,5 +293,30 @@ fn csv_field(s: &str) -> String {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
         s.to_string()
+    }
+}
+
+/// A value of a ControlNet cell: one for a single ControlNet, a list (one per ControlNet) for several.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PerControlNet<T> {
+    One(T),
+    Each(Vec<T>),
+}
+
+impl<T: Clone> PerControlNet<T> {
+    /// The values of the model's ControlNets, in its order.
+    pub fn of(values: Vec<T>) -> Self {
+        match <[T; 1]>::try_from(values) {
+            Ok([one]) => Self::One(one),
+            Err(values) => Self::Each(values),
+        }
+    }
+
+    pub fn values(&self) -> Vec<T> {
+        match self {
+            Self::One(v) => vec![v.clone()],
+            Self::Each(list) => list.clone(),
+        }
     }
 }

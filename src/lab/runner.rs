@@ -215,7 +215,7 @@ fn run_with(
         start: model.conditions.start.clone(),
         extra_channels: model.denoiser.info().extra_channels,
         control: model.conditions.control.clone(),
-        takes_control: model.denoiser.takes_control(),
+        controlnets: model.denoiser.controlnets(),
         uncond: model.conditions.uncond,
         empty: model.conditions.empty,
         embedded_guidance: model.denoiser.embeds_guidance(),
@@ -478,7 +478,7 @@ fn send_start_tiles(
     let kind = match (spec.init_images.is_empty(), spec.masks.is_empty()) {
         (false, true) => ImageKind::Start,
         (false, false) => ImageKind::StartMasked,
-        (true, _) if !spec.control_images.is_empty() => ImageKind::Control,
+        (true, _) if !spec.controls.is_empty() => ImageKind::Control,
         (true, _) => return,
     };
     let items = &cell.items[..cell.preview];

@@ -9,7 +9,7 @@ use image::imageops::FilterType;
 
 use super::plan::Item;
 use crate::engine::{EncodedImage, VaeEncoder};
-use crate::experiment::{ConditioningSpec, InitPer};
+use crate::experiment::{ConditioningSpec, ControlImageSet, InitPer};
 use crate::sampler::Noising;
 use crate::sampler::torch_noise::TorchGenerator;
 
@@ -25,26 +25,42 @@ pub struct StartImages {
     pub masked: Vec<EncodedImage>,
 }
 
-/// A run's ControlNet control images (3 × H × W in [0, 1] each) and which sample takes which.
+/// A run's ControlNet control images (3 × H × W in [0, 1] each): for each ControlNet in the model's order, its
+/// images and which sample takes which.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ControlImages {
-    pub images: Vec<Vec<f32>>,
-    pub per: InitPer,
+    pub sets: Vec<(Vec<Vec<f32>>, InitPer)>,
 }
 
 impl ControlImages {
-    /// The control images of `items`, one after another.
+    /// Reads each ControlNet's control images at `image_shape`; notes say where an image was resized.
+    pub fn read(
+        sets: &[ControlImageSet],
+        image_shape: [usize; 3],
+        notes: &mut Vec<String>,
+    ) -> Result<Self, String> {
+        let mut read = Vec::new();
+        for set in sets {
+            let mut images = Vec::new();
+            for path in &set.images {
+                let (image, note) = read_control_image(path, image_shape)?;
+                notes.extend(note);
+                images.push(image);
+            }
+            read.push((images, set.per));
+        }
+        Ok(Self { sets: read })
+    }
+
+    /// The control images of `items`, one after another: each item's image for every ControlNet in turn.
     pub fn of(&self, items: &[Item]) -> Vec<f32> {
-        let n = self.images.len();
         items
             .iter()
             .flat_map(|item| {
-                let k = match self.per {
-                    InitPer::All => 0,
-                    InitPer::Condition => item.condition % n,
-                    InitPer::Seed => item.seed_index % n,
-                };
-                self.images[k].iter().copied()
+                self.sets.iter().flat_map(|(images, per)| {
+                    let k = per.pick(images.len(), item.condition, item.seed_index);
+                    images[k].iter().copied()
+                })
             })
             .collect()
     }
@@ -268,19 +284,25 @@ pub fn preview_tiles(
 }
 
 /// The control image of each of `items` (display order), at `image_shape` in [-1, 1] like the previews, for the
-/// dashboard's control column.
+/// dashboard's control column; with several ControlNets, their images' mean, so that each shows.
 pub fn control_tiles(
     spec: &ConditioningSpec,
     items: &[Item],
     image_shape: [usize; 3],
 ) -> Result<Vec<f32>, String> {
-    let control = ControlImages {
-        images: (spec.control_images.iter())
-            .map(|p| read_image(p, image_shape).map(|(pixels, _)| pixels))
-            .collect::<Result<_, _>>()?,
-        per: spec.control_per,
-    };
-    Ok(control.of(items))
+    let control = ControlImages::read(&spec.controls, image_shape, &mut Vec::new())?;
+    let nets = control.sets.len().max(1);
+    let per = image_shape.iter().product::<usize>();
+    let all = control.of(items);
+    Ok(all
+        .chunks(per * nets)
+        .flat_map(|item| {
+            (0..per).map(move |i| {
+                let mean = (0..nets).map(|k| item[k * per + i]).sum::<f32>() / nets as f32;
+                mean * 2.0 - 1.0
+            })
+        })
+        .collect())
 }
 
 /// Halfway to red (gray's mid-tone for one channel) where `mask` repaints.
