@@ -119,7 +119,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let row_labels = (progress.cells.first())
         .map(|c| c.cell.preview_labels())
         .unwrap_or_default();
-    figures(&out_dir, &done, &images, progress.sample_shape, &row_labels)?;
+    let starts = (progress.starts.as_ref()).map(|s| (s.kind.title(), s.images.as_ref()));
+    figures(
+        &out_dir,
+        (&done, &images),
+        starts,
+        progress.sample_shape,
+        &row_labels,
+    )?;
     if let Some(name) = experiment
         .quality
         .as_ref()
@@ -337,24 +344,25 @@ impl Printer {
     }
 }
 
-/// Writes comparison.png (the finished cells side by side, `images` each one's display previews) and
-/// the plots, and says where they are.
+/// Writes comparison.png (the finished cells side by side, `images` each one's display previews, after the
+/// start or control images where the run has them) and the plots, and says where they are.
 pub fn figures(
     out_dir: &Path,
-    done: &[CellResult],
-    images: &[Option<&Vec<f32>>],
+    (done, images): (&[CellResult], &[Option<&Vec<f32>>]),
+    starts: Option<(&str, &Vec<f32>)>,
     shape: [usize; 3],
     row_labels: &[String],
 ) -> anyhow::Result<()> {
-    let columns: Vec<Column> = (done.iter().zip(images))
-        .filter_map(|(r, images)| {
-            Some(Column {
-                name: &r.name,
-                images: images.as_ref()?,
-            })
+    let cells = (done.iter().zip(images)).filter_map(|(r, images)| {
+        Some(Column {
+            name: &r.name,
+            images: images.as_ref()?,
         })
-        .collect();
-    if !columns.is_empty() {
+    });
+    let first = usize::from(starts.is_some());
+    let starts = starts.map(|(name, images)| Column { name, images });
+    let columns: Vec<Column> = starts.into_iter().chain(cells).collect();
+    if columns.len() > first {
         comparison_grid(&columns, shape, row_labels, &out_dir.join("comparison.png"))?;
     }
     let plots = write_plots(done, out_dir)?;
@@ -460,7 +468,7 @@ pub fn report_merged(
         .first()
         .map(|m| m.cell.preview_labels())
         .unwrap_or_default();
-    figures(out_dir, &done_ok, &images, shape, &row_labels)?;
+    figures(out_dir, (&done_ok, &images), None, shape, &row_labels)?;
     if let Some(name) = experiment
         .quality
         .as_ref()

@@ -89,6 +89,17 @@ pub enum ImageKind {
     Control,
 }
 
+impl ImageKind {
+    /// What a column of these images is headed.
+    pub fn title(self) -> &'static str {
+        match self {
+            ImageKind::Start => "start",
+            ImageKind::StartMasked => "start · mask",
+            ImageKind::Control => "control",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Only cells whose name or label contains this.

@@ -495,9 +495,11 @@ impl Runner {
             let _ = tx.send(Msg::Saved(Err("no finished cells yet".into())));
             return;
         }
-        let columns: Vec<(String, Vec<f32>)> = rows
-            .iter()
-            .map(|c| (c.cell.name.clone(), c.images.clone()))
+        // The start or control images first, as `difflab run` writes it.
+        let starts = (state.lab.starts.as_ref())
+            .map(|s| (s.kind.title().to_string(), s.images.as_ref().clone()));
+        let columns: Vec<(String, Vec<f32>)> = (starts.into_iter())
+            .chain(rows.iter().map(|c| (c.cell.name.clone(), c.images.clone())))
             .collect();
         let names = rows
             .iter()

@@ -384,26 +384,18 @@ fn start_slot(item: usize, size: (u16, u16)) -> ImageSlot {
 /// repaints), with the rows' labels beside it.
 fn draw_start_column(frame: &mut Frame, state: &State, page: &Page, rect: Rect) {
     let kind = state.lab.starts.as_ref().map(|s| s.kind);
-    let (title, what) = match kind {
-        Some(ImageKind::StartMasked) => (
-            " start · mask ",
-            [
-                Line::from("each sample's image;"),
-                Line::from("red: repainted").dim(),
-            ],
-        ),
-        Some(ImageKind::Control) => (
-            " control ",
-            [
-                Line::from("what the ControlNet"),
-                Line::from("follows").dim(),
-            ],
-        ),
-        _ => (
-            " start ",
-            [Line::from("each sample's"), Line::from("start image").dim()],
-        ),
+    let what = match kind {
+        Some(ImageKind::StartMasked) => [
+            Line::from("each sample's image;"),
+            Line::from("red: repainted").dim(),
+        ],
+        Some(ImageKind::Control) => [
+            Line::from("what the ControlNet"),
+            Line::from("follows").dim(),
+        ],
+        _ => [Line::from("each sample's"), Line::from("start image").dim()],
     };
+    let title = format!(" {} ", kind.unwrap_or(ImageKind::Start).title());
     let block = Block::bordered()
         .title(title)
         .border_style(Style::new().dim());
