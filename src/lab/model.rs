@@ -166,6 +166,28 @@ fn count(n: usize) -> String {
 }
 
 impl StartEncoder {
+    /// Loads a latent model's VAE encoder, unless it is loaded.
+    fn load(&mut self) -> Result<(), EngineError> {
+        if !self.latent || self.loaded.is_some() {
+            return Ok(());
+        }
+        let Some(part) = &self.part else {
+            return Err(EngineError::Options(
+                "[conditioning] init_image needs the VAE encoder of this latent model: the pipeline folder has no \
+                 vae_encoder/ (optimum-cli export onnx writes one), or give [model] vae_encoder beside a U-Net file"
+                    .into(),
+            ));
+        };
+        let encoder = VaeEncoder::load(
+            &part.model,
+            part.scaling_factor,
+            part.shift_factor,
+            &self.options,
+        )?;
+        self.loaded = Some(encoder);
+        Ok(())
+    }
+
     /// The spec's start images, encoded (the encoder loaded the first time).
     fn encode(
         &mut self,
@@ -175,22 +197,7 @@ impl StartEncoder {
         concat: bool,
         notes: &mut Vec<String>,
     ) -> Result<StartImages, EngineError> {
-        if self.latent && self.loaded.is_none() {
-            let Some(part) = &self.part else {
-                return Err(EngineError::Options(
-                    "[conditioning] init_image needs the VAE encoder of this latent model: the pipeline folder has no \
-                     vae_encoder/ (optimum-cli export onnx writes one), or give [model] vae_encoder beside a U-Net file"
-                        .into(),
-                ));
-            };
-            let encoder = VaeEncoder::load(
-                &part.model,
-                part.scaling_factor,
-                part.shift_factor,
-                &self.options,
-            )?;
-            self.loaded = Some(encoder);
-        }
+        self.load()?;
         let [_, h, w] = sample_shape;
         let loaded = self.loaded.as_mut();
         let start = start_images::prepare(spec, image_shape, [h, w], loaded, concat, notes)
@@ -517,6 +524,15 @@ fn assemble(
             },
         }),
     };
+    // Start images come with the experiment: the VAE encoder loads now, with its status line, not on the first
+    // cell.
+    let starts = (experiment.conditioning.as_ref()).is_some_and(|c| !c.init_images.is_empty());
+    if let (true, Some(Conditioner { start, .. })) = (starts, &mut loaded.conditioner) {
+        if let Some(part) = &start.part {
+            loading(loading_line(&part.model));
+        }
+        start.load()?;
+    }
     let cut = loaded.condition(experiment)?;
     loaded.notes.extend(cut);
     Ok(loaded)
