@@ -221,3 +221,36 @@ fn control_images_for_another_number_of_controlnets_are_refused() {
         assert!(error.contains("holds"), "{folder}: {error}");
     }
 }
+
+/// The shipped digit ControlNet (models/digits-sd-controlnet, one graph with digits-sd's U-Net): the edges of a 5
+/// overrule "a handwritten 8" as the scale grows — at scale 0 the prompt alone decides.
+#[test]
+fn the_digit_controlnet_draws_the_five_its_edges_show() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sd = repo.join("models/digits-sd");
+    let dir = temp_dir("difflab-controlnet-digits");
+    let text = format!(
+        "output = \"out\"\n[model]\npath = {:?}\nsample_shape = [4, 8, 8]\nscheduler_config = {:?}\n\
+         vae_decoder = {:?}\ntext_encoder = {:?}\ntokenizer = {:?}\nproviders = [\"cpu\"]\n[conditioning]\n\
+         prompts = [\"a handwritten 8\"]\ncontrol_image = {:?}\n[sampling]\nseeds = 8\n[[sampler]]\nname = \"ddim\"\n\
+         steps = 20\nguidance = 4\ncontrol_scale = [0, 1]\n[quality]\nfeatures = {:?}\nreference = {:?}\nsamples = 8\n\
+         expected_classes = [8]\n",
+        repo.join("models/digits-sd-controlnet/model.onnx"),
+        sd.join("scheduler/scheduler_config.json"),
+        sd.join("vae_decoder/model.onnx"),
+        sd.join("text_encoder/model.onnx"),
+        sd.join("tokenizer"),
+        repo.join("experiments/digit-5-edges.png"),
+        repo.join("models/mnist32-features.onnx"),
+        repo.join("models/mnist16-reference.npz"),
+    );
+    let results = run(&dir, &text).unwrap();
+    let accuracy = |name: &str| {
+        let cell = results.cells.iter().find(|c| c.name == name).unwrap();
+        cell.score("accuracy").unwrap()
+    };
+    let (off, on) = (accuracy("ddim cs0 20 g4"), accuracy("ddim cs1 20 g4"));
+    println!("eights: {off} at scale 0, {on} at scale 1");
+    assert!(off >= 0.75, "without the control the prompt decides");
+    assert!(on <= 0.25, "at scale 1 the edges of the 5 decide");
+}
