@@ -33,6 +33,7 @@ mod pndm;
 mod prediction;
 pub mod registry;
 pub mod schedule;
+pub mod score_sde_ve;
 mod settings;
 pub mod sigma_schedule;
 pub mod sigmas;
