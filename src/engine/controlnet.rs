@@ -238,6 +238,33 @@ impl ControlNetPair {
         }
         Ok(summed)
     }
+    /// Each group of items at one timestep and one set of scales: the ControlNets' summed residuals, then the
+    /// U-Net on the group with them.
+    fn run_groups(
+        &mut self,
+        (sample, timesteps, rows): (&[f32], &[f64], &[usize]),
+        (images, scales): (&[f32], &[f32]),
+        out: &mut [f32],
+    ) -> Result<(), DenoiseError> {
+        let (n, nets) = (timesteps.len(), self.nets.len());
+        let (per_in, per_out, per_item) = (sample.len() / n, out.len() / n, images.len() / n);
+        let at = |i: usize| &scales[i * nets..(i + 1) * nets];
+        for group in groups_by(n, |i| (timesteps[i], at(i))) {
+            let t = timesteps[group[0]];
+            let part = gather(sample, &group, per_in);
+            let part_rows: Vec<usize> = group.iter().map(|&i| rows[i]).collect();
+            let part_images = gather(images, &group, per_item);
+            let fed = self.summed_residuals((&part, t, &part_rows), &part_images, at(group[0]))?;
+            self.unet.set_fed(fed);
+            let mut part_out = vec![0.0; group.len() * per_out];
+            let ts = vec![t; group.len()];
+            let ran = (self.unet).predict_with(&part, &ts, &part_rows, &mut part_out);
+            self.unet.set_fed(Vec::new());
+            ran?;
+            scatter(&part_out, &group, per_out, out);
+        }
+        Ok(())
+    }
 }
 
 impl Denoiser for ControlNetPair {
@@ -293,36 +320,13 @@ impl Denoiser for ControlNetPair {
                 self.scales.len() / nets
             )));
         }
-        let (per_in, per_out, per_item) = (sample.len() / n, out.len() / n, self.images.len() / n);
-        let scales = std::mem::take(&mut self.scales);
-        let images = std::mem::take(&mut self.images);
-        let at = |i: usize| &scales[i * nets..(i + 1) * nets];
-        let mut result = Ok(());
-        for group in groups_by(n, |i| (timesteps[i], at(i))) {
-            let t = timesteps[group[0]];
-            let part = gather(sample, &group, per_in);
-            let part_rows: Vec<usize> = group.iter().map(|&i| rows[i]).collect();
-            let part_images = gather(&images, &group, per_item);
-            let fed = self.summed_residuals((&part, t, &part_rows), &part_images, at(group[0]));
-            let fed = match fed {
-                Ok(fed) => fed,
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            };
-            self.unet.set_fed(fed);
-            let mut part_out = vec![0.0; group.len() * per_out];
-            let ts = vec![t; group.len()];
-            let ran = (self.unet).predict_with(&part, &ts, &part_rows, &mut part_out);
-            self.unet.set_fed(Vec::new());
-            if let Err(e) = ran {
-                result = Err(e);
-                break;
-            }
-            scatter(&part_out, &group, per_out, out);
-        }
-        (self.scales, self.images) = (scales, images);
-        result
+        // The control is taken out while the groups run (they borrow it), and put back even after an error.
+        let control = (
+            std::mem::take(&mut self.images),
+            std::mem::take(&mut self.scales),
+        );
+        let ran = self.run_groups((sample, timesteps, rows), (&control.0, &control.1), out);
+        (self.images, self.scales) = control;
+        ran
     }
 }
