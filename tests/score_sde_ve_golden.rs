@@ -14,7 +14,7 @@ use std::path::Path;
 
 use difflab::sampler::score_sde_ve::{ScoreSdeVe, ScoreSdeVeConfig};
 use difflab::sampler::torch_noise::TorchGenerator;
-use difflab::sampler::{InjectedNoise, Scheduler};
+use difflab::sampler::{InjectedNoise, SamplerConfig, Scheduler};
 use serde_json::Value;
 
 const MEAN: f32 = 0.5;
@@ -47,15 +47,17 @@ fn relative(got: &[f32], want: &[f32]) -> f32 {
     diff / scale
 }
 
+/// The case's settings read as a scheduler_config.json of the class is.
 fn config_of(case: &Value) -> ScoreSdeVeConfig {
-    let c = &case["config"];
-    ScoreSdeVeConfig {
-        snr: c["snr"].as_f64().unwrap(),
-        sigma_min: c["sigma_min"].as_f64().unwrap(),
-        sigma_max: c["sigma_max"].as_f64().unwrap(),
-        sampling_eps: c["sampling_eps"].as_f64().unwrap(),
-        correct_steps: c["correct_steps"].as_u64().unwrap() as usize,
-    }
+    let mut json = case["config"].clone();
+    json["_class_name"] = "ScoreSdeVeScheduler".into();
+    let resolved = SamplerConfig::from_json_str(&json.to_string(), "case").unwrap();
+    assert!(resolved.warnings.is_empty(), "{:?}", resolved.warnings);
+    resolved
+        .config
+        .family::<ScoreSdeVeConfig>()
+        .unwrap()
+        .clone()
 }
 
 #[test]

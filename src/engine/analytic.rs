@@ -52,6 +52,15 @@ impl GaussianMixture {
         Self::new(vec![0.4, 0.35, 0.25], means, vec![0.15, 0.1, 0.2])
     }
 
+    /// The mixture moved from [-1, 1] to [0, 1], where variance-exploding models keep their data.
+    pub fn in_unit_range(mut self) -> Self {
+        for mean in &mut self.means {
+            mean.iter_mut().for_each(|m| *m = 0.5 * (*m + 1.0));
+        }
+        self.stds.iter_mut().for_each(|s| *s *= 0.5);
+        self
+    }
+
     pub fn dim(&self) -> usize {
         self.means.first().map_or(0, Vec::len)
     }
@@ -247,8 +256,14 @@ impl AnalyticDenoiser {
 
     /// x = alpha·x0 + sigma·eps at model timestep `t`, with the variance-preserving ᾱ and the norm
     /// |(alpha, sigma)| that x is divided by to be on that path: the training schedule's (norm 1), or the
-    /// rectified flow's (sigma = t/N, alpha = 1 − sigma) for a flow-prediction model.
+    /// rectified flow's (sigma = t/N, alpha = 1 − sigma) for a flow-prediction model, the VE path's (alpha = 1,
+    /// sigma = t) for a score model.
     fn path_at(&self, t: f64) -> (f64, f64, f64, f64) {
+        if self.prediction_type == PredictionType::Score {
+            // A VE model's timestep is σ: x = x0 + σ·eps, which is √(1 + σ²) times the VP sample.
+            let s = t.max(1e-12);
+            return (1.0, s, 1.0 / (1.0 + s * s), s.hypot(1.0));
+        }
         if self.prediction_type == PredictionType::FlowPrediction {
             let n = self.schedule.num_train_timesteps() as f64;
             // Flow timesteps stop short of 0; the clamp keeps eps finite for any input.
@@ -296,6 +311,8 @@ impl Denoiser for AnalyticDenoiser {
                     PredictionType::VPrediction => alpha * eps - sigma * x0,
                     PredictionType::Sample => *x0,
                     PredictionType::FlowPrediction => eps - x0,
+                    // ∇ log p_σ(x) = −eps / σ.
+                    PredictionType::Score => -eps / sigma,
                 } as f32;
             }
         }

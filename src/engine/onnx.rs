@@ -159,6 +159,15 @@ impl OnnxDenoiser {
                 path: path.to_path_buf(),
                 problem,
             })?;
+        let integer = matches!(roles.timestep.elem, ElemType::I64 | ElemType::I32);
+        if prediction_type == PredictionType::Score && integer {
+            return Err(EngineError::Options(format!(
+                "{}: a score model takes σ as its timestep, but the graph's `{}` is an integer input; export it \
+                 with a float timestep",
+                path.display(),
+                roles.timestep.name
+            )));
+        }
         Ok(Self {
             model,
             roles,
@@ -734,6 +743,12 @@ fn prediction_type(
     })?;
     // A flow-matching scheduler class (SD3, Flux) has no prediction_type: the model predicts the velocity.
     let class = json.get("_class_name").and_then(serde_json::Value::as_str);
+    if class == Some(crate::sampler::score_sde_ve::CLASS) {
+        return Ok((
+            PredictionType::Score,
+            PredictionSource::SchedulerConfig(config),
+        ));
+    }
     if class.is_some_and(crate::sampler::registry::is_flow_match) {
         return Ok((
             PredictionType::FlowPrediction,

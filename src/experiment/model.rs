@@ -12,6 +12,7 @@ use crate::engine::providers::CudaOptions;
 use crate::engine::{ProviderKind, Role, RoleOverrides, scheduler_config_of};
 use crate::sampler::PredictionType;
 use crate::sampler::config::read_training_schedule;
+use crate::sampler::score_sde_ve::CLASS as SCORE_SDE_VE;
 
 /// The VAE decoder, text encoder and tokenizer given beside a U-Net file.
 /// `vae_decoder`, `vae_encoder`, `text_encoder`, `tokenizer` and `controlnet` beside a bare U-Net file.
@@ -139,8 +140,22 @@ impl Reading<'_> {
             })?,
             None => Map::new(),
         };
-        if let Some(p) = prediction_type {
-            base.insert("prediction_type".into(), p.name().into());
+        match prediction_type {
+            // A score model is a VE one: diffusers' ScoreSdeVeScheduler holds its σ range.
+            Some(PredictionType::Score) => {
+                let class = base.entry("_class_name").or_insert(SCORE_SDE_VE.into());
+                if class != SCORE_SDE_VE {
+                    let message = format!(
+                        "\"score\" is the prediction of a variance-exploding model, whose scheduler_config.json is \
+                         a {SCORE_SDE_VE} (sigma_min, sigma_max); this one is a {class}"
+                    );
+                    return Err(self.error(m.path.span(), "model.prediction_type", message));
+                }
+            }
+            Some(p) => {
+                base.insert("prediction_type".into(), p.name().into());
+            }
+            None => {}
         }
         if self.flux {
             flux_timesteps(m.sample_shape.as_ref().map(|s| *s.get_ref()), &mut base);

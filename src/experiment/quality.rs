@@ -272,12 +272,18 @@ impl Reading<'_> {
         let Some(start) = solve.resolved.config.first_timestep(solve.steps) else {
             return;
         };
-        let flow = solve.resolved.config.prediction_type() == PredictionType::FlowPrediction;
         // Flow samplers are compared by sigma: DPM-Solver++ starts at σ = shift(0.999) and UniPC 1e-6 below
-        // 1 (integer timestep 999), which moves the start by under 0.1% of the path.
+        // 1 (integer timestep 999), which moves the start by under 0.1% of the path. A VE model's timesteps are
+        // its sigmas, rounded to f32 by some classes and not others.
+        let flow = matches!(
+            solve.resolved.config.prediction_type(),
+            PredictionType::FlowPrediction | PredictionType::Score
+        );
         let start_sigma = solve.resolved.config.first_sigma(solve.steps);
         let differs = |config: &crate::sampler::SamplerConfig, n: usize, t: f64| match start_sigma {
-            Some(s0) if flow => config.first_sigma(n).is_none_or(|s| (s - s0).abs() > 1e-3),
+            Some(s0) if flow => config
+                .first_sigma(n)
+                .is_none_or(|s| (s - s0).abs() > 1e-3 * s0.max(1.0)),
             _ => (t - start).abs() > 1e-6,
         };
         for (i, sampler) in samplers.iter().enumerate() {

@@ -8,7 +8,7 @@ use toml::Spanned;
 use super::axes::{Apply, Axis, AxisValue};
 use super::schema::{ConditioningSection, ExperimentFile, ImagePaths, Strength};
 use super::{ConditioningSpec, ExperimentError, InitPer, Reading, SamplerSpec};
-use crate::sampler::begin_call;
+use crate::sampler::{PredictionType, begin_call};
 
 /// diffusers' img2img pipelines' default strengths, for the message that asks for one.
 const PIPELINE_STRENGTHS: &str = "diffusers' img2img pipelines default to 0.8 (SD 1.x/2.x), 0.3 (SDXL), 0.6 \
@@ -186,6 +186,11 @@ impl Reading<'_> {
                 }
                 (Some(strength), true) => {
                     let place = format!("sampler[{i}].strength");
+                    if spec.resolved.config.prediction_type() == PredictionType::Score {
+                        let message = "img2img is not available on a variance-exploding score model (its \
+                                       pixels live in [0, 1]); run it from noise, without strength";
+                        return Err(self.error(strength.span(), &place, message));
+                    }
                     self.check_starts(spec)
                         .map_err(|message| self.error(strength.span(), &place, message))?;
                 }

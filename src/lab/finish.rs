@@ -240,6 +240,9 @@ pub(super) struct Pictures {
     pub decode_every: Option<usize>,
     /// Images per VAE decoder call (`[model] vae_batch`).
     pub vae_batch: usize,
+    /// Whether the samples are pixels in [0, 1] (a variance-exploding score model's, as ScoreSdeVePipeline
+    /// returns them) rather than in [-1, 1].
+    pub unit_range: bool,
 }
 
 impl Pictures {
@@ -277,7 +280,7 @@ impl Pictures {
                 )
             }
             None if self.decoder.is_some() => return Vec::new(),
-            None => (x0.to_vec(), self.sample_shape),
+            None => (self.pixels(x0), self.sample_shape),
         };
         match shape == display {
             true => rgb,
@@ -292,7 +295,15 @@ impl Pictures {
                 .decode(finals, self.sample_shape, self.vae_batch)
                 .map(|(images, _)| images)
                 .map_err(|e| format!("the VAE decoder failed: {e}")),
-            None => Ok(finals.to_vec()),
+            None => Ok(self.pixels(finals)),
+        }
+    }
+
+    /// A pixel model's samples in [-1, 1].
+    fn pixels(&self, samples: &[f32]) -> Vec<f32> {
+        match self.unit_range {
+            true => samples.iter().map(|&v| 2.0 * v - 1.0).collect(),
+            false => samples.to_vec(),
         }
     }
 }

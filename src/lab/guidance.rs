@@ -92,15 +92,15 @@ pub fn guide_method(
 }
 
 /// How the sampler's sample relates to the model's input: σ-space samples are the input times √(1 + σ²);
-/// a flow model's are its input.
+/// a flow model's and a VE score model's are its input.
 fn sample_scale(prediction: PredictionType, scale: f64) -> f64 {
     match prediction {
-        PredictionType::FlowPrediction => 1.0,
+        PredictionType::FlowPrediction | PredictionType::Score => 1.0,
         _ => scale,
     }
 }
 
-/// The denoised sample x0 from output `o` at input `u` (variance-preserving, or a flow's) and noise level σ.
+/// The denoised sample x0 from output `o` at input `u` (variance-preserving, a flow's or a VE score model's) and noise level σ.
 fn to_denoised(prediction: PredictionType, o: f64, u: f64, sigma: f64) -> f64 {
     let scale = (1.0 + sigma * sigma).sqrt();
     match prediction {
@@ -108,6 +108,7 @@ fn to_denoised(prediction: PredictionType, o: f64, u: f64, sigma: f64) -> f64 {
         PredictionType::VPrediction => (u - sigma * o) / scale,
         PredictionType::Sample => o,
         PredictionType::FlowPrediction => u - sigma * o,
+        PredictionType::Score => u + sigma * sigma * o,
     }
 }
 
@@ -119,6 +120,7 @@ fn from_denoised(prediction: PredictionType, d: f64, u: f64, sigma: f64) -> f64 
         PredictionType::VPrediction => (u - d * scale) / sigma,
         PredictionType::Sample => d,
         PredictionType::FlowPrediction => (u - d) / sigma,
+        PredictionType::Score => (d - u) / (sigma * sigma),
     }
 }
 
@@ -157,6 +159,7 @@ mod tests {
             PredictionType::VPrediction,
             PredictionType::Sample,
             PredictionType::FlowPrediction,
+            PredictionType::Score,
         ] {
             let d = to_denoised(prediction, 0.3, -1.2, 2.5);
             assert!(

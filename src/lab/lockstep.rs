@@ -20,6 +20,7 @@ use super::start_images::{ControlImages, Inpaint, LaneStart, StartDraws, StartIm
 use crate::engine::Denoiser;
 use crate::guidance::Guide;
 use crate::sampler::torch_noise::torch_randn;
+use crate::sampler::ve_form::call_sigma;
 use crate::sampler::{NoiseSchedule, PredictionType, Scheduler, SeededNoise, begin_call};
 
 /// One batch of one cell, stepping through its schedule.
@@ -266,7 +267,13 @@ impl<'a> Batch<'a> {
             };
             // The CFG++ samplers take the unconditional prediction even at scale 1.
             let guided = cfg != 1.0 || scheduler.takes_uncond();
-            let mut noise = noise;
+            // A pipeline draws its steps' noise from the generator of its initial noise; img2img's start
+            // draws keep their own order (start_noised).
+            let mut noise =
+                match self.torch_noise && self.init_noise.is_none() && cell.strength.is_none() {
+                    true => noise.with_torch_steps(self.item),
+                    false => noise,
+                };
             let (start, begin) = match cell.strength {
                 Some(strength) => {
                     self.start_noised(&mut *scheduler, cell, strength, &noise, &items)?
@@ -766,14 +773,4 @@ impl Lane {
     fn calls_per_step(&self) -> usize {
         1 + usize::from(self.uncond.is_some()) + usize::from(self.empty.is_some())
     }
-}
-
-/// The noise level σ of a lane's call `step`: the sampler's own, or the schedule's at its timestep.
-fn call_sigma(scheduler: &dyn Scheduler, step: usize, schedule: &NoiseSchedule) -> f64 {
-    if let Some(&s) = scheduler.sigmas().and_then(|s| s.get(step)) {
-        return f64::from(s);
-    }
-    let t = scheduler.timesteps().get(step).copied().unwrap_or(0.0);
-    let alpha_bar = schedule.alpha_bar_at(t);
-    ((1.0 - alpha_bar) / alpha_bar).sqrt()
 }

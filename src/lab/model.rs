@@ -333,14 +333,14 @@ fn analytic(experiment: &Experiment) -> LoadedModel {
     let prediction = experiment
         .model
         .prediction_type
-        .unwrap_or(PredictionType::Epsilon);
+        .unwrap_or(experiment.samplers[0].resolved.config.prediction_type());
+    // A VE model's data live in [0, 1], as ScoreSdeVePipeline returns them.
+    let mixture = match prediction {
+        PredictionType::Score => GaussianMixture::patterns(shape).in_unit_range(),
+        _ => GaussianMixture::patterns(shape),
+    };
     LoadedModel {
-        denoiser: Box::new(AnalyticDenoiser::new(
-            GaussianMixture::patterns(shape),
-            schedule,
-            shape,
-            prediction,
-        )),
+        denoiser: Box::new(AnalyticDenoiser::new(mixture, schedule, shape, prediction)),
         sample_shape: shape,
         provider: "builtin".into(),
         providers_note: "the analytic model runs in difflab itself".into(),

@@ -26,6 +26,7 @@ use super::{baseline, start_distance, start_images};
 use crate::experiment::{DEFAULT_PREVIEW_EVERY, Experiment, NoiseKind, Preview};
 use crate::path_error::at;
 use crate::quality::ReferenceStats;
+use crate::sampler::PredictionType;
 
 /// Runs `experiment` on this thread, sending events to `tx`.
 pub fn run(
@@ -202,6 +203,8 @@ fn run_with(
         tf32: model.tf32,
         runtime_warnings: model.runtime_warnings.clone(),
     };
+    let unit_range =
+        model.decoder.is_none() && model.denoiser.info().prediction_type == PredictionType::Score;
     let mut lab = Batch {
         per_lane: 1,
         states: Vec::new(),
@@ -229,6 +232,7 @@ fn run_with(
                 image_shape,
                 sample_shape,
                 vae_batch: model.vae_batch,
+                unit_range,
             },
             provenance: &provenance,
             batch: experiment.batch,

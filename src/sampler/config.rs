@@ -13,8 +13,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::family::{ConfigError, FamilyConfig, Reader, read_common};
-use super::schedule::ScheduleConfig;
-use super::{PredictionType, Scheduler, flow_names, registry};
+use super::schedule::{ScheduleConfig, VeSigmas};
+use super::{PredictionType, Scheduler, flow_names, registry, score_sde_ve, ve_form};
 
 /// What to use instead of a class difflab does not implement.
 fn unknown_class_advice() -> String {
@@ -147,14 +147,14 @@ impl SamplerConfig {
         let base = read_json_object(path)?;
         let source_name = path.display().to_string();
         let family = class_of(&base, &source_name)?;
-        resolve(family, None, &Map::new(), &base)
+        resolve(family, None, &Map::new(), &base, None)
     }
 
     /// Reads a scheduler config from JSON text (`source_name` names it in errors).
     pub fn from_json_str(text: &str, source_name: &str) -> Result<Resolved, ConfigError> {
         let map = parse_json_object(text, source_name)?;
         let family = class_of(&map, source_name)?;
-        resolve(family, None, &Map::new(), &map)
+        resolve(family, None, &Map::new(), &map, None)
     }
 
     /// Resolves a sampler given by short name (`dpm++2m-karras`) or by the path of a
@@ -164,32 +164,105 @@ impl SamplerConfig {
         base: Option<&Map<String, Value>>,
         overrides: &Map<String, Value>,
     ) -> Result<Resolved, ConfigError> {
+        if let Some(ve) = base.and_then(score_sde_ve::ve_sigmas_of) {
+            return resolve_on_ve(spec, base, overrides, ve?);
+        }
         if let Some(found) = base
             .filter(|b| flow_names::is_flow_base(b))
             .and_then(|b| flow_names::flow_form(spec, b))
         {
             let (family, preset) = found?;
-            return resolve(family, base, &preset, overrides);
+            return resolve(family, base, &preset, overrides, None);
         }
-        if let Some((family, preset)) = registry::lookup(spec) {
-            // Presets are constants, checked by a test; a broken one reads as no preset.
-            let preset: Map<String, Value> = serde_json::from_str(preset).unwrap_or_default();
-            let mut user = preset;
-            user.extend(overrides.clone());
-            return resolve(family, base, &Map::new(), &user);
+        let (family, user) = named(spec, overrides)?;
+        if family.class == score_sde_ve::CLASS {
+            return Err(ConfigError::Unsupported {
+                key: "_class_name".into(),
+                got: format!("{:?}", family.class),
+                reason:
+                    "the predictor-corrector sampler needs a variance-exploding score model, whose \
+                    scheduler_config.json is a ScoreSdeVeScheduler; this model's is not"
+                        .into(),
+            });
         }
-        let path = Path::new(spec);
-        if spec.ends_with(".json") || path.is_file() {
-            let mut file = read_json_object(path)?;
-            let family = class_of(&file, spec)?;
-            file.extend(overrides.clone());
-            return resolve(family, base, &Map::new(), &file);
-        }
-        Err(ConfigError::UnknownSampler {
-            name: spec.to_string(),
-            advice: unknown_sampler_advice(spec),
-        })
+        resolve(family, base, &Map::new(), &user, None)
     }
+}
+
+/// The family a short name or a scheduler_config.json path stands for, with the settings it sets (a name's
+/// preset or the file's keys, then `overrides`).
+fn named(
+    spec: &str,
+    overrides: &Map<String, Value>,
+) -> Result<(&'static registry::Family, Map<String, Value>), ConfigError> {
+    if let Some((family, preset)) = registry::lookup(spec) {
+        // Presets are constants, checked by a test; a broken one reads as no preset.
+        let mut user: Map<String, Value> = serde_json::from_str(preset).unwrap_or_default();
+        user.extend(overrides.clone());
+        return Ok((family, user));
+    }
+    let path = Path::new(spec);
+    if spec.ends_with(".json") || path.is_file() {
+        let mut file = read_json_object(path)?;
+        let family = class_of(&file, spec)?;
+        file.extend(overrides.clone());
+        return Ok((family, file));
+    }
+    Err(ConfigError::UnknownSampler {
+        name: spec.to_string(),
+        advice: unknown_sampler_advice(spec),
+    })
+}
+
+/// The keys of a training schedule, which a VE model's σ range replaces.
+const SCHEDULE_KEYS: &[&str] = &[
+    "beta_start",
+    "beta_end",
+    "beta_schedule",
+    "trained_betas",
+    "rescale_betas_zero_snr",
+    "prediction_type",
+];
+
+/// A sampler on a variance-exploding score model (`ve`: its σ range): the predictor-corrector sampler as it
+/// is, any other that predicts noise on a training table in its VE form ([`ve_form`]) on the model's σ table.
+fn resolve_on_ve(
+    spec: &str,
+    base: Option<&Map<String, Value>>,
+    overrides: &Map<String, Value>,
+    ve: (VeSigmas, usize),
+) -> Result<Resolved, ConfigError> {
+    let (family, user) = named(spec, overrides)?;
+    if family.class == score_sde_ve::CLASS {
+        return resolve(family, base, &Map::new(), &user, None);
+    }
+    if !ve_form::runs_on_ve(family.class) {
+        return Err(ConfigError::NoVeForm {
+            name: spec.to_string(),
+            class: family.class.to_string(),
+        });
+    }
+    if let Some(key) = SCHEDULE_KEYS.iter().find(|k| user.contains_key(**k)) {
+        return Err(ConfigError::Unsupported {
+            key: key.to_string(),
+            got: user[*key].to_string(),
+            reason: "the model is a variance-exploding score model: its σ range (scheduler_config.json's \
+                sigma_min and sigma_max) is the schedule, and it predicts the score; remove the key"
+                .into(),
+        });
+    }
+    let (sigmas, steps) = ve;
+    let table = Map::from_iter([("num_train_timesteps".to_string(), Value::from(steps))]);
+    let mut resolved = resolve(family, Some(&table), &Map::new(), &user, Some(sigmas))?;
+    resolved.config = SamplerConfig {
+        class: family.class,
+        family: Arc::new(ve_form::VeFormConfig {
+            inner: resolved.config.family,
+        }),
+    };
+    let range = serde_json::json!([sigmas.sigma_min, sigmas.sigma_max]);
+    resolved.settings.insert("_ve_sigma_range".into(), range);
+    Ok(resolved)
 }
 
 /// Reads a JSON object from a file.
@@ -249,12 +322,14 @@ fn class_of(
     }
 }
 
-/// Resolves `family` from its defaults, the quiet `base`, then `preset` and the reported `user` keys.
+/// Resolves `family` from its defaults, the quiet `base`, then `preset` and the reported `user` keys; `ve`: on
+/// a VE model's σ table.
 fn resolve(
     family: &'static registry::Family,
     base: Option<&Map<String, Value>>,
     preset: &Map<String, Value>,
     user: &Map<String, Value>,
+    ve: Option<VeSigmas>,
 ) -> Result<Resolved, ConfigError> {
     let class = family.class;
     let defaults = registry::defaults(family);
@@ -277,7 +352,7 @@ fn resolve(
     }
     check_kinds(&settings, &defaults)?;
     let mut r = Reader::new(&settings);
-    let common = read_common(&mut r, &mut warnings)?;
+    let common = read_common(&mut r, &mut warnings, ve)?;
     let config = SamplerConfig {
         class: family.class,
         family: (family.parse)(&mut r, common, &mut warnings)?,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use super::prediction::X0Clip;
-use super::schedule::{BetaSchedule, ScheduleConfig};
+use super::schedule::{BetaSchedule, ScheduleConfig, VeSigmas};
 use super::settings::DdpmVariance;
 use super::sigma_schedule::SigmaSchedule;
 use super::sigmas::SigmaRamp;
@@ -56,6 +56,11 @@ pub enum ConfigError {
         "`{name}` has no flow-matching form, and the model is a flow-matching one; use one of {names}"
     )]
     NoFlowForm { name: String, names: String },
+    #[error(
+        "`{name}` ({class}) has no form for a variance-exploding score model, and the model is one; use \
+         score_sde_ve (its predictor-corrector sampler) or a σ-space sampler such as euler, heun or dpm++2m"
+    )]
+    NoVeForm { name: String, class: String },
     #[error("{steps} inference steps cannot be used: {reason}")]
     Steps { steps: usize, reason: String },
 }
@@ -118,10 +123,25 @@ pub struct Common {
     pub steps_offset: i64,
 }
 
+/// `ve`: the σ range of the variance-exploding model a σ-space sampler runs on ([`super::ve_form`]); the
+/// table is then that model's, and the sampler itself predicts noise (its VE form turns the score into it).
 pub(super) fn read_common(
     r: &mut Reader,
     warnings: &mut Vec<String>,
+    ve: Option<VeSigmas>,
 ) -> Result<Common, ConfigError> {
+    if let Some(ve) = ve {
+        return Ok(Common {
+            schedule: ScheduleConfig {
+                num_train_timesteps: r.count("num_train_timesteps", 2)?,
+                ve_sigmas: Some(ve),
+                ..ScheduleConfig::default()
+            },
+            prediction_type: PredictionType::Epsilon,
+            timestep_spacing: read_spacing(r)?,
+            steps_offset: r.count("steps_offset", 0)? as i64,
+        });
+    }
     // Flow-matching classes have no betas: only the number of training steps.
     if r.value("beta_schedule").is_null() {
         return Ok(Common {
@@ -150,6 +170,7 @@ pub(super) fn read_common(
         } else {
             r.bool("rescale_betas_zero_snr")?
         },
+        ve_sigmas: None,
     };
     if let Some(betas) = &schedule.trained_betas
         && betas.len() != schedule.num_train_timesteps
@@ -161,25 +182,38 @@ pub(super) fn read_common(
         ));
         schedule.num_train_timesteps = betas.len();
     }
+    let prediction_type = r.choice(
+        "prediction_type",
+        PredictionType::NAMES,
+        PredictionType::from_name,
+    )?;
+    if prediction_type == PredictionType::Score {
+        return Err(ConfigError::Unsupported {
+            key: "prediction_type".into(),
+            got: "\"score\"".into(),
+            reason: "a score model is a variance-exploding one: give its ScoreSdeVeScheduler config (sigma_min, \
+                     sigma_max) as the model's scheduler_config.json, and every sampler runs on its σ range"
+                .into(),
+        });
+    }
     Ok(Common {
         schedule,
-        prediction_type: r.choice(
-            "prediction_type",
-            PredictionType::NAMES,
-            PredictionType::from_name,
-        )?,
-        // Classes without the key (DPMSolverSinglestep, the EDM classes) space their own way.
-        timestep_spacing: if r.value("timestep_spacing").is_null() {
-            TimestepSpacing::Linspace
-        } else {
-            r.choice(
-                "timestep_spacing",
-                TimestepSpacing::NAMES,
-                TimestepSpacing::from_name,
-            )?
-        },
+        prediction_type,
+        timestep_spacing: read_spacing(r)?,
         steps_offset: r.count("steps_offset", 0)? as i64,
     })
+}
+
+/// `timestep_spacing`; classes without the key (DPMSolverSinglestep, the EDM classes) space their own way.
+fn read_spacing(r: &mut Reader) -> Result<TimestepSpacing, ConfigError> {
+    if r.value("timestep_spacing").is_null() {
+        return Ok(TimestepSpacing::Linspace);
+    }
+    r.choice(
+        "timestep_spacing",
+        TimestepSpacing::NAMES,
+        TimestepSpacing::from_name,
+    )
 }
 
 /// Dynamic thresholding, when on (DDPM, DDIM, DPM-Solver).

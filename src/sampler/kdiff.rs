@@ -182,6 +182,8 @@ pub fn denoised(prediction: PredictionType, out: f64, x: f64, s: f64) -> f64 {
         PredictionType::Sample => out,
         // Refused for these classes when their settings are read; the flow form at s, for completeness.
         PredictionType::FlowPrediction => x - s * out,
+        // A VE model's sample is x itself: Tweedie's formula.
+        PredictionType::Score => x + s * s * out,
     }
 }
 

@@ -43,6 +43,7 @@ mod step_checks;
 pub mod step_table;
 pub mod torch_noise;
 mod unipc;
+pub mod ve_form;
 mod vp_sigmas;
 
 pub use config::SamplerConfig;

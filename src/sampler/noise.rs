@@ -5,6 +5,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
+use super::torch_noise::TorchGenerator;
+
 /// Where a stochastic step gets its noise from.
 pub trait NoiseSource {
     /// Fills `out` (a whole batch) with standard normal noise for step `step` (0-based).
@@ -38,6 +40,9 @@ pub struct SeededNoise {
     seeds: Vec<u64>,
     /// One path per seed, created at the first Brownian query.
     paths: Vec<BrownianPath>,
+    /// `noise = "torch"`: each seed's `torch.Generator`, past its initial noise, which the steps draw from in
+    /// call order as a pipeline's one generator does.
+    torch: Vec<TorchGenerator>,
 }
 
 impl SeededNoise {
@@ -45,7 +50,22 @@ impl SeededNoise {
         Self {
             seeds,
             paths: Vec::new(),
+            torch: Vec::new(),
         }
+    }
+
+    /// The same seeds whose steps draw from each seed's `torch.Generator` after its initial noise of
+    /// `item_len` values (`torch.randn`), as a diffusers pipeline draws a batch of one from its generator.
+    /// Items of fewer than 16 values keep their own streams (torch takes another path there).
+    pub fn with_torch_steps(mut self, item_len: usize) -> Self {
+        self.torch = (self.seeds.iter())
+            .map(|&seed| {
+                let mut generator = TorchGenerator::new(seed);
+                let _initial = generator.randn(item_len);
+                generator
+            })
+            .collect();
+        self
     }
 
     pub fn seeds(&self) -> &[u64] {
@@ -91,7 +111,16 @@ impl SeededNoise {
 
 impl NoiseSource for SeededNoise {
     fn fill(&mut self, step: usize, out: &mut [f32]) {
-        self.fill_stream(step as u64 + 1, out);
+        let item_len = out.len() / self.seeds.len().max(1);
+        if self.torch.is_empty() || item_len < 16 {
+            self.fill_stream(step as u64 + 1, out);
+            return;
+        }
+        for (generator, chunk) in self.torch.iter_mut().zip(out.chunks_mut(item_len)) {
+            if let Some(draw) = generator.randn(item_len) {
+                chunk.copy_from_slice(&draw);
+            }
+        }
     }
 
     fn brownian(&mut self, _call: usize, from: f64, to: f64, out: &mut [f32]) {

@@ -25,6 +25,9 @@ pub enum PredictionType {
     Sample,
     /// The flow velocity eps − x0 of rectified-flow models (SD3, Flux), with x = (1 − s)·x0 + s·eps.
     FlowPrediction,
+    /// The score ∇ log p_σ(x) of a variance-exploding model (NCSN++, diffusers' ScoreSdeVePipeline), which takes
+    /// x = x0 + σ·eps as it is and σ as its timestep: x0 = x + σ²·score.
+    Score,
 }
 
 impl PredictionType {
@@ -113,6 +116,11 @@ impl PredictionType {
             Self::Sample => (out, (x - alpha * out) / sigma),
             // alpha = 1 − s, sigma = s on the flow path.
             Self::FlowPrediction => (x - sigma * out, x + alpha * out),
+            // The score at x / alpha on the VE path with σ_VE = sigma / alpha: eps = −σ_VE·score.
+            Self::Score => {
+                let eps = -sigma / alpha * out;
+                ((x - sigma * eps) / alpha, eps)
+            }
         }
     }
 }

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use super::family::{Common, Parsed, Reader};
 use super::{
     ddim, ddpm, deis, dpm_sde, dpm_singlestep, dpm_solver, edm, euler, euler_ancestral, flow_euler,
-    flow_heun, heun, k_sampler, kdpm2, lcm, lms, pndm, unipc,
+    flow_heun, heun, k_sampler, kdpm2, lcm, lms, pndm, score_sde_ve, unipc,
 };
 
 /// Where a name comes from.
@@ -374,6 +374,16 @@ pub const FAMILIES: &[Family] = &[
         }],
     },
     Family {
+        class: score_sde_ve::CLASS,
+        defaults: score_sde_ve::score_sde_ve_defaults,
+        parse: score_sde_ve::parse_score_sde_ve,
+        names: &[Name {
+            name: "score_sde_ve",
+            ui: D,
+            preset: "{}",
+        }],
+    },
+    Family {
         class: k_sampler::CLASS,
         defaults: k_sampler::k_sampler_defaults,
         parse: k_sampler::parse_k_sampler,
@@ -587,8 +597,8 @@ pub fn lookup(name: &str) -> Option<(&'static Family, &'static str)> {
 
 /// The settings every class has, with diffusers' defaults, plus the family's own.
 pub fn defaults(family: &Family) -> Map<String, Value> {
-    if is_flow_match(family.class) {
-        // No betas and no prediction type: these classes only know the velocity of a flow.
+    if is_flow_match(family.class) || family.class == score_sde_ve::CLASS {
+        // No betas and no prediction type: these classes only know the velocity of a flow, or a VE score.
         let Value::Object(map) = (family.defaults)() else {
             unreachable!("a literal object")
         };
@@ -619,7 +629,7 @@ pub fn is_flow_match(class: &str) -> bool {
 /// stands for (README.md carries exactly this text; a test checks it).
 pub fn markdown_table() -> String {
     let mut out = String::from(
-        "| name | known in | diffusers class | settings | on a flow model |\n|---|---|---|---|---|\n",
+        "| name | known in | diffusers class | settings | on a flow model | on a VE model |\n|---|---|---|---|---|---|\n",
     );
     for (n, f) in names() {
         let ui: Vec<&str> =
@@ -643,8 +653,13 @@ pub fn markdown_table() -> String {
             Some(_) => "flow sigmas",
             None => "—",
         };
+        let ve = match f.class {
+            score_sde_ve::CLASS => "as is",
+            class if super::ve_form::runs_on_ve(class) => "VE σ",
+            _ => "—",
+        };
         out.push_str(&format!(
-            "| `{}` | {} | `{}` | {preset} | {flow} |\n",
+            "| `{}` | {} | `{}` | {preset} | {flow} | {ve} |\n",
             n.name,
             ui.join(", "),
             f.class

@@ -51,6 +51,30 @@ pub struct ScheduleConfig {
     /// Overrides `beta_schedule` when present.
     pub trained_betas: Option<Vec<f64>>,
     pub rescale_betas_zero_snr: bool,
+    /// A variance-exploding model's σ range (diffusers' ScoreSdeVeScheduler): the table is then
+    /// `num_train_timesteps` sigmas spaced evenly in log σ, with ᾱ = 1 / (1 + σ²) (x_VE = x / √ᾱ), and the
+    /// betas are unused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ve_sigmas: Option<VeSigmas>,
+}
+
+/// The σ range of a variance-exploding model.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct VeSigmas {
+    pub sigma_min: f64,
+    pub sigma_max: f64,
+}
+
+impl VeSigmas {
+    /// `n` sigmas from `sigma_min` to `sigma_max`, even in log σ, as diffusers' `discrete_sigmas` (float32
+    /// `exp(linspace(log σ_min, log σ_max, n))`).
+    pub fn table(self, n: usize) -> Vec<f32> {
+        let (lo, hi) = (self.sigma_min.ln() as f32, self.sigma_max.ln() as f32);
+        torch_linspace_f32(lo, hi, n)
+            .into_iter()
+            .map(f32::exp)
+            .collect()
+    }
 }
 
 impl Default for ScheduleConfig {
@@ -62,6 +86,7 @@ impl Default for ScheduleConfig {
             beta_schedule: BetaSchedule::Linear,
             trained_betas: None,
             rescale_betas_zero_snr: false,
+            ve_sigmas: None,
         }
     }
 }
@@ -70,12 +95,21 @@ impl Default for ScheduleConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NoiseSchedule {
     alphas_cumprod: Vec<f32>,
+    /// A variance-exploding table's sigmas, kept exact: ᾱ near 1 in f32 would lose the small ones.
+    ve_sigmas: Option<Vec<f32>>,
 }
 
 impl NoiseSchedule {
     /// Builds the table. The config must already be validated (non-empty, betas in (0, 1)).
     pub fn new(config: &ScheduleConfig) -> Self {
         let n = config.num_train_timesteps;
+        if let Some(ve) = config.ve_sigmas {
+            let sigmas = ve.table(n);
+            return Self {
+                alphas_cumprod: sigmas.iter().map(|&s| 1.0 / (1.0 + s * s)).collect(),
+                ve_sigmas: Some(sigmas),
+            };
+        }
         let mut betas: Vec<f32> = match (&config.trained_betas, config.beta_schedule) {
             (Some(trained), _) => trained.iter().map(|&b| b as f32).collect(),
             (None, BetaSchedule::Linear) => {
@@ -103,12 +137,16 @@ impl NoiseSchedule {
         }
         Self {
             alphas_cumprod: cumprod(betas.iter().map(|&b| 1.0 - b)),
+            ve_sigmas: None,
         }
     }
 
     /// Builds a schedule from an explicit table (for tests and for models that ship one).
     pub fn from_alphas_cumprod(alphas_cumprod: Vec<f32>) -> Self {
-        Self { alphas_cumprod }
+        Self {
+            alphas_cumprod,
+            ve_sigmas: None,
+        }
     }
 
     pub fn num_train_timesteps(&self) -> usize {
@@ -133,14 +171,16 @@ impl NoiseSchedule {
         let t = t.clamp(0.0, last as f64);
         let lo = t.floor() as usize;
         let w = t - lo as f64;
+        if let Some(sigmas) = &self.ve_sigmas
+            && w == 0.0
+        {
+            return 1.0 / (1.0 + (sigmas[lo] as f64).powi(2));
+        }
         if w == 0.0 {
             return self.alpha_bar(lo);
         }
         let hi = (lo + 1).min(last);
-        let log_sigma = |k: usize| {
-            let a = self.alphas_cumprod[k];
-            (((1.0 - a) / a).sqrt() as f64).ln() as f32 as f64
-        };
+        let log_sigma = |k: usize| (self.train_sigma(k) as f64).ln() as f32 as f64;
         let (l0, l1) = (log_sigma(lo), log_sigma(hi));
         if !(l0.is_finite() && l1.is_finite()) {
             return self.alpha_bar(lo) * (1.0 - w) + self.alpha_bar(hi) * w;
@@ -151,10 +191,19 @@ impl NoiseSchedule {
 
     /// The training sigmas `sqrt((1 - ᾱ) / ᾱ)` in float32, as DPM-Solver computes them.
     pub fn train_sigmas(&self) -> Vec<f32> {
-        self.alphas_cumprod
-            .iter()
-            .map(|&a| ((1.0 - a) / a).sqrt())
+        (0..self.alphas_cumprod.len())
+            .map(|k| self.train_sigma(k))
             .collect()
+    }
+
+    fn train_sigma(&self, k: usize) -> f32 {
+        match &self.ve_sigmas {
+            Some(sigmas) => sigmas[k],
+            None => {
+                let a = self.alphas_cumprod[k];
+                ((1.0 - a) / a).sqrt()
+            }
+        }
     }
 }
 
@@ -258,9 +307,16 @@ mod name_tests {
             BetaSchedule::NAMES,
             ["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"]
         );
+        // "score" is difflab's (`[model] prediction_type`): diffusers names a VE model by its scheduler class.
         assert_eq!(
             PredictionType::NAMES,
-            ["epsilon", "v_prediction", "sample", "flow_prediction"]
+            [
+                "epsilon",
+                "v_prediction",
+                "sample",
+                "flow_prediction",
+                "score"
+            ]
         );
         assert_eq!(TimestepSpacing::NAMES, ["leading", "trailing", "linspace"]);
         assert_eq!(

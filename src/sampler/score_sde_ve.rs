@@ -7,8 +7,15 @@
 //! Norms are taken per item: the pipeline averages them over its batch, so a seed reproduces its image alone
 //! (`batch_size` 1), which is how difflab batches seeds without coupling them.
 
-use super::schedule::torch_linspace_f32;
-use super::{ConfigError, NoiseSource, Scheduler, StepError, check_step};
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use super::family::{Common, FamilyConfig, Parsed, Reader};
+use super::schedule::{ScheduleConfig, VeSigmas, torch_linspace_f32};
+use super::{ConfigError, NoiseSource, PredictionType, Scheduler, StepError, check_step};
+
+pub const CLASS: &str = "ScoreSdeVeScheduler";
 
 /// diffusers' ScoreSdeVeScheduler settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +28,8 @@ pub struct ScoreSdeVeConfig {
     pub sampling_eps: f64,
     /// Corrector calls before each predictor call.
     pub correct_steps: usize,
+    /// The model's σ table (`num_train_timesteps` and the σ range), which the σ-space samplers run on.
+    pub schedule: ScheduleConfig,
 }
 
 impl Default for ScoreSdeVeConfig {
@@ -32,7 +41,20 @@ impl Default for ScoreSdeVeConfig {
             sigma_max: 1348.0,
             sampling_eps: 1e-5,
             correct_steps: 1,
+            schedule: ve_table(2000, 0.01, 1348.0),
         }
+    }
+}
+
+/// The σ table of a VE model with `n` training steps.
+fn ve_table(n: usize, sigma_min: f64, sigma_max: f64) -> ScheduleConfig {
+    ScheduleConfig {
+        num_train_timesteps: n,
+        ve_sigmas: Some(VeSigmas {
+            sigma_min,
+            sigma_max,
+        }),
+        ..ScheduleConfig::default()
     }
 }
 
@@ -46,6 +68,8 @@ pub struct ScoreSdeVe {
     discrete: Vec<f32>,
     /// σ of every model call, as the timesteps the model takes.
     calls: Vec<f64>,
+    /// The same σ in f32, then 0.
+    call_sigmas: Vec<f32>,
     call: usize,
     noise: Vec<f32>,
 }
@@ -58,6 +82,7 @@ impl ScoreSdeVe {
             sigmas: Vec::new(),
             discrete: Vec::new(),
             calls: Vec::new(),
+            call_sigmas: Vec::new(),
             call: 0,
             noise: Vec::new(),
         }
@@ -106,6 +131,8 @@ impl Scheduler for ScoreSdeVe {
         self.calls = (self.sigmas.iter())
             .flat_map(|&s| std::iter::repeat_n(s as f64, per_step))
             .collect();
+        self.call_sigmas = self.calls.iter().map(|&s| s as f32).collect();
+        self.call_sigmas.push(0.0);
         self.call = 0;
         Ok(())
     }
@@ -116,6 +143,11 @@ impl Scheduler for ScoreSdeVe {
 
     fn init_noise_sigma(&self) -> f32 {
         self.config.sigma_max as f32
+    }
+
+    /// σ of every call, then 0: the last step returns the clean mean.
+    fn sigmas(&self) -> Option<&[f32]> {
+        Some(&self.call_sigmas)
     }
 
     fn is_stochastic(&self) -> bool {
@@ -185,4 +217,80 @@ fn norm(values: &[f32]) -> f32 {
         .map(|&v| (v as f64) * (v as f64))
         .sum::<f64>()
         .sqrt() as f32
+}
+
+impl FamilyConfig for ScoreSdeVeConfig {
+    fn build(&self) -> Box<dyn Scheduler> {
+        Box::new(ScoreSdeVe::new(self.clone()))
+    }
+
+    fn schedule(&self) -> &ScheduleConfig {
+        &self.schedule
+    }
+
+    fn prediction_type(&self) -> PredictionType {
+        PredictionType::Score
+    }
+}
+
+// Settings: the class's defaults and parser.
+
+pub(super) fn score_sde_ve_defaults() -> Value {
+    json!({
+        "num_train_timesteps": 2000,
+        "snr": 0.15,
+        "sigma_min": 0.01,
+        "sigma_max": 1348.0,
+        "sampling_eps": 1e-5,
+        "correct_steps": 1,
+    })
+}
+
+pub(super) fn parse_score_sde_ve(r: &mut Reader, c: Common, _warnings: &mut Vec<String>) -> Parsed {
+    let (sigma_min, sigma_max) = read_sigma_range(r)?;
+    Ok(Arc::new(ScoreSdeVeConfig {
+        snr: r.positive("snr")?,
+        sigma_min,
+        sigma_max,
+        sampling_eps: r.in_range("sampling_eps", 0.0, 1.0)?,
+        correct_steps: r.count("correct_steps", 0)?,
+        schedule: ve_table(c.schedule.num_train_timesteps, sigma_min, sigma_max),
+    }))
+}
+
+/// `sigma_min` and `sigma_max` of a VE model: positive, in order.
+pub(super) fn read_sigma_range(r: &mut Reader) -> Result<(f64, f64), ConfigError> {
+    let sigma_min = r.positive("sigma_min")?;
+    let sigma_max = r.positive("sigma_max")?;
+    if sigma_max <= sigma_min {
+        return Err(r.invalid(
+            "sigma_max",
+            &format!("a number above sigma_min ({sigma_min})"),
+        ));
+    }
+    Ok((sigma_min, sigma_max))
+}
+
+/// A model's σ range and table size, when its scheduler config is a ScoreSdeVeScheduler (missing keys take
+/// diffusers' defaults); an error names a bad value.
+pub fn ve_sigmas_of(base: &Map<String, Value>) -> Option<Result<(VeSigmas, usize), ConfigError>> {
+    if base.get("_class_name").and_then(Value::as_str) != Some(CLASS) {
+        return None;
+    }
+    let Value::Object(mut settings) = score_sde_ve_defaults() else {
+        unreachable!("a literal object")
+    };
+    settings.extend(base.clone());
+    let mut r = Reader::new(&settings);
+    let range = read_sigma_range(&mut r).and_then(|(sigma_min, sigma_max)| {
+        let n = r.count("num_train_timesteps", 2)?;
+        Ok((
+            VeSigmas {
+                sigma_min,
+                sigma_max,
+            },
+            n,
+        ))
+    });
+    Some(range)
 }

@@ -9,6 +9,7 @@
 use std::f64::consts::PI;
 
 /// The Mersenne Twister MT19937 (32-bit), as `std::mt19937` and PyTorch's `at::mt19937`.
+#[derive(Clone)]
 struct Mt19937 {
     state: [u32; 624],
     index: usize,
@@ -71,8 +72,15 @@ fn normal_block(v: &mut [f32]) {
 
 /// `torch.Generator().manual_seed(seed)`: successive `randn` calls continue its stream, as a pipeline's draws
 /// from one generator do (img2img: the VAE's sample, then the noise).
+#[derive(Clone)]
 pub struct TorchGenerator {
     rng: Mt19937,
+}
+
+impl std::fmt::Debug for TorchGenerator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TorchGenerator").finish_non_exhaustive()
+    }
 }
 
 impl TorchGenerator {
