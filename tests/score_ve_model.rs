@@ -94,14 +94,16 @@ fn sigma_space_samplers_draw_digits_with_the_same_model() {
 }
 
 /// The analytic mixture as a VE score model (`prediction_type = "score"`: diffusers' default σ range) through the
-/// lab: σ-space Euler's error against a Heun solve shrinks with its steps, and the predictor-corrector sampler's
-/// samples live in [0, 1] as the mixture does.
+/// lab: σ-space Euler's error against a Heun solve shrinks with its steps, DPM++ 2M's (a sampler in x_t space)
+/// at second order — it starts from the same prior, σ_max·z — and the predictor-corrector sampler's samples
+/// live in [0, 1] as the mixture does.
 #[test]
 fn the_analytic_model_in_ve_form_runs_through_the_lab() {
     let dir = temp_dir("difflab-analytic-ve");
     let text = "output = \"out\"\n[model]\npath = \"analytic\"\nsample_shape = [1, 8, 8]\n\
                 prediction_type = \"score\"\n[sampling]\nseeds = 8\n\
                 [[sampler]]\nname = \"euler-karras\"\nsteps = [10, 40]\n\
+                [[sampler]]\nname = \"dpm++2m-karras\"\nsteps = [25, 100]\n\
                 [[sampler]]\nname = \"score_sde_ve\"\nsteps = 200\n\
                 [quality]\nreference_sampler = \"heun-karras:200\"\n";
     let results = run(&dir, text).unwrap();
@@ -113,6 +115,9 @@ fn the_analytic_model_in_ve_form_runs_through_the_lab() {
     let (coarse, fine) = (error("euler-karras 10"), error("euler-karras 40"));
     println!("Euler against the reference: {coarse:.3e} at 10 steps, {fine:.3e} at 40");
     assert!(fine < coarse / 2.5, "{coarse} → {fine}");
+    let (coarse, fine) = (error("dpm++2m-karras 25"), error("dpm++2m-karras 100"));
+    println!("DPM++ 2M against the reference: {coarse:.3e} at 25 steps, {fine:.3e} at 100");
+    assert!(fine < coarse / 8.0, "{coarse} → {fine}");
     let pc = results
         .cells
         .iter()

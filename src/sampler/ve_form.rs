@@ -4,7 +4,8 @@
 //! model is called with the VE sample x_VE = x_VP / √ᾱ (what the σ-space samplers hold already) and σ as its
 //! timestep; its score s becomes the noise the sampler expects, eps = −σ·s. So Euler, Heun and DPM++ step in σ
 //! space exactly as k-diffusion does on a VE denoiser D(x, σ) = x + σ²·s, and the x_t-space samplers (DDIM,
-//! DPM-Solver) take the same model through the usual VE ↔ VP change of variables.
+//! DPM-Solver) take the same model through the usual VE ↔ VP change of variables. Every sampler starts from the
+//! model's prior, x = σ_max·z, so samplers of both kinds solve the same problem.
 
 use std::sync::Arc;
 
@@ -126,8 +127,11 @@ impl Scheduler for VeForm {
         self.inner.model_input_divisor() / (1.0 + sigma * sigma).sqrt()
     }
 
+    /// Every sampler starts from the VE prior, x_VE = σ_max·z, in its own sample space (x_VE for the σ-space
+    /// samplers; x_VE / √(1 + σ²) for those in x_t space, which would otherwise start from unit noise).
     fn init_noise_sigma(&self) -> f32 {
-        self.inner.init_noise_sigma()
+        let first = self.sigmas.first().copied().unwrap_or(1.0);
+        first * self.inner.model_input_divisor() / (1.0 + first * first).sqrt()
     }
 
     fn sigmas(&self) -> Option<&[f32]> {
