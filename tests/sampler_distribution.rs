@@ -187,6 +187,7 @@ impl Denoiser for ExactConsistency {
             name: "exact consistency function".into(),
             provider: "builtin".into(),
             sample_shape: SHAPE,
+            frames: 1,
             extra_channels: 0,
             prediction_type: PredictionType::Epsilon,
         }

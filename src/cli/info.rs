@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::engine::describe::describe_onnx;
-use crate::engine::limits::{cap_threads, check_sample_shape};
+use crate::engine::limits::{cap_threads, frame_shape};
 use crate::engine::pipeline_folder::{Family, read_pipeline};
 use crate::engine::trt_profile::ShapeHints;
 use crate::engine::{
@@ -53,7 +53,7 @@ pub struct InfoArgs {
     pub roles: Vec<(roles::Role, String)>,
     /// One sample's shape C,H,W, for models whose sample input leaves it dynamic.
     #[arg(long, value_name = "C,H,W", value_parser = parse_sample_shape)]
-    pub sample_shape: Option<[usize; 3]>,
+    pub sample_shape: Option<([usize; 3], Option<usize>)>,
     /// What the model predicts (default: scheduler_config.json beside the model, else epsilon).
     #[arg(long, value_parser = parse_prediction_type)]
     pub prediction_type: Option<PredictionType>,
@@ -95,7 +95,8 @@ impl InfoArgs {
             },
             prediction_type: self.prediction_type,
             roles: self.roles.iter().cloned().collect::<RoleOverrides>(),
-            sample_shape: self.sample_shape,
+            sample_shape: self.sample_shape.map(|(shape, _)| shape),
+            frames: self.sample_shape.and_then(|(_, frames)| frames),
             runtime_path: self.runtime.clone(),
             output_dir: self.output.clone(),
             intra_threads: self.threads.map(|t| cap_threads(t).0),
@@ -105,21 +106,21 @@ impl InfoArgs {
     }
 }
 
-/// `--sample-shape 4,64,64`: three sizes separated by commas.
-fn parse_sample_shape(text: &str) -> Result<[usize; 3], String> {
-    let sizes: Result<Vec<usize>, _> = text.split(',').map(|s| s.trim().parse()).collect();
-    match sizes.as_deref() {
-        Ok(&[c, h, w]) => Ok([c, h, w]),
-        _ => Err(format!(
-            "'{text}' is not a shape: give channels, height and width as C,H,W (e.g. 4,64,64)"
-        )),
-    }
+/// `--sample-shape 4,64,64` (or `4,16,64,64` for a video model): sizes separated by commas.
+fn parse_sample_shape(text: &str) -> Result<([usize; 3], Option<usize>), String> {
+    let sizes: Vec<usize> = text
+        .split(',')
+        .map(|s| s.trim().parse())
+        .collect::<Result<_, _>>()
+        .map_err(|_| {
+            format!(
+                "'{text}' is not a shape: give channels, height and width as C,H,W (e.g. 4,64,64)"
+            )
+        })?;
+    frame_shape(&sizes)
 }
 
 pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
-    if let Some(shape) = args.sample_shape {
-        check_sample_shape(shape).map_err(anyhow::Error::msg)?;
-    }
     if let Some((_, Some(note))) = args.threads.map(cap_threads) {
         eprintln!("warning: {note}");
     }

@@ -283,6 +283,7 @@ impl Denoiser for AnalyticDenoiser {
             name: "analytic gaussian mixture".into(),
             provider: "builtin".into(),
             sample_shape: self.shape,
+            frames: 1,
             extra_channels: 0,
             prediction_type: self.prediction_type,
         }

@@ -8,8 +8,11 @@ pub struct DenoiserInfo {
     pub name: String,
     /// The execution provider that really ran (e.g. "CPUExecutionProvider"), or "builtin".
     pub provider: String,
-    /// One sample's shape: channels, height, width.
+    /// One sample's shape: channels, height, width; a video model's clip is C, F·H, W (its [C, F, H, W] values,
+    /// the frames stacked on the height axis).
     pub sample_shape: [usize; 3],
+    /// Frames per sample: 1 for an image model.
+    pub frames: usize,
     /// Input channels fed beside each sample (an inpainting U-Net's mask and masked-image latents), 0 for most:
     /// each item of the model's input is then the sample followed by these channels.
     pub extra_channels: usize,

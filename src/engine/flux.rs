@@ -162,6 +162,7 @@ impl Denoiser for FluxDenoiser {
             name: self.model.file_name(),
             provider: self.model.provider().ort_name().to_string(),
             sample_shape: self.shape,
+            frames: 1,
             extra_channels: 0,
             prediction_type: PredictionType::FlowPrediction,
         }

@@ -20,6 +20,34 @@ pub fn check_sample_shape(shape: [usize; 3]) -> Result<(), String> {
     }
 }
 
+/// Reads a sample shape given as C, H, W or, for a video model, C, F, H, W: one frame's C, H, W and the frames,
+/// each at least 1 and the whole at most [`MAX_SAMPLE_VALUES`].
+pub fn frame_shape(dims: &[usize]) -> Result<([usize; 3], Option<usize>), String> {
+    let (shape, frames) = match *dims {
+        [c, h, w] => ([c, h, w], None),
+        [c, f, h, w] => ([c, h, w], Some(f)),
+        _ => {
+            return Err(format!(
+                "sample_shape {dims:?} has {} sizes; give channels, height and width [C, H, W], or channels, \
+                 frames, height and width [C, F, H, W] for a video model",
+                dims.len()
+            ));
+        }
+    };
+    if dims.contains(&0) {
+        return Err(format!(
+            "sample_shape {dims:?} has a zero; give each size at least 1"
+        ));
+    }
+    let values = dims.iter().try_fold(1usize, |v, &d| v.checked_mul(d));
+    match values {
+        Some(v) if v <= MAX_SAMPLE_VALUES => Ok((shape, frames)),
+        _ => Err(format!(
+            "sample_shape {dims:?} is too large: one sample may have at most {MAX_SAMPLE_VALUES} values (e.g. [4, 2048, 2048])"
+        )),
+    }
+}
+
 /// This machine's memory in bytes, where the system says.
 pub fn physical_memory() -> Option<u64> {
     // SAFETY: sysconf only reads system constants.

@@ -16,6 +16,7 @@ mod features;
 pub mod fingerprint;
 mod floats;
 pub mod flux;
+pub mod frames;
 pub mod graph_io;
 pub mod limits;
 mod model_file;

@@ -16,7 +16,7 @@ use super::floats::{FloatBuf, read_floats};
 use super::model_file::check_model_file;
 use super::packing::{Scratch, tensor_owned};
 use super::providers::{ProviderAttempt, ProviderKind};
-use super::roles::{ElemType, ModelRoles, Role, TensorSpec, assign_roles};
+use super::roles::{ElemType, ModelRoles, Role, TensorSpec, assign_video_roles};
 use super::runtime::RuntimeInfo;
 use super::session::{OnnxModel, OnnxOptions};
 use crate::sampler::PredictionType;
@@ -154,10 +154,13 @@ impl OnnxDenoiser {
         // Inputs another network feeds take no role.
         let (fed, own): (Vec<TensorSpec>, Vec<TensorSpec>) =
             (model.inputs().iter().cloned()).partition(|s| options.fed_inputs.contains(&s.name));
-        let roles = assign_roles(&own, model.outputs(), &options.roles, options.sample_shape)
-            .map_err(|problem| EngineError::Roles {
-                path: path.to_path_buf(),
-                problem,
+        let hint = (options.sample_shape, options.frames);
+        let roles =
+            assign_video_roles(&own, model.outputs(), &options.roles, hint).map_err(|problem| {
+                EngineError::Roles {
+                    path: path.to_path_buf(),
+                    problem,
+                }
             })?;
         let integer = matches!(roles.timestep.elem, ElemType::I64 | ElemType::I32);
         if prediction_type == PredictionType::Score && integer {
@@ -462,8 +465,7 @@ impl OnnxDenoiser {
             scratch.bind_conditions(roles, binding).map_err(model_err)?;
             *bound_rows = Some(rows);
         }
-        let [c, h, w] = roles.input_shape();
-        let sample_dims = [m as i64, c as i64, h as i64, w as i64];
+        let sample_dims = roles.input_dims(m);
         let sample_value = if roles.sample.elem == ElemType::F32 && m == n {
             tensor_owned(&sample_dims, sample)
         } else {
@@ -582,20 +584,19 @@ fn read_output(
     let value = outputs
         .get(name)
         .ok_or_else(|| DenoiseError::Model(format!("the model returned no '{name}'")))?;
-    let [c, h, w] = roles.sample_shape;
-    let expected = [m, c, h, w];
+    let expected = roles.output_dims(m);
     let check_shape = |shape: &[i64]| {
-        if shape.len() == 4 && shape.iter().zip(expected).all(|(&g, e)| g as usize == e) {
+        if shape == expected.as_slice() {
             Ok(())
         } else {
             Err(DenoiseError::OutputShape {
                 name: name.to_string(),
                 got: shape.to_vec(),
-                expected: expected.to_vec(),
+                expected: expected.iter().map(|&d| d as usize).collect(),
             })
         }
     };
-    let wanted = n * c * h * w;
+    let wanted = n * roles.sample_shape.iter().product::<usize>();
     let (shape, data) = read_floats(value).map_err(model_err)?;
     check_shape(&shape)?;
     out.copy_from_slice(&data[..wanted]);
@@ -608,6 +609,7 @@ impl Denoiser for OnnxDenoiser {
             name: self.model.file_name(),
             provider: self.model.provider().ort_name().to_string(),
             sample_shape: self.roles.sample_shape,
+            frames: self.roles.frames,
             extra_channels: self.roles.extra_channels,
             prediction_type: self.prediction_type,
         }

@@ -148,8 +148,16 @@ impl Scratch {
         self.floats.resize_with(specs.len(), || {
             (Role::Conditioning, FloatBuf::default(), Vec::new())
         });
+        // A video U-Net takes its text condition once per frame (AnimateDiff's [B·F, tokens, D]).
+        let frame_rows: Vec<usize> = (rows.iter())
+            .flat_map(|&r| std::iter::repeat_n(r, roles.frames))
+            .collect();
         for ((role, spec), slot) in specs.into_iter().zip(&mut self.floats) {
             slot.0 = role;
+            let rows = match role {
+                Role::Conditioning => &frame_rows,
+                _ => rows,
+            };
             slot.2 = pack_float(&mut slot.1, role, spec, conditions, rows)?;
         }
         Ok(())

@@ -103,6 +103,8 @@ pub struct DenoiserConfig {
     pub pooled_projection_dim: Option<usize>,
     /// A transformer's text-state width (SD3: T5's).
     pub joint_attention_dim: Option<usize>,
+    /// A motion U-Net's longest clip (AnimateDiff's temporal position embedding).
+    pub motion_max_seq_length: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -307,6 +309,12 @@ impl PipelineFolder {
         let channels = config.out_channels.or(config.in_channels)?;
         let size = config.sample_size?;
         Some([channels, size, size])
+    }
+
+    /// Frames per clip for a video pipeline whose U-Net leaves them open: AnimateDiffPipeline's default
+    /// `num_frames`, 16. `None` for image pipelines.
+    pub fn default_frames(&self) -> Option<usize> {
+        self.class_name.starts_with("AnimateDiff").then_some(16)
     }
 
     /// Why the folder gives no latent shape, when it gives none: its U-Net config is missing or lacks the keys.
@@ -540,6 +548,7 @@ fn read_denoiser_config(path: &Path) -> Result<DenoiserConfig, PipelineError> {
         patch_size: whole(&config, "patch_size", path)?,
         pooled_projection_dim: whole(&config, "pooled_projection_dim", path)?,
         joint_attention_dim: whole(&config, "joint_attention_dim", path)?,
+        motion_max_seq_length: whole(&config, "motion_max_seq_length", path)?,
     })
 }
 
@@ -829,6 +838,7 @@ fn family(class_name: &str, has_text_encoders: bool) -> (Family, Option<String>)
         (Family::StableDiffusionXl, None)
     } else if class_name.contains("StableDiffusion")
         || class_name == "LatentConsistencyModelPipeline"
+        || class_name == "AnimateDiffPipeline"
     {
         (Family::StableDiffusion, None)
     } else if has_text_encoders {

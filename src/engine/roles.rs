@@ -330,8 +330,11 @@ pub struct ModelRoles {
     /// How many ControlNets the graph holds (the control image's leading dimension); 0 without them.
     pub controlnets: usize,
     pub output: TensorSpec,
-    /// One sample's C, H, W.
+    /// One sample's C, H, W; for a video model (rank-5 sample [B, C, F, H, W]) one clip's C, F·H, W: its
+    /// [C, F, H, W] values as they lie in memory, the frames stacked on the height axis.
     pub sample_shape: [usize; 3],
+    /// Frames per clip: 1 for an image model.
+    pub frames: usize,
     /// Input channels beyond the sample's, fed with it on its channel axis (an inpainting U-Net's mask and
     /// masked-image latents: 9 input channels for 4 predicted); 0 for most models.
     pub extra_channels: usize,
@@ -347,6 +350,24 @@ impl ModelRoles {
     pub fn input_shape(&self) -> [usize; 3] {
         let [c, h, w] = self.sample_shape;
         [c + self.extra_channels, h, w]
+    }
+
+    /// The sample input's dims for a batch of `m`: [m, C, H, W], or [m, C, F, H, W] for a video model.
+    pub fn input_dims(&self, m: usize) -> Vec<i64> {
+        self.dims(m, self.input_shape())
+    }
+
+    /// The prediction's dims for a batch of `m`, as [`Self::input_dims`].
+    pub fn output_dims(&self, m: usize) -> Vec<i64> {
+        self.dims(m, self.sample_shape)
+    }
+
+    fn dims(&self, m: usize, [c, h, w]: [usize; 3]) -> Vec<i64> {
+        let mut dims = vec![m, c, h, w];
+        if self.sample.rank() == 5 {
+            dims.splice(2..3, [self.frames, h / self.frames]);
+        }
+        dims.into_iter().map(|d| d as i64).collect()
     }
 
     /// The role of the input or output `name`.
@@ -426,16 +447,16 @@ pub enum RoleError {
         expected: &'static str,
     },
     #[error(
-        "the sample input '{name}' has dynamic channel/height/width dims {shape}; give the sample shape (C, H, W) in the options"
+        "the sample input '{name}' has dynamic dims {shape}; give the sample shape (C, H, W, or C, F, H, W for a video model) in the options"
     )]
     DynamicSampleShape { name: String, shape: String },
     #[error(
-        "the sample shape given, {given:?}, contradicts the model's sample input '{name}' {shape}"
+        "the sample shape given, {given} after the batch, contradicts the model's sample input '{name}' {shape}"
     )]
     SampleShapeMismatch {
         name: String,
         shape: String,
-        given: [usize; 3],
+        given: String,
     },
     #[error("the model has no outputs")]
     NoOutput,
@@ -499,6 +520,17 @@ pub fn assign_roles(
     overrides: &RoleOverrides,
     sample_shape: Option<[usize; 3]>,
 ) -> Result<ModelRoles, RoleError> {
+    assign_video_roles(inputs, outputs, overrides, (sample_shape, None))
+}
+
+/// [`assign_roles`] with the caller's frame count too, for a video model (rank-5 sample) whose frame dim is
+/// dynamic; `sample_shape` is then one frame's C, H, W.
+pub fn assign_video_roles(
+    inputs: &[TensorSpec],
+    outputs: &[TensorSpec],
+    overrides: &RoleOverrides,
+    (sample_shape, frames): (Option<[usize; 3]>, Option<usize>),
+) -> Result<ModelRoles, RoleError> {
     let Inputs {
         sample,
         timestep,
@@ -513,7 +545,8 @@ pub fn assign_roles(
     } = pick_inputs(inputs, overrides)?;
     let output = pick_output(outputs, overrides)?;
     let extra_channels = extra_channels(&sample, &output);
-    let (sample_shape, fixed_batch) = check_sample(&sample, sample_shape, extra_channels)?;
+    let (sample_shape, frames, fixed_batch) =
+        check_sample(&sample, (sample_shape, frames), extra_channels)?;
     let timestep_per_item = check_timestep(&timestep, &sample, fixed_batch)?;
     if let Some(labels) = &class_labels {
         check_class_labels(labels, &sample, fixed_batch)?;
@@ -525,7 +558,10 @@ pub fn assign_roles(
         (Role::TimestepCond, &timestep_cond),
     ] {
         if let Some(cond) = cond {
-            check_float_condition(role, cond, &sample, fixed_batch)?;
+            // A video U-Net takes its text condition once per frame (AnimateDiff's [B·F, tokens, D]).
+            let per_frame = role == Role::Conditioning && frames > 1;
+            let batch = fixed_batch.map(|b| if per_frame { b * frames } else { b });
+            check_float_condition(role, cond, &sample, batch)?;
         }
     }
     if let Some(mask) = &text_mask {
@@ -533,7 +569,7 @@ pub fn assign_roles(
     }
     let controlnets = check_control(control_image.as_ref(), control_scale.as_ref())?;
 
-    check_output(&output, &sample, fixed_batch, sample_shape)?;
+    check_output(&output, &sample, fixed_batch, (sample_shape, frames))?;
     Ok(ModelRoles {
         sample,
         timestep,
@@ -548,6 +584,7 @@ pub fn assign_roles(
         controlnets,
         output,
         sample_shape,
+        frames,
         extra_channels,
         fixed_batch,
         timestep_per_item,
@@ -726,22 +763,22 @@ fn pick_inputs(inputs: &[TensorSpec], overrides: &RoleOverrides) -> Result<Input
     })
 }
 
-/// The sample input is B×C×H×W float; returns one sample's C, H, W (the given shape where the model leaves
-/// them dynamic) and the batch size a fixed-batch model takes.
+/// The sample input is B×C×H×W float, or B×C×F×H×W for a video model; returns one sample's C, H, W (a clip's
+/// C, F·H, W), the frames per clip (1 for images) and the batch size a fixed-batch model takes. The given shape
+/// fills the dims the model leaves dynamic and must agree with those it fixes.
 fn check_sample(
     sample: &TensorSpec,
-    sample_shape: Option<[usize; 3]>,
+    (sample_shape, frames): (Option<[usize; 3]>, Option<usize>),
     extra_channels: usize,
-) -> Result<([usize; 3], Option<usize>), RoleError> {
-    // The given shape is the sample's; the input takes the extra channels beside it.
-    let sample_shape = sample_shape.map(|[c, h, w]| [c + extra_channels, h, w]);
-    if !sample.is_tensor || sample.rank() != 4 {
+) -> Result<([usize; 3], usize, Option<usize>), RoleError> {
+    let rank = sample.rank();
+    if !sample.is_tensor || !(rank == 4 || rank == 5) {
         return Err(RoleError::WrongRank {
             role: Role::Sample,
             name: sample.name.clone(),
-            rank: sample.rank(),
+            rank,
             shape: shape_text(&sample.dims),
-            expected: "rank 4 (batch × channels × height × width)",
+            expected: "rank 4 (batch × channels × height × width) or 5 (batch × channels × frames × height × width)",
         });
     }
     if !sample.elem.is_float() {
@@ -756,41 +793,54 @@ fn check_sample(
         Dim::Fixed(n) => Some(n),
         Dim::Symbolic(_) => None,
     };
-    let mut chw = [0usize; 3];
-    let mut dynamic = false;
-    for (i, dim) in sample.dims[1..].iter().enumerate() {
-        match dim {
-            Dim::Fixed(n) => chw[i] = *n,
-            Dim::Symbolic(_) => dynamic = true,
-        }
-    }
-    let shape = match (dynamic, sample_shape) {
-        (false, None) => chw,
-        (false, Some(given)) if given == chw => chw,
-        (true, Some(given))
-            if sample.dims[1..]
-                .iter()
-                .zip(given)
-                .all(|(d, g)| !matches!(d, Dim::Fixed(n) if *n != g)) =>
-        {
-            given
-        }
-        (true, None) => {
-            return Err(RoleError::DynamicSampleShape {
-                name: sample.name.clone(),
-                shape: shape_text(&sample.dims),
-            });
-        }
-        (_, Some(given)) => {
-            return Err(RoleError::SampleShapeMismatch {
-                name: sample.name.clone(),
-                shape: shape_text(&sample.dims),
-                given,
-            });
-        }
+    // The given shape is the sample's; the input takes the extra channels beside it.
+    let mut given: Vec<Option<usize>> = match sample_shape {
+        Some([c, h, w]) => vec![Some(c + extra_channels), Some(h), Some(w)],
+        None => vec![None; 3],
     };
-    let [c, h, w] = shape;
-    Ok(([c - extra_channels, h, w], fixed_batch))
+    if rank == 5 {
+        given.insert(1, frames);
+    }
+    let dims = resolve_dims(sample, &given)?;
+    let (c, frames, h, w) = match dims[..] {
+        [c, f, h, w] => (c, f, h, w),
+        [c, h, w] => (c, 1, h, w),
+        _ => unreachable!("rank checked above"),
+    };
+    Ok(([c - extra_channels, frames * h, w], frames, fixed_batch))
+}
+
+/// Each of the sample's dims after the batch: the model's where fixed (a given value must agree), else the given.
+fn resolve_dims(sample: &TensorSpec, given: &[Option<usize>]) -> Result<Vec<usize>, RoleError> {
+    let mut dims = Vec::with_capacity(given.len());
+    for (dim, &given_dim) in sample.dims[1..].iter().zip(given) {
+        dims.push(match (dim, given_dim) {
+            (Dim::Fixed(n), Some(g)) if *n != g => {
+                return Err(RoleError::SampleShapeMismatch {
+                    name: sample.name.clone(),
+                    shape: shape_text(&sample.dims),
+                    given: given_text(given),
+                });
+            }
+            (Dim::Fixed(n), _) => *n,
+            (Dim::Symbolic(_), Some(g)) => g,
+            (Dim::Symbolic(_), None) => {
+                return Err(RoleError::DynamicSampleShape {
+                    name: sample.name.clone(),
+                    shape: shape_text(&sample.dims),
+                });
+            }
+        });
+    }
+    Ok(dims)
+}
+
+fn given_text(given: &[Option<usize>]) -> String {
+    let dims: Vec<String> = given
+        .iter()
+        .map(|g| g.map_or("?".to_string(), |g| g.to_string()))
+        .collect();
+    format!("[{}]", dims.join(", "))
 }
 
 /// The timestep is a scalar, [1] or [B], int or float; returns whether it takes one timestep per item.
@@ -873,10 +923,10 @@ fn check_output(
     output: &TensorSpec,
     sample: &TensorSpec,
     fixed_batch: Option<usize>,
-    sample_shape: [usize; 3],
+    ([c, h, w], frames): ([usize; 3], usize),
 ) -> Result<(), RoleError> {
     let expected = shape_text(&sample.dims);
-    if !output.is_tensor || output.rank() != 4 {
+    if !output.is_tensor || output.rank() != sample.rank() {
         return Err(RoleError::OutputShape {
             name: output.name.clone(),
             shape: shape_text(&output.dims),
@@ -891,12 +941,10 @@ fn check_output(
             expected: "float32, float16, bfloat16 or float64",
         });
     }
-    let want = [
-        fixed_batch,
-        Some(sample_shape[0]),
-        Some(sample_shape[1]),
-        Some(sample_shape[2]),
-    ];
+    let mut want = vec![fixed_batch, Some(c), Some(h), Some(w)];
+    if sample.rank() == 5 {
+        want.splice(2..3, [Some(frames), Some(h / frames)]);
+    }
     for (dim, want) in output.dims.iter().zip(want) {
         if let (Dim::Fixed(n), Some(w)) = (dim, want)
             && *n != w

@@ -32,8 +32,10 @@ pub struct OnnxOptions {
     pub prediction_type: Option<PredictionType>,
     /// Role → input/output name, for names difflab does not recognise.
     pub roles: RoleOverrides,
-    /// One sample's C, H, W, for models whose sample input leaves them dynamic.
+    /// One sample's C, H, W (one frame's, for a video model), for models whose sample input leaves them dynamic.
     pub sample_shape: Option<[usize; 3]>,
+    /// Frames per clip, for a video model whose sample input leaves them dynamic.
+    pub frames: Option<usize>,
     /// Where to find ONNX Runtime (a library or a folder), after `ORT_DYLIB_PATH`; see [`runtime`](mod@super::runtime).
     pub runtime_path: Option<PathBuf>,
     /// The run's output folder: TensorRT engines are cached under it unless `providers.trt_engine_cache` says.

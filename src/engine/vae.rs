@@ -6,6 +6,7 @@ use std::path::Path;
 use super::denoiser::NonFinite;
 use super::error::{EngineError, ort_error};
 use super::floats::{FloatBuf, read_floats};
+use super::frames::{clip_shape, clips_to_frames, frame_shape, frames_to_clips};
 use super::roles::{ElemType, TensorSpec};
 use super::session::{OnnxModel, OnnxOptions};
 
@@ -15,6 +16,8 @@ pub struct VaeDecoder {
     output: String,
     scaling_factor: f64,
     shift_factor: f64,
+    /// Frames per latent clip: a video model's clips are decoded frame by frame (1 for images).
+    frames: usize,
     buf: FloatBuf,
 }
 
@@ -56,6 +59,7 @@ impl VaeDecoder {
             output: output.name,
             scaling_factor,
             shift_factor: shift_factor.unwrap_or(0.0),
+            frames: 1,
             buf: FloatBuf::default(),
         })
     }
@@ -73,9 +77,31 @@ impl VaeDecoder {
         self.scaling_factor
     }
 
+    /// Decodes clips of `frames` frames from here on: each latent item is then a clip [C, F, h, w], decoded
+    /// frame by frame into a clip [3, F, H, W] (see [`super::frames`]).
+    pub fn set_frames(&mut self, frames: usize) {
+        self.frames = frames.max(1);
+    }
+
     /// Decodes `latents` (items of `shape`, C × h × w) `batch` at a time into images in model space [-1, 1]
-    /// (clamped, so `x / 2 + 0.5` is diffusers' `output_type="np"`); returns them with their C × H × W.
+    /// (clamped, so `x / 2 + 0.5` is diffusers' `output_type="np"`); returns them with their C × H × W. Clips
+    /// are decoded `batch` frames at a time.
     pub fn decode(
+        &mut self,
+        latents: &[f32],
+        shape: [usize; 3],
+        batch: usize,
+    ) -> Result<(Vec<f32>, [usize; 3]), EngineError> {
+        if self.frames == 1 {
+            return self.decode_images(latents, shape, batch);
+        }
+        let f = self.frames;
+        let frames = clips_to_frames(latents, shape, f);
+        let (images, frame) = self.decode_images(&frames, frame_shape(shape, f), batch)?;
+        Ok((frames_to_clips(&images, frame, f), clip_shape(frame, f)))
+    }
+
+    fn decode_images(
         &mut self,
         latents: &[f32],
         shape: [usize; 3],

@@ -110,8 +110,11 @@ pub struct ModelSpec {
     pub cuda: crate::engine::providers::CudaOptions,
     /// Role → tensor name, for names difflab does not recognise by itself.
     pub roles: RoleOverrides,
-    /// One sample's C, H, W where the model does not fix it (and for the analytic model).
+    /// One sample's C, H, W where the model does not fix it (and for the analytic model); one frame's for a
+    /// video model (`sample_shape = [C, F, H, W]`).
     pub sample_shape: Option<[usize; 3]>,
+    /// Frames per clip, for a video model whose frame count the model does not fix.
+    pub frames: Option<usize>,
     /// The other parts of a pipeline, given beside a bare U-Net file (resolved, existing).
     pub vae_decoder: Option<PathBuf>,
     /// The VAE encoder img2img encodes start images with (its config.json beside it, as Optimum writes it).

@@ -7,7 +7,7 @@ use toml::Spanned;
 
 use super::schema::{ModelFiles, ModelSection, TensorRtSection};
 use super::{ExperimentError, ModelSource, ModelSpec, Reading, closest};
-use crate::engine::limits::{cap_threads, check_sample_shape};
+use crate::engine::limits::{cap_threads, frame_shape};
 use crate::engine::providers::CudaOptions;
 use crate::engine::{ProviderKind, Role, RoleOverrides, scheduler_config_of};
 use crate::sampler::PredictionType;
@@ -28,13 +28,13 @@ impl Reading<'_> {
         let prediction_type = self.prediction_type(m)?;
         self.flux = is_flux(&source);
         let (scheduler_config, base) = self.schedule(m, &source, prediction_type)?;
-        let sample_shape = match &m.sample_shape {
+        let (sample_shape, frames) = match &m.sample_shape {
             Some(s) => {
-                check_sample_shape(*s.get_ref())
+                let (shape, frames) = frame_shape(s.get_ref())
                     .map_err(|e| self.error(s.span(), "model.sample_shape", e))?;
-                Some(*s.get_ref())
+                (Some(shape), frames)
             }
-            None => None,
+            None => (None, None),
         };
         let ([vae_decoder, vae_encoder, text_encoder, tokenizer], controlnet) =
             self.parts(m, &source)?;
@@ -59,6 +59,7 @@ impl Reading<'_> {
             cuda: self.cuda(m)?,
             roles: self.roles(m)?,
             sample_shape,
+            frames,
             vae_decoder,
             vae_encoder,
             controlnet,
@@ -158,7 +159,11 @@ impl Reading<'_> {
             None => {}
         }
         if self.flux {
-            flux_timesteps(m.sample_shape.as_ref().map(|s| *s.get_ref()), &mut base);
+            let shape = m
+                .sample_shape
+                .as_ref()
+                .and_then(|s| frame_shape(s.get_ref()).ok());
+            flux_timesteps(shape.map(|(shape, _)| shape), &mut base);
         }
         Ok((scheduler_config, base))
     }

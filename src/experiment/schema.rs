@@ -34,7 +34,7 @@ pub(super) struct ModelSection {
     pub tensorrt: Option<TensorRtSection>,
     pub cuda: Option<CudaSection>,
     pub roles: Option<BTreeMap<Spanned<String>, String>>,
-    pub sample_shape: Option<Spanned<[usize; 3]>>,
+    pub sample_shape: Option<Spanned<Vec<usize>>>,
     pub vae_decoder: Option<Spanned<String>>,
     pub vae_encoder: Option<Spanned<String>>,
     /// ControlNets exported on their own: one file, or a list (their residuals are summed).

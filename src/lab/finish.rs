@@ -15,6 +15,7 @@ use super::scores::Inputs;
 use super::scoring::Quality;
 use super::tally::{Against, Tally};
 use crate::engine::VaeDecoder;
+use crate::engine::frames::item_dims;
 use crate::path_error::PathError;
 
 /// What every cell run on the loaded networks records of them.
@@ -119,11 +120,8 @@ impl Finish<'_> {
         let file = match self.save_samples {
             true => {
                 let path = self.out.join(format!("samples/{}.npy", cell.file_stem()));
-                Some(SampleFile::create(
-                    &path,
-                    self.pictures.image_shape,
-                    &cell.output_order(),
-                )?)
+                let item = item_dims(self.pictures.image_shape, self.pictures.frames);
+                Some(SampleFile::create(&path, &item, &cell.output_order())?)
             }
             false => None,
         };
@@ -131,10 +129,10 @@ impl Finish<'_> {
         let latents = match self.save_samples && self.pictures.decoder.is_some() {
             true => {
                 let path = self.out.join(format!("latents/{}.npy", cell.file_stem()));
-                let shape = self.pictures.sample_shape;
+                let item = item_dims(self.pictures.sample_shape, self.pictures.frames);
                 Some(SampleFile::create_latents(
                     &path,
-                    shape,
+                    &item,
                     &cell.output_order(),
                 )?)
             }
@@ -236,6 +234,8 @@ pub(super) struct Pictures {
     pub image_shape: [usize; 3],
     /// One sample's C, H, W (latent for latent models).
     pub sample_shape: [usize; 3],
+    /// Frames per sample (a video model's clips are C, F·H, W, see [`crate::engine::frames`]); 1 for images.
+    pub frames: usize,
     /// `[sampling] preview = "decode"`: previews through the decoder every k steps instead of the map.
     pub decode_every: Option<usize>,
     /// Images per VAE decoder call (`[model] vae_batch`).

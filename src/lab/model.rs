@@ -13,9 +13,9 @@ use crate::engine::pipeline_folder::{
 };
 use crate::engine::trt_profile::ShapeHints;
 use crate::engine::{
-    AnalyticDenoiser, ControlNetPair, Denoiser, ElemType, EngineError, GaussianMixture,
-    OnnxDenoiser, OnnxFeatures, OnnxOptions, ProviderKind, ProviderOptions, TextEncoder,
-    VaeDecoder, VaeEncoder, describe_attempts, open_sample_shape, summarize_attempts,
+    AnalyticDenoiser, ControlNetPair, Denoiser, DenoiserInfo, ElemType, EngineError,
+    GaussianMixture, OnnxDenoiser, OnnxFeatures, OnnxOptions, ProviderKind, ProviderOptions,
+    TextEncoder, VaeDecoder, VaeEncoder, describe_attempts, open_sample_shape, summarize_attempts,
 };
 use crate::experiment::{ConditioningSpec, Experiment, ModelSource};
 use crate::sampler::{NoiseSchedule, PredictionType};
@@ -23,8 +23,11 @@ use crate::sampler::{NoiseSchedule, PredictionType};
 /// The model, ready to run, with what to tell the user about where it runs.
 pub struct LoadedModel {
     pub denoiser: Box<dyn Denoiser>,
-    /// One sample's C, H, W (latent for latent models).
+    /// One sample's C, H, W (latent for latent models); a video model's clip is C, F·H, W (see
+    /// [`crate::engine::frames`]).
     pub sample_shape: [usize; 3],
+    /// Frames per sample: 1 for an image model.
+    pub frames: usize,
     /// The provider that runs it.
     pub provider: String,
     /// Every provider tried and what happened to it, in one line.
@@ -234,6 +237,7 @@ pub fn onnx_options(experiment: &Experiment) -> OnnxOptions {
         prediction_type: m.prediction_type,
         roles: m.roles.clone(),
         sample_shape: m.sample_shape,
+        frames: m.frames,
         runtime_path: m.runtime.clone(),
         output_dir: Some(experiment.output_dir.clone()),
         intra_threads: m.threads,
@@ -305,6 +309,18 @@ pub fn image_shape_unloaded(experiment: &Experiment) -> Option<[usize; 3]> {
     })
 }
 
+/// A motion U-Net's temporal position embedding holds `max` frames: a longer clip fails inside the graph.
+fn check_frames(frames: usize, max: Option<usize>, unet: &Path) -> Result<(), EngineError> {
+    match max {
+        Some(max) if frames > max => Err(EngineError::Options(format!(
+            "{}: clips of {frames} frames are longer than this motion U-Net's motion_max_seq_length, {max}; give \
+             at most {max} frames ([model] sample_shape = [C, F, H, W])",
+            unet.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// "loading unet (3.4 GB)": the network by its folder in a pipeline (else its file name) and the size of
 /// every file it reads.
 fn loading_line(model: &Path) -> String {
@@ -342,6 +358,7 @@ fn analytic(experiment: &Experiment) -> LoadedModel {
     LoadedModel {
         denoiser: Box::new(AnalyticDenoiser::new(mixture, schedule, shape, prediction)),
         sample_shape: shape,
+        frames: 1,
         provider: "builtin".into(),
         providers_note: "the analytic model runs in difflab itself".into(),
         providers_summary: String::new(),
@@ -370,6 +387,9 @@ struct Parts {
     family: Family,
     num_class_embeds: Option<usize>,
     latent_shape: Option<[usize; 3]>,
+    /// Frames per clip where a video pipeline's U-Net leaves them open, and the most it takes.
+    frames: Option<usize>,
+    max_frames: Option<usize>,
     /// Why a pipeline folder gives no latent shape.
     no_latent_shape: Option<String>,
     prediction_type: Option<PredictionType>,
@@ -380,6 +400,8 @@ impl Parts {
     fn of_folder(folder: PipelineFolder) -> Self {
         Parts {
             latent_shape: folder.latent_shape(),
+            frames: folder.default_frames(),
+            max_frames: folder.denoiser_config.motion_max_seq_length,
             no_latent_shape: folder.no_latent_shape(),
             num_class_embeds: folder.denoiser_config.num_class_embeds,
             family: folder.family,
@@ -432,6 +454,7 @@ fn assemble(
     let mut notes = parts.notes.clone();
     let mut options = onnx_options(experiment);
     options.sample_shape = options.sample_shape.or(parts.latent_shape);
+    options.frames = options.frames.or(parts.frames);
     options.prediction_type = options.prediction_type.or(parts.prediction_type);
     // Only TensorRT's shape profiles need the text lengths, which read the tokenizer files.
     let lengths = match options
@@ -454,7 +477,12 @@ fn assemble(
     loading(loading_line(unet));
     let model = load_denoiser(experiment, unet, &parts, &options)?;
     note_if_tensorrt(model.provider, unet_note, &mut notes);
-    let sample_shape = model.denoiser.info().sample_shape;
+    let DenoiserInfo {
+        sample_shape,
+        frames,
+        ..
+    } = model.denoiser.info();
+    check_frames(frames, parts.max_frames, unet)?;
     let part_options = parts_options(experiment);
     let scale = parts.vae.as_ref().map_or(1, |v| v.scale_factor);
     let [c, h, w] = sample_shape;
@@ -469,7 +497,9 @@ fn assemble(
                 sample: Some(sample_shape),
                 sequence: None,
             };
-            Some(load_vae(v, &part_options, hints, loading, &mut notes)?)
+            let mut decoder = load_vae(v, &part_options, hints, loading, &mut notes)?;
+            decoder.set_frames(frames);
+            Some(decoder)
         }
         None => None,
     };
@@ -496,6 +526,7 @@ fn assemble(
     notes.extend(model.timestep_note);
     let mut loaded = LoadedModel {
         sample_shape,
+        frames,
         provider: model.provider.to_string(),
         providers_note: model.providers_note,
         providers_summary: model.providers_summary,

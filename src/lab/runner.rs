@@ -169,7 +169,7 @@ fn run_with(
     let decode_every = decode_every(experiment, model, tx);
     let (sample_shape, image_shape) = (model.sample_shape, model.image_shape);
     let item: usize = sample_shape.iter().product();
-    let init_noise = initial_noise(experiment, sample_shape, &cells)?;
+    let init_noise = initial_noise(experiment, (sample_shape, model.frames), &cells)?;
     let _ = tx.send(LabEvent::Planned {
         cells: cells.clone(),
         sample_shape: display_shape(image_shape),
@@ -231,6 +231,7 @@ fn run_with(
                 preview: model.preview.clone(),
                 image_shape,
                 sample_shape,
+                frames: model.frames,
                 vae_batch: model.vae_batch,
                 unit_range,
             },
@@ -312,7 +313,7 @@ fn decode_every(
 /// reproduce it.
 fn initial_noise(
     experiment: &Experiment,
-    sample_shape: [usize; 3],
+    (sample_shape, frames): ([usize; 3], usize),
     cells: &[Cell],
 ) -> Result<Option<Vec<f32>>, Stop> {
     let item: usize = sample_shape.iter().product();
@@ -323,7 +324,7 @@ fn initial_noise(
         )));
     }
     match &experiment.init_noise {
-        Some(path) => Ok(Some(read_init_noise(path, sample_shape, cells)?)),
+        Some(path) => Ok(Some(read_init_noise(path, (sample_shape, frames), cells)?)),
         None => Ok(None),
     }
 }

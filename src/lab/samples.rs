@@ -11,25 +11,34 @@ use ndarray_npy::{ReadNpyError, write_zeroed_npy};
 use super::plan::Cell;
 use crate::atomic_file::temp_path;
 use crate::engine::NonFinite;
+use crate::engine::frames::item_dims;
 use crate::path_error::{PathError, at};
 
 /// `init_noise`: float32 [N, C, H, W] unit-variance noise, row k for the k-th seed; every cell's seeds must
 /// have a row. Returned flat, row after row.
-pub fn read_init_noise(path: &Path, shape: [usize; 3], cells: &[Cell]) -> Result<Vec<f32>, String> {
-    let array = read_f32_npy(path, "init_noise", "[N, C, H, W]")?;
+pub fn read_init_noise(
+    path: &Path,
+    (shape, frames): ([usize; 3], usize),
+    cells: &[Cell],
+) -> Result<Vec<f32>, String> {
+    let item = item_dims(shape, frames);
+    let layout = match frames {
+        1 => "[N, C, H, W]",
+        _ => "[N, C, F, H, W]",
+    };
+    let array = read_f32_npy(path, "init_noise", layout)?;
     let dims = array.shape().to_vec();
     let needed = cells
         .iter()
         .flat_map(|c| c.items.iter().map(|i| i.seed_index + 1))
         .max()
         .unwrap_or(0);
-    if dims.len() != 4 || dims[1..] != shape {
+    if dims.len() != item.len() + 1 || dims[1..] != item {
+        let need: Vec<String> = item.iter().map(usize::to_string).collect();
         return Err(format!(
-            "{}: init_noise is {dims:?}; the model's samples need [N, {}, {}, {}]",
+            "{}: init_noise is {dims:?}; the model's samples need [N, {}]",
             path.display(),
-            shape[0],
-            shape[1],
-            shape[2]
+            need.join(", ")
         ));
     }
     if dims[0] < needed {
@@ -92,7 +101,8 @@ fn dtype_name(desc: &str) -> &'static str {
     }
 }
 
-/// `samples/<cell>.npy` written as the cell's lanes finish: float32 [N, C, H, W] in [0, 1], rows in the
+/// `samples/<cell>.npy` written as the cell's lanes finish: float32 [N, C, H, W] (a video model's clips
+/// [N, C, F, H, W]) in [0, 1], rows in the
 /// cell's output order, each lane's images written at their rows (or, for `latents/<cell>.npy`, a latent
 /// model's final latents as they are). It is a temporary file until `finish` renames it into place, so
 /// readers never see a part and a failed cell leaves none.
@@ -110,23 +120,20 @@ pub struct SampleFile {
 }
 
 impl SampleFile {
-    /// Creates the (zeroed) file for `order.len()` images of `shape`; `order[r]` is the item at row r.
-    pub fn create(path: &Path, shape: [usize; 3], order: &[usize]) -> Result<Self, PathError> {
-        Self::create_as(path, shape, order, true)
+    /// Creates the (zeroed) file for `order.len()` images of dims `item` (C, H, W or C, F, H, W); `order[r]`
+    /// is the item at row r.
+    pub fn create(path: &Path, item: &[usize], order: &[usize]) -> Result<Self, PathError> {
+        Self::create_as(path, item, order, true)
     }
 
     /// As [`Self::create`], for latents written as they are.
-    pub fn create_latents(
-        path: &Path,
-        shape: [usize; 3],
-        order: &[usize],
-    ) -> Result<Self, PathError> {
-        Self::create_as(path, shape, order, false)
+    pub fn create_latents(path: &Path, item: &[usize], order: &[usize]) -> Result<Self, PathError> {
+        Self::create_as(path, item, order, false)
     }
 
     fn create_as(
         path: &Path,
-        shape: [usize; 3],
+        item_dims: &[usize],
         order: &[usize],
         images: bool,
     ) -> Result<Self, PathError> {
@@ -135,10 +142,12 @@ impl SampleFile {
         }
         let tmp = temp_path(path);
         let file = File::create(&tmp).map_err(at("create", &tmp))?;
-        let dims = [order.len(), shape[0], shape[1], shape[2]];
+        let dims: Vec<usize> = std::iter::once(order.len())
+            .chain(item_dims.iter().copied())
+            .collect();
         write_zeroed_npy::<f32, _>(&file, IxDyn(&dims))
             .map_err(|e| PathError::other("write the header of", path, e))?;
-        let item: usize = shape.iter().product();
+        let item: usize = item_dims.iter().product();
         let len = file.metadata().map_err(at("read the size of", &tmp))?.len();
         let data_start = len - (order.len() * item * 4) as u64;
         let mut row_of = vec![0; order.len()];

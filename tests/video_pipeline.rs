@@ -1,0 +1,128 @@
+//! A video U-Net through the whole lab: the tiny AnimateDiff folder (tests/data/pipelines/animatediff, made by
+//! `make_video.py`: a `UNetMotionModel` whose sample is [B, C, F, H, W] and whose text condition is repeated per
+//! frame) reproduces diffusers' `AnimateDiffPipeline` clips, latents and decoded frames, from given noise and from
+//! the seed alone; clip shapes that do not fit are one clear error.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests and benchmarks report failure by panicking"
+)]
+
+use std::path::{Path, PathBuf};
+
+use difflab::lab::Results;
+use ndarray::ArrayD;
+use ndarray_npy::read_npy;
+use serde_json::Value;
+use support::{max_difference, run, temp_dir};
+
+mod support;
+
+fn folder() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pipelines/animatediff")
+}
+
+fn reference() -> Value {
+    let text = std::fs::read_to_string(folder().join("reference/reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn reference_array(file: &Value) -> ArrayD<f32> {
+    let data = folder().parent().unwrap().to_path_buf();
+    read_npy(data.join(file.as_str().unwrap())).unwrap()
+}
+
+/// The experiment of the reference: its prompt, guidance and steps, both seeds, DDIM and Euler, 8 frames.
+fn experiment(sampling: &str, shape: &str) -> String {
+    let r = reference();
+    format!(
+        "output = \"out\"\n[model]\npath = {:?}\n{shape}providers = [\"cpu\"]\n[conditioning]\nprompts = [{:?}]\n\
+         [sampling]\n{sampling}\n[[sampler]]\nname = \"ddim\"\nsteps = {steps}\nguidance = [{g}]\n\
+         [[sampler]]\nname = \"euler\"\nsteps = {steps}\nguidance = [{g}]\n",
+        folder(),
+        r["prompt"].as_str().unwrap(),
+        steps = r["num_inference_steps"],
+        g = r["guidance_scale"],
+    )
+}
+
+/// What `--save-samples` wrote for the cell of `sampler`: (latents, frames).
+fn cell_files(dir: &Path, results: &Results, sampler: &str) -> (ArrayD<f32>, ArrayD<f32>) {
+    let cell = results
+        .cells
+        .iter()
+        .find(|c| c.name.starts_with(sampler))
+        .unwrap();
+    assert!(cell.error.is_none(), "{:?}", cell.error);
+    let stem = cell
+        .grid
+        .trim_start_matches("cells/")
+        .trim_end_matches(".png");
+    let read = |kind: &str| read_npy(dir.join(format!("out/{kind}/{stem}.npy"))).unwrap();
+    (read("latents"), read("samples"))
+}
+
+/// Both cases of the reference against the run in `dir`: final latents [N, C, F, H, W] and decoded frames
+/// (difflab's [N, 3, F, H, W] against diffusers' [N, F, H, W, 3]).
+fn check_against_reference(dir: &Path, results: &Results) {
+    for case in reference()["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let (latents, frames) = cell_files(dir, results, name);
+        let want = reference_array(&case["final_latents"]["file"]);
+        assert_eq!(latents.shape(), want.shape());
+        let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let latent_diff = max_difference(&latents, &want);
+        let want = reference_array(&case["frames"]["file"]);
+        let frames = frames.permuted_axes(vec![0, 2, 3, 4, 1]).to_owned();
+        assert_eq!(frames.shape(), want.shape());
+        let frame_diff = max_difference(&frames, &want);
+        println!("{name}: final latents within {latent_diff:.2e} (largest {scale:.1}), frames within {frame_diff:.2e}");
+        assert!(latent_diff < 1e-5 * scale, "{name}: latents differ by {latent_diff}");
+        assert!(frame_diff < 1e-3, "{name}: frames differ by {frame_diff}");
+    }
+}
+
+#[test]
+fn clips_from_given_noise_match_the_animatediff_pipeline() {
+    let dir = temp_dir("difflab-video-given");
+    let noise = folder().join("reference/init_latents.npy");
+    let sampling = format!("seeds = 2\ninit_noise = {noise:?}");
+    let results = run(&dir, &experiment(&sampling, "sample_shape = [4, 8, 8, 8]\n")).unwrap();
+    check_against_reference(&dir, &results);
+}
+
+/// The reference's noise is `torch.randn((1, 4, 8, 8, 8), generator=manual_seed(seed))` per seed: `noise =
+/// "torch"` draws a clip's noise from its seed as one tensor, so the seeds alone give the same clips.
+#[test]
+fn a_seed_alone_gives_the_pipelines_clip() {
+    let dir = temp_dir("difflab-video-torch");
+    let sampling = "seeds = [0, 1]\nnoise = \"torch\"";
+    let results = run(&dir, &experiment(sampling, "sample_shape = [4, 8, 8, 8]\n")).unwrap();
+    check_against_reference(&dir, &results);
+}
+
+#[test]
+fn clip_shapes_that_do_not_fit_are_named() {
+    let dir = temp_dir("difflab-video-errors");
+    // Longer than the motion U-Net's temporal position embedding.
+    let err = run(&dir, &experiment("seeds = 1", "sample_shape = [4, 40, 8, 8]\n")).unwrap_err();
+    assert!(err.contains("motion_max_seq_length, 32"), "{err}");
+    // Noise for images given to a video model.
+    let noise = dir.join("image-noise.npy");
+    ndarray_npy::write_npy(&noise, &ndarray::Array4::<f32>::zeros((1, 4, 8, 8))).unwrap();
+    let sampling = format!("seeds = 1\ninit_noise = {noise:?}");
+    let err = run(&dir, &experiment(&sampling, "sample_shape = [4, 8, 8, 8]\n")).unwrap_err();
+    assert!(err.contains("[N, 4, 8, 8, 8]"), "{err}");
+}
+
+/// Without `sample_shape` the folder's U-Net config gives 8×8 latents and AnimateDiff's 16 frames.
+#[test]
+fn a_folder_without_a_shape_runs_sixteen_frames() {
+    let dir = temp_dir("difflab-video-default");
+    let results = run(&dir, &experiment("seeds = 1", "")).unwrap();
+    let (latents, frames) = cell_files(&dir, &results, "ddim");
+    assert_eq!(latents.shape(), &[1, 4, 16, 8, 8]);
+    assert_eq!(frames.shape(), &[1, 3, 16, 64, 64]);
+}
