@@ -165,7 +165,7 @@ fn values_out_of_bounds_and_jargon_become_plain_errors() {
         (
             GOOD.replace("[1, 4, 4]", "[4, 4]"),
             format!("{p}:4:16: `model.sample_shape`"),
-            "invalid length 2, expected an array of length 3",
+            "sample_shape [4, 4] has 2 sizes; give channels, height and width [C, H, W], or channels, frames, height and width [C, F, H, W]",
         ),
         (
             GOOD.replace("[model]", "[model]\nthreads = 0"),

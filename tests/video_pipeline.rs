@@ -78,8 +78,13 @@ fn check_against_reference(dir: &Path, results: &Results) {
         let frames = frames.permuted_axes(vec![0, 2, 3, 4, 1]).to_owned();
         assert_eq!(frames.shape(), want.shape());
         let frame_diff = max_difference(&frames, &want);
-        println!("{name}: final latents within {latent_diff:.2e} (largest {scale:.1}), frames within {frame_diff:.2e}");
-        assert!(latent_diff < 1e-5 * scale, "{name}: latents differ by {latent_diff}");
+        println!(
+            "{name}: final latents within {latent_diff:.2e} (largest {scale:.1}), frames within {frame_diff:.2e}"
+        );
+        assert!(
+            latent_diff < 1e-5 * scale,
+            "{name}: latents differ by {latent_diff}"
+        );
         assert!(frame_diff < 1e-3, "{name}: frames differ by {frame_diff}");
     }
 }
@@ -89,7 +94,11 @@ fn clips_from_given_noise_match_the_animatediff_pipeline() {
     let dir = temp_dir("difflab-video-given");
     let noise = folder().join("reference/init_latents.npy");
     let sampling = format!("seeds = 2\ninit_noise = {noise:?}");
-    let results = run(&dir, &experiment(&sampling, "sample_shape = [4, 8, 8, 8]\n")).unwrap();
+    let results = run(
+        &dir,
+        &experiment(&sampling, "sample_shape = [4, 8, 8, 8]\n"),
+    )
+    .unwrap();
     check_against_reference(&dir, &results);
 }
 
@@ -107,14 +116,36 @@ fn a_seed_alone_gives_the_pipelines_clip() {
 fn clip_shapes_that_do_not_fit_are_named() {
     let dir = temp_dir("difflab-video-errors");
     // Longer than the motion U-Net's temporal position embedding.
-    let err = run(&dir, &experiment("seeds = 1", "sample_shape = [4, 40, 8, 8]\n")).unwrap_err();
+    let err = run(
+        &dir,
+        &experiment("seeds = 1", "sample_shape = [4, 40, 8, 8]\n"),
+    )
+    .unwrap_err();
     assert!(err.contains("motion_max_seq_length, 32"), "{err}");
     // Noise for images given to a video model.
     let noise = dir.join("image-noise.npy");
     ndarray_npy::write_npy(&noise, &ndarray::Array4::<f32>::zeros((1, 4, 8, 8))).unwrap();
     let sampling = format!("seeds = 1\ninit_noise = {noise:?}");
-    let err = run(&dir, &experiment(&sampling, "sample_shape = [4, 8, 8, 8]\n")).unwrap_err();
+    let err = run(
+        &dir,
+        &experiment(&sampling, "sample_shape = [4, 8, 8, 8]\n"),
+    )
+    .unwrap_err();
     assert!(err.contains("[N, 4, 8, 8, 8]"), "{err}");
+}
+
+#[test]
+fn a_frame_rate_for_an_image_model_is_an_error() {
+    let dir = temp_dir("difflab-video-fps");
+    let text = format!(
+        "output = \"out\"\n[model]\npath = {:?}\nfps = 8\n[[sampler]]\nname = \"ddim\"\nsteps = 2\n",
+        folder().with_file_name("classcond")
+    );
+    let err = run(&dir, &text).unwrap_err();
+    assert!(
+        err.contains("[model] fps") && err.contains("images"),
+        "{err}"
+    );
 }
 
 /// Without `sample_shape` the folder's U-Net config gives 8×8 latents and AnimateDiff's 16 frames.

@@ -456,10 +456,10 @@ pub fn report_merged(
     }
     let shape = merged
         .first()
-        .map_or([1, 1, 1], |m| display_shape(m.image_shape));
+        .map_or([1, 1, 1], |m| display_shape(m.image_shape, m.frames));
     let finished: Vec<&MergedCell> = merged.iter().filter(|m| !m.result.failed()).collect();
     let display: Vec<Vec<f32>> = (finished.iter())
-        .map(|m| for_display(m.images.clone(), m.image_shape))
+        .map(|m| for_display(m.images.clone(), m.image_shape, m.frames))
         .collect();
     let done_ok: Vec<CellResult> = finished.iter().map(|m| m.result.clone()).collect();
     let images: Vec<Option<&Vec<f32>>> = display.iter().map(Some).collect();

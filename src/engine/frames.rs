@@ -22,6 +22,29 @@ pub fn frame_shape([c, fh, w]: [usize; 3], frames: usize) -> [usize; 3] {
     [c, fh / frames.max(1), w]
 }
 
+/// Clips [N, C, F, H, W] → strips [N, C, H, F, W]: each clip's frames side by side, read as C × H × F·W
+/// images; `frame` is one frame's C, H, W.
+pub fn frames_side_by_side(clips: &[f32], [_, h, w]: [usize; 3], frames: usize) -> Vec<f32> {
+    // Each channel plane [F, H, W] → [H, F, W].
+    swap_middle_axes(clips, frames, h, w)
+}
+
+/// Frame `k` of one clip shown as a strip of its frames (C × H × F·W, see [`frames_side_by_side`]), with
+/// its shape C × H × W.
+pub fn strip_frame(
+    strip: &[f32],
+    [c, h, fw]: [usize; 3],
+    frames: usize,
+    k: usize,
+) -> (Vec<f32>, [usize; 3]) {
+    let w = fw / frames.max(1);
+    let frame = (strip.chunks(fw))
+        .flat_map(|row| row.get(k * w..(k + 1) * w).unwrap_or_default())
+        .copied()
+        .collect();
+    (frame, [c, h, w])
+}
+
 /// One item's dims as files give them: [C, H, W], or a clip's [C, F, H, W].
 pub fn item_dims([c, h, w]: [usize; 3], frames: usize) -> Vec<usize> {
     match frames {

@@ -115,6 +115,9 @@ pub struct ModelSpec {
     pub sample_shape: Option<[usize; 3]>,
     /// Frames per clip, for a video model whose frame count the model does not fix.
     pub frames: Option<usize>,
+    /// `[model] fps`: a video model's clips play at this many frames a second (the dashboard,
+    /// `cells/<cell>.gif`); `None`: [`DEFAULT_FPS`].
+    pub fps: Option<f64>,
     /// The other parts of a pipeline, given beside a bare U-Net file (resolved, existing).
     pub vae_decoder: Option<PathBuf>,
     /// The VAE encoder img2img encodes start images with (its config.json beside it, as Optimum writes it).
@@ -126,6 +129,16 @@ pub struct ModelSpec {
     pub text_encoder: Option<PathBuf>,
     /// A folder with tokenizer.json, or vocab.json and merges.txt.
     pub tokenizer: Option<PathBuf>,
+}
+
+/// The frame rate a video model's clips play at unless `[model] fps` says: diffusers' `export_to_video`'s.
+pub const DEFAULT_FPS: f64 = 8.0;
+
+impl ModelSpec {
+    /// The frame rate clips play at.
+    pub fn fps(&self) -> f64 {
+        self.fps.unwrap_or(DEFAULT_FPS)
+    }
 }
 
 /// One sampler with its step counts: each (sampler, steps) pair is a cell of the comparison.

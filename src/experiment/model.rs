@@ -60,6 +60,7 @@ impl Reading<'_> {
             roles: self.roles(m)?,
             sample_shape,
             frames,
+            fps: self.fps(m)?,
             vae_decoder,
             vae_encoder,
             controlnet,
@@ -372,6 +373,19 @@ impl Reading<'_> {
             self.warn(None, t.span(), "model.threads", note);
         }
         Ok(Some(threads))
+    }
+
+    /// `[model] fps`: a frame rate a GIF and a terminal can play, 1 to 50 frames a second.
+    fn fps(&self, m: &ModelSection) -> Result<Option<f64>, ExperimentError> {
+        let Some(fps) = &m.fps else { return Ok(None) };
+        let value = *fps.get_ref();
+        if !(1.0..=50.0).contains(&value) {
+            let message = format!(
+                "{value} is not a frame rate clips can play at: give 1 to 50 frames a second"
+            );
+            return Err(self.error(fps.span(), "model.fps", message));
+        }
+        Ok(Some(value))
     }
 
     /// `[model.roles]`: each key a role difflab knows.

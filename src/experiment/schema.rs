@@ -35,6 +35,7 @@ pub(super) struct ModelSection {
     pub cuda: Option<CudaSection>,
     pub roles: Option<BTreeMap<Spanned<String>, String>>,
     pub sample_shape: Option<Spanned<Vec<usize>>>,
+    pub fps: Option<Spanned<f64>>,
     pub vae_decoder: Option<Spanned<String>>,
     pub vae_encoder: Option<Spanned<String>>,
     /// ControlNets exported on their own: one file, or a list (their residuals are summed).

@@ -19,8 +19,11 @@ pub enum LabEvent {
     /// The cells about to run (or be reused), and where the model runs.
     Planned {
         cells: Vec<Cell>,
-        /// One image's C, H, W as previews and finished samples come (decoded, for latent models).
+        /// One image's C, H, W as previews and finished samples come (decoded, for latent models); a video
+        /// model's clip comes as a strip of its frames left to right, C × H × F·W.
         sample_shape: [usize; 3],
+        /// Frames per sample: 1 for images.
+        frames: usize,
         provider: String,
         /// Every provider tried and what happened to it.
         providers_note: String,

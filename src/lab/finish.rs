@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use super::cell_output::CellOutput;
-use super::display::{display_shape, for_display};
+use super::clip_gif::write_clip_gif;
+use super::display::{display_shape, fit_display, for_display};
 use super::images::{grid, save_png, upscale, upscale_factor};
 use super::latent_preview::LatentPreview;
 use super::plan::Cell;
@@ -15,7 +16,7 @@ use super::scores::Inputs;
 use super::scoring::Quality;
 use super::tally::{Against, Tally};
 use crate::engine::VaeDecoder;
-use crate::engine::frames::item_dims;
+use crate::engine::frames::{frame_shape, item_dims};
 use crate::path_error::PathError;
 
 /// What every cell run on the loaded networks records of them.
@@ -57,6 +58,8 @@ impl Finish<'_> {
         let mut output = std::mem::replace(&mut state.output, CellOutput::new(0, None, None));
         let images = output.kept_images[..cell.preview * item].to_vec();
         let grid_path = write_grid(self.out, cell, &images, shape)?;
+        let clips = (shape, self.pictures.frames);
+        write_clips(self.out, cell, &images, clips, self.pictures.fps)?;
         for file in [output.sample_file.take(), output.latent_file.take()]
             .into_iter()
             .flatten()
@@ -104,7 +107,7 @@ impl Finish<'_> {
                 result.put_scores(&inputs);
             }
         }
-        Ok((result, for_display(images, shape)))
+        Ok((result, for_display(images, shape, self.pictures.frames)))
     }
 
     /// A cell's output before its first lane: where its samples file goes (`--save-samples`), and how many
@@ -210,6 +213,28 @@ pub fn write_grid(
     Ok(grid_path)
 }
 
+/// Writes a video model's cell as `cells/<cell>.gif` under `out` (`images`, its preview clips in [-1, 1], in the
+/// grid's places), playing at `fps`; for images, removes a GIF an earlier run of the cell left.
+pub fn write_clips(
+    out: &Path,
+    cell: &Cell,
+    images: &[f32],
+    (shape, frames): ([usize; 3], usize),
+    fps: f64,
+) -> Result<(), PathError> {
+    let path = out.join(format!("cells/{}.gif", cell.file_stem()));
+    if frames <= 1 {
+        return match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(PathError::io("remove", &path, &e))
+            }
+            _ => Ok(()),
+        };
+    }
+    let layout = (cell.preview, grid_columns(cell));
+    write_clip_gif(&path, images, (shape, frames), layout, fps)
+}
+
 /// A cell's squared errors against its reference solve.
 fn against(solution: &Solution, samples: &[f32], images: &[f32]) -> Against {
     let (data, decoded) = reference::compare(solution, samples, images);
@@ -236,6 +261,8 @@ pub(super) struct Pictures {
     pub sample_shape: [usize; 3],
     /// Frames per sample (a video model's clips are C, F·H, W, see [`crate::engine::frames`]); 1 for images.
     pub frames: usize,
+    /// Frames a second a clip plays at (`[model] fps`).
+    pub fps: f64,
     /// `[sampling] preview = "decode"`: previews through the decoder every k steps instead of the map.
     pub decode_every: Option<usize>,
     /// Images per VAE decoder call (`[model] vae_batch`).
@@ -257,7 +284,7 @@ impl Pictures {
         }
         // A failed preview decode shows nothing; the finished cell's decode reports the failure.
         let (images, _) = vae.decode(x0, self.sample_shape, self.vae_batch).ok()?;
-        Some(for_display(images, self.image_shape))
+        Some(for_display(images, self.image_shape, self.frames))
     }
 
     /// A preview of the noisy samples x_t (the model's input, scaled back by `divisor` as diffusers'
@@ -269,10 +296,11 @@ impl Pictures {
 
     /// Previews of x0 at the display size: the cheap latent→RGB map for latent models.
     fn preview(&self, x0: &[f32]) -> Vec<f32> {
-        let display = display_shape(self.image_shape);
+        let display = display_shape(self.image_shape, self.frames);
         let (rgb, shape) = match &self.preview {
             Some(map) => {
-                let scale = (display[1] / self.sample_shape[1].max(1)).max(1);
+                let frame = frame_shape(self.sample_shape, self.frames);
+                let scale = (display[1] / frame[1].max(1)).max(1);
                 let [_, h, w] = self.sample_shape;
                 (
                     map.rgb(x0, self.sample_shape, scale),
@@ -282,10 +310,7 @@ impl Pictures {
             None if self.decoder.is_some() => return Vec::new(),
             None => (self.pixels(x0), self.sample_shape),
         };
-        match shape == display {
-            true => rgb,
-            false => super::resize::fit(&rgb, shape, display),
-        }
+        fit_display(rgb, shape, display, self.frames)
     }
 
     /// Finished samples as images in [-1, 1]: decoded for latent models, `vae_batch` at a time.

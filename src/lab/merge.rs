@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::baseline::{Compared, compare_results};
-use super::finish::{tally_path, write_grid};
+use super::finish::{tally_path, write_clips, write_grid};
 use super::plan::{Cell, Plan, plan_run};
 use super::results::{CellResult, Results};
 use super::scores::{Features, Inputs};
@@ -20,6 +20,8 @@ pub struct MergedCell {
     pub result: CellResult,
     pub images: Vec<f32>,
     pub image_shape: [usize; 3],
+    /// Frames per sample: 1 for images.
+    pub frames: usize,
 }
 
 /// The shard counts with folders under `out/shards`, smallest first.
@@ -92,7 +94,7 @@ pub fn merge(experiment: &Experiment, count: usize) -> Result<Vec<MergedCell>, S
     for cell in &plan.cells {
         merged.push(merge_cell(experiment, cell, &shards, reference.as_ref())?);
     }
-    write(out, &merged, &shards)?;
+    write(out, &merged, &shards, experiment.model.fps())?;
     for (i, result) in super::start_distance::compare_results(experiment, &plan.cells, out)? {
         merged[i].result = result;
     }
@@ -243,6 +245,7 @@ fn merge_cell(
         result,
         images: tally.previews,
         image_shape,
+        frames: shards.first().map_or(1, |s| s.results.frames()),
     })
 }
 
@@ -267,16 +270,19 @@ fn combine(cell: &Cell, parts: &[&CellResult]) -> CellResult {
 }
 
 /// Writes the merged cells' grids and the results files (the shards' model calls summed).
-fn write(out: &Path, merged: &[MergedCell], shards: &[ShardFiles]) -> Result<(), String> {
+fn write(out: &Path, merged: &[MergedCell], shards: &[ShardFiles], fps: f64) -> Result<(), String> {
     let (mut results, _) = Results::open(&out.join("results.json")).map_err(|e| e.to_string())?;
     results.experiment = shards[0].results.experiment.clone();
     results.model_calls = shards.iter().map(|s| s.results.model_calls).sum();
     results.unbatched_model_calls = shards.iter().map(|s| s.results.unbatched_model_calls).sum();
     // What reading the grids back needs (a later run that reuses the cells, the baseline comparison).
     results.image_shape = merged.first().map(|m| m.image_shape);
+    results.set_frames(merged.first().map_or(1, |m| m.frames));
     for m in merged {
         if m.result.error.is_none() {
             write_grid(out, &m.cell, &m.images, m.image_shape).map_err(|e| e.to_string())?;
+            write_clips(out, &m.cell, &m.images, (m.image_shape, m.frames), fps)
+                .map_err(|e| e.to_string())?;
         }
         results.put(m.result.clone());
     }

@@ -3,6 +3,7 @@
 
 mod baseline;
 mod cell_output;
+mod clip_gif;
 pub mod conditioning;
 pub mod difference;
 pub mod display;

@@ -8,6 +8,7 @@ use super::latent_preview::LatentPreview;
 use super::start_images::{self, ControlImages, StartImages};
 use super::tensorrt::{TextLengths, note_if_tensorrt, text_lengths, unet_batch, with_profile};
 use crate::engine::flux::FluxDenoiser;
+use crate::engine::frames::clip_shape;
 use crate::engine::pipeline_folder::{
     Family, PipelineFolder, VaePart, read_pipeline, read_vae_part,
 };
@@ -282,15 +283,17 @@ fn tf32_of(provider: ProviderKind, options: &ProviderOptions) -> Option<bool> {
 }
 
 /// One finished image's C, H, W as the configs give it, without loading a network: the latent shape (from
-/// `sample_shape` or the U-Net's config) times the VAE's scale. `None` where only a loaded U-Net can tell.
-pub fn image_shape_unloaded(experiment: &Experiment) -> Option<[usize; 3]> {
+/// `sample_shape` or the U-Net's config) times the VAE's scale, with the frames per sample (a clip's image is
+/// C, F·H, W). `None` where only a loaded U-Net can tell.
+pub fn image_shape_unloaded(experiment: &Experiment) -> Option<([usize; 3], usize)> {
     let m = &experiment.model;
-    let (latent, vae) = match &m.source {
-        ModelSource::Analytic => return Some(m.sample_shape.unwrap_or([1, 8, 8])),
+    let (latent, frames, vae) = match &m.source {
+        ModelSource::Analytic => return Some((m.sample_shape.unwrap_or([1, 8, 8]), 1)),
         ModelSource::Pipeline(dir) => {
             let folder = read_pipeline(dir).ok()?;
             (
                 m.sample_shape.or(folder.latent_shape())?,
+                m.frames.or(folder.default_frames()),
                 folder.vae_decoder,
             )
         }
@@ -299,14 +302,16 @@ pub fn image_shape_unloaded(experiment: &Experiment) -> Option<[usize; 3]> {
                 Some(path) => Some(read_vae_part(path).ok()?),
                 None => None,
             };
-            (m.sample_shape?, vae)
+            (m.sample_shape?, m.frames, vae)
         }
     };
     let [_, h, w] = latent;
-    Some(match vae {
+    let frame = match vae {
         Some(v) => [3, h * v.scale_factor, w * v.scale_factor],
         None => latent,
-    })
+    };
+    let frames = frames.unwrap_or(1);
+    Some((clip_shape(frame, frames), frames))
 }
 
 /// A motion U-Net's temporal position embedding holds `max` frames: a longer clip fails inside the graph.

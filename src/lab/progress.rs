@@ -66,8 +66,10 @@ pub struct Outcome {
 #[derive(Debug)]
 pub struct Progress {
     pub cells: Vec<CellView>,
-    /// One sample's C, H, W in model space.
+    /// One sample's C, H, W as displayed (a clip: a strip of its frames, C × H × F·W).
     pub sample_shape: [usize; 3],
+    /// Frames per sample: 1 for images.
+    pub frames: usize,
     pub provider: String,
     pub providers_note: String,
     /// The providers that did not run, in a few words, for a status line.
@@ -97,6 +99,7 @@ impl Default for Progress {
         Progress {
             cells: Vec::new(),
             sample_shape: [1, 1, 1],
+            frames: 1,
             provider: String::new(),
             providers_note: String::new(),
             providers_summary: String::new(),
@@ -138,6 +141,7 @@ impl Progress {
             LabEvent::Planned {
                 cells,
                 sample_shape,
+                frames,
                 provider,
                 providers_note,
                 providers_summary,
@@ -146,6 +150,7 @@ impl Progress {
                 self.starts = None;
                 self.plan(cells);
                 self.sample_shape = sample_shape;
+                self.frames = frames;
                 self.provider = provider;
                 let providers_changed = providers_note != self.providers_note;
                 self.providers_note = providers_note;

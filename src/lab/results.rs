@@ -123,9 +123,21 @@ pub struct Results {
     /// so a run whose cells are all up to date loads no model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_shape: Option<[usize; 3]>,
+    /// Frames per clip of a video model (its images are clips C, F·H, W); absent for images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames: Option<usize>,
 }
 
 impl Results {
+    /// Frames per sample: 1 for images.
+    pub fn frames(&self) -> usize {
+        self.frames.unwrap_or(1)
+    }
+
+    /// Records the frames per sample (nothing for images).
+    pub fn set_frames(&mut self, frames: usize) {
+        self.frames = (frames > 1).then_some(frames);
+    }
     /// Reads results.json; a missing or unreadable file is an empty result set (for display; a run
     /// uses [`Results::open`], which keeps an unreadable file).
     pub fn load(path: &Path) -> Self {

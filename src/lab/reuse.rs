@@ -19,6 +19,7 @@ pub(super) fn reuse_all(cells: &[Cell], out: &Path, tallied: bool, tx: &Sender<L
     let Some(image_shape) = results.image_shape else {
         return false;
     };
+    let frames = results.frames();
     let earlier: Option<Vec<&CellResult>> = cells
         .iter()
         .map(|cell| earlier_result(cell, &results, out, tallied))
@@ -28,7 +29,8 @@ pub(super) fn reuse_all(cells: &[Cell], out: &Path, tallied: bool, tx: &Sender<L
     };
     let _ = tx.send(LabEvent::Planned {
         cells: cells.to_vec(),
-        sample_shape: display_shape(image_shape),
+        sample_shape: display_shape(image_shape, frames),
+        frames,
         provider: first.provider.clone(),
         providers_note: format!(
             "every cell is up to date: the model was not loaded (the cells ran on {})",
@@ -36,7 +38,8 @@ pub(super) fn reuse_all(cells: &[Cell], out: &Path, tallied: bool, tx: &Sender<L
         ),
         providers_summary: String::new(),
     });
-    reuse_cached(cells, &mut results, out, image_shape, false, tallied, tx);
+    let shape = (image_shape, frames);
+    reuse_cached(cells, &mut results, out, shape, false, tallied, tx);
     let _ = tx.send(LabEvent::Log("every cell is up to date".into()));
     true
 }
@@ -63,7 +66,7 @@ pub(super) fn reuse_cached(
     cells: &[Cell],
     results: &mut Results,
     out: &Path,
-    sample_shape: [usize; 3],
+    (sample_shape, frames): ([usize; 3], usize),
     force: bool,
     tallied: bool,
     tx: &Sender<LabEvent>,
@@ -76,6 +79,7 @@ pub(super) fn reuse_cached(
                 let images = for_display(
                     read_grid(&out.join(&r.grid), sample_shape, cell),
                     sample_shape,
+                    frames,
                 );
                 let result = as_current(cell, &r, out);
                 if result.name != r.name

@@ -100,8 +100,8 @@ fn run_planned(
         let _ = tx.send(LabEvent::Loading(format!("{what}…")));
     };
     if watched.is_none() && !options.force && reuse_all(&run.cells, &run.out, tallied, tx) {
-        if let Some(shape) = image_shape_unloaded(experiment) {
-            send_start_tiles(experiment, &run.cells, shape, tx);
+        if let Some((shape, frames)) = image_shape_unloaded(experiment) {
+            send_start_tiles(experiment, &run.cells, (shape, frames), tx);
         }
         // Where networks are kept (the dashboard), they are loaded now, after every cell is shown, so the
         // first edit that needs a run does not wait for them.
@@ -116,10 +116,11 @@ fn run_planned(
         return Ok(());
     }
     // Shards run the model; watching them needs only the shape of their images.
-    if let Some((count, image_shape)) = watched.zip(image_shape_unloaded(experiment)) {
+    if let Some((count, (image_shape, frames))) = watched.zip(image_shape_unloaded(experiment)) {
         let _ = tx.send(LabEvent::Planned {
             cells: run.cells.clone(),
-            sample_shape: display_shape(image_shape),
+            sample_shape: display_shape(image_shape, frames),
+            frames,
             provider: "shards".into(),
             providers_note: format!("{count} shards run the model; it is not loaded here"),
             providers_summary: String::new(),
@@ -167,12 +168,19 @@ fn run_with(
     let tallied = shard_items.is_some();
     let notes = condition(experiment, model, reused, &cells)?;
     let decode_every = decode_every(experiment, model, tx);
+    if model.frames == 1 && experiment.model.fps.is_some() {
+        return Err(Stop::Error(
+            "[model] fps is the frame rate of a video model's clips; this model's samples are images: remove it"
+                .into(),
+        ));
+    }
     let (sample_shape, image_shape) = (model.sample_shape, model.image_shape);
     let item: usize = sample_shape.iter().product();
     let init_noise = initial_noise(experiment, (sample_shape, model.frames), &cells)?;
     let _ = tx.send(LabEvent::Planned {
         cells: cells.clone(),
-        sample_shape: display_shape(image_shape),
+        sample_shape: display_shape(image_shape, model.frames),
+        frames: model.frames,
         provider: model.provider.clone(),
         providers_note: model.providers_note.clone(),
         providers_summary: model.providers_summary.clone(),
@@ -180,16 +188,16 @@ fn run_with(
     for note in notes {
         let _ = tx.send(LabEvent::Log(note));
     }
-    send_start_tiles(experiment, &cells, image_shape, tx);
+    send_start_tiles(experiment, &cells, (image_shape, model.frames), tx);
     if let Some(count) = watched {
         return watch_and_merge(experiment, &cells, count, cancel, tx);
     }
-    let mut results = open_results(experiment, out, image_shape, tx)?;
+    let mut results = open_results(experiment, out, (image_shape, model.frames), tx)?;
     let pending = reuse_cached(
         &cells,
         &mut results,
         out,
-        image_shape,
+        (image_shape, model.frames),
         options.force,
         tallied,
         tx,
@@ -232,6 +240,7 @@ fn run_with(
                 image_shape,
                 sample_shape,
                 frames: model.frames,
+                fps: experiment.model.fps(),
                 vae_batch: model.vae_batch,
                 unit_range,
             },
@@ -333,7 +342,7 @@ fn initial_noise(
 fn open_results(
     experiment: &Experiment,
     out: &Path,
-    image_shape: [usize; 3],
+    (image_shape, frames): ([usize; 3], usize),
     tx: &Sender<LabEvent>,
 ) -> Result<Results, Stop> {
     std::fs::create_dir_all(out).map_err(at("create the output folder", out))?;
@@ -343,6 +352,7 @@ fn open_results(
     }
     results.experiment = experiment.name.clone();
     results.image_shape = Some(image_shape);
+    results.set_frames(frames);
     Ok(results)
 }
 
@@ -387,7 +397,7 @@ fn watch_and_merge(
         let _ = tx.send(LabEvent::CellDone {
             cell,
             result: Box::new(m.result),
-            images: for_display(m.images, m.image_shape),
+            images: for_display(m.images, m.image_shape, m.frames),
             cached: false,
         });
     }
@@ -474,7 +484,7 @@ fn load_quality(experiment: &Experiment) -> Result<Option<Quality<'_>>, Stop> {
 fn send_start_tiles(
     experiment: &Experiment,
     cells: &[Cell],
-    image_shape: [usize; 3],
+    (image_shape, frames): ([usize; 3], usize),
     tx: &Sender<LabEvent>,
 ) {
     let (Some(spec), Some(cell)) = (experiment.conditioning.as_ref(), cells.first()) else {
@@ -493,7 +503,7 @@ fn send_start_tiles(
     };
     match tiles {
         Ok(images) => {
-            let images = for_display(images, image_shape);
+            let images = for_display(images, image_shape, frames);
             let _ = tx.send(LabEvent::StartImages { images, kind });
         }
         Err(e) => {

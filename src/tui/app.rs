@@ -15,7 +15,7 @@ use super::training::{Pane, TrainingState};
 
 /// Lines the run overview scrolls by a page key.
 const OVERVIEW_PAGE: u16 = 10;
-use crate::experiment::Experiment;
+use crate::experiment::{DEFAULT_FPS, Experiment};
 use crate::lab::LabEvent;
 use crate::lab::progress::{Change, Progress};
 use crate::quality::{SolveError, solve_error};
@@ -137,6 +137,8 @@ pub struct State {
     pub scrub: Option<usize>,
     /// Whether stepping through the run shows x_t (`n`) rather than the x0 prediction.
     pub noisy: bool,
+    /// A video model's clips playing (`f`): the frame shown; `None`: each clip as a strip of its frames.
+    pub playing: Option<usize>,
     /// The X/Y view's axes and held values.
     pub xy: XyChoice,
     /// Which of the charted metrics the Quality view plots (`m` steps through them).
@@ -188,6 +190,8 @@ pub enum Msg {
     Training(super::training::TrainingUpdate),
     /// SIGTERM, SIGHUP or SIGINT.
     Signal(&'static str),
+    /// Time for the next frame of the playing clips.
+    NextFrame,
 }
 
 const LOG_LINES: usize = 500;
@@ -225,6 +229,7 @@ impl State {
             xy: XyChoice::new(),
             scrub: None,
             noisy: false,
+            playing: None,
             baseline: None,
             compare: Compare::Images,
             baseline_errors: HashMap::new(),
@@ -395,6 +400,11 @@ impl State {
                 }
                 Vec::new()
             }
+            Msg::NextFrame => {
+                let frames = self.lab.frames.max(1);
+                self.playing = self.playing.map(|k| (k + 1) % frames);
+                Vec::new()
+            }
             Msg::Signal(name) => {
                 self.quit = true;
                 self.push_log(format!("{name}: quitting"));
@@ -405,6 +415,15 @@ impl State {
                 }
             }
         }
+    }
+
+    /// How long each frame of the playing clips shows (`[model] fps`).
+    pub fn frame_interval(&self) -> std::time::Duration {
+        let fps = self
+            .experiment
+            .as_ref()
+            .map_or(DEFAULT_FPS, |e| e.model.fps());
+        std::time::Duration::from_secs_f64(1.0 / fps)
     }
 
     pub fn file_name(&self) -> String {
@@ -462,6 +481,15 @@ impl State {
                 if self.scrub.is_none() {
                     self.scrub_by(false);
                 }
+            }
+            Action::Play if self.lab.frames > 1 => {
+                self.playing = match self.playing {
+                    Some(_) => None,
+                    None => Some(0),
+                };
+            }
+            Action::Play => {
+                self.push_log("f plays a video model's clips; this model's samples are images")
             }
             Action::RunOrCancel => {
                 return match self.run {

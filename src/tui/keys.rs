@@ -43,6 +43,7 @@ pub enum Action {
     StepBack,
     StepForward,
     Noisy,
+    Play,
     TrainingPane,
 }
 
@@ -140,6 +141,11 @@ pub fn key_rows() -> Vec<KeyRow> {
             "n",
             "focused cell: x_t or the x0 prediction at each step",
             &[(char('n'), Noisy)],
+        ),
+        row(
+            "f",
+            "video clips: a strip of their frames, or playing",
+            &[(char('f'), Play)],
         ),
         row(
             "Esc",

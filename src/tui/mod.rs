@@ -33,6 +33,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use app::{Effect, ImageSlot, Msg, State};
 use images::ImageMode;
 
+use crate::engine::frames::strip_frame;
 use crate::experiment::Experiment;
 use crate::lab::model_cache::ModelCache;
 use crate::lab::{self, CancelSwitch, RunOptions};
@@ -163,7 +164,7 @@ fn follow_training(
 /// something changed.
 struct Screen {
     term: terminal::Term,
-    requested: HashMap<ImageSlot, (u64, (u16, u16))>,
+    requested: HashMap<ImageSlot, Requested>,
     dirty: bool,
     graphics: bool,
     overlay_drawn: bool,
@@ -211,8 +212,12 @@ async fn event_loop(
     encoder: &std::sync::mpsc::Sender<images::Request>,
 ) -> anyhow::Result<()> {
     let mut events = EventStream::new();
+    let mut next_frame = tokio::time::Instant::now();
     while !state.quit {
         let next_draw = tokio::time::Instant::from_std(screen.last_draw + FRAME_INTERVAL);
+        if state.playing.is_none() {
+            next_frame = tokio::time::Instant::now() + state.frame_interval();
+        }
         tokio::select! {
             event = events.next() => match event {
                 Some(Ok(Event::Key(key))) => {
@@ -233,6 +238,12 @@ async fn event_loop(
             }
             _ = tokio::time::sleep_until(next_draw), if screen.dirty => {
                 state.screen = screen.draw(state, encoder)?;
+            }
+            // Playing clips advance at the experiment's frame rate, and only then.
+            _ = tokio::time::sleep_until(next_frame), if state.playing.is_some() => {
+                state.update(Msg::NextFrame);
+                next_frame += state.frame_interval();
+                screen.dirty = true;
             }
         }
     }
@@ -268,18 +279,21 @@ fn repaint(term: &mut terminal::Term) -> std::io::Result<()> {
     term.resize(area)
 }
 
+/// What a slot was last encoded from: its images' version, the playing clips' frame, the tile's size.
+type Requested = (u64, Option<usize>, (u16, u16));
+
 /// Asks the encoder for every image the frame shows whose content or size changed.
 fn request_images(
     state: &State,
     area: Rect,
     encoder: &std::sync::mpsc::Sender<images::Request>,
-    requested: &mut HashMap<ImageSlot, (u64, (u16, u16))>,
+    requested: &mut HashMap<ImageSlot, Requested>,
 ) {
     for (slot, rect) in view::image_slots(state, area) {
         let Some(request) = tile_request(state, slot, rect) else {
             continue;
         };
-        let wanted = (request.version, request.size);
+        let wanted = (request.version, state.playing, request.size);
         if requested.get(&slot) == Some(&wanted) {
             continue;
         }
@@ -316,17 +330,27 @@ pub(crate) fn tile_request(state: &State, slot: ImageSlot, rect: Rect) -> Option
     if rect.width == 0 || rect.height == 0 {
         return None;
     }
+    let (own, shape) = shown_frame(state, own, state.lab.sample_shape);
+    let baseline = baseline.map(|b| Arc::new(shown_frame(state, &b, state.lab.sample_shape).0));
     Some(images::Request {
         slot,
         version,
         size: (rect.width, rect.height),
-        samples: Arc::new(own.to_vec()),
-        shape: state.lab.sample_shape,
+        samples: Arc::new(own),
+        shape,
         count: 1,
         columns: Some(1),
         baseline,
         log_image: None,
     })
+}
+
+/// A clip's strip of frames (C × H × F·W), or only the frame playing; an image as it is.
+fn shown_frame(state: &State, strip: &[f32], shape: [usize; 3]) -> (Vec<f32>, [usize; 3]) {
+    match state.playing {
+        Some(k) if state.lab.frames > 1 => strip_frame(strip, shape, state.lab.frames, k),
+        _ => (strip.to_vec(), shape),
+    }
 }
 
 /// The encoding of a preview sample's start image.
@@ -363,12 +387,13 @@ fn frame_request(state: &State, slot: ImageSlot, k: usize, rect: Rect) -> Option
     if rect.width == 0 || rect.height == 0 {
         return None;
     }
+    let (sample, shape) = shown_frame(state, &sample, trajectory.shape);
     Some(images::Request {
         slot,
         version: cell.version,
         size: (rect.width, rect.height),
         samples: Arc::new(sample),
-        shape: trajectory.shape,
+        shape,
         count: 1,
         columns: Some(1),
         baseline: None,

@@ -105,13 +105,32 @@ pub fn tile_size(shape: [usize; 3], font: Option<(u16, u16)>, zoom: f64) -> (u16
     }
 }
 
-/// The smallest legible tile for the run's images: 16 columns in half blocks, 64 pixels wide in graphics.
+/// The tile for the run's images as shown at `zoom`: a video model's clip is a strip of its frames, each the
+/// size of an image's tile, or (playing) one frame.
+fn shown_tile(state: &State, zoom: f64) -> (u16, u16) {
+    let frames = state.lab.frames.max(1);
+    let [c, h, strip_w] = state.lab.sample_shape;
+    let (cols, rows) = tile_size([c, h, strip_w / frames], state.font, zoom);
+    match state.playing {
+        Some(_) => (cols, rows),
+        None => (cols * frames as u16, rows),
+    }
+}
+
+/// The smallest legible tile for the run's images: 16 columns in half blocks, 64 pixels wide in graphics
+/// (a clip's frames each).
 fn legible(state: &State) -> (u16, u16) {
-    let [c, h, w] = state.lab.sample_shape;
+    let frames = state.lab.frames.max(1);
+    let [c, h, strip_w] = state.lab.sample_shape;
+    let w = strip_w / frames;
     // The size whose own tile is the minimum: half blocks show 16-pixel-wide images at 16 columns, graphics
     // 64-pixel-wide ones at 64 px.
     let small = if state.font.is_none() { 16 } else { 64 };
-    tile_size([c, (h * small).div_ceil(w.max(1)), small], state.font, 1.0)
+    let (cols, rows) = tile_size([c, (h * small).div_ceil(w.max(1)), small], state.font, 1.0);
+    match state.playing {
+        Some(_) => (cols, rows),
+        None => (cols * frames as u16, rows),
+    }
 }
 
 /// How many tiles of `tile` fit in `room` cells along one side.
@@ -234,7 +253,7 @@ impl Fitted {
         focused: bool,
         zoom: usize,
     ) -> Self {
-        let tile = tile_size(state.lab.sample_shape, state.font, ZOOMS[zoom]);
+        let tile = shown_tile(state, ZOOMS[zoom]);
         Self::sized(cell, area, cells, focused, tile)
     }
 

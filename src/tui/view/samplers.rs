@@ -226,7 +226,20 @@ fn header(state: &State, page: &Page) -> (String, Vec<&'static str>) {
         false => format!("{}×", ZOOMS[page.zoom]),
     });
     parts.extend(scrubbed_step(state));
+    let frames = state.lab.frames;
+    if frames > 1 {
+        parts.push(match state.playing {
+            Some(k) => format!("frame {} of {frames}", k + 1),
+            None => format!("{frames} frames"),
+        });
+    }
     let mut hints = vec!["z/Z zoom"];
+    if frames > 1 {
+        hints.push(match state.playing {
+            Some(_) => "f strip",
+            None => "f play",
+        });
+    }
     if state.focused {
         hints.push(",/. steps");
     }

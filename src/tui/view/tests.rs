@@ -123,6 +123,7 @@ fn state(with_fid: bool) -> State {
         LabEvent::Planned {
             cells: cells.clone(),
             sample_shape: shape,
+            frames: 1,
             provider: "cpu".into(),
             providers_note: "analytic model runs on the CPU".into(),
             providers_summary: String::new(),
@@ -226,7 +227,7 @@ fn samplers_view_focused_cell() {
 fn finished_state(
     path: &str,
     text: &str,
-    shape: [usize; 3],
+    (shape, frames): ([usize; 3], usize),
     result_of: impl Fn(usize, &crate::lab::Cell) -> CellResult,
 ) -> State {
     let path = Path::new(path);
@@ -244,6 +245,7 @@ fn finished_state(
     lab(LabEvent::Planned {
         cells: cells.clone(),
         sample_shape: shape,
+        frames,
         provider: "cpu".into(),
         providers_note: String::new(),
         providers_summary: String::new(),
@@ -273,7 +275,7 @@ name = "ddim"
 steps = [10]
 guidance = [1, 7.5]
 "#;
-    finished_state("prompts.toml", text, [1, 8, 8], |i, c| {
+    finished_state("prompts.toml", text, ([1, 8, 8], 1), |i, c| {
         let mut scored = CellResult {
             accuracies: vec![1.0, 0.5 * i as f64],
             reference: Some("reference dpm++3m 500".into()),
@@ -297,7 +299,7 @@ fn default_like_state() -> State {
          [[sampler]]\nname = \"dpm++2m\"\nsteps = 20\nguidance = [1, 2, 4, 7.5]\n",
         prompts.join(", ")
     );
-    let state = finished_state("default.toml", &text, [1, 32, 32], |_, c| {
+    let state = finished_state("default.toml", &text, ([1, 32, 32], 1), |_, c| {
         result(&c.name, &c.label, c.steps, Some(10.0))
     });
     assert!(state.lab.cells.iter().all(|c| c.cell.preview == 40));
@@ -312,6 +314,25 @@ fn samplers_view_one_row_per_prompt_labelled() {
     key(&mut s, KeyCode::Enter);
     assert!(s.focused);
     snapshots("samplers_prompts_focused", &mut s);
+}
+
+/// A video model's cells: each clip a strip of its 4 frames (the frames differ by their pattern's shift), then
+/// playing (`f`), at frame 3 after two ticks.
+#[test]
+fn samplers_view_video_clips_as_strips_and_playing() {
+    let text = "[model]\npath = \"tests/data/pipelines/animatediff\"\n[conditioning]\nprompts = [\"a red circle\"]\n\
+                [sampling]\nseeds = 2\n[[sampler]]\nname = \"ddim\"\nsteps = 8\n[[sampler]]\nname = \"euler\"\nsteps = 8\n";
+    let mut s = finished_state("video.toml", text, ([1, 16, 64], 4), |_, c| {
+        result(&c.name, &c.label, c.steps, None)
+    });
+    snapshots("samplers_video_strips", &mut s);
+    key(&mut s, KeyCode::Char('f'));
+    s.update(Msg::NextFrame);
+    s.update(Msg::NextFrame);
+    assert_eq!(s.playing, Some(2));
+    snapshots("samplers_video_playing", &mut s);
+    key(&mut s, KeyCode::Char('f'));
+    assert_eq!(s.playing, None);
 }
 
 #[test]
