@@ -157,3 +157,45 @@ fn a_folder_without_a_shape_runs_sixteen_frames() {
     assert_eq!(latents.shape(), &[1, 4, 16, 8, 8]);
     assert_eq!(frames.shape(), &[1, 3, 16, 64, 64]);
 }
+
+/// FID scores a clip's frames (8 clips of 4 frames: 32 images through the feature network), and every cell has
+/// its clips' frame-to-frame change, the mean |frame f+1 − frame f| of its saved frames, in results.json and
+/// results.csv.
+#[test]
+fn clips_are_scored_by_their_frames_and_their_change_from_frame_to_frame() {
+    let dir = temp_dir("difflab-video-quality");
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let quality = format!(
+        "[quality]\nfeatures = {:?}\nreference = {:?}\nsamples = 8\nkid_subsets = 2\nkid_subset_size = 16\n",
+        models.join("mnist16-features.onnx"),
+        models.join("mnist16-reference.npz"),
+    );
+    let text = experiment("seeds = 2", "sample_shape = [4, 4, 8, 8]\n") + &quality;
+    let results = run(&dir, &text).unwrap();
+    let csv = std::fs::read_to_string(dir.join("out/results.csv")).unwrap();
+    assert!(
+        csv.lines().next().unwrap().ends_with(",frame_change"),
+        "{csv}"
+    );
+    for cell in &results.cells {
+        assert!(cell.error.is_none(), "{:?}", cell.error);
+        let fid = cell.score("fid").unwrap();
+        assert!(fid.is_finite() && fid > 0.0, "FID {fid}");
+        let (_, frames) = cell_files(&dir, &results, &cell.name);
+        assert_eq!(frames.shape(), &[8, 3, 4, 64, 64]);
+        let pairs: Vec<f32> = (0..8)
+            .flat_map(|n| (1..4).map(move |f| (n, f)))
+            .map(|(n, f)| {
+                let at = |k: usize| frames.slice(ndarray::s![n, .., k, .., ..]).to_owned();
+                (at(f) - at(f - 1)).mapv(f32::abs).mean().unwrap()
+            })
+            .collect();
+        let want = pairs.iter().sum::<f32>() / pairs.len() as f32;
+        let got = cell.score("frame_change").unwrap();
+        println!(
+            "{}: FID {fid:.1} over frames, frame change {got:.4}",
+            cell.name
+        );
+        assert!((got - f64::from(want)).abs() < 1e-4, "{got} against {want}");
+    }
+}

@@ -4,7 +4,9 @@
 
 use super::samples::SampleFile;
 use super::scoring::{CellFeatures, Quality};
+use crate::engine::frames::{clips_to_frames, frame_shape};
 use crate::path_error::PathError;
+use crate::quality::FrameChange;
 
 pub(super) struct CellOutput {
     /// How many leading samples are kept whole: the previews, or more when the reference solve covers more.
@@ -18,6 +20,8 @@ pub(super) struct CellOutput {
     pub sample_file: Option<SampleFile>,
     /// A latent model's final latents (`latents/<cell>.npy`).
     pub latent_file: Option<SampleFile>,
+    /// A video model's clips' change from frame to frame, over every sample.
+    pub frame_change: Option<FrameChange>,
 }
 
 impl CellOutput {
@@ -34,17 +38,19 @@ impl CellOutput {
             quality_error: None,
             sample_file,
             latent_file,
+            frame_change: None,
         }
     }
 
     /// Takes the finished samples of items `first..`: their latents and decoded `images` (C × H × W =
-    /// `image_shape`), scored `batch` at a time.
+    /// `image_shape`; a video model's clips of `frames` frames, C × F·H × W), scored `batch` images (frames)
+    /// at a time.
     pub fn take(
         &mut self,
         first: usize,
         samples: &[f32],
         images: &[f32],
-        image_shape: [usize; 3],
+        (image_shape, frames): ([usize; 3], usize),
         quality: Option<&mut Quality<'_>>,
         batch: usize,
     ) -> Result<(), PathError> {
@@ -63,8 +69,20 @@ impl CellOutput {
         if let Some(file) = &mut self.latent_file {
             file.write(first, samples)?;
         }
+        if frames > 1 {
+            let change = self.frame_change.get_or_insert_default();
+            change.add_clips(images, image_shape, frames);
+        }
         if let (Some(q), None) = (quality, &self.quality_error) {
-            let scored = q.run(images, image_shape, batch, &mut self.features);
+            // A clip is scored as its frames.
+            let scored = match frames {
+                1 => q.run(images, image_shape, batch, &mut self.features),
+                f => {
+                    let frame_images = clips_to_frames(images, image_shape, f);
+                    let frame = frame_shape(image_shape, f);
+                    q.run(&frame_images, frame, batch, &mut self.features)
+                }
+            };
             self.quality_error = scored.err();
         }
         Ok(())

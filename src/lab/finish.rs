@@ -80,11 +80,15 @@ impl Finish<'_> {
                 false => Vec::new(),
             },
             against: solution.map(|s| against(s, &output.kept_samples, &output.kept_images)),
+            frame_change: output.frame_change,
+            frames: self.pictures.frames,
             ..Tally::default()
         };
         let measured = match (quality, output.quality_error) {
             (_, Some(e)) => Err(e),
-            (Some(q), None) => q.tally(cell, output.features).map(|m| Some((m, q))),
+            (Some(q), None) => {
+                (q.tally(cell, output.features, self.pictures.frames)).map(|m| Some((m, q)))
+            }
             (None, None) => Ok(None),
         };
         match (measured, self.shard_items.is_some()) {
@@ -97,13 +101,14 @@ impl Finish<'_> {
             }
             (Ok(m), false) => {
                 let against = tally.against.as_ref();
-                let inputs = match &m {
+                let mut inputs = match &m {
                     Some(((features, hits), q)) => q.inputs(features, hits.as_ref(), against),
                     None => Inputs {
                         against,
                         ..Inputs::default()
                     },
                 };
+                inputs.frame_change = tally.frame_change.as_ref();
                 result.put_scores(&inputs);
             }
         }

@@ -638,7 +638,7 @@ impl<'a> Batch<'a> {
             Err(e) => return Ok(Some((lane.cell, e))),
         };
         let state = &mut self.states[lane.cell];
-        let shape = self.ctx.pictures.image_shape;
+        let shape = (self.ctx.pictures.image_shape, self.ctx.pictures.frames);
         let quality = self.quality.as_mut();
         state
             .output

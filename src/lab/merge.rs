@@ -238,6 +238,7 @@ fn merge_cell(
             features,
             hits: features.and(tally.hits.as_ref()),
             against: tally.against.as_ref(),
+            frame_change: tally.frame_change.as_ref(),
         });
     }
     Ok(MergedCell {

@@ -1,6 +1,7 @@
 //! What a cell produced, and the results files: results.json (read back to skip unchanged cells) and
 //! results.csv, both written atomically.
 
+use super::scores::frame_change::FRAME_CHANGE;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -231,6 +232,11 @@ impl Results {
         if img2img {
             header.extend(["strength", "start_rmse"]);
         }
+        // Video runs have the clips' change from frame to frame.
+        let video = self.cells.iter().any(|c| c.score(FRAME_CHANGE).is_some());
+        if video {
+            header.push(FRAME_CHANGE);
+        }
         // ControlNet runs have the scale and its window.
         let controlnet = self.cells.iter().any(|c| c.control_scale.is_some());
         if controlnet {
@@ -277,6 +283,10 @@ impl Results {
                 row.push(c.strength.map_or(String::new(), |s| s.to_string()));
                 let rmse = c.score(super::scores::start_distance::RMSE);
                 row.push(rmse.map_or(String::new(), |e| format!("{e:.6}")));
+            }
+            if video {
+                let change = c.score(FRAME_CHANGE);
+                row.push(change.map_or(String::new(), |v| format!("{v:.6}")));
             }
             if controlnet {
                 let windows = c.control_window.as_ref().map(PerControlNet::values);

@@ -91,15 +91,18 @@ impl<'a> Quality<'a> {
     }
 
     /// A cell's feature tally and class hits (when its samples have expected classes) from the rows of
-    /// all its samples, in item order.
+    /// all its samples, in item order: a video model's clips of `frames` frames give a feature row per frame
+    /// (FID and KID over frames) and are classified by their frames' mean logits.
     pub fn tally(
         &self,
         cell: &Cell,
         rows: CellFeatures,
+        frames: usize,
     ) -> Result<(FeatureTally, Option<Hits>), String> {
         let hits = match expected(cell, self.spec) {
             Some(expected) if rows.classes > 0 => {
-                Some(hits(cell, &expected, &rows.logits, rows.classes)?)
+                let logits = clip_means(&rows.logits, rows.classes * frames.max(1), frames);
+                Some(hits(cell, &expected, &logits, rows.classes)?)
             }
             _ => None,
         };
@@ -127,6 +130,7 @@ impl<'a> Quality<'a> {
             }),
             hits,
             against,
+            frame_change: None,
         }
     }
 }
@@ -144,6 +148,20 @@ fn expected(cell: &Cell, spec: &QualitySpec) -> Option<Vec<i64>> {
     cell.items
         .iter()
         .map(|i| per_condition.get(i.condition).copied())
+        .collect()
+}
+
+/// The mean of each run of `frames` rows of `per_clip / frames` values: one row per clip.
+fn clip_means(rows: &[f32], per_clip: usize, frames: usize) -> Vec<f32> {
+    if frames <= 1 {
+        return rows.to_vec();
+    }
+    let width = per_clip / frames;
+    rows.chunks(per_clip)
+        .flat_map(|clip| {
+            (0..width)
+                .map(move |j| (0..frames).map(|f| clip[f * width + j]).sum::<f32>() / frames as f32)
+        })
         .collect()
 }
 

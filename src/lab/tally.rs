@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic_file::write_atomic;
 use crate::path_error::PathError;
-use crate::quality::{FeatureSums, Hits, SquaredError};
+use crate::quality::{FeatureSums, FrameChange, Hits, SquaredError};
 
 /// A cell's (or a shard's part of a cell's) samples, reduced.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -24,6 +24,10 @@ pub struct Tally {
     pub features: Option<FeatureTally>,
     pub hits: Option<Hits>,
     pub against: Option<Against>,
+    /// A video model's clips' change from frame to frame.
+    pub frame_change: Option<FrameChange>,
+    /// Frames per sample (a video model's features are one row per frame); 1 for images (0 is read as 1).
+    pub frames: usize,
 }
 
 /// Feature sums for FID and the rows themselves for KID (in `Tally::items` order).
@@ -48,6 +52,18 @@ struct Meta {
     preview: usize,
     hits: Option<Hits>,
     against: Option<Against>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    frame_change: Option<FrameChange>,
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    frames: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 impl Tally {
@@ -65,8 +81,14 @@ impl Tally {
             );
             all.preview += part.preview;
             if let Some(f) = &part.features {
-                let dim = f.sums.dim.max(1);
-                rows.extend(part.items.iter().copied().zip(f.rows.chunks_exact(dim)));
+                // A clip has a feature row per frame.
+                let per_item = f.sums.dim.max(1) * part.frames.max(1);
+                rows.extend(
+                    part.items
+                        .iter()
+                        .copied()
+                        .zip(f.rows.chunks_exact(per_item)),
+                );
                 match &mut all.features {
                     Some(a) => a.sums.merge(&f.sums)?,
                     None => {
@@ -82,6 +104,12 @@ impl Tally {
                 (None, Some(h)) => all.hits = Some(h.clone()),
                 _ => {}
             }
+            match (&mut all.frame_change, &part.frame_change) {
+                (Some(a), Some(p)) => a.merge(p),
+                (None, Some(p)) => all.frame_change = Some(*p),
+                _ => {}
+            }
+            all.frames = part.frames;
             match (&mut all.against, &part.against) {
                 (Some(a), Some(p)) => {
                     a.data.merge(&p.data);
@@ -117,6 +145,8 @@ impl Tally {
             preview: self.preview,
             hits: self.hits.clone(),
             against: self.against.clone(),
+            frame_change: self.frame_change,
+            frames: self.frames.max(1),
         };
         let meta = serde_json::to_vec(&meta).map_err(|e| fail(&e))?;
         let mut npz = NpzWriter::new(Cursor::new(Vec::new()));
@@ -180,7 +210,7 @@ impl Tally {
                 let outer = array("sum_outer")?;
                 let rows: Vec<f32> = array("features")?.iter().map(|&v| v as f32).collect();
                 let dim = sum.len();
-                if outer.len() != dim * dim || rows.len() != items.len() * dim {
+                if outer.len() != dim * dim || rows.len() != items.len() * meta.frames * dim {
                     return Err(format!(
                         "{} features for {} samples of {dim} values, and a {}-value Σffᵀ",
                         rows.len(),
@@ -191,7 +221,7 @@ impl Tally {
                 Some(FeatureTally {
                     sums: FeatureSums {
                         dim,
-                        count: items.len(),
+                        count: items.len() * meta.frames,
                         sum,
                         sum_outer: outer.iter().copied().collect(),
                     },
@@ -207,6 +237,8 @@ impl Tally {
             features,
             hits: meta.hits,
             against: meta.against,
+            frame_change: meta.frame_change,
+            frames: meta.frames,
         };
         Ok((tally, meta.key, image_shape))
     }
@@ -258,6 +290,11 @@ mod tests {
                 },
                 decoded: None,
             }),
+            frame_change: Some(FrameChange {
+                sum: 0.5 * items.len() as f64,
+                pairs: items.len(),
+            }),
+            frames: 1,
             items,
         }
     }

@@ -4,6 +4,7 @@
 
 mod accuracy;
 mod fid;
+mod frame_change;
 mod kid;
 mod reference;
 mod solve_error;
@@ -11,6 +12,7 @@ mod sums;
 
 pub use accuracy::{Accuracy, Hits, accuracy, predicted_classes};
 pub use fid::{FeatureStats, frechet_distance};
+pub use frame_change::FrameChange;
 pub use kid::{Kid, kernel_inception_distance};
 pub use reference::{ReferenceError, ReferenceStats};
 pub use solve_error::{SolveError, SquaredError, solve_error};

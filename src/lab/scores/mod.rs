@@ -6,6 +6,7 @@
 mod accuracy;
 pub mod baseline;
 mod fid;
+pub mod frame_change;
 mod kid;
 pub mod reference_error;
 pub mod start_distance;
@@ -15,7 +16,7 @@ pub use values::Scores;
 
 use super::tally::{Against, FeatureTally};
 use crate::experiment::QualitySpec;
-use crate::quality::{Hits, ReferenceStats};
+use crate::quality::{FrameChange, Hits, ReferenceStats};
 
 /// The metrics, in the order their columns, lines and panels appear.
 pub static METRICS: &[&dyn Metric] = &[
@@ -25,6 +26,7 @@ pub static METRICS: &[&dyn Metric] = &[
     &reference_error::ReferenceError,
     &baseline::Baseline,
     &start_distance::StartDistance,
+    &frame_change::FrameChangeMetric,
 ];
 
 /// What a cell's scores are computed from: its feature tally against the reference statistics (when the
@@ -34,6 +36,8 @@ pub struct Inputs<'a> {
     pub features: Option<Features<'a>>,
     pub hits: Option<&'a Hits>,
     pub against: Option<&'a Against>,
+    /// A video model's clips' change from frame to frame.
+    pub frame_change: Option<&'a FrameChange>,
 }
 
 /// A cell's features and what they are compared with.
