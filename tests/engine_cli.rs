@@ -171,7 +171,8 @@ fn a_dynamic_sample_shape_is_given_as_the_error_says_c_h_w() {
     let wrong = info(&[unet, "--sample-shape", "4,8"]);
     let message = text(&wrong.stderr);
     assert!(
-        message.contains("'4,8' is not a shape: give channels, height and width as C,H,W"),
+        message
+            .contains("sample_shape [4, 8] has 2 sizes; give channels, height and width [C, H, W]"),
         "{message}"
     );
 }

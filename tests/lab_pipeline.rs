@@ -825,7 +825,7 @@ fn a_pipeline_without_its_unet_config_names_the_file_and_sample_shape() {
     );
     let err = run(&dir, &text).unwrap_err();
     let dims = format!(
-        "{}: the sample input 'sample' has dynamic channel/height/width dims [batch_size, 4, height, width] \
+        "{}: the sample input 'sample' has dynamic dims [batch_size, 4, height, width] \
          and {} is missing (its in_channels and sample_size fix them); give them as ",
         folder.join("unet/model.onnx").display(),
         config.display()

@@ -199,7 +199,8 @@ fn model(
                 }
                 _ => {
                     let e = EngineError::Roles { problem, path };
-                    Err(open_sample_shape(e, no_shape, "`--sample-shape C,H,W`").into())
+                    let setting = "`--sample-shape C,H,W` (C,F,H,W for a video model)";
+                    Err(open_sample_shape(e, no_shape, setting).into())
                 }
             }
         }
@@ -223,6 +224,7 @@ fn pipeline(args: &InfoArgs) -> anyhow::Result<String> {
     }
     let mut options = args.options();
     options.sample_shape = options.sample_shape.or(folder.latent_shape());
+    options.frames = options.frames.or(folder.default_frames());
     let mut plain = args.options();
     plain.profile_nodes = false;
     plain.roles.clear();

@@ -1,5 +1,6 @@
 //! `difflab run`: an experiment headless — grids, results and plots under the output folder.
 
+use crate::lab::scores::frame_change::FRAME_CHANGE;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -366,9 +367,11 @@ pub fn figures(
         comparison_grid(&columns, shape, row_labels, &out_dir.join("comparison.png"))?;
     }
     let plots = write_plots(done, out_dir)?;
+    let video = done.iter().any(|r| r.score(FRAME_CHANGE).is_some());
     eprintln!(
-        "results in {}: results.json, results.csv, comparison.png, cells/*.png, {}",
+        "results in {}: results.json, results.csv, comparison.png, cells/*.png, {}{}",
         out_dir.display(),
+        if video { "cells/*.gif, " } else { "" },
         plots
             .iter()
             .filter_map(|p| Path::new(p).file_name()?.to_str())

@@ -53,7 +53,7 @@ pub fn open_sample_shape(e: EngineError, why: Option<&str>, setting: &str) -> En
     };
     let why = why.map(|w| format!(" and {w}")).unwrap_or_default();
     EngineError::Options(format!(
-        "{}: the sample input '{name}' has dynamic channel/height/width dims {shape}{why}; give them as {setting}",
+        "{}: the sample input '{name}' has dynamic dims {shape}{why}; give them as {setting}",
         path.display()
     ))
 }

@@ -52,6 +52,8 @@ pub struct InfoReport {
     pub inputs: Vec<(TensorSpec, Option<Role>)>,
     pub outputs: Vec<(TensorSpec, Option<Role>)>,
     pub sample_shape: [usize; 3],
+    /// Frames per clip (a video model's sample is C, F·H, W); 1 for images.
+    pub frames: usize,
     /// Input channels beside the sample's (an inpainting U-Net's mask and masked-image latents).
     pub extra_channels: usize,
     /// ControlNets the graph holds, each taking a control image and a scale.
@@ -159,6 +161,7 @@ pub fn inspect(
         inputs: with_roles(model.inputs()),
         outputs: with_roles(model.outputs()),
         sample_shape: roles.sample_shape,
+        frames: roles.frames,
         extra_channels: roles.extra_channels,
         controlnets: roles.controlnets,
         fixed_batch: roles.fixed_batch,
@@ -228,6 +231,10 @@ impl fmt::Display for InfoReport {
         write_tensors(f, "inputs", &self.inputs, "(fed by the ControlNet)")?;
         write_tensors(f, "outputs", &self.outputs, "(unused)")?;
         let [c, h, w] = self.sample_shape;
+        let shape = match self.frames {
+            1 => format!("{c}×{h}×{w}"),
+            f => format!("{c}×{f}×{}×{w} (C×F×H×W, a clip of {f} frames)", h / f),
+        };
         let batch = match self.fixed_batch {
             Some(b) => format!("fixed batch {b} (larger batches are split)"),
             None => "dynamic batch".to_string(),
@@ -237,7 +244,7 @@ impl fmt::Display for InfoReport {
         } else {
             "one timestep per call (split where timesteps differ)"
         };
-        writeln!(f, "sample    {c}×{h}×{w}, {batch}, {timestep}")?;
+        writeln!(f, "sample    {shape}, {batch}, {timestep}")?;
         if self.extra_channels > 0 {
             let extra = self.extra_channels;
             writeln!(
