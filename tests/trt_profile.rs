@@ -120,6 +120,7 @@ fn each_network_of_a_pipeline_gets_the_profile_of_what_the_lab_feeds_it() {
     let hints = ShapeHints {
         batch,
         sample: Some([4, 8, 8]),
+        frames: None,
         sequence: text_lengths(&e, Family::StableDiffusion, &[&sd1.join("tokenizer")]).denoiser,
     };
     let (options, note) =
@@ -196,6 +197,7 @@ fn each_text_network_gets_the_length_it_is_fed() {
     let hints = ShapeHints {
         batch: [1, 2, 2],
         sample: Some([16, 8, 8]),
+        frames: None,
         sequence: lengths.denoiser,
     };
     let (options, _) = with_profile(
@@ -224,6 +226,7 @@ fn each_text_network_gets_the_length_it_is_fed() {
     let hints = ShapeHints {
         batch: [1, 2, 2],
         sample: Some([4, 16, 32]),
+        frames: None,
         sequence: lengths.encoders[0],
     };
     let (options, _) = with_profile(

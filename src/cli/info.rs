@@ -158,6 +158,7 @@ fn model(
     let hints = ShapeHints {
         batch: [1, args.batch.max(1), args.batch.max(1)],
         sample: options.sample_shape,
+        frames: options.frames,
         sequence: None,
     };
     // TensorRT builds one engine, for the shapes timed, instead of one per shape it meets.

@@ -5,13 +5,16 @@ use sha2::{Digest, Sha256};
 
 use super::roles::{Dim, TensorSpec};
 
-/// What the caller will feed: batch sizes and, for dynamic dimensions, one sample's C, H, W (rank-4 inputs)
-/// and the text sequence length (dimension 1 of rank-2 and rank-3 inputs: token ids, hidden states, masks).
+/// What the caller will feed: batch sizes and, for dynamic dimensions, one sample's C, H, W (rank-4 inputs;
+/// one frame's, with the frames, for a video U-Net's rank-5 sample [B, C, F, H, W]) and the text sequence length
+/// (dimension 1 of rank-2 and rank-3 inputs: token ids, hidden states, masks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShapeHints {
     /// Smallest, most common and largest batch of one call.
     pub batch: [usize; 3],
     pub sample: Option<[usize; 3]>,
+    /// Frames per clip, for a video U-Net.
+    pub frames: Option<usize>,
     /// Shortest, most common and longest text (Sana's negative prompt is shorter than its prompts).
     pub sequence: Option<[usize; 3]>,
 }
@@ -28,6 +31,8 @@ impl ShapeProfile {
     /// The profile for `inputs`, or why one cannot be made. `None`: every input is static (nothing to say).
     pub fn derive(inputs: &[TensorSpec], hints: &ShapeHints) -> Result<Option<Self>, String> {
         let mut lists: [Vec<String>; 3] = Default::default();
+        // A video U-Net takes its text states once per frame: their batch is the clips' times the frames.
+        let video = inputs.iter().any(|s| s.is_tensor && s.rank() == 5);
         for input in inputs.iter().filter(|s| s.is_tensor) {
             if input.dims.iter().all(|d| matches!(d, Dim::Fixed(_))) {
                 continue;
@@ -39,9 +44,12 @@ impl ShapeProfile {
                 ));
             }
             for (k, list) in lists.iter_mut().enumerate() {
-                let dims = (0..input.rank())
+                let mut dims = (0..input.rank())
                     .map(|axis| dim_size(input, axis, hints, k))
                     .collect::<Result<Vec<_>, _>>()?;
+                if video && input.rank() == 3 && matches!(input.dims[0], Dim::Symbolic(_)) {
+                    dims[0] *= hints.frames.unwrap_or(1);
+                }
                 let dims: Vec<String> = dims.iter().map(usize::to_string).collect();
                 list.push(format!("{}:{}", input.name, dims.join("x")));
             }
@@ -82,6 +90,12 @@ fn dim_size(
             .sample
             .map(|s| s[axis - 1])
             .ok_or_else(|| unknown("sample size")),
+        (5, 2) => hints.frames.ok_or_else(|| unknown("frame count")),
+        (5, 1 | 3 | 4) => hints
+            .sample
+            // [B, C, F, H, W]: C, H and W from one frame's C, H, W.
+            .map(|[c, h, w]| [c, 0, 0, h, w][axis])
+            .ok_or_else(|| unknown("sample size")),
         (2 | 3, 1) => hints
             .sequence
             .map(|s| s[k])
@@ -119,6 +133,7 @@ mod tests {
     const HINTS: ShapeHints = ShapeHints {
         batch: [1, 8, 16],
         sample: Some([4, 64, 64]),
+        frames: None,
         sequence: Some([77; 3]),
     };
 
@@ -170,6 +185,27 @@ mod tests {
 
     #[test]
     fn an_unknown_size_is_named() {
+        let video = ShapeHints {
+            frames: Some(16),
+            ..HINTS
+        };
+        let mut inputs = unet_inputs();
+        inputs[0] = TensorSpec::tensor(
+            "sample",
+            ElemType::F32,
+            vec![
+                sym("batch"),
+                Dim::Fixed(4),
+                sym("frames"),
+                sym("height"),
+                sym("width"),
+            ],
+        );
+        let profile = ShapeProfile::derive(&inputs[..3], &video).unwrap().unwrap();
+        assert_eq!(
+            profile.opt, "sample:8x4x16x64x64,encoder_hidden_states:128x77x768",
+            "a video U-Net's text states come once per frame"
+        );
         let no_sample = ShapeHints {
             sample: None,
             ..HINTS

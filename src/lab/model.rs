@@ -8,7 +8,7 @@ use super::latent_preview::LatentPreview;
 use super::start_images::{self, ControlImages, StartImages};
 use super::tensorrt::{TextLengths, note_if_tensorrt, text_lengths, unet_batch, with_profile};
 use crate::engine::flux::FluxDenoiser;
-use crate::engine::frames::clip_shape;
+use crate::engine::frames::{clip_shape, frame_shape};
 use crate::engine::pipeline_folder::{
     Family, PipelineFolder, VaePart, read_pipeline, read_vae_part,
 };
@@ -476,6 +476,7 @@ fn assemble(
     let hints = ShapeHints {
         batch: unet_batch(experiment),
         sample: options.sample_shape,
+        frames: options.frames,
         sequence: lengths.denoiser,
     };
     let (options, unet_note) = with_profile(&options, unet, hints);
@@ -499,7 +500,9 @@ fn assemble(
         Some(v) => {
             let hints = ShapeHints {
                 batch: [1, vae_batch, vae_batch],
-                sample: Some(sample_shape),
+                // The decoder takes a clip's frames as images.
+                sample: Some(frame_shape(sample_shape, frames)),
+                frames: None,
                 sequence: None,
             };
             let mut decoder = load_vae(v, &part_options, hints, loading, &mut notes)?;
@@ -519,6 +522,7 @@ fn assemble(
     let text_hints = ShapeHints {
         batch: [1, prompts, prompts],
         sample: None,
+        frames: None,
         sequence: None,
     };
     let encoders = load_text_encoders(
