@@ -132,6 +132,18 @@ fn clip_shapes_that_do_not_fit_are_named() {
     )
     .unwrap_err();
     assert!(err.contains("[N, 4, 8, 8, 8]"), "{err}");
+    // A start image for a clip.
+    let start = folder()
+        .with_file_name("sd3")
+        .join("reference/img2img/start.png");
+    let text = experiment("seeds = 1", "sample_shape = [4, 8, 8, 8]\n")
+        .replace("[sampling]", &format!("init_image = {start:?}\n[sampling]"))
+        .replace("guidance = [7.5]", "guidance = [7.5]\nstrength = 0.5");
+    let err = run(&dir, &text).unwrap_err();
+    assert!(
+        err.contains("[conditioning] init_image") && err.contains("clips of 8 frames"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -88,6 +88,7 @@ impl LoadedModel {
         if c.set_for.as_ref().is_some_and(|set| set.as_ref() == spec) {
             return Ok(Vec::new());
         }
+        check_video_conditioning(self.frames, spec)?;
         let sources = ConditionSources {
             encoders: &mut c.encoders,
             force_zeros: c.force_zeros,
@@ -115,6 +116,28 @@ impl LoadedModel {
         c.set_for = Some(spec.cloned());
         notes.extend(truncation_notes(&c.encoders, spec));
         Ok(notes)
+    }
+}
+
+/// Start images, masks and control images are images: a video model's clips take none of them yet.
+fn check_video_conditioning(
+    frames: usize,
+    spec: Option<&ConditioningSpec>,
+) -> Result<(), EngineError> {
+    let Some(spec) = spec.filter(|_| frames > 1) else {
+        return Ok(());
+    };
+    let given = [
+        (!spec.init_images.is_empty(), "init_image"),
+        (!spec.masks.is_empty(), "mask"),
+        (!spec.controls.is_empty(), "control_image"),
+    ];
+    match given.iter().find(|(given, _)| *given) {
+        Some((_, key)) => Err(EngineError::Options(format!(
+            "[conditioning] {key}: this model makes video clips of {frames} frames, and difflab starts or \
+             steers clips from images not yet; remove {key}"
+        ))),
+        None => Ok(()),
     }
 }
 
