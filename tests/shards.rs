@@ -243,3 +243,49 @@ fn bad_shard_numbers_are_clear_errors() {
     assert!(no_shards.contains("has no shards"), "{no_shards}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A video model's cells shard and merge too: FID over the clips' frames, their frame-to-frame change and the
+/// clip GIFs come out as one machine's.
+#[test]
+fn video_shards_merge_into_what_one_machine_writes() {
+    let dir = std::env::temp_dir().join(format!("difflab-shards-video-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = format!(
+        "name = \"video\"\noutput = \"out\"\n[model]\npath = {:?}\nproviders = [\"cpu\"]\n[sampling]\nseeds = 4\n\
+         [[sampler]]\nname = \"ddim\"\nsteps = 4\n\
+         [quality]\nfeatures = {:?}\nreference = {:?}\nsamples = 24\nkid_subsets = 4\nkid_subset_size = 50\n",
+        models().join("digits-video/model.onnx"),
+        models().join("mnist16-features.onnx"),
+        models().join("digits-video/reference.npz"),
+    );
+    let exp = dir.join("exp.toml");
+    std::fs::write(&exp, text).unwrap();
+    let single = dir.join("single");
+    let args = [
+        "run",
+        exp.to_str().unwrap(),
+        "--out",
+        single.to_str().unwrap(),
+    ];
+    ok(difflab(&args, &[]));
+    shards(&exp, 2);
+    let out = dir.join("out");
+    ok(difflab(&["merge", out.to_str().unwrap()], &[]));
+    let (one, many) = (
+        Results::load(&single.join("results.json")),
+        Results::load(&out.join("results.json")),
+    );
+    let (a, b) = (&one.cells[0], cell(&many, &one.cells[0].name));
+    for key in ["fid", "kid", "frame_change"] {
+        let (x, y) = (a.score(key).unwrap(), b.score(key).unwrap());
+        assert!((x - y).abs() <= 1e-9 * x.abs().max(1e-12), "{key}: {x} {y}");
+    }
+    let gif = a.grid.replace(".png", ".gif");
+    assert_eq!(
+        std::fs::read(single.join(&gif)).unwrap(),
+        std::fs::read(out.join(&gif)).unwrap(),
+        "the merged GIF differs"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
