@@ -12,8 +12,8 @@ pub struct FrameChange {
 }
 
 impl FrameChange {
-    /// Adds `clips` (items of `shape` = C, F·H, W, values in [-1, 1]: each clip's [C, F, H, W]) of `frames`
-    /// frames.
+    /// Adds `clips` (items of `shape` = C, F·H, W in model space: each clip's [C, F, H, W]) of `frames`
+    /// frames, each value clamped to [-1, 1] as the saved pixels are.
     pub fn add_clips(&mut self, clips: &[f32], [c, fh, w]: [usize; 3], frames: usize) {
         let plane = fh / frames.max(1) * w;
         for clip in clips.chunks_exact(c * fh * w) {
@@ -24,7 +24,9 @@ impl FrameChange {
                             &clip[(ch * frames + k) * plane..(ch * frames + k + 1) * plane]
                         };
                         (at(f).iter().zip(at(f - 1)))
-                            .map(|(a, b)| f64::from((a - b).abs()))
+                            .map(|(a, b)| {
+                                f64::from((a.clamp(-1.0, 1.0) - b.clamp(-1.0, 1.0)).abs())
+                            })
                             .sum::<f64>()
                     })
                     .sum();
@@ -62,5 +64,9 @@ mod tests {
         cut.merge(&still);
         assert_eq!((cut.mean(), cut.pairs), (Some(1.0 / 3.0), 3));
         assert_eq!(FrameChange::default().mean(), None);
+        // Values beyond the pixel range count as the pixels they are saved as.
+        let mut beyond = FrameChange::default();
+        beyond.add_clips(&[-5.0, 5.0], [1, 2, 1], 2);
+        assert_eq!(beyond.mean(), Some(1.0));
     }
 }

@@ -117,8 +117,8 @@ fn shown_tile(state: &State, zoom: f64) -> (u16, u16) {
     }
 }
 
-/// The smallest legible tile for the run's images: 16 columns in half blocks, 64 pixels wide in graphics
-/// (a clip's frames each).
+/// The smallest legible tile for the run's images: 16 columns in half blocks, 64 pixels wide in graphics; a
+/// clip's strip half that a frame, so that 8 frames fit an 80-column terminal.
 fn legible(state: &State) -> (u16, u16) {
     let frames = state.lab.frames.max(1);
     let [c, h, strip_w] = state.lab.sample_shape;
@@ -129,7 +129,8 @@ fn legible(state: &State) -> (u16, u16) {
     let (cols, rows) = tile_size([c, (h * small).div_ceil(w.max(1)), small], state.font, 1.0);
     match state.playing {
         Some(_) => (cols, rows),
-        None => (cols * frames as u16, rows),
+        None if frames > 1 => ((cols / 2).max(1) * frames as u16, (rows / 2).max(1)),
+        None => (cols, rows),
     }
 }
 
