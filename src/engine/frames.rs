@@ -46,11 +46,17 @@ pub fn strip_frame(
 }
 
 /// One item's dims as files give them: [C, H, W], or a clip's [C, F, H, W].
-pub fn item_dims([c, h, w]: [usize; 3], frames: usize) -> Vec<usize> {
+pub fn item_dims(shape: [usize; 3], frames: usize) -> Vec<usize> {
     match frames {
-        0 | 1 => vec![c, h, w],
-        f => vec![c, f, h / f, w],
+        0 | 1 => shape.to_vec(),
+        f => clip_dims(shape, f),
     }
+}
+
+/// One clip's [C, F, H, W] from its C, F·H, W.
+pub fn clip_dims([c, fh, w]: [usize; 3], frames: usize) -> Vec<usize> {
+    let f = frames.max(1);
+    vec![c, f, fh / f, w]
 }
 
 /// [N, A, B, inner] → [N, B, A, inner].

@@ -7,6 +7,7 @@
 //! shaped like the sample. Roles are recognised by name (diffusers / Optimum exports: `sample`, `timestep`,
 //! `encoder_hidden_states` → `out_sample`, and the usual alternatives); a caller's [`RoleOverrides`] wins.
 
+use super::frames::clip_dims;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -362,12 +363,9 @@ impl ModelRoles {
         self.dims(m, self.sample_shape)
     }
 
-    fn dims(&self, m: usize, [c, h, w]: [usize; 3]) -> Vec<i64> {
-        let mut dims = vec![m, c, h, w];
-        if self.sample.rank() == 5 {
-            dims.splice(2..3, [self.frames, h / self.frames]);
-        }
-        dims.into_iter().map(|d| d as i64).collect()
+    fn dims(&self, m: usize, shape: [usize; 3]) -> Vec<i64> {
+        let item = input_item_dims(self.sample.rank(), shape, self.frames);
+        std::iter::once(m).chain(item).map(|d| d as i64).collect()
     }
 
     /// The role of the input or output `name`.
@@ -923,7 +921,7 @@ fn check_output(
     output: &TensorSpec,
     sample: &TensorSpec,
     fixed_batch: Option<usize>,
-    ([c, h, w], frames): ([usize; 3], usize),
+    (shape, frames): ([usize; 3], usize),
 ) -> Result<(), RoleError> {
     let expected = shape_text(&sample.dims);
     if !output.is_tensor || output.rank() != sample.rank() {
@@ -941,10 +939,8 @@ fn check_output(
             expected: "float32, float16, bfloat16 or float64",
         });
     }
-    let mut want = vec![fixed_batch, Some(c), Some(h), Some(w)];
-    if sample.rank() == 5 {
-        want.splice(2..3, [Some(frames), Some(h / frames)]);
-    }
+    let item = input_item_dims(sample.rank(), shape, frames);
+    let want = std::iter::once(fixed_batch).chain(item.into_iter().map(Some));
     for (dim, want) in output.dims.iter().zip(want) {
         if let (Dim::Fixed(n), Some(w)) = (dim, want)
             && *n != w
@@ -958,6 +954,14 @@ fn check_output(
     }
 
     Ok(())
+}
+
+/// One item's dims after the batch as a sample input of `rank` takes them: C, H, W, or a clip's C, F, H, W.
+fn input_item_dims(rank: usize, shape: [usize; 3], frames: usize) -> Vec<usize> {
+    match rank {
+        5 => clip_dims(shape, frames),
+        _ => shape.to_vec(),
+    }
 }
 
 /// A float conditioning input: batch first, float.

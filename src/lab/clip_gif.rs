@@ -7,7 +7,7 @@ use image::codecs::gif::{GifEncoder, Repeat};
 use image::{Delay, Frame, RgbaImage};
 
 use super::images::{grid, upscale, upscale_factor};
-use crate::engine::frames::frame_shape;
+use crate::engine::frames::{clips_to_frames, frame_shape};
 use crate::path_error::PathError;
 
 /// Writes `count` clips (`clips`, items of `shape` = C, F·H, W in [-1, 1]) as an animated grid `columns` wide,
@@ -20,6 +20,8 @@ pub fn write_clip_gif(
     fps: f64,
 ) -> Result<(), PathError> {
     let frame = frame_shape(shape, frames);
+    let per_frame: usize = frame.iter().product();
+    let all_frames = clips_to_frames(clips, shape, frames);
     let delay = Delay::from_numer_denom_ms((1000.0 / fps).round().max(10.0) as u32, 1);
     let mut bytes = Vec::new();
     {
@@ -28,7 +30,13 @@ pub fn write_clip_gif(
             .set_repeat(Repeat::Infinite)
             .map_err(|e| PathError::other("encode", path, e))?;
         for k in 0..frames {
-            let frame_k = nth_frames(clips, shape, frames, k);
+            // Frame k of every clip: every `frames`-th image from the k-th.
+            let frame_k: Vec<f32> = (all_frames.chunks(per_frame))
+                .skip(k)
+                .step_by(frames)
+                .flatten()
+                .copied()
+                .collect();
             let img = upscale(
                 &grid(&frame_k, frame, count, columns),
                 upscale_factor(frame),
@@ -43,20 +51,6 @@ pub fn write_clip_gif(
         }
     }
     crate::atomic_file::write_atomic(path, &bytes)
-}
-
-/// Frame `k` of every clip, as images C × H × W.
-fn nth_frames(clips: &[f32], [c, fh, w]: [usize; 3], frames: usize, k: usize) -> Vec<f32> {
-    let plane = fh / frames * w;
-    clips
-        .chunks(c * fh * w)
-        .flat_map(|clip| {
-            (0..c).flat_map(move |ch| {
-                let at = (ch * frames + k) * plane;
-                clip[at..at + plane].iter().copied()
-            })
-        })
-        .collect()
 }
 
 #[cfg(test)]
